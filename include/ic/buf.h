@@ -1,0 +1,31 @@
+/* Growable byte buffer (part of lib/base). The buffer owns `data`; it is always
+ * NUL-terminated after a successful append so text can be used as a C string. */
+#ifndef IC_BUF_H
+#define IC_BUF_H
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+
+typedef struct ic_buf {
+  char *data; /* NULL until the first append */
+  size_t len;
+  size_t cap;
+} ic_buf_t;
+
+#define IC_BUF_INIT {NULL, 0, 0}
+
+void ic_buf_init(ic_buf_t *b);
+void ic_buf_free(ic_buf_t *b);                    /* releases memory, leaves an empty buffer */
+void ic_buf_reset(ic_buf_t *b);                   /* len = 0, keeps capacity */
+int ic_buf_reserve(ic_buf_t *b, size_t extra);    /* ensure room for `extra` more bytes + NUL */
+int ic_buf_append(ic_buf_t *b, const void *p, size_t n);
+int ic_buf_append_str(ic_buf_t *b, const char *s);
+int ic_buf_append_byte(ic_buf_t *b, char c);
+int ic_buf_appendf(ic_buf_t *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+int ic_buf_vappendf(ic_buf_t *b, const char *fmt, va_list ap);
+/* Appends `s` as a JSON string literal (quotes included, control characters escaped). */
+int ic_buf_append_json_str(ic_buf_t *b, const char *s, size_t n);
+/* Hands the contents to the caller (free() it); the buffer becomes empty. */
+char *ic_buf_detach(ic_buf_t *b, size_t *len);
+
+#endif

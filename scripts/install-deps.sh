@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# Installs every Debian package the build, tests, fuzzers and benchmarks need.
+# Idempotent: installs only what is missing and runs `apt-get update` at most once.
+set -euo pipefail
+
+PACKAGES=(
+  build-essential cmake pkg-config clang libclang-rt-14-dev git curl ca-certificates
+  protobuf-compiler protobuf-c-compiler libprotobuf-c-dev libprotobuf-dev
+  libgrpc-dev protobuf-compiler-grpc
+  libmicrohttpd-dev libcurl4-openssl-dev libjansson-dev libmsgpack-dev
+  libzmq3-dev libxxhash-dev libssl-dev libcriterion-dev
+  python3 python3-grpcio python3-grpc-tools python3-zmq python3-msgpack
+  python3-pytest python3-jsonschema python3-jsonpatch python3-yaml openssl
+)
+
+missing=()
+for p in "${PACKAGES[@]}"; do
+  if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed"; then
+    missing+=("$p")
+  fi
+done
+
+if [ ${#missing[@]} -eq 0 ]; then
+  exit 0
+fi
+
+SUDO=""
+if [ "$(id -u)" -ne 0 ]; then
+  if command -v sudo >/dev/null 2>&1; then SUDO="sudo"; else
+    echo "install-deps: need root or sudo to install: ${missing[*]}" >&2; exit 1
+  fi
+fi
+
+echo "install-deps: installing ${missing[*]}" >&2
+export DEBIAN_FRONTEND=noninteractive
+$SUDO apt-get update -qq
+$SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+echo "install-deps: done" >&2

@@ -1,0 +1,12 @@
+#!/usr/bin/env bash
+# Runs benchmarks: run-bench.sh BUILD_DIR [all|index|grpc|subscriber|...]. Each prints JSON lines.
+set -euo pipefail
+build=${1:-build}; which=${2:-all}
+shopt -s nullglob
+ran=0
+for b in "$build"/bench/bench_*; do
+  [ -x "$b" ] || continue
+  name=$(basename "$b"); name=${name#bench_}
+  if [ "$which" = all ] || [ "$which" = "$name" ]; then "$b"; ran=1; fi
+done
+[ $ran = 1 ] || { echo "run-bench: no benchmark named '$which' built" >&2; exit 1; }
