@@ -1,0 +1,102 @@
+/* The inferencecache-server program context: parsed flags, the index, the policy store, the
+ * metrics registry with its metric handles, readiness, and the event-stream hub. One instance,
+ * created by main.c and passed explicitly to every listener (gRPC handlers, HTTP handlers). */
+#ifndef IC_SERVER_SERVER_H
+#define IC_SERVER_SERVER_H
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "ic/metrics.h"
+
+/* Forward declarations so this header does not force every user to include every module. */
+struct ic_index;         /* include/ic/index.h  (lib/index) */
+struct ic_policy_store;  /* include/ic/policy.h (lib/policy) */
+struct ic_rpc_server;    /* include/ic/rpc.h    (lib/rpc) */
+struct server_hub;       /* src/server/grpc_stream.c: StreamCacheEvents fan-out */
+struct server_http;      /* src/server/http_*.c: the two HTTP listeners (http helper) */
+struct server_auth;      /* src/server/http_*.c / lib/auth (http helper) */
+
+/* Constants of spec server.md §13 that the handlers share. */
+#define SERVER_PROBE_TENANT "inferencecache.io/probe"
+#define SERVER_MAX_LOOKUP_TOKENS (1u << 20)
+#define SERVER_MAX_PROMPT_TEXT_BYTES (1u << 20)
+#define SERVER_DEFAULT_TOKENIZE_TIMEOUT_MS 5000
+#define SERVER_MAX_RECV_MESSAGE (4 * 1024 * 1024)
+
+/* Command-line configuration (spec server.md §1.1). Strings point into argv or literals and are
+ * never freed. */
+typedef struct server_flags {
+  const char *grpc_bind_address;     /* ":9090" */
+  const char *http_bind_address;     /* ":8080" */
+  const char *snapshot_bind_address; /* ":8081" */
+  const char *allowed_controller_sa; /* "" */
+  bool insecure_disable_auth;        /* false */
+  const char *controller_audience;   /* "inferencecache.io/controller" */
+  const char *policy_audience;       /* "inferencecache.io/policy" */
+  const char *tls_cert_file;         /* "" */
+  const char *tls_key_file;          /* "" */
+  const char *tokenizer_models_dir;  /* "" */
+  int engine_block_size;             /* 16 (values <= 0 keep 16) */
+  const char *log_format;            /* "json" */
+  const char *log_level;             /* "info" */
+  /* Not reference flags: operational knobs of this port (documented in docs/server.md). */
+  int grpc_threads;                  /* --grpc-threads, 0 = one per core */
+  int drain_timeout_ms;              /* --shutdown-drain-timeout, bounded gRPC drain */
+} server_flags_t;
+
+/* Metric handles (spec server.md §10). Families are registered by main.c; children of labelled
+ * families are created lazily by whoever first increments them. */
+typedef struct server_metrics {
+  ic_metric_family_t *server_up;            /* gauge */
+  ic_metric_family_t *grpc_tls_enabled;     /* gauge */
+  ic_metric_family_t *index_entries;        /* gauge {model} */
+  ic_metric_family_t *lookup_calls;         /* counter {model, reason_code, hint_used} */
+  ic_metric_family_t *lookup_latency;       /* histogram {model} */
+  ic_metric_family_t *tenant_evictions;     /* counter {tenant_id, reason} */
+  ic_metric_family_t *index_evictions;      /* counter {algorithm, reason} */
+  ic_metric_family_t *snapshot_auth;        /* counter {result} (http helper) */
+  ic_metric_family_t *policy_auth;          /* counter {result} (http helper) */
+  ic_metric_family_t *probe_auth;           /* counter {result} (http helper) */
+} server_metrics_t;
+
+typedef struct server_ctx {
+  server_flags_t flags;
+  const char *version; /* build-time, "dev" by default */
+  const char *commit;  /* build-time, "unknown" by default */
+
+  struct ic_index *index;         /* owned; created before listeners start */
+  struct ic_policy_store *policy; /* owned; replaced atomically by POST /policy */
+  ic_metrics_t *metrics;          /* owned registry */
+  server_metrics_t m;
+
+  /* "Ready" = the index is started and serving (spec §6). Set true when serving starts, false
+   * as soon as shutdown begins; /readyz and grpc.health.v1 follow it. */
+  atomic_bool ready;
+  /* Set by the signal handler thread when shutdown starts. */
+  atomic_bool stopping;
+
+  struct ic_rpc_server *grpc;  /* owned by main.c */
+  struct server_hub *hub;      /* StreamCacheEvents subscribers, fed by the index listener */
+  struct server_http *http;    /* owned by the http listeners (http helper) */
+  struct server_auth *auth;    /* controller-listener auth (http helper) */
+  bool grpc_tls;               /* TLS configured on the gRPC port */
+} server_ctx_t;
+
+/* --- flags.c --- */
+/* Parses argv into ctx->flags with reference defaults. Returns 0 to run, 1 when --help was
+ * printed (exit 0), 2 on a usage error (message already on stderr, exit 2). */
+int server_flags_parse(server_flags_t *f, int argc, char **argv);
+/* Auth-flag matrix of spec §1.2 step 6: returns NULL when valid, else the stderr message
+ * (static or malloc'd into *owned, which the caller frees). */
+const char *server_flags_validate_auth(const server_flags_t *f, char **owned);
+
+/* --- HTTP listeners (http helper, src/server/http_*.c) --- */
+/* Open both HTTP listeners (public then snapshot); on failure returns negative IC_E* and
+ * writes "listen for http: ..." / "listen for snapshot: ..." into err (cap errlen). */
+int server_http_start(server_ctx_t *ctx, char *err, size_t errlen);
+/* Graceful stop of both HTTP listeners within the shared deadline (ms, <0 = none). */
+void server_http_stop(server_ctx_t *ctx, int deadline_ms);
+
+#endif
