@@ -1,0 +1,194 @@
+/* lib/rpc: a thin layer over the gRPC core C API (grpc/grpc.h). Server side: registered methods
+ * (unary, client-streaming, server-streaming, bidi), one completion-queue thread per core, TLS
+ * with certificate reload, graceful shutdown with a bounded drain, grpc.health.v1 and server
+ * reflection. Client side: channels, blocking unary calls, a client-streaming writer and an
+ * asynchronous unary pipeline (many calls in flight from one thread) for load generators.
+ *
+ * Messages cross this API as serialized bytes; callers pack/unpack them (protobuf-c). Status
+ * codes are gRPC's numeric codes (IC_RPC_* below, identical to grpc_status_code) so callers need
+ * not include grpc headers. Functions return 0 / negative IC_E* or NULL (ic/err.h). */
+#ifndef IC_RPC_H
+#define IC_RPC_H
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "ic/buf.h"
+
+/* gRPC status codes (numeric values of grpc_status_code). */
+enum {
+  IC_RPC_OK = 0,
+  IC_RPC_CANCELLED = 1,
+  IC_RPC_UNKNOWN = 2,
+  IC_RPC_INVALID_ARGUMENT = 3,
+  IC_RPC_DEADLINE_EXCEEDED = 4,
+  IC_RPC_NOT_FOUND = 5,
+  IC_RPC_RESOURCE_EXHAUSTED = 8,
+  IC_RPC_UNIMPLEMENTED = 12,
+  IC_RPC_INTERNAL = 13,
+  IC_RPC_UNAVAILABLE = 14,
+};
+
+/* ===================================== server ===================================== */
+
+typedef struct ic_rpc_server ic_rpc_server_t;
+/* One in-flight call on the server. Owned by the rpc layer. Valid inside a handler callback;
+ * for streaming calls valid from on_start until on_close returns (see below). */
+typedef struct ic_rpc_call ic_rpc_call_t;
+
+typedef enum {
+  IC_RPC_UNARY = 0,         /* one request, one response */
+  IC_RPC_CLIENT_STREAM = 1, /* many requests, one response */
+  IC_RPC_SERVER_STREAM = 2, /* one request, many responses sent asynchronously */
+  IC_RPC_BIDI = 3,          /* many requests, many responses */
+} ic_rpc_kind_t;
+
+typedef struct ic_rpc_server_opts {
+  int threads;              /* completion-queue threads; <= 0 = one per online core */
+  int max_recv_bytes;       /* <= 0 = 4 MiB (the reference's grpc-go default) */
+  const char *tls_cert_file; /* both set = TLS (PEM); both NULL/"" = plaintext */
+  const char *tls_key_file;
+} ic_rpc_server_opts_t;
+
+/* Unary handler: decode `req`, append the serialized response to `resp`, return a status code.
+ * A non-OK status sends no message; `*msg` (static string) may carry the status message.
+ * Runs on a completion-queue thread: must not block for long. */
+typedef int (*ic_rpc_unary_fn)(void *ud, ic_rpc_call_t *call, const uint8_t *req, size_t len,
+                               ic_buf_t *resp, const char **msg);
+
+/* Streaming handlers. All run on the call's completion-queue thread, never concurrently for
+ * one call.
+ *  on_start: SERVER_STREAM gets the single request (req/len); CLIENT_STREAM/BIDI get NULL/0.
+ *            Return IC_RPC_OK to continue or a status to finish the call at once.
+ *  on_msg:   CLIENT_STREAM/BIDI, once per received message. Return IC_RPC_OK to keep reading
+ *            or a status to finish the call (no response message).
+ *  on_end:   CLIENT_STREAM/BIDI, when the client half-closed (`status` = OK) or the stream
+ *            broke (`status` = CANCELLED etc.). For CLIENT_STREAM with status OK, append the
+ *            response to `resp` and return the final status; on a broken stream the return is
+ *            ignored and nothing is sent. BIDI: return the final status (the call finishes once
+ *            queued sends are flushed); may be NULL.
+ *  on_close: the call is over (finished, cancelled or server shutdown). After it returns the
+ *            call pointer is dead: stop calling ic_rpc_stream_send on it. May be NULL. */
+typedef struct ic_rpc_stream_handler {
+  int (*on_start)(void *ud, ic_rpc_call_t *call, const uint8_t *req, size_t len);
+  int (*on_msg)(void *ud, ic_rpc_call_t *call, const uint8_t *msg, size_t len);
+  int (*on_end)(void *ud, ic_rpc_call_t *call, int status, ic_buf_t *resp);
+  void (*on_close)(void *ud, ic_rpc_call_t *call);
+} ic_rpc_stream_handler_t;
+
+/* Creates a server listening on `addr` (Go-style "host:port", ":port" = all interfaces).
+ * Returns NULL and writes a message into err (errlen bytes) on failure: bad TLS files
+ * ("load gRPC TLS keypair ...") or a bind failure ("listen for grpc: ..."); `*is_tls_error`
+ * (may be NULL) tells them apart. Nothing is served until ic_rpc_server_start(). */
+ic_rpc_server_t *ic_rpc_server_new(const char *addr, const ic_rpc_server_opts_t *opts, char *err,
+                                   size_t errlen, bool *is_tls_error);
+/* Port actually bound (useful with ":0"). */
+int ic_rpc_server_port(const ic_rpc_server_t *s);
+
+/* Register methods before start. `method` is the full path "/pkg.Service/Method". */
+int ic_rpc_server_add_unary(ic_rpc_server_t *s, const char *method, ic_rpc_unary_fn fn, void *ud);
+int ic_rpc_server_add_stream(ic_rpc_server_t *s, const char *method, ic_rpc_kind_t kind,
+                             const ic_rpc_stream_handler_t *h, void *ud);
+
+/* grpc.health.v1.Health (Check, Watch). Service "" follows ic_rpc_server_set_serving();
+ * names passed in `services` (NULL-terminated, may be NULL) report the same status; any other
+ * name is NOT_FOUND (Check) / SERVICE_UNKNOWN (Watch). Starts NOT_SERVING. */
+int ic_rpc_server_add_health(ic_rpc_server_t *s, const char *const *services);
+void ic_rpc_server_set_serving(ic_rpc_server_t *s, bool serving);
+
+/* grpc.reflection.v1alpha and grpc.reflection.v1 ServerReflection, answered from a serialized
+ * FileDescriptorSet (e.g. ic_proto_descriptor_set). The bytes must outlive the server. */
+int ic_rpc_server_add_reflection(ic_rpc_server_t *s, const uint8_t *fdset, size_t len);
+
+/* Starts the completion-queue threads. */
+int ic_rpc_server_start(ic_rpc_server_t *s);
+
+/* Graceful stop: no new calls, open server streams are finished with OK, in-flight calls get up
+ * to `drain_ms` (< 0 = unbounded) to complete, then the rest are cancelled. Joins the threads.
+ * Returns the number of calls that had to be cancelled. Idempotent. */
+int ic_rpc_server_shutdown(ic_rpc_server_t *s, int drain_ms);
+/* Frees the server (shuts it down first with drain 0 if needed). */
+void ic_rpc_server_free(ic_rpc_server_t *s);
+
+/* --- per-call helpers (server side) --- */
+/* Caller deadline as a CLOCK_MONOTONIC instant in ns (ic_clock_monotonic_ns()); INT64_MAX if
+ * the caller set none. */
+int64_t ic_rpc_call_deadline_ns(const ic_rpc_call_t *c);
+/* Full method path of the call. */
+const char *ic_rpc_call_method(const ic_rpc_call_t *c);
+/* Per-call user pointer for streaming handlers (NULL initially). */
+void ic_rpc_call_set_data(ic_rpc_call_t *c, void *data);
+void *ic_rpc_call_data(const ic_rpc_call_t *c);
+
+/* Queues one response message on a SERVER_STREAM/BIDI call; thread-safe, never blocks on the
+ * network. At most `limit` messages wait (ic_rpc_stream_set_limit, default 1024); when full
+ * the oldest waiting message is dropped. Returns the number of messages dropped by this send
+ * (0 or 1), or IC_ESTATE when the call is finishing/closed, IC_ENOMEM. Must not be called
+ * after on_close returned. */
+int ic_rpc_stream_send(ic_rpc_call_t *c, const uint8_t *msg, size_t len);
+void ic_rpc_stream_set_limit(ic_rpc_call_t *c, size_t limit);
+/* Ends a SERVER_STREAM/BIDI call with `status` after the queued messages are written.
+ * Thread-safe; later sends return IC_ESTATE. on_close follows. */
+int ic_rpc_stream_finish(ic_rpc_call_t *c, int status, const char *msg);
+
+/* ===================================== client ===================================== */
+
+typedef struct ic_rpc_channel ic_rpc_channel_t;
+
+typedef struct ic_rpc_channel_opts {
+  const char *tls_ca_file;    /* PEM roots; NULL = plaintext */
+  const char *tls_server_name; /* SNI / name override for tests; NULL = from target */
+  int max_recv_bytes;         /* <= 0 = 4 MiB */
+} ic_rpc_channel_opts_t;
+
+/* Target "host:port" (gRPC target syntax). opts may be NULL (plaintext). The channel connects
+ * lazily. Thread-safe: many threads may call on one channel. */
+ic_rpc_channel_t *ic_rpc_channel_new(const char *target, const ic_rpc_channel_opts_t *opts);
+void ic_rpc_channel_free(ic_rpc_channel_t *ch);
+/* Waits up to timeout_ms for the channel to be READY. 0 or IC_ETIMEOUT. */
+int ic_rpc_channel_wait_ready(ic_rpc_channel_t *ch, int timeout_ms);
+
+/* Blocking unary call. Returns 0 when a gRPC status was received (in *status, response bytes
+ * appended to `resp` when OK), IC_ETIMEOUT/IC_EIO/IC_ENOMEM otherwise. timeout_ms <= 0 = none.
+ * `status_msg` (may be NULL) receives a malloc'd status message (caller frees) or NULL. */
+int ic_rpc_unary(ic_rpc_channel_t *ch, const char *method, const uint8_t *req, size_t len,
+                 int timeout_ms, ic_buf_t *resp, int *status, char **status_msg);
+
+/* Client-streaming writer (e.g. ReportCacheState). Owned by the caller until finish/cancel. */
+typedef struct ic_rpc_writer ic_rpc_writer_t;
+ic_rpc_writer_t *ic_rpc_writer_open(ic_rpc_channel_t *ch, const char *method, int timeout_ms);
+/* Blocks until the message is handed to the transport (flow control applies). 0 or IC_EIO
+ * (stream broken: call ic_rpc_writer_finish to learn the status). */
+int ic_rpc_writer_send(ic_rpc_writer_t *w, const uint8_t *msg, size_t len);
+/* Half-closes, waits for the response and status, frees the writer. Same returns as
+ * ic_rpc_unary. */
+int ic_rpc_writer_finish(ic_rpc_writer_t *w, ic_buf_t *resp, int *status, char **status_msg);
+/* Cancels the stream (server sees CANCELLED) and frees the writer. */
+void ic_rpc_writer_cancel(ic_rpc_writer_t *w);
+
+/* Asynchronous unary pipeline: one completion queue, many calls in flight, results returned in
+ * completion order. Not thread-safe: one thread drives one pipeline. */
+typedef struct ic_rpc_pipeline ic_rpc_pipeline_t;
+ic_rpc_pipeline_t *ic_rpc_pipeline_new(ic_rpc_channel_t *ch, const char *method);
+void ic_rpc_pipeline_free(ic_rpc_pipeline_t *p); /* cancels and drains calls still in flight */
+/* Starts one call; `tag` comes back from ic_rpc_pipeline_next. */
+int ic_rpc_pipeline_start(ic_rpc_pipeline_t *p, const uint8_t *req, size_t len, int timeout_ms,
+                          void *tag);
+/* Waits up to timeout_ms for one call to complete: returns 1 with *tag, *status and the
+ * response appended to `resp` (when OK), 0 on timeout, negative IC_E* on error. */
+int ic_rpc_pipeline_next(ic_rpc_pipeline_t *p, int timeout_ms, void **tag, int *status,
+                         ic_buf_t *resp);
+size_t ic_rpc_pipeline_inflight(const ic_rpc_pipeline_t *p);
+
+/* ============================== server-streaming client ============================== */
+
+/* Server-streaming reader (StreamCacheEvents, StreamMetrics, Health.Watch). */
+typedef struct ic_rpc_reader ic_rpc_reader_t;
+ic_rpc_reader_t *ic_rpc_reader_open(ic_rpc_channel_t *ch, const char *method, const uint8_t *req,
+                                    size_t len, int timeout_ms);
+/* Waits up to timeout_ms for the next message: 1 = message appended to `msg`, 0 = stream ended
+ * (then *status set), IC_ETIMEOUT, IC_EIO. */
+int ic_rpc_reader_next(ic_rpc_reader_t *r, int timeout_ms, ic_buf_t *msg, int *status);
+void ic_rpc_reader_close(ic_rpc_reader_t *r); /* cancels if still open, frees */
+
+#endif
