@@ -101,7 +101,7 @@ bool ic_http_req_replied(const ic_http_req_t *r);
 /* ---- helpers ---- */
 /* Bearer extraction per spec server.md §8.2: split at the first space, scheme "Bearer"
  * case-insensitive, token = remainder with surrounding whitespace trimmed. Returns true and
- * points *tok/*len into `authz` when a non-empty token is present. */
+ * sets *tok and *len into `authz` when a non-empty token is present. */
 bool ic_http_parse_bearer(const char *authz, const char **tok, size_t *len);
 /* Splits "host:port" / ":port" / "[v6]:port" into host (empty = any) and port. Returns 0 or
  * IC_EINVAL. host must hold 256 bytes. */
