@@ -1,0 +1,334 @@
+/* The cache index (lib/index): which replica holds which KV blocks, and the ranking that turns
+ * it into LookupRoute hints (spec index.md §2-§7). Pure data structure: no I/O, no threads. */
+#ifndef IC_INDEX_H
+#define IC_INDEX_H
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+/* Conventions of this API
+ * - Identity strings (tenant, model, hash scheme, adapter, replica id) are NUL-terminated;
+ *   NULL is treated as "". Hash bytes are (data, len) and may contain NUL bytes, any length.
+ * - Times are int64 Unix nanoseconds. IC_INDEX_TIME_ZERO marks Go's zero time.
+ * - Thread safety: every function may be called concurrently from any number of threads on
+ *   the same index, except ic_index_destroy. The index starts no thread and does no I/O.
+ * - Strings returned by the index (replica ids, tenants, models in result rows) are interned:
+ *   owned by the index and valid until ic_index_destroy.
+ * - Functions return 0 or a negative IC_E* code (ic/err.h); lookups fail open (empty). */
+
+typedef struct ic_index ic_index_t;
+
+#define IC_INDEX_TIME_ZERO INT64_MIN
+#define IC_INDEX_PROBE_TENANT "inferencecache.io/probe"
+
+/* Byte string; layout-compatible with protobuf-c's ProtobufCBinaryData {len, data}. */
+typedef struct {
+  size_t len;
+  const uint8_t *data;
+} ic_index_bytes_t;
+
+typedef enum {
+  IC_INDEX_EVICT_LRU = 0,
+  IC_INDEX_EVICT_LFU = 1,
+} ic_index_eviction_t;
+
+/* Ranker knobs (spec §1, §5.3, §5.9). All zero disables pressure, SLO bias and TENANT_HOT. */
+typedef struct {
+  float pressure_weight;           /* default 1.0 */
+  int32_t slo_tight_ttft_ms;       /* default 200 */
+  float slo_tight_bias;            /* default 1.0 */
+  float tenant_hot_min_hit_rate;   /* default 0.1 */
+  int64_t tenant_hot_max_age_ns;   /* default 5 min; <= 0 disables TENANT_HOT */
+} ic_index_ranker_t;
+
+/* What a change-listener call reports. */
+typedef enum {
+  IC_INDEX_CHANGE_PREFIX_ADDED = 1,   /* a (key, replica) entry was created (not on refresh) */
+  IC_INDEX_CHANGE_PREFIX_EVICTED = 2, /* a (key, replica) entry was removed (see reason) */
+  IC_INDEX_CHANGE_REPLICA_UPDATED = 3,/* stats ingested, or a REPLICA_UPDATED event applied */
+  IC_INDEX_CHANGE_ALL_CLEARED = 4,    /* ALL_CLEARED applied: replica dropped from (tenant, model);
+                                         no per-entry PREFIX_EVICTED calls follow for it */
+} ic_index_change_type_t;
+
+typedef enum {
+  IC_INDEX_REASON_NONE = 0,  /* additions, updates */
+  IC_INDEX_REASON_EVENT = 1, /* PREFIX_EVICTED event */
+  IC_INDEX_REASON_TTL = 2,   /* TTL sweep */
+  IC_INDEX_REASON_CAP = 3,   /* global entry cap */
+  IC_INDEX_REASON_QUOTA = 4, /* per-tenant quota (over_entries) */
+} ic_index_change_reason_t;
+
+/* Passed to the change listener. All pointers are borrowed and valid only during the call.
+ * scheme and hash are NULL/0 for REPLICA_UPDATED and ALL_CLEARED; adapter is "" there. */
+typedef struct {
+  ic_index_change_type_t type;
+  ic_index_change_reason_t reason;
+  const char *tenant, *model, *scheme, *adapter, *replica;
+  const uint8_t *hash;
+  size_t hash_len;
+  int32_t token_count; /* PREFIX_ADDED: stored token count; else 0 */
+  int32_t tier;        /* PREFIX_ADDED: wire tier (0 for unknown tiers); else 0 */
+  int64_t timestamp_ns;/* time of the change (ingest/event timestamp or the sweep's now) */
+} ic_index_change_t;
+
+/* Configuration. Initialise with ic_index_config_init (defaults of spec §1/§2.8), then
+ * override. Every callback is optional (NULL). Callbacks may be called with internal locks
+ * held: they must be cheap, thread-safe, and must never call back into the index. */
+typedef struct {
+  int64_t ttl_ns;             /* <= 0 -> 30 min */
+  int64_t sweep_interval_ns;  /* <= 0 -> 1 min; informational (the caller runs the ticker) */
+  int64_t max_entries;        /* global cap on storage entries; <= 0 = unbounded */
+  ic_index_ranker_t ranker;
+  const char *const *reserved_tenants; /* copied at create; "" entries ignored */
+  size_t n_reserved_tenants;
+
+  /* Clock in Unix ns; NULL = realtime. Tests inject a fake one. */
+  int64_t (*clock)(void *ud);
+  void *clock_ud;
+
+  /* Per-tenant policy (spec §2.9), resolved by the server from /policy.
+   * ttl: > 0 overrides the index TTL for that tenant; <= 0 = use the index TTL.
+   * quota: return true and set *max_prefixes to enforce a distinct-key budget (0 enforces
+   *   an empty budget; negative = no enforcement); false = unbounded.
+   * eviction: IC_INDEX_EVICT_LFU or _LRU. */
+  int64_t (*ttl_resolver)(void *ud, const char *tenant);
+  bool (*quota_resolver)(void *ud, const char *tenant, int64_t *max_prefixes);
+  ic_index_eviction_t (*eviction_resolver)(void *ud, const char *tenant);
+  void *resolver_ud;
+
+  /* Metrics sink (spec §4.6). algorithm is "lru"/"lfu"; reason "cap"/"ttl"/"over_entries". */
+  void (*set_index_entries)(void *ud, const char *model, int64_t n);
+  void (*add_tenant_evictions)(void *ud, const char *tenant, const char *reason, int64_t n);
+  void (*add_index_evictions)(void *ud, const char *algorithm, const char *reason, int64_t n);
+  void *metrics_ud;
+
+  /* Change listener (feeds StreamCacheEvents). */
+  void (*on_change)(void *ud, const ic_index_change_t *change);
+  void *change_ud;
+} ic_index_config_t;
+
+void ic_index_config_init(ic_index_config_t *cfg);
+
+/* Returns a new index (owned by the caller, free with ic_index_destroy) or NULL on ENOMEM. */
+ic_index_t *ic_index_create(const ic_index_config_t *cfg);
+void ic_index_destroy(ic_index_t *ix);
+
+/* Readiness flag for /readyz (spec §2.8 start/ready); the caller runs the sweep ticker. */
+void ic_index_set_ready(ic_index_t *ix, bool ready);
+bool ic_index_ready(const ic_index_t *ix);
+int64_t ic_index_sweep_interval_ns(const ic_index_t *ix);
+
+/* ------------------------------------------------------------------ ingest (spec §3) */
+
+/* One PrefixEntry. Chain form when either block array is non-empty (lengths must match or
+ * the entry is dropped); otherwise legacy single-blob form keyed by prefix_hash. */
+typedef struct {
+  ic_index_bytes_t prefix_hash;
+  int32_t token_count;
+  const ic_index_bytes_t *block_hashes;
+  size_t n_block_hashes;
+  const int32_t *block_token_counts;
+  size_t n_block_token_counts;
+  int32_t tier;        /* WIRE value: 0 -> T1, negative -> coldest sentinel (spec §2.6) */
+  const char *adapter; /* NULL/"" = inherit the update's adapter */
+} ic_index_prefix_t;
+
+/* ReplicaStats payload (client_version is not stored). */
+typedef struct {
+  int64_t cache_memory_bytes;
+  float hit_rate;          /* non-finite -> 0 */
+  float pressure;          /* non-finite -> 0 */
+  int64_t t2_hit_tokens;
+  int64_t t2_query_tokens;
+} ic_index_stats_t;
+
+/* One CacheStateUpdate. Nothing is retained: the index copies what it keeps. */
+typedef struct {
+  const char *replica, *model, *tenant, *scheme, *adapter;
+  int64_t timestamp_us; /* 0 = now */
+  const ic_index_prefix_t *prefixes;
+  size_t n_prefixes;
+  const ic_index_stats_t *stats; /* NULL = absent */
+} ic_index_update_t;
+
+/* Applies one update (spec §3.2): prefixes, stats, then quota and cap enforcement, metrics.
+ * Returns 0, IC_EINVAL (NULL arguments) or IC_ENOMEM (the update may be partly applied). */
+int ic_index_ingest(ic_index_t *ix, const ic_index_update_t *u);
+
+typedef enum {
+  IC_INDEX_EVENT_UNSPECIFIED = 0,
+  IC_INDEX_EVENT_PREFIX_ADDED = 1,   /* no-op by design */
+  IC_INDEX_EVENT_PREFIX_EVICTED = 2,
+  IC_INDEX_EVENT_REPLICA_UPDATED = 3,
+  IC_INDEX_EVENT_ALL_CLEARED = 4,
+} ic_index_event_type_t;
+
+typedef struct {
+  int type; /* ic_index_event_type_t; unknown values are ignored */
+  const char *replica, *model, *tenant, *adapter;
+  ic_index_bytes_t prefix_hash;
+  int64_t timestamp_us; /* 0 = now */
+} ic_index_event_t;
+
+/* Applies one event (spec §3.4). ALL_CLEARED is visible to lookups on return and reclaims
+ * memory lazily (see ic_index_maintain). Returns 0 or IC_EINVAL. */
+int ic_index_apply_event(ic_index_t *ix, const ic_index_event_t *ev);
+
+/* TTL sweep (spec §4.1); also finishes pending lazy reclaims. Returns entries removed. */
+int64_t ic_index_evict_expired(ic_index_t *ix);
+
+/* Bounded background work: reclaims memory of cleared replicas, visiting at most `budget`
+ * table slots. Returns the number of slots still pending (0 = nothing left). Optional: ingest
+ * and the sweep do the same work incrementally. */
+size_t ic_index_maintain(ic_index_t *ix, size_t budget);
+
+/* ------------------------------------------------------------------ lookup (spec §5) */
+
+typedef struct {
+  const char *model, *tenant, *scheme, *adapter;
+  ic_index_bytes_t prefix_hash;
+  int32_t token_count; /* carried, unused by the index */
+  const ic_index_bytes_t *block_hashes;
+  size_t n_block_hashes;
+  const int32_t *block_token_counts;
+  size_t n_block_token_counts;
+  int32_t ttft_budget_ms;
+  int32_t tbt_budget_ms; /* unused by scoring */
+} ic_index_lookup_t;
+
+typedef enum {
+  IC_INDEX_STRATEGY_NONE = 0,
+  IC_INDEX_STRATEGY_PREFIX_MATCH = 1,
+  IC_INDEX_STRATEGY_TENANT_HOT = 2,
+  IC_INDEX_STRATEGY_UNKNOWN_TENANT = 3,
+  IC_INDEX_STRATEGY_UNKNOWN_MODEL = 4,
+  IC_INDEX_STRATEGY_UNKNOWN_HASH_SCHEME = 5,
+} ic_index_strategy_t;
+
+/* ReplicaScore. tier is the WIRE value: 1/2/3, or 0 (unspecified/unknown/coldest sentinel). */
+typedef struct {
+  const char *replica_id; /* interned, owned by the index */
+  float score;
+  int32_t matched_tokens;
+  float estimated_cache_hit_prob;
+  int32_t tier;
+} ic_index_row_t;
+
+/* A lookup answer: rows sorted by score desc then replica id, a strategy, and the LFU
+ * captures. Owned by the caller (ic_index_result_free); must not outlive its index. */
+typedef struct ic_index_result ic_index_result_t;
+
+/* LookupRoute at index level (spec §5.10): empty keys -> NONE; prefix match; TENANT_HOT;
+ * UNKNOWN_* classification. *out is always set on success (possibly empty, NONE). */
+int ic_index_lookup_route(ic_index_t *ix, const ic_index_lookup_t *req, ic_index_result_t **out);
+/* Public Lookup (spec §5.2): prefix paths only, no empty tenant/model guard; strategy is
+ * PREFIX_MATCH when rows exist, else NONE. */
+int ic_index_lookup(ic_index_t *ix, const ic_index_lookup_t *req, ic_index_result_t **out);
+
+ic_index_strategy_t ic_index_result_strategy(const ic_index_result_t *r);
+size_t ic_index_result_count(const ic_index_result_t *r);
+const ic_index_row_t *ic_index_result_rows(const ic_index_result_t *r); /* count entries */
+/* Increments the LFU counters captured by the lookup (only delivered PREFIX_MATCH answers
+ * should be credited). Entries evicted meanwhile are skipped (no dangling pointers). */
+void ic_index_result_credit_hits(ic_index_result_t *r);
+/* Keeps only rows whose replica is in keep[0..n) (order preserved) and drops the captures of
+ * every other replica. No-op on an empty result. Returns 0 or IC_ENOMEM. */
+int ic_index_result_retain_replicas(ic_index_result_t *r, const char *const *keep, size_t n);
+void ic_index_result_free(ic_index_result_t *r);
+
+/* Consistent-hash fallback (spec §5.12): SHA-256(seed) mod the sorted serving set of the
+ * scope. Returns true and sets *replica (interned) on success. */
+bool ic_index_affinity_hint(ic_index_t *ix, const char *tenant, const char *model,
+                            const char *scheme, const uint8_t *seed, size_t seed_len,
+                            const char **replica);
+
+/* Miss-classifier presence checks (spec §5.11); O(1). */
+bool ic_index_has_any_for_tenant(ic_index_t *ix, const char *tenant);
+bool ic_index_has_any_for_tenant_model(ic_index_t *ix, const char *tenant, const char *model);
+bool ic_index_has_any_for_tenant_model_scheme(ic_index_t *ix, const char *tenant,
+                                              const char *model, const char *scheme);
+
+/* ------------------------------------------------------------------ reads (spec §6) */
+
+typedef struct {
+  const char *replica_id; /* interned */
+  int64_t cache_memory_bytes;
+  float hit_rate, pressure;
+  int64_t t2_hit_tokens, t2_query_tokens;
+} ic_index_stats_row_t;
+
+/* GetCacheState (spec §6.5): stats rows of (tenant, model) sorted by replica id, and the
+ * distinct prefix keys of (tenant, model). *rows is malloc'd (caller free()s; NULL if 0). */
+int ic_index_cache_state(ic_index_t *ix, const char *tenant, const char *model,
+                         ic_index_stats_row_t **rows, size_t *n_rows, int64_t *total_prefixes);
+
+typedef struct {
+  const char *name; /* interned tenant or model */
+  int64_t count;
+} ic_index_count_t;
+
+/* Aggregate (spec §6.1): distinct prefix keys per non-reserved tenant, sorted by tenant;
+ * *counts is malloc'd (caller free()s; NULL if 0). total == sum of counts. */
+int ic_index_aggregate(ic_index_t *ix, ic_index_count_t **counts, size_t *n, int64_t *total);
+
+/* EntryCountsByModel (spec §6.4), sorted by model; same ownership as aggregate. */
+int ic_index_entry_counts_by_model(ic_index_t *ix, ic_index_count_t **counts, size_t *n);
+
+typedef struct {
+  const char *replica_id, *tenant; /* interned */
+  int64_t cache_memory_bytes;
+  float hit_rate, pressure;
+  int64_t last_update_ns; /* stats liveness; IC_INDEX_TIME_ZERO when no stats */
+  int64_t prefix_count;   /* storage entries of the replica for the tenant */
+  int64_t last_event_at_ns; /* max last_seen of those; IC_INDEX_TIME_ZERO when none */
+  bool stats_reported;
+  int64_t t2_hit_tokens, t2_query_tokens;
+} ic_index_snapshot_replica_t;
+
+typedef struct {
+  const char *tenant_id; /* interned; "" is the untenanted bucket */
+  int64_t index_entries;
+  float hit_rate;
+  bool hit_rate_reported;
+  int64_t memory_used; /* always 0 */
+} ic_index_snapshot_tenant_t;
+
+/* Snapshot (spec §6.2): replicas sorted by (tenant, replica id), tenants by id. When one
+ * (tenant, replica) has stats under several models with equal last_seen, the smallest model
+ * wins (deterministic; the reference is not). Free with ic_index_snapshot_free. */
+typedef struct {
+  ic_index_snapshot_replica_t *replicas;
+  size_t n_replicas;
+  ic_index_snapshot_tenant_t *tenants;
+  size_t n_tenants;
+  int64_t total_prefixes;
+  int64_t hot_prefixes; /* always 0 */
+} ic_index_snapshot_t;
+
+int ic_index_snapshot(ic_index_t *ix, ic_index_snapshot_t *out);
+void ic_index_snapshot_free(ic_index_snapshot_t *s);
+
+/* ------------------------------------------------------------------ introspection */
+
+typedef struct {
+  int64_t total_entries;    /* storage entries (key x replica), all tenants, live */
+  int64_t reserved_entries; /* subset under reserved tenants */
+  int64_t distinct_keys;    /* prefix keys, all tenants */
+  int64_t pending_reclaim;  /* entries of cleared replicas not yet reclaimed */
+  size_t memory_bytes;      /* bytes held by tables and side arrays (approximate) */
+} ic_index_counters_t;
+
+void ic_index_counters(ic_index_t *ix, ic_index_counters_t *out);
+
+/* LFU counter of one entry, or -1 when absent (tests, debugging). */
+int64_t ic_index_access_count(ic_index_t *ix, const char *tenant, const char *model,
+                              const char *scheme, const char *adapter, const uint8_t *hash,
+                              size_t hash_len, const char *replica);
+
+/* Helpers shared with the server (spec §2.6, §5.3). */
+int32_t ic_index_worst_tier(int32_t a, int32_t b);
+double ic_index_distinguishing_power(int64_t matching, int64_t total);
+float ic_index_freshness(int64_t now_ns, int64_t t_ns, int64_t ttl_ns);
+const char *ic_index_strategy_name(ic_index_strategy_t s); /* "PREFIX_MATCH", ..., "NO_HINT" */
+
+#endif
