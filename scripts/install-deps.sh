@@ -11,6 +11,7 @@ PACKAGES=(
   libzmq3-dev libxxhash-dev libssl-dev libcriterion-dev
   python3 python3-grpcio python3-grpc-tools python3-zmq python3-msgpack
   python3-pytest python3-jsonschema python3-jsonpatch python3-yaml openssl
+  libyaml-dev
 )
 
 missing=()
