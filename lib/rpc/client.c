@@ -1,0 +1,530 @@
+/* gRPC client over the core C API: channels with per-method registered call handles, blocking
+ * unary calls (one pluck queue per call), a client-streaming writer, a server-streaming reader
+ * and an asynchronous unary pipeline that keeps many calls in flight from one thread (the load
+ * generator's engine). Every call owns its op storage until its completion is consumed. */
+#include <grpc/grpc_security.h>
+#include <grpc/support/alloc.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "ic/err.h"
+#include "rpc_internal.h"
+
+#define MAX_CH_METHODS 32
+
+struct ic_rpc_channel {
+  grpc_channel *ch;
+  pthread_mutex_t mu;
+  struct {
+    char *path;
+    void *handle;
+  } methods[MAX_CH_METHODS];
+  size_t nmethods;
+};
+
+static char *slurp(const char *path) {
+  FILE *f = fopen(path, "rb");
+  if (!f) return NULL;
+  ic_buf_t b = IC_BUF_INIT;
+  char tmp[4096];
+  size_t n;
+  while ((n = fread(tmp, 1, sizeof tmp, f)) > 0) ic_buf_append(&b, tmp, n);
+  fclose(f);
+  return ic_buf_detach(&b, NULL);
+}
+
+ic_rpc_channel_t *ic_rpc_channel_new(const char *target, const ic_rpc_channel_opts_t *opts) {
+  ic_rpc_channel_opts_t o = opts ? *opts : (ic_rpc_channel_opts_t){0};
+  ic_rpc_channel_t *c = calloc(1, sizeof *c);
+  if (!c) return NULL;
+  ic_rpc_global_ref();
+  pthread_mutex_init(&c->mu, NULL);
+  grpc_channel_credentials *creds;
+  if (o.tls_ca_file) {
+    char *roots = slurp(o.tls_ca_file);
+    if (!roots) {
+      pthread_mutex_destroy(&c->mu);
+      ic_rpc_global_unref();
+      free(c);
+      return NULL;
+    }
+    creds = grpc_ssl_credentials_create(roots, NULL, NULL, NULL);
+    free(roots);
+  } else {
+    creds = grpc_insecure_credentials_create();
+  }
+  grpc_arg args[3];
+  size_t n = 0;
+  args[n].type = GRPC_ARG_INTEGER;
+  args[n].key = GRPC_ARG_MAX_RECEIVE_MESSAGE_LENGTH;
+  args[n++].value.integer = o.max_recv_bytes > 0 ? o.max_recv_bytes : 4 * 1024 * 1024;
+  args[n].type = GRPC_ARG_INTEGER;
+  args[n].key = GRPC_ARG_ENABLE_RETRIES;
+  args[n++].value.integer = 0;
+  if (o.tls_server_name) {
+    args[n].type = GRPC_ARG_STRING;
+    args[n].key = GRPC_SSL_TARGET_NAME_OVERRIDE_ARG;
+    args[n++].value.string = (char *)o.tls_server_name;
+  }
+  grpc_channel_args ca = {n, args};
+  char t[512];
+  ic_rpc_listen_addr(target, t, sizeof t);
+  if (strncmp(t, "[::]:", 5) == 0) snprintf(t, sizeof t, "127.0.0.1:%s", target + 1);
+  c->ch = grpc_channel_create(t, creds, &ca);
+  grpc_channel_credentials_release(creds);
+  return c;
+}
+
+void ic_rpc_channel_free(ic_rpc_channel_t *c) {
+  if (!c) return;
+  grpc_channel_destroy(c->ch);
+  for (size_t i = 0; i < c->nmethods; i++) free(c->methods[i].path);
+  pthread_mutex_destroy(&c->mu);
+  ic_rpc_global_unref();
+  free(c);
+}
+
+int ic_rpc_channel_wait_ready(ic_rpc_channel_t *c, int timeout_ms) {
+  grpc_completion_queue *cq = grpc_completion_queue_create_for_pluck(NULL);
+  gpr_timespec dl = gpr_time_add(gpr_now(GPR_CLOCK_MONOTONIC), gpr_time_from_millis(timeout_ms, GPR_TIMESPAN));
+  int rc = IC_ETIMEOUT;
+  for (;;) {
+    grpc_connectivity_state st = grpc_channel_check_connectivity_state(c->ch, 1);
+    if (st == GRPC_CHANNEL_READY) {
+      rc = 0;
+      break;
+    }
+    if (gpr_time_cmp(gpr_now(GPR_CLOCK_MONOTONIC), dl) >= 0) break;
+    int tag;
+    grpc_channel_watch_connectivity_state(c->ch, st, dl, cq, &tag);
+    grpc_completion_queue_pluck(cq, &tag, gpr_inf_future(GPR_CLOCK_REALTIME), NULL);
+  }
+  grpc_completion_queue_shutdown(cq);
+  while (grpc_completion_queue_pluck(cq, NULL, gpr_inf_future(GPR_CLOCK_REALTIME), NULL).type != GRPC_QUEUE_SHUTDOWN) {
+  }
+  grpc_completion_queue_destroy(cq);
+  return rc;
+}
+
+static void *method_handle(ic_rpc_channel_t *c, const char *path) {
+  void *h = NULL;
+  pthread_mutex_lock(&c->mu);
+  for (size_t i = 0; i < c->nmethods; i++)
+    if (strcmp(c->methods[i].path, path) == 0) {
+      h = c->methods[i].handle;
+      break;
+    }
+  if (!h) {
+    h = grpc_channel_register_call(c->ch, path, NULL, NULL);
+    if (c->nmethods < MAX_CH_METHODS) {
+      c->methods[c->nmethods].path = strdup(path);
+      c->methods[c->nmethods++].handle = h;
+    }
+  }
+  pthread_mutex_unlock(&c->mu);
+  return h;
+}
+
+static gpr_timespec deadline_of(int timeout_ms) {
+  if (timeout_ms <= 0) return gpr_inf_future(GPR_CLOCK_REALTIME);
+  return gpr_time_add(gpr_now(GPR_CLOCK_MONOTONIC), gpr_time_from_millis(timeout_ms, GPR_TIMESPAN));
+}
+
+static grpc_call *new_call(ic_rpc_channel_t *c, const char *method, grpc_completion_queue *cq, int timeout_ms) {
+  return grpc_channel_create_registered_call(c->ch, NULL, GRPC_PROPAGATE_DEFAULTS, cq,
+                                             method_handle(c, method), deadline_of(timeout_ms), NULL);
+}
+
+static void drain_destroy_cq(grpc_completion_queue *cq, bool pluck) {
+  grpc_completion_queue_shutdown(cq);
+  for (;;) {
+    grpc_event e = pluck ? grpc_completion_queue_pluck(cq, NULL, gpr_inf_future(GPR_CLOCK_REALTIME), NULL)
+                         : grpc_completion_queue_next(cq, gpr_inf_future(GPR_CLOCK_REALTIME), NULL);
+    if (e.type == GRPC_QUEUE_SHUTDOWN) break;
+  }
+  grpc_completion_queue_destroy(cq);
+}
+
+static char *slice_str(grpc_slice s) {
+  size_t n = GRPC_SLICE_LENGTH(s);
+  if (n == 0) return NULL;
+  char *m = malloc(n + 1);
+  if (m) memcpy(m, GRPC_SLICE_START_PTR(s), n), m[n] = '\0';
+  return m;
+}
+
+static int append_bb(grpc_byte_buffer *bb, ic_buf_t *out) {
+  if (!bb) return 0;
+  ic_buf_t scratch = IC_BUF_INIT;
+  const uint8_t *d;
+  size_t n;
+  int rc = ic_rpc_bb_read(bb, &scratch, &d, &n);
+  if (rc == 0 && out) rc = ic_buf_append(out, d, n);
+  ic_buf_free(&scratch);
+  return rc;
+}
+
+int ic_rpc_unary(ic_rpc_channel_t *c, const char *method, const uint8_t *req, size_t len,
+                 int timeout_ms, ic_buf_t *resp, int *status, char **status_msg) {
+  if (status_msg) *status_msg = NULL;
+  grpc_completion_queue *cq = grpc_completion_queue_create_for_pluck(NULL);
+  grpc_call *call = new_call(c, method, cq, timeout_ms);
+  if (!call) {
+    drain_destroy_cq(cq, true);
+    return IC_EIO;
+  }
+  grpc_metadata_array imd, tmd;
+  grpc_metadata_array_init(&imd);
+  grpc_metadata_array_init(&tmd);
+  grpc_byte_buffer *sbb = ic_rpc_bb_from(req ? req : (const uint8_t *)"", len), *rbb = NULL;
+  grpc_status_code st = GRPC_STATUS_UNKNOWN;
+  grpc_slice details = grpc_empty_slice();
+  grpc_op ops[6];
+  memset(ops, 0, sizeof ops);
+  ops[0].op = GRPC_OP_SEND_INITIAL_METADATA;
+  ops[1].op = GRPC_OP_SEND_MESSAGE;
+  ops[1].data.send_message.send_message = sbb;
+  ops[2].op = GRPC_OP_SEND_CLOSE_FROM_CLIENT;
+  ops[3].op = GRPC_OP_RECV_INITIAL_METADATA;
+  ops[3].data.recv_initial_metadata.recv_initial_metadata = &imd;
+  ops[4].op = GRPC_OP_RECV_MESSAGE;
+  ops[4].data.recv_message.recv_message = &rbb;
+  ops[5].op = GRPC_OP_RECV_STATUS_ON_CLIENT;
+  ops[5].data.recv_status_on_client.trailing_metadata = &tmd;
+  ops[5].data.recv_status_on_client.status = &st;
+  ops[5].data.recv_status_on_client.status_details = &details;
+  int rc = 0;
+  if (grpc_call_start_batch(call, ops, 6, call, NULL) != GRPC_CALL_OK) {
+    rc = IC_EIO;
+  } else {
+    grpc_completion_queue_pluck(cq, call, gpr_inf_future(GPR_CLOCK_REALTIME), NULL);
+    if (status) *status = (int)st;
+    if (st == GRPC_STATUS_OK) rc = append_bb(rbb, resp);
+    if (status_msg) *status_msg = slice_str(details);
+  }
+  grpc_slice_unref(details);
+  grpc_byte_buffer_destroy(sbb);
+  if (rbb) grpc_byte_buffer_destroy(rbb);
+  grpc_metadata_array_destroy(&imd);
+  grpc_metadata_array_destroy(&tmd);
+  grpc_call_unref(call);
+  drain_destroy_cq(cq, true);
+  return rc;
+}
+
+/* ------------------------------------------------------------------ writer */
+
+struct ic_rpc_writer {
+  grpc_completion_queue *cq;
+  grpc_call *call;
+  bool md_sent;
+  bool broken;
+};
+
+ic_rpc_writer_t *ic_rpc_writer_open(ic_rpc_channel_t *c, const char *method, int timeout_ms) {
+  ic_rpc_writer_t *w = calloc(1, sizeof *w);
+  if (!w) return NULL;
+  w->cq = grpc_completion_queue_create_for_pluck(NULL);
+  w->call = new_call(c, method, w->cq, timeout_ms);
+  if (!w->call) {
+    drain_destroy_cq(w->cq, true);
+    free(w);
+    return NULL;
+  }
+  return w;
+}
+
+int ic_rpc_writer_send(ic_rpc_writer_t *w, const uint8_t *msg, size_t len) {
+  if (w->broken) return IC_EIO;
+  grpc_byte_buffer *bb = ic_rpc_bb_from(msg ? msg : (const uint8_t *)"", len);
+  grpc_op ops[2];
+  memset(ops, 0, sizeof ops);
+  size_t n = 0;
+  if (!w->md_sent) {
+    ops[n++].op = GRPC_OP_SEND_INITIAL_METADATA;
+    w->md_sent = true;
+  }
+  ops[n].op = GRPC_OP_SEND_MESSAGE;
+  ops[n++].data.send_message.send_message = bb;
+  int rc = 0;
+  if (grpc_call_start_batch(w->call, ops, n, w, NULL) != GRPC_CALL_OK) {
+    rc = IC_EIO;
+  } else {
+    grpc_event e = grpc_completion_queue_pluck(w->cq, w, gpr_inf_future(GPR_CLOCK_REALTIME), NULL);
+    if (!e.success) rc = IC_EIO;
+  }
+  grpc_byte_buffer_destroy(bb);
+  if (rc) w->broken = true;
+  return rc;
+}
+
+int ic_rpc_writer_finish(ic_rpc_writer_t *w, ic_buf_t *resp, int *status, char **status_msg) {
+  if (status_msg) *status_msg = NULL;
+  grpc_metadata_array imd, tmd;
+  grpc_metadata_array_init(&imd);
+  grpc_metadata_array_init(&tmd);
+  grpc_byte_buffer *rbb = NULL;
+  grpc_status_code st = GRPC_STATUS_UNKNOWN;
+  grpc_slice details = grpc_empty_slice();
+  grpc_op ops[5];
+  memset(ops, 0, sizeof ops);
+  size_t n = 0;
+  if (!w->md_sent) ops[n++].op = GRPC_OP_SEND_INITIAL_METADATA;
+  if (!w->broken) ops[n++].op = GRPC_OP_SEND_CLOSE_FROM_CLIENT;
+  ops[n].op = GRPC_OP_RECV_INITIAL_METADATA;
+  ops[n++].data.recv_initial_metadata.recv_initial_metadata = &imd;
+  ops[n].op = GRPC_OP_RECV_MESSAGE;
+  ops[n++].data.recv_message.recv_message = &rbb;
+  ops[n].op = GRPC_OP_RECV_STATUS_ON_CLIENT;
+  ops[n].data.recv_status_on_client.trailing_metadata = &tmd;
+  ops[n].data.recv_status_on_client.status = &st;
+  ops[n++].data.recv_status_on_client.status_details = &details;
+  int rc = 0;
+  if (grpc_call_start_batch(w->call, ops, n, w, NULL) != GRPC_CALL_OK) {
+    rc = IC_EIO;
+  } else {
+    grpc_completion_queue_pluck(w->cq, w, gpr_inf_future(GPR_CLOCK_REALTIME), NULL);
+    if (status) *status = (int)st;
+    if (st == GRPC_STATUS_OK) rc = append_bb(rbb, resp);
+    if (status_msg) *status_msg = slice_str(details);
+  }
+  grpc_slice_unref(details);
+  if (rbb) grpc_byte_buffer_destroy(rbb);
+  grpc_metadata_array_destroy(&imd);
+  grpc_metadata_array_destroy(&tmd);
+  grpc_call_unref(w->call);
+  drain_destroy_cq(w->cq, true);
+  free(w);
+  return rc;
+}
+
+void ic_rpc_writer_cancel(ic_rpc_writer_t *w) {
+  if (!w) return;
+  grpc_call_cancel(w->call, NULL);
+  ic_rpc_writer_finish(w, NULL, NULL, NULL);
+}
+
+/* ------------------------------------------------------------------ pipeline */
+
+typedef struct pcall {
+  struct pcall *next_free;
+  grpc_call *call;
+  void *tag;
+  grpc_byte_buffer *sbb, *rbb;
+  grpc_metadata_array imd, tmd;
+  grpc_status_code st;
+  grpc_slice details;
+} pcall_t;
+
+struct ic_rpc_pipeline {
+  ic_rpc_channel_t *ch;
+  char *method;
+  void *handle;
+  grpc_completion_queue *cq;
+  size_t inflight;
+  pcall_t *free_list;
+};
+
+ic_rpc_pipeline_t *ic_rpc_pipeline_new(ic_rpc_channel_t *ch, const char *method) {
+  ic_rpc_pipeline_t *p = calloc(1, sizeof *p);
+  if (!p) return NULL;
+  p->ch = ch;
+  p->method = strdup(method);
+  p->handle = method_handle(ch, method);
+  p->cq = grpc_completion_queue_create_for_next(NULL);
+  return p;
+}
+
+static void pcall_reset(pcall_t *pc) {
+  if (pc->call) grpc_call_unref(pc->call);
+  pc->call = NULL;
+  if (pc->sbb) grpc_byte_buffer_destroy(pc->sbb);
+  if (pc->rbb) grpc_byte_buffer_destroy(pc->rbb);
+  pc->sbb = pc->rbb = NULL;
+  grpc_metadata_array_destroy(&pc->imd);
+  grpc_metadata_array_destroy(&pc->tmd);
+  grpc_slice_unref(pc->details);
+}
+
+void ic_rpc_pipeline_free(ic_rpc_pipeline_t *p) {
+  if (!p) return;
+  while (p->inflight > 0) {
+    void *tag;
+    int st;
+    if (ic_rpc_pipeline_next(p, 10000, &tag, &st, NULL) <= 0) break;
+  }
+  drain_destroy_cq(p->cq, false);
+  for (pcall_t *pc = p->free_list, *n; pc; pc = n) {
+    n = pc->next_free;
+    free(pc);
+  }
+  free(p->method);
+  free(p);
+}
+
+size_t ic_rpc_pipeline_inflight(const ic_rpc_pipeline_t *p) { return p->inflight; }
+
+int ic_rpc_pipeline_start(ic_rpc_pipeline_t *p, const uint8_t *req, size_t len, int timeout_ms, void *tag) {
+  pcall_t *pc = p->free_list;
+  if (pc)
+    p->free_list = pc->next_free;
+  else if (!(pc = calloc(1, sizeof *pc)))
+    return IC_ENOMEM;
+  memset(pc, 0, sizeof *pc);
+  pc->tag = tag;
+  grpc_metadata_array_init(&pc->imd);
+  grpc_metadata_array_init(&pc->tmd);
+  pc->details = grpc_empty_slice();
+  pc->call = grpc_channel_create_registered_call(p->ch->ch, NULL, GRPC_PROPAGATE_DEFAULTS, p->cq, p->handle,
+                                                 deadline_of(timeout_ms), NULL);
+  pc->sbb = ic_rpc_bb_from(req ? req : (const uint8_t *)"", len);
+  grpc_op ops[6];
+  memset(ops, 0, sizeof ops);
+  ops[0].op = GRPC_OP_SEND_INITIAL_METADATA;
+  ops[1].op = GRPC_OP_SEND_MESSAGE;
+  ops[1].data.send_message.send_message = pc->sbb;
+  ops[2].op = GRPC_OP_SEND_CLOSE_FROM_CLIENT;
+  ops[3].op = GRPC_OP_RECV_INITIAL_METADATA;
+  ops[3].data.recv_initial_metadata.recv_initial_metadata = &pc->imd;
+  ops[4].op = GRPC_OP_RECV_MESSAGE;
+  ops[4].data.recv_message.recv_message = &pc->rbb;
+  ops[5].op = GRPC_OP_RECV_STATUS_ON_CLIENT;
+  ops[5].data.recv_status_on_client.trailing_metadata = &pc->tmd;
+  ops[5].data.recv_status_on_client.status = &pc->st;
+  ops[5].data.recv_status_on_client.status_details = &pc->details;
+  if (!pc->call || grpc_call_start_batch(pc->call, ops, 6, pc, NULL) != GRPC_CALL_OK) {
+    pcall_reset(pc);
+    pc->next_free = p->free_list;
+    p->free_list = pc;
+    return IC_EIO;
+  }
+  p->inflight++;
+  return 0;
+}
+
+int ic_rpc_pipeline_next(ic_rpc_pipeline_t *p, int timeout_ms, void **tag, int *status, ic_buf_t *resp) {
+  if (p->inflight == 0) return 0;
+  grpc_event e = grpc_completion_queue_next(p->cq, deadline_of(timeout_ms), NULL);
+  if (e.type == GRPC_QUEUE_TIMEOUT) return 0;
+  if (e.type != GRPC_OP_COMPLETE) return IC_EIO;
+  pcall_t *pc = e.tag;
+  p->inflight--;
+  *tag = pc->tag;
+  *status = (int)pc->st;
+  int rc = 1;
+  if (pc->st == GRPC_STATUS_OK && resp && append_bb(pc->rbb, resp) != 0) rc = IC_ENOMEM;
+  pcall_reset(pc);
+  pc->next_free = p->free_list;
+  p->free_list = pc;
+  return rc;
+}
+
+/* ------------------------------------------------------------------ reader */
+
+enum { RT_START = 1, RT_RECV, RT_STATUS };
+
+struct ic_rpc_reader {
+  grpc_completion_queue *cq;
+  grpc_call *call;
+  grpc_byte_buffer *sbb, *rbb;
+  grpc_metadata_array imd, tmd;
+  grpc_status_code st;
+  grpc_slice details;
+  int t_start, t_recv, t_status; /* addresses used as tags */
+  bool recv_pending, ended, status_done, start_pending;
+};
+
+ic_rpc_reader_t *ic_rpc_reader_open(ic_rpc_channel_t *c, const char *method, const uint8_t *req,
+                                    size_t len, int timeout_ms) {
+  ic_rpc_reader_t *r = calloc(1, sizeof *r);
+  if (!r) return NULL;
+  r->cq = grpc_completion_queue_create_for_next(NULL);
+  r->call = new_call(c, method, r->cq, timeout_ms);
+  grpc_metadata_array_init(&r->imd);
+  grpc_metadata_array_init(&r->tmd);
+  r->details = grpc_empty_slice();
+  if (!r->call) {
+    drain_destroy_cq(r->cq, false);
+    free(r);
+    return NULL;
+  }
+  r->sbb = ic_rpc_bb_from(req ? req : (const uint8_t *)"", len);
+  grpc_op ops[4];
+  memset(ops, 0, sizeof ops);
+  ops[0].op = GRPC_OP_SEND_INITIAL_METADATA;
+  ops[1].op = GRPC_OP_SEND_MESSAGE;
+  ops[1].data.send_message.send_message = r->sbb;
+  ops[2].op = GRPC_OP_SEND_CLOSE_FROM_CLIENT;
+  ops[3].op = GRPC_OP_RECV_INITIAL_METADATA;
+  ops[3].data.recv_initial_metadata.recv_initial_metadata = &r->imd;
+  if (grpc_call_start_batch(r->call, ops, 4, &r->t_start, NULL) == GRPC_CALL_OK) r->start_pending = true;
+  grpc_op sop;
+  memset(&sop, 0, sizeof sop);
+  sop.op = GRPC_OP_RECV_STATUS_ON_CLIENT;
+  sop.data.recv_status_on_client.trailing_metadata = &r->tmd;
+  sop.data.recv_status_on_client.status = &r->st;
+  sop.data.recv_status_on_client.status_details = &r->details;
+  if (grpc_call_start_batch(r->call, &sop, 1, &r->t_status, NULL) != GRPC_CALL_OK) r->status_done = true;
+  return r;
+}
+
+int ic_rpc_reader_next(ic_rpc_reader_t *r, int timeout_ms, ic_buf_t *msg, int *status) {
+  gpr_timespec dl = deadline_of(timeout_ms);
+  for (;;) {
+    if (r->ended && r->status_done) {
+      if (status) *status = (int)r->st;
+      return 0;
+    }
+    if (!r->ended && !r->recv_pending) {
+      grpc_op op;
+      memset(&op, 0, sizeof op);
+      op.op = GRPC_OP_RECV_MESSAGE;
+      op.data.recv_message.recv_message = &r->rbb;
+      if (grpc_call_start_batch(r->call, &op, 1, &r->t_recv, NULL) != GRPC_CALL_OK) return IC_EIO;
+      r->recv_pending = true;
+    }
+    grpc_event e = grpc_completion_queue_next(r->cq, dl, NULL);
+    if (e.type == GRPC_QUEUE_TIMEOUT) return IC_ETIMEOUT;
+    if (e.type != GRPC_OP_COMPLETE) return IC_EIO;
+    if (e.tag == &r->t_start) {
+      r->start_pending = false;
+    } else if (e.tag == &r->t_status) {
+      r->status_done = true;
+    } else if (e.tag == &r->t_recv) {
+      r->recv_pending = false;
+      if (e.success && r->rbb) {
+        int rc = append_bb(r->rbb, msg);
+        grpc_byte_buffer_destroy(r->rbb);
+        r->rbb = NULL;
+        return rc ? rc : 1;
+      }
+      r->ended = true;
+    }
+  }
+}
+
+void ic_rpc_reader_close(ic_rpc_reader_t *r) {
+  if (!r) return;
+  grpc_call_cancel(r->call, NULL);
+  /* Collect every outstanding completion before freeing the op storage. */
+  while (r->recv_pending || r->start_pending || !r->status_done) {
+    grpc_event e = grpc_completion_queue_next(r->cq, gpr_inf_future(GPR_CLOCK_REALTIME), NULL);
+    if (e.type != GRPC_OP_COMPLETE) break;
+    if (e.tag == &r->t_start) r->start_pending = false;
+    else if (e.tag == &r->t_status) r->status_done = true;
+    else if (e.tag == &r->t_recv) {
+      r->recv_pending = false;
+      if (r->rbb) grpc_byte_buffer_destroy(r->rbb);
+      r->rbb = NULL;
+    }
+  }
+  grpc_call_unref(r->call);
+  drain_destroy_cq(r->cq, false);
+  if (r->sbb) grpc_byte_buffer_destroy(r->sbb);
+  grpc_metadata_array_destroy(&r->imd);
+  grpc_metadata_array_destroy(&r->tmd);
+  grpc_slice_unref(r->details);
+  free(r);
+}
