@@ -1,0 +1,582 @@
+/* fake-engine: publishes KV-cache events exactly the way vLLM and SGLang put them on the wire
+ * (ZMQ PUB [topic, seq 8B BE, msgpack batch] + ROUTER replay socket), for tests, benches and demos.
+ *
+ * Encodings: vllm-array (array envelope, positional tuples: vLLM <= 0.24 and REF's fake engine),
+ * vllm-map (map envelope, tagged-map events, uint64 hashes >= 2^63: vLLM main), sglang (array
+ * envelope with attn_dp_rank, one event per page, negative int64 hashes). Prompts are
+ * deterministic (sequential from --start-token, or seeded pseudo-random); the EXPECT lines on
+ * stderr and the JSON lines on stdout (--print-tokens) say which token ids were stored, so a test
+ * can compute the lookup chain. Options inject evictions, clears, malformed frames and seq gaps. */
+#include <errno.h>
+#include <getopt.h>
+#include <inttypes.h>
+#include <msgpack.h>
+#include <signal.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <zmq.h>
+
+#include "ic/clock.h"
+#include "ic/fingerprint.h"
+
+enum { ENC_VLLM_ARRAY, ENC_VLLM_MAP, ENC_SGLANG };
+
+typedef struct opts {
+  const char *bind, *replay_bind, *topic, *lora_name, *medium;
+  int enc;
+  int64_t block_size, num_blocks, events, start_token, prompts, dp_rank, lora_id;
+  int64_t count, evict_every, clear_every, gap_every, malformed_every, buffer_steps;
+  uint64_t seed;
+  int64_t interval_us, start_delay_us;
+  bool omit_token_ids, print_tokens, ts_zero;
+} opts_t;
+
+static volatile sig_atomic_t g_stop;
+static void on_signal(int sig) {
+  (void)sig;
+  g_stop = 1;
+}
+
+static void usage(FILE *f) {
+  fprintf(f,
+          "Usage: fake-engine [flags]\n"
+          "  --bind=EP               PUB endpoint to bind (default tcp://0.0.0.0:5557)\n"
+          "  --replay-bind=EP        ROUTER replay endpoint to bind (default: none)\n"
+          "  --topic=S               frame 0 (default kv-events)\n"
+          "  --encoding=E            vllm-array | vllm-map | sglang (default vllm-array)\n"
+          "  --block-size=N          tokens per block (default 128)\n"
+          "  --num-blocks=N          full blocks per prompt (default 1)\n"
+          "  --events=N              BlockStored events the blocks are split over (default 1)\n"
+          "  --prompts=N             distinct prompts, published round-robin (default 1)\n"
+          "  --start-token=N         first token of prompt 0; prompt p starts at start+p*len\n"
+          "  --seed=N                pseudo-random tokens from this seed instead (0 = sequential)\n"
+          "  --interval=DUR          publish period (default 500ms); --rate=N msgs/s overrides\n"
+          "  --count=N               publish N messages then exit (default 0 = until signal)\n"
+          "  --dp-rank=N             data_parallel_rank in the envelope (default -1 = omitted)\n"
+          "  --lora-id=N             lora_id on BlockStored (default -1 = nil)\n"
+          "  --lora-name=S           lora_name on BlockStored\n"
+          "  --medium=S              medium on events (default GPU for vllm-map, nil otherwise)\n"
+          "  --omit-token-ids        publish token_ids = nil\n"
+          "  --evict-every=N         every Nth message is a BlockRemoved of the last prompt's blocks\n"
+          "  --clear-every=N         every Nth message is AllBlocksCleared\n"
+          "  --malformed-every=N     every Nth message is a garbage payload\n"
+          "  --gap-every=N           every Nth message is not sent (kept for replay): a seq gap\n"
+          "  --buffer-steps=N        replay ring size (default 10000)\n"
+          "  --ts-zero               batch ts 0.0 (REF's fake engine) instead of wall time\n"
+          "  --print-tokens          JSON line per prompt on stdout: tokens and expected hashes\n"
+          "  --start-delay=DUR       wait before the first message (slow-joiner; default 0)\n");
+}
+
+/* Go-style duration: 500ms, 1s, 1m30s, 250us, plain number = seconds. */
+static int parse_dur(const char *s, int64_t *us) {
+  double total = 0;
+  const char *p = s;
+  if (!*p) return -1;
+  while (*p) {
+    char *end;
+    double v = strtod(p, &end);
+    if (end == p) return -1;
+    p = end;
+    double mul = 1e6;
+    if (!strncmp(p, "ms", 2)) mul = 1e3, p += 2;
+    else if (!strncmp(p, "us", 2)) mul = 1, p += 2;
+    else if (!strncmp(p, "ns", 2)) mul = 1e-3, p += 2;
+    else if (*p == 's') p++;
+    else if (*p == 'm') mul = 60e6, p++;
+    else if (*p == 'h') mul = 3600e6, p++;
+    else if (*p) return -1;
+    total += v * mul;
+  }
+  *us = (int64_t)total;
+  return 0;
+}
+
+static int parse_i64(const char *s, int64_t *v) {
+  char *end;
+  errno = 0;
+  long long x = strtoll(s, &end, 10);
+  if (errno || end == s || *end) return -1;
+  *v = x;
+  return 0;
+}
+
+/* ---- prompts ------------------------------------------------------------------------------ */
+
+static uint64_t splitmix(uint64_t *s) {
+  uint64_t z = (*s += 0x9e3779b97f4a7c15ULL);
+  z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
+  z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
+  return z ^ (z >> 31);
+}
+
+static void prompt_tokens(const opts_t *o, int64_t p, uint32_t *out, size_t n) {
+  if (o->seed) {
+    uint64_t st = o->seed * 1000003ULL + (uint64_t)p;
+    for (size_t i = 0; i < n; i++) out[i] = 1 + (uint32_t)(splitmix(&st) % 150000);
+    return;
+  }
+  for (size_t i = 0; i < n; i++) out[i] = (uint32_t)(o->start_token + p * (int64_t)n + (int64_t)i);
+}
+
+/* Engine hash of global block index g: 0xE000+g like REF's fake engine; vllm-map sets the top bit
+ * (real vLLM hashes are uniformly >= 2^63 half the time); SGLang's are negative int64. */
+static void pack_hash(const opts_t *o, msgpack_packer *pk, uint64_t g) {
+  uint64_t h = 0xE000 + g;
+  if (o->enc == ENC_SGLANG) msgpack_pack_int64(pk, -(int64_t)h);
+  else if (o->enc == ENC_VLLM_MAP) msgpack_pack_uint64(pk, h | 0x8000000000000000ULL);
+  else msgpack_pack_int64(pk, (int64_t)h);
+}
+
+static void pk_str(msgpack_packer *pk, const char *s) {
+  size_t n = strlen(s);
+  msgpack_pack_str(pk, n);
+  msgpack_pack_str_body(pk, s, n);
+}
+
+static void pk_optstr(msgpack_packer *pk, const char *s) {
+  if (s) pk_str(pk, s);
+  else msgpack_pack_nil(pk);
+}
+
+static const char *medium_of(const opts_t *o) {
+  if (o->medium) return o->medium;
+  return o->enc == ENC_VLLM_MAP ? "GPU" : NULL;
+}
+
+/* One BlockStored covering blocks [lo, hi) of prompt p. */
+static void pack_stored(const opts_t *o, msgpack_packer *pk, int64_t p, int64_t lo, int64_t hi,
+                        const uint32_t *tokens) {
+  uint64_t g0 = (uint64_t)(p * o->num_blocks);
+  int64_t nb = hi - lo;
+  size_t ntok = (size_t)(nb * o->block_size);
+  const char *medium = medium_of(o);
+  bool map = o->enc == ENC_VLLM_MAP;
+  if (map) {
+    msgpack_pack_map(pk, 10);
+    pk_str(pk, "type");
+    pk_str(pk, "BlockStored");
+    pk_str(pk, "block_hashes");
+  } else {
+    /* Trailing defaults omitted as msgspec does: 6 fields, 7 with medium, 8 with lora_name. */
+    int n = o->lora_name ? 8 : medium ? 7 : 6;
+    msgpack_pack_array(pk, (size_t)n);
+    pk_str(pk, "BlockStored");
+  }
+  msgpack_pack_array(pk, (size_t)nb);
+  for (int64_t i = lo; i < hi; i++) pack_hash(o, pk, g0 + (uint64_t)i);
+  if (map) pk_str(pk, "parent_block_hash");
+  if (lo == 0) msgpack_pack_nil(pk);
+  else pack_hash(o, pk, g0 + (uint64_t)lo - 1);
+  if (map) pk_str(pk, "token_ids");
+  if (o->omit_token_ids) {
+    msgpack_pack_nil(pk);
+  } else {
+    msgpack_pack_array(pk, ntok);
+    const uint32_t *t = tokens + lo * o->block_size;
+    for (size_t i = 0; i < ntok; i++) msgpack_pack_uint32(pk, t[i]);
+  }
+  if (map) pk_str(pk, "block_size");
+  msgpack_pack_int64(pk, o->block_size);
+  if (map) pk_str(pk, "lora_id");
+  if (o->lora_id >= 0) msgpack_pack_int64(pk, o->lora_id);
+  else msgpack_pack_nil(pk);
+  if (map) {
+    pk_str(pk, "medium");
+    pk_optstr(pk, medium);
+    pk_str(pk, "lora_name");
+    pk_optstr(pk, o->lora_name);
+    pk_str(pk, "extra_keys");
+    msgpack_pack_array(pk, (size_t)nb);
+    for (int64_t i = 0; i < nb; i++) msgpack_pack_nil(pk);
+    pk_str(pk, "group_idx");
+    msgpack_pack_int(pk, 0);
+  } else {
+    if (medium || o->lora_name) pk_optstr(pk, medium);
+    if (o->lora_name) pk_str(pk, o->lora_name);
+  }
+}
+
+static void pack_removed(const opts_t *o, msgpack_packer *pk, int64_t p) {
+  uint64_t g0 = (uint64_t)(p * o->num_blocks);
+  const char *medium = medium_of(o);
+  if (o->enc == ENC_VLLM_MAP) {
+    msgpack_pack_map(pk, 3);
+    pk_str(pk, "type");
+    pk_str(pk, "BlockRemoved");
+    pk_str(pk, "block_hashes");
+  } else {
+    msgpack_pack_array(pk, medium ? 3 : 2);
+    pk_str(pk, "BlockRemoved");
+  }
+  msgpack_pack_array(pk, (size_t)o->num_blocks);
+  for (int64_t i = 0; i < o->num_blocks; i++) pack_hash(o, pk, g0 + (uint64_t)i);
+  if (o->enc == ENC_VLLM_MAP) {
+    pk_str(pk, "medium");
+    pk_optstr(pk, medium);
+  } else if (medium) {
+    pk_str(pk, medium);
+  }
+}
+
+static void pack_cleared(const opts_t *o, msgpack_packer *pk) {
+  if (o->enc == ENC_VLLM_MAP) {
+    msgpack_pack_map(pk, 1);
+    pk_str(pk, "type");
+  } else {
+    msgpack_pack_array(pk, 1);
+  }
+  pk_str(pk, "AllBlocksCleared");
+}
+
+/* Envelope around n events; the callback packs them. */
+static void pack_envelope_begin(const opts_t *o, msgpack_packer *pk, size_t nevents) {
+  double ts = o->ts_zero ? 0.0 : (double)ic_clock_realtime_us() / 1e6;
+  if (o->enc == ENC_VLLM_MAP) {
+    msgpack_pack_map(pk, o->dp_rank >= 0 ? 3 : 2);
+    pk_str(pk, "ts");
+    msgpack_pack_double(pk, ts);
+    if (o->dp_rank >= 0) {
+      pk_str(pk, "data_parallel_rank");
+      msgpack_pack_int64(pk, o->dp_rank);
+    }
+    pk_str(pk, "events");
+    msgpack_pack_array(pk, nevents);
+    return;
+  }
+  bool rank = o->enc == ENC_SGLANG || o->dp_rank >= 0;
+  msgpack_pack_array(pk, rank ? 3 : 2);
+  msgpack_pack_double(pk, ts);
+  msgpack_pack_array(pk, nevents);
+}
+
+static void pack_envelope_end(const opts_t *o, msgpack_packer *pk) {
+  if (o->enc == ENC_VLLM_MAP) return;
+  if (o->enc == ENC_SGLANG || o->dp_rank >= 0) {
+    if (o->dp_rank >= 0) msgpack_pack_int64(pk, o->dp_rank);
+    else msgpack_pack_nil(pk); /* SGLang always sends the slot */
+  }
+}
+
+/* ---- replay ring -------------------------------------------------------------------------- */
+
+typedef struct ring_item {
+  uint64_t seq;
+  void *data;
+  size_t len;
+} ring_item_t;
+
+typedef struct ring {
+  ring_item_t *v;
+  size_t cap, n, head; /* head = index of the oldest */
+} ring_t;
+
+static void ring_push(ring_t *r, uint64_t seq, const void *data, size_t len) {
+  if (!r->cap) return;
+  size_t idx;
+  if (r->n == r->cap) {
+    idx = r->head;
+    free(r->v[idx].data);
+    r->head = (r->head + 1) % r->cap;
+  } else {
+    idx = (r->head + r->n) % r->cap;
+    r->n++;
+  }
+  r->v[idx].seq = seq;
+  r->v[idx].data = malloc(len ? len : 1);
+  if (r->v[idx].data) memcpy(r->v[idx].data, data, len);
+  r->v[idx].len = r->v[idx].data ? len : 0;
+}
+
+static void be8(uint64_t v, uint8_t out[8]) {
+  for (int i = 0; i < 8; i++) out[i] = (uint8_t)(v >> (56 - 8 * i));
+}
+
+/* Serves one replay request on the ROUTER socket (vLLM protocol: [id, "", start] in,
+ * [id, "", seq, payload]... then [id, "", -1, ""] out). */
+static void serve_replay(void *router, ring_t *r) {
+  zmq_msg_t parts[4];
+  int np = 0;
+  int more = 1;
+  while (more) {
+    zmq_msg_t m;
+    zmq_msg_init(&m);
+    if (zmq_msg_recv(&m, router, ZMQ_DONTWAIT) < 0) {
+      zmq_msg_close(&m);
+      break;
+    }
+    more = zmq_msg_more(&m);
+    if (np < 4) parts[np++] = m;
+    else zmq_msg_close(&m);
+  }
+  /* Accept [id, "", start] (REQ/DEALER with delimiter) and [id, start] (bare DEALER). */
+  zmq_msg_t *id = np >= 2 ? &parts[0] : NULL;
+  zmq_msg_t *start = np == 3 ? &parts[2] : np == 2 ? &parts[1] : NULL;
+  if (id && start && zmq_msg_size(start) == 8) {
+    const uint8_t *sb = zmq_msg_data(start);
+    uint64_t from = 0;
+    for (int i = 0; i < 8; i++) from = from << 8 | sb[i];
+    bool delim = np == 3;
+    for (size_t k = 0; k < r->n; k++) {
+      ring_item_t *it = &r->v[(r->head + k) % r->cap];
+      if (it->seq < from) continue;
+      uint8_t s8[8];
+      be8(it->seq, s8);
+      zmq_send(router, zmq_msg_data(id), zmq_msg_size(id), ZMQ_SNDMORE);
+      if (delim) zmq_send(router, "", 0, ZMQ_SNDMORE);
+      zmq_send(router, s8, 8, ZMQ_SNDMORE);
+      zmq_send(router, it->data, it->len, 0);
+    }
+    uint8_t end[8];
+    memset(end, 0xff, 8);
+    zmq_send(router, zmq_msg_data(id), zmq_msg_size(id), ZMQ_SNDMORE);
+    if (delim) zmq_send(router, "", 0, ZMQ_SNDMORE);
+    zmq_send(router, end, 8, ZMQ_SNDMORE);
+    zmq_send(router, "", 0, 0);
+  }
+  for (int i = 0; i < np; i++) zmq_msg_close(&parts[i]);
+}
+
+/* ---- main --------------------------------------------------------------------------------- */
+
+static void print_expect(const opts_t *o, int64_t p, const uint32_t *tokens, size_t ntok) {
+  size_t nb = (size_t)o->num_blocks;
+  uint64_t *ph = calloc(nb, sizeof(uint64_t));
+  if (!ph) return;
+  ic_fp_prefix_hashes(tokens, ntok, (int)o->block_size, NULL, ph, nb, NULL);
+  if (o->omit_token_ids) {
+    fprintf(stderr, "EXPECT no index entries (token_ids omitted) prompt=%" PRId64 "\n", p);
+  } else {
+    for (size_t i = 0; i < nb; i++)
+      fprintf(stderr, "EXPECT prefix_hash[%zu]=%016" PRIx64 " token_count=%" PRId64 "\n", i, ph[i],
+              (int64_t)(i + 1) * o->block_size);
+  }
+  if (o->print_tokens) {
+    printf("{\"prompt\":%" PRId64 ",\"block_size\":%" PRId64 ",\"tokens\":[", p, o->block_size);
+    for (size_t i = 0; i < ntok; i++) printf(i ? ",%u" : "%u", tokens[i]);
+    printf("],\"prefix_hashes\":[");
+    for (size_t i = 0; i < nb; i++) printf(i ? ",\"%016" PRIx64 "\"" : "\"%016" PRIx64 "\"", ph[i]);
+    printf("]}\n");
+    fflush(stdout);
+  }
+  free(ph);
+}
+
+int main(int argc, char **argv) {
+  opts_t o = {.bind = "tcp://0.0.0.0:5557", .topic = "kv-events", .enc = ENC_VLLM_ARRAY,
+              .block_size = 128, .num_blocks = 1, .events = 1, .prompts = 1, .dp_rank = -1,
+              .lora_id = -1, .interval_us = 500000, .buffer_steps = 10000};
+  static const struct option lo[] = {
+      {"bind", required_argument, 0, 'b'},          {"replay-bind", required_argument, 0, 'R'},
+      {"topic", required_argument, 0, 't'},         {"encoding", required_argument, 0, 'e'},
+      {"block-size", required_argument, 0, 'B'},    {"num-blocks", required_argument, 0, 'N'},
+      {"events", required_argument, 0, 'E'},        {"prompts", required_argument, 0, 'P'},
+      {"start-token", required_argument, 0, 's'},   {"seed", required_argument, 0, 'S'},
+      {"interval", required_argument, 0, 'i'},      {"rate", required_argument, 0, 'r'},
+      {"count", required_argument, 0, 'c'},         {"dp-rank", required_argument, 0, 'd'},
+      {"lora-id", required_argument, 0, 'l'},       {"lora-name", required_argument, 0, 'L'},
+      {"medium", required_argument, 0, 'm'},        {"omit-token-ids", no_argument, 0, 'o'},
+      {"evict-every", required_argument, 0, 'v'},   {"clear-every", required_argument, 0, 'C'},
+      {"malformed-every", required_argument, 0, 'M'}, {"gap-every", required_argument, 0, 'g'},
+      {"buffer-steps", required_argument, 0, 'u'},  {"ts-zero", no_argument, 0, 'z'},
+      {"print-tokens", no_argument, 0, 'p'},        {"start-delay", required_argument, 0, 'D'},        {"help", no_argument, 0, 'h'},
+      {0, 0, 0, 0}};
+  int c;
+  while ((c = getopt_long_only(argc, argv, "h", lo, NULL)) != -1) {
+    int bad = 0;
+    int64_t v;
+    switch (c) {
+    case 'b': o.bind = optarg; break;
+    case 'R': o.replay_bind = optarg; break;
+    case 't': o.topic = optarg; break;
+    case 'e':
+      if (!strcmp(optarg, "vllm-array")) o.enc = ENC_VLLM_ARRAY;
+      else if (!strcmp(optarg, "vllm-map")) o.enc = ENC_VLLM_MAP;
+      else if (!strcmp(optarg, "sglang")) o.enc = ENC_SGLANG;
+      else bad = 1;
+      break;
+    case 'B': bad = parse_i64(optarg, &o.block_size); break;
+    case 'N': bad = parse_i64(optarg, &o.num_blocks); break;
+    case 'E': bad = parse_i64(optarg, &o.events); break;
+    case 'P': bad = parse_i64(optarg, &o.prompts); break;
+    case 's': bad = parse_i64(optarg, &o.start_token); break;
+    case 'S': bad = parse_i64(optarg, &v); o.seed = (uint64_t)v; break;
+    case 'i': bad = parse_dur(optarg, &o.interval_us); break;
+    case 'r': {
+      char *end;
+      double r = strtod(optarg, &end);
+      if (*end || !(r > 0)) bad = 1;
+      else o.interval_us = (int64_t)(1e6 / r);
+      break;
+    }
+    case 'c': bad = parse_i64(optarg, &o.count); break;
+    case 'd': bad = parse_i64(optarg, &o.dp_rank); break;
+    case 'l': bad = parse_i64(optarg, &o.lora_id); break;
+    case 'L': o.lora_name = optarg; break;
+    case 'm': o.medium = optarg; break;
+    case 'o': o.omit_token_ids = true; break;
+    case 'v': bad = parse_i64(optarg, &o.evict_every); break;
+    case 'C': bad = parse_i64(optarg, &o.clear_every); break;
+    case 'M': bad = parse_i64(optarg, &o.malformed_every); break;
+    case 'g': bad = parse_i64(optarg, &o.gap_every); break;
+    case 'u': bad = parse_i64(optarg, &o.buffer_steps); break;
+    case 'z': o.ts_zero = true; break;
+    case 'p': o.print_tokens = true; break;
+    case 'D': bad = parse_dur(optarg, &o.start_delay_us); break;
+    case 'h': usage(stdout); return 0;
+    default: usage(stderr); return 2;
+    }
+    if (bad) {
+      fprintf(stderr, "fake-engine: invalid flag value: %s\n", argv[optind - 1]);
+      usage(stderr);
+      return 2;
+    }
+  }
+  if (optind < argc) {
+    usage(stderr);
+    return 2;
+  }
+  /* REF's validation (spec §6.1), exit 1 like log.Fatalf. */
+  if (o.block_size <= 0 || o.num_blocks <= 0 || o.prompts <= 0) {
+    fprintf(stderr, "fake-engine: block-size, num-blocks and prompts must be > 0\n");
+    return 1;
+  }
+  if (o.block_size * o.num_blocks > (1 << 24)) {
+    fprintf(stderr, "fake-engine: block-size x num-blocks must be <= 16777216 tokens\n");
+    return 1;
+  }
+  int64_t total = o.block_size * o.num_blocks;
+  if (o.start_token < 0 || o.start_token + o.prompts * total - 1 > (int64_t)UINT32_MAX) {
+    fprintf(stderr, "fake-engine: token ids must stay within [0, 2^32-1]\n");
+    return 1;
+  }
+  if (o.interval_us <= 0) {
+    fprintf(stderr, "fake-engine: interval must be > 0\n");
+    return 1;
+  }
+  if (o.events < 1 || o.events > o.num_blocks) {
+    fprintf(stderr, "build payload: events must be in [1, %" PRId64 "], got %" PRId64 "\n",
+            o.num_blocks, o.events);
+    return 1;
+  }
+  if (o.enc == ENC_SGLANG) o.events = o.num_blocks; /* one event per page */
+
+  signal(SIGINT, on_signal);
+  signal(SIGTERM, on_signal);
+  signal(SIGPIPE, SIG_IGN);
+
+  uint32_t **tok = calloc((size_t)o.prompts, sizeof(uint32_t *));
+  if (!tok) return 1;
+  for (int64_t p = 0; p < o.prompts; p++) {
+    tok[p] = malloc((size_t)total * sizeof(uint32_t));
+    if (!tok[p]) return 1;
+    prompt_tokens(&o, p, tok[p], (size_t)total);
+    print_expect(&o, p, tok[p], (size_t)total);
+  }
+
+  void *ctx = zmq_ctx_new();
+  void *pub = zmq_socket(ctx, ZMQ_PUB);
+  int hwm = 100000, linger = 0;
+  zmq_setsockopt(pub, ZMQ_SNDHWM, &hwm, sizeof(hwm));
+  zmq_setsockopt(pub, ZMQ_LINGER, &linger, sizeof(linger));
+  if (zmq_bind(pub, o.bind) != 0) {
+    fprintf(stderr, "fake-engine: bind %s: %s\n", o.bind, zmq_strerror(zmq_errno()));
+    return 1;
+  }
+  void *router = NULL;
+  if (o.replay_bind && *o.replay_bind) {
+    router = zmq_socket(ctx, ZMQ_ROUTER);
+    zmq_setsockopt(router, ZMQ_LINGER, &linger, sizeof(linger));
+    if (zmq_bind(router, o.replay_bind) != 0) {
+      fprintf(stderr, "fake-engine: bind %s: %s\n", o.replay_bind, zmq_strerror(zmq_errno()));
+      return 1;
+    }
+  }
+  ring_t ring = {0};
+  ring.cap = o.buffer_steps > 0 ? (size_t)o.buffer_steps : 0;
+  ring.v = ring.cap ? calloc(ring.cap, sizeof(ring_item_t)) : NULL;
+  static const char *encname[] = {"vllm-array", "vllm-map", "sglang"};
+  fprintf(stderr,
+          "publishing %" PRId64 " BlockStored event(s) per batch on %s topic=\"%s\" (%" PRId64
+          " block(s), %" PRId64 " tokens) every %" PRId64 "us encoding=%s prompts=%" PRId64 "%s%s\n",
+          o.events, o.bind, o.topic, o.num_blocks, total, o.interval_us, encname[o.enc], o.prompts,
+          router ? " replay=" : "", router ? o.replay_bind : "");
+
+  uint64_t seq = 0;
+  /* PUB/SUB slow joiner: give subscribers time to connect before the first message. */
+  int64_t next = ic_clock_monotonic_us() + o.start_delay_us;
+  msgpack_sbuffer sb;
+  msgpack_sbuffer_init(&sb);
+  int64_t last_prompt = 0;
+  while (!g_stop && (o.count <= 0 || (int64_t)seq < o.count)) {
+    int64_t now = ic_clock_monotonic_us();
+    if (now < next) {
+      zmq_pollitem_t it = {router, 0, ZMQ_POLLIN, 0};
+      long wait_ms = (long)((next - now + 999) / 1000);
+      if (router) {
+        if (zmq_poll(&it, 1, wait_ms) > 0) serve_replay(router, &ring);
+      } else {
+        struct timespec ts = {(time_t)((next - now) / 1000000), (long)((next - now) % 1000000) * 1000};
+        nanosleep(&ts, NULL);
+      }
+      continue;
+    }
+    next += o.interval_us;
+    if (next < now) next = now; /* do not burst after a stall */
+    msgpack_sbuffer_clear(&sb);
+    msgpack_packer pk;
+    msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
+    uint64_t k = seq + 1; /* 1-based message number for the every-N knobs */
+    if (o.malformed_every > 0 && k % (uint64_t)o.malformed_every == 0) {
+      msgpack_sbuffer_write(&sb, "\xff\x00\x01", 3);
+    } else if (o.clear_every > 0 && k % (uint64_t)o.clear_every == 0) {
+      pack_envelope_begin(&o, &pk, 1);
+      pack_cleared(&o, &pk);
+      pack_envelope_end(&o, &pk);
+    } else if (o.evict_every > 0 && k % (uint64_t)o.evict_every == 0) {
+      pack_envelope_begin(&o, &pk, 1);
+      pack_removed(&o, &pk, last_prompt);
+      pack_envelope_end(&o, &pk);
+    } else {
+      int64_t p = (int64_t)(seq % (uint64_t)o.prompts);
+      last_prompt = p;
+      pack_envelope_begin(&o, &pk, (size_t)o.events);
+      int64_t base = o.num_blocks / o.events, rem = o.num_blocks % o.events, lo = 0;
+      for (int64_t e = 0; e < o.events; e++) {
+        int64_t n = base + (e < rem ? 1 : 0);
+        pack_stored(&o, &pk, p, lo, lo + n, tok[p]);
+        lo += n;
+      }
+      pack_envelope_end(&o, &pk);
+    }
+    uint8_t s8[8];
+    be8(seq, s8);
+    ring_push(&ring, seq, sb.data, sb.size);
+    bool gap = o.gap_every > 0 && k % (uint64_t)o.gap_every == 0;
+    if (!gap) {
+      if (zmq_send(pub, o.topic, strlen(o.topic), ZMQ_SNDMORE) < 0 ||
+          zmq_send(pub, s8, 8, ZMQ_SNDMORE) < 0 || zmq_send(pub, sb.data, sb.size, 0) < 0)
+        fprintf(stderr, "send err: %s\n", zmq_strerror(zmq_errno()));
+    }
+    seq++;
+  }
+  /* One-shot mode: keep serving replay requests briefly so a subscriber can repair a final gap. */
+  if (router && o.count > 0 && !g_stop) {
+    int64_t until = ic_clock_monotonic_us() + 2000000;
+    while (!g_stop && ic_clock_monotonic_us() < until) {
+      zmq_pollitem_t it = {router, 0, ZMQ_POLLIN, 0};
+      if (zmq_poll(&it, 1, 100) > 0) serve_replay(router, &ring);
+    }
+  }
+  msgpack_sbuffer_destroy(&sb);
+  for (size_t i = 0; i < ring.n; i++) free(ring.v[(ring.head + i) % ring.cap].data);
+  free(ring.v);
+  for (int64_t p = 0; p < o.prompts; p++) free(tok[p]);
+  free(tok);
+  zmq_close(pub);
+  if (router) zmq_close(router);
+  zmq_ctx_term(ctx);
+  return 0;
+}
