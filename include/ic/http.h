@@ -107,4 +107,16 @@ bool ic_http_parse_bearer(const char *authz, const char **tok, size_t *len);
  * IC_EINVAL. host must hold 256 bytes. */
 int ic_http_split_hostport(const char *addr, char host[256], int *port);
 
+/* ---- JSON writing the way Go's encoding/json does (what the reference's clients see) ---- */
+struct ic_buf;
+/* String literal with quotes: <, >, & as \u003c \u003e \u0026, U+2028/2029 escaped, \b \f \n
+ * \r \t short forms, other controls \u00XX, invalid UTF-8 bytes as \ufffd. */
+int ic_http_json_str(struct ic_buf *b, const char *s, size_t n);
+/* float32 in Go's shortest round-trip form ('f', or 'e' below 1e-6 / from 1e21). NaN/Inf are
+ * not valid JSON; they are written as 0. */
+int ic_http_json_f32(struct ic_buf *b, float v);
+/* Unix ns as a quoted RFC 3339 UTC timestamp with trailing-zero-trimmed nanoseconds (Go's
+ * RFC3339Nano); INT64_MIN (Go's zero time) gives "0001-01-01T00:00:00Z". */
+int ic_http_json_time(struct ic_buf *b, int64_t unix_ns);
+
 #endif

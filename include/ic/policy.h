@@ -121,4 +121,30 @@ int64_t ic_policy_index_ttl(void *store, const char *tenant);
 bool ic_policy_index_quota(void *store, const char *tenant, int64_t *max_entries);
 int ic_policy_index_eviction(void *store, const char *tenant); /* IC_POLICY_EVICT_* */
 
+/* ---- POST /probe request body (spec server.md §7.3); lives here with the other controller ->
+ * server bodies so it can be fuzzed without a server. ---- */
+#define IC_PROBE_MAX_BODY 4096
+#define IC_PROBE_TOKEN_COUNT 16
+
+typedef struct ic_probe_req {
+  char *backend, *model, *hash_scheme, *backend_type; /* owned; "" when absent */
+} ic_probe_req_t;
+
+typedef enum {
+  IC_PROBE_PARSE_OK = 0,
+  IC_PROBE_PARSE_DECODE = 1,   /* 400 "decode probe request: <msg>" */
+  IC_PROBE_PARSE_TRAILING = 2, /* 400 "probe request body has trailing content after the first JSON value" */
+  IC_PROBE_PARSE_MISSING = 3,  /* 400 "probe request missing required field (backend, model, hashScheme)" */
+} ic_probe_parse_status_t;
+
+/* Strict decode in the reference's order: decode (unknown keys rejected), trailing content,
+ * required fields. On OK the caller owns *out's strings (ic_probe_req_clear). */
+ic_probe_parse_status_t ic_probe_parse(const char *body, size_t len, bool too_large,
+                                       ic_probe_req_t *out, char *msg, size_t msglen);
+void ic_probe_req_clear(ic_probe_req_t *r);
+/* SHA-256("inferencecache.io/probe/v1\n" || u32be(len) scheme || u32be(len) model ||
+ * u32be(len) backend): the probe's synthetic block hash. */
+void ic_probe_hash(const char *backend, const char *model, const char *hash_scheme,
+                   uint8_t out[32]);
+
 #endif
