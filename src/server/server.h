@@ -8,6 +8,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "ic/index.h"
 #include "ic/metrics.h"
 
 /* Forward declarations so this header does not force every user to include every module. */
@@ -15,6 +16,7 @@ struct ic_index;         /* include/ic/index.h  (lib/index) */
 struct ic_policy_store;  /* include/ic/policy.h (lib/policy) */
 struct ic_rpc_server;    /* include/ic/rpc.h    (lib/rpc) */
 struct server_hub;       /* src/server/grpc_stream.c: StreamCacheEvents fan-out */
+struct ic_svc;           /* include/ic/svc.h    (lib/svc): the service logic */
 struct server_http;      /* src/server/http_*.c: the two HTTP listeners (http helper) */
 struct server_auth;      /* src/server/http_*.c / lib/auth (http helper) */
 
@@ -43,7 +45,7 @@ typedef struct server_flags {
   const char *log_level;             /* "info" */
   /* Not reference flags: operational knobs of this port (documented in docs/server.md). */
   int grpc_threads;                  /* --grpc-threads, 0 = one per core */
-  int drain_timeout_ms;              /* --shutdown-drain-timeout, bounded gRPC drain */
+  int drain_timeout_s;               /* --drain-timeout-seconds (4), bounded gRPC drain */
 } server_flags_t;
 
 /* Metric handles (spec server.md §10). Families are registered by main.c; children of labelled
@@ -59,6 +61,8 @@ typedef struct server_metrics {
   ic_metric_family_t *snapshot_auth;        /* counter {result} (http helper) */
   ic_metric_family_t *policy_auth;          /* counter {result} (http helper) */
   ic_metric_family_t *probe_auth;           /* counter {result} (http helper) */
+  ic_metric_family_t *stream_dropped;       /* counter {stream}: events a slow subscriber lost */
+  ic_metric_family_t *stream_subscribers;   /* gauge {stream} */
 } server_metrics_t;
 
 typedef struct server_ctx {
@@ -79,6 +83,7 @@ typedef struct server_ctx {
 
   struct ic_rpc_server *grpc;  /* owned by main.c */
   struct server_hub *hub;      /* StreamCacheEvents subscribers, fed by the index listener */
+  struct ic_svc *svc;          /* owned; InferenceCache handlers' logic */
   struct server_http *http;    /* owned by the http listeners (http helper) */
   struct server_auth *auth;    /* controller-listener auth (http helper) */
   bool grpc_tls;               /* TLS configured on the gRPC port */
@@ -91,6 +96,21 @@ int server_flags_parse(server_flags_t *f, int argc, char **argv);
 /* Auth-flag matrix of spec §1.2 step 6: returns NULL when valid, else the stderr message
  * (static or malloc'd into *owned, which the caller frees). */
 const char *server_flags_validate_auth(const server_flags_t *f, char **owned);
+
+/* --- gRPC side (grpc_*.c) --- */
+/* Registers InferenceCache, health and reflection on ctx->grpc. */
+int server_grpc_register(server_ctx_t *ctx);
+/* Stream hub: StreamCacheEvents subscribers (fed by the index change listener) and the
+ * StreamMetrics ticker thread. */
+struct server_hub *server_hub_new(server_ctx_t *ctx);
+void server_hub_free(struct server_hub *h);
+/* Index change listener (ic_index_config_t.on_change with ud = the hub). */
+void server_hub_on_change(void *hub, const ic_index_change_t *change);
+
+/* --- controller auth (http helper; main.c has a weak fallback) --- */
+/* Called at startup when auth is enabled (spec §1.2 step 8): builds the in-cluster TokenReview
+ * client. Returns 0, or 1 after logging in_cluster_config / kube_client (exit 1). */
+int server_auth_init(server_ctx_t *ctx);
 
 /* --- HTTP listeners (http helper, src/server/http_*.c) --- */
 /* Open both HTTP listeners (public then snapshot); on failure returns negative IC_E* and
