@@ -1,0 +1,254 @@
+/* The controller-facing HTTP listener (spec server.md §7, §8): GET /snapshot, POST|PUT /policy,
+ * POST /probe, each behind its own TokenReview authenticator unless --insecure-disable-auth;
+ * plus the HTTP listeners' lifecycle (server_http_start/stop) and controller auth setup. */
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "http_internal.h"
+#include "ic/clock.h"
+#include "ic/err.h"
+#include "ic/log.h"
+#include "ic/policy.h"
+
+/* ------------------------------------------------------------------------ handlers */
+
+static void h_snapshot(ic_http_req_t *r, void *ud) {
+  server_ctx_t *ctx = ud;
+  ic_index_snapshot_t snap;
+  memset(&snap, 0, sizeof snap);
+  if (ic_index_snapshot(ctx->index, &snap) != 0) {
+    ic_http_reply_error(r, 500, "snapshot failed");
+    return;
+  }
+  ic_buf_t b = IC_BUF_INIT;
+  int rc = server_snapshot_json(&snap, &b);
+  ic_index_snapshot_free(&snap);
+  if (rc != 0) {
+    ic_buf_free(&b);
+    ic_http_reply_error(r, 500, "encode snapshot failed");
+    return;
+  }
+  size_t n;
+  char *body = ic_buf_detach(&b, &n);
+  ic_http_reply_take(r, 200, "application/json", body, n);
+}
+
+static void h_policy(ic_http_req_t *r, void *ud) {
+  server_ctx_t *ctx = ud;
+  size_t n;
+  const char *body = ic_http_req_body(r, &n);
+  ic_policy_doc_t *doc = NULL;
+  char msg[512];
+  switch (ic_policy_parse(body, n, ic_http_req_body_too_large(r), &doc, msg, sizeof msg)) {
+    case IC_POLICY_OK: break;
+    case IC_POLICY_BAD_VERSION:
+      ic_http_reply_error(r, 400, "unsupported policy snapshot version\n");
+      return;
+    default: {
+      char full[600];
+      snprintf(full, sizeof full, "decode policy snapshot: %s\n", msg);
+      ic_http_reply_error(r, 400, full);
+      return;
+    }
+  }
+  if (ic_policy_store_replace(ctx->policy, doc) != 0) {
+    ic_http_reply_error(r, 500, "store policy snapshot failed");
+    return;
+  }
+  ic_http_reply(r, 204, NULL, "", 0);
+}
+
+static void h_probe(ic_http_req_t *r, void *ud) {
+  server_ctx_t *ctx = ud;
+  size_t n;
+  const char *body = ic_http_req_body(r, &n);
+  ic_probe_req_t pr;
+  char msg[512];
+  switch (ic_probe_parse(body, n, ic_http_req_body_too_large(r), &pr, msg, sizeof msg)) {
+    case IC_PROBE_PARSE_OK: break;
+    case IC_PROBE_PARSE_TRAILING:
+      ic_http_reply_error(r, 400,
+                          "probe request body has trailing content after the first JSON value\n");
+      return;
+    case IC_PROBE_PARSE_MISSING:
+      ic_http_reply_error(r, 400,
+                          "probe request missing required field (backend, model, hashScheme)\n");
+      return;
+    default: {
+      char full[600];
+      snprintf(full, sizeof full, "decode probe request: %s\n", msg);
+      ic_http_reply_error(r, 400, full);
+      return;
+    }
+  }
+  server_probe_result_t res;
+  server_probe_run(ctx, pr.backend, pr.model, pr.hash_scheme, pr.backend_type, &res);
+  ic_buf_t b = IC_BUF_INIT;
+  int rc = server_probe_json(pr.backend, &res, &b);
+  ic_probe_req_clear(&pr);
+  if (rc != 0) {
+    ic_buf_free(&b);
+    ic_http_reply_error(r, 500, "encode probe result failed");
+    return;
+  }
+  size_t bl;
+  char *out = ic_buf_detach(&b, &bl);
+  ic_http_reply_take(r, 200, "application/json", out, bl);
+}
+
+int server_http_controller_routes(server_ctx_t *ctx, ic_http_server_t *s) {
+  struct server_auth *a = ctx->flags.insecure_disable_auth ? NULL : ctx->auth;
+  ic_http_route_t routes[] = {
+      {.path = "/snapshot", .methods = "GET", .handler = h_snapshot, .ud = ctx,
+       .auth = a ? ic_auth_http_hook : NULL, .auth_ud = a ? a->snapshot : NULL},
+      {.path = "/policy", .methods = "POST, PUT", .handler = h_policy, .ud = ctx,
+       .auth = a ? ic_auth_http_hook : NULL, .auth_ud = a ? a->policy : NULL,
+       .max_body = IC_POLICY_MAX_BODY},
+      {.path = "/probe", .methods = "POST", .handler = h_probe, .ud = ctx,
+       .auth = a ? ic_auth_http_hook : NULL, .auth_ud = a ? a->probe : NULL,
+       .max_body = IC_PROBE_MAX_BODY},
+  };
+  for (size_t i = 0; i < sizeof routes / sizeof *routes; i++) {
+    int rc = ic_http_add_route(s, &routes[i]);
+    if (rc) return rc;
+  }
+  return 0;
+}
+
+/* ------------------------------------------------------------------------ auth setup */
+
+static const char *const RESULT_LABEL[] = {"result"};
+
+static ic_metric_family_t *auth_family(server_ctx_t *ctx, ic_metric_family_t **slot,
+                                       const char *name, const char *endpoint) {
+  if (!*slot) {
+    char help[160];
+    snprintf(help, sizeof help,
+             "Authentication outcomes for the internal /%s endpoint (ok|unauth|forbidden|error).",
+             endpoint);
+    *slot = ic_metrics_counter(ctx->metrics, name, help, 1, RESULT_LABEL);
+  }
+  return *slot;
+}
+
+static void auth_free(struct server_auth *a) {
+  if (!a) return;
+  ic_auth_free(a->snapshot);
+  ic_auth_free(a->policy);
+  ic_auth_free(a->probe);
+  ic_auth_kube_free(a->kube);
+  free(a);
+}
+
+int server_auth_init(server_ctx_t *ctx) {
+  if (ctx->auth) return 0;
+  struct server_auth *a = calloc(1, sizeof *a);
+  if (!a) {
+    ic_log_error("kube_client", IC_LS("err", "out of memory"));
+    return 1;
+  }
+  char err[512] = "";
+  a->kube = ic_auth_kube_new(NULL, err, sizeof err);
+  if (!a->kube) {
+    ic_log_error("in_cluster_config", IC_LS("err", err));
+    auth_free(a);
+    return 1;
+  }
+  const char *sa = ctx->flags.allowed_controller_sa;
+  ic_auth_config_t base = {.expected_user = sa, .reviewer = ic_auth_kube_review,
+                           .reviewer_ud = a->kube};
+  ic_auth_config_t c = base;
+  c.audience = ctx->flags.controller_audience;
+  c.counter = auth_family(ctx, &ctx->m.snapshot_auth, "inferencecache_snapshot_auth_total",
+                          "snapshot");
+  a->snapshot = ic_auth_new(&c);
+  c.counter = auth_family(ctx, &ctx->m.probe_auth, "inferencecache_probe_auth_total", "probe");
+  a->probe = ic_auth_new(&c);
+  c.audience = ctx->flags.policy_audience;
+  c.counter = auth_family(ctx, &ctx->m.policy_auth, "inferencecache_policy_auth_total", "policy");
+  a->policy = ic_auth_new(&c);
+  if (!a->snapshot || !a->probe || !a->policy) {
+    ic_log_error("kube_client", IC_LS("err", "cannot build authenticators"));
+    auth_free(a);
+    return 1;
+  }
+  ctx->auth = a;
+  ic_log_info("controller_auth_enabled", IC_LS("expected_sa", sa),
+              IC_LS("controller_audience", ctx->flags.controller_audience),
+              IC_LS("policy_audience", ctx->flags.policy_audience));
+  return 0;
+}
+
+/* ------------------------------------------------------------------------ lifecycle */
+
+static void http_free(struct server_http *h) {
+  if (!h) return;
+  ic_http_free(h->pub);
+  ic_http_free(h->ctl);
+  for (int i = 0; i < SERVER_PROBE_STRIPES; i++) pthread_mutex_destroy(&h->probe_mu[i]);
+  free(h);
+}
+
+int server_http_start(server_ctx_t *ctx, char *err, size_t errlen) {
+  if (!ctx->flags.insecure_disable_auth && !ctx->auth && server_auth_init(ctx) != 0) {
+    snprintf(err, errlen, "controller auth: in-cluster TokenReview client unavailable");
+    return IC_EUNAVAIL;
+  }
+  struct server_http *h = calloc(1, sizeof *h);
+  if (!h) {
+    snprintf(err, errlen, "out of memory");
+    return IC_ENOMEM;
+  }
+  for (int i = 0; i < SERVER_PROBE_STRIPES; i++) pthread_mutex_init(&h->probe_mu[i], NULL);
+  /* Public endpoints are cheap: a small pool. The controller listener may block on a
+   * TokenReview, so it gets a thread per connection (like Go's per-connection goroutines). */
+  ic_http_config_t pc = {.bind = ctx->flags.http_bind_address, .threads = 2, .name = "http"};
+  ic_http_config_t cc = {.bind = ctx->flags.snapshot_bind_address, .threads = 0,
+                         .name = "snapshot"};
+  h->pub = ic_http_new(&pc);
+  h->ctl = ic_http_new(&cc);
+  char e[400] = "";
+  int rc = 0;
+  if (!h->pub || !h->ctl) {
+    snprintf(err, errlen, "out of memory");
+    rc = IC_ENOMEM;
+  } else if ((rc = server_http_public_routes(ctx, h->pub)) != 0 ||
+             (rc = server_http_controller_routes(ctx, h->ctl)) != 0) {
+    snprintf(err, errlen, "register routes: %s", ic_strerror(rc));
+  } else if ((rc = ic_http_listen(h->pub, e, sizeof e)) != 0) {
+    snprintf(err, errlen, "listen for http: %s", e);
+  } else if ((rc = ic_http_listen(h->ctl, e, sizeof e)) != 0) {
+    snprintf(err, errlen, "listen for snapshot: %s", e);
+  } else if ((rc = ic_http_start(h->pub, e, sizeof e)) != 0) {
+    snprintf(err, errlen, "serve http: %s", e);
+  } else if ((rc = ic_http_start(h->ctl, e, sizeof e)) != 0) {
+    snprintf(err, errlen, "serve snapshot: %s", e);
+  }
+  if (rc != 0) {
+    http_free(h);
+    return rc;
+  }
+  ctx->http = h;
+  return 0;
+}
+
+void server_http_stop(server_ctx_t *ctx, int deadline_ms) {
+  struct server_http *h = ctx->http;
+  if (h) {
+    /* One shared deadline for both listeners, public first (spec §12 step 4). */
+    int64_t t0 = ic_clock_monotonic_ns();
+    ic_http_stop(h->pub, deadline_ms);
+    int left = deadline_ms;
+    if (deadline_ms >= 0) {
+      int64_t used = (ic_clock_monotonic_ns() - t0) / 1000000;
+      left = used >= deadline_ms ? 0 : deadline_ms - (int)used;
+    }
+    ic_http_stop(h->ctl, left);
+    http_free(h);
+    ctx->http = NULL;
+  }
+  auth_free(ctx->auth);
+  ctx->auth = NULL;
+}
