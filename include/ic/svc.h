@@ -1,0 +1,91 @@
+/* lib/svc: the InferenceCache service logic, transport-free: serialized protobuf request in,
+ * serialized response out (spec server.md §3, index.md §5.13). Wire -> domain conversions live
+ * here so they are unit-tested and fuzzed without a network; src/server wires these functions
+ * to gRPC methods. Thread-safe: any number of threads may call into one ic_svc_t.
+ *
+ * Return values of the ic_svc_* request functions are gRPC status codes (IC_RPC_* of ic/rpc.h):
+ * IC_RPC_OK with the response appended to `resp`, or IC_RPC_INTERNAL for an undecodable
+ * request (bad protobuf or invalid UTF-8 in a string field; `*msg` gets a static message). */
+#ifndef IC_SVC_H
+#define IC_SVC_H
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "ic/buf.h"
+#include "ic/index.h"
+#include "ic/metrics.h"
+#include "ic/policy.h"
+
+#define IC_SVC_PROBE_TENANT "inferencecache.io/probe"
+#define IC_SVC_MAX_LOOKUP_TOKENS (1u << 20)
+#define IC_SVC_MAX_PROMPT_TEXT_BYTES (1u << 20)
+#define IC_SVC_DEFAULT_TOKENIZE_TIMEOUT_MS 5000
+
+typedef struct ic_svc ic_svc_t;
+
+typedef struct ic_svc_config {
+  ic_index_t *index;              /* required, borrowed */
+  ic_policy_store_t *policy;      /* may be NULL (tests): floors off, strategy defaults */
+  int engine_block_size;          /* <= 0 -> 16 */
+  /* Lookup metrics (may be NULL): counter {model, reason_code, hint_used} and histogram
+   * {model}, label order as registered by the caller. */
+  ic_metric_family_t *lookup_calls;
+  ic_metric_family_t *lookup_latency;
+} ic_svc_config_t;
+
+ic_svc_t *ic_svc_new(const ic_svc_config_t *cfg);
+void ic_svc_free(ic_svc_t *s);
+
+/* LookupRoute. `deadline_ns` is the caller's deadline on ic_clock_monotonic_ns() (INT64_MAX =
+ * none); the tenant's lookupTimeoutMs tightens it. */
+int ic_svc_lookup_route(ic_svc_t *s, const uint8_t *req, size_t len, int64_t deadline_ns,
+                        ic_buf_t *resp, const char **msg);
+/* One CacheStateUpdate of a ReportCacheState stream: ingested synchronously (probe tenant
+ * dropped). IC_RPC_OK or IC_RPC_INTERNAL (undecodable; the stream should end with it). */
+int ic_svc_report_one(ic_svc_t *s, const uint8_t *msg, size_t len, const char **errmsg);
+/* The Ack that ends a ReportCacheState stream. */
+int ic_svc_report_ack(ic_buf_t *resp);
+int ic_svc_publish_event(ic_svc_t *s, const uint8_t *req, size_t len, ic_buf_t *resp, const char **msg);
+int ic_svc_get_cache_state(ic_svc_t *s, const uint8_t *req, size_t len, ic_buf_t *resp, const char **msg);
+/* The reference's fail-open stubs (server.md §3.4, §3.6). */
+int ic_svc_render_template(ic_svc_t *s, const uint8_t *req, size_t len, ic_buf_t *resp, const char **msg);
+int ic_svc_lookup_pd_route(ic_svc_t *s, const uint8_t *req, size_t len, ic_buf_t *resp, const char **msg);
+
+/* --- StreamCacheEvents: filters and change encoding --- */
+typedef struct ic_svc_event_filter {
+  char *model_id;  /* owned; "" = any */
+  char *tenant_id; /* owned; "" = any */
+  uint32_t types;  /* bit (1 << type); 0 = all */
+} ic_svc_event_filter_t;
+
+/* Parses a StreamEventsRequest. Returns IC_RPC_OK or IC_RPC_INTERNAL. */
+int ic_svc_event_filter_parse(const uint8_t *req, size_t len, ic_svc_event_filter_t *f);
+void ic_svc_event_filter_free(ic_svc_event_filter_t *f);
+/* True when the change passes the filter (the probe tenant never does). */
+bool ic_svc_event_filter_match(const ic_svc_event_filter_t *f, const ic_index_change_t *c);
+/* Serializes an index change as a CacheEvent (type, replica, model, tenant, prefix hash,
+ * timestamp_us, adapter). Appends to out; 0 or IC_ENOMEM. */
+int ic_svc_change_encode(const ic_index_change_t *c, ic_buf_t *out);
+
+/* --- StreamMetrics --- */
+typedef struct ic_svc_metric_filter {
+  char **names; /* owned; empty = all */
+  size_t n;
+} ic_svc_metric_filter_t;
+int ic_svc_metric_filter_parse(const uint8_t *req, size_t len, ic_svc_metric_filter_t *f);
+void ic_svc_metric_filter_free(ic_svc_metric_filter_t *f);
+/* Encodes every sample of `m` passing the filter as a Metric message and calls emit() with
+ * each serialized message. Returns the number of messages emitted. A name matches a family
+ * name or the sample name (histograms: name_bucket/_sum/_count). */
+typedef void (*ic_svc_metric_emit_fn)(void *ud, const char *name, const char *type, const uint8_t *msg,
+                                      size_t len);
+size_t ic_svc_metrics_encode(ic_metrics_t *m, const ic_svc_metric_filter_t *f, int64_t now_us,
+                             ic_svc_metric_emit_fn emit, void *ud);
+/* True when a sample (name, type) passes the filter (NULL or empty filter = all). */
+bool ic_svc_metric_filter_match(const ic_svc_metric_filter_t *f, const char *name, const char *type);
+
+/* True when s is valid UTF-8 (proto3 string fields must be). */
+bool ic_svc_utf8_valid(const char *s, size_t n);
+
+#endif

@@ -1,0 +1,693 @@
+/* InferenceCache service logic over protobuf-c messages: the LookupRoute pipeline of spec
+ * server.md §3.5 / index.md §5.13 (policy gates, input precedence, floors, affinity, timeouts,
+ * envelopes, metrics), ingest/event/state conversions, and stream encodings. No transport here.
+ *
+ * Deadlines: the reference runs resolution and lookup on goroutines and abandons them at the
+ * deadline; we run them inline and check the deadline after each phase (server.md §18.5), which
+ * preserves the observable rules: TIMEOUT when the deadline passes during resolution or lookup,
+ * no LFU credit for a timed-out lookup. The hot path allocates only for derived chains. */
+#include "ic/svc.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "ic/clock.h"
+#include "ic/err.h"
+#include "ic/fingerprint.h"
+#include "ic/log.h"
+#include "ic/rpc.h"
+#include "inferencecache/v1alpha1/inferencecache.pb-c.h"
+
+typedef Inferencecache__V1alpha1__LookupRouteRequest lr_req_t;
+typedef Inferencecache__V1alpha1__LookupRouteResponse lr_resp_t;
+typedef Inferencecache__V1alpha1__ReplicaScore score_t;
+
+#define UNMARSHAL_MSG "grpc: error unmarshalling request"
+#define UTF8_MSG "grpc: error unmarshalling request: string field contains invalid UTF-8"
+
+struct ic_svc {
+  ic_index_t *index;
+  ic_policy_store_t *policy;
+  int block_size;
+  ic_metric_family_t *lookup_calls;
+  ic_metric_family_t *lookup_latency;
+};
+
+ic_svc_t *ic_svc_new(const ic_svc_config_t *cfg) {
+  if (!cfg || !cfg->index) return NULL;
+  ic_svc_t *s = calloc(1, sizeof *s);
+  if (!s) return NULL;
+  s->index = cfg->index;
+  s->policy = cfg->policy;
+  s->block_size = cfg->engine_block_size > 0 ? cfg->engine_block_size : IC_FP_DEFAULT_BLOCK_SIZE;
+  s->lookup_calls = cfg->lookup_calls;
+  s->lookup_latency = cfg->lookup_latency;
+  return s;
+}
+
+void ic_svc_free(ic_svc_t *s) { free(s); }
+
+bool ic_svc_utf8_valid(const char *str, size_t n) {
+  const unsigned char *p = (const unsigned char *)str, *e = p + n;
+  while (p < e) {
+    unsigned c = *p;
+    if (c < 0x80) {
+      p++;
+      continue;
+    }
+    size_t k;
+    unsigned min;
+    if ((c & 0xE0) == 0xC0) k = 1, min = 0x80, c &= 0x1F;
+    else if ((c & 0xF0) == 0xE0) k = 2, min = 0x800, c &= 0x0F;
+    else if ((c & 0xF8) == 0xF0) k = 3, min = 0x10000, c &= 0x07;
+    else return false;
+    if ((size_t)(e - p) <= k) return false;
+    for (size_t i = 1; i <= k; i++) {
+      if ((p[i] & 0xC0) != 0x80) return false;
+      c = (c << 6) | (p[i] & 0x3F);
+    }
+    if (c < min || c > 0x10FFFF || (c >= 0xD800 && c <= 0xDFFF)) return false;
+    p += k + 1;
+  }
+  return true;
+}
+
+static bool u8(const char *s) { return !s || ic_svc_utf8_valid(s, strlen(s)); }
+
+static int append_packed(ic_buf_t *out, const ProtobufCMessage *m) {
+  size_t n = protobuf_c_message_get_packed_size(m);
+  if (ic_buf_reserve(out, n)) return IC_ENOMEM;
+  protobuf_c_message_pack(m, (uint8_t *)out->data + out->len);
+  out->len += n;
+  return 0;
+}
+
+/* ------------------------------------------------------------------ LookupRoute */
+
+static void observe(ic_svc_t *s, const char *model, const char *code, bool hint, double secs) {
+  if (s->lookup_calls) {
+    const char *lv[3] = {model, code, hint ? "true" : "false"};
+    ic_metric_t *c = ic_metric_child(s->lookup_calls, lv);
+    if (c) ic_metric_inc(c);
+  }
+  if (s->lookup_latency) {
+    const char *lv[1] = {model};
+    ic_metric_t *h = ic_metric_child(s->lookup_latency, lv);
+    if (h) ic_metric_observe(h, secs);
+  }
+}
+
+typedef struct resolved {
+  bool fail_open;
+  const ic_index_bytes_t *chain;
+  size_t n_chain;
+  const int32_t *counts;
+  size_t n_counts;
+  ic_index_bytes_t exact;
+  int32_t exact_count;
+  /* derived from token_ids */
+  uint64_t *hashes;
+  uint8_t *wire;
+  ic_index_bytes_t *dchain;
+  int32_t *dcounts;
+} resolved_t;
+
+static void resolved_free(resolved_t *r) {
+  free(r->hashes);
+  free(r->wire);
+  free(r->dchain);
+  free(r->dcounts);
+}
+
+/* Derives the chain of token_ids (server.md §3.5.4). */
+static int derive_chain(const uint32_t *toks, size_t n, int bs, bool chain_enabled, resolved_t *r) {
+  size_t nb = ic_fp_block_count(n, bs);
+  if (nb == 0) return r->fail_open = true, 0;
+  r->hashes = malloc(nb * sizeof *r->hashes);
+  r->wire = malloc(nb * IC_FP_WIRE_LEN);
+  r->dchain = malloc(nb * sizeof *r->dchain);
+  r->dcounts = malloc(nb * sizeof *r->dcounts);
+  if (!r->hashes || !r->wire || !r->dchain || !r->dcounts) return IC_ENOMEM;
+  ic_fp_prefix_hashes(toks, n, bs, NULL, r->hashes, nb, NULL);
+  int64_t sum = 0;
+  for (size_t i = 0; i < nb; i++) {
+    ic_fp_to_wire(r->hashes[i], r->wire + i * IC_FP_WIRE_LEN);
+    r->dchain[i] = (ic_index_bytes_t){IC_FP_WIRE_LEN, r->wire + i * IC_FP_WIRE_LEN};
+    r->dcounts[i] = bs;
+    sum += bs;
+  }
+  if (chain_enabled) {
+    r->chain = r->dchain;
+    r->n_chain = nb;
+    r->counts = r->dcounts;
+    r->n_counts = nb;
+  }
+  r->exact = r->dchain[nb - 1];
+  r->exact_count = sum > INT32_MAX ? INT32_MAX : (int32_t)sum;
+  return 0;
+}
+
+static int resolve(ic_svc_t *s, const lr_req_t *q, bool chain_enabled, resolved_t *r) {
+  size_t nbh = q->n_block_hashes, nbtc = q->n_block_token_counts;
+  bool ignored_chain = false;
+  if (!chain_enabled) {
+    if (q->prefix_hash.len > 0) {
+      r->exact = (ic_index_bytes_t){q->prefix_hash.len, q->prefix_hash.data};
+      r->exact_count = q->prefix_token_count;
+      return 0;
+    }
+    if (nbh > 0 || nbtc > 0) ignored_chain = true;
+    nbh = nbtc = 0;
+  }
+  if (nbh > 0 || nbtc > 0 || q->prefix_hash.len > 0) {
+    if (nbh != nbtc) return r->fail_open = true, 0;
+    r->chain = (const ic_index_bytes_t *)q->block_hashes;
+    r->n_chain = nbh;
+    r->counts = q->block_token_counts;
+    r->n_counts = nbtc;
+    r->exact = (ic_index_bytes_t){q->prefix_hash.len, q->prefix_hash.data};
+    r->exact_count = q->prefix_token_count;
+    return 0;
+  }
+  if (q->n_token_ids > 0) {
+    if (q->n_token_ids > IC_SVC_MAX_LOOKUP_TOKENS) return r->fail_open = true, 0;
+    return derive_chain(q->token_ids, q->n_token_ids, s->block_size, chain_enabled, r);
+  }
+  if (q->prompt_text && *q->prompt_text) {
+    /* No tokenizer in this build: the reference's default build behaves the same way
+     * (tokenizer "unavailable" -> fail open NO_HINT, no echo). */
+    ic_log_debug("lookup_route_prompt_text_unavailable",
+                 IC_LS("reason", "server built without a tokenizer"), IC_LS("effect", "NO_HINT"));
+    return r->fail_open = true, 0;
+  }
+  if (ignored_chain) return r->fail_open = true, 0;
+  r->exact = (ic_index_bytes_t){q->prefix_hash.len, q->prefix_hash.data};
+  r->exact_count = q->prefix_token_count;
+  return 0;
+}
+
+static const char *strategy_code(ic_index_strategy_t st) {
+  switch (st) {
+  case IC_INDEX_STRATEGY_PREFIX_MATCH: return "PREFIX_MATCH";
+  case IC_INDEX_STRATEGY_TENANT_HOT: return "TENANT_HOT";
+  case IC_INDEX_STRATEGY_UNKNOWN_TENANT: return "UNKNOWN_TENANT";
+  case IC_INDEX_STRATEGY_UNKNOWN_MODEL: return "UNKNOWN_MODEL";
+  case IC_INDEX_STRATEGY_UNKNOWN_HASH_SCHEME: return "UNKNOWN_HASH_SCHEME";
+  default: return "NO_HINT";
+  }
+}
+
+/* Packs the envelope and records the metrics once. */
+static int respond(ic_svc_t *s, const lr_req_t *q, ic_buf_t *out, const char *code,
+                   const ic_index_row_t *rows, size_t nrows, const char *adapter, int64_t elapsed_ns) {
+  lr_resp_t r = INFERENCECACHE__V1ALPHA1__LOOKUP_ROUTE_RESPONSE__INIT;
+  score_t stack[16], *sp = stack;
+  score_t *ptrs_stack[16], **pp = ptrs_stack;
+  if (nrows > 16) {
+    sp = malloc(nrows * sizeof *sp);
+    pp = malloc(nrows * sizeof *pp);
+    if (!sp || !pp) {
+      free(sp == stack ? NULL : sp);
+      free(pp == ptrs_stack ? NULL : pp);
+      return IC_RPC_INTERNAL;
+    }
+  }
+  for (size_t i = 0; i < nrows; i++) {
+    score_t init = INFERENCECACHE__V1ALPHA1__REPLICA_SCORE__INIT;
+    sp[i] = init;
+    sp[i].replica_id = (char *)rows[i].replica_id;
+    sp[i].score = rows[i].score;
+    sp[i].matched_tokens = rows[i].matched_tokens;
+    sp[i].estimated_cache_hit_prob = rows[i].estimated_cache_hit_prob;
+    sp[i].tier = (Inferencecache__V1alpha1__CacheTier)rows[i].tier;
+    pp[i] = &sp[i];
+  }
+  r.n_replica_scores = nrows;
+  r.replica_scores = pp;
+  r.reason_code = (char *)code;
+  r.lookup_latency_us = elapsed_ns / 1000;
+  r.adapter_id = (char *)(adapter ? adapter : "");
+  int rc = append_packed(out, &r.base) ? IC_RPC_INTERNAL : IC_RPC_OK;
+  if (sp != stack) free(sp);
+  if (pp != ptrs_stack) free(pp);
+  observe(s, q->model_id, code, nrows > 0, (double)elapsed_ns / 1e9);
+  return rc;
+}
+
+int ic_svc_lookup_route(ic_svc_t *s, const uint8_t *req, size_t len, int64_t deadline_ns,
+                        ic_buf_t *out, const char **msg) {
+  int64_t start = ic_clock_monotonic_ns();
+  lr_req_t *q = inferencecache__v1alpha1__lookup_route_request__unpack(NULL, len, req);
+  if (!q) return *msg = UNMARSHAL_MSG, IC_RPC_INTERNAL;
+  if (!u8(q->model_id) || !u8(q->tenant_id) || !u8(q->hash_scheme) || !u8(q->prompt_text) ||
+      !u8(q->adapter_id)) {
+    inferencecache__v1alpha1__lookup_route_request__free_unpacked(q, NULL);
+    return *msg = UTF8_MSG, IC_RPC_INTERNAL;
+  }
+  int rc;
+  /* 1. reserved tenant */
+  if (strcmp(q->tenant_id, IC_SVC_PROBE_TENANT) == 0) {
+    rc = respond(s, q, out, "NO_HINT", NULL, 0, "", 0);
+    inferencecache__v1alpha1__lookup_route_request__free_unpacked(q, NULL);
+    return rc;
+  }
+  ic_policy_knobs_t k;
+  if (s->policy) {
+    ic_policy_store_resolve(s->policy, q->tenant_id, strlen(q->tenant_id), &k);
+  } else {
+    memset(&k, 0, sizeof k); /* no store (tests): floors off, strategy defaults */
+    k.affinity_routing = k.enable_chain_matching = k.enable_tenant_hot = true;
+  }
+  /* 2-3. deadline */
+  int64_t budget_ns = k.lookup_timeout_ms > 0 ? (int64_t)k.lookup_timeout_ms * 1000000 : 0;
+  int64_t deadline = deadline_ns;
+  if (budget_ns > 0 && start + budget_ns < deadline) deadline = start + budget_ns;
+  bool will_tokenize = q->prompt_text && *q->prompt_text &&
+                       (!k.enable_chain_matching || (q->n_block_hashes == 0 && q->n_block_token_counts == 0)) &&
+                       q->prefix_hash.len == 0 && q->n_token_ids == 0;
+  if (will_tokenize && deadline == INT64_MAX)
+    deadline = start + (int64_t)IC_SVC_DEFAULT_TOKENIZE_TIMEOUT_MS * 1000000;
+  resolved_t r;
+  memset(&r, 0, sizeof r);
+  ic_index_result_t *res = NULL;
+  /* 4. already expired */
+  if (ic_clock_monotonic_ns() >= deadline) {
+    rc = respond(s, q, out, "TIMEOUT", NULL, 0, "", ic_clock_monotonic_ns() - start);
+    goto done;
+  }
+  /* 5. requireChain gate */
+  if (k.require_chain && !(q->n_block_hashes > 0 && q->n_block_hashes == q->n_block_token_counts)) {
+    rc = respond(s, q, out, "POLICY_REQUIRES_CHAIN", NULL, 0, "", ic_clock_monotonic_ns() - start);
+    goto done;
+  }
+  /* 6. resolve inputs */
+  if (resolve(s, q, k.enable_chain_matching, &r) != 0) {
+    rc = respond(s, q, out, "NO_HINT", NULL, 0, "", ic_clock_monotonic_ns() - start);
+    goto done;
+  }
+  if (ic_clock_monotonic_ns() >= deadline) { /* 7 */
+    rc = respond(s, q, out, "TIMEOUT", NULL, 0, "", ic_clock_monotonic_ns() - start);
+    goto done;
+  }
+  if (r.fail_open) { /* 8 */
+    rc = respond(s, q, out, "NO_HINT", NULL, 0, "", ic_clock_monotonic_ns() - start);
+    goto done;
+  }
+  /* 9. minimumPrefixTokens pre-gate (affinity off) */
+  int64_t eff = 0;
+  if (r.n_counts > 0)
+    for (size_t i = 0; i < r.n_counts; i++) eff += r.counts[i];
+  else
+    eff = r.exact_count;
+  bool below_min = k.minimum_prefix_tokens > 0 && eff < k.minimum_prefix_tokens;
+  if (below_min && !k.affinity_routing) {
+    rc = respond(s, q, out, "NO_HINT", NULL, 0, "", ic_clock_monotonic_ns() - start);
+    goto done;
+  }
+  /* 10-11. index lookup */
+  ic_index_lookup_t ir = {
+      .model = q->model_id,
+      .tenant = q->tenant_id,
+      .scheme = q->hash_scheme,
+      .adapter = q->adapter_id,
+      .prefix_hash = r.exact,
+      .token_count = r.exact_count,
+      .block_hashes = k.enable_chain_matching ? r.chain : NULL,
+      .n_block_hashes = k.enable_chain_matching ? r.n_chain : 0,
+      .block_token_counts = k.enable_chain_matching ? r.counts : NULL,
+      .n_block_token_counts = k.enable_chain_matching ? r.n_counts : 0,
+      .ttft_budget_ms = q->slo ? q->slo->ttft_ms : 0,
+      .tbt_budget_ms = q->slo ? q->slo->tbt_ms : 0,
+  };
+  int64_t t0 = ic_clock_monotonic_ns();
+  if (ic_index_lookup_route(s->index, &ir, &res) != 0) res = NULL;
+  int64_t t1 = ic_clock_monotonic_ns();
+  if (deadline != INT64_MAX && (t1 >= deadline || (budget_ns > 0 && t1 - t0 > budget_ns))) {
+    rc = respond(s, q, out, "TIMEOUT", NULL, 0, "", t1 - start);
+    goto done;
+  }
+  ic_index_strategy_t st = res ? ic_index_result_strategy(res) : IC_INDEX_STRATEGY_NONE;
+  /* 12. strategy gates */
+  if (st == IC_INDEX_STRATEGY_TENANT_HOT && !k.enable_tenant_hot) st = IC_INDEX_STRATEGY_NONE;
+  if (below_min && (st == IC_INDEX_STRATEGY_PREFIX_MATCH || st == IC_INDEX_STRATEGY_TENANT_HOT))
+    st = IC_INDEX_STRATEGY_NONE;
+  if (st == IC_INDEX_STRATEGY_PREFIX_MATCH && k.minimum_matched_tokens > 0) {
+    size_t n = ic_index_result_count(res), kept = 0;
+    const ic_index_row_t *rows = ic_index_result_rows(res);
+    for (size_t i = 0; i < n; i++) kept += rows[i].matched_tokens >= k.minimum_matched_tokens;
+    if (kept == 0) {
+      st = IC_INDEX_STRATEGY_NONE;
+    } else if (kept < n) {
+      const char *keep_stack[32], **keep = kept <= 32 ? keep_stack : malloc(kept * sizeof *keep);
+      if (!keep) {
+        st = IC_INDEX_STRATEGY_NONE;
+      } else {
+        size_t j = 0;
+        for (size_t i = 0; i < n; i++)
+          if (rows[i].matched_tokens >= k.minimum_matched_tokens) keep[j++] = rows[i].replica_id;
+        if (ic_index_result_retain_replicas(res, keep, j) != 0) st = IC_INDEX_STRATEGY_NONE;
+        if (keep != keep_stack) free(keep);
+      }
+    }
+  }
+  if (st == IC_INDEX_STRATEGY_PREFIX_MATCH && k.routing_floor_score > 0 && ic_index_result_count(res) > 0 &&
+      ic_index_result_rows(res)[0].score < k.routing_floor_score)
+    st = IC_INDEX_STRATEGY_NONE;
+  /* 12d. affinity fallback */
+  if (st == IC_INDEX_STRATEGY_NONE && k.affinity_routing && *q->tenant_id && *q->model_id && *q->hash_scheme &&
+      !((q->n_block_hashes > 0 || q->n_block_token_counts > 0) && q->n_block_hashes != q->n_block_token_counts)) {
+    uint8_t *seed = NULL;
+    size_t seed_len = 0;
+    if (ir.n_block_hashes > 0) {
+      size_t total = 0;
+      for (size_t i = 0; i < ir.n_block_hashes; i++) total += 4 + ir.block_hashes[i].len;
+      seed = malloc(total ? total : 1);
+      if (seed)
+        for (size_t i = 0; i < ir.n_block_hashes; i++) {
+          uint32_t l = (uint32_t)ir.block_hashes[i].len;
+          seed[seed_len++] = (uint8_t)(l >> 24);
+          seed[seed_len++] = (uint8_t)(l >> 16);
+          seed[seed_len++] = (uint8_t)(l >> 8);
+          seed[seed_len++] = (uint8_t)l;
+          if (l) memcpy(seed + seed_len, ir.block_hashes[i].data, l);
+          seed_len += l;
+        }
+    } else if (r.exact.len > 0) {
+      seed = malloc(r.exact.len);
+      if (seed) memcpy(seed, r.exact.data, r.exact.len), seed_len = r.exact.len;
+    }
+    const char *replica = NULL;
+    if (seed && seed_len > 0 &&
+        ic_index_affinity_hint(s->index, q->tenant_id, q->model_id, q->hash_scheme, seed, seed_len, &replica)) {
+      free(seed);
+      ic_index_row_t row = {.replica_id = replica};
+      rc = respond(s, q, out, "AFFINITY_HINT", &row, 1, q->adapter_id, ic_clock_monotonic_ns() - start);
+      goto done;
+    }
+    free(seed);
+  }
+  /* 12e. result */
+  if (st == IC_INDEX_STRATEGY_PREFIX_MATCH) ic_index_result_credit_hits(res);
+  bool rows_ok = st == IC_INDEX_STRATEGY_PREFIX_MATCH || st == IC_INDEX_STRATEGY_TENANT_HOT;
+  rc = respond(s, q, out, strategy_code(st), rows_ok ? ic_index_result_rows(res) : NULL,
+               rows_ok ? ic_index_result_count(res) : 0, q->adapter_id, ic_clock_monotonic_ns() - start);
+done:
+  if (res) ic_index_result_free(res);
+  resolved_free(&r);
+  inferencecache__v1alpha1__lookup_route_request__free_unpacked(q, NULL);
+  return rc;
+}
+
+/* ------------------------------------------------------------------ ingest / events / state */
+
+int ic_svc_report_one(ic_svc_t *s, const uint8_t *msg, size_t len, const char **errmsg) {
+  Inferencecache__V1alpha1__CacheStateUpdate *u =
+      inferencecache__v1alpha1__cache_state_update__unpack(NULL, len, msg);
+  if (!u) return *errmsg = UNMARSHAL_MSG, IC_RPC_INTERNAL;
+  int rc = IC_RPC_OK;
+  bool ok = u8(u->replica_id) && u8(u->model_id) && u8(u->tenant_id) && u8(u->hash_scheme) && u8(u->adapter_id) &&
+            (!u->stats || (u8(u->stats->replica_id) && u8(u->stats->client_version)));
+  for (size_t i = 0; ok && i < u->n_prefixes; i++) ok = u8(u->prefixes[i]->adapter_id);
+  if (!ok) {
+    *errmsg = UTF8_MSG;
+    rc = IC_RPC_INTERNAL;
+    goto out;
+  }
+  if (strcmp(u->tenant_id, IC_SVC_PROBE_TENANT) == 0) goto out;
+  ic_index_prefix_t stack[32], *px = stack;
+  if (u->n_prefixes > 32 && !(px = malloc(u->n_prefixes * sizeof *px))) {
+    rc = IC_RPC_RESOURCE_EXHAUSTED;
+    goto out;
+  }
+  for (size_t i = 0; i < u->n_prefixes; i++) {
+    const Inferencecache__V1alpha1__PrefixEntry *e = u->prefixes[i];
+    px[i] = (ic_index_prefix_t){
+        .prefix_hash = {e->prefix_hash.len, e->prefix_hash.data},
+        .token_count = e->token_count,
+        .block_hashes = (const ic_index_bytes_t *)e->block_hashes,
+        .n_block_hashes = e->n_block_hashes,
+        .block_token_counts = e->block_token_counts,
+        .n_block_token_counts = e->n_block_token_counts,
+        .tier = (int32_t)e->tier,
+        .adapter = e->adapter_id,
+    };
+  }
+  ic_index_stats_t st;
+  if (u->stats)
+    st = (ic_index_stats_t){u->stats->cache_memory_bytes, u->stats->hit_rate, u->stats->pressure,
+                            u->stats->t2_hit_tokens, u->stats->t2_query_tokens};
+  ic_index_update_t iu = {
+      .replica = u->replica_id,
+      .model = u->model_id,
+      .tenant = u->tenant_id,
+      .scheme = u->hash_scheme,
+      .adapter = u->adapter_id,
+      .timestamp_us = u->timestamp_us,
+      .prefixes = px,
+      .n_prefixes = u->n_prefixes,
+      .stats = u->stats ? &st : NULL,
+  };
+  ic_index_ingest(s->index, &iu);
+  if (px != stack) free(px);
+out:
+  inferencecache__v1alpha1__cache_state_update__free_unpacked(u, NULL);
+  return rc;
+}
+
+int ic_svc_report_ack(ic_buf_t *resp) {
+  Inferencecache__V1alpha1__Ack a = INFERENCECACHE__V1ALPHA1__ACK__INIT;
+  a.accepted = 1;
+  return append_packed(resp, &a.base) ? IC_RPC_INTERNAL : IC_RPC_OK;
+}
+
+int ic_svc_publish_event(ic_svc_t *s, const uint8_t *req, size_t len, ic_buf_t *resp, const char **msg) {
+  Inferencecache__V1alpha1__CacheEvent *e = inferencecache__v1alpha1__cache_event__unpack(NULL, len, req);
+  if (!e) return *msg = UNMARSHAL_MSG, IC_RPC_INTERNAL;
+  if (!u8(e->replica_id) || !u8(e->model_id) || !u8(e->tenant_id) || !u8(e->adapter_id)) {
+    inferencecache__v1alpha1__cache_event__free_unpacked(e, NULL);
+    return *msg = UTF8_MSG, IC_RPC_INTERNAL;
+  }
+  int t = (int)e->type;
+  if (strcmp(e->tenant_id, IC_SVC_PROBE_TENANT) != 0 && t >= IC_INDEX_EVENT_PREFIX_ADDED &&
+      t <= IC_INDEX_EVENT_ALL_CLEARED) {
+    ic_index_event_t ev = {
+        .type = t,
+        .replica = e->replica_id,
+        .model = e->model_id,
+        .tenant = e->tenant_id,
+        .adapter = e->adapter_id,
+        .prefix_hash = {e->prefix_hash.len, e->prefix_hash.data},
+        .timestamp_us = e->timestamp_us,
+    };
+    ic_index_apply_event(s->index, &ev);
+  }
+  inferencecache__v1alpha1__cache_event__free_unpacked(e, NULL);
+  return ic_svc_report_ack(resp);
+}
+
+int ic_svc_get_cache_state(ic_svc_t *s, const uint8_t *req, size_t len, ic_buf_t *resp, const char **msg) {
+  Inferencecache__V1alpha1__GetCacheStateRequest *q =
+      inferencecache__v1alpha1__get_cache_state_request__unpack(NULL, len, req);
+  if (!q) return *msg = UNMARSHAL_MSG, IC_RPC_INTERNAL;
+  if (!u8(q->model_id) || !u8(q->tenant_id)) {
+    inferencecache__v1alpha1__get_cache_state_request__free_unpacked(q, NULL);
+    return *msg = UTF8_MSG, IC_RPC_INTERNAL;
+  }
+  Inferencecache__V1alpha1__GetCacheStateResponse r = INFERENCECACHE__V1ALPHA1__GET_CACHE_STATE_RESPONSE__INIT;
+  Inferencecache__V1alpha1__CacheSummary sum = INFERENCECACHE__V1ALPHA1__CACHE_SUMMARY__INIT;
+  r.summary = &sum;
+  ic_index_stats_row_t *rows = NULL;
+  size_t n = 0;
+  int64_t total = 0;
+  Inferencecache__V1alpha1__ReplicaStats *rs = NULL, **rp = NULL;
+  int rc = IC_RPC_OK;
+  if (strcmp(q->tenant_id, IC_SVC_PROBE_TENANT) != 0 &&
+      ic_index_cache_state(s->index, q->tenant_id, q->model_id, &rows, &n, &total) == 0) {
+    sum.total_prefixes = total;
+    if (n > 0) {
+      rs = calloc(n, sizeof *rs);
+      rp = calloc(n, sizeof *rp);
+      if (!rs || !rp) n = 0;
+      for (size_t i = 0; i < n; i++) {
+        Inferencecache__V1alpha1__ReplicaStats init = INFERENCECACHE__V1ALPHA1__REPLICA_STATS__INIT;
+        rs[i] = init;
+        rs[i].replica_id = (char *)rows[i].replica_id;
+        rs[i].cache_memory_bytes = rows[i].cache_memory_bytes;
+        rs[i].hit_rate = rows[i].hit_rate;
+        rs[i].pressure = rows[i].pressure;
+        rs[i].t2_hit_tokens = rows[i].t2_hit_tokens;
+        rs[i].t2_query_tokens = rows[i].t2_query_tokens;
+        rp[i] = &rs[i];
+      }
+      r.n_replicas = n;
+      r.replicas = rp;
+    }
+  }
+  if (append_packed(resp, &r.base)) rc = IC_RPC_INTERNAL;
+  free(rs);
+  free(rp);
+  free(rows);
+  inferencecache__v1alpha1__get_cache_state_request__free_unpacked(q, NULL);
+  return rc;
+}
+
+int ic_svc_render_template(ic_svc_t *s, const uint8_t *req, size_t len, ic_buf_t *resp, const char **msg) {
+  (void)s;
+  Inferencecache__V1alpha1__RenderTemplateRequest *q =
+      inferencecache__v1alpha1__render_template_request__unpack(NULL, len, req);
+  if (!q) return *msg = UNMARSHAL_MSG, IC_RPC_INTERNAL;
+  inferencecache__v1alpha1__render_template_request__free_unpacked(q, NULL);
+  Inferencecache__V1alpha1__RenderTemplateResponse r = INFERENCECACHE__V1ALPHA1__RENDER_TEMPLATE_RESPONSE__INIT;
+  r.reason_code = "OK";
+  return append_packed(resp, &r.base) ? IC_RPC_INTERNAL : IC_RPC_OK;
+}
+
+int ic_svc_lookup_pd_route(ic_svc_t *s, const uint8_t *req, size_t len, ic_buf_t *resp, const char **msg) {
+  (void)s;
+  Inferencecache__V1alpha1__LookupPDRouteRequest *q =
+      inferencecache__v1alpha1__lookup_pdroute_request__unpack(NULL, len, req);
+  if (!q) return *msg = UNMARSHAL_MSG, IC_RPC_INTERNAL;
+  inferencecache__v1alpha1__lookup_pdroute_request__free_unpacked(q, NULL);
+  Inferencecache__V1alpha1__LookupPDRouteResponse r = INFERENCECACHE__V1ALPHA1__LOOKUP_PDROUTE_RESPONSE__INIT;
+  r.reason_code = "NO_HINT";
+  return append_packed(resp, &r.base) ? IC_RPC_INTERNAL : IC_RPC_OK;
+}
+
+/* ------------------------------------------------------------------ streams */
+
+int ic_svc_event_filter_parse(const uint8_t *req, size_t len, ic_svc_event_filter_t *f) {
+  memset(f, 0, sizeof *f);
+  Inferencecache__V1alpha1__StreamEventsRequest *q =
+      inferencecache__v1alpha1__stream_events_request__unpack(NULL, len, req);
+  if (!q) return IC_RPC_INTERNAL;
+  if (!u8(q->model_id) || !u8(q->tenant_id)) {
+    inferencecache__v1alpha1__stream_events_request__free_unpacked(q, NULL);
+    return IC_RPC_INTERNAL;
+  }
+  f->model_id = strdup(q->model_id);
+  f->tenant_id = strdup(q->tenant_id);
+  for (size_t i = 0; i < q->n_types; i++) {
+    int t = (int)q->types[i];
+    if (t >= 0 && t < 32) f->types |= 1u << t;
+    else f->types |= 1u << 31; /* unknown value: matches nothing, but the filter is non-empty */
+  }
+  inferencecache__v1alpha1__stream_events_request__free_unpacked(q, NULL);
+  if (!f->model_id || !f->tenant_id) {
+    ic_svc_event_filter_free(f);
+    return IC_RPC_RESOURCE_EXHAUSTED;
+  }
+  return IC_RPC_OK;
+}
+
+void ic_svc_event_filter_free(ic_svc_event_filter_t *f) {
+  free(f->model_id);
+  free(f->tenant_id);
+  f->model_id = f->tenant_id = NULL;
+}
+
+bool ic_svc_event_filter_match(const ic_svc_event_filter_t *f, const ic_index_change_t *c) {
+  const char *tenant = c->tenant ? c->tenant : "", *model = c->model ? c->model : "";
+  if (strcmp(tenant, IC_SVC_PROBE_TENANT) == 0) return false;
+  if (f->types && !(c->type >= 0 && c->type < 31 && (f->types & (1u << c->type)))) return false;
+  if (f->model_id && *f->model_id && strcmp(f->model_id, model) != 0) return false;
+  if (f->tenant_id && *f->tenant_id && strcmp(f->tenant_id, tenant) != 0) return false;
+  return true;
+}
+
+int ic_svc_change_encode(const ic_index_change_t *c, ic_buf_t *out) {
+  Inferencecache__V1alpha1__CacheEvent e = INFERENCECACHE__V1ALPHA1__CACHE_EVENT__INIT;
+  e.type = (Inferencecache__V1alpha1__CacheEvent__Type)c->type;
+  e.replica_id = (char *)(c->replica ? c->replica : "");
+  e.model_id = (char *)(c->model ? c->model : "");
+  e.tenant_id = (char *)(c->tenant ? c->tenant : "");
+  e.adapter_id = (char *)(c->adapter ? c->adapter : "");
+  e.prefix_hash = (ProtobufCBinaryData){c->hash ? c->hash_len : 0, (uint8_t *)c->hash};
+  e.timestamp_us = c->timestamp_ns / 1000;
+  return append_packed(out, &e.base);
+}
+
+int ic_svc_metric_filter_parse(const uint8_t *req, size_t len, ic_svc_metric_filter_t *f) {
+  memset(f, 0, sizeof *f);
+  Inferencecache__V1alpha1__StreamMetricsRequest *q =
+      inferencecache__v1alpha1__stream_metrics_request__unpack(NULL, len, req);
+  if (!q) return IC_RPC_INTERNAL;
+  int rc = IC_RPC_OK;
+  if (q->n_names > 0) {
+    f->names = calloc(q->n_names, sizeof *f->names);
+    if (!f->names) rc = IC_RPC_RESOURCE_EXHAUSTED;
+    for (size_t i = 0; f->names && i < q->n_names; i++) {
+      if (!u8(q->names[i])) {
+        rc = IC_RPC_INTERNAL;
+        break;
+      }
+      f->names[f->n++] = strdup(q->names[i]);
+    }
+  }
+  inferencecache__v1alpha1__stream_metrics_request__free_unpacked(q, NULL);
+  if (rc != IC_RPC_OK) ic_svc_metric_filter_free(f);
+  return rc;
+}
+
+void ic_svc_metric_filter_free(ic_svc_metric_filter_t *f) {
+  for (size_t i = 0; i < f->n; i++) free(f->names[i]);
+  free(f->names);
+  f->names = NULL;
+  f->n = 0;
+}
+
+typedef struct menc {
+  const ic_svc_metric_filter_t *f;
+  int64_t now_us;
+  ic_svc_metric_emit_fn emit;
+  void *ud;
+  size_t count;
+  ic_buf_t buf;
+} menc_t;
+
+bool ic_svc_metric_filter_match(const ic_svc_metric_filter_t *f, const char *name, const char *type) {
+  if (!f || f->n == 0) return true;
+  for (size_t i = 0; i < f->n; i++) {
+    size_t l = strlen(f->names[i]);
+    if (strcmp(name, f->names[i]) == 0) return true;
+    if (strcmp(type, "histogram") == 0 && strncmp(name, f->names[i], l) == 0 &&
+        (strcmp(name + l, "_bucket") == 0 || strcmp(name + l, "_sum") == 0 || strcmp(name + l, "_count") == 0))
+      return true;
+  }
+  return false;
+}
+
+static void metric_sample(void *ud, const char *name, const char *type, size_t nlabels,
+                          const char *const *label_names, const char *const *label_values, double value) {
+  menc_t *m = ud;
+  if (!ic_svc_metric_filter_match(m->f, name, type)) return;
+  Inferencecache__V1alpha1__Metric__LabelsEntry ents[16], *ep[16];
+  if (nlabels > 16) nlabels = 16;
+  for (size_t i = 0; i < nlabels; i++) {
+    Inferencecache__V1alpha1__Metric__LabelsEntry init = INFERENCECACHE__V1ALPHA1__METRIC__LABELS_ENTRY__INIT;
+    ents[i] = init;
+    ents[i].key = (char *)label_names[i];
+    ents[i].value = (char *)label_values[i];
+    ep[i] = &ents[i];
+  }
+  Inferencecache__V1alpha1__Metric mm = INFERENCECACHE__V1ALPHA1__METRIC__INIT;
+  mm.name = (char *)name;
+  mm.type = (char *)type;
+  mm.n_labels = nlabels;
+  mm.labels = ep;
+  mm.value = value;
+  mm.timestamp_us = m->now_us;
+  ic_buf_reset(&m->buf);
+  if (append_packed(&m->buf, &mm.base) == 0) {
+    m->emit(m->ud, name, type, (const uint8_t *)(m->buf.data ? m->buf.data : ""), m->buf.len);
+    m->count++;
+  }
+}
+
+size_t ic_svc_metrics_encode(ic_metrics_t *mx, const ic_svc_metric_filter_t *f, int64_t now_us,
+                             ic_svc_metric_emit_fn emit, void *ud) {
+  menc_t m = {.f = f, .now_us = now_us, .emit = emit, .ud = ud};
+  ic_metrics_foreach(mx, metric_sample, &m);
+  ic_buf_free(&m.buf);
+  return m.count;
+}

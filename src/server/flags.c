@@ -1,0 +1,225 @@
+/* Command-line flags of inferencecache-server with the reference's names, defaults and Go `flag`
+ * package semantics (spec server.md §1.1): -name and --name, "=value" or a separate value, bool
+ * flags with optional =true|false, usage on stderr with exit 2 for errors, exit 0 for -h. */
+#include <ctype.h>
+#include <errno.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "ic/buf.h"
+#include "server.h"
+
+typedef enum { F_STR, F_BOOL, F_INT } ftype_t;
+
+typedef struct flagdef {
+  const char *name;
+  ftype_t type;
+  size_t off;
+  const char *def; /* textual default for usage */
+  const char *usage;
+} flagdef_t;
+
+#define OFF(f) offsetof(server_flags_t, f)
+
+static const flagdef_t FLAGS[] = {
+    {"allowed-controller-sa", F_STR, OFF(allowed_controller_sa), "",
+     "full ServiceAccount username allowed on the controller listener (enables TokenReview auth), e.g. "
+     "system:serviceaccount:inference-cache-system:inference-cache-controller-manager"},
+    {"controller-audience", F_STR, OFF(controller_audience), "inferencecache.io/controller",
+     "TokenReview audience for /snapshot and /probe"},
+    {"drain-timeout-seconds", F_INT, OFF(drain_timeout_s), "4",
+     "bound on the gRPC graceful drain at shutdown; calls still open after it are cancelled (not a reference flag)"},
+    {"engine-block-size", F_INT, OFF(engine_block_size), "16",
+     "KV block size (tokens per block) used to fingerprint token_ids; values <= 0 keep 16"},
+    {"grpc-bind-address", F_STR, OFF(grpc_bind_address), ":9090", "gRPC listen address"},
+    {"grpc-threads", F_INT, OFF(grpc_threads), "0",
+     "gRPC completion-queue threads; 0 = one per core (not a reference flag)"},
+    {"http-bind-address", F_STR, OFF(http_bind_address), ":8080",
+     "public HTTP listen address (/healthz, /readyz, /metrics)"},
+    {"insecure-disable-auth", F_BOOL, OFF(insecure_disable_auth), "false",
+     "serve the controller listener without authentication (development only)"},
+    {"log-format", F_STR, OFF(log_format), "json", "log format: json or text"},
+    {"log-level", F_STR, OFF(log_level), "info", "log level: debug, info, warn or error"},
+    {"policy-audience", F_STR, OFF(policy_audience), "inferencecache.io/policy", "TokenReview audience for /policy"},
+    {"snapshot-bind-address", F_STR, OFF(snapshot_bind_address), ":8081",
+     "controller-facing HTTP listen address (/snapshot, /policy, /probe)"},
+    {"tls-cert-file", F_STR, OFF(tls_cert_file), "", "PEM server certificate for the gRPC port (enables TLS)"},
+    {"tls-key-file", F_STR, OFF(tls_key_file), "", "PEM private key for the gRPC port"},
+    {"tokenizer-models-dir", F_STR, OFF(tokenizer_models_dir), "",
+     "directory <dir>/<model_id>/tokenizer.json (ignored: this build has no tokenizer)"},
+};
+#define NFLAGS (sizeof FLAGS / sizeof FLAGS[0])
+
+static void usage(FILE *out, const char *prog) {
+  fprintf(out, "Usage of %s:\n", prog);
+  for (size_t i = 0; i < NFLAGS; i++) {
+    const flagdef_t *f = &FLAGS[i];
+    const char *tn = f->type == F_STR ? " string" : f->type == F_INT ? " int" : "";
+    fprintf(out, "  -%s%s\n    \t%s", f->name, tn, f->usage);
+    if (f->type == F_STR && *f->def)
+      fprintf(out, " (default \"%s\")", f->def);
+    else if (f->type == F_INT && strcmp(f->def, "0") != 0)
+      fprintf(out, " (default %s)", f->def);
+    fputc('\n', out);
+  }
+}
+
+static void set_defaults(server_flags_t *fl) {
+  memset(fl, 0, sizeof *fl);
+  for (size_t i = 0; i < NFLAGS; i++) {
+    const flagdef_t *f = &FLAGS[i];
+    char *p = (char *)fl + f->off;
+    if (f->type == F_STR) *(const char **)p = f->def;
+    else if (f->type == F_INT) *(int *)p = atoi(f->def);
+    else *(bool *)p = false;
+  }
+}
+
+static int parse_bool(const char *v, bool *out) {
+  static const char *const t[] = {"1", "t", "T", "true", "TRUE", "True"};
+  static const char *const f[] = {"0", "f", "F", "false", "FALSE", "False"};
+  for (size_t i = 0; i < 6; i++) {
+    if (strcmp(v, t[i]) == 0) return *out = true, 0;
+    if (strcmp(v, f[i]) == 0) return *out = false, 0;
+  }
+  return -1;
+}
+
+static int parse_int(const char *v, int *out) {
+  errno = 0;
+  char *end;
+  long x = strtol(v, &end, 0);
+  if (errno || end == v || *end || x < INT_MIN || x > INT_MAX) return -1;
+  *out = (int)x;
+  return 0;
+}
+
+int server_flags_parse(server_flags_t *fl, int argc, char **argv) {
+  set_defaults(fl);
+  const char *prog = argc > 0 ? argv[0] : "inferencecache-server";
+  for (int i = 1; i < argc; i++) {
+    const char *a = argv[i];
+    if (a[0] != '-' || a[1] == '\0') break; /* first non-flag argument ends parsing (Go) */
+    a++;
+    if (*a == '-') {
+      a++;
+      if (*a == '\0') break; /* "--" terminator */
+    }
+    if (*a == '-' || *a == '=') {
+      fprintf(stderr, "bad flag syntax: %s\n", argv[i]);
+      usage(stderr, prog);
+      return 2;
+    }
+    const char *eq = strchr(a, '=');
+    size_t nl = eq ? (size_t)(eq - a) : strlen(a);
+    if ((nl == 1 && a[0] == 'h') || (nl == 4 && strncmp(a, "help", 4) == 0)) {
+      usage(stderr, prog);
+      return 1;
+    }
+    const flagdef_t *f = NULL;
+    for (size_t k = 0; k < NFLAGS; k++)
+      if (strlen(FLAGS[k].name) == nl && strncmp(FLAGS[k].name, a, nl) == 0) f = &FLAGS[k];
+    if (!f) {
+      fprintf(stderr, "flag provided but not defined: -%.*s\n", (int)nl, a);
+      usage(stderr, prog);
+      return 2;
+    }
+    char *p = (char *)fl + f->off;
+    const char *val = eq ? eq + 1 : NULL;
+    if (f->type == F_BOOL) {
+      bool b = true;
+      if (val && parse_bool(val, &b) != 0) {
+        fprintf(stderr, "invalid boolean value \"%s\" for -%s: parse error\n", val, f->name);
+        usage(stderr, prog);
+        return 2;
+      }
+      *(bool *)p = b;
+      continue;
+    }
+    if (!val) {
+      if (i + 1 >= argc) {
+        fprintf(stderr, "flag needs an argument: -%s\n", f->name);
+        usage(stderr, prog);
+        return 2;
+      }
+      val = argv[++i];
+    }
+    if (f->type == F_STR) {
+      *(const char **)p = val;
+    } else if (parse_int(val, (int *)p) != 0) {
+      fprintf(stderr, "invalid value \"%s\" for flag -%s: parse error\n", val, f->name);
+      usage(stderr, prog);
+      return 2;
+    }
+  }
+  if (fl->engine_block_size <= 0) fl->engine_block_size = 16;
+  return 0;
+}
+
+/* Go strings.TrimSpace over ASCII whitespace plus the common Unicode spaces U+0085, U+00A0. */
+static bool is_space_at(const char *s, size_t n, size_t i, size_t *w) {
+  unsigned char c = (unsigned char)s[i];
+  if (c == ' ' || c == '\t' || c == '\n' || c == '\v' || c == '\f' || c == '\r') return *w = 1, true;
+  if (c == 0xC2 && i + 1 < n && ((unsigned char)s[i + 1] == 0x85 || (unsigned char)s[i + 1] == 0xA0))
+    return *w = 2, true;
+  return false;
+}
+
+static bool has_outer_space(const char *s) {
+  size_t n = strlen(s), w;
+  if (n == 0) return false;
+  if (is_space_at(s, n, 0, &w)) return true;
+  for (size_t i = n >= 2 ? n - 2 : 0; i < n; i++)
+    if (is_space_at(s, n, i, &w) && i + w == n) return true;
+  return false;
+}
+
+static bool all_space(const char *s) {
+  size_t n = strlen(s), w;
+  for (size_t i = 0; i < n; i += w)
+    if (!is_space_at(s, n, i, &w)) return false;
+  return true;
+}
+
+static char *quoted(const char *s) {
+  ic_buf_t b = IC_BUF_INIT;
+  ic_buf_append_json_str(&b, s, strlen(s));
+  return ic_buf_detach(&b, NULL);
+}
+
+const char *server_flags_validate_auth(const server_flags_t *f, char **owned) {
+  *owned = NULL;
+  const char *sa = f->allowed_controller_sa ? f->allowed_controller_sa : "";
+  if (*sa && f->insecure_disable_auth)
+    return "--allowed-controller-sa and --insecure-disable-auth are mutually exclusive";
+  if (!*sa && !f->insecure_disable_auth)
+    return "missing --allowed-controller-sa; pass --insecure-disable-auth to run the controller listener "
+           "without authentication (development only)";
+  if (f->insecure_disable_auth) return NULL;
+  ic_buf_t b = IC_BUF_INIT;
+  if (has_outer_space(sa)) {
+    char *q = quoted(sa);
+    ic_buf_appendf(&b, "--allowed-controller-sa has leading/trailing whitespace (%s); remove it", q ? q : "");
+    free(q);
+    return *owned = ic_buf_detach(&b, NULL);
+  }
+  const char *names[2] = {"--controller-audience", "--policy-audience"};
+  const char *vals[2] = {f->controller_audience ? f->controller_audience : "",
+                         f->policy_audience ? f->policy_audience : ""};
+  for (int i = 0; i < 2; i++) {
+    if (all_space(vals[i])) {
+      ic_buf_appendf(&b, "%s cannot be empty or whitespace-only when --allowed-controller-sa is set; "
+                         "omit the flag to use the default", names[i]);
+      return *owned = ic_buf_detach(&b, NULL);
+    }
+    if (has_outer_space(vals[i])) {
+      char *q = quoted(vals[i]);
+      ic_buf_appendf(&b, "%s has leading/trailing whitespace (%s); remove it", names[i], q ? q : "");
+      free(q);
+      return *owned = ic_buf_detach(&b, NULL);
+    }
+  }
+  return NULL;
+}

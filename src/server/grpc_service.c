@@ -1,0 +1,60 @@
+/* The gRPC side of inferencecache-server: wires the eight InferenceCache methods (logic in
+ * lib/svc), grpc.health.v1 and server reflection onto the rpc server in ctx->grpc. */
+#include <stdlib.h>
+
+#include "ic/rpc.h"
+#include "ic/svc.h"
+#include "server.h"
+
+extern const unsigned char ic_proto_descriptor_set[];
+extern const size_t ic_proto_descriptor_set_len;
+
+#define SVC "/inferencecache.v1alpha1.InferenceCache/"
+
+static int lookup_route(void *ud, ic_rpc_call_t *call, const uint8_t *req, size_t len, ic_buf_t *resp,
+                        const char **msg) {
+  server_ctx_t *ctx = ud;
+  return ic_svc_lookup_route(ctx->svc, req, len, ic_rpc_call_deadline_ns(call), resp, msg);
+}
+
+#define UNARY(name, fn)                                                                           \
+  static int name(void *ud, ic_rpc_call_t *call, const uint8_t *req, size_t len, ic_buf_t *resp, \
+                  const char **msg) {                                                             \
+    (void)call;                                                                                   \
+    return fn(((server_ctx_t *)ud)->svc, req, len, resp, msg);                                    \
+  }
+UNARY(get_cache_state, ic_svc_get_cache_state)
+UNARY(publish_event, ic_svc_publish_event)
+UNARY(render_template, ic_svc_render_template)
+UNARY(lookup_pd_route, ic_svc_lookup_pd_route)
+
+/* ReportCacheState: each message is ingested before the next is read, so a broken stream
+ * keeps what arrived (partial application) and gets no Ack. */
+static int report_msg(void *ud, ic_rpc_call_t *call, const uint8_t *msg, size_t len) {
+  (void)call;
+  const char *err = NULL;
+  return ic_svc_report_one(((server_ctx_t *)ud)->svc, msg, len, &err);
+}
+
+static int report_end(void *ud, ic_rpc_call_t *call, int status, ic_buf_t *resp) {
+  (void)ud, (void)call;
+  if (status != IC_RPC_OK) return status;
+  return ic_svc_report_ack(resp);
+}
+
+int server_grpc_register(server_ctx_t *ctx) {
+  ic_rpc_server_t *s = ctx->grpc;
+  int rc = 0;
+  rc |= ic_rpc_server_add_unary(s, SVC "LookupRoute", lookup_route, ctx);
+  rc |= ic_rpc_server_add_unary(s, SVC "GetCacheState", get_cache_state, ctx);
+  rc |= ic_rpc_server_add_unary(s, SVC "PublishEvent", publish_event, ctx);
+  rc |= ic_rpc_server_add_unary(s, SVC "RenderTemplate", render_template, ctx);
+  rc |= ic_rpc_server_add_unary(s, SVC "LookupPDRoute", lookup_pd_route, ctx);
+  static const ic_rpc_stream_handler_t report = {.on_msg = report_msg, .on_end = report_end};
+  rc |= ic_rpc_server_add_stream(s, SVC "ReportCacheState", IC_RPC_CLIENT_STREAM, &report, ctx);
+  static const char *const services[] = {"inferencecache.v1alpha1.InferenceCache", NULL};
+  rc |= ic_rpc_server_add_health(s, services);
+  rc |= ic_rpc_server_add_reflection(s, ic_proto_descriptor_set, ic_proto_descriptor_set_len);
+  rc |= server_hub_register(ctx);
+  return rc ? -1 : 0;
+}

@@ -1,0 +1,338 @@
+/* inferencecache-server entry point: flags, logger, auth-flag matrix, TLS, the startup sequence
+ * and exit codes of spec server.md §1.2, the maintenance thread, signals and graceful drain (§12).
+ * Wiring only: the gRPC side is in grpc_*.c (+ lib/svc, lib/rpc), HTTP in http_*.c. */
+#include <ctype.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "ic/clock.h"
+#include "ic/err.h"
+#include "ic/index.h"
+#include "ic/log.h"
+#include "ic/metrics.h"
+#include "ic/policy.h"
+#include "ic/rpc.h"
+#include "ic/svc.h"
+#include "server.h"
+
+#ifndef IC_VERSION
+#define IC_VERSION "dev"
+#endif
+#ifndef IC_COMMIT
+#define IC_COMMIT "unknown"
+#endif
+
+#define HTTP_SHUTDOWN_MS 5000
+
+/* ---- fallbacks until/unless the HTTP side provides these (strong symbols win at link) ---- */
+__attribute__((weak)) int server_http_start(server_ctx_t *ctx, char *err, size_t errlen) {
+  (void)ctx, (void)err, (void)errlen;
+  ic_log_warn("http_listeners_unavailable", IC_LS("reason", "this build has no HTTP listeners"));
+  return 0;
+}
+__attribute__((weak)) void server_http_stop(server_ctx_t *ctx, int deadline_ms) { (void)ctx, (void)deadline_ms; }
+__attribute__((weak)) int server_auth_init(server_ctx_t *ctx) {
+  (void)ctx;
+  if (!getenv("KUBERNETES_SERVICE_HOST") || !getenv("KUBERNETES_SERVICE_PORT")) {
+    ic_log_error("in_cluster_config",
+                 IC_LS("err", "unable to load in-cluster configuration, KUBERNETES_SERVICE_HOST and "
+                              "KUBERNETES_SERVICE_PORT must be defined"));
+    return 1;
+  }
+  return 0;
+}
+
+/* Trim (ASCII whitespace) and lower-case into out. */
+static void norm(const char *in, char *out, size_t cap) {
+  while (*in && isspace((unsigned char)*in)) in++;
+  size_t n = strlen(in);
+  while (n > 0 && isspace((unsigned char)in[n - 1])) n--;
+  if (n >= cap) n = cap - 1;
+  for (size_t i = 0; i < n; i++) out[i] = (char)tolower((unsigned char)in[i]);
+  out[n] = '\0';
+}
+
+/* ---- metrics (spec §10) ---- */
+static const double LATENCY_BUCKETS[] = {0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1};
+
+static int register_metrics(server_ctx_t *ctx) {
+  ic_metrics_t *m = ctx->metrics;
+  static const char *const model[] = {"model"};
+  static const char *const calls[] = {"model", "reason_code", "hint_used"};
+  static const char *const tev[] = {"tenant_id", "reason"};
+  static const char *const iev[] = {"algorithm", "reason"};
+  static const char *const result[] = {"result"};
+  static const char *const stream[] = {"stream"};
+  server_metrics_t *x = &ctx->m;
+  x->server_up = ic_metrics_gauge(m, "inferencecache_server_up",
+                                  "1 if the cache policy server is serving requests, 0 otherwise.", 0, NULL);
+  x->grpc_tls_enabled = ic_metrics_gauge(m, "inferencecache_server_grpc_tls_enabled",
+                                         "1 if the gRPC server is terminating TLS, 0 if serving plaintext.", 0, NULL);
+  x->index_entries = ic_metrics_gauge(m, "inferencecache_index_entries",
+                                      "Distinct prefix entries currently held in the cache index, per model.", 1, model);
+  x->lookup_calls = ic_metrics_counter(m, "inferencecache_lookup_route_calls_total",
+                                       "LookupRoute calls by model, reason_code, and whether a hint was returned.", 3,
+                                       calls);
+  x->lookup_latency = ic_metrics_histogram(m, "inferencecache_lookup_route_latency_seconds",
+                                           "Server-side LookupRoute latency, per model.", 1, model, LATENCY_BUCKETS,
+                                           sizeof LATENCY_BUCKETS / sizeof LATENCY_BUCKETS[0]);
+  x->tenant_evictions =
+      ic_metrics_counter(m, "inferencecache_tenant_evictions_total",
+                         "Index prefixes evicted to enforce a CacheTenant quota, by tenant and reason.", 2, tev);
+  x->index_evictions = ic_metrics_counter(
+      m, "inferencecache_index_evictions_total",
+      "Index entries evicted by the cap or TTL sweep, by algorithm (lru|lfu) and reason (cap|ttl).", 2, iev);
+  x->snapshot_auth = ic_metrics_counter(
+      m, "inferencecache_snapshot_auth_total",
+      "Authentication outcomes for the internal /snapshot endpoint (ok|unauth|forbidden|error).", 1, result);
+  x->policy_auth = ic_metrics_counter(
+      m, "inferencecache_policy_auth_total",
+      "Authentication outcomes for the internal /policy endpoint (ok|unauth|forbidden|error).", 1, result);
+  x->probe_auth = ic_metrics_counter(
+      m, "inferencecache_probe_auth_total",
+      "Authentication outcomes for the internal /probe endpoint (ok|unauth|forbidden|error).", 1, result);
+  x->stream_dropped = ic_metrics_counter(
+      m, "inferencecache_stream_dropped_total",
+      "Messages dropped from slow StreamCacheEvents/StreamMetrics subscribers' bounded queues, by stream.", 1, stream);
+  x->stream_subscribers = ic_metrics_gauge(m, "inferencecache_stream_subscribers",
+                                           "Open StreamCacheEvents/StreamMetrics subscriptions, by stream.", 1, stream);
+  return x->server_up && x->grpc_tls_enabled && x->index_entries && x->lookup_calls && x->lookup_latency &&
+                 x->tenant_evictions && x->index_evictions && x->snapshot_auth && x->policy_auth && x->probe_auth &&
+                 x->stream_dropped && x->stream_subscribers
+             ? 0
+             : IC_ENOMEM;
+}
+
+/* Index metrics sinks. */
+static void set_index_entries(void *ud, const char *model, int64_t n) {
+  server_ctx_t *ctx = ud;
+  const char *lv[1] = {model};
+  ic_metric_t *g = ic_metric_child(ctx->m.index_entries, lv);
+  if (g) ic_metric_set(g, (double)n);
+}
+static void add_tenant_evictions(void *ud, const char *tenant, const char *reason, int64_t n) {
+  server_ctx_t *ctx = ud;
+  const char *lv[2] = {tenant, reason};
+  ic_metric_t *c = ic_metric_child(ctx->m.tenant_evictions, lv);
+  if (c) ic_metric_add(c, (double)n);
+}
+static void add_index_evictions(void *ud, const char *algorithm, const char *reason, int64_t n) {
+  server_ctx_t *ctx = ud;
+  const char *lv[2] = {algorithm, reason};
+  ic_metric_t *c = ic_metric_child(ctx->m.index_evictions, lv);
+  if (c) ic_metric_add(c, (double)n);
+}
+static ic_index_eviction_t eviction_resolver(void *ud, const char *tenant) {
+  return ic_policy_index_eviction(ud, tenant) == IC_POLICY_EVICT_LFU ? IC_INDEX_EVICT_LFU : IC_INDEX_EVICT_LRU;
+}
+
+/* ---- maintenance thread: TTL sweep every sweep interval, lazy reclaim in between ---- */
+typedef struct maint {
+  server_ctx_t *ctx;
+  pthread_t th;
+  pthread_mutex_t mu;
+  pthread_cond_t cv;
+  bool stop, started;
+} maint_t;
+
+static void *maint_main(void *arg) {
+  maint_t *mt = arg;
+  int64_t interval = ic_index_sweep_interval_ns(mt->ctx->index);
+  if (interval <= 0) interval = 60LL * 1000000000LL;
+  int64_t next_sweep = ic_clock_monotonic_ns() + interval;
+  pthread_mutex_lock(&mt->mu);
+  while (!mt->stop) {
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    ts.tv_sec += 1;
+    pthread_cond_timedwait(&mt->cv, &mt->mu, &ts);
+    if (mt->stop) break;
+    pthread_mutex_unlock(&mt->mu);
+    if (ic_clock_monotonic_ns() >= next_sweep) {
+      ic_index_evict_expired(mt->ctx->index);
+      next_sweep = ic_clock_monotonic_ns() + interval;
+    } else {
+      ic_index_maintain(mt->ctx->index, 65536);
+    }
+    pthread_mutex_lock(&mt->mu);
+  }
+  pthread_mutex_unlock(&mt->mu);
+  return NULL;
+}
+
+int main(int argc, char **argv) {
+  static server_ctx_t ctx_storage;
+  server_ctx_t *ctx = &ctx_storage;
+  ctx->version = IC_VERSION;
+  ctx->commit = IC_COMMIT;
+  int prc = server_flags_parse(&ctx->flags, argc, argv);
+  if (prc == 1) return 0;
+  if (prc) return 2;
+  server_flags_t *f = &ctx->flags;
+
+  char buf[64];
+  norm(f->log_format, buf, sizeof buf);
+  ic_log_format_t fmt = IC_LOG_FMT_JSON;
+  if (*buf && ic_log_parse_format(buf, &fmt) != 0) {
+    fprintf(stderr, "unknown log format \"%s\" (want json|text)\n", f->log_format);
+    return 2;
+  }
+  norm(f->log_level, buf, sizeof buf);
+  ic_log_level_t lvl = IC_LOG_INFO;
+  if (strcmp(buf, "warning") == 0) strcpy(buf, "warn");
+  if (*buf && ic_log_parse_level(buf, &lvl) != 0) {
+    fprintf(stderr, "unknown log level \"%s\" (want debug|info|warn|error)\n", f->log_level);
+    return 2;
+  }
+  ic_log_set_format(fmt);
+  ic_log_set_level(lvl);
+
+  /* Signals are taken synchronously by the main thread (sigwait); every thread created from
+   * here on inherits the blocked mask. SIGPIPE is ignored (peers may vanish mid-write). */
+  sigset_t sigs;
+  sigemptyset(&sigs);
+  sigaddset(&sigs, SIGINT);
+  sigaddset(&sigs, SIGTERM);
+  pthread_sigmask(SIG_BLOCK, &sigs, NULL);
+  signal(SIGPIPE, SIG_IGN);
+
+  char *owned = NULL;
+  const char *auth_err = server_flags_validate_auth(f, &owned);
+  if (auth_err) {
+    fprintf(stderr, "%s\n", auth_err);
+    free(owned);
+    return 2;
+  }
+  if (f->tokenizer_models_dir && *f->tokenizer_models_dir)
+    ic_log_warn("tokenizer_models_dir_ignored", IC_LS("reason", "server built without a tokenizer"),
+                IC_LS("tokenizer_models_dir", f->tokenizer_models_dir),
+                IC_LS("effect", "prompt_text lookups fail open to NO_HINT"));
+  if (!f->insecure_disable_auth) {
+    if (server_auth_init(ctx) != 0) return 1;
+    ic_log_info("controller_auth_enabled", IC_LS("expected_sa", f->allowed_controller_sa),
+                IC_LS("controller_audience", f->controller_audience), IC_LS("policy_audience", f->policy_audience));
+  } else {
+    ic_log_warn("controller_auth_disabled",
+                IC_LS("reason", "--insecure-disable-auth set; the controller listener accepts any caller"));
+  }
+  bool cert = f->tls_cert_file && *f->tls_cert_file, key = f->tls_key_file && *f->tls_key_file;
+  if (cert != key) {
+    fprintf(stderr, "server: --tls-cert-file and --tls-key-file must both be set or both be empty\n");
+    return 2;
+  }
+  ctx->grpc_tls = cert && key;
+
+  /* State: metrics, policy, hub, index, service. */
+  ctx->metrics = ic_metrics_new();
+  ctx->policy = ic_policy_store_new();
+  if (!ctx->metrics || !ctx->policy || register_metrics(ctx) != 0) {
+    ic_log_error("serve_error", IC_LS("err", "out of memory"));
+    return 1;
+  }
+  ic_metric_set(ic_metric_plain(ctx->m.grpc_tls_enabled), ctx->grpc_tls ? 1 : 0);
+  ctx->hub = server_hub_new(ctx);
+  ic_index_config_t icfg;
+  ic_index_config_init(&icfg);
+  static const char *const reserved[] = {IC_INDEX_PROBE_TENANT};
+  icfg.reserved_tenants = reserved;
+  icfg.n_reserved_tenants = 1;
+  icfg.ttl_resolver = ic_policy_index_ttl;
+  icfg.quota_resolver = ic_policy_index_quota;
+  icfg.eviction_resolver = eviction_resolver;
+  icfg.resolver_ud = ctx->policy;
+  icfg.set_index_entries = set_index_entries;
+  icfg.add_tenant_evictions = add_tenant_evictions;
+  icfg.add_index_evictions = add_index_evictions;
+  icfg.metrics_ud = ctx;
+  icfg.on_change = server_hub_on_change;
+  icfg.change_ud = ctx->hub;
+  ctx->index = ic_index_create(&icfg);
+  ic_svc_config_t scfg = {.index = ctx->index,
+                          .policy = ctx->policy,
+                          .engine_block_size = f->engine_block_size,
+                          .lookup_calls = ctx->m.lookup_calls,
+                          .lookup_latency = ctx->m.lookup_latency};
+  ctx->svc = ctx->index ? ic_svc_new(&scfg) : NULL;
+  if (!ctx->hub || !ctx->index || !ctx->svc) {
+    ic_log_error("serve_error", IC_LS("err", "out of memory"));
+    return 1;
+  }
+
+  /* gRPC listener (TLS keypair checked here: exit 1 on an unloadable pair). */
+  char err[512];
+  bool tls_err = false;
+  ic_rpc_server_opts_t ro = {.threads = f->grpc_threads,
+                             .max_recv_bytes = SERVER_MAX_RECV_MESSAGE,
+                             .tls_cert_file = ctx->grpc_tls ? f->tls_cert_file : NULL,
+                             .tls_key_file = ctx->grpc_tls ? f->tls_key_file : NULL};
+  ctx->grpc = ic_rpc_server_new(f->grpc_bind_address, &ro, err, sizeof err, &tls_err);
+  if (!ctx->grpc && tls_err) {
+    ic_log_error("grpc_tls_load", IC_LS("err", err));
+    fprintf(stderr, "%s\n", err);
+    return 1;
+  }
+  ic_log_info("startup", IC_LS("version", ctx->version), IC_LS("commit", ctx->commit),
+              IC_LS("grpc_addr", f->grpc_bind_address), IC_LB("grpc_tls", ctx->grpc_tls),
+              IC_LS("http_addr", f->http_bind_address), IC_LS("snapshot_addr", f->snapshot_bind_address));
+  if (!ctx->grpc) {
+    ic_log_error("serve_error", IC_LS("err", err));
+    return 1;
+  }
+  if (server_grpc_register(ctx) != 0) {
+    ic_log_error("serve_error", IC_LS("err", "grpc: method registration failed"));
+    ic_rpc_server_free(ctx->grpc);
+    return 1;
+  }
+  if (server_http_start(ctx, err, sizeof err) != 0) {
+    ic_log_error("serve_error", IC_LS("err", err));
+    ic_rpc_server_free(ctx->grpc);
+    return 1;
+  }
+
+  /* Serve. */
+  ic_index_set_ready(ctx->index, true);
+  atomic_store(&ctx->ready, true);
+  ic_metric_set(ic_metric_plain(ctx->m.server_up), 1);
+  ic_rpc_server_set_serving(ctx->grpc, true);
+  ic_rpc_server_start(ctx->grpc);
+  maint_t mt = {.ctx = ctx};
+  pthread_mutex_init(&mt.mu, NULL);
+  pthread_cond_init(&mt.cv, NULL);
+  mt.started = pthread_create(&mt.th, NULL, maint_main, &mt) == 0;
+
+  int sig = 0;
+  while (sigwait(&sigs, &sig) != 0) {
+  }
+
+  /* Graceful shutdown (§12). Later signals stay blocked, i.e. swallowed. */
+  ic_log_info("graceful_shutdown_started");
+  atomic_store(&ctx->stopping, true);
+  atomic_store(&ctx->ready, false);
+  ic_index_set_ready(ctx->index, false);
+  ic_rpc_server_set_serving(ctx->grpc, false);
+  pthread_mutex_lock(&mt.mu);
+  mt.stop = true;
+  pthread_cond_broadcast(&mt.cv);
+  pthread_mutex_unlock(&mt.mu);
+  if (mt.started) pthread_join(mt.th, NULL);
+  int cancelled = ic_rpc_server_shutdown(ctx->grpc, f->drain_timeout_s < 0 ? -1 : f->drain_timeout_s * 1000);
+  if (cancelled > 0)
+    ic_log_warn("grpc_drain_timeout", IC_LI("cancelled_calls", cancelled), IC_LI("drain_timeout_seconds", f->drain_timeout_s));
+  server_http_stop(ctx, HTTP_SHUTDOWN_MS);
+  ic_metric_set(ic_metric_plain(ctx->m.server_up), 0);
+  ic_log_info("graceful_shutdown_done");
+
+  ic_rpc_server_free(ctx->grpc);
+  server_hub_free(ctx->hub);
+  ic_svc_free(ctx->svc);
+  ic_index_destroy(ctx->index);
+  ic_policy_store_free(ctx->policy);
+  ic_metrics_free(ctx->metrics);
+  pthread_mutex_destroy(&mt.mu);
+  pthread_cond_destroy(&mt.cv);
+  return 0;
+}
