@@ -1,0 +1,66 @@
+/* inferencecache-controller: the program context shared by main.c, the CacheBackend reconciler,
+ * the CacheIndex poller and the policy pusher. One instance, owned by main(). */
+#ifndef IC_CONTROLLER_H
+#define IC_CONTROLLER_H
+#include <jansson.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "ic/kube.h"
+#include "ic/metrics.h"
+
+extern const ic_kube_res_t ctl_res_cachebackends, ctl_res_cachepolicies, ctl_res_cachetenants,
+    ctl_res_cacheindices;
+
+typedef struct ctl {
+  /* flags */
+  const char *snapshot_url, *policy_url, *probe_url;
+  const char *controller_token_file, *policy_token_file;
+  int64_t refresh_interval_ms, push_interval_ms;
+  const char *cacheindex_name;
+  const char *identity; /* leader-election identity and Event reportingInstance */
+
+  ic_kube_t *kube;
+  ic_kube_queue_t *queue;
+  ic_metrics_t *metrics;
+  ic_metric_family_t *m_reconcile_total, *m_reconcile_errors, *m_reconcile_time, *m_queue_depth,
+      *m_push_total, *m_poll_total;
+
+  atomic_bool leader;
+  atomic_bool stopping;
+
+  /* policy push trigger (pusher thread waits on cv) */
+  pthread_mutex_t push_mu;
+  pthread_cond_t push_cv;
+  bool push_dirty;
+  /* poll trigger */
+  pthread_mutex_t poll_mu;
+  pthread_cond_t poll_cv;
+  bool poll_dirty;
+} ctl_t;
+
+/* Reconciles one CacheBackend "ns/name". Returns 0 (with *requeue_ms >= 0, 0 = none) or a
+ * negative IC_E* code (the caller requeues with backoff). */
+int ctl_reconcile_cachebackend(ctl_t *c, const char *key, int64_t *requeue_ms);
+
+/* CacheIndex poller: one refresh (ensure singleton, GET /snapshot, projections). */
+int ctl_poll_once(ctl_t *c);
+/* Policy push: list CachePolicies + CacheTenants, POST the v7 body. */
+int ctl_push_once(ctl_t *c);
+/* Builds the v7 /policy body from the two lists (exposed for tests). Returns malloc'd JSON text. */
+char *ctl_policy_body(json_t *policies, json_t *tenants);
+
+/* HTTP to the inferencecache-server: GET/POST with a bearer token re-read from `token_file`
+ * (missing file = no header). Returns 0 and the status/body (malloc'd) or IC_EIO. */
+int ctl_server_call(const char *method, const char *url, const char *token_file, const char *body,
+                    long *status, char **resp, size_t *resp_len);
+
+/* Shortest decimal that round-trips a float32 (Go strconv.FormatFloat(x, 'g', -1, 32) for the
+ * values used here). out holds 48 bytes. */
+void ctl_fmt_float32(float f, char out[48]);
+
+void ctl_now(char out[40]); /* RFC 3339 seconds, UTC */
+
+#endif
