@@ -174,10 +174,7 @@ int server_auth_init(server_ctx_t *ctx) {
     auth_free(a);
     return 1;
   }
-  ctx->auth = a;
-  ic_log_info("controller_auth_enabled", IC_LS("expected_sa", sa),
-              IC_LS("controller_audience", ctx->flags.controller_audience),
-              IC_LS("policy_audience", ctx->flags.policy_audience));
+  ctx->auth = a; /* main.c logs controller_auth_enabled once this returns 0 */
   return 0;
 }
 
