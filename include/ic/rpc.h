@@ -65,7 +65,10 @@ typedef int (*ic_rpc_unary_fn)(void *ud, ic_rpc_call_t *call, const uint8_t *req
  *  on_end:   CLIENT_STREAM/BIDI, when the client half-closed (`status` = OK) or the stream
  *            broke (`status` = CANCELLED etc.). For CLIENT_STREAM with status OK, append the
  *            response to `resp` and return the final status; on a broken stream the return is
- *            ignored and nothing is sent. BIDI: return the final status (the call finishes once
+ *            ignored and nothing is sent. A client that cancels right after its last message
+ *            can look like a half-close here (gRPC core reports both as end-of-stream); the
+ *            response is then discarded by the transport and on_close still follows.
+ *            BIDI: return the final status (the call finishes once
  *            queued sends are flushed); may be NULL.
  *  on_close: the call is over (finished, cancelled or server shutdown). After it returns the
  *            call pointer is dead: stop calling ic_rpc_stream_send on it. May be NULL. */
@@ -163,8 +166,9 @@ int ic_rpc_writer_send(ic_rpc_writer_t *w, const uint8_t *msg, size_t len);
 /* Half-closes, waits for the response and status, frees the writer. Same returns as
  * ic_rpc_unary. */
 int ic_rpc_writer_finish(ic_rpc_writer_t *w, ic_buf_t *resp, int *status, char **status_msg);
-/* Cancels the stream (server sees CANCELLED) and frees the writer. */
-void ic_rpc_writer_cancel(ic_rpc_writer_t *w);
+/* Cancels the stream (server sees CANCELLED) and frees the writer. Returns the final status
+ * the client observed (IC_RPC_CANCELLED normally). */
+int ic_rpc_writer_cancel(ic_rpc_writer_t *w);
 
 /* Asynchronous unary pipeline: one completion queue, many calls in flight, results returned in
  * completion order. Not thread-safe: one thread drives one pipeline. */

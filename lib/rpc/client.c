@@ -300,10 +300,13 @@ int ic_rpc_writer_finish(ic_rpc_writer_t *w, ic_buf_t *resp, int *status, char *
   return rc;
 }
 
-void ic_rpc_writer_cancel(ic_rpc_writer_t *w) {
-  if (!w) return;
+int ic_rpc_writer_cancel(ic_rpc_writer_t *w) {
+  if (!w) return IC_RPC_CANCELLED;
   grpc_call_cancel(w->call, NULL);
-  ic_rpc_writer_finish(w, NULL, NULL, NULL);
+  w->broken = true; /* no close-from-client after a cancel */
+  int st = IC_RPC_CANCELLED;
+  ic_rpc_writer_finish(w, NULL, &st, NULL);
+  return st;
 }
 
 /* ------------------------------------------------------------------ pipeline */

@@ -13,6 +13,7 @@
 #include <errno.h>
 #include <grpc/grpc_security.h>
 #include <grpc/support/alloc.h>
+#include <grpc/support/log.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -40,9 +41,18 @@
 static pthread_mutex_t g_init_mu = PTHREAD_MUTEX_INITIALIZER;
 static int g_init_refs;
 
+/* gRPC core logs to stderr by itself; route it to our JSON logger at debug level so the
+ * server's stderr stays one JSON record per line (grpc-go is silent by default too). */
+static void grpc_log_sink(gpr_log_func_args *a) {
+  ic_log_debug("grpc_core", IC_LS("file", a->file), IC_LI("line", a->line), IC_LS("message", a->message));
+}
+
 void ic_rpc_global_ref(void) {
   pthread_mutex_lock(&g_init_mu);
-  if (g_init_refs++ == 0) grpc_init();
+  if (g_init_refs++ == 0) {
+    gpr_set_log_function(grpc_log_sink);
+    grpc_init();
+  }
   pthread_mutex_unlock(&g_init_mu);
 }
 
@@ -742,14 +752,19 @@ ic_rpc_server_t *ic_rpc_server_new(const char *addr, const ic_rpc_server_opts_t 
     creds = grpc_insecure_server_credentials_create();
   }
 
-  grpc_arg args[2];
+  grpc_arg args[3];
   args[0].type = GRPC_ARG_INTEGER;
   args[0].key = GRPC_ARG_MAX_RECEIVE_MESSAGE_LENGTH;
   args[0].value.integer = o.max_recv_bytes > 0 ? o.max_recv_bytes : DEFAULT_MAX_RECV;
   args[1].type = GRPC_ARG_INTEGER;
   args[1].key = GRPC_ARG_MAX_SEND_MESSAGE_LENGTH;
   args[1].value.integer = -1;
-  grpc_channel_args ca = {2, args};
+  /* gRPC sets SO_REUSEPORT by default, which would let a second server "bind" a busy port;
+   * a busy port must be a listen failure (exit 1). */
+  args[2].type = GRPC_ARG_INTEGER;
+  args[2].key = GRPC_ARG_ALLOW_REUSEPORT;
+  args[2].value.integer = 0;
+  grpc_channel_args ca = {3, args};
   s->srv = grpc_server_create(&ca, NULL);
   char target[512];
   ic_rpc_listen_addr(addr, target, sizeof target);
