@@ -201,8 +201,9 @@ int server_http_start(server_ctx_t *ctx, char *err, size_t errlen) {
   for (int i = 0; i < SERVER_PROBE_STRIPES; i++) pthread_mutex_init(&h->probe_mu[i], NULL);
   /* Public endpoints are cheap: a small pool. The controller listener may block on a
    * TokenReview, so it gets a thread per connection (like Go's per-connection goroutines). */
-  ic_http_config_t pc = {.bind = ctx->flags.http_bind_address, .threads = 2, .name = "http"};
-  ic_http_config_t cc = {.bind = ctx->flags.snapshot_bind_address, .threads = 0,
+  ic_http_config_t pc = {.bind = ctx->flags.http_bind_address, .threads = 2, .idle_timeout_s = 120,
+                        .name = "http"};
+  ic_http_config_t cc = {.bind = ctx->flags.snapshot_bind_address, .threads = 0, .idle_timeout_s = 120,
                          .name = "snapshot"};
   h->pub = ic_http_new(&pc);
   h->ctl = ic_http_new(&cc);
