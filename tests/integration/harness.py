@@ -75,13 +75,17 @@ def _gen_protos():
         args += ["--python_out=" + out, "--grpc_python_out=" + out] + sorted(files)
         if protoc.main(args) != 0:
             raise RuntimeError("grpc_tools.protoc failed on " + proto_root)
-        # Make every generated directory an importable package.
+        # Make our generated directories importable packages, except the top-level "grpc"
+        # folder (health/reflection): a package named grpc would shadow grpcio. Those modules
+        # are loaded by file path in protos().
         for root, dirs, _ in os.walk(out):
             for d in dirs:
+                if root == out and d == "grpc":
+                    continue
                 init = os.path.join(root, d, "__init__.py")
                 if not os.path.exists(init):
                     open(init, "w").close()
-        sys.path.insert(0, out)
+        sys.path.append(out)
         _protos_dir = out
         return out
 
