@@ -104,6 +104,8 @@ int server_grpc_register(server_ctx_t *ctx);
  * StreamMetrics ticker thread. */
 struct server_hub *server_hub_new(server_ctx_t *ctx);
 void server_hub_free(struct server_hub *h);
+/* Registers StreamCacheEvents and StreamMetrics on ctx->grpc (called by server_grpc_register). */
+int server_hub_register(server_ctx_t *ctx);
 /* Index change listener (ic_index_config_t.on_change with ud = the hub). */
 void server_hub_on_change(void *hub, const ic_index_change_t *change);
 
