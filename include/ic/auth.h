@@ -67,6 +67,9 @@ void ic_auth_free(ic_auth_t *a);
 ic_auth_result_t ic_auth_check(ic_auth_t *a, const char *authorization);
 /* ic_http_auth_fn: checks the request and on failure replies 401/403/503 with Go's bodies. */
 bool ic_auth_http_hook(ic_http_req_t *req, void *auth);
+/* Sets (or replaces) the result counter family after construction, for programs that build
+ * their metrics registry after their authenticators. Call before serving requests. */
+void ic_auth_set_counter(ic_auth_t *a, ic_metric_family_t *counter);
 /* Entries currently cached (tests). */
 size_t ic_auth_cache_size(ic_auth_t *a);
 

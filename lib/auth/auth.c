@@ -40,8 +40,7 @@ struct ic_auth {
   char *audience; /* "" = none */
   ic_auth_reviewer_fn reviewer;
   void *reviewer_ud;
-  ic_metric_t *counters[4]; /* children created lazily: labelled families stay silent until used */
-  ic_metric_family_t *family;
+  ic_metric_family_t *family; /* children created on first use: silent until then */
   int64_t ttl_ms;
   size_t cap;
   int64_t (*now_ms)(void *);
@@ -141,6 +140,10 @@ static void cache_put(ic_auth_t *a, const char *key, int64_t now) {
   memcpy(slot->key, key, 65);
   slot->expiry_ms = now + a->ttl_ms;
   pthread_mutex_unlock(&a->mu);
+}
+
+void ic_auth_set_counter(ic_auth_t *a, ic_metric_family_t *counter) {
+  if (a) a->family = counter;
 }
 
 size_t ic_auth_cache_size(ic_auth_t *a) {

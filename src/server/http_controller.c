@@ -119,11 +119,14 @@ int server_http_controller_routes(server_ctx_t *ctx, ic_http_server_t *s) {
 
 /* ------------------------------------------------------------------------ auth setup */
 
+/* The result counters are registered by main.c, possibly after server_auth_init ran (auth is
+ * set up at startup step 8, metrics later); they are attached here once they exist. An
+ * unregistered family is registered on the spot so counting never silently stops. */
 static const char *const RESULT_LABEL[] = {"result"};
 
 static ic_metric_family_t *auth_family(server_ctx_t *ctx, ic_metric_family_t **slot,
                                        const char *name, const char *endpoint) {
-  if (!*slot) {
+  if (!*slot && ctx->metrics) {
     char help[160];
     snprintf(help, sizeof help,
              "Authentication outcomes for the internal /%s endpoint (ok|unauth|forbidden|error).",
@@ -131,6 +134,17 @@ static ic_metric_family_t *auth_family(server_ctx_t *ctx, ic_metric_family_t **s
     *slot = ic_metrics_counter(ctx->metrics, name, help, 1, RESULT_LABEL);
   }
   return *slot;
+}
+
+static void attach_auth_counters(server_ctx_t *ctx) {
+  struct server_auth *a = ctx->auth;
+  if (!a) return;
+  ic_auth_set_counter(a->snapshot, auth_family(ctx, &ctx->m.snapshot_auth,
+                                               "inferencecache_snapshot_auth_total", "snapshot"));
+  ic_auth_set_counter(a->probe, auth_family(ctx, &ctx->m.probe_auth,
+                                            "inferencecache_probe_auth_total", "probe"));
+  ic_auth_set_counter(a->policy, auth_family(ctx, &ctx->m.policy_auth,
+                                             "inferencecache_policy_auth_total", "policy"));
 }
 
 static void auth_free(struct server_auth *a) {
@@ -161,13 +175,9 @@ int server_auth_init(server_ctx_t *ctx) {
                            .reviewer_ud = a->kube};
   ic_auth_config_t c = base;
   c.audience = ctx->flags.controller_audience;
-  c.counter = auth_family(ctx, &ctx->m.snapshot_auth, "inferencecache_snapshot_auth_total",
-                          "snapshot");
   a->snapshot = ic_auth_new(&c);
-  c.counter = auth_family(ctx, &ctx->m.probe_auth, "inferencecache_probe_auth_total", "probe");
   a->probe = ic_auth_new(&c);
   c.audience = ctx->flags.policy_audience;
-  c.counter = auth_family(ctx, &ctx->m.policy_auth, "inferencecache_policy_auth_total", "policy");
   a->policy = ic_auth_new(&c);
   if (!a->snapshot || !a->probe || !a->policy) {
     ic_log_error("kube_client", IC_LS("err", "cannot build authenticators"));
@@ -193,6 +203,7 @@ int server_http_start(server_ctx_t *ctx, char *err, size_t errlen) {
     snprintf(err, errlen, "controller auth: in-cluster TokenReview client unavailable");
     return IC_EUNAVAIL;
   }
+  attach_auth_counters(ctx);
   struct server_http *h = calloc(1, sizeof *h);
   if (!h) {
     snprintf(err, errlen, "out of memory");
