@@ -1,0 +1,77 @@
+/* ic-api-check: validates inferencecache.io manifests (JSON: one object, an array, or a List) with
+ * lib/api's schema checks and lib/admission's CREATE rules; prints one JSON result per object.
+ * Exit 0 = all valid, 1 = some object invalid, 2 = unreadable input. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "ic/admission.h"
+#include "ic/api.h"
+
+static json_t *errors_json(const ic_api_errors_t *e) {
+  json_t *a = json_array();
+  for (size_t i = 0; i < e->len; i++) {
+    char *m = ic_api_field_error_string(&e->items[i]);
+    json_array_append_new(a, json_pack("{s:s,s:s,s:s}", "field", e->items[i].field, "reason",
+                                       ic_api_err_reason(e->items[i].type), "message", m ? m : ""));
+    free(m);
+  }
+  return a;
+}
+
+static int check(const json_t *obj, json_t *out) {
+  ic_api_errors_t schema = IC_API_ERRORS_INIT, rules = IC_API_ERRORS_INIT;
+  ic_api_validate_schema(obj, &schema);
+  ic_api_kind_t k = ic_api_kind_of(obj);
+  if (k == IC_API_KIND_CACHEBACKEND) {
+    ic_api_cachebackend_t cb = {0};
+    if (ic_api_cachebackend_decode(obj, &cb, NULL) == 0) ic_admission_cachebackend_validate(&cb, NULL, NULL, &rules);
+    ic_api_cachebackend_free(&cb);
+  } else if (k == IC_API_KIND_CACHEPOLICY) {
+    ic_api_cachepolicy_t p = {0};
+    if (ic_api_cachepolicy_decode(obj, &p, NULL) == 0) ic_admission_cachepolicy_rules(&p, &rules);
+    ic_api_cachepolicy_free(&p);
+  } else if (k == IC_API_KIND_CACHETENANT) {
+    ic_api_cachetenant_t t = {0};
+    if (ic_api_cachetenant_decode(obj, &t, NULL) == 0) ic_admission_cachetenant_rules(&t, &rules);
+    ic_api_cachetenant_free(&t);
+  }
+  const char *name = json_string_value(json_object_get(json_object_get(obj, "metadata"), "name"));
+  json_t *r = json_pack("{s:s,s:s,s:o,s:o}", "kind", ic_api_kind_name(k), "name", name ? name : "", "schema",
+                        errors_json(&schema), "rules", errors_json(&rules));
+  int bad = schema.len || rules.len;
+  json_object_set_new(r, "valid", json_boolean(!bad));
+  json_array_append_new(out, r);
+  ic_api_errors_free(&schema);
+  ic_api_errors_free(&rules);
+  return bad;
+}
+
+int main(int argc, char **argv) {
+  if (argc > 2 || (argc == 2 && strcmp(argv[1], "--help") == 0)) {
+    fprintf(stderr, "usage: ic-api-check [FILE.json]   (stdin when omitted)\n");
+    return 2;
+  }
+  json_error_t je;
+  json_t *in = argc == 2 ? json_load_file(argv[1], 0, &je) : json_loadf(stdin, 0, &je);
+  if (!in) {
+    fprintf(stderr, "ic-api-check: %s (line %d)\n", je.text, je.line);
+    return 2;
+  }
+  json_t *items = json_is_array(in) ? in : json_object_get(in, "items");
+  json_t *out = json_array();
+  int bad = 0;
+  if (json_is_array(items)) {
+    size_t i;
+    json_t *it;
+    json_array_foreach(items, i, it) bad |= check(it, out);
+  } else {
+    bad = check(in, out);
+  }
+  char *s = json_dumps(out, JSON_INDENT(2));
+  puts(s ? s : "[]");
+  free(s);
+  json_decref(out);
+  json_decref(in);
+  return bad ? 1 : 0;
+}
