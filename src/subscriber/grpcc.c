@@ -1,0 +1,140 @@
+/* kvevent-subscriber gRPC client: one plaintext channel over gRPC core with a short reconnect
+ * backoff (so a restarted server is re-reached within --max-backoff, not gRPC's 120 s default)
+ * and a private subchannel pool (so the backoff settings are not shared with anything else). */
+#include <grpc/byte_buffer_reader.h>
+#include <grpc/grpc.h>
+#include <grpc/grpc_security.h>
+#include <grpc/support/time.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "ic/buf.h"
+#include "sub.h"
+
+struct sub_grpc {
+  grpc_channel *ch;
+};
+
+sub_grpc_t *sub_grpc_new(const char *target, int max_backoff_ms) {
+  sub_grpc_t *g = calloc(1, sizeof(*g));
+  if (!g) return NULL;
+  grpc_init();
+  if (max_backoff_ms < 100) max_backoff_ms = 100;
+  grpc_arg args[6];
+  size_t n = 0;
+#define IARG(k, v)                                                                             \
+  do {                                                                                         \
+    args[n].type = GRPC_ARG_INTEGER;                                                           \
+    args[n].key = (char *)(k);                                                                 \
+    args[n++].value.integer = (v);                                                             \
+  } while (0)
+  IARG(GRPC_ARG_INITIAL_RECONNECT_BACKOFF_MS, 100);
+  IARG(GRPC_ARG_MIN_RECONNECT_BACKOFF_MS, 100);
+  IARG(GRPC_ARG_MAX_RECONNECT_BACKOFF_MS, max_backoff_ms);
+  IARG(GRPC_ARG_ENABLE_RETRIES, 0);
+  IARG(GRPC_ARG_USE_LOCAL_SUBCHANNEL_POOL, 1);
+  IARG(GRPC_ARG_MAX_RECEIVE_MESSAGE_LENGTH, 4 * 1024 * 1024);
+#undef IARG
+  grpc_channel_args ca = {n, args};
+  grpc_channel_credentials *creds = grpc_insecure_credentials_create();
+  g->ch = grpc_channel_create(target, creds, &ca);
+  grpc_channel_credentials_release(creds);
+  if (!g->ch) {
+    grpc_shutdown();
+    free(g);
+    return NULL;
+  }
+  return g;
+}
+
+void sub_grpc_free(sub_grpc_t *g) {
+  if (!g) return;
+  grpc_channel_destroy(g->ch);
+  grpc_shutdown();
+  free(g);
+}
+
+static void cq_drain_destroy(grpc_completion_queue *cq) {
+  grpc_completion_queue_shutdown(cq);
+  while (grpc_completion_queue_pluck(cq, NULL, gpr_inf_future(GPR_CLOCK_REALTIME), NULL).type !=
+         GRPC_QUEUE_SHUTDOWN) {
+  }
+  grpc_completion_queue_destroy(cq);
+}
+
+int sub_grpc_call(sub_grpc_t *g, const char *method, const uint8_t *req, size_t len,
+                  int timeout_ms, ic_buf_t *resp) {
+  grpc_completion_queue *cq = grpc_completion_queue_create_for_pluck(NULL);
+  gpr_timespec dl = gpr_time_add(gpr_now(GPR_CLOCK_MONOTONIC),
+                                 gpr_time_from_millis(timeout_ms, GPR_TIMESPAN));
+  grpc_slice mslice = grpc_slice_from_static_string(method);
+  grpc_call *call =
+      grpc_channel_create_call(g->ch, NULL, GRPC_PROPAGATE_DEFAULTS, cq, mslice, NULL, dl, NULL);
+  if (!call) {
+    cq_drain_destroy(cq);
+    return -1;
+  }
+  grpc_slice payload = grpc_slice_from_copied_buffer((const char *)req, len);
+  grpc_byte_buffer *send = grpc_raw_byte_buffer_create(&payload, 1);
+  grpc_slice_unref(payload);
+  grpc_metadata_array md_init, md_trail;
+  grpc_metadata_array_init(&md_init);
+  grpc_metadata_array_init(&md_trail);
+  grpc_byte_buffer *recv = NULL;
+  grpc_status_code status = GRPC_STATUS_UNKNOWN;
+  grpc_slice details = grpc_empty_slice();
+  grpc_op ops[6];
+  memset(ops, 0, sizeof(ops));
+  ops[0].op = GRPC_OP_SEND_INITIAL_METADATA;
+  ops[1].op = GRPC_OP_SEND_MESSAGE;
+  ops[1].data.send_message.send_message = send;
+  ops[2].op = GRPC_OP_SEND_CLOSE_FROM_CLIENT;
+  ops[3].op = GRPC_OP_RECV_INITIAL_METADATA;
+  ops[3].data.recv_initial_metadata.recv_initial_metadata = &md_init;
+  ops[4].op = GRPC_OP_RECV_MESSAGE;
+  ops[4].data.recv_message.recv_message = &recv;
+  ops[5].op = GRPC_OP_RECV_STATUS_ON_CLIENT;
+  ops[5].data.recv_status_on_client.trailing_metadata = &md_trail;
+  ops[5].data.recv_status_on_client.status = &status;
+  ops[5].data.recv_status_on_client.status_details = &details;
+  int tag;
+  int rc = -1;
+  if (grpc_call_start_batch(call, ops, 6, &tag, NULL) == GRPC_CALL_OK) {
+    grpc_event ev = grpc_completion_queue_pluck(cq, &tag, gpr_inf_future(GPR_CLOCK_REALTIME), NULL);
+    if (ev.type == GRPC_OP_COMPLETE) {
+      rc = (int)status;
+      if (status == GRPC_STATUS_OK && recv && resp) {
+        grpc_byte_buffer_reader rd;
+        if (grpc_byte_buffer_reader_init(&rd, recv)) {
+          grpc_slice all = grpc_byte_buffer_reader_readall(&rd);
+          ic_buf_append(resp, GRPC_SLICE_START_PTR(all), GRPC_SLICE_LENGTH(all));
+          grpc_slice_unref(all);
+          grpc_byte_buffer_reader_destroy(&rd);
+        }
+      }
+    }
+  }
+  if (recv) grpc_byte_buffer_destroy(recv);
+  grpc_byte_buffer_destroy(send);
+  grpc_slice_unref(details);
+  grpc_metadata_array_destroy(&md_init);
+  grpc_metadata_array_destroy(&md_trail);
+  grpc_call_unref(call);
+  cq_drain_destroy(cq);
+  return rc;
+}
+
+int sub_grpc_state(sub_grpc_t *g, bool try_connect) {
+  return (int)grpc_channel_check_connectivity_state(g->ch, try_connect ? 1 : 0);
+}
+
+int sub_grpc_wait_change(sub_grpc_t *g, int last, int timeout_ms) {
+  grpc_completion_queue *cq = grpc_completion_queue_create_for_pluck(NULL);
+  gpr_timespec dl = gpr_time_add(gpr_now(GPR_CLOCK_MONOTONIC),
+                                 gpr_time_from_millis(timeout_ms, GPR_TIMESPAN));
+  int tag;
+  grpc_channel_watch_connectivity_state(g->ch, (grpc_connectivity_state)last, dl, cq, &tag);
+  grpc_completion_queue_pluck(cq, &tag, gpr_inf_future(GPR_CLOCK_REALTIME), NULL);
+  cq_drain_destroy(cq);
+  return sub_grpc_state(g, true);
+}

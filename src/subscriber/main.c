@@ -1,0 +1,454 @@
+/* kvevent-subscriber: the sidecar next to one vLLM/SGLang replica. Flags (spec subscriber.md
+ * §1.1 plus the issue's additions), startup validation with REF's exit codes, thread wiring
+ * (engine reader, sender, connectivity watcher, stats reporter, /metrics + /healthz), and an
+ * orderly shutdown that drains queued updates for at most 5 s. */
+#include <errno.h>
+#include <getopt.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "ic/buf.h"
+#include "ic/clock.h"
+#include "ic/err.h"
+#include "ic/http.h"
+#include "ic/log.h"
+#include "sub.h"
+
+static void usage(FILE *f) {
+  fprintf(f,
+          "Usage of kvevent-subscriber:\n"
+          "  --engine-endpoint string   ZMQ endpoint to subscribe to; repeat once per DP rank "
+          "(default \"tcp://127.0.0.1:5557\")\n"
+          "  --replay-endpoint string   engine ROUTER replay endpoint, paired with the "
+          "--engine-endpoint of the same position (default: none)\n"
+          "  --topic string             ZMQ subscription prefix; \"\" = everything (default \"\")\n"
+          "  --server string            inference-cache gRPC target (default \"127.0.0.1:9090\")\n"
+          "  --replica-id string        replica identity (required)\n"
+          "  --model-id string          model identity (required)\n"
+          "  --tenant-id string         tenant identity (optional)\n"
+          "  --hash-scheme string       hash scheme tag (default \"vllm\")\n"
+          "  --window duration          add-batching flush period (default 100ms)\n"
+          "  --engine-metrics-url string  engine Prometheus endpoint (default "
+          "\"http://127.0.0.1:8000/metrics\")\n"
+          "  --stats-interval duration  stats scrape period (default 10s)\n"
+          "  --engine-cache-size-bytes int  total KV capacity in bytes (default 0)\n"
+          "  --max-concurrency-ceiling int  pressure denominator (default 256)\n"
+          "  --cache-tier string        auto|kv|gpu|cpu (default \"auto\")\n"
+          "  --engine-model-name string only use /metrics series with this model_name\n"
+          "  --ignore-block-removed     engine has an L2 offload tier: removal => T2 re-report\n"
+          "  --lora-adapter-names string  comma-separated id=name LoRA map\n"
+          "  --dp-rank-suffix           replica id gets \"-dp<rank>\" from the batch's DP rank\n"
+          "  --http-bind-address string /metrics and /healthz listener; \"\" disables "
+          "(default \":8090\")\n"
+          "  --queue-max-bytes int      bound of the update queue (default 16777216)\n"
+          "  --max-backoff duration     cap of the reconnect/retry backoff (default 10s)\n"
+          "  --replay-timeout duration  wait for a replay answer (default 2s)\n"
+          "  --log-level string         debug|info|warn|error (default \"info\")\n"
+          "  --log-format string        json|text (default \"json\")\n");
+}
+
+/* Go duration syntax: 100ms, 10s, 1m30s, 1.5h, "0". Returns 0 or -1. */
+static int parse_dur(const char *s, int64_t *us) {
+  double total = 0;
+  const char *p = s;
+  int sign = 1;
+  if (*p == '-' || *p == '+') sign = *p++ == '-' ? -1 : 1;
+  if (!*p) return -1;
+  if (!strcmp(p, "0")) {
+    *us = 0;
+    return 0;
+  }
+  while (*p) {
+    char *end;
+    double v = strtod(p, &end);
+    if (end == p) return -1;
+    p = end;
+    double mul;
+    if (!strncmp(p, "ns", 2)) mul = 1e-3, p += 2;
+    else if (!strncmp(p, "us", 2) || !strncmp(p, "\xc2\xb5s", 3)) mul = 1, p += (*p == 'u' ? 2 : 3);
+    else if (!strncmp(p, "ms", 2)) mul = 1e3, p += 2;
+    else if (*p == 's') mul = 1e6, p++;
+    else if (*p == 'm') mul = 60e6, p++;
+    else if (*p == 'h') mul = 3600e6, p++;
+    else return -1; /* Go requires a unit */
+    total += v * mul;
+  }
+  *us = (int64_t)(sign * total);
+  return 0;
+}
+
+static int parse_i64(const char *s, int64_t *v) {
+  char *end;
+  errno = 0;
+  long long x = strtoll(s, &end, 10);
+  if (errno || end == s || *end) return -1;
+  *v = x;
+  return 0;
+}
+
+static int parse_bool(const char *s, bool *v) {
+  if (!s || !strcmp(s, "true") || !strcmp(s, "1") || !strcmp(s, "t") || !strcmp(s, "TRUE") ||
+      !strcmp(s, "True") || !strcmp(s, "T")) {
+    *v = true;
+    return 0;
+  }
+  if (!strcmp(s, "false") || !strcmp(s, "0") || !strcmp(s, "f") || !strcmp(s, "FALSE") ||
+      !strcmp(s, "False") || !strcmp(s, "F")) {
+    *v = false;
+    return 0;
+  }
+  return -1;
+}
+
+static void fmt_dur(int64_t us, char *out, size_t n) {
+  if (us % 1000000 == 0) snprintf(out, n, "%llds", (long long)(us / 1000000));
+  else if (us % 1000 == 0) snprintf(out, n, "%lldms", (long long)(us / 1000));
+  else snprintf(out, n, "%lldus", (long long)us);
+}
+
+/* ---- HTTP ---------------------------------------------------------------------------------- */
+
+static void h_metrics(ic_http_req_t *r, void *ud) {
+  sub_ctx_t *c = ud;
+  ic_buf_t b = IC_BUF_INIT;
+  if (ic_metrics_render(c->m.reg, &b)) {
+    ic_buf_free(&b);
+    ic_http_reply_error(r, 500, "render failed");
+    return;
+  }
+  size_t len;
+  char *body = ic_buf_detach(&b, &len);
+  ic_http_reply_take(r, 200, "text/plain; version=0.0.4; charset=utf-8", body ? body : strdup(""),
+                     body ? len : 0);
+}
+
+static void h_healthz(ic_http_req_t *r, void *ud) {
+  (void)ud;
+  ic_http_reply(r, 200, "text/plain; charset=utf-8", "ok\n", 3);
+}
+
+static void on_collect(void *ud) {
+  sub_ctx_t *c = ud;
+  pthread_mutex_lock(&c->q.mu);
+  ic_metric_set(ic_metric_plain(c->m.queue_depth), (double)c->q.live);
+  ic_metric_set(ic_metric_plain(c->m.queue_bytes), (double)subq_bytes(&c->q));
+  pthread_mutex_unlock(&c->q.mu);
+}
+
+int sub_metrics_init(sub_ctx_t *c) {
+  sub_metrics_t *m = &c->m;
+  m->reg = ic_metrics_new();
+  if (!m->reg) return IC_ENOMEM;
+  const char *type[] = {"type"}, *result[] = {"result"}, *kind[] = {"kind"},
+             *mc[] = {"method", "code"}, *epl[] = {"endpoint"};
+  static const double lag_b[] = {0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10};
+#define P "kvevent_subscriber_"
+  m->events_received = ic_metrics_counter(m->reg, P "events_received_total",
+                                          "Engine KV events received, by event type.", 1, type);
+  m->events_applied = ic_metrics_counter(m->reg, P "events_applied_total",
+                                         "Engine KV events that changed the positional state.", 1, type);
+  m->events_malformed = ic_metrics_counter(m->reg, P "events_malformed_total",
+                                           "Malformed engine KV events skipped (rest of batch kept).", 1, type);
+  m->unknown_tags = ic_metrics_counter(m->reg, P "events_unknown_tag_total",
+                                       "Engine events with an unknown tag, skipped.", 0, NULL);
+  m->batches = ic_metrics_counter(m->reg, P "batches_total",
+                                  "Engine event batches received, by decode result.", 1, result);
+  m->gaps = ic_metrics_counter(m->reg, P "seq_gaps_total", "Sequence gaps detected.", 0, NULL);
+  m->missing = ic_metrics_counter(m->reg, P "seq_missing_batches_total",
+                                  "Batches missing across detected gaps.", 0, NULL);
+  m->dups = ic_metrics_counter(m->reg, P "seq_duplicates_total",
+                               "Duplicate or stale batches ignored.", 0, NULL);
+  m->restarts = ic_metrics_counter(m->reg, P "engine_restarts_total",
+                                   "Engine sequence restarts detected (state cleared).", 0, NULL);
+  m->replays = ic_metrics_counter(m->reg, P "replays_total",
+                                  "Replay requests for gaps, by result.", 1, result);
+  m->replayed = ic_metrics_counter(m->reg, P "replayed_batches_total",
+                                   "Batches recovered through the replay socket.", 0, NULL);
+  m->queue_depth = ic_metrics_gauge(m->reg, P "queue_depth", "Updates waiting to be sent.", 0, NULL);
+  m->queue_bytes = ic_metrics_gauge(m->reg, P "queue_bytes", "Bytes held by waiting updates.", 0, NULL);
+  m->queue_max = ic_metrics_gauge(m->reg, P "queue_max_bytes", "Bound of the update queue.", 0, NULL);
+  m->queue_dropped = ic_metrics_counter(m->reg, P "queue_dropped_total",
+                                        "Updates dropped on queue overflow, by kind.", 1, kind);
+  m->rpcs = ic_metrics_counter(m->reg, P "rpcs_total", "RPCs to the server, by method and code.", 2, mc);
+  m->rpc_errors = ic_metrics_counter(m->reg, P "rpc_errors_total",
+                                     "Failed RPCs to the server, by method and code.", 2, mc);
+  m->connected = ic_metrics_gauge(m->reg, P "server_connected",
+                                  "1 when the gRPC channel to the server is ready.", 0, NULL);
+  m->resyncs = ic_metrics_counter(m->reg, P "resyncs_total",
+                                  "Re-reports of the engine's state after a server outage.", 0, NULL);
+  m->resync_entries = ic_metrics_counter(m->reg, P "resync_entries_total",
+                                         "Prefix entries re-reported by resyncs.", 0, NULL);
+  m->lag = ic_metrics_histogram(m->reg, P "event_to_send_lag_seconds",
+                                "Time from receiving an engine event to its delivery to the server.",
+                                0, NULL, lag_b, sizeof(lag_b) / sizeof(*lag_b));
+  m->tracked = ic_metrics_gauge(m->reg, P "tracked_blocks",
+                                "Engine blocks in the positional map, per endpoint.", 1, epl);
+  m->lora_dropped = ic_metrics_counter(m->reg, P "lora_dropped_total",
+                                       "BlockStored dropped for an unmapped LoRA id (fail-closed).", 0, NULL);
+  m->no_entries = ic_metrics_counter(m->reg, P "no_entries_total",
+                                     "BlockStored without usable token_ids (nothing indexed).", 0, NULL);
+  m->scrapes = ic_metrics_counter(m->reg, P "stats_reports_total",
+                                  "Stats ticks, by result.", 1, result);
+#undef P
+  if (!m->events_received || !m->lag || !m->scrapes) return IC_ENOMEM;
+  ic_metric_set(ic_metric_plain(m->queue_max), (double)c->queue_max_bytes);
+  ic_metrics_on_collect(m->reg, on_collect, c);
+  return 0;
+}
+
+/* ---- main ---------------------------------------------------------------------------------- */
+
+enum {
+  O_ENDPOINT = 1000, O_REPLAY, O_TOPIC, O_SERVER, O_REPLICA, O_MODEL, O_TENANT, O_SCHEME,
+  O_WINDOW, O_MURL, O_SINT, O_CSIZE, O_CEIL, O_TIER, O_EMODEL, O_IGNORE, O_LORA, O_DPSUF,
+  O_HTTP, O_QMAX, O_BACKOFF, O_REPLAYTO, O_LOGLEVEL, O_LOGFMT, O_HELP
+};
+
+int main(int argc, char **argv) {
+  static sub_ctx_t ctx;
+  sub_ctx_t *c = &ctx;
+  c->server = "127.0.0.1:9090";
+  c->replica_id = c->model_id = c->tenant_id = "";
+  c->hash_scheme = "vllm";
+  c->topic = "";
+  c->metrics_url = "http://127.0.0.1:8000/metrics";
+  c->engine_model_name = "";
+  c->http_bind = ":8090";
+  c->window_us = 100000;
+  c->stats_interval_us = 10000000;
+  c->ceiling = 256;
+  c->queue_max_bytes = 16 << 20;
+  c->max_backoff_us = 10000000;
+  c->replay_timeout_us = 2000000;
+  const char *tier = "auto", *lora = "";
+  const char *endpoints[SUB_MAX_ENDPOINTS], *replays[SUB_MAX_ENDPOINTS];
+  size_t nend = 0, nrep = 0;
+
+  static const struct option lo[] = {
+      {"engine-endpoint", required_argument, 0, O_ENDPOINT},
+      {"replay-endpoint", required_argument, 0, O_REPLAY},
+      {"topic", required_argument, 0, O_TOPIC},
+      {"server", required_argument, 0, O_SERVER},
+      {"replica-id", required_argument, 0, O_REPLICA},
+      {"model-id", required_argument, 0, O_MODEL},
+      {"tenant-id", required_argument, 0, O_TENANT},
+      {"hash-scheme", required_argument, 0, O_SCHEME},
+      {"window", required_argument, 0, O_WINDOW},
+      {"engine-metrics-url", required_argument, 0, O_MURL},
+      {"stats-interval", required_argument, 0, O_SINT},
+      {"engine-cache-size-bytes", required_argument, 0, O_CSIZE},
+      {"max-concurrency-ceiling", required_argument, 0, O_CEIL},
+      {"cache-tier", required_argument, 0, O_TIER},
+      {"engine-model-name", required_argument, 0, O_EMODEL},
+      {"ignore-block-removed", optional_argument, 0, O_IGNORE},
+      {"lora-adapter-names", required_argument, 0, O_LORA},
+      {"dp-rank-suffix", optional_argument, 0, O_DPSUF},
+      {"http-bind-address", required_argument, 0, O_HTTP},
+      {"queue-max-bytes", required_argument, 0, O_QMAX},
+      {"max-backoff", required_argument, 0, O_BACKOFF},
+      {"replay-timeout", required_argument, 0, O_REPLAYTO},
+      {"log-level", required_argument, 0, O_LOGLEVEL},
+      {"log-format", required_argument, 0, O_LOGFMT},
+      {"help", no_argument, 0, O_HELP},
+      {0, 0, 0, 0}};
+  opterr = 0;
+  int o;
+  while ((o = getopt_long_only(argc, argv, "h", lo, NULL)) != -1) {
+    int bad = 0;
+    switch (o) {
+    case O_ENDPOINT:
+      if (nend < SUB_MAX_ENDPOINTS) endpoints[nend++] = optarg;
+      else bad = 1;
+      break;
+    case O_REPLAY:
+      if (nrep < SUB_MAX_ENDPOINTS) replays[nrep++] = optarg;
+      else bad = 1;
+      break;
+    case O_TOPIC: c->topic = optarg; break;
+    case O_SERVER: c->server = optarg; break;
+    case O_REPLICA: c->replica_id = optarg; break;
+    case O_MODEL: c->model_id = optarg; break;
+    case O_TENANT: c->tenant_id = optarg; break;
+    case O_SCHEME: c->hash_scheme = optarg; break;
+    case O_WINDOW: bad = parse_dur(optarg, &c->window_us); break;
+    case O_MURL: c->metrics_url = optarg; break;
+    case O_SINT: bad = parse_dur(optarg, &c->stats_interval_us); break;
+    case O_CSIZE: bad = parse_i64(optarg, &c->cache_size_bytes); break;
+    case O_CEIL: bad = parse_i64(optarg, &c->ceiling); break;
+    case O_TIER: tier = optarg; break;
+    case O_EMODEL: c->engine_model_name = optarg; break;
+    case O_IGNORE: bad = parse_bool(optarg, &c->l2_mode); break;
+    case O_LORA: lora = optarg; break;
+    case O_DPSUF: bad = parse_bool(optarg, &c->dp_suffix); break;
+    case O_HTTP: c->http_bind = optarg; break;
+    case O_QMAX: bad = parse_i64(optarg, &c->queue_max_bytes) || c->queue_max_bytes <= 0; break;
+    case O_BACKOFF: bad = parse_dur(optarg, &c->max_backoff_us); break;
+    case O_REPLAYTO: bad = parse_dur(optarg, &c->replay_timeout_us); break;
+    case O_LOGLEVEL: {
+      ic_log_level_t lv;
+      if ((bad = ic_log_parse_level(optarg, &lv) != 0) == 0) ic_log_set_level(lv);
+      break;
+    }
+    case O_LOGFMT: {
+      ic_log_format_t f;
+      if ((bad = ic_log_parse_format(optarg, &f) != 0) == 0) ic_log_set_format(f);
+      break;
+    }
+    case O_HELP:
+    case 'h': usage(stdout); return 0;
+    default:
+      fprintf(stderr, "flag provided but not defined: %s\n", argv[optind - 1]);
+      usage(stderr);
+      return 2;
+    }
+    if (bad) {
+      fprintf(stderr, "invalid value for flag: %s\n", argv[optind - 1]);
+      usage(stderr);
+      return 2;
+    }
+  }
+  if (optind < argc) {
+    fprintf(stderr, "unexpected argument: %s\n", argv[optind]);
+    usage(stderr);
+    return 2;
+  }
+  if (!nend) endpoints[nend++] = "tcp://127.0.0.1:5557";
+  if (nrep > nend) {
+    fprintf(stderr, "more --replay-endpoint than --engine-endpoint flags\n");
+    return 2;
+  }
+  if (c->window_us <= 0) c->window_us = 100000;
+  if (c->stats_interval_us <= 0) c->stats_interval_us = 10000000;
+  if (c->max_backoff_us < 100000) c->max_backoff_us = 100000;
+  if (c->replay_timeout_us <= 0) c->replay_timeout_us = 2000000;
+
+  char err[512];
+  c->lora = ic_kv_lora_map_parse(lora, err, sizeof(err));
+  if (!c->lora) {
+    ic_log_error("invalid --lora-adapter-names", IC_LS("value", lora), IC_LS("err", err));
+    return 2;
+  }
+  const char *cfgerr = !*c->replica_id  ? "engine config: ReplicaID is required"
+                       : !*c->model_id  ? "engine config: ModelID is required"
+                       : !*c->hash_scheme ? "engine config: HashScheme is required (an empty "
+                                            "scheme is dropped server-side)"
+                                          : NULL;
+  if (cfgerr) {
+    ic_log_error("invalid config", IC_LS("err", cfgerr));
+    return 2;
+  }
+  if (ic_kv_cache_tier_parse(tier, &c->cache_tier)) {
+    ic_log_error("invalid --cache-tier", IC_LS("value", tier), IC_LS("valid", "auto, kv, gpu, cpu"));
+    return 2;
+  }
+
+  /* Signals are taken by sigwait in main; every thread inherits the block. */
+  sigset_t set;
+  sigemptyset(&set);
+  sigaddset(&set, SIGINT);
+  sigaddset(&set, SIGTERM);
+  pthread_sigmask(SIG_BLOCK, &set, NULL);
+  signal(SIGPIPE, SIG_IGN);
+
+  c->rpc = sub_grpc_new(c->server, (int)(c->max_backoff_us / 1000));
+  if (!c->rpc) {
+    ic_log_error("grpc client", IC_LS("err", "cannot create channel"), IC_LS("server", c->server));
+    return 1;
+  }
+  c->neps = nend;
+  for (size_t i = 0; i < nend; i++) {
+    c->eps[i].endpoint = endpoints[i];
+    c->eps[i].replay = i < nrep && *replays[i] ? replays[i] : NULL;
+    c->eps[i].tracker = ic_kv_tracker_new();
+    c->eps[i].dp_rank = -1;
+    if (!c->eps[i].tracker) return 1;
+    c->replica_of_ep[i] = c->replica_id;
+  }
+  if (c->dp_suffix)
+    for (size_t i = 0; i < nend; i++) {
+      char *s = NULL;
+      if (asprintf(&s, "%s-dp%zu", c->replica_id, i) < 0) return 1;
+      c->replica_of_ep[i] = s;
+      c->eps[i].dp_rank = (int64_t)i;
+    }
+  if (subq_init(&c->q, (size_t)c->queue_max_bytes) || sub_metrics_init(c)) {
+    ic_log_error("out of memory");
+    return 1;
+  }
+  pthread_mutex_init(&c->stop_mu, NULL);
+  pthread_condattr_t ca;
+  pthread_condattr_init(&ca);
+  pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+  pthread_cond_init(&c->stop_cv, &ca);
+  pthread_cond_destroy(&c->q.cv);
+  pthread_cond_init(&c->q.cv, &ca);
+  pthread_condattr_destroy(&ca);
+
+  ic_http_server_t *http = NULL;
+  if (*c->http_bind) {
+    ic_http_config_t hc = {.bind = c->http_bind, .threads = 1, .idle_timeout_s = 30,
+                           .name = "http"};
+    http = ic_http_new(&hc);
+    ic_http_route_t r1 = {.path = "/metrics", .methods = "GET", .handler = h_metrics, .ud = c};
+    ic_http_route_t r2 = {.path = "/healthz", .methods = "GET", .handler = h_healthz, .ud = c};
+    if (!http || ic_http_add_route(http, &r1) || ic_http_add_route(http, &r2) ||
+        ic_http_start(http, err, sizeof(err))) {
+      ic_log_error("http listener", IC_LS("addr", c->http_bind), IC_LS("err", http ? err : "alloc"));
+      return 1;
+    }
+  }
+
+  char win[32], sint[32];
+  fmt_dur(c->stats_interval_us, sint, sizeof(sint));
+  fmt_dur(c->window_us, win, sizeof(win));
+  ic_log_info("kvevent-subscriber starting", IC_LS("engine_endpoint", endpoints[0]),
+              IC_LI("engine_endpoints", nend), IC_LS("server", c->server),
+              IC_LS("replica_id", c->replica_id), IC_LS("model_id", c->model_id),
+              IC_LS("engine_metrics_url", c->metrics_url), IC_LS("stats_interval", sint),
+              IC_LS("window", win), IC_LS("cache_tier", tier),
+              IC_LS("engine_model_name", c->engine_model_name),
+              IC_LB("ignore_block_removed", c->l2_mode), IC_LS("topic", c->topic),
+              IC_LS("http_bind_address", c->http_bind),
+              IC_LI("http_port", http ? ic_http_port(http) : -1));
+
+  pthread_t t_engine, t_sender, t_stats, t_watch;
+  pthread_create(&t_sender, NULL, sub_sender_thread, c);
+  pthread_create(&t_watch, NULL, sub_watch_thread, c);
+  pthread_create(&t_stats, NULL, sub_stats_thread, c);
+  pthread_create(&t_engine, NULL, sub_engine_thread, c);
+
+  int sig = 0;
+  sigwait(&set, &sig);
+  ic_log_info("shutting down", IC_LS("signal", sig == SIGINT ? "SIGINT" : "SIGTERM"));
+
+  atomic_store(&c->stop_engine, true);
+  pthread_join(t_engine, NULL);
+  atomic_store(&c->stop_sender, true);
+  pthread_mutex_lock(&c->q.mu);
+  pthread_cond_broadcast(&c->q.cv);
+  pthread_mutex_unlock(&c->q.mu);
+  pthread_mutex_lock(&c->stop_mu);
+  pthread_cond_broadcast(&c->stop_cv);
+  pthread_mutex_unlock(&c->stop_mu);
+  pthread_join(t_sender, NULL);
+  sub_sender_drain(c, ic_clock_monotonic_us() + 5000000);
+  atomic_store(&c->stop_stats, true);
+  pthread_mutex_lock(&c->stop_mu);
+  pthread_cond_broadcast(&c->stop_cv);
+  pthread_mutex_unlock(&c->stop_mu);
+  pthread_join(t_stats, NULL);
+  pthread_join(t_watch, NULL);
+  if (http) {
+    ic_http_stop(http, 1000);
+    ic_http_free(http);
+  }
+  sub_grpc_free(c->rpc);
+  for (size_t i = 0; i < c->neps; i++) ic_kv_tracker_free(c->eps[i].tracker);
+  ic_kv_lora_map_free(c->lora);
+  subq_destroy(&c->q);
+  ic_metrics_free(c->m.reg);
+  ic_log_info("kvevent-subscriber stopped");
+  return 0;
+}

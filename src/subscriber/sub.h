@@ -1,0 +1,126 @@
+/* kvevent-subscriber internals: the program context shared by its threads (engine reader, RPC
+ * sender, stats reporter, connectivity watcher, HTTP), and the bounded op queue between them.
+ * Not a library: only src/subscriber includes this. */
+#ifndef IC_SUBSCRIBER_SUB_H
+#define IC_SUBSCRIBER_SUB_H
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "ic/kvevents.h"
+#include "ic/metrics.h"
+
+#define SUB_MAX_ENDPOINTS 64
+#define SUB_RPC_TIMEOUT_MS 5000
+#define SUB_MAX_ENTRIES_PER_CSU 4096
+
+/* ---- bounded op queue (queue.c) ------------------------------------------------------------
+ * Ordered ops from the engine reader to the sender. Bounded in bytes (each op accounts
+ * sizeof(qent_t)). On overflow the oldest ADD/DOWNGRADE is dropped first; removals and clears go
+ * only once no add is left (a lost removal leaves a wrong hint, a lost add only a missed one).
+ * An ALL_CLEARED supersedes every queued op of its replica. Entries carry a queue sequence so
+ * the sender can peek a group, send it without the lock, and commit it afterwards. */
+typedef struct qent {
+  ic_kv_op_t op;
+  uint64_t qseq;
+  bool live;
+} qent_t;
+
+typedef struct subq {
+  pthread_mutex_t mu;
+  pthread_cond_t cv;
+  qent_t *v;
+  size_t cap, head, n; /* ring: n entries (live or dead) from head */
+  size_t live, live_adds, live_urgent;
+  size_t max_ops;
+  uint64_t next_qseq;
+  uint64_t dropped[5]; /* by op kind */
+  bool stop;
+} subq_t;
+
+int subq_init(subq_t *q, size_t max_bytes);
+void subq_destroy(subq_t *q);
+/* Appends ops in order (stamping nothing); returns the number of ops dropped to make room. */
+size_t subq_push(subq_t *q, const ic_kv_op_t *ops, size_t n, const char *const *replica_of_ep);
+/* Copies the next group (same kind/replica; ADDs up to max) into out; returns its size (0 =
+ * empty). *last_qseq receives the qseq to commit. Caller holds q->mu. */
+size_t subq_peek_group(subq_t *q, ic_kv_op_t *out, size_t max, uint64_t *last_qseq,
+                       const char *const *replica_of_ep);
+/* Drops every entry with qseq <= last (sent). Caller holds q->mu. */
+void subq_commit(subq_t *q, uint64_t last);
+size_t subq_bytes(const subq_t *q);
+
+/* ---- program context ---------------------------------------------------------------------- */
+
+typedef struct sub_endpoint {
+  const char *endpoint;
+  const char *replay;    /* NULL = no replay socket */
+  void *sub, *dealer;    /* ZMQ sockets (engine thread only) */
+  ic_kv_tracker_t *tracker;
+  bool have_seq;
+  uint64_t last_seq;
+  int64_t dp_rank;       /* last seen rank, -1 unknown */
+} sub_endpoint_t;
+
+typedef struct sub_metrics {
+  ic_metrics_t *reg;
+  ic_metric_family_t *events_received, *events_applied, *events_malformed, *batches,
+      *gaps, *missing, *dups, *restarts, *replays, *replayed, *queue_depth, *queue_bytes,
+      *queue_max, *queue_dropped, *rpcs, *rpc_errors, *connected, *resyncs, *resync_entries,
+      *lag, *tracked, *lora_dropped, *no_entries, *scrapes, *unknown_tags;
+} sub_metrics_t;
+
+typedef struct sub_ctx {
+  /* flags */
+  const char *server, *replica_id, *model_id, *tenant_id, *hash_scheme, *topic;
+  const char *metrics_url, *engine_model_name, *http_bind;
+  int64_t window_us, stats_interval_us, cache_size_bytes, ceiling, queue_max_bytes;
+  int64_t max_backoff_us, replay_timeout_us;
+  ic_kv_cache_tier_t cache_tier;
+  bool l2_mode, dp_suffix;
+  ic_kv_lora_map_t *lora;
+  size_t neps;
+  sub_endpoint_t eps[SUB_MAX_ENDPOINTS];
+  const char *replica_of_ep[SUB_MAX_ENDPOINTS]; /* replica id stamped on each ep's ops */
+  /* runtime */
+  struct sub_grpc *rpc;
+  subq_t q;
+  sub_metrics_t m;
+  atomic_bool stop_engine, stop_sender, stop_stats;
+  atomic_int resync;       /* set: the engine thread re-reports every tracker */
+  atomic_bool connected;   /* last known server state */
+  atomic_bool lost;        /* server seen down since the last successful send */
+  pthread_mutex_t stop_mu;
+  pthread_cond_t stop_cv;  /* wakes the stats/watch threads on shutdown */
+} sub_ctx_t;
+
+/* ---- gRPC client (grpcc.c): our own small layer over gRPC core, because the channel must
+ * reconnect on a short, bounded backoff (--max-backoff) and be watched for connectivity, which
+ * a generic client does not expose. One channel, thread-safe, plaintext. */
+typedef struct sub_grpc sub_grpc_t;
+sub_grpc_t *sub_grpc_new(const char *target, int max_backoff_ms);
+void sub_grpc_free(sub_grpc_t *g);
+/* One request message, one response (unary and single-message client streams look the same
+ * on the wire). Returns the gRPC status code (0 OK), or -1 when no status came back; the
+ * response bytes (when OK) are appended to resp (may be NULL). */
+int sub_grpc_call(sub_grpc_t *g, const char *method, const uint8_t *req, size_t len,
+                  int timeout_ms, struct ic_buf *resp);
+/* Current state (grpc_connectivity_state numeric value); try_connect kicks an idle channel. */
+int sub_grpc_state(sub_grpc_t *g, bool try_connect);
+/* Waits up to timeout_ms for the state to differ from `last`; returns the new state. */
+int sub_grpc_wait_change(sub_grpc_t *g, int last, int timeout_ms);
+#define SUB_GRPC_READY 2
+
+int sub_metrics_init(sub_ctx_t *c);
+void *sub_engine_thread(void *arg);
+void *sub_sender_thread(void *arg);
+void *sub_stats_thread(void *arg);
+void *sub_watch_thread(void *arg);
+/* Final drain at shutdown: sends what is queued, bounded by deadline_us (monotonic). */
+void sub_sender_drain(sub_ctx_t *c, int64_t deadline_us);
+/* Sleeps up to us, returning early (true) when *flag becomes set. */
+bool sub_sleep(sub_ctx_t *c, int64_t us, atomic_bool *flag);
+
+#endif
