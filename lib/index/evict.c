@@ -1,0 +1,366 @@
+/* Global entry cap (spec §4.2) without sorting the index per ingest: a victim queue holding
+ * every non-reserved entry whose (eff, last_seen) is <= a threshold T, refilled by a scan when
+ * it runs dry. Victims pop in the reference's exact order (see docs/index.md). */
+#include <stdlib.h>
+#include <string.h>
+
+#include "internal.h"
+
+static void cand_bytes(const cand_t *c, uint8_t buf[8], const uint8_t **p, uint32_t *len) {
+  if (c->bytes) {
+    *p = c->bytes;
+    *len = c->hlen;
+    return;
+  }
+  for (int i = 0; i < 8; i++) buf[i] = (uint8_t)(c->hpre >> (56 - 8 * i));
+  *p = buf;
+  *len = c->hlen;
+}
+
+/* Full reference order: eff, last_seen, tenant, model, scheme, adapter, hash bytes, replica. */
+static int cand_cmp(const cand_t *a, const cand_t *b) {
+  if (a->eff != b->eff) return a->eff < b->eff ? -1 : 1;
+  if (a->ts != b->ts) return a->ts < b->ts ? -1 : 1;
+  ic_index_t *ix = a->sc->ix;
+  int c;
+  if (a->sc != b->sc) {
+    if (a->sc->tenant != b->sc->tenant && (c = strcmp(ix_str(ix, a->sc->tenant), ix_str(ix, b->sc->tenant))))
+      return c;
+    if (a->sc->model != b->sc->model && (c = strcmp(ix_str(ix, a->sc->model), ix_str(ix, b->sc->model))))
+      return c;
+    if (a->sc->scheme != b->sc->scheme && (c = strcmp(ix_str(ix, a->sc->scheme), ix_str(ix, b->sc->scheme))))
+      return c;
+  }
+  uint32_t aa = a->adapter, ba = b->adapter;
+  if (aa != ba && (c = strcmp(ix_str(ix, aa), ix_str(ix, ba)))) return c;
+  if (a->hpre != b->hpre) return a->hpre < b->hpre ? -1 : 1;
+  if (a->hlen != b->hlen || a->bytes || b->bytes) {
+    uint8_t ba8[8], bb8[8];
+    const uint8_t *pa, *pb;
+    uint32_t la, lb;
+    cand_bytes(a, ba8, &pa, &la);
+    cand_bytes(b, bb8, &pb, &lb);
+    uint32_t n = la < lb ? la : lb;
+    c = n ? memcmp(pa, pb, n) : 0;
+    if (c) return c;
+    if (la != lb) return la < lb ? -1 : 1;
+  }
+  uint32_t ra = a->replica, rb = b->replica;
+  if (ra != rb) return strcmp(ix_str(ix, ra), ix_str(ix, rb));
+  return 0;
+}
+
+static int cand_qcmp(const void *x, const void *y) { return cand_cmp(x, y); }
+
+/* Fills the order fields of a candidate; caller holds sc's lock. false on ENOMEM. */
+static bool cand_make(cand_t *c, scope_t *sc, uint32_t part, uint64_t key, uint32_t flags, uint32_t rep,
+                      int64_t ts, uint64_t eff) {
+  *c = (cand_t){.ts = ts, .eff = eff, .key = key, .sc = sc, .part = part, .rep = rep, .flags = flags & M_LONG,
+                .adapter = sc->parts[part]->adapter, .replica = sc->reps[rep].replica};
+  if (!(flags & M_LONG)) {
+    c->hpre = key;
+    c->hlen = 8;
+    return true;
+  }
+  uint32_t len;
+  const uint8_t *b = scope_blob(sc, key, &len);
+  c->hlen = len;
+  uint64_t pre = 0;
+  for (uint32_t i = 0; i < 8; i++) pre = pre << 8 | (i < len ? b[i] : 0);
+  c->hpre = pre;
+  if (len > 8) {
+    if (!(c->bytes = malloc(len))) return false;
+    memcpy(c->bytes, b, len);
+  }
+  return true;
+}
+
+static void cand_drop(cand_t *c) {
+  free(c->bytes);
+  c->bytes = NULL;
+}
+
+/* ---------------------------------------------------------------- extra min-heap */
+
+static void heap_push(ic_index_t *ix, const cand_t *c) {
+  if (ix->nextra == ix->capextra) {
+    size_t nc = ix->capextra ? ix->capextra * 2 : 64;
+    cand_t *n = realloc(ix->extra, nc * sizeof *n);
+    if (!n) {
+      cand_t tmp = *c;
+      cand_drop(&tmp);
+      return; /* dropping a candidate only delays it to the next rebuild */
+    }
+    ix->extra = n;
+    ix->capextra = nc;
+  }
+  size_t i = ix->nextra++;
+  ix->extra[i] = *c;
+  while (i > 0) {
+    size_t p = (i - 1) / 2;
+    if (cand_cmp(&ix->extra[p], &ix->extra[i]) <= 0) break;
+    cand_t t = ix->extra[p];
+    ix->extra[p] = ix->extra[i];
+    ix->extra[i] = t;
+    i = p;
+  }
+}
+
+static cand_t heap_pop(ic_index_t *ix) {
+  cand_t top = ix->extra[0];
+  ix->extra[0] = ix->extra[--ix->nextra];
+  size_t i = 0, n = ix->nextra;
+  for (;;) {
+    size_t l = 2 * i + 1, r = l + 1, m = i;
+    if (l < n && cand_cmp(&ix->extra[l], &ix->extra[m]) < 0) m = l;
+    if (r < n && cand_cmp(&ix->extra[r], &ix->extra[m]) < 0) m = r;
+    if (m == i) break;
+    cand_t t = ix->extra[m];
+    ix->extra[m] = ix->extra[i];
+    ix->extra[i] = t;
+    i = m;
+  }
+  return top;
+}
+
+static inline bool under_thr(ic_index_t *ix, uint64_t eff, int64_t ts) {
+  uint64_t te = atomic_load_explicit(&ix->thr_eff, memory_order_relaxed);
+  int64_t tt = atomic_load_explicit(&ix->thr_ts, memory_order_relaxed);
+  return eff < te || (eff == te && ts <= tt);
+}
+
+void evq_note(ic_index_t *ix, scope_t *sc, part_t *p, uint64_t key, uint32_t flags, uint32_t rep, int64_t ts,
+              uint64_t eff) {
+  if (!atomic_load_explicit(&ix->thr_on, memory_order_acquire) || !under_thr(ix, eff, ts)) return;
+  cand_t c;
+  if (!cand_make(&c, sc, p->idx, key, flags, rep, ts, eff)) return;
+  pthread_mutex_lock(&ix->extra_lock);
+  heap_push(ix, &c);
+  pthread_mutex_unlock(&ix->extra_lock);
+}
+
+static void queue_clear(ic_index_t *ix) {
+  for (size_t i = ix->qpos; i < ix->qn; i++) cand_drop(&ix->q[i]);
+  ix->qn = ix->qpos = 0;
+  atomic_store(&ix->thr_on, false);
+  pthread_mutex_lock(&ix->extra_lock);
+  for (size_t i = 0; i < ix->nextra; i++) cand_drop(&ix->extra[i]);
+  ix->nextra = 0;
+  pthread_mutex_unlock(&ix->extra_lock);
+}
+
+void evq_free(ic_index_t *ix) {
+  queue_clear(ix);
+  free(ix->q);
+  free(ix->extra);
+  ix->q = ix->extra = NULL;
+}
+
+/* ---------------------------------------------------------------- rebuild */
+
+typedef struct {
+  uint64_t eff;
+  int64_t ts;
+} ekey_t;
+
+static int ekey_cmp(const void *x, const void *y) {
+  const ekey_t *a = x, *b = y;
+  if (a->eff != b->eff) return a->eff < b->eff ? -1 : 1;
+  return a->ts < b->ts ? -1 : a->ts > b->ts;
+}
+
+static scope_t **all_scopes(ic_index_t *ix, uint32_t *n) {
+  pthread_rwlock_rdlock(&ix->dir);
+  *n = ix->nscopes;
+  scope_t **v = malloc((*n ? *n : 1) * sizeof *v);
+  if (v) memcpy(v, ix->scopes, *n * sizeof *v);
+  pthread_rwlock_unlock(&ix->dir);
+  if (!v) *n = 0;
+  return v;
+}
+
+static uint64_t holder_eff(scope_t *sc, part_t *p, const slot_t *s, const holder_t *h) {
+  if (atomic_load_explicit(&sc->tr->algo, memory_order_relaxed) != IC_INDEX_EVICT_LFU) return 0;
+  return store_entry_eff(sc, p, s, h);
+}
+
+/* Visits every live non-reserved holder; mode 0 samples every `stride`-th, mode 1 collects
+ * those under the threshold into the queue. */
+static void scan(ic_index_t *ix, int mode, uint64_t stride, ekey_t **smp, size_t *ns, size_t *cs) {
+  uint32_t n;
+  scope_t **v = all_scopes(ix, &n);
+  uint64_t seen = 0;
+  for (uint32_t i = 0; i < n; i++) {
+    scope_t *sc = v[i];
+    if (sc->reserved) continue;
+    for (uint32_t pi = 0;; pi++) {
+      pthread_rwlock_rdlock(&sc->lock);
+      if (pi >= sc->nparts) {
+        pthread_rwlock_unlock(&sc->lock);
+        break;
+      }
+      part_t *p = sc->parts[pi];
+      for (uint32_t si = 0; si < SUBS; si++) {
+        if (si % 16 == 0 && si) { /* let writers in now and then */
+          pthread_rwlock_unlock(&sc->lock);
+          pthread_rwlock_rdlock(&sc->lock);
+        }
+        sub_t *sb = &p->subs[si];
+        for (uint32_t k = 0; k < sb->cap; k++) {
+          slot_t *s = &sb->slots[k];
+          holder_t tmp;
+          const holder_t *hs;
+          uint32_t hn = slot_holders(s, &tmp, &hs);
+          for (uint32_t j = 0; j < hn; j++) {
+            uint32_t rep = META_REP(hs[j].meta);
+            if (sc->reps[rep].dead) continue;
+            int64_t ts = store_entry_ts(sc, hs[j].ts);
+            if (mode == 0) {
+              if (seen++ % stride) continue;
+              if (*ns == *cs) {
+                size_t nc = *cs ? *cs * 2 : 1024;
+                ekey_t *nn = realloc(*smp, nc * sizeof **smp);
+                if (!nn) continue;
+                *smp = nn;
+                *cs = nc;
+              }
+              (*smp)[(*ns)++] = (ekey_t){holder_eff(sc, p, s, &hs[j]), ts};
+            } else {
+              uint64_t eff = holder_eff(sc, p, s, &hs[j]);
+              if (!under_thr(ix, eff, ts)) continue;
+              if (ix->qn == ix->qcap) {
+                size_t nc = ix->qcap ? ix->qcap * 2 : 1024;
+                cand_t *nq = realloc(ix->q, nc * sizeof *nq);
+                if (!nq) continue;
+                ix->q = nq;
+                ix->qcap = nc;
+              }
+              if (cand_make(&ix->q[ix->qn], sc, pi, s->key, s->meta, rep, ts, eff)) ix->qn++;
+            }
+          }
+        }
+      }
+      pthread_rwlock_unlock(&sc->lock);
+    }
+  }
+  free(v);
+}
+
+static void rebuild(ic_index_t *ix, int64_t over) {
+  queue_clear(ix);
+  int64_t N = atomic_load(&ix->total_entries) - atomic_load(&ix->reserved_entries);
+  if (N <= 0) return;
+  int64_t K = N / 8;
+  if (K < 1024) K = 1024;
+  if (K < over) K = over;
+  ekey_t *smp = NULL;
+  size_t ns = 0, cs = 0;
+  uint64_t te = UINT64_MAX;
+  int64_t tt = INT64_MAX;
+  if (K < N) {
+    uint64_t stride = (uint64_t)(N / 8192) + 1;
+    scan(ix, 0, stride, &smp, &ns, &cs);
+    if (ns) {
+      qsort(smp, ns, sizeof *smp, ekey_cmp);
+      size_t at = (size_t)((double)K / (double)N * (double)ns);
+      if (at >= ns) at = ns - 1;
+      te = smp[at].eff;
+      tt = smp[at].ts;
+    }
+    free(smp);
+  }
+  atomic_store(&ix->thr_eff, te);
+  atomic_store(&ix->thr_ts, tt);
+  atomic_store_explicit(&ix->thr_on, true, memory_order_release);
+  scan(ix, 1, 1, NULL, NULL, NULL);
+  qsort(ix->q, ix->qn, sizeof *ix->q, cand_qcmp);
+  ix->qpos = 0;
+}
+
+static bool next_cand(ic_index_t *ix, cand_t *out) {
+  pthread_mutex_lock(&ix->extra_lock);
+  bool have_q = ix->qpos < ix->qn, have_x = ix->nextra > 0;
+  if (!have_q && !have_x) {
+    pthread_mutex_unlock(&ix->extra_lock);
+    return false;
+  }
+  if (have_x && (!have_q || cand_cmp(&ix->extra[0], &ix->q[ix->qpos]) < 0)) *out = heap_pop(ix);
+  else *out = ix->q[ix->qpos++];
+  pthread_mutex_unlock(&ix->extra_lock);
+  return true;
+}
+
+/* Per-pass algorithm refresh: a tenant switching algorithm invalidates the queue. */
+static bool refresh_algos(ic_index_t *ix) {
+  bool changed = false;
+  pthread_rwlock_rdlock(&ix->dir);
+  uint32_t n = ix->ntenants;
+  tenantrec_t **v = malloc((n ? n : 1) * sizeof *v);
+  if (v) memcpy(v, ix->tenants, n * sizeof *v);
+  pthread_rwlock_unlock(&ix->dir);
+  for (uint32_t i = 0; v && i < n; i++) {
+    if (v[i]->reserved) continue;
+    int a = ix_algo_for(ix, v[i]->tenant);
+    if (atomic_exchange(&v[i]->algo, a) != a) changed = true;
+  }
+  free(v);
+  return changed;
+}
+
+void evq_enforce_cap(ic_index_t *ix, int64_t evicted[2]) {
+  int64_t max = ix->cfg.max_entries;
+  if (max <= 0) return;
+  if (atomic_load(&ix->total_entries) - atomic_load(&ix->reserved_entries) <= max) return;
+  int64_t now = ix_now(ix);
+  pthread_mutex_lock(&ix->cap_lock);
+  if (refresh_algos(ix)) queue_clear(ix);
+  bool rebuilt = false;
+  int fruitless = 0; /* rebuilds in a row that evicted nothing: bail out rather than spin */
+  for (;;) {
+    int64_t eff_total = atomic_load(&ix->total_entries) - atomic_load(&ix->reserved_entries);
+    if (eff_total <= max) break;
+    cand_t c;
+    if (!next_cand(ix, &c)) {
+      if ((rebuilt && ix->qn == 0) || fruitless > 3) break; /* nothing evictable */
+      rebuild(ix, eff_total - max);
+      rebuilt = true;
+      fruitless++;
+      continue;
+    }
+    rebuilt = false;
+    scope_t *sc = c.sc;
+    pthread_rwlock_wrlock(&sc->lock);
+    part_t *p = sc->parts[c.part];
+    slot_t *s = part_find(p, c.key, c.flags);
+    if (s && !sc->reps[c.rep].dead) {
+      holder_t tmp;
+      const holder_t *hs;
+      uint32_t hn = slot_holders(s, &tmp, &hs);
+      for (uint32_t j = 0; j < hn; j++) {
+        if (META_REP(hs[j].meta) != c.rep) continue;
+        int64_t ts = store_entry_ts(sc, hs[j].ts);
+        uint64_t eff = holder_eff(sc, p, s, &hs[j]);
+        if (ts != c.ts || eff != c.eff) {
+          /* refreshed or credited since queued: requeue under its current order key */
+          if (under_thr(ix, eff, ts)) {
+            cand_t n;
+            if (cand_make(&n, sc, c.part, c.key, c.flags, c.rep, ts, eff)) {
+              pthread_mutex_lock(&ix->extra_lock);
+              heap_push(ix, &n);
+              pthread_mutex_unlock(&ix->extra_lock);
+            }
+          }
+          break;
+        }
+        int a = atomic_load(&sc->tr->algo);
+        store_remove_holder(sc, p, s, j, IC_INDEX_REASON_CAP, now);
+        evicted[a == IC_INDEX_EVICT_LFU ? 1 : 0]++;
+        fruitless = 0;
+        break;
+      }
+    }
+    pthread_rwlock_unlock(&sc->lock);
+    cand_drop(&c);
+  }
+  pthread_mutex_unlock(&ix->cap_lock);
+}

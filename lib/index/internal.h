@@ -1,0 +1,275 @@
+/* Private structures of lib/index shared by its .c files (never installed). The layout and
+ * its reasons are described in docs/index.md; this header is the single place they live. */
+#ifndef IC_INDEX_INTERNAL_H
+#define IC_INDEX_INTERNAL_H
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "ic/index.h"
+
+/* ---------------------------------------------------------------- small maps (util.c) */
+
+/* Open-addressing map from a non-zero-agnostic u64 key to a u64 value (backward-shift
+ * deletion, no tombstones). Owner: whoever embeds it; guarded by the embedder's lock. */
+typedef struct {
+  uint64_t *keys;
+  uint64_t *vals;
+  uint8_t *used;
+  uint32_t cap, count; /* cap is a power of two or 0 */
+} u64map_t;
+
+void u64map_free(u64map_t *m);
+bool u64map_get(const u64map_t *m, uint64_t k, uint64_t *v);
+int u64map_put(u64map_t *m, uint64_t k, uint64_t v); /* insert or overwrite; 0 / IC_ENOMEM */
+bool u64map_del(u64map_t *m, uint64_t k);
+uint64_t ic_mix64(uint64_t x);
+uint64_t ic_hash_bytes(const void *p, size_t n);
+
+/* Interned byte strings -> dense u32 ids. Strings are stored in stable chunks so that
+ * id -> pointer reads need no lock once an id was handed out. Never shrinks. */
+#define STR_CHUNK 4096u
+#define STR_MAXCHUNKS 65536u
+typedef struct {
+  char **chunks[STR_MAXCHUNKS]; /* chunk i holds ids [i*STR_CHUNK, (i+1)*STR_CHUNK) */
+  size_t *lens[STR_MAXCHUNKS];
+  _Atomic uint32_t n;
+  uint32_t *slots; /* hash -> id+1 (0 empty) */
+  uint32_t cap;
+} strtab_t;
+
+int strtab_init(strtab_t *t);
+void strtab_free(strtab_t *t);
+/* Returns the id of (p, n) or UINT32_MAX when absent. Caller holds a read lock. */
+uint32_t strtab_find(const strtab_t *t, const char *p, size_t n);
+/* Finds or inserts; caller holds the write lock. Returns UINT32_MAX on ENOMEM. */
+uint32_t strtab_intern(strtab_t *t, const char *p, size_t n);
+static inline const char *strtab_get(const strtab_t *t, uint32_t id) {
+  return t->chunks[id / STR_CHUNK][id % STR_CHUNK];
+}
+static inline size_t strtab_len(const strtab_t *t, uint32_t id) {
+  return t->lens[id / STR_CHUNK][id % STR_CHUNK];
+}
+
+/* ---------------------------------------------------------------- block tables */
+
+/* One slot of a partition sub-table: 20 bytes, packed. State and the single inline holder
+ * share the slot; several holders spill to a malloc'd array referenced from a/b. */
+typedef struct __attribute__((packed, aligned(4))) {
+  uint64_t key; /* 8-byte hash as big-endian u64, or blob id (M_LONG) */
+  uint32_t a;   /* SINGLE: time id      MULTI: low half of spill pointer */
+  uint32_t b;   /* SINGLE: token count  MULTI: high half of spill pointer */
+  uint32_t meta;
+} slot_t;
+
+#define ST_MASK 3u
+#define ST_EMPTY 0u
+#define ST_SINGLE 1u
+#define ST_MULTI 2u
+#define M_LONG 4u /* key is a blob id (hash bytes not exactly 8 long) */
+#define M_CNT 8u  /* holder has an LFU counter in the scope's lfu map */
+#define META_TIER(m) (((m) >> 8) & 0xffu)
+#define META_REP(m) ((m) >> 16)
+#define MK_META(rep, tier, flags) (((uint32_t)(rep) << 16) | ((uint32_t)(tier) << 8) | (flags))
+
+typedef struct {
+  uint32_t ts;     /* time id in the scope's time table */
+  int32_t tokens;  /* stored token count */
+  uint32_t meta;   /* rep | tier | M_CNT */
+} holder_t;
+
+typedef struct {
+  uint16_t n, cap;
+  holder_t h[];
+} spill_t;
+
+#define SUBS 256u
+typedef struct {
+  slot_t *slots;
+  uint32_t cap, count;
+} sub_t;
+
+/* (scope, adapter) content partition. */
+typedef struct {
+  uint32_t adapter; /* string id */
+  uint32_t idx;     /* position in scope->parts */
+  uint64_t seed;
+  sub_t subs[SUBS];
+} part_t;
+
+typedef struct {
+  uint32_t replica;  /* string id */
+  bool dead;         /* cleared by ALL_CLEARED; holders awaiting reclaim */
+  int64_t count;     /* live entries held (0 once dead) */
+  int64_t pending;   /* dead entries not yet reclaimed */
+} rep_t;
+
+typedef struct {
+  int64_t ns;
+  uint32_t ref;  /* holders referencing this time */
+  uint32_t next; /* free list */
+} tslot_t;
+
+typedef struct {
+  uint8_t *bytes;
+  uint32_t len;
+  uint32_t ref; /* slots referencing this blob; 0 = free */
+  uint32_t next;
+} blob_t;
+
+struct tmrec;
+struct ic_index;
+
+/* Scope = (tenant, model, hash_scheme): the lock domain of lookups and ingest. */
+typedef struct scope {
+  pthread_rwlock_t lock;
+  struct ic_index *ix;
+  uint32_t id, tenant, model, scheme;
+  struct tmrec *tm;
+  struct tenantrec *tr;
+  bool reserved;
+  part_t **parts;
+  uint32_t nparts, capparts;
+  rep_t *reps;
+  uint32_t nreps, capreps;
+  u64map_t rep_map;          /* replica string id -> live rep index */
+  _Atomic int64_t serving;   /* live reps with count > 0 */
+  tslot_t *times;
+  uint32_t ntimes, captimes, time_free;
+  u64map_t time_map;         /* ns -> time id */
+  blob_t *blobs;
+  uint32_t nblobs, capblobs, blob_free;
+  u64map_t blob_map;         /* hash(bytes) -> chain head is avoided: value = blob id, key =
+                                hash; collisions resolved by probing hash+1 (see store.c) */
+  pthread_mutex_t lfu_lock;  /* guards lfu (credits run under the scope READ lock) */
+  u64map_t lfu;              /* entry identity hash -> count, see lfu_key() */
+  int64_t dead_pending;      /* sum of reps[].pending */
+  uint32_t rc_part, rc_sub;  /* reclaim cursor */
+} scope_t;
+
+typedef struct {
+  uint32_t replica;
+  int64_t last_seen, stats_reported;
+  ic_index_stats_t s;
+} statrow_t;
+
+/* (tenant, model) record: distinct key counter, scopes (one per scheme), stats rows. */
+typedef struct tmrec {
+  uint32_t tenant, model;
+  _Atomic int64_t distinct;
+  scope_t **scopes; /* grows under the dir write lock; read under the dir read lock */
+  uint32_t nscopes, capscopes;
+  pthread_rwlock_t stats_lock;
+  statrow_t *stats;
+  uint32_t nstats, capstats;
+  u64map_t stat_map; /* replica id -> index in stats */
+} tmrec_t;
+
+typedef struct tenantrec {
+  uint32_t tenant;
+  bool reserved;
+  _Atomic int64_t distinct;
+  _Atomic int algo; /* algorithm cached at the last cap pass (ic_index_eviction_t) */
+} tenantrec_t;
+
+/* Cap victim candidate (see evict.c). */
+typedef struct {
+  int64_t ts;
+  uint64_t eff;
+  uint64_t key;     /* slot key */
+  uint64_t hpre;    /* first <= 8 hash bytes, big-endian, zero padded: order key */
+  scope_t *sc;
+  uint32_t part;
+  uint32_t rep;
+  uint32_t hlen;
+  uint32_t flags;   /* M_LONG */
+  uint32_t adapter, replica; /* string ids, copied so comparisons need no scope lock */
+  uint8_t *bytes;   /* owned copy of hash bytes when hlen > 8 (exact tie-breaks), else NULL */
+} cand_t;
+
+struct ic_index {
+  ic_index_config_t cfg;
+  int64_t ttl, sweep;
+  char **reserved;
+  size_t nreserved;
+  pthread_rwlock_t dir;
+  strtab_t strs;
+  u64map_t tenant_map; /* tenant string id -> tenantrec_t* */
+  u64map_t tm_map;     /* tenant<<32|model -> tmrec_t* */
+  u64map_t scope_map;  /* hash(tenant, model, scheme) chain -> see store.c */
+  tmrec_t **tms;
+  uint32_t ntms, captms;
+  tenantrec_t **tenants;
+  uint32_t ntenants, captenants;
+  scope_t **scopes;
+  uint32_t nscopes, capscopes;
+  _Atomic int64_t total_entries, reserved_entries, distinct_keys;
+  _Atomic int64_t dead_pending; /* holders of cleared replicas awaiting reclaim, all scopes */
+  _Atomic bool ready;
+  pthread_mutex_t report_lock;
+  u64map_t reported; /* model id -> 1 */
+  /* cap victim queue */
+  pthread_mutex_t cap_lock;
+  cand_t *q;
+  size_t qn, qpos, qcap;
+  pthread_mutex_t extra_lock;
+  cand_t *extra; /* min-heap */
+  size_t nextra, capextra;
+  _Atomic int64_t thr_ts;   /* threshold: (eff, ts) <= (thr_eff, thr_ts) must be queued */
+  _Atomic uint64_t thr_eff;
+  _Atomic bool thr_on;
+};
+
+/* ---------------------------------------------------------------- cross-file helpers */
+
+/* now - t without signed overflow (producer timestamps are untrusted). */
+static inline int64_t age_ns(int64_t now, int64_t t) {
+  int64_t r;
+  if (__builtin_sub_overflow(now, t, &r)) return t < 0 ? INT64_MAX : INT64_MIN;
+  return r;
+}
+
+int64_t ix_now(const ic_index_t *ix);
+int64_t ix_ttl_for(ic_index_t *ix, uint32_t tenant);
+ic_index_eviction_t ix_algo_for(ic_index_t *ix, uint32_t tenant);
+const char *ix_str(const ic_index_t *ix, uint32_t id);
+
+/* Resolution of request strings to ids without inserting (read lock taken inside). */
+uint32_t ix_find_str(ic_index_t *ix, const char *s);
+scope_t *ix_find_scope(ic_index_t *ix, uint32_t tenant, uint32_t model, uint32_t scheme);
+tmrec_t *ix_find_tm(ic_index_t *ix, uint32_t tenant, uint32_t model);
+tenantrec_t *ix_find_tenant(ic_index_t *ix, uint32_t tenant);
+
+/* Table access, caller holds the scope lock (read for find). */
+part_t *scope_part(scope_t *sc, uint32_t adapter);
+/* Resolves hash bytes to a slot key; false when a long key is unknown to the scope. */
+bool scope_key(scope_t *sc, const uint8_t *p, size_t n, uint64_t *key, uint32_t *flags);
+slot_t *part_find(part_t *p, uint64_t key, uint32_t flags);
+void part_prefetch(part_t *p, uint64_t key);
+uint32_t slot_holders(const slot_t *s, holder_t *tmp, const holder_t **out);
+const uint8_t *scope_blob(scope_t *sc, uint64_t key, uint32_t *len);
+
+/* LFU counter map identity of one entry. */
+uint64_t lfu_key(uint32_t part, uint64_t key, uint32_t flags, uint32_t rep);
+
+/* Tier mapping (spec §2.6): wire -> stored code, stored code -> wire. */
+uint8_t tier_code(int32_t wire);
+int32_t tier_wire(uint32_t code);
+
+/* Eviction queue hooks (evict.c). */
+void evq_note(ic_index_t *ix, scope_t *sc, part_t *p, uint64_t key, uint32_t flags,
+              uint32_t rep, int64_t ts, uint64_t eff);
+void evq_enforce_cap(ic_index_t *ix, int64_t evicted[2]);
+void evq_free(ic_index_t *ix);
+
+/* Removal primitive (store.c): removes holder index hi of slot s (caller holds scope write
+ * lock). `dead` = holder belongs to a cleared rep (counters already adjusted). */
+void store_remove_holder(scope_t *sc, part_t *p, slot_t *s, uint32_t hi, ic_index_change_reason_t why,
+                         int64_t when);
+int64_t store_entry_ts(scope_t *sc, uint32_t ts_id);
+uint64_t store_entry_eff(scope_t *sc, part_t *p, const slot_t *s, const holder_t *h);
+void ix_report_entries(ic_index_t *ix);
+
+#endif

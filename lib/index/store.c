@@ -1,0 +1,1359 @@
+/* Storage side of the index: construction, interning, scopes/partitions, the 20-byte slot
+ * tables, the upsert/remove primitives, ingest, events, TTL sweep, lazy reclaim and quota. */
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "ic/clock.h"
+#include "ic/err.h"
+#include "internal.h"
+
+#define NS_PER_MIN (60LL * 1000000000LL)
+#define LONG_SALT 0x9e3779b97f4a7c15ULL
+#define BATCH 32             /* upserts per write-lock hold: bounds reader wait */
+#define SYNC_RECLAIM_SLOTS (1u << 16)
+
+static inline const char *nz(const char *s) { return s ? s : ""; }
+
+/* ---------------------------------------------------------------- config / lifecycle */
+
+void ic_index_config_init(ic_index_config_t *c) {
+  memset(c, 0, sizeof *c);
+  c->ttl_ns = 30 * NS_PER_MIN;
+  c->sweep_interval_ns = NS_PER_MIN;
+  c->max_entries = 1000000;
+  c->ranker.pressure_weight = 1.0f;
+  c->ranker.slo_tight_ttft_ms = 200;
+  c->ranker.slo_tight_bias = 1.0f;
+  c->ranker.tenant_hot_min_hit_rate = 0.1f;
+  c->ranker.tenant_hot_max_age_ns = 5 * NS_PER_MIN;
+}
+
+ic_index_t *ic_index_create(const ic_index_config_t *cfg) {
+  ic_index_t *ix = calloc(1, sizeof *ix);
+  if (!ix) return NULL;
+  if (cfg) ix->cfg = *cfg;
+  else ic_index_config_init(&ix->cfg);
+  ix->ttl = ix->cfg.ttl_ns > 0 ? ix->cfg.ttl_ns : 30 * NS_PER_MIN;
+  ix->sweep = ix->cfg.sweep_interval_ns > 0 ? ix->cfg.sweep_interval_ns : NS_PER_MIN;
+  pthread_rwlock_init(&ix->dir, NULL);
+  pthread_mutex_init(&ix->report_lock, NULL);
+  pthread_mutex_init(&ix->cap_lock, NULL);
+  pthread_mutex_init(&ix->extra_lock, NULL);
+  if (strtab_init(&ix->strs)) goto fail;
+  if (cfg && cfg->n_reserved_tenants) {
+    ix->reserved = calloc(cfg->n_reserved_tenants, sizeof(char *));
+    if (!ix->reserved) goto fail;
+    for (size_t i = 0; i < cfg->n_reserved_tenants; i++) {
+      const char *t = cfg->reserved_tenants[i];
+      if (!t || !*t) continue;
+      if (!(ix->reserved[ix->nreserved++] = strdup(t))) goto fail;
+    }
+  }
+  ix->cfg.reserved_tenants = NULL;
+  ix->cfg.n_reserved_tenants = 0;
+  return ix;
+fail:
+  ic_index_destroy(ix);
+  return NULL;
+}
+
+static void scope_free(scope_t *sc) {
+  for (uint32_t i = 0; i < sc->nparts; i++) {
+    part_t *p = sc->parts[i];
+    for (uint32_t s = 0; s < SUBS; s++) {
+      sub_t *sb = &p->subs[s];
+      for (uint32_t k = 0; k < sb->cap; k++) {
+        if ((sb->slots[k].meta & ST_MASK) == ST_MULTI) {
+          spill_t *sp;
+          memcpy(&sp, &sb->slots[k].a, sizeof sp);
+          free(sp);
+        }
+      }
+      free(sb->slots);
+    }
+    free(p);
+  }
+  free(sc->parts);
+  free(sc->reps);
+  u64map_free(&sc->rep_map);
+  free(sc->times);
+  u64map_free(&sc->time_map);
+  for (uint32_t i = 0; i < sc->nblobs; i++) free(sc->blobs[i].bytes);
+  free(sc->blobs);
+  u64map_free(&sc->blob_map);
+  u64map_free(&sc->lfu);
+  pthread_rwlock_destroy(&sc->lock);
+  pthread_mutex_destroy(&sc->lfu_lock);
+  free(sc);
+}
+
+void ic_index_destroy(ic_index_t *ix) {
+  if (!ix) return;
+  for (uint32_t i = 0; i < ix->nscopes; i++) scope_free(ix->scopes[i]);
+  free(ix->scopes);
+  for (uint32_t i = 0; i < ix->ntms; i++) {
+    tmrec_t *tm = ix->tms[i];
+    free(tm->scopes);
+    free(tm->stats);
+    u64map_free(&tm->stat_map);
+    pthread_rwlock_destroy(&tm->stats_lock);
+    free(tm);
+  }
+  free(ix->tms);
+  for (uint32_t i = 0; i < ix->ntenants; i++) free(ix->tenants[i]);
+  free(ix->tenants);
+  u64map_free(&ix->tenant_map);
+  u64map_free(&ix->tm_map);
+  u64map_free(&ix->scope_map);
+  u64map_free(&ix->reported);
+  strtab_free(&ix->strs);
+  for (size_t i = 0; i < ix->nreserved; i++) free(ix->reserved[i]);
+  free(ix->reserved);
+  evq_free(ix);
+  pthread_rwlock_destroy(&ix->dir);
+  pthread_mutex_destroy(&ix->report_lock);
+  pthread_mutex_destroy(&ix->cap_lock);
+  pthread_mutex_destroy(&ix->extra_lock);
+  free(ix);
+}
+
+void ic_index_set_ready(ic_index_t *ix, bool r) { atomic_store(&ix->ready, r); }
+bool ic_index_ready(const ic_index_t *ix) { return atomic_load(&((ic_index_t *)ix)->ready); }
+int64_t ic_index_sweep_interval_ns(const ic_index_t *ix) { return ix->sweep; }
+
+int64_t ix_now(const ic_index_t *ix) {
+  return ix->cfg.clock ? ix->cfg.clock(ix->cfg.clock_ud) : ic_clock_realtime_ns();
+}
+
+const char *ix_str(const ic_index_t *ix, uint32_t id) { return strtab_get(&ix->strs, id); }
+
+int64_t ix_ttl_for(ic_index_t *ix, uint32_t tenant) {
+  if (ix->cfg.ttl_resolver) {
+    int64_t t = ix->cfg.ttl_resolver(ix->cfg.resolver_ud, ix_str(ix, tenant));
+    if (t > 0) return t;
+  }
+  return ix->ttl;
+}
+
+ic_index_eviction_t ix_algo_for(ic_index_t *ix, uint32_t tenant) {
+  if (!ix->cfg.eviction_resolver) return IC_INDEX_EVICT_LRU;
+  return ix->cfg.eviction_resolver(ix->cfg.resolver_ud, ix_str(ix, tenant)) == IC_INDEX_EVICT_LFU
+             ? IC_INDEX_EVICT_LFU
+             : IC_INDEX_EVICT_LRU;
+}
+
+/* ---------------------------------------------------------------- directory */
+
+uint32_t ix_find_str(ic_index_t *ix, const char *s) {
+  s = nz(s);
+  pthread_rwlock_rdlock(&ix->dir);
+  uint32_t id = strtab_find(&ix->strs, s, strlen(s));
+  pthread_rwlock_unlock(&ix->dir);
+  return id;
+}
+
+static uint64_t scope_hkey(uint32_t t, uint32_t m, uint32_t s) {
+  return ic_mix64(((uint64_t)t << 32 | m) ^ ic_mix64(s + 0x51ed27ULL));
+}
+
+/* scope_map is keyed by a hash of the triple; collisions probe hash+1 (values are scope
+ * indices + 1, verified against the stored ids). */
+static scope_t *scope_lookup_locked(ic_index_t *ix, uint32_t t, uint32_t m, uint32_t s) {
+  uint64_t h = scope_hkey(t, m, s), v;
+  while (u64map_get(&ix->scope_map, h, &v)) {
+    scope_t *sc = ix->scopes[v - 1];
+    if (sc->tenant == t && sc->model == m && sc->scheme == s) return sc;
+    h++;
+  }
+  return NULL;
+}
+
+scope_t *ix_find_scope(ic_index_t *ix, uint32_t t, uint32_t m, uint32_t s) {
+  if (t == UINT32_MAX || m == UINT32_MAX || s == UINT32_MAX) return NULL;
+  pthread_rwlock_rdlock(&ix->dir);
+  scope_t *sc = scope_lookup_locked(ix, t, m, s);
+  pthread_rwlock_unlock(&ix->dir);
+  return sc;
+}
+
+tmrec_t *ix_find_tm(ic_index_t *ix, uint32_t t, uint32_t m) {
+  if (t == UINT32_MAX || m == UINT32_MAX) return NULL;
+  uint64_t v;
+  pthread_rwlock_rdlock(&ix->dir);
+  bool f = u64map_get(&ix->tm_map, (uint64_t)t << 32 | m, &v);
+  pthread_rwlock_unlock(&ix->dir);
+  return f ? (tmrec_t *)(uintptr_t)v : NULL;
+}
+
+tenantrec_t *ix_find_tenant(ic_index_t *ix, uint32_t t) {
+  if (t == UINT32_MAX) return NULL;
+  uint64_t v;
+  pthread_rwlock_rdlock(&ix->dir);
+  bool f = u64map_get(&ix->tenant_map, t, &v);
+  pthread_rwlock_unlock(&ix->dir);
+  return f ? (tenantrec_t *)(uintptr_t)v : NULL;
+}
+
+static bool grow_arr(void **arr, uint32_t *cap, uint32_t need, size_t elem) {
+  if (need <= *cap) return true;
+  uint32_t nc = *cap ? *cap * 2 : 4;
+  while (nc < need) nc *= 2;
+  void *n = realloc(*arr, (size_t)nc * elem);
+  if (!n) return false;
+  *arr = n;
+  *cap = nc;
+  return true;
+}
+
+/* Write-locked directory insertions. */
+static tenantrec_t *tenant_get_locked(ic_index_t *ix, uint32_t t) {
+  uint64_t v;
+  if (u64map_get(&ix->tenant_map, t, &v)) return (tenantrec_t *)(uintptr_t)v;
+  if (!grow_arr((void **)&ix->tenants, &ix->captenants, ix->ntenants + 1, sizeof(void *))) return NULL;
+  tenantrec_t *tr = calloc(1, sizeof *tr);
+  if (!tr) return NULL;
+  tr->tenant = t;
+  const char *name = ix_str(ix, t);
+  for (size_t i = 0; i < ix->nreserved; i++)
+    if (strcmp(ix->reserved[i], name) == 0) tr->reserved = true;
+  atomic_store(&tr->algo, IC_INDEX_EVICT_LRU);
+  if (u64map_put(&ix->tenant_map, t, (uint64_t)(uintptr_t)tr)) {
+    free(tr);
+    return NULL;
+  }
+  ix->tenants[ix->ntenants++] = tr;
+  return tr;
+}
+
+static tmrec_t *tm_get_locked(ic_index_t *ix, uint32_t t, uint32_t m) {
+  uint64_t v;
+  if (u64map_get(&ix->tm_map, (uint64_t)t << 32 | m, &v)) return (tmrec_t *)(uintptr_t)v;
+  if (!tenant_get_locked(ix, t)) return NULL;
+  if (!grow_arr((void **)&ix->tms, &ix->captms, ix->ntms + 1, sizeof(void *))) return NULL;
+  tmrec_t *tm = calloc(1, sizeof *tm);
+  if (!tm) return NULL;
+  tm->tenant = t;
+  tm->model = m;
+  pthread_rwlock_init(&tm->stats_lock, NULL);
+  if (u64map_put(&ix->tm_map, (uint64_t)t << 32 | m, (uint64_t)(uintptr_t)tm)) {
+    pthread_rwlock_destroy(&tm->stats_lock);
+    free(tm);
+    return NULL;
+  }
+  ix->tms[ix->ntms++] = tm;
+  return tm;
+}
+
+static scope_t *scope_get_locked(ic_index_t *ix, uint32_t t, uint32_t m, uint32_t s) {
+  scope_t *sc = scope_lookup_locked(ix, t, m, s);
+  if (sc) return sc;
+  tmrec_t *tm = tm_get_locked(ix, t, m);
+  if (!tm) return NULL;
+  if (!grow_arr((void **)&ix->scopes, &ix->capscopes, ix->nscopes + 1, sizeof(void *))) return NULL;
+  if (!grow_arr((void **)&tm->scopes, &tm->capscopes, tm->nscopes + 1, sizeof(void *))) return NULL;
+  sc = calloc(1, sizeof *sc);
+  if (!sc) return NULL;
+  pthread_rwlock_init(&sc->lock, NULL);
+  pthread_mutex_init(&sc->lfu_lock, NULL);
+  sc->ix = ix;
+  sc->id = ix->nscopes;
+  sc->tenant = t;
+  sc->model = m;
+  sc->scheme = s;
+  sc->tm = tm;
+  uint64_t v;
+  u64map_get(&ix->tenant_map, t, &v);
+  sc->tr = (tenantrec_t *)(uintptr_t)v;
+  sc->reserved = sc->tr->reserved;
+  uint64_t h = scope_hkey(t, m, s);
+  while (u64map_get(&ix->scope_map, h, NULL)) h++;
+  if (u64map_put(&ix->scope_map, h, (uint64_t)sc->id + 1)) {
+    scope_free(sc);
+    return NULL;
+  }
+  ix->scopes[ix->nscopes++] = sc;
+  tm->scopes[tm->nscopes++] = sc;
+  return sc;
+}
+
+/* Interns the strings of an update/event under the dir lock (read first, write on miss). */
+static int intern_ids(ic_index_t *ix, const char *const *in, uint32_t *out, size_t n) {
+  bool miss = false;
+  pthread_rwlock_rdlock(&ix->dir);
+  for (size_t i = 0; i < n; i++) {
+    const char *s = nz(in[i]);
+    out[i] = strtab_find(&ix->strs, s, strlen(s));
+    if (out[i] == UINT32_MAX) miss = true;
+  }
+  pthread_rwlock_unlock(&ix->dir);
+  if (!miss) return 0;
+  int rc = 0;
+  pthread_rwlock_wrlock(&ix->dir);
+  for (size_t i = 0; i < n; i++) {
+    const char *s = nz(in[i]);
+    out[i] = strtab_intern(&ix->strs, s, strlen(s));
+    if (out[i] == UINT32_MAX) rc = IC_ENOMEM;
+  }
+  pthread_rwlock_unlock(&ix->dir);
+  return rc;
+}
+
+/* ---------------------------------------------------------------- tiers */
+
+uint8_t tier_code(int32_t wire) {
+  if (wire < 0) return 255; /* coldest, no claim (INT32_MAX in the reference) */
+  if (wire == 0) return 1;  /* unspecified -> T1 */
+  return wire >= 255 ? 255 : (uint8_t)wire;
+}
+
+int32_t tier_wire(uint32_t code) { return (code >= 1 && code <= 3) ? (int32_t)code : 0; }
+
+int32_t ic_index_worst_tier(int32_t a, int32_t b) {
+  if (a == 0 || b == 0) return 0;
+  return a > b ? a : b;
+}
+
+/* ---------------------------------------------------------------- time table */
+
+int64_t store_entry_ts(scope_t *sc, uint32_t id) { return sc->times[id].ns; }
+
+static uint32_t time_intern(scope_t *sc, int64_t ns) {
+  uint64_t v;
+  if (u64map_get(&sc->time_map, (uint64_t)ns, &v)) return (uint32_t)v;
+  uint32_t id;
+  if (sc->time_free) {
+    id = sc->time_free - 1;
+    sc->time_free = sc->times[id].next;
+  } else {
+    if (!grow_arr((void **)&sc->times, &sc->captimes, sc->ntimes + 1, sizeof(tslot_t)))
+      return UINT32_MAX;
+    id = sc->ntimes++;
+  }
+  sc->times[id] = (tslot_t){ns, 0, 0};
+  if (u64map_put(&sc->time_map, (uint64_t)ns, id)) {
+    sc->times[id].next = sc->time_free;
+    sc->time_free = id + 1;
+    return UINT32_MAX;
+  }
+  return id;
+}
+
+static void time_unref(scope_t *sc, uint32_t id) {
+  if (--sc->times[id].ref == 0) {
+    u64map_del(&sc->time_map, (uint64_t)sc->times[id].ns);
+    sc->times[id].next = sc->time_free;
+    sc->time_free = id + 1;
+  }
+}
+
+/* ---------------------------------------------------------------- blobs (long keys) */
+
+const uint8_t *scope_blob(scope_t *sc, uint64_t key, uint32_t *len) {
+  if (key >= sc->nblobs || !sc->blobs[key].ref) {
+    *len = 0;
+    return NULL;
+  }
+  *len = sc->blobs[key].len;
+  return sc->blobs[key].bytes;
+}
+
+static bool blob_find(scope_t *sc, const uint8_t *p, size_t n, uint64_t *id, uint64_t *hslot) {
+  uint64_t h = ic_hash_bytes(p, n), v;
+  while (u64map_get(&sc->blob_map, h, &v)) {
+    if (v != UINT64_MAX) {
+      blob_t *b = &sc->blobs[v];
+      if (b->len == n && (n == 0 || memcmp(b->bytes, p, n) == 0)) {
+        *id = v;
+        if (hslot) *hslot = h;
+        return true;
+      }
+    }
+    h++;
+  }
+  if (hslot) *hslot = h;
+  return false;
+}
+
+static bool blob_intern(scope_t *sc, const uint8_t *p, size_t n, uint64_t *id) {
+  uint64_t h;
+  if (blob_find(sc, p, n, id, &h)) return true;
+  if (n > UINT32_MAX) return false;
+  uint32_t b;
+  if (sc->blob_free) {
+    b = sc->blob_free - 1;
+    sc->blob_free = sc->blobs[b].next;
+  } else {
+    if (!grow_arr((void **)&sc->blobs, &sc->capblobs, sc->nblobs + 1, sizeof(blob_t))) return false;
+    b = sc->nblobs++;
+  }
+  uint8_t *copy = malloc(n ? n : 1);
+  if (!copy || u64map_put(&sc->blob_map, h, b)) {
+    free(copy);
+    sc->blobs[b] = (blob_t){NULL, 0, 0, sc->blob_free};
+    sc->blob_free = b + 1;
+    return false;
+  }
+  if (n) memcpy(copy, p, n);
+  sc->blobs[b] = (blob_t){copy, (uint32_t)n, 0, 0};
+  *id = b;
+  return true;
+}
+
+static void blob_unref(scope_t *sc, uint64_t id) {
+  blob_t *b = &sc->blobs[id];
+  if (--b->ref) return;
+  uint64_t bid, h;
+  if (blob_find(sc, b->bytes, b->len, &bid, &h)) {
+    /* keep a marker when a collision chain continues past this hash */
+    if (u64map_get(&sc->blob_map, h + 1, NULL)) u64map_put(&sc->blob_map, h, UINT64_MAX);
+    else u64map_del(&sc->blob_map, h);
+  }
+  free(b->bytes);
+  *b = (blob_t){NULL, 0, 0, sc->blob_free};
+  sc->blob_free = (uint32_t)id + 1;
+}
+
+static inline uint64_t be64(const uint8_t *p) {
+  uint64_t v = 0;
+  for (int i = 0; i < 8; i++) v = v << 8 | p[i];
+  return v;
+}
+
+bool scope_key(scope_t *sc, const uint8_t *p, size_t n, uint64_t *key, uint32_t *flags) {
+  if (n == 8) {
+    *key = be64(p);
+    *flags = 0;
+    return true;
+  }
+  *flags = M_LONG;
+  return blob_find(sc, p, n, key, NULL);
+}
+
+/* ---------------------------------------------------------------- partitions and slots */
+
+part_t *scope_part(scope_t *sc, uint32_t adapter) {
+  for (uint32_t i = 0; i < sc->nparts; i++)
+    if (sc->parts[i]->adapter == adapter) return sc->parts[i];
+  return NULL;
+}
+
+static part_t *scope_part_get(scope_t *sc, uint32_t adapter) {
+  part_t *p = scope_part(sc, adapter);
+  if (p) return p;
+  if (!grow_arr((void **)&sc->parts, &sc->capparts, sc->nparts + 1, sizeof(void *))) return NULL;
+  p = calloc(1, sizeof *p);
+  if (!p) return NULL;
+  p->adapter = adapter;
+  p->idx = sc->nparts;
+  p->seed = ic_mix64(((uint64_t)sc->id << 32) ^ adapter ^ 0x243f6a8885a308d3ULL);
+  sc->parts[sc->nparts++] = p;
+  return p;
+}
+
+static inline uint64_t slot_hash(const part_t *p, uint64_t key, uint32_t flags) {
+  return ic_mix64(key ^ p->seed ^ ((flags & M_LONG) ? LONG_SALT : 0));
+}
+static inline uint32_t home_of(uint64_t h, uint32_t cap) {
+  return (uint32_t)(((unsigned __int128)(h << 8) * cap) >> 64);
+}
+
+slot_t *part_find(part_t *p, uint64_t key, uint32_t flags) {
+  uint64_t h = slot_hash(p, key, flags);
+  sub_t *sb = &p->subs[h >> 56];
+  if (!sb->cap) return NULL;
+  uint32_t i = home_of(h, sb->cap);
+  for (;;) {
+    slot_t *s = &sb->slots[i];
+    uint32_t m = s->meta;
+    if ((m & ST_MASK) == ST_EMPTY) return NULL;
+    if (s->key == key && (m & M_LONG) == (flags & M_LONG)) return s;
+    if (++i == sb->cap) i = 0;
+  }
+}
+
+void part_prefetch(part_t *p, uint64_t key) {
+  uint64_t h = slot_hash(p, key, 0);
+  sub_t *sb = &p->subs[h >> 56];
+  if (sb->cap) __builtin_prefetch(&sb->slots[home_of(h, sb->cap)]);
+}
+
+static sub_t *slot_sub(part_t *p, const slot_t *s, uint32_t *idx) {
+  uint64_t h = slot_hash(p, s->key, s->meta);
+  sub_t *sb = &p->subs[h >> 56];
+  *idx = (uint32_t)(s - sb->slots);
+  return sb;
+}
+
+static void sub_place(sub_t *sb, part_t *p, const slot_t *s) {
+  uint32_t i = home_of(slot_hash(p, s->key, s->meta), sb->cap);
+  while ((sb->slots[i].meta & ST_MASK) != ST_EMPTY)
+    if (++i == sb->cap) i = 0;
+  sb->slots[i] = *s;
+}
+
+static bool sub_grow(part_t *p, sub_t *sb) {
+  uint32_t nc = sb->cap < 1024 ? (sb->cap ? sb->cap * 2 : 8) : sb->cap + sb->cap / 2;
+  slot_t *ns = calloc(nc, sizeof(slot_t));
+  if (!ns) return false;
+  sub_t n = {ns, nc, sb->count};
+  for (uint32_t i = 0; i < sb->cap; i++)
+    if ((sb->slots[i].meta & ST_MASK) != ST_EMPTY) sub_place(&n, p, &sb->slots[i]);
+  free(sb->slots);
+  *sb = n;
+  return true;
+}
+
+/* Returns the slot for key, creating an empty-state slot (meta = flags only, caller fills)
+ * when absent; *created tells which. NULL on ENOMEM. */
+static slot_t *part_upsert_slot(part_t *p, uint64_t key, uint32_t flags, bool *created) {
+  slot_t *s = part_find(p, key, flags);
+  *created = false;
+  if (s) return s;
+  uint64_t h = slot_hash(p, key, flags);
+  sub_t *sb = &p->subs[h >> 56];
+  if ((uint64_t)(sb->count + 1) * 5 > (uint64_t)sb->cap * 4 && !sub_grow(p, sb)) return NULL;
+  uint32_t i = home_of(h, sb->cap);
+  while ((sb->slots[i].meta & ST_MASK) != ST_EMPTY)
+    if (++i == sb->cap) i = 0;
+  s = &sb->slots[i];
+  s->key = key;
+  s->a = s->b = 0;
+  s->meta = flags & M_LONG; /* state EMPTY until a holder is added */
+  sb->count++;
+  *created = true;
+  return s;
+}
+
+/* Backward-shift deletion: no tombstones, probe chains stay short. */
+static void sub_delete(part_t *p, sub_t *sb, uint32_t i) {
+  uint32_t j = i;
+  for (;;) {
+    if (++j == sb->cap) j = 0;
+    slot_t *s = &sb->slots[j];
+    if ((s->meta & ST_MASK) == ST_EMPTY) break;
+    uint32_t home = home_of(slot_hash(p, s->key, s->meta), sb->cap);
+    bool in = (i <= j) ? (home > i && home <= j) : (home > i || home <= j);
+    if (in) continue;
+    sb->slots[i] = *s;
+    i = j;
+  }
+  memset(&sb->slots[i], 0, sizeof(slot_t));
+  sb->count--;
+}
+
+static inline spill_t *slot_spill(const slot_t *s) {
+  spill_t *sp;
+  memcpy(&sp, &s->a, sizeof sp);
+  return sp;
+}
+
+uint32_t slot_holders(const slot_t *s, holder_t *tmp, const holder_t **out) {
+  uint32_t m = s->meta;
+  if ((m & ST_MASK) == ST_SINGLE) {
+    tmp->ts = s->a;
+    tmp->tokens = (int32_t)s->b;
+    tmp->meta = m & ~(ST_MASK | M_LONG);
+    *out = tmp;
+    return 1;
+  }
+  if ((m & ST_MASK) == ST_MULTI) {
+    spill_t *sp = slot_spill(s);
+    *out = sp->h;
+    return sp->n;
+  }
+  *out = NULL;
+  return 0;
+}
+
+static void slot_set_holder(slot_t *s, uint32_t i, holder_t h) {
+  if ((s->meta & ST_MASK) == ST_SINGLE) {
+    s->a = h.ts;
+    s->b = (uint32_t)h.tokens;
+    s->meta = (h.meta & ~(ST_MASK | M_LONG)) | (s->meta & M_LONG) | ST_SINGLE;
+  } else {
+    slot_spill(s)->h[i] = h;
+  }
+}
+
+static bool slot_add_holder(slot_t *s, holder_t h) {
+  uint32_t st = s->meta & ST_MASK;
+  if (st == ST_EMPTY) {
+    s->a = h.ts;
+    s->b = (uint32_t)h.tokens;
+    s->meta = (h.meta & ~(ST_MASK | M_LONG)) | (s->meta & M_LONG) | ST_SINGLE;
+    return true;
+  }
+  if (st == ST_SINGLE) {
+    spill_t *sp = malloc(sizeof(spill_t) + 2 * sizeof(holder_t));
+    if (!sp) return false;
+    sp->n = 2;
+    sp->cap = 2;
+    sp->h[0] = (holder_t){s->a, (int32_t)s->b, s->meta & ~(ST_MASK | M_LONG)};
+    sp->h[1] = h;
+    memcpy(&s->a, &sp, sizeof sp);
+    s->meta = (s->meta & M_LONG) | ST_MULTI;
+    return true;
+  }
+  spill_t *sp = slot_spill(s);
+  if (sp->n == sp->cap) {
+    if (sp->cap >= 32768) return false;
+    uint32_t nc = sp->cap * 2;
+    spill_t *n = realloc(sp, sizeof(spill_t) + nc * sizeof(holder_t));
+    if (!n) return false;
+    n->cap = (uint16_t)nc;
+    sp = n;
+    memcpy(&s->a, &sp, sizeof sp);
+  }
+  sp->h[sp->n++] = h;
+  return true;
+}
+
+/* Drops holder i; returns true when the slot has no holder left. */
+static bool slot_drop_holder(slot_t *s, uint32_t i) {
+  if ((s->meta & ST_MASK) == ST_SINGLE) return true;
+  spill_t *sp = slot_spill(s);
+  sp->h[i] = sp->h[--sp->n];
+  if (sp->n == 1) {
+    holder_t h = sp->h[0];
+    free(sp);
+    s->a = h.ts;
+    s->b = (uint32_t)h.tokens;
+    s->meta = (h.meta & ~(ST_MASK | M_LONG)) | (s->meta & M_LONG) | ST_SINGLE;
+  }
+  return false;
+}
+
+uint64_t lfu_key(uint32_t part, uint64_t key, uint32_t flags, uint32_t rep) {
+  return ic_mix64(key ^ ic_mix64(((uint64_t)part << 32 | (uint64_t)rep << 1 | (flags & M_LONG ? 1 : 0)) +
+                                 0x632be59bd9b4e019ULL));
+}
+
+uint64_t store_entry_eff(scope_t *sc, part_t *p, const slot_t *s, const holder_t *h) {
+  if (!(h->meta & M_CNT)) return 0;
+  uint64_t v = 0;
+  pthread_mutex_lock(&sc->lfu_lock);
+  u64map_get(&sc->lfu, lfu_key(p->idx, s->key, s->meta, META_REP(h->meta)), &v);
+  pthread_mutex_unlock(&sc->lfu_lock);
+  return v;
+}
+
+/* ---------------------------------------------------------------- counters + listener */
+
+static void distinct_add(scope_t *sc, int64_t d) {
+  ic_index_t *ix = sc->ix;
+  atomic_fetch_add(&ix->distinct_keys, d);
+  atomic_fetch_add(&sc->tm->distinct, d);
+  atomic_fetch_add(&sc->tr->distinct, d);
+}
+
+static void notify(scope_t *sc, part_t *p, ic_index_change_type_t type, ic_index_change_reason_t why,
+                   const slot_t *s, const holder_t *h, int64_t when) {
+  ic_index_t *ix = sc->ix;
+  if (!ix->cfg.on_change) return;
+  uint8_t kb[8];
+  const uint8_t *hp = kb;
+  uint32_t hl = 8;
+  if (s->meta & M_LONG) {
+    hp = scope_blob(sc, s->key, &hl);
+  } else {
+    for (int i = 0; i < 8; i++) kb[i] = (uint8_t)(s->key >> (56 - 8 * i));
+  }
+  ic_index_change_t ch = {
+      .type = type,
+      .reason = why,
+      .tenant = ix_str(ix, sc->tenant),
+      .model = ix_str(ix, sc->model),
+      .scheme = ix_str(ix, sc->scheme),
+      .adapter = ix_str(ix, p->adapter),
+      .replica = ix_str(ix, sc->reps[META_REP(h->meta)].replica),
+      .hash = hp,
+      .hash_len = hl,
+      .token_count = type == IC_INDEX_CHANGE_PREFIX_ADDED ? h->tokens : 0,
+      .tier = type == IC_INDEX_CHANGE_PREFIX_ADDED ? tier_wire(META_TIER(h->meta)) : 0,
+      .timestamp_ns = when,
+  };
+  ix->cfg.on_change(ix->cfg.change_ud, &ch);
+}
+
+/* ---------------------------------------------------------------- primitives */
+
+static uint32_t rep_live(scope_t *sc, uint32_t replica, bool create) {
+  uint64_t v;
+  if (u64map_get(&sc->rep_map, replica, &v)) return (uint32_t)v;
+  if (!create || sc->nreps >= 65535) return UINT32_MAX;
+  if (!grow_arr((void **)&sc->reps, &sc->capreps, sc->nreps + 1, sizeof(rep_t))) return UINT32_MAX;
+  if (u64map_put(&sc->rep_map, replica, sc->nreps)) return UINT32_MAX;
+  sc->reps[sc->nreps] = (rep_t){.replica = replica};
+  return sc->nreps++;
+}
+
+void store_remove_holder(scope_t *sc, part_t *p, slot_t *s, uint32_t hi, ic_index_change_reason_t why,
+                         int64_t when) {
+  ic_index_t *ix = sc->ix;
+  holder_t tmp;
+  const holder_t *hs;
+  slot_holders(s, &tmp, &hs);
+  holder_t h = hs[hi];
+  rep_t *r = &sc->reps[META_REP(h.meta)];
+  if (!r->dead) {
+    if (--r->count == 0) atomic_fetch_sub(&sc->serving, 1);
+    atomic_fetch_sub(&ix->total_entries, 1);
+    if (sc->reserved) atomic_fetch_sub(&ix->reserved_entries, 1);
+    notify(sc, p, IC_INDEX_CHANGE_PREFIX_EVICTED, why, s, &h, when);
+  } else {
+    r->pending--;
+    sc->dead_pending--;
+    atomic_fetch_sub(&ix->dead_pending, 1);
+  }
+  time_unref(sc, h.ts);
+  if (h.meta & M_CNT) {
+    pthread_mutex_lock(&sc->lfu_lock);
+    u64map_del(&sc->lfu, lfu_key(p->idx, s->key, s->meta, META_REP(h.meta)));
+    pthread_mutex_unlock(&sc->lfu_lock);
+  }
+  if (slot_drop_holder(s, hi)) {
+    uint64_t key = s->key;
+    bool lng = s->meta & M_LONG;
+    uint32_t idx;
+    sub_t *sb = slot_sub(p, s, &idx);
+    sub_delete(p, sb, idx);
+    if (lng) blob_unref(sc, key);
+    distinct_add(sc, -1);
+  }
+}
+
+/* upsert (spec §2.5) of one (key, replica) in partition p; caller holds the write lock. */
+static int store_upsert(scope_t *sc, part_t *p, const uint8_t *hb, size_t hn, uint32_t rep,
+                        int32_t tokens, uint8_t tier, uint32_t ts_id, int64_t ts, ic_index_eviction_t algo) {
+  uint64_t key;
+  uint32_t flags = 0;
+  if (hn == 8) {
+    key = be64(hb);
+  } else {
+    flags = M_LONG;
+    if (!blob_intern(sc, hb, hn, &key)) return IC_ENOMEM;
+  }
+  bool created;
+  slot_t *s = part_upsert_slot(p, key, flags, &created);
+  if (!s) {
+    if (flags && !sc->blobs[key].ref) {
+      sc->blobs[key].ref = 1;
+      blob_unref(sc, key);
+    }
+    return IC_ENOMEM;
+  }
+  if (created) {
+    if (flags) sc->blobs[key].ref++;
+    distinct_add(sc, 1);
+  } else {
+    holder_t tmp;
+    const holder_t *hs;
+    uint32_t n = slot_holders(s, &tmp, &hs);
+    for (uint32_t i = 0; i < n; i++) {
+      if (META_REP(hs[i].meta) != rep) continue;
+      holder_t h = hs[i];
+      sc->times[ts_id].ref++;
+      time_unref(sc, h.ts);
+      h.ts = ts_id;
+      h.tokens = tokens;
+      h.meta = MK_META(rep, tier, h.meta & M_CNT);
+      slot_set_holder(s, i, h);
+      uint64_t eff = algo == IC_INDEX_EVICT_LFU ? store_entry_eff(sc, p, s, &h) : 0;
+      if (!sc->reserved) evq_note(sc->ix, sc, p, key, flags, rep, ts, eff);
+      return 0;
+    }
+  }
+  holder_t h = {ts_id, tokens, MK_META(rep, tier, 0)};
+  if (!slot_add_holder(s, h)) {
+    if (created) {
+      uint32_t idx;
+      sub_t *sb = slot_sub(p, s, &idx);
+      sub_delete(p, sb, idx);
+      if (flags) blob_unref(sc, key);
+      distinct_add(sc, -1);
+    }
+    return IC_ENOMEM;
+  }
+  sc->times[ts_id].ref++;
+  rep_t *r = &sc->reps[rep];
+  if (r->count++ == 0) atomic_fetch_add(&sc->serving, 1);
+  atomic_fetch_add(&sc->ix->total_entries, 1);
+  if (sc->reserved) atomic_fetch_add(&sc->ix->reserved_entries, 1);
+  else evq_note(sc->ix, sc, p, key, flags, rep, ts, 0);
+  notify(sc, p, IC_INDEX_CHANGE_PREFIX_ADDED, IC_INDEX_REASON_NONE, s, &h, ts);
+  return 0;
+}
+
+/* ---------------------------------------------------------------- reclaim (lazy clear) */
+
+/* Removes holders matching the predicate in one sub-table (caller holds the write lock). */
+typedef bool (*holder_pred)(scope_t *sc, const holder_t *h, void *ud);
+
+static int64_t sub_sweep(scope_t *sc, part_t *p, sub_t *sb, holder_pred pred, void *ud,
+                         ic_index_change_reason_t why, int64_t when, int64_t *live_removed) {
+  int64_t removed = 0;
+  for (uint32_t i = 0; i < sb->cap;) {
+    slot_t *s = &sb->slots[i];
+    holder_t tmp;
+    const holder_t *hs;
+    uint32_t n = slot_holders(s, &tmp, &hs), j;
+    for (j = 0; j < n && !pred(sc, &hs[j], ud); j++) {
+    }
+    if (j == n) {
+      i++;
+      continue;
+    }
+    if (!sc->reps[META_REP(hs[j].meta)].dead && live_removed) (*live_removed)++;
+    store_remove_holder(sc, p, s, j, why, when);
+    removed++;
+    /* re-examine slot i: it may hold another match or a shifted slot */
+  }
+  return removed;
+}
+
+static bool pred_dead(scope_t *sc, const holder_t *h, void *ud) {
+  (void)ud;
+  return sc->reps[META_REP(h->meta)].dead;
+}
+
+/* Reclaims up to `budget` sub-tables of cleared holders; returns sub-tables still pending. */
+static size_t scope_reclaim(scope_t *sc, size_t budget) {
+  size_t left;
+  pthread_rwlock_wrlock(&sc->lock);
+  while (sc->dead_pending > 0 && budget > 0 && sc->rc_part < sc->nparts) {
+    part_t *p = sc->parts[sc->rc_part];
+    sub_sweep(sc, p, &p->subs[sc->rc_sub], pred_dead, NULL, IC_INDEX_REASON_NONE, 0, NULL);
+    budget--;
+    if (++sc->rc_sub == SUBS) {
+      sc->rc_sub = 0;
+      sc->rc_part++;
+    }
+  }
+  if (sc->dead_pending > 0 && sc->rc_part >= sc->nparts) {
+    /* a full pass saw every sub-table: nothing of a dead rep can remain */
+    atomic_fetch_sub(&sc->ix->dead_pending, sc->dead_pending);
+    sc->dead_pending = 0;
+  }
+  if (sc->dead_pending <= 0) {
+    sc->dead_pending = 0;
+    sc->rc_part = sc->rc_sub = 0;
+  }
+  left = sc->dead_pending > 0 ? (size_t)(sc->nparts - sc->rc_part) * SUBS - sc->rc_sub : 0;
+  pthread_rwlock_unlock(&sc->lock);
+  return left;
+}
+
+static scope_t **snapshot_scopes(ic_index_t *ix, uint32_t *n) {
+  pthread_rwlock_rdlock(&ix->dir);
+  *n = ix->nscopes;
+  scope_t **v = malloc((*n ? *n : 1) * sizeof *v);
+  if (v) memcpy(v, ix->scopes, *n * sizeof *v);
+  pthread_rwlock_unlock(&ix->dir);
+  if (!v) *n = 0;
+  return v;
+}
+
+size_t ic_index_maintain(ic_index_t *ix, size_t budget) {
+  if (atomic_load_explicit(&ix->dead_pending, memory_order_relaxed) <= 0) return 0;
+  uint32_t n;
+  scope_t **v = snapshot_scopes(ix, &n);
+  size_t left = 0;
+  for (uint32_t i = 0; i < n; i++) {
+    if (v[i]->dead_pending <= 0) continue; /* racy peek; rechecked under the lock */
+    left += scope_reclaim(v[i], budget);
+    budget = budget > SUBS ? budget - SUBS : 1;
+  }
+  free(v);
+  return left;
+}
+
+/* ---------------------------------------------------------------- ingest (spec §3.2) */
+
+static void report_evictions(ic_index_t *ix, const int64_t ev[2], const char *reason) {
+  if (!ix->cfg.add_index_evictions) return;
+  if (ev[0] > 0) ix->cfg.add_index_evictions(ix->cfg.metrics_ud, "lru", reason, ev[0]);
+  if (ev[1] > 0) ix->cfg.add_index_evictions(ix->cfg.metrics_ud, "lfu", reason, ev[1]);
+}
+
+static int64_t quota_enforce(ic_index_t *ix, uint32_t tenant, int64_t budget, int64_t now);
+
+static int64_t ts_from_us(int64_t us, int64_t now) {
+  if (us == 0) return now;
+  if (us > INT64_MAX / 1000) return INT64_MAX;
+  if (us < INT64_MIN / 1000) return INT64_MIN + 1;
+  return us * 1000;
+}
+
+int ic_index_ingest(ic_index_t *ix, const ic_index_update_t *u) {
+  if (!ix || !u || (u->n_prefixes && !u->prefixes)) return IC_EINVAL;
+  int64_t now = ix_now(ix);
+  int64_t ts = ts_from_us(u->timestamp_us, now);
+  /* ids: replica, model, tenant, scheme, adapter */
+  const char *names[5] = {u->replica, u->model, u->tenant, u->scheme, u->adapter};
+  uint32_t id[5];
+  int rc = intern_ids(ix, names, id, 5);
+  if (rc) return rc;
+  int64_t budget = 0;
+  bool has_quota = ix->cfg.quota_resolver &&
+                   ix->cfg.quota_resolver(ix->cfg.resolver_ud, nz(u->tenant), &budget);
+  tmrec_t *tm = NULL;
+  scope_t *sc = NULL;
+  pthread_rwlock_wrlock(&ix->dir);
+  tm = tm_get_locked(ix, id[2], id[1]);
+  if (tm && *nz(u->scheme) && u->n_prefixes) sc = scope_get_locked(ix, id[2], id[1], id[3]);
+  uint64_t tv = 0;
+  u64map_get(&ix->tenant_map, id[2], &tv);
+  pthread_rwlock_unlock(&ix->dir);
+  if (!tm || (*nz(u->scheme) && u->n_prefixes && !sc)) return IC_ENOMEM;
+  tenantrec_t *tr = (tenantrec_t *)(uintptr_t)tv;
+  ic_index_eviction_t algo = (ic_index_eviction_t)atomic_load(&tr->algo);
+
+  if (sc) {
+    /* adapter ids per prefix (interned up front, outside the scope lock) */
+    uint32_t *ad = malloc(u->n_prefixes * sizeof *ad);
+    if (!ad) return IC_ENOMEM;
+    for (size_t i = 0; i < u->n_prefixes; i++) {
+      const char *a = u->prefixes[i].adapter;
+      if (a && *a) {
+        if ((rc = intern_ids(ix, &a, &ad[i], 1))) {
+          free(ad);
+          return rc;
+        }
+      } else {
+        ad[i] = id[4];
+      }
+    }
+    size_t done = 0;
+    pthread_rwlock_wrlock(&sc->lock);
+    uint32_t rep = rep_live(sc, id[0], true);
+    uint32_t ts_id = time_intern(sc, ts);
+    /* hold a reference on ts_id across lock drops so it is not recycled */
+    if (ts_id != UINT32_MAX) sc->times[ts_id].ref++;
+    if (rep == UINT32_MAX || ts_id == UINT32_MAX) rc = rep == UINT32_MAX ? IC_ERANGE : IC_ENOMEM;
+    for (size_t i = 0; i < u->n_prefixes && !rc; i++) {
+      const ic_index_prefix_t *pr = &u->prefixes[i];
+      uint8_t tier = tier_code(pr->tier);
+      part_t *p = scope_part_get(sc, ad[i]);
+      if (!p) {
+        rc = IC_ENOMEM;
+        break;
+      }
+      if (pr->n_block_hashes || pr->n_block_token_counts) {
+        if (pr->n_block_hashes != pr->n_block_token_counts) continue; /* malformed: dropped */
+        if (!pr->block_hashes || !pr->block_token_counts) continue;
+        int32_t cum = 0;
+        for (size_t j = 0; j < pr->n_block_hashes && !rc; j++) {
+          cum = (int32_t)((uint32_t)cum + (uint32_t)pr->block_token_counts[j]); /* int32 wrap */
+          rc = store_upsert(sc, p, pr->block_hashes[j].data, pr->block_hashes[j].len, rep, cum, tier,
+                            ts_id, ts, algo);
+          if (++done % BATCH == 0) {
+            /* let readers in; partition and rep indices stay valid (never freed/reused) */
+            pthread_rwlock_unlock(&sc->lock);
+            pthread_rwlock_wrlock(&sc->lock);
+            rep = rep_live(sc, id[0], true);
+            if (rep == UINT32_MAX) rc = IC_ERANGE;
+          }
+        }
+        if (!rc && pr->prefix_hash.len > 0)
+          rc = store_upsert(sc, p, pr->prefix_hash.data, pr->prefix_hash.len, rep, pr->token_count, tier,
+                            ts_id, ts, algo);
+        continue;
+      }
+      rc = store_upsert(sc, p, pr->prefix_hash.data, pr->prefix_hash.len, rep, pr->token_count, tier, ts_id,
+                        ts, algo);
+      if (++done % BATCH == 0) {
+        pthread_rwlock_unlock(&sc->lock);
+        pthread_rwlock_wrlock(&sc->lock);
+        rep = rep_live(sc, id[0], true);
+        if (rep == UINT32_MAX) rc = IC_ERANGE;
+      }
+    }
+    if (ts_id != UINT32_MAX) time_unref(sc, ts_id);
+    pthread_rwlock_unlock(&sc->lock);
+    free(ad);
+  }
+
+  if (u->stats) {
+    statrow_t row = {.replica = id[0], .last_seen = ts, .stats_reported = ts, .s = *u->stats};
+    if (!isfinite(row.s.hit_rate)) row.s.hit_rate = 0;
+    if (!isfinite(row.s.pressure)) row.s.pressure = 0;
+    pthread_rwlock_wrlock(&tm->stats_lock);
+    uint64_t v;
+    if (u64map_get(&tm->stat_map, id[0], &v)) {
+      tm->stats[v] = row;
+    } else if (grow_arr((void **)&tm->stats, &tm->capstats, tm->nstats + 1, sizeof(statrow_t)) &&
+               !u64map_put(&tm->stat_map, id[0], tm->nstats)) {
+      tm->stats[tm->nstats++] = row;
+    } else if (!rc) {
+      rc = IC_ENOMEM;
+    }
+    pthread_rwlock_unlock(&tm->stats_lock);
+    if (ix->cfg.on_change) {
+      ic_index_change_t ch = {.type = IC_INDEX_CHANGE_REPLICA_UPDATED,
+                              .tenant = ix_str(ix, id[2]),
+                              .model = ix_str(ix, id[1]),
+                              .adapter = "",
+                              .replica = ix_str(ix, id[0]),
+                              .timestamp_ns = ts};
+      ix->cfg.on_change(ix->cfg.change_ud, &ch);
+    }
+  }
+
+  int64_t qev = has_quota ? quota_enforce(ix, id[2], budget, now) : 0;
+  int64_t cev[2] = {0, 0};
+  evq_enforce_cap(ix, cev);
+  if (ix->cfg.add_tenant_evictions && qev > 0)
+    ix->cfg.add_tenant_evictions(ix->cfg.metrics_ud, ix_str(ix, id[2]), "over_entries", qev);
+  report_evictions(ix, cev, "cap");
+  ix_report_entries(ix);
+  /* a little lazy reclaim per ingest keeps cleared replicas from lingering */
+  ic_index_maintain(ix, 4);
+  return rc;
+}
+
+/* ---------------------------------------------------------------- quota (spec §4.4) */
+
+typedef struct {
+  int64_t age;
+  uint64_t key, hpre;
+  uint32_t model, scheme, adapter, hlen, flags;
+  scope_t *sc;
+  part_t *p;
+} qkey_t;
+
+static int cmp_bytes(const uint8_t *a, size_t al, const uint8_t *b, size_t bl) {
+  size_t n = al < bl ? al : bl;
+  int c = n ? memcmp(a, b, n) : 0;
+  if (c) return c;
+  return al < bl ? -1 : al > bl;
+}
+
+static int qkey_cmp(const void *x, const void *y, void *ud) {
+  const qkey_t *a = x, *b = y;
+  ic_index_t *ix = ud;
+  if (a->age != b->age) return a->age < b->age ? -1 : 1;
+  int c;
+  if (a->model != b->model && (c = strcmp(ix_str(ix, a->model), ix_str(ix, b->model)))) return c;
+  if (a->scheme != b->scheme && (c = strcmp(ix_str(ix, a->scheme), ix_str(ix, b->scheme)))) return c;
+  if (a->adapter != b->adapter && (c = strcmp(ix_str(ix, a->adapter), ix_str(ix, b->adapter)))) return c;
+  /* both keys belong to the same scope here (scope locks held by the caller) */
+  uint8_t ka[8], kb[8];
+  const uint8_t *pa = ka, *pb = kb;
+  uint32_t la = 8, lb = 8;
+  if (a->flags & M_LONG) pa = scope_blob(a->sc, a->key, &la);
+  else for (int i = 0; i < 8; i++) ka[i] = (uint8_t)(a->key >> (56 - 8 * i));
+  if (b->flags & M_LONG) pb = scope_blob(b->sc, b->key, &lb);
+  else for (int i = 0; i < 8; i++) kb[i] = (uint8_t)(b->key >> (56 - 8 * i));
+  return cmp_bytes(pa, la, pb, lb);
+}
+
+/* Quota enforcement scans the tenant's keys (like the reference) but only when over budget.
+ * It takes every scope of the tenant in write mode, in scope-id order, for consistency. */
+static int64_t quota_enforce(ic_index_t *ix, uint32_t tenant, int64_t budget, int64_t now) {
+  (void)now;
+  if (budget < 0) return 0;
+  tenantrec_t *tr = ix_find_tenant(ix, tenant);
+  if (!tr || atomic_load(&tr->distinct) <= budget) return 0;
+  uint32_t n;
+  scope_t **all = snapshot_scopes(ix, &n), **mine = malloc((n ? n : 1) * sizeof(scope_t *));
+  uint32_t m = 0;
+  if (!all || !mine) {
+    free(all);
+    free(mine);
+    return 0;
+  }
+  for (uint32_t i = 0; i < n; i++)
+    if (all[i]->tenant == tenant) mine[m++] = all[i];
+  free(all);
+  /* finish pending clears first so the distinct count is exact */
+  for (uint32_t i = 0; i < m; i++)
+    while (scope_reclaim(mine[i], SUBS)) {
+    }
+  for (uint32_t i = 0; i < m; i++) pthread_rwlock_wrlock(&mine[i]->lock);
+  int64_t removed = 0;
+  int64_t have = atomic_load(&tr->distinct);
+  if (have > budget) {
+    size_t cnt = 0, cap = (size_t)have;
+    qkey_t *ks = malloc(cap * sizeof *ks);
+    for (uint32_t i = 0; ks && i < m; i++) {
+      scope_t *sc = mine[i];
+      for (uint32_t pi = 0; pi < sc->nparts; pi++) {
+        part_t *p = sc->parts[pi];
+        for (uint32_t si = 0; si < SUBS; si++) {
+          sub_t *sb = &p->subs[si];
+          for (uint32_t k = 0; k < sb->cap; k++) {
+            slot_t *s = &sb->slots[k];
+            holder_t tmp;
+            const holder_t *hs;
+            uint32_t hn = slot_holders(s, &tmp, &hs);
+            if (!hn || cnt == cap) continue;
+            int64_t age = INT64_MIN;
+            for (uint32_t j = 0; j < hn; j++) {
+              int64_t t = sc->times[hs[j].ts].ns;
+              if (t > age) age = t;
+            }
+            ks[cnt++] = (qkey_t){age, s->key, 0, sc->model, sc->scheme, p->adapter, 0, s->meta & M_LONG, sc, p};
+          }
+        }
+      }
+    }
+    if (ks) {
+      qsort_r(ks, cnt, sizeof *ks, qkey_cmp, ix);
+      for (size_t i = 0; i < cnt && atomic_load(&tr->distinct) > budget; i++) {
+        slot_t *s = part_find(ks[i].p, ks[i].key, ks[i].flags);
+        if (!s) continue;
+        holder_t tmp;
+        const holder_t *hs;
+        /* remove every holder; the last removal deletes the slot */
+        for (uint32_t hn = slot_holders(s, &tmp, &hs); hn > 0; hn--) {
+          bool last = hn == 1;
+          store_remove_holder(ks[i].sc, ks[i].p, s, hn - 1, IC_INDEX_REASON_QUOTA, now);
+          if (last) break;
+          s = part_find(ks[i].p, ks[i].key, ks[i].flags);
+          if (!s) break;
+        }
+        removed++;
+      }
+      free(ks);
+    }
+  }
+  for (uint32_t i = m; i-- > 0;) pthread_rwlock_unlock(&mine[i]->lock);
+  free(mine);
+  return removed;
+}
+
+/* ---------------------------------------------------------------- events (spec §3.4) */
+
+static scope_t **tm_scopes(ic_index_t *ix, tmrec_t *tm, uint32_t *n) {
+  pthread_rwlock_rdlock(&ix->dir);
+  *n = tm->nscopes;
+  scope_t **v = malloc((*n ? *n : 1) * sizeof *v);
+  if (v) memcpy(v, tm->scopes, *n * sizeof *v);
+  pthread_rwlock_unlock(&ix->dir);
+  if (!v) *n = 0;
+  return v;
+}
+
+static size_t scope_slots(scope_t *sc) {
+  size_t t = 0;
+  for (uint32_t i = 0; i < sc->nparts; i++)
+    for (uint32_t s = 0; s < SUBS; s++) t += sc->parts[i]->subs[s].cap;
+  return t;
+}
+
+int ic_index_apply_event(ic_index_t *ix, const ic_index_event_t *ev) {
+  if (!ix || !ev) return IC_EINVAL;
+  if (ev->type < IC_INDEX_EVENT_PREFIX_EVICTED || ev->type > IC_INDEX_EVENT_ALL_CLEARED) return 0;
+  int64_t now = ix_now(ix);
+  int64_t ts = ts_from_us(ev->timestamp_us, now);
+  uint32_t t = ix_find_str(ix, ev->tenant), m = ix_find_str(ix, ev->model), r = ix_find_str(ix, ev->replica);
+  tmrec_t *tm = ix_find_tm(ix, t, m);
+  if (!tm || r == UINT32_MAX) {
+    ix_report_entries(ix);
+    return 0;
+  }
+  if (ev->type == IC_INDEX_EVENT_REPLICA_UPDATED) {
+    bool hit = false;
+    pthread_rwlock_wrlock(&tm->stats_lock);
+    uint64_t v;
+    if (u64map_get(&tm->stat_map, r, &v)) {
+      tm->stats[v].last_seen = ts;
+      hit = true;
+    }
+    pthread_rwlock_unlock(&tm->stats_lock);
+    if (hit && ix->cfg.on_change) {
+      ic_index_change_t ch = {.type = IC_INDEX_CHANGE_REPLICA_UPDATED, .tenant = ix_str(ix, t),
+                              .model = ix_str(ix, m), .adapter = "", .replica = ix_str(ix, r),
+                              .timestamp_ns = ts};
+      ix->cfg.on_change(ix->cfg.change_ud, &ch);
+    }
+    ix_report_entries(ix);
+    return 0;
+  }
+  uint32_t ns;
+  scope_t **scs = tm_scopes(ix, tm, &ns);
+  if (ev->type == IC_INDEX_EVENT_PREFIX_EVICTED) {
+    uint32_t ad = UINT32_MAX;
+    bool scoped = ev->adapter && *ev->adapter;
+    if (scoped) ad = ix_find_str(ix, ev->adapter);
+    for (uint32_t i = 0; i < ns && !(scoped && ad == UINT32_MAX); i++) {
+      scope_t *sc = scs[i];
+      pthread_rwlock_wrlock(&sc->lock);
+      uint32_t rep = rep_live(sc, r, false);
+      uint64_t key;
+      uint32_t flags;
+      if (rep != UINT32_MAX &&
+          scope_key(sc, ev->prefix_hash.data, ev->prefix_hash.len, &key, &flags)) {
+        for (uint32_t pi = 0; pi < sc->nparts; pi++) {
+          part_t *p = sc->parts[pi];
+          if (scoped && p->adapter != ad) continue;
+          slot_t *s = part_find(p, key, flags);
+          if (!s) continue;
+          holder_t tmp;
+          const holder_t *hs;
+          uint32_t hn = slot_holders(s, &tmp, &hs);
+          for (uint32_t j = 0; j < hn; j++) {
+            if (META_REP(hs[j].meta) == rep) {
+              store_remove_holder(sc, p, s, j, IC_INDEX_REASON_EVENT, ts);
+              break;
+            }
+          }
+        }
+      }
+      pthread_rwlock_unlock(&sc->lock);
+    }
+  } else { /* ALL_CLEARED */
+    for (uint32_t i = 0; i < ns; i++) {
+      scope_t *sc = scs[i];
+      bool sync;
+      pthread_rwlock_wrlock(&sc->lock);
+      uint32_t rep = rep_live(sc, r, false);
+      if (rep != UINT32_MAX) {
+        rep_t *rp = &sc->reps[rep];
+        /* O(1) visibility: the rep is marked dead and forgotten; lookups skip its holders
+           and new ingests get a fresh rep index. Memory is reclaimed by scope_reclaim. */
+        u64map_del(&sc->rep_map, r);
+        rp->dead = true;
+        if (rp->count > 0) atomic_fetch_sub(&sc->serving, 1);
+        atomic_fetch_sub(&ix->total_entries, rp->count);
+        if (sc->reserved) atomic_fetch_sub(&ix->reserved_entries, rp->count);
+        rp->pending = rp->count;
+        sc->dead_pending += rp->count;
+        atomic_fetch_add(&ix->dead_pending, rp->count);
+        rp->count = 0;
+        sc->rc_part = sc->rc_sub = 0; /* restart the reclaim pass to cover this rep */
+      }
+      sync = sc->dead_pending > 0 && scope_slots(sc) <= SYNC_RECLAIM_SLOTS;
+      pthread_rwlock_unlock(&sc->lock);
+      if (sync)
+        while (scope_reclaim(sc, SUBS)) {
+        }
+    }
+    bool had = false;
+    pthread_rwlock_wrlock(&tm->stats_lock);
+    uint64_t v;
+    if (u64map_get(&tm->stat_map, r, &v)) {
+      had = true;
+      u64map_del(&tm->stat_map, r);
+      uint32_t last = --tm->nstats;
+      if (v != last) {
+        tm->stats[v] = tm->stats[last];
+        u64map_put(&tm->stat_map, tm->stats[v].replica, v);
+      }
+    }
+    pthread_rwlock_unlock(&tm->stats_lock);
+    (void)had;
+    if (ix->cfg.on_change) {
+      ic_index_change_t ch = {.type = IC_INDEX_CHANGE_ALL_CLEARED, .tenant = ix_str(ix, t),
+                              .model = ix_str(ix, m), .adapter = "", .replica = ix_str(ix, r),
+                              .timestamp_ns = ts};
+      ix->cfg.on_change(ix->cfg.change_ud, &ch);
+    }
+  }
+  free(scs);
+  ix_report_entries(ix);
+  return 0;
+}
+
+/* ---------------------------------------------------------------- TTL sweep (spec §4.1) */
+
+typedef struct {
+  int64_t now, ttl;
+} sweep_ud_t;
+
+static bool pred_expired_or_dead(scope_t *sc, const holder_t *h, void *ud) {
+  sweep_ud_t *s = ud;
+  return sc->reps[META_REP(h->meta)].dead || age_ns(s->now, sc->times[h->ts].ns) >= s->ttl;
+}
+
+int64_t ic_index_evict_expired(ic_index_t *ix) {
+  int64_t now = ix_now(ix);
+  int64_t ev[2] = {0, 0}, total = 0;
+  uint32_t n;
+  scope_t **v = snapshot_scopes(ix, &n);
+  for (uint32_t i = 0; i < n; i++) {
+    scope_t *sc = v[i];
+    sweep_ud_t ud = {now, ix_ttl_for(ix, sc->tenant)};
+    ic_index_eviction_t algo = ix_algo_for(ix, sc->tenant);
+    for (uint32_t pi = 0;; pi++) {
+      pthread_rwlock_rdlock(&sc->lock);
+      uint32_t np = sc->nparts;
+      pthread_rwlock_unlock(&sc->lock);
+      if (pi >= np) break;
+      for (uint32_t si = 0; si < SUBS; si++) {
+        /* one sub-table per write hold keeps lookups flowing during a long sweep */
+        pthread_rwlock_wrlock(&sc->lock);
+        part_t *p = sc->parts[pi];
+        if (p->subs[si].count) {
+          int64_t live = 0;
+          sub_sweep(sc, p, &p->subs[si], pred_expired_or_dead, &ud, IC_INDEX_REASON_TTL, now, &live);
+          ev[algo] += live;
+          total += live;
+        }
+        pthread_rwlock_unlock(&sc->lock);
+      }
+    }
+    while (scope_reclaim(sc, SUBS)) {
+    }
+  }
+  free(v);
+  /* stats rows: liveness (last_seen) against the tenant TTL */
+  pthread_rwlock_rdlock(&ix->dir);
+  uint32_t ntm = ix->ntms;
+  tmrec_t **tms = malloc((ntm ? ntm : 1) * sizeof *tms);
+  if (tms) memcpy(tms, ix->tms, ntm * sizeof *tms);
+  pthread_rwlock_unlock(&ix->dir);
+  for (uint32_t i = 0; tms && i < ntm; i++) {
+    tmrec_t *tm = tms[i];
+    int64_t ttl = ix_ttl_for(ix, tm->tenant);
+    pthread_rwlock_wrlock(&tm->stats_lock);
+    for (uint32_t k = 0; k < tm->nstats;) {
+      if (age_ns(now, tm->stats[k].last_seen) >= ttl) {
+        u64map_del(&tm->stat_map, tm->stats[k].replica);
+        uint32_t last = --tm->nstats;
+        if (k != last) {
+          tm->stats[k] = tm->stats[last];
+          u64map_put(&tm->stat_map, tm->stats[k].replica, k);
+        }
+      } else {
+        k++;
+      }
+    }
+    pthread_rwlock_unlock(&tm->stats_lock);
+  }
+  free(tms);
+  report_evictions(ix, ev, "ttl");
+  ix_report_entries(ix);
+  return total;
+}
+
+/* ---------------------------------------------------------------- gauge (spec §4.6) */
+
+int ic_index_entry_counts_by_model(ic_index_t *ix, ic_index_count_t **counts, size_t *n);
+
+void ix_report_entries(ic_index_t *ix) {
+  if (!ix->cfg.set_index_entries) return;
+  pthread_mutex_lock(&ix->report_lock);
+  ic_index_count_t *c = NULL;
+  size_t nc = 0;
+  if (ic_index_entry_counts_by_model(ix, &c, &nc) == 0) {
+    /* models previously reported but now absent drain to 0 */
+    u64map_t next = {0};
+    for (size_t i = 0; i < nc; i++) {
+      uint32_t id = ix_find_str(ix, c[i].name);
+      u64map_put(&next, id, 1);
+    }
+    for (uint32_t i = 0; i < ix->reported.cap; i++) {
+      if (!ix->reported.used[i]) continue;
+      uint32_t id = (uint32_t)ix->reported.keys[i];
+      if (!u64map_get(&next, id, NULL)) ix->cfg.set_index_entries(ix->cfg.metrics_ud, ix_str(ix, id), 0);
+    }
+    for (size_t i = 0; i < nc; i++) ix->cfg.set_index_entries(ix->cfg.metrics_ud, c[i].name, c[i].count);
+    u64map_free(&ix->reported);
+    ix->reported = next;
+  }
+  free(c);
+  pthread_mutex_unlock(&ix->report_lock);
+}

@@ -1,0 +1,1310 @@
+/* Black-box tests of lib/index against spec index.md §9 (groups A-Q) and the worked examples
+ * of §5.16 with their exact float32 scores. Fake clock; hashes are raw string bytes. */
+#include <math.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+
+#include "test_index_util.h"
+
+static const who_t T = {"r1", "t", "m", "vllm", ""};
+static who_t W(const char *replica) { return (who_t){replica, "t", "m", "vllm", ""}; }
+
+/* ------------------------------------------------------------------ A. construction */
+
+Test(index_a, ready_reflects_set_ready) {
+  ic_index_t *ix = ic_index_create(NULL);
+  cr_assert_not_null(ix);
+  cr_assert(!ic_index_ready(ix));
+  ic_index_set_ready(ix, true);
+  cr_assert(ic_index_ready(ix));
+  ic_index_set_ready(ix, false);
+  cr_assert(!ic_index_ready(ix));
+  ic_index_destroy(ix);
+}
+
+Test(index_a, non_positive_durations_clamp_to_defaults) {
+  ic_index_config_t c = base_cfg();
+  c.ttl_ns = 0;
+  c.sweep_interval_ns = -5;
+  ic_index_t *ix = ic_index_create(&c);
+  cr_assert_eq(ic_index_sweep_interval_ns(ix), MIN_NS);
+  put_legacy(ix, T, "p", 10);
+  g_now += 29 * MIN_NS; /* 30 min default TTL: still fresh */
+  ic_index_result_t *r = route_exact(ix, "t", "m", "vllm", "", "p", 0);
+  cr_assert_eq(ic_index_result_count(r), 1);
+  ic_index_result_free(r);
+  g_now += 2 * MIN_NS;
+  r = route_exact(ix, "t", "m", "vllm", "", "p", 0);
+  cr_assert_eq(ic_index_result_count(r), 0);
+  ic_index_result_free(r);
+  ic_index_destroy(ix);
+}
+
+Test(index_a, legacy_exact_match_path) {
+  ic_index_config_t c = base_cfg();
+  ic_index_t *ix = ic_index_create(&c);
+  put_legacy(ix, T, "legacy", 128);
+  ic_index_result_t *r = route_exact(ix, "t", "m", "vllm", "", "legacy", 0);
+  cr_assert_eq(ic_index_result_strategy(r), IC_INDEX_STRATEGY_PREFIX_MATCH);
+  cr_assert_eq(ic_index_result_count(r), 1);
+  cr_assert_eq(row(r, 0)->matched_tokens, 128);
+  cr_assert_eq(row(r, 0)->score, 128.0f);
+  cr_assert_eq(row(r, 0)->tier, 1);
+  cr_assert_str_eq(row(r, 0)->replica_id, "r1");
+  ic_index_result_free(r);
+  ic_index_destroy(ix);
+}
+
+/* ------------------------------------------------------------------ B. ingest basics */
+
+Test(index_b, ranks_by_tokens_and_freshness) {
+  ic_index_config_t c = base_cfg();
+  ic_index_t *ix = ic_index_create(&c);
+  put_legacy(ix, W("replica-a"), "p", 100);
+  put_legacy(ix, W("replica-b"), "p", 50);
+  put_legacy(ix, W("decoy"), "d", 10);
+  ic_index_result_t *r = route_exact(ix, "t", "m", "vllm", "", "p", 0);
+  cr_assert_str_eq(row(r, 0)->replica_id, "replica-a");
+  ic_index_result_free(r);
+  g_now += 50 * MIN_NS; /* E11 */
+  put_legacy(ix, W("replica-b"), "p", 50);
+  r = route_exact(ix, "t", "m", "vllm", "", "p", 0);
+  cr_assert_str_eq(row(r, 0)->replica_id, "replica-b");
+  cr_assert_eq(row(r, 0)->score, 50.0f * (float)(1.0 - 2.0 / 3.0));
+  cr_assert_eq(row(r, 1)->score, (100.0f * 0.16666667f) * (float)(1.0 - 2.0 / 3.0));
+  ic_index_result_free(r);
+  ic_index_destroy(ix);
+}
+
+Test(index_b, ingest_is_idempotent) {
+  ic_index_config_t c = base_cfg();
+  ic_index_t *ix = ic_index_create(&c);
+  for (int i = 0; i < 3; i++) put_legacy(ix, T, "p", 64);
+  ic_index_counters_t k;
+  ic_index_counters(ix, &k);
+  cr_assert_eq(k.total_entries, 1);
+  cr_assert_eq(k.distinct_keys, 1);
+  ic_index_result_t *r = route_exact(ix, "t", "m", "vllm", "", "p", 0);
+  cr_assert_eq(ic_index_result_count(r), 1);
+  ic_index_result_free(r);
+  ic_index_destroy(ix);
+}
+
+Test(index_b, tiers_default_and_explicit) {
+  ic_index_config_t c = base_cfg();
+  ic_index_t *ix = ic_index_create(&c);
+  put_legacy(ix, T, "p", 64);
+  put_legacy_tier(ix, W("r2"), "q", 64, 2);
+  put_legacy_tier(ix, W("r3"), "n", 64, -1); /* negative: coldest sentinel, reported 0 */
+  const char *ch[] = {"c1", "c2", "c3"};
+  put_chain(ix, W("r4"), ch, 3, 16);
+  ic_index_result_t *r = route_exact(ix, "t", "m", "vllm", "", "p", 0);
+  cr_assert_eq(row(r, 0)->tier, 1);
+  ic_index_result_free(r);
+  r = route_exact(ix, "t", "m", "vllm", "", "q", 0);
+  cr_assert_eq(row(r, 0)->tier, 2);
+  ic_index_result_free(r);
+  r = route_exact(ix, "t", "m", "vllm", "", "n", 0);
+  cr_assert_eq(row(r, 0)->tier, 0);
+  ic_index_result_free(r);
+  r = route_chain(ix, "t", "m", "vllm", "", ch, 3, 16, 0);
+  cr_assert_eq(row(r, 0)->tier, 1);
+  cr_assert_eq(row(r, 0)->matched_tokens, 48);
+  ic_index_result_free(r);
+  ic_index_destroy(ix);
+}
+
+Test(index_b, stats_keyed_by_top_level_replica_and_sanitised) {
+  ic_index_config_t c = base_cfg();
+  ic_index_t *ix = ic_index_create(&c);
+  put_legacy(ix, T, "p", 64);
+  ic_index_stats_t s = {.cache_memory_bytes = 42, .hit_rate = NAN, .pressure = INFINITY};
+  ic_index_update_t u = {"r1", "m", "t", "vllm", "", 0, NULL, 0, &s};
+  cr_assert_eq(ic_index_ingest(ix, &u), 0);
+  ic_index_stats_row_t *rows;
+  size_t n;
+  int64_t total;
+  cr_assert_eq(ic_index_cache_state(ix, "t", "m", &rows, &n, &total), 0);
+  cr_assert_eq(n, 1);
+  cr_assert_eq(total, 1);
+  cr_assert_str_eq(rows[0].replica_id, "r1");
+  cr_assert_eq(rows[0].cache_memory_bytes, 42);
+  cr_assert_eq(rows[0].hit_rate, 0.0f);
+  cr_assert_eq(rows[0].pressure, 0.0f);
+  free(rows);
+  s.hit_rate = -INFINITY;
+  s.pressure = 0.5f;
+  cr_assert_eq(ic_index_ingest(ix, &u), 0);
+  cr_assert_eq(ic_index_cache_state(ix, "t", "m", &rows, &n, &total), 0);
+  cr_assert_eq(rows[0].hit_rate, 0.0f);
+  cr_assert_eq(rows[0].pressure, 0.5f);
+  free(rows);
+  ic_index_destroy(ix);
+}
+
+/* ------------------------------------------------------------------ C. chain ingest */
+
+Test(index_c, chain_lookup_against_legacy_ingest) {
+  ic_index_config_t c = base_cfg();
+  ic_index_t *ix = ic_index_create(&c);
+  put_legacy(ix, T, "p", 64);
+  const char *ch[] = {"p", "x", "y"};
+  ic_index_result_t *r = route_chain(ix, "t", "m", "vllm", "", ch, 3, 16, 0);
+  cr_assert_eq(ic_index_result_count(r), 1);
+  cr_assert_eq(row(r, 0)->matched_tokens, 16);
+  ic_index_result_free(r);
+  ic_index_destroy(ix);
+}
+
+Test(index_c, malformed_and_one_sided_chains_dropped) {
+  ic_index_config_t c = base_cfg();
+  ic_index_t *ix = ic_index_create(&c);
+  ic_index_bytes_t bh[3] = {B("a"), B("b"), B("c")};
+  int32_t bc[3] = {16, 16, 16};
+  ic_index_prefix_t ps[3] = {
+      {.block_hashes = bh, .n_block_hashes = 3, .block_token_counts = bc, .n_block_token_counts = 1},
+      {.block_hashes = bh, .n_block_hashes = 3},
+      {.prefix_hash = B("legacy"), .token_count = 64, .block_token_counts = bc, .n_block_token_counts = 3},
+  };
+  ic_index_update_t u = {"r1", "m", "t", "vllm", "", 0, ps, 3, NULL};
+  cr_assert_eq(ic_index_ingest(ix, &u), 0);
+  ic_index_counters_t k;
+  ic_index_counters(ix, &k);
+  cr_assert_eq(k.total_entries, 0);
+  /* empty scheme indexes nothing */
+  ic_index_prefix_t ok = {.block_hashes = bh, .n_block_hashes = 3, .block_token_counts = bc,
+                          .n_block_token_counts = 3};
+  ic_index_update_t u2 = {"r1", "m", "t", "", "", 0, &ok, 1, NULL};
+  cr_assert_eq(ic_index_ingest(ix, &u2), 0);
+  ic_index_counters(ix, &k);
+  cr_assert_eq(k.total_entries, 0);
+  ic_index_destroy(ix);
+}
+
+Test(index_c, chain_with_coset_legacy_hash_preserves_both) {
+  ic_index_config_t c = base_cfg();
+  ic_index_t *ix = ic_index_create(&c);
+  ic_index_bytes_t bh[3] = {B("b1"), B("b2"), B("b3")};
+  int32_t bc[3] = {16, 16, 16};
+  ic_index_prefix_t p = {.prefix_hash = B("legacy-full"), .token_count = 128, .block_hashes = bh,
+                         .n_block_hashes = 3, .block_token_counts = bc, .n_block_token_counts = 3};
+  ic_index_update_t u = {"r", "m", "t", "vllm", "", 0, &p, 1, NULL};
+  cr_assert_eq(ic_index_ingest(ix, &u), 0);
+  ic_index_counters_t k;
+  ic_index_counters(ix, &k);
+  cr_assert_eq(k.total_entries, 4);
+  const char *ch[] = {"b1", "b2", "b3"};
+  ic_index_result_t *r = route_chain(ix, "t", "m", "vllm", "", ch, 3, 16, 0);
+  cr_assert_eq(row(r, 0)->matched_tokens, 48);
+  ic_index_result_free(r);
+  r = route_exact(ix, "t", "m", "vllm", "", "legacy-full", 0);
+  cr_assert_eq(row(r, 0)->matched_tokens, 128);
+  ic_index_result_free(r);
+  r = route_exact(ix, "t", "m", "vllm", "", "b2", 0);
+  cr_assert_eq(row(r, 0)->matched_tokens, 32);
+  ic_index_result_free(r);
+  /* §3.3: a second replica adds an entry, not a distinct key */
+  put_legacy(ix, (who_t){"r2", "t", "m", "vllm", ""}, "b1", 16);
+  ic_index_counters(ix, &k);
+  cr_assert_eq(k.total_entries, 5);
+  cr_assert_eq(k.distinct_keys, 4);
+  ic_index_destroy(ix);
+}
+
+/* ------------------------------------------------------------------ D. isolation */
+
+Test(index_d, scheme_tenant_model_isolation) {
+  ic_index_config_t c = base_cfg();
+  ic_index_t *ix = ic_index_create(&c);
+  put_legacy(ix, (who_t){"r-vllm", "t", "m", "vllm", ""}, "same", 64);
+  put_legacy(ix, (who_t){"r-sgl", "t", "m", "sglang", ""}, "same", 64);
+  ic_index_result_t *r = route_exact(ix, "t", "m", "vllm", "", "same", 0);
+  cr_assert_eq(ic_index_result_count(r), 1);
+  cr_assert_str_eq(row(r, 0)->replica_id, "r-vllm");
+  ic_index_result_free(r);
+  r = route_exact(ix, "t", "m", "sglang", "", "same", 0);
+  cr_assert_str_eq(row(r, 0)->replica_id, "r-sgl");
+  ic_index_result_free(r);
+  r = route_exact(ix, "t2", "m", "vllm", "", "same", 0);
+  cr_assert_eq(ic_index_result_count(r), 0);
+  ic_index_result_free(r);
+  r = route_exact(ix, "t", "m2", "vllm", "", "same", 0);
+  cr_assert_eq(ic_index_result_count(r), 0);
+  ic_index_result_free(r);
+  r = route_exact(ix, "t", "m", "", "", "same", 0);
+  cr_assert_eq(ic_index_result_count(r), 0);
+  cr_assert_eq(ic_index_result_strategy(r), IC_INDEX_STRATEGY_NONE);
+  ic_index_result_free(r);
+  ic_index_destroy(ix);
+}
+
+Test(index_d, adapter_partitions) {
+  ic_index_config_t c = base_cfg();
+  ic_index_t *ix = ic_index_create(&c);
+  put_legacy(ix, (who_t){"ra", "t", "m", "vllm", "lora-a"}, "p", 128);
+  put_legacy(ix, (who_t){"rb", "t", "m", "vllm", "lora-b"}, "p", 128);
+  put_legacy(ix, (who_t){"rd", "t", "m", "vllm", ""}, "p", 128);
+  ic_index_result_t *r = route_exact(ix, "t", "m", "vllm", "lora-a", "p", 0);
+  cr_assert_eq(ic_index_result_count(r), 1);
+  cr_assert_str_eq(row(r, 0)->replica_id, "ra");
+  ic_index_result_free(r);
+  r = route_exact(ix, "t", "m", "vllm", "", "p", 0);
+  cr_assert_eq(ic_index_result_count(r), 1);
+  cr_assert_str_eq(row(r, 0)->replica_id, "rd");
+  ic_index_result_free(r);
+  /* update-level default and per-entry override */
+  ic_index_prefix_t ps[2] = {{.prefix_hash = B("q1"), .token_count = 64},
+                             {.prefix_hash = B("q2"), .token_count = 64, .adapter = "lora-x"}};
+  ic_index_update_t u = {"rx", "m", "t", "vllm", "lora-u", 0, ps, 2, NULL};
+  cr_assert_eq(ic_index_ingest(ix, &u), 0);
+  r = route_exact(ix, "t", "m", "vllm", "lora-u", "q1", 0);
+  cr_assert_eq(ic_index_result_count(r), 1);
+  ic_index_result_free(r);
+  r = route_exact(ix, "t", "m", "vllm", "lora-u", "q2", 0);
+  cr_assert_eq(ic_index_result_count(r), 0);
+  ic_index_result_free(r);
+  r = route_exact(ix, "t", "m", "vllm", "lora-x", "q2", 0);
+  cr_assert_eq(ic_index_result_count(r), 1);
+  ic_index_result_free(r);
+  /* unseen adapter under a populated scope: novel prefix (NONE), not UNKNOWN_* */
+  r = route_exact(ix, "t", "m", "vllm", "lora-zzz", "p", 0);
+  cr_assert_eq(ic_index_result_strategy(r), IC_INDEX_STRATEGY_NONE);
+  ic_index_result_free(r);
+  ic_index_destroy(ix);
+}
+
+/* ------------------------------------------------------------------ E. events */
+
+static void event(ic_index_t *ix, int type, const char *replica, const char *hash, const char *adapter) {
+  ic_index_event_t ev = {.type = type, .replica = replica, .model = "m", .tenant = "t", .adapter = adapter,
+                         .prefix_hash = hash ? B(hash) : (ic_index_bytes_t){0, NULL}};
+  cr_assert_eq(ic_index_apply_event(ix, &ev), 0);
+}
+
+Test(index_e, evict_and_clear) {
+  ic_index_config_t c = base_cfg();
+  ic_index_t *ix = ic_index_create(&c);
+  put_legacy(ix, W("r1"), "p1", 64);
+  put_legacy(ix, W("r1"), "p2", 64);
+  put_legacy(ix, W("r2"), "p1", 64);
+  event(ix, IC_INDEX_EVENT_PREFIX_EVICTED, "r1", "p1", "");
+  ic_index_result_t *r = route_exact(ix, "t", "m", "vllm", "", "p1", 0);
+  cr_assert_eq(ic_index_result_count(r), 1);
+  cr_assert_str_eq(row(r, 0)->replica_id, "r2");
+  ic_index_result_free(r);
+  event(ix, IC_INDEX_EVENT_ALL_CLEARED, "r1", NULL, "");
+  r = route_exact(ix, "t", "m", "vllm", "", "p2", 0);
+  cr_assert_eq(ic_index_result_count(r), 0);
+  ic_index_result_free(r);
+  ic_index_counters_t k;
+  ic_index_counters(ix, &k);
+  cr_assert_eq(k.total_entries, 1);
+  cr_assert_eq(k.distinct_keys, 1);
+  cr_assert_eq(k.pending_reclaim, 0);
+  event(ix, IC_INDEX_EVENT_ALL_CLEARED, "r2", NULL, "");
+  cr_assert(!ic_index_has_any_for_tenant(ix, "t"));
+  cr_assert(!ic_index_has_any_for_tenant_model(ix, "t", "m"));
+  cr_assert(!ic_index_has_any_for_tenant_model_scheme(ix, "t", "m", "vllm"));
+  /* a cleared replica can come back */
+  put_legacy(ix, W("r1"), "p9", 64);
+  r = route_exact(ix, "t", "m", "vllm", "", "p9", 0);
+  cr_assert_eq(ic_index_result_count(r), 1);
+  ic_index_result_free(r);
+  ic_index_destroy(ix);
+}
+
+Test(index_e, prefix_added_does_not_refresh) {
+  ic_index_config_t c = base_cfg();
+  c.ttl_ns = 10 * MIN_NS;
+  ic_index_t *ix = ic_index_create(&c);
+  put_legacy(ix, (who_t){"r1", "t", "m", "vllm", ""}, "p", 64);
+  put_legacy(ix, (who_t){"r1", "t", "m", "sglang", ""}, "p", 64);
+  g_now += 9 * MIN_NS;
+  event(ix, IC_INDEX_EVENT_PREFIX_ADDED, "r1", "p", "");
+  g_now += 2 * MIN_NS;
+  cr_assert_eq(ic_index_evict_expired(ix), 2);
+  ic_index_counters_t k;
+  ic_index_counters(ix, &k);
+  cr_assert_eq(k.total_entries, 0);
+  ic_index_destroy(ix);
+}
+
+Test(index_e, adapter_scoped_eviction) {
+  ic_index_config_t c = base_cfg();
+  ic_index_t *ix = ic_index_create(&c);
+  put_legacy(ix, (who_t){"r1", "t", "m", "vllm", "a"}, "p", 64);
+  put_legacy(ix, (who_t){"r1", "t", "m", "vllm", "b"}, "p", 64);
+  put_legacy(ix, (who_t){"r1", "t", "m", "vllm", ""}, "p", 64);
+  event(ix, IC_INDEX_EVENT_PREFIX_EVICTED, "r1", "p", "a");
+  ic_index_counters_t k;
+  ic_index_counters(ix, &k);
+  cr_assert_eq(k.total_entries, 2);
+  event(ix, IC_INDEX_EVENT_PREFIX_EVICTED, "r1", "p", "");
+  ic_index_counters(ix, &k);
+  cr_assert_eq(k.total_entries, 0);
+  put_legacy(ix, (who_t){"r1", "t", "m", "vllm", "a"}, "p", 64);
+  put_legacy(ix, (who_t){"r1", "t", "m", "sglang", "b"}, "q", 64);
+  event(ix, IC_INDEX_EVENT_ALL_CLEARED, "r1", NULL, "a");
+  ic_index_counters(ix, &k);
+  cr_assert_eq(k.total_entries, 0);
+  ic_index_destroy(ix);
+}
+
+/* ------------------------------------------------------------------ F. TTL */
+
+static int64_t short_ttl(void *ud, const char *tenant) {
+  (void)ud;
+  return strcmp(tenant, "short") == 0 ? 5 * MIN_NS : 0;
+}
+
+Test(index_f, per_tenant_ttl_and_sweep) {
+  ic_index_config_t c = base_cfg();
+  c.ttl_resolver = short_ttl;
+  ic_index_t *ix = ic_index_create(&c);
+  put_legacy(ix, (who_t){"r1", "short", "m", "vllm", ""}, "p", 64);
+  put_legacy(ix, (who_t){"r1", "long", "m", "vllm", ""}, "p", 64);
+  g_now += 10 * MIN_NS;
+  ic_index_result_t *r = route_exact(ix, "short", "m", "vllm", "", "p", 0);
+  cr_assert_eq(ic_index_result_count(r), 0);
+  ic_index_result_free(r);
+  r = route_exact(ix, "long", "m", "vllm", "", "p", 0);
+  cr_assert_eq(ic_index_result_count(r), 1);
+  ic_index_result_free(r);
+  cr_assert_eq(ic_index_evict_expired(ix), 1);
+  cr_assert(!ic_index_has_any_for_tenant(ix, "short"));
+  cr_assert(ic_index_has_any_for_tenant(ix, "long"));
+  ic_index_destroy(ix);
+}
+
+Test(index_f, chain_run_freshness_is_weakest_link) {
+  ic_index_config_t c = base_cfg();
+  c.ttl_ns = 10 * MIN_NS;
+  ic_index_t *ix = ic_index_create(&c);
+  const char *b1[] = {"b1"};
+  put_chain(ix, T, b1, 1, 16);
+  g_now += 8 * MIN_NS;
+  const char *b23[] = {"b2", "b3"};
+  put_chain(ix, T, b23, 2, 16);
+  const char *ch[] = {"b1", "b2", "b3"};
+  ic_index_result_t *r = route_chain(ix, "t", "m", "vllm", "", ch, 3, 16, 0);
+  cr_assert_eq(ic_index_result_count(r), 1);
+  cr_assert_lt(row(r, 0)->estimated_cache_hit_prob, 0.5f);
+  cr_assert_eq(row(r, 0)->estimated_cache_hit_prob, 0.2f);
+  ic_index_result_free(r);
+  ic_index_destroy(ix);
+}
+
+/* ------------------------------------------------------------------ G. cap */
+
+static ic_index_eviction_t lfu_all(void *ud, const char *t) {
+  (void)ud;
+  (void)t;
+  return IC_INDEX_EVICT_LFU;
+}
+
+typedef struct {
+  int64_t lru_cap, lfu_cap, lru_ttl, lfu_ttl, over;
+} msink_t;
+static void m_idx(void *ud, const char *algo, const char *reason, int64_t n) {
+  msink_t *m = ud;
+  bool lfu = strcmp(algo, "lfu") == 0, cap = strcmp(reason, "cap") == 0;
+  *(cap ? (lfu ? &m->lfu_cap : &m->lru_cap) : (lfu ? &m->lfu_ttl : &m->lru_ttl)) += n;
+}
+static void m_ten(void *ud, const char *t, const char *reason, int64_t n) {
+  (void)t;
+  cr_assert_str_eq(reason, "over_entries");
+  ((msink_t *)ud)->over += n;
+}
+
+static bool has(ic_index_t *ix, const char *hash) {
+  ic_index_result_t *r = route_exact(ix, "t", "m", "vllm", "", hash, 0);
+  bool h = ic_index_result_strategy(r) == IC_INDEX_STRATEGY_PREFIX_MATCH;
+  ic_index_result_free(r);
+  return h;
+}
+
+Test(index_g, cap_evicts_oldest) {
+  ic_index_config_t c = base_cfg();
+  c.max_entries = 2;
+  msink_t ms = {0};
+  c.add_index_evictions = m_idx;
+  c.metrics_ud = &ms;
+  ic_index_t *ix = ic_index_create(&c);
+  put_legacy(ix, T, "a", 64);
+  g_now += MIN_NS;
+  put_legacy(ix, T, "b", 64);
+  g_now += MIN_NS;
+  put_legacy(ix, T, "c", 64);
+  cr_assert(!has(ix, "a"));
+  cr_assert(has(ix, "b") && has(ix, "c"));
+  cr_assert_eq(ms.lru_cap, 1);
+  ic_index_destroy(ix);
+}
+
+static void credit(ic_index_t *ix, const char *hash, int times) {
+  for (int i = 0; i < times; i++) {
+    ic_index_result_t *r = route_exact(ix, "t", "m", "vllm", "", hash, 0);
+    ic_index_result_credit_hits(r);
+    ic_index_result_free(r);
+  }
+}
+
+Test(index_g, lfu_evicts_lowest_count_then_oldest) {
+  ic_index_config_t c = base_cfg();
+  c.max_entries = 3;
+  c.eviction_resolver = lfu_all;
+  msink_t ms = {0};
+  c.add_index_evictions = m_idx;
+  c.metrics_ud = &ms;
+  ic_index_t *ix = ic_index_create(&c);
+  put_legacy(ix, T, "hot", 64);
+  g_now += MIN_NS;
+  put_legacy(ix, T, "warm", 64);
+  g_now += MIN_NS;
+  put_legacy(ix, T, "cold", 64);
+  credit(ix, "hot", 5);
+  credit(ix, "warm", 2);
+  cr_assert_eq(ic_index_access_count(ix, "t", "m", "vllm", "", (const uint8_t *)"hot", 3, "r1"), 5);
+  g_now += MIN_NS;
+  put_legacy(ix, T, "new", 64);
+  cr_assert(!has(ix, "cold"));
+  cr_assert(has(ix, "hot") && has(ix, "warm") && has(ix, "new"));
+  cr_assert_eq(ms.lfu_cap, 1);
+  ic_index_destroy(ix);
+}
+
+static ic_index_eviction_t g_algo = IC_INDEX_EVICT_LRU;
+static ic_index_eviction_t algo_var(void *ud, const char *t) {
+  (void)ud;
+  (void)t;
+  return g_algo;
+}
+
+Test(index_g, policy_switch_selects_different_victims) {
+  for (int pass = 0; pass < 2; pass++) {
+    ic_index_config_t c = base_cfg();
+    c.max_entries = 4;
+    c.eviction_resolver = algo_var;
+    g_algo = IC_INDEX_EVICT_LRU;
+    ic_index_t *ix = ic_index_create(&c);
+    const char *names[] = {"A", "B", "C", "D"};
+    int counts[] = {9, 3, 5, 0};
+    for (int i = 0; i < 4; i++) {
+      put_legacy(ix, T, names[i], 64);
+      g_now += MIN_NS;
+    }
+    g_algo = IC_INDEX_EVICT_LFU; /* counts only accrue under LFU */
+    for (int i = 0; i < 4; i++) credit(ix, names[i], counts[i]);
+    g_algo = pass ? IC_INDEX_EVICT_LFU : IC_INDEX_EVICT_LRU;
+    put_legacy(ix, T, "E", 64);
+    cr_assert(!has(ix, pass ? "D" : "A"));
+    cr_assert(has(ix, pass ? "A" : "D"));
+    ic_index_destroy(ix);
+  }
+}
+
+Test(index_g, reserved_tenant_hidden_from_cap_and_aggregate) {
+  ic_index_config_t c = base_cfg();
+  c.max_entries = 1;
+  const char *res[] = {IC_INDEX_PROBE_TENANT, ""};
+  c.reserved_tenants = res;
+  c.n_reserved_tenants = 2;
+  ic_index_t *ix = ic_index_create(&c);
+  put_legacy(ix, T, "p", 64);
+  put_legacy(ix, (who_t){"probe-r", IC_INDEX_PROBE_TENANT, "m", "vllm", ""}, "q", 64);
+  cr_assert(has(ix, "p"));
+  ic_index_result_t *r = route_exact(ix, IC_INDEX_PROBE_TENANT, "m", "vllm", "", "q", 0);
+  cr_assert_eq(ic_index_result_count(r), 1);
+  ic_index_result_free(r);
+  ic_index_count_t *agg;
+  size_t n;
+  int64_t total;
+  cr_assert_eq(ic_index_aggregate(ix, &agg, &n, &total), 0);
+  cr_assert_eq(total, 1);
+  cr_assert_eq(n, 1);
+  free(agg);
+  cr_assert_eq(ic_index_entry_counts_by_model(ix, &agg, &n), 0);
+  cr_assert_eq(n, 1);
+  cr_assert_eq(agg[0].count, 1);
+  free(agg);
+  ic_index_snapshot_t s;
+  cr_assert_eq(ic_index_snapshot(ix, &s), 0);
+  cr_assert_eq(s.n_replicas, 1);
+  cr_assert_str_eq(s.replicas[0].replica_id, "r1");
+  cr_assert_eq(s.n_tenants, 1);
+  ic_index_snapshot_free(&s);
+  ic_index_destroy(ix);
+}
+
+Test(index_g, eviction_metric_labels) {
+  ic_index_config_t c = base_cfg();
+  c.max_entries = 1;
+  msink_t ms = {0};
+  c.add_index_evictions = m_idx;
+  c.metrics_ud = &ms;
+  ic_index_t *ix = ic_index_create(&c);
+  put_legacy(ix, T, "a", 1);
+  put_legacy(ix, T, "b", 1);
+  cr_assert_eq(ms.lru_cap, 1);
+  ic_index_destroy(ix);
+  c.eviction_resolver = lfu_all;
+  c.max_entries = 0;
+  c.ttl_ns = MIN_NS;
+  ix = ic_index_create(&c);
+  put_legacy(ix, T, "a", 1);
+  g_now += 2 * MIN_NS;
+  ic_index_evict_expired(ix);
+  cr_assert_eq(ms.lfu_ttl, 1);
+  ic_index_destroy(ix);
+}
+
+/* ------------------------------------------------------------------ H. LFU counters */
+
+typedef struct {
+  ic_index_t *ix;
+} cth_t;
+static void *credit_thread(void *arg) {
+  cth_t *t = arg;
+  for (int i = 0; i < 200; i++) {
+    ic_index_lookup_t q = {.tenant = "t", .model = "m", .scheme = "vllm", .prefix_hash = B("p")};
+    ic_index_result_t *r;
+    if (ic_index_lookup_route(t->ix, &q, &r) == 0) {
+      ic_index_result_credit_hits(r);
+      ic_index_result_free(r);
+    }
+  }
+  return NULL;
+}
+
+Test(index_h, lfu_counter_atomic_under_concurrency) {
+  ic_index_config_t c = base_cfg();
+  c.eviction_resolver = lfu_all;
+  ic_index_t *ix = ic_index_create(&c);
+  put_legacy(ix, T, "p", 64);
+  pthread_t th[50];
+  cth_t arg = {ix};
+  for (int i = 0; i < 50; i++) pthread_create(&th[i], NULL, credit_thread, &arg);
+  for (int i = 0; i < 50; i++) pthread_join(th[i], NULL);
+  cr_assert_eq(ic_index_access_count(ix, "t", "m", "vllm", "", (const uint8_t *)"p", 1, "r1"), 10000);
+  ic_index_destroy(ix);
+}
+
+Test(index_h, lfu_only_under_lfu_survives_reingest_and_chain) {
+  ic_index_config_t c = base_cfg();
+  c.eviction_resolver = algo_var;
+  g_algo = IC_INDEX_EVICT_LRU;
+  ic_index_t *ix = ic_index_create(&c);
+  put_legacy(ix, T, "p", 64);
+  credit(ix, "p", 5);
+  cr_assert_eq(ic_index_access_count(ix, "t", "m", "vllm", "", (const uint8_t *)"p", 1, "r1"), 0);
+  g_algo = IC_INDEX_EVICT_LFU;
+  credit(ix, "p", 3);
+  put_legacy(ix, T, "p", 64);
+  cr_assert_eq(ic_index_access_count(ix, "t", "m", "vllm", "", (const uint8_t *)"p", 1, "r1"), 3);
+  const char *ch[] = {"b1", "b2", "b3", "x4"};
+  put_chain(ix, T, ch, 4, 16);
+  for (int i = 0; i < 2; i++) {
+    ic_index_result_t *r = route_chain(ix, "t", "m", "vllm", "", ch, 3, 16, 0);
+    ic_index_result_credit_hits(r);
+    ic_index_result_free(r);
+  }
+  for (int i = 0; i < 3; i++)
+    cr_assert_eq(ic_index_access_count(ix, "t", "m", "vllm", "", (const uint8_t *)ch[i], 2, "r1"), 2);
+  cr_assert_eq(ic_index_access_count(ix, "t", "m", "vllm", "", (const uint8_t *)"x4", 2, "r1"), 0);
+  g_algo = IC_INDEX_EVICT_LRU;
+  ic_index_destroy(ix);
+}
+
+Test(index_h, retain_replicas_prunes_rows_and_captures) {
+  ic_index_config_t c = base_cfg();
+  c.eviction_resolver = lfu_all;
+  ic_index_t *ix = ic_index_create(&c);
+  put_legacy(ix, W("r1"), "p", 100);
+  put_legacy(ix, W("r2"), "p", 50);
+  put_legacy(ix, W("r3"), "d", 50);
+  ic_index_result_t *r = route_exact(ix, "t", "m", "vllm", "", "p", 0);
+  cr_assert_eq(ic_index_result_count(r), 2);
+  const char *keep[] = {"r2"};
+  cr_assert_eq(ic_index_result_retain_replicas(r, keep, 1), 0);
+  cr_assert_eq(ic_index_result_count(r), 1);
+  cr_assert_str_eq(row(r, 0)->replica_id, "r2");
+  ic_index_result_credit_hits(r);
+  ic_index_result_free(r);
+  cr_assert_eq(ic_index_access_count(ix, "t", "m", "vllm", "", (const uint8_t *)"p", 1, "r1"), 0);
+  cr_assert_eq(ic_index_access_count(ix, "t", "m", "vllm", "", (const uint8_t *)"p", 1, "r2"), 1);
+  /* crediting after the entry was evicted is harmless */
+  r = route_exact(ix, "t", "m", "vllm", "", "p", 0);
+  event(ix, IC_INDEX_EVENT_ALL_CLEARED, "r1", NULL, "");
+  event(ix, IC_INDEX_EVENT_PREFIX_EVICTED, "r2", "p", "");
+  ic_index_result_credit_hits(r);
+  ic_index_result_free(r);
+  ic_index_destroy(ix);
+}
+
+/* ------------------------------------------------------------------ I. quota */
+
+static int64_t g_budget = 2;
+static bool quota_team_a(void *ud, const char *t, int64_t *max) {
+  (void)ud;
+  if (strcmp(t, "team-a") != 0) return false;
+  *max = g_budget;
+  return true;
+}
+
+Test(index_i, quota_counts_multi_replica_prefix_once_and_evicts_oldest) {
+  ic_index_config_t c = base_cfg();
+  c.quota_resolver = quota_team_a;
+  g_budget = 2;
+  msink_t ms = {0};
+  c.add_tenant_evictions = m_ten;
+  c.metrics_ud = &ms;
+  ic_index_t *ix = ic_index_create(&c);
+  who_t a1 = {"r1", "team-a", "m", "vllm", ""}, a2 = {"r2", "team-a", "m", "vllm", ""};
+  put_legacy(ix, a1, "a", 64);
+  put_legacy(ix, a2, "a", 64);
+  g_now += MIN_NS;
+  put_legacy(ix, a1, "b", 64);
+  cr_assert_eq(ms.over, 0);
+  g_now += MIN_NS;
+  put_legacy(ix, a1, "c", 64);
+  cr_assert_eq(ms.over, 1);
+  ic_index_counters_t k;
+  ic_index_counters(ix, &k);
+  cr_assert_eq(k.total_entries, 2);
+  /* other tenants untouched */
+  for (int i = 0; i < 4; i++) {
+    char h[8];
+    snprintf(h, sizeof h, "x%d", i);
+    put_legacy(ix, (who_t){"r1", "team-b", "m", "vllm", ""}, h, 64);
+  }
+  cr_assert(ic_index_has_any_for_tenant(ix, "team-b"));
+  ic_index_count_t *agg;
+  size_t n;
+  int64_t total;
+  ic_index_aggregate(ix, &agg, &n, &total);
+  cr_assert_eq(n, 2);
+  cr_assert_eq(agg[0].count, 2);
+  cr_assert_eq(agg[1].count, 4);
+  free(agg);
+  g_budget = 0;
+  put_legacy(ix, a1, "d", 64);
+  ic_index_aggregate(ix, &agg, &n, &total);
+  cr_assert_eq(n, 1);
+  cr_assert_str_eq(agg[0].name, "team-b");
+  free(agg);
+  ic_index_destroy(ix);
+}
+
+Test(index_i, quota_tie_break_is_byte_order_of_full_key) {
+  const char *variants[4][2][3] = {
+      /* model, scheme, hash of the smaller key, then of the larger */
+      {{"m1", "vllm", "h"}, {"m2", "vllm", "h"}},
+      {{"m", "s1", "h"}, {"m", "s2", "h"}},
+      {{"m", "vllm", "h1"}, {"m", "vllm", "h2"}},
+      {{"m", "vllm", "h\x01"}, {"m", "vllm", "h\x02"}},
+  };
+  for (int v = 0; v < 4; v++) {
+    for (int it = 0; it < 16; it++) {
+      ic_index_config_t c = base_cfg();
+      c.quota_resolver = quota_team_a;
+      g_budget = 1;
+      ic_index_t *ix = ic_index_create(&c);
+      ic_index_prefix_t ps[2];
+      for (int k = 0; k < 2; k++) {
+        int j = (it & 1) ? 1 - k : k;
+        ps[0] = (ic_index_prefix_t){.prefix_hash = B(variants[v][j][2]), .token_count = 1};
+        ic_index_update_t u = {"r", variants[v][j][0], "team-a", variants[v][j][1], "", g_now / 1000, ps, 1, NULL};
+        cr_assert_eq(ic_index_ingest(ix, &u), 0);
+      }
+      ic_index_result_t *r = route_exact(ix, "team-a", variants[v][1][0], variants[v][1][1], "",
+                                         variants[v][1][2], 0);
+      cr_assert_eq(ic_index_result_count(r), 1, "variant %d: larger key survives", v);
+      ic_index_result_free(r);
+      ic_index_destroy(ix);
+    }
+  }
+  /* adapter variant */
+  ic_index_config_t c = base_cfg();
+  c.quota_resolver = quota_team_a;
+  g_budget = 1;
+  ic_index_t *ix = ic_index_create(&c);
+  put_legacy(ix, (who_t){"r", "team-a", "m", "vllm", "b"}, "h", 1);
+  put_legacy(ix, (who_t){"r", "team-a", "m", "vllm", "a"}, "h", 1);
+  ic_index_result_t *r = route_exact(ix, "team-a", "m", "vllm", "b", "h", 0);
+  cr_assert_eq(ic_index_result_count(r), 1);
+  ic_index_result_free(r);
+  ic_index_destroy(ix);
+}
+
+/* ------------------------------------------------------------------ J. metrics */
+
+typedef struct {
+  char model[16];
+  int64_t n;
+  int calls;
+} gauge_t;
+static pthread_mutex_t g_mu = PTHREAD_MUTEX_INITIALIZER;
+static void m_gauge(void *ud, const char *model, int64_t n) {
+  gauge_t *g = ud;
+  pthread_mutex_lock(&g_mu);
+  snprintf(g->model, sizeof g->model, "%s", model);
+  g->n = n;
+  g->calls++;
+  pthread_mutex_unlock(&g_mu);
+}
+
+static void *ingest_one(void *arg) {
+  static _Atomic int seq;
+  ic_index_t *ix = arg;
+  char h[16];
+  snprintf(h, sizeof h, "k%d", atomic_fetch_add(&seq, 1));
+  ic_index_prefix_t p = {.prefix_hash = B(h), .token_count = 1};
+  ic_index_update_t u = {"r", "m", "t", "vllm", "", 0, &p, 1, NULL};
+  ic_index_ingest(ix, &u);
+  return NULL;
+}
+
+Test(index_j, gauge_final_value_and_drain) {
+  ic_index_config_t c = base_cfg();
+  c.ttl_ns = MIN_NS;
+  gauge_t g = {0};
+  c.set_index_entries = m_gauge;
+  c.metrics_ud = &g;
+  ic_index_t *ix = ic_index_create(&c);
+  pthread_t th[50];
+  for (int i = 0; i < 50; i++) pthread_create(&th[i], NULL, ingest_one, ix);
+  for (int i = 0; i < 50; i++) pthread_join(th[i], NULL);
+  cr_assert_str_eq(g.model, "m");
+  cr_assert_eq(g.n, 50);
+  g_now += 2 * MIN_NS;
+  ic_index_evict_expired(ix);
+  cr_assert_eq(g.n, 0);
+  ic_index_destroy(ix);
+}
+
+/* ------------------------------------------------------------------ K/L. ranking, worked examples */
+
+Test(index_k, e2_exact_with_decoy_uniform_dp) {
+  ic_index_config_t c = base_cfg();
+  ic_index_t *ix = ic_index_create(&c);
+  put_legacy(ix, W("r1"), "p", 80);
+  put_legacy(ix, W("r2"), "p", 40);
+  put_legacy(ix, W("r3-decoy"), "decoy", 10);
+  ic_index_result_t *r = route_exact(ix, "t", "m", "vllm", "", "p", 0);
+  cr_assert_eq(ic_index_result_count(r), 2);
+  cr_assert_str_eq(row(r, 0)->replica_id, "r1");
+  cr_assert_eq(row(r, 0)->score, 26.666668f);
+  cr_assert_eq(row(r, 1)->score, 13.333334f);
+  cr_assert_eq(row(r, 0)->estimated_cache_hit_prob, 1.0f);
+  ic_index_result_free(r);
+  ic_index_destroy(ix);
+}
+
+Test(index_k, e3_every_replica_holds_it) {
+  ic_index_config_t c = base_cfg();
+  ic_index_t *ix = ic_index_create(&c);
+  put_legacy(ix, W("r0"), "chat-template", 16);
+  put_legacy(ix, W("r1"), "chat-template", 16);
+  put_legacy(ix, W("r2"), "chat-template", 16);
+  ic_index_result_t *r = route_exact(ix, "t", "m", "vllm", "", "chat-template", 0);
+  cr_assert_eq(ic_index_result_strategy(r), IC_INDEX_STRATEGY_PREFIX_MATCH);
+  cr_assert_eq(ic_index_result_count(r), 3);
+  for (int i = 0; i < 3; i++) {
+    cr_assert_eq(row(r, i)->score, 0.0f);
+    cr_assert_eq(row(r, i)->matched_tokens, 16);
+  }
+  cr_assert_str_eq(row(r, 0)->replica_id, "r0");
+  ic_index_result_free(r);
+  ic_index_destroy(ix);
+}
+
+Test(index_k, e4_unique_holder) {
+  ic_index_config_t c = base_cfg();
+  ic_index_t *ix = ic_index_create(&c);
+  put_legacy(ix, W("r0"), "unique-rag-ctx", 64);
+  put_legacy(ix, W("r1"), "other-prefix", 64);
+  put_legacy(ix, W("r2"), "other-prefix", 64);
+  ic_index_result_t *r = route_exact(ix, "t", "m", "vllm", "", "unique-rag-ctx", 0);
+  cr_assert_eq(row(r, 0)->score, 42.666668f);
+  ic_index_result_free(r);
+  ic_index_destroy(ix);
+}
+
+Test(index_k, e5_chain_three_depths) {
+  ic_index_config_t c = base_cfg();
+  ic_index_t *ix = ic_index_create(&c);
+  const char *ch[] = {"b1", "b2", "b3", "b4"};
+  put_chain(ix, W("r0"), ch, 4, 64);
+  put_chain(ix, W("r1"), ch, 2, 64);
+  put_chain(ix, W("r2"), ch, 1, 64);
+  ic_index_result_t *r = route_chain(ix, "t", "m", "vllm", "", ch, 4, 64, 0);
+  cr_assert_eq(ic_index_result_count(r), 3);
+  cr_assert_str_eq(row(r, 0)->replica_id, "r0");
+  cr_assert_eq(row(r, 0)->score, 170.66667f);
+  cr_assert_eq(row(r, 0)->matched_tokens, 256);
+  cr_assert_str_eq(row(r, 1)->replica_id, "r1");
+  cr_assert_eq(row(r, 1)->score, 42.666668f);
+  cr_assert_str_eq(row(r, 2)->replica_id, "r2");
+  cr_assert_eq(row(r, 2)->score, 0.0f);
+  ic_index_result_free(r);
+  ic_index_destroy(ix);
+}
+
+Test(index_k, e6_chain_with_ages) {
+  ic_index_config_t c = base_cfg();
+  c.ttl_ns = 30 * MIN_NS;
+  ic_index_t *ix = ic_index_create(&c);
+  const char *ch[] = {"h1", "h2", "h3", "h4", "h5"};
+  put_chain(ix, W("C"), ch, 1, 64);
+  g_now += 2 * MIN_NS;
+  put_chain(ix, W("B"), ch, 2, 64);
+  g_now += MIN_NS;
+  put_chain(ix, W("A"), ch, 3, 64);
+  g_now += MIN_NS;
+  ic_index_result_t *r = route_chain(ix, "t", "m", "vllm", "", ch, 5, 64, 0);
+  cr_assert_eq(ic_index_result_count(r), 3);
+  cr_assert_str_eq(row(r, 0)->replica_id, "A");
+  cr_assert_eq(row(r, 0)->score, 123.73333f);
+  cr_assert_eq(row(r, 0)->estimated_cache_hit_prob, 0.96666664f);
+  cr_assert_str_eq(row(r, 1)->replica_id, "B");
+  cr_assert_eq(row(r, 1)->score, 39.822224f);
+  cr_assert_eq(row(r, 2)->score, 0.0f);
+  cr_assert_eq(row(r, 2)->estimated_cache_hit_prob, 0.8666667f);
+  ic_index_result_free(r);
+  ic_index_destroy(ix);
+}
+
+Test(index_k, e7_e8_pressure_flips_ranking) {
+  ic_index_config_t c = base_cfg();
+  ic_index_t *ix = ic_index_create(&c);
+  put_legacy(ix, W("big-but-hot"), "p", 100);
+  put_legacy(ix, W("small-cool"), "p", 50);
+  put_legacy(ix, W("decoy"), "d", 5);
+  put_stats(ix, W("big-but-hot"), 0.5f, 0.9f);
+  put_stats(ix, W("small-cool"), 0.5f, 0.0f);
+  ic_index_result_t *r = route_exact(ix, "t", "m", "vllm", "", "p", 0);
+  cr_assert_str_eq(row(r, 0)->replica_id, "small-cool");
+  cr_assert_eq(row(r, 0)->score, 16.666668f);
+  cr_assert_eq(row(r, 1)->score, 3.333334f);
+  ic_index_result_free(r);
+  const char *ch[] = {"b1", "b2", "b3"};
+  put_chain(ix, W("big-but-hot"), ch, 3, 16);
+  put_chain(ix, W("small-cool"), ch, 2, 16);
+  r = route_chain(ix, "t", "m", "vllm", "", ch, 3, 16, 0);
+  cr_assert_str_eq(row(r, 0)->replica_id, "small-cool");
+  cr_assert_eq(row(r, 0)->score, 10.666667f);
+  cr_assert_eq(row(r, 1)->score, 3.2000008f);
+  ic_index_result_free(r);
+  ic_index_destroy(ix);
+  /* weight 0: big first; pressure 1.5 clamps to factor 0 */
+  c.ranker.pressure_weight = 0;
+  ix = ic_index_create(&c);
+  put_legacy(ix, W("big"), "p", 100);
+  put_legacy(ix, W("small"), "p", 50);
+  put_stats(ix, W("big"), 0.5f, 0.9f);
+  r = route_exact(ix, "t", "m", "vllm", "", "p", 0);
+  cr_assert_str_eq(row(r, 0)->replica_id, "big");
+  ic_index_result_free(r);
+  ic_index_destroy(ix);
+  c.ranker.pressure_weight = 1;
+  ix = ic_index_create(&c);
+  put_legacy(ix, W("big"), "p", 100);
+  put_legacy(ix, W("tiny"), "p", 1);
+  put_legacy(ix, W("decoy"), "d", 1);
+  put_stats(ix, W("big"), 0.5f, 1.5f);
+  r = route_exact(ix, "t", "m", "vllm", "", "p", 0);
+  cr_assert_str_eq(row(r, 0)->replica_id, "tiny");
+  cr_assert_eq(row(r, 1)->score, 0.0f);
+  ic_index_result_free(r);
+  ic_index_destroy(ix);
+}
+
+Test(index_k, e9_slo_bias) {
+  ic_index_config_t c = base_cfg();
+  c.ranker.slo_tight_ttft_ms = 100;
+  c.ranker.slo_tight_bias = 5;
+  ic_index_t *ix = ic_index_create(&c);
+  put_legacy(ix, W("big-old"), "p", 100);
+  put_legacy(ix, W("decoy"), "d", 5);
+  g_now += 20 * MIN_NS;
+  put_legacy(ix, W("small-fresh"), "p", 50);
+  ic_index_result_t *r = route_exact(ix, "t", "m", "vllm", "", "p", 500);
+  cr_assert_str_eq(row(r, 0)->replica_id, "big-old");
+  ic_index_result_free(r);
+  r = route_exact(ix, "t", "m", "vllm", "", "p", 0);
+  cr_assert_str_eq(row(r, 0)->replica_id, "big-old");
+  ic_index_result_free(r);
+  r = route_exact(ix, "t", "m", "vllm", "", "p", 50);
+  cr_assert_str_eq(row(r, 0)->replica_id, "small-fresh");
+  cr_assert_eq(row(r, 0)->score, 100.0f);
+  cr_assert_eq(row(r, 1)->score, 96.29631f);
+  ic_index_result_free(r);
+  ic_index_destroy(ix);
+  c.ranker.slo_tight_bias = 0;
+  ix = ic_index_create(&c);
+  put_legacy(ix, W("big-old"), "p", 100);
+  g_now += 20 * MIN_NS;
+  put_legacy(ix, W("small-fresh"), "p", 50);
+  r = route_exact(ix, "t", "m", "vllm", "", "p", 50);
+  cr_assert_str_eq(row(r, 0)->replica_id, "big-old");
+  ic_index_result_free(r);
+  ic_index_destroy(ix);
+}
+
+Test(index_k, stale_stats_pressure_ignored) {
+  ic_index_config_t c = base_cfg();
+  c.ttl_ns = 10 * MIN_NS;
+  ic_index_t *ix = ic_index_create(&c);
+  put_stats(ix, T, 0.9f, 0.9f);
+  g_now += 15 * MIN_NS;
+  put_legacy(ix, T, "p", 50);
+  /* liveness events refresh last_seen but not the payload age */
+  event(ix, IC_INDEX_EVENT_REPLICA_UPDATED, "r1", NULL, "");
+  ic_index_result_t *r = route_exact(ix, "t", "m", "vllm", "", "p", 0);
+  cr_assert_eq(row(r, 0)->score, 50.0f);
+  ic_index_result_free(r);
+  r = route_exact(ix, "t", "m", "vllm", "", "novel", 0);
+  cr_assert_neq(ic_index_result_strategy(r), IC_INDEX_STRATEGY_TENANT_HOT);
+  ic_index_result_free(r);
+  ic_index_destroy(ix);
+}
+
+Test(index_k, worst_tier_and_dp_table) {
+  cr_assert_eq(ic_index_worst_tier(1, 2), 2);
+  cr_assert_eq(ic_index_worst_tier(3, 2), 3);
+  cr_assert_eq(ic_index_worst_tier(1, 1), 1);
+  cr_assert_eq(ic_index_worst_tier(0, 3), 0);
+  cr_assert_eq(ic_index_worst_tier(2, 0), 0);
+  cr_assert_eq(ic_index_worst_tier(0, 0), 0);
+  cr_assert_eq(ic_index_distinguishing_power(1, 1), 1.0);
+  cr_assert_eq(ic_index_distinguishing_power(0, 1), 1.0);
+  cr_assert_eq(ic_index_distinguishing_power(0, 0), 1.0);
+  cr_assert_eq(ic_index_distinguishing_power(3, 3), 0.0);
+  cr_assert_eq(ic_index_distinguishing_power(10, 10), 0.0);
+  cr_assert_eq((float)ic_index_distinguishing_power(1, 3), 0.6666667f);
+  cr_assert_eq((float)ic_index_distinguishing_power(2, 3), 0.33333334f);
+  cr_assert_eq(ic_index_distinguishing_power(5, 3), 0.0);
+  cr_assert_eq(ic_index_distinguishing_power(-1, 3), 1.0);
+}
+
+Test(index_m, chain_coldest_tier_and_no_overlap_and_malformed) {
+  ic_index_config_t c = base_cfg();
+  ic_index_t *ix = ic_index_create(&c);
+  const char *b1[] = {"b1"}, *b2[] = {"b2"};
+  put_chain_tier(ix, T, b1, 1, 16, 2);
+  put_chain_tier(ix, T, b2, 1, 16, 1);
+  const char *ch[] = {"b1", "b2"};
+  ic_index_result_t *r = route_chain(ix, "t", "m", "vllm", "", ch, 2, 16, 0);
+  cr_assert_eq(row(r, 0)->tier, 2);
+  cr_assert_eq(row(r, 0)->matched_tokens, 32);
+  ic_index_result_free(r);
+  const char *no[] = {"zz", "b1"};
+  r = route_chain(ix, "t", "m", "vllm", "", no, 2, 16, 0);
+  cr_assert_eq(ic_index_result_count(r), 0);
+  ic_index_result_free(r);
+  /* malformed request chain with a valid legacy prefix hash: no rows, no fallback */
+  put_legacy(ix, T, "legacy", 64);
+  ic_index_bytes_t bh[2] = {B("b1"), B("b2")};
+  int32_t bc[1] = {16};
+  ic_index_lookup_t q = {.tenant = "t", .model = "m", .scheme = "vllm", .prefix_hash = B("legacy"),
+                         .block_hashes = bh, .n_block_hashes = 2, .block_token_counts = bc,
+                         .n_block_token_counts = 1};
+  cr_assert_eq(ic_index_lookup_route(ix, &q, &r), 0);
+  cr_assert_eq(ic_index_result_count(r), 0);
+  cr_assert_eq(ic_index_result_strategy(r), IC_INDEX_STRATEGY_NONE);
+  ic_index_result_free(r);
+  ic_index_lookup_t q2 = {.tenant = "t", .model = "m", .scheme = "vllm", .block_token_counts = bc,
+                          .n_block_token_counts = 1};
+  cr_assert_eq(ic_index_lookup_route(ix, &q2, &r), 0);
+  cr_assert_eq(ic_index_result_count(r), 0);
+  ic_index_result_free(r);
+  ic_index_destroy(ix);
+}
+
+/* ------------------------------------------------------------------ N. TENANT_HOT */
+
+Test(index_n, e10_tenant_hot) {
+  ic_index_config_t c = base_cfg();
+  ic_index_t *ix = ic_index_create(&c);
+  put_legacy(ix, W("r-warm"), "other", 64);
+  put_stats(ix, W("r-warm"), 0.8f, 0.1f);
+  put_stats(ix, W("r-cold"), 0.0f, 0.0f);
+  g_now += 30 * SEC_NS;
+  ic_index_result_t *r = route_exact(ix, "t", "m", "vllm", "", "novel", 0);
+  cr_assert_eq(ic_index_result_strategy(r), IC_INDEX_STRATEGY_TENANT_HOT);
+  cr_assert_eq(ic_index_result_count(r), 1);
+  cr_assert_str_eq(row(r, 0)->replica_id, "r-warm");
+  cr_assert_eq(row(r, 0)->score, 0.64799994f);
+  cr_assert_eq(row(r, 0)->matched_tokens, 0);
+  cr_assert_eq(row(r, 0)->estimated_cache_hit_prob, 0.8f);
+  cr_assert_eq(row(r, 0)->tier, 0);
+  ic_index_result_free(r);
+  /* a chain miss never tries TENANT_HOT */
+  const char *ch[] = {"zz"};
+  r = route_chain(ix, "t", "m", "vllm", "", ch, 1, 16, 0);
+  cr_assert_eq(ic_index_result_strategy(r), IC_INDEX_STRATEGY_NONE);
+  ic_index_result_free(r);
+  ic_index_destroy(ix);
+}
+
+Test(index_n, tenant_hot_gates) {
+  ic_index_config_t c = base_cfg();
+  c.ranker.tenant_hot_min_hit_rate = 0.5f;
+  ic_index_t *ix = ic_index_create(&c);
+  put_legacy(ix, W("r"), "x", 64);
+  put_stats(ix, W("r"), 0.2f, 0);
+  ic_index_result_t *r = route_exact(ix, "t", "m", "vllm", "", "novel", 0);
+  cr_assert_eq(ic_index_result_strategy(r), IC_INDEX_STRATEGY_NONE);
+  ic_index_result_free(r);
+  put_stats(ix, W("r"), 0.5f, 0); /* equal qualifies */
+  r = route_exact(ix, "t", "m", "vllm", "", "novel", 0);
+  cr_assert_eq(ic_index_result_strategy(r), IC_INDEX_STRATEGY_TENANT_HOT);
+  ic_index_result_free(r);
+  g_now += 10 * MIN_NS; /* payload older than max age 5 min */
+  put_legacy(ix, W("r"), "x", 64);
+  r = route_exact(ix, "t", "m", "vllm", "", "novel", 0);
+  cr_assert_eq(ic_index_result_strategy(r), IC_INDEX_STRATEGY_NONE);
+  ic_index_result_free(r);
+  /* future stats timestamp: recency clamps to 1 */
+  ic_index_stats_t s = {.hit_rate = 0.5f};
+  ic_index_update_t u = {"r", "m", "t", "vllm", "", (g_now + 2 * MIN_NS) / 1000, NULL, 0, &s};
+  ic_index_ingest(ix, &u);
+  r = route_exact(ix, "t", "m", "vllm", "", "novel", 0);
+  cr_assert_eq(row(r, 0)->score, 0.5f);
+  ic_index_result_free(r);
+  ic_index_destroy(ix);
+  c.ranker.tenant_hot_max_age_ns = 0;
+  ix = ic_index_create(&c);
+  put_legacy(ix, W("r"), "x", 64);
+  put_stats(ix, W("r"), 0.9f, 0);
+  r = route_exact(ix, "t", "m", "vllm", "", "novel", 0);
+  cr_assert_eq(ic_index_result_strategy(r), IC_INDEX_STRATEGY_NONE);
+  ic_index_result_free(r);
+  ic_index_destroy(ix);
+}
+
+Test(index_n, tenant_hot_requires_serving_scheme_and_scope) {
+  ic_index_config_t c = base_cfg();
+  c.ttl_ns = 10 * MIN_NS;
+  ic_index_t *ix = ic_index_create(&c);
+  put_legacy(ix, (who_t){"r", "t", "m", "sglang", ""}, "x", 64);
+  put_stats(ix, W("r"), 0.9f, 0);
+  ic_index_result_t *r = route_exact(ix, "t", "m", "vllm", "", "novel", 0);
+  cr_assert_eq(ic_index_result_strategy(r), IC_INDEX_STRATEGY_UNKNOWN_HASH_SCHEME);
+  cr_assert_eq(ic_index_result_count(r), 0);
+  ic_index_result_free(r);
+  /* stats-only replicas never qualify; stats-only tenant is "globally empty" */
+  ic_index_t *iy = ic_index_create(&c);
+  put_stats(iy, W("r"), 0.9f, 0);
+  r = route_exact(iy, "t", "m", "vllm", "", "novel", 0);
+  cr_assert_eq(ic_index_result_strategy(r), IC_INDEX_STRATEGY_NONE);
+  ic_index_result_free(r);
+  r = route_exact(iy, "other", "m", "vllm", "", "novel", 0);
+  cr_assert_eq(ic_index_result_strategy(r), IC_INDEX_STRATEGY_NONE);
+  ic_index_result_free(r);
+  ic_index_destroy(iy);
+  /* after the sweep removes its only prefix the replica is no longer serving */
+  put_legacy(ix, W("r"), "y", 64);
+  put_stats(ix, W("r"), 0.9f, 0);
+  r = route_exact(ix, "t", "m", "vllm", "", "novel", 0);
+  cr_assert_eq(ic_index_result_strategy(r), IC_INDEX_STRATEGY_TENANT_HOT);
+  ic_index_result_free(r);
+  g_now += 4 * MIN_NS;
+  put_stats(ix, W("r"), 0.9f, 0);
+  g_now += 7 * MIN_NS;
+  put_stats(ix, W("r"), 0.9f, 0);
+  ic_index_evict_expired(ix);
+  r = route_exact(ix, "t", "m", "vllm", "", "novel", 0);
+  cr_assert_eq(ic_index_result_strategy(r), IC_INDEX_STRATEGY_NONE);
+  ic_index_result_free(r);
+  ic_index_destroy(ix);
+}
+
+/* ------------------------------------------------------------------ O. classifier */
+
+Test(index_o, e12_diagnostics) {
+  ic_index_config_t c = base_cfg();
+  ic_index_t *ix = ic_index_create(&c);
+  ic_index_result_t *r = route_exact(ix, "default", "m", "vllm", "", "p", 0);
+  cr_assert_eq(ic_index_result_strategy(r), IC_INDEX_STRATEGY_NONE); /* cold start */
+  ic_index_result_free(r);
+  put_legacy(ix, (who_t){"r", "ic-smoke", "m", "vllm", ""}, "p", 64);
+  struct {
+    const char *t, *m, *s, *h;
+    ic_index_strategy_t want;
+  } cases[] = {
+      {"default", "m", "vllm", "p", IC_INDEX_STRATEGY_UNKNOWN_TENANT},
+      {"ic-smoke", "m2", "vllm", "p", IC_INDEX_STRATEGY_UNKNOWN_MODEL},
+      {"ic-smoke", "m", "vllm-v1", "p", IC_INDEX_STRATEGY_UNKNOWN_HASH_SCHEME},
+      {"other", "m-other", "sglang", "p", IC_INDEX_STRATEGY_UNKNOWN_TENANT},
+      {"ic-smoke", "m2", "sglang", "p", IC_INDEX_STRATEGY_UNKNOWN_MODEL},
+      {"ic-smoke", "m", "vllm", "novel", IC_INDEX_STRATEGY_NONE},
+      {"", "m", "vllm", "p", IC_INDEX_STRATEGY_NONE},
+      {"ic-smoke", "", "vllm", "p", IC_INDEX_STRATEGY_NONE},
+      {"ic-smoke", "m", "", "p", IC_INDEX_STRATEGY_NONE},
+  };
+  for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+    r = route_exact(ix, cases[i].t, cases[i].m, cases[i].s, "", cases[i].h, 0);
+    cr_assert_eq(ic_index_result_strategy(r), cases[i].want, "case %zu", i);
+    cr_assert_eq(ic_index_result_count(r), 0);
+    ic_index_result_free(r);
+  }
+  const char *ch[] = {"p"};
+  r = route_chain(ix, "ic-smoke", "m", "sglang", "", ch, 1, 16, 0);
+  cr_assert_eq(ic_index_result_strategy(r), IC_INDEX_STRATEGY_UNKNOWN_HASH_SCHEME);
+  ic_index_result_free(r);
+  cr_assert_str_eq(ic_index_strategy_name(IC_INDEX_STRATEGY_NONE), "NO_HINT");
+  ic_index_destroy(ix);
+}
+
+Test(index_o, empty_keys_not_served_even_when_ingested_under_empty) {
+  ic_index_config_t c = base_cfg();
+  ic_index_t *ix = ic_index_create(&c);
+  put_legacy(ix, (who_t){"r", "", "", "vllm", ""}, "p", 64);
+  ic_index_result_t *r = route_exact(ix, "", "", "vllm", "", "p", 0);
+  cr_assert_eq(ic_index_result_count(r), 0);
+  cr_assert_eq(ic_index_result_strategy(r), IC_INDEX_STRATEGY_NONE);
+  ic_index_result_free(r);
+  /* public Lookup has no empty-key guard */
+  ic_index_lookup_t q = {.tenant = "", .model = "", .scheme = "vllm", .prefix_hash = B("p")};
+  cr_assert_eq(ic_index_lookup(ix, &q, &r), 0);
+  cr_assert_eq(ic_index_result_count(r), 1);
+  ic_index_result_free(r);
+  ic_index_destroy(ix);
+}
+
+/* ------------------------------------------------------------------ P. affinity */
+
+Test(index_p, affinity_vectors_and_guards) {
+  ic_index_config_t c = base_cfg();
+  ic_index_t *ix = ic_index_create(&c);
+  const char *pick = NULL;
+  cr_assert(!ic_index_affinity_hint(ix, "t", "m", "vllm", (const uint8_t *)"seed", 4, &pick));
+  put_legacy(ix, W("r-2"), "x", 1);
+  put_legacy(ix, W("r-1"), "y", 1);
+  cr_assert(ic_index_affinity_hint(ix, "t", "m", "vllm", (const uint8_t *)"seed", 4, &pick));
+  cr_assert_str_eq(pick, "r-1");
+  cr_assert(!ic_index_affinity_hint(ix, "t", "m", "vllm", (const uint8_t *)"", 0, &pick));
+  cr_assert(!ic_index_affinity_hint(ix, "t", "m", "", (const uint8_t *)"seed", 4, &pick));
+  cr_assert(!ic_index_affinity_hint(ix, "t", "m", "sglang", (const uint8_t *)"seed", 4, &pick));
+  put_legacy(ix, W("r-4"), "x", 1);
+  put_legacy(ix, W("r-3"), "x", 1);
+  cr_assert(ic_index_affinity_hint(ix, "t", "m", "vllm", (const uint8_t *)"prompt-fingerprint", 18, &pick));
+  cr_assert_str_eq(pick, "r-2");
+  /* balance: 1000 pseudo-random 32-byte seeds over 8 replicas */
+  ic_index_t *iy = ic_index_create(&c);
+  char name[8];
+  for (int i = 0; i < 8; i++) {
+    snprintf(name, sizeof name, "b-%d", i);
+    put_legacy(iy, W(name), "x", 1);
+  }
+  int hits[8] = {0};
+  uint64_t s = 42;
+  for (int i = 0; i < 1000; i++) {
+    uint8_t seed[32];
+    for (int k = 0; k < 32; k++) {
+      s = s * 6364136223846793005ULL + 1442695040888963407ULL;
+      seed[k] = (uint8_t)(s >> 56);
+    }
+    cr_assert(ic_index_affinity_hint(iy, "t", "m", "vllm", seed, 32, &pick));
+    hits[pick[2] - '0']++;
+  }
+  for (int i = 0; i < 8; i++) cr_assert(hits[i] >= 80 && hits[i] <= 220, "replica %d got %d", i, hits[i]);
+  ic_index_destroy(iy);
+  ic_index_destroy(ix);
+}
+
+/* ------------------------------------------------------------------ Q. snapshot */
+
+Test(index_q, snapshot_aggregates_and_presence_bits) {
+  ic_index_config_t c = base_cfg();
+  ic_index_t *ix = ic_index_create(&c);
+  ic_index_stats_t s = {.cache_memory_bytes = 100, .hit_rate = 0.8f, .pressure = 0.5f, .t2_hit_tokens = 600,
+                        .t2_query_tokens = 1000};
+  ic_index_prefix_t p1 = {.prefix_hash = B("p1"), .token_count = 1};
+  ic_index_prefix_t p2 = {.prefix_hash = B("p2"), .token_count = 1};
+  ic_index_prefix_t p3 = {.prefix_hash = B("p3"), .token_count = 1};
+  ic_index_update_t u1 = {"replica-a", "m1", "tenant-a", "vllm", "", 0, &p1, 1, &s};
+  ic_index_update_t u2 = {"replica-a", "m2", "tenant-a", "vllm", "", 0, &p2, 1, &s};
+  ic_index_stats_t sb = {.hit_rate = 0.6f};
+  ic_index_update_t u3 = {"replica-b", "m1", "tenant-b", "vllm", "", 0, &p3, 1, &sb};
+  ic_index_ingest(ix, &u1);
+  ic_index_ingest(ix, &u2);
+  ic_index_ingest(ix, &u3);
+  put_legacy(ix, (who_t){"prefix-only", "tenant-c", "m", "vllm", ""}, "x1", 1);
+  put_legacy(ix, (who_t){"prefix-only", "tenant-c", "m", "vllm", ""}, "x2", 1);
+  ic_index_snapshot_t snap;
+  cr_assert_eq(ic_index_snapshot(ix, &snap), 0);
+  cr_assert_eq(snap.total_prefixes, 5);
+  cr_assert_eq(snap.hot_prefixes, 0);
+  cr_assert_eq(snap.n_replicas, 3);
+  cr_assert_str_eq(snap.replicas[0].replica_id, "replica-a");
+  cr_assert_eq(snap.replicas[0].prefix_count, 2);
+  cr_assert(snap.replicas[0].stats_reported);
+  cr_assert_eq(snap.replicas[0].t2_hit_tokens, 600);
+  cr_assert_eq(snap.replicas[0].last_event_at_ns, g_now);
+  cr_assert_str_eq(snap.replicas[1].replica_id, "replica-b");
+  cr_assert_str_eq(snap.replicas[2].replica_id, "prefix-only");
+  cr_assert(!snap.replicas[2].stats_reported);
+  cr_assert_eq(snap.replicas[2].last_update_ns, IC_INDEX_TIME_ZERO);
+  cr_assert_eq(snap.replicas[2].prefix_count, 2);
+  cr_assert_eq(snap.n_tenants, 3);
+  cr_assert_str_eq(snap.tenants[0].tenant_id, "tenant-a");
+  cr_assert_eq(snap.tenants[0].index_entries, 2);
+  cr_assert_eq(snap.tenants[0].hit_rate, 0.8f);
+  cr_assert(snap.tenants[0].hit_rate_reported);
+  cr_assert_eq(snap.tenants[1].hit_rate, 0.6f);
+  cr_assert(!snap.tenants[2].hit_rate_reported);
+  cr_assert_eq(snap.tenants[2].index_entries, 2);
+  int64_t sum = 0;
+  for (size_t i = 0; i < snap.n_tenants; i++) sum += snap.tenants[i].index_entries;
+  cr_assert_eq(sum, snap.total_prefixes);
+  ic_index_snapshot_free(&snap);
+  ic_index_destroy(ix);
+}
+
+/* ------------------------------------------------------------------ change listener + long keys */
+
+typedef struct {
+  int added, evicted, updated, cleared;
+} chg_t;
+static void on_chg(void *ud, const ic_index_change_t *ch) {
+  chg_t *c = ud;
+  switch (ch->type) {
+  case IC_INDEX_CHANGE_PREFIX_ADDED: c->added++; break;
+  case IC_INDEX_CHANGE_PREFIX_EVICTED: c->evicted++; break;
+  case IC_INDEX_CHANGE_REPLICA_UPDATED: c->updated++; break;
+  case IC_INDEX_CHANGE_ALL_CLEARED: c->cleared++; break;
+  }
+}
+
+Test(index_x, change_listener_and_long_hashes) {
+  ic_index_config_t c = base_cfg();
+  chg_t ch = {0};
+  c.on_change = on_chg;
+  c.change_ud = &ch;
+  ic_index_t *ix = ic_index_create(&c);
+  const char *long32 = "0123456789abcdef0123456789abcdef";
+  put_legacy(ix, T, long32, 64);
+  put_legacy(ix, T, long32, 64); /* refresh: no second ADDED */
+  put_legacy(ix, T, "", 3);      /* empty hash is a legal key */
+  put_legacy(ix, T, "12345678", 8);
+  put_stats(ix, T, 0.5f, 0);
+  cr_assert_eq(ch.added, 3);
+  cr_assert_eq(ch.updated, 1);
+  cr_assert(has(ix, long32));
+  cr_assert(has(ix, ""));
+  cr_assert(has(ix, "12345678"));
+  cr_assert(!has(ix, "0123456789abcdef0123456789abcdeX"));
+  event(ix, IC_INDEX_EVENT_PREFIX_EVICTED, "r1", long32, "");
+  cr_assert_eq(ch.evicted, 1);
+  event(ix, IC_INDEX_EVENT_ALL_CLEARED, "r1", NULL, "");
+  cr_assert_eq(ch.cleared, 1);
+  cr_assert_eq(ch.evicted, 1);
+  ic_index_counters_t k;
+  ic_index_counters(ix, &k);
+  cr_assert_eq(k.total_entries, 0);
+  cr_assert_eq(k.distinct_keys, 0);
+  ic_index_destroy(ix);
+}
