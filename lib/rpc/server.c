@@ -72,9 +72,11 @@ int ic_rpc_bb_read(grpc_byte_buffer *bb, ic_buf_t *scratch, const uint8_t **data
   if (!bb) return 0;
   if (bb->type == GRPC_BB_RAW && bb->data.raw.compression == GRPC_COMPRESS_NONE &&
       bb->data.raw.slice_buffer.count == 1) {
-    grpc_slice s = bb->data.raw.slice_buffer.slices[0];
-    *data = GRPC_SLICE_START_PTR(s);
-    *len = GRPC_SLICE_LENGTH(s);
+    /* Point into the buffer's own slice: small slices keep their bytes inline in the slice
+     * struct, so a local copy of the struct would leave a dangling pointer. */
+    grpc_slice *s = &bb->data.raw.slice_buffer.slices[0];
+    *data = GRPC_SLICE_START_PTR(*s);
+    *len = GRPC_SLICE_LENGTH(*s);
     return 0;
   }
   grpc_byte_buffer_reader rd;
