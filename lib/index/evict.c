@@ -261,7 +261,7 @@ static void rebuild(ic_index_t *ix, int64_t over) {
     uint64_t stride = (uint64_t)(N / 8192) + 1;
     scan(ix, 0, stride, &smp, &ns, &cs);
     if (ns) {
-      qsort(smp, ns, sizeof *smp, ekey_cmp);
+      ix_sort(smp, ns, sizeof *smp, ekey_cmp);
       size_t at = (size_t)((double)K / (double)N * (double)ns);
       if (at >= ns) at = ns - 1;
       te = smp[at].eff;
@@ -273,7 +273,7 @@ static void rebuild(ic_index_t *ix, int64_t over) {
   atomic_store(&ix->thr_ts, tt);
   atomic_store_explicit(&ix->thr_on, true, memory_order_release);
   scan(ix, 1, 1, NULL, NULL, NULL);
-  qsort(ix->q, ix->qn, sizeof *ix->q, cand_qcmp);
+  ix_sort(ix->q, ix->qn, sizeof *ix->q, cand_qcmp);
   ix->qpos = 0;
 }
 

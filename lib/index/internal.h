@@ -7,6 +7,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdlib.h>
 
 #include "ic/index.h"
 
@@ -223,6 +224,11 @@ struct ic_index {
 };
 
 /* ---------------------------------------------------------------- cross-file helpers */
+
+/* qsort that tolerates (NULL, 0): UBSan rejects a NULL base even for zero elements. */
+static inline void ix_sort(void *b, size_t n, size_t sz, int (*cmp)(const void *, const void *)) {
+  if (n > 1) qsort(b, n, sz, cmp);
+}
 
 /* now - t without signed overflow (producer timestamps are untrusted). */
 static inline int64_t age_ns(int64_t now, int64_t t) {

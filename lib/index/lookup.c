@@ -420,7 +420,7 @@ static int lookup_chain(lctx_t *c, ic_index_result_t *r) {
   if (rc) return rc;
   /* depth-aware distinguishing power (spec §5.6) */
   if (total >= 2 && r->n) {
-    qsort(r->rows, r->n, sizeof *r->rows, row_depth_cmp);
+    ix_sort(r->rows, r->n, sizeof *r->rows, row_depth_cmp);
     size_t left = 0;
     while (left < r->n) {
       size_t right = left + 1;
@@ -472,7 +472,7 @@ static int prefix_lookup(lctx_t *c, ic_index_result_t *r) {
     rc = lookup_exact(c, r);
   }
   if (rc) return rc;
-  qsort(r->rows, r->n, sizeof *r->rows, row_cmp);
+  ix_sort(r->rows, r->n, sizeof *r->rows, row_cmp);
   return 0;
 }
 
@@ -527,7 +527,7 @@ static int tenant_hot(lctx_t *c, ic_index_result_t *r) {
   }
   pthread_rwlock_unlock(&tm->stats_lock);
   pthread_rwlock_unlock(&sc->lock);
-  if (!rc) qsort(r->rows, r->n, sizeof *r->rows, row_cmp);
+  if (!rc) ix_sort(r->rows, r->n, sizeof *r->rows, row_cmp);
   return rc;
 }
 
@@ -610,7 +610,7 @@ bool ic_index_affinity_hint(ic_index_t *ix, const char *tenant, const char *mode
   pthread_rwlock_unlock(&sc->lock);
   bool ok = false;
   if (set && n) {
-    qsort(set, n, sizeof *set, str_ptr_cmp);
+    ix_sort(set, n, sizeof *set, str_ptr_cmp);
     unsigned char d[EVP_MAX_MD_SIZE];
     unsigned int dl = 0;
     if (EVP_Digest(seed, seed_len, d, &dl, EVP_sha256(), NULL) == 1 && dl >= 8) {
@@ -654,7 +654,7 @@ int ic_index_cache_state(ic_index_t *ix, const char *tenant, const char *model, 
     *n_rows = tm->nstats;
   }
   pthread_rwlock_unlock(&tm->stats_lock);
-  qsort(*rows, *n_rows, sizeof **rows, stats_row_cmp);
+  ix_sort(*rows, *n_rows, sizeof **rows, stats_row_cmp);
   return 0;
 }
 
@@ -679,7 +679,7 @@ int ic_index_aggregate(ic_index_t *ix, ic_index_count_t **counts, size_t *n, int
   bool oom = ix->ntenants && !*counts;
   pthread_rwlock_unlock(&ix->dir);
   if (oom) return IC_ENOMEM;
-  qsort(*counts, *n, sizeof **counts, count_cmp);
+  ix_sort(*counts, *n, sizeof **counts, count_cmp);
   if (total) *total = t;
   return 0;
 }
@@ -716,7 +716,7 @@ int ic_index_entry_counts_by_model(ic_index_t *ix, ic_index_count_t **counts, si
     *n = 0;
     return rc;
   }
-  qsort(*counts, *n, sizeof **counts, count_cmp);
+  ix_sort(*counts, *n, sizeof **counts, count_cmp);
   return 0;
 }
 
@@ -896,8 +896,8 @@ int ic_index_snapshot(ic_index_t *ix, ic_index_snapshot_t *out) {
     free(ten);
     return rc;
   }
-  qsort(a.v, a.n, sizeof *a.v, snap_rep_cmp);
-  qsort(ten, nten, sizeof *ten, snap_ten_cmp);
+  ix_sort(a.v, a.n, sizeof *a.v, snap_rep_cmp);
+  ix_sort(ten, nten, sizeof *ten, snap_ten_cmp);
   out->replicas = a.n ? a.v : NULL;
   if (!a.n) free(a.v);
   out->n_replicas = a.n;

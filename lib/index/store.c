@@ -1100,7 +1100,7 @@ static int64_t quota_enforce(ic_index_t *ix, uint32_t tenant, int64_t budget, in
       }
     }
     if (ks) {
-      qsort_r(ks, cnt, sizeof *ks, qkey_cmp, ix);
+      if (cnt > 1) qsort_r(ks, cnt, sizeof *ks, qkey_cmp, ix);
       for (size_t i = 0; i < cnt && atomic_load(&tr->distinct) > budget; i++) {
         slot_t *s = part_find(ks[i].p, ks[i].key, ks[i].flags);
         if (!s) continue;
