@@ -56,13 +56,26 @@ static void push_ops(eng_t *e, size_t ep_idx) {
 /* Re-reports one endpoint's positional state (after reconnect, or after another rank's clear
  * wiped a shared replica id). */
 static void snapshot_ep(eng_t *e, size_t i) {
-  e->ops.n = 0;
-  int n = ic_kv_tracker_snapshot(e->c->eps[i].tracker, &e->ops);
+  sub_ctx_t *c = e->c;
+  ic_kv_ops_t snap = {0};
+  int n = ic_kv_tracker_snapshot(c->eps[i].tracker, &snap);
   if (n > 0) {
-    ic_metric_add(ic_metric_plain(e->c->m.resync_entries), n);
-    push_ops(e, i);
+    ic_metric_add(ic_metric_plain(c->m.resync_entries), n);
+    /* In chunks at the sender's pace: a re-report larger than the queue bound must not
+     * overflow it (and drop its own beginning). */
+    size_t chunk = c->q.max_ops / 4 ? c->q.max_ops / 4 : 1;
+    int64_t now = ic_clock_monotonic_ns();
+    for (size_t off = 0; off < snap.n && !atomic_load(&c->stop_engine); off += chunk) {
+      size_t k = snap.n - off < chunk ? snap.n - off : chunk;
+      subq_wait_room(&c->q, k, 5000000);
+      for (size_t j = 0; j < k; j++) {
+        snap.v[off + j].ep = (uint16_t)i;
+        snap.v[off + j].recv_ns = now;
+      }
+      subq_push(&c->q, snap.v + off, k, c->replica_of_ep);
+    }
   }
-  e->ops.n = 0;
+  ic_kv_ops_free(&snap);
 }
 
 static void set_replica(sub_ctx_t *c, size_t i, int64_t rank) {

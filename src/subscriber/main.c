@@ -382,8 +382,6 @@ int main(int argc, char **argv) {
   pthread_condattr_init(&ca);
   pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
   pthread_cond_init(&c->stop_cv, &ca);
-  pthread_cond_destroy(&c->q.cv);
-  pthread_cond_init(&c->q.cv, &ca);
   pthread_condattr_destroy(&ca);
 
   ic_http_server_t *http = NULL;
@@ -424,6 +422,10 @@ int main(int argc, char **argv) {
   ic_log_info("shutting down", IC_LS("signal", sig == SIGINT ? "SIGINT" : "SIGTERM"));
 
   atomic_store(&c->stop_engine, true);
+  pthread_mutex_lock(&c->q.mu);
+  c->q.stop = true; /* releases a re-report waiting for room */
+  pthread_cond_broadcast(&c->q.room);
+  pthread_mutex_unlock(&c->q.mu);
   pthread_join(t_engine, NULL);
   atomic_store(&c->stop_sender, true);
   pthread_mutex_lock(&c->q.mu);

@@ -2,8 +2,10 @@
  * sender that survives server outages without silent loss (see sub.h for the drop policy).
  * A ring of entries; dropped/superseded entries become dead in place and are reclaimed when
  * the sender commits past them or when the ring compacts instead of growing. */
+#include <errno.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "ic/err.h"
 #include "sub.h"
@@ -19,7 +21,12 @@ int subq_init(subq_t *q, size_t max_bytes) {
   q->v = calloc(q->cap, sizeof(qent_t));
   if (!q->v) return IC_ENOMEM;
   pthread_mutex_init(&q->mu, NULL);
-  pthread_cond_init(&q->cv, NULL);
+  pthread_condattr_t ca;
+  pthread_condattr_init(&ca);
+  pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+  pthread_cond_init(&q->cv, &ca);
+  pthread_cond_init(&q->room, &ca);
+  pthread_condattr_destroy(&ca);
   return 0;
 }
 
@@ -28,6 +35,18 @@ void subq_destroy(subq_t *q) {
   q->v = NULL;
   pthread_mutex_destroy(&q->mu);
   pthread_cond_destroy(&q->cv);
+  pthread_cond_destroy(&q->room);
+}
+
+void subq_wait_room(subq_t *q, size_t n, int64_t timeout_us) {
+  struct timespec now;
+  clock_gettime(CLOCK_MONOTONIC, &now);
+  int64_t end = (int64_t)now.tv_sec * 1000000000LL + now.tv_nsec + timeout_us * 1000;
+  struct timespec abs = {(time_t)(end / 1000000000LL), (long)(end % 1000000000LL)};
+  pthread_mutex_lock(&q->mu);
+  while (q->live + n > q->max_ops && !q->stop)
+    if (pthread_cond_timedwait(&q->room, &q->mu, &abs) == ETIMEDOUT) break;
+  pthread_mutex_unlock(&q->mu);
 }
 
 size_t subq_bytes(const subq_t *q) { return q->live * sizeof(qent_t); }
@@ -155,4 +174,5 @@ void subq_commit(subq_t *q, uint64_t last) {
     q->head = (q->head + 1) % q->cap;
     q->n--;
   }
+  pthread_cond_broadcast(&q->room);
 }
