@@ -1,6 +1,7 @@
 /* Unit tests for lib/http: a real listener on 127.0.0.1 driven by libcurl — routing, 404/405
  * bodies, auth-before-method order, body cap, Go error bodies, bearer parsing, TLS + rotation. */
 #include <criterion/criterion.h>
+#include <pthread.h>
 #include <curl/curl.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -336,4 +337,49 @@ Test(http, stop_is_idempotent_and_frees_unstarted) {
   ic_http_stop(t, 100);
   ic_http_stop(t, 100);
   ic_http_free(t);
+}
+
+static int slow_entered;
+static void h_slow(ic_http_req_t *r, void *ud) {
+  (void)ud;
+  __atomic_store_n(&slow_entered, 1, __ATOMIC_SEQ_CST);
+  usleep(400 * 1000);
+  ic_http_reply(r, 200, "text/plain", "slow", 4);
+}
+
+typedef struct {
+  char url[128];
+  resp_t r;
+  int rc;
+} slow_call_t;
+
+static void *slow_call(void *p) {
+  slow_call_t *c = p;
+  c->rc = do_req(c->url, "GET", NULL, NULL, &c->r, NULL);
+  return NULL;
+}
+
+Test(http, stop_drains_in_flight_requests, .timeout = 60) {
+  ic_http_config_t cfg = {.bind = "127.0.0.1:0", .threads = 0};
+  ic_http_server_t *s = ic_http_new(&cfg);
+  ic_http_route_t rt = {.path = "/slow", .handler = h_slow};
+  ic_http_add_route(s, &rt);
+  cr_assert_eq(ic_http_start(s, NULL, 0), 0);
+  slow_call_t c = {0};
+  snprintf(c.url, sizeof c.url, "http://127.0.0.1:%d/slow", ic_http_port(s));
+  pthread_t th;
+  pthread_create(&th, NULL, slow_call, &c);
+  for (int i = 0; i < 4000 && !__atomic_load_n(&slow_entered, __ATOMIC_SEQ_CST); i++)
+    usleep(5000); /* wait until the request is inside the handler */
+  cr_assert(__atomic_load_n(&slow_entered, __ATOMIC_SEQ_CST));
+  ic_http_stop(s, 10000);
+  pthread_join(th, NULL);
+  cr_assert_eq(c.rc, 0);
+  cr_assert_eq(c.r.status, 200, "in-flight request finished during the drain");
+  cr_assert_str_eq(c.r.body.data, "slow");
+  resp_free(&c.r);
+  resp_t r;
+  cr_assert_neq(do_req(c.url, "GET", NULL, NULL, &r, NULL), 0, "no new connections after stop");
+  resp_free(&r);
+  ic_http_free(s);
 }
