@@ -32,10 +32,7 @@ static json_t *lease_spec(ic_kube_elector_t *e, const char *now, json_t *old_spe
     json_object_set_new(spec, "acquireTime", json_string(now));
     json_t *tr = json_object_get(spec, "leaseTransitions");
     json_int_t n = json_is_integer(tr) ? json_integer_value(tr) : 0;
-    if (old_spec) {
-      const char *h = ic_kube_jstr(old_spec, "holderIdentity");
-      if (h && *h) n++;
-    }
+    if (old_spec) n++; /* every take-over counts, also of a released (empty) lease */
     json_object_set_new(spec, "leaseTransitions", json_integer(n));
   }
   return spec;

@@ -244,6 +244,7 @@ static void *watcher_main(void *arg) {
       if (rc == 0) continue; /* stream ended (timeout): resume from the last version */
       if (rc == IC_KUBE_GONE) {
         ic_log_info("kube_watch_expired_relist", IC_LS("resource", w->res.plural));
+        nap(w, 100); /* never spin if the server keeps answering 410 */
         break;
       }
       ic_log_warn("kube_watch_failed", IC_LS("resource", w->res.plural), IC_LI("http", st.http),

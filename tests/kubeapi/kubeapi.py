@@ -597,7 +597,9 @@ class Handler(BaseHTTPRequestHandler):
                 STORE.requests.clear()
                 return self.send_json(200, {"ok": True})
             if parts == ["compact"] and method == "POST":
-                STORE.min_rv = STORE.rv + 1
+                # Versions before the current one are gone; the current one stays watchable.
+                STORE.rv += 1
+                STORE.min_rv = STORE.rv
                 STORE.history.clear()
                 return self.send_json(200, {"minResourceVersion": STORE.min_rv})
             if parts == ["close-watches"] and method == "POST":
