@@ -7,7 +7,7 @@ PACKAGES=(
   build-essential cmake pkg-config clang libclang-rt-14-dev git curl ca-certificates
   protobuf-compiler protobuf-c-compiler libprotobuf-c-dev libprotobuf-dev
   libgrpc-dev protobuf-compiler-grpc
-  libmicrohttpd-dev libgnutls28-dev libcurl4-openssl-dev libjansson-dev libmsgpack-dev
+  libmicrohttpd-dev libgnutls28-dev zlib1g-dev libcurl4-openssl-dev libjansson-dev libmsgpack-dev
   libzmq3-dev libxxhash-dev libssl-dev libcriterion-dev
   python3 python3-grpcio python3-grpc-tools python3-zmq python3-msgpack
   python3-pytest python3-jsonschema python3-jsonpatch python3-yaml openssl

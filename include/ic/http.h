@@ -49,6 +49,7 @@ typedef struct ic_http_route {
   ic_http_auth_fn auth;      /* optional */
   void *auth_ud;
   size_t max_body;           /* 0 = server default; bytes beyond it are discarded and flagged */
+  bool gzip;                 /* gzip 2xx bodies when the client accepts it (as promhttp does) */
 } ic_http_route_t;
 
 /* Returns NULL on bad config (e.g. only one of cert/key) or allocation failure. */

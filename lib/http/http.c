@@ -24,6 +24,7 @@
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
+#include <zlib.h>
 
 #include "ic/buf.h"
 #include "ic/err.h"
@@ -41,6 +42,7 @@ typedef struct route {
   ic_http_auth_fn auth;
   void *auth_ud;
   size_t max_body;
+  bool gzip;
 } route_t;
 
 /* One loaded certificate/key pair. Pairs handed to GnuTLS are kept until the server is freed:
@@ -92,6 +94,8 @@ struct ic_http_req {
   void *user;
   struct MHD_Response *resp;
   unsigned status;
+  const char *body_out; /* the reply body (owned by resp), for optional compression */
+  size_t body_out_len;
 };
 
 /* ---------------------------------------------------------------------------------------- */
@@ -334,6 +338,7 @@ int ic_http_add_route(ic_http_server_t *s, const ic_http_route_t *r) {
   d->auth = r->auth;
   d->auth_ud = r->auth_ud;
   d->max_body = r->max_body ? r->max_body : s->max_body;
+  d->gzip = r->gzip;
   s->nroutes++;
   return 0;
 }
@@ -491,6 +496,49 @@ static void on_completed(void *cls, struct MHD_Connection *c, void **con_cls,
   }
 }
 
+/* Does the client accept gzip? A "gzip" token in Accept-Encoding without q=0. */
+static bool accepts_gzip(const char *ae) {
+  for (const char *p = ae; p && (p = strcasestr(p, "gzip")) != NULL; p += 4) {
+    bool start = p == ae || p[-1] == ' ' || p[-1] == ',' || p[-1] == '\t';
+    const char *e = p + 4;
+    while (*e == ' ' || *e == '\t') e++;
+    if (!start || (*e && *e != ',' && *e != ';')) continue;
+    if (*e == ';') {
+      const char *q = strcasestr(e, "q=");
+      const char *comma = strchr(e, ',');
+      if (q && (!comma || q < comma) && strtod(q + 2, NULL) <= 0.0) return false;
+    }
+    return true;
+  }
+  return false;
+}
+
+/* Compresses body into a malloc'd gzip member; NULL on failure (the body is then sent as is). */
+static char *gzip_body(const char *in, size_t n, size_t *outlen) {
+  z_stream z;
+  memset(&z, 0, sizeof z);
+  if (deflateInit2(&z, Z_DEFAULT_COMPRESSION, Z_DEFLATED, 15 + 16, 8, Z_DEFAULT_STRATEGY) != Z_OK)
+    return NULL;
+  uLong cap = deflateBound(&z, (uLong)n);
+  char *out = malloc(cap);
+  if (!out) {
+    deflateEnd(&z);
+    return NULL;
+  }
+  z.next_in = (Bytef *)in;
+  z.avail_in = (uInt)n;
+  z.next_out = (Bytef *)out;
+  z.avail_out = (uInt)cap;
+  int rc = deflate(&z, Z_FINISH);
+  *outlen = z.total_out;
+  deflateEnd(&z);
+  if (rc != Z_STREAM_END) {
+    free(out);
+    return NULL;
+  }
+  return out;
+}
+
 static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const char *url,
                                   const char *method, const char *version,
                                   const char *upload_data, size_t *upload_data_size,
@@ -539,6 +587,23 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
     }
     if (go) rt->handler(r, rt->ud);
     if (!r->replied) ic_http_reply_error(r, 500, "internal server error");
+  }
+  if (r->route && r->route->gzip && r->status >= 200 && r->status < 300 && r->body_out &&
+      r->body_out_len > 0 && accepts_gzip(ic_http_req_header(r, "Accept-Encoding"))) {
+    size_t zl = 0;
+    char *z = gzip_body(r->body_out, r->body_out_len, &zl);
+    struct MHD_Response *zr =
+        z ? MHD_create_response_from_buffer(zl, z, MHD_RESPMEM_MUST_FREE) : NULL;
+    if (zr) {
+      /* Carry the headers of the plain response over to the compressed one. */
+      const char *ct = MHD_get_response_header(r->resp, "Content-Type");
+      if (ct) MHD_add_response_header(zr, "Content-Type", ct);
+      MHD_add_response_header(zr, "Content-Encoding", "gzip");
+      MHD_destroy_response(r->resp);
+      r->resp = zr;
+    } else {
+      free(z);
+    }
   }
   /* Headers added after the reply call (allowed above) are applied here. */
   for (hdr_t *h = r->hdrs; h; h = h->next) MHD_add_response_header(r->resp, h->name, h->value);
@@ -705,6 +770,13 @@ static int set_resp(ic_http_req_t *r, unsigned status, const char *ctype,
 int ic_http_reply(ic_http_req_t *r, unsigned status, const char *content_type, const void *body,
                   size_t len) {
   if (!r || r->replied) return IC_ESTATE;
+  if (r->route && r->route->gzip && len) {
+    /* Keep our own copy so the body can be compressed after the handler returns. */
+    char *c = malloc(len);
+    if (!c) return IC_ENOMEM;
+    memcpy(c, body, len);
+    return ic_http_reply_take(r, status, content_type, c, len);
+  }
   struct MHD_Response *resp =
       MHD_create_response_from_buffer(len, (void *)(len ? body : ""), MHD_RESPMEM_MUST_COPY);
   return set_resp(r, status, content_type, resp);
@@ -720,7 +792,12 @@ int ic_http_reply_take(ic_http_req_t *r, unsigned status, const char *content_ty
       body ? MHD_create_response_from_buffer(len, body, MHD_RESPMEM_MUST_FREE)
            : MHD_create_response_from_buffer(0, (void *)"", MHD_RESPMEM_PERSISTENT);
   if (!resp) free(body);
-  return set_resp(r, status, content_type, resp);
+  int rc = set_resp(r, status, content_type, resp);
+  if (rc == 0 && body) {
+    r->body_out = body;
+    r->body_out_len = len;
+  }
+  return rc;
 }
 
 int ic_http_reply_error(ic_http_req_t *r, unsigned status, const char *msg) {

@@ -36,7 +36,7 @@ int server_http_public_routes(server_ctx_t *ctx, ic_http_server_t *s) {
   ic_http_route_t routes[] = {
       {.path = "/healthz", .handler = h_healthz, .ud = ctx},
       {.path = "/readyz", .handler = h_readyz, .ud = ctx},
-      {.path = "/metrics", .handler = h_metrics, .ud = ctx},
+      {.path = "/metrics", .handler = h_metrics, .ud = ctx, .gzip = true},
   };
   for (size_t i = 0; i < sizeof routes / sizeof *routes; i++) {
     int rc = ic_http_add_route(s, &routes[i]);

@@ -1,6 +1,7 @@
 """Integration tests for the server's HTTP listeners without auth (spec server.md §6, §7,
 catalogue §17.2, §17.15-§17.17): health/readiness/metrics, routing per listener, /snapshot
 wire shape, /policy handling and its effect on LookupRoute, /probe validation and stages."""
+import gzip
 import json
 import threading
 
@@ -66,6 +67,10 @@ def test_metrics_exposes_server_up(srv):
     assert "\ninferencecache_server_up 1\n" in "\n" + text
     assert "# HELP inferencecache_server_up 1 if the cache policy server is serving requests, 0 otherwise." in text
     assert "# TYPE inferencecache_server_up gauge" in text
+    # gzip when the scraper asks for it (Prometheus does by default), as promhttp does.
+    st, hdrs, gz = http_get(srv.http_url + "/metrics", headers={"Accept-Encoding": "gzip"})
+    assert st == 200 and hdrs.get("Content-Encoding") == "gzip"
+    assert b"\ninferencecache_server_up 1\n" in gzip.decompress(gz)
     # Insecure mode: no auth counters ever appear.
     assert "inferencecache_snapshot_auth_total" not in text
     assert "inferencecache_policy_auth_total" not in text
