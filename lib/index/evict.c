@@ -173,7 +173,7 @@ static scope_t **all_scopes(ic_index_t *ix, uint32_t *n) {
   pthread_rwlock_rdlock(&ix->dir);
   *n = ix->nscopes;
   scope_t **v = malloc((*n ? *n : 1) * sizeof *v);
-  if (v) memcpy(v, ix->scopes, *n * sizeof *v);
+  if (v && *n) memcpy(v, ix->scopes, *n * sizeof *v);
   pthread_rwlock_unlock(&ix->dir);
   if (!v) *n = 0;
   return v;
@@ -296,7 +296,7 @@ static bool refresh_algos(ic_index_t *ix) {
   pthread_rwlock_rdlock(&ix->dir);
   uint32_t n = ix->ntenants;
   tenantrec_t **v = malloc((n ? n : 1) * sizeof *v);
-  if (v) memcpy(v, ix->tenants, n * sizeof *v);
+  if (v && n) memcpy(v, ix->tenants, n * sizeof *v);
   pthread_rwlock_unlock(&ix->dir);
   for (uint32_t i = 0; v && i < n; i++) {
     if (v[i]->reserved) continue;

@@ -768,8 +768,8 @@ int ic_index_snapshot(ic_index_t *ix, ic_index_snapshot_t *out) {
   uint32_t ntm = ix->ntms, nsc = ix->nscopes;
   tmrec_t **tms = malloc((ntm ? ntm : 1) * sizeof *tms);
   scope_t **scs = malloc((nsc ? nsc : 1) * sizeof *scs);
-  if (tms) memcpy(tms, ix->tms, ntm * sizeof *tms);
-  if (scs) memcpy(scs, ix->scopes, nsc * sizeof *scs);
+  if (tms && ntm) memcpy(tms, ix->tms, ntm * sizeof *tms);
+  if (scs && nsc) memcpy(scs, ix->scopes, nsc * sizeof *scs);
   pthread_rwlock_unlock(&ix->dir);
   if (!tms || !scs) rc = IC_ENOMEM;
   /* 1. latest stats row per (tenant, replica) across models: greatest last_seen, then the
@@ -927,7 +927,7 @@ void ic_index_counters(ic_index_t *ix, ic_index_counters_t *out) {
   pthread_rwlock_rdlock(&ix->dir);
   uint32_t n = ix->nscopes;
   scope_t **v = malloc((n ? n : 1) * sizeof *v);
-  if (v) memcpy(v, ix->scopes, n * sizeof *v);
+  if (v && n) memcpy(v, ix->scopes, n * sizeof *v);
   pthread_rwlock_unlock(&ix->dir);
   size_t mem = 0;
   for (uint32_t i = 0; v && i < n; i++) {

@@ -849,7 +849,7 @@ static scope_t **snapshot_scopes(ic_index_t *ix, uint32_t *n) {
   pthread_rwlock_rdlock(&ix->dir);
   *n = ix->nscopes;
   scope_t **v = malloc((*n ? *n : 1) * sizeof *v);
-  if (v) memcpy(v, ix->scopes, *n * sizeof *v);
+  if (v && *n) memcpy(v, ix->scopes, *n * sizeof *v);
   pthread_rwlock_unlock(&ix->dir);
   if (!v) *n = 0;
   return v;
@@ -1130,7 +1130,7 @@ static scope_t **tm_scopes(ic_index_t *ix, tmrec_t *tm, uint32_t *n) {
   pthread_rwlock_rdlock(&ix->dir);
   *n = tm->nscopes;
   scope_t **v = malloc((*n ? *n : 1) * sizeof *v);
-  if (v) memcpy(v, tm->scopes, *n * sizeof *v);
+  if (v && *n) memcpy(v, tm->scopes, *n * sizeof *v);
   pthread_rwlock_unlock(&ix->dir);
   if (!v) *n = 0;
   return v;
@@ -1303,7 +1303,7 @@ int64_t ic_index_evict_expired(ic_index_t *ix) {
   pthread_rwlock_rdlock(&ix->dir);
   uint32_t ntm = ix->ntms;
   tmrec_t **tms = malloc((ntm ? ntm : 1) * sizeof *tms);
-  if (tms) memcpy(tms, ix->tms, ntm * sizeof *tms);
+  if (tms && ntm) memcpy(tms, ix->tms, ntm * sizeof *tms);
   pthread_rwlock_unlock(&ix->dir);
   for (uint32_t i = 0; tms && i < ntm; i++) {
     tmrec_t *tm = tms[i];
