@@ -190,6 +190,10 @@ struct ic_rpc_server {
   atomic_bool shutting_down;
   bool shut_down;
   pthread_mutex_t mu; /* live list */
+  /* gRPC core aborts when a send batch races grpc_server_cancel_all_calls(); stream sends
+   * take this lock shared, the cancel takes it exclusive and sets cancelled_all. */
+  pthread_rwlock_t cancel_lock;
+  bool cancelled_all;
   ic_rpc_call_t *live;
   ic_rpc_health_t *health;
   ic_rpc_reflection_t *reflection;
@@ -387,6 +391,11 @@ static void call_unref(ic_rpc_call_t *c) {
 /* Starts the status batch (with pending initial metadata / final message). Lock held. */
 static void start_status_locked(ic_rpc_call_t *c) {
   if (c->status_started || c->closed) return;
+  pthread_rwlock_rdlock(&c->srv->cancel_lock);
+  if (c->srv->cancelled_all) {
+    pthread_rwlock_unlock(&c->srv->cancel_lock);
+    return;
+  }
   c->status_started = true;
   grpc_op ops[3];
   memset(ops, 0, sizeof ops);
@@ -409,12 +418,18 @@ static void start_status_locked(ic_rpc_call_t *c) {
   n++;
   c->refs++;
   if (grpc_call_start_batch(c->call, ops, n, &c->t_status, NULL) != GRPC_CALL_OK) c->refs--;
+  pthread_rwlock_unlock(&c->srv->cancel_lock);
 }
 
 /* Starts the next queued send, or the status batch when finishing and drained. Lock held. */
 static void pump_locked(ic_rpc_call_t *c) {
   if (c->send_busy || c->closed) return;
   if (c->qhead) {
+    pthread_rwlock_rdlock(&c->srv->cancel_lock);
+    if (c->srv->cancelled_all) {
+      pthread_rwlock_unlock(&c->srv->cancel_lock);
+      return;
+    }
     qmsg_t *q = c->qhead;
     c->qhead = q->next;
     if (!c->qhead) c->qtail = NULL;
@@ -436,6 +451,7 @@ static void pump_locked(ic_rpc_call_t *c) {
       c->refs--;
       c->send_busy = false;
     }
+    pthread_rwlock_unlock(&c->srv->cancel_lock);
     return;
   }
   if (c->finishing) start_status_locked(c);
@@ -724,6 +740,7 @@ ic_rpc_server_t *ic_rpc_server_new(const char *addr, const ic_rpc_server_opts_t 
   if (!s) return NULL;
   pthread_mutex_init(&s->mu, NULL);
   pthread_mutex_init(&s->tls_mu, NULL);
+  pthread_rwlock_init(&s->cancel_lock, NULL);
   s->nthreads = o.threads > 0 ? o.threads : (int)sysconf(_SC_NPROCESSORS_ONLN);
   if (s->nthreads <= 0) s->nthreads = 1;
   if (s->nthreads > 64) s->nthreads = 64;
@@ -889,7 +906,10 @@ int ic_rpc_server_shutdown(ic_rpc_server_t *s, int drain_ms) {
     for (ic_rpc_call_t *c = s->live; c; c = c->live_next) cancelled++;
     pthread_mutex_unlock(&s->mu);
     if (cancelled == 0) cancelled = 1;
+    pthread_rwlock_wrlock(&s->cancel_lock);
+    s->cancelled_all = true;
     grpc_server_cancel_all_calls(s->srv);
+    pthread_rwlock_unlock(&s->cancel_lock);
     grpc_completion_queue_pluck(s->shutdown_cq, s, gpr_inf_future(GPR_CLOCK_REALTIME), NULL);
   }
   for (int i = 0; i < s->nthreads; i++) grpc_completion_queue_shutdown(s->cqts[i].cq);
@@ -926,6 +946,7 @@ void ic_rpc_server_free(ic_rpc_server_t *s) {
   free(s->key_file);
   pthread_mutex_destroy(&s->mu);
   pthread_mutex_destroy(&s->tls_mu);
+  pthread_rwlock_destroy(&s->cancel_lock);
   ic_rpc_global_unref();
   free(s);
 }

@@ -364,8 +364,11 @@ Test(rpc, shutdown_finishes_open_server_streams_with_ok) {
 }
 
 Test(rpc, shutdown_cancels_streams_after_bounded_drain) {
+  atomic_store(&g_sum, 0);
   ic_rpc_writer_t *w = ic_rpc_writer_open(ch, "/t.S/Sum", 0);
   cr_assert_eq(ic_rpc_writer_send(w, (const uint8_t *)"x", 1), 0);
+  int64_t until = ic_clock_monotonic_ns() + 10000000000LL;
+  while (atomic_load(&g_sum) < 1 && ic_clock_monotonic_ns() < until) usleep(1000); /* server has the call */
   int64_t t0 = ic_clock_monotonic_ns();
   int cancelled = ic_rpc_server_shutdown(srv, 300);
   int64_t took_ms = (ic_clock_monotonic_ns() - t0) / 1000000;
