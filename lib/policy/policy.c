@@ -4,7 +4,8 @@
  * Decoding walks a jansson tree against a small static schema so unknown keys, type mismatches
  * and integer ranges are reported the way Go's decoder reports them. The store keeps one
  * immutable snapshot (sorted arrays, binary search) behind a pointer that a push swaps; readers
- * hold a reference count, so a push never frees a snapshot someone is still reading. */
+ * hold a reference count, so a push never frees a snapshot someone is still reading; taking
+ * that reference is lock-free (see struct ic_policy_store). */
 #include "ic/policy.h"
 
 #include <ctype.h>
@@ -12,6 +13,7 @@
 #include <jansson.h>
 #include <math.h>
 #include <pthread.h>
+#include <sched.h>
 #include <stdarg.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -429,9 +431,17 @@ struct ic_policy_snap {
   ic_policy_doc_t *doc; /* policies sorted by ns, tenants by tenant_id, unique keys */
 };
 
+/* Readers never take a lock: they announce themselves in one of two counters (picked by the
+ * current epoch), load the pointer, take a reference, and leave. A writer swaps the pointer,
+ * then flips the epoch twice, each time waiting for the counter new readers no longer use to
+ * drain; after that no reader can still be between "load pointer" and "take reference" on the
+ * old snapshot, so dropping the store's reference is safe (the two-phase grace period of
+ * userspace RCU, in miniature). Writers are serialised by a mutex; only they ever wait. */
 struct ic_policy_store {
-  pthread_rwlock_t mu; /* guards `cur` only; held for a pointer copy + refcount bump */
-  ic_policy_snap_t *cur;
+  _Atomic(ic_policy_snap_t *) cur;
+  atomic_uint epoch;
+  atomic_long active[2];
+  pthread_mutex_t wmu;
   atomic_ullong generation;
 };
 
@@ -453,23 +463,24 @@ ic_policy_store_t *ic_policy_store_new(void) {
     return NULL;
   }
   atomic_init(&s->cur->refs, 1);
-  pthread_rwlock_init(&s->mu, NULL);
+  pthread_mutex_init(&s->wmu, NULL);
   return s;
 }
 
 void ic_policy_store_free(ic_policy_store_t *s) {
   if (!s) return;
-  snap_unref(s->cur);
-  pthread_rwlock_destroy(&s->mu);
+  snap_unref(atomic_load(&s->cur));
+  pthread_mutex_destroy(&s->wmu);
   free(s);
 }
 
 const ic_policy_snap_t *ic_policy_acquire(ic_policy_store_t *s) {
   if (!s) return NULL;
-  pthread_rwlock_rdlock(&s->mu);
-  ic_policy_snap_t *p = s->cur;
+  unsigned e = atomic_load(&s->epoch) & 1u;
+  atomic_fetch_add(&s->active[e], 1);
+  ic_policy_snap_t *p = atomic_load(&s->cur);
   atomic_fetch_add(&p->refs, 1);
-  pthread_rwlock_unlock(&s->mu);
+  atomic_fetch_sub(&s->active[e], 1);
   return p;
 }
 
@@ -583,11 +594,14 @@ int ic_policy_store_replace(ic_policy_store_t *s, ic_policy_doc_t *doc) {
   }
   atomic_init(&n->refs, 1);
   n->doc = doc;
-  pthread_rwlock_wrlock(&s->mu);
-  ic_policy_snap_t *old = s->cur;
-  s->cur = n;
+  pthread_mutex_lock(&s->wmu);
+  ic_policy_snap_t *old = atomic_exchange(&s->cur, n);
   atomic_fetch_add(&s->generation, 1);
-  pthread_rwlock_unlock(&s->mu);
+  for (int phase = 0; phase < 2; phase++) {
+    unsigned e = atomic_fetch_xor(&s->epoch, 1u) & 1u; /* new readers use the other counter */
+    while (atomic_load(&s->active[e]) != 0) sched_yield();
+  }
+  pthread_mutex_unlock(&s->wmu);
   snap_unref(old);
   return 0;
 }
