@@ -82,7 +82,9 @@ static void set_replica(sub_ctx_t *c, size_t i, int64_t rank) {
   /* --dp-rank-suffix: identity "<replica-id>-dp<rank>". Strings live until exit (queued ops
    * refer to them by endpoint index, and a rank change is rare). */
   char *s = NULL;
+  if (c->nowned >= sizeof(c->owned_names) / sizeof(*c->owned_names)) return;
   if (asprintf(&s, "%s-dp%" PRId64, c->replica_id, rank) < 0 || !s) return;
+  c->owned_names[c->nowned++] = s;
   c->replica_of_ep[i] = s;
   c->eps[i].dp_rank = rank;
 }

@@ -370,6 +370,7 @@ int main(int argc, char **argv) {
     for (size_t i = 0; i < nend; i++) {
       char *s = NULL;
       if (asprintf(&s, "%s-dp%zu", c->replica_id, i) < 0) return 1;
+      c->owned_names[c->nowned++] = s;
       c->replica_of_ep[i] = s;
       c->eps[i].dp_rank = (int64_t)i;
     }
@@ -451,6 +452,7 @@ int main(int argc, char **argv) {
   ic_kv_lora_map_free(c->lora);
   subq_destroy(&c->q);
   ic_metrics_free(c->m.reg);
+  for (size_t i = 0; i < c->nowned; i++) free(c->owned_names[i]);
   ic_log_info("kvevent-subscriber stopped");
   return 0;
 }

@@ -88,6 +88,8 @@ typedef struct sub_ctx {
   size_t neps;
   sub_endpoint_t eps[SUB_MAX_ENDPOINTS];
   const char *replica_of_ep[SUB_MAX_ENDPOINTS]; /* replica id stamped on each ep's ops */
+  char *owned_names[4 * SUB_MAX_ENDPOINTS];     /* --dp-rank-suffix ids, freed at exit */
+  size_t nowned;
   /* runtime */
   struct sub_grpc *rpc;
   subq_t q;
