@@ -53,12 +53,12 @@ static int ss_start(void *ud, ic_rpc_call_t *c, const uint8_t *req, size_t len) 
   (void)ud;
   int n = 0;
   for (size_t i = 0; i < len; i++) n = n * 10 + (req[i] - '0');
+  atomic_store(&g_stream, c); /* before the first send: the client may see it at once */
   for (int i = 0; i < n; i++) {
     char b[16];
     int l = snprintf(b, sizeof b, "m%d", i);
     ic_rpc_stream_send(c, (const uint8_t *)b, (size_t)l);
   }
-  atomic_store(&g_stream, c);
   return IC_RPC_OK;
 }
 static void ss_close(void *ud, ic_rpc_call_t *c) {
