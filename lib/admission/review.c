@@ -281,7 +281,7 @@ static void pod(const ic_admission_config_t *cfg, json_t *obj, const char *ns, r
   json_t *backends = list_or_null(cfg, "CacheBackend", pns ? pns : "", err, sizeof err);
   ic_admission_pod_result_t res;
   memset(&res, 0, sizeof res);
-  if (!backends) snprintf(res.reason, sizeof res.reason, "listing CacheBackends failed: %s", err);
+  if (!backends) snprintf(res.reason, sizeof res.reason, "listing CacheBackends failed: %.450s", err);
   ic_admission_mutate_pod(cfg, obj, ns, backends, &res);
   json_decref(backends);
   if (res.denied) {
