@@ -426,9 +426,21 @@ ic_policy_parse_status_t ic_policy_parse(const char *body, size_t len, bool too_
 /* ---------------------------------------------------------------------------------------- */
 /* store */
 
+/* Every tenant named by a push (policy namespace or quota tenantID) gets its knobs resolved once
+ * at push time into an open-addressing table, so a lookup is one hash, one probe run and a
+ * struct copy; tenants not in the table get the defaults. */
+typedef struct knob_slot {
+  const char *key; /* NULL = empty; points into doc */
+  size_t klen;
+  uint64_t hash;
+  ic_policy_knobs_t knobs;
+} knob_slot_t;
+
 struct ic_policy_snap {
   atomic_long refs;
   ic_policy_doc_t *doc; /* policies sorted by ns, tenants by tenant_id, unique keys */
+  knob_slot_t *slots;   /* power-of-two table, NULL when the push named no tenant */
+  size_t mask;
 };
 
 /* Readers never take a lock: they announce themselves in one of two counters (picked by the
@@ -447,6 +459,7 @@ struct ic_policy_store {
 
 static void snap_unref(ic_policy_snap_t *s) {
   if (s && atomic_fetch_sub(&s->refs, 1) == 1) {
+    free(s->slots);
     ic_policy_doc_free(s->doc);
     free(s);
   }
@@ -573,6 +586,8 @@ static int dedupe_tenants(ic_policy_doc_t *doc) {
   return 0;
 }
 
+static int build_slots(ic_policy_snap_t *snap);
+
 int ic_policy_store_replace(ic_policy_store_t *s, ic_policy_doc_t *doc) {
   if (!s || !doc) {
     ic_policy_doc_free(doc);
@@ -594,6 +609,10 @@ int ic_policy_store_replace(ic_policy_store_t *s, ic_policy_doc_t *doc) {
   }
   atomic_init(&n->refs, 1);
   n->doc = doc;
+  if (build_slots(n) != 0) {
+    snap_unref(n);
+    return IC_ENOMEM;
+  }
   pthread_mutex_lock(&s->wmu);
   ic_policy_snap_t *old = atomic_exchange(&s->cur, n);
   atomic_fetch_add(&s->generation, 1);
@@ -606,13 +625,15 @@ int ic_policy_store_replace(ic_policy_store_t *s, ic_policy_doc_t *doc) {
   return 0;
 }
 
-/* Exact byte match of `t` (tlen bytes) against NUL-terminated keys. */
+/* Exact byte order of `t` (tlen bytes) against a NUL-terminated key, in one pass (no strlen):
+ * the shorter string sorts first, as with strcmp. */
 static int cmp_key(const char *t, size_t tlen, const char *key) {
-  size_t kl = strlen(key);
-  size_t m = tlen < kl ? tlen : kl;
-  int c = memcmp(t, key, m);
-  if (c) return c;
-  return tlen < kl ? -1 : tlen > kl;
+  const unsigned char *a = (const unsigned char *)t, *k = (const unsigned char *)key;
+  for (size_t i = 0; i < tlen; i++) {
+    if (!k[i]) return 1;
+    if (a[i] != k[i]) return a[i] < k[i] ? -1 : 1;
+  }
+  return k[tlen] ? -1 : 0;
 }
 
 static const ic_policy_entry_t *find_policy(const ic_policy_doc_t *d, const char *t, size_t tl) {
@@ -643,8 +664,7 @@ static const ic_policy_quota_t *find_quota(const ic_policy_doc_t *d, const char 
   return NULL;
 }
 
-void ic_policy_resolve(const ic_policy_snap_t *snap, const char *tenant, size_t tlen,
-                       ic_policy_knobs_t *o) {
+static void defaults(ic_policy_knobs_t *o) {
   memset(o, 0, sizeof *o);
   o->eviction = IC_POLICY_EVICT_LRU;
   o->minimum_matched_tokens = IC_POLICY_DEFAULT_MIN_MATCHED;
@@ -653,9 +673,13 @@ void ic_policy_resolve(const ic_policy_snap_t *snap, const char *tenant, size_t 
   o->enable_chain_matching = true;
   o->require_chain = false;
   o->enable_tenant_hot = true;
-  if (!snap || !snap->doc) return;
-  if (!tenant) tenant = "";
-  const ic_policy_entry_t *e = find_policy(snap->doc, tenant, tlen);
+}
+
+/* The resolution rules of spec server.md §5, from the sorted document (push time only). */
+static void resolve_doc(const ic_policy_doc_t *doc, const char *tenant, size_t tlen,
+                        ic_policy_knobs_t *o) {
+  defaults(o);
+  const ic_policy_entry_t *e = find_policy(doc, tenant, tlen);
   if (e) {
     o->has_policy = true;
     o->ttl_ns = e->eviction_ttl_ns > 0 ? e->eviction_ttl_ns : 0;
@@ -675,11 +699,66 @@ void ic_policy_resolve(const ic_policy_snap_t *snap, const char *tenant, size_t 
   }
   static const char probe[] = IC_POLICY_PROBE_TENANT;
   bool is_probe = tlen == sizeof probe - 1 && memcmp(tenant, probe, tlen) == 0;
-  const ic_policy_quota_t *q = is_probe ? NULL : find_quota(snap->doc, tenant, tlen);
+  const ic_policy_quota_t *q = is_probe ? NULL : find_quota(doc, tenant, tlen);
   if (q) {
     o->has_quota = true;
     o->max_index_entries = q->max_index_entries > 0 ? q->max_index_entries : 0;
   }
+}
+
+static uint64_t hash_key(const char *k, size_t n) { /* FNV-1a 64 */
+  uint64_t h = 14695981039346656037ull;
+  for (size_t i = 0; i < n; i++) h = (h ^ (unsigned char)k[i]) * 1099511628211ull;
+  return h;
+}
+
+static const knob_slot_t *find_slot(const ic_policy_snap_t *snap, const char *k, size_t n,
+                                    uint64_t h) {
+  for (size_t i = (size_t)h & snap->mask;; i = (i + 1) & snap->mask) {
+    const knob_slot_t *sl = &snap->slots[i];
+    if (!sl->key) return NULL;
+    if (sl->hash == h && sl->klen == n && memcmp(sl->key, k, n) == 0) return sl;
+  }
+}
+
+static void put_slot(ic_policy_snap_t *snap, const char *k) {
+  size_t n = strlen(k);
+  uint64_t h = hash_key(k, n);
+  if (find_slot(snap, k, n, h)) return; /* named both as namespace and tenantID */
+  size_t i = (size_t)h & snap->mask;
+  while (snap->slots[i].key) i = (i + 1) & snap->mask;
+  knob_slot_t *sl = &snap->slots[i];
+  sl->key = k;
+  sl->klen = n;
+  sl->hash = h;
+  resolve_doc(snap->doc, k, n, &sl->knobs);
+}
+
+/* Builds the knob table of a snapshot whose doc is already sorted and deduplicated. */
+static int build_slots(ic_policy_snap_t *snap) {
+  size_t nkeys = snap->doc->npolicies + snap->doc->ntenants;
+  if (!nkeys) return 0;
+  size_t cap = 8;
+  while (cap < 2 * nkeys) cap <<= 1; /* load factor <= 1/2: short probe runs */
+  snap->slots = calloc(cap, sizeof *snap->slots);
+  if (!snap->slots) return IC_ENOMEM;
+  snap->mask = cap - 1;
+  for (size_t i = 0; i < snap->doc->npolicies; i++) put_slot(snap, snap->doc->policies[i].ns);
+  for (size_t i = 0; i < snap->doc->ntenants; i++) put_slot(snap, snap->doc->tenants[i].tenant_id);
+  return 0;
+}
+
+void ic_policy_resolve(const ic_policy_snap_t *snap, const char *tenant, size_t tlen,
+                       ic_policy_knobs_t *o) {
+  const knob_slot_t *sl = NULL;
+  if (snap && snap->slots) {
+    if (!tenant) tenant = "";
+    sl = find_slot(snap, tenant, tlen, hash_key(tenant, tlen));
+  }
+  if (sl)
+    *o = sl->knobs;
+  else
+    defaults(o);
 }
 
 void ic_policy_store_resolve(ic_policy_store_t *s, const char *tenant, size_t tlen,

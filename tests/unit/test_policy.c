@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "ic/buf.h"
 #include "ic/policy.h"
 
 static ic_policy_parse_status_t parse(const char *body, ic_policy_doc_t **doc, char *msg) {
@@ -320,4 +321,45 @@ Test(policy, concurrent_reads_with_writer) {
   cr_assert_eq(r.torn, 0);
   cr_assert_eq(knobs(r.s, "ns").minimum_prefix_tokens, 500);
   ic_policy_store_free(r.s);
+}
+
+Test(policy, resolution_table_matches_exact_bytes) {
+  ic_policy_store_t *s = store_with(
+      "{\"version\":7,\"policies\":[{\"namespace\":\"team\",\"minimumPrefixTokens\":1},"
+      "{\"namespace\":\"team-a\",\"minimumPrefixTokens\":2}],"
+      "\"tenants\":[{\"tenantID\":\"team\",\"maxIndexEntries\":9},{\"tenantID\":\"quota-only\",\"maxIndexEntries\":3}]}");
+  ic_policy_knobs_t k;
+  ic_policy_store_resolve(s, "team-a", 4, &k);
+  cr_assert(k.has_policy && k.minimum_prefix_tokens == 1, "tlen bounds the tenant bytes");
+  cr_assert(k.has_quota && k.max_index_entries == 9, "namespace and tenantID share one entry");
+  ic_policy_store_resolve(s, "team-a", 6, &k);
+  cr_assert(k.minimum_prefix_tokens == 2 && !k.has_quota);
+  ic_policy_store_resolve(s, "team-", 5, &k);
+  cr_assert(!k.has_policy && !k.has_quota && k.minimum_matched_tokens == 64);
+  ic_policy_store_resolve(s, "quota-only", 10, &k);
+  cr_assert(!k.has_policy && k.has_quota && k.max_index_entries == 3);
+  cr_assert_eq(k.minimum_matched_tokens, 64, "quota without policy keeps the no-policy defaults");
+  cr_assert(k.affinity_routing);
+  ic_policy_store_resolve(s, NULL, 0, &k);
+  cr_assert(!k.has_policy);
+  /* Many tenants: every one resolves to its own values. */
+  ic_buf_t b = IC_BUF_INIT;
+  ic_buf_append_str(&b, "{\"version\":7,\"policies\":[");
+  for (int i = 0; i < 1000; i++)
+    ic_buf_appendf(&b, "%s{\"namespace\":\"ns%d\",\"lookupTimeoutMs\":%d}", i ? "," : "", i, i + 1);
+  ic_buf_append_str(&b, "]}");
+  ic_policy_doc_t *doc;
+  char msg[256];
+  cr_assert_eq(parse(b.data, &doc, msg), IC_POLICY_OK);
+  ic_buf_free(&b);
+  cr_assert_eq(ic_policy_store_replace(s, doc), 0);
+  for (int i = 0; i < 1000; i++) {
+    char t[16];
+    int n = snprintf(t, sizeof t, "ns%d", i);
+    ic_policy_store_resolve(s, t, (size_t)n, &k);
+    cr_assert_eq(k.lookup_timeout_ms, i + 1);
+  }
+  ic_policy_store_resolve(s, "team", 4, &k);
+  cr_assert(!k.has_policy && !k.has_quota, "previous push fully replaced");
+  ic_policy_store_free(s);
 }
