@@ -7,6 +7,7 @@ import glob
 import json
 import os
 import re
+import shutil
 import subprocess
 
 import jsonschema
@@ -314,3 +315,49 @@ def test_schema_defaults_only_inside_later_objects():
     walk(SPEC, "spec")
     found = [f for f in found if not f.endswith(".name")]  # core/v1 LocalObjectReference name default ""
     assert sorted(found) == ["spec.lmCache.nodeLocal.idleRetentionSeconds", "spec.observation.firstEventTimeout"]
+
+
+# ---- the kustomize install ---------------------------------------------------------------------
+
+def render(path):
+    kubectl = shutil.which("kubectl")
+    if not kubectl:
+        pytest.skip("kubectl not installed")
+    p = subprocess.run([kubectl, "kustomize", path], capture_output=True, text=True, timeout=120)
+    assert p.returncode == 0, p.stderr
+    return [d for d in yaml.safe_load_all(p.stdout) if d]
+
+
+def test_default_install_renders_with_the_required_pieces():
+    docs = render(os.path.join(SRC, "config", "default"))
+    by = {(d["kind"], d["metadata"]["name"]): d for d in docs}
+    for d in docs:
+        if d["kind"] not in ("Namespace", "CustomResourceDefinition", "ClusterRole", "ClusterRoleBinding",
+                             "MutatingWebhookConfiguration", "ValidatingWebhookConfiguration"):
+            assert d["metadata"]["namespace"] == "inference-cache-system", d["metadata"]
+    assert sum(1 for d in docs if d["kind"] == "CustomResourceDefinition") == 6
+    svc = by[("Service", "inference-cache-server")]
+    assert {(p["name"], p["port"]) for p in svc["spec"]["ports"]} == {("grpc", 9090), ("http", 8080), ("snapshot", 8081)}
+    assert ("Deployment", "inference-cache-server") in by and ("Deployment", "inference-cache-controller-manager") in by
+    np = by[("NetworkPolicy", "inference-cache-server-snapshot")]
+    rule = [r for r in np["spec"]["ingress"] if any(p["port"] == 8081 for p in r["ports"])][0]
+    assert rule["from"][0]["podSelector"]["matchLabels"]["app.kubernetes.io/component"] == "controller"
+    assert ("Issuer", "selfsigned-issuer") in by and ("Certificate", "serving-cert") in by
+    wh = by[("Service", "webhook-service")]
+    assert wh["spec"]["ports"][0]["port"] == 443 and wh["spec"]["ports"][0]["targetPort"] == 9443
+    mut = by[("MutatingWebhookConfiguration", "inference-cache-mutating-webhook-configuration")]
+    val = by[("ValidatingWebhookConfiguration", "inference-cache-validating-webhook-configuration")]
+    paths = {w["name"]: w["clientConfig"]["service"]["path"] for w in mut["webhooks"] + val["webhooks"]}
+    assert paths["mpod.inferencecache.io"] == "/mutate--v1-pod"
+    assert paths["vcachebackend.inferencecache.io"] == "/validate-inferencecache-io-v1alpha1-cachebackend"
+    assert "mcachebackend.inferencecache.io" not in paths  # no CacheBackend defaulting (contract §3.2)
+    pod_hook = [w for w in mut["webhooks"] if w["name"] == "mpod.inferencecache.io"][0]
+    assert pod_hook["failurePolicy"] == "Ignore"
+    assert all(w["failurePolicy"] == "Fail" for w in val["webhooks"])
+    for cfg in (mut, val):
+        assert cfg["metadata"]["annotations"]["cert-manager.io/inject-ca-from"] == "inference-cache-system/serving-cert"
+
+
+def test_samples_kustomization_lists_every_sample():
+    docs = render(os.path.join(SRC, "config", "samples"))
+    assert len(docs) == len(samples())
