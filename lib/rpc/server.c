@@ -276,7 +276,9 @@ static grpc_ssl_certificate_config_reload_status tls_fetch(void *ud,
     char *cert, *key, err[256];
     if (load_pair(s->cert_file, s->key_file, &cert, &key, err, sizeof err) == 0) {
       grpc_ssl_pem_key_cert_pair pair = {.private_key = key, .cert_chain = cert};
-      *cfg = grpc_ssl_server_certificate_config_create(NULL, &pair, 1);
+      /* gRPC core asserts non-NULL roots on a fetched config even when client certificates
+       * are not requested; the server's own chain stands in (never used to verify). */
+      *cfg = grpc_ssl_server_certificate_config_create(cert, &pair, 1);
       free(cert);
       free(key);
       s->cert_mtime = st.st_mtim;

@@ -100,19 +100,22 @@ def protos(name="inferencecache.v1alpha1.inferencecache"):
     import grpc  # noqa: F401
     if name.startswith("grpc."):
         base = os.path.join(_protos_dir, *name.split("."))
+        pkg, leaf = name.rsplit(".", 1)
         mods = []
         for suffix in ("_pb2", "_pb2_grpc"):
             modname = "icgen_" + name.replace(".", "_") + suffix
             if modname in sys.modules:
                 mods.append(sys.modules[modname])
                 continue
-            spec = importlib.util.spec_from_file_location(modname, base + suffix + ".py")
-            mod = importlib.util.module_from_spec(spec)
-            if suffix == "_pb2_grpc":
-                # The stubs module imports its messages by the dotted path; alias it.
-                sys.modules[name + "_pb2"] = mods[0]
+            with open(base + suffix + ".py") as f:
+                src = f.read()
+            # The stubs import their messages as "from grpc.health.v1 import health_pb2";
+            # point that at the module loaded here instead.
+            src = src.replace("from %s import %s_pb2 as" % (pkg, leaf), "import %s as" % mods[0].__name__
+                              if mods else "from %s import %s_pb2 as" % (pkg, leaf))
+            mod = importlib.util.module_from_spec(importlib.util.spec_from_loader(modname, loader=None))
             sys.modules[modname] = mod
-            spec.loader.exec_module(mod)
+            exec(compile(src, base + suffix + ".py", "exec"), mod.__dict__)
             mods.append(mod)
         return mods[0], mods[1]
     return (importlib.import_module(name + "_pb2"), importlib.import_module(name + "_pb2_grpc"))
