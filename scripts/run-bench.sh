@@ -3,6 +3,7 @@
 set -euo pipefail
 build=${1:-build}; which=${2:-all}
 shopt -s nullglob
+[ "$which" = subscriber ] && which=kvevents  # the subscriber's benchmark lives in bench_kvevents
 ran=0
 for b in "$build"/bench/bench_*; do
   [ -x "$b" ] || continue

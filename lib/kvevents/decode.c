@@ -302,6 +302,16 @@ static int dec_tokens(ic_kv_batch_t *b, rd_t *r, bool *has, size_t *off, uint32_
       p += 3;
       continue;
     }
+    if (end - p >= 5 && *p == 0xce) { /* vocabularies beyond 64k (Qwen, Llama 3) */
+      out[i] = (uint32_t)p[1] << 24 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 8 | p[4];
+      p += 5;
+      continue;
+    }
+    if (end - p >= 2 && *p == 0xcc) {
+      out[i] = p[1];
+      p += 2;
+      continue;
+    }
     r->p = p;
     mp_t e;
     if (mp_read(r, &e) || e.kind != MP_INT || e.neg || e.u > UINT32_MAX) return -1;

@@ -413,3 +413,16 @@ Test(kvevents_lora, parse_rejects_malformed_items) {
     cr_assert(strstr(err, msg[i]), "%s: %s", bad[i], err);
   }
 }
+
+Test(kvevents_decode, token_ids_in_every_integer_width) {
+  /* tokens 200 (uint8), 150000 (uint32), 7 (fixint), 300 (uint16), 5 (int64 d3, Go encoder) */
+  sample_t s;
+  decode_hex(&s, "92cb3ff00000000000009196ab426c6f636b53746f7265649101c095ccc8ce000249f007cd012c"
+                 "d3000000000000000501c0");
+  cr_assert_eq(s.rc, 0);
+  cr_assert_eq(s.b.nevents, 1);
+  const uint32_t want[] = {200, 150000, 7, 300, 5};
+  cr_assert_eq(s.b.events[0].ntokens, 5);
+  for (int i = 0; i < 5; i++) cr_assert_eq(s.b.events[0].tokens[i], want[i]);
+  sample_free(&s);
+}
