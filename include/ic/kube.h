@@ -162,7 +162,9 @@ typedef void (*ic_kube_watcher_fn)(void *ud, const char *type, json_t *obj);
 ic_kube_watcher_t *ic_kube_watcher_start(ic_kube_t *k, const ic_kube_res_t *r, const char *ns,
                                          const char *label_selector, ic_kube_watcher_fn fn,
                                          void *ud);
-void ic_kube_watcher_stop(ic_kube_watcher_t *w); /* joins and frees */
+/* Asks the thread to stop without waiting (stop several watchers in parallel, then _stop each). */
+void ic_kube_watcher_cancel(ic_kube_watcher_t *w);
+void ic_kube_watcher_stop(ic_kube_watcher_t *w); /* cancels, joins and frees */
 bool ic_kube_watcher_synced(ic_kube_watcher_t *w); /* first list delivered */
 uint64_t ic_kube_watcher_relists(ic_kube_watcher_t *w);
 

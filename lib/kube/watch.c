@@ -278,6 +278,10 @@ ic_kube_watcher_t *ic_kube_watcher_start(ic_kube_t *k, const ic_kube_res_t *r, c
   return w;
 }
 
+void ic_kube_watcher_cancel(ic_kube_watcher_t *w) {
+  if (w) atomic_store(&w->stop, true);
+}
+
 void ic_kube_watcher_stop(ic_kube_watcher_t *w) {
   if (!w) return;
   atomic_store(&w->stop, true);

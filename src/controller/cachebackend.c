@@ -529,34 +529,193 @@ static void latch_first_event(json_t *st) {
     json_object_set(st, "firstKVEventObservedAt", le);
 }
 
-/* ---- engine selector count -------------------------------------------------------------------- */
+/* ---- engine selector count and connector status ----------------------------------------- */
 
-static void refresh_matched_pods(pass_t *p, json_t *st) {
+static bool selector_of(pass_t *p, ic_buf_t *sel) {
   json_t *ml = ic_kube_jget(p->spec, "engineSelector.matchLabels");
-  if (!json_is_object(ml) || json_object_size(ml) == 0) {
+  if (!json_is_object(ml) || json_object_size(ml) == 0) return false;
+  const char *k;
+  json_t *v;
+  json_object_foreach(ml, k, v) {
+    ic_buf_appendf(sel, "%s%s=%s", sel->len ? "," : "", k,
+                   json_is_string(v) ? json_string_value(v) : "");
+  }
+  return true;
+}
+
+static bool pod_terminal(json_t *pod) {
+  const char *ph = sstr(pod, "status.phase");
+  return ph && (strcmp(ph, "Succeeded") == 0 || strcmp(ph, "Failed") == 0);
+}
+
+static bool labels_match(json_t *ml, json_t *labels) {
+  const char *k;
+  json_t *v;
+  json_object_foreach(ml, k, v) {
+    json_t *lv = json_object_get(labels, k);
+    if (!json_is_string(lv) || !json_is_string(v) ||
+        strcmp(json_string_value(lv), json_string_value(v)) != 0)
+      return false;
+  }
+  return true;
+}
+
+/* status.matchedEnginePods / engineSelectorMessage (controller.md §2.2.10). `pods` is the live
+ * selector list (NULL when listing failed: keep the previous values). */
+static void refresh_matched_pods(pass_t *p, json_t *st, json_t *pods, bool have_selector,
+                                 bool *announce) {
+  *announce = false;
+  if (!have_selector) {
     json_object_del(st, "matchedEnginePods");
     json_object_del(st, "engineSelectorMessage");
     return;
   }
-  ic_buf_t sel = IC_BUF_INIT;
-  const char *k;
-  json_t *v;
-  json_object_foreach(ml, k, v) {
-    ic_buf_appendf(&sel, "%s%s=%s", sel.len ? "," : "", k, json_is_string(v) ? json_string_value(v) : "");
-  }
-  json_t *list = NULL;
-  int rc = ic_kube_list(p->c->kube, &ic_kube_res_pods, p->ns, sel.data, &list, NULL);
-  ic_buf_free(&sel);
-  if (rc != 0) return; /* keep previous values */
-  size_t n = json_array_size(json_object_get(list, "items"));
-  json_decref(list);
-  json_object_set_new(st, "matchedEnginePods", json_integer((json_int_t)n));
-  if (n > 0)
-    json_object_del(st, "engineSelectorMessage");
-  else
-    json_object_set_new(st, "engineSelectorMessage",
-                        json_string("spec.engineSelector matches no Pods in this namespace"));
   if (p->requeue_ms == 0 || p->requeue_ms > 30000) p->requeue_ms = 30000;
+  if (!pods) return;
+  size_t count = json_array_size(pods), nonterminal = 0, i;
+  json_t *pod;
+  json_array_foreach(pods, i, pod) if (!pod_terminal(pod)) nonterminal++;
+  /* Desired replicas of Deployments whose pod template the selector matches. */
+  json_t *deps = NULL;
+  bool reliable = ic_kube_list(p->c->kube, &ic_kube_res_deployments, p->ns, NULL, &deps, NULL) == 0;
+  bool known = false;
+  int64_t desired = 0;
+  json_t *ml = ic_kube_jget(p->spec, "engineSelector.matchLabels");
+  json_t *d;
+  json_array_foreach(json_object_get(deps, "items"), i, d) {
+    if (!labels_match(ml, ic_kube_jget(d, "spec.template.metadata.labels"))) continue;
+    known = true;
+    json_t *r = ic_kube_jget(d, "spec.replicas");
+    desired += json_is_integer(r) ? json_integer_value(r) : 1;
+  }
+  json_decref(deps);
+  if (reliable && known && desired != (int64_t)nonterminal) p->requeue_ms = 5000; /* churn */
+  json_t *prev_count = json_object_get(st, "matchedEnginePods");
+  const char *prev_msg = sstr(st, "engineSelectorMessage");
+  bool prev_announced = prev_count && json_integer_value(prev_count) == 0 && nonempty(prev_msg);
+  char msg[600] = "";
+  if (count == 0) {
+    if (!reliable) {
+      snprintf(msg, sizeof msg, "%s", prev_msg ? prev_msg : "");
+    } else if (!known || desired > 0) {
+      snprintf(msg, sizeof msg,
+               "spec.engineSelector matches no Pods in namespace %s; label the engine Pods "
+               "(inferencecache.io/cache-domain) or fix the selector",
+               p->ns);
+    }
+  }
+  json_object_set_new(st, "matchedEnginePods", json_integer((json_int_t)count));
+  if (*msg)
+    json_object_set_new(st, "engineSelectorMessage", json_string(msg));
+  else
+    json_object_del(st, "engineSelectorMessage");
+  *announce = reliable && count == 0 && *msg && !prev_announced;
+}
+
+static const char *pod_ann(json_t *pod, const char *key) {
+  json_t *v = json_object_get(ic_kube_jget(pod, "metadata.annotations"), key);
+  return json_is_string(v) ? json_string_value(v) : NULL;
+}
+
+static bool pod_ready(json_t *pod) {
+  size_t i;
+  json_t *c;
+  json_array_foreach(ic_kube_jget(pod, "status.conditions"), i, c) {
+    const char *t = sstr(c, "type"), *s = sstr(c, "status");
+    if (t && s && strcmp(t, "Ready") == 0) return strcmp(s, "True") == 0;
+  }
+  return false;
+}
+
+static int cmp_cov(const void *a, const void *b) {
+  return strcmp(sstr(*(json_t *const *)a, "name"), sstr(*(json_t *const *)b, "name"));
+}
+
+/* status.connector + ConnectorReady for typed PodLocal MP backends (controller.md §2.2.9).
+ * Runs before dispatch so Ready folds the verdict of this pass (the reference folds it one
+ * pass later and converges through the re-trigger; the end state is the same). */
+static void refresh_connector(pass_t *p, json_t *st, json_t *pods, bool have_selector) {
+  const char *topo = sstr(p->spec, "lmCache.topology");
+  bool mp = p->engine_wired && strcmp(p->type, "LMCache") == 0 && strcmp(p->mode, "Offload") == 0 &&
+            topo;
+  if (!mp) {
+    json_object_del(st, "connector");
+    ic_kube_condition_remove(st, "ConnectorReady");
+    return;
+  }
+  if (strcmp(topo, "PodLocal") != 0) return; /* NodeLocal servers are not managed here yet */
+  if (have_selector && !pods) return;         /* list error: skip silently */
+  char owner[600], gen[32];
+  snprintf(owner, sizeof owner, "%s/%s", p->ns, p->name);
+  snprintf(gen, sizeof gen, "%lld", (long long)p->generation);
+  int matched = 0, verified = 0, ready_servers = 0, covered = 0, ready_engines = 0;
+  json_t *cov = json_array();
+  size_t i;
+  json_t *pod;
+  json_array_foreach(pods, i, pod) {
+    if (pod_terminal(pod) || ic_kube_jget(pod, "metadata.deletionTimestamp")) continue;
+    matched++;
+    const char *by = pod_ann(pod, "inferencecache.io/injected-by");
+    const char *byuid = pod_ann(pod, "inferencecache.io/injected-by-uid");
+    const char *bygen = pod_ann(pod, "inferencecache.io/injected-generation");
+    bool injected = by && strcmp(by, owner) == 0 && nonempty(p->uid) && byuid &&
+                    strcmp(byuid, p->uid) == 0 && bygen && strcmp(bygen, gen) == 0;
+    bool server_ready = false;
+    size_t j;
+    json_t *cs;
+    json_array_foreach(ic_kube_jget(pod, "status.initContainerStatuses"), j, cs) {
+      const char *n = sstr(cs, "name");
+      if (n && strcmp(n, "lmcache-mp-server") == 0)
+        server_ready = injected && json_is_true(json_object_get(cs, "ready")) &&
+                       ic_kube_jget(cs, "state.running") != NULL;
+    }
+    bool pready = pod_ready(pod);
+    if (injected) verified++;
+    if (server_ready) {
+      ready_servers++;
+      covered++;
+      if (pready) ready_engines++;
+    }
+    const char *reason = !injected ? "ConnectorInjectionUnverified"
+                         : server_ready ? "ConnectorReady" : "MPServersNotReady";
+    json_t *row = json_pack("{s:s,s:b,s:b,s:s}", "name", sstr(pod, "metadata.name"), "ready",
+                            pready, "covered", server_ready, "reason", reason);
+    const char *node = sstr(pod, "spec.nodeName");
+    if (nonempty(node)) json_object_set_new(row, "nodeName", json_string(node));
+    json_array_append_new(cov, row);
+  }
+  size_t n = json_array_size(cov);
+  if (n > 1) {
+    json_t **rows = malloc(n * sizeof *rows);
+    for (size_t k = 0; k < n; k++) rows[k] = json_incref(json_array_get(cov, k));
+    qsort(rows, n, sizeof *rows, cmp_cov);
+    json_array_clear(cov);
+    for (size_t k = 0; k < n; k++) json_array_append_new(cov, rows[k]);
+    free(rows);
+  }
+  json_t *conn = json_pack("{s:s,s:s,s:i,s:i,s:i,s:i,s:i,s:i}", "mode", "Multiprocess", "topology",
+                           "PodLocal", "matchedEnginePods", matched, "readyEnginePods",
+                           ready_engines, "desiredServers", matched, "readyServers", ready_servers,
+                           "coveredEnginePods", covered, "uncoveredEnginePods", matched - covered);
+  if (n) json_object_set(conn, "enginePodCoverage", cov);
+  json_decref(cov);
+  json_object_set_new(st, "connector", conn);
+  verdict_t v;
+  if (matched == 0)
+    verdict(&v, "False", "NoEnginePods", "no active engine Pods match spec.engineSelector");
+  else if (verified != matched)
+    verdict(&v, "Unknown", "ConnectorInjectionUnverified",
+            "%d/%d selected engine Pods carry the current injection stamp", verified, matched);
+  else if (ready_servers == matched && ready_engines == matched)
+    verdict(&v, "True", "ConnectorReady",
+            "%d/%d selected engine Pods have a Ready LMCache MP native sidecar", ready_servers,
+            matched);
+  else
+    verdict(&v, "False", "MPServersNotReady",
+            "%d/%d selected engine Pods have a Ready LMCache MP native sidecar; %d engine Pods "
+            "are Ready with the connector",
+            ready_servers, matched, ready_engines);
+  set_cond(p, st, "ConnectorReady", &v, p->generation);
 }
 
 /* ---- paths ---------------------------------------------------------------------------------- */
@@ -845,6 +1004,19 @@ static void emit_transition_events(pass_t *p, json_t *before, json_t *after) {
       ic_kube_event(p->c->kube, "cachebackend-controller", p->c->identity, p->cb,
                     areason[0] == 'N' ? "Warning" : "Normal", areason, sstr(ar, "message"));
   }
+  const char *mp_conds[] = {"ConnectorReady", "RemoteStorageReady"};
+  for (int i = 0; i < 2; i++) {
+    json_t *b = ic_kube_condition_get(before, mp_conds[i]), *a = ic_kube_condition_get(after, mp_conds[i]);
+    if (!a) continue;
+    bool changed = !b || !json_equal(json_object_get(a, "status"), json_object_get(b, "status")) ||
+                   !json_equal(json_object_get(a, "reason"), json_object_get(b, "reason")) ||
+                   !json_equal(json_object_get(a, "observedGeneration"),
+                               json_object_get(b, "observedGeneration"));
+    const char *s = sstr(a, "status"), *r = sstr(a, "reason");
+    if (changed && s && r)
+      ic_kube_event(p->c->kube, "cachebackend-controller", p->c->identity, p->cb,
+                    strcmp(s, "True") == 0 ? "Normal" : "Warning", r, sstr(a, "message"));
+  }
   if (!json_object_get(before, "firstKVEventObservedAt") &&
       json_object_get(after, "firstKVEventObservedAt"))
     ic_kube_event(p->c->kube, "cachebackend-controller", p->c->identity, p->cb, "Normal",
@@ -876,6 +1048,17 @@ int ctl_reconcile_cachebackend(ctl_t *c, const char *key, int64_t *requeue_ms) {
   json_t *old_status = json_object_get(p.cb, "status");
   json_t *before = json_is_object(old_status) ? json_deep_copy(old_status) : json_object();
   json_t *stj = json_deep_copy(before);
+  /* One live list of the selected engine Pods feeds the connector and the matched count. */
+  ic_buf_t sel = IC_BUF_INIT;
+  bool have_selector = selector_of(&p, &sel);
+  json_t *podlist = NULL, *pods = NULL;
+  if (!have_selector)
+    pods = json_array();
+  else if (ic_kube_list(c->kube, &ic_kube_res_pods, ns, sel.data, &podlist, NULL) == 0)
+    pods = json_incref(json_object_get(podlist, "items"));
+  ic_buf_free(&sel);
+  json_decref(podlist);
+  refresh_connector(&p, stj, pods, have_selector);
   const char *ownership = sstr(p.remote, "ownership");
   const char *provider = sstr(p.remote, "provider");
   bool redis = provider && strcmp(provider, "Redis") == 0;
@@ -910,7 +1093,9 @@ int ctl_reconcile_cachebackend(ctl_t *c, const char *key, int64_t *requeue_ms) {
   }
   /* The controller retracts an endpoint it published through a Service it just deleted. */
   if (p.deleted_service && strcmp(path, "external") != 0) json_object_del(stj, "endpoint");
-  refresh_matched_pods(&p, stj);
+  bool announce = false;
+  refresh_matched_pods(&p, stj, have_selector ? pods : NULL, have_selector, &announce);
+  json_decref(pods);
   set_health(stj);
 
   json_t *diff = ic_kube_merge_diff(before, stj);
@@ -925,6 +1110,9 @@ int ctl_reconcile_cachebackend(ctl_t *c, const char *key, int64_t *requeue_ms) {
       if (rc == 0) rc = prc;
     } else {
       emit_transition_events(&p, before, stj);
+      if (announce)
+        ic_kube_event(c->kube, "cachebackend-controller", c->identity, p.cb, "Normal",
+                      "EngineSelectorUnmatched", sstr(stj, "engineSelectorMessage"));
     }
   } else {
     json_decref(diff);

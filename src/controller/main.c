@@ -136,6 +136,25 @@ static void on_child(void *ud, const char *type, json_t *obj) {
   }
 }
 
+/* Pods map to a CacheBackend through a controller ownerReference (NodeLocal server Pods) or a
+ * well-formed injected-by stamp with a non-empty injected-by-uid (§2.2.1). */
+static void on_pod(void *ud, const char *type, json_t *obj) {
+  ctl_t *c = ud;
+  on_child(ud, type, obj);
+  json_t *ann = ic_kube_jget(obj, "metadata.annotations");
+  json_t *by = json_object_get(ann, "inferencecache.io/injected-by");
+  json_t *uid = json_object_get(ann, "inferencecache.io/injected-by-uid");
+  if (!json_is_string(by) || !json_is_string(uid) || json_string_length(uid) == 0) return;
+  const char *ref = json_string_value(by);
+  const char *slash = strchr(ref, '/');
+  if (!slash || strchr(slash + 1, '/')) return;
+  char ns[256], name[256];
+  snprintf(ns, sizeof ns, "%.*s", (int)(slash - ref), ref);
+  snprintf(name, sizeof name, "%s", slash + 1);
+  if (!ic_api_is_dns1123_label(ns) || !ic_api_is_dns1123_subdomain(name)) return;
+  ic_kube_queue_add(c->queue, ref);
+}
+
 static void trigger_push(ctl_t *c) {
   pthread_mutex_lock(&c->push_mu);
   c->push_dirty = true;
@@ -471,7 +490,8 @@ int main(int argc, char **argv) {
   (void)o.subscriber_image;
 #endif
 
-  ic_kube_watcher_t *w[7];
+  enum { NWATCH = 8 };
+  ic_kube_watcher_t *w[NWATCH];
   const char *owned = "app.kubernetes.io/managed-by=inference-cache-controller";
   w[0] = ic_kube_watcher_start(c.kube, &ctl_res_cachebackends, NULL, NULL, on_cachebackend, &c);
   w[1] = ic_kube_watcher_start(c.kube, &ic_kube_res_deployments, NULL, owned, on_child, &c);
@@ -480,6 +500,7 @@ int main(int argc, char **argv) {
   w[4] = ic_kube_watcher_start(c.kube, &ic_kube_res_pvcs, NULL, owned, on_child, &c);
   w[5] = ic_kube_watcher_start(c.kube, &ctl_res_cachepolicies, NULL, NULL, on_policy_or_tenant, &c);
   w[6] = ic_kube_watcher_start(c.kube, &ctl_res_cachetenants, NULL, NULL, on_policy_or_tenant, &c);
+  w[7] = ic_kube_watcher_start(c.kube, &ic_kube_res_pods, NULL, NULL, on_pod, &c);
 
   pthread_t worker, pusher, poller;
   pthread_create(&worker, NULL, worker_main, &c);
@@ -512,7 +533,8 @@ int main(int argc, char **argv) {
   pthread_join(worker, NULL);
   pthread_join(pusher, NULL);
   pthread_join(poller, NULL);
-  for (int i = 0; i < 7; i++) ic_kube_watcher_stop(w[i]);
+  for (int i = 0; i < NWATCH; i++) ic_kube_watcher_cancel(w[i]);
+  for (int i = 0; i < NWATCH; i++) ic_kube_watcher_stop(w[i]);
 #ifdef IC_CONTROLLER_WEBHOOK
   webhook_stop(wh);
 #endif

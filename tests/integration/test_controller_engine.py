@@ -1,0 +1,171 @@
+"""inferencecache-controller, engine-wired CacheBackends against the test API server: PodLocal
+connector status, host-only and events-only paths, the KV-event readiness gate
+(AwaitingFirstKVEvent -> NoKVEventsObserved -> KVEventsObserved), the engine-selector count and
+the Events emitted on transitions, and the External remote tier."""
+import os
+import sys
+import time
+
+import pytest
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "kubeapi"))
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+from harness import free_port  # noqa: E402
+from kubetest import (CB, DEPLOY, EVENTS, PODS, SVC, Controller, KubeAPI, cond,  # noqa: E402
+                      wait_until, CONTROLLER_BIN)
+
+NS = "eng"
+DOMAIN = "inferencecache.io/cache-domain"
+pytestmark = pytest.mark.skipif(not os.path.exists(CONTROLLER_BIN),
+                                reason="inferencecache-controller not built")
+
+
+@pytest.fixture
+def api():
+    with KubeAPI() as a:
+        yield a
+
+
+@pytest.fixture
+def ctl(api):
+    with Controller(api, ["--cacheindex-refresh-interval=1h", "--cachepolicy-push-interval=1h"],
+                    free_port=free_port) as c:
+        yield c
+
+
+def podlocal_spec(timeout="3s", **extra):
+    spec = {"runtime": "VLLM", "type": "LMCache",
+            "lmCache": {"topology": "PodLocal", "podLocal": {"server": {
+                "image": "lmcache/server@sha256:" + "a" * 64, "port": 6555, "l1Capacity": "1Gi",
+                "maxWorkers": 1, "resources": {}}}},
+            "engineSelector": {"matchLabels": {DOMAIN: "d1"}},
+            "observation": {"modelID": "m", "firstEventTimeout": timeout}}
+    spec.update(extra)
+    return spec
+
+
+def make_cb(api, name, spec):
+    return api.create(CB, NS, {"apiVersion": "inferencecache.io/v1alpha1", "kind": "CacheBackend",
+                               "metadata": {"name": name}, "spec": spec})
+
+
+def engine_pod(api, name, cb, ready=True):
+    api.create(PODS, NS, {"metadata": {
+        "name": name, "labels": {DOMAIN: "d1"},
+        "annotations": {"inferencecache.io/injected-by": "%s/%s" % (NS, cb["metadata"]["name"]),
+                        "inferencecache.io/injected-by-uid": cb["metadata"]["uid"],
+                        "inferencecache.io/injected-generation": str(cb["metadata"]["generation"])}},
+        "spec": {"nodeName": "n1", "containers": [{"name": "vllm", "image": "v"}]}})
+    api.patch(PODS, NS, name, {"status": {
+        "phase": "Running",
+        "conditions": [{"type": "Ready", "status": "True" if ready else "False"}],
+        "initContainerStatuses": [{"name": "lmcache-mp-server", "ready": ready,
+                                   "state": {"running": {}} if ready else {"waiting": {}}}]}},
+        sub="status")
+
+
+def get(api, name):
+    return api.get(CB, NS, name)
+
+
+def wait_reason(api, name, reason, timeout=30):
+    return wait_until(lambda: (lambda o: o if (cond(o, "Ready") or {}).get("reason") == reason
+                               else None)(get(api, name)), timeout, what="Ready " + reason)
+
+
+def events(api, reason):
+    return [e for e in api.list(EVENTS, NS) if e.get("reason") == reason]
+
+
+def test_host_only_connector_and_kv_gate_transitions(api, ctl):
+    cb = make_cb(api, "h", podlocal_spec())
+    o = wait_reason(api, "h", "NoEnginePods")
+    assert cond(o, "ConnectorReady")["status"] == "False"
+    assert o["status"]["matchedEnginePods"] == 0 and o["status"]["engineSelectorMessage"]
+    assert o["status"]["health"] == "Pending"
+    assert o["status"]["connector"]["topology"] == "PodLocal"
+    wait_until(lambda: events(api, "EngineSelectorUnmatched"), 20, what="unmatched event")
+    assert api.get(DEPLOY, NS, "h") is None and api.get(SVC, NS, "h") is None  # no children
+
+    engine_pod(api, "engine-1", cb)
+    o = wait_reason(api, "h", "AwaitingFirstKVEvent")
+    assert cond(o, "ConnectorReady")["status"] == "True"
+    assert cond(o, "Progressing")["status"] == "True"
+    assert o["status"]["connector"]["coveredEnginePods"] == 1
+    assert o["status"]["connector"]["enginePodCoverage"][0]["name"] == "engine-1"
+    assert "engineSelectorMessage" not in o["status"] and o["status"]["matchedEnginePods"] == 1
+    assert o["status"]["firstAvailableAt"]
+
+    # No KV event inside firstEventTimeout (3s): degraded, sticky.
+    o = wait_reason(api, "h", "NoKVEventsObserved", timeout=30)
+    assert cond(o, "Degraded")["status"] == "True" and o["status"]["health"] == "Degraded"
+    assert events(api, "NoKVEventsObserved")
+
+    # The CacheIndex poller publishing a lastEventAt lifts the gate and latches the first event.
+    api.patch(CB, NS, "h", {"status": {"indexParticipation": {
+        "prefixCount": 3, "lastEventAt": "2026-01-01T00:00:00Z"}}}, sub="status")
+    o = wait_reason(api, "h", "KVEventsObserved")
+    assert o["status"]["health"] == "Ready"
+    assert o["status"]["firstKVEventObservedAt"] == "2026-01-01T00:00:00Z"
+    assert cond(o, "Degraded")["status"] == "False"
+    wait_until(lambda: events(api, "KVEventsObserved"), 20, what="KVEventsObserved event")
+    assert not events(api, "BackendRecovered")  # recovery from NoKVEventsObserved is not announced
+
+
+def test_connector_unverified_for_stale_generation(api, ctl):
+    cb = make_cb(api, "g", podlocal_spec(timeout="1h"))
+    engine_pod(api, "engine-g", cb)
+    wait_reason(api, "g", "AwaitingFirstKVEvent")
+    api.patch(CB, NS, "g", {"spec": {"observation": {"modelID": "m2"}}})  # generation 2
+    o = wait_reason(api, "g", "ConnectorInjectionUnverified")
+    assert cond(o, "ConnectorReady")["status"] == "Unknown"
+    assert o["status"]["observedGeneration"] == 2
+
+
+def test_events_only_gate_and_mode_flip_sheds_workload(api, ctl):
+    spec = podlocal_spec(timeout="1h")
+    spec["remoteStorage"] = {"provider": "Redis", "ownership": "Managed"}
+    make_cb(api, "e", spec)
+    wait_until(lambda: api.get(DEPLOY, NS, "e"), what="managed workload")
+    o = wait_until(lambda: (lambda o: o if (o.get("status") or {}).get("remoteStorage") else None)(
+        get(api, "e")), what="remote status")
+    flip = {"spec": {"integration": {"mode": "EventsOnly"}, "lmCache": None,
+                     "remoteStorage": None}}
+    api.patch(CB, NS, "e", flip)
+    o = wait_reason(api, "e", "AwaitingFirstKVEvent")
+    assert "remoteStorage" not in o["status"] and cond(o, "RemoteStorageReady") is None
+    assert "endpoint" not in o["status"]  # retracted with the deleted Service
+    assert "connector" not in o["status"]
+    wait_until(lambda: api.get(DEPLOY, NS, "e") is None and api.get(SVC, NS, "e") is None,
+               what="children deleted")
+
+
+def test_external_remote_tier_mirrors_trimmed_endpoint(api, ctl):
+    make_cb(api, "r", {"type": "LMCache", "remoteStorage": {
+        "provider": "Redis", "ownership": "External", "endpoint": "  redis.cache:6379 "}})
+    o = wait_reason(api, "r", "ExternalEndpointAccepted")
+    assert o["status"]["remoteStorage"] == {"provider": "Redis", "endpoint": "redis.cache:6379",
+                                            "ready": "True"}
+    assert cond(o, "RemoteStorageReady")["status"] == "True"
+    assert "endpoint" not in o["status"]  # status.endpoint is not written from remoteStorage
+    assert cond(o, "Degraded") is None
+    api.patch(CB, NS, "r", {"spec": {"remoteStorage": {"endpoint": "redis://x:1"}}})
+    o = wait_reason(api, "r", "ExternalEndpointInvalid")
+    assert o["status"]["health"] == "Failed"
+    assert cond(o, "RemoteStorageReady")["reason"] == "ExternalEndpointInvalid"
+    api.patch(CB, NS, "r", {"spec": {"remoteStorage": {"endpoint": " "}}})
+    o = wait_reason(api, "r", "ExternalEndpointMissing")
+    assert o["status"]["remoteStorage"]["endpoint"] == ""
+    assert o["status"]["remoteStorage"]["ready"] == "False"
+
+
+def test_sglang_hicache_is_unmanaged_and_clears_conditions(api, ctl):
+    make_cb(api, "s", {"type": "External", "endpoint": "x:1"})
+    wait_reason(api, "s", "ExternalEndpointAccepted")
+    api.patch(CB, NS, "s", {"spec": {"type": "SGLangHiCache", "runtime": "SGLang"}})
+    o = wait_until(lambda: (lambda o: o if cond(o, "Ready") is None else None)(get(api, "s")),
+                   what="conditions removed")
+    assert "health" not in o["status"]
+    assert o["status"]["endpoint"] == "x:1"  # left as stored (§4.7.4)
+    time.sleep(0.5)
