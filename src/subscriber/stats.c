@@ -104,7 +104,10 @@ void *sub_stats_thread(void *arg) {
                 "loud on scrape)",
                 IC_LS("scheme", c->hash_scheme), IC_LS("profile", "vllm"));
   char iv[32];
-  snprintf(iv, sizeof(iv), "%llds", (long long)(c->stats_interval_us / 1000000));
+  if (c->stats_interval_us % 1000000 == 0)
+    snprintf(iv, sizeof(iv), "%llds", (long long)(c->stats_interval_us / 1000000));
+  else
+    snprintf(iv, sizeof(iv), "%lldms", (long long)(c->stats_interval_us / 1000));
   ic_log_info("stats reporter starting", IC_LS("interval", iv));
   int failures = 0;
   bool delivered = false;

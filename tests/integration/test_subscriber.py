@@ -608,3 +608,118 @@ def test_queue_overflow_drops_oldest_adds_never_removals(mk):
         assert top(lookup(srv, prompts[39], model="m-overflow"))[0] != "PREFIX_MATCH"
     finally:
         srv.stop()
+
+
+# ---------------------------------------------------------------------------------------------
+# Stats path: a fake engine /metrics page, the real scraper, the real server's /snapshot.
+
+VLLM_METRICS = (
+    "# TYPE vllm:kv_cache_usage_perc gauge\n"
+    "vllm:kv_cache_usage_perc{engine=\"0\",model_name=\"m\"} 0.42\n"
+    "# TYPE vllm:num_requests_running gauge\n"
+    "vllm:num_requests_running{engine=\"0\",model_name=\"m\"} 3.0\n"
+    "# TYPE vllm:num_requests_waiting gauge\n"
+    "vllm:num_requests_waiting{engine=\"0\",model_name=\"m\"} 5.0\n"
+    "# TYPE vllm:prefix_cache_hits_total counter\n"
+    "vllm:prefix_cache_hits_total{engine=\"0\",model_name=\"m\"} 25.0\n"
+    "# TYPE vllm:prefix_cache_queries_total counter\n"
+    "vllm:prefix_cache_queries_total{engine=\"0\",model_name=\"m\"} 100.0\n"
+    "# TYPE vllm:external_prefix_cache_hits_total counter\n"
+    "vllm:external_prefix_cache_hits_total{model_name=\"m\"} 750\n"
+    "# TYPE vllm:external_prefix_cache_queries_total counter\n"
+    "vllm:external_prefix_cache_queries_total{model_name=\"m\"} 1000\n")
+
+
+class MetricsPage:
+    """A tiny HTTP server answering /metrics with `self.body` and `self.status`."""
+
+    def __init__(self):
+        import http.server
+        page = self
+        self.body, self.status = VLLM_METRICS, 200
+
+        class H(http.server.BaseHTTPRequestHandler):
+            def do_GET(self):
+                data = page.body.encode()
+                self.send_response(page.status)
+                self.send_header("Content-Type", "text/plain; version=0.0.4")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def log_message(self, *a):
+                pass
+
+        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), H)
+        self.url = "http://127.0.0.1:%d/metrics" % self.httpd.server_address[1]
+        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+        self.thread.start()
+
+    def close(self):
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+def snapshot_replica(srv, replica):
+    st, _, body = http_get(srv.snapshot_url + "/snapshot")
+    assert st == 200
+    for r in json.loads(body).get("replicas") or []:
+        if r["replicaId"] == replica:
+            return r
+    return None
+
+
+def test_stats_reporter_populates_snapshot_replicas(server, mk):
+    engine, subscriber = mk
+    page = MetricsPage()
+    try:
+        e = engine("vllm-array")
+        subscriber(server.grpc_addr, [e], replica="stats-0", model="m-stats",
+                   extra=["--engine-metrics-url=" + page.url, "--stats-interval=200ms",
+                          "--engine-cache-size-bytes=1073741824"])
+        wait_until(lambda: snapshot_replica(server, "stats-0") is not None, timeout=30,
+                   what="stats row")
+        r = snapshot_replica(server, "stats-0")
+        assert r["cacheMemoryBytes"] == 450971566
+        assert r["pressure"] == 0.03125
+        assert r["hitRate"] == 0
+        assert r["t2HitTokens"] == 750 and r["t2QueryTokens"] == 1000
+        assert r.get("statsReported") is True
+    finally:
+        page.close()
+
+
+def test_stats_stale_escalation_and_recovery_logs(server, mk):
+    engine, subscriber = mk
+    page = MetricsPage()
+    page.status = 500
+    try:
+        e = engine("vllm-array")
+        sub = subscriber(server.grpc_addr, [e], replica="stale-0", model="m-stale",
+                         extra=["--engine-metrics-url=" + page.url, "--stats-interval=100ms"])
+
+        def records():
+            out = []
+            for line in sub.logs().splitlines():
+                try:
+                    out.append(json.loads(line))
+                except ValueError:
+                    pass
+            return out
+        wait_until(lambda: any(r.get("event") == "load_signal_stale" for r in records()),
+                   timeout=30, what="stale error")
+        recs = records()
+        stale = [r for r in recs if r.get("event") == "load_signal_stale"]
+        assert len(stale) == 1 and stale[0]["level"] == "ERROR"
+        assert "undelivered since startup" in stale[0]["msg"]
+        assert "IC has no" not in stale[0]["msg"]
+        assert stale[0]["consecutive_failures"] == 3
+        warns = [r for r in recs if r["msg"] == "engine load stats update failed; will retry"]
+        assert len(warns) == 2
+        page.status = 200
+        wait_until(lambda: any(r.get("event") == "load_signal_recovered" for r in records()),
+                   timeout=30, what="recovery")
+        rec = [r for r in records() if r.get("event") == "load_signal_recovered"][0]
+        assert rec["level"] == "INFO" and rec["after_failures"] >= 3
+    finally:
+        page.close()
