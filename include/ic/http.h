@@ -62,6 +62,9 @@ int ic_http_listen(ic_http_server_t *s, char *err, size_t errlen);
 int ic_http_port(const ic_http_server_t *s);
 /* Starts serving (listens first if that was not done). Returns 0 or negative IC_E*. */
 int ic_http_start(ic_http_server_t *s, char *err, size_t errlen);
+/* Stops accepting new connections now; requests in flight keep running. Lets a program close
+ * several listeners at once before draining them one by one. Idempotent. */
+void ic_http_quiesce(ic_http_server_t *s);
 /* Stops accepting at once, lets in-flight requests finish for up to drain_ms (<0 = wait
  * without bound), then closes everything. Safe to call more than once and before start. */
 void ic_http_stop(ic_http_server_t *s, int drain_ms);

@@ -69,6 +69,7 @@ struct ic_http_server {
   int port;
   struct MHD_Daemon *daemon;
   atomic_int inflight;
+  bool quiesced;
   bool stopped;
 
   pthread_mutex_t tls_mu;
@@ -673,12 +674,22 @@ int ic_http_start(ic_http_server_t *s, char *err, size_t errlen) {
   return 0;
 }
 
+void ic_http_quiesce(ic_http_server_t *s) {
+  if (!s || !s->daemon || s->quiesced) return;
+  s->quiesced = true;
+  MHD_socket lfd = MHD_quiesce_daemon(s->daemon);
+  (void)lfd; /* the socket is ours (s->fd) */
+  /* MHD says not to close a quiesced socket before MHD_stop_daemon (a thread may still touch
+   * it), but on Linux shutdown() takes a socket out of LISTEN, so new connects are refused now
+   * rather than queueing in the backlog until the drain ends. */
+  if (s->fd >= 0) shutdown(s->fd, SHUT_RDWR);
+}
+
 void ic_http_stop(ic_http_server_t *s, int drain_ms) {
   if (!s || s->stopped) return;
   s->stopped = true;
   if (s->daemon) {
-    MHD_socket lfd = MHD_quiesce_daemon(s->daemon);
-    (void)lfd; /* the socket is ours (s->fd); closed below */
+    ic_http_quiesce(s);
     int64_t waited = 0;
     while (atomic_load(&s->inflight) > 0 && (drain_ms < 0 || waited < drain_ms)) {
       struct timespec ts = {0, 5 * 1000 * 1000};

@@ -248,6 +248,8 @@ void server_http_stop(server_ctx_t *ctx, int deadline_ms) {
   if (h) {
     /* One shared deadline for both listeners, public first (spec §12 step 4). */
     int64_t t0 = ic_clock_monotonic_ns();
+    ic_http_quiesce(h->pub); /* both listeners refuse new connections right away */
+    ic_http_quiesce(h->ctl);
     ic_http_stop(h->pub, deadline_ms);
     int left = deadline_ms;
     if (deadline_ms >= 0) {

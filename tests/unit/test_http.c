@@ -374,6 +374,10 @@ Test(http, stop_drains_in_flight_requests, .timeout = 60) {
   for (int i = 0; i < 4000 && !__atomic_load_n(&slow_entered, __ATOMIC_SEQ_CST); i++)
     usleep(5000); /* wait until the request is inside the handler */
   cr_assert(__atomic_load_n(&slow_entered, __ATOMIC_SEQ_CST));
+  ic_http_quiesce(s);
+  resp_t q;
+  cr_assert_neq(do_req(c.url, "GET", NULL, NULL, &q, NULL), 0, "refused once quiesced");
+  resp_free(&q);
   ic_http_stop(s, 10000);
   pthread_join(th, NULL);
   cr_assert_eq(c.rc, 0);
