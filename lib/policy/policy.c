@@ -21,6 +21,7 @@
 #include <string.h>
 #include <strings.h>
 
+#include "fold.h"
 #include "ic/err.h"
 
 /* ---------------------------------------------------------------------------------------- */
@@ -132,13 +133,9 @@ static bool get_str(dec_t *d, const json_t *v, const char *field, char **out) {
   return true;
 }
 
-/* Matches a JSON key against the known keys, case-insensitively as Go does (exact first). */
+/* Matches a JSON key against the known keys as Go does (exact first, then case-folded). */
 static int match_key(const char *key, const char *const *names, size_t n) {
-  for (size_t i = 0; i < n; i++)
-    if (strcmp(key, names[i]) == 0) return (int)i;
-  for (size_t i = 0; i < n; i++)
-    if (strcasecmp(key, names[i]) == 0) return (int)i;
-  return -1;
+  return ic_policy_match_key(key, names, n);
 }
 
 /* ---------------------------------------------------------------------------------------- */

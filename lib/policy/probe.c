@@ -8,6 +8,7 @@
 #include <string.h>
 #include <strings.h>
 
+#include "fold.h"
 #include "ic/policy.h"
 
 static const char *const PROBE_KEYS[] = {"backend", "model", "hashScheme", "backendType"};
@@ -67,11 +68,7 @@ ic_probe_parse_status_t ic_probe_parse(const char *body, size_t len, bool too_la
     const char *k;
     json_t *v;
     json_object_foreach(root, k, v) {
-      int idx = -1;
-      for (int j = 0; j < 4 && idx < 0; j++)
-        if (!strcmp(k, PROBE_KEYS[j])) idx = j;
-      for (int j = 0; j < 4 && idx < 0; j++)
-        if (!strcasecmp(k, PROBE_KEYS[j])) idx = j;
+      int idx = ic_policy_match_key(k, PROBE_KEYS, 4);
       if (idx < 0) {
         st = decode_fail(msg, msglen, "json: unknown field \"%s\"", k);
         break;

@@ -214,6 +214,14 @@ Test(policy, go_decoder_quirks) {
                "keys match case-insensitively: %s", msg);
   cr_assert_str_eq(doc->policies[0].ns, "x");
   ic_policy_doc_free(doc);
+  /* Go's folding also maps U+017F (long s) to s and U+212A (Kelvin) to k. */
+  cr_assert_eq(parse("{\"version\":7,\"policies\":[{\"name\u017fpace\":\"y\","
+                     "\"minimumPrefixTo\u212aens\":5}]}", &doc, msg), IC_POLICY_OK, "%s", msg);
+  cr_assert_str_eq(doc->policies[0].ns, "y");
+  cr_assert_eq(doc->policies[0].minimum_prefix_tokens, 5);
+  ic_policy_doc_free(doc);
+  cr_assert_eq(parse("{\"version\":7,\"policies\":[{\"namespacee\":\"y\"}]}", &doc, msg),
+               IC_POLICY_DECODE_ERROR);
   cr_assert_eq(parse("{\"version\":2,\"version\":7}", &doc, msg), IC_POLICY_OK, "last duplicate wins");
   ic_policy_doc_free(doc);
   cr_assert_eq(parse("{\"version\":7} trailing garbage", &doc, msg), IC_POLICY_OK,
