@@ -638,14 +638,23 @@ int ic_http_start(ic_http_server_t *s, char *err, size_t errlen) {
     opts[n++] = (struct MHD_OptionItem){MHD_OPTION_THREAD_POOL_SIZE, s->threads, NULL};
   if (s->cert_file) {
     pthread_mutex_lock(&s->tls_mu);
-    maybe_reload(s);
-    bool ok = s->tls != NULL;
-    pthread_mutex_unlock(&s->tls_mu);
-    if (!ok) {
-      snprintf(err, errlen, "load TLS keypair (cert=\"%s\" key=\"%s\") failed", s->cert_file,
-               s->key_file);
-      return IC_EIO;
+    if (!s->tls) {
+      struct stat st;
+      tls_pair_t *p = NULL;
+      char why[400] = "";
+      bool statok = stat(s->cert_file, &st) == 0;
+      int lrc = load_pair(s->cert_file, s->key_file, &p, why, sizeof why);
+      if (lrc == 0) {
+        s->tls = p;
+        if (statok) s->cert_mtime = st.st_mtim;
+      } else {
+        pthread_mutex_unlock(&s->tls_mu);
+        snprintf(err, errlen, "load TLS keypair (cert=\"%s\" key=\"%s\"): %s", s->cert_file,
+                 s->key_file, why);
+        return IC_EIO;
+      }
     }
+    pthread_mutex_unlock(&s->tls_mu);
     pthread_mutex_lock(&g_tls_mu);
     size_t i;
     for (i = 0; i < sizeof g_tls_servers / sizeof *g_tls_servers; i++)

@@ -254,6 +254,12 @@ Test(http, listen_conflict_reports_error) {
   ic_http_free(b);
   ic_http_config_t bad = {.bind = "127.0.0.1:1", .tls_cert_file = "x"};
   cr_assert_null(ic_http_new(&bad), "cert without key is rejected");
+  ic_http_config_t missing = {.bind = "127.0.0.1:0", .tls_cert_file = "/nonexistent/c.pem",
+                              .tls_key_file = "/nonexistent/k.pem"};
+  ic_http_server_t *m = ic_http_new(&missing);
+  cr_assert_eq(ic_http_start(m, err, sizeof err), IC_EIO);
+  cr_assert_not_null(strstr(err, "/nonexistent/c.pem"), "%s", err);
+  ic_http_free(m);
   ic_http_free(a);
 }
 
