@@ -159,6 +159,19 @@ static json_t *env_field(const char *name, const char *path) {
   json_object_set_new(e, "valueFrom", json_pack("{s:{s:s}}", "fieldRef", "fieldPath", path));
   return e;
 }
+/* "Remove every definition, then append one": skipped when exactly that single definition is
+ * already there, so re-admission does not reorder the engine's env (zero-op contract). */
+static void env_set_single(json_t *env, const char *name, const char *value) {
+  size_t n = 0, i;
+  json_t *e, *only = NULL;
+  json_array_foreach(env, i, e) {
+    if (streq(json_string_value(json_object_get(e, "name")), name)) n++, only = e;
+  }
+  if (n == 1 && json_object_size(only) == 2 && streq(json_string_value(json_object_get(only, "value")), value)) return;
+  env_remove_all(env, name);
+  json_array_append_new(env, env_var(name, value));
+}
+
 static void env_upsert(json_t *env, const char *name, const char *value) {
   json_t *e = find_named(env, name, NULL);
   if (e) {
@@ -484,10 +497,8 @@ static const char *inject_vllm(json_t *pod, json_t *eng, const ic_api_cachebacke
   pair_upsert(args, "--kv-transfer-config", kv);
   flag_upsert(args, "--disable-hybrid-kv-cache-manager");
   json_t *env = arr_child(eng, "env");
-  env_remove_all(env, "PYTHONHASHSEED");
-  json_array_append_new(env, env_var("PYTHONHASHSEED", "0"));
-  env_remove_all(env, "INFERENCECACHE_FAIL_OPEN");
-  json_array_append_new(env, env_var("INFERENCECACHE_FAIL_OPEN", "true"));
+  env_set_single(env, "PYTHONHASHSEED", "0");
+  env_set_single(env, "INFERENCECACHE_FAIL_OPEN", "true");
   return NULL;
 }
 
@@ -616,6 +627,130 @@ static json_t *subscriber(const ic_admission_config_t *cfg, const ic_api_cacheba
                       json_pack("{s:b,s:i,s:b,s:b,s:{s:[s]}}", "runAsNonRoot", 1, "runAsUser", 65532,
                                 "allowPrivilegeEscalation", 0, "readOnlyRootFilesystem", 1, "capabilities", "drop", "ALL"));
   return c;
+}
+
+/* ---- engineOverrides merge (§3.6.4) ------------------------------------------------------------ */
+
+static bool is_flag(const char *a) { return a && a[0] == '-'; }
+
+/* token -> value map of an argument list: "--f=v" -> v, "--f v" -> v (consuming v), bare -> "". */
+static json_t *arg_map(const json_t *args) {
+  json_t *m = json_object();
+  size_t n = json_array_size(args);
+  for (size_t i = 0; i < n; i++) {
+    const char *a = json_string_value(json_array_get(args, i));
+    if (!is_flag(a)) continue;
+    const char *eq = strchr(a, '=');
+    char tok[256];
+    snprintf(tok, sizeof tok, "%.*s", (int)(eq ? (size_t)(eq - a) : strlen(a)), a);
+    const char *v = "";
+    if (eq) v = eq + 1;
+    else if (i + 1 < n && !is_flag(json_string_value(json_array_get(args, i + 1)))) v = json_string_value(json_array_get(args, ++i));
+    if (!json_object_get(m, tok)) json_object_set_new(m, tok, json_string(v ? v : ""));
+  }
+  return m;
+}
+
+/* Names whose entry is new or changed between `before` and `after` (objects keyed by token/name). */
+static json_t *owned_keys(const json_t *before, const json_t *after) {
+  json_t *o = json_object();
+  const char *k;
+  json_t *v;
+  json_object_foreach((json_t *)after, k, v) {
+    const json_t *b = json_object_get(before, k);
+    if (!b || !json_equal(b, v)) json_object_set_new(o, k, json_true());
+  }
+  return o;
+}
+
+static json_t *env_map(const json_t *env) {
+  json_t *m = json_object();
+  size_t i;
+  json_t *e;
+  json_array_foreach(env, i, e) {
+    const char *n = json_string_value(json_object_get(e, "name"));
+    if (n && !json_object_get(m, n)) json_object_set(m, n, e);
+  }
+  return m;
+}
+
+/* Index of the first occurrence of a flag token and how many slots it uses (1 or 2), or -1. */
+static long find_flag(const json_t *args, const char *tok, int *slots) {
+  size_t n = json_array_size(args), l = strlen(tok);
+  for (size_t i = 0; i < n; i++) {
+    const char *a = json_string_value(json_array_get(args, i));
+    if (!a) continue;
+    if (strncmp(a, tok, l) == 0 && a[l] == '=') return *slots = 1, (long)i;
+    if (strcmp(a, tok) == 0) {
+      *slots = (i + 1 < n && !is_flag(json_string_value(json_array_get(args, i + 1)))) ? 2 : 1;
+      return (long)i;
+    }
+  }
+  return -1;
+}
+
+static void apply_overrides(json_t *eng, const json_t *pre_args, const json_t *pre_env, const json_t *eo) {
+  json_t *args = arr_child(eng, "args"), *env = arr_child(eng, "env");
+  json_t *before = arg_map(pre_args), *after = arg_map(args);
+  json_t *aown = owned_keys(before, after);
+  json_t *ebefore = env_map(pre_env), *eafter = env_map(env);
+  json_t *eown = owned_keys(ebefore, eafter);
+  size_t i;
+  json_t *it;
+  json_array_foreach(json_object_get(eo, "suppressArgs"), i, it) {
+    const char *tok = json_string_value(it);
+    int slots;
+    long at;
+    if (!tok || !json_object_get(aown, tok)) continue;
+    while ((at = find_flag(args, tok, &slots)) >= 0)
+      for (int k = 0; k < slots; k++) json_array_remove(args, (size_t)at);
+  }
+  const json_t *oargs = json_object_get(eo, "args");
+  size_t n = json_array_size(oargs);
+  for (size_t k = 0; k < n; k++) {
+    const char *a = json_string_value(json_array_get(oargs, k));
+    if (!a) continue;
+    if (!is_flag(a)) {
+      if (!arg_present(args, a)) json_array_append_new(args, json_string(a)); /* idempotent re-admission */
+      continue;
+    }
+    const char *eq = strchr(a, '=');
+    const char *val = NULL;
+    if (!eq && k + 1 < n && !is_flag(json_string_value(json_array_get(oargs, k + 1)))) val = json_string_value(json_array_get(oargs, ++k));
+    char tok[256];
+    snprintf(tok, sizeof tok, "%.*s", (int)(eq ? (size_t)(eq - a) : strlen(a)), a);
+    bool adapter = json_object_get(aown, tok) != NULL, user = json_object_get(before, tok) && !adapter;
+    if (user) continue;
+    int slots;
+    long at = adapter ? find_flag(args, tok, &slots) : -1;
+    if (at >= 0) {
+      for (int r = 0; r < slots; r++) json_array_remove(args, (size_t)at);
+      json_array_insert_new(args, (size_t)at, json_string(a));
+      if (val) json_array_insert_new(args, (size_t)at + 1, json_string(val));
+    } else if (find_flag(args, tok, &slots) < 0) {
+      json_array_append_new(args, json_string(a));
+      if (val) json_array_append_new(args, json_string(val));
+    }
+  }
+  json_array_foreach(json_object_get(eo, "suppressEnv"), i, it) {
+    const char *name = json_string_value(it);
+    if (name && json_object_get(eown, name)) env_remove_all(env, name);
+  }
+  json_array_foreach(json_object_get(eo, "env"), i, it) {
+    const char *name = json_string_value(json_object_get(it, "name"));
+    if (!name) continue;
+    bool adapter = json_object_get(eown, name) != NULL, user = json_object_get(ebefore, name) && !adapter;
+    if (user) continue;
+    size_t at;
+    if (find_named(env, name, &at))
+      json_array_set_new(env, at, json_deep_copy(it));
+    else
+      json_array_append_new(env, json_deep_copy(it));
+  }
+  if (json_array_size(env) == 0) json_object_del(eng, "env");
+  if (json_array_size(args) == 0) json_object_del(eng, "args");
+  json_decref(before), json_decref(after), json_decref(aown);
+  json_decref(ebefore), json_decref(eafter), json_decref(eown);
 }
 
 /* ---- the algorithm (§3.6.2) --------------------------------------------------------------------- */
@@ -762,9 +897,14 @@ void ic_admission_mutate_pod(const ic_admission_config_t *cfg, const json_t *pod
     }
     bool metrics = cfg && cfg->subscriber_image && *cfg->subscriber_image && cb.spec.observation.model_id &&
                    *cb.spec.observation.model_id;
+    json_t *pre_args = json_deep_copy(json_object_get(eng, "args")), *pre_env = json_deep_copy(json_object_get(eng, "env"));
     why = a == AD_VLLM ? inject_vllm(work, eng, &cb, &b)
         : a == AD_SGLANG ? inject_sglang(work, eng, &cb, &b, metrics)
                          : inject_hicache(eng, &cb);
+    if (!why && cb.spec.integration.engine_overrides)
+      apply_overrides(eng, pre_args, pre_env, cb.spec.integration.engine_overrides);
+    json_decref(pre_args);
+    json_decref(pre_env);
     if (why) {
       fail_open(pod, res, "engine injection failed: %s", why);
       goto out;

@@ -595,3 +595,30 @@ Test(json_patch, minimal_diff) {
   cr_assert_eq(json_array_size(ops), 0);
   json_decref(ops), json_decref(a), json_decref(b);
 }
+
+Test(pod_webhook, engine_overrides_merge_and_stay_idempotent) {
+  char list[4096];
+  snprintf(list, sizeof list, "[%s]",
+           CB(",\"spec\":{\"runtime\":\"VLLM\",\"engineSelector\":{\"matchLabels\":" CHAT "}," PODLOCAL
+              ",\"integration\":{\"engineOverrides\":{\"args\":[\"--max-model-len\",\"8192\",\"--model\",\"other\","
+              "\"positional\"],\"env\":[{\"name\":\"EXTRA\",\"value\":\"1\"},{\"name\":\"HF_HOME\",\"value\":\"/x\"}]}}}"));
+  ic_admission_pod_result_t res;
+  json_t *pod = mutate(POD(CHAT, "{}", VLLM_CONTAINERS), list, &res);
+  cr_assert_not_null(res.patched, "%s", res.reason);
+  json_t *eng = find(json_object_get(json_object_get(res.patched, "spec"), "containers"), "vllm");
+  char *a = json_dumps(json_object_get(eng, "args"), JSON_COMPACT);
+  cr_assert(strstr(a, "\"--model\",\"m\""), "user-owned --model must win: %s", a);
+  cr_assert(!strstr(a, "other"), "%s", a);
+  cr_assert(strstr(a, "\"--max-model-len\",\"8192\""), "%s", a);
+  cr_assert(strstr(a, "\"positional\""), "%s", a);
+  free(a);
+  json_t *env = json_object_get(eng, "env");
+  cr_assert_str_eq(json_string_value(json_object_get(find(env, "EXTRA"), "value")), "1");
+  cr_assert_str_eq(json_string_value(json_object_get(find(env, "HF_HOME"), "value")), "/cache");
+  json_t *b = J(list);
+  ic_admission_pod_result_t again;
+  memset(&again, 0, sizeof again);
+  ic_admission_mutate_pod(&cfg, res.patched, "llm", b, &again);
+  cr_assert_null(again.patched, "re-admission with overrides changed the Pod");
+  json_decref(b), json_decref(pod), json_decref(res.patched);
+}
