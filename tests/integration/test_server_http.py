@@ -334,3 +334,44 @@ def test_readyz_flips_during_shutdown():
         assert s.wait_exit(30) == 0
         for st, body in seen:
             assert (st, body) in ((200, b"ok\n"), (503, b"not ready\n\n"))
+
+
+def test_snapshot_pinned_example_and_float_bytes():
+    """index.md §6.2 example: two models under one (tenant, replica) count once for the hit
+    rate; float32 values are written in Go's shortest form (0.8, not 0.800000011920929)."""
+    pb, _ = protos()
+    with Server(["--insecure-disable-auth"]) as s:
+        st = pb.ReplicaStats(cache_memory_bytes=100, hit_rate=0.8, pressure=0.5)
+        report(s, [
+            pb.CacheStateUpdate(replica_id="replica-a", model_id="m1", tenant_id="tenant-a",
+                                hash_scheme="vllm", stats=st,
+                                prefixes=[pb.PrefixEntry(prefix_hash=be8(11), token_count=16)]),
+            pb.CacheStateUpdate(replica_id="replica-a", model_id="m2", tenant_id="tenant-a",
+                                hash_scheme="vllm", stats=st,
+                                prefixes=[pb.PrefixEntry(prefix_hash=be8(12), token_count=16)]),
+            pb.CacheStateUpdate(replica_id="replica-b", model_id="m1", tenant_id="tenant-b",
+                                hash_scheme="vllm",
+                                stats=pb.ReplicaStats(cache_memory_bytes=1, hit_rate=0.6),
+                                prefixes=[pb.PrefixEntry(prefix_hash=be8(13), token_count=16)]),
+            pb.CacheStateUpdate(replica_id="replica-c", model_id="m1", tenant_id="tenant-c",
+                                hash_scheme="vllm",
+                                prefixes=[pb.PrefixEntry(prefix_hash=be8(14), token_count=16),
+                                          pb.PrefixEntry(prefix_hash=be8(15), token_count=32)]),
+        ])
+        _, _, body = http_get(s.snapshot_url + "/snapshot")
+        snap = json.loads(body)
+        assert snap["totalPrefixes"] == 5 and snap["hotPrefixes"] == 0
+        assert [(r["replicaId"], r["prefixCount"]) for r in snap["replicas"]] == [
+            ("replica-a", 2), ("replica-b", 1), ("replica-c", 2)]
+        t = {x["tenantId"]: x for x in snap["tenants"]}
+        assert t["tenant-a"]["indexEntries"] == 2 and t["tenant-a"]["hitRateReported"] is True
+        assert t["tenant-b"]["indexEntries"] == 1
+        c = snap["replicas"][2]
+        assert "statsReported" not in c and c["hitRate"] == 0 and c["cacheMemoryBytes"] == 0
+        assert c["lastUpdate"] == "0001-01-01T00:00:00Z"
+        assert "hitRateReported" not in t["tenant-c"] and t["tenant-c"]["hitRate"] == 0
+        text = body.decode()
+        assert '"tenantId":"tenant-a","indexEntries":2,"hitRate":0.8,' in text
+        assert '"tenantId":"tenant-b","indexEntries":1,"hitRate":0.6,' in text
+        assert '"hitRate":0.8,"pressure":0.5,' in text
+        assert '"tenantId":"tenant-c","indexEntries":2,"hitRate":0,"memoryUsed":0}' in text
