@@ -479,20 +479,155 @@ static const char *render_pod_local(json_t *pod, json_t *eng, adapter_t a, const
   return NULL;
 }
 
+/* ---- NodeLocal engine wire (§4.6.1) ----------------------------------------------------------- */
+
+#define NODE_GATE "lmcache-node-local-gate"
+#define NODE_SHM "lmcache-node-shm"
+#define NODE_CONFIG "lmcache-node-config"
+#define NODE_CONFIG_DIR "/var/run/inference-cache/lmcache-node"
+#define NODE_CONFIG_PATH NODE_CONFIG_DIR "/client.yaml"
+
+/* Waits until the node's shared MP server reports exactly the expected identity, then (SGLang)
+ * writes the LMCache client config. Runs to completion as a regular init container. */
+static const char node_gate_script[] =
+    "import json, os, time, urllib.request\n"
+    "E = os.environ\n"
+    "ip = E['INFERENCECACHE_NODE_IP']; host = '[%s]' % ip if ':' in ip else ip; hp = E['EXPECTED_HTTP_PORT']\n"
+    "want = {'mp.instance_id': E['EXPECTED_INSTANCE_ID'], 'mp.shm_name': E['EXPECTED_SHM_NAME'],\n"
+    "        'mp.port': E['EXPECTED_MP_PORT'], 'mp.chunk_size': E['EXPECTED_CHUNK_SIZE'],\n"
+    "        'mp.max_gpu_workers': E['EXPECTED_MAX_GPU_WORKERS'], 'mp.max_cpu_workers': E['EXPECTED_MAX_CPU_WORKERS'],\n"
+    "        'storage_manager.l1_manager_config.memory_config.shm_name': E['EXPECTED_SHM_NAME'], 'http.http_port': hp}\n"
+    "def get(path):\n"
+    "    with urllib.request.urlopen('http://%s:%s%s' % (host, hp, path), timeout=2) as r:\n"
+    "        return json.load(r)\n"
+    "def dig(d, key):\n"
+    "    for part in key.split('.'):\n"
+    "        d = d[part]\n"
+    "    return d\n"
+    "while True:\n"
+    "    try:\n"
+    "        cfg = get('/config')\n"
+    "        if all(str(dig(cfg, k)) == str(v) for k, v in want.items()) and get('/healthcheck').get('status') == 'healthy':\n"
+    "            break\n"
+    "    except Exception:\n"
+    "        pass\n"
+    "    time.sleep(2)\n"
+    "path = E.get('CLIENT_CONFIG_PATH', '')\n"
+    "if path:\n"
+    "    with open(path + '.tmp', 'w') as f:\n"
+    "        f.write('chunk_size: %s\\nmp_host: \"%s\"\\nmp_port: %s\\n' % (E['EXPECTED_CHUNK_SIZE'], ip, E['EXPECTED_MP_PORT']))\n"
+    "    os.replace(path + '.tmp', path)\n";
+
+static bool safe_uid(const char *u) {
+  if (!u || !*u || strlen(u) > 64) return false;
+  for (const char *p = u; *p; p++)
+    if (!((*p >= 'a' && *p <= 'z') || (*p >= '0' && *p <= '9') || *p == '-')) return false;
+  return true;
+}
+
+static const char *render_node_local(json_t *pod, json_t *eng, adapter_t a, const ic_api_cachebackend_t *cb) {
+  const ic_api_lmcache_server_t *s = &cb->spec.lm_cache.node_local.server;
+  if (!cb->spec.lm_cache.node_local.present || !s->present || !s->image || !*s->image || !s->has_port ||
+      !s->has_http_port || !s->has_max_gpu_workers || !s->has_max_cpu_workers)
+    return "lmCache.nodeLocal.server is incomplete";
+  if (!safe_uid(cb->meta.uid)) return "the CacheBackend has no usable UID";
+  json_t *spec = obj_child(pod, "spec");
+  json_t *inits = arr_child(spec, "initContainers"), *vols = arr_child(spec, "volumes");
+  json_t *gate = find_named(inits, NODE_GATE, NULL);
+  bool owned = false;
+  if (gate) {
+    json_t *mark = find_named(json_object_get(gate, "env"), "INFERENCECACHE_NODE_LOCAL_GATE", NULL);
+    owned = streq(json_string_value(json_object_get(mark, "value")), "true");
+    if (!owned) return "an init container named " NODE_GATE " already exists and is not ours";
+  }
+  json_t *env = arr_child(eng, "env");
+  json_t *ip = find_named(env, "INFERENCECACHE_NODE_IP", NULL);
+  json_t *want_ip = env_field("INFERENCECACHE_NODE_IP", "status.hostIP");
+  if (ip && !json_equal(ip, want_ip) && !owned) {
+    json_decref(want_ip);
+    return "the engine already defines INFERENCECACHE_NODE_IP differently";
+  }
+  char hostpath[200], shm_name[200];
+  snprintf(hostpath, sizeof hostpath, "/dev/shm/inference-cache/%s", cb->meta.uid);
+  snprintf(shm_name, sizeof shm_name, "lmcache_l1_pool_inferencecache_%s", cb->meta.uid);
+  json_t *mounts = arr_child(eng, "volumeMounts");
+  json_t *shm_mount = NULL, *m;
+  size_t i;
+  json_array_foreach(mounts, i, m) if (streq(json_string_value(json_object_get(m, "mountPath")), "/dev/shm")) shm_mount = m;
+  if (shm_mount && !streq(json_string_value(json_object_get(shm_mount, "name")), NODE_SHM)) {
+    json_t *vol = find_named(vols, json_string_value(json_object_get(shm_mount, "name")), NULL);
+    json_t *hp = json_object_get(vol, "hostPath");
+    if (json_is_true(json_object_get(shm_mount, "readOnly")) || json_object_get(shm_mount, "subPath") ||
+        json_object_get(shm_mount, "subPathExpr") || !streq(json_string_value(json_object_get(hp, "path")), hostpath) ||
+        !streq(json_string_value(json_object_get(hp, "type")), "DirectoryOrCreate")) {
+      json_decref(want_ip);
+      return "the engine's /dev/shm mount is not the node-local shared memory of this CacheBackend";
+    }
+  } else {
+    upsert_named(vols, json_pack("{s:s,s:{s:s,s:s}}", "name", NODE_SHM, "hostPath", "path", hostpath, "type",
+                                 "DirectoryOrCreate"));
+    if (!shm_mount) json_array_append_new(mounts, json_pack("{s:s,s:s}", "name", NODE_SHM, "mountPath", "/dev/shm"));
+  }
+  if (ip) {
+    size_t at;
+    find_named(env, "INFERENCECACHE_NODE_IP", &at);
+    json_array_set_new(env, at, want_ip);
+  } else {
+    json_array_append_new(env, want_ip);
+  }
+  if (a == AD_SGLANG) {
+    upsert_named(vols, json_pack("{s:s,s:{}}", "name", NODE_CONFIG, "emptyDir"));
+    upsert_named(mounts, json_pack("{s:s,s:s}", "name", NODE_CONFIG, "mountPath", NODE_CONFIG_DIR));
+  }
+  char inst[700], b[5][32];
+  snprintf(inst, sizeof inst, "%.200s/%.253s@%.64s#%lld", cb->meta.namespace_ ? cb->meta.namespace_ : "",
+           cb->meta.name ? cb->meta.name : "", cb->meta.uid, (long long)(cb->meta.has_generation ? cb->meta.generation : 0));
+  snprintf(b[0], sizeof b[0], "%lld", (long long)s->port);
+  snprintf(b[1], sizeof b[1], "%lld", (long long)s->http_port);
+  snprintf(b[2], sizeof b[2], "%lld", (long long)ic_api_cachebackend_chunk_size(cb));
+  snprintf(b[3], sizeof b[3], "%lld", (long long)s->max_gpu_workers);
+  snprintf(b[4], sizeof b[4], "%lld", (long long)s->max_cpu_workers);
+  json_t *genv = json_array();
+  json_array_append_new(genv, env_var("INFERENCECACHE_NODE_LOCAL_GATE", "true"));
+  json_array_append_new(genv, env_field("INFERENCECACHE_NODE_IP", "status.hostIP"));
+  json_array_append_new(genv, env_var("EXPECTED_INSTANCE_ID", inst));
+  json_array_append_new(genv, env_var("EXPECTED_SHM_NAME", shm_name));
+  json_array_append_new(genv, env_var("EXPECTED_MP_PORT", b[0]));
+  json_array_append_new(genv, env_var("EXPECTED_HTTP_PORT", b[1]));
+  json_array_append_new(genv, env_var("EXPECTED_CHUNK_SIZE", b[2]));
+  json_array_append_new(genv, env_var("EXPECTED_MAX_GPU_WORKERS", b[3]));
+  json_array_append_new(genv, env_var("EXPECTED_MAX_CPU_WORKERS", b[4]));
+  json_array_append_new(genv, env_var("CLIENT_CONFIG_PATH", a == AD_SGLANG ? NODE_CONFIG_PATH : ""));
+  json_t *c = json_object();
+  json_object_set_new(c, "name", json_string(NODE_GATE));
+  json_object_set_new(c, "image", json_string(s->image));
+  json_object_set_new(c, "imagePullPolicy", json_string("IfNotPresent"));
+  json_object_set_new(c, "command", json_pack("[s,s,s]", "python3", "-c", node_gate_script));
+  json_object_set_new(c, "env", genv);
+  json_object_set_new(c, "resources", json_pack("{s:{s:s,s:s},s:{s:s}}", "requests", "cpu", "10m", "memory", "32Mi",
+                                                "limits", "memory", "128Mi"));
+  if (a == AD_SGLANG)
+    json_object_set_new(c, "volumeMounts", json_pack("[{s:s,s:s}]", "name", NODE_CONFIG, "mountPath", NODE_CONFIG_DIR));
+  json_object_set_new(c, "securityContext", hardened());
+  upsert_named(inits, c);
+  return NULL;
+}
+
 /* ---- engine wiring per adapter ---------------------------------------------------------------- */
 
 static const char *inject_vllm(json_t *pod, json_t *eng, const ic_api_cachebackend_t *cb, const binding_t *b) {
-  if (!streq(cb->spec.lm_cache.topology, "PodLocal")) return "NodeLocal engine wiring is not supported by this build";
-  const char *why = render_pod_local(pod, eng, AD_VLLM, cb, b);
+  bool node = streq(cb->spec.lm_cache.topology, "NodeLocal");
+  const char *why = node ? render_node_local(pod, eng, AD_VLLM, cb) : render_pod_local(pod, eng, AD_VLLM, cb, b);
   if (why) return why;
+  const ic_api_lmcache_server_t *srv = node ? &cb->spec.lm_cache.node_local.server : &cb->spec.lm_cache.pod_local.server;
   const char *role = ic_api_cachebackend_role(cb);
   const char *kv_role = streq(role, "ReadOnly") ? "kv_consumer" : streq(role, "WriteOnly") ? "kv_producer" : "kv_both";
   char kv[600];
   snprintf(kv, sizeof kv,
            "{\"kv_connector\":\"LMCacheMPConnector\",\"kv_connector_module_path\":\"lmcache.integration.vllm."
            "lmcache_mp_connector\",\"kv_role\":\"%s\",\"kv_connector_extra_config\":{\"lmcache.mp.host\":\"tcp://"
-           "127.0.0.1\",\"lmcache.mp.port\":\"%lld\"}}",
-           kv_role, (long long)cb->spec.lm_cache.pod_local.server.port);
+           "%s\",\"lmcache.mp.port\":\"%lld\"}}",
+           kv_role, node ? "$(INFERENCECACHE_NODE_IP)" : "127.0.0.1", (long long)srv->port);
   json_t *args = arr_child(eng, "args");
   pair_upsert(args, "--kv-transfer-config", kv);
   flag_upsert(args, "--disable-hybrid-kv-cache-manager");
@@ -504,12 +639,12 @@ static const char *inject_vllm(json_t *pod, json_t *eng, const ic_api_cachebacke
 
 static const char *inject_sglang(json_t *pod, json_t *eng, const ic_api_cachebackend_t *cb, const binding_t *b,
                                  bool metrics) {
-  if (!streq(cb->spec.lm_cache.topology, "PodLocal")) return "NodeLocal engine wiring is not supported by this build";
-  const char *why = render_pod_local(pod, eng, AD_SGLANG, cb, b);
+  bool node = streq(cb->spec.lm_cache.topology, "NodeLocal");
+  const char *why = node ? render_node_local(pod, eng, AD_SGLANG, cb) : render_pod_local(pod, eng, AD_SGLANG, cb, b);
   if (why) return why;
   json_t *args = arr_child(eng, "args");
   flag_upsert(args, "--enable-lmcache");
-  pair_upsert(args, "--lmcache-config-file", MP_CONFIG_PATH);
+  pair_upsert(args, "--lmcache-config-file", node ? NODE_CONFIG_PATH : MP_CONFIG_PATH);
   json_t *env = arr_child(eng, "env");
   env_upsert(env, "LMCACHE_USE_EXPERIMENTAL", "True");
   env_upsert(env, "INFERENCECACHE_FAIL_OPEN", "true");

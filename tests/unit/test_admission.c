@@ -622,3 +622,37 @@ Test(pod_webhook, engine_overrides_merge_and_stay_idempotent) {
   cr_assert_null(again.patched, "re-admission with overrides changed the Pod");
   json_decref(b), json_decref(pod), json_decref(res.patched);
 }
+
+Test(pod_webhook, vllm_nodelocal_wire_gate_and_idempotent) {
+  const char *nl = CB(",\"spec\":{\"runtime\":\"VLLM\",\"engineSelector\":{\"matchLabels\":" CHAT "},\"lmCache\":{"
+                      "\"topology\":\"NodeLocal\",\"nodeLocal\":{\"idleRetentionSeconds\":300,\"server\":{\"image\":\""
+                      DIGEST "\",\"port\":6555,\"httpPort\":6556,\"l1Capacity\":\"8Gi\",\"maxGPUWorkers\":8,"
+                      "\"maxCPUWorkers\":4,\"resources\":{}}}}}");
+  char list[4096];
+  snprintf(list, sizeof list, "[%s]", nl);
+  ic_admission_pod_result_t res;
+  json_t *pod = mutate(POD(CHAT, "{}", VLLM_CONTAINERS), list, &res);
+  cr_assert_not_null(res.patched, "%s", res.reason);
+  json_t *spec = json_object_get(res.patched, "spec");
+  json_t *gate = find(json_object_get(spec, "initContainers"), "lmcache-node-local-gate");
+  cr_assert_not_null(gate);
+  cr_assert_str_eq(json_string_value(json_object_get(find(json_object_get(gate, "env"), "EXPECTED_INSTANCE_ID"), "value")),
+                   "llm/cb@uid-cb#3");
+  cr_assert_str_eq(json_string_value(json_object_get(find(json_object_get(gate, "env"), "EXPECTED_SHM_NAME"), "value")),
+                   "lmcache_l1_pool_inferencecache_uid-cb");
+  json_t *vol = find(json_object_get(spec, "volumes"), "lmcache-node-shm");
+  cr_assert_str_eq(json_string_value(json_object_get(json_object_get(vol, "hostPath"), "path")), "/dev/shm/inference-cache/uid-cb");
+  json_t *eng = find(json_object_get(spec, "containers"), "vllm");
+  cr_assert_not_null(find(json_object_get(eng, "env"), "INFERENCECACHE_NODE_IP"));
+  char *a = json_dumps(json_object_get(eng, "args"), JSON_COMPACT);
+  cr_assert(strstr(a, "tcp://$(INFERENCECACHE_NODE_IP)") && strstr(a, "\\\"lmcache.mp.port\\\":\\\"6555\\\""), "%s", a);
+  free(a);
+  cr_assert_null(json_object_get(spec, "hostNetwork"), "engine placement is never changed");
+  cr_assert_null(json_object_get(json_object_get(json_object_get(res.patched, "metadata"), "labels"), "inferencecache.io/lmcache-mp-metrics"));
+  json_t *b = J(list);
+  ic_admission_pod_result_t again;
+  memset(&again, 0, sizeof again);
+  ic_admission_mutate_pod(&cfg, res.patched, "llm", b, &again);
+  cr_assert_null(again.patched, "%s", again.reason);
+  json_decref(b), json_decref(pod), json_decref(res.patched);
+}
