@@ -424,7 +424,7 @@ static void set_progressing(pass_t *p, json_t *st, const verdict_t *ready, int64
   set_cond(p, st, "Progressing", &pr, og);
 }
 
-static void set_health(json_t *st) {
+void ctl_set_health(json_t *st) {
   json_t *d = ic_kube_condition_get(st, "Degraded");
   json_t *r = ic_kube_condition_get(st, "Ready");
   const char *h = NULL;
@@ -1096,7 +1096,7 @@ int ctl_reconcile_cachebackend(ctl_t *c, const char *key, int64_t *requeue_ms) {
   bool announce = false;
   refresh_matched_pods(&p, stj, have_selector ? pods : NULL, have_selector, &announce);
   json_decref(pods);
-  set_health(stj);
+  ctl_set_health(stj);
 
   json_t *diff = ic_kube_merge_diff(before, stj);
   if (diff && json_object_size(diff) > 0) {

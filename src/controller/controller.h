@@ -57,10 +57,14 @@ char *ctl_policy_body(json_t *policies, json_t *tenants);
 int ctl_server_call(const char *method, const char *url, const char *token_file, const char *body,
                     long *status, char **resp, size_t *resp_len);
 
-/* Shortest decimal that round-trips a float32 (Go strconv.FormatFloat(x, 'g', -1, 32) for the
- * values used here). out holds 48 bytes. */
+/* Shortest decimal that round-trips a float32, written as Go's encoding/json writes a float32
+ * (plain decimal in [1e-6, 1e21), else exponent form "1e-7"). out holds 48 bytes. */
 void ctl_fmt_float32(float f, char out[48]);
 
 void ctl_now(char out[40]); /* RFC 3339 seconds, UTC */
+
+/* status.health from the conditions in `status` (cachebackend-v1alpha1.md §4.6 H1-H5): sets or
+ * removes the key. */
+void ctl_set_health(json_t *status);
 
 #endif

@@ -19,15 +19,6 @@
 #include "webhook.h"
 #endif
 
-const ic_kube_res_t ctl_res_cachebackends = {"inferencecache.io", "v1alpha1", "cachebackends",
-                                             "CacheBackend", true};
-const ic_kube_res_t ctl_res_cachepolicies = {"inferencecache.io", "v1alpha1", "cachepolicies",
-                                             "CachePolicy", true};
-const ic_kube_res_t ctl_res_cachetenants = {"inferencecache.io", "v1alpha1", "cachetenants",
-                                            "CacheTenant", true};
-const ic_kube_res_t ctl_res_cacheindices = {"inferencecache.io", "v1alpha1", "cacheindices",
-                                            "CacheIndex", false};
-
 typedef struct opts {
   const char *metrics_bind, *probe_bind, *kubeconfig, *le_ns, *le_id;
   const char *webhook_bind, *webhook_cert_dir, *subscriber_image, *grpc_addr;

@@ -23,7 +23,7 @@ void ctl_fmt_float32(float f, char out[48]) {
     snprintf(out, 48, "%.*g", prec, (double)f);
     if (strtof(out, NULL) == f) break;
   }
-  /* Go writes plain decimals in this range; %g may use an exponent for small values. */
+  /* Go's encoding/json writes plain decimals in this range; %g may use an exponent. */
   if (strchr(out, 'e') && fabsf(f) >= 1e-6f && fabsf(f) < 1e21f) {
     char tmp[48];
     for (int dec = 1; dec <= 30; dec++) {
@@ -31,6 +31,12 @@ void ctl_fmt_float32(float f, char out[48]) {
       if (strtof(tmp, NULL) == f) break;
     }
     snprintf(out, 48, "%s", tmp);
+  }
+  /* encoding/json cleans "e-07" to "e-7". */
+  size_t n = strlen(out);
+  if (n >= 4 && out[n - 4] == 'e' && out[n - 3] == '-' && out[n - 2] == '0') {
+    out[n - 2] = out[n - 1];
+    out[n - 1] = 0;
   }
 }
 
