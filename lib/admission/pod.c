@@ -708,6 +708,80 @@ static const char *inject_hicache(json_t *eng, const ic_api_cachebackend_t *cb) 
   return NULL;
 }
 
+/* ---- LMCache kernel-check init container (§4.8, vLLM only) ------------------------------------ */
+
+static const char kernel_check_script[] =
+    "import ctypes, glob, importlib, os, sys\n"
+    "def check():\n"
+    "    try:\n"
+    "        import lmcache\n"
+    "    except Exception as e:\n"
+    "        return 'lmcache is not importable: %s' % e\n"
+    "    try:\n"
+    "        import torch  # noqa: F401  (c_ops links against libtorch)\n"
+    "        libs = glob.glob(os.path.join(os.path.dirname(lmcache.__file__), '**', 'c_ops*.so'), recursive=True)\n"
+    "        if not libs:\n"
+    "            return 'no lmcache c_ops extension found'\n"
+    "        ctypes.CDLL(libs[0])\n"
+    "    except Exception as e:\n"
+    "        return 'lmcache c_ops does not load: %s' % e\n"
+    "    try:\n"
+    "        try:\n"
+    "            importlib.import_module('vllm._C_stable_libtorch')\n"
+    "        except ImportError:\n"
+    "            importlib.import_module('vllm._C')\n"
+    "    except Exception as e:\n"
+    "        return 'vllm kernels do not load: %s' % e\n"
+    "    return None\n"
+    "err = check()\n"
+    "msg = 'OK' if err is None else 'FAIL: ' + err\n"
+    "try:\n"
+    "    with open('/dev/termination-log', 'w') as f:\n"
+    "        f.write(msg)\n"
+    "except OSError:\n"
+    "    pass\n"
+    "print(msg)\n"
+    "sys.exit(1 if err is not None and os.environ.get('KERNEL_CHECK_STRICT') == '1' else 0)\n";
+
+static bool positive_gpu(const json_t *res) {
+  const char *keys[] = {"limits", "requests"};
+  for (int i = 0; i < 2; i++) {
+    int64_t m;
+    const json_t *q = json_object_get(json_object_get(res, keys[i]), "nvidia.com/gpu");
+    if (q && ic_api_parse_quantity(q, &m) == 0 && m > 0) return true;
+  }
+  return false;
+}
+
+/* Returns the container to install, or NULL when the check is declined (mode off, CPU Pod in auto). */
+static json_t *kernel_check(const ic_api_cachebackend_t *cb, json_t *pod) {
+  const char *mode = json_string_value(json_object_get(cb->meta.annotations, IC_API_ANN_KERNEL_CHECK));
+  if (!mode || (strcmp(mode, "report-only") && strcmp(mode, "strict") && strcmp(mode, "off"))) mode = "auto";
+  if (streq(mode, "off")) return NULL;
+  json_t *eng = engine_container(pod, AD_VLLM);
+  if (!eng || !json_string_value(json_object_get(eng, "image"))) return NULL;
+  if (streq(mode, "auto") && !positive_gpu(json_object_get(eng, "resources"))) return NULL;
+  json_t *c = json_object();
+  json_object_set_new(c, "name", json_string(KERNEL_CHECK));
+  static const char *const copy[] = {"image", "imagePullPolicy", "securityContext", "workingDir", "envFrom",
+                                     "volumeMounts", "volumeDevices", NULL};
+  for (int i = 0; copy[i]; i++)
+    if (json_object_get(eng, copy[i])) json_object_set_new(c, copy[i], json_deep_copy(json_object_get(eng, copy[i])));
+  json_t *env = json_deep_copy(json_object_get(eng, "env"));
+  if (!json_is_array(env)) {
+    json_decref(env);
+    env = json_array();
+  }
+  env_remove_all(env, "KERNEL_CHECK_STRICT");
+  json_array_append_new(env, env_var("KERNEL_CHECK_STRICT", streq(mode, "strict") ? "1" : "0"));
+  json_object_set_new(c, "env", env);
+  json_object_set_new(c, "command", json_pack("[s,s,s]", "python3", "-c", kernel_check_script));
+  json_object_set_new(c, "resources", json_pack("{s:{s:s,s:s}}", "requests", "cpu", "50m", "memory", "256Mi"));
+  json_object_set_new(c, "terminationMessagePath", json_string("/dev/termination-log"));
+  json_object_set_new(c, "terminationMessagePolicy", json_string("File"));
+  return c;
+}
+
 /* ---- observation sidecar (§4.7) --------------------------------------------------------------- */
 
 /* Last valid --port of the engine (command + args), $(VAR) resolved from literal env values. */
@@ -1045,10 +1119,17 @@ void ic_admission_mutate_pod(const ic_admission_config_t *cfg, const json_t *pod
       goto out;
     }
   }
-  if (events_only) {
+  if (a == AD_VLLM) { /* step 14: the vLLM adapter owns the kernel-check init container */
     json_t *inits = json_object_get(json_object_get(work, "spec"), "initContainers");
+    json_t *kc = events_only ? NULL : kernel_check(&cb, work);
     size_t idx;
-    if (find_named(inits, KERNEL_CHECK, &idx)) json_array_remove(inits, idx);
+    if (kc)
+      upsert_named(arr_child(obj_child(work, "spec"), "initContainers"), kc);
+    else if (find_named(inits, KERNEL_CHECK, &idx))
+      json_array_remove(inits, idx);
+    inits = json_object_get(json_object_get(work, "spec"), "initContainers");
+    if (json_is_array(inits) && json_array_size(inits) == 0 && !json_object_get(json_object_get(pod, "spec"), "initContainers"))
+      json_object_del(json_object_get(work, "spec"), "initContainers");
   }
   bool appended = false;
   json_t *side = cfg ? subscriber(cfg, &cb, a, eng) : NULL;

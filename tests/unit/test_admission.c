@@ -656,3 +656,28 @@ Test(pod_webhook, vllm_nodelocal_wire_gate_and_idempotent) {
   cr_assert_null(again.patched, "%s", again.reason);
   json_decref(b), json_decref(pod), json_decref(res.patched);
 }
+
+Test(pod_webhook, kernel_check_init_container_modes) {
+  ic_admission_pod_result_t res;
+  json_t *pod = mutate(POD(CHAT, "{}", VLLM_CONTAINERS), "[" VLLM_CB "]", &res);
+  json_t *kc = find(json_object_get(json_object_get(res.patched, "spec"), "initContainers"), "lmcache-kernel-check");
+  cr_assert_not_null(kc, "GPU Pods get the kernel check in auto mode");
+  cr_assert_str_eq(json_string_value(json_object_get(kc, "image")), "vllm/vllm-openai:v0.9");
+  cr_assert_str_eq(json_string_value(json_object_get(find(json_object_get(kc, "env"), "KERNEL_CHECK_STRICT"), "value")), "0");
+  cr_assert_str_eq(json_string_value(json_object_get(find(json_object_get(kc, "env"), "HF_HOME"), "value")), "/cache");
+  json_decref(pod), json_decref(res.patched);
+  pod = mutate(POD(CHAT, "{}", "[{\"name\":\"vllm\",\"image\":\"v\"}]"), "[" VLLM_CB "]", &res);
+  cr_assert_null(find(json_object_get(json_object_get(res.patched, "spec"), "initContainers"), "lmcache-kernel-check"),
+                 "CPU Pods skip the check in auto mode");
+  json_decref(pod), json_decref(res.patched);
+  const char *strict = CB(",\"metadata\":{\"name\":\"cb\",\"namespace\":\"llm\",\"uid\":\"u\",\"annotations\":{"
+                          "\"inferencecache.io/lmcache-kernel-check\":\"strict\"}},\"spec\":{\"runtime\":\"VLLM\","
+                          "\"engineSelector\":{\"matchLabels\":" CHAT "}," PODLOCAL "}");
+  char list[4096];
+  snprintf(list, sizeof list, "[%s]", strict);
+  pod = mutate(POD(CHAT, "{}", "[{\"name\":\"vllm\",\"image\":\"v\"}]"), list, &res);
+  kc = find(json_object_get(json_object_get(res.patched, "spec"), "initContainers"), "lmcache-kernel-check");
+  cr_assert_not_null(kc, "strict checks CPU Pods too");
+  cr_assert_str_eq(json_string_value(json_object_get(find(json_object_get(kc, "env"), "KERNEL_CHECK_STRICT"), "value")), "1");
+  json_decref(pod), json_decref(res.patched);
+}
