@@ -4,7 +4,7 @@
  * the same rpc layer), and latency at 50% of the max rate (open loop, latency measured from the
  * scheduled send time so queueing counts). Prints JSON lines (docs/performance.md).
  *
- * Usage: bench_grpc [--server PATH] [--seconds N] [--inflight N] [--memberships N]
+ * Usage: bench_grpc [--server PATH | --target HOST:PORT] [--seconds N] [--inflight N] [--memberships N]
  * Defaults: server next to this binary (../src/server/inferencecache-server), 3 s per phase,
  * 32 calls in flight, 1,000,000 memberships. */
 #include <arpa/inet.h>
@@ -216,11 +216,13 @@ static void latency_at(ic_rpc_channel_t *ch, const char *method, ic_buf_t *reqs,
 
 int main(int argc, char **argv) {
   char server[PATH_MAX] = "";
+  const char *attach = NULL; /* --target host:port: use a running server instead of starting one */
   for (int i = 1; i < argc; i++) {
     if (!strcmp(argv[i], "--server") && i + 1 < argc) snprintf(server, sizeof server, "%s", argv[++i]);
     else if (!strcmp(argv[i], "--seconds") && i + 1 < argc) g_seconds = atoi(argv[++i]);
     else if (!strcmp(argv[i], "--inflight") && i + 1 < argc) g_inflight = atoi(argv[++i]);
     else if (!strcmp(argv[i], "--memberships") && i + 1 < argc) g_memberships = atol(argv[++i]);
+    else if (!strcmp(argv[i], "--target") && i + 1 < argc) attach = argv[++i];
   }
   if (g_seconds <= 0) g_seconds = 3;
   if (g_inflight <= 0) g_inflight = 32;
@@ -233,15 +235,18 @@ int main(int argc, char **argv) {
     if (slash) *slash = '\0';
     snprintf(server, sizeof server, "%.*s/../src/server/inferencecache-server", PATH_MAX - 64, self);
   }
-  if (access(server, X_OK) != 0) {
+  if (!attach && access(server, X_OK) != 0) {
     fprintf(stderr, "bench_grpc: server binary not found at %s (use --server)\n", server);
     return 1;
   }
   signal(SIGPIPE, SIG_IGN);
   int port = free_port();
-  pid_t pid = start_server(server, port);
-  char target[64];
-  snprintf(target, sizeof target, "127.0.0.1:%d", port);
+  pid_t pid = attach ? -1 : start_server(server, port);
+  char target[128];
+  if (attach)
+    snprintf(target, sizeof target, "%s", attach);
+  else
+    snprintf(target, sizeof target, "127.0.0.1:%d", port);
   ic_rpc_channel_t *ch = ic_rpc_channel_new(target, NULL);
   int rc = 1;
   if (ic_rpc_channel_wait_ready(ch, 30000) != 0) {
@@ -350,8 +355,10 @@ int main(int argc, char **argv) {
   rc = (errs_e || errs_l || errs_z) ? 2 : 0;
 out:
   ic_rpc_channel_free(ch);
-  kill(pid, SIGTERM);
-  int wst;
-  waitpid(pid, &wst, 0);
+  if (pid > 0) {
+    kill(pid, SIGTERM);
+    int wst;
+    waitpid(pid, &wst, 0);
+  }
   return rc;
 }
