@@ -606,6 +606,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
       free(z);
     }
   }
+  if (!r->resp) return MHD_NO; /* could not even build a 500: drop the connection */
   /* Headers added after the reply call (allowed above) are applied here. */
   for (hdr_t *h = r->hdrs; h; h = h->next) MHD_add_response_header(r->resp, h->name, h->value);
   enum MHD_Result q = MHD_queue_response(conn, r->status, r->resp);
