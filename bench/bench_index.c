@@ -306,10 +306,13 @@ static void clear_figure(void) {
 int main(void) {
   const char *sc = getenv("IC_BENCH_SCALE");
   if (sc && atof(sc) > 0) g_scale = atof(sc);
-  memory_figure("bytes_per_membership_unique", 1);
-  memory_figure("bytes_per_membership_shared", 4);
-  cap_figure();
-  clear_figure();
-  lookup_figures();
+  const char *only = getenv("IC_BENCH_ONLY"); /* mem|cap|clear|lookup: one group (profiling) */
+#define RUN(tag, call) \
+  if (!only || strcmp(only, tag) == 0) call
+  RUN("mem", memory_figure("bytes_per_membership_unique", 1));
+  RUN("mem", memory_figure("bytes_per_membership_shared", 4));
+  RUN("cap", cap_figure());
+  RUN("clear", clear_figure());
+  RUN("lookup", lookup_figures());
   return 0;
 }

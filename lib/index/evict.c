@@ -55,7 +55,8 @@ static int cand_qcmp(const void *x, const void *y) { return cand_cmp(x, y); }
 /* Fills the order fields of a candidate; caller holds sc's lock. false on ENOMEM. */
 static bool cand_make(cand_t *c, scope_t *sc, uint32_t part, uint64_t key, uint32_t flags, uint32_t rep,
                       int64_t ts, uint64_t eff) {
-  *c = (cand_t){.ts = ts, .eff = eff, .key = key, .sc = sc, .part = part, .rep = rep, .flags = flags & M_LONG,
+  *c = (cand_t){.ts = ts, .eff = eff, .key = key, .sc = sc, .pp = sc->parts[part], .part = part, .rep = rep,
+                .flags = flags & M_LONG,
                 .adapter = sc->parts[part]->adapter, .replica = sc->reps[rep].replica};
   if (!(flags & M_LONG)) {
     c->hpre = key;
@@ -246,6 +247,8 @@ static void scan(ic_index_t *ix, int mode, uint64_t stride, ekey_t **smp, size_t
   free(v);
 }
 
+static void sort_queue(ic_index_t *ix);
+
 static void rebuild(ic_index_t *ix, int64_t over) {
   queue_clear(ix);
   int64_t N = atomic_load(&ix->total_entries) - atomic_load(&ix->reserved_entries);
@@ -273,8 +276,43 @@ static void rebuild(ic_index_t *ix, int64_t over) {
   atomic_store(&ix->thr_ts, tt);
   atomic_store_explicit(&ix->thr_on, true, memory_order_release);
   scan(ix, 1, 1, NULL, NULL, NULL);
-  ix_sort(ix->q, ix->qn, sizeof *ix->q, cand_qcmp);
+  sort_queue(ix);
   ix->qpos = 0;
+}
+
+/* Sorting 64-byte candidates moves a lot of memory: sort small (eff, ts, index) records and
+ * fall back to the full comparator only on (eff, ts) ties, then permute once. */
+typedef struct {
+  uint64_t eff;
+  int64_t ts;
+  size_t idx;
+} sref_t;
+
+static int sref_cmp(const void *x, const void *y, void *ud) {
+  const sref_t *a = x, *b = y;
+  if (a->eff != b->eff) return a->eff < b->eff ? -1 : 1;
+  if (a->ts != b->ts) return a->ts < b->ts ? -1 : 1;
+  const cand_t *q = ud;
+  return cand_cmp(&q[a->idx], &q[b->idx]);
+}
+
+static void sort_queue(ic_index_t *ix) {
+  if (ix->qn < 2) return;
+  sref_t *r = malloc(ix->qn * sizeof *r);
+  cand_t *n = malloc(ix->qn * sizeof *n);
+  if (!r || !n) {
+    free(r);
+    free(n);
+    qsort(ix->q, ix->qn, sizeof *ix->q, cand_qcmp);
+    return;
+  }
+  for (size_t i = 0; i < ix->qn; i++) r[i] = (sref_t){ix->q[i].eff, ix->q[i].ts, i};
+  qsort_r(r, ix->qn, sizeof *r, sref_cmp, ix->q);
+  for (size_t i = 0; i < ix->qn; i++) n[i] = ix->q[r[i].idx];
+  free(r);
+  free(ix->q);
+  ix->q = n;
+  ix->qcap = ix->qn;
 }
 
 static bool next_cand(ic_index_t *ix, cand_t *out) {
@@ -286,6 +324,8 @@ static bool next_cand(ic_index_t *ix, cand_t *out) {
   }
   if (have_x && (!have_q || cand_cmp(&ix->extra[0], &ix->q[ix->qpos]) < 0)) *out = heap_pop(ix);
   else *out = ix->q[ix->qpos++];
+  if (ix->qpos + 8 < ix->qn && !(ix->q[ix->qpos + 8].flags & M_LONG))
+    part_prefetch(ix->q[ix->qpos + 8].pp, ix->q[ix->qpos + 8].key); /* hide the victim's miss */
   pthread_mutex_unlock(&ix->extra_lock);
   return true;
 }
@@ -316,11 +356,15 @@ void evq_enforce_cap(ic_index_t *ix, int64_t evicted[2]) {
   if (refresh_algos(ix)) queue_clear(ix);
   bool rebuilt = false;
   int fruitless = 0; /* rebuilds in a row that evicted nothing: bail out rather than spin */
+  scope_t *held = NULL; /* consecutive victims mostly share a scope: keep it locked a while */
+  int held_n = 0;
   for (;;) {
     int64_t eff_total = atomic_load(&ix->total_entries) - atomic_load(&ix->reserved_entries);
     if (eff_total <= max) break;
     cand_t c;
     if (!next_cand(ix, &c)) {
+      if (held) scope_wrun(held);
+      held = NULL;
       if ((rebuilt && ix->qn == 0) || fruitless > 3) break; /* nothing evictable */
       rebuild(ix, eff_total - max);
       rebuilt = true;
@@ -329,7 +373,12 @@ void evq_enforce_cap(ic_index_t *ix, int64_t evicted[2]) {
     }
     rebuilt = false;
     scope_t *sc = c.sc;
-    pthread_rwlock_wrlock(&sc->lock);
+    if (held != sc || ++held_n >= 64) {
+      if (held) scope_wrun(held);
+      scope_wr(sc);
+      held = sc;
+      held_n = 0;
+    }
     part_t *p = sc->parts[c.part];
     slot_t *s = part_find(p, c.key, c.flags);
     if (s && !sc->reps[c.rep].dead) {
@@ -359,8 +408,8 @@ void evq_enforce_cap(ic_index_t *ix, int64_t evicted[2]) {
         break;
       }
     }
-    pthread_rwlock_unlock(&sc->lock);
     cand_drop(&c);
   }
+  if (held) scope_wrun(held);
   pthread_mutex_unlock(&ix->cap_lock);
 }

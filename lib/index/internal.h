@@ -86,7 +86,8 @@ typedef struct {
   holder_t h[];
 } spill_t;
 
-#define SUBS 256u
+#define SUB_BITS 6u
+#define SUBS (1u << SUB_BITS)
 typedef struct {
   slot_t *slots;
   uint32_t cap, count;
@@ -94,6 +95,7 @@ typedef struct {
 
 /* (scope, adapter) content partition. */
 typedef struct {
+  struct scope *sc;
   uint32_t adapter; /* string id */
   uint32_t idx;     /* position in scope->parts */
   uint64_t seed;
@@ -125,7 +127,9 @@ struct ic_index;
 
 /* Scope = (tenant, model, hash_scheme): the lock domain of lookups and ingest. */
 typedef struct scope {
-  pthread_rwlock_t lock;
+  pthread_rwlock_t lock;     /* readers vs. the writer's commits */
+  pthread_mutex_t wlock;     /* serialises writers; a writer holding it may read without `lock`
+                                and drops `lock` during long rebuilds (table growth) */
   struct ic_index *ix;
   uint32_t id, tenant, model, scheme;
   struct tmrec *tm;
@@ -182,6 +186,7 @@ typedef struct {
   uint64_t key;     /* slot key */
   uint64_t hpre;    /* first <= 8 hash bytes, big-endian, zero padded: order key */
   scope_t *sc;
+  part_t *pp;       /* partitions are never freed before the index: safe to prefetch through */
   uint32_t part;
   uint32_t rep;
   uint32_t hlen;
@@ -228,6 +233,16 @@ struct ic_index {
 /* qsort that tolerates (NULL, 0): UBSan rejects a NULL base even for zero elements. */
 static inline void ix_sort(void *b, size_t n, size_t sz, int (*cmp)(const void *, const void *)) {
   if (n > 1) qsort(b, n, sz, cmp);
+}
+
+/* Writer side of a scope: wlock then lock (see scope_t). */
+static inline void scope_wr(scope_t *sc) {
+  pthread_mutex_lock(&sc->wlock);
+  pthread_rwlock_wrlock(&sc->lock);
+}
+static inline void scope_wrun(scope_t *sc) {
+  pthread_rwlock_unlock(&sc->lock);
+  pthread_mutex_unlock(&sc->wlock);
 }
 
 /* now - t without signed overflow (producer timestamps are untrusted). */

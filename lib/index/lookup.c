@@ -117,7 +117,9 @@ void ic_index_result_credit_hits(ic_index_result_t *r) {
   if (!r || !r->ncaps || !r->sc) return;
   scope_t *sc = r->sc;
   /* Captures are re-resolved under the read lock: an entry evicted since the lookup is
-     simply skipped, so no pointer can dangle (spec §11 option a). */
+     simply skipped, so no pointer can dangle (spec §11 option a). wlock keeps a writer's
+     table rebuild (done with `lock` dropped) from racing with the flag update below. */
+  pthread_mutex_lock(&sc->wlock);
   pthread_rwlock_rdlock(&sc->lock);
   part_t *p = r->part < sc->nparts ? sc->parts[r->part] : NULL;
   for (size_t g = 0; p && g < r->ncaps; g++) {
@@ -145,6 +147,7 @@ void ic_index_result_credit_hits(ic_index_result_t *r) {
     }
   }
   pthread_rwlock_unlock(&sc->lock);
+  pthread_mutex_unlock(&sc->wlock);
 }
 
 static int row_cmp(const void *x, const void *y) {

@@ -1,6 +1,7 @@
 /* Storage side of the index: construction, interning, scopes/partitions, the 20-byte slot
  * tables, the upsert/remove primitives, ingest, events, TTL sweep, lazy reclaim and quota. */
 #include <math.h>
+#include <sys/mman.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -59,6 +60,8 @@ fail:
   return NULL;
 }
 
+static void slots_free(slot_t *s, uint32_t cap);
+
 static void scope_free(scope_t *sc) {
   for (uint32_t i = 0; i < sc->nparts; i++) {
     part_t *p = sc->parts[i];
@@ -71,7 +74,7 @@ static void scope_free(scope_t *sc) {
           free(sp);
         }
       }
-      free(sb->slots);
+      slots_free(sb->slots, sb->cap);
     }
     free(p);
   }
@@ -85,6 +88,7 @@ static void scope_free(scope_t *sc) {
   u64map_free(&sc->blob_map);
   u64map_free(&sc->lfu);
   pthread_rwlock_destroy(&sc->lock);
+  pthread_mutex_destroy(&sc->wlock);
   pthread_mutex_destroy(&sc->lfu_lock);
   free(sc);
 }
@@ -256,6 +260,7 @@ static scope_t *scope_get_locked(ic_index_t *ix, uint32_t t, uint32_t m, uint32_
   sc = calloc(1, sizeof *sc);
   if (!sc) return NULL;
   pthread_rwlock_init(&sc->lock, NULL);
+  pthread_mutex_init(&sc->wlock, NULL);
   pthread_mutex_init(&sc->lfu_lock, NULL);
   sc->ix = ix;
   sc->id = ix->nscopes;
@@ -445,6 +450,7 @@ static part_t *scope_part_get(scope_t *sc, uint32_t adapter) {
   if (!grow_arr((void **)&sc->parts, &sc->capparts, sc->nparts + 1, sizeof(void *))) return NULL;
   p = calloc(1, sizeof *p);
   if (!p) return NULL;
+  p->sc = sc;
   p->adapter = adapter;
   p->idx = sc->nparts;
   p->seed = ic_mix64(((uint64_t)sc->id << 32) ^ adapter ^ 0x243f6a8885a308d3ULL);
@@ -456,12 +462,12 @@ static inline uint64_t slot_hash(const part_t *p, uint64_t key, uint32_t flags) 
   return ic_mix64(key ^ p->seed ^ ((flags & M_LONG) ? LONG_SALT : 0));
 }
 static inline uint32_t home_of(uint64_t h, uint32_t cap) {
-  return (uint32_t)(((unsigned __int128)(h << 8) * cap) >> 64);
+  return (uint32_t)(((unsigned __int128)(h << SUB_BITS) * cap) >> 64);
 }
 
 slot_t *part_find(part_t *p, uint64_t key, uint32_t flags) {
   uint64_t h = slot_hash(p, key, flags);
-  sub_t *sb = &p->subs[h >> 56];
+  sub_t *sb = &p->subs[h >> (64 - SUB_BITS)];
   if (!sb->cap) return NULL;
   uint32_t i = home_of(h, sb->cap);
   for (;;) {
@@ -475,13 +481,13 @@ slot_t *part_find(part_t *p, uint64_t key, uint32_t flags) {
 
 void part_prefetch(part_t *p, uint64_t key) {
   uint64_t h = slot_hash(p, key, 0);
-  sub_t *sb = &p->subs[h >> 56];
+  sub_t *sb = &p->subs[h >> (64 - SUB_BITS)];
   if (sb->cap) __builtin_prefetch(&sb->slots[home_of(h, sb->cap)]);
 }
 
 static sub_t *slot_sub(part_t *p, const slot_t *s, uint32_t *idx) {
   uint64_t h = slot_hash(p, s->key, s->meta);
-  sub_t *sb = &p->subs[h >> 56];
+  sub_t *sb = &p->subs[h >> (64 - SUB_BITS)];
   *idx = (uint32_t)(s - sb->slots);
   return sb;
 }
@@ -493,31 +499,71 @@ static void sub_place(sub_t *sb, part_t *p, const slot_t *s) {
   sb->slots[i] = *s;
 }
 
+/* Big slot arrays get their own 2 MiB-aligned mapping with transparent huge pages: a chain
+ * lookup touches one random slot per block, and TLB misses would dominate otherwise. */
+#define HUGE_MIN ((size_t)2 << 20)
+static slot_t *slots_alloc(uint32_t cap) {
+  size_t bytes = (size_t)cap * sizeof(slot_t);
+  if (bytes < HUGE_MIN) return calloc(cap, sizeof(slot_t));
+  size_t len = (bytes + HUGE_MIN - 1) & ~(HUGE_MIN - 1);
+  uint8_t *raw = mmap(NULL, len + HUGE_MIN, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  if (raw == MAP_FAILED) return NULL;
+  uint8_t *al = (uint8_t *)(((uintptr_t)raw + HUGE_MIN - 1) & ~(uintptr_t)(HUGE_MIN - 1));
+  if (al > raw) munmap(raw, (size_t)(al - raw));
+  size_t tail = (size_t)(raw + len + HUGE_MIN - (al + len));
+  if (tail) munmap(al + len, tail);
+  madvise(al, len, MADV_HUGEPAGE);
+  return (slot_t *)al;
+}
+
+static void slots_free(slot_t *s, uint32_t cap) {
+  if (!s) return;
+  size_t bytes = (size_t)cap * sizeof(slot_t);
+  if (bytes < HUGE_MIN) free(s);
+  else munmap(s, (bytes + HUGE_MIN - 1) & ~(HUGE_MIN - 1));
+}
+
+/* Called by the writer holding wlock + lock. Big tables are rebuilt with `lock` dropped: no
+ * other writer can run (wlock) and readers keep using the old array, so a resize never
+ * stalls lookups; only the pointer swap happens under the write lock. */
 static bool sub_grow(part_t *p, sub_t *sb) {
   uint32_t nc = sb->cap < 1024 ? (sb->cap ? sb->cap * 2 : 8) : sb->cap + sb->cap / 2;
-  slot_t *ns = calloc(nc, sizeof(slot_t));
+  slot_t *ns = slots_alloc(nc);
   if (!ns) return false;
   sub_t n = {ns, nc, sb->count};
+  bool drop = sb->cap >= 4096;
+  if (drop) pthread_rwlock_unlock(&p->sc->lock);
   for (uint32_t i = 0; i < sb->cap; i++)
     if ((sb->slots[i].meta & ST_MASK) != ST_EMPTY) sub_place(&n, p, &sb->slots[i]);
-  free(sb->slots);
+  if (drop) pthread_rwlock_wrlock(&p->sc->lock);
+  slots_free(sb->slots, sb->cap);
   *sb = n;
   return true;
 }
 
 /* Returns the slot for key, creating an empty-state slot (meta = flags only, caller fills)
- * when absent; *created tells which. NULL on ENOMEM. */
+ * when absent; *created tells which. One probe in the common case. NULL on ENOMEM. */
 static slot_t *part_upsert_slot(part_t *p, uint64_t key, uint32_t flags, bool *created) {
-  slot_t *s = part_find(p, key, flags);
-  *created = false;
-  if (s) return s;
   uint64_t h = slot_hash(p, key, flags);
-  sub_t *sb = &p->subs[h >> 56];
-  if ((uint64_t)(sb->count + 1) * 5 > (uint64_t)sb->cap * 4 && !sub_grow(p, sb)) return NULL;
-  uint32_t i = home_of(h, sb->cap);
-  while ((sb->slots[i].meta & ST_MASK) != ST_EMPTY)
-    if (++i == sb->cap) i = 0;
-  s = &sb->slots[i];
+  sub_t *sb = &p->subs[h >> (64 - SUB_BITS)];
+  *created = false;
+  uint32_t i = 0;
+  if (sb->cap) {
+    i = home_of(h, sb->cap);
+    for (;;) {
+      slot_t *s = &sb->slots[i];
+      if ((s->meta & ST_MASK) == ST_EMPTY) break;
+      if (s->key == key && (s->meta & M_LONG) == (flags & M_LONG)) return s;
+      if (++i == sb->cap) i = 0;
+    }
+  }
+  if ((uint64_t)(sb->count + 1) * 5 > (uint64_t)sb->cap * 4) {
+    if (!sub_grow(p, sb)) return NULL;
+    i = home_of(h, sb->cap);
+    while ((sb->slots[i].meta & ST_MASK) != ST_EMPTY)
+      if (++i == sb->cap) i = 0;
+  }
+  slot_t *s = &sb->slots[i];
   s->key = key;
   s->a = s->b = 0;
   s->meta = flags & M_LONG; /* state EMPTY until a holder is added */
@@ -821,7 +867,7 @@ static bool pred_dead(scope_t *sc, const holder_t *h, void *ud) {
 /* Reclaims up to `budget` sub-tables of cleared holders; returns sub-tables still pending. */
 static size_t scope_reclaim(scope_t *sc, size_t budget) {
   size_t left;
-  pthread_rwlock_wrlock(&sc->lock);
+  scope_wr(sc);
   while (sc->dead_pending > 0 && budget > 0 && sc->rc_part < sc->nparts) {
     part_t *p = sc->parts[sc->rc_part];
     sub_sweep(sc, p, &p->subs[sc->rc_sub], pred_dead, NULL, IC_INDEX_REASON_NONE, 0, NULL);
@@ -841,7 +887,7 @@ static size_t scope_reclaim(scope_t *sc, size_t budget) {
     sc->rc_part = sc->rc_sub = 0;
   }
   left = sc->dead_pending > 0 ? (size_t)(sc->nparts - sc->rc_part) * SUBS - sc->rc_sub : 0;
-  pthread_rwlock_unlock(&sc->lock);
+  scope_wrun(sc);
   return left;
 }
 
@@ -926,7 +972,7 @@ int ic_index_ingest(ic_index_t *ix, const ic_index_update_t *u) {
       }
     }
     size_t done = 0;
-    pthread_rwlock_wrlock(&sc->lock);
+    scope_wr(sc);
     uint32_t rep = rep_live(sc, id[0], true);
     uint32_t ts_id = time_intern(sc, ts);
     /* hold a reference on ts_id across lock drops so it is not recycled */
@@ -950,8 +996,8 @@ int ic_index_ingest(ic_index_t *ix, const ic_index_update_t *u) {
                             ts_id, ts, algo);
           if (++done % BATCH == 0) {
             /* let readers in; partition and rep indices stay valid (never freed/reused) */
-            pthread_rwlock_unlock(&sc->lock);
-            pthread_rwlock_wrlock(&sc->lock);
+            scope_wrun(sc);
+            scope_wr(sc);
             rep = rep_live(sc, id[0], true);
             if (rep == UINT32_MAX) rc = IC_ERANGE;
           }
@@ -964,14 +1010,14 @@ int ic_index_ingest(ic_index_t *ix, const ic_index_update_t *u) {
       rc = store_upsert(sc, p, pr->prefix_hash.data, pr->prefix_hash.len, rep, pr->token_count, tier, ts_id,
                         ts, algo);
       if (++done % BATCH == 0) {
-        pthread_rwlock_unlock(&sc->lock);
-        pthread_rwlock_wrlock(&sc->lock);
+        scope_wrun(sc);
+        scope_wr(sc);
         rep = rep_live(sc, id[0], true);
         if (rep == UINT32_MAX) rc = IC_ERANGE;
       }
     }
     if (ts_id != UINT32_MAX) time_unref(sc, ts_id);
-    pthread_rwlock_unlock(&sc->lock);
+    scope_wrun(sc);
     free(ad);
   }
 
@@ -1071,7 +1117,7 @@ static int64_t quota_enforce(ic_index_t *ix, uint32_t tenant, int64_t budget, in
   for (uint32_t i = 0; i < m; i++)
     while (scope_reclaim(mine[i], SUBS)) {
     }
-  for (uint32_t i = 0; i < m; i++) pthread_rwlock_wrlock(&mine[i]->lock);
+  for (uint32_t i = 0; i < m; i++) scope_wr(mine[i]);
   int64_t removed = 0;
   int64_t have = atomic_load(&tr->distinct);
   if (have > budget) {
@@ -1119,7 +1165,7 @@ static int64_t quota_enforce(ic_index_t *ix, uint32_t tenant, int64_t budget, in
       free(ks);
     }
   }
-  for (uint32_t i = m; i-- > 0;) pthread_rwlock_unlock(&mine[i]->lock);
+  for (uint32_t i = m; i-- > 0;) scope_wrun(mine[i]);
   free(mine);
   return removed;
 }
@@ -1180,7 +1226,7 @@ int ic_index_apply_event(ic_index_t *ix, const ic_index_event_t *ev) {
     if (scoped) ad = ix_find_str(ix, ev->adapter);
     for (uint32_t i = 0; i < ns && !(scoped && ad == UINT32_MAX); i++) {
       scope_t *sc = scs[i];
-      pthread_rwlock_wrlock(&sc->lock);
+      scope_wr(sc);
       uint32_t rep = rep_live(sc, r, false);
       uint64_t key;
       uint32_t flags;
@@ -1202,13 +1248,13 @@ int ic_index_apply_event(ic_index_t *ix, const ic_index_event_t *ev) {
           }
         }
       }
-      pthread_rwlock_unlock(&sc->lock);
+      scope_wrun(sc);
     }
   } else { /* ALL_CLEARED */
     for (uint32_t i = 0; i < ns; i++) {
       scope_t *sc = scs[i];
       bool sync;
-      pthread_rwlock_wrlock(&sc->lock);
+      scope_wr(sc);
       uint32_t rep = rep_live(sc, r, false);
       if (rep != UINT32_MAX) {
         rep_t *rp = &sc->reps[rep];
@@ -1226,7 +1272,7 @@ int ic_index_apply_event(ic_index_t *ix, const ic_index_event_t *ev) {
         sc->rc_part = sc->rc_sub = 0; /* restart the reclaim pass to cover this rep */
       }
       sync = sc->dead_pending > 0 && scope_slots(sc) <= SYNC_RECLAIM_SLOTS;
-      pthread_rwlock_unlock(&sc->lock);
+      scope_wrun(sc);
       if (sync)
         while (scope_reclaim(sc, SUBS)) {
         }
@@ -1284,7 +1330,7 @@ int64_t ic_index_evict_expired(ic_index_t *ix) {
       if (pi >= np) break;
       for (uint32_t si = 0; si < SUBS; si++) {
         /* one sub-table per write hold keeps lookups flowing during a long sweep */
-        pthread_rwlock_wrlock(&sc->lock);
+        scope_wr(sc);
         part_t *p = sc->parts[pi];
         if (p->subs[si].count) {
           int64_t live = 0;
@@ -1292,7 +1338,7 @@ int64_t ic_index_evict_expired(ic_index_t *ix) {
           ev[algo] += live;
           total += live;
         }
-        pthread_rwlock_unlock(&sc->lock);
+        scope_wrun(sc);
       }
     }
     while (scope_reclaim(sc, SUBS)) {
