@@ -256,8 +256,9 @@ def mk():
         e.close()
 
 
-def lookup(srv, tokens=None, model="m", tenant="t", adapter="", hashes=None, counts=None):
-    req = pb.LookupRouteRequest(model_id=model, tenant_id=tenant, hash_scheme="vllm",
+def lookup(srv, tokens=None, model="m", tenant="t", adapter="", hashes=None, counts=None,
+           scheme="vllm"):
+    req = pb.LookupRouteRequest(model_id=model, tenant_id=tenant, hash_scheme=scheme,
                                 adapter_id=adapter)
     if tokens is not None:
         req.token_ids.extend(tokens)
@@ -294,17 +295,20 @@ def wait_match(srv, tokens, want, timeout=30, **kw):
 def test_stored_blocks_prefix_match_right_replica_each_encoding(server, mk, encoding):
     engine, subscriber = mk
     model = "m-store-" + encoding
+    scheme = "sglang" if encoding == "sglang" else "vllm"
     e0, e1 = engine(encoding), engine(encoding)
-    subscriber(server.grpc_addr, [e0], replica="r0", model=model)
-    subscriber(server.grpc_addr, [e1], replica="r1", model=model)
+    subscriber(server.grpc_addr, [e0], replica="r0", model=model, extra=["--hash-scheme=" + scheme])
+    subscriber(server.grpc_addr, [e1], replica="r1", model=model, extra=["--hash-scheme=" + scheme])
     a, b = prompt(1000, 6), prompt(5000, 5)
     e0.publish(chain_events(e0, a, 0x100, split=2))  # 6 blocks over 2 chained events
     e1.publish(chain_events(e1, b, 0x100, split=5))  # SGLang-style: one event per page
-    wait_match(server, a, ("PREFIX_MATCH", "r0", 96), model=model)
-    wait_match(server, b, ("PREFIX_MATCH", "r1", 80), model=model)
+    wait_match(server, a, ("PREFIX_MATCH", "r0", 96), model=model, scheme=scheme)
+    wait_match(server, b, ("PREFIX_MATCH", "r1", 80), model=model, scheme=scheme)
+    if scheme == "sglang":  # the updates carry the scheme: a vllm lookup does not see them
+        assert lookup(server, a, model=model).reason_code == "UNKNOWN_HASH_SCHEME"
     # A prompt that extends a's first 4 blocks then diverges matches 64 tokens on r0 only.
     c = a[:4 * BS] + prompt(90000, 2)
-    resp = lookup(server, c, model=model)
+    resp = lookup(server, c, model=model, scheme=scheme)
     assert top(resp) == ("PREFIX_MATCH", "r0", 64)
     assert [r.replica_id for r in resp.replica_scores] == ["r0"]
     assert resp.replica_scores[0].tier == pb.CACHE_TIER_T1
@@ -723,3 +727,80 @@ def test_stats_stale_escalation_and_recovery_logs(server, mk):
         assert rec["level"] == "INFO" and rec["after_failures"] >= 3
     finally:
         page.close()
+
+
+def test_buffered_adds_are_delivered_on_shutdown(server, mk):
+    engine, subscriber = mk
+    e = engine("vllm-array")
+    sub = subscriber(server.grpc_addr, [e], model="m-shutdown", extra=["--window=1h"])
+    a = prompt(80000, 4)
+    e.publish(chain_events(e, a, 0xb00))
+    wait_until(lambda: sub.metric("kvevent_subscriber_queue_depth") == 4, timeout=30,
+               what="adds buffered for the 1h window")
+    assert top(lookup(server, a, model="m-shutdown"))[0] != "PREFIX_MATCH"
+    assert sub.stop() == 0
+    assert top(lookup(server, a, model="m-shutdown")) == ("PREFIX_MATCH", "r0", 64)
+
+
+def test_missing_token_ids_index_nothing(server, mk):
+    _, _ = mk
+    model = "m-notokens"
+    port, hport = free_port(), free_port()
+    log = tempfile.NamedTemporaryFile(prefix="ic-sub-", suffix=".log", delete=False)
+    sub = subprocess.Popen([SUB_BIN, "--server=" + server.grpc_addr, "--replica-id=nt-0",
+                            "--model-id=" + model, "--tenant-id=t", "--stats-interval=1h",
+                            "--engine-endpoint=tcp://127.0.0.1:%d" % port,
+                            "--http-bind-address=127.0.0.1:%d" % hport],
+                           stdout=subprocess.DEVNULL, stderr=log)
+    fe = subprocess.Popen([FAKE_BIN, "--bind=tcp://127.0.0.1:%d" % port, "--block-size=16",
+                           "--num-blocks=4", "--interval=100ms", "--omit-token-ids",
+                           "--start-token=100"],
+                          stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        assert "EXPECT no index entries" in fe.stderr.readline()
+
+        def warned():
+            with open(log.name, errors="replace") as f:
+                return "BlockStored produced no index entries" in f.read()
+        wait_until(warned, timeout=30, what="no-entries warning")
+        st, _, body = http_get("http://127.0.0.1:%d/metrics" % hport)
+        assert b"kvevent_subscriber_no_entries_total " in body
+        # nothing indexed for the model: NO_HINT on an empty index, UNKNOWN_MODEL on the shared one
+        assert top(lookup(server, prompt(100, 4), model=model)) in (("NO_HINT", None, 0),
+                                                                     ("UNKNOWN_MODEL", None, 0))
+    finally:
+        fe.terminate()
+        fe.wait(10)
+        sub.terminate()
+        sub.wait(30)
+        log.close()
+        os.unlink(log.name)
+
+
+def test_make_run_demo_prints_lookups(tmp_path):
+    ports = {k: str(free_port()) for k in ("DEMO_GRPC_PORT", "DEMO_HTTP_PORT",
+                                          "DEMO_SNAPSHOT_PORT", "DEMO_SUB0_METRICS_PORT",
+                                          "DEMO_SUB1_METRICS_PORT")}
+    # engines use port and port+1 (replay): pick pairs that are free now
+    for k in ("DEMO_ENGINE0_PORT", "DEMO_ENGINE1_PORT"):
+        while True:
+            p = free_port()
+            import socket
+            s2 = socket.socket()
+            try:
+                s2.bind(("127.0.0.1", p + 1))
+                break
+            except OSError:
+                continue
+            finally:
+                s2.close()
+        ports[k] = str(p)
+    env = dict(os.environ, DEMO_ONCE="1", **ports)
+    script = os.path.join(os.path.dirname(__file__), "..", "..", "scripts", "run-demo.sh")
+    p = subprocess.run([script, BUILD_DIR], capture_output=True, text=True, timeout=120, env=env)
+    assert p.returncode == 0, p.stderr
+    out = p.stdout
+    assert "replica-0's prompt (128 tokens)              -> PREFIX_MATCH" in out
+    assert "replica-0  score=" in out and "matched_tokens=128" in out
+    assert "replica-1's prompt (80 tokens)               -> PREFIX_MATCH" in out
+    assert "-> AFFINITY_HINT" in out
