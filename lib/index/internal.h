@@ -262,6 +262,9 @@ uint32_t ix_find_str(ic_index_t *ix, const char *s);
 scope_t *ix_find_scope(ic_index_t *ix, uint32_t tenant, uint32_t model, uint32_t scheme);
 tmrec_t *ix_find_tm(ic_index_t *ix, uint32_t tenant, uint32_t model);
 tenantrec_t *ix_find_tenant(ic_index_t *ix, uint32_t tenant);
+/* One dir read lock for a lookup: ids of (tenant, model, scheme, adapter) and the records. */
+void ix_resolve(ic_index_t *ix, const char *const names[4], uint32_t ids[4], scope_t **sc, tmrec_t **tm,
+                tenantrec_t **tr);
 
 /* Table access, caller holds the scope lock (read for find). */
 part_t *scope_part(scope_t *sc, uint32_t adapter);

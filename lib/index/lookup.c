@@ -170,6 +170,7 @@ typedef struct {
   uint32_t tenant, model, scheme, adapter;
   scope_t *sc;
   tmrec_t *tm;
+  tenantrec_t *tr;
   int64_t now, ttl;
   float coef;
   bool lfu;
@@ -443,17 +444,13 @@ static void ctx_init(lctx_t *c, ic_index_t *ix, const ic_index_lookup_t *q) {
   memset(c, 0, sizeof *c);
   c->ix = ix;
   c->req = q;
-  pthread_rwlock_rdlock(&ix->dir);
   const char *s[4] = {nz(q->tenant), nz(q->model), nz(q->scheme), nz(q->adapter)};
   uint32_t id[4];
-  for (int i = 0; i < 4; i++) id[i] = strtab_find(&ix->strs, s[i], strlen(s[i]));
-  pthread_rwlock_unlock(&ix->dir);
+  ix_resolve(ix, s, id, &c->sc, &c->tm, &c->tr);
   c->tenant = id[0];
   c->model = id[1];
   c->scheme = id[2];
   c->adapter = id[3];
-  c->sc = ix_find_scope(ix, id[0], id[1], id[2]);
-  c->tm = ix_find_tm(ix, id[0], id[1]);
   c->now = ix_now(ix);
   /* resolvers run outside every index lock */
   int64_t ttl = 0;
@@ -539,7 +536,7 @@ static int tenant_hot(lctx_t *c, ic_index_result_t *r) {
 static ic_index_strategy_t classify_miss(lctx_t *c) {
   ic_index_t *ix = c->ix;
   if (atomic_load(&ix->distinct_keys) == 0) return IC_INDEX_STRATEGY_NONE;
-  tenantrec_t *tr = ix_find_tenant(ix, c->tenant);
+  tenantrec_t *tr = c->tr;
   if (!tr || atomic_load(&tr->distinct) == 0) return IC_INDEX_STRATEGY_UNKNOWN_TENANT;
   if (!c->tm || atomic_load(&c->tm->distinct) == 0) return IC_INDEX_STRATEGY_UNKNOWN_MODEL;
   if (!c->sc || atomic_load(&c->sc->serving) == 0) return IC_INDEX_STRATEGY_UNKNOWN_HASH_SCHEME;

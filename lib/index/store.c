@@ -182,6 +182,22 @@ scope_t *ix_find_scope(ic_index_t *ix, uint32_t t, uint32_t m, uint32_t s) {
   return sc;
 }
 
+void ix_resolve(ic_index_t *ix, const char *const names[4], uint32_t ids[4], scope_t **sc, tmrec_t **tm,
+                tenantrec_t **tr) {
+  uint64_t v;
+  pthread_rwlock_rdlock(&ix->dir);
+  for (int i = 0; i < 4; i++) ids[i] = strtab_find(&ix->strs, names[i], strlen(names[i]));
+  *sc = NULL;
+  *tm = NULL;
+  *tr = NULL;
+  if (ids[0] != UINT32_MAX && u64map_get(&ix->tenant_map, ids[0], &v)) *tr = (tenantrec_t *)(uintptr_t)v;
+  if (ids[0] != UINT32_MAX && ids[1] != UINT32_MAX) {
+    if (u64map_get(&ix->tm_map, (uint64_t)ids[0] << 32 | ids[1], &v)) *tm = (tmrec_t *)(uintptr_t)v;
+    if (ids[2] != UINT32_MAX) *sc = scope_lookup_locked(ix, ids[0], ids[1], ids[2]);
+  }
+  pthread_rwlock_unlock(&ix->dir);
+}
+
 tmrec_t *ix_find_tm(ic_index_t *ix, uint32_t t, uint32_t m) {
   if (t == UINT32_MAX || m == UINT32_MAX) return NULL;
   uint64_t v;
