@@ -275,7 +275,13 @@ static scope_t *scope_get_locked(ic_index_t *ix, uint32_t t, uint32_t m, uint32_
   if (!grow_arr((void **)&tm->scopes, &tm->capscopes, tm->nscopes + 1, sizeof(void *))) return NULL;
   sc = calloc(1, sizeof *sc);
   if (!sc) return NULL;
-  pthread_rwlock_init(&sc->lock, NULL);
+  /* writer-preferring: a steady stream of lookups must not starve ingest; writers hold the
+     lock for at most BATCH upserts, so readers wait little in exchange */
+  pthread_rwlockattr_t ra;
+  pthread_rwlockattr_init(&ra);
+  pthread_rwlockattr_setkind_np(&ra, PTHREAD_RWLOCK_PREFER_WRITER_NONRECURSIVE_NP);
+  pthread_rwlock_init(&sc->lock, &ra);
+  pthread_rwlockattr_destroy(&ra);
   pthread_mutex_init(&sc->wlock, NULL);
   pthread_mutex_init(&sc->lfu_lock, NULL);
   sc->ix = ix;
