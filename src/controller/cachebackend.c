@@ -3,6 +3,7 @@
  * External endpoint mirror, conditions + health, one status merge patch only when something changed. */
 #include <ctype.h>
 #include <stdarg.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -38,6 +39,7 @@ typedef struct {
   json_t *remote; /* spec.remoteStorage, borrowed */
   char now[40];
   bool deleted_service;
+  bool probe_commit; /* a probe call succeeded: commit the rate-limit slot after the patch */
   int64_t requeue_ms;
   char err[512];
 } pass_t;
@@ -848,6 +850,9 @@ static void workload_readiness(json_t *live, int64_t want, verdict_t *v) {
             (long long)want);
 }
 
+static void probe_gate(pass_t *p, json_t *st, verdict_t *ready, int64_t og);
+static void t2_advisory(pass_t *p, json_t *st, int64_t og);
+
 static int path_managed(pass_t *p, json_t *st) {
   const char *kind = eff_kind(p);
   const ic_kube_res_t *wres =
@@ -951,6 +956,13 @@ static int path_managed(pass_t *p, json_t *st) {
   if (strcmp(ready.status, "True") == 0 && !json_object_get(st, "firstAvailableAt"))
     json_object_set_new(st, "firstAvailableAt", json_string(p->now));
   kv_gate(p, st, &ready, &degraded, false, false);
+  if (p->engine_wired) {
+    probe_gate(p, st, &ready, og);
+    t2_advisory(p, st, og);
+  } else {
+    ic_kube_condition_remove(st, "FunctionalProbeOK");
+    ic_kube_condition_remove(st, "T2Degraded");
+  }
   if (*endpoint)
     json_object_set_new(st, "endpoint", json_string(endpoint));
   else
@@ -968,6 +980,176 @@ static int path_managed(pass_t *p, json_t *st) {
     return apply_rc;
   }
   return 0;
+}
+
+/* ---- functional-probe gate (controller.md §2.2.11; managed, engine-wired) ------------------- */
+
+static void probe_forget(pass_t *p) {
+  char key[600];
+  snprintf(key, sizeof key, "%s/%s", p->ns, p->name);
+  pthread_mutex_lock(&p->c->probe_mu);
+  if (p->c->probe_slots) json_object_del(p->c->probe_slots, key);
+  pthread_mutex_unlock(&p->c->probe_mu);
+}
+
+static void probe_commit(pass_t *p) {
+  char key[600];
+  snprintf(key, sizeof key, "%s/%s", p->ns, p->name);
+  pthread_mutex_lock(&p->c->probe_mu);
+  if (!p->c->probe_slots) p->c->probe_slots = json_object();
+  json_object_set_new(p->c->probe_slots, key, json_integer(ic_clock_monotonic_ns() / 1000000));
+  pthread_mutex_unlock(&p->c->probe_mu);
+}
+
+static void want_requeue(pass_t *p, int64_t ms) {
+  if (ms < 1000) ms = 1000;
+  if (p->requeue_ms == 0 || ms < p->requeue_ms) p->requeue_ms = ms;
+}
+
+static void trunc512(char *s) {
+  if (strlen(s) > 512) strcpy(s + 509, "...");
+}
+
+static void probe_downgrade(verdict_t *ready, const char *reason, const char *msg) {
+  verdict(ready, "False", reason, "functional probe failed: %s", msg);
+}
+
+static void probe_gate(pass_t *p, json_t *st, verdict_t *ready, int64_t og) {
+  ctl_t *c = p->c;
+  json_t *existing = ic_kube_condition_get(st, "FunctionalProbeOK");
+  if (!c->probe_url || !*c->probe_url) {
+    ic_kube_condition_remove(st, "FunctionalProbeOK");
+    return;
+  }
+  if (strcmp(ready->status, "True") != 0) return;
+  json_t *ann = ic_kube_jget(p->cb, "metadata.annotations");
+  json_t *skip = json_object_get(ann, "inferencecache.io/skip-functional-probe");
+  if (json_is_string(skip) && strcmp(json_string_value(skip), "true") == 0) {
+    verdict_t v;
+    verdict(&v, "True", "ProbeBypassed",
+            "functional probe bypassed by annotation inferencecache.io/skip-functional-probe");
+    set_cond(p, st, "FunctionalProbeOK", &v, og);
+    return;
+  }
+  bool was_false = existing && sstr(existing, "status") && strcmp(sstr(existing, "status"), "False") == 0;
+  char key[600];
+  snprintf(key, sizeof key, "%s/%s", p->ns, p->name);
+  int64_t now_ms = ic_clock_monotonic_ns() / 1000000, last = -1;
+  pthread_mutex_lock(&c->probe_mu);
+  json_t *slot = c->probe_slots ? json_object_get(c->probe_slots, key) : NULL;
+  if (json_is_integer(slot)) last = json_integer_value(slot);
+  pthread_mutex_unlock(&c->probe_mu);
+  if (last >= 0 && now_ms - last < c->probe_limit_ms) {
+    want_requeue(p, c->probe_limit_ms - (now_ms - last));
+    if (was_false) probe_downgrade(ready, sstr(existing, "reason"), sstr(existing, "message"));
+    return;
+  }
+  char scheme[64] = "vllm";
+  const char *rt = sstr(p->spec, "runtime");
+  if (nonempty(rt)) {
+    snprintf(scheme, sizeof scheme, "%s", rt);
+    for (char *q = scheme; *q; q++) *q = (char)tolower((unsigned char)*q);
+  }
+  json_t *req = json_pack("{s:s,s:s,s:s}", "backend", key, "model", "functional-self-test",
+                          "hashScheme", scheme);
+  const char *bt = sstr(p->spec, "type");
+  if (nonempty(bt)) json_object_set_new(req, "backendType", json_string(bt));
+  char *body = json_dumps(req, JSON_COMPACT);
+  json_decref(req);
+  long status = 0;
+  char *resp = NULL;
+  size_t rlen = 0;
+  char err[1200] = "";
+  int rc = ctl_server_call("POST", c->probe_url, c->controller_token_file, body, &status, &resp, &rlen);
+  free(body);
+  json_t *out = NULL;
+  if (rc != 0)
+    snprintf(err, sizeof err, "POST %s: %s", c->probe_url, ic_strerror(rc));
+  else if (status < 200 || status >= 300)
+    snprintf(err, sizeof err, "POST %s: unexpected status %ld: %.1024s", c->probe_url, status,
+             resp ? resp : "");
+  else if (!(out = json_loadb(resp ? resp : "", rlen, 0, NULL)) || !json_is_object(out))
+    snprintf(err, sizeof err, "POST %s: undecodable probe response", c->probe_url);
+  else if (!sstr(out, "backend") || strcmp(sstr(out, "backend"), key) != 0)
+    snprintf(err, sizeof err, "probe response is for backend %s, want %s",
+             sstr(out, "backend") ? sstr(out, "backend") : "\"\"", key);
+  free(resp);
+  if (*err) {
+    json_decref(out);
+    want_requeue(p, c->probe_limit_ms);
+    if (was_false) {
+      probe_downgrade(ready, sstr(existing, "reason"), sstr(existing, "message"));
+      return;
+    }
+    char msg[1300];
+    snprintf(msg, sizeof msg, "probe call failed: %s", err);
+    trunc512(msg);
+    verdict_t v;
+    verdict(&v, "Unknown", "ProbeError", "%s", msg);
+    set_cond(p, st, "FunctionalProbeOK", &v, og);
+    return;
+  }
+  const char *stages[3] = {"ingest", "routing", "t2"};
+  const char *reasons[3] = {"ProbeIngestFailed", "ProbeRoutingFailed", "ProbeT2Failed"};
+  bool all = true;
+  int failed = -1;
+  for (int i = 0; i < 3; i++) {
+    const char *v = sstr(out, stages[i]);
+    const char *res = v && (strcmp(v, "ok") == 0 || strcmp(v, "skipped") == 0) ? v : "failed";
+    if (v && strcmp(v, "ok") != 0 && strcmp(v, "skipped") != 0) all = false;
+    if (!v) all = false;
+    if (v && strcmp(v, "failed") == 0 && failed < 0) failed = i;
+    if (c->m_probe_result)
+      ic_metric_inc(ic_metric_child(c->m_probe_result, (const char *[]){key, stages[i], res}));
+  }
+  p->probe_commit = true;
+  want_requeue(p, c->probe_limit_ms);
+  verdict_t v;
+  if (all) {
+    verdict(&v, "True", "ProbeOK", "functional probe passed (ingest %s, routing %s, t2 %s)",
+            sstr(out, "ingest"), sstr(out, "routing"), sstr(out, "t2"));
+    set_cond(p, st, "FunctionalProbeOK", &v, og);
+  } else {
+    char msg[1300] = "";
+    const char *reason = "ProbeError";
+    if (failed >= 0) {
+      reason = reasons[failed];
+      size_t i;
+      json_t *e;
+      json_array_foreach(json_object_get(out, "errors"), i, e) {
+        const char *stg = sstr(e, "stage");
+        if (stg && strcmp(stg, stages[failed]) == 0 && sstr(e, "message")) {
+          snprintf(msg, sizeof msg, "%s", sstr(e, "message"));
+          break;
+        }
+      }
+      if (!*msg) snprintf(msg, sizeof msg, "probe stage %s failed", stages[failed]);
+    } else {
+      snprintf(msg, sizeof msg, "probe returned unrecognized stage results: ingest=%s routing=%s t2=%s",
+               sstr(out, "ingest") ? sstr(out, "ingest") : "",
+               sstr(out, "routing") ? sstr(out, "routing") : "", sstr(out, "t2") ? sstr(out, "t2") : "");
+    }
+    trunc512(msg);
+    verdict(&v, "False", reason, "%s", msg);
+    set_cond(p, st, "FunctionalProbeOK", &v, og);
+    probe_downgrade(ready, reason, msg);
+  }
+  json_decref(out);
+}
+
+/* T2Degraded advisory (managed, engine-wired): from indexParticipation.t2HitRate. */
+static void t2_advisory(pass_t *p, json_t *st, int64_t og) {
+  const char *rate = sstr(st, "indexParticipation.t2HitRate");
+  if (!rate) {
+    ic_kube_condition_remove(st, "T2Degraded");
+    return;
+  }
+  verdict_t v;
+  if (strcmp(rate, "0") == 0)
+    verdict(&v, "True", "T2ZeroHitRate", "the remote tier served no hits (t2HitRate 0)");
+  else
+    verdict(&v, "False", "T2Serving", "the remote tier is serving hits (t2HitRate %s)", rate);
+  set_cond(p, st, "T2Degraded", &v, og);
 }
 
 /* ---- reconcile -------------------------------------------------------------------------------- */
@@ -1033,7 +1215,10 @@ int ctl_reconcile_cachebackend(ctl_t *c, const char *key, int64_t *requeue_ms) {
   pass_t p = {.c = c, .ns = ns, .name = name};
   ic_kube_status_t st;
   int rc = ic_kube_get(c->kube, &ctl_res_cachebackends, ns, name, &p.cb, &st);
-  if (rc == IC_ENOTFOUND) return 0;
+  if (rc == IC_ENOTFOUND) {
+    probe_forget(&p);
+    return 0;
+  }
   if (rc != 0) {
     ic_log_error("reconcile_failed", IC_LS("cachebackend", key),
                  IC_LS("error", "get CacheBackend"), IC_LS("cause", st.message));
@@ -1091,6 +1276,7 @@ int ctl_reconcile_cachebackend(ctl_t *c, const char *key, int64_t *requeue_ms) {
     rc = delete_managed_children(&p, NULL);
     path_unmanaged(&p, stj);
   }
+  if (strcmp(path, "managed") != 0) probe_forget(&p);
   /* The controller retracts an endpoint it published through a Service it just deleted. */
   if (p.deleted_service && strcmp(path, "external") != 0) json_object_del(stj, "endpoint");
   bool announce = false;
@@ -1109,6 +1295,7 @@ int ctl_reconcile_cachebackend(ctl_t *c, const char *key, int64_t *requeue_ms) {
                st.message[0] ? st.message : ic_strerror(prc));
       if (rc == 0) rc = prc;
     } else {
+      if (p.probe_commit) probe_commit(&p);
       emit_transition_events(&p, before, stj);
       if (announce)
         ic_kube_event(c->kube, "cachebackend-controller", c->identity, p.cb, "Normal",
@@ -1116,6 +1303,7 @@ int ctl_reconcile_cachebackend(ctl_t *c, const char *key, int64_t *requeue_ms) {
     }
   } else {
     json_decref(diff);
+    if (p.probe_commit) probe_commit(&p);
   }
   if (rc != 0)
     ic_log_error("reconcile_failed", IC_LS("cachebackend", key), IC_LS("path", path),

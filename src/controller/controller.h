@@ -28,6 +28,14 @@ typedef struct ctl {
   ic_metric_family_t *m_reconcile_total, *m_reconcile_errors, *m_reconcile_time, *m_queue_depth,
       *m_push_total, *m_poll_total;
 
+  /* functional-probe rate limit: "ns/name" -> last committed probe (monotonic ms); reconcile
+   * runs on one worker thread, the mutex keeps it safe for any other caller. */
+  pthread_mutex_t probe_mu;
+  json_t *probe_slots;
+  int64_t probe_limit_ms;
+  ic_metric_family_t *m_probe_result, *m_t2_hit_rate, *m_t2_query_tokens;
+  json_t *t2_baseline; /* poller thread only: "ns/name" -> last cumulative t2QueryTokens */
+
   atomic_bool leader;
   atomic_bool stopping;
 

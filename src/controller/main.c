@@ -431,7 +431,19 @@ int main(int argc, char **argv) {
   c.m_poll_total = ic_metrics_counter(c.metrics, "inferencecache_controller_snapshot_poll_total",
                                       "CacheIndex snapshot polls by result", 1,
                                       (const char *[]){"result"});
+  c.m_probe_result = ic_metrics_counter(c.metrics, "inferencecache_backend_probe_result_total",
+                                        "Functional probe stage results per CacheBackend", 3,
+                                        (const char *[]){"backend", "stage", "result"});
+  c.m_t2_hit_rate = ic_metrics_gauge(c.metrics, "inferencecache_backend_t2_hit_rate",
+                                     "Tier-2 hit rate per CacheBackend from the server snapshot", 1,
+                                     (const char *[]){"backend"});
+  c.m_t2_query_tokens = ic_metrics_counter(c.metrics, "inferencecache_backend_t2_query_tokens_total",
+                                           "Tier-2 query tokens per CacheBackend (snapshot deltas)",
+                                           1, (const char *[]){"backend"});
   ic_metric_set(ic_metric_child(c.m_queue_depth, (const char *[]){"cachebackend"}), 0);
+  pthread_mutex_init(&c.probe_mu, NULL);
+  c.probe_limit_ms = 30000;
+  c.t2_baseline = json_object();
   pthread_mutex_init(&c.push_mu, NULL);
   pthread_mutex_init(&c.poll_mu, NULL);
   pthread_condattr_t ca;
@@ -535,6 +547,8 @@ int main(int argc, char **argv) {
   ic_http_free(metrics);
   ic_kube_queue_free(c.queue);
   ic_metrics_free(c.metrics);
+  json_decref(c.probe_slots);
+  json_decref(c.t2_baseline);
   ic_kube_free(c.kube);
   return 0;
 }

@@ -245,6 +245,16 @@ static int project_backends(ctl_t *c, json_t *snap) {
       double ratio = (double)a->t2hit / (double)a->t2query;
       if (ratio < 0) ratio = 0;
       if (ratio > 1) ratio = 1;
+      if (c->m_t2_hit_rate)
+        ic_metric_set(ic_metric_child(c->m_t2_hit_rate, (const char *[]){a->key}), ratio);
+      /* Counter of cumulative query tokens: the first observation is a baseline; a drop
+       * (server restart) re-baselines instead of going negative. */
+      json_t *base = c->t2_baseline ? json_object_get(c->t2_baseline, a->key) : NULL;
+      if (json_is_integer(base) && a->t2query > json_integer_value(base) && c->m_t2_query_tokens)
+        ic_metric_add(ic_metric_child(c->m_t2_query_tokens, (const char *[]){a->key}),
+                      (double)(a->t2query - json_integer_value(base)));
+      if (c->t2_baseline)
+        json_object_set_new(c->t2_baseline, a->key, json_integer(a->t2query));
       char f[48];
       ctl_fmt_float32((float)ratio, f);
       json_object_set_new(part, "t2HitRate", json_string(f));

@@ -10,7 +10,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from harness import SERVER_BIN, Server, free_port, protos  # noqa: E402
-from kubetest import (CB, CI, CPOL, CT, PODS, Controller, KubeAPI, cond,  # noqa: E402
+from kubetest import (CB, CI, CPOL, CT, DEPLOY, PODS, Controller, KubeAPI, cond,  # noqa: E402
                       wait_until, CONTROLLER_BIN)
 
 pytestmark = pytest.mark.skipif(
@@ -23,6 +23,7 @@ def env():
     with KubeAPI() as api, Server(["--insecure-disable-auth"]) as srv:
         ctl = Controller(api, ["--server-snapshot-url=%s/snapshot" % srv.snapshot_url,
                                "--server-policy-url=%s/policy" % srv.snapshot_url,
+                               "--server-probe-url=%s/probe" % srv.snapshot_url,
                                "--cacheindex-refresh-interval=1s",
                                "--cachepolicy-push-interval=1s"], free_port=free_port)
         with ctl:
@@ -107,3 +108,68 @@ def test_snapshot_poll_projects_index_entries(env):
     assert api.get(CB, ns, "kv")["metadata"]["resourceVersion"] == rv
     assert api.get(CI, None, "cluster-default")["metadata"]["resourceVersion"] == rv_ci
     assert api.writes("/cacheindices") == [] and api.writes("/cachetenants") == []
+
+
+DOMAIN = "inferencecache.io/cache-domain"
+
+
+def typed_managed(api, ns, name, domain, annotations=None):
+    md = {"name": name}
+    if annotations:
+        md["annotations"] = annotations
+    return api.create(CB, ns, {
+        "apiVersion": "inferencecache.io/v1alpha1", "kind": "CacheBackend", "metadata": md,
+        "spec": {"runtime": "VLLM", "type": "LMCache",
+                 "lmCache": {"topology": "PodLocal", "podLocal": {"server": {
+                     "image": "lmcache/server@sha256:" + "b" * 64, "port": 6555,
+                     "l1Capacity": "1Gi", "maxWorkers": 1, "resources": {}}}},
+                 "remoteStorage": {"provider": "Redis", "ownership": "Managed"},
+                 "engineSelector": {"matchLabels": {DOMAIN: domain}},
+                 "observation": {"modelID": "m", "firstEventTimeout": "1h"}}})
+
+
+def ready_engine(api, ns, pod, cb, domain):
+    api.create(PODS, ns, {"metadata": {
+        "name": pod, "labels": {DOMAIN: domain},
+        "annotations": {"inferencecache.io/injected-by": "%s/%s" % (ns, cb["metadata"]["name"]),
+                        "inferencecache.io/injected-by-uid": cb["metadata"]["uid"],
+                        "inferencecache.io/injected-generation": "1"}},
+        "spec": {"nodeName": "n1", "containers": [{"name": "vllm", "image": "v"}]}})
+    api.patch(PODS, ns, pod, {"status": {
+        "phase": "Running", "conditions": [{"type": "Ready", "status": "True"}],
+        "initContainerStatuses": [{"name": "lmcache-mp-server", "ready": True,
+                                   "state": {"running": {}}}]}}, sub="status")
+
+
+def test_functional_probe_gate_and_bypass(env):
+    api, srv, ctl = env
+    ns = "prb"
+    cb = typed_managed(api, ns, "kv", "d1")
+    wait_until(lambda: api.get(DEPLOY, ns, "kv"), 30, what="managed workload")
+    api.patch(DEPLOY, ns, "kv", {"status": {"observedGeneration": 1, "replicas": 1,
+                                             "updatedReplicas": 1, "availableReplicas": 1}},
+              sub="status")
+    ready_engine(api, ns, "engine-p", cb, "d1")
+    report(srv, "engine-p", ns, 3)  # the poller attributes it through injected-by
+    o = wait_until(lambda: (lambda o: o if (cond(o, "FunctionalProbeOK") or {}).get("reason")
+                            == "ProbeOK" else None)(api.get(CB, ns, "kv")), 60,
+                   what="FunctionalProbeOK ProbeOK")
+    assert cond(o, "Ready")["status"] == "True"
+    assert cond(o, "Ready")["reason"] == "KVEventsObserved"  # the probe keeps the upstream reason
+    assert o["status"]["firstKVEventObservedAt"]
+    assert o["status"]["indexEntries"] == 3
+    assert 'inferencecache_backend_probe_result_total{backend="prb/kv",result="ok",stage="ingest"}' \
+        in ctl.metrics()
+
+    cb2 = typed_managed(api, ns, "kv2", "d2",
+                        annotations={"inferencecache.io/skip-functional-probe": "true"})
+    wait_until(lambda: api.get(DEPLOY, ns, "kv2"), 30, what="managed workload 2")
+    api.patch(DEPLOY, ns, "kv2", {"status": {"observedGeneration": 1, "replicas": 1,
+                                              "updatedReplicas": 1, "availableReplicas": 1}},
+              sub="status")
+    ready_engine(api, ns, "engine-q", cb2, "d2")
+    report(srv, "engine-q", ns, 2)
+    o = wait_until(lambda: (lambda o: o if (cond(o, "FunctionalProbeOK") or {}).get("reason")
+                            == "ProbeBypassed" else None)(api.get(CB, ns, "kv2")), 60,
+                   what="ProbeBypassed")
+    assert cond(o, "FunctionalProbeOK")["status"] == "True"
