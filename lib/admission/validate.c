@@ -3,6 +3,7 @@
  * cache-domain uniqueness check, and the CachePolicy / CacheTenant spec rules. */
 #include <ctype.h>
 #include <math.h>
+#include <pthread.h>
 #include <regex.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -118,9 +119,17 @@ static bool qty(const json_t *m, const char *k, int64_t *out) {
 
 /* ---- LMCache MP server rules (controller.md §3.3.1 rule 3) ----------------------------------- */
 
+/* Compiled once: regcomp costs more than the rest of a validation. regexec is thread-safe. */
+static regex_t digest_re;
+static int digest_re_ok;
+static pthread_once_t digest_once = PTHREAD_ONCE_INIT;
+static void digest_init(void) {
+  digest_re_ok = regcomp(&digest_re, "^[^[:space:]@]+@sha256:[a-f0-9]{64}$", REG_EXTENDED | REG_NOSUB) == 0;
+}
+
 static bool digest_pinned(const char *img) {
-  regex_t re;
-  if (regcomp(&re, "^[^[:space:]@]+@sha256:[a-f0-9]{64}$", REG_EXTENDED | REG_NOSUB)) return true;
+  pthread_once(&digest_once, digest_init);
+  if (!digest_re_ok) return true;
   char buf[1024];
   size_t n = strlen(img);
   while (n && isspace((unsigned char)img[n - 1])) n--;
@@ -128,9 +137,7 @@ static bool digest_pinned(const char *img) {
   if (n >= sizeof buf) n = sizeof buf - 1;
   memcpy(buf, img, n);
   buf[n] = 0;
-  bool ok = regexec(&re, buf, 0, NULL, 0) == 0;
-  regfree(&re);
-  return ok;
+  return regexec(&digest_re, buf, 0, NULL, 0) == 0;
 }
 
 static void server_rules(const ic_api_lmcache_server_t *s, const char *p, bool pod_local, ic_api_errors_t *e) {
