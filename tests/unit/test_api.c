@@ -364,3 +364,49 @@ Test(api_values, quantity_duration_and_names) {
   cr_assert_not_null(ic_api_check_endpoint_shape("::1:6379"));
   cr_assert_not_null(ic_api_check_endpoint_shape(":6379"));
 }
+
+Test(api_cachebackend, typed_mp_redis_spec_and_status_round_trip) {
+  const char *s =
+      "{\"apiVersion\":\"inferencecache.io/v1alpha1\",\"kind\":\"CacheBackend\",\"metadata\":{\"name\":\"m\","
+      "\"namespace\":\"n\",\"uid\":\"u\",\"generation\":4,\"annotations\":{\"a\":\"b\"}},\"spec\":{\"runtime\":\"SGLang\","
+      "\"type\":\"LMCache\",\"allowCrossNamespace\":true,\"engineSelector\":{\"matchLabels\":{"
+      "\"inferencecache.io/cache-domain\":\"d\"}},\"integration\":{\"mode\":\"Offload\",\"engineOverrides\":{\"args\":"
+      "[\"--x\"],\"env\":[{\"name\":\"E\",\"value\":\"1\"}]}},\"lmCache\":{\"topology\":\"NodeLocal\",\"chunkSizeTokens\":"
+      "512,\"nodeLocal\":{\"idleRetentionSeconds\":0,\"server\":{\"image\":\"i\",\"port\":1,\"httpPort\":2,\"l1Capacity\":"
+      "\"1Gi\",\"maxGPUWorkers\":1,\"maxCPUWorkers\":2,\"resources\":{\"limits\":{\"memory\":\"3Gi\"}}},\"scheduling\":{"
+      "\"priorityClassName\":\"p\"}}},\"remoteStorage\":{\"provider\":\"Redis\",\"ownership\":\"External\",\"endpoint\":"
+      "\"r:1\",\"redis\":{\"authentication\":{\"password\":{\"name\":\"s\",\"key\":\"k\"},\"username\":{\"name\":\"s\","
+      "\"key\":\"u\",\"optional\":false}}}},\"observation\":{\"modelID\":\"m\",\"firstEventTimeout\":\"30s\"},"
+      "\"hiCache\":{\"ratio\":\"1.5\",\"ioBackend\":\"direct\"}},\"status\":{\"observedGeneration\":4,\"health\":\"Ready\","
+      "\"conditions\":[{\"type\":\"Ready\",\"status\":\"True\",\"reason\":\"ConnectorReady\",\"message\":\"ok\","
+      "\"lastTransitionTime\":\"2026-01-01T00:00:00Z\",\"observedGeneration\":4}],\"remoteStorage\":{\"provider\":"
+      "\"Redis\",\"endpoint\":\"r:1\",\"ready\":\"True\"},\"connector\":{\"mode\":\"Multiprocess\",\"matchedEnginePods\":1},"
+      "\"matchedEnginePods\":1,\"firstAvailableAt\":\"2026-01-01T00:00:00Z\",\"indexParticipation\":{\"prefixCount\":0,"
+      "\"t2HitRate\":\"0.5\"},\"indexEntries\":0}}";
+  ic_api_cachebackend_t cb, cl;
+  ic_api_errors_t e = IC_API_ERRORS_INIT;
+  decode_cb(s, &cb, &e);
+  cr_assert_eq(e.len, 0);
+  cr_assert_eq(cb.spec.lm_cache.node_local.server.max_cpu_workers, 2);
+  cr_assert(cb.spec.lm_cache.node_local.has_idle_retention_seconds);
+  cr_assert_eq(cb.spec.lm_cache.node_local.idle_retention_seconds, 0);
+  cr_assert_str_eq(cb.spec.remote_storage.redis.authentication.username.key, "u");
+  cr_assert(cb.spec.remote_storage.redis.authentication.username.has_optional);
+  cr_assert_eq(ic_api_cachebackend_chunk_size(&cb), 512);
+  cr_assert_eq(ic_api_cachebackend_first_event_timeout_ns(&cb), 30000000000LL);
+  cr_assert_str_eq(ic_api_cachebackend_cache_domain(&cb), "d");
+  json_t *labels = J("{\"inferencecache.io/cache-domain\":\"d\",\"x\":\"y\"}");
+  cr_assert(ic_api_cachebackend_selects(&cb, labels));
+  json_decref(labels);
+  cr_assert_str_eq(ic_api_conditions_find(&cb.status.conditions, "Ready")->reason, "ConnectorReady");
+  json_t *in = J(s), *out = ic_api_cachebackend_encode(&cb);
+  cr_assert(json_equal(in, out));
+  cr_assert_eq(ic_api_cachebackend_clone(&cb, &cl), 0);
+  cr_assert_neq(cl.status.connector, cb.status.connector);
+  cr_assert_neq(cl.spec.lm_cache.node_local.server.resources, cb.spec.lm_cache.node_local.server.resources);
+  json_t *out2 = ic_api_cachebackend_encode(&cl);
+  cr_assert(json_equal(in, out2));
+  json_decref(in), json_decref(out), json_decref(out2);
+  ic_api_cachebackend_free(&cb);
+  ic_api_cachebackend_free(&cl);
+}
