@@ -152,8 +152,10 @@ static void close_dealer(sub_endpoint_t *ep) {
 }
 
 /* Fetches [from, to] over the replay socket and applies them in order. Returns the number of
- * batches applied; *complete says whether every missing seq came back. */
-static uint64_t replay(eng_t *e, size_t i, uint64_t from, uint64_t to, bool *complete) {
+ * batches applied; *complete says whether every missing seq came back. `catchup`: the engine's
+ * ring may no longer hold `from` (a late join); start at the oldest message it still has. */
+static uint64_t replay(eng_t *e, size_t i, uint64_t from, uint64_t to, bool catchup,
+                       bool *complete) {
   sub_ctx_t *c = e->c;
   sub_endpoint_t *ep = &c->eps[i];
   *complete = false;
@@ -206,6 +208,7 @@ static uint64_t replay(eng_t *e, size_t i, uint64_t from, uint64_t to, bool *com
       if (seq == UINT64_MAX) {
         ended = true;
       } else if (seq >= expect && seq <= to) {
+        if (catchup && applied == 0 && seq > expect) expect = seq;
         if (seq == expect) {
           handle_payload(e, i, zmq_msg_data(&fr[si + 1]), zmq_msg_size(&fr[si + 1]));
           applied++;
@@ -235,7 +238,7 @@ static void handle_message(eng_t *e, size_t i, uint64_t seq, bool has_seq, const
       ic_metric_add(ic_metric_plain(c->m.missing), (double)missing);
       if (ep->replay) {
         bool complete;
-        uint64_t got = replay(e, i, from, to, &complete);
+        uint64_t got = replay(e, i, from, to, false, &complete);
         ic_metric_add(ic_metric_plain(c->m.replayed), (double)got);
         const char *lv[] = {complete ? "ok" : got ? "partial" : "failed"};
         ic_metric_inc(ic_metric_child(c->m.replays, lv));
@@ -264,6 +267,18 @@ static void handle_message(eng_t *e, size_t i, uint64_t seq, bool has_seq, const
       ic_metric_inc(ic_metric_plain(c->m.dups));
       return; /* duplicate or stale: already applied */
     }
+  }
+  if (has_seq && !ep->have_seq && seq > 0 && ep->replay) {
+    /* A late join (subscriber restarted, engine kept running): rebuild the positional state
+     * from what the engine's replay ring still holds, so the blocks stored before we came up
+     * are known as parents and re-reported. */
+    bool complete;
+    uint64_t got = replay(e, i, 0, seq - 1, true, &complete);
+    ic_metric_add(ic_metric_plain(c->m.replayed), (double)got);
+    const char *lv[] = {"catchup"};
+    ic_metric_inc(ic_metric_child(c->m.replays, lv));
+    ic_log_info("caught up from the engine's replay buffer", IC_LS("endpoint", ep->endpoint),
+                IC_LI("first_seq", seq), IC_LI("replayed", got));
   }
   if (has_seq) {
     ep->have_seq = true;

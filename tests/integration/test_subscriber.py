@@ -804,3 +804,19 @@ def test_make_run_demo_prints_lookups(tmp_path):
     assert "replica-0  score=" in out and "matched_tokens=128" in out
     assert "replica-1's prompt (80 tokens)               -> PREFIX_MATCH" in out
     assert "-> AFFINITY_HINT" in out
+
+
+def test_late_join_catches_up_from_the_replay_buffer(server, mk):
+    engine, subscriber = mk
+    model = "m-catchup"
+    e = engine("vllm-map")
+    a = prompt(90000, 6)
+    evs = chain_events(e, a, 0xc00, split=2)
+    e.publish([evs[0]])  # published before any subscriber: only the replay ring has it
+    sub = subscriber(server.grpc_addr, [e], model=model)
+    e.publish([evs[1]])  # seq 1, chained to a block the subscriber never received live
+    wait_match(server, a, ("PREFIX_MATCH", "r0", 96), model=model)
+    m = sub.metrics()
+    assert m['kvevent_subscriber_replays_total{result="catchup"}'] == 1
+    assert m["kvevent_subscriber_replayed_batches_total"] == 1
+    assert m["kvevent_subscriber_seq_gaps_total"] == 0
