@@ -144,7 +144,8 @@ static void cachebackend(const ic_admission_config_t *cfg, const char *op, json_
   }
   json_t *siblings = NULL;
   char err[512] = "";
-  if (ic_api_cachebackend_engine_wired(&cb) && ic_api_cachebackend_cache_domain(&cb)) {
+  /* rule 19 runs only with a reader; CachePolicy/CacheTenant instead fail closed without one */
+  if (cfg && cfg->list && ic_api_cachebackend_engine_wired(&cb) && ic_api_cachebackend_cache_domain(&cb)) {
     siblings = list_or_null(cfg, "CacheBackend", cb.meta.namespace_ ? cb.meta.namespace_ : ns, err, sizeof err);
     if (!siblings) {
       deny_plain(o, 403, err);
