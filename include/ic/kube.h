@@ -133,6 +133,10 @@ int ic_kube_update_retry(ic_kube_t *k, const ic_kube_res_t *r, const char *ns, c
  * "Normal" or "Warning"; action = reason (as the reference does). */
 int ic_kube_event(ic_kube_t *k, const char *reporting_controller, const char *instance,
                   json_t *regarding, const char *type, const char *reason, const char *note);
+/* Same, with a `related` object (may be NULL). */
+int ic_kube_event_related(ic_kube_t *k, const char *reporting_controller, const char *instance,
+                          json_t *regarding, json_t *related, const char *type, const char *reason,
+                          const char *note);
 
 /* authentication.k8s.io/v1 TokenReview. audience may be NULL (no audiences sent).
  * *authenticated and *username (malloc'd, may be NULL) receive the verdict. */

@@ -408,36 +408,50 @@ int ic_kube_update_retry(ic_kube_t *k, const ic_kube_res_t *r, const char *ns, c
   return rc;
 }
 
-int ic_kube_event(ic_kube_t *k, const char *reporting_controller, const char *instance,
-                  json_t *regarding, const char *type, const char *reason, const char *note) {
+/* An ObjectReference for an event's regarding/related field. */
+static json_t *obj_ref(json_t *o) {
+  json_t *ref = json_object();
+  const char *keys[][2] = {{"apiVersion", "apiVersion"},
+                           {"kind", "kind"},
+                           {"metadata.namespace", "namespace"},
+                           {"metadata.name", "name"},
+                           {"metadata.uid", "uid"},
+                           {"metadata.resourceVersion", "resourceVersion"}};
+  for (size_t i = 0; i < sizeof keys / sizeof *keys; i++) {
+    const char *v = ic_kube_jstr(o, keys[i][0]);
+    if (v) json_object_set_new(ref, keys[i][1], json_string(v));
+  }
+  return ref;
+}
+
+int ic_kube_event_related(ic_kube_t *k, const char *reporting_controller, const char *instance,
+                          json_t *regarding, json_t *related, const char *type, const char *reason,
+                          const char *note) {
   const char *ns = ic_kube_jstr(regarding, "metadata.namespace");
   const char *name = ic_kube_jstr(regarding, "metadata.name");
-  if (!ns || !name) return IC_EINVAL;
+  if (!ns || !name || !reason || !type) return IC_EINVAL;
   char now[40];
   ic_kube_format_time(ic_clock_realtime_us(), true, now);
-  json_t *ref = json_object();
-  const char *av = ic_kube_jstr(regarding, "apiVersion");
-  const char *kind = ic_kube_jstr(regarding, "kind");
-  const char *uid = ic_kube_jstr(regarding, "metadata.uid");
-  const char *rv = ic_kube_jstr(regarding, "metadata.resourceVersion");
-  if (av) json_object_set_new(ref, "apiVersion", json_string(av));
-  if (kind) json_object_set_new(ref, "kind", json_string(kind));
-  json_object_set_new(ref, "namespace", json_string(ns));
-  json_object_set_new(ref, "name", json_string(name));
-  if (uid) json_object_set_new(ref, "uid", json_string(uid));
-  if (rv) json_object_set_new(ref, "resourceVersion", json_string(rv));
   char gen[300];
   snprintf(gen, sizeof gen, "%s.", name);
   json_t *ev = json_pack("{s:s,s:s,s:{s:s,s:s},s:s,s:s,s:s,s:s,s:s,s:s,s:o}", "apiVersion",
                          "events.k8s.io/v1", "kind", "Event", "metadata", "generateName", gen,
                          "namespace", ns, "eventTime", now, "reportingController",
                          reporting_controller, "reportingInstance", instance ? instance : "",
-                         "action", reason, "reason", reason, "type", type, "regarding", ref);
+                         "action", reason, "reason", reason, "type", type, "regarding",
+                         obj_ref(regarding));
   if (!ev) return IC_ENOMEM;
+  if (related) json_object_set_new(ev, "related", obj_ref(related));
   if (note) json_object_set_new(ev, "note", json_string(note));
   int rc = ic_kube_create(k, &ic_kube_res_events, ns, ev, NULL, NULL);
   json_decref(ev);
   return rc;
+}
+
+int ic_kube_event(ic_kube_t *k, const char *reporting_controller, const char *instance,
+                  json_t *regarding, const char *type, const char *reason, const char *note) {
+  return ic_kube_event_related(k, reporting_controller, instance, regarding, NULL, type, reason,
+                               note);
 }
 
 int ic_kube_token_review(ic_kube_t *k, const char *token, const char *audience,

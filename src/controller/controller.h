@@ -36,6 +36,9 @@ typedef struct ctl {
   ic_metric_family_t *m_probe_result, *m_t2_hit_rate, *m_t2_query_tokens;
   json_t *t2_baseline; /* poller thread only: "ns/name" -> last cumulative t2QueryTokens */
 
+  ic_kube_queue_t *podq; /* EnginePodEvents: "ns/name" of created engine Pods */
+  json_t *pods_seen;     /* watcher thread only: Pod uid -> true (creation = first sighting) */
+
   atomic_bool leader;
   atomic_bool stopping;
 
@@ -52,6 +55,11 @@ typedef struct ctl {
 /* Reconciles one CacheBackend "ns/name". Returns 0 (with *requeue_ms >= 0, 0 = none) or a
  * negative IC_E* code (the caller requeues with backoff). */
 int ctl_reconcile_cachebackend(ctl_t *c, const char *key, int64_t *requeue_ms);
+
+/* EnginePodEvents (§2.3): Event for one created Pod "ns/name". 0 or an error to retry. */
+int ctl_reconcile_pod_events(ctl_t *c, const char *key);
+/* Pods the EnginePodEvents reconciler cares about (injected-by, or the explicit skip marker). */
+bool ctl_pod_event_candidate(json_t *pod);
 
 /* CacheIndex poller: one refresh (ensure singleton, GET /snapshot, projections). */
 int ctl_poll_once(ctl_t *c);

@@ -132,6 +132,20 @@ static void on_child(void *ud, const char *type, json_t *obj) {
 static void on_pod(void *ud, const char *type, json_t *obj) {
   ctl_t *c = ud;
   on_child(ud, type, obj);
+  /* Creation = first sighting of a uid (the initial list included, as informers report it);
+   * relists after 410 do not re-announce known Pods. */
+  const char *puid = ic_kube_jstr(obj, "metadata.uid");
+  if (puid && strcmp(type, "DELETED") == 0) {
+    json_object_del(c->pods_seen, puid);
+  } else if (puid && !json_object_get(c->pods_seen, puid)) {
+    json_object_set_new(c->pods_seen, puid, json_true());
+    if (ctl_pod_event_candidate(obj)) {
+      char key[512];
+      snprintf(key, sizeof key, "%s/%s", ic_kube_jstr(obj, "metadata.namespace"),
+               ic_kube_jstr(obj, "metadata.name"));
+      ic_kube_queue_add(c->podq, key);
+    }
+  }
   json_t *ann = ic_kube_jget(obj, "metadata.annotations");
   json_t *by = json_object_get(ann, "inferencecache.io/injected-by");
   json_t *uid = json_object_get(ann, "inferencecache.io/injected-by-uid");
@@ -195,6 +209,24 @@ static void *worker_main(void *arg) {
   return NULL;
 }
 
+static void *pod_worker_main(void *arg) {
+  ctl_t *c = arg;
+  for (;;) {
+    char *key = ic_kube_queue_get(c->podq, -1);
+    if (!key) break;
+    if (atomic_load(&c->leader)) {
+      int rc = ctl_reconcile_pod_events(c, key);
+      if (rc != 0) {
+        ic_kube_queue_add_rate_limited(c->podq, key);
+      } else {
+        ic_kube_queue_forget(c->podq, key);
+      }
+    }
+    ic_kube_queue_done(c->podq, key);
+  }
+  return NULL;
+}
+
 static bool wait_trigger(ctl_t *c, pthread_mutex_t *mu, pthread_cond_t *cv, bool *dirty,
                          int64_t ms) {
   struct timespec ts;
@@ -251,6 +283,22 @@ static void on_started(void *ud) {
     size_t i;
     json_t *it;
     json_array_foreach(json_object_get(list, "items"), i, it) enqueue_obj(c, it);
+  }
+  json_decref(list);
+  /* As an informer's initial list does for a newly started controller: existing engine Pods
+   * are announced once by the new leader. */
+  list = NULL;
+  if (ic_kube_list(c->kube, &ic_kube_res_pods, NULL, NULL, &list, NULL) == 0) {
+    size_t i;
+    json_t *it;
+    json_array_foreach(json_object_get(list, "items"), i, it) {
+      if (ctl_pod_event_candidate(it)) {
+        char key[512];
+        snprintf(key, sizeof key, "%s/%s", ic_kube_jstr(it, "metadata.namespace"),
+                 ic_kube_jstr(it, "metadata.name"));
+        ic_kube_queue_add(c->podq, key);
+      }
+    }
   }
   json_decref(list);
   trigger_push(c);
@@ -411,6 +459,8 @@ int main(int argc, char **argv) {
   c.identity = ident;
 
   c.queue = ic_kube_queue_new(5, 1000 * 1000);
+  c.podq = ic_kube_queue_new(5, 1000 * 1000);
+  c.pods_seen = json_object();
   c.metrics = ic_metrics_new();
   static const double buckets[] = {0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10};
   c.m_reconcile_total = ic_metrics_counter(c.metrics, "controller_runtime_reconcile_total",
@@ -505,8 +555,9 @@ int main(int argc, char **argv) {
   w[6] = ic_kube_watcher_start(c.kube, &ctl_res_cachetenants, NULL, NULL, on_policy_or_tenant, &c);
   w[7] = ic_kube_watcher_start(c.kube, &ic_kube_res_pods, NULL, NULL, on_pod, &c);
 
-  pthread_t worker, pusher, poller;
+  pthread_t worker, pusher, poller, podworker;
   pthread_create(&worker, NULL, worker_main, &c);
+  pthread_create(&podworker, NULL, pod_worker_main, &c);
   pthread_create(&pusher, NULL, pusher_main, &c);
   pthread_create(&poller, NULL, poller_main, &c);
 
@@ -531,9 +582,11 @@ int main(int argc, char **argv) {
   if (el) ic_kube_elector_stop(el, true);
   atomic_store(&c.leader, false);
   ic_kube_queue_shutdown(c.queue);
+  ic_kube_queue_shutdown(c.podq);
   trigger_push(&c);
   trigger_poll(&c);
   pthread_join(worker, NULL);
+  pthread_join(podworker, NULL);
   pthread_join(pusher, NULL);
   pthread_join(poller, NULL);
   for (int i = 0; i < NWATCH; i++) ic_kube_watcher_cancel(w[i]);
@@ -546,6 +599,8 @@ int main(int argc, char **argv) {
   ic_http_free(health);
   ic_http_free(metrics);
   ic_kube_queue_free(c.queue);
+  ic_kube_queue_free(c.podq);
+  json_decref(c.pods_seen);
   ic_metrics_free(c.metrics);
   json_decref(c.probe_slots);
   json_decref(c.t2_baseline);

@@ -169,3 +169,30 @@ def test_sglang_hicache_is_unmanaged_and_clears_conditions(api, ctl):
     assert "health" not in o["status"]
     assert o["status"]["endpoint"] == "x:1"  # left as stored (§4.7.4)
     time.sleep(0.5)
+
+
+def test_engine_pod_events(api, ctl):
+    cb = make_cb(api, "pe", podlocal_spec(timeout="1h"))
+    engine_pod(api, "inj", cb)
+    forged = dict(cb)
+    forged["metadata"] = dict(cb["metadata"], uid="not-the-uid")
+    engine_pod(api, "forged", forged)
+    api.create(PODS, NS, {"metadata": {"name": "skipped", "annotations": {
+        "inferencecache.io/skip-inject": "true",
+        "inferencecache.io/inject-skipped": "skip-inject-annotation"}},
+        "spec": {"containers": [{"name": "c", "image": "i"}]}})
+    api.create(PODS, NS, {"metadata": {"name": "not-skipped", "annotations": {
+        "inferencecache.io/skip-inject": "no",
+        "inferencecache.io/inject-skipped": "skip-inject-annotation"}},
+        "spec": {"containers": [{"name": "c", "image": "i"}]}})
+    ev = wait_until(lambda: events(api, "InjectedByCacheBackend"), 20, what="injected event")
+    assert len(ev) == 1
+    assert ev[0]["regarding"]["name"] == "inj" and ev[0]["related"]["name"] == "pe"
+    assert ev[0]["note"] == 'Injected engine config from CacheBackend "eng/pe"'
+    assert ev[0]["reportingController"] == "engine-pod-events"
+    sk = wait_until(lambda: events(api, "SkippedByOperator"), 20, what="skipped event")
+    assert [e["regarding"]["name"] for e in sk] == ["skipped"]
+    # Updates of the same Pod are not creations: no second event.
+    api.patch(PODS, NS, "inj", {"metadata": {"labels": {"x": "y"}}})
+    time.sleep(1.0)
+    assert len(events(api, "InjectedByCacheBackend")) == 1
