@@ -237,6 +237,8 @@ int server_http_start(server_ctx_t *ctx, char *err, size_t errlen) {
   }
   if (rc != 0) {
     http_free(h);
+    auth_free(ctx->auth); /* the process exits next; leave nothing behind */
+    ctx->auth = NULL;
     return rc;
   }
   ctx->http = h;
