@@ -399,7 +399,9 @@ typedef struct ic_api_pdtopology {
  * decode(obj, out, errs): fills *out (zero it first). Never fails on bad field values: they are
  *   reported into `errs` (may be NULL) exactly as the CRD's structural schema would reject them
  *   (types, enums, minimums, required, patterns, the two CEL rules) and the typed field is left
- *   absent. Returns 0, IC_EINVAL when `obj` is not a JSON object, or IC_ENOMEM.
+ *   absent (so encode() drops a rejected value; the API server never stores one). Unknown fields
+ *   are not errors: the API server prunes them. Returns 0, IC_EINVAL when `obj` is not a JSON
+ *   object, or IC_ENOMEM.
  * encode(x): a new JSON object (caller owns the reference) = raw with the owned fields rewritten;
  *   absent fields are removed, absent nested objects stay absent. NULL on ENOMEM.
  * default(x): applies the CRD schema defaults the API server would fill (never read-time defaults).

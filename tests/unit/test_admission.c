@@ -681,3 +681,26 @@ Test(pod_webhook, kernel_check_init_container_modes) {
   cr_assert_str_eq(json_string_value(json_object_get(find(json_object_get(kc, "env"), "KERNEL_CHECK_STRICT"), "value")), "1");
   json_decref(pod), json_decref(res.patched);
 }
+
+Test(pod_webhook, sglang_nodelocal_uses_node_config_path) {
+  const char *nl = CB(",\"spec\":{\"runtime\":\"SGLang\",\"engineSelector\":{\"matchLabels\":" CHAT "},\"lmCache\":{"
+                      "\"topology\":\"NodeLocal\",\"nodeLocal\":{\"idleRetentionSeconds\":300,\"server\":{\"image\":\""
+                      DIGEST "\",\"port\":6555,\"httpPort\":6556,\"l1Capacity\":\"8Gi\",\"maxGPUWorkers\":8,"
+                      "\"maxCPUWorkers\":4,\"resources\":{}}}}}");
+  char list[4096];
+  snprintf(list, sizeof list, "[%s]", nl);
+  ic_admission_pod_result_t res;
+  json_t *pod = mutate(POD(CHAT, "{}", "[{\"name\":\"sglang\",\"image\":\"s\",\"args\":[\"--page-size\",\"16\"]}]"), list, &res);
+  cr_assert_not_null(res.patched, "%s", res.reason);
+  json_t *spec = json_object_get(res.patched, "spec");
+  json_t *eng = find(json_object_get(spec, "containers"), "sglang");
+  char *a = json_dumps(json_object_get(eng, "args"), JSON_COMPACT);
+  cr_assert(strstr(a, "\"--lmcache-config-file\",\"/var/run/inference-cache/lmcache-node/client.yaml\""), "%s", a);
+  free(a);
+  json_t *gate = find(json_object_get(spec, "initContainers"), "lmcache-node-local-gate");
+  cr_assert_str_eq(json_string_value(json_object_get(find(json_object_get(gate, "env"), "CLIENT_CONFIG_PATH"), "value")),
+                   "/var/run/inference-cache/lmcache-node/client.yaml");
+  cr_assert_not_null(find(json_object_get(spec, "volumes"), "lmcache-node-config"));
+  cr_assert_null(find(json_object_get(spec, "initContainers"), "lmcache-kernel-check"), "kernel check is vLLM-only");
+  json_decref(pod), json_decref(res.patched);
+}
