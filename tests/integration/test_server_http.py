@@ -437,3 +437,24 @@ def test_controller_listener_under_concurrent_load():
         assert not errors, errors[:3]
         snap = json.loads(http_get(s.snapshot_url + "/snapshot")[2])
         assert sorted({r["replicaId"] for r in snap["replicas"]}) == ["r0", "r1", "r2", "r3"]
+
+
+@pytest.mark.parametrize("which", ["http", "snapshot"])
+def test_http_listen_failure_exits_1(which):
+    import socket
+    busy = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    busy.bind(("127.0.0.1", 0))
+    busy.listen(1)
+    port = busy.getsockname()[1]
+    try:
+        s = Server(["--insecure-disable-auth", "--%s-bind-address=127.0.0.1:%d" % (which, port)],
+                   wait=False)
+        s.start()
+        try:
+            assert s.wait_exit(60) == 1
+            errs = [r.get("err", "") for r in s.log_records() if r.get("msg") == "serve_error"]
+            assert any(e.startswith("listen for %s: " % which) for e in errs), errs
+        finally:
+            s.stop()
+    finally:
+        busy.close()
