@@ -279,7 +279,9 @@ typedef struct {
   uint32_t nblocks;
 } run_t;
 
-#define PREFETCH_AHEAD 8
+#ifndef PREFETCH_AHEAD
+#define PREFETCH_AHEAD 16
+#endif
 
 static int lookup_chain(lctx_t *c, ic_index_result_t *r) {
   scope_t *sc = c->sc;
@@ -322,7 +324,7 @@ static int lookup_chain(lctx_t *c, ic_index_result_t *r) {
       for (uint32_t j = 0; j < hn; j++) {
         if (sc->reps[META_REP(hs[j].meta)].dead) continue;
         int64_t ts = store_entry_ts(sc, hs[j].ts);
-        if (ic_index_freshness(c->now, ts, c->ttl) <= 0) continue;
+        if (age_ns(c->now, ts) >= c->ttl) continue; /* == freshness <= 0, without the division */
         if (ncur == capcur) {
           run_t *n = cur == stack_cur ? malloc(capcur * 2 * sizeof *n) : realloc(cur, capcur * 2 * sizeof *n);
           if (!n) {
@@ -345,7 +347,7 @@ static int lookup_chain(lctx_t *c, ic_index_result_t *r) {
             break;
           }
         int64_t ts = e ? store_entry_ts(sc, e->ts) : 0;
-        if (!e || ic_index_freshness(c->now, ts, c->ttl) <= 0) {
+        if (!e || age_ns(c->now, ts) >= c->ttl) {
           if (nfin == capfin) {
             run_t *n = fin == stack_fin ? malloc(capfin * 2 * sizeof *n) : realloc(fin, capfin * 2 * sizeof *n);
             if (!n) {

@@ -449,6 +449,7 @@ static inline uint64_t be64(const uint8_t *p) {
 }
 
 bool scope_key(scope_t *sc, const uint8_t *p, size_t n, uint64_t *key, uint32_t *flags) {
+  if (!p && n) return false; /* malformed byte string: matches nothing */
   if (n == 8) {
     *key = be64(p);
     *flags = 0;
@@ -797,6 +798,7 @@ static int store_upsert(scope_t *sc, part_t *p, const uint8_t *hb, size_t hn, ui
                         int32_t tokens, uint8_t tier, uint32_t ts_id, int64_t ts, ic_index_eviction_t algo) {
   uint64_t key;
   uint32_t flags = 0;
+  if (!hb && hn) return 0; /* malformed byte string: nothing to index */
   if (hn == 8) {
     key = be64(hb);
   } else {
