@@ -326,3 +326,48 @@ def test_certificate_rotation_is_picked_up(hook):
         time.sleep(0.5)
     hook.ca = new_crt
     assert hook.review(CB_PATH, cb(spec={}))["allowed"]
+
+
+# ---- the real controller serving the webhooks, listing through the Kubernetes API ---------------
+
+def test_controller_binary_serves_webhooks_with_live_listing():
+    import sys
+    sys.path.insert(0, os.path.join(SRC, "tests", "kubeapi"))
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    from harness import free_port
+    from kubetest import CB as CB_RES, Controller, KubeAPI, CONTROLLER_BIN, wait_until
+    if not os.path.exists(CONTROLLER_BIN):
+        pytest.skip("inferencecache-controller not built")
+    d = tempfile.mkdtemp(prefix="ic-ctl-webhook-")
+    try:
+        crt, key = make_cert(d, "serving")
+        shutil.copy(crt, os.path.join(d, "tls.crt"))
+        shutil.copy(key, os.path.join(d, "tls.key"))
+        port = free_port()
+        with KubeAPI() as api:
+            owner = vllm_cb("aaa-owner")
+            owner["metadata"].pop("uid")
+            api.create(CB_RES, "llm", owner)
+            args = ["--cacheindex-refresh-interval=1h", "--cachepolicy-push-interval=1h",
+                    f"--webhook-bind-address=127.0.0.1:{port}", f"--webhook-cert-dir={d}",
+                    f"--kvevent-subscriber-image={SUBSCRIBER_IMAGE}"]
+            with Controller(api, args, free_port=free_port):
+                def post(path, obj):
+                    body = json.dumps({"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview",
+                                       "request": {"uid": "c1", "operation": "CREATE", "namespace": "llm",
+                                                   "object": obj}})
+                    p = subprocess.run(["curl", "-sS", "--max-time", "30", "--cacert", crt, "-H",
+                                        "Content-Type: application/json", "--data-binary", "@-",
+                                        f"https://127.0.0.1:{port}{path}"],
+                                       input=body, capture_output=True, text=True, timeout=60)
+                    return json.loads(p.stdout)["response"] if p.returncode == 0 and p.stdout else None
+
+                first = wait_until(lambda: post(CB_PATH, vllm_cb("chat-vllm")), 60, what="controller webhook")
+                assert not first["allowed"]
+                assert 'already owned by CacheBackend "aaa-owner"' in first["status"]["message"]
+                r = post(POD_PATH, pod({"inferencecache.io/cache-domain": "chat"}, [VLLM_ENGINE]))
+                injected, ops = apply(pod({"inferencecache.io/cache-domain": "chat"}, [VLLM_ENGINE]), r)
+                assert ops and injected["metadata"]["annotations"]["inferencecache.io/injected-by"] == "llm/aaa-owner"
+                assert post(POD_PATH, injected).get("patch") is None
+    finally:
+        shutil.rmtree(d, ignore_errors=True)
