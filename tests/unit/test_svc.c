@@ -1,0 +1,454 @@
+/* lib/svc without a network: the LookupRoute pipeline (reason codes, precedence, policy gates,
+ * floors, affinity, LFU credit, token_ids fingerprinting, envelopes, metrics), ingest/event/state
+ * conversions and the stream encodings, over a real index and policy store. */
+#include <criterion/criterion.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "ic/err.h"
+#include "ic/index.h"
+#include "ic/metrics.h"
+#include "ic/policy.h"
+#include "ic/rpc.h"
+#include "ic/svc.h"
+#include "inferencecache/v1alpha1/inferencecache.pb-c.h"
+
+typedef Inferencecache__V1alpha1__LookupRouteRequest req_t;
+typedef Inferencecache__V1alpha1__LookupRouteResponse resp_t;
+
+static ic_index_t *ix;
+static ic_policy_store_t *pol;
+static ic_metrics_t *mx;
+static ic_metric_family_t *calls, *lat;
+static ic_svc_t *svc;
+
+static ic_index_eviction_t eviction(void *ud, const char *tenant) {
+  return ic_policy_index_eviction(ud, tenant) == IC_POLICY_EVICT_LFU ? IC_INDEX_EVICT_LFU : IC_INDEX_EVICT_LRU;
+}
+
+static void setup(void) {
+  pol = ic_policy_store_new();
+  ic_index_config_t c;
+  ic_index_config_init(&c);
+  static const char *const reserved[] = {IC_INDEX_PROBE_TENANT};
+  c.reserved_tenants = reserved;
+  c.n_reserved_tenants = 1;
+  c.eviction_resolver = eviction;
+  c.resolver_ud = pol;
+  ix = ic_index_create(&c);
+  mx = ic_metrics_new();
+  static const char *const cl[] = {"model", "reason_code", "hint_used"};
+  static const char *const ml[] = {"model"};
+  static const double b[] = {0.001, 0.01};
+  calls = ic_metrics_counter(mx, "calls", "h", 3, cl);
+  lat = ic_metrics_histogram(mx, "lat", "h", 1, ml, b, 2);
+  ic_svc_config_t sc = {.index = ix, .policy = pol, .lookup_calls = calls, .lookup_latency = lat};
+  svc = ic_svc_new(&sc);
+  cr_assert_not_null(svc);
+}
+
+static void teardown(void) {
+  ic_svc_free(svc);
+  ic_index_destroy(ix);
+  ic_policy_store_free(pol);
+  ic_metrics_free(mx);
+}
+
+TestSuite(svc, .init = setup, .fini = teardown);
+
+static void push(const char *json) {
+  ic_policy_doc_t *doc = NULL;
+  char msg[256];
+  cr_assert_eq(ic_policy_parse(json, strlen(json), false, &doc, msg, sizeof msg), IC_POLICY_OK, "%s", msg);
+  cr_assert_eq(ic_policy_store_replace(pol, doc), 0);
+}
+
+static ic_index_bytes_t B(const char *s) { return (ic_index_bytes_t){strlen(s), (const uint8_t *)s}; }
+
+static void ingest_legacy(const char *tenant, const char *replica, const char *hash, int32_t tokens, float hit) {
+  ic_index_prefix_t p = {.prefix_hash = B(hash), .token_count = tokens};
+  ic_index_stats_t st = {.hit_rate = hit};
+  ic_index_update_t u = {.replica = replica, .model = "m", .tenant = tenant, .scheme = "vllm", .prefixes = &p,
+                         .n_prefixes = 1, .stats = hit > 0 ? &st : NULL};
+  cr_assert_eq(ic_index_ingest(ix, &u), 0);
+}
+
+static resp_t *call(req_t *q, int64_t deadline) {
+  size_t n = inferencecache__v1alpha1__lookup_route_request__get_packed_size(q);
+  uint8_t *b = malloc(n + 1);
+  inferencecache__v1alpha1__lookup_route_request__pack(q, b);
+  ic_buf_t out = IC_BUF_INIT;
+  const char *msg = NULL;
+  cr_assert_eq(ic_svc_lookup_route(svc, b, n, deadline, &out, &msg), IC_RPC_OK);
+  free(b);
+  resp_t *r = inferencecache__v1alpha1__lookup_route_response__unpack(NULL, out.len, (const uint8_t *)out.data);
+  cr_assert_not_null(r);
+  ic_buf_free(&out);
+  return r;
+}
+
+static req_t legacy_req(const char *tenant, const char *hash, int32_t tokens) {
+  req_t q = INFERENCECACHE__V1ALPHA1__LOOKUP_ROUTE_REQUEST__INIT;
+  q.tenant_id = (char *)tenant;
+  q.model_id = "m";
+  q.hash_scheme = "vllm";
+  q.prefix_hash = (ProtobufCBinaryData){strlen(hash), (uint8_t *)hash};
+  q.prefix_token_count = tokens;
+  return q;
+}
+
+static const char *code_of(req_t q) {
+  static char buf[64];
+  resp_t *r = call(&q, INT64_MAX);
+  snprintf(buf, sizeof buf, "%s", r->reason_code);
+  inferencecache__v1alpha1__lookup_route_response__free_unpacked(r, NULL);
+  return buf;
+}
+
+static double metric(const char *model, const char *code, const char *hint) {
+  const char *lv[3] = {model, code, hint};
+  return ic_metric_value(ic_metric_child(calls, lv));
+}
+
+Test(svc, probe_tenant_is_no_hint_with_zero_latency_and_counted) {
+  ingest_legacy(IC_INDEX_PROBE_TENANT, "r1", "P", 128, 0);
+  req_t q = legacy_req(IC_INDEX_PROBE_TENANT, "P", 128);
+  resp_t *r = call(&q, INT64_MAX);
+  cr_assert_str_eq(r->reason_code, "NO_HINT");
+  cr_assert_eq(r->lookup_latency_us, 0);
+  cr_assert_eq(r->n_replica_scores, 0);
+  inferencecache__v1alpha1__lookup_route_response__free_unpacked(r, NULL);
+  cr_assert_eq(metric("m", "NO_HINT", "false"), 1);
+}
+
+Test(svc, prefix_match_tenant_hot_and_diagnostics) {
+  ingest_legacy("t", "r1", "H", 128, 0.8f);
+  req_t q = legacy_req("t", "H", 128);
+  resp_t *r = call(&q, INT64_MAX);
+  cr_assert_str_eq(r->reason_code, "PREFIX_MATCH");
+  cr_assert_eq(r->n_replica_scores, 1);
+  cr_assert_eq(r->replica_scores[0]->matched_tokens, 128);
+  cr_assert_str_eq(r->adapter_id, "");
+  inferencecache__v1alpha1__lookup_route_response__free_unpacked(r, NULL);
+  cr_assert_str_eq(code_of(legacy_req("t", "novel", 128)), "TENANT_HOT");
+  cr_assert_str_eq(code_of(legacy_req("u", "novel", 128)), "UNKNOWN_TENANT");
+  req_t q2 = legacy_req("t", "novel", 128);
+  q2.model_id = "m2";
+  cr_assert_str_eq(code_of(q2), "UNKNOWN_MODEL");
+  q2 = legacy_req("t", "novel", 128);
+  q2.hash_scheme = "sglang";
+  cr_assert_str_eq(code_of(q2), "UNKNOWN_HASH_SCHEME");
+  q2.hash_scheme = "";
+  cr_assert_str_eq(code_of(q2), "NO_HINT");
+  cr_assert_eq(metric("m", "PREFIX_MATCH", "true"), 1);
+  cr_assert_eq(metric("m2", "UNKNOWN_MODEL", "false"), 1);
+}
+
+Test(svc, require_chain_and_chain_matching_disabled) {
+  ingest_legacy("t", "r1", "X", 128, 0);
+  push("{\"version\":7,\"policies\":[{\"namespace\":\"t\",\"strategy\":{\"requireChain\":true}},"
+       "{\"namespace\":\"nc\",\"affinityRouting\":false,\"strategy\":{\"enableChainMatching\":false}}]}");
+  req_t q = legacy_req("t", "X", 128);
+  resp_t *r = call(&q, INT64_MAX);
+  cr_assert_str_eq(r->reason_code, "POLICY_REQUIRES_CHAIN");
+  cr_assert_eq(r->n_replica_scores, 0);
+  inferencecache__v1alpha1__lookup_route_response__free_unpacked(r, NULL);
+  ingest_legacy("nc", "r1", "X", 128, 0);
+  /* chain off: prefix_hash wins even with a malformed chain */
+  req_t q2 = legacy_req("nc", "X", 128);
+  ProtobufCBinaryData bh[2] = {{1, (uint8_t *)"a"}, {1, (uint8_t *)"b"}};
+  int32_t counts[1] = {16};
+  q2.n_block_hashes = 2;
+  q2.block_hashes = bh;
+  q2.n_block_token_counts = 1;
+  q2.block_token_counts = counts;
+  cr_assert_str_eq(code_of(q2), "PREFIX_MATCH");
+  /* chain only with chain matching off -> NO_HINT */
+  q2.prefix_hash = (ProtobufCBinaryData){0, NULL};
+  cr_assert_str_eq(code_of(q2), "NO_HINT");
+}
+
+Test(svc, minimum_prefix_tokens_with_and_without_affinity) {
+  ingest_legacy("a", "r1", "K", 10, 0);
+  ingest_legacy("b", "r1", "K", 10, 0);
+  push("{\"version\":7,\"policies\":[{\"namespace\":\"a\",\"minimumPrefixTokens\":200,\"affinityRouting\":false,"
+       "\"minimumMatchedTokens\":0},{\"namespace\":\"b\",\"minimumPrefixTokens\":200,\"minimumMatchedTokens\":0}]}");
+  cr_assert_str_eq(code_of(legacy_req("a", "K", 10)), "NO_HINT");
+  /* affinity on: the real hit is downgraded and rescued as AFFINITY_HINT r1 with zero fields */
+  req_t q = legacy_req("b", "K", 10);
+  resp_t *r = call(&q, INT64_MAX);
+  cr_assert_str_eq(r->reason_code, "AFFINITY_HINT");
+  cr_assert_eq(r->n_replica_scores, 1);
+  cr_assert_str_eq(r->replica_scores[0]->replica_id, "r1");
+  cr_assert_eq(r->replica_scores[0]->score, 0);
+  cr_assert_eq(r->replica_scores[0]->matched_tokens, 0);
+  inferencecache__v1alpha1__lookup_route_response__free_unpacked(r, NULL);
+}
+
+Test(svc, matched_tokens_floor_default_and_filtering) {
+  /* no policy: floor 64 drops the 16-token match; affinity (default on) rescues it */
+  ingest_legacy("f", "r16", "S", 16, 0);
+  cr_assert_str_eq(code_of(legacy_req("f", "S", 16)), "AFFINITY_HINT");
+  /* a policy without minimumMatchedTokens turns the floor off */
+  push("{\"version\":7,\"policies\":[{\"namespace\":\"g\",\"affinityRouting\":false,\"minimumMatchedTokens\":64},"
+       "{\"namespace\":\"o\",\"affinityRouting\":false}]}");
+  ingest_legacy("o", "r16", "S", 16, 0);
+  cr_assert_str_eq(code_of(legacy_req("o", "S", 16)), "PREFIX_MATCH");
+  ingest_legacy("g", "r16", "S", 16, 0);
+  cr_assert_str_eq(code_of(legacy_req("g", "S", 16)), "NO_HINT");
+  ingest_legacy("g", "r64", "T", 64, 0);
+  cr_assert_str_eq(code_of(legacy_req("g", "T", 64)), "PREFIX_MATCH"); /* inclusive */
+}
+
+Test(svc, routing_floor_and_tenant_hot_gate) {
+  push("{\"version\":7,\"policies\":[{\"namespace\":\"s\",\"affinityRouting\":false},"
+       "{\"namespace\":\"h\",\"affinityRouting\":false,\"strategy\":{\"enableTenantHot\":false}}]}");
+  for (int i = 0; i < 3; i++) {
+    char rid[8];
+    snprintf(rid, sizeof rid, "r%d", i);
+    ingest_legacy("s", rid, "ALL", 1500, 0);
+  }
+  cr_assert_str_eq(code_of(legacy_req("s", "ALL", 1500)), "NO_HINT");
+  ingest_legacy("h", "r1", "Z", 128, 0.9f);
+  cr_assert_str_eq(code_of(legacy_req("h", "novel", 128)), "NO_HINT");
+}
+
+Test(svc, lfu_credit_only_on_delivered_prefix_match) {
+  push("{\"version\":7,\"policies\":[{\"namespace\":\"l\",\"eviction\":\"lfu\",\"minimumMatchedTokens\":0}]}");
+  ingest_legacy("l", "r1", "L", 64, 0);
+  for (int i = 0; i < 3; i++) cr_assert_str_eq(code_of(legacy_req("l", "L", 64)), "PREFIX_MATCH");
+  cr_assert_eq(ic_index_access_count(ix, "l", "m", "vllm", "", (const uint8_t *)"L", 1, "r1"), 3);
+  /* a TIMEOUT (deadline already passed) does not credit */
+  req_t q = legacy_req("l", "L", 64);
+  resp_t *r = call(&q, 0);
+  cr_assert_str_eq(r->reason_code, "TIMEOUT");
+  cr_assert_str_eq(r->adapter_id, "");
+  inferencecache__v1alpha1__lookup_route_response__free_unpacked(r, NULL);
+  cr_assert_eq(ic_index_access_count(ix, "l", "m", "vllm", "", (const uint8_t *)"L", 1, "r1"), 3);
+}
+
+Test(svc, token_ids_match_the_golden_chain) {
+  /* golden multi_block_chain: tokens 1..64 -> 4 prefix hashes (tests/data/fingerprint_golden.json) */
+  uint32_t toks[64];
+  for (int i = 0; i < 64; i++) toks[i] = (uint32_t)(i + 1);
+  req_t q = INFERENCECACHE__V1ALPHA1__LOOKUP_ROUTE_REQUEST__INIT;
+  q.tenant_id = "tok";
+  q.model_id = "m";
+  q.hash_scheme = "vllm";
+  q.n_token_ids = 64;
+  q.token_ids = toks;
+  /* nothing indexed for this tenant yet, but another tenant exists: UNKNOWN_TENANT proves the
+   * lookup ran with a well-formed derived chain (no fail-open) */
+  ingest_legacy("other", "r1", "x", 16, 0);
+  cr_assert_str_eq(code_of(q), "UNKNOWN_TENANT");
+  q.n_token_ids = 8; /* below one block */
+  cr_assert_str_eq(code_of(q), "NO_HINT");
+  q.n_token_ids = 0;
+  q.prompt_text = "hello";
+  resp_t *r = call(&q, INT64_MAX);
+  cr_assert_str_eq(r->reason_code, "NO_HINT");
+  cr_assert_eq(r->n_token_ids, 0);
+  inferencecache__v1alpha1__lookup_route_response__free_unpacked(r, NULL);
+}
+
+Test(svc, affinity_vector_from_the_spec) {
+  for (int i = 1; i <= 3; i++) {
+    char rid[8];
+    snprintf(rid, sizeof rid, "r-%d", i);
+    ingest_legacy("aff", rid, rid, 128, 0);
+  }
+  req_t q = INFERENCECACHE__V1ALPHA1__LOOKUP_ROUTE_REQUEST__INIT;
+  q.tenant_id = "aff";
+  q.model_id = "m";
+  q.hash_scheme = "vllm";
+  ProtobufCBinaryData bh[2] = {{14, (uint8_t *)"prompt-block-1"}, {14, (uint8_t *)"prompt-block-2"}};
+  int32_t counts[2] = {16, 16};
+  q.n_block_hashes = 2;
+  q.block_hashes = bh;
+  q.n_block_token_counts = 2;
+  q.block_token_counts = counts;
+  q.adapter_id = "ad";
+  resp_t *r = call(&q, INT64_MAX);
+  cr_assert_str_eq(r->reason_code, "AFFINITY_HINT");
+  cr_assert_str_eq(r->replica_scores[0]->replica_id, "r-1");
+  cr_assert_str_eq(r->adapter_id, "ad");
+  inferencecache__v1alpha1__lookup_route_response__free_unpacked(r, NULL);
+  cr_assert_eq(metric("m", "AFFINITY_HINT", "true"), 1);
+}
+
+Test(svc, undecodable_and_invalid_utf8_are_internal) {
+  ic_buf_t out = IC_BUF_INIT;
+  const char *msg = NULL;
+  cr_assert_eq(ic_svc_lookup_route(svc, (const uint8_t *)"\xff\xff\xff", 3, INT64_MAX, &out, &msg), IC_RPC_INTERNAL);
+  cr_assert_not_null(msg);
+  cr_assert_eq(ic_svc_lookup_route(svc, (const uint8_t *)"\x0a\x02\xc3\x28", 4, INT64_MAX, &out, &msg),
+               IC_RPC_INTERNAL);
+  cr_assert_eq(ic_svc_report_one(svc, (const uint8_t *)"\x12\x01\xff", 3, &msg), IC_RPC_INTERNAL);
+  cr_assert_eq(out.len, 0);
+  cr_assert(ic_svc_utf8_valid("h\xc3\xa9", 3));
+  cr_assert_not(ic_svc_utf8_valid("\xed\xa0\x80", 3)); /* surrogate */
+  cr_assert_not(ic_svc_utf8_valid("\xc0\x80", 2));     /* overlong */
+  ic_buf_free(&out);
+}
+
+static size_t pack_update(Inferencecache__V1alpha1__CacheStateUpdate *u, uint8_t *buf) {
+  return inferencecache__v1alpha1__cache_state_update__pack(u, buf);
+}
+
+Test(svc, report_event_and_cache_state) {
+  Inferencecache__V1alpha1__ReplicaStats st = INFERENCECACHE__V1ALPHA1__REPLICA_STATS__INIT;
+  st.cache_memory_bytes = 2048;
+  st.t2_hit_tokens = 600;
+  st.t2_query_tokens = 1000;
+  st.client_version = "v1";
+  Inferencecache__V1alpha1__PrefixEntry pe = INFERENCECACHE__V1ALPHA1__PREFIX_ENTRY__INIT;
+  pe.prefix_hash = (ProtobufCBinaryData){1, (uint8_t *)"E"};
+  pe.token_count = 128;
+  Inferencecache__V1alpha1__PrefixEntry *pp = &pe;
+  Inferencecache__V1alpha1__CacheStateUpdate u = INFERENCECACHE__V1ALPHA1__CACHE_STATE_UPDATE__INIT;
+  u.replica_id = "replica-a";
+  u.model_id = "m";
+  u.tenant_id = "t";
+  u.hash_scheme = "vllm";
+  u.n_prefixes = 1;
+  u.prefixes = &pp;
+  u.stats = &st;
+  uint8_t buf[512];
+  const char *msg;
+  cr_assert_eq(ic_svc_report_one(svc, buf, pack_update(&u, buf), &msg), IC_RPC_OK);
+  u.replica_id = "replica-b";
+  u.stats = NULL;
+  cr_assert_eq(ic_svc_report_one(svc, buf, pack_update(&u, buf), &msg), IC_RPC_OK);
+  u.tenant_id = IC_INDEX_PROBE_TENANT; /* dropped */
+  cr_assert_eq(ic_svc_report_one(svc, buf, pack_update(&u, buf), &msg), IC_RPC_OK);
+
+  Inferencecache__V1alpha1__GetCacheStateRequest g = INFERENCECACHE__V1ALPHA1__GET_CACHE_STATE_REQUEST__INIT;
+  g.model_id = "m";
+  g.tenant_id = "t";
+  size_t n = inferencecache__v1alpha1__get_cache_state_request__pack(&g, buf);
+  ic_buf_t out = IC_BUF_INIT;
+  cr_assert_eq(ic_svc_get_cache_state(svc, buf, n, &out, &msg), IC_RPC_OK);
+  Inferencecache__V1alpha1__GetCacheStateResponse *gs =
+      inferencecache__v1alpha1__get_cache_state_response__unpack(NULL, out.len, (const uint8_t *)out.data);
+  cr_assert_eq(gs->summary->total_prefixes, 1);
+  cr_assert_eq(gs->n_replicas, 1);
+  cr_assert_str_eq(gs->replicas[0]->replica_id, "replica-a");
+  cr_assert_eq(gs->replicas[0]->cache_memory_bytes, 2048);
+  cr_assert_eq(gs->replicas[0]->t2_hit_tokens, 600);
+  cr_assert_str_eq(gs->replicas[0]->client_version, "");
+  inferencecache__v1alpha1__get_cache_state_response__free_unpacked(gs, NULL);
+  /* probe tenant: empty with a summary */
+  g.tenant_id = IC_INDEX_PROBE_TENANT;
+  n = inferencecache__v1alpha1__get_cache_state_request__pack(&g, buf);
+  ic_buf_reset(&out);
+  cr_assert_eq(ic_svc_get_cache_state(svc, buf, n, &out, &msg), IC_RPC_OK);
+  gs = inferencecache__v1alpha1__get_cache_state_response__unpack(NULL, out.len, (const uint8_t *)out.data);
+  cr_assert_not_null(gs->summary);
+  cr_assert_eq(gs->summary->total_prefixes, 0);
+  inferencecache__v1alpha1__get_cache_state_response__free_unpacked(gs, NULL);
+
+  /* PREFIX_EVICTED for replica-a leaves replica-b */
+  Inferencecache__V1alpha1__CacheEvent ev = INFERENCECACHE__V1ALPHA1__CACHE_EVENT__INIT;
+  ev.type = INFERENCECACHE__V1ALPHA1__CACHE_EVENT__TYPE__PREFIX_EVICTED;
+  ev.replica_id = "replica-a";
+  ev.model_id = "m";
+  ev.tenant_id = "t";
+  ev.prefix_hash = (ProtobufCBinaryData){1, (uint8_t *)"E"};
+  n = inferencecache__v1alpha1__cache_event__pack(&ev, buf);
+  ic_buf_reset(&out);
+  cr_assert_eq(ic_svc_publish_event(svc, buf, n, &out, &msg), IC_RPC_OK);
+  Inferencecache__V1alpha1__Ack *a = inferencecache__v1alpha1__ack__unpack(NULL, out.len, (const uint8_t *)out.data);
+  cr_assert(a->accepted);
+  inferencecache__v1alpha1__ack__free_unpacked(a, NULL);
+  push("{\"version\":7,\"policies\":[{\"namespace\":\"t\",\"affinityRouting\":false}]}");
+  req_t q = legacy_req("t", "E", 128);
+  resp_t *r = call(&q, INT64_MAX);
+  cr_assert_str_eq(r->reason_code, "PREFIX_MATCH");
+  cr_assert_eq(r->n_replica_scores, 1);
+  cr_assert_str_eq(r->replica_scores[0]->replica_id, "replica-b");
+  inferencecache__v1alpha1__lookup_route_response__free_unpacked(r, NULL);
+  ic_buf_free(&out);
+}
+
+Test(svc, stubs_answer_like_the_reference) {
+  ic_buf_t out = IC_BUF_INIT;
+  const char *msg;
+  cr_assert_eq(ic_svc_render_template(svc, NULL, 0, &out, &msg), IC_RPC_OK);
+  Inferencecache__V1alpha1__RenderTemplateResponse *rt =
+      inferencecache__v1alpha1__render_template_response__unpack(NULL, out.len, (const uint8_t *)out.data);
+  cr_assert_str_eq(rt->reason_code, "OK");
+  cr_assert_eq(rt->stable_prefix_hash.len, 0);
+  inferencecache__v1alpha1__render_template_response__free_unpacked(rt, NULL);
+  ic_buf_reset(&out);
+  cr_assert_eq(ic_svc_lookup_pd_route(svc, NULL, 0, &out, &msg), IC_RPC_OK);
+  Inferencecache__V1alpha1__LookupPDRouteResponse *pd =
+      inferencecache__v1alpha1__lookup_pdroute_response__unpack(NULL, out.len, (const uint8_t *)out.data);
+  cr_assert_str_eq(pd->reason_code, "NO_HINT");
+  inferencecache__v1alpha1__lookup_pdroute_response__free_unpacked(pd, NULL);
+  ic_buf_free(&out);
+}
+
+Test(svc, event_filters_and_change_encoding) {
+  Inferencecache__V1alpha1__StreamEventsRequest q = INFERENCECACHE__V1ALPHA1__STREAM_EVENTS_REQUEST__INIT;
+  Inferencecache__V1alpha1__CacheEvent__Type types[1] = {INFERENCECACHE__V1ALPHA1__CACHE_EVENT__TYPE__ALL_CLEARED};
+  q.tenant_id = "t";
+  q.n_types = 1;
+  q.types = types;
+  uint8_t buf[128];
+  size_t n = inferencecache__v1alpha1__stream_events_request__pack(&q, buf);
+  ic_svc_event_filter_t f;
+  cr_assert_eq(ic_svc_event_filter_parse(buf, n, &f), IC_RPC_OK);
+  ic_index_change_t c = {.type = IC_INDEX_CHANGE_ALL_CLEARED, .tenant = "t", .model = "m", .adapter = "",
+                         .replica = "r", .timestamp_ns = 5000};
+  cr_assert(ic_svc_event_filter_match(&f, &c));
+  c.type = IC_INDEX_CHANGE_PREFIX_ADDED;
+  cr_assert_not(ic_svc_event_filter_match(&f, &c));
+  c.type = IC_INDEX_CHANGE_ALL_CLEARED;
+  c.tenant = "other";
+  cr_assert_not(ic_svc_event_filter_match(&f, &c));
+  c.tenant = IC_INDEX_PROBE_TENANT;
+  cr_assert_not(ic_svc_event_filter_match(&f, &c));
+  ic_svc_event_filter_free(&f);
+  c.tenant = "t";
+  c.hash = (const uint8_t *)"hh";
+  c.hash_len = 2;
+  ic_buf_t out = IC_BUF_INIT;
+  cr_assert_eq(ic_svc_change_encode(&c, &out), 0);
+  Inferencecache__V1alpha1__CacheEvent *e =
+      inferencecache__v1alpha1__cache_event__unpack(NULL, out.len, (const uint8_t *)out.data);
+  cr_assert_eq(e->type, INFERENCECACHE__V1ALPHA1__CACHE_EVENT__TYPE__ALL_CLEARED);
+  cr_assert_str_eq(e->tenant_id, "t");
+  cr_assert_eq(e->timestamp_us, 5);
+  cr_assert_eq(e->prefix_hash.len, 2);
+  inferencecache__v1alpha1__cache_event__free_unpacked(e, NULL);
+  ic_buf_free(&out);
+}
+
+static void count_emit(void *ud, const char *name, const char *type, const uint8_t *m, size_t len) {
+  (void)type;
+  Inferencecache__V1alpha1__Metric *x = inferencecache__v1alpha1__metric__unpack(NULL, len, m);
+  cr_assert_not_null(x);
+  cr_assert_str_eq(x->name, name);
+  inferencecache__v1alpha1__metric__free_unpacked(x, NULL);
+  (*(int *)ud)++;
+}
+
+Test(svc, metric_filters) {
+  ingest_legacy("t", "r1", "H", 128, 0);
+  req_t q = legacy_req("t", "H", 128);
+  code_of(q);
+  Inferencecache__V1alpha1__StreamMetricsRequest mq = INFERENCECACHE__V1ALPHA1__STREAM_METRICS_REQUEST__INIT;
+  char *names[1] = {"lat"};
+  mq.n_names = 1;
+  mq.names = names;
+  uint8_t buf[64];
+  size_t n = inferencecache__v1alpha1__stream_metrics_request__pack(&mq, buf);
+  ic_svc_metric_filter_t f;
+  cr_assert_eq(ic_svc_metric_filter_parse(buf, n, &f), IC_RPC_OK);
+  int count = 0;
+  ic_svc_metrics_encode(mx, &f, 1, count_emit, &count);
+  cr_assert_eq(count, 5); /* 3 buckets (incl. +Inf) + sum + count */
+  cr_assert(ic_svc_metric_filter_match(&f, "lat_bucket", "histogram"));
+  cr_assert_not(ic_svc_metric_filter_match(&f, "calls", "counter"));
+  ic_svc_metric_filter_free(&f);
+}
