@@ -138,3 +138,80 @@ int sub_grpc_wait_change(sub_grpc_t *g, int last, int timeout_ms) {
   cq_drain_destroy(cq);
   return sub_grpc_state(g, true);
 }
+
+/* Per-call state of sub_grpc_call_many. */
+typedef struct mcall {
+  grpc_call *call;
+  grpc_byte_buffer *send, *recv;
+  grpc_metadata_array md_init, md_trail;
+  grpc_status_code status;
+  grpc_slice details;
+  bool started;
+} mcall_t;
+
+int sub_grpc_call_many(sub_grpc_t *g, const char *method, const uint8_t *const *reqs,
+                       const size_t *lens, size_t n, int timeout_ms, int *statuses) {
+  mcall_t *m = calloc(n, sizeof(*m));
+  if (!m) return -1;
+  grpc_completion_queue *cq = grpc_completion_queue_create_for_next(NULL);
+  gpr_timespec dl = gpr_time_add(gpr_now(GPR_CLOCK_MONOTONIC),
+                                 gpr_time_from_millis(timeout_ms, GPR_TIMESPAN));
+  grpc_slice mslice = grpc_slice_from_static_string(method);
+  size_t started = 0;
+  for (size_t i = 0; i < n; i++) {
+    statuses[i] = -1;
+    m[i].details = grpc_empty_slice();
+    grpc_metadata_array_init(&m[i].md_init);
+    grpc_metadata_array_init(&m[i].md_trail);
+    m[i].call = grpc_channel_create_call(g->ch, NULL, GRPC_PROPAGATE_DEFAULTS, cq, mslice, NULL, dl,
+                                         NULL);
+    if (!m[i].call) continue;
+    grpc_slice payload = grpc_slice_from_copied_buffer((const char *)reqs[i], lens[i]);
+    m[i].send = grpc_raw_byte_buffer_create(&payload, 1);
+    grpc_slice_unref(payload);
+    m[i].status = GRPC_STATUS_UNKNOWN;
+    grpc_op ops[6];
+    memset(ops, 0, sizeof(ops));
+    ops[0].op = GRPC_OP_SEND_INITIAL_METADATA;
+    ops[1].op = GRPC_OP_SEND_MESSAGE;
+    ops[1].data.send_message.send_message = m[i].send;
+    ops[2].op = GRPC_OP_SEND_CLOSE_FROM_CLIENT;
+    ops[3].op = GRPC_OP_RECV_INITIAL_METADATA;
+    ops[3].data.recv_initial_metadata.recv_initial_metadata = &m[i].md_init;
+    ops[4].op = GRPC_OP_RECV_MESSAGE;
+    ops[4].data.recv_message.recv_message = &m[i].recv;
+    ops[5].op = GRPC_OP_RECV_STATUS_ON_CLIENT;
+    ops[5].data.recv_status_on_client.trailing_metadata = &m[i].md_trail;
+    ops[5].data.recv_status_on_client.status = &m[i].status;
+    ops[5].data.recv_status_on_client.status_details = &m[i].details;
+    if (grpc_call_start_batch(m[i].call, ops, 6, &m[i], NULL) == GRPC_CALL_OK) {
+      m[i].started = true;
+      started++;
+    }
+  }
+  /* Every started batch completes (OK, error or deadline) exactly once. */
+  for (size_t done = 0; done < started;) {
+    grpc_event ev = grpc_completion_queue_next(cq, gpr_inf_future(GPR_CLOCK_REALTIME), NULL);
+    if (ev.type != GRPC_OP_COMPLETE) continue;
+    mcall_t *c = ev.tag;
+    statuses[c - m] = ev.success ? (int)c->status : -1;
+    done++;
+  }
+  int worst = 0;
+  for (size_t i = 0; i < n; i++) {
+    if (statuses[i] != 0 && worst == 0) worst = statuses[i];
+    if (m[i].recv) grpc_byte_buffer_destroy(m[i].recv);
+    if (m[i].send) grpc_byte_buffer_destroy(m[i].send);
+    grpc_slice_unref(m[i].details);
+    grpc_metadata_array_destroy(&m[i].md_init);
+    grpc_metadata_array_destroy(&m[i].md_trail);
+    if (m[i].call) grpc_call_unref(m[i].call);
+  }
+  grpc_completion_queue_shutdown(cq);
+  while (grpc_completion_queue_next(cq, gpr_inf_future(GPR_CLOCK_REALTIME), NULL).type !=
+         GRPC_QUEUE_SHUTDOWN) {
+  }
+  grpc_completion_queue_destroy(cq);
+  free(m);
+  return worst;
+}

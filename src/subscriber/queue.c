@@ -151,7 +151,9 @@ size_t subq_peek_group(subq_t *q, ic_kv_op_t *out, size_t max, uint64_t *last_qs
   out[0] = first->op;
   *last_qseq = first->qseq;
   int kind = first->op.kind;
-  if (!is_add(kind)) return 1;
+  if (kind == IC_KV_OP_CLEAR) return 1;
+  /* Evictions are independent of each other: a run of them is sent concurrently. */
+  if (kind == IC_KV_OP_EVICT && max > SUB_MAX_EVICTS_IN_FLIGHT) max = SUB_MAX_EVICTS_IN_FLIGHT;
   const char *r = replica_of_ep[first->op.ep];
   size_t k = 1;
   for (size_t i = 1; i < q->n && k < max; i++) {

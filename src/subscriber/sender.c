@@ -51,6 +51,8 @@ static void count_rpc(sub_ctx_t *c, const char *method, int st) {
   if (st != 0) ic_metric_inc(ic_metric_child(c->m.rpc_errors, lv));
 }
 
+static bool counted; /* send_group: the concurrent path counted its calls one by one */
+
 /* Sends one group (see subq_peek_group). Returns the gRPC status. */
 static int send_group(sub_ctx_t *c, const ic_kv_op_t *ops, size_t n) {
   const char *replica = c->replica_of_ep[ops[0].ep];
@@ -101,39 +103,76 @@ static int send_group(sub_ctx_t *c, const ic_kv_op_t *ops, size_t n) {
     free(hb);
   } else {
     method = "PublishEvent";
-    uint8_t hb[8];
-    Inferencecache__V1alpha1__CacheEvent ev = INFERENCECACHE__V1ALPHA1__CACHE_EVENT__INIT;
-    ev.replica_id = (char *)replica;
-    ev.model_id = (char *)c->model_id;
-    ev.tenant_id = (char *)c->tenant_id;
-    ev.timestamp_us = ops[0].ts_us;
-    if (ops[0].kind == IC_KV_OP_EVICT) {
-      ev.type = INFERENCECACHE__V1ALPHA1__CACHE_EVENT__TYPE__PREFIX_EVICTED;
-      for (int k = 0; k < 8; k++) hb[k] = (uint8_t)(ops[0].prefix_hash >> (56 - 8 * k));
-      ev.prefix_hash.data = hb;
-      ev.prefix_hash.len = 8;
-      ev.adapter_id = (char *)(ops[0].adapter ? ops[0].adapter : "");
-    } else {
-      ev.type = INFERENCECACHE__V1ALPHA1__CACHE_EVENT__TYPE__ALL_CLEARED;
+    /* n evictions (sent concurrently) or one clear. Every event is packed into `out`. */
+    size_t *offs = calloc(n + 1, sizeof(size_t));
+    const uint8_t **reqs = calloc(n, sizeof(*reqs));
+    size_t *lens = calloc(n, sizeof(size_t));
+    int *sts = calloc(n, sizeof(int));
+    st = 8;
+    if (offs && reqs && lens && sts) {
+      bool oom = false;
+      for (size_t i = 0; i < n && !oom; i++) {
+        uint8_t hb[8];
+        Inferencecache__V1alpha1__CacheEvent ev = INFERENCECACHE__V1ALPHA1__CACHE_EVENT__INIT;
+        ev.replica_id = (char *)replica;
+        ev.model_id = (char *)c->model_id;
+        ev.tenant_id = (char *)c->tenant_id;
+        ev.timestamp_us = ops[i].ts_us;
+        if (ops[i].kind == IC_KV_OP_EVICT) {
+          ev.type = INFERENCECACHE__V1ALPHA1__CACHE_EVENT__TYPE__PREFIX_EVICTED;
+          for (int k = 0; k < 8; k++) hb[k] = (uint8_t)(ops[i].prefix_hash >> (56 - 8 * k));
+          ev.prefix_hash.data = hb;
+          ev.prefix_hash.len = 8;
+          ev.adapter_id = (char *)(ops[i].adapter ? ops[i].adapter : "");
+        } else {
+          ev.type = INFERENCECACHE__V1ALPHA1__CACHE_EVENT__TYPE__ALL_CLEARED;
+        }
+        size_t sz = inferencecache__v1alpha1__cache_event__get_packed_size(&ev);
+        if (ic_buf_reserve(&out, sz)) {
+          oom = true;
+          break;
+        }
+        inferencecache__v1alpha1__cache_event__pack(&ev, (uint8_t *)out.data + out.len);
+        offs[i] = out.len;
+        lens[i] = sz;
+        out.len += sz;
+      }
+      if (!oom) {
+        for (size_t i = 0; i < n; i++) reqs[i] = (const uint8_t *)out.data + offs[i];
+        if (n == 1) {
+          st = sub_grpc_call(c->rpc, M_PUBLISH, reqs[0], lens[0], SUB_RPC_TIMEOUT_MS, NULL);
+        } else {
+          st = sub_grpc_call_many(c->rpc, M_PUBLISH, reqs, lens, n, SUB_RPC_TIMEOUT_MS, sts);
+          for (size_t i = 0; i < n; i++) count_rpc(c, method, sts[i]);
+          counted = true;
+        }
+      }
     }
-    size_t sz = inferencecache__v1alpha1__cache_event__get_packed_size(&ev);
-    if (ic_buf_reserve(&out, sz)) {
-      st = 8;
-    } else {
-      inferencecache__v1alpha1__cache_event__pack(&ev, (uint8_t *)out.data);
-      st = sub_grpc_call(c->rpc, M_PUBLISH, (const uint8_t *)out.data, sz, SUB_RPC_TIMEOUT_MS, NULL);
-    }
+    free(offs);
+    free(reqs);
+    free(lens);
+    free(sts);
   }
   ic_buf_free(&out);
-  count_rpc(c, method, st);
-  if (st != 0) {
+  if (!counted) count_rpc(c, method, st);
+  counted = false;
+  /* One WARN per failure streak, then at most one every 30 s: an outage must not flood logs. */
+  static int64_t last_log_us;
+  static bool failing;
+  int64_t now = ic_clock_monotonic_us();
+  if (st != 0 && (!failing || now - last_log_us >= 30000000)) {
+    last_log_us = now;
+    bool again = retryable(st);
     if (ops[0].kind == IC_KV_OP_ADD || ops[0].kind == IC_KV_OP_DOWNGRADE)
-      ic_log_warn("report send failed; will retry", IC_LS("code", code_name(st)),
-                  IC_LI("prefixes", n));
+      ic_log_warn(again ? "report send failed; will retry" : "report rejected; dropping",
+                  IC_LS("code", code_name(st)), IC_LI("prefixes", n));
     else
-      ic_log_warn("publish event failed; will retry", IC_LS("code", code_name(st)),
-                  IC_LS("type", ops[0].kind == IC_KV_OP_EVICT ? "PREFIX_EVICTED" : "ALL_CLEARED"));
+      ic_log_warn(again ? "publish event failed; will retry" : "publish event rejected; dropping",
+                  IC_LS("code", code_name(st)),
+                  IC_LS("type", ops[0].kind == IC_KV_OP_EVICT ? "PREFIX_EVICTED" : "ALL_CLEARED"),
+                  IC_LI("events", n));
   }
+  failing = st != 0;
   return st;
 }
 

@@ -15,6 +15,7 @@
 #define SUB_MAX_ENDPOINTS 64
 #define SUB_RPC_TIMEOUT_MS 5000
 #define SUB_MAX_ENTRIES_PER_CSU 4096
+#define SUB_MAX_EVICTS_IN_FLIGHT 256
 
 /* ---- bounded op queue (queue.c) ------------------------------------------------------------
  * Ordered ops from the engine reader to the sender. Bounded in bytes (each op accounts
@@ -113,6 +114,11 @@ void sub_grpc_free(sub_grpc_t *g);
  * response bytes (when OK) are appended to resp (may be NULL). */
 int sub_grpc_call(sub_grpc_t *g, const char *method, const uint8_t *req, size_t len,
                   int timeout_ms, struct ic_buf *resp);
+/* The same for n independent requests in flight at once (evictions of one engine step).
+ * statuses[i] gets each call's status (-1 = none); returns 0 when all are OK, else the first
+ * failing status. */
+int sub_grpc_call_many(sub_grpc_t *g, const char *method, const uint8_t *const *reqs,
+                       const size_t *lens, size_t n, int timeout_ms, int *statuses);
 /* Current state (grpc_connectivity_state numeric value); try_connect kicks an idle channel. */
 int sub_grpc_state(sub_grpc_t *g, bool try_connect);
 /* Waits up to timeout_ms for the state to differ from `last`; returns the new state. */

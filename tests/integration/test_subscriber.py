@@ -221,7 +221,11 @@ class Subscriber:
                 self.proc.wait(10)
         self._log.close()
         rc = self.proc.returncode
+        text = self.logs()
         os.unlink(self.log_path)
+        # Against a sanitizer build (IC_BUILD_DIR of an -DIC_SANITIZE=ON tree) any report fails.
+        for needle in ("AddressSanitizer", "LeakSanitizer", "runtime error:"):
+            assert needle not in text, text[-4000:]
         return rc
 
 
@@ -820,3 +824,19 @@ def test_late_join_catches_up_from_the_replay_buffer(server, mk):
     assert m['kvevent_subscriber_replays_total{result="catchup"}'] == 1
     assert m["kvevent_subscriber_replayed_batches_total"] == 1
     assert m["kvevent_subscriber_seq_gaps_total"] == 0
+
+
+def test_large_eviction_run_is_sent_concurrently_and_complete(server, mk):
+    engine, subscriber = mk
+    model = "m-bulk-evict"
+    e = engine("vllm-array")
+    sub = subscriber(server.grpc_addr, [e], model=model)
+    prompts = [prompt(100000 + 1000 * i, 4) for i in range(100)]
+    e.publish([ev for i, p in enumerate(prompts) for ev in chain_events(e, p, 0x10000 + 8 * i)])
+    wait_match(server, prompts[99], ("PREFIX_MATCH", "r0", 64), model=model)
+    # one engine step evicts all 400 blocks: 400 PREFIX_EVICTED, at most 256 in flight
+    e.publish([e.removed([0x10000 + 8 * i + k for i in range(100) for k in range(4)])])
+    wait_until(lambda: sub.metric('kvevent_subscriber_rpcs_total{code="OK",method="PublishEvent"}')
+               == 400, timeout=60, what="400 evictions delivered")
+    for p in (prompts[0], prompts[50], prompts[99]):
+        assert top(lookup(server, p, model=model))[0] != "PREFIX_MATCH"
