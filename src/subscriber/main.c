@@ -82,7 +82,7 @@ static int parse_dur(const char *s, int64_t *us) {
 static int parse_i64(const char *s, int64_t *v) {
   char *end;
   errno = 0;
-  long long x = strtoll(s, &end, 10);
+  long long x = strtoll(s, &end, 0); /* Go's ParseInt(s, 0, 64): 0x.., 0.. octal */
   if (errno || end == s || *end) return -1;
   *v = x;
   return 0;
@@ -102,10 +102,39 @@ static int parse_bool(const char *s, bool *v) {
   return -1;
 }
 
+/* Go's time.Duration.String() for microsecond values: "100ms", "1.5s", "1m30s", "1h0m0s". */
 static void fmt_dur(int64_t us, char *out, size_t n) {
-  if (us % 1000000 == 0) snprintf(out, n, "%llds", (long long)(us / 1000000));
-  else if (us % 1000 == 0) snprintf(out, n, "%lldms", (long long)(us / 1000));
-  else snprintf(out, n, "%lldus", (long long)us);
+  if (us == 0) {
+    snprintf(out, n, "0s");
+    return;
+  }
+  const char *sign = us < 0 ? "-" : "";
+  uint64_t u = us < 0 ? (uint64_t)-us : (uint64_t)us;
+  char frac[16];
+  if (u < 1000000) { /* below a second: ms or µs with trimmed fraction */
+    const char *unit = u >= 1000 ? "ms" : "\xc2\xb5s";
+    uint64_t whole = u >= 1000 ? u / 1000 : u, rem = u >= 1000 ? u % 1000 : 0;
+    snprintf(frac, sizeof(frac), ".%03llu", (unsigned long long)rem);
+    for (size_t k = strlen(frac); k > 0 && (frac[k - 1] == '0' || frac[k - 1] == '.'); k--) {
+      char ch = frac[k - 1];
+      frac[k - 1] = 0;
+      if (ch == '.') break;
+    }
+    snprintf(out, n, "%s%llu%s%s", sign, (unsigned long long)whole, frac, unit);
+    return;
+  }
+  uint64_t h = u / 3600000000ULL, m = u / 60000000ULL % 60, sec = u / 1000000 % 60,
+           rem = u % 1000000;
+  snprintf(frac, sizeof(frac), ".%06llu", (unsigned long long)rem);
+  for (size_t k = strlen(frac); k > 0 && (frac[k - 1] == '0' || frac[k - 1] == '.'); k--) {
+    char ch = frac[k - 1];
+    frac[k - 1] = 0;
+    if (ch == '.') break;
+  }
+  if (h) snprintf(out, n, "%s%lluh%llum%llu%ss", sign, (unsigned long long)h, (unsigned long long)m,
+                  (unsigned long long)sec, frac);
+  else if (m) snprintf(out, n, "%s%llum%llu%ss", sign, (unsigned long long)m, (unsigned long long)sec, frac);
+  else snprintf(out, n, "%s%llu%ss", sign, (unsigned long long)sec, frac);
 }
 
 /* ---- HTTP ---------------------------------------------------------------------------------- */
@@ -255,7 +284,8 @@ int main(int argc, char **argv) {
       {0, 0, 0, 0}};
   opterr = 0;
   int o;
-  while ((o = getopt_long_only(argc, argv, "h", lo, NULL)) != -1) {
+  /* "+": like Go's flag package, parsing stops at the first non-flag argument. */
+  while ((o = getopt_long_only(argc, argv, "+h", lo, NULL)) != -1) {
     int bad = 0;
     switch (o) {
     case O_ENDPOINT:
@@ -309,11 +339,10 @@ int main(int argc, char **argv) {
       return 2;
     }
   }
-  if (optind < argc) {
-    fprintf(stderr, "unexpected argument: %s\n", argv[optind]);
-    usage(stderr);
-    return 2;
-  }
+  /* Go's flag.Parse leaves the rest (e.g. the "false" of `--ignore-block-removed false`) unread;
+   * REF ignores it. So do we, loudly. */
+  for (int k = optind; k < argc; k++)
+    ic_log_warn("ignoring command-line argument after the flags", IC_LS("arg", argv[k]));
   if (!nend) endpoints[nend++] = "tcp://127.0.0.1:5557";
   if (nrep > nend) {
     fprintf(stderr, "more --replay-endpoint than --engine-endpoint flags\n");
