@@ -153,8 +153,12 @@ static void queue_clear(ic_index_t *ix) {
 void evq_free(ic_index_t *ix) {
   queue_clear(ix);
   free(ix->q);
+  free(ix->q2);
+  free(ix->rk);
+  free(ix->rk2);
   free(ix->extra);
-  ix->q = ix->extra = NULL;
+  ix->q = ix->q2 = ix->extra = NULL;
+  ix->rk = ix->rk2 = NULL;
 }
 
 /* ---------------------------------------------------------------- rebuild */
@@ -280,39 +284,73 @@ static void rebuild(ic_index_t *ix, int64_t over) {
   ix->qpos = 0;
 }
 
-/* Sorting 64-byte candidates moves a lot of memory: sort small (eff, ts, index) records and
- * fall back to the full comparator only on (eff, ts) ties, then permute once. */
+/* Sorting 80-byte candidates with qsort moves a lot of memory and calls the comparator
+ * ~log K times each. Instead: an LSD radix sort of (eff, last_seen, index) records, skipping
+ * byte positions where every key agrees (eff is 0 for LRU, timestamps share high bytes), then
+ * the full comparator only inside groups of equal (eff, last_seen) (one update's blocks). */
 typedef struct {
-  uint64_t eff;
-  int64_t ts;
+  uint64_t hi, lo; /* eff, last_seen with the sign bit flipped (unsigned order) */
   size_t idx;
-} sref_t;
+} rk_t;
 
-static int sref_cmp(const void *x, const void *y, void *ud) {
-  const sref_t *a = x, *b = y;
-  if (a->eff != b->eff) return a->eff < b->eff ? -1 : 1;
-  if (a->ts != b->ts) return a->ts < b->ts ? -1 : 1;
+static int rk_full_cmp(const void *x, const void *y, void *ud) {
   const cand_t *q = ud;
-  return cand_cmp(&q[a->idx], &q[b->idx]);
+  return cand_cmp(&q[((const rk_t *)x)->idx], &q[((const rk_t *)y)->idx]);
+}
+
+static bool grow_buf(void **p, size_t *cap, size_t need, size_t elem) {
+  if (need <= *cap) return true;
+  void *n = realloc(*p, need * elem);
+  if (!n) return false;
+  *p = n;
+  *cap = need;
+  return true;
 }
 
 static void sort_queue(ic_index_t *ix) {
-  if (ix->qn < 2) return;
-  sref_t *r = malloc(ix->qn * sizeof *r);
-  cand_t *n = malloc(ix->qn * sizeof *n);
-  if (!r || !n) {
-    free(r);
-    free(n);
-    qsort(ix->q, ix->qn, sizeof *ix->q, cand_qcmp);
+  size_t n = ix->qn;
+  if (n < 2) return;
+  size_t rkcap = ix->rkcap, rkcap2 = ix->rkcap;
+  if (!grow_buf((void **)&ix->q2, &ix->q2cap, n, sizeof(cand_t)) || !grow_buf(&ix->rk, &rkcap, n, sizeof(rk_t)) ||
+      !grow_buf(&ix->rk2, &rkcap2, n, sizeof(rk_t))) {
+    qsort(ix->q, n, sizeof *ix->q, cand_qcmp);
     return;
   }
-  for (size_t i = 0; i < ix->qn; i++) r[i] = (sref_t){ix->q[i].eff, ix->q[i].ts, i};
-  qsort_r(r, ix->qn, sizeof *r, sref_cmp, ix->q);
-  for (size_t i = 0; i < ix->qn; i++) n[i] = ix->q[r[i].idx];
-  free(r);
-  free(ix->q);
-  ix->q = n;
-  ix->qcap = ix->qn;
+  ix->rkcap = rkcap < rkcap2 ? rkcap : rkcap2;
+  rk_t *a = ix->rk, *b = ix->rk2;
+  for (size_t i = 0; i < n; i++) a[i] = (rk_t){ix->q[i].eff, (uint64_t)ix->q[i].ts ^ (1ULL << 63), i};
+  for (int pass = 0; pass < 16; pass++) {
+    int sh = (pass % 8) * 8;
+    size_t cnt[256] = {0};
+    for (size_t i = 0; i < n; i++) cnt[((pass < 8 ? a[i].lo : a[i].hi) >> sh) & 0xff]++;
+    bool uniform = false;
+    for (int d = 0; d < 256; d++)
+      if (cnt[d] == n) uniform = true;
+    if (uniform) continue;
+    size_t pos = 0;
+    for (int d = 0; d < 256; d++) {
+      size_t c = cnt[d];
+      cnt[d] = pos;
+      pos += c;
+    }
+    for (size_t i = 0; i < n; i++) b[cnt[((pass < 8 ? a[i].lo : a[i].hi) >> sh) & 0xff]++] = a[i];
+    rk_t *t = a;
+    a = b;
+    b = t;
+  }
+  for (size_t l = 0; l < n;) {
+    size_t r = l + 1;
+    while (r < n && a[r].hi == a[l].hi && a[r].lo == a[l].lo) r++;
+    if (r - l > 1) qsort_r(&a[l], r - l, sizeof *a, rk_full_cmp, ix->q);
+    l = r;
+  }
+  for (size_t i = 0; i < n; i++) ix->q2[i] = ix->q[a[i].idx];
+  cand_t *t = ix->q;
+  size_t tc = ix->qcap;
+  ix->q = ix->q2;
+  ix->qcap = ix->q2cap;
+  ix->q2 = t;
+  ix->q2cap = tc;
 }
 
 static bool next_cand(ic_index_t *ix, cand_t *out) {

@@ -220,6 +220,9 @@ struct ic_index {
   pthread_mutex_t cap_lock;
   cand_t *q;
   size_t qn, qpos, qcap;
+  cand_t *q2;          /* sort scratch, kept between rebuilds (no page faults per rebuild) */
+  void *rk, *rk2;      /* radix records, same */
+  size_t q2cap, rkcap;
   pthread_mutex_t extra_lock;
   cand_t *extra; /* min-heap */
   size_t nextra, capextra;

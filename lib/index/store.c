@@ -1014,7 +1014,13 @@ int ic_index_ingest(ic_index_t *ix, const ic_index_update_t *u) {
         if (pr->n_block_hashes != pr->n_block_token_counts) continue; /* malformed: dropped */
         if (!pr->block_hashes || !pr->block_token_counts) continue;
         int32_t cum = 0;
+        /* inserts miss the cache like lookups do: keep the next blocks' slots in flight */
+        for (size_t j = 0; j < pr->n_block_hashes && j < 16; j++)
+          if (pr->block_hashes[j].len == 8 && pr->block_hashes[j].data)
+            part_prefetch(p, be64(pr->block_hashes[j].data));
         for (size_t j = 0; j < pr->n_block_hashes && !rc; j++) {
+          if (j + 16 < pr->n_block_hashes && pr->block_hashes[j + 16].len == 8 && pr->block_hashes[j + 16].data)
+            part_prefetch(p, be64(pr->block_hashes[j + 16].data));
           cum = (int32_t)((uint32_t)cum + (uint32_t)pr->block_token_counts[j]); /* int32 wrap */
           rc = store_upsert(sc, p, pr->block_hashes[j].data, pr->block_hashes[j].len, rep, cum, tier,
                             ts_id, ts, algo);
