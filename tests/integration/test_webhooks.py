@@ -215,6 +215,8 @@ def test_cachetenant_reserved_probe_and_duplicate_tenant(hook):
         r = hook.review(path, ct("b", "acme"))
         assert not r["allowed"] and 'claimed by CacheTenant "a"' in r["status"]["message"]
         assert hook.review(path, ct("c", "fresh"))["allowed"]
+        r = hook.review("/mutate-inferencecache-io-v1alpha1-cachetenant", ct("d", "acme"))
+        assert r["allowed"] and "patch" not in r  # the tenant defaulter is a no-op
     finally:
         hook.set_objects([])
 
