@@ -7,6 +7,7 @@
 
 #include "ic/admission.h"
 #include "ic/api.h"
+#include "ic/err.h"
 
 static json_t *errors_json(const ic_api_errors_t *e) {
   json_t *a = json_array();
@@ -21,7 +22,8 @@ static json_t *errors_json(const ic_api_errors_t *e) {
 
 static int check(const json_t *obj, json_t *out) {
   ic_api_errors_t schema = IC_API_ERRORS_INIT, rules = IC_API_ERRORS_INIT;
-  ic_api_validate_schema(obj, &schema);
+  if (ic_api_validate_schema(obj, &schema) == IC_EINVAL)
+    ic_api_errors_add(&schema, IC_API_ERR_TYPE, "<root>", obj, NULL, "%s", "must be a JSON object");
   ic_api_kind_t k = ic_api_kind_of(obj);
   if (k == IC_API_KIND_CACHEBACKEND) {
     ic_api_cachebackend_t cb = {0};
