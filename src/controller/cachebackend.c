@@ -111,6 +111,11 @@ static json_t *render_container(pass_t *p) {
   const char *rest[] = {"--protected-mode", "no", "--maxmemory", mm, "--maxmemory-policy",
                         "allkeys-lru"};
   for (int i = 0; i < 6; i++) json_array_append_new(args, json_string(rest[i]));
+  json_t *pw = ic_kube_jget(redis, "authentication.password");
+  if (json_is_object(pw)) {
+    json_array_append_new(args, json_string("--requirepass"));
+    json_array_append_new(args, json_string("$(REDIS_PASSWORD)"));
+  }
   json_t *ctr = json_pack(
       "{s:s,s:s,s:s,s:o,s:[{s:s,s:i,s:s}],s:{s:{s:s},s:i,s:i,s:i},s:o}", "name", "redis-l2",
       "image", nonempty(image) ? image : DEFAULT_REDIS_IMAGE, "imagePullPolicy", "IfNotPresent",
@@ -120,6 +125,18 @@ static json_t *render_container(pass_t *p) {
   if (pvc_spec(p))
     json_object_set_new(ctr, "volumeMounts", json_pack("[{s:s,s:s}]", "name", "data", "mountPath",
                                                        "/data"));
+  if (json_is_object(pw)) {
+    /* Password from the namespace-local Secret; redis-cli reads REDISCLI_AUTH for the probe. */
+    json_t *ref = json_pack("{s:O}", "secretKeyRef", pw);
+    json_object_set_new(ctr, "env", json_pack("[{s:s,s:O},{s:s,s:O}]", "name", "REDIS_PASSWORD",
+                                              "valueFrom", ref, "name", "REDISCLI_AUTH",
+                                              "valueFrom", ref));
+    json_decref(ref);
+    json_object_set_new(ctr, "readinessProbe",
+                        json_pack("{s:{s:[s,s]},s:i,s:i,s:i,s:i}", "exec", "command", "redis-cli",
+                                  "ping", "initialDelaySeconds", 3, "periodSeconds", 10,
+                                  "failureThreshold", 6, "timeoutSeconds", 2));
+  }
   return ctr;
 }
 
@@ -392,7 +409,7 @@ static int delete_managed_children(pass_t *p, const char *keep_kind) {
 /* ---- conditions and health ------------------------------------------------------------------ */
 
 typedef struct {
-  const char *status;
+  char status[16]; /* copied: a verdict may outlive the condition it was read from */
   char reason[64];
   char message[512];
 } verdict_t;
@@ -400,7 +417,7 @@ typedef struct {
 static void verdict(verdict_t *v, const char *status, const char *reason, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));
 static void verdict(verdict_t *v, const char *status, const char *reason, const char *fmt, ...) {
-  v->status = status;
+  snprintf(v->status, sizeof v->status, "%s", status);
   snprintf(v->reason, sizeof v->reason, "%s", reason);
   va_list ap;
   va_start(ap, fmt);
@@ -859,6 +876,13 @@ static int path_managed(pass_t *p, json_t *st) {
       strcmp(kind, "StatefulSet") == 0 ? &ic_kube_res_statefulsets : &ic_kube_res_deployments;
   bool deployment = strcmp(kind, "Deployment") == 0;
   json_t *pvc = pvc_spec(p);
+  if (ic_kube_jget(p->remote, "redis.authentication.username")) {
+    /* Managed Redis has no ACL users (admission forbids it; be defensive for bypassed objects). */
+    snprintf(p->err, sizeof p->err,
+             "render redis %s/%s: remoteStorage.redis.authentication.username is not supported "
+             "for Managed Redis", p->ns, p->name);
+    return IC_EINVAL;
+  }
   if (deployment && pvc && eff_replicas(p) > 1) {
     /* A ReadWriteOnce claim cannot back several replicas: provision nothing (§4.5.7). */
     int rc = delete_managed_children(p, NULL);

@@ -252,3 +252,21 @@ def test_health_and_metrics_endpoints(api, ctl):
                       what="reconcile metric")
     assert "controller_runtime_reconcile_time_seconds_bucket" in text
     assert 'workqueue_depth{name="cachebackend"}' in text
+
+
+def test_managed_redis_password_authentication(api, ctl):
+    spec = managed_spec()
+    spec["remoteStorage"]["redis"] = {
+        "authentication": {"password": {"name": "redis-auth", "key": "password"}},
+        "resources": {"limits": {"memory": "1Gi"}}}
+    api.create(CB, NS, cb("auth", spec))
+    d = wait_until(lambda: api.get(DEPLOY, NS, "auth"), what="deployment")
+    ctr = d["spec"]["template"]["spec"]["containers"][0]
+    assert ctr["args"][-2:] == ["--requirepass", "$(REDIS_PASSWORD)"]
+    assert ctr["args"][ctr["args"].index("--maxmemory") + 1] == str(2**30 - 2**30 // 5)
+    assert ctr["resources"] == {"limits": {"memory": "1Gi"}}
+    ref = {"secretKeyRef": {"name": "redis-auth", "key": "password"}}
+    assert ctr["env"] == [{"name": "REDIS_PASSWORD", "valueFrom": ref},
+                          {"name": "REDISCLI_AUTH", "valueFrom": ref}]
+    assert ctr["readinessProbe"]["exec"]["command"] == ["redis-cli", "ping"]
+    assert ctr["readinessProbe"]["timeoutSeconds"] == 2
