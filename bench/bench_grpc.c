@@ -14,11 +14,13 @@
 #include <netinet/in.h>
 #include <pthread.h>
 #include <signal.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "grpc/health/v1/health.pb-c.h"
@@ -173,39 +175,59 @@ static int cmp_i64(const void *a, const void *b) {
   return x < y ? -1 : x > y;
 }
 
-/* Open loop at `rate` req/s: latency from the scheduled start to the completion. */
+/* Open loop at `rate` req/s: a sender thread starts calls on a fixed schedule (absolute sleeps)
+ * while this thread collects completions; latency runs from the scheduled start, so a server
+ * that falls behind shows up as latency instead of silently lowering the rate. */
+typedef struct sender {
+  ic_rpc_pipeline_t *p;
+  ic_buf_t *reqs;
+  int nreqs;
+  int64_t t0, interval, end;
+  _Atomic int done;
+} sender_t;
+
+static void *sender_main(void *arg) {
+  sender_t *s = arg;
+  long k = 0;
+  for (int64_t next = s->t0; next < s->end; next += s->interval, k++) {
+    struct timespec ts = {.tv_sec = (time_t)(next / 1000000000LL), .tv_nsec = (long)(next % 1000000000LL)};
+    while (clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &ts, NULL) == EINTR) {
+    }
+    int64_t *sched = malloc(sizeof *sched);
+    *sched = next;
+    if (ic_rpc_pipeline_start(s->p, (const uint8_t *)s->reqs[k % s->nreqs].data, s->reqs[k % s->nreqs].len, 30000,
+                              sched) != 0)
+      free(sched);
+  }
+  atomic_store(&s->done, 1);
+  return NULL;
+}
+
 static void latency_at(ic_rpc_channel_t *ch, const char *method, ic_buf_t *reqs, int nreqs, double rate,
                        double *p50, double *p99, long *count) {
   ic_rpc_pipeline_t *p = ic_rpc_pipeline_new(ch, method);
-  size_t cap = (size_t)(rate * g_seconds * 1.2) + 1024;
+  size_t cap = (size_t)(rate * g_seconds * 1.2) + 1024, n = 0;
   int64_t *lat = malloc(cap * sizeof *lat);
-  size_t n = 0;
-  int64_t interval = (int64_t)(1e9 / rate), t0 = ic_clock_monotonic_ns();
-  int64_t end = t0 + (int64_t)g_seconds * 1000000000LL, next = t0;
-  long k = 0;
-  while (next < end || ic_rpc_pipeline_inflight(p) > 0) {
-    int64_t now = ic_clock_monotonic_ns();
-    while (next <= now && next < end) {
-      int64_t *sched = malloc(sizeof *sched);
-      *sched = next;
-      ic_rpc_pipeline_start(p, (const uint8_t *)reqs[k % nreqs].data, reqs[k % nreqs].len, 30000, sched);
-      k++;
-      next += interval;
-    }
-    int wait_ms = next < end ? (int)((next - ic_clock_monotonic_ns()) / 1000000) : 1000;
-    if (wait_ms < 0) wait_ms = 0;
+  sender_t s = {.p = p, .reqs = reqs, .nreqs = nreqs, .interval = (int64_t)(1e9 / rate)};
+  s.t0 = ic_clock_monotonic_ns() + 1000000;
+  s.end = s.t0 + (int64_t)g_seconds * 1000000000LL;
+  pthread_t th;
+  pthread_create(&th, NULL, sender_main, &s);
+  for (;;) {
     void *tag;
     int st;
-    int rc = ic_rpc_pipeline_inflight(p) ? ic_rpc_pipeline_next(p, wait_ms ? wait_ms : 1, &tag, &st, NULL) : 0;
+    int rc = ic_rpc_pipeline_next(p, 100, &tag, &st, NULL);
     if (rc == 1) {
       int64_t *sched = tag;
       if (n < cap) lat[n++] = ic_clock_monotonic_ns() - *sched;
       free(sched);
-    } else if (ic_rpc_pipeline_inflight(p) == 0 && next < end) {
-      int64_t d = next - ic_clock_monotonic_ns();
-      if (d > 0) usleep((useconds_t)(d / 1000));
+    } else if (atomic_load(&s.done) && ic_rpc_pipeline_inflight(p) == 0) {
+      break;
+    } else if (rc == 0 && ic_rpc_pipeline_inflight(p) == 0) {
+      usleep(100);
     }
   }
+  pthread_join(th, NULL);
   qsort(lat, n, sizeof *lat, cmp_i64);
   *p50 = n ? (double)lat[n / 2] / 1000.0 : 0;
   *p99 = n ? (double)lat[(size_t)((double)n * 0.99) < n ? (size_t)((double)n * 0.99) : n - 1] / 1000.0 : 0;

@@ -171,7 +171,8 @@ int ic_rpc_writer_finish(ic_rpc_writer_t *w, ic_buf_t *resp, int *status, char *
 int ic_rpc_writer_cancel(ic_rpc_writer_t *w);
 
 /* Asynchronous unary pipeline: one completion queue, many calls in flight, results returned in
- * completion order. Not thread-safe: one thread drives one pipeline. */
+ * completion order. One thread may start calls while another collects them (open-loop load
+ * generation); ic_rpc_pipeline_free must not race either. */
 typedef struct ic_rpc_pipeline ic_rpc_pipeline_t;
 ic_rpc_pipeline_t *ic_rpc_pipeline_new(ic_rpc_channel_t *ch, const char *method);
 void ic_rpc_pipeline_free(ic_rpc_pipeline_t *p); /* cancels and drains calls still in flight */

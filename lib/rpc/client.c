@@ -326,6 +326,7 @@ struct ic_rpc_pipeline {
   char *method;
   void *handle;
   grpc_completion_queue *cq;
+  pthread_mutex_t mu; /* inflight and free_list: a starter and a collector thread may share it */
   size_t inflight;
   pcall_t *free_list;
 };
@@ -337,6 +338,7 @@ ic_rpc_pipeline_t *ic_rpc_pipeline_new(ic_rpc_channel_t *ch, const char *method)
   p->method = strdup(method);
   p->handle = method_handle(ch, method);
   p->cq = grpc_completion_queue_create_for_next(NULL);
+  pthread_mutex_init(&p->mu, NULL);
   return p;
 }
 
@@ -353,7 +355,7 @@ static void pcall_reset(pcall_t *pc) {
 
 void ic_rpc_pipeline_free(ic_rpc_pipeline_t *p) {
   if (!p) return;
-  while (p->inflight > 0) {
+  while (ic_rpc_pipeline_inflight(p) > 0) {
     void *tag;
     int st;
     if (ic_rpc_pipeline_next(p, 10000, &tag, &st, NULL) <= 0) break;
@@ -364,17 +366,23 @@ void ic_rpc_pipeline_free(ic_rpc_pipeline_t *p) {
     free(pc);
   }
   free(p->method);
+  pthread_mutex_destroy(&p->mu);
   free(p);
 }
 
-size_t ic_rpc_pipeline_inflight(const ic_rpc_pipeline_t *p) { return p->inflight; }
+size_t ic_rpc_pipeline_inflight(const ic_rpc_pipeline_t *p) {
+  pthread_mutex_lock((pthread_mutex_t *)&p->mu);
+  size_t n = p->inflight;
+  pthread_mutex_unlock((pthread_mutex_t *)&p->mu);
+  return n;
+}
 
 int ic_rpc_pipeline_start(ic_rpc_pipeline_t *p, const uint8_t *req, size_t len, int timeout_ms, void *tag) {
+  pthread_mutex_lock(&p->mu);
   pcall_t *pc = p->free_list;
-  if (pc)
-    p->free_list = pc->next_free;
-  else if (!(pc = calloc(1, sizeof *pc)))
-    return IC_ENOMEM;
+  if (pc) p->free_list = pc->next_free;
+  pthread_mutex_unlock(&p->mu);
+  if (!pc && !(pc = calloc(1, sizeof *pc))) return IC_ENOMEM;
   memset(pc, 0, sizeof *pc);
   pc->tag = tag;
   grpc_metadata_array_init(&pc->imd);
@@ -397,30 +405,37 @@ int ic_rpc_pipeline_start(ic_rpc_pipeline_t *p, const uint8_t *req, size_t len, 
   ops[5].data.recv_status_on_client.trailing_metadata = &pc->tmd;
   ops[5].data.recv_status_on_client.status = &pc->st;
   ops[5].data.recv_status_on_client.status_details = &pc->details;
+  pthread_mutex_lock(&p->mu);
+  p->inflight++; /* before the batch: the collector may see the completion at once */
+  pthread_mutex_unlock(&p->mu);
   if (!pc->call || grpc_call_start_batch(pc->call, ops, 6, pc, NULL) != GRPC_CALL_OK) {
     pcall_reset(pc);
+    pthread_mutex_lock(&p->mu);
+    p->inflight--;
     pc->next_free = p->free_list;
     p->free_list = pc;
+    pthread_mutex_unlock(&p->mu);
     return IC_EIO;
   }
-  p->inflight++;
   return 0;
 }
 
 int ic_rpc_pipeline_next(ic_rpc_pipeline_t *p, int timeout_ms, void **tag, int *status, ic_buf_t *resp) {
-  if (p->inflight == 0) return 0;
+  if (ic_rpc_pipeline_inflight(p) == 0) return 0;
   grpc_event e = grpc_completion_queue_next(p->cq, deadline_of(timeout_ms), NULL);
   if (e.type == GRPC_QUEUE_TIMEOUT) return 0;
   if (e.type != GRPC_OP_COMPLETE) return IC_EIO;
   pcall_t *pc = e.tag;
-  p->inflight--;
   *tag = pc->tag;
   *status = (int)pc->st;
   int rc = 1;
   if (pc->st == GRPC_STATUS_OK && resp && append_bb(pc->rbb, resp) != 0) rc = IC_ENOMEM;
   pcall_reset(pc);
+  pthread_mutex_lock(&p->mu);
+  p->inflight--;
   pc->next_free = p->free_list;
   p->free_list = pc;
+  pthread_mutex_unlock(&p->mu);
   return rc;
 }
 
