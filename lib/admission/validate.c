@@ -537,9 +537,17 @@ void ic_admission_cachebackend_rules(const ic_api_cachebackend_t *cb, ic_api_err
       add(e, IC_API_ERR_NOT_SUPPORTED, "spec.integration.role", v, rw, NULL);
       json_decref(v);
     }
-    /* 7a */
-    bool pair = (streq(rid, "sglang") && (streq(etype, "LMCache") || streq(etype, "SGLangHiCache"))) ||
-                (streq(rid, "vllm") && streq(etype, "LMCache"));
+    /* 7a: an adapter must support the backend. The LMCache adapters only take a typed topology or
+     * EventsOnly, so a topology-less LMCache object fails here as well as on spec.lmCache. */
+    bool typed = streq(cb->spec.lm_cache.topology, "PodLocal") || streq(cb->spec.lm_cache.topology, "NodeLocal");
+    bool lm_ok = streq(etype, "LMCache") && (events_only || typed);
+    bool pair = (streq(rid, "sglang") && (lm_ok || streq(cb->spec.type, "SGLangHiCache"))) ||
+                (streq(rid, "vllm") && lm_ok);
+    if (pair && rs->present && streq(cb->spec.type, "SGLangHiCache")) {
+      char d[300];
+      snprintf(d, sizeof d, "runtime %s with cache type %s does not accept remote-storage protocol resp", rid, etype);
+      add_str(e, IC_API_ERR_INVALID, "spec.remoteStorage.provider", rs->provider, d);
+    }
     if (!pair) {
       char d[300];
       snprintf(d, sizeof d, "runtime %s with cache type %s is not supported; supported pairs: %s", rid, etype,

@@ -255,6 +255,7 @@ Test(cachebackend_admission, typed_rules_topology_role_overrides_annotation) {
   json_t *keep, *r;
   r = expect_denied(CB(",\"spec\":{\"runtime\":\"VLLM\"}"), NULL, "CREATE", &keep);
   cr_assert(has_cause(r, "spec.lmCache", "FieldValueRequired"));
+  cr_assert(has_cause(r, "spec.runtime", "FieldValueInvalid"), "no adapter supports a topology-less LMCache backend");
   json_decref(keep);
   r = expect_denied(CB(",\"metadata\":{\"annotations\":{\"inferencecache.io/lmcache-kernel-check\":\"maybe\"}}"), NULL, "CREATE", &keep);
   json_decref(keep);
