@@ -705,3 +705,30 @@ Test(pod_webhook, sglang_nodelocal_uses_node_config_path) {
   cr_assert_null(find(json_object_get(spec, "initContainers"), "lmcache-kernel-check"), "kernel check is vLLM-only");
   json_decref(pod), json_decref(res.patched);
 }
+
+Test(pod_webhook, managed_redis_binding_needs_a_published_endpoint) {
+  const char *spec = ",\"spec\":{\"runtime\":\"VLLM\",\"engineSelector\":{\"matchLabels\":" CHAT "}," PODLOCAL
+                     ",\"remoteStorage\":{\"provider\":\"Redis\",\"ownership\":\"Managed\",\"redis\":{\"authentication\":"
+                     "{\"password\":{\"name\":\"redis-auth\",\"key\":\"password\"}}}}";
+  char list[4096];
+  /* without status.remoteStorage the endpoint is not usable: fail open */
+  snprintf(list, sizeof list, "[{\"apiVersion\":\"inferencecache.io/v1alpha1\",\"kind\":\"CacheBackend\",\"metadata\":"
+                              "{\"name\":\"cb\",\"namespace\":\"llm\",\"uid\":\"u\"}%s}}]", spec);
+  ic_admission_pod_result_t res;
+  json_t *pod = mutate(POD(CHAT, "{}", VLLM_CONTAINERS), list, &res);
+  cr_assert_null(res.patched);
+  cr_assert(strstr(res.reason, "status.remoteStorage.endpoint not usable"), "%s", res.reason);
+  json_decref(pod);
+  snprintf(list, sizeof list, "[{\"apiVersion\":\"inferencecache.io/v1alpha1\",\"kind\":\"CacheBackend\",\"metadata\":"
+                              "{\"name\":\"cb\",\"namespace\":\"llm\",\"uid\":\"u\"}%s},\"status\":{\"remoteStorage\":{"
+                              "\"provider\":\"Redis\",\"endpoint\":\" cb.llm.svc.cluster.local:6379 \"}}}]", spec);
+  pod = mutate(POD(CHAT, "{}", VLLM_CONTAINERS), list, &res);
+  cr_assert_not_null(res.patched, "%s", res.reason);
+  json_t *srv = find(json_object_get(json_object_get(res.patched, "spec"), "initContainers"), "lmcache-mp-server");
+  char *a = json_dumps(json_object_get(srv, "args"), JSON_COMPACT);
+  cr_assert(strstr(a, "\"--l2-adapter\",\"{\\\"host\\\":\\\"cb.llm.svc.cluster.local\\\",\\\"port\\\":6379,\\\"type\\\":\\\"resp\\\"}\""), "%s", a);
+  free(a);
+  json_t *pw = find(json_object_get(srv, "env"), "LMCACHE_RESP_PASSWORD");
+  cr_assert_str_eq(json_string_value(json_object_get(json_object_get(json_object_get(pw, "valueFrom"), "secretKeyRef"), "name")), "redis-auth");
+  json_decref(pod), json_decref(res.patched);
+}
