@@ -151,7 +151,8 @@ typedef struct scope {
   pthread_mutex_t lfu_lock;  /* guards lfu (credits run under the scope READ lock) */
   u64map_t lfu;              /* entry identity hash -> count, see lfu_key() */
   int64_t dead_pending;      /* sum of reps[].pending */
-  uint32_t rc_part, rc_sub;  /* reclaim cursor */
+  uint32_t rc_part, rc_sub;  /* reclaim cursor: partition, sub-table, */
+  uint32_t rc_slot, rc_idle; /* slot; full passes that found nothing */
 } scope_t;
 
 typedef struct {

@@ -861,10 +861,14 @@ static int store_upsert(scope_t *sc, part_t *p, const uint8_t *hb, size_t hn, ui
 /* Removes holders matching the predicate in one sub-table (caller holds the write lock). */
 typedef bool (*holder_pred)(scope_t *sc, const holder_t *h, void *ud);
 
-static int64_t sub_sweep(scope_t *sc, part_t *p, sub_t *sb, holder_pred pred, void *ud,
-                         ic_index_change_reason_t why, int64_t when, int64_t *live_removed) {
+/* Slots per write-lock hold for sweeps and reclaim: bounds how long a lookup can wait. */
+#define SWEEP_CHUNK 4096u
+
+static int64_t sub_sweep(scope_t *sc, part_t *p, sub_t *sb, uint32_t from, uint32_t to, holder_pred pred,
+                         void *ud, ic_index_change_reason_t why, int64_t when, int64_t *live_removed) {
   int64_t removed = 0;
-  for (uint32_t i = 0; i < sb->cap;) {
+  if (to > sb->cap) to = sb->cap;
+  for (uint32_t i = from; i < to;) {
     slot_t *s = &sb->slots[i];
     holder_t tmp;
     const holder_t *hs;
@@ -888,31 +892,47 @@ static bool pred_dead(scope_t *sc, const holder_t *h, void *ud) {
   return sc->reps[META_REP(h->meta)].dead;
 }
 
-/* Reclaims up to `budget` sub-tables of cleared holders; returns sub-tables still pending. */
+/* Reclaims cleared holders, at most `budget` chunks of SWEEP_CHUNK slots, each chunk in its
+ * own write hold. Slots moved by other writers between holds can be missed by a pass; the
+ * pass then restarts (and gives up after 3 fruitless passes: a bookkeeping safety net).
+ * Returns non-zero while work remains. */
 static size_t scope_reclaim(scope_t *sc, size_t budget) {
-  size_t left;
-  scope_wr(sc);
-  while (sc->dead_pending > 0 && budget > 0 && sc->rc_part < sc->nparts) {
-    part_t *p = sc->parts[sc->rc_part];
-    sub_sweep(sc, p, &p->subs[sc->rc_sub], pred_dead, NULL, IC_INDEX_REASON_NONE, 0, NULL);
-    budget--;
-    if (++sc->rc_sub == SUBS) {
-      sc->rc_sub = 0;
-      sc->rc_part++;
+  for (; budget > 0; budget--) {
+    scope_wr(sc);
+    if (sc->dead_pending <= 0) {
+      sc->dead_pending = 0;
+      sc->rc_part = sc->rc_sub = sc->rc_slot = sc->rc_idle = 0;
+      scope_wrun(sc);
+      return 0;
     }
+    if (sc->rc_part >= sc->nparts) {
+      sc->rc_part = sc->rc_sub = sc->rc_slot = 0;
+      if (++sc->rc_idle > 3) {
+        atomic_fetch_sub(&sc->ix->dead_pending, sc->dead_pending);
+        sc->dead_pending = 0;
+        sc->rc_idle = 0;
+        scope_wrun(sc);
+        return 0;
+      }
+    }
+    if (sc->nparts) {
+      part_t *p = sc->parts[sc->rc_part];
+      sub_t *sb = &p->subs[sc->rc_sub];
+      if (sub_sweep(sc, p, sb, sc->rc_slot, sc->rc_slot + SWEEP_CHUNK, pred_dead, NULL, IC_INDEX_REASON_NONE, 0,
+                    NULL))
+        sc->rc_idle = 0;
+      sc->rc_slot += SWEEP_CHUNK;
+      if (sc->rc_slot >= sb->cap) {
+        sc->rc_slot = 0;
+        if (++sc->rc_sub == SUBS) {
+          sc->rc_sub = 0;
+          sc->rc_part++;
+        }
+      }
+    }
+    scope_wrun(sc);
   }
-  if (sc->dead_pending > 0 && sc->rc_part >= sc->nparts) {
-    /* a full pass saw every sub-table: nothing of a dead rep can remain */
-    atomic_fetch_sub(&sc->ix->dead_pending, sc->dead_pending);
-    sc->dead_pending = 0;
-  }
-  if (sc->dead_pending <= 0) {
-    sc->dead_pending = 0;
-    sc->rc_part = sc->rc_sub = 0;
-  }
-  left = sc->dead_pending > 0 ? (size_t)(sc->nparts - sc->rc_part) * SUBS - sc->rc_sub : 0;
-  scope_wrun(sc);
-  return left;
+  return 1;
 }
 
 static scope_t **snapshot_scopes(ic_index_t *ix, uint32_t *n) {
@@ -1288,6 +1308,7 @@ int ic_index_apply_event(ic_index_t *ix, const ic_index_event_t *ev) {
       uint32_t rep = rep_live(sc, r, false);
       if (rep != UINT32_MAX) {
         rep_t *rp = &sc->reps[rep];
+        sc->rc_idle = 0;
         /* O(1) visibility: the rep is marked dead and forgotten; lookups skip its holders
            and new ingests get a fresh rep index. Memory is reclaimed by scope_reclaim. */
         u64map_del(&sc->rep_map, r);
@@ -1299,7 +1320,7 @@ int ic_index_apply_event(ic_index_t *ix, const ic_index_event_t *ev) {
         sc->dead_pending += rp->count;
         atomic_fetch_add(&ix->dead_pending, rp->count);
         rp->count = 0;
-        sc->rc_part = sc->rc_sub = 0; /* restart the reclaim pass to cover this rep */
+        sc->rc_part = sc->rc_sub = sc->rc_slot = 0; /* restart the reclaim pass to cover this rep */
       }
       sync = sc->dead_pending > 0 && scope_slots(sc) <= SYNC_RECLAIM_SLOTS;
       scope_wrun(sc);
@@ -1359,19 +1380,27 @@ int64_t ic_index_evict_expired(ic_index_t *ix) {
       pthread_rwlock_unlock(&sc->lock);
       if (pi >= np) break;
       for (uint32_t si = 0; si < SUBS; si++) {
-        /* one sub-table per write hold keeps lookups flowing during a long sweep */
-        scope_wr(sc);
-        part_t *p = sc->parts[pi];
-        if (p->subs[si].count) {
-          int64_t live = 0;
-          sub_sweep(sc, p, &p->subs[si], pred_expired_or_dead, &ud, IC_INDEX_REASON_TTL, now, &live);
-          ev[algo] += live;
-          total += live;
+        /* SWEEP_CHUNK slots per write hold keeps lookups flowing during a long sweep; a slot
+           shifted by a concurrent writer may be left to the next sweep (lookups already treat
+           expired entries as absent) */
+        for (uint32_t from = 0;; from += SWEEP_CHUNK) {
+          scope_wr(sc);
+          part_t *p = sc->parts[pi];
+          sub_t *sb = &p->subs[si];
+          bool more = from + SWEEP_CHUNK < sb->cap;
+          if (sb->count && from < sb->cap) {
+            int64_t live = 0;
+            sub_sweep(sc, p, sb, from, from + SWEEP_CHUNK, pred_expired_or_dead, &ud, IC_INDEX_REASON_TTL, now,
+                      &live);
+            ev[algo] += live;
+            total += live;
+          }
+          scope_wrun(sc);
+          if (!more) break;
         }
-        scope_wrun(sc);
       }
     }
-    while (scope_reclaim(sc, SUBS)) {
+    while (scope_reclaim(sc, 1024)) {
     }
   }
   free(v);

@@ -1308,3 +1308,123 @@ Test(index_x, change_listener_and_long_hashes) {
   cr_assert_eq(k.distinct_keys, 0);
   ic_index_destroy(ix);
 }
+
+/* ------------------------------------------------------------------ lazy clear, concurrency */
+
+static void put_many(ic_index_t *ix, const char *replica, int from, int n) {
+  ic_index_bytes_t bh[128];
+  int32_t bc[128];
+  uint8_t raw[128][8];
+  for (int base = from; base < from + n; base += 128) {
+    int k = from + n - base < 128 ? from + n - base : 128;
+    for (int j = 0; j < k; j++) {
+      uint64_t v = (uint64_t)(base + j) * 0x9e3779b97f4a7c15ULL;
+      memcpy(raw[j], &v, 8);
+      bh[j] = (ic_index_bytes_t){8, raw[j]};
+      bc[j] = 16;
+    }
+    ic_index_prefix_t p = {.block_hashes = bh, .n_block_hashes = (size_t)k, .block_token_counts = bc,
+                           .n_block_token_counts = (size_t)k};
+    ic_index_update_t u = {replica, "m", "t", "vllm", "", 0, &p, 1, NULL};
+    cr_assert_eq(ic_index_ingest(ix, &u), 0);
+  }
+}
+
+Test(index_x, large_clear_is_immediate_and_reclaimed_lazily) {
+  ic_index_config_t c = base_cfg();
+  ic_index_t *ix = ic_index_create(&c);
+  put_many(ix, "big", 0, 150000);
+  put_many(ix, "small", 0, 1000); /* shares the first 1000 keys with "big" */
+  ic_index_event_t ev = {.type = IC_INDEX_EVENT_ALL_CLEARED, .replica = "big", .model = "m", .tenant = "t"};
+  cr_assert_eq(ic_index_apply_event(ix, &ev), 0);
+  ic_index_counters_t k;
+  ic_index_counters(ix, &k);
+  cr_assert_eq(k.total_entries, 1000);            /* immediate */
+  cr_assert_gt(k.pending_reclaim, 0);             /* memory comes back lazily */
+  uint8_t raw[8];
+  uint64_t v = 5000ULL * 0x9e3779b97f4a7c15ULL;   /* a key only "big" held */
+  memcpy(raw, &v, 8);
+  ic_index_lookup_t q = {.tenant = "t", .model = "m", .scheme = "vllm", .prefix_hash = {8, raw}};
+  ic_index_result_t *r;
+  cr_assert_eq(ic_index_lookup_route(ix, &q, &r), 0);
+  cr_assert_eq(ic_index_result_count(r), 0);
+  ic_index_result_free(r);
+  cr_assert(ic_index_has_any_for_tenant_model_scheme(ix, "t", "m", "vllm")); /* "small" still serves */
+  const char *pick;
+  cr_assert(ic_index_affinity_hint(ix, "t", "m", "vllm", raw, 8, &pick));
+  cr_assert_str_eq(pick, "small");
+  while (ic_index_maintain(ix, 16)) {
+  }
+  ic_index_counters(ix, &k);
+  cr_assert_eq(k.pending_reclaim, 0);
+  cr_assert_eq(k.total_entries, 1000);
+  cr_assert_eq(k.distinct_keys, 1000);
+  /* the replica can report again under a fresh slot */
+  put_many(ix, "big", 0, 10);
+  ic_index_counters(ix, &k);
+  cr_assert_eq(k.total_entries, 1010);
+  ic_index_destroy(ix);
+}
+
+typedef struct {
+  ic_index_t *ix;
+  _Atomic bool stop;
+} stress_t;
+
+static void *stress_reader(void *arg) {
+  stress_t *st = arg;
+  uint8_t raw[4][8];
+  ic_index_bytes_t bh[4];
+  int32_t bc[4] = {16, 16, 16, 16};
+  for (int it = 0; !atomic_load(&st->stop); it++) {
+    for (int j = 0; j < 4; j++) {
+      uint64_t v = (uint64_t)((it * 4 + j) % 20000) * 0x9e3779b97f4a7c15ULL;
+      memcpy(raw[j], &v, 8);
+      bh[j] = (ic_index_bytes_t){8, raw[j]};
+    }
+    ic_index_lookup_t q = {.tenant = "t", .model = "m", .scheme = "vllm", .block_hashes = bh, .n_block_hashes = 4,
+                           .block_token_counts = bc, .n_block_token_counts = 4};
+    ic_index_result_t *r;
+    if (ic_index_lookup_route(st->ix, &q, &r) == 0) {
+      for (size_t i = 0; i < ic_index_result_count(r); i++)
+        cr_assert_gt(ic_index_result_rows(r)[i].matched_tokens, 0);
+      ic_index_result_credit_hits(r);
+      ic_index_result_free(r);
+    }
+  }
+  return NULL;
+}
+
+Test(index_x, concurrent_lookups_ingest_clear_sweep_cap, .timeout = 300) {
+  ic_index_config_t c = base_cfg();
+  c.max_entries = 15000;
+  c.eviction_resolver = lfu_all;
+  ic_index_t *ix = ic_index_create(&c);
+  stress_t st = {ix, false};
+  pthread_t th[3];
+  for (int i = 0; i < 3; i++) pthread_create(&th[i], NULL, stress_reader, &st);
+  for (int round = 0; round < 30; round++) {
+    put_many(ix, round % 2 ? "ra" : "rb", (round * 700) % 20000, 2000);
+    if (round % 7 == 3) {
+      ic_index_event_t ev = {.type = IC_INDEX_EVENT_ALL_CLEARED, .replica = "ra", .model = "m", .tenant = "t"};
+      ic_index_apply_event(ix, &ev);
+    }
+    if (round % 5 == 4) ic_index_evict_expired(ix);
+    ic_index_maintain(ix, 8);
+  }
+  atomic_store(&st.stop, true);
+  for (int i = 0; i < 3; i++) pthread_join(th[i], NULL);
+  while (ic_index_maintain(ix, 64)) {
+  }
+  ic_index_counters_t k;
+  ic_index_counters(ix, &k);
+  cr_assert_leq(k.total_entries, 15000);
+  cr_assert_eq(k.pending_reclaim, 0);
+  ic_index_count_t *agg;
+  size_t n;
+  int64_t total;
+  cr_assert_eq(ic_index_aggregate(ix, &agg, &n, &total), 0);
+  cr_assert_eq(total, k.distinct_keys);
+  free(agg);
+  ic_index_destroy(ix);
+}
