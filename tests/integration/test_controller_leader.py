@@ -18,8 +18,9 @@ pytestmark = pytest.mark.skipif(not os.path.exists(CONTROLLER_BIN),
 
 LEASE_NS = "inference-cache-system"
 LEASE = "inference-cache-controller-leader-lock"
-ARGS = ["--leader-elect", "--leader-elect-lease-duration=3s", "--leader-elect-renew-deadline=2s",
-        "--leader-elect-retry-period=300ms", "--cacheindex-refresh-interval=1h",
+# Generous for a loaded 2-core machine: a leader that cannot renew within 4s would exit.
+ARGS = ["--leader-elect", "--leader-elect-lease-duration=6s", "--leader-elect-renew-deadline=4s",
+        "--leader-elect-retry-period=500ms", "--cacheindex-refresh-interval=1h",
         "--cachepolicy-push-interval=1h"]
 
 
