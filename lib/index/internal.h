@@ -70,7 +70,7 @@ typedef struct __attribute__((packed, aligned(4))) {
 #define ST_SINGLE 1u
 #define ST_MULTI 2u
 #define M_LONG 4u /* key is a blob id (hash bytes not exactly 8 long) */
-#define M_CNT 8u  /* holder has an LFU counter in the scope's lfu map */
+#define M_CNT 8u  /* reserved (LFU counters are looked up in the scope's lfu map) */
 #define META_TIER(m) (((m) >> 8) & 0xffu)
 #define META_REP(m) ((m) >> 16)
 #define MK_META(rep, tier, flags) (((uint32_t)(rep) << 16) | ((uint32_t)(tier) << 8) | (flags))
@@ -150,6 +150,7 @@ typedef struct scope {
                                 hash; collisions resolved by probing hash+1 (see store.c) */
   pthread_mutex_t lfu_lock;  /* guards lfu (credits run under the scope READ lock) */
   u64map_t lfu;              /* entry identity hash -> count, see lfu_key() */
+  _Atomic uint32_t lfu_n;    /* lfu.count, readable without lfu_lock: 0 = no counter anywhere */
   int64_t dead_pending;      /* sum of reps[].pending */
   uint32_t rc_part, rc_sub;  /* reclaim cursor: partition, sub-table, */
   uint32_t rc_slot, rc_idle; /* slot; full passes that found nothing */

@@ -117,9 +117,7 @@ void ic_index_result_credit_hits(ic_index_result_t *r) {
   if (!r || !r->ncaps || !r->sc) return;
   scope_t *sc = r->sc;
   /* Captures are re-resolved under the read lock: an entry evicted since the lookup is
-     simply skipped, so no pointer can dangle (spec §11 option a). wlock keeps a writer's
-     table rebuild (done with `lock` dropped) from racing with the flag update below. */
-  pthread_mutex_lock(&sc->wlock);
+     simply skipped, so no pointer can dangle (spec §11 option a). Slots are only read here. */
   pthread_rwlock_rdlock(&sc->lock);
   part_t *p = r->part < sc->nparts ? sc->parts[r->part] : NULL;
   for (size_t g = 0; p && g < r->ncaps; g++) {
@@ -128,26 +126,22 @@ void ic_index_result_credit_hits(ic_index_result_t *r) {
     for (uint32_t b = 0; b < c->nblocks && b < r->nkeys; b++) {
       slot_t *s = part_find(p, r->keys[b], r->kflags[b]);
       if (!s) continue;
-      uint32_t *meta = NULL;
-      if ((s->meta & ST_MASK) == ST_SINGLE) {
-        if (META_REP(s->meta) == c->rep) meta = &s->meta;
-      } else {
-        holder_t tmp;
-        const holder_t *hs;
-        uint32_t hn = slot_holders(s, &tmp, &hs);
-        for (uint32_t j = 0; j < hn && !meta; j++)
-          if (META_REP(hs[j].meta) == c->rep) meta = (uint32_t *)&hs[j].meta;
+      holder_t tmp;
+      const holder_t *hs;
+      uint32_t hn = slot_holders(s, &tmp, &hs), j;
+      for (j = 0; j < hn && META_REP(hs[j].meta) != c->rep; j++) {
       }
-      if (!meta) continue;
+      if (j == hn) continue;
+      /* the counter lives only in the LFU map (no flag in the slot: readers share the slot) */
       pthread_mutex_lock(&sc->lfu_lock);
       uint64_t k = lfu_key(p->idx, s->key, s->meta, c->rep), v = 0;
       u64map_get(&sc->lfu, k, &v);
-      if (u64map_put(&sc->lfu, k, v + 1) == 0) __atomic_fetch_or(meta, M_CNT, __ATOMIC_RELAXED);
+      u64map_put(&sc->lfu, k, v + 1);
+      atomic_store(&sc->lfu_n, sc->lfu.count);
       pthread_mutex_unlock(&sc->lfu_lock);
     }
   }
   pthread_rwlock_unlock(&sc->lock);
-  pthread_mutex_unlock(&sc->wlock);
 }
 
 static int row_cmp(const void *x, const void *y) {

@@ -700,7 +700,7 @@ uint64_t lfu_key(uint32_t part, uint64_t key, uint32_t flags, uint32_t rep) {
 }
 
 uint64_t store_entry_eff(scope_t *sc, part_t *p, const slot_t *s, const holder_t *h) {
-  if (!(h->meta & M_CNT)) return 0;
+  if (!atomic_load_explicit(&sc->lfu_n, memory_order_relaxed)) return 0;
   uint64_t v = 0;
   pthread_mutex_lock(&sc->lfu_lock);
   u64map_get(&sc->lfu, lfu_key(p->idx, s->key, s->meta, META_REP(h->meta)), &v);
@@ -777,9 +777,10 @@ void store_remove_holder(scope_t *sc, part_t *p, slot_t *s, uint32_t hi, ic_inde
     atomic_fetch_sub(&ix->dead_pending, 1);
   }
   time_unref(sc, h.ts);
-  if (h.meta & M_CNT) {
+  if (atomic_load_explicit(&sc->lfu_n, memory_order_relaxed)) {
     pthread_mutex_lock(&sc->lfu_lock);
     u64map_del(&sc->lfu, lfu_key(p->idx, s->key, s->meta, META_REP(h.meta)));
+    atomic_store(&sc->lfu_n, sc->lfu.count);
     pthread_mutex_unlock(&sc->lfu_lock);
   }
   if (slot_drop_holder(s, hi)) {
@@ -951,7 +952,6 @@ size_t ic_index_maintain(ic_index_t *ix, size_t budget) {
   scope_t **v = snapshot_scopes(ix, &n);
   size_t left = 0;
   for (uint32_t i = 0; i < n; i++) {
-    if (v[i]->dead_pending <= 0) continue; /* racy peek; rechecked under the lock */
     left += scope_reclaim(v[i], budget);
     budget = budget > SUBS ? budget - SUBS : 1;
   }
