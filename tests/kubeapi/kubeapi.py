@@ -622,10 +622,17 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--port", type=int, default=0)
     ap.add_argument("--token", default=None, help="require this bearer token on API calls")
+    ap.add_argument("--tls-cert", default=None, help="serve HTTPS with this PEM certificate")
+    ap.add_argument("--tls-key", default=None)
     args = ap.parse_args()
     Handler.required_token = args.token
     srv = ThreadingHTTPServer(("127.0.0.1", args.port), Handler)
     srv.daemon_threads = True
+    if args.tls_cert:
+        import ssl
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        ctx.load_cert_chain(args.tls_cert, args.tls_key)
+        srv.socket = ctx.wrap_socket(srv.socket, server_side=True)
     print("PORT %d" % srv.server_address[1], flush=True)
     try:
         srv.serve_forever(poll_interval=0.2)

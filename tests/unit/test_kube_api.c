@@ -348,3 +348,67 @@ Test(kube_api, token_file_is_reread_on_every_request) {
   unlink(path);
   rmdir(dir);
 }
+
+/* HTTPS with a private CA, the in-cluster way: KUBERNETES_SERVICE_HOST/PORT plus a
+ * service-account directory holding token, ca.crt and namespace. */
+Test(kube_api, in_cluster_https_with_ca_and_token) {
+  char dir[] = "/tmp/ic-kube-tls-XXXXXX";
+  cr_assert_not_null(mkdtemp(dir));
+  char cmd[1024];
+  snprintf(cmd, sizeof cmd,
+           "openssl req -x509 -newkey rsa:2048 -nodes -days 1 -subj /CN=localhost "
+           "-addext subjectAltName=IP:127.0.0.1 -keyout %s/tls.key -out %s/ca.crt >/dev/null 2>&1 "
+           "&& printf 'sa-token\\n' > %s/token && printf 'team-a' > %s/namespace",
+           dir, dir, dir, dir);
+  cr_assert_eq(system(cmd), 0, "openssl failed");
+  char cert[128], key[128];
+  snprintf(cert, sizeof cert, "%s/ca.crt", dir);
+  snprintf(key, sizeof key, "%s/tls.key", dir);
+  int fds[2];
+  cr_assert_eq(pipe(fds), 0);
+  pid_t pid = fork();
+  if (pid == 0) {
+    dup2(fds[1], 1);
+    close(fds[0]);
+    execl("/usr/bin/python3", "python3", IC_TEST_DATA_DIR "/../kubeapi/kubeapi.py", "--token",
+          "sa-token", "--tls-cert", cert, "--tls-key", key, (char *)NULL);
+    _exit(127);
+  }
+  close(fds[1]);
+  FILE *f = fdopen(fds[0], "r");
+  char line[64] = "";
+  int port = 0;
+  cr_assert_not_null(fgets(line, sizeof line, f));
+  fclose(f);
+  sscanf(line, "PORT %d", &port);
+  char ports[16];
+  snprintf(ports, sizeof ports, "%d", port);
+  setenv("KUBERNETES_SERVICE_HOST", "127.0.0.1", 1);
+  setenv("KUBERNETES_SERVICE_PORT", ports, 1);
+  ic_kube_config_t c;
+  cr_assert_eq(ic_kube_config_in_cluster(dir, &c), 0);
+  cr_assert_str_eq(c.namespace, "team-a");
+  ic_kube_t *kk = ic_kube_new(&c);
+  json_t *out = NULL;
+  cr_assert_eq(ic_kube_list(kk, &cbres, "team-a", NULL, &out, NULL), 0);
+  cr_assert_str_eq(ic_kube_jstr(out, "kind"), "CacheBackendList");
+  json_decref(out);
+  ic_kube_free(kk);
+  /* Without the CA the server is not trusted; with insecure it is. */
+  free(c.ca_file);
+  c.ca_file = NULL;
+  kk = ic_kube_new(&c);
+  ic_kube_set_retry(kk, 1, 0);
+  cr_assert_eq(ic_kube_list(kk, &cbres, "team-a", NULL, &out, NULL), IC_EIO);
+  ic_kube_free(kk);
+  c.insecure = true;
+  kk = ic_kube_new(&c);
+  cr_assert_eq(ic_kube_list(kk, &cbres, "team-a", NULL, &out, NULL), 0);
+  json_decref(out);
+  ic_kube_free(kk);
+  ic_kube_config_free(&c);
+  kill(pid, SIGTERM);
+  waitpid(pid, NULL, 0);
+  snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
+  cr_assert_eq(system(cmd), 0);
+}
