@@ -123,6 +123,15 @@ bool ic_http_parse_bearer(const char *authz, const char **tok, size_t *len) {
   return true;
 }
 
+/* errno text the way Go prints syscall errors ("address already in use"). Thread-safe. */
+static const char *go_errstr(int e) {
+  static __thread char buf[128];
+  const char *m = strerror_r(e, buf, sizeof buf); /* GNU variant: may return a static string */
+  if (m != buf) snprintf(buf, sizeof buf, "%s", m);
+  if (buf[0] >= 'A' && buf[0] <= 'Z' && !(buf[1] >= 'A' && buf[1] <= 'Z')) buf[0] = (char)(buf[0] + 32);
+  return buf;
+}
+
 int ic_http_split_hostport(const char *addr, char host[256], int *port) {
   if (!addr || !host || !port) return IC_EINVAL;
   const char *colon;
@@ -373,7 +382,7 @@ int ic_http_listen(ic_http_server_t *s, char *err, size_t errlen) {
         close(fd);
         fd = -1;
         if (e != EAFNOSUPPORT && e != EADDRNOTAVAIL) {
-          snprintf(err, errlen, "listen tcp %s: bind: %s", s->bind, strerror(e));
+          snprintf(err, errlen, "listen tcp %s: bind: %s", s->bind, go_errstr(e));
           return IC_EIO;
         }
       }
@@ -381,7 +390,7 @@ int ic_http_listen(ic_http_server_t *s, char *err, size_t errlen) {
     if (fd < 0) {
       fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
       if (fd < 0) {
-        snprintf(err, errlen, "listen tcp %s: socket: %s", s->bind, strerror(errno));
+        snprintf(err, errlen, "listen tcp %s: socket: %s", s->bind, go_errstr(errno));
         return IC_EIO;
       }
       int on = 1;
@@ -389,7 +398,7 @@ int ic_http_listen(ic_http_server_t *s, char *err, size_t errlen) {
       struct sockaddr_in a4 = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port),
                                .sin_addr.s_addr = htonl(INADDR_ANY)};
       if (bind(fd, (struct sockaddr *)&a4, sizeof a4) != 0) {
-        snprintf(err, errlen, "listen tcp %s: bind: %s", s->bind, strerror(errno));
+        snprintf(err, errlen, "listen tcp %s: bind: %s", s->bind, go_errstr(errno));
         close(fd);
         return IC_EIO;
       }
@@ -421,12 +430,12 @@ int ic_http_listen(ic_http_server_t *s, char *err, size_t errlen) {
     }
     freeaddrinfo(res);
     if (fd < 0) {
-      snprintf(err, errlen, "listen tcp %s: bind: %s", s->bind, strerror(last));
+      snprintf(err, errlen, "listen tcp %s: bind: %s", s->bind, go_errstr(last));
       return IC_EIO;
     }
   }
   if (listen(fd, 128) != 0) {
-    snprintf(err, errlen, "listen tcp %s: %s", s->bind, strerror(errno));
+    snprintf(err, errlen, "listen tcp %s: %s", s->bind, go_errstr(errno));
     close(fd);
     return IC_EIO;
   }
