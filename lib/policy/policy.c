@@ -74,7 +74,8 @@ static void type_err(dec_t *d, const json_t *v, const char *field, const char *g
 static bool get_int(dec_t *d, const json_t *v, const char *field, int bits, int64_t *out) {
   if (json_is_null(v)) return false;
   if (!json_is_integer(v)) {
-    type_err(d, v, field, bits == 32 ? "int32" : "int64");
+    /* bits 0 = Go `int` (64-bit), the type of `version`. */
+    type_err(d, v, field, bits == 32 ? "int32" : bits == 0 ? "int" : "int64");
     return false;
   }
   json_int_t x = json_integer_value(v);
@@ -399,7 +400,7 @@ ic_policy_parse_status_t ic_policy_parse(const char *body, size_t len, bool too_
     json_object_foreach(root, k, v) {
       if (d.failed) break;
       switch (match_key(k, TOP_KEYS, 3)) {
-        case 0: get_int(&d, v, "PolicySnapshot.version", 64, &doc->version); break;
+        case 0: get_int(&d, v, "PolicySnapshot.version", 0, &doc->version); break;
         case 1: dec_policies(&d, v, doc); break;
         case 2: dec_tenants(&d, v, doc); break;
         default: fail(&d, "json: unknown field \"%s\"", k);

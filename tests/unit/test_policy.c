@@ -192,6 +192,7 @@ Test(policy, decode_errors) {
   cr_assert_eq(parse("{\"version\":7,\"tenants\":[{\"tenantID\":\"a\",\"z\":1}]}", &doc, msg),
                IC_POLICY_DECODE_ERROR);
   cr_assert_eq(parse("{\"version\":\"7\"}", &doc, msg), IC_POLICY_DECODE_ERROR);
+  cr_assert_str_eq(msg, "json: cannot unmarshal string into Go struct field PolicySnapshot.version of type int");
   cr_assert_eq(parse("{\"version\":7.5}", &doc, msg), IC_POLICY_DECODE_ERROR);
   cr_assert_eq(parse("{\"version\":7,\"policies\":[{\"minimumPrefixTokens\":2147483648}]}", &doc, msg),
                IC_POLICY_DECODE_ERROR, "int32 overflow");
