@@ -271,3 +271,20 @@ def test_sigterm_drain_is_bounded():
         assert "err" in result, result
     finally:
         s.stop()
+
+
+def test_lookup_route_emits_no_logs_even_at_debug():
+    with Server(["--insecure-disable-auth", "--log-level=debug"]) as s:
+        stub = s.stub()
+        stub.ReportCacheState(iter([pb.CacheStateUpdate(replica_id="r1", model_id="m", tenant_id="t",
+                                                        hash_scheme="vllm",
+                                                        prefixes=[pb.PrefixEntry(prefix_hash=b"P", token_count=128)])]),
+                              timeout=T)
+        time.sleep(0.2)
+        before = len(s.logs().splitlines())
+        for kw in ({"prefix_hash": b"P", "prefix_token_count": 128}, {"prefix_hash": b"Q"}, {},
+                   {"block_hashes": [b"a"], "block_token_counts": [16]}, {"token_ids": list(range(64))}):
+            stub.LookupRoute(pb.LookupRouteRequest(model_id="m", tenant_id="t", hash_scheme="vllm", **kw), timeout=T)
+        time.sleep(0.2)
+        after = s.logs().splitlines()
+        assert len(after) == before, after[before:]
