@@ -276,6 +276,10 @@ part_t *scope_part(scope_t *sc, uint32_t adapter);
 /* Resolves hash bytes to a slot key; false when a long key is unknown to the scope. */
 bool scope_key(scope_t *sc, const uint8_t *p, size_t n, uint64_t *key, uint32_t *flags);
 slot_t *part_find(part_t *p, uint64_t key, uint32_t flags);
+/* The same with the slot hash computed once by the caller (chain walks prefetch with it). */
+uint64_t part_hash(const part_t *p, uint64_t key, uint32_t flags);
+slot_t *part_find_h(part_t *p, uint64_t h, uint64_t key, uint32_t flags);
+void part_prefetch_h(part_t *p, uint64_t h);
 void part_prefetch(part_t *p, uint64_t key);
 uint32_t slot_holders(const slot_t *s, holder_t *tmp, const holder_t **out);
 const uint8_t *scope_blob(scope_t *sc, uint64_t key, uint32_t *len);

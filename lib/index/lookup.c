@@ -286,29 +286,38 @@ static int lookup_chain(lctx_t *c, ic_index_result_t *r) {
   run_t stack_cur[32], stack_fin[32];
   run_t *cur = stack_cur, *fin = stack_fin;
   size_t ncur = 0, nfin = 0, capcur = 32, capfin = 32;
-  uint64_t kst[256];
+  uint64_t kst[256], hst[256];
   uint32_t fst[256];
   uint64_t *keys = nb <= 256 ? kst : malloc(nb * sizeof *keys);
+  uint64_t *hsh = nb <= 256 ? hst : malloc(nb * sizeof *hsh);
   uint32_t *kfl = nb <= 256 ? fst : malloc(nb * sizeof *kfl);
-  if (!keys || !kfl) {
+  if (!keys || !kfl || !hsh) {
     if (keys != kst) free(keys);
+    if (hsh != hst) free(hsh);
     if (kfl != fst) free(kfl);
     return IC_ENOMEM;
   }
   int64_t total;
-  size_t walked = 0;
+  size_t walked = 0, prepped = 0;
   pthread_rwlock_rdlock(&sc->lock);
   total = atomic_load(&sc->serving);
   part_t *p = c->adapter == UINT32_MAX ? NULL : scope_part(sc, c->adapter);
-  for (size_t i = 0; p && i < nb; i++) {
-    const ic_index_bytes_t *h = &q->block_hashes[i];
-    if (!scope_key(sc, h->data, h->len, &keys[i], &kfl[i])) kfl[i] = UINT32_MAX; /* unknown long key */
+  /* Keys are resolved and their slots prefetched PREFETCH_AHEAD blocks ahead of the walk,
+     and only as far as the walk gets (a miss at block 0 costs little). */
+#define PREP_UPTO(lim)                                                                        \
+  while (p && prepped < (lim) && prepped < nb) {                                              \
+    const ic_index_bytes_t *bh_ = &q->block_hashes[prepped];                                  \
+    if (!scope_key(sc, bh_->data, bh_->len, &keys[prepped], &kfl[prepped])) {                 \
+      kfl[prepped] = UINT32_MAX; /* unknown long key: cannot match */                         \
+    } else {                                                                                  \
+      hsh[prepped] = part_hash(p, keys[prepped], kfl[prepped]);                               \
+      part_prefetch_h(p, hsh[prepped]);                                                       \
+    }                                                                                         \
+    prepped++;                                                                                \
   }
-  for (size_t i = 0; p && i < nb && i < PREFETCH_AHEAD; i++)
-    if (kfl[i] == 0) part_prefetch(p, keys[i]);
   for (size_t i = 0; p && i < nb; i++) {
-    if (i + PREFETCH_AHEAD < nb && kfl[i + PREFETCH_AHEAD] == 0) part_prefetch(p, keys[i + PREFETCH_AHEAD]);
-    slot_t *s = kfl[i] == UINT32_MAX ? NULL : part_find(p, keys[i], kfl[i]);
+    PREP_UPTO(i + PREFETCH_AHEAD + 1);
+    slot_t *s = kfl[i] == UINT32_MAX ? NULL : part_find_h(p, hsh[i], keys[i], kfl[i]);
     holder_t tmp;
     const holder_t *hs = NULL;
     uint32_t hn = s ? slot_holders(s, &tmp, &hs) : 0;
@@ -416,7 +425,9 @@ static int lookup_chain(lctx_t *c, ic_index_result_t *r) {
   if (cur != stack_cur) free(cur);
   if (fin != stack_fin) free(fin);
   if (keys != kst) free(keys);
+  if (hsh != hst) free(hsh);
   if (kfl != fst) free(kfl);
+#undef PREP_UPTO
   if (rc) return rc;
   /* depth-aware distinguishing power (spec §5.6) */
   if (total >= 2 && r->n) {

@@ -443,9 +443,9 @@ static void blob_unref(scope_t *sc, uint64_t id) {
 }
 
 static inline uint64_t be64(const uint8_t *p) {
-  uint64_t v = 0;
-  for (int i = 0; i < 8; i++) v = v << 8 | p[i];
-  return v;
+  uint64_t v;
+  memcpy(&v, p, 8);
+  return __builtin_bswap64(v);
 }
 
 bool scope_key(scope_t *sc, const uint8_t *p, size_t n, uint64_t *key, uint32_t *flags) {
@@ -488,8 +488,16 @@ static inline uint32_t home_of(uint64_t h, uint32_t cap) {
   return (uint32_t)(((unsigned __int128)(h << SUB_BITS) * cap) >> 64);
 }
 
-slot_t *part_find(part_t *p, uint64_t key, uint32_t flags) {
-  uint64_t h = slot_hash(p, key, flags);
+uint64_t part_hash(const part_t *p, uint64_t key, uint32_t flags) { return slot_hash(p, key, flags); }
+
+void part_prefetch_h(part_t *p, uint64_t h) {
+  sub_t *sb = &p->subs[h >> (64 - SUB_BITS)];
+  if (sb->cap) __builtin_prefetch(&sb->slots[home_of(h, sb->cap)]);
+}
+
+slot_t *part_find(part_t *p, uint64_t key, uint32_t flags) { return part_find_h(p, slot_hash(p, key, flags), key, flags); }
+
+slot_t *part_find_h(part_t *p, uint64_t h, uint64_t key, uint32_t flags) {
   sub_t *sb = &p->subs[h >> (64 - SUB_BITS)];
   if (!sb->cap) return NULL;
   uint32_t i = home_of(h, sb->cap);
