@@ -224,6 +224,8 @@ def test_sigterm_drains_in_flight_stream_and_exits_0():
                    what="shutdown start")
         time.sleep(0.3)
         assert s.proc.poll() is None  # still draining the open stream
+        st, _, body = http_get(s.http_url + "/readyz")
+        assert st == 503 and body == b"not ready\n\n"
         q.put(pb.CacheStateUpdate(replica_id="r1", model_id="m", tenant_id="drain", hash_scheme="vllm"))
         q.put(None)
         t.join(60)
