@@ -1,4 +1,4 @@
-/* ic-api-check: validates inferencecache.io manifests (JSON: one object, an array, or a List) with
+/* ic-api-check: validates inferencecache.io manifests (JSON object/array/List, or YAML documents) with
  * lib/api's schema checks and lib/admission's CREATE rules; prints one JSON result per object.
  * Exit 0 = all valid, 1 = some object invalid, 2 = unreadable input. */
 #include <stdio.h>
@@ -8,6 +8,7 @@
 #include "ic/admission.h"
 #include "ic/api.h"
 #include "ic/err.h"
+#include "yaml_json.h"
 
 static json_t *errors_json(const ic_api_errors_t *e) {
   json_t *a = json_array();
@@ -49,31 +50,75 @@ static int check(const json_t *obj, json_t *out) {
   return bad;
 }
 
-int main(int argc, char **argv) {
-  if (argc > 2 || (argc == 2 && strcmp(argv[1], "--help") == 0)) {
-    fprintf(stderr, "usage: ic-api-check [FILE.json]   (stdin when omitted)\n");
-    return 2;
+static char *slurp(FILE *f, size_t *n) {
+  size_t cap = 1 << 16, len = 0;
+  char *buf = malloc(cap);
+  for (size_t r; buf && (r = fread(buf + len, 1, cap - len - 1, f)) > 0;) {
+    len += r;
+    if (cap - len < 2) {
+      char *nb = realloc(buf, cap *= 2);
+      if (!nb) free(buf);
+      buf = nb;
+    }
   }
+  if (buf) buf[len] = 0;
+  *n = len;
+  return buf;
+}
+
+/* JSON (an object, an array of objects, or a List) or YAML (one or more documents). */
+static json_t *load(const char *path, FILE *f) {
+  size_t n = 0;
+  char *text = slurp(f, &n);
+  if (!text) return NULL;
   json_error_t je;
-  json_t *in = argc == 2 ? json_load_file(argv[1], 0, &je) : json_loadf(stdin, 0, &je);
-  if (!in) {
-    fprintf(stderr, "ic-api-check: %s (line %d)\n", je.text, je.line);
+  json_t *j = json_loadb(text, n, 0, &je);
+  if (!j) {
+    char err[256] = "";
+    json_t *docs = NULL;
+    if (yaml_to_json_docs(text, n, &docs, err, sizeof err) != 0)
+      fprintf(stderr, "ic-api-check: %s: not JSON (%s, line %d) nor YAML (%s)\n", path, je.text, je.line, err);
+    j = docs;
+  }
+  free(text);
+  return j;
+}
+
+int main(int argc, char **argv) {
+  if (argc == 2 && (strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0)) {
+    fprintf(stderr, "usage: ic-api-check [FILE.json|FILE.yaml ...]   (stdin when omitted)\n");
     return 2;
   }
-  json_t *items = json_is_array(in) ? in : json_object_get(in, "items");
   json_t *out = json_array();
   int bad = 0;
-  if (json_is_array(items)) {
-    size_t i;
-    json_t *it;
-    json_array_foreach(items, i, it) bad |= check(it, out);
-  } else {
-    bad = check(in, out);
+  for (int a = 1; a < argc || a == 1; a++) {
+    const char *path = argc > 1 ? argv[a] : "-";
+    FILE *f = strcmp(path, "-") == 0 ? stdin : fopen(path, "rb");
+    if (!f) {
+      fprintf(stderr, "ic-api-check: cannot open %s\n", path);
+      json_decref(out);
+      return 2;
+    }
+    json_t *in = load(path, f);
+    if (f != stdin) fclose(f);
+    if (!in) {
+      json_decref(out);
+      return 2;
+    }
+    json_t *items = json_is_array(in) ? in : json_object_get(in, "items");
+    if (json_is_array(items)) {
+      size_t i;
+      json_t *it;
+      json_array_foreach(items, i, it) bad |= check(it, out);
+    } else {
+      bad |= check(in, out);
+    }
+    json_decref(in);
+    if (argc <= 1) break;
   }
   char *s = json_dumps(out, JSON_INDENT(2));
   puts(s ? s : "[]");
   free(s);
   json_decref(out);
-  json_decref(in);
   return bad ? 1 : 0;
 }

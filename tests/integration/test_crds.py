@@ -363,3 +363,22 @@ def test_default_install_renders_with_the_required_pieces():
 def test_samples_kustomization_lists_every_sample():
     docs = render(os.path.join(SRC, "config", "samples"))
     assert len(docs) == len(samples())
+
+
+def test_api_check_reads_yaml_files_directly(tmp_path):
+    files = sorted(p for p in glob.glob(os.path.join(SAMPLES, "*.yaml")) if not p.endswith("kustomization.yaml"))
+    p = subprocess.run([CHECK] + files, capture_output=True, text=True, timeout=60)
+    assert p.returncode == 0, p.stdout + p.stderr
+    res = json.loads(p.stdout)
+    assert len(res) == len(samples()) and all(r["valid"] for r in res)
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("apiVersion: inferencecache.io/v1alpha1\nkind: CacheBackend\nmetadata: {name: q}\n"
+                   "spec:\n  replicas: \"1\"\n  deploymentKind: &k StatefulSet\n  type: *k\n---\n"
+                   "apiVersion: inferencecache.io/v1alpha1\nkind: CacheTenant\nmetadata: {name: t}\nspec: {tenantID: ~}\n")
+    p = subprocess.run([CHECK, str(bad)], capture_output=True, text=True, timeout=60)
+    assert p.returncode == 1
+    res = json.loads(p.stdout)
+    assert [e["field"] for e in res[0]["schema"]] == ["spec.replicas"]  # a quoted number is a string
+    assert [e["field"] for e in res[1]["schema"]] == ["spec.tenantID"]  # ~ is null: required
+    p = subprocess.run([CHECK, str(tmp_path / "missing.yaml")], capture_output=True, text=True, timeout=60)
+    assert p.returncode == 2
