@@ -1013,12 +1013,24 @@ int ic_index_ingest(ic_index_t *ix, const ic_index_update_t *u) {
                    ix->cfg.quota_resolver(ix->cfg.resolver_ud, nz(u->tenant), &budget);
   tmrec_t *tm = NULL;
   scope_t *sc = NULL;
-  pthread_rwlock_wrlock(&ix->dir);
-  tm = tm_get_locked(ix, id[2], id[1]);
-  if (tm && *nz(u->scheme) && u->n_prefixes) sc = scope_get_locked(ix, id[2], id[1], id[3]);
+  bool want_sc = *nz(u->scheme) && u->n_prefixes;
   uint64_t tv = 0;
-  u64map_get(&ix->tenant_map, id[2], &tv);
-  pthread_rwlock_unlock(&ix->dir);
+  /* the records usually exist: a read lock keeps lookups' directory reads flowing */
+  {
+    const char *nm[4] = {nz(u->tenant), nz(u->model), nz(u->scheme), ""};
+    uint32_t rid[4];
+    tenantrec_t *trp;
+    ix_resolve(ix, nm, rid, &sc, &tm, &trp);
+    tv = (uint64_t)(uintptr_t)trp;
+  }
+  if (!tm || !tv || (want_sc && !sc)) {
+    pthread_rwlock_wrlock(&ix->dir);
+    tm = tm_get_locked(ix, id[2], id[1]);
+    if (tm && want_sc) sc = scope_get_locked(ix, id[2], id[1], id[3]);
+    u64map_get(&ix->tenant_map, id[2], &tv);
+    pthread_rwlock_unlock(&ix->dir);
+  }
+  if (!want_sc) sc = NULL;
   if (!tm || (*nz(u->scheme) && u->n_prefixes && !sc)) return IC_ENOMEM;
   tenantrec_t *tr = (tenantrec_t *)(uintptr_t)tv;
   ic_index_eviction_t algo = (ic_index_eviction_t)atomic_load(&tr->algo);
