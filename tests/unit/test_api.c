@@ -410,3 +410,23 @@ Test(api_cachebackend, typed_mp_redis_spec_and_status_round_trip) {
   ic_api_cachebackend_free(&cb);
   ic_api_cachebackend_free(&cl);
 }
+
+Test(api_errors, message_formats_like_the_api_server) {
+  ic_api_errors_t e = IC_API_ERRORS_INIT;
+  json_t *v = json_integer(-1);
+  ic_api_errors_add(&e, IC_API_ERR_INVALID, "spec.replicas", v, NULL, "%s", "must be >= 0");
+  char *m = ic_api_errors_message(&e, "CacheBackend", "inferencecache.io", "x");
+  cr_assert_str_eq(m, "CacheBackend.inferencecache.io \"x\" is invalid: spec.replicas: Invalid value: -1: must be >= 0");
+  free(m);
+  ic_api_errors_add(&e, IC_API_ERR_REQUIRED, "spec.lmCache", NULL, NULL, "%s", "");
+  ic_api_errors_add(&e, IC_API_ERR_FORBIDDEN, "spec.hiCache", NULL, NULL, "%s", "nope");
+  m = ic_api_errors_message(&e, "Pod", "", "p");
+  cr_assert_str_eq(m, "Pod \"p\" is invalid: [spec.replicas: Invalid value: -1: must be >= 0, spec.lmCache: Required "
+                      "value, spec.hiCache: Forbidden: nope]");
+  free(m);
+  cr_assert_str_eq(ic_api_err_reason(IC_API_ERR_NOT_SUPPORTED), "FieldValueNotSupported");
+  cr_assert(ic_api_field_error_equal(&e.items[0], &e.items[0]));
+  cr_assert(!ic_api_field_error_equal(&e.items[0], &e.items[1]));
+  json_decref(v);
+  ic_api_errors_free(&e);
+}
