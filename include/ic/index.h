@@ -177,9 +177,10 @@ int ic_index_apply_event(ic_index_t *ix, const ic_index_event_t *ev);
 /* TTL sweep (spec §4.1); also finishes pending lazy reclaims. Returns entries removed. */
 int64_t ic_index_evict_expired(ic_index_t *ix);
 
-/* Bounded background work: reclaims memory of cleared replicas, visiting at most `budget`
- * table slots. Returns the number of slots still pending (0 = nothing left). Optional: ingest
- * and the sweep do the same work incrementally. */
+/* Bounded background work: reclaims memory of cleared replicas, visiting about `budget`
+ * table slots (in chunks of 4096, each under its own short write hold). Returns 0 when nothing
+ * is left, else an estimate of the slots still to visit. Optional: ingest does a little of the
+ * same work and the TTL sweep finishes it. */
 size_t ic_index_maintain(ic_index_t *ix, size_t budget);
 
 /* ------------------------------------------------------------------ lookup (spec §5) */

@@ -973,10 +973,11 @@ size_t ic_index_maintain(ic_index_t *ix, size_t budget) {
   if (atomic_load_explicit(&ix->dead_pending, memory_order_relaxed) <= 0) return 0;
   uint32_t n;
   scope_t **v = snapshot_scopes(ix, &n);
-  size_t left = 0;
+  size_t chunks = budget / SWEEP_CHUNK + 1, left = 0; /* budget is in slots */
   for (uint32_t i = 0; i < n; i++) {
-    left += scope_reclaim(v[i], budget);
-    budget = budget > SUBS ? budget - SUBS : 1;
+    size_t more = chunks ? scope_reclaim(v[i], chunks) : 1;
+    if (more) left += SWEEP_CHUNK;
+    chunks = chunks > 1 ? chunks - 1 : 0;
   }
   free(v);
   return left;
@@ -1144,7 +1145,7 @@ int ic_index_ingest(ic_index_t *ix, const ic_index_update_t *u) {
   report_evictions(ix, cev, "cap");
   ix_report_entries(ix);
   /* a little lazy reclaim per ingest keeps cleared replicas from lingering */
-  ic_index_maintain(ix, 4);
+  ic_index_maintain(ix, 4 * SWEEP_CHUNK);
   return rc;
 }
 
