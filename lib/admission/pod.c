@@ -378,6 +378,9 @@ static const char *render_pod_local(json_t *pod, json_t *eng, adapter_t a, const
     json_t *mark = find_named(json_object_get(existing, "env"), "INFERENCECACHE_MP_SERVER", NULL);
     if (!streq(json_string_value(json_object_get(mark, "value")), "true"))
       return "an init container named lmcache-mp-server already exists and is not ours";
+  } else if (find_named(vols, MP_SHM, NULL) || find_named(vols, MP_CONFIG, NULL)) {
+    /* not a re-admission of our own wiring: a reserved volume name is taken by the Pod itself */
+    return "the Pod already uses a reserved volume name (lmcache-mp-shm or lmcache-mp-config)";
   }
   json_t *emounts = arr_child(eng, "volumeMounts");
   /* /dev/shm: reuse a suitable engine mount, else our own memory-backed emptyDir */
@@ -1071,6 +1074,10 @@ void ic_admission_mutate_pod(const ic_admission_config_t *cfg, const json_t *pod
     }
     if (a == AD_HICACHE) {
       fail_open(pod, res, "SGLang HiCache does not accept a remote-storage binding%s", "");
+      goto out;
+    }
+    if (cb.spec.remote_storage.redis.tls || cb.spec.remote_storage.redis.has_database) {
+      fail_open(pod, res, "Redis TLS and database selection are not supported by the LMCache L2 adapter%s", "");
       goto out;
     }
     const char *ep = NULL;

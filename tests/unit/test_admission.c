@@ -732,3 +732,13 @@ Test(pod_webhook, managed_redis_binding_needs_a_published_endpoint) {
   cr_assert_str_eq(json_string_value(json_object_get(json_object_get(json_object_get(pw, "valueFrom"), "secretKeyRef"), "name")), "redis-auth");
   json_decref(pod), json_decref(res.patched);
 }
+
+Test(pod_webhook, reserved_volume_name_taken_by_the_pod_fails_open) {
+  const char *p = "{\"apiVersion\":\"v1\",\"kind\":\"Pod\",\"metadata\":{\"name\":\"e\",\"namespace\":\"llm\",\"labels\":" CHAT
+                  "},\"spec\":{\"volumes\":[{\"name\":\"lmcache-mp-shm\",\"emptyDir\":{}}],\"containers\":" VLLM_CONTAINERS "}}";
+  ic_admission_pod_result_t res;
+  json_t *pod = mutate(p, "[" VLLM_CB "]", &res);
+  cr_assert_null(res.patched);
+  cr_assert(strstr(res.reason, "reserved volume name"), "%s", res.reason);
+  json_decref(pod);
+}
