@@ -78,7 +78,7 @@ typedef struct __attribute__((packed, aligned(4))) {
 typedef struct {
   uint32_t ts;     /* time id in the scope's time table */
   int32_t tokens;  /* stored token count */
-  uint32_t meta;   /* rep | tier | M_CNT */
+  uint32_t meta;   /* rep | tier */
 } holder_t;
 
 typedef struct {
@@ -146,8 +146,8 @@ typedef struct scope {
   u64map_t time_map;         /* ns -> time id */
   blob_t *blobs;
   uint32_t nblobs, capblobs, blob_free;
-  u64map_t blob_map;         /* hash(bytes) -> chain head is avoided: value = blob id, key =
-                                hash; collisions resolved by probing hash+1 (see store.c) */
+  u64map_t blob_map;         /* XXH3(bytes) -> blob id; a 64-bit collision probes hash+1,
+                                hash+2, ... (UINT64_MAX marks a freed link in such a run) */
   pthread_mutex_t lfu_lock;  /* guards lfu (credits run under the scope READ lock) */
   u64map_t lfu;              /* entry identity hash -> count, see lfu_key() */
   _Atomic uint32_t lfu_n;    /* lfu.count, readable without lfu_lock: 0 = no counter anywhere */
