@@ -306,6 +306,10 @@ def test_bad_bodies_get_400_and_delete_is_allowed(hook):
     code, _ = hook.post("/no-such-webhook", "{}", raw=True)
     assert code == 404
     assert hook.review(CB_PATH, cb(spec={"runtime": "VLLM"}), op="DELETE")["allowed"]
+    # the API server appends ?timeout=10s to the configured path
+    out = hook.post(CB_PATH + "?timeout=10s", {"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview",
+                                               "request": {"uid": "q", "operation": "CREATE", "object": cb()}})
+    assert out["response"]["allowed"] and out["response"]["uid"] == "q"
 
 
 def test_certificate_rotation_is_picked_up(hook):
