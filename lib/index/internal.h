@@ -32,7 +32,7 @@ uint64_t ic_hash_bytes(const void *p, size_t n);
 /* Interned byte strings -> dense u32 ids. Strings are stored in stable chunks so that
  * id -> pointer reads need no lock once an id was handed out. Never shrinks. */
 #define STR_CHUNK 4096u
-#define STR_MAXCHUNKS 65536u
+#define STR_MAXCHUNKS 4096u /* 16 M distinct strings */
 typedef struct {
   char **chunks[STR_MAXCHUNKS]; /* chunk i holds ids [i*STR_CHUNK, (i+1)*STR_CHUNK) */
   size_t *lens[STR_MAXCHUNKS];
