@@ -38,6 +38,7 @@ typedef struct ctl {
 
   ic_kube_queue_t *podq; /* EnginePodEvents: "ns/name" of created engine Pods */
   json_t *pods_seen;     /* watcher thread only: Pod uid -> true (creation = first sighting) */
+  json_t *pods_announced; /* pod worker only: Pod uid -> true (one Event per Pod) */
 
   atomic_bool leader;
   atomic_bool stopping;

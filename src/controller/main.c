@@ -461,6 +461,7 @@ int main(int argc, char **argv) {
   c.queue = ic_kube_queue_new(5, 1000 * 1000);
   c.podq = ic_kube_queue_new(5, 1000 * 1000);
   c.pods_seen = json_object();
+  c.pods_announced = json_object();
   c.metrics = ic_metrics_new();
   static const double buckets[] = {0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10};
   c.m_reconcile_total = ic_metrics_counter(c.metrics, "controller_runtime_reconcile_total",
@@ -601,6 +602,7 @@ int main(int argc, char **argv) {
   ic_kube_queue_free(c.queue);
   ic_kube_queue_free(c.podq);
   json_decref(c.pods_seen);
+  json_decref(c.pods_announced);
   ic_metrics_free(c.metrics);
   json_decref(c.probe_slots);
   json_decref(c.t2_baseline);

@@ -60,6 +60,17 @@ int ctl_reconcile_pod_events(ctl_t *c, const char *key) {
   int rc = ic_kube_get(c->kube, &ic_kube_res_pods, pns, pname, &pod, &st);
   if (rc == IC_ENOTFOUND) return 0;
   if (rc != 0) return rc;
+  /* Announce each Pod (uid) once per process, however often its key was queued. */
+  const char *puid = ic_kube_jstr(pod, "metadata.uid");
+  if (puid && c->pods_announced) {
+    /* Bounded: forgetting old uids at worst repeats an Event after a leader change. */
+    if (json_object_size(c->pods_announced) > 65536) json_object_clear(c->pods_announced);
+    if (json_object_get(c->pods_announced, puid)) {
+      json_decref(pod);
+      return 0;
+    }
+    json_object_set_new(c->pods_announced, puid, json_true());
+  }
   const char *by = ann(pod, "inferencecache.io/injected-by");
   if (!by) {
     if (skipped_marker(pod))
@@ -77,6 +88,7 @@ int ctl_reconcile_pod_events(ctl_t *c, const char *key) {
   json_t *cb = NULL;
   rc = ic_kube_get(c->kube, &ctl_res_cachebackends, ns, name, &cb, &st);
   if (rc != 0) {
+    if (rc != IC_ENOTFOUND && puid) json_object_del(c->pods_announced, puid); /* retry */
     json_decref(pod);
     return rc == IC_ENOTFOUND ? 0 : rc; /* transient lookup errors retry */
   }
