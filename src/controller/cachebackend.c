@@ -477,6 +477,35 @@ static bool typed_mp(pass_t *p) {
          json_is_object(json_object_get(p->spec, "lmCache"));
 }
 
+static bool typed_nodelocal(pass_t *p) {
+  const char *t = sstr(p->spec, "lmCache.topology");
+  return typed_mp(p) && t && strcmp(t, "NodeLocal") == 0;
+}
+
+/* Server Pods for typed NodeLocal backends, with the remote-tier binding (host:port, auth). */
+static int nodelocal_servers(pass_t *p, const char *endpoint) {
+  if (!typed_nodelocal(p)) return 0;
+  json_t *binding = NULL;
+  if (endpoint && *endpoint) {
+    const char *colon = strrchr(endpoint, ':');
+    if (colon) {
+      char host[300];
+      snprintf(host, sizeof host, "%.*s", (int)(colon - endpoint), endpoint);
+      binding = json_pack("{s:s,s:I}", "host", host, "port", (json_int_t)atoll(colon + 1));
+      json_t *auth = ic_kube_jget(p->remote, "redis.authentication");
+      if (json_is_object(json_object_get(auth, "username")))
+        json_object_set(binding, "username", json_object_get(auth, "username"));
+      if (json_is_object(json_object_get(auth, "password")))
+        json_object_set(binding, "password", json_object_get(auth, "password"));
+    }
+  }
+  char err[512] = "";
+  int rc = ctl_nodelocal_reconcile(p->c, p->cb, binding, err, sizeof err);
+  json_decref(binding);
+  if (rc) snprintf(p->err, sizeof p->err, "%s", err);
+  return rc;
+}
+
 /* lmCacheMPReadyBase with fail-open fixed to true: the remote tier never gates Ready. */
 static void mp_ready_base(pass_t *p, json_t *st, verdict_t *out) {
   json_t *cr = ic_kube_condition_get(st, "ConnectorReady");
@@ -662,8 +691,12 @@ static void refresh_connector(pass_t *p, json_t *st, json_t *pods, bool have_sel
     ic_kube_condition_remove(st, "ConnectorReady");
     return;
   }
-  if (strcmp(topo, "PodLocal") != 0) return; /* NodeLocal servers are not managed here yet */
-  if (have_selector && !pods) return;         /* list error: skip silently */
+  if (have_selector && !pods) return; /* list error: skip silently */
+  if (strcmp(topo, "NodeLocal") == 0) {
+    ctl_nodelocal_connector(p->c, p->cb, pods, st, p->now);
+    return;
+  }
+  if (strcmp(topo, "PodLocal") != 0) return;
   char owner[600], gen[32];
   snprintf(owner, sizeof owner, "%s/%s", p->ns, p->name);
   snprintf(gen, sizeof gen, "%lld", (long long)p->generation);
@@ -778,7 +811,7 @@ static void path_unmanaged(pass_t *p, json_t *st) {
   json_object_set_new(st, "observedGeneration", json_integer(p->generation));
 }
 
-static void path_external_remote(pass_t *p, json_t *st) {
+static int path_external_remote(pass_t *p, json_t *st) {
   const char *raw = sstr(p->remote, "endpoint");
   char *trim = strdup(raw ? raw : "");
   char *s = trim;
@@ -800,6 +833,7 @@ static void path_external_remote(pass_t *p, json_t *st) {
     remote = ev;
   json_object_set_new(st, "remoteStorage", json_pack("{s:s,s:s,s:s}", "provider", "Redis",
                                                      "endpoint", s, "ready", remote.status));
+  int nrc = strcmp(ev.status, "True") == 0 ? nodelocal_servers(p, s) : 0;
   free(trim);
   set_cond(p, st, "RemoteStorageReady", &remote, p->generation);
   if (typed_mp(p))
@@ -811,9 +845,11 @@ static void path_external_remote(pass_t *p, json_t *st) {
   ic_kube_condition_remove(st, "Degraded");
   remove_advisories(st);
   json_object_set_new(st, "observedGeneration", json_integer(p->generation));
+  return nrc;
 }
 
-static void path_serverless(pass_t *p, json_t *st, bool events_only) {
+static int path_serverless(pass_t *p, json_t *st, bool events_only) {
+  int nrc = events_only ? 0 : nodelocal_servers(p, NULL);
   bool transitioned = json_object_get(st, "remoteStorage") != NULL;
   verdict_t ready, degraded;
   if (events_only)
@@ -842,6 +878,7 @@ static void path_serverless(pass_t *p, json_t *st, bool events_only) {
   set_progressing(p, st, &ready, p->generation);
   remove_advisories(st);
   json_object_set_new(st, "observedGeneration", json_integer(p->generation));
+  return nrc;
 }
 
 /* Workload readiness (§4.4.9). */
@@ -961,6 +998,10 @@ static int path_managed(pass_t *p, json_t *st) {
              (long long)(json_is_integer(port) ? json_integer_value(port) : 6379));
   }
   json_decref(svc);
+  if (nodelocal_servers(p, endpoint) != 0 && apply_rc == 0) {
+    apply_rc = IC_EIO;
+    snprintf(apply_err, sizeof apply_err, "%s", p->err);
+  }
   verdict_t wv, remote, ready, degraded;
   workload_readiness(live, eff_replicas(p), &wv);
   json_decref(live);
@@ -1268,6 +1309,7 @@ int ctl_reconcile_cachebackend(ctl_t *c, const char *key, int64_t *requeue_ms) {
   ic_buf_free(&sel);
   json_decref(podlist);
   refresh_connector(&p, stj, pods, have_selector);
+  if (!typed_nodelocal(&p)) ctl_nodelocal_cleanup(c, p.cb);
   const char *ownership = sstr(p.remote, "ownership");
   const char *provider = sstr(p.remote, "provider");
   bool redis = provider && strcmp(provider, "Redis") == 0;
@@ -1282,19 +1324,22 @@ int ctl_reconcile_cachebackend(ctl_t *c, const char *key, int64_t *requeue_ms) {
   } else if (lmcache && p.engine_wired && strcmp(p.mode, "EventsOnly") == 0) {
     path = "events-only";
     rc = delete_managed_children(&p, NULL);
-    path_serverless(&p, stj, true);
+    int prc2 = path_serverless(&p, stj, true);
+    if (!rc) rc = prc2;
   } else if (lmcache && redis && offload && ownership && strcmp(ownership, "Managed") == 0) {
     path = "managed";
     rc = path_managed(&p, stj);
   } else if (lmcache && redis && offload && ownership && strcmp(ownership, "External") == 0) {
     path = "external-remote";
     rc = delete_managed_children(&p, NULL);
-    path_external_remote(&p, stj);
+    int prc2 = path_external_remote(&p, stj);
+    if (!rc) rc = prc2;
   } else if (lmcache && p.engine_wired && json_is_object(json_object_get(p.spec, "lmCache")) &&
              !p.remote) {
     path = "host-only";
     rc = delete_managed_children(&p, NULL);
-    path_serverless(&p, stj, false);
+    int prc2 = path_serverless(&p, stj, false);
+    if (!rc) rc = prc2;
   } else {
     path = "unmanaged";
     rc = delete_managed_children(&p, NULL);

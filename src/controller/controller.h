@@ -62,6 +62,12 @@ int ctl_reconcile_pod_events(ctl_t *c, const char *key);
 /* Pods the EnginePodEvents reconciler cares about (injected-by, or the explicit skip marker). */
 bool ctl_pod_event_candidate(json_t *pod);
 
+/* NodeLocal MP servers (nodelocal.c). `binding` = {host, port, username?, password?} of the remote
+ * tier or NULL. reconcile returns 0 or an error described in err. */
+int ctl_nodelocal_reconcile(ctl_t *c, json_t *cb, json_t *binding, char *err, size_t errlen);
+void ctl_nodelocal_cleanup(ctl_t *c, json_t *cb);
+void ctl_nodelocal_connector(ctl_t *c, json_t *cb, json_t *pods, json_t *status, const char *now);
+
 /* CacheIndex poller: one refresh (ensure singleton, GET /snapshot, projections). */
 int ctl_poll_once(ctl_t *c);
 /* Policy push: list CachePolicies + CacheTenants, POST the v7 body. */

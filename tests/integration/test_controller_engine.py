@@ -202,3 +202,77 @@ def test_engine_pod_events(api, ctl):
     api.patch(PODS, NS, "inj", {"metadata": {"labels": {"x": "y"}}})
     time.sleep(1.0)
     assert len(events(api, "InjectedByCacheBackend")) == 1
+
+
+def nodelocal_spec(retention=0):
+    return {"runtime": "VLLM", "type": "LMCache",
+            "lmCache": {"topology": "NodeLocal", "nodeLocal": {
+                "idleRetentionSeconds": retention,
+                "server": {"image": "lmcache/server@sha256:" + "c" * 64, "port": 6555,
+                           "httpPort": 6556, "l1Capacity": "1536Mi", "maxGPUWorkers": 1,
+                           "maxCPUWorkers": 2, "resources": {}},
+                "scheduling": {"tolerations": [{"key": "gpu", "operator": "Exists"}]}}},
+            "remoteStorage": {"provider": "Redis", "ownership": "External",
+                              "endpoint": "redis.cache:6379"},
+            "engineSelector": {"matchLabels": {DOMAIN: "d1"}},
+            "observation": {"modelID": "m", "firstEventTimeout": "1h"}}
+
+
+def server_pods(api, uid):
+    return [p for p in api.list(PODS, NS)
+            if (p["metadata"].get("labels") or {}).get("inferencecache.io/cache-backend-uid") == uid]
+
+
+def test_nodelocal_server_pods_lifecycle_and_connector(api, ctl):
+    cb = make_cb(api, "nl", nodelocal_spec())
+    uid = cb["metadata"]["uid"]
+    engine_pod(api, "engine-a", cb)  # on node n1
+    srv = wait_until(lambda: server_pods(api, uid), 30, what="server pod for n1")
+    assert len(srv) == 1
+    s = srv[0]
+    md, spec = s["metadata"], s["spec"]
+    assert md["annotations"]["inferencecache.io/node-local-target-node"] == "n1"
+    assert md["annotations"]["inferencecache.io/node-local-owner"] == "eng/nl"
+    assert md["ownerReferences"][0]["uid"] == uid and md["ownerReferences"][0]["controller"]
+    assert md["name"].startswith("nl-") and len(md["name"]) == len("nl-") + 12
+    assert spec["hostNetwork"] is True and spec["dnsPolicy"] == "ClusterFirstWithHostNet"
+    term = spec["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]
+    assert term["nodeSelectorTerms"][0]["matchFields"][0]["values"] == ["n1"]
+    assert spec["tolerations"] == [{"key": "gpu", "operator": "Exists"}]
+    ctr = spec["containers"][0]
+    args = ctr["args"]
+    assert args[args.index("--shm-name") + 1] == "lmcache_l1_pool_inferencecache_" + uid
+    assert args[args.index("--l1-size-gb") + 1] == "1.5"
+    assert args[args.index("--l2-adapter") + 1] == '{"host":"redis.cache","port":6379,"type":"resp"}'
+    assert [p["hostPort"] for p in ctr["ports"]] == [6555, 6556]
+    assert spec["volumes"][0]["hostPath"] == {"path": "/dev/shm/inference-cache/" + uid,
+                                              "type": "DirectoryOrCreate"}
+    # Server not ready yet -> pool pending; once it runs on n1 and is Ready -> ConnectorReady.
+    o = wait_until(lambda: (lambda o: o if (cond(o, "ConnectorReady") or {}).get("reason")
+                            == "NodeLocalServerPoolPending" else None)(get(api, "nl")), 30,
+                   what="pool pending")
+    api.patch(PODS, NS, md["name"], {"spec": {"nodeName": "n1"}})
+    api.patch(PODS, NS, md["name"], {"status": {
+        "phase": "Running", "conditions": [{"type": "Ready", "status": "True"}],
+        "containerStatuses": [{"name": "lmcache-mp-server", "ready": True,
+                               "state": {"running": {}}}]}}, sub="status")
+    o = wait_until(lambda: (lambda o: o if (cond(o, "ConnectorReady") or {}).get("status")
+                            == "True" else None)(get(api, "nl")), 30, what="ConnectorReady")
+    conn = o["status"]["connector"]
+    assert conn["topology"] == "NodeLocal" and conn["desiredServers"] == 1
+    assert conn["readyServers"] == 1 and conn["coveredEnginePods"] == 1
+    assert cond(o, "Ready")["reason"] == "ConnectorReady"  # external remote tier: no KV gate
+
+    # Engine gone with idleRetentionSeconds 0 -> the server Pod is deleted.
+    api.delete(PODS, NS, "engine-a")
+    wait_until(lambda: not server_pods(api, uid), 30, what="idle server deleted")
+
+    # Leaving NodeLocal (to PodLocal) removes any remaining server Pods.
+    engine_pod(api, "engine-b", cb)
+    wait_until(lambda: server_pods(api, uid), 30, what="server pod again")
+    api.patch(CB, NS, "nl", {"spec": {"lmCache": {"topology": "PodLocal", "nodeLocal": None,
+                                                  "podLocal": {"server": {
+                                                      "image": "x@sha256:" + "d" * 64,
+                                                      "port": 6555, "l1Capacity": "1Gi",
+                                                      "maxWorkers": 1, "resources": {}}}}}})
+    wait_until(lambda: not server_pods(api, uid), 30, what="server pods cleaned up")

@@ -1,6 +1,7 @@
 # Links the controller's reconciler sources (no main.c) for pure-function tests.
 target_sources(${name} PRIVATE ${CMAKE_SOURCE_DIR}/src/controller/resources.c
                ${CMAKE_SOURCE_DIR}/src/controller/cachebackend.c
-               ${CMAKE_SOURCE_DIR}/src/controller/poller.c ${CMAKE_SOURCE_DIR}/src/controller/push.c)
+               ${CMAKE_SOURCE_DIR}/src/controller/poller.c ${CMAKE_SOURCE_DIR}/src/controller/push.c
+               ${CMAKE_SOURCE_DIR}/src/controller/nodelocal.c)
 target_include_directories(${name} PRIVATE ${CMAKE_SOURCE_DIR}/src/controller)
-target_link_libraries(${name} PRIVATE ic_api PkgConfig::CURL PkgConfig::JANSSON m)
+target_link_libraries(${name} PRIVATE ic_api PkgConfig::CURL PkgConfig::JANSSON PkgConfig::OPENSSL m)
