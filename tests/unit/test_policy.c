@@ -289,6 +289,14 @@ Test(policy, eviction_and_ttl_resolution) {
   cr_assert_eq(ic_policy_index_ttl(s, "r"), 60000000000LL);
   const ic_policy_snap_t *snap = ic_policy_acquire(s);
   cr_assert_str_eq(ic_policy_snap_policy(snap, "l")->eviction, "lfu");
+  cr_assert_str_eq(ic_policy_snap_policy(snap, "r")->eviction, "random");
+  ic_policy_release(snap);
+  ic_policy_doc_t *doc;
+  char msg[256];
+  cr_assert_eq(parse("{\"version\":7,\"policies\":[{\"namespace\":\"u\"}]}", &doc, msg), IC_POLICY_OK);
+  cr_assert_eq(ic_policy_store_replace(s, doc), 0);
+  snap = ic_policy_acquire(s);
+  cr_assert_str_eq(ic_policy_snap_policy(snap, "u")->eviction, "", "unset eviction stored as \"\"");
   ic_policy_release(snap);
   ic_policy_store_free(s);
 }
