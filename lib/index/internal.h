@@ -86,7 +86,7 @@ typedef struct {
   holder_t h[];
 } spill_t;
 
-#define SUB_BITS 6u
+#define SUB_BITS 2u
 #define SUBS (1u << SUB_BITS)
 typedef struct {
   slot_t *slots;
