@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include "controller.h"
 #include "ic/api.h"
@@ -39,6 +40,7 @@ typedef struct {
   json_t *remote; /* spec.remoteStorage, borrowed */
   char now[40];
   bool deleted_service;
+  json_t *pods;      /* selector-matched engine Pods (borrowed), NULL when the list failed */
   bool probe_commit; /* a probe call succeeded: commit the rate-limit slot after the patch */
   int64_t requeue_ms;
   char err[512];
@@ -848,6 +850,8 @@ static int path_external_remote(pass_t *p, json_t *st) {
   return nrc;
 }
 
+static void engine_advisories(pass_t *p, json_t *st, verdict_t *ready, int64_t og);
+
 static int path_serverless(pass_t *p, json_t *st, bool events_only) {
   int nrc = events_only ? 0 : nodelocal_servers(p, NULL);
   bool transitioned = json_object_get(st, "remoteStorage") != NULL;
@@ -871,12 +875,18 @@ static int path_serverless(pass_t *p, json_t *st, bool events_only) {
   else if (can_anchor && (!json_object_get(st, "firstAvailableAt") || transitioned))
     json_object_set_new(st, "firstAvailableAt", json_string(p->now));
   kv_gate(p, st, &ready, &degraded, transitioned, events_only);
+  if (!events_only && p->engine_wired) engine_advisories(p, st, &ready, p->generation);
   json_object_del(st, "remoteStorage");
   ic_kube_condition_remove(st, "RemoteStorageReady");
   set_cond(p, st, "Ready", &ready, p->generation);
   set_cond(p, st, "Degraded", &degraded, p->generation);
   set_progressing(p, st, &ready, p->generation);
-  remove_advisories(st);
+  ic_kube_condition_remove(st, "FunctionalProbeOK");
+  ic_kube_condition_remove(st, "T2Degraded");
+  if (events_only || !p->engine_wired) {
+    ic_kube_condition_remove(st, "EngineKernelsHealthy");
+    ic_kube_condition_remove(st, "EngineCompatibility");
+  }
   json_object_set_new(st, "observedGeneration", json_integer(p->generation));
   return nrc;
 }
@@ -1024,7 +1034,10 @@ static int path_managed(pass_t *p, json_t *st) {
   if (p->engine_wired) {
     probe_gate(p, st, &ready, og);
     t2_advisory(p, st, og);
+    engine_advisories(p, st, &ready, og);
   } else {
+    ic_kube_condition_remove(st, "EngineKernelsHealthy");
+    ic_kube_condition_remove(st, "EngineCompatibility");
     ic_kube_condition_remove(st, "FunctionalProbeOK");
     ic_kube_condition_remove(st, "T2Degraded");
   }
@@ -1217,6 +1230,129 @@ static void t2_advisory(pass_t *p, json_t *st, int64_t og) {
   set_cond(p, st, "T2Degraded", &v, og);
 }
 
+/* Engine advisories (controller.md §2.2.12 b, c) for managed and host-only engine-wired
+ * backends: EngineKernelsHealthy from the lmcache-kernel-check init container (strict failures
+ * downgrade Ready), EngineCompatibility from a crash-looping injected engine (never gates). */
+static bool owned_by(pass_t *p, json_t *pod) {
+  json_t *a = ic_kube_jget(pod, "metadata.annotations");
+  json_t *by = json_object_get(a, "inferencecache.io/injected-by");
+  json_t *uid = json_object_get(a, "inferencecache.io/injected-by-uid");
+  char owner[600];
+  snprintf(owner, sizeof owner, "%s/%s", p->ns, p->name);
+  return json_is_string(by) && strcmp(json_string_value(by), owner) == 0 && nonempty(p->uid) &&
+         json_is_string(uid) && strcmp(json_string_value(uid), p->uid) == 0;
+}
+
+static void engine_advisories(pass_t *p, json_t *st, verdict_t *ready, int64_t og) {
+  if (p->pods) {
+    int fail = 0, error = 0, pending = 0, ok = 0;
+    bool strict_fail = false;
+    char detail[400] = "";
+    size_t i, j;
+    json_t *pod, *ic;
+    json_array_foreach(p->pods, i, pod) {
+      if (!owned_by(p, pod)) continue;
+      json_t *spec_ic = NULL;
+      json_array_foreach(ic_kube_jget(pod, "spec.initContainers"), j, ic) {
+        if (sstr(ic, "name") && strcmp(sstr(ic, "name"), "lmcache-kernel-check") == 0) spec_ic = ic;
+      }
+      if (!spec_ic) continue;
+      bool strict = false;
+      json_t *e;
+      json_array_foreach(json_object_get(spec_ic, "env"), j, e) {
+        if (sstr(e, "name") && strcmp(sstr(e, "name"), "KERNEL_CHECK_STRICT") == 0 && sstr(e, "value") &&
+            strcmp(sstr(e, "value"), "1") == 0)
+          strict = true;
+      }
+      json_t *term = NULL;
+      json_array_foreach(ic_kube_jget(pod, "status.initContainerStatuses"), j, ic) {
+        if (!sstr(ic, "name") || strcmp(sstr(ic, "name"), "lmcache-kernel-check") != 0) continue;
+        term = ic_kube_jget(ic, "state.terminated");
+        if (!term) term = ic_kube_jget(ic, "lastState.terminated");
+      }
+      if (!term) {
+        pending++;
+        continue;
+      }
+      char msg[300];
+      snprintf(msg, sizeof msg, "%s", sstr(term, "message") ? sstr(term, "message") : "");
+      char *m = msg;
+      while (isspace((unsigned char)*m)) m++;
+      size_t n = strlen(m);
+      while (n && isspace((unsigned char)m[n - 1])) m[--n] = 0;
+      long long code = json_integer_value(json_object_get(term, "exitCode"));
+      if (strncmp(m, "FAIL:", 5) == 0) {
+        fail++;
+        strict_fail |= strict;
+        if (!*detail) snprintf(detail, sizeof detail, "%s: %s", sstr(pod, "metadata.name"), m);
+      } else if (strcmp(m, "OK") == 0 && code == 0) {
+        ok++;
+      } else {
+        error++;
+        if (!*detail) {
+          const char *r = sstr(term, "reason");
+          snprintf(detail, sizeof detail, "%s: exit %lld%s%s%s%s", sstr(pod, "metadata.name"), code,
+                   nonempty(r) ? " " : "", nonempty(r) ? r : "", *m ? ": " : "", m);
+        }
+      }
+    }
+    verdict_t v;
+    if (fail + error + pending + ok == 0) {
+      ic_kube_condition_remove(st, "EngineKernelsHealthy");
+    } else {
+      if (fail)
+        verdict(&v, "False", "KernelLoadFailed", "LMCache kernel check failed on %d engine Pod(s): %s",
+                fail, detail);
+      else if (error)
+        verdict(&v, "Unknown", "KernelCheckError", "LMCache kernel check errored: %s", detail);
+      else if (pending)
+        verdict(&v, "Unknown", "KernelCheckPending", "%d engine Pod(s) have not finished the kernel check",
+                pending);
+      else
+        verdict(&v, "True", "KernelsHealthy", "LMCache kernels load on %d engine Pod(s)", ok);
+      set_cond(p, st, "EngineKernelsHealthy", &v, og);
+      if (fail && strict_fail)
+        verdict(ready, "False", "EngineKernelDegraded", "strict kernel check failed: %s", detail);
+    }
+  }
+  /* Crash-looping injected engines anywhere in the namespace (list error: leave as is). */
+  json_t *all = NULL;
+  if (ic_kube_list(p->c->kube, &ic_kube_res_pods, p->ns, NULL, &all, NULL) != 0) return;
+  const char *rt = sstr(p->spec, "runtime");
+  const char *engine = rt && strcasecmp(rt, "SGLang") == 0 ? "sglang" : "vllm";
+  bool found = false;
+  size_t i, j;
+  json_t *pod, *cs;
+  json_array_foreach(json_object_get(all, "items"), i, pod) {
+    if (found || !owned_by(p, pod)) continue;
+    json_t *pick = NULL, *sole = NULL;
+    int others = 0;
+    json_array_foreach(ic_kube_jget(pod, "status.containerStatuses"), j, cs) {
+      const char *n = sstr(cs, "name");
+      if (!n) continue;
+      if (strcmp(n, engine) == 0) pick = cs;
+      if (strcmp(n, "kvevent-subscriber") != 0) {
+        others++;
+        sole = cs;
+      }
+    }
+    if (!pick && others == 1) pick = sole;
+    const char *wr = pick ? sstr(pick, "state.waiting.reason") : NULL;
+    if (wr && strcmp(wr, "CrashLoopBackOff") == 0) {
+      verdict_t v;
+      verdict(&v, "False", "InjectedEngineCrashLooping",
+              "engine container %s in Pod %s is in CrashLoopBackOff after cache injection; some "
+              "models (for example hybrid-attention ones) do not work with the injected connector — "
+              "verify the engine logs",
+              sstr(pick, "name"), sstr(pod, "metadata.name"));
+      set_cond(p, st, "EngineCompatibility", &v, og);
+      found = true;
+    }
+  }
+  if (!found) ic_kube_condition_remove(st, "EngineCompatibility");
+  json_decref(all);
+}
+
 /* ---- reconcile -------------------------------------------------------------------------------- */
 
 static void compute_effective(pass_t *p) {
@@ -1264,6 +1400,11 @@ static void emit_transition_events(pass_t *p, json_t *before, json_t *after) {
       ic_kube_event(p->c->kube, "cachebackend-controller", p->c->identity, p->cb,
                     strcmp(s, "True") == 0 ? "Normal" : "Warning", r, sstr(a, "message"));
   }
+  json_t *bc = ic_kube_condition_get(before, "EngineCompatibility");
+  json_t *ac = ic_kube_condition_get(after, "EngineCompatibility");
+  if (ac && !bc)
+    ic_kube_event(p->c->kube, "cachebackend-controller", p->c->identity, p->cb, "Warning",
+                  "InjectedEngineCrashLooping", sstr(ac, "message"));
   if (!json_object_get(before, "firstKVEventObservedAt") &&
       json_object_get(after, "firstKVEventObservedAt"))
     ic_kube_event(p->c->kube, "cachebackend-controller", p->c->identity, p->cb, "Normal",
@@ -1308,6 +1449,7 @@ int ctl_reconcile_cachebackend(ctl_t *c, const char *key, int64_t *requeue_ms) {
     pods = json_incref(json_object_get(podlist, "items"));
   ic_buf_free(&sel);
   json_decref(podlist);
+  p.pods = pods;
   refresh_connector(&p, stj, pods, have_selector);
   if (!typed_nodelocal(&p)) ctl_nodelocal_cleanup(c, p.cb);
   const char *ownership = sstr(p.remote, "ownership");

@@ -276,3 +276,47 @@ def test_nodelocal_server_pods_lifecycle_and_connector(api, ctl):
                                                       "port": 6555, "l1Capacity": "1Gi",
                                                       "maxWorkers": 1, "resources": {}}}}}})
     wait_until(lambda: not server_pods(api, uid), 30, what="server pods cleaned up")
+
+
+def test_kernel_check_and_crash_loop_advisories(api, ctl):
+    cb = make_cb(api, "k", podlocal_spec(timeout="1h"))
+    api.create(PODS, NS, {"metadata": {
+        "name": "engine-k", "labels": {DOMAIN: "d1"},
+        "annotations": {"inferencecache.io/injected-by": "%s/k" % NS,
+                        "inferencecache.io/injected-by-uid": cb["metadata"]["uid"],
+                        "inferencecache.io/injected-generation": "1"}},
+        "spec": {"nodeName": "n1",
+                 "initContainers": [{"name": "lmcache-kernel-check", "image": "k",
+                                     "env": [{"name": "KERNEL_CHECK_STRICT", "value": "1"}]}],
+                 "containers": [{"name": "vllm", "image": "v"}]}})
+
+    def status(kernel_msg, engine_waiting=None):
+        st = {"phase": "Running", "conditions": [{"type": "Ready", "status": "True"}],
+              "initContainerStatuses": [
+                  {"name": "lmcache-mp-server", "ready": True, "state": {"running": {}}},
+                  {"name": "lmcache-kernel-check", "ready": False,
+                   "state": {"terminated": {"exitCode": 0 if kernel_msg == "OK" else 1,
+                                            "message": kernel_msg}}}],
+              "containerStatuses": [{"name": "vllm", "ready": engine_waiting is None,
+                                     "state": {"waiting": {"reason": engine_waiting}}
+                                     if engine_waiting else {"running": {}}}]}
+        api.patch(PODS, NS, "engine-k", {"status": st}, sub="status")
+
+    status("FAIL: no compatible kernels\n")
+    o = wait_reason(api, "k", "EngineKernelDegraded")
+    k = cond(o, "EngineKernelsHealthy")
+    assert k["status"] == "False" and k["reason"] == "KernelLoadFailed"
+    assert o["status"]["health"] == "Failed"
+
+    status("OK", engine_waiting="CrashLoopBackOff")
+    o = wait_until(lambda: (lambda o: o if cond(o, "EngineCompatibility") and (cond(
+        o, "EngineKernelsHealthy") or {}).get("reason") == "KernelsHealthy" else None)(
+        get(api, "k")), 30, what="EngineCompatibility with healthy kernels")
+    assert cond(o, "EngineCompatibility")["reason"] == "InjectedEngineCrashLooping"
+    assert cond(o, "EngineKernelsHealthy")["reason"] == "KernelsHealthy"
+    assert cond(o, "Ready")["reason"] != "EngineKernelDegraded"  # advisory never gates Ready
+    wait_until(lambda: events(api, "InjectedEngineCrashLooping"), 20, what="crash-loop event")
+
+    status("OK")
+    wait_until(lambda: (lambda o: o if cond(o, "EngineCompatibility") is None else None)(
+        get(api, "k")), 30, what="EngineCompatibility cleared")
