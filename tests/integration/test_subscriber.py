@@ -677,22 +677,42 @@ def snapshot_replica(srv, replica):
     return None
 
 
-def test_stats_reporter_populates_snapshot_replicas(server, mk):
+SGLANG_METRICS = (
+    "# TYPE sglang:token_usage gauge\n"
+    "sglang:token_usage{model_name=\"m\",tp_rank=\"0\"} 0.63\n"
+    "# TYPE sglang:num_running_reqs gauge\n"
+    "sglang:num_running_reqs{model_name=\"m\",tp_rank=\"0\"} 6\n"
+    "# TYPE sglang:num_queue_reqs gauge\n"
+    "sglang:num_queue_reqs{model_name=\"m\",priority=\"\"} 2\n"
+    "sglang:num_queue_reqs{model_name=\"m\",priority=\"0\"} 2\n"
+    "# TYPE sglang:cache_hit_rate gauge\n"
+    "sglang:cache_hit_rate{model_name=\"m\"} 0.75\n")
+
+
+@pytest.mark.parametrize("scheme", ["vllm", "sglang"])
+def test_stats_reporter_populates_snapshot_replicas(server, mk, scheme):
     engine, subscriber = mk
     page = MetricsPage()
+    page.body = VLLM_METRICS if scheme == "vllm" else SGLANG_METRICS
+    replica = "stats-" + scheme
     try:
         e = engine("vllm-array")
-        subscriber(server.grpc_addr, [e], replica="stats-0", model="m-stats",
+        subscriber(server.grpc_addr, [e], replica=replica, model="m-stats-" + scheme,
                    extra=["--engine-metrics-url=" + page.url, "--stats-interval=200ms",
-                          "--engine-cache-size-bytes=1073741824"])
-        wait_until(lambda: snapshot_replica(server, "stats-0") is not None, timeout=30,
+                          "--engine-cache-size-bytes=1073741824", "--hash-scheme=" + scheme])
+        wait_until(lambda: snapshot_replica(server, replica) is not None, timeout=30,
                    what="stats row")
-        r = snapshot_replica(server, "stats-0")
-        assert r["cacheMemoryBytes"] == 450971566
+        r = snapshot_replica(server, replica)
         assert r["pressure"] == 0.03125
-        assert r["hitRate"] == 0
-        assert r["t2HitTokens"] == 750 and r["t2QueryTokens"] == 1000
         assert r.get("statsReported") is True
+        if scheme == "vllm":
+            assert r["cacheMemoryBytes"] == 450971566
+            assert r["hitRate"] == 0  # first scrape: no delta yet
+            assert r["t2HitTokens"] == 750 and r["t2QueryTokens"] == 1000
+        else:
+            assert r["cacheMemoryBytes"] == 676457349
+            assert r["hitRate"] == 0.75  # SGLang reports the rate itself
+            assert "t2HitTokens" not in r
     finally:
         page.close()
 
@@ -782,24 +802,26 @@ def test_missing_token_ids_index_nothing(server, mk):
 
 
 def test_make_run_demo_prints_lookups(tmp_path):
-    ports = {k: str(free_port()) for k in ("DEMO_GRPC_PORT", "DEMO_HTTP_PORT",
-                                          "DEMO_SNAPSHOT_PORT", "DEMO_SUB0_METRICS_PORT",
-                                          "DEMO_SUB1_METRICS_PORT")}
-    # engines use port and port+1 (replay): pick pairs that are free now
-    for k in ("DEMO_ENGINE0_PORT", "DEMO_ENGINE1_PORT"):
+    import socket
+
+    def pair():  # engines use port and port+1 (replay)
         while True:
             p = free_port()
-            import socket
             s2 = socket.socket()
             try:
                 s2.bind(("127.0.0.1", p + 1))
-                break
+                return p
             except OSError:
                 continue
             finally:
                 s2.close()
-        ports[k] = str(p)
-    env = dict(os.environ, DEMO_ONCE="1", **ports)
+    env = dict(os.environ, IC_DEMO_ONCE="1",
+               IC_DEMO_GRPC="127.0.0.1:%d" % free_port(),
+               IC_DEMO_HTTP="127.0.0.1:%d" % free_port(),
+               IC_DEMO_SNAPSHOT="127.0.0.1:%d" % free_port(),
+               IC_DEMO_SUB0_METRICS="127.0.0.1:%d" % free_port(),
+               IC_DEMO_SUB1_METRICS="127.0.0.1:%d" % free_port(),
+               IC_DEMO_ENGINE0_PORT=str(pair()), IC_DEMO_ENGINE1_PORT=str(pair()))
     script = os.path.join(os.path.dirname(__file__), "..", "..", "scripts", "run-demo.sh")
     p = subprocess.run([script, BUILD_DIR], capture_output=True, text=True, timeout=120, env=env)
     assert p.returncode == 0, p.stderr
