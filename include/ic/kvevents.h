@@ -105,8 +105,8 @@ int ic_kv_decode(ic_kv_batch_t *b, const uint8_t *p, size_t len);
 /* Microseconds for a batch timestamp per spec §2.6: trunc(ts*1e6) when ts > 0, else 0. */
 int64_t ic_kv_ts_us(double ts);
 
-/* Maps a medium string to a tier (case-insensitive): GPU/CUDA/HBM/device T1; CPU/host/DRAM/
- * pinned T2; disk/SSD/NVMe/remote/storage T3; NULL/empty/unknown T1. */
+/* Maps a medium string to a tier (case-insensitive): CPU/host/DRAM/pinned/LMCache T2;
+ * disk/SSD/NVMe/remote/storage/GDS/Mooncake T3; GPU and NULL/empty/unknown T1. */
 int ic_kv_medium_tier(const char *m, size_t len);
 
 const char *ic_kv_ev_type_name(ic_kv_ev_type_t t); /* "BlockStored", ... "unknown" */

@@ -231,8 +231,12 @@ static bool ieq(const char *m, size_t len, const char *lit) {
 
 int ic_kv_medium_tier(const char *m, size_t len) {
   if (!m || !len) return IC_KV_TIER_T1;
-  static const char *t2[] = {"cpu", "host", "dram", "cpu_pinned", "pinned", "cpu_tier", "l2"};
-  static const char *t3[] = {"disk", "ssd", "nvme", "remote", "storage", "file", "lmcache", "l3"};
+  /* T2 = external offload next to the engine (index spec §2.6: "e.g. LMCache"); T3 = remote or
+   * disaggregated storage. */
+  static const char *t2[] = {"cpu", "host", "dram", "cpu_pinned", "pinned", "cpu_tier", "l2",
+                             "lmcache"};
+  static const char *t3[] = {"disk", "local_disk", "ssd", "nvme", "remote", "storage", "file",
+                             "gds", "mooncake", "l3"};
   for (size_t i = 0; i < sizeof(t2) / sizeof(*t2); i++)
     if (ieq(m, len, t2[i])) return IC_KV_TIER_T2;
   for (size_t i = 0; i < sizeof(t3) / sizeof(*t3); i++)

@@ -2,6 +2,7 @@
  * §1.1 plus the issue's additions), startup validation with REF's exit codes, thread wiring
  * (engine reader, sender, connectivity watcher, stats reporter, /metrics + /healthz), and an
  * orderly shutdown that drains queued updates for at most 5 s. */
+#include <curl/curl.h>
 #include <errno.h>
 #include <getopt.h>
 #include <signal.h>
@@ -380,6 +381,7 @@ int main(int argc, char **argv) {
   sigaddset(&set, SIGTERM);
   pthread_sigmask(SIG_BLOCK, &set, NULL);
   signal(SIGPIPE, SIG_IGN);
+  curl_global_init(CURL_GLOBAL_DEFAULT); /* before any thread: not thread-safe */
 
   c->rpc = sub_grpc_new(c->server, (int)(c->max_backoff_us / 1000));
   if (!c->rpc) {
@@ -482,6 +484,7 @@ int main(int argc, char **argv) {
   subq_destroy(&c->q);
   ic_metrics_free(c->m.reg);
   for (size_t i = 0; i < c->nowned; i++) free(c->owned_names[i]);
+  curl_global_cleanup();
   ic_log_info("kvevent-subscriber stopped");
   return 0;
 }

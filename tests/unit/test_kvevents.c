@@ -376,6 +376,9 @@ Test(kvevents_decode, medium_tiers) {
   cr_assert_eq(ic_kv_medium_tier("host", 4), IC_KV_TIER_T2);
   cr_assert_eq(ic_kv_medium_tier("DISK", 4), IC_KV_TIER_T3);
   cr_assert_eq(ic_kv_medium_tier("remote", 6), IC_KV_TIER_T3);
+  cr_assert_eq(ic_kv_medium_tier("LMCache", 7), IC_KV_TIER_T2);
+  cr_assert_eq(ic_kv_medium_tier("local_disk", 10), IC_KV_TIER_T3);
+  cr_assert_eq(ic_kv_medium_tier("CPUX", 4), IC_KV_TIER_T1, "exact names only");
   cr_assert_eq(ic_kv_medium_tier(NULL, 0), IC_KV_TIER_T1);
   cr_assert_eq(ic_kv_medium_tier("xpu", 3), IC_KV_TIER_T1);
 }
