@@ -11,6 +11,7 @@
 #include <jansson.h>
 #include <openssl/evp.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -211,6 +212,7 @@ struct ic_auth_kube {
   pthread_mutex_t mu;
   char *sa_token; /* cached service-account token, refreshed when the file changes */
   struct timespec sa_mtime;
+  _Atomic int64_t last_log_ns;
 };
 
 static char *env_or(const char *name, const char *dflt) {
@@ -328,6 +330,15 @@ void ic_auth_kube_free(ic_auth_kube_t *k) {
   free(k);
 }
 
+/* Review failures are logged at most every 10 s: an unreachable API server must not turn every
+ * controller poll into a log line (the reference logs nothing there; we say it once in a while). */
+static bool log_allowed(ic_auth_kube_t *k) {
+  int64_t now = ic_clock_monotonic_ns();
+  int64_t last = atomic_load(&k->last_log_ns);
+  if (last && now - last < 10LL * 1000000000) return false;
+  return atomic_compare_exchange_strong(&k->last_log_ns, &last, now);
+}
+
 static size_t collect(char *p, size_t sz, size_t n, void *ud) {
   ic_buf_t *b = ud;
   if (b->len + sz * n > (4u << 20)) return 0; /* a review is small; refuse runaway bodies */
@@ -388,10 +399,11 @@ int ic_auth_kube_review(void *kube, const char *token, size_t len, const char *a
   free(body);
   int rc = 0;
   if (cr != CURLE_OK) {
-    ic_log_warn("auth_token_review_failed", IC_LS("err", curl_easy_strerror(cr)));
+    if (log_allowed(k))
+      ic_log_warn("auth_token_review_failed", IC_LS("err", curl_easy_strerror(cr)));
     rc = IC_EUNAVAIL;
   } else if (status < 200 || status > 299) {
-    ic_log_warn("auth_token_review_failed", IC_LI("status", status));
+    if (log_allowed(k)) ic_log_warn("auth_token_review_failed", IC_LI("status", status));
     rc = IC_EUNAVAIL;
   } else {
     json_error_t je;
