@@ -12,7 +12,7 @@
 
 #define NS_PER_MIN (60LL * 1000000000LL)
 #define LONG_SALT 0x9e3779b97f4a7c15ULL
-#define BATCH 32             /* upserts per write-lock hold: bounds reader wait */
+#define BATCH 8 /* upserts per write-lock hold: bounds how long a lookup waits */
 #define SYNC_RECLAIM_SLOTS (1u << 16)
 
 static inline const char *nz(const char *s) { return s ? s : ""; }
