@@ -16,7 +16,9 @@
 #include "ic/log.h"
 
 /* Error and condition texts are bounded buffers; cutting an overlong message is intended. */
+#if defined(__GNUC__) && !defined(__clang__)
 #pragma GCC diagnostic ignored "-Wformat-truncation"
+#endif
 
 #define DEFAULT_REDIS_IMAGE "docker.io/library/redis:7.4-alpine"
 #define GIB (1024LL * 1024 * 1024)

@@ -13,7 +13,10 @@
 #include "ic/clock.h"
 #include "ic/log.h"
 
-#pragma GCC diagnostic ignored "-Wformat-truncation" /* bounded names/messages, cut on purpose */
+/* Names and messages are bounded buffers; cutting an overlong one is intended. */
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic ignored "-Wformat-truncation"
+#endif
 
 static const char *js(json_t *o, const char *path) { return ic_kube_jstr(o, path); }
 
