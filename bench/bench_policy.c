@@ -17,10 +17,11 @@ static char *make_body(int npol) {
   ic_buf_t b = IC_BUF_INIT;
   ic_buf_append_str(&b, "{\"version\":7,\"policies\":[");
   for (int i = 0; i < npol; i++)
-    ic_buf_appendf(&b,
-                   "%s{\"namespace\":\"team-%04d\",\"minimumPrefixTokens\":%d,\"lookupTimeoutMs\":10,"
-                   "\"eviction\":\"lfu\",\"routingFloorScore\":0.5,\"strategy\":{\"requireChain\":false}}",
-                   i ? "," : "", i, i);
+    ic_buf_appendf(
+        &b,
+        "%s{\"namespace\":\"team-%04d\",\"minimumPrefixTokens\":%d,\"lookupTimeoutMs\":10,"
+        "\"eviction\":\"lfu\",\"routingFloorScore\":0.5,\"strategy\":{\"requireChain\":false}}",
+        i ? "," : "", i, i);
   ic_buf_append_str(&b, "],\"tenants\":[");
   for (int i = 0; i < npol; i++)
     ic_buf_appendf(&b, "%s{\"tenantID\":\"team-%04d\",\"maxIndexEntries\":%d}", i ? "," : "", i,
@@ -69,7 +70,8 @@ static double resolve_ns(ic_policy_store_t *s, long iters) {
 }
 
 int main(void) {
-  for (int i = 0; i < NNAMES; i++) snprintf(names[i], sizeof names[i], "team-%04d", i);
+  for (int i = 0; i < NNAMES; i++)
+    snprintf(names[i], sizeof names[i], "team-%04d", i);
   char *body = make_body(NPOL);
   ic_policy_store_t *s = ic_policy_store_new();
   push(s, body);
@@ -96,7 +98,8 @@ int main(void) {
   size_t blen = strlen(body);
   int64_t t0 = ic_clock_monotonic_ns();
   int n = 200;
-  for (int i = 0; i < n; i++) push(s, body);
+  for (int i = 0; i < n; i++)
+    push(s, body);
   double per = (double)(ic_clock_monotonic_ns() - t0) / n / 1000.0;
   printf("{\"bench\":\"policy\",\"name\":\"push_us\",\"value\":%.1f,\"unit\":\"us/op\","
          "\"params\":{\"policies\":%d,\"tenants\":%d,\"body_bytes\":%zu}}\n",

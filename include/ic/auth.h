@@ -45,14 +45,14 @@ typedef int (*ic_auth_reviewer_fn)(void *ud, const char *token, size_t len, cons
                                    ic_auth_review_t *out);
 
 typedef struct ic_auth_config {
-  const char *expected_user;     /* required, e.g. system:serviceaccount:ns:name */
-  const char *audience;          /* NULL or "" = no audiences field in the review */
-  ic_auth_reviewer_fn reviewer;  /* required */
+  const char *expected_user;    /* required, e.g. system:serviceaccount:ns:name */
+  const char *audience;         /* NULL or "" = no audiences field in the review */
+  ic_auth_reviewer_fn reviewer; /* required */
   void *reviewer_ud;
-  ic_metric_family_t *counter;   /* optional counter family with one label "result" */
-  int64_t cache_ttl_ms;          /* 0 = 30 s */
-  size_t cache_max;              /* 0 = 32 */
-  int64_t (*now_ms)(void *ud);   /* clock for cache expiry; NULL = monotonic */
+  ic_metric_family_t *counter; /* optional counter family with one label "result" */
+  int64_t cache_ttl_ms;        /* 0 = 30 s */
+  size_t cache_max;            /* 0 = 32 */
+  int64_t (*now_ms)(void *ud); /* clock for cache expiry; NULL = monotonic */
   void *now_ud;
 } ic_auth_config_t;
 

@@ -38,18 +38,18 @@ typedef struct ic_http_config {
   size_t max_body;           /* default body cap for routes that set none; 0 = 1 MiB */
   const char *tls_cert_file; /* PEM; both set = HTTPS, both NULL/"" = plain HTTP */
   const char *tls_key_file;
-  const char *name;          /* for logs, e.g. "http", "snapshot", "webhook" */
+  const char *name; /* for logs, e.g. "http", "snapshot", "webhook" */
 } ic_http_config_t;
 
 typedef struct ic_http_route {
-  const char *path;          /* exact path; a trailing "*" matches any suffix ("/validate-*") */
-  const char *methods;       /* "GET" / "POST, PUT" (the Allow header value); NULL = any method */
+  const char *path;    /* exact path; a trailing "*" matches any suffix ("/validate-*") */
+  const char *methods; /* "GET" / "POST, PUT" (the Allow header value); NULL = any method */
   ic_http_handler_fn handler;
   void *ud;
-  ic_http_auth_fn auth;      /* optional */
+  ic_http_auth_fn auth; /* optional */
   void *auth_ud;
-  size_t max_body;           /* 0 = server default; bytes beyond it are discarded and flagged */
-  bool gzip;                 /* gzip 2xx bodies when the client accepts it (as promhttp does) */
+  size_t max_body; /* 0 = server default; bytes beyond it are discarded and flagged */
+  bool gzip;       /* gzip 2xx bodies when the client accepts it (as promhttp does) */
 } ic_http_route_t;
 
 /* Returns NULL on bad config (e.g. only one of cert/key) or allocation failure. */

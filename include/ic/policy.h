@@ -13,8 +13,8 @@
 #include <stdint.h>
 
 #define IC_POLICY_MIN_VERSION 3
-#define IC_POLICY_VERSION 7             /* PolicyPropagationVersion */
-#define IC_POLICY_MAX_BODY (1u << 20)   /* /policy body cap */
+#define IC_POLICY_VERSION 7           /* PolicyPropagationVersion */
+#define IC_POLICY_MAX_BODY (1u << 20) /* /policy body cap */
 #define IC_POLICY_DEFAULT_MIN_MATCHED 64
 #define IC_POLICY_DEFAULT_FLOOR_SCORE 0.1f
 #define IC_POLICY_PROBE_TENANT "inferencecache.io/probe"
@@ -38,9 +38,9 @@ typedef struct ic_policy_entry {
 } ic_policy_entry_t;
 
 typedef struct ic_policy_quota {
-  char *tenant_id;         /* owned */
+  char *tenant_id; /* owned */
   int64_t max_index_entries;
-  char *isolation_mode;    /* owned; "" when absent; stored, unused */
+  char *isolation_mode; /* owned; "" when absent; stored, unused */
 } ic_policy_quota_t;
 
 /* A decoded /policy body. */
@@ -54,8 +54,8 @@ typedef struct ic_policy_doc {
 
 typedef enum {
   IC_POLICY_OK = 0,
-  IC_POLICY_DECODE_ERROR = 1,     /* 400 "decode policy snapshot: <msg>" */
-  IC_POLICY_BAD_VERSION = 2,      /* 400 "unsupported policy snapshot version" */
+  IC_POLICY_DECODE_ERROR = 1, /* 400 "decode policy snapshot: <msg>" */
+  IC_POLICY_BAD_VERSION = 2,  /* 400 "unsupported policy snapshot version" */
 } ic_policy_parse_status_t;
 
 /* Strict decode (unknown keys rejected at any level, case-insensitive key match, last duplicate
@@ -86,19 +86,19 @@ typedef enum { IC_POLICY_EVICT_LRU = 0, IC_POLICY_EVICT_LFU = 1 } ic_policy_evic
 
 /* Every knob LookupRoute and the index use, resolved for one tenant (spec server.md §5). */
 typedef struct ic_policy_knobs {
-  bool has_policy;              /* a policy exists for this namespace */
-  int64_t ttl_ns;               /* 0 = index default (30 min) */
+  bool has_policy; /* a policy exists for this namespace */
+  int64_t ttl_ns;  /* 0 = index default (30 min) */
   ic_policy_eviction_t eviction;
-  int32_t minimum_prefix_tokens; /* <= 0 = off */
+  int32_t minimum_prefix_tokens;  /* <= 0 = off */
   int32_t minimum_matched_tokens; /* 64 without policy; >= 0 */
-  float routing_floor_score;    /* 0.1 default; 0 = off */
-  int32_t lookup_timeout_ms;    /* 0 = none */
-  bool affinity_routing;        /* default true */
-  bool enable_chain_matching;   /* default true */
-  bool require_chain;           /* default false */
-  bool enable_tenant_hot;       /* default true */
-  bool has_quota;               /* false = unbounded (always false for the probe tenant) */
-  int64_t max_index_entries;    /* >= 0 when has_quota */
+  float routing_floor_score;      /* 0.1 default; 0 = off */
+  int32_t lookup_timeout_ms;      /* 0 = none */
+  bool affinity_routing;          /* default true */
+  bool enable_chain_matching;     /* default true */
+  bool require_chain;             /* default false */
+  bool enable_tenant_hot;         /* default true */
+  bool has_quota;                 /* false = unbounded (always false for the probe tenant) */
+  int64_t max_index_entries;      /* >= 0 when has_quota */
 } ic_policy_knobs_t;
 
 /* Resolution from a snapshot; `tenant` is bytes (tlen), matched exactly against namespace and
@@ -132,9 +132,11 @@ typedef struct ic_probe_req {
 
 typedef enum {
   IC_PROBE_PARSE_OK = 0,
-  IC_PROBE_PARSE_DECODE = 1,   /* 400 "decode probe request: <msg>" */
-  IC_PROBE_PARSE_TRAILING = 2, /* 400 "probe request body has trailing content after the first JSON value" */
-  IC_PROBE_PARSE_MISSING = 3,  /* 400 "probe request missing required field (backend, model, hashScheme)" */
+  IC_PROBE_PARSE_DECODE = 1, /* 400 "decode probe request: <msg>" */
+  IC_PROBE_PARSE_TRAILING =
+      2, /* 400 "probe request body has trailing content after the first JSON value" */
+  IC_PROBE_PARSE_MISSING =
+      3, /* 400 "probe request missing required field (backend, model, hashScheme)" */
 } ic_probe_parse_status_t;
 
 /* Strict decode in the reference's order: decode (unknown keys rejected), trailing content,

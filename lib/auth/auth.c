@@ -24,10 +24,10 @@
 
 const char *ic_auth_result_label(ic_auth_result_t r) {
   switch (r) {
-    case IC_AUTH_OK: return "ok";
-    case IC_AUTH_UNAUTH: return "unauth";
-    case IC_AUTH_FORBIDDEN: return "forbidden";
-    default: return "error";
+  case IC_AUTH_OK: return "ok";
+  case IC_AUTH_UNAUTH: return "unauth";
+  case IC_AUTH_FORBIDDEN: return "forbidden";
+  default: return "error";
   }
 }
 
@@ -150,7 +150,8 @@ void ic_auth_set_counter(ic_auth_t *a, ic_metric_family_t *counter) {
 size_t ic_auth_cache_size(ic_auth_t *a) {
   size_t n = 0;
   pthread_mutex_lock(&a->mu);
-  for (size_t i = 0; i < a->cap; i++) n += a->cache[i].key[0] != 0;
+  for (size_t i = 0; i < a->cap; i++)
+    n += a->cache[i].key[0] != 0;
   pthread_mutex_unlock(&a->mu);
   return n;
 }
@@ -194,10 +195,10 @@ done:
 bool ic_auth_http_hook(ic_http_req_t *req, void *ud) {
   ic_auth_t *a = ud;
   switch (ic_auth_check(a, ic_http_req_header(req, "Authorization"))) {
-    case IC_AUTH_OK: return true;
-    case IC_AUTH_UNAUTH: ic_http_reply_error(req, 401, "unauthorized\n"); return false;
-    case IC_AUTH_FORBIDDEN: ic_http_reply_error(req, 403, "forbidden\n"); return false;
-    default: ic_http_reply_error(req, 503, "token review unavailable\n"); return false;
+  case IC_AUTH_OK: return true;
+  case IC_AUTH_UNAUTH: ic_http_reply_error(req, 401, "unauthorized\n"); return false;
+  case IC_AUTH_FORBIDDEN: ic_http_reply_error(req, 403, "forbidden\n"); return false;
+  default: ic_http_reply_error(req, 503, "token review unavailable\n"); return false;
   }
 }
 
@@ -229,12 +230,13 @@ static char *read_file(const char *path, char *err, size_t errlen) {
   ic_buf_t b = IC_BUF_INIT;
   char tmp[4096];
   size_t n;
-  while ((n = fread(tmp, 1, sizeof tmp, f)) > 0) ic_buf_append(&b, tmp, n);
+  while ((n = fread(tmp, 1, sizeof tmp, f)) > 0)
+    ic_buf_append(&b, tmp, n);
   fclose(f);
   if (!b.data) ic_buf_append(&b, "", 0);
   /* Tokens are a single line; trailing whitespace is not part of them. */
-  while (b.len && (b.data[b.len - 1] == '\n' || b.data[b.len - 1] == '\r' ||
-                   b.data[b.len - 1] == ' '))
+  while (b.len &&
+         (b.data[b.len - 1] == '\n' || b.data[b.len - 1] == '\r' || b.data[b.len - 1] == ' '))
     b.data[--b.len] = 0;
   return ic_buf_detach(&b, NULL);
 }
@@ -290,7 +292,8 @@ ic_auth_kube_t *ic_auth_kube_new(const ic_auth_kube_config_t *cfg, char *err, si
     else
       ic_buf_appendf(&u, "https://%s:%s", h, p);
   }
-  while (u.len && u.data[u.len - 1] == '/') u.data[--u.len] = 0;
+  while (u.len && u.data[u.len - 1] == '/')
+    u.data[--u.len] = 0;
   ic_buf_append_str(&u, "/apis/authentication.k8s.io/v1/tokenreviews");
   k->url = ic_buf_detach(&u, NULL);
   k->token_file = cfg->token_file ? strdup(cfg->token_file)

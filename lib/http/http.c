@@ -111,8 +111,7 @@ bool ic_http_parse_bearer(const char *authz, const char **tok, size_t *len) {
   if ((size_t)(sp - authz) != 6 || strncasecmp(authz, "Bearer", 6) != 0) return false;
   const char *b = sp + 1;
   const char *e = b + strlen(b);
-  while (b < e && (*b == ' ' || *b == '\t' || *b == '\r' || *b == '\n' || *b == '\v' ||
-                   *b == '\f'))
+  while (b < e && (*b == ' ' || *b == '\t' || *b == '\r' || *b == '\n' || *b == '\v' || *b == '\f'))
     b++;
   while (e > b && (e[-1] == ' ' || e[-1] == '\t' || e[-1] == '\r' || e[-1] == '\n' ||
                    e[-1] == '\v' || e[-1] == '\f'))
@@ -128,7 +127,8 @@ static const char *go_errstr(int e) {
   static __thread char buf[128];
   const char *m = strerror_r(e, buf, sizeof buf); /* GNU variant: may return a static string */
   if (m != buf) snprintf(buf, sizeof buf, "%s", m);
-  if (buf[0] >= 'A' && buf[0] <= 'Z' && !(buf[1] >= 'A' && buf[1] <= 'Z')) buf[0] = (char)(buf[0] + 32);
+  if (buf[0] >= 'A' && buf[0] <= 'Z' && !(buf[1] >= 'A' && buf[1] <= 'Z'))
+    buf[0] = (char)(buf[0] + 32);
   return buf;
 }
 
@@ -200,7 +200,8 @@ static int load_pair(const char *cert_file, const char *key_file, tls_pair_t **o
   if (rc >= 0) rc = gnutls_privkey_import_x509_raw(p->key, &kd, GNUTLS_X509_FMT_PEM, NULL, 0);
   if (rc < 0) {
     snprintf(err, errlen, "parse key %s: %s", key_file, gnutls_strerror(rc));
-    for (unsigned i = 0; i < n; i++) gnutls_pcert_deinit(&pc[i]);
+    for (unsigned i = 0; i < n; i++)
+      gnutls_pcert_deinit(&pc[i]);
     if (p->key) gnutls_privkey_deinit(p->key);
     goto fail;
   }
@@ -219,7 +220,8 @@ fail:
 static void free_pairs(tls_pair_t *p) {
   while (p) {
     tls_pair_t *o = p->older;
-    for (unsigned i = 0; i < p->npcerts; i++) gnutls_pcert_deinit(&p->pcerts[i]);
+    for (unsigned i = 0; i < p->npcerts; i++)
+      gnutls_pcert_deinit(&p->pcerts[i]);
     free(p->pcerts);
     if (p->key) gnutls_privkey_deinit(p->key);
     free(p);
@@ -259,7 +261,8 @@ static ic_http_server_t *g_tls_servers[8];
 static int local_port_of_session(gnutls_session_t sess) {
   struct MHD_Connection *c = gnutls_session_get_ptr(sess);
   if (!c) return -1;
-  const union MHD_ConnectionInfo *ci = MHD_get_connection_info(c, MHD_CONNECTION_INFO_CONNECTION_FD);
+  const union MHD_ConnectionInfo *ci =
+      MHD_get_connection_info(c, MHD_CONNECTION_INFO_CONNECTION_FD);
   if (!ci) return -1;
   struct sockaddr_storage ss;
   socklen_t sl = sizeof ss;
@@ -375,8 +378,8 @@ int ic_http_listen(ic_http_server_t *s, char *err, size_t errlen) {
       int off = 0, on = 1;
       setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &off, sizeof off);
       setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &on, sizeof on);
-      struct sockaddr_in6 a6 = {.sin6_family = AF_INET6, .sin6_port = htons((uint16_t)port),
-                                .sin6_addr = in6addr_any};
+      struct sockaddr_in6 a6 = {
+          .sin6_family = AF_INET6, .sin6_port = htons((uint16_t)port), .sin6_addr = in6addr_any};
       if (bind(fd, (struct sockaddr *)&a6, sizeof a6) != 0) {
         int e = errno;
         close(fd);
@@ -395,7 +398,8 @@ int ic_http_listen(ic_http_server_t *s, char *err, size_t errlen) {
       }
       int on = 1;
       setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &on, sizeof on);
-      struct sockaddr_in a4 = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port),
+      struct sockaddr_in a4 = {.sin_family = AF_INET,
+                               .sin_port = htons((uint16_t)port),
                                .sin_addr.s_addr = htonl(INADDR_ANY)};
       if (bind(fd, (struct sockaddr *)&a4, sizeof a4) != 0) {
         snprintf(err, errlen, "listen tcp %s: bind: %s", s->bind, go_errstr(errno));
@@ -404,8 +408,8 @@ int ic_http_listen(ic_http_server_t *s, char *err, size_t errlen) {
       }
     }
   } else {
-    struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM,
-                             .ai_flags = AI_PASSIVE};
+    struct addrinfo hints = {
+        .ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM, .ai_flags = AI_PASSIVE};
     struct addrinfo *res = NULL;
     char ps[16];
     snprintf(ps, sizeof ps, "%d", port);
@@ -470,9 +474,11 @@ static bool method_allowed(const char *methods, const char *m) {
   size_t ml = strlen(m);
   const char *p = methods;
   while (*p) {
-    while (*p == ' ' || *p == ',') p++;
+    while (*p == ' ' || *p == ',')
+      p++;
     const char *e = p;
-    while (*e && *e != ',' && *e != ' ') e++;
+    while (*e && *e != ',' && *e != ' ')
+      e++;
     if ((size_t)(e - p) == ml && strncmp(p, m, ml) == 0) return true;
     p = e;
   }
@@ -511,7 +517,8 @@ static bool accepts_gzip(const char *ae) {
   for (const char *p = ae; p && (p = strcasestr(p, "gzip")) != NULL; p += 4) {
     bool start = p == ae || p[-1] == ' ' || p[-1] == ',' || p[-1] == '\t';
     const char *e = p + 4;
-    while (*e == ' ' || *e == '\t') e++;
+    while (*e == ' ' || *e == '\t')
+      e++;
     if (!start || (*e && *e != ',' && *e != ';')) continue;
     if (*e == ';') {
       const char *q = strcasestr(e, "q=");
@@ -550,9 +557,8 @@ static char *gzip_body(const char *in, size_t n, size_t *outlen) {
 }
 
 static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const char *url,
-                                  const char *method, const char *version,
-                                  const char *upload_data, size_t *upload_data_size,
-                                  void **con_cls) {
+                                  const char *method, const char *version, const char *upload_data,
+                                  size_t *upload_data_size, void **con_cls) {
   (void)version;
   ic_http_server_t *s = cls;
   ic_http_req_t *r = *con_cls;
@@ -617,7 +623,8 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
   }
   if (!r->resp) return MHD_NO; /* could not even build a 500: drop the connection */
   /* Headers added after the reply call (allowed above) are applied here. */
-  for (hdr_t *h = r->hdrs; h; h = h->next) MHD_add_response_header(r->resp, h->name, h->value);
+  for (hdr_t *h = r->hdrs; h; h = h->next)
+    MHD_add_response_header(r->resp, h->name, h->value);
   enum MHD_Result q = MHD_queue_response(conn, r->status, r->resp);
   return q;
 }
@@ -678,14 +685,13 @@ int ic_http_start(ic_http_server_t *s, char *err, size_t errlen) {
       return IC_ERANGE;
     }
     flags |= MHD_USE_TLS;
-    opts[n++] = (struct MHD_OptionItem){MHD_OPTION_HTTPS_CERT_CALLBACK, 0,
-                                        (void *)cert_cb_global};
+    opts[n++] = (struct MHD_OptionItem){MHD_OPTION_HTTPS_CERT_CALLBACK, 0, (void *)cert_cb_global};
     opts[n++] = (struct MHD_OptionItem){MHD_OPTION_HTTPS_PRIORITIES, 0,
                                         (void *)"NORMAL:-VERS-TLS1.0:-VERS-TLS1.1"};
   }
   opts[n++] = (struct MHD_OptionItem){MHD_OPTION_END, 0, NULL};
-  s->daemon = MHD_start_daemon(flags, 0, NULL, NULL, on_request, s, MHD_OPTION_ARRAY, opts,
-                               MHD_OPTION_END);
+  s->daemon =
+      MHD_start_daemon(flags, 0, NULL, NULL, on_request, s, MHD_OPTION_ARRAY, opts, MHD_OPTION_END);
   if (!s->daemon) {
     snprintf(err, errlen, "start %s listener on %s failed", s->name, s->bind);
     return IC_EIO;
@@ -782,7 +788,8 @@ int ic_http_reply_header(ic_http_req_t *r, const char *name, const char *value) 
   }
   /* Append to keep the caller's order. */
   hdr_t **pp = &r->hdrs;
-  while (*pp) pp = &(*pp)->next;
+  while (*pp)
+    pp = &(*pp)->next;
   *pp = h;
   return 0;
 }

@@ -60,18 +60,18 @@ int ic_http_json_str(ic_buf_t *b, const char *str, size_t n) {
         char e[7] = {'\\', 0};
         size_t el = 2;
         switch (c) {
-          case '"': e[1] = '"'; break;
-          case '\\': e[1] = '\\'; break;
-          case '\b': e[1] = 'b'; break;
-          case '\f': e[1] = 'f'; break;
-          case '\n': e[1] = 'n'; break;
-          case '\r': e[1] = 'r'; break;
-          case '\t': e[1] = 't'; break;
-          default:
-            memcpy(e, "\\u00", 4);
-            e[4] = HEX[c >> 4];
-            e[5] = HEX[c & 15];
-            el = 6;
+        case '"': e[1] = '"'; break;
+        case '\\': e[1] = '\\'; break;
+        case '\b': e[1] = 'b'; break;
+        case '\f': e[1] = 'f'; break;
+        case '\n': e[1] = 'n'; break;
+        case '\r': e[1] = 'r'; break;
+        case '\t': e[1] = 't'; break;
+        default:
+          memcpy(e, "\\u00", 4);
+          e[4] = HEX[c >> 4];
+          e[5] = HEX[c & 15];
+          el = 6;
         }
         rc = ic_buf_append(b, e, el);
       }
@@ -116,7 +116,8 @@ int ic_http_json_f32(ic_buf_t *b, float v) {
   for (; *q && *q != 'e'; q++)
     if (*q >= '0' && *q <= '9') digits[nd++] = *q;
   int exp10 = atoi(q + 1); /* value = d.ddd x 10^exp10 */
-  while (nd > 1 && digits[nd - 1] == '0') nd--;
+  while (nd > 1 && digits[nd - 1] == '0')
+    nd--;
   digits[nd] = 0;
   float a = fabsf(v);
   char out[64];
@@ -138,13 +139,15 @@ int ic_http_json_f32(ic_buf_t *b, float v) {
     if (point <= 0) {
       out[o++] = '0';
       out[o++] = '.';
-      for (int i = 0; i < -point; i++) out[o++] = '0';
+      for (int i = 0; i < -point; i++)
+        out[o++] = '0';
       memcpy(out + o, digits, nd);
       o += nd;
     } else if ((size_t)point >= nd) {
       memcpy(out + o, digits, nd);
       o += nd;
-      for (size_t i = nd; i < (size_t)point; i++) out[o++] = '0';
+      for (size_t i = nd; i < (size_t)point; i++)
+        out[o++] = '0';
     } else {
       memcpy(out + o, digits, (size_t)point);
       o += (size_t)point;
@@ -173,7 +176,8 @@ int ic_http_json_time(ic_buf_t *b, int64_t ns) {
     char f[16];
     snprintf(f, sizeof f, ".%09lld", (long long)frac);
     size_t fl = strlen(f);
-    while (f[fl - 1] == '0') f[--fl] = 0;
+    while (f[fl - 1] == '0')
+      f[--fl] = 0;
     memcpy(s + n, f, fl + 1);
     n += fl;
   }

@@ -46,14 +46,14 @@ static void fail(dec_t *d, const char *fmt, ...) {
 
 static const char *jtype(const json_t *v) {
   switch (json_typeof(v)) {
-    case JSON_OBJECT: return "object";
-    case JSON_ARRAY: return "array";
-    case JSON_STRING: return "string";
-    case JSON_INTEGER:
-    case JSON_REAL: return "number";
-    case JSON_TRUE:
-    case JSON_FALSE: return "bool";
-    default: return "null";
+  case JSON_OBJECT: return "object";
+  case JSON_ARRAY: return "array";
+  case JSON_STRING: return "string";
+  case JSON_INTEGER:
+  case JSON_REAL: return "number";
+  case JSON_TRUE:
+  case JSON_FALSE: return "bool";
+  default: return "null";
   }
 }
 
@@ -165,33 +165,34 @@ static void dec_strategy(dec_t *d, const json_t *o, ic_policy_entry_t *e) {
   json_object_foreach((json_t *)o, k, v) {
     if (d->failed) return;
     switch (match_key(k, STRATEGY_KEYS, 3)) {
-      case 0:
-        if (get_bool(d, v, "CachePolicy.strategy.enableChainMatching", &e->enable_chain_matching))
-          e->has_enable_chain_matching = true;
-        break;
-      case 1:
-        if (get_bool(d, v, "CachePolicy.strategy.requireChain", &e->require_chain))
-          e->has_require_chain = true;
-        break;
-      case 2:
-        if (get_bool(d, v, "CachePolicy.strategy.enableTenantHot", &e->enable_tenant_hot))
-          e->has_enable_tenant_hot = true;
-        break;
-      default: fail(d, "json: unknown field \"%s\"", k);
+    case 0:
+      if (get_bool(d, v, "CachePolicy.strategy.enableChainMatching", &e->enable_chain_matching))
+        e->has_enable_chain_matching = true;
+      break;
+    case 1:
+      if (get_bool(d, v, "CachePolicy.strategy.requireChain", &e->require_chain))
+        e->has_require_chain = true;
+      break;
+    case 2:
+      if (get_bool(d, v, "CachePolicy.strategy.enableTenantHot", &e->enable_tenant_hot))
+        e->has_enable_tenant_hot = true;
+      break;
+    default: fail(d, "json: unknown field \"%s\"", k);
     }
   }
 }
 
 static const char *const POLICY_KEYS[] = {
-    "namespace",        "evictionTTL",     "minimumPrefixTokens", "minimumMatchedTokens",
+    "namespace",         "evictionTTL",     "minimumPrefixTokens", "minimumMatchedTokens",
     "routingFloorScore", "lookupTimeoutMs", "affinityRouting",     "eviction",
     "strategy"};
 
 static void dec_policy(dec_t *d, const json_t *o, ic_policy_entry_t *e) {
   if (json_is_null(o)) return; /* Go: null element = zero value */
   if (!json_is_object(o)) {
-    fail(d, "json: cannot unmarshal %s into Go struct field PolicySnapshot.policies of type "
-            "CachePolicy",
+    fail(d,
+         "json: cannot unmarshal %s into Go struct field PolicySnapshot.policies of type "
+         "CachePolicy",
          jtype(o));
     return;
   }
@@ -201,45 +202,44 @@ static void dec_policy(dec_t *d, const json_t *o, ic_policy_entry_t *e) {
   json_object_foreach((json_t *)o, k, v) {
     if (d->failed) return;
     switch (match_key(k, POLICY_KEYS, 9)) {
-      case 0: get_str(d, v, "CachePolicy.namespace", &e->ns); break;
-      case 1:
-        if (get_int(d, v, "CachePolicy.evictionTTL", 64, &x)) e->eviction_ttl_ns = x;
-        break;
-      case 2:
-        if (get_int(d, v, "CachePolicy.minimumPrefixTokens", 32, &x))
-          e->minimum_prefix_tokens = (int32_t)x;
-        break;
-      case 3:
-        if (get_int(d, v, "CachePolicy.minimumMatchedTokens", 32, &x))
-          e->minimum_matched_tokens = (int32_t)x;
-        break;
-      case 4:
-        /* Go decodes null into a pointer as nil, i.e. "absent". */
-        if (json_is_null(v))
-          e->has_routing_floor_score = false;
-        else if (get_f32(d, v, "CachePolicy.routingFloorScore", &e->routing_floor_score))
-          e->has_routing_floor_score = true;
-        break;
-      case 5:
-        if (get_int(d, v, "CachePolicy.lookupTimeoutMs", 32, &x))
-          e->lookup_timeout_ms = (int32_t)x;
-        break;
-      case 6:
-        if (json_is_null(v))
-          e->has_affinity_routing = false;
-        else if (get_bool(d, v, "CachePolicy.affinityRouting", &e->affinity_routing))
-          e->has_affinity_routing = true;
-        break;
-      case 7: get_str(d, v, "CachePolicy.eviction", &e->eviction); break;
-      case 8:
-        if (json_is_null(v)) {
-          e->has_strategy = e->has_enable_chain_matching = e->has_require_chain =
-              e->has_enable_tenant_hot = false;
-        } else {
-          dec_strategy(d, v, e);
-        }
-        break;
-      default: fail(d, "json: unknown field \"%s\"", k);
+    case 0: get_str(d, v, "CachePolicy.namespace", &e->ns); break;
+    case 1:
+      if (get_int(d, v, "CachePolicy.evictionTTL", 64, &x)) e->eviction_ttl_ns = x;
+      break;
+    case 2:
+      if (get_int(d, v, "CachePolicy.minimumPrefixTokens", 32, &x))
+        e->minimum_prefix_tokens = (int32_t)x;
+      break;
+    case 3:
+      if (get_int(d, v, "CachePolicy.minimumMatchedTokens", 32, &x))
+        e->minimum_matched_tokens = (int32_t)x;
+      break;
+    case 4:
+      /* Go decodes null into a pointer as nil, i.e. "absent". */
+      if (json_is_null(v))
+        e->has_routing_floor_score = false;
+      else if (get_f32(d, v, "CachePolicy.routingFloorScore", &e->routing_floor_score))
+        e->has_routing_floor_score = true;
+      break;
+    case 5:
+      if (get_int(d, v, "CachePolicy.lookupTimeoutMs", 32, &x)) e->lookup_timeout_ms = (int32_t)x;
+      break;
+    case 6:
+      if (json_is_null(v))
+        e->has_affinity_routing = false;
+      else if (get_bool(d, v, "CachePolicy.affinityRouting", &e->affinity_routing))
+        e->has_affinity_routing = true;
+      break;
+    case 7: get_str(d, v, "CachePolicy.eviction", &e->eviction); break;
+    case 8:
+      if (json_is_null(v)) {
+        e->has_strategy = e->has_enable_chain_matching = e->has_require_chain =
+            e->has_enable_tenant_hot = false;
+      } else {
+        dec_strategy(d, v, e);
+      }
+      break;
+    default: fail(d, "json: unknown field \"%s\"", k);
     }
   }
 }
@@ -249,8 +249,9 @@ static const char *const TENANT_KEYS[] = {"tenantID", "maxIndexEntries", "isolat
 static void dec_tenant(dec_t *d, const json_t *o, ic_policy_quota_t *q) {
   if (json_is_null(o)) return;
   if (!json_is_object(o)) {
-    fail(d, "json: cannot unmarshal %s into Go struct field PolicySnapshot.tenants of type "
-            "TenantQuota",
+    fail(d,
+         "json: cannot unmarshal %s into Go struct field PolicySnapshot.tenants of type "
+         "TenantQuota",
          jtype(o));
     return;
   }
@@ -260,12 +261,12 @@ static void dec_tenant(dec_t *d, const json_t *o, ic_policy_quota_t *q) {
   json_object_foreach((json_t *)o, k, v) {
     if (d->failed) return;
     switch (match_key(k, TENANT_KEYS, 3)) {
-      case 0: get_str(d, v, "TenantQuota.tenantID", &q->tenant_id); break;
-      case 1:
-        if (get_int(d, v, "TenantQuota.maxIndexEntries", 64, &x)) q->max_index_entries = x;
-        break;
-      case 2: get_str(d, v, "TenantQuota.isolationMode", &q->isolation_mode); break;
-      default: fail(d, "json: unknown field \"%s\"", k);
+    case 0: get_str(d, v, "TenantQuota.tenantID", &q->tenant_id); break;
+    case 1:
+      if (get_int(d, v, "TenantQuota.maxIndexEntries", 64, &x)) q->max_index_entries = x;
+      break;
+    case 2: get_str(d, v, "TenantQuota.isolationMode", &q->isolation_mode); break;
+    default: fail(d, "json: unknown field \"%s\"", k);
     }
   }
 }
@@ -274,8 +275,10 @@ static const char *const TOP_KEYS[] = {"version", "policies", "tenants"};
 
 void ic_policy_doc_free(ic_policy_doc_t *doc) {
   if (!doc) return;
-  for (size_t i = 0; i < doc->npolicies; i++) free_entry(&doc->policies[i]);
-  for (size_t i = 0; i < doc->ntenants; i++) free_quota(&doc->tenants[i]);
+  for (size_t i = 0; i < doc->npolicies; i++)
+    free_entry(&doc->policies[i]);
+  for (size_t i = 0; i < doc->ntenants; i++)
+    free_quota(&doc->tenants[i]);
   free(doc->policies);
   free(doc->tenants);
   free(doc);
@@ -283,7 +286,8 @@ void ic_policy_doc_free(ic_policy_doc_t *doc) {
 
 /* Go: decoding an array into a slice replaces the slice (a later duplicate key wins). */
 static void dec_policies(dec_t *d, const json_t *v, ic_policy_doc_t *doc) {
-  for (size_t i = 0; i < doc->npolicies; i++) free_entry(&doc->policies[i]);
+  for (size_t i = 0; i < doc->npolicies; i++)
+    free_entry(&doc->policies[i]);
   free(doc->policies);
   doc->policies = NULL;
   doc->npolicies = 0;
@@ -306,7 +310,8 @@ static void dec_policies(dec_t *d, const json_t *v, ic_policy_doc_t *doc) {
 }
 
 static void dec_tenants(dec_t *d, const json_t *v, ic_policy_doc_t *doc) {
-  for (size_t i = 0; i < doc->ntenants; i++) free_quota(&doc->tenants[i]);
+  for (size_t i = 0; i < doc->ntenants; i++)
+    free_quota(&doc->tenants[i]);
   free(doc->tenants);
   doc->tenants = NULL;
   doc->ntenants = 0;
@@ -400,10 +405,10 @@ ic_policy_parse_status_t ic_policy_parse(const char *body, size_t len, bool too_
     json_object_foreach(root, k, v) {
       if (d.failed) break;
       switch (match_key(k, TOP_KEYS, 3)) {
-        case 0: get_int(&d, v, "PolicySnapshot.version", 0, &doc->version); break;
-        case 1: dec_policies(&d, v, doc); break;
-        case 2: dec_tenants(&d, v, doc); break;
-        default: fail(&d, "json: unknown field \"%s\"", k);
+      case 0: get_int(&d, v, "PolicySnapshot.version", 0, &doc->version); break;
+      case 1: dec_policies(&d, v, doc); break;
+      case 2: dec_tenants(&d, v, doc); break;
+      default: fail(&d, "json: unknown field \"%s\"", k);
       }
     }
   }
@@ -525,7 +530,8 @@ static int dedupe_policies(ic_policy_doc_t *doc) {
     free(out);
     return IC_ENOMEM;
   }
-  for (size_t i = 0; i < n; i++) k[i] = (sortkey_t){doc->policies[i].ns ? doc->policies[i].ns : "", i};
+  for (size_t i = 0; i < n; i++)
+    k[i] = (sortkey_t){doc->policies[i].ns ? doc->policies[i].ns : "", i};
   qsort(k, n, sizeof *k, cmp_sortkey);
   size_t m = 0;
   bool *keep = calloc(n, sizeof *keep);
@@ -616,7 +622,8 @@ int ic_policy_store_replace(ic_policy_store_t *s, ic_policy_doc_t *doc) {
   atomic_fetch_add(&s->generation, 1);
   for (int phase = 0; phase < 2; phase++) {
     unsigned e = atomic_fetch_xor(&s->epoch, 1u) & 1u; /* new readers use the other counter */
-    while (atomic_load(&s->active[e]) != 0) sched_yield();
+    while (atomic_load(&s->active[e]) != 0)
+      sched_yield();
   }
   pthread_mutex_unlock(&s->wmu);
   snap_unref(old);
@@ -682,7 +689,7 @@ static void resolve_doc(const ic_policy_doc_t *doc, const char *tenant, size_t t
     o->has_policy = true;
     o->ttl_ns = e->eviction_ttl_ns > 0 ? e->eviction_ttl_ns : 0;
     o->eviction = (e->eviction && strcasecmp(e->eviction, "lfu") == 0) ? IC_POLICY_EVICT_LFU
-                                                                        : IC_POLICY_EVICT_LRU;
+                                                                       : IC_POLICY_EVICT_LRU;
     o->minimum_prefix_tokens = e->minimum_prefix_tokens > 0 ? e->minimum_prefix_tokens : 0;
     o->minimum_matched_tokens = e->minimum_matched_tokens > 0 ? e->minimum_matched_tokens : 0;
     if (e->has_routing_floor_score)
@@ -706,7 +713,8 @@ static void resolve_doc(const ic_policy_doc_t *doc, const char *tenant, size_t t
 
 static uint64_t hash_key(const char *k, size_t n) { /* FNV-1a 64 */
   uint64_t h = 14695981039346656037ull;
-  for (size_t i = 0; i < n; i++) h = (h ^ (unsigned char)k[i]) * 1099511628211ull;
+  for (size_t i = 0; i < n; i++)
+    h = (h ^ (unsigned char)k[i]) * 1099511628211ull;
   return h;
 }
 
@@ -724,7 +732,8 @@ static void put_slot(ic_policy_snap_t *snap, const char *k) {
   uint64_t h = hash_key(k, n);
   if (find_slot(snap, k, n, h)) return; /* named both as namespace and tenantID */
   size_t i = (size_t)h & snap->mask;
-  while (snap->slots[i].key) i = (i + 1) & snap->mask;
+  while (snap->slots[i].key)
+    i = (i + 1) & snap->mask;
   knob_slot_t *sl = &snap->slots[i];
   sl->key = k;
   sl->klen = n;
@@ -737,12 +746,15 @@ static int build_slots(ic_policy_snap_t *snap) {
   size_t nkeys = snap->doc->npolicies + snap->doc->ntenants;
   if (!nkeys) return 0;
   size_t cap = 8;
-  while (cap < 2 * nkeys) cap <<= 1; /* load factor <= 1/2: short probe runs */
+  while (cap < 2 * nkeys)
+    cap <<= 1; /* load factor <= 1/2: short probe runs */
   snap->slots = calloc(cap, sizeof *snap->slots);
   if (!snap->slots) return IC_ENOMEM;
   snap->mask = cap - 1;
-  for (size_t i = 0; i < snap->doc->npolicies; i++) put_slot(snap, snap->doc->policies[i].ns);
-  for (size_t i = 0; i < snap->doc->ntenants; i++) put_slot(snap, snap->doc->tenants[i].tenant_id);
+  for (size_t i = 0; i < snap->doc->npolicies; i++)
+    put_slot(snap, snap->doc->policies[i].ns);
+  for (size_t i = 0; i < snap->doc->ntenants; i++)
+    put_slot(snap, snap->doc->tenants[i].tenant_id);
   return 0;
 }
 

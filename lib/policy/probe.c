@@ -50,7 +50,8 @@ ic_probe_parse_status_t ic_probe_parse(const char *body, size_t len, bool too_la
   memset(out, 0, sizeof *out);
   if (msg && msglen) msg[0] = 0;
   size_t i = 0;
-  while (i < len && is_ws(body[i])) i++;
+  while (i < len && is_ws(body[i]))
+    i++;
   if (i == len) return decode_fail(msg, msglen, too_large ? "http: request body too large" : "EOF");
   json_error_t je;
   json_t *root = json_loadb(body, len, JSON_DECODE_ANY | JSON_DISABLE_EOF_CHECK, &je);
@@ -113,7 +114,8 @@ ic_probe_parse_status_t ic_probe_parse(const char *body, size_t len, bool too_la
       st = IC_PROBE_PARSE_MISSING;
     }
   }
-  for (int j = 0; j < 4; j++) free(vals[j]);
+  for (int j = 0; j < 4; j++)
+    free(vals[j]);
   return st;
 }
 

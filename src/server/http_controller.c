@@ -42,16 +42,16 @@ static void h_policy(ic_http_req_t *r, void *ud) {
   ic_policy_doc_t *doc = NULL;
   char msg[512];
   switch (ic_policy_parse(body, n, ic_http_req_body_too_large(r), &doc, msg, sizeof msg)) {
-    case IC_POLICY_OK: break;
-    case IC_POLICY_BAD_VERSION:
-      ic_http_reply_error(r, 400, "unsupported policy snapshot version\n");
-      return;
-    default: {
-      char full[600];
-      snprintf(full, sizeof full, "decode policy snapshot: %s\n", msg);
-      ic_http_reply_error(r, 400, full);
-      return;
-    }
+  case IC_POLICY_OK: break;
+  case IC_POLICY_BAD_VERSION:
+    ic_http_reply_error(r, 400, "unsupported policy snapshot version\n");
+    return;
+  default: {
+    char full[600];
+    snprintf(full, sizeof full, "decode policy snapshot: %s\n", msg);
+    ic_http_reply_error(r, 400, full);
+    return;
+  }
   }
   if (ic_policy_store_replace(ctx->policy, doc) != 0) {
     ic_http_reply_error(r, 500, "store policy snapshot failed");
@@ -67,21 +67,21 @@ static void h_probe(ic_http_req_t *r, void *ud) {
   ic_probe_req_t pr;
   char msg[512];
   switch (ic_probe_parse(body, n, ic_http_req_body_too_large(r), &pr, msg, sizeof msg)) {
-    case IC_PROBE_PARSE_OK: break;
-    case IC_PROBE_PARSE_TRAILING:
-      ic_http_reply_error(r, 400,
-                          "probe request body has trailing content after the first JSON value\n");
-      return;
-    case IC_PROBE_PARSE_MISSING:
-      ic_http_reply_error(r, 400,
-                          "probe request missing required field (backend, model, hashScheme)\n");
-      return;
-    default: {
-      char full[600];
-      snprintf(full, sizeof full, "decode probe request: %s\n", msg);
-      ic_http_reply_error(r, 400, full);
-      return;
-    }
+  case IC_PROBE_PARSE_OK: break;
+  case IC_PROBE_PARSE_TRAILING:
+    ic_http_reply_error(r, 400,
+                        "probe request body has trailing content after the first JSON value\n");
+    return;
+  case IC_PROBE_PARSE_MISSING:
+    ic_http_reply_error(r, 400,
+                        "probe request missing required field (backend, model, hashScheme)\n");
+    return;
+  default: {
+    char full[600];
+    snprintf(full, sizeof full, "decode probe request: %s\n", msg);
+    ic_http_reply_error(r, 400, full);
+    return;
+  }
   }
   server_probe_result_t res;
   server_probe_run(ctx, pr.backend, pr.model, pr.hash_scheme, pr.backend_type, &res);
@@ -101,13 +101,25 @@ static void h_probe(ic_http_req_t *r, void *ud) {
 int server_http_controller_routes(server_ctx_t *ctx, ic_http_server_t *s) {
   struct server_auth *a = ctx->flags.insecure_disable_auth ? NULL : ctx->auth;
   ic_http_route_t routes[] = {
-      {.path = "/snapshot", .methods = "GET", .handler = h_snapshot, .ud = ctx,
-       .auth = a ? ic_auth_http_hook : NULL, .auth_ud = a ? a->snapshot : NULL},
-      {.path = "/policy", .methods = "POST, PUT", .handler = h_policy, .ud = ctx,
-       .auth = a ? ic_auth_http_hook : NULL, .auth_ud = a ? a->policy : NULL,
+      {.path = "/snapshot",
+       .methods = "GET",
+       .handler = h_snapshot,
+       .ud = ctx,
+       .auth = a ? ic_auth_http_hook : NULL,
+       .auth_ud = a ? a->snapshot : NULL},
+      {.path = "/policy",
+       .methods = "POST, PUT",
+       .handler = h_policy,
+       .ud = ctx,
+       .auth = a ? ic_auth_http_hook : NULL,
+       .auth_ud = a ? a->policy : NULL,
        .max_body = IC_POLICY_MAX_BODY},
-      {.path = "/probe", .methods = "POST", .handler = h_probe, .ud = ctx,
-       .auth = a ? ic_auth_http_hook : NULL, .auth_ud = a ? a->probe : NULL,
+      {.path = "/probe",
+       .methods = "POST",
+       .handler = h_probe,
+       .ud = ctx,
+       .auth = a ? ic_auth_http_hook : NULL,
+       .auth_ud = a ? a->probe : NULL,
        .max_body = IC_PROBE_MAX_BODY},
   };
   for (size_t i = 0; i < sizeof routes / sizeof *routes; i++) {
@@ -141,8 +153,8 @@ static void attach_auth_counters(server_ctx_t *ctx) {
   if (!a) return;
   ic_auth_set_counter(a->snapshot, auth_family(ctx, &ctx->m.snapshot_auth,
                                                "inferencecache_snapshot_auth_total", "snapshot"));
-  ic_auth_set_counter(a->probe, auth_family(ctx, &ctx->m.probe_auth,
-                                            "inferencecache_probe_auth_total", "probe"));
+  ic_auth_set_counter(
+      a->probe, auth_family(ctx, &ctx->m.probe_auth, "inferencecache_probe_auth_total", "probe"));
   ic_auth_set_counter(a->policy, auth_family(ctx, &ctx->m.policy_auth,
                                              "inferencecache_policy_auth_total", "policy"));
 }
@@ -171,8 +183,8 @@ int server_auth_init(server_ctx_t *ctx) {
     return 1;
   }
   const char *sa = ctx->flags.allowed_controller_sa;
-  ic_auth_config_t base = {.expected_user = sa, .reviewer = ic_auth_kube_review,
-                           .reviewer_ud = a->kube};
+  ic_auth_config_t base = {
+      .expected_user = sa, .reviewer = ic_auth_kube_review, .reviewer_ud = a->kube};
   ic_auth_config_t c = base;
   c.audience = ctx->flags.controller_audience;
   a->snapshot = ic_auth_new(&c);
@@ -194,7 +206,8 @@ static void http_free(struct server_http *h) {
   if (!h) return;
   ic_http_free(h->pub);
   ic_http_free(h->ctl);
-  for (int i = 0; i < SERVER_PROBE_STRIPES; i++) pthread_mutex_destroy(&h->probe_mu[i]);
+  for (int i = 0; i < SERVER_PROBE_STRIPES; i++)
+    pthread_mutex_destroy(&h->probe_mu[i]);
   free(h);
 }
 
@@ -209,12 +222,15 @@ int server_http_start(server_ctx_t *ctx, char *err, size_t errlen) {
     snprintf(err, errlen, "out of memory");
     return IC_ENOMEM;
   }
-  for (int i = 0; i < SERVER_PROBE_STRIPES; i++) pthread_mutex_init(&h->probe_mu[i], NULL);
+  for (int i = 0; i < SERVER_PROBE_STRIPES; i++)
+    pthread_mutex_init(&h->probe_mu[i], NULL);
   /* Public endpoints are cheap: a small pool. The controller listener may block on a
    * TokenReview, so it gets a thread per connection (like Go's per-connection goroutines). */
-  ic_http_config_t pc = {.bind = ctx->flags.http_bind_address, .threads = 2, .idle_timeout_s = 120,
-                        .name = "http"};
-  ic_http_config_t cc = {.bind = ctx->flags.snapshot_bind_address, .threads = 0, .idle_timeout_s = 120,
+  ic_http_config_t pc = {
+      .bind = ctx->flags.http_bind_address, .threads = 2, .idle_timeout_s = 120, .name = "http"};
+  ic_http_config_t cc = {.bind = ctx->flags.snapshot_bind_address,
+                         .threads = 0,
+                         .idle_timeout_s = 120,
                          .name = "snapshot"};
   h->pub = ic_http_new(&pc);
   h->ctl = ic_http_new(&cc);

@@ -13,8 +13,8 @@
 #define SERVER_PROBE_STRIPES 64
 
 struct server_http {
-  ic_http_server_t *pub;  /* --http-bind-address: /healthz /readyz /metrics */
-  ic_http_server_t *ctl;  /* --snapshot-bind-address: /snapshot /policy /probe */
+  ic_http_server_t *pub; /* --http-bind-address: /healthz /readyz /metrics */
+  ic_http_server_t *ctl; /* --snapshot-bind-address: /snapshot /policy /probe */
   pthread_mutex_t probe_mu[SERVER_PROBE_STRIPES]; /* serialise probes per (backend, model) */
 };
 

@@ -28,8 +28,8 @@ static void h_metrics(ic_http_req_t *r, void *ud) {
   }
   size_t n;
   char *body = ic_buf_detach(&b, &n);
-  ic_http_reply_take(r, 200, "text/plain; version=0.0.4; charset=utf-8; escaping=underscores",
-                     body, n);
+  ic_http_reply_take(r, 200, "text/plain; version=0.0.4; charset=utf-8; escaping=underscores", body,
+                     n);
 }
 
 int server_http_public_routes(server_ctx_t *ctx, ic_http_server_t *s) {

@@ -21,9 +21,11 @@ static bool has_replica(const ic_index_result_t *r, const char *replica) {
 static unsigned stripe_of(const char *backend, const char *model) {
   /* FNV-1a over backend NUL model: same pair -> same mutex. */
   uint32_t h = 2166136261u;
-  for (const char *p = backend; *p; p++) h = (h ^ (uint8_t)*p) * 16777619u;
+  for (const char *p = backend; *p; p++)
+    h = (h ^ (uint8_t)*p) * 16777619u;
   h = (h ^ 0) * 16777619u;
-  for (const char *p = model; *p; p++) h = (h ^ (uint8_t)*p) * 16777619u;
+  for (const char *p = model; *p; p++)
+    h = (h ^ (uint8_t)*p) * 16777619u;
   return h % SERVER_PROBE_STRIPES;
 }
 
@@ -51,19 +53,31 @@ void server_probe_run(server_ctx_t *ctx, const char *backend, const char *model,
   pthread_mutex_lock(mu);
 
   /* Stage A: ingest directly (bypassing the gRPC handler's probe-tenant drop), then verify. */
-  ic_index_prefix_t pf = {.block_hashes = &hb, .n_block_hashes = 1, .block_token_counts = &cnt,
+  ic_index_prefix_t pf = {.block_hashes = &hb,
+                          .n_block_hashes = 1,
+                          .block_token_counts = &cnt,
                           .n_block_token_counts = 1};
   ic_index_stats_t st = {.cache_memory_bytes = 0, .hit_rate = 1.0f, .pressure = 0.0f};
-  ic_index_update_t up = {.replica = replica, .model = model, .tenant = SERVER_PROBE_TENANT,
-                          .scheme = hash_scheme, .adapter = "",
-                          .timestamp_us = ic_clock_realtime_us(), .prefixes = &pf,
-                          .n_prefixes = 1, .stats = &st};
-  ic_index_lookup_t lk = {.model = model, .tenant = SERVER_PROBE_TENANT, .scheme = hash_scheme,
-                          .adapter = "", .block_hashes = &hb, .n_block_hashes = 1,
-                          .block_token_counts = &cnt, .n_block_token_counts = 1};
+  ic_index_update_t up = {.replica = replica,
+                          .model = model,
+                          .tenant = SERVER_PROBE_TENANT,
+                          .scheme = hash_scheme,
+                          .adapter = "",
+                          .timestamp_us = ic_clock_realtime_us(),
+                          .prefixes = &pf,
+                          .n_prefixes = 1,
+                          .stats = &st};
+  ic_index_lookup_t lk = {.model = model,
+                          .tenant = SERVER_PROBE_TENANT,
+                          .scheme = hash_scheme,
+                          .adapter = "",
+                          .block_hashes = &hb,
+                          .n_block_hashes = 1,
+                          .block_token_counts = &cnt,
+                          .n_block_token_counts = 1};
   ic_index_result_t *r = NULL;
-  bool landed = ic_index_ingest(ctx->index, &up) == 0 && ic_index_lookup(ctx->index, &lk, &r) == 0 &&
-                r && has_replica(r, replica);
+  bool landed = ic_index_ingest(ctx->index, &up) == 0 &&
+                ic_index_lookup(ctx->index, &lk, &r) == 0 && r && has_replica(r, replica);
   ic_index_result_free(r);
   r = NULL;
   if (!landed) {
@@ -104,8 +118,11 @@ void server_probe_run(server_ctx_t *ctx, const char *backend, const char *model,
 cleanup:
   ic_index_result_free(r);
   {
-    ic_index_event_t ev = {.type = IC_INDEX_EVENT_ALL_CLEARED, .replica = replica, .model = model,
-                           .tenant = SERVER_PROBE_TENANT, .adapter = "",
+    ic_index_event_t ev = {.type = IC_INDEX_EVENT_ALL_CLEARED,
+                           .replica = replica,
+                           .model = model,
+                           .tenant = SERVER_PROBE_TENANT,
+                           .adapter = "",
                            .timestamp_us = ic_clock_realtime_us()};
     ic_index_apply_event(ctx->index, &ev);
   }

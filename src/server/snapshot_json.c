@@ -15,7 +15,8 @@ static int replica_json(const ic_index_snapshot_replica_t *r, ic_buf_t *b) {
     rc |= ic_buf_append_str(b, ",\"tenant\":");
     rc |= ic_http_json_str(b, tenant, strlen(tenant));
   }
-  rc |= ic_buf_appendf(b, ",\"cacheMemoryBytes\":%lld,\"hitRate\":", (long long)r->cache_memory_bytes);
+  rc |= ic_buf_appendf(b,
+                       ",\"cacheMemoryBytes\":%lld,\"hitRate\":", (long long)r->cache_memory_bytes);
   rc |= ic_http_json_f32(b, r->hit_rate);
   rc |= ic_buf_append_str(b, ",\"pressure\":");
   rc |= ic_http_json_f32(b, r->pressure);
@@ -24,7 +25,8 @@ static int replica_json(const ic_index_snapshot_replica_t *r, ic_buf_t *b) {
   rc |= ic_buf_appendf(b, ",\"prefixCount\":%lld,\"lastEventAt\":", (long long)r->prefix_count);
   rc |= ic_http_json_time(b, r->last_event_at_ns);
   if (r->stats_reported) rc |= ic_buf_append_str(b, ",\"statsReported\":true");
-  if (r->t2_hit_tokens) rc |= ic_buf_appendf(b, ",\"t2HitTokens\":%lld", (long long)r->t2_hit_tokens);
+  if (r->t2_hit_tokens)
+    rc |= ic_buf_appendf(b, ",\"t2HitTokens\":%lld", (long long)r->t2_hit_tokens);
   if (r->t2_query_tokens)
     rc |= ic_buf_appendf(b, ",\"t2QueryTokens\":%lld", (long long)r->t2_query_tokens);
   rc |= ic_buf_append_byte(b, '}');

@@ -61,8 +61,13 @@ static double counter_of(ic_metrics_t *m, const char *result) {
 static ic_auth_t *mk(fake_t *f, ic_metrics_t *m, const char *aud, size_t cap) {
   static const char *lbl[] = {"result"};
   ic_metric_family_t *fam = ic_metrics_counter(m, "t_auth_total", "h", 1, lbl);
-  ic_auth_config_t cfg = {.expected_user = SA, .audience = aud, .reviewer = fake_review,
-                          .reviewer_ud = f, .counter = fam, .cache_max = cap, .now_ms = now_fn};
+  ic_auth_config_t cfg = {.expected_user = SA,
+                          .audience = aud,
+                          .reviewer = fake_review,
+                          .reviewer_ud = f,
+                          .counter = fam,
+                          .cache_max = cap,
+                          .now_ms = now_fn};
   ic_auth_t *a = ic_auth_new(&cfg);
   cr_assert_not_null(a);
   return a;
@@ -177,8 +182,8 @@ static void tr_handler(ic_http_req_t *r, void *ud) {
   const char *tok = json_string_value(json_object_get(json_object_get(req, "spec"), "token"));
   json_t *resp;
   if (tok && !strcmp(tok, "good"))
-    resp = json_pack("{s:s,s:s,s:{s:b,s:{s:s}}}", "apiVersion", "authentication.k8s.io/v1",
-                     "kind", "TokenReview", "status", "authenticated", 1, "user", "username", SA);
+    resp = json_pack("{s:s,s:s,s:{s:b,s:{s:s}}}", "apiVersion", "authentication.k8s.io/v1", "kind",
+                     "TokenReview", "status", "authenticated", 1, "user", "username", SA);
   else
     resp = json_pack("{s:{s:b,s:s}}", "status", "authenticated", 0, "error", "token expired");
   ic_http_reply_json(r, 201, resp);
@@ -201,11 +206,13 @@ Test(auth, kube_review_over_https, .timeout = 120) {
   snprintf(key, sizeof key, "%s/tls.key", dir);
   snprintf(tokf, sizeof tokf, "%s/token", dir);
   tr_t t = {.status = 201};
-  ic_http_config_t hc = {.bind = "127.0.0.1:0", .threads = 1, .tls_cert_file = crt,
-                         .tls_key_file = key};
+  ic_http_config_t hc = {
+      .bind = "127.0.0.1:0", .threads = 1, .tls_cert_file = crt, .tls_key_file = key};
   ic_http_server_t *s = ic_http_new(&hc);
-  ic_http_route_t rt = {.path = "/apis/authentication.k8s.io/v1/tokenreviews", .methods = "POST",
-                        .handler = tr_handler, .ud = &t};
+  ic_http_route_t rt = {.path = "/apis/authentication.k8s.io/v1/tokenreviews",
+                        .methods = "POST",
+                        .handler = tr_handler,
+                        .ud = &t};
   ic_http_add_route(s, &rt);
   char err[256];
   cr_assert_eq(ic_http_start(s, err, sizeof err), 0, "%s", err);
@@ -238,8 +245,8 @@ Test(auth, kube_review_over_https, .timeout = 120) {
   json_decref(sent);
 
   /* Rotated SA token is picked up. */
-  snprintf(cmd, sizeof cmd, "printf 'sa-token-2' > %s/token && touch -d '+2 seconds' %s/token",
-           dir, dir);
+  snprintf(cmd, sizeof cmd, "printf 'sa-token-2' > %s/token && touch -d '+2 seconds' %s/token", dir,
+           dir);
   cr_assert_eq(system(cmd), 0);
   ic_auth_kube_review(k, "good", 4, "", &rv);
   cr_assert_str_eq(t.last_authz, "Bearer sa-token-2");
@@ -250,8 +257,10 @@ Test(auth, kube_review_over_https, .timeout = 120) {
   t.status = 201;
 
   /* Whole path through ic_auth_check. */
-  ic_auth_config_t ac = {.expected_user = SA, .audience = "inferencecache.io/controller",
-                         .reviewer = ic_auth_kube_review, .reviewer_ud = k};
+  ic_auth_config_t ac = {.expected_user = SA,
+                         .audience = "inferencecache.io/controller",
+                         .reviewer = ic_auth_kube_review,
+                         .reviewer_ud = k};
   ic_auth_t *a = ic_auth_new(&ac);
   cr_assert_eq(ic_auth_check(a, "Bearer good"), IC_AUTH_OK);
   cr_assert_eq(ic_auth_check(a, "Bearer nope"), IC_AUTH_UNAUTH);
@@ -265,8 +274,8 @@ Test(auth, kube_review_over_https, .timeout = 120) {
   ic_auth_free(a2);
   ic_auth_kube_free(k);
 
-  ic_auth_kube_config_t missing = {.api_url = url, .token_file = "/nonexistent/token",
-                                   .ca_file = crt};
+  ic_auth_kube_config_t missing = {
+      .api_url = url, .token_file = "/nonexistent/token", .ca_file = crt};
   cr_assert_null(ic_auth_kube_new(&missing, err, sizeof err));
   snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
   system(cmd);

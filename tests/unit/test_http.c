@@ -1,8 +1,8 @@
 /* Unit tests for lib/http: a real listener on 127.0.0.1 driven by libcurl — routing, 404/405
  * bodies, auth-before-method order, body cap, Go error bodies, bearer parsing, TLS + rotation. */
 #include <criterion/criterion.h>
-#include <pthread.h>
 #include <curl/curl.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -101,15 +101,16 @@ static bool auth_hook(ic_http_req_t *r, void *ud) {
 }
 
 static ic_http_server_t *start_server(unsigned threads, const char *cert, const char *key) {
-  ic_http_config_t cfg = {.bind = "127.0.0.1:0", .threads = threads, .name = "test",
-                          .tls_cert_file = cert, .tls_key_file = key};
+  ic_http_config_t cfg = {.bind = "127.0.0.1:0",
+                          .threads = threads,
+                          .name = "test",
+                          .tls_cert_file = cert,
+                          .tls_key_file = key};
   ic_http_server_t *s = ic_http_new(&cfg);
   cr_assert_not_null(s);
-  ic_http_route_t r1 = {.path = "/echo", .methods = "POST, PUT", .handler = h_echo,
-                        .max_body = 16};
+  ic_http_route_t r1 = {.path = "/echo", .methods = "POST, PUT", .handler = h_echo, .max_body = 16};
   ic_http_route_t r2 = {.path = "/json", .handler = h_json};
-  ic_http_route_t r3 = {.path = "/secure", .methods = "GET", .handler = h_json,
-                        .auth = auth_hook};
+  ic_http_route_t r3 = {.path = "/secure", .methods = "GET", .handler = h_json, .auth = auth_hook};
   ic_http_route_t r4 = {.path = "/silent", .handler = h_silent};
   ic_http_route_t r5 = {.path = "/pre/*", .handler = h_json};
   ic_http_route_t r6 = {.path = "/gz", .handler = h_echo, .gzip = true};
@@ -254,7 +255,8 @@ Test(http, listen_conflict_reports_error) {
   ic_http_free(b);
   ic_http_config_t bad = {.bind = "127.0.0.1:1", .tls_cert_file = "x"};
   cr_assert_null(ic_http_new(&bad), "cert without key is rejected");
-  ic_http_config_t missing = {.bind = "127.0.0.1:0", .tls_cert_file = "/nonexistent/c.pem",
+  ic_http_config_t missing = {.bind = "127.0.0.1:0",
+                              .tls_cert_file = "/nonexistent/c.pem",
                               .tls_key_file = "/nonexistent/k.pem"};
   ic_http_server_t *m = ic_http_new(&missing);
   cr_assert_eq(ic_http_start(m, err, sizeof err), IC_EIO);
@@ -429,7 +431,8 @@ Test(http, gzip_when_accepted) {
   cr_assert_not_null(strstr(r.hdrs.data, "Content-Encoding: gzip"));
   cr_assert_not_null(strstr(r.hdrs.data, "X-Too-Large: 0"), "handler headers kept");
   cr_assert(r.body.len > 2 && (unsigned char)r.body.data[0] == 0x1f &&
-            (unsigned char)r.body.data[1] == 0x8b, "gzip magic");
+                (unsigned char)r.body.data[1] == 0x8b,
+            "gzip magic");
   resp_free(&r);
   cr_assert_eq(gz_req(url, "identity", "hello", &r), 0);
   cr_assert_null(strstr(r.hdrs.data, "Content-Encoding"));

@@ -41,7 +41,10 @@ Test(http_json, strings_escape_like_go) {
   cr_assert_str_eq(str("\x7f", 1), "\"\x7f\"");
   cr_assert_str_eq(str("h\xc3\xa9", 3), "\"h\xc3\xa9\"");
   cr_assert_str_eq(str("\xe2\x80\xa8\xe2\x80\xa9", 6), "\"\\u2028\\u2029\"");
-  cr_assert_str_eq(str("a\xff" "b", 3), "\"a\\ufffdb\"");
+  cr_assert_str_eq(str("a\xff"
+                       "b",
+                       3),
+                   "\"a\\ufffdb\"");
   cr_assert_str_eq(str("\xed\xa0\x80", 3), "\"\\ufffd\\ufffd\\ufffd\"", "surrogates are invalid");
   cr_assert_str_eq(str("a\0b", 3), "\"a\\u0000b\"");
 }

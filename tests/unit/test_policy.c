@@ -46,12 +46,14 @@ Test(policy, defaults_when_unset) {
 }
 
 Test(policy, v7_body_stored_and_resolved) {
-  ic_policy_store_t *s = store_with(
-      "{\"version\":7,\"policies\":[{\"namespace\":\"ns1\",\"evictionTTL\":420000000000,"
-      "\"minimumPrefixTokens\":16,\"minimumMatchedTokens\":32,\"routingFloorScore\":2.5,"
-      "\"lookupTimeoutMs\":10,\"eviction\":\"LFU\",\"affinityRouting\":false,"
-      "\"strategy\":{\"enableChainMatching\":true,\"requireChain\":true,\"enableTenantHot\":false}}],"
-      "\"tenants\":[{\"tenantID\":\"ns1\",\"maxIndexEntries\":5000,\"isolationMode\":\"Fairness\"}]}");
+  ic_policy_store_t *s =
+      store_with("{\"version\":7,\"policies\":[{\"namespace\":\"ns1\",\"evictionTTL\":420000000000,"
+                 "\"minimumPrefixTokens\":16,\"minimumMatchedTokens\":32,\"routingFloorScore\":2.5,"
+                 "\"lookupTimeoutMs\":10,\"eviction\":\"LFU\",\"affinityRouting\":false,"
+                 "\"strategy\":{\"enableChainMatching\":true,\"requireChain\":true,"
+                 "\"enableTenantHot\":false}}],"
+                 "\"tenants\":[{\"tenantID\":\"ns1\",\"maxIndexEntries\":5000,\"isolationMode\":"
+                 "\"Fairness\"}]}");
   ic_policy_knobs_t k = knobs(s, "ns1");
   cr_assert(k.has_policy);
   cr_assert_eq(k.ttl_ns, 420000000000LL);
@@ -76,11 +78,11 @@ Test(policy, v7_body_stored_and_resolved) {
 }
 
 Test(policy, installed_policy_floor_semantics) {
-  ic_policy_store_t *s = store_with(
-      "{\"version\":7,\"policies\":[{\"namespace\":\"a\"},"
-      "{\"namespace\":\"b\",\"minimumMatchedTokens\":-1,\"routingFloorScore\":-1},"
-      "{\"namespace\":\"c\",\"minimumMatchedTokens\":256,\"routingFloorScore\":0},"
-      "{\"namespace\":\"d\",\"routingFloorScore\":null,\"affinityRouting\":true}]}");
+  ic_policy_store_t *s =
+      store_with("{\"version\":7,\"policies\":[{\"namespace\":\"a\"},"
+                 "{\"namespace\":\"b\",\"minimumMatchedTokens\":-1,\"routingFloorScore\":-1},"
+                 "{\"namespace\":\"c\",\"minimumMatchedTokens\":256,\"routingFloorScore\":0},"
+                 "{\"namespace\":\"d\",\"routingFloorScore\":null,\"affinityRouting\":true}]}");
   ic_policy_knobs_t a = knobs(s, "a"), b = knobs(s, "b"), c = knobs(s, "c"), d = knobs(s, "d");
   cr_assert_eq(a.minimum_matched_tokens, 0, "installed policy omitting the floor = off");
   cr_assert_float_eq(a.routing_floor_score, 0.1f, 1e-9, "absent routing floor = 0.1");
@@ -97,10 +99,11 @@ Test(policy, installed_policy_floor_semantics) {
 Test(policy, v3_normalised) {
   ic_policy_doc_t *doc;
   char msg[256];
-  cr_assert_eq(parse("{\"version\":3,\"policies\":[{\"namespace\":\"n\",\"evictionTTL\":5,"
-                     "\"eviction\":\"lfu\"}],\"tenants\":[{\"tenantID\":\"t\",\"maxIndexEntries\":7}]}",
-                     &doc, msg),
-               IC_POLICY_OK);
+  cr_assert_eq(
+      parse("{\"version\":3,\"policies\":[{\"namespace\":\"n\",\"evictionTTL\":5,"
+            "\"eviction\":\"lfu\"}],\"tenants\":[{\"tenantID\":\"t\",\"maxIndexEntries\":7}]}",
+            &doc, msg),
+      IC_POLICY_OK);
   ic_policy_entry_t *e = &doc->policies[0];
   cr_assert_eq(e->minimum_matched_tokens, 64);
   cr_assert(e->has_routing_floor_score);
@@ -118,9 +121,10 @@ Test(policy, v3_normalised) {
 Test(policy, v4_explicit_zero_preserved_and_floor_normalised) {
   ic_policy_doc_t *doc;
   char msg[256];
-  cr_assert_eq(parse("{\"version\":4,\"policies\":[{\"namespace\":\"n\",\"minimumMatchedTokens\":0}]}",
-                     &doc, msg),
-               IC_POLICY_OK);
+  cr_assert_eq(
+      parse("{\"version\":4,\"policies\":[{\"namespace\":\"n\",\"minimumMatchedTokens\":0}]}", &doc,
+            msg),
+      IC_POLICY_OK);
   cr_assert_eq(doc->policies[0].minimum_matched_tokens, 0);
   cr_assert_float_eq(doc->policies[0].routing_floor_score, 0.1f, 1e-9);
   cr_assert(doc->policies[0].has_strategy && doc->policies[0].affinity_routing);
@@ -145,15 +149,17 @@ Test(policy, v5_explicit_zero_floor_and_affinity_default) {
 Test(policy, v7_stored_verbatim) {
   ic_policy_doc_t *doc;
   char msg[256];
-  cr_assert_eq(parse("{\"version\":7,\"policies\":[{\"namespace\":\"n\"}]}", &doc, msg), IC_POLICY_OK);
+  cr_assert_eq(parse("{\"version\":7,\"policies\":[{\"namespace\":\"n\"}]}", &doc, msg),
+               IC_POLICY_OK);
   ic_policy_entry_t *e = &doc->policies[0];
   cr_assert(!e->has_routing_floor_score && !e->has_strategy && !e->has_affinity_routing);
   cr_assert_eq(e->minimum_matched_tokens, 0);
   ic_policy_doc_free(doc);
-  cr_assert_eq(parse("{\"version\":7,\"policies\":[{\"namespace\":\"n\",\"strategy\":"
-                     "{\"enableChainMatching\":true,\"requireChain\":true,\"enableTenantHot\":false}}]}",
-                     &doc, msg),
-               IC_POLICY_OK);
+  cr_assert_eq(
+      parse("{\"version\":7,\"policies\":[{\"namespace\":\"n\",\"strategy\":"
+            "{\"enableChainMatching\":true,\"requireChain\":true,\"enableTenantHot\":false}}]}",
+            &doc, msg),
+      IC_POLICY_OK);
   e = &doc->policies[0];
   cr_assert(e->enable_chain_matching && e->require_chain && !e->enable_tenant_hot);
   ic_policy_doc_free(doc);
@@ -192,10 +198,12 @@ Test(policy, decode_errors) {
   cr_assert_eq(parse("{\"version\":7,\"tenants\":[{\"tenantID\":\"a\",\"z\":1}]}", &doc, msg),
                IC_POLICY_DECODE_ERROR);
   cr_assert_eq(parse("{\"version\":\"7\"}", &doc, msg), IC_POLICY_DECODE_ERROR);
-  cr_assert_str_eq(msg, "json: cannot unmarshal string into Go struct field PolicySnapshot.version of type int");
+  cr_assert_str_eq(
+      msg, "json: cannot unmarshal string into Go struct field PolicySnapshot.version of type int");
   cr_assert_eq(parse("{\"version\":7.5}", &doc, msg), IC_POLICY_DECODE_ERROR);
-  cr_assert_eq(parse("{\"version\":7,\"policies\":[{\"minimumPrefixTokens\":2147483648}]}", &doc, msg),
-               IC_POLICY_DECODE_ERROR, "int32 overflow");
+  cr_assert_eq(
+      parse("{\"version\":7,\"policies\":[{\"minimumPrefixTokens\":2147483648}]}", &doc, msg),
+      IC_POLICY_DECODE_ERROR, "int32 overflow");
   cr_assert_eq(parse("{\"version\":7,\"policies\":[{\"routingFloorScore\":1e39}]}", &doc, msg),
                IC_POLICY_DECODE_ERROR, "float32 overflow");
   cr_assert_eq(parse("{\"version\":7,\"policies\":[{\"affinityRouting\":1}]}", &doc, msg),
@@ -211,24 +219,28 @@ Test(policy, decode_errors) {
 Test(policy, go_decoder_quirks) {
   ic_policy_doc_t *doc = NULL;
   char msg[256];
-  cr_assert_eq(parse("{\"Version\":7,\"POLICIES\":[{\"NameSpace\":\"x\"}]}", &doc, msg), IC_POLICY_OK,
-               "keys match case-insensitively: %s", msg);
+  cr_assert_eq(parse("{\"Version\":7,\"POLICIES\":[{\"NameSpace\":\"x\"}]}", &doc, msg),
+               IC_POLICY_OK, "keys match case-insensitively: %s", msg);
   cr_assert_str_eq(doc->policies[0].ns, "x");
   ic_policy_doc_free(doc);
   /* Go's folding also maps U+017F (long s) to s and U+212A (Kelvin) to k. */
   cr_assert_eq(parse("{\"version\":7,\"policies\":[{\"name\u017fpace\":\"y\","
-                     "\"minimumPrefixTo\u212aens\":5}]}", &doc, msg), IC_POLICY_OK, "%s", msg);
+                     "\"minimumPrefixTo\u212aens\":5}]}",
+                     &doc, msg),
+               IC_POLICY_OK, "%s", msg);
   cr_assert_str_eq(doc->policies[0].ns, "y");
   cr_assert_eq(doc->policies[0].minimum_prefix_tokens, 5);
   ic_policy_doc_free(doc);
   cr_assert_eq(parse("{\"version\":7,\"policies\":[{\"namespacee\":\"y\"}]}", &doc, msg),
                IC_POLICY_DECODE_ERROR);
-  cr_assert_eq(parse("{\"version\":2,\"version\":7}", &doc, msg), IC_POLICY_OK, "last duplicate wins");
+  cr_assert_eq(parse("{\"version\":2,\"version\":7}", &doc, msg), IC_POLICY_OK,
+               "last duplicate wins");
   ic_policy_doc_free(doc);
   cr_assert_eq(parse("{\"version\":7} trailing garbage", &doc, msg), IC_POLICY_OK,
                "trailing bytes after the first value are not checked");
   ic_policy_doc_free(doc);
-  cr_assert_eq(parse("{\"version\":7,\"policies\":[null,{\"namespace\":\"q\"}]}", &doc, msg), IC_POLICY_OK);
+  cr_assert_eq(parse("{\"version\":7,\"policies\":[null,{\"namespace\":\"q\"}]}", &doc, msg),
+               IC_POLICY_OK);
   cr_assert_eq(doc->npolicies, 2);
   ic_policy_doc_free(doc);
 }
@@ -236,8 +248,10 @@ Test(policy, go_decoder_quirks) {
 Test(policy, replace_is_atomic_and_drops_stale) {
   ic_policy_store_t *s = store_with(
       "{\"version\":7,\"policies\":[{\"namespace\":\"a\",\"minimumPrefixTokens\":5},"
-      "{\"namespace\":\"\",\"minimumPrefixTokens\":9},{\"namespace\":\"a\",\"minimumPrefixTokens\":6}],"
-      "\"tenants\":[{\"tenantID\":\"t\",\"maxIndexEntries\":-1},{\"tenantID\":\"\",\"maxIndexEntries\":3},"
+      "{\"namespace\":\"\",\"minimumPrefixTokens\":9},{\"namespace\":\"a\",\"minimumPrefixTokens\":"
+      "6}],"
+      "\"tenants\":[{\"tenantID\":\"t\",\"maxIndexEntries\":-1},{\"tenantID\":\"\","
+      "\"maxIndexEntries\":3},"
       "{\"tenantID\":\"u\",\"maxIndexEntries\":0},{\"tenantID\":\"v\",\"maxIndexEntries\":1},"
       "{\"tenantID\":\"v\",\"maxIndexEntries\":2}]}");
   cr_assert_eq(knobs(s, "a").minimum_prefix_tokens, 6, "later duplicate namespace wins");
@@ -254,7 +268,8 @@ Test(policy, replace_is_atomic_and_drops_stale) {
 
   ic_policy_doc_t *doc;
   char msg[256];
-  cr_assert_eq(parse("{\"version\":7,\"policies\":[{\"namespace\":\"b\"}]}", &doc, msg), IC_POLICY_OK);
+  cr_assert_eq(parse("{\"version\":7,\"policies\":[{\"namespace\":\"b\"}]}", &doc, msg),
+               IC_POLICY_OK);
   cr_assert_eq(ic_policy_store_replace(s, doc), 0);
   cr_assert(!knobs(s, "a").has_policy, "namespace absent from the next push reverts");
   cr_assert(!knobs(s, "t").has_quota, "omitted tenant loses its quota");
@@ -267,9 +282,9 @@ Test(policy, replace_is_atomic_and_drops_stale) {
 }
 
 Test(policy, probe_tenant_quota_exempt) {
-  ic_policy_store_t *s = store_with(
-      "{\"version\":7,\"tenants\":[{\"tenantID\":\"inferencecache.io/probe\",\"maxIndexEntries\":1},"
-      "{\"tenantID\":\"team\",\"maxIndexEntries\":4}]}");
+  ic_policy_store_t *s = store_with("{\"version\":7,\"tenants\":[{\"tenantID\":\"inferencecache.io/"
+                                    "probe\",\"maxIndexEntries\":1},"
+                                    "{\"tenantID\":\"team\",\"maxIndexEntries\":4}]}");
   cr_assert(!knobs(s, IC_POLICY_PROBE_TENANT).has_quota);
   cr_assert(knobs(s, "team").has_quota);
   int64_t m = -1;
@@ -293,7 +308,8 @@ Test(policy, eviction_and_ttl_resolution) {
   ic_policy_release(snap);
   ic_policy_doc_t *doc;
   char msg[256];
-  cr_assert_eq(parse("{\"version\":7,\"policies\":[{\"namespace\":\"u\"}]}", &doc, msg), IC_POLICY_OK);
+  cr_assert_eq(parse("{\"version\":7,\"policies\":[{\"namespace\":\"u\"}]}", &doc, msg),
+               IC_POLICY_OK);
   cr_assert_eq(ic_policy_store_replace(s, doc), 0);
   snap = ic_policy_acquire(s);
   cr_assert_str_eq(ic_policy_snap_policy(snap, "u")->eviction, "", "unset eviction stored as \"\"");
@@ -321,7 +337,8 @@ static void *reader(void *p) {
 Test(policy, concurrent_reads_with_writer) {
   race_t r = {.s = ic_policy_store_new()};
   pthread_t th[2];
-  for (int i = 0; i < 2; i++) pthread_create(&th[i], NULL, reader, &r);
+  for (int i = 0; i < 2; i++)
+    pthread_create(&th[i], NULL, reader, &r);
   for (int i = 1; i <= 500; i++) {
     char body[256];
     snprintf(body, sizeof body,
@@ -334,17 +351,19 @@ Test(policy, concurrent_reads_with_writer) {
     cr_assert_eq(ic_policy_store_replace(r.s, doc), 0);
   }
   r.stop = 1;
-  for (int i = 0; i < 2; i++) pthread_join(th[i], NULL);
+  for (int i = 0; i < 2; i++)
+    pthread_join(th[i], NULL);
   cr_assert_eq(r.torn, 0);
   cr_assert_eq(knobs(r.s, "ns").minimum_prefix_tokens, 500);
   ic_policy_store_free(r.s);
 }
 
 Test(policy, resolution_table_matches_exact_bytes) {
-  ic_policy_store_t *s = store_with(
-      "{\"version\":7,\"policies\":[{\"namespace\":\"team\",\"minimumPrefixTokens\":1},"
-      "{\"namespace\":\"team-a\",\"minimumPrefixTokens\":2}],"
-      "\"tenants\":[{\"tenantID\":\"team\",\"maxIndexEntries\":9},{\"tenantID\":\"quota-only\",\"maxIndexEntries\":3}]}");
+  ic_policy_store_t *s =
+      store_with("{\"version\":7,\"policies\":[{\"namespace\":\"team\",\"minimumPrefixTokens\":1},"
+                 "{\"namespace\":\"team-a\",\"minimumPrefixTokens\":2}],"
+                 "\"tenants\":[{\"tenantID\":\"team\",\"maxIndexEntries\":9},{\"tenantID\":\"quota-"
+                 "only\",\"maxIndexEntries\":3}]}");
   ic_policy_knobs_t k;
   ic_policy_store_resolve(s, "team-a", 4, &k);
   cr_assert(k.has_policy && k.minimum_prefix_tokens == 1, "tlen bounds the tenant bytes");

@@ -14,7 +14,8 @@ static ic_probe_parse_status_t pp(const char *body, ic_probe_req_t *r, char *msg
 Test(probe, happy_path) {
   ic_probe_req_t r;
   char msg[256];
-  cr_assert_eq(pp(" {\"backend\":\"ns/b\",\"model\":\"m\",\"hashScheme\":\"vllm\",\"backendType\":\"LMCache\"}\n",
+  cr_assert_eq(pp(" {\"backend\":\"ns/"
+                  "b\",\"model\":\"m\",\"hashScheme\":\"vllm\",\"backendType\":\"LMCache\"}\n",
                   &r, msg),
                IC_PROBE_PARSE_OK, "%s", msg);
   cr_assert_str_eq(r.backend, "ns/b");
@@ -22,7 +23,8 @@ Test(probe, happy_path) {
   cr_assert_str_eq(r.hash_scheme, "vllm");
   cr_assert_str_eq(r.backend_type, "LMCache");
   ic_probe_req_clear(&r);
-  cr_assert_eq(pp("{\"BACKEND\":\"b\",\"model\":\"m\",\"hashscheme\":\"s\"}", &r, msg), IC_PROBE_PARSE_OK);
+  cr_assert_eq(pp("{\"BACKEND\":\"b\",\"model\":\"m\",\"hashscheme\":\"s\"}", &r, msg),
+               IC_PROBE_PARSE_OK);
   cr_assert_str_eq(r.backend_type, "");
   ic_probe_req_clear(&r);
 }
@@ -33,10 +35,12 @@ Test(probe, malformed_bodies) {
   cr_assert_eq(pp("", &r, msg), IC_PROBE_PARSE_DECODE);
   cr_assert_str_eq(msg, "EOF");
   cr_assert_eq(pp("not json", &r, msg), IC_PROBE_PARSE_DECODE);
-  cr_assert_eq(pp("{\"backend\":\"b\",\"model\":\"m\",\"hashScheme\":\"s\",\"tenant\":\"t\"}", &r, msg),
-               IC_PROBE_PARSE_DECODE);
+  cr_assert_eq(
+      pp("{\"backend\":\"b\",\"model\":\"m\",\"hashScheme\":\"s\",\"tenant\":\"t\"}", &r, msg),
+      IC_PROBE_PARSE_DECODE);
   cr_assert_str_eq(msg, "json: unknown field \"tenant\"");
-  cr_assert_eq(pp("{\"backend\":1,\"model\":\"m\",\"hashScheme\":\"s\"}", &r, msg), IC_PROBE_PARSE_DECODE);
+  cr_assert_eq(pp("{\"backend\":1,\"model\":\"m\",\"hashScheme\":\"s\"}", &r, msg),
+               IC_PROBE_PARSE_DECODE);
   cr_assert_eq(pp("[]", &r, msg), IC_PROBE_PARSE_DECODE);
   const char *ok = "{\"backend\":\"b\",\"model\":\"m\",\"hashScheme\":\"s\"}";
   char buf[256];
@@ -51,7 +55,8 @@ Test(probe, malformed_bodies) {
   ic_probe_req_clear(&r);
   cr_assert_eq(pp("{\"model\":\"m\",\"hashScheme\":\"s\"}", &r, msg), IC_PROBE_PARSE_MISSING);
   cr_assert_eq(pp("{\"backend\":\"b\",\"hashScheme\":\"s\"}", &r, msg), IC_PROBE_PARSE_MISSING);
-  cr_assert_eq(pp("{\"backend\":\"b\",\"model\":\"m\",\"hashScheme\":\"\"}", &r, msg), IC_PROBE_PARSE_MISSING);
+  cr_assert_eq(pp("{\"backend\":\"b\",\"model\":\"m\",\"hashScheme\":\"\"}", &r, msg),
+               IC_PROBE_PARSE_MISSING);
   cr_assert_eq(pp("null", &r, msg), IC_PROBE_PARSE_MISSING);
   cr_assert_eq(pp("{\"model\":\"m\"} x", &r, msg), IC_PROBE_PARSE_TRAILING,
                "trailing content is checked before required fields");
@@ -73,11 +78,12 @@ Test(probe, hash_deterministic_and_injective) {
   ic_probe_hash("b", "ab", "c", x);
   ic_probe_hash("b", "a", "bc", y);
   cr_assert(memcmp(x, y, 32));
-  /* Known answer: SHA-256("inferencecache.io/probe/v1\n" 00000001 's' 00000001 'm' 00000001 'b'). */
+  /* Known answer: SHA-256("inferencecache.io/probe/v1\n" 00000001 's' 00000001 'm' 00000001 'b').
+   */
   uint8_t k[32];
   ic_probe_hash("b", "m", "s", k);
-  static const uint8_t want[32] = {
-      0x7a, 0x28, 0x77, 0x2d, 0xb2, 0xea, 0x9a, 0xc9, 0x46, 0x4f, 0x98, 0x59, 0xf2, 0x7b, 0x85, 0x61,
-      0x9a, 0x87, 0x27, 0xef, 0x37, 0x9d, 0xb5, 0xbb, 0x0f, 0xbe, 0x8d, 0x5d, 0x08, 0xcd, 0x7e, 0xfd};
+  static const uint8_t want[32] = {0x7a, 0x28, 0x77, 0x2d, 0xb2, 0xea, 0x9a, 0xc9, 0x46, 0x4f, 0x98,
+                                   0x59, 0xf2, 0x7b, 0x85, 0x61, 0x9a, 0x87, 0x27, 0xef, 0x37, 0x9d,
+                                   0xb5, 0xbb, 0x0f, 0xbe, 0x8d, 0x5d, 0x08, 0xcd, 0x7e, 0xfd};
   cr_assert(!memcmp(k, want, 32), "field order scheme, model, backend");
 }
