@@ -249,7 +249,7 @@ static void started(void *ud) { (*(int *)ud)++; }
 Test(kube_api, lease_election_single_holder_and_release) {
   int sa = 0, sb = 0;
   ic_kube_elector_cfg_t ca = {.namespace = "ns", .name = "lock", .identity = "a",
-                              .lease_duration_ms = 1500, .renew_deadline_ms = 1000,
+                              .lease_duration_ms = 3000, .renew_deadline_ms = 2000,
                               .retry_period_ms = 100, .on_started = started, .ud = &sa};
   ic_kube_elector_cfg_t cb = ca;
   cb.identity = "b";
