@@ -419,3 +419,26 @@ def test_64_concurrent_clients_mixing_lookups_and_reports(srv):
     for t in ths:
         t.join(300)
     assert not errors, errors[:5]
+
+
+def test_report_cache_state_broken_stream_keeps_applied_updates(stub):
+    """Partial application: what arrived before the client cancelled stays ingested, no Ack."""
+    got_first = threading.Event()
+
+    def gen():
+        yield upd("broken", replica="rb", prefixes=[legacy(b"B1", 128)], stats=pb.ReplicaStats(cache_memory_bytes=7))
+        got_first.wait(T)
+        raise RuntimeError("client gives up mid-stream")
+
+    fut = stub.ReportCacheState.future(gen(), timeout=T)
+
+    def visible():
+        s = stub.GetCacheState(pb.GetCacheStateRequest(model_id="m", tenant_id="broken"), timeout=T)
+        return s.summary.total_prefixes == 1 and len(s.replicas) == 1
+
+    wait_until(visible, T, what="first update ingested")
+    got_first.set()
+    with pytest.raises(grpc.RpcError) as e:
+        fut.result(timeout=T)
+    assert e.value.code() in (grpc.StatusCode.CANCELLED, grpc.StatusCode.UNKNOWN)
+    assert visible()
