@@ -270,3 +270,49 @@ def test_managed_redis_password_authentication(api, ctl):
                           {"name": "REDISCLI_AUTH", "valueFrom": ref}]
     assert ctr["readinessProbe"]["exec"]["command"] == ["redis-cli", "ping"]
     assert ctr["readinessProbe"]["timeoutSeconds"] == 2
+
+
+def test_foreign_children_are_never_adopted_and_errors_are_wrapped(api, ctl):
+    # CM6/CM8: a foreign Deployment of the same name -> apply error, no status from it,
+    # observedGeneration not advanced; the error names the operation and namespace/name.
+    api.create(DEPLOY, NS, {"metadata": {"name": "f"}, "spec": {"replicas": 5}})
+    api.patch(DEPLOY, NS, "f", {"status": {"observedGeneration": 1, "updatedReplicas": 5,
+                                           "availableReplicas": 5}}, sub="status")
+    api.create(CB, NS, cb("f", managed_spec()))
+    wait_until(lambda: any(r.get("msg") == "reconcile_failed" and "apply deployment llm/f" in
+                           r.get("error", "") for r in ctl.log_records()), 30,
+               what="wrapped apply error")
+    o = get_cb(api, "f")
+    assert ready(o) is None or ready(o)["reason"] != "BackendReady"
+    assert (o.get("status") or {}).get("observedGeneration") in (None, 0)
+    d = api.get(DEPLOY, NS, "f")
+    assert d["spec"]["replicas"] == 5 and "ownerReferences" not in d["metadata"]
+    assert api.get(SVC, NS, "f") is None  # the Service waits for a successful workload apply
+    # CS4: a foreign PVC <name>-data is never adopted either.
+    api.create(PVC, NS, {"metadata": {"name": "g-data"}, "spec": {"resources": {"requests": {
+        "storage": "1Gi"}}}})
+    api.create(CB, NS, cb("g", managed_spec(storage={"pvc": {"size": "5Gi"}})))
+    wait_until(lambda: any("apply pvc llm/g-data" in r.get("error", "")
+                           for r in ctl.log_records()), 30, what="pvc error")
+    assert api.get(PVC, NS, "g-data")["spec"]["resources"]["requests"]["storage"] == "1Gi"
+    assert api.get(DEPLOY, NS, "g") is None
+    m = ctl.metrics()
+    assert 'controller_runtime_reconcile_errors_total{controller="cachebackend"}' in m
+
+
+def test_status_patch_failure_is_reported_and_retried(api, ctl):
+    api.fault(method="PATCH", path_contains="/cachebackends/sp/status", status=422,
+              reason="Invalid", message="boom", count=1)
+    api.create(CB, NS, cb("sp", {"type": "External", "endpoint": "sp:1"}))
+    wait_until(lambda: any("patch CacheBackend status llm/sp: boom" in r.get("error", "")
+                           for r in ctl.log_records()), 30, what="wrapped patch error")
+    wait_cb(api, "sp", lambda o: (o.get("status") or {}).get("endpoint") == "sp:1",
+            "converged after backoff")
+
+
+def test_deleting_a_backend_garbage_collects_children(api, ctl):
+    api.create(CB, NS, cb("gc", managed_spec()))
+    wait_until(lambda: api.get(DEPLOY, NS, "gc") and api.get(SVC, NS, "gc"), what="children")
+    assert api.delete(CB, NS, "gc") == 200
+    wait_until(lambda: api.get(DEPLOY, NS, "gc") is None and api.get(SVC, NS, "gc") is None,
+               what="children collected through their controller ownerReferences")
