@@ -52,6 +52,18 @@ static int cand_cmp(const cand_t *a, const cand_t *b) {
 
 static int cand_qcmp(const void *x, const void *y) { return cand_cmp(x, y); }
 
+/* Radix record of one queued candidate (see sort_queue). */
+typedef struct {
+  uint64_t ts;  /* last_seen with the sign bit flipped (unsigned order) */
+  uint32_t eff; /* saturated; ties beyond 2^32 fall to the full comparator */
+  uint32_t idx;
+} rk_t;
+
+/* Position i of the pop order -> index into q. */
+static inline size_t qidx(const ic_index_t *ix, size_t i) {
+  return ix->qord ? ((const rk_t *)ix->qord)[i].idx : i;
+}
+
 /* Fills the order fields of a candidate; caller holds sc's lock. false on ENOMEM. */
 static bool cand_make(cand_t *c, scope_t *sc, uint32_t part, uint64_t key, uint32_t flags, uint32_t rep,
                       int64_t ts, uint64_t eff) {
@@ -141,8 +153,9 @@ void evq_note(ic_index_t *ix, scope_t *sc, part_t *p, uint64_t key, uint32_t fla
 }
 
 static void queue_clear(ic_index_t *ix) {
-  for (size_t i = ix->qpos; i < ix->qn; i++) cand_drop(&ix->q[i]);
+  for (size_t i = ix->qpos; i < ix->qn; i++) cand_drop(&ix->q[qidx(ix, i)]);
   ix->qn = ix->qpos = 0;
+  ix->qord = NULL;
   atomic_store(&ix->thr_on, false);
   pthread_mutex_lock(&ix->extra_lock);
   for (size_t i = 0; i < ix->nextra; i++) cand_drop(&ix->extra[i]);
@@ -153,12 +166,11 @@ static void queue_clear(ic_index_t *ix) {
 void evq_free(ic_index_t *ix) {
   queue_clear(ix);
   free(ix->q);
-  free(ix->q2);
   free(ix->rk);
   free(ix->rk2);
   free(ix->extra);
-  ix->q = ix->q2 = ix->extra = NULL;
-  ix->rk = ix->rk2 = NULL;
+  ix->q = ix->extra = NULL;
+  ix->rk = ix->rk2 = ix->qord = NULL;
 }
 
 /* ---------------------------------------------------------------- rebuild */
@@ -285,14 +297,10 @@ static void rebuild(ic_index_t *ix, int64_t over) {
 }
 
 /* Sorting 80-byte candidates with qsort moves a lot of memory and calls the comparator
- * ~log K times each. Instead: an LSD radix sort of (eff, last_seen, index) records, skipping
- * byte positions where every key agrees (eff is 0 for LRU, timestamps share high bytes), then
- * the full comparator only inside groups of equal (eff, last_seen) (one update's blocks). */
-typedef struct {
-  uint64_t hi, lo; /* eff, last_seen with the sign bit flipped (unsigned order) */
-  size_t idx;
-} rk_t;
-
+ * ~log K times each. Instead: an LSD radix sort of 16-byte (eff, last_seen, index) records,
+ * skipping byte positions where every key agrees (eff is 0 for LRU, timestamps share high
+ * bytes), then the full comparator only inside groups of equal (eff, last_seen) (one update's
+ * blocks). Candidates stay where the scan put them; the sorted records are the pop order. */
 static int rk_full_cmp(const void *x, const void *y, void *ud) {
   const cand_t *q = ud;
   return cand_cmp(&q[((const rk_t *)x)->idx], &q[((const rk_t *)y)->idx]);
@@ -309,20 +317,24 @@ static bool grow_buf(void **p, size_t *cap, size_t need, size_t elem) {
 
 static void sort_queue(ic_index_t *ix) {
   size_t n = ix->qn;
+  ix->qord = NULL;
   if (n < 2) return;
-  size_t rkcap = ix->rkcap, rkcap2 = ix->rkcap;
-  if (!grow_buf((void **)&ix->q2, &ix->q2cap, n, sizeof(cand_t)) || !grow_buf(&ix->rk, &rkcap, n, sizeof(rk_t)) ||
-      !grow_buf(&ix->rk2, &rkcap2, n, sizeof(rk_t))) {
+  size_t c1 = ix->rkcap, c2 = ix->rkcap;
+  if (n > UINT32_MAX || !grow_buf(&ix->rk, &c1, n, sizeof(rk_t)) || !grow_buf(&ix->rk2, &c2, n, sizeof(rk_t))) {
+    ix->rkcap = c1 < c2 ? c1 : c2;
     qsort(ix->q, n, sizeof *ix->q, cand_qcmp);
     return;
   }
-  ix->rkcap = rkcap < rkcap2 ? rkcap : rkcap2;
+  ix->rkcap = c1 < c2 ? c1 : c2;
   rk_t *a = ix->rk, *b = ix->rk2;
-  for (size_t i = 0; i < n; i++) a[i] = (rk_t){ix->q[i].eff, (uint64_t)ix->q[i].ts ^ (1ULL << 63), i};
-  for (int pass = 0; pass < 16; pass++) {
-    int sh = (pass % 8) * 8;
+  for (size_t i = 0; i < n; i++)
+    a[i] = (rk_t){(uint64_t)ix->q[i].ts ^ (1ULL << 63), ix->q[i].eff > UINT32_MAX ? UINT32_MAX : (uint32_t)ix->q[i].eff,
+                  (uint32_t)i};
+  for (int pass = 0; pass < 12; pass++) {
+    int sh = pass < 8 ? pass * 8 : (pass - 8) * 8;
+#define DIGIT(r) ((pass < 8 ? (r).ts >> sh : (uint64_t)(r).eff >> sh) & 0xff)
     size_t cnt[256] = {0};
-    for (size_t i = 0; i < n; i++) cnt[((pass < 8 ? a[i].lo : a[i].hi) >> sh) & 0xff]++;
+    for (size_t i = 0; i < n; i++) cnt[DIGIT(a[i])]++;
     bool uniform = false;
     for (int d = 0; d < 256; d++)
       if (cnt[d] == n) uniform = true;
@@ -333,37 +345,35 @@ static void sort_queue(ic_index_t *ix) {
       cnt[d] = pos;
       pos += c;
     }
-    for (size_t i = 0; i < n; i++) b[cnt[((pass < 8 ? a[i].lo : a[i].hi) >> sh) & 0xff]++] = a[i];
+    for (size_t i = 0; i < n; i++) b[cnt[DIGIT(a[i])]++] = a[i];
+#undef DIGIT
     rk_t *t = a;
     a = b;
     b = t;
   }
   for (size_t l = 0; l < n;) {
     size_t r = l + 1;
-    while (r < n && a[r].hi == a[l].hi && a[r].lo == a[l].lo) r++;
+    while (r < n && a[r].eff == a[l].eff && a[r].ts == a[l].ts) r++;
     if (r - l > 1) qsort_r(&a[l], r - l, sizeof *a, rk_full_cmp, ix->q);
     l = r;
   }
-  for (size_t i = 0; i < n; i++) ix->q2[i] = ix->q[a[i].idx];
-  cand_t *t = ix->q;
-  size_t tc = ix->qcap;
-  ix->q = ix->q2;
-  ix->qcap = ix->q2cap;
-  ix->q2 = t;
-  ix->q2cap = tc;
+  ix->qord = a;
 }
 
 static bool next_cand(ic_index_t *ix, cand_t *out) {
+  cand_t *q = ix->q;
   pthread_mutex_lock(&ix->extra_lock);
   bool have_q = ix->qpos < ix->qn, have_x = ix->nextra > 0;
   if (!have_q && !have_x) {
     pthread_mutex_unlock(&ix->extra_lock);
     return false;
   }
-  if (have_x && (!have_q || cand_cmp(&ix->extra[0], &ix->q[ix->qpos]) < 0)) *out = heap_pop(ix);
-  else *out = ix->q[ix->qpos++];
-  if (ix->qpos + 8 < ix->qn && !(ix->q[ix->qpos + 8].flags & M_LONG))
-    part_prefetch(ix->q[ix->qpos + 8].pp, ix->q[ix->qpos + 8].key); /* hide the victim's miss */
+  if (have_x && (!have_q || cand_cmp(&ix->extra[0], &q[qidx(ix, ix->qpos)]) < 0)) *out = heap_pop(ix);
+  else *out = q[qidx(ix, ix->qpos++)];
+  if (ix->qpos + 8 < ix->qn) {
+    const cand_t *ahead = &q[qidx(ix, ix->qpos + 8)];
+    if (!(ahead->flags & M_LONG)) part_prefetch(ahead->pp, ahead->key); /* hide the victim's miss */
+  }
   pthread_mutex_unlock(&ix->extra_lock);
   return true;
 }

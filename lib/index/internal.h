@@ -222,9 +222,9 @@ struct ic_index {
   pthread_mutex_t cap_lock;
   cand_t *q;
   size_t qn, qpos, qcap;
-  cand_t *q2;          /* sort scratch, kept between rebuilds (no page faults per rebuild) */
-  void *rk, *rk2;      /* radix records, same */
-  size_t q2cap, rkcap;
+  void *rk, *rk2;      /* radix records (16 bytes per candidate), kept between rebuilds */
+  size_t rkcap;
+  void *qord;          /* = rk or rk2 after a sort: pop order (idx into q); NULL = q order */
   pthread_mutex_t extra_lock;
   cand_t *extra; /* min-heap */
   size_t nextra, capextra;
