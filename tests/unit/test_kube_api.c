@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -25,6 +26,7 @@ static void start_api(void) {
   api_pid = fork();
   cr_assert_geq(api_pid, 0);
   if (api_pid == 0) {
+    prctl(PR_SET_PDEATHSIG, SIGTERM); /* never outlive a crashed test */
     dup2(fds[1], 1);
     close(fds[0]);
     execl("/usr/bin/python3", "python3", IC_TEST_DATA_DIR "/../kubeapi/kubeapi.py", (char *)NULL);
@@ -315,6 +317,7 @@ Test(kube_api, token_file_is_reread_on_every_request) {
   cr_assert_eq(pipe(fds), 0);
   pid_t pid = fork();
   if (pid == 0) {
+    prctl(PR_SET_PDEATHSIG, SIGTERM);
     dup2(fds[1], 1);
     close(fds[0]);
     execl("/usr/bin/python3", "python3", IC_TEST_DATA_DIR "/../kubeapi/kubeapi.py", "--token",
@@ -368,6 +371,7 @@ Test(kube_api, in_cluster_https_with_ca_and_token) {
   cr_assert_eq(pipe(fds), 0);
   pid_t pid = fork();
   if (pid == 0) {
+    prctl(PR_SET_PDEATHSIG, SIGTERM);
     dup2(fds[1], 1);
     close(fds[0]);
     execl("/usr/bin/python3", "python3", IC_TEST_DATA_DIR "/../kubeapi/kubeapi.py", "--token",
