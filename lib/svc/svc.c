@@ -157,6 +157,13 @@ static ProtobufCAllocator *arena_begin(void) {
   return &a->alloc;
 }
 
+/* True when the last unpack used memory outside the arena (or there is no arena), i.e. the
+ * message must be walked by free_unpacked; otherwise the next arena_begin() reclaims it all. */
+static bool arena_needs_free(void) {
+  arena_t *a = pthread_getspecific(g_arena_key);
+  return !a || a->want > 0;
+}
+
 /* The current arena (no rewind), for free_unpacked. */
 static ProtobufCAllocator *arena_cur(void) {
   arena_t *a = pthread_getspecific(g_arena_key);
@@ -322,14 +329,14 @@ int ic_svc_lookup_route(ic_svc_t *s, const uint8_t *req, size_t len, int64_t dea
   if (!q) return *msg = UNMARSHAL_MSG, IC_RPC_INTERNAL;
   if (!u8(q->model_id) || !u8(q->tenant_id) || !u8(q->hash_scheme) || !u8(q->prompt_text) ||
       !u8(q->adapter_id)) {
-    inferencecache__v1alpha1__lookup_route_request__free_unpacked(q, arena_cur());
+    if (arena_needs_free()) inferencecache__v1alpha1__lookup_route_request__free_unpacked(q, arena_cur());
     return *msg = UTF8_MSG, IC_RPC_INTERNAL;
   }
   int rc;
   /* 1. reserved tenant */
   if (strcmp(q->tenant_id, IC_SVC_PROBE_TENANT) == 0) {
     rc = respond(s, q, out, "NO_HINT", NULL, 0, "", 0);
-    inferencecache__v1alpha1__lookup_route_request__free_unpacked(q, arena_cur());
+    if (arena_needs_free()) inferencecache__v1alpha1__lookup_route_request__free_unpacked(q, arena_cur());
     return rc;
   }
   ic_policy_knobs_t k;
@@ -475,7 +482,7 @@ int ic_svc_lookup_route(ic_svc_t *s, const uint8_t *req, size_t len, int64_t dea
 done:
   if (res) ic_index_result_free(res);
   resolved_free(&r);
-  inferencecache__v1alpha1__lookup_route_request__free_unpacked(q, arena_cur());
+  if (arena_needs_free()) inferencecache__v1alpha1__lookup_route_request__free_unpacked(q, arena_cur());
   return rc;
 }
 
@@ -531,7 +538,7 @@ int ic_svc_report_one(ic_svc_t *s, const uint8_t *msg, size_t len, const char **
   ic_index_ingest(s->index, &iu);
   if (px != stack) free(px);
 out:
-  inferencecache__v1alpha1__cache_state_update__free_unpacked(u, arena_cur());
+  if (arena_needs_free()) inferencecache__v1alpha1__cache_state_update__free_unpacked(u, arena_cur());
   return rc;
 }
 
