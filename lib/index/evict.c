@@ -306,6 +306,44 @@ static int rk_full_cmp(const void *x, const void *y, void *ud) {
   return cand_cmp(&q[((const rk_t *)x)->idx], &q[((const rk_t *)y)->idx]);
 }
 
+/* Ties on (eff, last_seen) are usually one update's blocks: same scope, adapter and replica
+ * order key, 8-byte hashes. Then the reference order reduces to (hash, replica id), sorted on
+ * a compact local copy instead of chasing candidates through the comparator. */
+typedef struct {
+  uint64_t key;
+  const char *rep;
+  uint32_t idx;
+} tie_t;
+
+static int tie_cmp(const void *x, const void *y) {
+  const tie_t *a = x, *b = y;
+  if (a->key != b->key) return a->key < b->key ? -1 : 1;
+  return strcmp(a->rep, b->rep);
+}
+
+static void sort_ties(const cand_t *q, rk_t *g, size_t n, tie_t *buf, size_t bufn) {
+  const cand_t *f = &q[g[0].idx];
+  bool simple = true;
+  for (size_t i = 0; i < n && simple; i++) {
+    const cand_t *c = &q[g[i].idx];
+    simple = c->sc == f->sc && c->adapter == f->adapter && !(c->flags & M_LONG);
+  }
+  tie_t *t = n <= bufn ? buf : malloc(n * sizeof *t);
+  if (!simple || !t) {
+    if (t && t != buf) free(t);
+    qsort_r(g, n, sizeof *g, rk_full_cmp, (void *)q);
+    return;
+  }
+  ic_index_t *ix = f->sc->ix;
+  for (size_t i = 0; i < n; i++) {
+    const cand_t *c = &q[g[i].idx];
+    t[i] = (tie_t){c->key, ix_str(ix, c->replica), g[i].idx};
+  }
+  qsort(t, n, sizeof *t, tie_cmp);
+  for (size_t i = 0; i < n; i++) g[i].idx = t[i].idx;
+  if (t != buf) free(t);
+}
+
 static bool grow_buf(void **p, size_t *cap, size_t need, size_t elem) {
   if (need <= *cap) return true;
   void *n = realloc(*p, need * elem);
@@ -351,10 +389,11 @@ static void sort_queue(ic_index_t *ix) {
     a = b;
     b = t;
   }
+  tie_t tst[256];
   for (size_t l = 0; l < n;) {
     size_t r = l + 1;
     while (r < n && a[r].eff == a[l].eff && a[r].ts == a[l].ts) r++;
-    if (r - l > 1) qsort_r(&a[l], r - l, sizeof *a, rk_full_cmp, ix->q);
+    if (r - l > 1) sort_ties(ix->q, &a[l], r - l, tst, 256);
     l = r;
   }
   ix->qord = a;
@@ -370,9 +409,12 @@ static bool next_cand(ic_index_t *ix, cand_t *out) {
   }
   if (have_x && (!have_q || cand_cmp(&ix->extra[0], &q[qidx(ix, ix->qpos)]) < 0)) *out = heap_pop(ix);
   else *out = q[qidx(ix, ix->qpos++)];
+  /* candidates sit in scan order and pop in sorted order: fetch the candidate 16 ahead, and
+     the victim slot of the one 8 ahead (its candidate is in cache by then) */
+  if (ix->qpos + 16 < ix->qn) __builtin_prefetch(&q[qidx(ix, ix->qpos + 16)]);
   if (ix->qpos + 8 < ix->qn) {
     const cand_t *ahead = &q[qidx(ix, ix->qpos + 8)];
-    if (!(ahead->flags & M_LONG)) part_prefetch(ahead->pp, ahead->key); /* hide the victim's miss */
+    if (!(ahead->flags & M_LONG)) part_prefetch(ahead->pp, ahead->key);
   }
   pthread_mutex_unlock(&ix->extra_lock);
   return true;
