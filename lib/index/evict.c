@@ -102,6 +102,7 @@ static void heap_push(ic_index_t *ix, const cand_t *c) {
     if (!n) {
       cand_t tmp = *c;
       cand_drop(&tmp);
+      ix->q_invalid = true; /* the invariant lost a member: rebuild before the next pop */
       return; /* dropping a candidate only delays it to the next rebuild */
     }
     ix->extra = n;
@@ -136,6 +137,8 @@ static cand_t heap_pop(ic_index_t *ix) {
   return top;
 }
 
+#define EXTRA_MAX 65536u
+
 static inline bool under_thr(ic_index_t *ix, uint64_t eff, int64_t ts) {
   uint64_t te = atomic_load_explicit(&ix->thr_eff, memory_order_relaxed);
   int64_t tt = atomic_load_explicit(&ix->thr_ts, memory_order_relaxed);
@@ -146,9 +149,20 @@ void evq_note(ic_index_t *ix, scope_t *sc, part_t *p, uint64_t key, uint32_t fla
               uint64_t eff) {
   if (!atomic_load_explicit(&ix->thr_on, memory_order_acquire) || !under_thr(ix, eff, ts)) return;
   cand_t c;
-  if (!cand_make(&c, sc, p->idx, key, flags, rep, ts, eff)) return;
   pthread_mutex_lock(&ix->extra_lock);
-  heap_push(ix, &c);
+  if (!cand_make(&c, sc, p->idx, key, flags, rep, ts, eff)) {
+    ix->q_invalid = true;
+  } else if (ix->nextra >= EXTRA_MAX) {
+    /* below the cap nothing pops, and under LFU every new entry qualifies: stop collecting and
+       let the next over-cap ingest rebuild instead of growing without bound */
+    cand_drop(&c);
+    ix->q_invalid = true;
+    atomic_store(&ix->thr_on, false);
+    for (size_t i = 0; i < ix->nextra; i++) cand_drop(&ix->extra[i]);
+    ix->nextra = 0;
+  } else {
+    heap_push(ix, &c);
+  }
   pthread_mutex_unlock(&ix->extra_lock);
 }
 
@@ -160,6 +174,7 @@ static void queue_clear(ic_index_t *ix) {
   pthread_mutex_lock(&ix->extra_lock);
   for (size_t i = 0; i < ix->nextra; i++) cand_drop(&ix->extra[i]);
   ix->nextra = 0;
+  ix->q_invalid = false;
   pthread_mutex_unlock(&ix->extra_lock);
 }
 
@@ -402,6 +417,10 @@ static void sort_queue(ic_index_t *ix) {
 static bool next_cand(ic_index_t *ix, cand_t *out) {
   cand_t *q = ix->q;
   pthread_mutex_lock(&ix->extra_lock);
+  if (ix->q_invalid) {
+    pthread_mutex_unlock(&ix->extra_lock);
+    return false; /* the caller rebuilds */
+  }
   bool have_q = ix->qpos < ix->qn, have_x = ix->nextra > 0;
   if (!have_q && !have_x) {
     pthread_mutex_unlock(&ix->extra_lock);

@@ -231,6 +231,7 @@ struct ic_index {
   _Atomic int64_t thr_ts;   /* threshold: (eff, ts) <= (thr_eff, thr_ts) must be queued */
   _Atomic uint64_t thr_eff;
   _Atomic bool thr_on;
+  bool q_invalid; /* (extra_lock) a candidate was dropped: the queue must be rebuilt */
 };
 
 /* ---------------------------------------------------------------- cross-file helpers */
