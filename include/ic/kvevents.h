@@ -65,7 +65,9 @@ typedef struct ic_kv_event {
   uint32_t medium_len;
   int tier;                   /* medium -> tier: GPU T1, CPU/host T2, disk/remote T3; T1 if absent */
   bool has_group_idx;
-  int64_t group_idx;
+  int64_t group_idx;          /* KV cache group (hybrid models) */
+  const char *spec_kind;      /* kv_cache_spec_kind, borrowed, not NUL-terminated; NULL if absent */
+  uint32_t spec_kind_len;
 } ic_kv_event_t;
 
 /* A decoded batch. Reused across ic_kv_decode() calls (arrays keep their capacity).
@@ -180,14 +182,16 @@ typedef struct ic_kv_apply_stats {
   uint32_t applied[IC_KV_EV_NTYPES];   /* events that changed state / produced ops */
   uint32_t no_entries;                 /* BlockStored with hashes but no usable token_ids */
   uint32_t lora_dropped;               /* BlockStored dropped for an unmapped lora id */
-  int64_t last_unmapped_lora;          /* the id of the last such drop */
-  bool unmapped_lora_new;              /* the last drop's id was never seen before */
+  uint32_t other_group;                /* events of a non-full-attention KV cache group, skipped */
 } ic_kv_apply_stats_t;
 
 /* Applies a decoded batch to the tracker and appends the resulting ops in wire order (spec §3.5
  * with medium tiers): BlockStored -> ADD per full block; BlockRemoved -> EVICT, or DOWNGRADE
  * when a colder tier still holds the block (or in l2_mode); AllBlocksCleared -> CLEAR (ops already
- * in `out` are NOT touched: superseding queued adds is the queue's job). Returns 0 or IC_ENOMEM. */
+ * in `out` are NOT touched: superseding queued adds is the queue's job). Hybrid models: events
+ * of a KV cache group whose kv_cache_spec_kind is not full attention (sliding window, mamba) are
+ * skipped, and removals carrying such a group_idx too: a sliding window evicting a block says
+ * nothing about the full-attention copy that prefix reuse depends on. Returns 0 or IC_ENOMEM. */
 int ic_kv_apply(ic_kv_tracker_t *t, const ic_kv_batch_t *b, const ic_kv_apply_cfg_t *cfg,
                 ic_kv_ops_t *out, ic_kv_apply_stats_t *st);
 

@@ -344,6 +344,16 @@ static int dec_int(rd_t *r, bool *has, int64_t *v, bool nil_ok) {
   return 0;
 }
 
+/* Optional int that REF ignores: a value of any other type counts as absent and is skipped
+ * whole (a container must not leave the cursor inside itself). Returns 0 or -1 (truncated). */
+static int dec_int_lenient(rd_t *r, bool *has, int64_t *v) {
+  rd_t save = *r;
+  if (dec_int(r, has, v, true) == 0) return 0;
+  *r = save;
+  *has = false;
+  return mp_skip_n(r, 1);
+}
+
 /* str or nil; any other type is tolerated as "absent" (a field REF ignores must not cost an
  * otherwise good event). */
 static int dec_optstr(rd_t *r, const char **s, uint32_t *len) {
@@ -441,7 +451,11 @@ static int dec_event_array(ic_kv_batch_t *b, rd_t *r, uint32_t n, ic_kv_event_t 
       used++;
     }
     if (n > 9) {
-      if (dec_int(r, &ev->has_group_idx, &ev->group_idx, true)) ev->has_group_idx = false;
+      if (dec_int_lenient(r, &ev->has_group_idx, &ev->group_idx)) return -1;
+      used++;
+    }
+    if (n > 10) {
+      if (dec_optstr(r, &ev->spec_kind, &ev->spec_kind_len)) return -1;
       used++;
     }
     break;
@@ -454,7 +468,7 @@ static int dec_event_array(ic_kv_batch_t *b, rd_t *r, uint32_t n, ic_kv_event_t 
       used++;
     }
     if (n > 3) {
-      if (dec_int(r, &ev->has_group_idx, &ev->group_idx, true)) ev->has_group_idx = false;
+      if (dec_int_lenient(r, &ev->has_group_idx, &ev->group_idx)) return -1;
       used++;
     }
     break;
@@ -514,8 +528,10 @@ static int dec_event_map(ic_kv_batch_t *b, rd_t *r, uint32_t n, ic_kv_event_t *e
       if (dec_optstr(r, &ev->medium, &ev->medium_len)) return -1;
     } else if (STREQ(&k, "lora_name")) {
       if (dec_optstr(r, &ev->lora_name, &ev->lora_name_len)) return -1;
+    } else if (STREQ(&k, "kv_cache_spec_kind")) {
+      if (dec_optstr(r, &ev->spec_kind, &ev->spec_kind_len)) return -1;
     } else if (STREQ(&k, "group_idx")) {
-      if (dec_int(r, &ev->has_group_idx, &ev->group_idx, true)) ev->has_group_idx = false;
+      if (dec_int_lenient(r, &ev->has_group_idx, &ev->group_idx)) return -1;
     } else {
       if (mp_skip_n(r, 1)) return -1;
     }
@@ -609,9 +625,7 @@ int ic_kv_decode(ic_kv_batch_t *b, const uint8_t *p, size_t len) {
     have_events = true;
     uint32_t used = 2;
     if (top.n > 2) {
-      if (dec_int(&r, &b->has_dp_rank, &b->dp_rank, true)) {
-        b->has_dp_rank = false; /* a rank of an odd type is not worth a batch */
-      }
+      if (dec_int_lenient(&r, &b->has_dp_rank, &b->dp_rank)) goto fail; /* odd type: absent */
       used++;
     }
     if (mp_skip_n(&r, top.n - used)) goto fail;
@@ -637,7 +651,7 @@ int ic_kv_decode(ic_kv_batch_t *b, const uint8_t *p, size_t len) {
         have_events = true;
       } else if (STREQ(&k, "data_parallel_rank") || STREQ(&k, "attn_dp_rank") ||
                  STREQ(&k, "dp_rank")) {
-        if (dec_int(&r, &b->has_dp_rank, &b->dp_rank, true)) b->has_dp_rank = false;
+        if (dec_int_lenient(&r, &b->has_dp_rank, &b->dp_rank)) goto fail;
       } else if (mp_skip_n(&r, 1)) {
         goto fail;
       }

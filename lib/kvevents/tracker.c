@@ -37,6 +37,8 @@ struct ic_kv_tracker {
   size_t nnames, capnames;
   int64_t warned[MAX_WARNED]; /* unmapped lora ids already warned about */
   size_t nwarned;
+  uint64_t other_groups; /* bit g: group_idx g was announced as not full attention */
+  uint64_t full_groups;  /* bit g: group_idx g was announced as full attention */
 };
 
 static inline uint64_t mix(uint64_t k, uint32_t klen) {
@@ -406,6 +408,24 @@ static int apply_removed(ic_kv_tracker_t *t, const ic_kv_event_t *ev, int64_t ts
   return 0;
 }
 
+/* Hybrid-model groups: BlockStored announces each group's kind; removals only carry the index. */
+static bool other_group(ic_kv_tracker_t *t, const ic_kv_event_t *ev) {
+  if (!ev->has_group_idx || ev->group_idx < 0 || ev->group_idx > 63) return false;
+  uint64_t bit = 1ULL << ev->group_idx;
+  if (ev->type == IC_KV_EV_STORED && ev->spec_kind) {
+    bool full = ev->spec_kind_len == 14 && !memcmp(ev->spec_kind, "full_attention", 14);
+    if (full) {
+      t->other_groups &= ~bit;
+      t->full_groups |= bit;
+    } else {
+      t->other_groups |= bit;
+      t->full_groups &= ~bit;
+    }
+  }
+  /* A model with no full-attention group at all (every layer windowed) keeps its events. */
+  return (t->other_groups & bit) != 0 && t->full_groups != 0;
+}
+
 int ic_kv_apply(ic_kv_tracker_t *t, const ic_kv_batch_t *b, const ic_kv_apply_cfg_t *cfg,
                 ic_kv_ops_t *out, ic_kv_apply_stats_t *st) {
   ic_kv_apply_stats_t dummy;
@@ -415,6 +435,10 @@ int ic_kv_apply(ic_kv_tracker_t *t, const ic_kv_batch_t *b, const ic_kv_apply_cf
   for (uint32_t i = 0; i < b->nevents; i++) {
     const ic_kv_event_t *ev = &b->events[i];
     int rc = 0;
+    if (ev->type != IC_KV_EV_CLEARED && other_group(t, ev)) {
+      st->other_group++;
+      continue;
+    }
     switch (ev->type) {
     case IC_KV_EV_STORED: rc = apply_stored(t, ev, ts_us, cfg, out, st); break;
     case IC_KV_EV_REMOVED: rc = apply_removed(t, ev, ts_us, cfg, out, st); break;

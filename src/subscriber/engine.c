@@ -133,6 +133,7 @@ static void handle_payload(eng_t *e, size_t i, const uint8_t *p, size_t len) {
   }
   if (st.lora_dropped) ic_metric_add(ic_metric_plain(c->m.lora_dropped), st.lora_dropped);
   if (st.no_entries) ic_metric_add(ic_metric_plain(c->m.no_entries), st.no_entries);
+  if (st.other_group) ic_metric_add(ic_metric_plain(c->m.other_group), st.other_group);
   bool cleared = false;
   for (size_t k = 0; k < e->ops.n; k++)
     if (e->ops.v[k].kind == IC_KV_OP_CLEAR) cleared = true;

@@ -219,10 +219,13 @@ int sub_metrics_init(sub_ctx_t *c) {
                                        "BlockStored dropped for an unmapped LoRA id (fail-closed).", 0, NULL);
   m->no_entries = ic_metrics_counter(m->reg, P "no_entries_total",
                                      "BlockStored without usable token_ids (nothing indexed).", 0, NULL);
+  m->other_group = ic_metrics_counter(m->reg, P "events_other_kv_group_total",
+                                      "Events of a hybrid model's non-full-attention KV cache group, skipped.",
+                                      0, NULL);
   m->scrapes = ic_metrics_counter(m->reg, P "stats_reports_total",
                                   "Stats ticks, by result.", 1, result);
 #undef P
-  if (!m->events_received || !m->lag || !m->scrapes) return IC_ENOMEM;
+  if (!m->events_received || !m->lag || !m->scrapes || !m->other_group) return IC_ENOMEM;
   ic_metric_set(ic_metric_plain(m->queue_max), (double)c->queue_max_bytes);
   ic_metrics_on_collect(m->reg, on_collect, c);
   return 0;

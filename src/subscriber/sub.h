@@ -74,7 +74,7 @@ typedef struct sub_metrics {
   ic_metric_family_t *events_received, *events_applied, *events_malformed, *batches,
       *gaps, *missing, *dups, *restarts, *replays, *replayed, *queue_depth, *queue_bytes,
       *queue_max, *queue_dropped, *rpcs, *rpc_errors, *connected, *resyncs, *resync_entries,
-      *lag, *tracked, *lora_dropped, *no_entries, *scrapes, *unknown_tags;
+      *lag, *tracked, *lora_dropped, *no_entries, *scrapes, *unknown_tags, *other_group;
 } sub_metrics_t;
 
 typedef struct sub_ctx {

@@ -429,3 +429,16 @@ Test(kvevents_decode, token_ids_in_every_integer_width) {
   for (int i = 0; i < 5; i++) cr_assert_eq(s.b.events[0].tokens[i], want[i]);
   sample_free(&s);
 }
+
+Test(kvevents_decode, odd_typed_optional_ints_are_skipped_whole) {
+  /* map event with "group_idx":[1,[2]] before "block_size", and an envelope rank {"a":1} */
+  sample_t s;
+  decode_hex(&s, "93cb3ff00000000000009184a474797065ab426c6f636b53746f726564ac626c6f636b5f686173"
+                 "686573910ba967726f75705f696478920191" "02a9746f6b656e5f696473920102"
+                 "81a1610" "1");
+  cr_assert_eq(s.rc, 0);
+  cr_assert_eq(s.b.nevents, 0, "no block_size: malformed, but the cursor stayed aligned");
+  cr_assert_eq(s.b.malformed[IC_KV_EV_STORED], 1);
+  cr_assert_not(s.b.has_dp_rank);
+  sample_free(&s);
+}

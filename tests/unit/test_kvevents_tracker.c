@@ -417,3 +417,59 @@ Test(kvevents_tracker, bin_8_byte_hash_and_int_hash_are_the_same_block) {
   ic_kv_ops_free(&ops);
   ic_kv_tracker_free(t);
 }
+
+/* A map event {"type":..., "block_hashes":[h], "token_ids":[0..bs), "block_size":bs,
+ * "group_idx":g, "kv_cache_spec_kind":kind} (kind NULL = removal without it). */
+static void pk_group_event(msgpack_packer *pk, const char *type, uint64_t h, int bs, int g,
+                           const char *kind) {
+  bool stored = !strcmp(type, "BlockStored");
+  msgpack_pack_map(pk, stored ? 6 : 3);
+  pk_str(pk, "type");
+  pk_str(pk, type);
+  pk_str(pk, "block_hashes");
+  msgpack_pack_array(pk, 1);
+  msgpack_pack_uint64(pk, h);
+  if (stored) {
+    pk_str(pk, "token_ids");
+    msgpack_pack_array(pk, (size_t)bs);
+    for (int i = 0; i < bs; i++) msgpack_pack_int(pk, i);
+    pk_str(pk, "block_size");
+    msgpack_pack_int(pk, bs);
+    pk_str(pk, "kv_cache_spec_kind");
+    pk_str(pk, kind);
+  }
+  pk_str(pk, "group_idx");
+  msgpack_pack_int(pk, g);
+}
+
+Test(kvevents_tracker, hybrid_model_sliding_window_group_does_not_evict) {
+  ic_kv_tracker_t *t = ic_kv_tracker_new();
+  ic_kv_ops_t ops = {0};
+  bb_t b;
+  bb_begin(&b, 1, 4);
+  pk_group_event(&b.pk, "BlockStored", 1, 16, 0, "full_attention");
+  pk_group_event(&b.pk, "BlockStored", 1, 16, 1, "sliding_window");
+  pk_group_event(&b.pk, "BlockRemoved", 1, 16, 1, NULL); /* the window moved on */
+  pk_group_event(&b.pk, "BlockRemoved", 1, 16, 0, NULL); /* the real eviction */
+  ic_kv_apply_stats_t st;
+  cr_assert_eq(bb_apply(&b, t, NULL, &ops, &st), 2);
+  cr_assert_eq(ops.v[0].kind, IC_KV_OP_ADD);
+  cr_assert_eq(ops.v[1].kind, IC_KV_OP_EVICT);
+  cr_assert_eq(ops.v[1].prefix_hash, ops.v[0].prefix_hash);
+  cr_assert_eq(st.other_group, 2);
+  ic_kv_ops_free(&ops);
+  ic_kv_tracker_free(t);
+}
+
+Test(kvevents_tracker, all_sliding_window_model_keeps_its_events) {
+  ic_kv_tracker_t *t = ic_kv_tracker_new();
+  ic_kv_ops_t ops = {0};
+  bb_t b;
+  bb_begin(&b, 1, 2);
+  pk_group_event(&b.pk, "BlockStored", 1, 16, 0, "sliding_window");
+  pk_group_event(&b.pk, "BlockRemoved", 1, 16, 0, NULL);
+  cr_assert_eq(bb_apply(&b, t, NULL, &ops, NULL), 2);
+  cr_assert_eq(ops.v[1].kind, IC_KV_OP_EVICT);
+  ic_kv_ops_free(&ops);
+  ic_kv_tracker_free(t);
+}
