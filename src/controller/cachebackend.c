@@ -126,6 +126,9 @@ static json_t *render_container(pass_t *p) {
       "args", args, "ports", "name", "redis", "containerPort", 6379, "protocol", "TCP",
       "readinessProbe", "tcpSocket", "port", "redis", "initialDelaySeconds", 3, "periodSeconds",
       10, "failureThreshold", 6, "resources", resources);
+  /* Server defaults made explicit, so a steady state compares equal and never re-updates. */
+  json_object_set_new(json_object_get(ctr, "readinessProbe"), "timeoutSeconds", json_integer(1));
+  json_object_set_new(json_object_get(ctr, "readinessProbe"), "successThreshold", json_integer(1));
   if (pvc_spec(p))
     json_object_set_new(ctr, "volumeMounts", json_pack("[{s:s,s:s}]", "name", "data", "mountPath",
                                                        "/data"));
@@ -137,9 +140,10 @@ static json_t *render_container(pass_t *p) {
                                               "valueFrom", ref));
     json_decref(ref);
     json_object_set_new(ctr, "readinessProbe",
-                        json_pack("{s:{s:[s,s]},s:i,s:i,s:i,s:i}", "exec", "command", "redis-cli",
-                                  "ping", "initialDelaySeconds", 3, "periodSeconds", 10,
-                                  "failureThreshold", 6, "timeoutSeconds", 2));
+                        json_pack("{s:{s:[s,s]},s:i,s:i,s:i,s:i,s:i}", "exec", "command",
+                                  "redis-cli", "ping", "initialDelaySeconds", 3, "periodSeconds",
+                                  10, "failureThreshold", 6, "timeoutSeconds", 2,
+                                  "successThreshold", 1));
   }
   return ctr;
 }
@@ -247,7 +251,15 @@ static void merge_pod_spec(json_t *live, json_t *want) {
   }
   json_object_set_new(live, "containers", out);
   copy_or_delete(live, want, "volumes");
-  for (size_t f = 0; f < N_OVERRIDES; f++) copy_or_delete(live, want, override_fields[f]);
+  for (size_t f = 0; f < N_OVERRIDES; f++) {
+    /* An empty value the API server defaulted (securityContext: {}) equals "not set". */
+    json_t *lv = json_object_get(live, override_fields[f]);
+    if (!json_object_get(want, override_fields[f]) &&
+        ((json_is_object(lv) && json_object_size(lv) == 0) ||
+         (json_is_array(lv) && json_array_size(lv) == 0)))
+      continue;
+    copy_or_delete(live, want, override_fields[f]);
+  }
   copy_or_delete(live, want, "hostNetwork");
   json_t *dns = json_object_get(want, "dnsPolicy");
   if (dns || json_object_get(live, "dnsPolicy"))

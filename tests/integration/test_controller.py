@@ -316,3 +316,25 @@ def test_deleting_a_backend_garbage_collects_children(api, ctl):
     assert api.delete(CB, NS, "gc") == 200
     wait_until(lambda: api.get(DEPLOY, NS, "gc") is None and api.get(SVC, NS, "gc") is None,
                what="children collected through their controller ownerReferences")
+
+
+def test_managed_steady_state_survives_server_defaults(api, ctl):
+    # CX1 with a real API server's defaulting simulated: defaulted fields must not cause updates.
+    api.create(CB, NS, cb("sd", managed_spec()))
+    d = wait_until(lambda: api.get(DEPLOY, NS, "sd"), what="deployment")
+    ctr = d["spec"]["template"]["spec"]["containers"][0]
+    ctr.update({"terminationMessagePath": "/dev/termination-log",
+                "terminationMessagePolicy": "File"})
+    pod = d["spec"]["template"]["spec"]
+    pod.update({"securityContext": {}, "restartPolicy": "Always", "dnsPolicy": "ClusterFirst"})
+    d["spec"]["strategy"] = {"type": "RollingUpdate"}
+    code, _ = api.call("PUT", api.path(DEPLOY, NS, "sd"), d)
+    assert code == 200
+    wait_cb(api, "sd", lambda o: ready(o) is not None, "status")
+    time.sleep(1.0)
+    api.clear_requests()
+    api.patch(CB, NS, "sd", {"metadata": {"annotations": {"touch": "1"}}})
+    wait_until(lambda: any(r["method"] == "GET" and r["path"].endswith("/deployments/sd")
+                           for r in api.requests()), 20, what="reconcile after touch")
+    time.sleep(1.0)
+    assert api.writes("/deployments/sd") == [] and api.writes("/services/sd") == []
