@@ -338,3 +338,11 @@ def test_managed_steady_state_survives_server_defaults(api, ctl):
                            for r in api.requests()), 20, what="reconcile after touch")
     time.sleep(1.0)
     assert api.writes("/deployments/sd") == [] and api.writes("/services/sd") == []
+
+
+def test_test_api_server_prunes_and_validates_against_shipped_crds(api):
+    # The controller's writes in every test above pass the shipped structural schemas.
+    code, out = api.call("POST", api.path(CB, NS), cb("bad", {"deploymentKind": "DaemonSet"}))
+    assert code == 422 and "deploymentKind" in out["message"]
+    o = api.create(CB, NS, cb("pr", {"type": "memory", "integration": {"failOpen": False}}))
+    assert o["spec"] == {"type": "memory", "integration": {}}  # unknown fields pruned

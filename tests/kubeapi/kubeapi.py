@@ -54,6 +54,75 @@ RESOURCES = {
 }
 
 
+CRD_DIR = __import__("os").path.join(__import__("os").path.dirname(__import__("os").path.abspath(
+    __file__)), "..", "..", "config", "crd", "bases")
+SCHEMAS = {}  # plural -> openAPIV3Schema of the shipped CRD (inferencecache.io kinds)
+
+
+def load_crd_schemas():
+    """Structural schemas of the CRDs in config/crd/bases: writes are pruned and validated against
+    them as kube-apiserver does (CEL rules and formats are not evaluated)."""
+    import glob
+    import os
+    try:
+        import yaml
+    except ImportError:  # pragma: no cover
+        return
+    for f in glob.glob(os.path.join(CRD_DIR, "*.yaml")):
+        with open(f) as fh:
+            for doc in yaml.safe_load_all(fh):
+                if not doc or doc.get("kind") != "CustomResourceDefinition":
+                    continue
+                plural = doc["spec"]["names"]["plural"]
+                for v in doc["spec"]["versions"]:
+                    if v.get("storage"):
+                        SCHEMAS[plural] = v["schema"]["openAPIV3Schema"]
+
+
+def prune(obj, schema, top=True):
+    """Drops fields the structural schema does not declare (unknown fields are pruned)."""
+    if not isinstance(schema, dict) or schema.get("x-kubernetes-preserve-unknown-fields"):
+        return obj
+    if isinstance(obj, dict):
+        props = schema.get("properties")
+        addl = schema.get("additionalProperties")
+        out = {}
+        for k, v in obj.items():
+            if top and k in ("apiVersion", "kind", "metadata"):
+                out[k] = v
+            elif props is not None and k in props:
+                out[k] = prune(v, props[k], False)
+            elif isinstance(addl, dict):
+                out[k] = prune(v, addl, False)
+            elif props is None and addl is None and schema.get("type") != "object":
+                out[k] = v
+            elif props is None and addl is None:
+                continue
+        return out
+    if isinstance(obj, list) and isinstance(schema.get("items"), dict):
+        return [prune(i, schema["items"], False) for i in obj]
+    return obj
+
+
+def schema_error(plural, obj):
+    schema = SCHEMAS.get(plural)
+    if not schema:
+        return None
+    try:
+        import jsonschema
+    except ImportError:  # pragma: no cover
+        return None
+    body = {k: v for k, v in obj.items() if k not in ("apiVersion", "kind", "metadata")}
+    sch = dict(schema)
+    sch["properties"] = {k: v for k, v in schema.get("properties", {}).items()
+                         if k not in ("apiVersion", "kind", "metadata")}
+    errs = sorted(jsonschema.Draft7Validator(sch).iter_errors(body), key=lambda e: list(e.path))
+    if errs:
+        e = errs[0]
+        return "%s: %s" % (".".join(str(x) for x in e.path) or "<root>", e.message)
+    return None
+
+
 def now_rfc3339():
     return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
@@ -445,6 +514,13 @@ class Handler(BaseHTTPRequestHandler):
                                  % (res["plural"], md["name"]))
             if res["status"] and not from_apply:
                 obj.pop("status", None)  # create ignores status when a status subresource exists
+            if res["plural"] in SCHEMAS and res["group"] == "inferencecache.io":
+                obj = prune(obj, SCHEMAS[res["plural"]])
+                md = obj.setdefault("metadata", {})
+                err = schema_error(res["plural"], obj)
+                if err:
+                    return self.fail(422, "Invalid", "%s.%s \"%s\" is invalid: %s" % (
+                        res["plural"], res["group"], md.get("name"), err))
             self._finish_meta(res, ns, obj)
             md["uid"] = str(uuid.uuid4())
             md["creationTimestamp"] = now_rfc3339()
@@ -482,6 +558,12 @@ class Handler(BaseHTTPRequestHandler):
                 else:
                     merged["metadata"].pop(f, None)
         self._finish_meta(res, ns, merged)
+        if res["plural"] in SCHEMAS and res["group"] == "inferencecache.io":
+            merged = prune(merged, SCHEMAS[res["plural"]])
+            err = schema_error(res["plural"], merged)
+            if err:
+                return self.fail(422, "Invalid", "%s.%s \"%s\" is invalid: %s" % (
+                    res["plural"], res["group"], name, err))
         if merged == old:
             return self.send_json(200, old)  # no-op writes do not bump resourceVersion
         if spec_part(merged) != spec_part(old):
@@ -626,6 +708,7 @@ def main():
     ap.add_argument("--tls-key", default=None)
     args = ap.parse_args()
     Handler.required_token = args.token
+    load_crd_schemas()
     srv = ThreadingHTTPServer(("127.0.0.1", args.port), Handler)
     srv.daemon_threads = True
     if args.tls_cert:
