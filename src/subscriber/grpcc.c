@@ -20,6 +20,10 @@ sub_grpc_t *sub_grpc_new(const char *target, int max_backoff_ms) {
   if (!g) return NULL;
   grpc_init();
   if (max_backoff_ms < 100) max_backoff_ms = 100;
+  /* The channel's own reconnect attempts are capped at 2 s: a TCP connect per second or two to
+   * a down server is cheap, and the server's return is then seen within ~2 s (the watcher then
+   * ends the sender's longer backoff at once). */
+  if (max_backoff_ms > 2000) max_backoff_ms = 2000;
   grpc_arg args[6];
   size_t n = 0;
 #define IARG(k, v)                                                                             \

@@ -231,6 +231,7 @@ bool sub_sleep(sub_ctx_t *c, int64_t us, atomic_bool *flag) {
   struct timespec abs = {(time_t)(end_ns / 1000000000LL), (long)(end_ns % 1000000000LL)};
   pthread_mutex_lock(&c->stop_mu);
   while (!atomic_load(flag)) {
+    if (flag == &c->stop_sender && atomic_load(&c->kick)) break;
     if (pthread_cond_timedwait(&c->stop_cv, &c->stop_mu, &abs) == ETIMEDOUT) break;
   }
   bool stopped = atomic_load(flag);
@@ -276,7 +277,9 @@ void *sub_sender_thread(void *arg) {
       backoff = 100000;
       continue;
     }
+    atomic_store(&c->kick, false);
     if (sub_sleep(c, jittered(backoff, &seed), &c->stop_sender)) break;
+    if (atomic_exchange(&c->kick, false)) backoff = 100000; /* the server is back: retry now */
     backoff *= 2;
     if (backoff > c->max_backoff_us) backoff = c->max_backoff_us;
   }
@@ -325,6 +328,12 @@ void *sub_watch_thread(void *arg) {
       ic_log_warn("server connection lost", IC_LS("server", c->server));
     } else if (!was_ready && ready) {
       set_connected(c, true);
+      /* End the sender's backoff sleep: queued updates go out now, not after up to
+       * --max-backoff. */
+      pthread_mutex_lock(&c->stop_mu);
+      atomic_store(&c->kick, true);
+      pthread_cond_broadcast(&c->stop_cv);
+      pthread_mutex_unlock(&c->stop_mu);
       if (atomic_exchange(&c->lost, false)) {
         atomic_store(&c->resync, 1);
         ic_log_info("server reachable again; re-reporting engine state",

@@ -99,6 +99,7 @@ typedef struct sub_ctx {
   atomic_int resync;       /* set: the engine thread re-reports every tracker */
   atomic_bool connected;   /* last known server state */
   atomic_bool lost;        /* server seen down since the last successful send */
+  atomic_bool kick;        /* watcher saw the server come back: cut the sender's backoff short */
   pthread_mutex_t stop_mu;
   pthread_cond_t stop_cv;  /* wakes the stats/watch threads on shutdown */
 } sub_ctx_t;
