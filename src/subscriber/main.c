@@ -44,7 +44,7 @@ static void usage(FILE *f) {
           "  --http-bind-address string /metrics and /healthz listener; \"\" disables "
           "(default \":8090\")\n"
           "  --queue-max-bytes int      bound of the update queue (default 16777216)\n"
-          "  --max-backoff duration     cap of the reconnect/retry backoff (default 10s)\n"
+          "  --max-backoff duration     cap of the retry backoff (default 10s)\n"
           "  --replay-timeout duration  wait for a replay answer (default 2s)\n"
           "  --log-level string         debug|info|warn|error (default \"info\")\n"
           "  --log-format string        json|text (default \"json\")\n");
