@@ -1428,3 +1428,86 @@ Test(index_x, concurrent_lookups_ingest_clear_sweep_cap, .timeout = 300) {
   free(agg);
   ic_index_destroy(ix);
 }
+
+/* ------------------------------------------------------------------ more catalogue cases */
+
+Test(index_j, metrics_sink_receives_counts) {
+  ic_index_config_t c = base_cfg();
+  gauge_t g = {0};
+  c.set_index_entries = m_gauge;
+  c.metrics_ud = &g;
+  ic_index_t *ix = ic_index_create(&c);
+  ic_index_prefix_t ps[2] = {{.prefix_hash = B("a"), .token_count = 1}, {.prefix_hash = B("b"), .token_count = 1}};
+  ic_index_update_t u = {"r", "m", "t", "vllm", "", 0, ps, 2, NULL};
+  cr_assert_eq(ic_index_ingest(ix, &u), 0);
+  cr_assert_str_eq(g.model, "m");
+  cr_assert_eq(g.n, 2);
+  ic_index_destroy(ix);
+}
+
+Test(index_o, has_any_presence_checks) {
+  ic_index_config_t c = base_cfg();
+  ic_index_t *ix = ic_index_create(&c);
+  cr_assert(!ic_index_has_any_for_tenant(ix, "t"));
+  put_legacy(ix, T, "p", 1);
+  cr_assert(ic_index_has_any_for_tenant(ix, "t"));
+  cr_assert(!ic_index_has_any_for_tenant(ix, "u"));
+  cr_assert(ic_index_has_any_for_tenant_model(ix, "t", "m"));
+  cr_assert(!ic_index_has_any_for_tenant_model(ix, "t", "m2"));
+  cr_assert(ic_index_has_any_for_tenant_model_scheme(ix, "t", "m", "vllm"));
+  cr_assert(!ic_index_has_any_for_tenant_model_scheme(ix, "t", "m", "sglang"));
+  ic_index_destroy(ix);
+}
+
+Test(index_p, affinity_spec_vectors) {
+  ic_index_config_t c = base_cfg();
+  ic_index_t *ix = ic_index_create(&c);
+  put_legacy(ix, W("r-3"), "x", 1);
+  put_legacy(ix, W("r-1"), "x", 1);
+  put_legacy(ix, W("r-2"), "x", 1);
+  /* canonical chain seed: uint32_be(len) || hash per block */
+  const uint8_t seed[] = {0, 0, 0, 14, 'p', 'r', 'o', 'm', 'p', 't', '-', 'b', 'l', 'o', 'c', 'k', '-', '1',
+                          0, 0, 0, 14, 'p', 'r', 'o', 'm', 'p', 't', '-', 'b', 'l', 'o', 'c', 'k', '-', '2'};
+  const char *pick = NULL;
+  cr_assert(ic_index_affinity_hint(ix, "t", "m", "vllm", seed, sizeof seed, &pick));
+  cr_assert_str_eq(pick, "r-1");
+  /* "p": SHA-256 prefix mod 3 = 1 */
+  cr_assert(ic_index_affinity_hint(ix, "t", "m", "vllm", (const uint8_t *)"p", 1, &pick));
+  cr_assert_str_eq(pick, "r-2");
+  /* stable over repeats, and order of insertion does not matter */
+  for (int i = 0; i < 100; i++) {
+    cr_assert(ic_index_affinity_hint(ix, "t", "m", "vllm", (const uint8_t *)"p", 1, &pick));
+    cr_assert_str_eq(pick, "r-2");
+  }
+  ic_index_destroy(ix);
+}
+
+static _Atomic int64_t g_flip_ttl = 0;
+static int64_t flip_ttl(void *ud, const char *t) {
+  (void)ud;
+  (void)t;
+  return atomic_load(&g_flip_ttl);
+}
+static void *flipper(void *arg) {
+  _Atomic bool *stop = arg;
+  for (int i = 0; !atomic_load(stop); i++) atomic_store(&g_flip_ttl, (i & 1) ? 5 * MIN_NS : 0);
+  return NULL;
+}
+
+Test(index_f, concurrent_ttl_resolver_mutation) {
+  ic_index_config_t c = base_cfg();
+  c.ttl_resolver = flip_ttl;
+  ic_index_t *ix = ic_index_create(&c);
+  put_legacy(ix, T, "p", 64);
+  _Atomic bool stop = false;
+  pthread_t th;
+  pthread_create(&th, NULL, flipper, &stop);
+  for (int i = 0; i < 2000; i++) {
+    ic_index_result_t *r = route_exact(ix, "t", "m", "vllm", "", "p", 0);
+    cr_assert_eq(ic_index_result_count(r), 1); /* fresh under both TTLs */
+    ic_index_result_free(r);
+  }
+  atomic_store(&stop, true);
+  pthread_join(th, NULL);
+  ic_index_destroy(ix);
+}
