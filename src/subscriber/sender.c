@@ -17,7 +17,7 @@
 #define M_REPORT "/inferencecache.v1alpha1.InferenceCache/ReportCacheState"
 #define M_PUBLISH "/inferencecache.v1alpha1.InferenceCache/PublishEvent"
 
-static const char *code_name(int st) {
+const char *sub_code_name(int st) {
   static const char *names[] = {"OK",
                                 "CANCELLED",
                                 "UNKNOWN",
@@ -46,7 +46,7 @@ static bool retryable(int st) {
 }
 
 static void count_rpc(sub_ctx_t *c, const char *method, int st) {
-  const char *lv[] = {method, code_name(st)};
+  const char *lv[] = {method, sub_code_name(st)};
   ic_metric_inc(ic_metric_child(c->m.rpcs, lv));
   if (st != 0) ic_metric_inc(ic_metric_child(c->m.rpc_errors, lv));
 }
@@ -165,10 +165,10 @@ static int send_group(sub_ctx_t *c, const ic_kv_op_t *ops, size_t n) {
     bool again = retryable(st);
     if (ops[0].kind == IC_KV_OP_ADD || ops[0].kind == IC_KV_OP_DOWNGRADE)
       ic_log_warn(again ? "report send failed; will retry" : "report rejected; dropping",
-                  IC_LS("code", code_name(st)), IC_LI("prefixes", n));
+                  IC_LS("code", sub_code_name(st)), IC_LI("prefixes", n));
     else
       ic_log_warn(again ? "publish event failed; will retry" : "publish event rejected; dropping",
-                  IC_LS("code", code_name(st)),
+                  IC_LS("code", sub_code_name(st)),
                   IC_LS("type", ops[0].kind == IC_KV_OP_EVICT ? "PREFIX_EVICTED" : "ALL_CLEARED"),
                   IC_LI("events", n));
   }

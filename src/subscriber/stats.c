@@ -74,7 +74,7 @@ static int send_stats(sub_ctx_t *c, const ic_kv_stats_t *s, char *err, size_t er
   int st = sub_grpc_call(c->rpc, "/inferencecache.v1alpha1.InferenceCache/ReportCacheState", buf,
                          sz, SUB_RPC_TIMEOUT_MS, &resp);
   free(buf);
-  const char *lv[] = {"ReportCacheState", st == 0 ? "OK" : "ERROR"};
+  const char *lv[] = {"ReportCacheState", sub_code_name(st)};
   ic_metric_inc(ic_metric_child(c->m.rpcs, lv));
   int rc = 0;
   if (st != 0) {

@@ -126,6 +126,9 @@ int sub_grpc_state(sub_grpc_t *g, bool try_connect);
 int sub_grpc_wait_change(sub_grpc_t *g, int last, int timeout_ms);
 #define SUB_GRPC_READY 2
 
+/* gRPC status code name ("OK", "UNAVAILABLE", ...; "TRANSPORT" when no status came back). */
+const char *sub_code_name(int st);
+
 int sub_metrics_init(sub_ctx_t *c);
 void *sub_engine_thread(void *arg);
 void *sub_sender_thread(void *arg);
