@@ -47,8 +47,17 @@ static void push_ops(eng_t *e, size_t ep_idx) {
       if ((double)c->q.dropped[k] > cur) ic_metric_add(m, (double)c->q.dropped[k] - cur);
     }
     pthread_mutex_unlock(&c->q.mu);
-    ic_log_warn("update queue full; dropped oldest updates", IC_LI("dropped", dropped),
-                IC_LI("queue_max_bytes", c->queue_max_bytes));
+    /* at most one line per 10 s while the server stays away */
+    static int64_t last_log;
+    static uint64_t since_log;
+    since_log += dropped;
+    int64_t now_us = ic_clock_monotonic_us();
+    if (!last_log || now_us - last_log >= 10000000) {
+      ic_log_warn("update queue full; dropped oldest updates", IC_LI("dropped", since_log),
+                  IC_LI("queue_max_bytes", c->queue_max_bytes));
+      last_log = now_us;
+      since_log = 0;
+    }
   }
   e->ops.n = 0;
 }
