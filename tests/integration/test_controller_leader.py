@@ -77,5 +77,5 @@ def test_leader_handover_on_kill_and_on_graceful_stop():
             assert holder(api) == ""
         finally:
             for c in (a, b):
-                if c is not None and c.proc.poll() is None:
-                    c.stop()
+                if c is not None:
+                    c.discard()

@@ -238,6 +238,17 @@ class Controller:
         self.proc.wait(30)
         _live.discard(self.proc)
 
+    def discard(self):
+        """Stops the process if it still runs and removes its log file."""
+        if self.proc is not None:
+            if self.proc.poll() is None:
+                self.stop()
+            self._log.close()
+        try:
+            os.unlink(self.log_path)
+        except OSError:
+            pass
+
     def stop(self):
         if self.proc and self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
