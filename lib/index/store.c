@@ -682,8 +682,8 @@ static bool slot_add_holder(slot_t *s, holder_t h) {
   }
   spill_t *sp = slot_spill(s);
   if (sp->n == sp->cap) {
-    if (sp->cap >= 32768) return false;
-    uint32_t nc = sp->cap * 2;
+    if (sp->cap == UINT16_MAX) return false; /* 65,535 holders of one key (one per rep index) */
+    uint32_t nc = sp->cap >= 32768 ? UINT16_MAX : sp->cap * 2u;
     spill_t *n = realloc(sp, sizeof(spill_t) + nc * sizeof(holder_t));
     if (!n) return false;
     n->cap = (uint16_t)nc;
@@ -766,7 +766,20 @@ static void notify(scope_t *sc, part_t *p, ic_index_change_type_t type, ic_index
 static uint32_t rep_live(scope_t *sc, uint32_t replica, bool create) {
   uint64_t v;
   if (u64map_get(&sc->rep_map, replica, &v)) return (uint32_t)v;
-  if (!create || sc->nreps >= 65535) return UINT32_MAX;
+  if (!create) return UINT32_MAX;
+  if (sc->nreps >= 65535) {
+    /* 16-bit rep indices: recycle one that no holder references (pods come and go). Only
+       reached once 65,535 replica names were seen in this scope; a linear scan is fine. */
+    for (uint32_t i = 0; i < sc->nreps; i++) {
+      rep_t *r = &sc->reps[i];
+      if (r->count || r->pending) continue;
+      if (!r->dead) u64map_del(&sc->rep_map, r->replica);
+      if (u64map_put(&sc->rep_map, replica, i)) return UINT32_MAX;
+      *r = (rep_t){.replica = replica};
+      return i;
+    }
+    return UINT32_MAX;
+  }
   if (!grow_arr((void **)&sc->reps, &sc->capreps, sc->nreps + 1, sizeof(rep_t))) return UINT32_MAX;
   if (u64map_put(&sc->rep_map, replica, sc->nreps)) return UINT32_MAX;
   sc->reps[sc->nreps] = (rep_t){.replica = replica};

@@ -5,7 +5,9 @@
 #include <stdatomic.h>
 #include <stdio.h>
 
+#include "ic/err.h"
 #include "test_index_util.h"
+#define IC_INDEX_TEST_ERANGE IC_ERANGE
 
 static const who_t T = {"r1", "t", "m", "vllm", ""};
 static who_t W(const char *replica) { return (who_t){replica, "t", "m", "vllm", ""}; }
@@ -1509,5 +1511,34 @@ Test(index_f, concurrent_ttl_resolver_mutation) {
   }
   atomic_store(&stop, true);
   pthread_join(th, NULL);
+  ic_index_destroy(ix);
+}
+
+Test(index_x, replica_slots_are_recycled_past_65535_names, .timeout = 300) {
+  ic_index_config_t c = base_cfg();
+  c.ttl_ns = MIN_NS;
+  ic_index_t *ix = ic_index_create(&c);
+  char name[32];
+  for (int i = 0; i < 65535; i++) {
+    snprintf(name, sizeof name, "pod-%d", i);
+    put_legacy(ix, W(name), i % 2 ? "p" : name, 1); /* shared and own keys */
+  }
+  /* every slot is taken and still holds an entry: a new name cannot be placed */
+  ic_index_prefix_t p = {.prefix_hash = B("q"), .token_count = 1};
+  ic_index_update_t u = {"pod-new", "m", "t", "vllm", "", 0, &p, 1, NULL};
+  cr_assert_eq(ic_index_ingest(ix, &u), IC_INDEX_TEST_ERANGE);
+  g_now += 2 * MIN_NS;
+  ic_index_evict_expired(ix); /* the old pods' entries expire: their slots become reusable */
+  cr_assert_eq(ic_index_ingest(ix, &u), 0);
+  ic_index_result_t *r = route_exact(ix, "t", "m", "vllm", "", "q", 0);
+  cr_assert_eq(ic_index_result_count(r), 1);
+  cr_assert_str_eq(row(r, 0)->replica_id, "pod-new");
+  ic_index_result_free(r);
+  /* an old name that comes back gets a slot too */
+  put_legacy(ix, W("pod-7"), "p", 1);
+  r = route_exact(ix, "t", "m", "vllm", "", "p", 0);
+  cr_assert_eq(ic_index_result_count(r), 1);
+  cr_assert_str_eq(row(r, 0)->replica_id, "pod-7");
+  ic_index_result_free(r);
   ic_index_destroy(ix);
 }
