@@ -1542,3 +1542,34 @@ Test(index_x, replica_slots_are_recycled_past_65535_names, .timeout = 300) {
   ic_index_result_free(r);
   ic_index_destroy(ix);
 }
+
+Test(index_m, long_chains_beyond_stack_buffers) {
+  ic_index_config_t c = base_cfg();
+  c.eviction_resolver = lfu_all;
+  ic_index_t *ix = ic_index_create(&c);
+  enum { N = 1000 };
+  static uint8_t raw[N][8];
+  static ic_index_bytes_t bh[N];
+  static int32_t bc[N];
+  for (int i = 0; i < N; i++) {
+    uint64_t v = (uint64_t)(i + 1) * 0x9e3779b97f4a7c15ULL;
+    memcpy(raw[i], &v, 8);
+    bh[i] = (ic_index_bytes_t){8, raw[i]};
+    bc[i] = 16;
+  }
+  ic_index_prefix_t p = {.block_hashes = bh, .n_block_hashes = 700, .block_token_counts = bc,
+                         .n_block_token_counts = 700};
+  ic_index_update_t u = {"r1", "m", "t", "vllm", "", 0, &p, 1, NULL};
+  cr_assert_eq(ic_index_ingest(ix, &u), 0);
+  ic_index_lookup_t q = {.tenant = "t", .model = "m", .scheme = "vllm", .block_hashes = bh, .n_block_hashes = N,
+                         .block_token_counts = bc, .n_block_token_counts = N};
+  ic_index_result_t *r;
+  cr_assert_eq(ic_index_lookup_route(ix, &q, &r), 0);
+  cr_assert_eq(ic_index_result_count(r), 1);
+  cr_assert_eq(row(r, 0)->matched_tokens, 700 * 16);
+  ic_index_result_credit_hits(r);
+  ic_index_result_free(r);
+  cr_assert_eq(ic_index_access_count(ix, "t", "m", "vllm", "", raw[699], 8, "r1"), 1);
+  cr_assert_eq(ic_index_access_count(ix, "t", "m", "vllm", "", raw[0], 8, "r1"), 1);
+  ic_index_destroy(ix);
+}
