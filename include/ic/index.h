@@ -316,7 +316,8 @@ typedef struct {
   int64_t reserved_entries; /* subset under reserved tenants */
   int64_t distinct_keys;    /* prefix keys, all tenants */
   int64_t pending_reclaim;  /* entries of cleared replicas not yet reclaimed */
-  size_t memory_bytes;      /* bytes held by tables and side arrays (approximate) */
+  size_t memory_bytes;      /* bytes held by tables and side arrays (approximate; computing it
+                               walks every slot: not for hot paths) */
 } ic_index_counters_t;
 
 void ic_index_counters(ic_index_t *ix, ic_index_counters_t *out);
