@@ -396,3 +396,67 @@ Test(rpc_plain, bind_failure_and_bad_tls_are_reported) {
   cr_assert(tls);
   cr_assert(strstr(err, "load gRPC TLS keypair") != NULL, "%s", err);
 }
+
+/* ---------------------------------------------------------------- TLS with reload */
+
+static int make_cert(const char *dir, int serial) {
+  char cmd[1024];
+  snprintf(cmd, sizeof cmd,
+           "cd %s && openssl req -x509 -newkey rsa:2048 -nodes -keyout k.new -out c.new -days 2 -subj /CN=localhost "
+           "-addext subjectAltName=DNS:localhost -set_serial %d >/dev/null 2>&1 && mv k.new tls.key && mv c.new tls.crt "
+           "&& cp tls.crt ca%d.pem",
+           dir, serial, serial);
+  return system(cmd);
+}
+
+static int tls_call(const char *target, const char *ca) {
+  ic_rpc_channel_opts_t co = {.tls_ca_file = ca, .tls_server_name = "localhost"};
+  ic_rpc_channel_t *c = ic_rpc_channel_new(target, &co);
+  cr_assert_not_null(c);
+  int st = -1;
+  ic_buf_t out = IC_BUF_INIT;
+  ic_rpc_unary(c, "/t.S/Echo", (const uint8_t *)"tls", 3, 10000, &out, &st, NULL);
+  ic_buf_free(&out);
+  ic_rpc_channel_free(c);
+  return st;
+}
+
+Test(rpc_plain, tls_serves_and_reloads_a_rotated_certificate, .timeout = 120) {
+  char dir[] = "/tmp/ic-rpc-tls-XXXXXX";
+  cr_assert_not_null(mkdtemp(dir));
+  if (make_cert(dir, 1) != 0) cr_skip_test("openssl CLI not available");
+  char cert[128], key[128], ca1[128], ca2[128], err[256];
+  snprintf(cert, sizeof cert, "%s/tls.crt", dir);
+  snprintf(key, sizeof key, "%s/tls.key", dir);
+  snprintf(ca1, sizeof ca1, "%s/ca1.pem", dir);
+  snprintf(ca2, sizeof ca2, "%s/ca2.pem", dir);
+  ic_rpc_server_opts_t o = {.threads = 1, .tls_cert_file = cert, .tls_key_file = key};
+  ic_rpc_server_t *s = ic_rpc_server_new("127.0.0.1:0", &o, err, sizeof err, NULL);
+  cr_assert_not_null(s, "%s", err);
+  cr_assert_eq(ic_rpc_server_add_unary(s, "/t.S/Echo", echo, NULL), 0);
+  cr_assert_eq(ic_rpc_server_start(s), 0);
+  char target[64];
+  snprintf(target, sizeof target, "127.0.0.1:%d", ic_rpc_server_port(s));
+  cr_assert_eq(tls_call(target, ca1), IC_RPC_OK);
+  /* plaintext is refused */
+  ic_rpc_channel_t *plain = ic_rpc_channel_new(target, NULL);
+  int st = -1;
+  ic_rpc_unary(plain, "/t.S/Echo", (const uint8_t *)"x", 1, 5000, NULL, &st, NULL);
+  cr_assert_neq(st, IC_RPC_OK);
+  ic_rpc_channel_free(plain);
+  /* rotate: a new key pair; new handshakes must present it */
+  usleep(1100000); /* coarse mtime filesystems */
+  cr_assert_eq(make_cert(dir, 2), 0);
+  cr_assert_eq(tls_call(target, ca2), IC_RPC_OK);
+  cr_assert_neq(tls_call(target, ca1), IC_RPC_OK);
+  /* a broken replacement keeps the last good pair */
+  usleep(1100000);
+  FILE *f = fopen(cert, "w");
+  fputs("garbage\n", f);
+  fclose(f);
+  cr_assert_eq(tls_call(target, ca2), IC_RPC_OK);
+  ic_rpc_server_free(s);
+  char cmd[256];
+  snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
+  cr_assert_eq(system(cmd), 0);
+}
