@@ -216,48 +216,42 @@ static uint64_t holder_eff(scope_t *sc, part_t *p, const slot_t *s, const holder
   return store_entry_eff(sc, p, s, h);
 }
 
-/* Visits every live non-reserved holder; mode 0 samples every `stride`-th, mode 1 collects
- * those under the threshold into the queue. */
-static void scan(ic_index_t *ix, int mode, uint64_t stride, ekey_t **smp, size_t *ns, size_t *cs) {
+/* Collects every live non-reserved holder whose (eff, last_seen) is under the threshold into
+ * the queue, 4096 slots per read hold so a scan of a big partition never holds writers (and,
+ * with the writer-preferring lock, lookups) for long. A sub-table rehashed between two holds is
+ * rescanned from its start (duplicates are harmless: a stale candidate is skipped at pop); a
+ * slot moved backwards by a concurrent deletion may be missed, which only delays that victim. */
+static void scan(ic_index_t *ix) {
   uint32_t n;
   scope_t **v = all_scopes(ix, &n);
-  uint64_t seen = 0;
   for (uint32_t i = 0; i < n; i++) {
     scope_t *sc = v[i];
     if (sc->reserved) continue;
     for (uint32_t pi = 0;; pi++) {
       pthread_rwlock_rdlock(&sc->lock);
-      if (pi >= sc->nparts) {
-        pthread_rwlock_unlock(&sc->lock);
-        break;
-      }
-      part_t *p = sc->parts[pi];
+      uint32_t np = sc->nparts;
+      pthread_rwlock_unlock(&sc->lock);
+      if (pi >= np) break;
       for (uint32_t si = 0; si < SUBS; si++) {
-        if (si % 16 == 0 && si) { /* let writers in now and then */
-          pthread_rwlock_unlock(&sc->lock);
+        uint32_t from = 0, cap0 = UINT32_MAX;
+        for (;;) {
           pthread_rwlock_rdlock(&sc->lock);
-        }
-        sub_t *sb = &p->subs[si];
-        for (uint32_t k = 0; k < sb->cap; k++) {
-          slot_t *s = &sb->slots[k];
-          holder_t tmp;
-          const holder_t *hs;
-          uint32_t hn = slot_holders(s, &tmp, &hs);
-          for (uint32_t j = 0; j < hn; j++) {
-            uint32_t rep = META_REP(hs[j].meta);
-            if (sc->reps[rep].dead) continue;
-            int64_t ts = store_entry_ts(sc, hs[j].ts);
-            if (mode == 0) {
-              if (seen++ % stride) continue;
-              if (*ns == *cs) {
-                size_t nc = *cs ? *cs * 2 : 1024;
-                ekey_t *nn = realloc(*smp, nc * sizeof **smp);
-                if (!nn) continue;
-                *smp = nn;
-                *cs = nc;
-              }
-              (*smp)[(*ns)++] = (ekey_t){holder_eff(sc, p, s, &hs[j]), ts};
-            } else {
+          part_t *p = sc->parts[pi];
+          sub_t *sb = &p->subs[si];
+          if (sb->cap != cap0) {
+            if (cap0 != UINT32_MAX) from = 0;
+            cap0 = sb->cap;
+          }
+          uint32_t to = from + 4096 < sb->cap ? from + 4096 : sb->cap;
+          for (uint32_t k = from; k < to; k++) {
+            slot_t *s = &sb->slots[k];
+            holder_t tmp;
+            const holder_t *hs;
+            uint32_t hn = slot_holders(s, &tmp, &hs);
+            for (uint32_t j = 0; j < hn; j++) {
+              uint32_t rep = META_REP(hs[j].meta);
+              if (sc->reps[rep].dead) continue;
+              int64_t ts = store_entry_ts(sc, hs[j].ts);
               uint64_t eff = holder_eff(sc, p, s, &hs[j]);
               if (!under_thr(ix, eff, ts)) continue;
               if (ix->qn == ix->qcap) {
@@ -270,10 +264,61 @@ static void scan(ic_index_t *ix, int mode, uint64_t stride, ekey_t **smp, size_t
               if (cand_make(&ix->q[ix->qn], sc, pi, s->key, s->meta, rep, ts, eff)) ix->qn++;
             }
           }
+          bool done = to >= sb->cap;
+          pthread_rwlock_unlock(&sc->lock);
+          if (done) break;
+          from = to;
         }
       }
-      pthread_rwlock_unlock(&sc->lock);
     }
+  }
+  free(v);
+}
+
+/* Threshold estimate from ~8192 random slots (weighted by sub-table population) instead of a
+ * pass over the whole index: only the collecting scan touches every slot. */
+static void sample(ic_index_t *ix, int64_t N, ekey_t **smp, size_t *ns, size_t *cs) {
+  uint32_t n;
+  scope_t **v = all_scopes(ix, &n);
+  uint64_t rnd = 0x9e3779b97f4a7c15ULL ^ (uint64_t)N;
+  for (uint32_t i = 0; i < n; i++) {
+    scope_t *sc = v[i];
+    if (sc->reserved) continue;
+    pthread_rwlock_rdlock(&sc->lock);
+    for (uint32_t pi = 0; pi < sc->nparts; pi++) {
+      part_t *p = sc->parts[pi];
+      for (uint32_t si = 0; si < SUBS; si++) {
+        sub_t *sb = &p->subs[si];
+        if (!sb->count) continue;
+        uint64_t want = (uint64_t)sb->count * 8192 / (uint64_t)N + 1;
+        for (uint64_t k = 0; k < want * 2; k++) { /* ~2 probes per hit at load 0.64-0.8 */
+          if (k && k % 256 == 0) { /* random probes miss the cache: keep read holds short */
+            pthread_rwlock_unlock(&sc->lock);
+            pthread_rwlock_rdlock(&sc->lock);
+            if (pi >= sc->nparts || !sb->cap) break;
+          }
+          rnd ^= rnd << 13;
+          rnd ^= rnd >> 7;
+          rnd ^= rnd << 17;
+          slot_t *s = &sb->slots[rnd % sb->cap];
+          holder_t tmp;
+          const holder_t *hs;
+          uint32_t hn = slot_holders(s, &tmp, &hs);
+          for (uint32_t j = 0; j < hn; j++) {
+            if (sc->reps[META_REP(hs[j].meta)].dead) continue;
+            if (*ns == *cs) {
+              size_t nc = *cs ? *cs * 2 : 1024;
+              ekey_t *nn = realloc(*smp, nc * sizeof **smp);
+              if (!nn) continue;
+              *smp = nn;
+              *cs = nc;
+            }
+            (*smp)[(*ns)++] = (ekey_t){holder_eff(sc, p, s, &hs[j]), store_entry_ts(sc, hs[j].ts)};
+          }
+        }
+      }
+    }
+    pthread_rwlock_unlock(&sc->lock);
   }
   free(v);
 }
@@ -292,8 +337,7 @@ static void rebuild(ic_index_t *ix, int64_t over) {
   uint64_t te = UINT64_MAX;
   int64_t tt = INT64_MAX;
   if (K < N) {
-    uint64_t stride = (uint64_t)(N / 8192) + 1;
-    scan(ix, 0, stride, &smp, &ns, &cs);
+    sample(ix, N, &smp, &ns, &cs);
     if (ns) {
       ix_sort(smp, ns, sizeof *smp, ekey_cmp);
       size_t at = (size_t)((double)K / (double)N * (double)ns);
@@ -306,7 +350,7 @@ static void rebuild(ic_index_t *ix, int64_t over) {
   atomic_store(&ix->thr_eff, te);
   atomic_store(&ix->thr_ts, tt);
   atomic_store_explicit(&ix->thr_on, true, memory_order_release);
-  scan(ix, 1, 1, NULL, NULL, NULL);
+  scan(ix);
   sort_queue(ix);
   ix->qpos = 0;
 }
@@ -433,7 +477,7 @@ static bool next_cand(ic_index_t *ix, cand_t *out) {
   if (ix->qpos + 16 < ix->qn) __builtin_prefetch(&q[qidx(ix, ix->qpos + 16)]);
   if (ix->qpos + 8 < ix->qn) {
     const cand_t *ahead = &q[qidx(ix, ix->qpos + 8)];
-    if (!(ahead->flags & M_LONG)) part_prefetch(ahead->pp, ahead->key);
+    if (!(ahead->flags & M_LONG)) part_prefetch_unlocked(ahead->pp, ahead->key);
   }
   pthread_mutex_unlock(&ix->extra_lock);
   return true;

@@ -282,6 +282,7 @@ uint64_t part_hash(const part_t *p, uint64_t key, uint32_t flags);
 slot_t *part_find_h(part_t *p, uint64_t h, uint64_t key, uint32_t flags);
 void part_prefetch_h(part_t *p, uint64_t h);
 void part_prefetch(part_t *p, uint64_t key);
+void part_prefetch_unlocked(part_t *p, uint64_t key); /* no scope lock held (cap queue) */
 uint32_t slot_holders(const slot_t *s, holder_t *tmp, const holder_t **out);
 const uint8_t *scope_blob(scope_t *sc, uint64_t key, uint32_t *len);
 

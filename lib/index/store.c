@@ -490,6 +490,15 @@ static inline uint32_t home_of(uint64_t h, uint32_t cap) {
 
 uint64_t part_hash(const part_t *p, uint64_t key, uint32_t flags) { return slot_hash(p, key, flags); }
 
+void part_prefetch_unlocked(part_t *p, uint64_t key) {
+  uint64_t h = slot_hash(p, key, 0);
+  sub_t *sb = &p->subs[h >> (64 - SUB_BITS)];
+  /* a torn (slots, cap) pair only mis-aims a prefetch, which cannot fault */
+  slot_t *slots = __atomic_load_n(&sb->slots, __ATOMIC_RELAXED);
+  uint32_t cap = __atomic_load_n(&sb->cap, __ATOMIC_RELAXED);
+  if (slots && cap) __builtin_prefetch(&slots[home_of(h, cap)]);
+}
+
 void part_prefetch_h(part_t *p, uint64_t h) {
   sub_t *sb = &p->subs[h >> (64 - SUB_BITS)];
   if (!sb->cap) return;
@@ -575,7 +584,10 @@ static bool sub_grow(part_t *p, sub_t *sb) {
     if ((sb->slots[i].meta & ST_MASK) != ST_EMPTY) sub_place(&n, p, &sb->slots[i]);
   if (drop) pthread_rwlock_wrlock(&p->sc->lock);
   slots_free(sb->slots, sb->cap);
-  *sb = n;
+  /* atomic stores: part_prefetch_unlocked() peeks at these without the lock */
+  __atomic_store_n(&sb->slots, n.slots, __ATOMIC_RELAXED);
+  __atomic_store_n(&sb->cap, n.cap, __ATOMIC_RELAXED);
+  sb->count = n.count;
   return true;
 }
 
