@@ -152,7 +152,8 @@ typedef struct {
 } ic_index_update_t;
 
 /* Applies one update (spec §3.2): prefixes, stats, then quota and cap enforcement, metrics.
- * Returns 0, IC_EINVAL (NULL arguments) or IC_ENOMEM (the update may be partly applied). */
+ * Returns 0, IC_EINVAL (NULL arguments), IC_ENOMEM, or IC_ERANGE (65,535 replicas of the scope
+ * all hold entries); on an error the update may be partly applied. */
 int ic_index_ingest(ic_index_t *ix, const ic_index_update_t *u);
 
 typedef enum {
