@@ -498,10 +498,14 @@ int main(int argc, char **argv) {
   ring.cap = o.buffer_steps > 0 ? (size_t)o.buffer_steps : 0;
   ring.v = ring.cap ? calloc(ring.cap, sizeof(ring_item_t)) : NULL;
   static const char *encname[] = {"vllm-array", "vllm-map", "sglang"};
+  char every[32]; /* REF prints a Go duration ("500ms", "1s") */
+  if (o.interval_us % 1000000 == 0) snprintf(every, sizeof(every), "%llds", (long long)(o.interval_us / 1000000));
+  else if (o.interval_us % 1000 == 0) snprintf(every, sizeof(every), "%lldms", (long long)(o.interval_us / 1000));
+  else snprintf(every, sizeof(every), "%lldus", (long long)o.interval_us);
   fprintf(stderr,
           "publishing %" PRId64 " BlockStored event(s) per batch on %s topic=\"%s\" (%" PRId64
-          " block(s), %" PRId64 " tokens) every %" PRId64 "us encoding=%s prompts=%" PRId64 "%s%s\n",
-          o.events, o.bind, o.topic, o.num_blocks, total, o.interval_us, encname[o.enc], o.prompts,
+          " block(s), %" PRId64 " tokens) every %s encoding=%s prompts=%" PRId64 "%s%s\n",
+          o.events, o.bind, o.topic, o.num_blocks, total, every, encname[o.enc], o.prompts,
           router ? " replay=" : "", router ? o.replay_bind : "");
 
   uint64_t seq = 0;

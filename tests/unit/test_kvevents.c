@@ -442,3 +442,15 @@ Test(kvevents_decode, odd_typed_optional_ints_are_skipped_whole) {
   cr_assert_not(s.b.has_dp_rank);
   sample_free(&s);
 }
+
+Test(kvevents_decode, int8_and_int16_hashes_are_8_byte_big_endian) {
+  /* ["BlockRemoved",[int8 5, int16 -2, uint16 0xE000]] as REF's TestDecodeHashVariants */
+  sample_t s;
+  decode_hex(&s, "92cb3ff00000000000009192ac426c6f636b52656d6f76656493d005d1fffecde000");
+  cr_assert_eq(s.rc, 0);
+  cr_assert_eq(s.b.nevents, 1);
+  cr_assert_eq(hash_u64(&s.b.events[0].hashes[0]), 5);
+  cr_assert_eq(hash_u64(&s.b.events[0].hashes[1]), (uint64_t)-2);
+  cr_assert_eq(hash_u64(&s.b.events[0].hashes[2]), 0xE000);
+  sample_free(&s);
+}
