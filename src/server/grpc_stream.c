@@ -94,11 +94,11 @@ static int events_start(void *ud, ic_rpc_call_t *call, const uint8_t *req, size_
     h->esubs = n;
     h->caps = nc;
   }
+  ic_rpc_call_set_data(call, s); /* before it is visible: on_close finds it */
   h->esubs[h->nes++] = s;
   atomic_store(&h->n_events_subs, h->nes);
   if (h->subs_events) ic_metric_set(h->subs_events, (double)h->nes);
   pthread_mutex_unlock(&h->mu);
-  ic_rpc_call_set_data(call, s);
   return IC_RPC_OK;
 }
 
@@ -159,11 +159,11 @@ static int metrics_start(void *ud, ic_rpc_call_t *call, const uint8_t *req, size
     h->msubs = n;
     h->capm = nc;
   }
+  ic_rpc_call_set_data(call, s); /* before it is visible: on_close finds it */
   h->msubs[h->nms++] = s;
   atomic_store(&h->n_metrics_subs, h->nms);
   if (h->subs_metrics) ic_metric_set(h->subs_metrics, (double)h->nms);
   pthread_mutex_unlock(&h->mu);
-  ic_rpc_call_set_data(call, s);
   send_metrics(h, s); /* first sample set right away */
   return IC_RPC_OK;
 }
