@@ -8,18 +8,18 @@
  *                         default 100ms window and with --window=1ms. Skipped (with a note) when
  *                         the binaries are not built.
  * Prints one JSON line per result (docs/performance.md). */
+#include <fcntl.h>
 #include <inttypes.h>
 #include <math.h>
 #include <msgpack.h>
+#include <netinet/in.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
-#include <netinet/in.h>
 #include <time.h>
-#include <fcntl.h>
 #include <unistd.h>
 #include <zmq.h>
 
@@ -70,16 +70,22 @@ static void build_batch(msgpack_sbuffer *sb, int enc, int nblocks, int bs, uint3
     msgpack_pack_array(&pk, (size_t)per);
     for (int i = 0; i < per; i++) {
       uint64_t h = h0 + (uint64_t)(lo + i);
-      if (enc == ENC_SGLANG) msgpack_pack_int64(&pk, -(int64_t)h);
-      else msgpack_pack_uint64(&pk, h | (enc == ENC_MAP ? 1ULL << 63 : 0));
+      if (enc == ENC_SGLANG)
+        msgpack_pack_int64(&pk, -(int64_t)h);
+      else
+        msgpack_pack_uint64(&pk, h | (enc == ENC_MAP ? 1ULL << 63 : 0));
     }
     if (enc == ENC_MAP) pk_str(&pk, "parent_block_hash");
-    if (lo == 0) msgpack_pack_nil(&pk);
-    else if (enc == ENC_SGLANG) msgpack_pack_int64(&pk, -(int64_t)(h0 + (uint64_t)lo - 1));
-    else msgpack_pack_uint64(&pk, (h0 + (uint64_t)lo - 1) | (enc == ENC_MAP ? 1ULL << 63 : 0));
+    if (lo == 0)
+      msgpack_pack_nil(&pk);
+    else if (enc == ENC_SGLANG)
+      msgpack_pack_int64(&pk, -(int64_t)(h0 + (uint64_t)lo - 1));
+    else
+      msgpack_pack_uint64(&pk, (h0 + (uint64_t)lo - 1) | (enc == ENC_MAP ? 1ULL << 63 : 0));
     if (enc == ENC_MAP) pk_str(&pk, "token_ids");
     msgpack_pack_array(&pk, (size_t)(per * bs));
-    for (int i = 0; i < per * bs; i++) msgpack_pack_uint32(&pk, t0 + (uint32_t)(lo * bs + i));
+    for (int i = 0; i < per * bs; i++)
+      msgpack_pack_uint32(&pk, t0 + (uint32_t)(lo * bs + i));
     if (enc == ENC_MAP) pk_str(&pk, "block_size");
     msgpack_pack_int(&pk, bs);
     if (enc == ENC_MAP) pk_str(&pk, "lora_id");
@@ -91,14 +97,17 @@ static void build_batch(msgpack_sbuffer *sb, int enc, int nblocks, int bs, uint3
       msgpack_pack_nil(&pk);
       pk_str(&pk, "extra_keys");
       msgpack_pack_array(&pk, (size_t)per);
-      for (int i = 0; i < per; i++) msgpack_pack_nil(&pk);
+      for (int i = 0; i < per; i++)
+        msgpack_pack_nil(&pk);
       pk_str(&pk, "group_idx");
       msgpack_pack_int(&pk, 0);
     }
   }
   if (enc != ENC_MAP) {
-    if (enc == ENC_SGLANG) msgpack_pack_nil(&pk);
-    else msgpack_pack_int(&pk, 0);
+    if (enc == ENC_SGLANG)
+      msgpack_pack_nil(&pk);
+    else
+      msgpack_pack_int(&pk, 0);
   }
 }
 
@@ -123,7 +132,8 @@ static void bench_decode(void) {
     /* decode only */
     int64_t iters = 0, start = ic_clock_monotonic_ns(), el;
     do {
-      for (int k = 0; k < NB; k++) ic_kv_decode(&b, (const uint8_t *)sb[k].data, sb[k].size);
+      for (int k = 0; k < NB; k++)
+        ic_kv_decode(&b, (const uint8_t *)sb[k].data, sb[k].size);
       iters += NB;
       el = ic_clock_monotonic_ns() - start;
     } while (el < 1000000000LL);
@@ -141,15 +151,20 @@ static void bench_decode(void) {
       el = ic_clock_monotonic_ns() - start;
     } while (el < 1000000000LL);
     double aps = (double)iters * nblocks / ((double)el / 1e9);
-    printf("{\"bench\":\"subscriber\",\"name\":\"decode_blocks_per_s\",\"value\":%.0f,\"unit\":\"blocks/s\","
+    printf("{\"bench\":\"subscriber\",\"name\":\"decode_blocks_per_s\",\"value\":%.0f,\"unit\":"
+           "\"blocks/s\","
            "\"params\":{\"encoding\":\"%s\",\"blocks_per_batch\":%d,\"block_size\":%d,"
-           "\"includes\":\"msgpack decode + fingerprint + positional tracker + ops\",\"target\":2000000}}\n",
+           "\"includes\":\"msgpack decode + fingerprint + positional tracker + "
+           "ops\",\"target\":2000000}}\n",
            aps, ENC_NAME[enc], nblocks, bs);
-    printf("{\"bench\":\"subscriber\",\"name\":\"decode_only_blocks_per_s\",\"value\":%.0f,\"unit\":\"blocks/s\","
-           "\"params\":{\"encoding\":\"%s\",\"blocks_per_batch\":%d,\"block_size\":%d,\"bytes_per_batch\":%zu}}\n",
+    printf("{\"bench\":\"subscriber\",\"name\":\"decode_only_blocks_per_s\",\"value\":%.0f,"
+           "\"unit\":\"blocks/s\","
+           "\"params\":{\"encoding\":\"%s\",\"blocks_per_batch\":%d,\"block_size\":%d,\"bytes_per_"
+           "batch\":%zu}}\n",
            dps, ENC_NAME[enc], nblocks, bs, sb[0].size);
     fflush(stdout);
-    for (int k = 0; k < NB; k++) msgpack_sbuffer_destroy(&sb[k]);
+    for (int k = 0; k < NB; k++)
+      msgpack_sbuffer_destroy(&sb[k]);
     ic_kv_ops_free(&ops);
     ic_kv_tracker_free(t);
     ic_kv_batch_free(&b);
@@ -199,7 +214,8 @@ static int cmp_d(const void *a, const void *b) {
 
 /* Returns matched tokens of the top replica, or -1 on RPC failure. */
 static int lookup(ic_rpc_channel_t *ch, const char *model, uint8_t (*hashes)[8], int n, int bs) {
-  Inferencecache__V1alpha1__LookupRouteRequest r = INFERENCECACHE__V1ALPHA1__LOOKUP_ROUTE_REQUEST__INIT;
+  Inferencecache__V1alpha1__LookupRouteRequest r =
+      INFERENCECACHE__V1ALPHA1__LOOKUP_ROUTE_REQUEST__INIT;
   ProtobufCBinaryData bh[64];
   int32_t counts[64];
   for (int i = 0; i < n; i++) {
@@ -223,7 +239,8 @@ static int lookup(ic_rpc_channel_t *ch, const char *model, uint8_t (*hashes)[8],
   int matched = -1;
   if (rc == 0 && status == 0) {
     Inferencecache__V1alpha1__LookupRouteResponse *lr =
-        inferencecache__v1alpha1__lookup_route_response__unpack(NULL, resp.len, (uint8_t *)resp.data);
+        inferencecache__v1alpha1__lookup_route_response__unpack(NULL, resp.len,
+                                                                (uint8_t *)resp.data);
     if (lr) {
       matched = lr->n_replica_scores ? lr->replica_scores[0]->matched_tokens : 0;
       inferencecache__v1alpha1__lookup_route_response__free_unpacked(lr, NULL);
@@ -254,8 +271,16 @@ static void bench_e2e(const char *window, int window_us, int samples) {
   snprintf(a5, sizeof(a5), "--engine-endpoint=tcp://127.0.0.1:%d", zport);
   snprintf(a6, sizeof(a6), "--http-bind-address=127.0.0.1:%d", mport);
   snprintf(a7, sizeof(a7), "--window=%s", window);
-  char *uargv[] = {sub_bin, a4, a5, a6, a7, "--replica-id=r0", "--model-id=bench-e2e",
-                   "--tenant-id=bench", "--stats-interval=1h", NULL};
+  char *uargv[] = {sub_bin,
+                   a4,
+                   a5,
+                   a6,
+                   a7,
+                   "--replica-id=r0",
+                   "--model-id=bench-e2e",
+                   "--tenant-id=bench",
+                   "--stats-interval=1h",
+                   NULL};
   void *zctx = zmq_ctx_new();
   void *pub = zmq_socket(zctx, ZMQ_XPUB);
   char ep[64];
@@ -275,16 +300,19 @@ static void bench_e2e(const char *window, int window_us, int samples) {
   const int nb = 4, bs = 16;
   for (int s = 0; ok && s < samples; s++) {
     uint32_t tokens[64];
-    for (int i = 0; i < nb * bs; i++) tokens[i] = (uint32_t)(1000000 + s * 1000 + i);
+    for (int i = 0; i < nb * bs; i++)
+      tokens[i] = (uint32_t)(1000000 + s * 1000 + i);
     uint64_t ph[4];
     ic_fp_prefix_hashes(tokens, (size_t)(nb * bs), bs, NULL, ph, 4, NULL);
     uint8_t wire[4][8];
-    for (int i = 0; i < 4; i++) ic_fp_to_wire(ph[i], wire[i]);
+    for (int i = 0; i < 4; i++)
+      ic_fp_to_wire(ph[i], wire[i]);
     msgpack_sbuffer sb;
     msgpack_sbuffer_init(&sb);
     build_batch(&sb, ENC_ARRAY, nb, bs, 1000000 + (uint32_t)s * 1000, (uint64_t)s << 8, 0.0);
     uint8_t seq[8];
-    for (int k = 0; k < 8; k++) seq[k] = (uint8_t)((uint64_t)s >> (56 - 8 * k));
+    for (int k = 0; k < 8; k++)
+      seq[k] = (uint8_t)((uint64_t)s >> (56 - 8 * k));
     /* Publish at a random phase of the sender's flush ticker, as real traffic does. */
     usleep((useconds_t)(rand() % (window_us > 0 ? window_us : 1)));
     int64_t t0 = ic_clock_monotonic_ns();
@@ -306,15 +334,19 @@ static void bench_e2e(const char *window, int window_us, int samples) {
   if (got) {
     qsort(lat, (size_t)got, sizeof(double), cmp_d);
     double p50 = lat[(got - 1) / 2], p99 = lat[(int)ceil(0.99 * got) - 1];
-    printf("{\"bench\":\"subscriber\",\"name\":\"e2e_visible_p50_ms\",\"value\":%.3f,\"unit\":\"ms\","
-           "\"params\":{\"window\":\"%s\",\"samples\":%d,\"lost\":%d,\"poll_us\":200}}\n",
-           p50, window, got, samples - got);
-    printf("{\"bench\":\"subscriber\",\"name\":\"e2e_visible_p99_ms\",\"value\":%.3f,\"unit\":\"ms\","
-           "\"params\":{\"window\":\"%s\",\"samples\":%d,\"lost\":%d,\"poll_us\":200,\"target_ms\":\"window+5\"}}\n",
-           p99, window, got, samples - got);
+    printf(
+        "{\"bench\":\"subscriber\",\"name\":\"e2e_visible_p50_ms\",\"value\":%.3f,\"unit\":\"ms\","
+        "\"params\":{\"window\":\"%s\",\"samples\":%d,\"lost\":%d,\"poll_us\":200}}\n",
+        p50, window, got, samples - got);
+    printf(
+        "{\"bench\":\"subscriber\",\"name\":\"e2e_visible_p99_ms\",\"value\":%.3f,\"unit\":\"ms\","
+        "\"params\":{\"window\":\"%s\",\"samples\":%d,\"lost\":%d,\"poll_us\":200,\"target_ms\":"
+        "\"window+5\"}}\n",
+        p99, window, got, samples - got);
   } else {
     printf("{\"bench\":\"subscriber\",\"name\":\"e2e_visible_failed\",\"value\":0,\"unit\":\"\","
-           "\"params\":{\"window\":\"%s\"}}\n", window);
+           "\"params\":{\"window\":\"%s\"}}\n",
+           window);
   }
   fflush(stdout);
   free(lat);

@@ -53,20 +53,20 @@ typedef struct ic_kv_event {
   const ic_kv_hash_t *hashes; /* into the batch */
   bool has_parent;
   ic_kv_hash_t parent;
-  bool has_tokens;            /* token_ids present and non-nil */
+  bool has_tokens; /* token_ids present and non-nil */
   uint32_t ntokens;
-  const uint32_t *tokens;     /* into the batch */
+  const uint32_t *tokens; /* into the batch */
   int32_t block_size;
   bool has_lora_id;
   int64_t lora_id;
-  const char *lora_name;      /* borrowed from the payload, NOT NUL-terminated; NULL if absent */
+  const char *lora_name; /* borrowed from the payload, NOT NUL-terminated; NULL if absent */
   uint32_t lora_name_len;
-  const char *medium;         /* borrowed, not NUL-terminated; NULL if absent/nil */
+  const char *medium; /* borrowed, not NUL-terminated; NULL if absent/nil */
   uint32_t medium_len;
-  int tier;                   /* medium -> tier: GPU T1, CPU/host T2, disk/remote T3; T1 if absent */
+  int tier; /* medium -> tier: GPU T1, CPU/host T2, disk/remote T3; T1 if absent */
   bool has_group_idx;
-  int64_t group_idx;          /* KV cache group (hybrid models) */
-  const char *spec_kind;      /* kv_cache_spec_kind, borrowed, not NUL-terminated; NULL if absent */
+  int64_t group_idx;     /* KV cache group (hybrid models) */
+  const char *spec_kind; /* kv_cache_spec_kind, borrowed, not NUL-terminated; NULL if absent */
   uint32_t spec_kind_len;
 } ic_kv_event_t;
 
@@ -74,10 +74,10 @@ typedef struct ic_kv_event {
  * Borrowed pointers (bin/str hashes, lora_name, medium) point into the payload passed to
  * ic_kv_decode(): the payload must outlive the use of the batch. */
 typedef struct ic_kv_batch {
-  double ts;                 /* seconds; 0 when absent */
+  double ts; /* seconds; 0 when absent */
   bool has_dp_rank;
-  int64_t dp_rank;           /* data_parallel_rank / attn_dp_rank */
-  bool map_envelope;         /* the envelope was a map */
+  int64_t dp_rank;   /* data_parallel_rank / attn_dp_rank */
+  bool map_envelope; /* the envelope was a map */
   uint32_t nevents;
   ic_kv_event_t *events;
   /* Per-batch counters: events seen by type (known tags), malformed events by declared type
@@ -142,12 +142,12 @@ typedef enum {
 typedef struct ic_kv_op {
   uint8_t kind;
   uint8_t tier;
-  uint16_t ep;           /* engine endpoint index (set by the caller of ic_kv_apply) */
+  uint16_t ep; /* engine endpoint index (set by the caller of ic_kv_apply) */
   int32_t token_count;
-  uint64_t prefix_hash;  /* our content fingerprint (wire: 8 bytes BE) */
-  int64_t ts_us;         /* producer timestamp, 0 = now */
-  const char *adapter;   /* interned by the tracker ("" = base); valid while the tracker lives */
-  int64_t recv_ns;       /* monotonic receive time, for lag metrics (set by the caller) */
+  uint64_t prefix_hash; /* our content fingerprint (wire: 8 bytes BE) */
+  int64_t ts_us;        /* producer timestamp, 0 = now */
+  const char *adapter;  /* interned by the tracker ("" = base); valid while the tracker lives */
+  int64_t recv_ns;      /* monotonic receive time, for lag metrics (set by the caller) */
 } ic_kv_op_t;
 
 typedef struct ic_kv_ops {
@@ -179,10 +179,10 @@ typedef struct ic_kv_apply_cfg {
 } ic_kv_apply_cfg_t;
 
 typedef struct ic_kv_apply_stats {
-  uint32_t applied[IC_KV_EV_NTYPES];   /* events that changed state / produced ops */
-  uint32_t no_entries;                 /* BlockStored with hashes but no usable token_ids */
-  uint32_t lora_dropped;               /* BlockStored dropped for an unmapped lora id */
-  uint32_t other_group;                /* events of a non-full-attention KV cache group, skipped */
+  uint32_t applied[IC_KV_EV_NTYPES]; /* events that changed state / produced ops */
+  uint32_t no_entries;               /* BlockStored with hashes but no usable token_ids */
+  uint32_t lora_dropped;             /* BlockStored dropped for an unmapped lora id */
+  uint32_t other_group;              /* events of a non-full-attention KV cache group, skipped */
 } ic_kv_apply_stats_t;
 
 /* Applies a decoded batch to the tracker and appends the resulting ops in wire order (spec §3.5
@@ -198,7 +198,12 @@ int ic_kv_apply(ic_kv_tracker_t *t, const ic_kv_batch_t *b, const ic_kv_apply_cf
 /* ---------------------------------------------------------------------------------------------
  * 4. Engine /metrics scraper (spec §4): Prometheus text -> ReplicaStats */
 
-typedef enum { IC_KV_TIER_AUTO = 0, IC_KV_TIER_KV, IC_KV_TIER_GPU, IC_KV_TIER_CPU } ic_kv_cache_tier_t;
+typedef enum {
+  IC_KV_TIER_AUTO = 0,
+  IC_KV_TIER_KV,
+  IC_KV_TIER_GPU,
+  IC_KV_TIER_CPU
+} ic_kv_cache_tier_t;
 /* Parses --cache-tier (exact: auto|kv|gpu|cpu). Returns 0 or IC_EINVAL. */
 int ic_kv_cache_tier_parse(const char *s, ic_kv_cache_tier_t *out);
 

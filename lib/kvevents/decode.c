@@ -32,7 +32,8 @@ typedef struct mp {
 
 static inline uint64_t ld_be(const uint8_t *p, int n) {
   uint64_t v = 0;
-  for (int i = 0; i < n; i++) v = v << 8 | p[i];
+  for (int i = 0; i < n; i++)
+    v = v << 8 | p[i];
   return v;
 }
 
@@ -72,23 +73,37 @@ static int mp_read(rd_t *r, mp_t *o) {
   }
   switch (c) {
   case 0xc0: o->kind = MP_NIL; return 0;
-  case 0xc2: case 0xc3: o->kind = MP_BOOL; o->u = c & 1; return 0;
-  case 0xc4: case 0xc5: case 0xc6:
+  case 0xc2:
+  case 0xc3:
+    o->kind = MP_BOOL;
+    o->u = c & 1;
+    return 0;
+  case 0xc4:
+  case 0xc5:
+  case 0xc6:
     o->kind = MP_BIN;
     lenw = (size_t)1 << (c - 0xc4);
     goto lenpfx;
-  case 0xd9: case 0xda: case 0xdb:
+  case 0xd9:
+  case 0xda:
+  case 0xdb:
     o->kind = MP_STR;
     lenw = (size_t)1 << (c - 0xd9);
     goto lenpfx;
-  case 0xc7: case 0xc8: case 0xc9:
+  case 0xc7:
+  case 0xc8:
+  case 0xc9:
     o->kind = MP_EXT;
     lenw = (size_t)1 << (c - 0xc7);
     if (!rd_has(r, lenw + 1)) return -1;
     o->n = (uint32_t)ld_be(r->p, (int)lenw);
     r->p += lenw + 1; /* length, then the type byte */
     goto payload;
-  case 0xd4: case 0xd5: case 0xd6: case 0xd7: case 0xd8:
+  case 0xd4:
+  case 0xd5:
+  case 0xd6:
+  case 0xd7:
+  case 0xd8:
     o->kind = MP_EXT;
     o->n = 1u << (c - 0xd4);
     if (!rd_has(r, 1)) return -1;
@@ -112,7 +127,10 @@ static int mp_read(rd_t *r, mp_t *o) {
     r->p += 8;
     return 0;
   }
-  case 0xcc: case 0xcd: case 0xce: case 0xcf: {
+  case 0xcc:
+  case 0xcd:
+  case 0xce:
+  case 0xcf: {
     int w = 1 << (c - 0xcc);
     if (!rd_has(r, (size_t)w)) return -1;
     o->kind = MP_INT;
@@ -120,7 +138,10 @@ static int mp_read(rd_t *r, mp_t *o) {
     r->p += w;
     return 0;
   }
-  case 0xd0: case 0xd1: case 0xd2: case 0xd3: {
+  case 0xd0:
+  case 0xd1:
+  case 0xd2:
+  case 0xd3: {
     int w = 1 << (c - 0xd0);
     if (!rd_has(r, (size_t)w)) return -1;
     uint64_t v = ld_be(r->p, w);
@@ -131,7 +152,8 @@ static int mp_read(rd_t *r, mp_t *o) {
     r->p += w;
     return 0;
   }
-  case 0xdc: case 0xdd: {
+  case 0xdc:
+  case 0xdd: {
     int w = c == 0xdc ? 2 : 4;
     if (!rd_has(r, (size_t)w)) return -1;
     o->kind = MP_ARR;
@@ -139,7 +161,8 @@ static int mp_read(rd_t *r, mp_t *o) {
     r->p += w;
     return 0;
   }
-  case 0xde: case 0xdf: {
+  case 0xde:
+  case 0xdf: {
     int w = c == 0xde ? 2 : 4;
     if (!rd_has(r, (size_t)w)) return -1;
     o->kind = MP_MAP;
@@ -168,8 +191,10 @@ static int mp_skip_n(rd_t *r, uint64_t count) {
     mp_t o;
     if (mp_read(r, &o)) return -1;
     count--;
-    if (o.kind == MP_ARR) count += o.n;
-    else if (o.kind == MP_MAP) count += 2ull * o.n;
+    if (o.kind == MP_ARR)
+      count += o.n;
+    else if (o.kind == MP_MAP)
+      count += 2ull * o.n;
   }
   return 0;
 }
@@ -194,7 +219,8 @@ void ic_kv_batch_free(ic_kv_batch_t *b) {
 static int grow(void **p, size_t *cap, size_t need, size_t elem) {
   if (need <= *cap) return 0;
   size_t nc = *cap ? *cap : 64;
-  while (nc < need) nc *= 2;
+  while (nc < need)
+    nc *= 2;
   void *np = realloc(*p, nc * elem);
   if (!np) return IC_ENOMEM;
   *p = np;
@@ -204,7 +230,8 @@ static int grow(void **p, size_t *cap, size_t need, size_t elem) {
 
 const uint8_t *ic_kv_hash_bytes(const ic_kv_hash_t *h, uint8_t buf[8]) {
   if (h->ext) return h->ext;
-  for (int i = 0; i < 8; i++) buf[i] = (uint8_t)(h->ival >> (56 - 8 * i));
+  for (int i = 0; i < 8; i++)
+    buf[i] = (uint8_t)(h->ival >> (56 - 8 * i));
   return buf;
 }
 
@@ -233,10 +260,10 @@ int ic_kv_medium_tier(const char *m, size_t len) {
   if (!m || !len) return IC_KV_TIER_T1;
   /* T2 = external offload next to the engine (index spec §2.6: "e.g. LMCache"); T3 = remote or
    * disaggregated storage. */
-  static const char *t2[] = {"cpu", "host", "dram", "cpu_pinned", "pinned", "cpu_tier", "l2",
-                             "lmcache"};
-  static const char *t3[] = {"disk", "local_disk", "ssd", "nvme", "remote", "storage", "file",
-                             "gds", "mooncake", "l3"};
+  static const char *t2[] = {"cpu",    "host",     "dram", "cpu_pinned",
+                             "pinned", "cpu_tier", "l2",   "lmcache"};
+  static const char *t3[] = {"disk",    "local_disk", "ssd", "nvme",     "remote",
+                             "storage", "file",       "gds", "mooncake", "l3"};
   for (size_t i = 0; i < sizeof(t2) / sizeof(*t2); i++)
     if (ieq(m, len, t2[i])) return IC_KV_TIER_T2;
   for (size_t i = 0; i < sizeof(t3) / sizeof(*t3); i++)
@@ -565,9 +592,12 @@ static int dec_events(ic_kv_batch_t *b, rd_t *r, uint32_t n, evoff_t **offs, siz
     mp_t o;
     int rc;
     if (mp_read(r, &o)) return IC_EPROTO;
-    if (o.kind == MP_MAP) rc = dec_event_map(b, r, o.n, ev, eo);
-    else if (o.kind == MP_ARR) rc = dec_event_array(b, r, o.n, ev, eo);
-    else rc = -1; /* nil or scalar event */
+    if (o.kind == MP_MAP)
+      rc = dec_event_map(b, r, o.n, ev, eo);
+    else if (o.kind == MP_ARR)
+      rc = dec_event_array(b, r, o.n, ev, eo);
+    else
+      rc = -1; /* nil or scalar event */
     if (rc == IC_ENOMEM) return rc;
     if (rc == 0) {
       ev->tier = ic_kv_medium_tier(ev->medium, ev->medium_len);
@@ -578,8 +608,10 @@ static int dec_events(ic_kv_batch_t *b, rd_t *r, uint32_t n, evoff_t **offs, siz
     /* Unknown tag or malformed: drop what it stored, rewind and skip it as one value. */
     b->nhash_store = hmark;
     b->ntok_store = tmark;
-    if (rc == 1) b->unknown_tags++;
-    else b->malformed[ev->type]++;
+    if (rc == 1)
+      b->unknown_tags++;
+    else
+      b->malformed[ev->type]++;
     r->p = start;
     if (mp_skip_n(r, 1)) return IC_EPROTO;
   }

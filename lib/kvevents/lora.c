@@ -21,7 +21,8 @@ struct ic_kv_lora_map {
 
 void ic_kv_lora_map_free(ic_kv_lora_map_t *m) {
   if (!m) return;
-  for (size_t i = 0; i < m->n; i++) free(m->v[i].name);
+  for (size_t i = 0; i < m->n; i++)
+    free(m->v[i].name);
   free(m->v);
   free(m);
 }
@@ -37,8 +38,10 @@ size_t ic_kv_lora_map_size(const ic_kv_lora_map_t *m) { return m ? m->n : 0; }
 
 /* Trims spaces in place on [*s, *e). */
 static void trim(const char **s, const char **e) {
-  while (*s < *e && isspace((unsigned char)**s)) (*s)++;
-  while (*e > *s && isspace((unsigned char)(*e)[-1])) (*e)--;
+  while (*s < *e && isspace((unsigned char)**s))
+    (*s)++;
+  while (*e > *s && isspace((unsigned char)(*e)[-1]))
+    (*e)--;
 }
 
 ic_kv_lora_map_t *ic_kv_lora_map_parse(const char *str, char *err, size_t errlen) {

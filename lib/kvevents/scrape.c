@@ -42,15 +42,22 @@ typedef struct profile {
       *t2_hits, *t2_queries;
 } profile_t;
 
-static const profile_t VLLM = {"vllm:kv_cache_usage_perc", "vllm:gpu_cache_usage_perc",
-                               "vllm:cpu_cache_usage_perc", "vllm:num_requests_running",
-                               "vllm:num_requests_waiting", "vllm:prefix_cache_hits",
-                               "vllm:prefix_cache_queries", NULL,
-                               "vllm:external_prefix_cache_hits",
-                               "vllm:external_prefix_cache_queries"};
-static const profile_t SGLANG = {"sglang:token_usage", NULL, NULL, "sglang:num_running_reqs",
-                                 "sglang:num_queue_reqs", NULL, NULL, "sglang:cache_hit_rate",
-                                 NULL, NULL};
+static const profile_t VLLM = {
+    "vllm:kv_cache_usage_perc",        "vllm:gpu_cache_usage_perc",
+    "vllm:cpu_cache_usage_perc",       "vllm:num_requests_running",
+    "vllm:num_requests_waiting",       "vllm:prefix_cache_hits",
+    "vllm:prefix_cache_queries",       NULL,
+    "vllm:external_prefix_cache_hits", "vllm:external_prefix_cache_queries"};
+static const profile_t SGLANG = {"sglang:token_usage",
+                                 NULL,
+                                 NULL,
+                                 "sglang:num_running_reqs",
+                                 "sglang:num_queue_reqs",
+                                 NULL,
+                                 NULL,
+                                 "sglang:cache_hit_rate",
+                                 NULL,
+                                 NULL};
 
 struct ic_kv_scraper {
   const profile_t *prof;
@@ -65,11 +72,16 @@ struct ic_kv_scraper {
 
 int ic_kv_cache_tier_parse(const char *s, ic_kv_cache_tier_t *out) {
   if (!s) return IC_EINVAL;
-  if (!strcmp(s, "auto")) *out = IC_KV_TIER_AUTO;
-  else if (!strcmp(s, "kv")) *out = IC_KV_TIER_KV;
-  else if (!strcmp(s, "gpu")) *out = IC_KV_TIER_GPU;
-  else if (!strcmp(s, "cpu")) *out = IC_KV_TIER_CPU;
-  else return IC_EINVAL;
+  if (!strcmp(s, "auto"))
+    *out = IC_KV_TIER_AUTO;
+  else if (!strcmp(s, "kv"))
+    *out = IC_KV_TIER_KV;
+  else if (!strcmp(s, "gpu"))
+    *out = IC_KV_TIER_GPU;
+  else if (!strcmp(s, "cpu"))
+    *out = IC_KV_TIER_CPU;
+  else
+    return IC_EINVAL;
   return 0;
 }
 
@@ -110,19 +122,24 @@ static bool name_char(char ch, bool first) {
 }
 
 static void skip_sp(const char **p, const char *e) {
-  while (*p < e && (**p == ' ' || **p == '\t')) (*p)++;
+  while (*p < e && (**p == ' ' || **p == '\t'))
+    (*p)++;
 }
 
 static int parse_value(const char *p, const char *e, double *v) {
   char buf[64];
   size_t n = 0;
-  while (p + n < e && p[n] != ' ' && p[n] != '\t' && n < sizeof(buf) - 1) n++;
+  while (p + n < e && p[n] != ' ' && p[n] != '\t' && n < sizeof(buf) - 1)
+    n++;
   if (!n) return -1;
   memcpy(buf, p, n);
   buf[n] = 0;
-  if (!strcmp(buf, "NaN")) *v = NAN;
-  else if (!strcmp(buf, "+Inf") || !strcmp(buf, "Inf")) *v = INFINITY;
-  else if (!strcmp(buf, "-Inf")) *v = -INFINITY;
+  if (!strcmp(buf, "NaN"))
+    *v = NAN;
+  else if (!strcmp(buf, "+Inf") || !strcmp(buf, "Inf"))
+    *v = INFINITY;
+  else if (!strcmp(buf, "-Inf"))
+    *v = -INFINITY;
   else {
     char *end;
     *v = strtod(buf, &end);
@@ -148,7 +165,8 @@ static int parse_sample(expo_t *x, const char *p, const char *e) {
   sample_t s = {0};
   const char *n0 = p;
   if (p >= e || !name_char(*p, true)) return -1;
-  while (p < e && name_char(*p, false)) p++;
+  while (p < e && name_char(*p, false))
+    p++;
   s.name = (span_t){n0, (size_t)(p - n0)};
   skip_sp(&p, e);
   if (p < e && *p == '{') {
@@ -160,7 +178,8 @@ static int parse_sample(expo_t *x, const char *p, const char *e) {
         break;
       }
       const char *k0 = p;
-      while (p < e && name_char(*p, false)) p++;
+      while (p < e && name_char(*p, false))
+        p++;
       span_t key = {k0, (size_t)(p - k0)};
       if (!key.n) return -1;
       skip_sp(&p, e);
@@ -177,8 +196,10 @@ static int parse_sample(expo_t *x, const char *p, const char *e) {
       if (p >= e) return -1;
       span_t val = {v0, (size_t)(p - v0)};
       p++;
-      if (key.n == 10 && !memcmp(key.p, "model_name", 10)) s.model = val;
-      else if (key.n == 8 && !memcmp(key.p, "priority", 8)) s.priority = val;
+      if (key.n == 10 && !memcmp(key.p, "model_name", 10))
+        s.model = val;
+      else if (key.n == 8 && !memcmp(key.p, "priority", 8))
+        s.priority = val;
       skip_sp(&p, e);
       if (p < e && *p == ',') p++;
     }
@@ -213,14 +234,18 @@ static int parse_expo(expo_t *x, const char *body, size_t len, char *err, size_t
         q += 4;
         skip_sp(&q, e);
         const char *n0 = q;
-        while (q < e && *q != ' ' && *q != '\t') q++;
+        while (q < e && *q != ' ' && *q != '\t')
+          q++;
         span_t name = {n0, (size_t)(q - n0)};
         skip_sp(&q, e);
         size_t tl = (size_t)(e - q);
         mtype_t t = T_OTHER;
-        if (tl == 5 && !memcmp(q, "gauge", 5)) t = T_GAUGE;
-        else if (tl == 7 && !memcmp(q, "counter", 7)) t = T_COUNTER;
-        else if (tl == 7 && !memcmp(q, "untyped", 7)) t = T_UNTYPED;
+        if (tl == 5 && !memcmp(q, "gauge", 5))
+          t = T_GAUGE;
+        else if (tl == 7 && !memcmp(q, "counter", 7))
+          t = T_COUNTER;
+        else if (tl == 7 && !memcmp(q, "untyped", 7))
+          t = T_UNTYPED;
         if (name.n && add_family(x, name, t)) return IC_ENOMEM;
       }
     } else if (q < e) {
@@ -247,7 +272,8 @@ static mtype_t family_type(const expo_t *x, const char *name, size_t n) {
 /* Type of a sample named `name`: its own family, or the family without "_total". */
 static mtype_t sample_type(const expo_t *x, const char *name, size_t n) {
   mtype_t t = family_type(x, name, n);
-  if (t == T_UNTYPED && n > 6 && !memcmp(name + n - 6, "_total", 6)) t = family_type(x, name, n - 6);
+  if (t == T_UNTYPED && n > 6 && !memcmp(name + n - 6, "_total", 6))
+    t = family_type(x, name, n - 6);
   return t;
 }
 
@@ -270,8 +296,10 @@ static bool agg(const ic_kv_scraper_t *s, const expo_t *x, const char *name, mty
     if (!span_eq(sm->name, name, n) || !isfinite(sm->v) || !selected(s, sm)) continue;
     if (how == AGG_SUM_LOAD && sm->priority.p && sm->priority.n) continue;
     present = true;
-    if (how == AGG_MAX) acc = sm->v > acc ? sm->v : acc;
-    else acc += sm->v;
+    if (how == AGG_MAX)
+      acc = sm->v > acc ? sm->v : acc;
+    else
+      acc += sm->v;
   }
   if (present) *out = acc;
   return present;
@@ -311,9 +339,10 @@ int ic_kv_scraper_derive(ic_kv_scraper_t *s, const char *body, size_t len, ic_kv
   if (rc) goto done;
   const profile_t *p = s->prof;
   const char *all[] = {p->usage_kv, p->usage_gpu, p->usage_cpu, p->running, p->waiting,
-                       p->hits, p->queries, p->hit_gauge, p->t2_hits, p->t2_queries};
+                       p->hits,     p->queries,   p->hit_gauge, p->t2_hits, p->t2_queries};
   bool any = false;
-  for (size_t i = 0; i < sizeof(all) / sizeof(*all) && !any; i++) any = exists(&x, all[i]);
+  for (size_t i = 0; i < sizeof(all) / sizeof(*all) && !any; i++)
+    any = exists(&x, all[i]);
   if (!any) {
     if (err)
       snprintf(err, errlen,
@@ -328,7 +357,8 @@ int ic_kv_scraper_derive(ic_kv_scraper_t *s, const char *body, size_t len, ic_kv
   bool hw = agg(s, &x, p->waiting, T_GAUGE, AGG_SUM_LOAD, &waiting);
   if (!hr || !hw) {
     if (err)
-      snprintf(err, errlen, "scrape engine metrics: load gauges incomplete (running=%s, waiting=%s)",
+      snprintf(err, errlen,
+               "scrape engine metrics: load gauges incomplete (running=%s, waiting=%s)",
                hr ? "present" : "absent", hw ? "present" : "absent");
     rc = IC_EPROTO;
     goto done;

@@ -59,7 +59,8 @@ static void key_of(const ic_kv_hash_t *h, uint64_t *key, uint32_t *klen) {
   }
   if (h->len == 8) {
     uint64_t v = 0;
-    for (int i = 0; i < 8; i++) v = v << 8 | h->ext[i];
+    for (int i = 0; i < 8; i++)
+      v = v << 8 | h->ext[i];
     *key = v; /* identical to the integer form of the same bytes: vLLM sends either */
     *klen = 9;
     return;
@@ -87,7 +88,8 @@ void ic_kv_tracker_free(ic_kv_tracker_t *t) {
   if (!t) return;
   free(t->slots);
   if (t->names)
-    for (size_t i = 0; i < t->nnames; i++) free(t->names[i]);
+    for (size_t i = 0; i < t->nnames; i++)
+      free(t->names[i]);
   free(t->names);
   free(t);
 }
@@ -145,7 +147,8 @@ static int rehash(ic_kv_tracker_t *t, size_t ncap) {
     slot_t *s = &t->slots[i];
     if (!s->klen) continue;
     size_t j = mix(s->key, s->klen) & (ncap - 1);
-    while (ns[j].klen) j = (j + 1) & (ncap - 1);
+    while (ns[j].klen)
+      j = (j + 1) & (ncap - 1);
     ns[j] = *s;
   }
   free(t->slots);
@@ -164,7 +167,8 @@ static slot_t *upsert(ic_kv_tracker_t *t, uint64_t key, uint32_t klen, bool *fre
   if ((t->n + 1) * 2 > t->cap && rehash(t, t->cap * 2)) return NULL;
   size_t mask = t->cap - 1;
   size_t i = mix(key, klen) & mask;
-  while (t->slots[i].klen) i = (i + 1) & mask;
+  while (t->slots[i].klen)
+    i = (i + 1) & mask;
   s = &t->slots[i];
   memset(s, 0, sizeof(*s));
   s->key = key;
@@ -321,8 +325,11 @@ static int apply_stored(ic_kv_tracker_t *t, const ic_kv_event_t *ev, int64_t ts_
       slot_t *s = find(t, key, klen);
       if (!s) continue;
       s->tiers |= bit;
-      ic_kv_op_t op = {.kind = IC_KV_OP_ADD, .tier = (uint8_t)best_tier(s->tiers),
-                       .token_count = s->token_count, .prefix_hash = s->prefix, .ts_us = ts_us,
+      ic_kv_op_t op = {.kind = IC_KV_OP_ADD,
+                       .tier = (uint8_t)best_tier(s->tiers),
+                       .token_count = s->token_count,
+                       .prefix_hash = s->prefix,
+                       .ts_us = ts_us,
                        .adapter = t->names[s->adapter]};
       if (ic_kv_ops_push(out, &op)) return IC_ENOMEM;
       any = true;
@@ -360,8 +367,11 @@ static int apply_stored(ic_kv_tracker_t *t, const ic_kv_event_t *ev, int64_t ts_
     s->token_count = (int32_t)tc;
     s->adapter = aidx;
     s->tiers |= bit;
-    ic_kv_op_t op = {.kind = IC_KV_OP_ADD, .tier = (uint8_t)best_tier(s->tiers),
-                     .token_count = (int32_t)tc, .prefix_hash = ph[i], .ts_us = ts_us,
+    ic_kv_op_t op = {.kind = IC_KV_OP_ADD,
+                     .tier = (uint8_t)best_tier(s->tiers),
+                     .token_count = (int32_t)tc,
+                     .prefix_hash = ph[i],
+                     .ts_us = ts_us,
                      .adapter = adapter};
     if ((rc = ic_kv_ops_push(out, &op))) break;
   }
@@ -383,7 +393,9 @@ static int apply_removed(ic_kv_tracker_t *t, const ic_kv_event_t *ev, int64_t ts
     any = true;
     int before = best_tier(s->tiers);
     s->tiers &= (uint8_t)~bit;
-    ic_kv_op_t op = {.token_count = s->token_count, .prefix_hash = s->prefix, .ts_us = ts_us,
+    ic_kv_op_t op = {.token_count = s->token_count,
+                     .prefix_hash = s->prefix,
+                     .ts_us = ts_us,
                      .adapter = t->names[s->adapter]};
     if (s->tiers) {
       int after = best_tier(s->tiers);

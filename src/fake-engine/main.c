@@ -41,33 +41,34 @@ static void on_signal(int sig) {
 }
 
 static void usage(FILE *f) {
-  fprintf(f,
-          "Usage: fake-engine [flags]\n"
-          "  --bind=EP               PUB endpoint to bind (default tcp://0.0.0.0:5557)\n"
-          "  --replay-bind=EP        ROUTER replay endpoint to bind (default: none)\n"
-          "  --topic=S               frame 0 (default kv-events)\n"
-          "  --encoding=E            vllm-array | vllm-map | sglang (default vllm-array)\n"
-          "  --block-size=N          tokens per block (default 128)\n"
-          "  --num-blocks=N          full blocks per prompt (default 1)\n"
-          "  --events=N              BlockStored events the blocks are split over (default 1)\n"
-          "  --prompts=N             distinct prompts, published round-robin (default 1)\n"
-          "  --start-token=N         first token of prompt 0; prompt p starts at start+p*len\n"
-          "  --seed=N                pseudo-random tokens from this seed instead (0 = sequential)\n"
-          "  --interval=DUR          publish period (default 500ms); --rate=N msgs/s overrides\n"
-          "  --count=N               publish N messages then exit (default 0 = until signal)\n"
-          "  --dp-rank=N             data_parallel_rank in the envelope (default -1 = omitted)\n"
-          "  --lora-id=N             lora_id on BlockStored (default -1 = nil)\n"
-          "  --lora-name=S           lora_name on BlockStored\n"
-          "  --medium=S              medium on events (default GPU for vllm-map, nil otherwise)\n"
-          "  --omit-token-ids        publish token_ids = nil\n"
-          "  --evict-every=N         every Nth message is a BlockRemoved of the last prompt's blocks\n"
-          "  --clear-every=N         every Nth message is AllBlocksCleared\n"
-          "  --malformed-every=N     every Nth message is a garbage payload\n"
-          "  --gap-every=N           every Nth message is not sent (kept for replay): a seq gap\n"
-          "  --buffer-steps=N        replay ring size (default 10000)\n"
-          "  --ts-zero               batch ts 0.0 (REF's fake engine) instead of wall time\n"
-          "  --print-tokens          JSON line per prompt on stdout: tokens and expected hashes\n"
-          "  --start-delay=DUR       wait before the first message (slow-joiner; default 0)\n");
+  fprintf(
+      f,
+      "Usage: fake-engine [flags]\n"
+      "  --bind=EP               PUB endpoint to bind (default tcp://0.0.0.0:5557)\n"
+      "  --replay-bind=EP        ROUTER replay endpoint to bind (default: none)\n"
+      "  --topic=S               frame 0 (default kv-events)\n"
+      "  --encoding=E            vllm-array | vllm-map | sglang (default vllm-array)\n"
+      "  --block-size=N          tokens per block (default 128)\n"
+      "  --num-blocks=N          full blocks per prompt (default 1)\n"
+      "  --events=N              BlockStored events the blocks are split over (default 1)\n"
+      "  --prompts=N             distinct prompts, published round-robin (default 1)\n"
+      "  --start-token=N         first token of prompt 0; prompt p starts at start+p*len\n"
+      "  --seed=N                pseudo-random tokens from this seed instead (0 = sequential)\n"
+      "  --interval=DUR          publish period (default 500ms); --rate=N msgs/s overrides\n"
+      "  --count=N               publish N messages then exit (default 0 = until signal)\n"
+      "  --dp-rank=N             data_parallel_rank in the envelope (default -1 = omitted)\n"
+      "  --lora-id=N             lora_id on BlockStored (default -1 = nil)\n"
+      "  --lora-name=S           lora_name on BlockStored\n"
+      "  --medium=S              medium on events (default GPU for vllm-map, nil otherwise)\n"
+      "  --omit-token-ids        publish token_ids = nil\n"
+      "  --evict-every=N         every Nth message is a BlockRemoved of the last prompt's blocks\n"
+      "  --clear-every=N         every Nth message is AllBlocksCleared\n"
+      "  --malformed-every=N     every Nth message is a garbage payload\n"
+      "  --gap-every=N           every Nth message is not sent (kept for replay): a seq gap\n"
+      "  --buffer-steps=N        replay ring size (default 10000)\n"
+      "  --ts-zero               batch ts 0.0 (REF's fake engine) instead of wall time\n"
+      "  --print-tokens          JSON line per prompt on stdout: tokens and expected hashes\n"
+      "  --start-delay=DUR       wait before the first message (slow-joiner; default 0)\n");
 }
 
 /* Go-style duration: 500ms, 1s, 1m30s, 250us, plain number = seconds. */
@@ -81,13 +82,20 @@ static int parse_dur(const char *s, int64_t *us) {
     if (end == p) return -1;
     p = end;
     double mul = 1e6;
-    if (!strncmp(p, "ms", 2)) mul = 1e3, p += 2;
-    else if (!strncmp(p, "us", 2)) mul = 1, p += 2;
-    else if (!strncmp(p, "ns", 2)) mul = 1e-3, p += 2;
-    else if (*p == 's') p++;
-    else if (*p == 'm') mul = 60e6, p++;
-    else if (*p == 'h') mul = 3600e6, p++;
-    else if (*p) return -1;
+    if (!strncmp(p, "ms", 2))
+      mul = 1e3, p += 2;
+    else if (!strncmp(p, "us", 2))
+      mul = 1, p += 2;
+    else if (!strncmp(p, "ns", 2))
+      mul = 1e-3, p += 2;
+    else if (*p == 's')
+      p++;
+    else if (*p == 'm')
+      mul = 60e6, p++;
+    else if (*p == 'h')
+      mul = 3600e6, p++;
+    else if (*p)
+      return -1;
     total += v * mul;
   }
   *us = (int64_t)total;
@@ -115,19 +123,24 @@ static uint64_t splitmix(uint64_t *s) {
 static void prompt_tokens(const opts_t *o, int64_t p, uint32_t *out, size_t n) {
   if (o->seed) {
     uint64_t st = o->seed * 1000003ULL + (uint64_t)p;
-    for (size_t i = 0; i < n; i++) out[i] = 1 + (uint32_t)(splitmix(&st) % 150000);
+    for (size_t i = 0; i < n; i++)
+      out[i] = 1 + (uint32_t)(splitmix(&st) % 150000);
     return;
   }
-  for (size_t i = 0; i < n; i++) out[i] = (uint32_t)(o->start_token + p * (int64_t)n + (int64_t)i);
+  for (size_t i = 0; i < n; i++)
+    out[i] = (uint32_t)(o->start_token + p * (int64_t)n + (int64_t)i);
 }
 
 /* Engine hash of global block index g: 0xE000+g like REF's fake engine; vllm-map sets the top bit
  * (real vLLM hashes are uniformly >= 2^63 half the time); SGLang's are negative int64. */
 static void pack_hash(const opts_t *o, msgpack_packer *pk, uint64_t g) {
   uint64_t h = 0xE000 + g;
-  if (o->enc == ENC_SGLANG) msgpack_pack_int64(pk, -(int64_t)h);
-  else if (o->enc == ENC_VLLM_MAP) msgpack_pack_uint64(pk, h | 0x8000000000000000ULL);
-  else msgpack_pack_int64(pk, (int64_t)h);
+  if (o->enc == ENC_SGLANG)
+    msgpack_pack_int64(pk, -(int64_t)h);
+  else if (o->enc == ENC_VLLM_MAP)
+    msgpack_pack_uint64(pk, h | 0x8000000000000000ULL);
+  else
+    msgpack_pack_int64(pk, (int64_t)h);
 }
 
 static void pk_str(msgpack_packer *pk, const char *s) {
@@ -137,8 +150,10 @@ static void pk_str(msgpack_packer *pk, const char *s) {
 }
 
 static void pk_optstr(msgpack_packer *pk, const char *s) {
-  if (s) pk_str(pk, s);
-  else msgpack_pack_nil(pk);
+  if (s)
+    pk_str(pk, s);
+  else
+    msgpack_pack_nil(pk);
 }
 
 static const char *medium_of(const opts_t *o) {
@@ -166,23 +181,29 @@ static void pack_stored(const opts_t *o, msgpack_packer *pk, int64_t p, int64_t 
     pk_str(pk, "BlockStored");
   }
   msgpack_pack_array(pk, (size_t)nb);
-  for (int64_t i = lo; i < hi; i++) pack_hash(o, pk, g0 + (uint64_t)i);
+  for (int64_t i = lo; i < hi; i++)
+    pack_hash(o, pk, g0 + (uint64_t)i);
   if (map) pk_str(pk, "parent_block_hash");
-  if (lo == 0) msgpack_pack_nil(pk);
-  else pack_hash(o, pk, g0 + (uint64_t)lo - 1);
+  if (lo == 0)
+    msgpack_pack_nil(pk);
+  else
+    pack_hash(o, pk, g0 + (uint64_t)lo - 1);
   if (map) pk_str(pk, "token_ids");
   if (o->omit_token_ids) {
     msgpack_pack_nil(pk);
   } else {
     msgpack_pack_array(pk, ntok);
     const uint32_t *t = tokens + lo * o->block_size;
-    for (size_t i = 0; i < ntok; i++) msgpack_pack_uint32(pk, t[i]);
+    for (size_t i = 0; i < ntok; i++)
+      msgpack_pack_uint32(pk, t[i]);
   }
   if (map) pk_str(pk, "block_size");
   msgpack_pack_int64(pk, o->block_size);
   if (map) pk_str(pk, "lora_id");
-  if (o->lora_id >= 0) msgpack_pack_int64(pk, o->lora_id);
-  else msgpack_pack_nil(pk);
+  if (o->lora_id >= 0)
+    msgpack_pack_int64(pk, o->lora_id);
+  else
+    msgpack_pack_nil(pk);
   if (map) {
     pk_str(pk, "medium");
     pk_optstr(pk, medium);
@@ -190,7 +211,8 @@ static void pack_stored(const opts_t *o, msgpack_packer *pk, int64_t p, int64_t 
     pk_optstr(pk, o->lora_name);
     pk_str(pk, "extra_keys");
     msgpack_pack_array(pk, (size_t)nb);
-    for (int64_t i = 0; i < nb; i++) msgpack_pack_nil(pk);
+    for (int64_t i = 0; i < nb; i++)
+      msgpack_pack_nil(pk);
     pk_str(pk, "group_idx");
     msgpack_pack_int(pk, 0);
   } else {
@@ -212,7 +234,8 @@ static void pack_removed(const opts_t *o, msgpack_packer *pk, int64_t p) {
     pk_str(pk, "BlockRemoved");
   }
   msgpack_pack_array(pk, (size_t)o->num_blocks);
-  for (int64_t i = 0; i < o->num_blocks; i++) pack_hash(o, pk, g0 + (uint64_t)i);
+  for (int64_t i = 0; i < o->num_blocks; i++)
+    pack_hash(o, pk, g0 + (uint64_t)i);
   if (o->enc == ENC_VLLM_MAP) {
     pk_str(pk, "medium");
     pk_optstr(pk, medium);
@@ -255,8 +278,10 @@ static void pack_envelope_begin(const opts_t *o, msgpack_packer *pk, size_t neve
 static void pack_envelope_end(const opts_t *o, msgpack_packer *pk) {
   if (o->enc == ENC_VLLM_MAP) return;
   if (o->enc == ENC_SGLANG || o->dp_rank >= 0) {
-    if (o->dp_rank >= 0) msgpack_pack_int64(pk, o->dp_rank);
-    else msgpack_pack_nil(pk); /* SGLang always sends the slot */
+    if (o->dp_rank >= 0)
+      msgpack_pack_int64(pk, o->dp_rank);
+    else
+      msgpack_pack_nil(pk); /* SGLang always sends the slot */
   }
 }
 
@@ -291,7 +316,8 @@ static void ring_push(ring_t *r, uint64_t seq, const void *data, size_t len) {
 }
 
 static void be8(uint64_t v, uint8_t out[8]) {
-  for (int i = 0; i < 8; i++) out[i] = (uint8_t)(v >> (56 - 8 * i));
+  for (int i = 0; i < 8; i++)
+    out[i] = (uint8_t)(v >> (56 - 8 * i));
 }
 
 /* Serves one replay request on the ROUTER socket (vLLM protocol: [id, "", start] in,
@@ -308,8 +334,10 @@ static void serve_replay(void *router, ring_t *r) {
       break;
     }
     more = zmq_msg_more(&m);
-    if (np < 4) parts[np++] = m;
-    else zmq_msg_close(&m);
+    if (np < 4)
+      parts[np++] = m;
+    else
+      zmq_msg_close(&m);
   }
   /* Accept [id, "", start] (REQ/DEALER with delimiter) and [id, start] (bare DEALER). */
   zmq_msg_t *id = np >= 2 ? &parts[0] : NULL;
@@ -317,7 +345,8 @@ static void serve_replay(void *router, ring_t *r) {
   if (id && start && zmq_msg_size(start) == 8) {
     const uint8_t *sb = zmq_msg_data(start);
     uint64_t from = 0;
-    for (int i = 0; i < 8; i++) from = from << 8 | sb[i];
+    for (int i = 0; i < 8; i++)
+      from = from << 8 | sb[i];
     bool delim = np == 3;
     for (size_t k = 0; k < r->n; k++) {
       ring_item_t *it = &r->v[(r->head + k) % r->cap];
@@ -336,7 +365,8 @@ static void serve_replay(void *router, ring_t *r) {
     zmq_send(router, end, 8, ZMQ_SNDMORE);
     zmq_send(router, "", 0, 0);
   }
-  for (int i = 0; i < np; i++) zmq_msg_close(&parts[i]);
+  for (int i = 0; i < np; i++)
+    zmq_msg_close(&parts[i]);
 }
 
 /* ---- main --------------------------------------------------------------------------------- */
@@ -355,9 +385,11 @@ static void print_expect(const opts_t *o, int64_t p, const uint32_t *tokens, siz
   }
   if (o->print_tokens) {
     printf("{\"prompt\":%" PRId64 ",\"block_size\":%" PRId64 ",\"tokens\":[", p, o->block_size);
-    for (size_t i = 0; i < ntok; i++) printf(i ? ",%u" : "%u", tokens[i]);
+    for (size_t i = 0; i < ntok; i++)
+      printf(i ? ",%u" : "%u", tokens[i]);
     printf("],\"prefix_hashes\":[");
-    for (size_t i = 0; i < nb; i++) printf(i ? ",\"%016" PRIx64 "\"" : "\"%016" PRIx64 "\"", ph[i]);
+    for (size_t i = 0; i < nb; i++)
+      printf(i ? ",\"%016" PRIx64 "\"" : "\"%016" PRIx64 "\"", ph[i]);
     printf("]}\n");
     fflush(stdout);
   }
@@ -365,24 +397,45 @@ static void print_expect(const opts_t *o, int64_t p, const uint32_t *tokens, siz
 }
 
 int main(int argc, char **argv) {
-  opts_t o = {.bind = "tcp://0.0.0.0:5557", .topic = "kv-events", .enc = ENC_VLLM_ARRAY,
-              .block_size = 128, .num_blocks = 1, .events = 1, .prompts = 1, .dp_rank = -1,
-              .lora_id = -1, .interval_us = 500000, .buffer_steps = 10000};
-  static const struct option lo[] = {
-      {"bind", required_argument, 0, 'b'},          {"replay-bind", required_argument, 0, 'R'},
-      {"topic", required_argument, 0, 't'},         {"encoding", required_argument, 0, 'e'},
-      {"block-size", required_argument, 0, 'B'},    {"num-blocks", required_argument, 0, 'N'},
-      {"events", required_argument, 0, 'E'},        {"prompts", required_argument, 0, 'P'},
-      {"start-token", required_argument, 0, 's'},   {"seed", required_argument, 0, 'S'},
-      {"interval", required_argument, 0, 'i'},      {"rate", required_argument, 0, 'r'},
-      {"count", required_argument, 0, 'c'},         {"dp-rank", required_argument, 0, 'd'},
-      {"lora-id", required_argument, 0, 'l'},       {"lora-name", required_argument, 0, 'L'},
-      {"medium", required_argument, 0, 'm'},        {"omit-token-ids", no_argument, 0, 'o'},
-      {"evict-every", required_argument, 0, 'v'},   {"clear-every", required_argument, 0, 'C'},
-      {"malformed-every", required_argument, 0, 'M'}, {"gap-every", required_argument, 0, 'g'},
-      {"buffer-steps", required_argument, 0, 'u'},  {"ts-zero", no_argument, 0, 'z'},
-      {"print-tokens", no_argument, 0, 'p'},        {"start-delay", required_argument, 0, 'D'},        {"help", no_argument, 0, 'h'},
-      {0, 0, 0, 0}};
+  opts_t o = {.bind = "tcp://0.0.0.0:5557",
+              .topic = "kv-events",
+              .enc = ENC_VLLM_ARRAY,
+              .block_size = 128,
+              .num_blocks = 1,
+              .events = 1,
+              .prompts = 1,
+              .dp_rank = -1,
+              .lora_id = -1,
+              .interval_us = 500000,
+              .buffer_steps = 10000};
+  static const struct option lo[] = {{"bind", required_argument, 0, 'b'},
+                                     {"replay-bind", required_argument, 0, 'R'},
+                                     {"topic", required_argument, 0, 't'},
+                                     {"encoding", required_argument, 0, 'e'},
+                                     {"block-size", required_argument, 0, 'B'},
+                                     {"num-blocks", required_argument, 0, 'N'},
+                                     {"events", required_argument, 0, 'E'},
+                                     {"prompts", required_argument, 0, 'P'},
+                                     {"start-token", required_argument, 0, 's'},
+                                     {"seed", required_argument, 0, 'S'},
+                                     {"interval", required_argument, 0, 'i'},
+                                     {"rate", required_argument, 0, 'r'},
+                                     {"count", required_argument, 0, 'c'},
+                                     {"dp-rank", required_argument, 0, 'd'},
+                                     {"lora-id", required_argument, 0, 'l'},
+                                     {"lora-name", required_argument, 0, 'L'},
+                                     {"medium", required_argument, 0, 'm'},
+                                     {"omit-token-ids", no_argument, 0, 'o'},
+                                     {"evict-every", required_argument, 0, 'v'},
+                                     {"clear-every", required_argument, 0, 'C'},
+                                     {"malformed-every", required_argument, 0, 'M'},
+                                     {"gap-every", required_argument, 0, 'g'},
+                                     {"buffer-steps", required_argument, 0, 'u'},
+                                     {"ts-zero", no_argument, 0, 'z'},
+                                     {"print-tokens", no_argument, 0, 'p'},
+                                     {"start-delay", required_argument, 0, 'D'},
+                                     {"help", no_argument, 0, 'h'},
+                                     {0, 0, 0, 0}};
   int c;
   while ((c = getopt_long_only(argc, argv, "h", lo, NULL)) != -1) {
     int bad = 0;
@@ -392,23 +445,32 @@ int main(int argc, char **argv) {
     case 'R': o.replay_bind = optarg; break;
     case 't': o.topic = optarg; break;
     case 'e':
-      if (!strcmp(optarg, "vllm-array")) o.enc = ENC_VLLM_ARRAY;
-      else if (!strcmp(optarg, "vllm-map")) o.enc = ENC_VLLM_MAP;
-      else if (!strcmp(optarg, "sglang")) o.enc = ENC_SGLANG;
-      else bad = 1;
+      if (!strcmp(optarg, "vllm-array"))
+        o.enc = ENC_VLLM_ARRAY;
+      else if (!strcmp(optarg, "vllm-map"))
+        o.enc = ENC_VLLM_MAP;
+      else if (!strcmp(optarg, "sglang"))
+        o.enc = ENC_SGLANG;
+      else
+        bad = 1;
       break;
     case 'B': bad = parse_i64(optarg, &o.block_size); break;
     case 'N': bad = parse_i64(optarg, &o.num_blocks); break;
     case 'E': bad = parse_i64(optarg, &o.events); break;
     case 'P': bad = parse_i64(optarg, &o.prompts); break;
     case 's': bad = parse_i64(optarg, &o.start_token); break;
-    case 'S': bad = parse_i64(optarg, &v); o.seed = (uint64_t)v; break;
+    case 'S':
+      bad = parse_i64(optarg, &v);
+      o.seed = (uint64_t)v;
+      break;
     case 'i': bad = parse_dur(optarg, &o.interval_us); break;
     case 'r': {
       char *end;
       double r = strtod(optarg, &end);
-      if (*end || !(r > 0)) bad = 1;
-      else o.interval_us = (int64_t)(1e6 / r);
+      if (*end || !(r > 0))
+        bad = 1;
+      else
+        o.interval_us = (int64_t)(1e6 / r);
       break;
     }
     case 'c': bad = parse_i64(optarg, &o.count); break;
@@ -499,9 +561,12 @@ int main(int argc, char **argv) {
   ring.v = ring.cap ? calloc(ring.cap, sizeof(ring_item_t)) : NULL;
   static const char *encname[] = {"vllm-array", "vllm-map", "sglang"};
   char every[32]; /* REF prints a Go duration ("500ms", "1s") */
-  if (o.interval_us % 1000000 == 0) snprintf(every, sizeof(every), "%llds", (long long)(o.interval_us / 1000000));
-  else if (o.interval_us % 1000 == 0) snprintf(every, sizeof(every), "%lldms", (long long)(o.interval_us / 1000));
-  else snprintf(every, sizeof(every), "%lldus", (long long)o.interval_us);
+  if (o.interval_us % 1000000 == 0)
+    snprintf(every, sizeof(every), "%llds", (long long)(o.interval_us / 1000000));
+  else if (o.interval_us % 1000 == 0)
+    snprintf(every, sizeof(every), "%lldms", (long long)(o.interval_us / 1000));
+  else
+    snprintf(every, sizeof(every), "%lldus", (long long)o.interval_us);
   fprintf(stderr,
           "publishing %" PRId64 " BlockStored event(s) per batch on %s topic=\"%s\" (%" PRId64
           " block(s), %" PRId64 " tokens) every %s encoding=%s prompts=%" PRId64 "%s%s\n",
@@ -522,7 +587,8 @@ int main(int argc, char **argv) {
       if (router) {
         if (zmq_poll(&it, 1, wait_ms) > 0) serve_replay(router, &ring);
       } else {
-        struct timespec ts = {(time_t)((next - now) / 1000000), (long)((next - now) % 1000000) * 1000};
+        struct timespec ts = {(time_t)((next - now) / 1000000),
+                              (long)((next - now) % 1000000) * 1000};
         nanosleep(&ts, NULL);
       }
       continue;
@@ -575,9 +641,11 @@ int main(int argc, char **argv) {
     }
   }
   msgpack_sbuffer_destroy(&sb);
-  for (size_t i = 0; i < ring.n; i++) free(ring.v[(ring.head + i) % ring.cap].data);
+  for (size_t i = 0; i < ring.n; i++)
+    free(ring.v[(ring.head + i) % ring.cap].data);
   free(ring.v);
-  for (int64_t p = 0; p < o.prompts; p++) free(tok[p]);
+  for (int64_t p = 0; p < o.prompts; p++)
+    free(tok[p]);
   free(tok);
   zmq_close(pub);
   if (router) zmq_close(router);

@@ -181,7 +181,8 @@ static uint64_t replay(eng_t *e, size_t i, uint64_t from, uint64_t to, bool catc
     }
   }
   uint8_t start[8];
-  for (int k = 0; k < 8; k++) start[k] = (uint8_t)(from >> (56 - 8 * k));
+  for (int k = 0; k < 8; k++)
+    start[k] = (uint8_t)(from >> (56 - 8 * k));
   /* DEALER -> ROUTER: the empty delimiter makes the engine see [identity, "", start]. */
   if (zmq_send(ep->dealer, "", 0, ZMQ_SNDMORE | ZMQ_DONTWAIT) < 0 ||
       zmq_send(ep->dealer, start, 8, ZMQ_DONTWAIT) < 0) {
@@ -206,15 +207,18 @@ static uint64_t replay(eng_t *e, size_t i, uint64_t from, uint64_t to, bool catc
         break;
       }
       more = zmq_msg_more(&m);
-      if (nf < MAX_FRAMES) fr[nf++] = m;
-      else zmq_msg_close(&m);
+      if (nf < MAX_FRAMES)
+        fr[nf++] = m;
+      else
+        zmq_msg_close(&m);
     }
     /* ["", seq, payload] (tolerate a missing delimiter: [seq, payload]) */
     int si = nf >= 3 ? nf - 2 : nf == 2 ? 0 : -1;
     if (si >= 0 && zmq_msg_size(&fr[si]) == 8) {
       const uint8_t *sb = zmq_msg_data(&fr[si]);
       uint64_t seq = 0;
-      for (int k = 0; k < 8; k++) seq = seq << 8 | sb[k];
+      for (int k = 0; k < 8; k++)
+        seq = seq << 8 | sb[k];
       if (seq == UINT64_MAX) {
         ended = true;
       } else if (seq >= expect && seq <= to) {
@@ -227,7 +231,8 @@ static uint64_t replay(eng_t *e, size_t i, uint64_t from, uint64_t to, bool catc
         /* a hole inside the replayed range: the ring no longer had it; we stop there */
       }
     }
-    for (int k = 0; k < nf; k++) zmq_msg_close(&fr[k]);
+    for (int k = 0; k < nf; k++)
+      zmq_msg_close(&fr[k]);
   }
   if (!ended) close_dealer(ep); /* stale replies must not leak into the next replay */
   *complete = expect == to + 1;
@@ -313,8 +318,10 @@ static void drain_socket(eng_t *e, size_t i) {
       }
       got = true;
       more = zmq_msg_more(&m);
-      if (nf < MAX_FRAMES) fr[nf++] = m;
-      else zmq_msg_close(&m); /* frames beyond 8 are not part of any engine protocol */
+      if (nf < MAX_FRAMES)
+        fr[nf++] = m;
+      else
+        zmq_msg_close(&m); /* frames beyond 8 are not part of any engine protocol */
     }
     if (!got) return;
     if (nf > 0) {
@@ -323,11 +330,13 @@ static void drain_socket(eng_t *e, size_t i) {
       uint64_t seq = 0;
       if (has_seq) {
         const uint8_t *sb = zmq_msg_data(&fr[nf - 2]);
-        for (int k = 0; k < 8; k++) seq = seq << 8 | sb[k];
+        for (int k = 0; k < 8; k++)
+          seq = seq << 8 | sb[k];
       }
       handle_message(e, i, seq, has_seq, zmq_msg_data(&fr[nf - 1]), zmq_msg_size(&fr[nf - 1]));
     }
-    for (int k = 0; k < nf; k++) zmq_msg_close(&fr[k]);
+    for (int k = 0; k < nf; k++)
+      zmq_msg_close(&fr[k]);
   }
 }
 
@@ -360,7 +369,8 @@ void *sub_engine_thread(void *arg) {
   while (!atomic_load(&c->stop_engine)) {
     if (atomic_exchange(&c->resync, 0)) {
       ic_metric_inc(ic_metric_plain(c->m.resyncs));
-      for (size_t i = 0; i < c->neps; i++) snapshot_ep(&e, i);
+      for (size_t i = 0; i < c->neps; i++)
+        snapshot_ep(&e, i);
     }
     int n = zmq_poll(items, (int)c->neps, 100);
     if (n <= 0) continue;

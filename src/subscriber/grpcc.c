@@ -26,11 +26,11 @@ sub_grpc_t *sub_grpc_new(const char *target, int max_backoff_ms) {
   if (max_backoff_ms > 2000) max_backoff_ms = 2000;
   grpc_arg args[6];
   size_t n = 0;
-#define IARG(k, v)                                                                             \
-  do {                                                                                         \
-    args[n].type = GRPC_ARG_INTEGER;                                                           \
-    args[n].key = (char *)(k);                                                                 \
-    args[n++].value.integer = (v);                                                             \
+#define IARG(k, v)                                                                                 \
+  do {                                                                                             \
+    args[n].type = GRPC_ARG_INTEGER;                                                               \
+    args[n].key = (char *)(k);                                                                     \
+    args[n++].value.integer = (v);                                                                 \
   } while (0)
   IARG(GRPC_ARG_INITIAL_RECONNECT_BACKOFF_MS, 100);
   IARG(GRPC_ARG_MIN_RECONNECT_BACKOFF_MS, 100);
@@ -66,11 +66,11 @@ static void cq_drain_destroy(grpc_completion_queue *cq) {
   grpc_completion_queue_destroy(cq);
 }
 
-int sub_grpc_call(sub_grpc_t *g, const char *method, const uint8_t *req, size_t len,
-                  int timeout_ms, ic_buf_t *resp) {
+int sub_grpc_call(sub_grpc_t *g, const char *method, const uint8_t *req, size_t len, int timeout_ms,
+                  ic_buf_t *resp) {
   grpc_completion_queue *cq = grpc_completion_queue_create_for_pluck(NULL);
-  gpr_timespec dl = gpr_time_add(gpr_now(GPR_CLOCK_MONOTONIC),
-                                 gpr_time_from_millis(timeout_ms, GPR_TIMESPAN));
+  gpr_timespec dl =
+      gpr_time_add(gpr_now(GPR_CLOCK_MONOTONIC), gpr_time_from_millis(timeout_ms, GPR_TIMESPAN));
   grpc_slice mslice = grpc_slice_from_static_string(method);
   grpc_call *call =
       grpc_channel_create_call(g->ch, NULL, GRPC_PROPAGATE_DEFAULTS, cq, mslice, NULL, dl, NULL);
@@ -134,8 +134,8 @@ int sub_grpc_state(sub_grpc_t *g, bool try_connect) {
 
 int sub_grpc_wait_change(sub_grpc_t *g, int last, int timeout_ms) {
   grpc_completion_queue *cq = grpc_completion_queue_create_for_pluck(NULL);
-  gpr_timespec dl = gpr_time_add(gpr_now(GPR_CLOCK_MONOTONIC),
-                                 gpr_time_from_millis(timeout_ms, GPR_TIMESPAN));
+  gpr_timespec dl =
+      gpr_time_add(gpr_now(GPR_CLOCK_MONOTONIC), gpr_time_from_millis(timeout_ms, GPR_TIMESPAN));
   int tag;
   grpc_channel_watch_connectivity_state(g->ch, (grpc_connectivity_state)last, dl, cq, &tag);
   grpc_completion_queue_pluck(cq, &tag, gpr_inf_future(GPR_CLOCK_REALTIME), NULL);
@@ -158,8 +158,8 @@ int sub_grpc_call_many(sub_grpc_t *g, const char *method, const uint8_t *const *
   mcall_t *m = calloc(n, sizeof(*m));
   if (!m) return -1;
   grpc_completion_queue *cq = grpc_completion_queue_create_for_next(NULL);
-  gpr_timespec dl = gpr_time_add(gpr_now(GPR_CLOCK_MONOTONIC),
-                                 gpr_time_from_millis(timeout_ms, GPR_TIMESPAN));
+  gpr_timespec dl =
+      gpr_time_add(gpr_now(GPR_CLOCK_MONOTONIC), gpr_time_from_millis(timeout_ms, GPR_TIMESPAN));
   grpc_slice mslice = grpc_slice_from_static_string(method);
   size_t started = 0;
   for (size_t i = 0; i < n; i++) {
@@ -167,8 +167,8 @@ int sub_grpc_call_many(sub_grpc_t *g, const char *method, const uint8_t *const *
     m[i].details = grpc_empty_slice();
     grpc_metadata_array_init(&m[i].md_init);
     grpc_metadata_array_init(&m[i].md_trail);
-    m[i].call = grpc_channel_create_call(g->ch, NULL, GRPC_PROPAGATE_DEFAULTS, cq, mslice, NULL, dl,
-                                         NULL);
+    m[i].call =
+        grpc_channel_create_call(g->ch, NULL, GRPC_PROPAGATE_DEFAULTS, cq, mslice, NULL, dl, NULL);
     if (!m[i].call) continue;
     grpc_slice payload = grpc_slice_from_copied_buffer((const char *)reqs[i], lens[i]);
     m[i].send = grpc_raw_byte_buffer_create(&payload, 1);

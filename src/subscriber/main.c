@@ -67,13 +67,20 @@ static int parse_dur(const char *s, int64_t *us) {
     if (end == p) return -1;
     p = end;
     double mul;
-    if (!strncmp(p, "ns", 2)) mul = 1e-3, p += 2;
-    else if (!strncmp(p, "us", 2) || !strncmp(p, "\xc2\xb5s", 3)) mul = 1, p += (*p == 'u' ? 2 : 3);
-    else if (!strncmp(p, "ms", 2)) mul = 1e3, p += 2;
-    else if (*p == 's') mul = 1e6, p++;
-    else if (*p == 'm') mul = 60e6, p++;
-    else if (*p == 'h') mul = 3600e6, p++;
-    else return -1; /* Go requires a unit */
+    if (!strncmp(p, "ns", 2))
+      mul = 1e-3, p += 2;
+    else if (!strncmp(p, "us", 2) || !strncmp(p, "\xc2\xb5s", 3))
+      mul = 1, p += (*p == 'u' ? 2 : 3);
+    else if (!strncmp(p, "ms", 2))
+      mul = 1e3, p += 2;
+    else if (*p == 's')
+      mul = 1e6, p++;
+    else if (*p == 'm')
+      mul = 60e6, p++;
+    else if (*p == 'h')
+      mul = 3600e6, p++;
+    else
+      return -1; /* Go requires a unit */
     total += v * mul;
   }
   *us = (int64_t)(sign * total);
@@ -132,10 +139,13 @@ static void fmt_dur(int64_t us, char *out, size_t n) {
     frac[k - 1] = 0;
     if (ch == '.') break;
   }
-  if (h) snprintf(out, n, "%s%lluh%llum%llu%ss", sign, (unsigned long long)h, (unsigned long long)m,
-                  (unsigned long long)sec, frac);
-  else if (m) snprintf(out, n, "%s%llum%llu%ss", sign, (unsigned long long)m, (unsigned long long)sec, frac);
-  else snprintf(out, n, "%s%llu%ss", sign, (unsigned long long)sec, frac);
+  if (h)
+    snprintf(out, n, "%s%lluh%llum%llu%ss", sign, (unsigned long long)h, (unsigned long long)m,
+             (unsigned long long)sec, frac);
+  else if (m)
+    snprintf(out, n, "%s%llum%llu%ss", sign, (unsigned long long)m, (unsigned long long)sec, frac);
+  else
+    snprintf(out, n, "%s%llu%ss", sign, (unsigned long long)sec, frac);
 }
 
 /* ---- HTTP ---------------------------------------------------------------------------------- */
@@ -177,10 +187,12 @@ int sub_metrics_init(sub_ctx_t *c) {
 #define P "kvevent_subscriber_"
   m->events_received = ic_metrics_counter(m->reg, P "events_received_total",
                                           "Engine KV events received, by event type.", 1, type);
-  m->events_applied = ic_metrics_counter(m->reg, P "events_applied_total",
-                                         "Engine KV events that changed the positional state.", 1, type);
-  m->events_malformed = ic_metrics_counter(m->reg, P "events_malformed_total",
-                                           "Malformed engine KV events skipped (rest of batch kept).", 1, type);
+  m->events_applied =
+      ic_metrics_counter(m->reg, P "events_applied_total",
+                         "Engine KV events that changed the positional state.", 1, type);
+  m->events_malformed =
+      ic_metrics_counter(m->reg, P "events_malformed_total",
+                         "Malformed engine KV events skipped (rest of batch kept).", 1, type);
   m->unknown_tags = ic_metrics_counter(m->reg, P "events_unknown_tag_total",
                                        "Engine events with an unknown tag, skipped.", 0, NULL);
   m->batches = ic_metrics_counter(m->reg, P "batches_total",
@@ -192,38 +204,46 @@ int sub_metrics_init(sub_ctx_t *c) {
                                "Duplicate or stale batches ignored.", 0, NULL);
   m->restarts = ic_metrics_counter(m->reg, P "engine_restarts_total",
                                    "Engine sequence restarts detected (state cleared).", 0, NULL);
-  m->replays = ic_metrics_counter(m->reg, P "replays_total",
-                                  "Replay requests for gaps, by result.", 1, result);
+  m->replays = ic_metrics_counter(m->reg, P "replays_total", "Replay requests for gaps, by result.",
+                                  1, result);
   m->replayed = ic_metrics_counter(m->reg, P "replayed_batches_total",
                                    "Batches recovered through the replay socket.", 0, NULL);
-  m->queue_depth = ic_metrics_gauge(m->reg, P "queue_depth", "Updates waiting to be sent.", 0, NULL);
-  m->queue_bytes = ic_metrics_gauge(m->reg, P "queue_bytes", "Bytes held by waiting updates.", 0, NULL);
-  m->queue_max = ic_metrics_gauge(m->reg, P "queue_max_bytes", "Bound of the update queue.", 0, NULL);
+  m->queue_depth =
+      ic_metrics_gauge(m->reg, P "queue_depth", "Updates waiting to be sent.", 0, NULL);
+  m->queue_bytes =
+      ic_metrics_gauge(m->reg, P "queue_bytes", "Bytes held by waiting updates.", 0, NULL);
+  m->queue_max =
+      ic_metrics_gauge(m->reg, P "queue_max_bytes", "Bound of the update queue.", 0, NULL);
   m->queue_dropped = ic_metrics_counter(m->reg, P "queue_dropped_total",
                                         "Updates dropped on queue overflow, by kind.", 1, kind);
-  m->rpcs = ic_metrics_counter(m->reg, P "rpcs_total", "RPCs to the server, by method and code.", 2, mc);
+  m->rpcs =
+      ic_metrics_counter(m->reg, P "rpcs_total", "RPCs to the server, by method and code.", 2, mc);
   m->rpc_errors = ic_metrics_counter(m->reg, P "rpc_errors_total",
                                      "Failed RPCs to the server, by method and code.", 2, mc);
   m->connected = ic_metrics_gauge(m->reg, P "server_connected",
                                   "1 when the gRPC channel to the server is ready.", 0, NULL);
-  m->resyncs = ic_metrics_counter(m->reg, P "resyncs_total",
-                                  "Re-reports of the engine's state after a server outage.", 0, NULL);
+  m->resyncs =
+      ic_metrics_counter(m->reg, P "resyncs_total",
+                         "Re-reports of the engine's state after a server outage.", 0, NULL);
   m->resync_entries = ic_metrics_counter(m->reg, P "resync_entries_total",
                                          "Prefix entries re-reported by resyncs.", 0, NULL);
-  m->lag = ic_metrics_histogram(m->reg, P "event_to_send_lag_seconds",
-                                "Time from receiving an engine event to its delivery to the server.",
-                                0, NULL, lag_b, sizeof(lag_b) / sizeof(*lag_b));
+  m->lag =
+      ic_metrics_histogram(m->reg, P "event_to_send_lag_seconds",
+                           "Time from receiving an engine event to its delivery to the server.", 0,
+                           NULL, lag_b, sizeof(lag_b) / sizeof(*lag_b));
   m->tracked = ic_metrics_gauge(m->reg, P "tracked_blocks",
                                 "Engine blocks in the positional map, per endpoint.", 1, epl);
-  m->lora_dropped = ic_metrics_counter(m->reg, P "lora_dropped_total",
-                                       "BlockStored dropped for an unmapped LoRA id (fail-closed).", 0, NULL);
-  m->no_entries = ic_metrics_counter(m->reg, P "no_entries_total",
-                                     "BlockStored without usable token_ids (nothing indexed).", 0, NULL);
-  m->other_group = ic_metrics_counter(m->reg, P "events_other_kv_group_total",
-                                      "Events of a hybrid model's non-full-attention KV cache group, skipped.",
-                                      0, NULL);
-  m->scrapes = ic_metrics_counter(m->reg, P "stats_reports_total",
-                                  "Stats ticks, by result.", 1, result);
+  m->lora_dropped =
+      ic_metrics_counter(m->reg, P "lora_dropped_total",
+                         "BlockStored dropped for an unmapped LoRA id (fail-closed).", 0, NULL);
+  m->no_entries =
+      ic_metrics_counter(m->reg, P "no_entries_total",
+                         "BlockStored without usable token_ids (nothing indexed).", 0, NULL);
+  m->other_group = ic_metrics_counter(
+      m->reg, P "events_other_kv_group_total",
+      "Events of a hybrid model's non-full-attention KV cache group, skipped.", 0, NULL);
+  m->scrapes =
+      ic_metrics_counter(m->reg, P "stats_reports_total", "Stats ticks, by result.", 1, result);
 #undef P
   if (!m->events_received || !m->lag || !m->scrapes || !m->other_group) return IC_ENOMEM;
   ic_metric_set(ic_metric_plain(m->queue_max), (double)c->queue_max_bytes);
@@ -234,9 +254,31 @@ int sub_metrics_init(sub_ctx_t *c) {
 /* ---- main ---------------------------------------------------------------------------------- */
 
 enum {
-  O_ENDPOINT = 1000, O_REPLAY, O_TOPIC, O_SERVER, O_REPLICA, O_MODEL, O_TENANT, O_SCHEME,
-  O_WINDOW, O_MURL, O_SINT, O_CSIZE, O_CEIL, O_TIER, O_EMODEL, O_IGNORE, O_LORA, O_DPSUF,
-  O_HTTP, O_QMAX, O_BACKOFF, O_REPLAYTO, O_LOGLEVEL, O_LOGFMT, O_HELP
+  O_ENDPOINT = 1000,
+  O_REPLAY,
+  O_TOPIC,
+  O_SERVER,
+  O_REPLICA,
+  O_MODEL,
+  O_TENANT,
+  O_SCHEME,
+  O_WINDOW,
+  O_MURL,
+  O_SINT,
+  O_CSIZE,
+  O_CEIL,
+  O_TIER,
+  O_EMODEL,
+  O_IGNORE,
+  O_LORA,
+  O_DPSUF,
+  O_HTTP,
+  O_QMAX,
+  O_BACKOFF,
+  O_REPLAYTO,
+  O_LOGLEVEL,
+  O_LOGFMT,
+  O_HELP
 };
 
 int main(int argc, char **argv) {
@@ -259,33 +301,32 @@ int main(int argc, char **argv) {
   const char *endpoints[SUB_MAX_ENDPOINTS], *replays[SUB_MAX_ENDPOINTS];
   size_t nend = 0, nrep = 0;
 
-  static const struct option lo[] = {
-      {"engine-endpoint", required_argument, 0, O_ENDPOINT},
-      {"replay-endpoint", required_argument, 0, O_REPLAY},
-      {"topic", required_argument, 0, O_TOPIC},
-      {"server", required_argument, 0, O_SERVER},
-      {"replica-id", required_argument, 0, O_REPLICA},
-      {"model-id", required_argument, 0, O_MODEL},
-      {"tenant-id", required_argument, 0, O_TENANT},
-      {"hash-scheme", required_argument, 0, O_SCHEME},
-      {"window", required_argument, 0, O_WINDOW},
-      {"engine-metrics-url", required_argument, 0, O_MURL},
-      {"stats-interval", required_argument, 0, O_SINT},
-      {"engine-cache-size-bytes", required_argument, 0, O_CSIZE},
-      {"max-concurrency-ceiling", required_argument, 0, O_CEIL},
-      {"cache-tier", required_argument, 0, O_TIER},
-      {"engine-model-name", required_argument, 0, O_EMODEL},
-      {"ignore-block-removed", optional_argument, 0, O_IGNORE},
-      {"lora-adapter-names", required_argument, 0, O_LORA},
-      {"dp-rank-suffix", optional_argument, 0, O_DPSUF},
-      {"http-bind-address", required_argument, 0, O_HTTP},
-      {"queue-max-bytes", required_argument, 0, O_QMAX},
-      {"max-backoff", required_argument, 0, O_BACKOFF},
-      {"replay-timeout", required_argument, 0, O_REPLAYTO},
-      {"log-level", required_argument, 0, O_LOGLEVEL},
-      {"log-format", required_argument, 0, O_LOGFMT},
-      {"help", no_argument, 0, O_HELP},
-      {0, 0, 0, 0}};
+  static const struct option lo[] = {{"engine-endpoint", required_argument, 0, O_ENDPOINT},
+                                     {"replay-endpoint", required_argument, 0, O_REPLAY},
+                                     {"topic", required_argument, 0, O_TOPIC},
+                                     {"server", required_argument, 0, O_SERVER},
+                                     {"replica-id", required_argument, 0, O_REPLICA},
+                                     {"model-id", required_argument, 0, O_MODEL},
+                                     {"tenant-id", required_argument, 0, O_TENANT},
+                                     {"hash-scheme", required_argument, 0, O_SCHEME},
+                                     {"window", required_argument, 0, O_WINDOW},
+                                     {"engine-metrics-url", required_argument, 0, O_MURL},
+                                     {"stats-interval", required_argument, 0, O_SINT},
+                                     {"engine-cache-size-bytes", required_argument, 0, O_CSIZE},
+                                     {"max-concurrency-ceiling", required_argument, 0, O_CEIL},
+                                     {"cache-tier", required_argument, 0, O_TIER},
+                                     {"engine-model-name", required_argument, 0, O_EMODEL},
+                                     {"ignore-block-removed", optional_argument, 0, O_IGNORE},
+                                     {"lora-adapter-names", required_argument, 0, O_LORA},
+                                     {"dp-rank-suffix", optional_argument, 0, O_DPSUF},
+                                     {"http-bind-address", required_argument, 0, O_HTTP},
+                                     {"queue-max-bytes", required_argument, 0, O_QMAX},
+                                     {"max-backoff", required_argument, 0, O_BACKOFF},
+                                     {"replay-timeout", required_argument, 0, O_REPLAYTO},
+                                     {"log-level", required_argument, 0, O_LOGLEVEL},
+                                     {"log-format", required_argument, 0, O_LOGFMT},
+                                     {"help", no_argument, 0, O_HELP},
+                                     {0, 0, 0, 0}};
   opterr = 0;
   int o;
   /* "+": like Go's flag package, parsing stops at the first non-flag argument. */
@@ -293,12 +334,16 @@ int main(int argc, char **argv) {
     int bad = 0;
     switch (o) {
     case O_ENDPOINT:
-      if (nend < SUB_MAX_ENDPOINTS) endpoints[nend++] = optarg;
-      else bad = 1;
+      if (nend < SUB_MAX_ENDPOINTS)
+        endpoints[nend++] = optarg;
+      else
+        bad = 1;
       break;
     case O_REPLAY:
-      if (nrep < SUB_MAX_ENDPOINTS) replays[nrep++] = optarg;
-      else bad = 1;
+      if (nrep < SUB_MAX_ENDPOINTS)
+        replays[nrep++] = optarg;
+      else
+        bad = 1;
       break;
     case O_TOPIC: c->topic = optarg; break;
     case O_SERVER: c->server = optarg; break;
@@ -363,8 +408,8 @@ int main(int argc, char **argv) {
     ic_log_error("invalid --lora-adapter-names", IC_LS("value", lora), IC_LS("err", err));
     return 2;
   }
-  const char *cfgerr = !*c->replica_id  ? "engine config: ReplicaID is required"
-                       : !*c->model_id  ? "engine config: ModelID is required"
+  const char *cfgerr = !*c->replica_id    ? "engine config: ReplicaID is required"
+                       : !*c->model_id    ? "engine config: ModelID is required"
                        : !*c->hash_scheme ? "engine config: HashScheme is required (an empty "
                                             "scheme is dropped server-side)"
                                           : NULL;
@@ -373,7 +418,8 @@ int main(int argc, char **argv) {
     return 2;
   }
   if (ic_kv_cache_tier_parse(tier, &c->cache_tier)) {
-    ic_log_error("invalid --cache-tier", IC_LS("value", tier), IC_LS("valid", "auto, kv, gpu, cpu"));
+    ic_log_error("invalid --cache-tier", IC_LS("value", tier),
+                 IC_LS("valid", "auto, kv, gpu, cpu"));
     return 2;
   }
 
@@ -421,14 +467,15 @@ int main(int argc, char **argv) {
 
   ic_http_server_t *http = NULL;
   if (*c->http_bind) {
-    ic_http_config_t hc = {.bind = c->http_bind, .threads = 1, .idle_timeout_s = 30,
-                           .name = "http"};
+    ic_http_config_t hc = {
+        .bind = c->http_bind, .threads = 1, .idle_timeout_s = 30, .name = "http"};
     http = ic_http_new(&hc);
     ic_http_route_t r1 = {.path = "/metrics", .methods = "GET", .handler = h_metrics, .ud = c};
     ic_http_route_t r2 = {.path = "/healthz", .methods = "GET", .handler = h_healthz, .ud = c};
     if (!http || ic_http_add_route(http, &r1) || ic_http_add_route(http, &r2) ||
         ic_http_start(http, err, sizeof(err))) {
-      ic_log_error("http listener", IC_LS("addr", c->http_bind), IC_LS("err", http ? err : "alloc"));
+      ic_log_error("http listener", IC_LS("addr", c->http_bind),
+                   IC_LS("err", http ? err : "alloc"));
       return 1;
     }
   }
@@ -482,11 +529,13 @@ int main(int argc, char **argv) {
     ic_http_free(http);
   }
   sub_grpc_free(c->rpc);
-  for (size_t i = 0; i < c->neps; i++) ic_kv_tracker_free(c->eps[i].tracker);
+  for (size_t i = 0; i < c->neps; i++)
+    ic_kv_tracker_free(c->eps[i].tracker);
   ic_kv_lora_map_free(c->lora);
   subq_destroy(&c->q);
   ic_metrics_free(c->m.reg);
-  for (size_t i = 0; i < c->nowned; i++) free(c->owned_names[i]);
+  for (size_t i = 0; i < c->nowned; i++)
+    free(c->owned_names[i]);
   curl_global_cleanup();
   ic_log_info("kvevent-subscriber stopped");
   return 0;

@@ -54,8 +54,10 @@ size_t subq_bytes(const subq_t *q) { return q->live * sizeof(qent_t); }
 static void kill(subq_t *q, qent_t *e) {
   e->live = false;
   q->live--;
-  if (is_add(e->op.kind)) q->live_adds--;
-  else q->live_urgent--;
+  if (is_add(e->op.kind))
+    q->live_adds--;
+  else
+    q->live_urgent--;
 }
 
 /* Makes room for one more entry: compacts when at least a quarter is dead, else doubles. */
@@ -125,7 +127,8 @@ size_t subq_push(subq_t *q, const ic_kv_op_t *ops, size_t nops, const char *cons
     e->live = true;
     q->n++;
     q->live++;
-    if (is_add(op->kind)) q->live_adds++;
+    if (is_add(op->kind))
+      q->live_adds++;
     else {
       q->live_urgent++;
       wake = true;

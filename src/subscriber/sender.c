@@ -73,7 +73,8 @@ static int send_group(sub_ctx_t *c, const ic_kv_op_t *ops, size_t n) {
     int64_t ts = 0;
     for (size_t i = 0; i < n; i++) {
       Inferencecache__V1alpha1__PrefixEntry e = INFERENCECACHE__V1ALPHA1__PREFIX_ENTRY__INIT;
-      for (int k = 0; k < 8; k++) hb[8 * i + k] = (uint8_t)(ops[i].prefix_hash >> (56 - 8 * k));
+      for (int k = 0; k < 8; k++)
+        hb[8 * i + k] = (uint8_t)(ops[i].prefix_hash >> (56 - 8 * k));
       e.prefix_hash.data = hb + 8 * i;
       e.prefix_hash.len = 8;
       e.token_count = ops[i].token_count;
@@ -83,7 +84,8 @@ static int send_group(sub_ctx_t *c, const ic_kv_op_t *ops, size_t n) {
       ptrs[i] = &ents[i];
       if (ops[i].ts_us > 0) ts = ops[i].ts_us; /* REF: the last positive batch time wins */
     }
-    Inferencecache__V1alpha1__CacheStateUpdate u = INFERENCECACHE__V1ALPHA1__CACHE_STATE_UPDATE__INIT;
+    Inferencecache__V1alpha1__CacheStateUpdate u =
+        INFERENCECACHE__V1ALPHA1__CACHE_STATE_UPDATE__INIT;
     u.replica_id = (char *)replica;
     u.model_id = (char *)c->model_id;
     u.tenant_id = (char *)c->tenant_id;
@@ -120,7 +122,8 @@ static int send_group(sub_ctx_t *c, const ic_kv_op_t *ops, size_t n) {
         ev.timestamp_us = ops[i].ts_us;
         if (ops[i].kind == IC_KV_OP_EVICT) {
           ev.type = INFERENCECACHE__V1ALPHA1__CACHE_EVENT__TYPE__PREFIX_EVICTED;
-          for (int k = 0; k < 8; k++) hb[k] = (uint8_t)(ops[i].prefix_hash >> (56 - 8 * k));
+          for (int k = 0; k < 8; k++)
+            hb[k] = (uint8_t)(ops[i].prefix_hash >> (56 - 8 * k));
           ev.prefix_hash.data = hb;
           ev.prefix_hash.len = 8;
           ev.adapter_id = (char *)(ops[i].adapter ? ops[i].adapter : "");
@@ -138,12 +141,14 @@ static int send_group(sub_ctx_t *c, const ic_kv_op_t *ops, size_t n) {
         out.len += sz;
       }
       if (!oom) {
-        for (size_t i = 0; i < n; i++) reqs[i] = (const uint8_t *)out.data + offs[i];
+        for (size_t i = 0; i < n; i++)
+          reqs[i] = (const uint8_t *)out.data + offs[i];
         if (n == 1) {
           st = sub_grpc_call(c->rpc, M_PUBLISH, reqs[0], lens[0], SUB_RPC_TIMEOUT_MS, NULL);
         } else {
           st = sub_grpc_call_many(c->rpc, M_PUBLISH, reqs, lens, n, SUB_RPC_TIMEOUT_MS, sts);
-          for (size_t i = 0; i < n; i++) count_rpc(c, method, sts[i]);
+          for (size_t i = 0; i < n; i++)
+            count_rpc(c, method, sts[i]);
           counted = true;
         }
       }
@@ -261,7 +266,8 @@ void *sub_sender_thread(void *arg) {
       if (c->q.live_urgent || c->q.live_adds >= SUB_MAX_ENTRIES_PER_CSU || (tick && c->q.live))
         break;
       if (tick)
-        while (next_tick <= now) next_tick += c->window_us;
+        while (next_tick <= now)
+          next_tick += c->window_us;
       struct timespec abs = {(time_t)(next_tick / 1000000), (long)(next_tick % 1000000) * 1000};
       pthread_cond_timedwait(&c->q.cv, &c->q.mu, &abs);
     }
@@ -270,7 +276,8 @@ void *sub_sender_thread(void *arg) {
       break;
     }
     int64_t now = ic_clock_monotonic_us();
-    while (next_tick <= now) next_tick += c->window_us;
+    while (next_tick <= now)
+      next_tick += c->window_us;
     bool ok = drain_locked(c, buf);
     pthread_mutex_unlock(&c->q.mu);
     if (ok) {
@@ -306,8 +313,7 @@ void sub_sender_drain(sub_ctx_t *c, int64_t deadline_us) {
     nanosleep(&ts, NULL);
     backoff *= 2;
   }
-  if (c->q.live)
-    ic_log_warn("shutdown: undelivered updates dropped", IC_LI("ops", c->q.live));
+  if (c->q.live) ic_log_warn("shutdown: undelivered updates dropped", IC_LI("ops", c->q.live));
   free(buf);
 }
 

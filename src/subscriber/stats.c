@@ -121,7 +121,8 @@ void *sub_stats_thread(void *arg) {
     ic_buf_t body = IC_BUF_INIT;
     ic_kv_stats_t st;
     int rc = fetch(c->metrics_url, &body, err, sizeof(err));
-    if (!rc) rc = ic_kv_scraper_derive(s, body.data ? body.data : "", body.len, &st, err, sizeof(err));
+    if (!rc)
+      rc = ic_kv_scraper_derive(s, body.data ? body.data : "", body.len, &st, err, sizeof(err));
     ic_buf_free(&body);
     if (!rc) rc = send_stats(c, &st, err, sizeof(err));
     const char *lv[] = {rc ? "failure" : "success"};

@@ -61,20 +61,20 @@ size_t subq_bytes(const subq_t *q);
 
 typedef struct sub_endpoint {
   const char *endpoint;
-  const char *replay;    /* NULL = no replay socket */
-  void *sub, *dealer;    /* ZMQ sockets (engine thread only) */
+  const char *replay; /* NULL = no replay socket */
+  void *sub, *dealer; /* ZMQ sockets (engine thread only) */
   ic_kv_tracker_t *tracker;
   bool have_seq;
   uint64_t last_seq;
-  int64_t dp_rank;       /* last seen rank, -1 unknown */
+  int64_t dp_rank; /* last seen rank, -1 unknown */
 } sub_endpoint_t;
 
 typedef struct sub_metrics {
   ic_metrics_t *reg;
-  ic_metric_family_t *events_received, *events_applied, *events_malformed, *batches,
-      *gaps, *missing, *dups, *restarts, *replays, *replayed, *queue_depth, *queue_bytes,
-      *queue_max, *queue_dropped, *rpcs, *rpc_errors, *connected, *resyncs, *resync_entries,
-      *lag, *tracked, *lora_dropped, *no_entries, *scrapes, *unknown_tags, *other_group;
+  ic_metric_family_t *events_received, *events_applied, *events_malformed, *batches, *gaps,
+      *missing, *dups, *restarts, *replays, *replayed, *queue_depth, *queue_bytes, *queue_max,
+      *queue_dropped, *rpcs, *rpc_errors, *connected, *resyncs, *resync_entries, *lag, *tracked,
+      *lora_dropped, *no_entries, *scrapes, *unknown_tags, *other_group;
 } sub_metrics_t;
 
 typedef struct sub_ctx {
@@ -96,12 +96,12 @@ typedef struct sub_ctx {
   subq_t q;
   sub_metrics_t m;
   atomic_bool stop_engine, stop_sender, stop_stats;
-  atomic_int resync;       /* set: the engine thread re-reports every tracker */
-  atomic_bool connected;   /* last known server state */
-  atomic_bool lost;        /* server seen down since the last successful send */
-  atomic_bool kick;        /* watcher saw the server come back: cut the sender's backoff short */
+  atomic_int resync;     /* set: the engine thread re-reports every tracker */
+  atomic_bool connected; /* last known server state */
+  atomic_bool lost;      /* server seen down since the last successful send */
+  atomic_bool kick;      /* watcher saw the server come back: cut the sender's backoff short */
   pthread_mutex_t stop_mu;
-  pthread_cond_t stop_cv;  /* wakes the stats/watch threads on shutdown */
+  pthread_cond_t stop_cv; /* wakes the stats/watch threads on shutdown */
 } sub_ctx_t;
 
 /* ---- gRPC client (grpcc.c): our own small layer over gRPC core, because the channel must
@@ -113,8 +113,8 @@ void sub_grpc_free(sub_grpc_t *g);
 /* One request message, one response (unary and single-message client streams look the same
  * on the wire). Returns the gRPC status code (0 OK), or -1 when no status came back; the
  * response bytes (when OK) are appended to resp (may be NULL). */
-int sub_grpc_call(sub_grpc_t *g, const char *method, const uint8_t *req, size_t len,
-                  int timeout_ms, struct ic_buf *resp);
+int sub_grpc_call(sub_grpc_t *g, const char *method, const uint8_t *req, size_t len, int timeout_ms,
+                  struct ic_buf *resp);
 /* The same for n independent requests in flight at once (evictions of one engine step).
  * statuses[i] gets each call's status (-1 = none); returns 0 when all are OK, else the first
  * failing status. */

@@ -45,54 +45,55 @@ static uint64_t hash_u64(const ic_kv_hash_t *h) {
   const uint8_t *p = ic_kv_hash_bytes(h, tmp);
   cr_assert_eq(h->len, 8);
   uint64_t v = 0;
-  for (int i = 0; i < 8; i++) v = v << 8 | p[i];
+  for (int i = 0; i < 8; i++)
+    v = v << 8 | p[i];
   return v;
 }
 
 #define HEX_E "92cb40000000000000009196ab426c6f636b53746f7265649107c092010202c0"
 #define HEX_E2 "92cb40080000000000009192ac426c6f636b52656d6f7665649107"
-#define HEX_A                                                                                  \
-  "92cb41da85c93c6000009396ab426c6f636b53746f726564920a0bc09400010203cc80c092ac426c6f636b52656d" \
+#define HEX_A                                                                                      \
+  "92cb41da85c93c6000009396ab426c6f636b53746f726564920a0bc09400010203cc80c092ac426c6f636b52656d"   \
   "6f766564910491b0416c6c426c6f636b73436c6561726564"
-#define HEX_B                                                                                  \
-  "93cb41da85c93c6000009396ab426c6f636b53746f726564920a0bc0940001020340c092ac426c6f636b52656d6f" \
+#define HEX_B                                                                                      \
+  "93cb41da85c93c6000009396ab426c6f636b53746f726564920a0bc0940001020340c092ac426c6f636b52656d6f"   \
   "766564910491b0416c6c426c6f636b73436c656172656403"
-#define HEX_C                                                                                  \
-  "93cb3ff00000000000009298ab426c6f636b53746f72656491cff8cb3b7b73b80fc20792050602c0a3475055c093" \
+#define HEX_C                                                                                      \
+  "93cb3ff00000000000009298ab426c6f636b53746f72656491cff8cb3b7b73b80fc20792050602c0a3475055c093"   \
   "ac426c6f636b52656d6f76656491cff8cb3b7b73b80fc2a347505500"
-#define HEX_D                                                                                  \
-  "93cb3ff4000000000000938ba474797065ab426c6f636b53746f726564ac626c6f636b5f686173686573910ab170" \
-  "6172656e745f626c6f636b5f68617368c0a9746f6b656e5f696473920102aa626c6f636b5f73697a6502a76c6f72" \
-  "615f6964c0a66d656469756da3475055a96c6f72615f6e616d65c0aa65787472615f6b65797391c0a967726f7570" \
-  "5f69647800b26b765f63616368655f737065635f6b696e64ae66756c6c5f617474656e74696f6e84a474797065ac" \
-  "426c6f636b52656d6f766564ac626c6f636b5f686173686573910aa66d656469756da3475055a967726f75705f69" \
+#define HEX_D                                                                                      \
+  "93cb3ff4000000000000938ba474797065ab426c6f636b53746f726564ac626c6f636b5f686173686573910ab170"   \
+  "6172656e745f626c6f636b5f68617368c0a9746f6b656e5f696473920102aa626c6f636b5f73697a6502a76c6f72"   \
+  "615f6964c0a66d656469756da3475055a96c6f72615f6e616d65c0aa65787472615f6b65797391c0a967726f7570"   \
+  "5f69647800b26b765f63616368655f737065635f6b696e64ae66756c6c5f617474656e74696f6e84a474797065ac"   \
+  "426c6f636b52656d6f766564ac626c6f636b5f686173686573910aa66d656469756da3475055a967726f75705f69"   \
   "64780081a474797065b0416c6c426c6f636b73436c656172656400"
-#define HEX_F                                                                                  \
-  "92cb00000000000000009296ab426c6f636b53746f72656492cde000cde001c0946465666702c096ab426c6f636b" \
+#define HEX_F                                                                                      \
+  "92cb00000000000000009296ab426c6f636b53746f72656492cde000cde001c0946465666702c096ab426c6f636b"   \
   "53746f72656491cde002cde00192686902c0"
-#define HEX_MAPENV                                                                             \
-  "83a27473cb3ff8000000000000a66576656e7473938ca474797065ab426c6f636b53746f726564ac626c6f636b5f" \
-  "68617368657391cfffffffffffffffffb1706172656e745f626c6f636b5f68617368c0a9746f6b656e5f69647394" \
-  "01020304aa626c6f636b5f73697a6502a76c6f72615f6964c0a66d656469756da3435055a96c6f72615f6e616d65" \
-  "a873716c2d6c6f7261aa65787472615f6b65797392c0c0a967726f75705f69647800b26b765f63616368655f7370" \
-  "65635f6b696e64ae66756c6c5f617474656e74696f6ebc6b765f63616368655f737065635f736c6964696e675f77" \
-  "696e646f77c082a474797065a74d797374657279a1780181a474797065b0416c6c426c6f636b73436c6561726564" \
+#define HEX_MAPENV                                                                                 \
+  "83a27473cb3ff8000000000000a66576656e7473938ca474797065ab426c6f636b53746f726564ac626c6f636b5f"   \
+  "68617368657391cfffffffffffffffffb1706172656e745f626c6f636b5f68617368c0a9746f6b656e5f69647394"   \
+  "01020304aa626c6f636b5f73697a6502a76c6f72615f6964c0a66d656469756da3435055a96c6f72615f6e616d65"   \
+  "a873716c2d6c6f7261aa65787472615f6b65797392c0c0a967726f75705f69647800b26b765f63616368655f7370"   \
+  "65635f6b696e64ae66756c6c5f617474656e74696f6ebc6b765f63616368655f737065635f736c6964696e675f77"   \
+  "696e646f77c082a474797065a74d797374657279a1780181a474797065b0416c6c426c6f636b73436c6561726564"   \
   "b2646174615f706172616c6c656c5f72616e6b02"
-#define HEX_SGNEG                                                                              \
-  "93cb40000000000000009396ab426c6f636b53746f72656491fbc092090902c096ab426c6f636b53746f72656491" \
+#define HEX_SGNEG                                                                                  \
+  "93cb40000000000000009396ab426c6f636b53746f72656491fbc092090902c096ab426c6f636b53746f72656491"   \
   "fafb92080802c092ac426c6f636b52656d6f76656491fac0"
-#define HEX_BIN                                                                                \
-  "92cb40000000000000009295ab426c6f636b53746f72656492c40401020304c402aabbc094010203040292ac426c" \
+#define HEX_BIN                                                                                    \
+  "92cb40000000000000009295ab426c6f636b53746f72656492c40401020304c402aabbc094010203040292ac426c"   \
   "6f636b52656d6f76656491c402aabb"
-#define HEX_MALF                                                                               \
-  "92cb40080000000000009896ab426c6f636b53746f7265649101c092010202c095ab426c6f636b53746f72656491" \
-  "c0c09201020295ab426c6f636b53746f7265649102c09201020096ab426c6f636b53746f7265649103c092010202" \
-  "9101c093ab426c6f636b53746f7265649104c081ac626c6f636b5f686173686573910592ac426c6f636b52656d6f" \
+#define HEX_MALF                                                                                   \
+  "92cb40080000000000009896ab426c6f636b53746f7265649101c092010202c095ab426c6f636b53746f72656491"   \
+  "c0c09201020295ab426c6f636b53746f7265649102c09201020096ab426c6f636b53746f7265649103c092010202"   \
+  "9101c093ab426c6f636b53746f7265649104c081ac626c6f636b5f686173686573910592ac426c6f636b52656d6f"   \
   "7665649101"
 #define HEX_STR "92cb3ff00000000000009195ab426c6f636b53746f72656492a2616205c0940101020202"
 /* REF's Go encoder: fixed-width int64/int32 everywhere. */
-#define HEX_GOFIXED                                                                            \
-  "92cb00000000000000009196ab426c6f636b53746f72656491d3000000000000e000c092d30000000000000001d3" \
+#define HEX_GOFIXED                                                                                \
+  "92cb00000000000000009196ab426c6f636b53746f72656491d3000000000000e000c092d30000000000000001d3"   \
   "0000000000000002d200000002c0"
 
 Test(kvevents_decode, example_E_minimal_positional_block_stored) {
@@ -305,9 +306,10 @@ Test(kvevents_decode, malformed_events_are_counted_and_the_rest_kept) {
 }
 
 Test(kvevents_decode, garbage_and_short_envelopes_fail_the_batch) {
-  const char *bad[] = {"ff0001", "91cb4000000000000000", "", "c0", "92cb4000000000000000c0",
-                       "92cb400000000000000091", /* truncated */
-                       "81a2747301" /* map envelope without events */};
+  const char *bad[] = {
+      "ff0001",    "91cb4000000000000000",   "",
+      "c0",        "92cb4000000000000000c0", "92cb400000000000000091", /* truncated */
+      "81a2747301" /* map envelope without events */};
   for (size_t i = 0; i < sizeof(bad) / sizeof(*bad); i++) {
     sample_t s;
     decode_hex(&s, bad[i]);
@@ -345,7 +347,8 @@ Test(kvevents_decode, map_block_stored_requires_block_size) {
   /* {"type":"BlockStored","block_hashes":[1],"token_ids":[1,2]} */
   sample_t s;
   decode_hex(&s, "92cb3ff00000000000009183a474797065ab426c6f636b53746f726564ac626c6f636b5f"
-                 "686173686573910" "1a9746f6b656e5f696473920102");
+                 "686173686573910"
+                 "1a9746f6b656e5f696473920102");
   cr_assert_eq(s.rc, 0);
   cr_assert_eq(s.b.nevents, 0);
   cr_assert_eq(s.b.malformed[IC_KV_EV_STORED], 1);
@@ -426,7 +429,8 @@ Test(kvevents_decode, token_ids_in_every_integer_width) {
   cr_assert_eq(s.b.nevents, 1);
   const uint32_t want[] = {200, 150000, 7, 300, 5};
   cr_assert_eq(s.b.events[0].ntokens, 5);
-  for (int i = 0; i < 5; i++) cr_assert_eq(s.b.events[0].tokens[i], want[i]);
+  for (int i = 0; i < 5; i++)
+    cr_assert_eq(s.b.events[0].tokens[i], want[i]);
   sample_free(&s);
 }
 
@@ -434,8 +438,10 @@ Test(kvevents_decode, odd_typed_optional_ints_are_skipped_whole) {
   /* map event with "group_idx":[1,[2]] before "block_size", and an envelope rank {"a":1} */
   sample_t s;
   decode_hex(&s, "93cb3ff00000000000009184a474797065ab426c6f636b53746f726564ac626c6f636b5f686173"
-                 "686573910ba967726f75705f696478920191" "02a9746f6b656e5f696473920102"
-                 "81a1610" "1");
+                 "686573910ba967726f75705f696478920191"
+                 "02a9746f6b656e5f696473920102"
+                 "81a1610"
+                 "1");
   cr_assert_eq(s.rc, 0);
   cr_assert_eq(s.b.nevents, 0, "no block_size: malformed, but the cursor stayed aligned");
   cr_assert_eq(s.b.malformed[IC_KV_EV_STORED], 1);

@@ -17,8 +17,13 @@ static void setup(void) {
 }
 
 static ic_kv_op_t op(int kind, uint64_t h, int ep, int64_t ts) {
-  ic_kv_op_t o = {.kind = (uint8_t)kind, .tier = 1, .ep = (uint16_t)ep, .token_count = 16,
-                  .prefix_hash = h, .ts_us = ts, .adapter = ""};
+  ic_kv_op_t o = {.kind = (uint8_t)kind,
+                  .tier = 1,
+                  .ep = (uint16_t)ep,
+                  .token_count = 16,
+                  .prefix_hash = h,
+                  .ts_us = ts,
+                  .adapter = ""};
   return o;
 }
 
@@ -72,8 +77,10 @@ Test(kvevents_queue, overflow_drops_oldest_adds_never_removals_first) {
   subq_init(&q, 1); /* the minimum: 64 entries */
   cr_assert_eq(q.max_ops, 64);
   ic_kv_op_t ops[100];
-  for (int i = 0; i < 60; i++) ops[i] = op(IC_KV_OP_ADD, (uint64_t)i, 0, 1);
-  for (int i = 60; i < 70; i++) ops[i] = op(IC_KV_OP_EVICT, (uint64_t)i, 0, 1);
+  for (int i = 0; i < 60; i++)
+    ops[i] = op(IC_KV_OP_ADD, (uint64_t)i, 0, 1);
+  for (int i = 60; i < 70; i++)
+    ops[i] = op(IC_KV_OP_EVICT, (uint64_t)i, 0, 1);
   size_t dropped = subq_push(&q, ops, 70, reps);
   cr_assert_eq(dropped, 6);
   cr_assert_eq(q.dropped[IC_KV_OP_ADD], 6);
@@ -86,7 +93,8 @@ Test(kvevents_queue, overflow_drops_oldest_adds_never_removals_first) {
   cr_assert_eq(k, 54);
   cr_assert_eq(buf[0].prefix_hash, 6, "the six oldest adds went first");
   /* only removals left beyond the bound: then the oldest removal goes */
-  for (int i = 0; i < 70; i++) ops[i] = op(IC_KV_OP_EVICT, 1000 + (uint64_t)i, 0, 1);
+  for (int i = 0; i < 70; i++)
+    ops[i] = op(IC_KV_OP_EVICT, 1000 + (uint64_t)i, 0, 1);
   subq_push(&q, ops, 70, reps);
   cr_assert_eq(q.dropped[IC_KV_OP_ADD], 60);
   cr_assert(q.dropped[IC_KV_OP_EVICT] > 0);
@@ -103,7 +111,8 @@ Test(kvevents_queue, commit_after_concurrent_drop_and_compaction_keeps_order) {
   uint64_t next = 0;
   for (int round = 0; round < 50; round++) {
     ic_kv_op_t ops[100];
-    for (int i = 0; i < 100; i++) ops[i] = op(IC_KV_OP_ADD, next++, 2, 1);
+    for (int i = 0; i < 100; i++)
+      ops[i] = op(IC_KV_OP_ADD, next++, 2, 1);
     subq_push(&q, ops, 100, reps);
     ic_kv_op_t c = op(IC_KV_OP_CLEAR, 0, 0, 1);
     subq_push(&q, &c, 1, reps);
@@ -114,7 +123,8 @@ Test(kvevents_queue, commit_after_concurrent_drop_and_compaction_keeps_order) {
   /* each clear superseded the one before it (same replica): the adds of r1 form one run, cut at
    * the CSU size */
   cr_assert_eq(k, SUB_MAX_ENTRIES_PER_CSU);
-  for (size_t i = 0; i < k; i++) cr_assert_eq(buf[i].prefix_hash, i);
+  for (size_t i = 0; i < k; i++)
+    cr_assert_eq(buf[i].prefix_hash, i);
   /* a clear arriving between peek and commit does not disturb the commit */
   ic_kv_op_t c = op(IC_KV_OP_CLEAR, 0, 0, 1);
   subq_push(&q, &c, 1, reps);
@@ -124,7 +134,8 @@ Test(kvevents_queue, commit_after_concurrent_drop_and_compaction_keeps_order) {
   size_t adds = 0, clears = 0;
   while ((k = subq_peek_group(&q, buf, SUB_MAX_ENTRIES_PER_CSU, &last, reps))) {
     if (buf[0].kind == IC_KV_OP_ADD)
-      for (size_t i = 0; i < k; i++, adds++) cr_assert_eq(buf[i].prefix_hash, expect++);
+      for (size_t i = 0; i < k; i++, adds++)
+        cr_assert_eq(buf[i].prefix_hash, expect++);
     else
       clears++;
     subq_commit(&q, last);

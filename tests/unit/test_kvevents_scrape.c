@@ -27,30 +27,28 @@ static const char *VLLM_CPU =
     "# TYPE vllm:prefix_cache_queries_total counter\n"
     "vllm:prefix_cache_queries_total{engine=\"0\",model_name=\"m\"} 100.0\n";
 
-static const char *VLLM_CPU_TICK2 =
-    "# TYPE vllm:kv_cache_usage_perc gauge\n"
-    "vllm:kv_cache_usage_perc{model_name=\"m\"} 0.55\n"
-    "# TYPE vllm:num_requests_running gauge\n"
-    "vllm:num_requests_running{model_name=\"m\"} 7\n"
-    "# TYPE vllm:num_requests_waiting gauge\n"
-    "vllm:num_requests_waiting{model_name=\"m\"} 1\n"
-    "# TYPE vllm:prefix_cache_hits_total counter\n"
-    "vllm:prefix_cache_hits_total{model_name=\"m\"} 95\n"
-    "# TYPE vllm:prefix_cache_queries_total counter\n"
-    "vllm:prefix_cache_queries_total{model_name=\"m\"} 200\n";
+static const char *VLLM_CPU_TICK2 = "# TYPE vllm:kv_cache_usage_perc gauge\n"
+                                    "vllm:kv_cache_usage_perc{model_name=\"m\"} 0.55\n"
+                                    "# TYPE vllm:num_requests_running gauge\n"
+                                    "vllm:num_requests_running{model_name=\"m\"} 7\n"
+                                    "# TYPE vllm:num_requests_waiting gauge\n"
+                                    "vllm:num_requests_waiting{model_name=\"m\"} 1\n"
+                                    "# TYPE vllm:prefix_cache_hits_total counter\n"
+                                    "vllm:prefix_cache_hits_total{model_name=\"m\"} 95\n"
+                                    "# TYPE vllm:prefix_cache_queries_total counter\n"
+                                    "vllm:prefix_cache_queries_total{model_name=\"m\"} 200\n";
 
-static const char *SGLANG =
-    "# TYPE sglang:token_usage gauge\n"
-    "sglang:token_usage{model_name=\"m\",tp_rank=\"0\"} 0.63\n"
-    "# TYPE sglang:num_running_reqs gauge\n"
-    "sglang:num_running_reqs{model_name=\"m\",tp_rank=\"0\"} 6\n"
-    "# TYPE sglang:num_queue_reqs gauge\n"
-    "sglang:num_queue_reqs{model_name=\"m\",priority=\"\"} 2\n"
-    "sglang:num_queue_reqs{model_name=\"m\",priority=\"0\"} 2\n"
-    "# TYPE sglang:cache_hit_rate gauge\n"
-    "sglang:cache_hit_rate{model_name=\"m\"} 0.75\n"
-    "# TYPE sglang:gen_throughput gauge\n"
-    "sglang:gen_throughput{model_name=\"m\"} 12.5\n";
+static const char *SGLANG = "# TYPE sglang:token_usage gauge\n"
+                            "sglang:token_usage{model_name=\"m\",tp_rank=\"0\"} 0.63\n"
+                            "# TYPE sglang:num_running_reqs gauge\n"
+                            "sglang:num_running_reqs{model_name=\"m\",tp_rank=\"0\"} 6\n"
+                            "# TYPE sglang:num_queue_reqs gauge\n"
+                            "sglang:num_queue_reqs{model_name=\"m\",priority=\"\"} 2\n"
+                            "sglang:num_queue_reqs{model_name=\"m\",priority=\"0\"} 2\n"
+                            "# TYPE sglang:cache_hit_rate gauge\n"
+                            "sglang:cache_hit_rate{model_name=\"m\"} 0.75\n"
+                            "# TYPE sglang:gen_throughput gauge\n"
+                            "sglang:gen_throughput{model_name=\"m\"} 12.5\n";
 
 Test(kvevents_scrape, vllm_first_tick_zero_hit_rate_then_delta) {
   ic_kv_scraper_t *s = ic_kv_scraper_new("vllm", NULL, IC_KV_TIER_AUTO, GIB, 256);
@@ -88,13 +86,14 @@ Test(kvevents_scrape, legacy_gpu_gauge_and_auto_max_of_gpu_cpu) {
 }
 
 Test(kvevents_scrape, t2_external_counters_and_absent_ones) {
-  const char *t2 = "# TYPE vllm:num_requests_running gauge\nvllm:num_requests_running{model_name=\"m\"} 0\n"
-                   "# TYPE vllm:num_requests_waiting gauge\nvllm:num_requests_waiting{model_name=\"m\"} 0\n"
-                   "# TYPE vllm:external_prefix_cache_hits_total counter\n"
-                   "vllm:external_prefix_cache_hits_total{model_name=\"m\"} 750\n"
-                   "vllm:external_prefix_cache_hits_total{model_name=\"other\"} 5\n"
-                   "# TYPE vllm:external_prefix_cache_queries_total counter\n"
-                   "vllm:external_prefix_cache_queries_total{model_name=\"m\"} 1000\n";
+  const char *t2 =
+      "# TYPE vllm:num_requests_running gauge\nvllm:num_requests_running{model_name=\"m\"} 0\n"
+      "# TYPE vllm:num_requests_waiting gauge\nvllm:num_requests_waiting{model_name=\"m\"} 0\n"
+      "# TYPE vllm:external_prefix_cache_hits_total counter\n"
+      "vllm:external_prefix_cache_hits_total{model_name=\"m\"} 750\n"
+      "vllm:external_prefix_cache_hits_total{model_name=\"other\"} 5\n"
+      "# TYPE vllm:external_prefix_cache_queries_total counter\n"
+      "vllm:external_prefix_cache_queries_total{model_name=\"m\"} 1000\n";
   ic_kv_scraper_t *s = ic_kv_scraper_new("vllm", "m", IC_KV_TIER_AUTO, 0, 256);
   ic_kv_stats_t st;
   cr_assert_eq(derive(s, t2, &st), 0);
@@ -170,14 +169,16 @@ Test(kvevents_scrape, missing_and_non_finite_load_gauges_fail_loud) {
   ic_kv_stats_t st;
   char err[256];
   const char *only_hit = "# TYPE sglang:cache_hit_rate gauge\nsglang:cache_hit_rate 0.5\n";
-  cr_assert_eq(ic_kv_scraper_derive(s, only_hit, strlen(only_hit), &st, err, sizeof(err)), IC_EPROTO);
+  cr_assert_eq(ic_kv_scraper_derive(s, only_hit, strlen(only_hit), &st, err, sizeof(err)),
+               IC_EPROTO);
   cr_assert(strstr(err, "load gauges incomplete"), "%s", err);
   const char *nan = "# TYPE sglang:num_running_reqs gauge\nsglang:num_running_reqs NaN\n"
                     "# TYPE sglang:num_queue_reqs gauge\nsglang:num_queue_reqs 1\n";
   cr_assert_eq(derive(s, nan, &st), IC_EPROTO);
-  const char *nanrank = "# TYPE sglang:num_running_reqs gauge\nsglang:num_running_reqs{dp_rank=\"0\"} NaN\n"
-                        "sglang:num_running_reqs{dp_rank=\"1\"} 4\n"
-                        "# TYPE sglang:num_queue_reqs gauge\nsglang:num_queue_reqs 0\n";
+  const char *nanrank =
+      "# TYPE sglang:num_running_reqs gauge\nsglang:num_running_reqs{dp_rank=\"0\"} NaN\n"
+      "sglang:num_running_reqs{dp_rank=\"1\"} 4\n"
+      "# TYPE sglang:num_queue_reqs gauge\nsglang:num_queue_reqs 0\n";
   cr_assert_eq(derive(s, nanrank, &st), 0);
   cr_assert_eq(st.pressure, 4.0f / 256);
   cr_assert_eq(st.hit_rate, 0.0f, "absent hit rate is 0");
@@ -185,16 +186,15 @@ Test(kvevents_scrape, missing_and_non_finite_load_gauges_fail_loud) {
 }
 
 Test(kvevents_scrape, model_filter_and_unlabeled_series) {
-  const char *multi =
-      "# TYPE vllm:kv_cache_usage_perc gauge\n"
-      "vllm:kv_cache_usage_perc{model_name=\"primary\"} 0.2\n"
-      "vllm:kv_cache_usage_perc{model_name=\"other\"} 0.9\n"
-      "vllm:kv_cache_usage_perc 0.95\n"
-      "# TYPE vllm:num_requests_running gauge\n"
-      "vllm:num_requests_running{model_name=\"primary\"} 1\n"
-      "vllm:num_requests_running{model_name=\"other\"} 50\n"
-      "# TYPE vllm:num_requests_waiting gauge\n"
-      "vllm:num_requests_waiting{model_name=\"primary\"} 1\n";
+  const char *multi = "# TYPE vllm:kv_cache_usage_perc gauge\n"
+                      "vllm:kv_cache_usage_perc{model_name=\"primary\"} 0.2\n"
+                      "vllm:kv_cache_usage_perc{model_name=\"other\"} 0.9\n"
+                      "vllm:kv_cache_usage_perc 0.95\n"
+                      "# TYPE vllm:num_requests_running gauge\n"
+                      "vllm:num_requests_running{model_name=\"primary\"} 1\n"
+                      "vllm:num_requests_running{model_name=\"other\"} 50\n"
+                      "# TYPE vllm:num_requests_waiting gauge\n"
+                      "vllm:num_requests_waiting{model_name=\"primary\"} 1\n";
   ic_kv_scraper_t *s = ic_kv_scraper_new("vllm", "primary", IC_KV_TIER_AUTO, GIB, 8);
   ic_kv_stats_t st;
   cr_assert_eq(derive(s, multi, &st), 0);
@@ -255,7 +255,8 @@ Test(kvevents_scrape, cache_tier_parse_and_unknown_scheme) {
   cr_assert_eq(ic_kv_cache_tier_parse("gpu", &t), 0);
   cr_assert_eq(ic_kv_cache_tier_parse("cpu", &t), 0);
   const char *bad[] = {"", "xpu", "AUTO", "default"};
-  for (int i = 0; i < 4; i++) cr_assert_eq(ic_kv_cache_tier_parse(bad[i], &t), IC_EINVAL);
+  for (int i = 0; i < 4; i++)
+    cr_assert_eq(ic_kv_cache_tier_parse(bad[i], &t), IC_EINVAL);
   ic_kv_scraper_t *s = ic_kv_scraper_new("vllm-v1", NULL, IC_KV_TIER_AUTO, 0, 256);
   cr_assert(ic_kv_scraper_unknown_scheme(s));
   ic_kv_scraper_free(s);

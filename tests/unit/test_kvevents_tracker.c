@@ -35,27 +35,36 @@ static void bb_stored(bb_t *b, const uint64_t *h, int nh, const uint64_t *parent
   msgpack_pack_array(&b->pk, 7);
   pk_str(&b->pk, "BlockStored");
   msgpack_pack_array(&b->pk, (size_t)nh);
-  for (int i = 0; i < nh; i++) msgpack_pack_uint64(&b->pk, h[i]);
-  if (parent) msgpack_pack_uint64(&b->pk, *parent);
-  else msgpack_pack_nil(&b->pk);
+  for (int i = 0; i < nh; i++)
+    msgpack_pack_uint64(&b->pk, h[i]);
+  if (parent)
+    msgpack_pack_uint64(&b->pk, *parent);
+  else
+    msgpack_pack_nil(&b->pk);
   if (ntok < 0) {
     msgpack_pack_nil(&b->pk);
   } else {
     msgpack_pack_array(&b->pk, (size_t)ntok);
-    for (int i = 0; i < ntok; i++) msgpack_pack_uint32(&b->pk, tok0 + (uint32_t)i);
+    for (int i = 0; i < ntok; i++)
+      msgpack_pack_uint32(&b->pk, tok0 + (uint32_t)i);
   }
   msgpack_pack_int(&b->pk, bs);
-  if (lora) msgpack_pack_int64(&b->pk, *lora);
-  else msgpack_pack_nil(&b->pk);
-  if (medium) pk_str(&b->pk, medium);
-  else msgpack_pack_nil(&b->pk);
+  if (lora)
+    msgpack_pack_int64(&b->pk, *lora);
+  else
+    msgpack_pack_nil(&b->pk);
+  if (medium)
+    pk_str(&b->pk, medium);
+  else
+    msgpack_pack_nil(&b->pk);
 }
 
 static void bb_removed(bb_t *b, const uint64_t *h, int nh, const char *medium) {
   msgpack_pack_array(&b->pk, medium ? 3 : 2);
   pk_str(&b->pk, "BlockRemoved");
   msgpack_pack_array(&b->pk, (size_t)nh);
-  for (int i = 0; i < nh; i++) msgpack_pack_uint64(&b->pk, h[i]);
+  for (int i = 0; i < nh; i++)
+    msgpack_pack_uint64(&b->pk, h[i]);
   if (medium) pk_str(&b->pk, medium);
 }
 
@@ -79,7 +88,8 @@ static int bb_apply(bb_t *b, ic_kv_tracker_t *t, const ic_kv_apply_cfg_t *cfg, i
 
 static void roll(uint32_t tok0, int ntok, int bs, uint64_t *out) {
   uint32_t *t = malloc(sizeof(uint32_t) * (size_t)ntok);
-  for (int i = 0; i < ntok; i++) t[i] = tok0 + (uint32_t)i;
+  for (int i = 0; i < ntok; i++)
+    t[i] = tok0 + (uint32_t)i;
   ic_fp_prefix_hashes(t, (size_t)ntok, bs, NULL, out, (size_t)(ntok / bs), NULL);
   free(t);
 }
@@ -97,7 +107,8 @@ Test(kvevents_tracker, example_F_expected_prefix_hashes) {
   msgpack_pack_uint64(&b.pk, h1[1]);
   msgpack_pack_nil(&b.pk);
   msgpack_pack_array(&b.pk, 4);
-  for (int i = 100; i < 104; i++) msgpack_pack_int(&b.pk, i);
+  for (int i = 100; i < 104; i++)
+    msgpack_pack_int(&b.pk, i);
   msgpack_pack_int(&b.pk, 2);
   msgpack_pack_nil(&b.pk);
   msgpack_pack_array(&b.pk, 6);
@@ -432,7 +443,8 @@ static void pk_group_event(msgpack_packer *pk, const char *type, uint64_t h, int
   if (stored) {
     pk_str(pk, "token_ids");
     msgpack_pack_array(pk, (size_t)bs);
-    for (int i = 0; i < bs; i++) msgpack_pack_int(pk, i);
+    for (int i = 0; i < bs; i++)
+      msgpack_pack_int(pk, i);
     pk_str(pk, "block_size");
     msgpack_pack_int(pk, bs);
     pk_str(pk, "kv_cache_spec_kind");
