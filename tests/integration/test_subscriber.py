@@ -862,3 +862,19 @@ def test_large_eviction_run_is_sent_concurrently_and_complete(server, mk):
                == 400, timeout=60, what="400 evictions delivered")
     for p in (prompts[0], prompts[50], prompts[99]):
         assert top(lookup(server, p, model=model))[0] != "PREFIX_MATCH"
+
+
+def test_engine_restart_sequence_reset_clears_its_blocks(server, mk):
+    engine, subscriber = mk
+    model = "m-engine-restart"
+    e = engine("vllm-array")
+    sub = subscriber(server.grpc_addr, [e], model=model)
+    a, b = prompt(120000, 4), prompt(121000, 4)
+    e.publish(chain_events(e, a, 0xd00))
+    e.publish(chain_events(e, prompt(122000, 4), 0xd40))
+    wait_match(server, a, ("PREFIX_MATCH", "r0", 64), model=model)
+    e.seq = 0  # the engine restarted: a fresh process numbers from 0 and its cache is empty
+    e.publish(chain_events(e, b, 0xd00))  # even reusing engine hashes
+    wait_match(server, b, ("PREFIX_MATCH", "r0", 64), model=model)
+    assert top(lookup(server, a, model=model))[0] != "PREFIX_MATCH"
+    assert sub.metric("kvevent_subscriber_engine_restarts_total") == 1
