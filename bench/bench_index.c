@@ -1,6 +1,7 @@
 /* Benchmark of lib/index (issue 3 figures): memory per membership, ingest rate below and at the
  * cap, 128-block chain lookup latency at 10 M memberships (idle and under ingest), replica clear.
- * Prints JSON lines {"bench":"index","name","value","unit","params"}. IC_BENCH_SCALE=0.1 shrinks. */
+ * Prints JSON lines {"bench":"index","name","value","unit","params"}. IC_BENCH_SCALE=0.1 shrinks.
+ */
 #include <math.h>
 #include <pthread.h>
 #include <stdatomic.h>
@@ -64,7 +65,8 @@ typedef struct {
 static void make_chain(chain_t *ch, uint64_t c, uint64_t salt) {
   for (int j = 0; j < BLOCKS; j++) {
     uint64_t h = mix((c << 8 | (uint64_t)j) ^ salt);
-    for (int k = 0; k < 8; k++) ch->bytes[j][k] = (uint8_t)(h >> (56 - 8 * k));
+    for (int k = 0; k < 8; k++)
+      ch->bytes[j][k] = (uint8_t)(h >> (56 - 8 * k));
     ch->bh[j] = (ic_index_bytes_t){8, ch->bytes[j]};
     ch->bc[j] = TOKENS;
   }
@@ -77,15 +79,17 @@ static const char *rep_name(int r) {
 }
 
 static int ingest_chain(ic_index_t *ix, const chain_t *ch, int replica) {
-  ic_index_prefix_t p = {.block_hashes = ch->bh, .n_block_hashes = BLOCKS, .block_token_counts = ch->bc,
+  ic_index_prefix_t p = {.block_hashes = ch->bh,
+                         .n_block_hashes = BLOCKS,
+                         .block_token_counts = ch->bc,
                          .n_block_token_counts = BLOCKS};
   ic_index_update_t u = {rep_name(replica), "llama", "tenant", "vllm", "", 0, &p, 1, NULL};
   return ic_index_ingest(ix, &u);
 }
 
 static void emit(const char *name, double v, const char *unit, const char *params) {
-  printf("{\"bench\":\"index\",\"name\":\"%s\",\"value\":%.6g,\"unit\":\"%s\",\"params\":{%s}}\n", name, v, unit,
-         params);
+  printf("{\"bench\":\"index\",\"name\":\"%s\",\"value\":%.6g,\"unit\":\"%s\",\"params\":{%s}}\n",
+         name, v, unit, params);
   fflush(stdout);
 }
 
@@ -129,14 +133,17 @@ static void memory_figure(const char *name, int share) {
     ic_index_counters(ix, &k);
     char params[256];
     snprintf(params, sizeof params,
-             "\"memberships\":%lld,\"distinct_keys\":%lld,\"replicas\":%d,\"holders_per_chain\":%d,\"blocks\":%d,"
+             "\"memberships\":%lld,\"distinct_keys\":%lld,\"replicas\":%d,\"holders_per_chain\":%d,"
+             "\"blocks\":%d,"
              "\"hash_bytes\":8,\"table_bytes\":%zu",
-             (long long)k.total_entries, (long long)k.distinct_keys, REPLICAS, share, BLOCKS, k.memory_bytes);
+             (long long)k.total_entries, (long long)k.distinct_keys, REPLICAS, share, BLOCKS,
+             k.memory_bytes);
     emit(name, (double)(after - before) / (double)k.total_entries, "bytes", params);
     if (share == 1) {
-      snprintf(params, sizeof params,
-               "\"memberships\":%lld,\"blocks_per_update\":%d,\"threads\":1,\"blocks_per_cpu_s\":%.0f",
-               (long long)k.total_entries, BLOCKS, g_fill_cpu_rate);
+      snprintf(
+          params, sizeof params,
+          "\"memberships\":%lld,\"blocks_per_update\":%d,\"threads\":1,\"blocks_per_cpu_s\":%.0f",
+          (long long)k.total_entries, BLOCKS, g_fill_cpu_rate);
       emit("ingest_blocks_per_s", rate, "blocks/s", params);
     }
     ic_index_destroy(ix);
@@ -174,10 +181,11 @@ static void cap_figure(void) {
   ic_index_counters(at, &k);
   char params[256];
   snprintf(params, sizeof params,
-           "\"cap\":%lld,\"entries_at_cap\":%lld,\"below_blocks_per_s\":%.0f,\"at_cap_blocks_per_s\":%.0f,"
+           "\"cap\":%lld,\"entries_at_cap\":%lld,\"below_blocks_per_s\":%.0f,\"at_cap_blocks_per_"
+           "s\":%.0f,"
            "\"blocks_each\":%llu",
-           (long long)cap, (long long)k.total_entries, (double)blocks / (tb / 1e9), (double)blocks / (ta / 1e9),
-           (unsigned long long)blocks);
+           (long long)cap, (long long)k.total_entries, (double)blocks / (tb / 1e9),
+           (double)blocks / (ta / 1e9), (unsigned long long)blocks);
   emit("ingest_at_cap_ratio", tb / ta, "ratio", params);
   ic_index_destroy(below);
   ic_index_destroy(at);
@@ -208,21 +216,31 @@ static lat_t lookup_mix(ic_index_t *ix, uint64_t chains, int n, uint64_t seed) {
     make_chain(&ch, c, 0);
     if (kind == 1) { /* partial: first 64 blocks match, the rest are foreign */
       make_chain(&rnd, c, 0x5eed);
-      for (int j = 64; j < BLOCKS; j++) ch.bh[j] = rnd.bh[j];
-      for (int j = 64; j < BLOCKS; j++) memcpy(ch.bytes[j], rnd.bytes[j], 8), ch.bh[j].data = ch.bytes[j];
+      for (int j = 64; j < BLOCKS; j++)
+        ch.bh[j] = rnd.bh[j];
+      for (int j = 64; j < BLOCKS; j++)
+        memcpy(ch.bytes[j], rnd.bytes[j], 8), ch.bh[j].data = ch.bytes[j];
     } else if (kind == 2) {
       make_chain(&ch, c, 0xdead);
     }
-    ic_index_lookup_t q = {.tenant = "tenant", .model = "llama", .scheme = "vllm", .block_hashes = ch.bh,
-                           .n_block_hashes = BLOCKS, .block_token_counts = ch.bc, .n_block_token_counts = BLOCKS};
+    ic_index_lookup_t q = {.tenant = "tenant",
+                           .model = "llama",
+                           .scheme = "vllm",
+                           .block_hashes = ch.bh,
+                           .n_block_hashes = BLOCKS,
+                           .block_token_counts = ch.bc,
+                           .n_block_token_counts = BLOCKS};
     ic_index_result_t *r;
     int64_t t0 = mono_ns();
     ic_index_lookup_route(ix, &q, &r);
     lat[i] = mono_ns() - t0;
     size_t rows = ic_index_result_count(r);
-    if (rows && ic_index_result_rows(r)[0].matched_tokens == BLOCKS * TOKENS) out.hits++;
-    else if (rows) out.partial++;
-    else out.misses++;
+    if (rows && ic_index_result_rows(r)[0].matched_tokens == BLOCKS * TOKENS)
+      out.hits++;
+    else if (rows)
+      out.partial++;
+    else
+      out.misses++;
     ic_index_result_free(r);
   }
   out.cpu_avg = (double)(cpu_ns() - c0) / 1000.0 / n; /* includes building the request chain */
@@ -268,7 +286,8 @@ static void lookup_figures(void) {
   lat_t idle = lookup_mix(ix, chains, n, 11);
   char params[256];
   snprintf(params, sizeof params,
-           "\"memberships\":%llu,\"chain_blocks\":%d,\"mix\":\"1/3 full, 1/3 64-block partial, 1/3 miss\","
+           "\"memberships\":%llu,\"chain_blocks\":%d,\"mix\":\"1/3 full, 1/3 64-block partial, 1/3 "
+           "miss\","
            "\"lookups\":%d,\"threads\":1,\"cpu_us_per_lookup_avg\":%.3f",
            (unsigned long long)(chains * BLOCKS), BLOCKS, n, idle.cpu_avg);
   emit("lookup_chain128_p50_us", idle.p50, "us", params);
@@ -285,7 +304,8 @@ static void lookup_figures(void) {
   pthread_join(th, NULL);
   double idle_p99 = idle.p99 < idle2.p99 ? idle.p99 : idle2.p99;
   snprintf(params, sizeof params,
-           "\"idle_p99_us\":%.3f,\"busy_p99_us\":%.3f,\"busy_p50_us\":%.3f,\"writer_target_blocks_per_s\":%.0f,"
+           "\"idle_p99_us\":%.3f,\"busy_p99_us\":%.3f,\"busy_p50_us\":%.3f,\"writer_target_blocks_"
+           "per_s\":%.0f,"
            "\"writer_actual_blocks_per_s\":%.0f",
            idle_p99, busy.p99, busy.p50, w.rate, (double)w.blocks / secs);
   emit("lookup_p99_under_ingest_ratio", busy.p99 / idle_p99, "ratio", params);
@@ -305,15 +325,22 @@ static void clear_figure(void) {
   }
   ic_index_counters_t k;
   ic_index_counters(ix, &k);
-  ic_index_event_t ev = {.type = IC_INDEX_EVENT_ALL_CLEARED, .replica = rep_name(0), .model = "llama",
+  ic_index_event_t ev = {.type = IC_INDEX_EVENT_ALL_CLEARED,
+                         .replica = rep_name(0),
+                         .model = "llama",
                          .tenant = "tenant"};
   int64_t t0 = mono_ns();
   ic_index_apply_event(ix, &ev);
   int64_t visible = mono_ns() - t0;
   /* proof of visibility: a lookup right after the call sees no row of the cleared replica */
   make_chain(&ch, 3, 0x1);
-  ic_index_lookup_t q = {.tenant = "tenant", .model = "llama", .scheme = "vllm", .block_hashes = ch.bh,
-                         .n_block_hashes = BLOCKS, .block_token_counts = ch.bc, .n_block_token_counts = BLOCKS};
+  ic_index_lookup_t q = {.tenant = "tenant",
+                         .model = "llama",
+                         .scheme = "vllm",
+                         .block_hashes = ch.bh,
+                         .n_block_hashes = BLOCKS,
+                         .block_token_counts = ch.bc,
+                         .n_block_token_counts = BLOCKS};
   ic_index_result_t *r;
   ic_index_lookup_route(ix, &q, &r);
   bool leaked = false;
@@ -322,14 +349,16 @@ static void clear_figure(void) {
   ic_index_result_free(r);
   int64_t t1 = mono_ns();
   size_t steps = 0;
-  while (ic_index_maintain(ix, 64)) steps++;
+  while (ic_index_maintain(ix, 64))
+    steps++;
   int64_t reclaim = mono_ns() - t1;
   char params[256];
   snprintf(params, sizeof params,
-           "\"replica_blocks\":%llu,\"entries_before\":%lld,\"visible_after_call\":%s,\"lazy_reclaim_ms\":%.1f,"
+           "\"replica_blocks\":%llu,\"entries_before\":%lld,\"visible_after_call\":%s,\"lazy_"
+           "reclaim_ms\":%.1f,"
            "\"reclaim_steps\":%zu",
-           (unsigned long long)(chains * BLOCKS), (long long)k.total_entries, leaked ? "false" : "true",
-           (double)reclaim / 1e6, steps);
+           (unsigned long long)(chains * BLOCKS), (long long)k.total_entries,
+           leaked ? "false" : "true", (double)reclaim / 1e6, steps);
   emit("clear_replica_1m_visible_us", (double)visible / 1000.0, "us", params);
   ic_index_destroy(ix);
 }
@@ -338,7 +367,7 @@ int main(void) {
   const char *sc = getenv("IC_BENCH_SCALE");
   if (sc && atof(sc) > 0) g_scale = atof(sc);
   const char *only = getenv("IC_BENCH_ONLY"); /* mem|cap|clear|lookup: one group (profiling) */
-#define RUN(tag, call) \
+#define RUN(tag, call)                                                                             \
   if (!only || strcmp(only, tag) == 0) call
   RUN("mem", memory_figure("bytes_per_membership_unique", 1));
   RUN("mem", memory_figure("bytes_per_membership_shared", 4));

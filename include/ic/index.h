@@ -34,20 +34,20 @@ typedef enum {
 
 /* Ranker knobs (spec §1, §5.3, §5.9). All zero disables pressure, SLO bias and TENANT_HOT. */
 typedef struct {
-  float pressure_weight;           /* default 1.0 */
-  int32_t slo_tight_ttft_ms;       /* default 200 */
-  float slo_tight_bias;            /* default 1.0 */
-  float tenant_hot_min_hit_rate;   /* default 0.1 */
-  int64_t tenant_hot_max_age_ns;   /* default 5 min; <= 0 disables TENANT_HOT */
+  float pressure_weight;         /* default 1.0 */
+  int32_t slo_tight_ttft_ms;     /* default 200 */
+  float slo_tight_bias;          /* default 1.0 */
+  float tenant_hot_min_hit_rate; /* default 0.1 */
+  int64_t tenant_hot_max_age_ns; /* default 5 min; <= 0 disables TENANT_HOT */
 } ic_index_ranker_t;
 
 /* What a change-listener call reports. */
 typedef enum {
-  IC_INDEX_CHANGE_PREFIX_ADDED = 1,   /* a (key, replica) entry was created (not on refresh) */
-  IC_INDEX_CHANGE_PREFIX_EVICTED = 2, /* a (key, replica) entry was removed (see reason) */
-  IC_INDEX_CHANGE_REPLICA_UPDATED = 3,/* stats ingested, or a REPLICA_UPDATED event applied */
-  IC_INDEX_CHANGE_ALL_CLEARED = 4,    /* ALL_CLEARED applied: replica dropped from (tenant, model);
-                                         no per-entry PREFIX_EVICTED calls follow for it */
+  IC_INDEX_CHANGE_PREFIX_ADDED = 1,    /* a (key, replica) entry was created (not on refresh) */
+  IC_INDEX_CHANGE_PREFIX_EVICTED = 2,  /* a (key, replica) entry was removed (see reason) */
+  IC_INDEX_CHANGE_REPLICA_UPDATED = 3, /* stats ingested, or a REPLICA_UPDATED event applied */
+  IC_INDEX_CHANGE_ALL_CLEARED = 4,     /* ALL_CLEARED applied: replica dropped from (tenant, model);
+                                          no per-entry PREFIX_EVICTED calls follow for it */
 } ic_index_change_type_t;
 
 typedef enum {
@@ -66,18 +66,18 @@ typedef struct {
   const char *tenant, *model, *scheme, *adapter, *replica;
   const uint8_t *hash;
   size_t hash_len;
-  int32_t token_count; /* PREFIX_ADDED: stored token count; else 0 */
-  int32_t tier;        /* PREFIX_ADDED: wire tier (0 for unknown tiers); else 0 */
-  int64_t timestamp_ns;/* time of the change (ingest/event timestamp or the sweep's now) */
+  int32_t token_count;  /* PREFIX_ADDED: stored token count; else 0 */
+  int32_t tier;         /* PREFIX_ADDED: wire tier (0 for unknown tiers); else 0 */
+  int64_t timestamp_ns; /* time of the change (ingest/event timestamp or the sweep's now) */
 } ic_index_change_t;
 
 /* Configuration. Initialise with ic_index_config_init (defaults of spec §1/§2.8), then
  * override. Every callback is optional (NULL). Callbacks may be called with internal locks
  * held: they must be cheap, thread-safe, and must never call back into the index. */
 typedef struct {
-  int64_t ttl_ns;             /* <= 0 -> 30 min */
-  int64_t sweep_interval_ns;  /* <= 0 -> 1 min; informational (the caller runs the ticker) */
-  int64_t max_entries;        /* global cap on storage entries; <= 0 = unbounded */
+  int64_t ttl_ns;            /* <= 0 -> 30 min */
+  int64_t sweep_interval_ns; /* <= 0 -> 1 min; informational (the caller runs the ticker) */
+  int64_t max_entries;       /* global cap on storage entries; <= 0 = unbounded */
   ic_index_ranker_t ranker;
   const char *const *reserved_tenants; /* copied at create; "" entries ignored */
   size_t n_reserved_tenants;
@@ -136,8 +136,8 @@ typedef struct {
 /* ReplicaStats payload (client_version is not stored). */
 typedef struct {
   int64_t cache_memory_bytes;
-  float hit_rate;          /* non-finite -> 0 */
-  float pressure;          /* non-finite -> 0 */
+  float hit_rate; /* non-finite -> 0 */
+  float pressure; /* non-finite -> 0 */
   int64_t t2_hit_tokens;
   int64_t t2_query_tokens;
 } ic_index_stats_t;
@@ -158,7 +158,7 @@ int ic_index_ingest(ic_index_t *ix, const ic_index_update_t *u);
 
 typedef enum {
   IC_INDEX_EVENT_UNSPECIFIED = 0,
-  IC_INDEX_EVENT_PREFIX_ADDED = 1,   /* no-op by design */
+  IC_INDEX_EVENT_PREFIX_ADDED = 1, /* no-op by design */
   IC_INDEX_EVENT_PREFIX_EVICTED = 2,
   IC_INDEX_EVENT_REPLICA_UPDATED = 3,
   IC_INDEX_EVENT_ALL_CLEARED = 4,
@@ -247,8 +247,8 @@ bool ic_index_affinity_hint(ic_index_t *ix, const char *tenant, const char *mode
 /* Miss-classifier presence checks (spec §5.11); O(1). */
 bool ic_index_has_any_for_tenant(ic_index_t *ix, const char *tenant);
 bool ic_index_has_any_for_tenant_model(ic_index_t *ix, const char *tenant, const char *model);
-bool ic_index_has_any_for_tenant_model_scheme(ic_index_t *ix, const char *tenant,
-                                              const char *model, const char *scheme);
+bool ic_index_has_any_for_tenant_model_scheme(ic_index_t *ix, const char *tenant, const char *model,
+                                              const char *scheme);
 
 /* ------------------------------------------------------------------ reads (spec §6) */
 
@@ -280,8 +280,8 @@ typedef struct {
   const char *replica_id, *tenant; /* interned */
   int64_t cache_memory_bytes;
   float hit_rate, pressure;
-  int64_t last_update_ns; /* stats liveness; IC_INDEX_TIME_ZERO when no stats */
-  int64_t prefix_count;   /* storage entries of the replica for the tenant */
+  int64_t last_update_ns;   /* stats liveness; IC_INDEX_TIME_ZERO when no stats */
+  int64_t prefix_count;     /* storage entries of the replica for the tenant */
   int64_t last_event_at_ns; /* max last_seen of those; IC_INDEX_TIME_ZERO when none */
   bool stats_reported;
   int64_t t2_hit_tokens, t2_query_tokens;

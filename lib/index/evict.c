@@ -12,7 +12,8 @@ static void cand_bytes(const cand_t *c, uint8_t buf[8], const uint8_t **p, uint3
     *len = c->hlen;
     return;
   }
-  for (int i = 0; i < 8; i++) buf[i] = (uint8_t)(c->hpre >> (56 - 8 * i));
+  for (int i = 0; i < 8; i++)
+    buf[i] = (uint8_t)(c->hpre >> (56 - 8 * i));
   *p = buf;
   *len = c->hlen;
 }
@@ -24,11 +25,14 @@ static int cand_cmp(const cand_t *a, const cand_t *b) {
   ic_index_t *ix = a->sc->ix;
   int c;
   if (a->sc != b->sc) {
-    if (a->sc->tenant != b->sc->tenant && (c = strcmp(ix_str(ix, a->sc->tenant), ix_str(ix, b->sc->tenant))))
+    if (a->sc->tenant != b->sc->tenant &&
+        (c = strcmp(ix_str(ix, a->sc->tenant), ix_str(ix, b->sc->tenant))))
       return c;
-    if (a->sc->model != b->sc->model && (c = strcmp(ix_str(ix, a->sc->model), ix_str(ix, b->sc->model))))
+    if (a->sc->model != b->sc->model &&
+        (c = strcmp(ix_str(ix, a->sc->model), ix_str(ix, b->sc->model))))
       return c;
-    if (a->sc->scheme != b->sc->scheme && (c = strcmp(ix_str(ix, a->sc->scheme), ix_str(ix, b->sc->scheme))))
+    if (a->sc->scheme != b->sc->scheme &&
+        (c = strcmp(ix_str(ix, a->sc->scheme), ix_str(ix, b->sc->scheme))))
       return c;
   }
   uint32_t aa = a->adapter, ba = b->adapter;
@@ -65,11 +69,18 @@ static inline size_t qidx(const ic_index_t *ix, size_t i) {
 }
 
 /* Fills the order fields of a candidate; caller holds sc's lock. false on ENOMEM. */
-static bool cand_make(cand_t *c, scope_t *sc, uint32_t part, uint64_t key, uint32_t flags, uint32_t rep,
-                      int64_t ts, uint64_t eff) {
-  *c = (cand_t){.ts = ts, .eff = eff, .key = key, .sc = sc, .pp = sc->parts[part], .part = part, .rep = rep,
+static bool cand_make(cand_t *c, scope_t *sc, uint32_t part, uint64_t key, uint32_t flags,
+                      uint32_t rep, int64_t ts, uint64_t eff) {
+  *c = (cand_t){.ts = ts,
+                .eff = eff,
+                .key = key,
+                .sc = sc,
+                .pp = sc->parts[part],
+                .part = part,
+                .rep = rep,
                 .flags = flags & M_LONG,
-                .adapter = sc->parts[part]->adapter, .replica = sc->reps[rep].replica};
+                .adapter = sc->parts[part]->adapter,
+                .replica = sc->reps[rep].replica};
   if (!(flags & M_LONG)) {
     c->hpre = key;
     c->hlen = 8;
@@ -79,7 +90,8 @@ static bool cand_make(cand_t *c, scope_t *sc, uint32_t part, uint64_t key, uint3
   const uint8_t *b = scope_blob(sc, key, &len);
   c->hlen = len;
   uint64_t pre = 0;
-  for (uint32_t i = 0; i < 8; i++) pre = pre << 8 | (i < len ? b[i] : 0);
+  for (uint32_t i = 0; i < 8; i++)
+    pre = pre << 8 | (i < len ? b[i] : 0);
   c->hpre = pre;
   if (len > 8) {
     if (!(c->bytes = malloc(len))) return false;
@@ -103,7 +115,7 @@ static void heap_push(ic_index_t *ix, const cand_t *c) {
       cand_t tmp = *c;
       cand_drop(&tmp);
       ix->q_invalid = true; /* the invariant lost a member: rebuild before the next pop */
-      return; /* dropping a candidate only delays it to the next rebuild */
+      return;               /* dropping a candidate only delays it to the next rebuild */
     }
     ix->extra = n;
     ix->capextra = nc;
@@ -145,8 +157,8 @@ static inline bool under_thr(ic_index_t *ix, uint64_t eff, int64_t ts) {
   return eff < te || (eff == te && ts <= tt);
 }
 
-void evq_note(ic_index_t *ix, scope_t *sc, part_t *p, uint64_t key, uint32_t flags, uint32_t rep, int64_t ts,
-              uint64_t eff) {
+void evq_note(ic_index_t *ix, scope_t *sc, part_t *p, uint64_t key, uint32_t flags, uint32_t rep,
+              int64_t ts, uint64_t eff) {
   if (!atomic_load_explicit(&ix->thr_on, memory_order_acquire) || !under_thr(ix, eff, ts)) return;
   cand_t c;
   pthread_mutex_lock(&ix->extra_lock);
@@ -158,7 +170,8 @@ void evq_note(ic_index_t *ix, scope_t *sc, part_t *p, uint64_t key, uint32_t fla
     cand_drop(&c);
     ix->q_invalid = true;
     atomic_store(&ix->thr_on, false);
-    for (size_t i = 0; i < ix->nextra; i++) cand_drop(&ix->extra[i]);
+    for (size_t i = 0; i < ix->nextra; i++)
+      cand_drop(&ix->extra[i]);
     ix->nextra = 0;
   } else {
     heap_push(ix, &c);
@@ -167,12 +180,14 @@ void evq_note(ic_index_t *ix, scope_t *sc, part_t *p, uint64_t key, uint32_t fla
 }
 
 static void queue_clear(ic_index_t *ix) {
-  for (size_t i = ix->qpos; i < ix->qn; i++) cand_drop(&ix->q[qidx(ix, i)]);
+  for (size_t i = ix->qpos; i < ix->qn; i++)
+    cand_drop(&ix->q[qidx(ix, i)]);
   ix->qn = ix->qpos = 0;
   ix->qord = NULL;
   atomic_store(&ix->thr_on, false);
   pthread_mutex_lock(&ix->extra_lock);
-  for (size_t i = 0; i < ix->nextra; i++) cand_drop(&ix->extra[i]);
+  for (size_t i = 0; i < ix->nextra; i++)
+    cand_drop(&ix->extra[i]);
   ix->nextra = 0;
   ix->q_invalid = false;
   pthread_mutex_unlock(&ix->extra_lock);
@@ -399,7 +414,8 @@ static void sort_ties(const cand_t *q, rk_t *g, size_t n, tie_t *buf, size_t buf
     t[i] = (tie_t){c->key, ix_str(ix, c->replica), g[i].idx};
   }
   qsort(t, n, sizeof *t, tie_cmp);
-  for (size_t i = 0; i < n; i++) g[i].idx = t[i].idx;
+  for (size_t i = 0; i < n; i++)
+    g[i].idx = t[i].idx;
   if (t != buf) free(t);
 }
 
@@ -417,7 +433,8 @@ static void sort_queue(ic_index_t *ix) {
   ix->qord = NULL;
   if (n < 2) return;
   size_t c1 = ix->rkcap, c2 = ix->rkcap;
-  if (n > UINT32_MAX || !grow_buf(&ix->rk, &c1, n, sizeof(rk_t)) || !grow_buf(&ix->rk2, &c2, n, sizeof(rk_t))) {
+  if (n > UINT32_MAX || !grow_buf(&ix->rk, &c1, n, sizeof(rk_t)) ||
+      !grow_buf(&ix->rk2, &c2, n, sizeof(rk_t))) {
     ix->rkcap = c1 < c2 ? c1 : c2;
     qsort(ix->q, n, sizeof *ix->q, cand_qcmp);
     return;
@@ -425,13 +442,14 @@ static void sort_queue(ic_index_t *ix) {
   ix->rkcap = c1 < c2 ? c1 : c2;
   rk_t *a = ix->rk, *b = ix->rk2;
   for (size_t i = 0; i < n; i++)
-    a[i] = (rk_t){(uint64_t)ix->q[i].ts ^ (1ULL << 63), ix->q[i].eff > UINT32_MAX ? UINT32_MAX : (uint32_t)ix->q[i].eff,
-                  (uint32_t)i};
+    a[i] = (rk_t){(uint64_t)ix->q[i].ts ^ (1ULL << 63),
+                  ix->q[i].eff > UINT32_MAX ? UINT32_MAX : (uint32_t)ix->q[i].eff, (uint32_t)i};
   for (int pass = 0; pass < 12; pass++) {
     int sh = pass < 8 ? pass * 8 : (pass - 8) * 8;
 #define DIGIT(r) ((pass < 8 ? (r).ts >> sh : (uint64_t)(r).eff >> sh) & 0xff)
     size_t cnt[256] = {0};
-    for (size_t i = 0; i < n; i++) cnt[DIGIT(a[i])]++;
+    for (size_t i = 0; i < n; i++)
+      cnt[DIGIT(a[i])]++;
     bool uniform = false;
     for (int d = 0; d < 256; d++)
       if (cnt[d] == n) uniform = true;
@@ -442,7 +460,8 @@ static void sort_queue(ic_index_t *ix) {
       cnt[d] = pos;
       pos += c;
     }
-    for (size_t i = 0; i < n; i++) b[cnt[DIGIT(a[i])]++] = a[i];
+    for (size_t i = 0; i < n; i++)
+      b[cnt[DIGIT(a[i])]++] = a[i];
 #undef DIGIT
     rk_t *t = a;
     a = b;
@@ -451,7 +470,8 @@ static void sort_queue(ic_index_t *ix) {
   tie_t tst[256];
   for (size_t l = 0; l < n;) {
     size_t r = l + 1;
-    while (r < n && a[r].eff == a[l].eff && a[r].ts == a[l].ts) r++;
+    while (r < n && a[r].eff == a[l].eff && a[r].ts == a[l].ts)
+      r++;
     if (r - l > 1) sort_ties(ix->q, &a[l], r - l, tst, 256);
     l = r;
   }
@@ -465,13 +485,15 @@ static bool next_cand(ic_index_t *ix, cand_t *out) {
     pthread_mutex_unlock(&ix->extra_lock);
     return false; /* the caller rebuilds */
   }
-  bool have_q = ix->qpos < ix->qn, have_x = ix->nextra > 0;
+  bool have_q = ix->qpos<ix->qn, have_x = ix->nextra> 0;
   if (!have_q && !have_x) {
     pthread_mutex_unlock(&ix->extra_lock);
     return false;
   }
-  if (have_x && (!have_q || cand_cmp(&ix->extra[0], &q[qidx(ix, ix->qpos)]) < 0)) *out = heap_pop(ix);
-  else *out = q[qidx(ix, ix->qpos++)];
+  if (have_x && (!have_q || cand_cmp(&ix->extra[0], &q[qidx(ix, ix->qpos)]) < 0))
+    *out = heap_pop(ix);
+  else
+    *out = q[qidx(ix, ix->qpos++)];
   /* candidates sit in scan order and pop in sorted order: fetch the candidate 16 ahead, and
      the victim slot of the one 8 ahead (its candidate is in cache by then) */
   if (ix->qpos + 16 < ix->qn) __builtin_prefetch(&q[qidx(ix, ix->qpos + 16)]);
@@ -508,7 +530,7 @@ void evq_enforce_cap(ic_index_t *ix, int64_t evicted[2]) {
   pthread_mutex_lock(&ix->cap_lock);
   if (refresh_algos(ix)) queue_clear(ix);
   bool rebuilt = false;
-  int fruitless = 0; /* rebuilds in a row that evicted nothing: bail out rather than spin */
+  int fruitless = 0;    /* rebuilds in a row that evicted nothing: bail out rather than spin */
   scope_t *held = NULL; /* consecutive victims mostly share a scope: keep it locked a while */
   int held_n = 0;
   for (;;) {

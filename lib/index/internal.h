@@ -76,9 +76,9 @@ typedef struct __attribute__((packed, aligned(4))) {
 #define MK_META(rep, tier, flags) (((uint32_t)(rep) << 16) | ((uint32_t)(tier) << 8) | (flags))
 
 typedef struct {
-  uint32_t ts;     /* time id in the scope's time table */
-  int32_t tokens;  /* stored token count */
-  uint32_t meta;   /* rep | tier */
+  uint32_t ts;    /* time id in the scope's time table */
+  int32_t tokens; /* stored token count */
+  uint32_t meta;  /* rep | tier */
 } holder_t;
 
 typedef struct {
@@ -103,10 +103,10 @@ typedef struct {
 } part_t;
 
 typedef struct {
-  uint32_t replica;  /* string id */
-  bool dead;         /* cleared by ALL_CLEARED; holders awaiting reclaim */
-  int64_t count;     /* live entries held (0 once dead) */
-  int64_t pending;   /* dead entries not yet reclaimed */
+  uint32_t replica; /* string id */
+  bool dead;        /* cleared by ALL_CLEARED; holders awaiting reclaim */
+  int64_t count;    /* live entries held (0 once dead) */
+  int64_t pending;  /* dead entries not yet reclaimed */
 } rep_t;
 
 typedef struct {
@@ -127,9 +127,9 @@ struct ic_index;
 
 /* Scope = (tenant, model, hash_scheme): the lock domain of lookups and ingest. */
 typedef struct scope {
-  pthread_rwlock_t lock;     /* readers vs. the writer's commits */
-  pthread_mutex_t wlock;     /* serialises writers; a writer holding it may read without `lock`
-                                and drops `lock` during long rebuilds (table growth) */
+  pthread_rwlock_t lock; /* readers vs. the writer's commits */
+  pthread_mutex_t wlock; /* serialises writers; a writer holding it may read without `lock`
+                            and drops `lock` during long rebuilds (table growth) */
   struct ic_index *ix;
   uint32_t id, tenant, model, scheme;
   struct tmrec *tm;
@@ -139,11 +139,11 @@ typedef struct scope {
   uint32_t nparts, capparts;
   rep_t *reps;
   uint32_t nreps, capreps;
-  u64map_t rep_map;          /* replica string id -> live rep index */
-  _Atomic int64_t serving;   /* live reps with count > 0 */
+  u64map_t rep_map;        /* replica string id -> live rep index */
+  _Atomic int64_t serving; /* live reps with count > 0 */
   tslot_t *times;
   uint32_t ntimes, captimes, time_free;
-  u64map_t time_map;         /* ns -> time id */
+  u64map_t time_map; /* ns -> time id */
   blob_t *blobs;
   uint32_t nblobs, capblobs, blob_free;
   u64map_t blob_map;         /* XXH3(bytes) -> blob id; a 64-bit collision probes hash+1,
@@ -185,16 +185,16 @@ typedef struct tenantrec {
 typedef struct {
   int64_t ts;
   uint64_t eff;
-  uint64_t key;     /* slot key */
-  uint64_t hpre;    /* first <= 8 hash bytes, big-endian, zero padded: order key */
+  uint64_t key;  /* slot key */
+  uint64_t hpre; /* first <= 8 hash bytes, big-endian, zero padded: order key */
   scope_t *sc;
-  part_t *pp;       /* partitions are never freed before the index: safe to prefetch through */
+  part_t *pp; /* partitions are never freed before the index: safe to prefetch through */
   uint32_t part;
   uint32_t rep;
   uint32_t hlen;
-  uint32_t flags;   /* M_LONG */
+  uint32_t flags;            /* M_LONG */
   uint32_t adapter, replica; /* string ids, copied so comparisons need no scope lock */
-  uint8_t *bytes;   /* owned copy of hash bytes when hlen > 8 (exact tie-breaks), else NULL */
+  uint8_t *bytes; /* owned copy of hash bytes when hlen > 8 (exact tie-breaks), else NULL */
 } cand_t;
 
 struct ic_index {
@@ -222,13 +222,13 @@ struct ic_index {
   pthread_mutex_t cap_lock;
   cand_t *q;
   size_t qn, qpos, qcap;
-  void *rk, *rk2;      /* radix records (16 bytes per candidate), kept between rebuilds */
+  void *rk, *rk2; /* radix records (16 bytes per candidate), kept between rebuilds */
   size_t rkcap;
-  void *qord;          /* = rk or rk2 after a sort: pop order (idx into q); NULL = q order */
+  void *qord; /* = rk or rk2 after a sort: pop order (idx into q); NULL = q order */
   pthread_mutex_t extra_lock;
   cand_t *extra; /* min-heap */
   size_t nextra, capextra;
-  _Atomic int64_t thr_ts;   /* threshold: (eff, ts) <= (thr_eff, thr_ts) must be queued */
+  _Atomic int64_t thr_ts; /* threshold: (eff, ts) <= (thr_eff, thr_ts) must be queued */
   _Atomic uint64_t thr_eff;
   _Atomic bool thr_on;
   bool q_invalid; /* (extra_lock) a candidate was dropped: the queue must be rebuilt */
@@ -269,8 +269,8 @@ scope_t *ix_find_scope(ic_index_t *ix, uint32_t tenant, uint32_t model, uint32_t
 tmrec_t *ix_find_tm(ic_index_t *ix, uint32_t tenant, uint32_t model);
 tenantrec_t *ix_find_tenant(ic_index_t *ix, uint32_t tenant);
 /* One dir read lock for a lookup: ids of (tenant, model, scheme, adapter) and the records. */
-void ix_resolve(ic_index_t *ix, const char *const names[4], uint32_t ids[4], scope_t **sc, tmrec_t **tm,
-                tenantrec_t **tr);
+void ix_resolve(ic_index_t *ix, const char *const names[4], uint32_t ids[4], scope_t **sc,
+                tmrec_t **tm, tenantrec_t **tr);
 
 /* Table access, caller holds the scope lock (read for find). */
 part_t *scope_part(scope_t *sc, uint32_t adapter);
@@ -294,15 +294,15 @@ uint8_t tier_code(int32_t wire);
 int32_t tier_wire(uint32_t code);
 
 /* Eviction queue hooks (evict.c). */
-void evq_note(ic_index_t *ix, scope_t *sc, part_t *p, uint64_t key, uint32_t flags,
-              uint32_t rep, int64_t ts, uint64_t eff);
+void evq_note(ic_index_t *ix, scope_t *sc, part_t *p, uint64_t key, uint32_t flags, uint32_t rep,
+              int64_t ts, uint64_t eff);
 void evq_enforce_cap(ic_index_t *ix, int64_t evicted[2]);
 void evq_free(ic_index_t *ix);
 
 /* Removal primitive (store.c): removes holder index hi of slot s (caller holds scope write
  * lock). `dead` = holder belongs to a cleared rep (counters already adjusted). */
-void store_remove_holder(scope_t *sc, part_t *p, slot_t *s, uint32_t hi, ic_index_change_reason_t why,
-                         int64_t when);
+void store_remove_holder(scope_t *sc, part_t *p, slot_t *s, uint32_t hi,
+                         ic_index_change_reason_t why, int64_t when);
 int64_t store_entry_ts(scope_t *sc, uint32_t ts_id);
 uint64_t store_entry_eff(scope_t *sc, part_t *p, const slot_t *s, const holder_t *h);
 void ix_report_entries(ic_index_t *ix);

@@ -70,9 +70,13 @@ struct ic_index_result {
   size_t ncaps;
 };
 
-ic_index_strategy_t ic_index_result_strategy(const ic_index_result_t *r) { return r ? r->strategy : 0; }
+ic_index_strategy_t ic_index_result_strategy(const ic_index_result_t *r) {
+  return r ? r->strategy : 0;
+}
 size_t ic_index_result_count(const ic_index_result_t *r) { return r ? r->n : 0; }
-const ic_index_row_t *ic_index_result_rows(const ic_index_result_t *r) { return r ? r->rows : NULL; }
+const ic_index_row_t *ic_index_result_rows(const ic_index_result_t *r) {
+  return r ? r->rows : NULL;
+}
 
 void ic_index_result_free(ic_index_result_t *r) {
   if (!r) return;
@@ -98,7 +102,8 @@ int ic_index_result_retain_replicas(ic_index_result_t *r, const char *const *kee
   size_t w = 0;
   for (size_t i = 0; i < r->n; i++) {
     bool in = false;
-    for (size_t k = 0; k < n && !in; k++) in = keep[k] && strcmp(keep[k], r->rows[i].replica_id) == 0;
+    for (size_t k = 0; k < n && !in; k++)
+      in = keep[k] && strcmp(keep[k], r->rows[i].replica_id) == 0;
     if (in) r->rows[w++] = r->rows[i];
   }
   r->n = w;
@@ -106,7 +111,8 @@ int ic_index_result_retain_replicas(ic_index_result_t *r, const char *const *kee
   for (size_t i = 0; i < r->ncaps; i++) {
     const char *name = ix_str(r->ix, r->caps[i].replica);
     bool in = false;
-    for (size_t k = 0; k < n && !in; k++) in = keep[k] && strcmp(keep[k], name) == 0;
+    for (size_t k = 0; k < n && !in; k++)
+      in = keep[k] && strcmp(keep[k], name) == 0;
     if (in) r->caps[cw++] = r->caps[i];
   }
   r->ncaps = cw;
@@ -122,7 +128,8 @@ void ic_index_result_credit_hits(ic_index_result_t *r) {
   part_t *p = r->part < sc->nparts ? sc->parts[r->part] : NULL;
   for (size_t g = 0; p && g < r->ncaps; g++) {
     capgrp_t *c = &r->caps[g];
-    if (c->rep >= sc->nreps || sc->reps[c->rep].dead || sc->reps[c->rep].replica != c->replica) continue;
+    if (c->rep >= sc->nreps || sc->reps[c->rep].dead || sc->reps[c->rep].replica != c->replica)
+      continue;
     for (uint32_t b = 0; b < c->nblocks && b < r->nkeys; b++) {
       slot_t *s = part_find(p, r->keys[b], r->kflags[b]);
       if (!s) continue;
@@ -239,7 +246,8 @@ static int lookup_exact(lctx_t *c, ic_index_result_t *r) {
         if (!r->keys) {
           r->keys = malloc(sizeof *r->keys);
           r->kflags = malloc(sizeof *r->kflags);
-          if (!r->keys || !r->kflags) rc = IC_ENOMEM;
+          if (!r->keys || !r->kflags)
+            rc = IC_ENOMEM;
           else {
             r->keys[0] = key;
             r->kflags[0] = flags;
@@ -251,8 +259,8 @@ static int lookup_exact(lctx_t *c, ic_index_result_t *r) {
         if (!rc) rc = add_cap(r, &ccap, (capgrp_t){META_REP(hs[j].meta), rp->replica, 1});
       }
       float pr = fresh_pressure(c, rp->replica);
-      ic_index_row_t row = {ix_str(c->ix, rp->replica), prefix_score(c, hs[j].tokens, f, pr), hs[j].tokens, f,
-                            tier_wire(META_TIER(hs[j].meta))};
+      ic_index_row_t row = {ix_str(c->ix, rp->replica), prefix_score(c, hs[j].tokens, f, pr),
+                            hs[j].tokens, f, tier_wire(META_TIER(hs[j].meta))};
       if (!rc) rc = add_row(r, &rcap, row);
     }
     if (c->tm) pthread_rwlock_unlock(&c->tm->stats_lock);
@@ -261,7 +269,8 @@ static int lookup_exact(lctx_t *c, ic_index_result_t *r) {
   if (rc) return rc;
   double dp = ic_index_distinguishing_power((int64_t)r->n, total);
   if (dp != 1.0)
-    for (size_t i = 0; i < r->n; i++) r->rows[i].score = r->rows[i].score * (float)dp;
+    for (size_t i = 0; i < r->n; i++)
+      r->rows[i].score = r->rows[i].score * (float)dp;
   return 0;
 }
 
@@ -304,16 +313,16 @@ static int lookup_chain(lctx_t *c, ic_index_result_t *r) {
   part_t *p = c->adapter == UINT32_MAX ? NULL : scope_part(sc, c->adapter);
   /* Keys are resolved and their slots prefetched PREFETCH_AHEAD blocks ahead of the walk,
      and only as far as the walk gets (a miss at block 0 costs little). */
-#define PREP_UPTO(lim)                                                                        \
-  while (p && prepped < (lim) && prepped < nb) {                                              \
-    const ic_index_bytes_t *bh_ = &q->block_hashes[prepped];                                  \
-    if (!scope_key(sc, bh_->data, bh_->len, &keys[prepped], &kfl[prepped])) {                 \
-      kfl[prepped] = UINT32_MAX; /* unknown long key: cannot match */                         \
-    } else {                                                                                  \
-      hsh[prepped] = part_hash(p, keys[prepped], kfl[prepped]);                               \
-      part_prefetch_h(p, hsh[prepped]);                                                       \
-    }                                                                                         \
-    prepped++;                                                                                \
+#define PREP_UPTO(lim)                                                                             \
+  while (p && prepped < (lim) && prepped < nb) {                                                   \
+    const ic_index_bytes_t *bh_ = &q->block_hashes[prepped];                                       \
+    if (!scope_key(sc, bh_->data, bh_->len, &keys[prepped], &kfl[prepped])) {                      \
+      kfl[prepped] = UINT32_MAX; /* unknown long key: cannot match */                              \
+    } else {                                                                                       \
+      hsh[prepped] = part_hash(p, keys[prepped], kfl[prepped]);                                    \
+      part_prefetch_h(p, hsh[prepped]);                                                            \
+    }                                                                                              \
+    prepped++;                                                                                     \
   }
   for (size_t i = 0; p && i < nb; i++) {
     PREP_UPTO(i + PREFETCH_AHEAD + 1);
@@ -329,7 +338,8 @@ static int lookup_chain(lctx_t *c, ic_index_result_t *r) {
         int64_t ts = store_entry_ts(sc, hs[j].ts);
         if (age_ns(c->now, ts) >= c->ttl) continue; /* == freshness <= 0, without the division */
         if (ncur == capcur) {
-          run_t *n = cur == stack_cur ? malloc(capcur * 2 * sizeof *n) : realloc(cur, capcur * 2 * sizeof *n);
+          run_t *n = cur == stack_cur ? malloc(capcur * 2 * sizeof *n)
+                                      : realloc(cur, capcur * 2 * sizeof *n);
           if (!n) {
             rc = IC_ENOMEM;
             break;
@@ -352,7 +362,8 @@ static int lookup_chain(lctx_t *c, ic_index_result_t *r) {
         int64_t ts = e ? store_entry_ts(sc, e->ts) : 0;
         if (!e || age_ns(c->now, ts) >= c->ttl) {
           if (nfin == capfin) {
-            run_t *n = fin == stack_fin ? malloc(capfin * 2 * sizeof *n) : realloc(fin, capfin * 2 * sizeof *n);
+            run_t *n = fin == stack_fin ? malloc(capfin * 2 * sizeof *n)
+                                        : realloc(fin, capfin * 2 * sizeof *n);
             if (!n) {
               rc = IC_ENOMEM;
               break;
@@ -379,7 +390,8 @@ static int lookup_chain(lctx_t *c, ic_index_result_t *r) {
   /* runs that matched the whole walked chain */
   for (size_t k = 0; k < ncur && !rc; k++) {
     if (nfin == capfin) {
-      run_t *n = fin == stack_fin ? malloc(capfin * 2 * sizeof *n) : realloc(fin, capfin * 2 * sizeof *n);
+      run_t *n =
+          fin == stack_fin ? malloc(capfin * 2 * sizeof *n) : realloc(fin, capfin * 2 * sizeof *n);
       if (!n) {
         rc = IC_ENOMEM;
         break;
@@ -403,15 +415,17 @@ static int lookup_chain(lctx_t *c, ic_index_result_t *r) {
         rc = add_cap(r, &ccap, (capgrp_t){x->rep, replica, x->nblocks});
         if (x->nblocks > maxb) maxb = x->nblocks;
       }
-      ic_index_row_t row = {ix_str(c->ix, replica), prefix_score(c, x->matched, f, fresh_pressure(c, replica)),
-                            x->matched, f, tier_wire((uint32_t)x->tier)};
+      ic_index_row_t row = {ix_str(c->ix, replica),
+                            prefix_score(c, x->matched, f, fresh_pressure(c, replica)), x->matched,
+                            f, tier_wire((uint32_t)x->tier)};
       if (!rc) rc = add_row(r, &rcap, row);
     }
     if (c->tm) pthread_rwlock_unlock(&c->tm->stats_lock);
     if (!rc && r->ncaps) {
       r->keys = malloc(maxb * sizeof *r->keys);
       r->kflags = malloc(maxb * sizeof *r->kflags);
-      if (!r->keys || !r->kflags) rc = IC_ENOMEM;
+      if (!r->keys || !r->kflags)
+        rc = IC_ENOMEM;
       else {
         memcpy(r->keys, keys, maxb * sizeof *keys);
         memcpy(r->kflags, kfl, maxb * sizeof *kfl);
@@ -435,17 +449,21 @@ static int lookup_chain(lctx_t *c, ic_index_result_t *r) {
     size_t left = 0;
     while (left < r->n) {
       size_t right = left + 1;
-      while (right < r->n && r->rows[right].matched_tokens == r->rows[left].matched_tokens) right++;
+      while (right < r->n && r->rows[right].matched_tokens == r->rows[left].matched_tokens)
+        right++;
       double dp = ic_index_distinguishing_power((int64_t)right, total);
       if (dp != 1.0)
-        for (size_t i = left; i < right; i++) r->rows[i].score = r->rows[i].score * (float)dp;
+        for (size_t i = left; i < right; i++)
+          r->rows[i].score = r->rows[i].score * (float)dp;
       left = right;
     }
   }
   return 0;
 }
 
-static bool chain_bearing(const ic_index_lookup_t *q) { return q->n_block_hashes || q->n_block_token_counts; }
+static bool chain_bearing(const ic_index_lookup_t *q) {
+  return q->n_block_hashes || q->n_block_token_counts;
+}
 
 static void ctx_init(lctx_t *c, ic_index_t *ix, const ic_index_lookup_t *q) {
   memset(c, 0, sizeof *c);
@@ -473,7 +491,8 @@ static int prefix_lookup(lctx_t *c, ic_index_result_t *r) {
   if (!*nz(q->scheme)) return 0;
   int rc = 0;
   if (chain_bearing(q)) {
-    if (q->n_block_hashes != q->n_block_token_counts || !q->block_hashes || !q->block_token_counts) return 0;
+    if (q->n_block_hashes != q->n_block_token_counts || !q->block_hashes || !q->block_token_counts)
+      return 0;
     if (c->sc) rc = lookup_chain(c, r);
   } else if (c->sc) {
     rc = lookup_exact(c, r);
@@ -525,12 +544,15 @@ static int tenant_hot(lctx_t *c, ic_index_result_t *r) {
     uint64_t v;
     if (!u64map_get(&sc->rep_map, row->replica, &v) || sc->reps[v].count <= 0) continue;
     float recency;
-    if (age <= 0) recency = 1;
-    else recency = 1.0f - (float)age / (float)max_age;
+    if (age <= 0)
+      recency = 1;
+    else
+      recency = 1.0f - (float)age / (float)max_age;
     float score = row->s.hit_rate * recency;
     score = score * pressure_factor(row->s.pressure, rk->pressure_weight);
     score = score * (1.0f + recency * c->coef);
-    rc = add_row(r, &rcap, (ic_index_row_t){ix_str(c->ix, row->replica), score, 0, row->s.hit_rate, 0});
+    rc = add_row(r, &rcap,
+                 (ic_index_row_t){ix_str(c->ix, row->replica), score, 0, row->s.hit_rate, 0});
   }
   pthread_rwlock_unlock(&tm->stats_lock);
   pthread_rwlock_unlock(&sc->lock);
@@ -596,7 +618,8 @@ bool ic_index_has_any_for_tenant_model(ic_index_t *ix, const char *tenant, const
 
 bool ic_index_has_any_for_tenant_model_scheme(ic_index_t *ix, const char *tenant, const char *model,
                                               const char *scheme) {
-  scope_t *sc = ix_find_scope(ix, ix_find_str(ix, tenant), ix_find_str(ix, model), ix_find_str(ix, scheme));
+  scope_t *sc =
+      ix_find_scope(ix, ix_find_str(ix, tenant), ix_find_str(ix, model), ix_find_str(ix, scheme));
   return sc && atomic_load(&sc->serving) > 0;
 }
 
@@ -604,10 +627,12 @@ static int str_ptr_cmp(const void *x, const void *y) {
   return strcmp(*(const char *const *)x, *(const char *const *)y);
 }
 
-bool ic_index_affinity_hint(ic_index_t *ix, const char *tenant, const char *model, const char *scheme,
-                            const uint8_t *seed, size_t seed_len, const char **replica) {
+bool ic_index_affinity_hint(ic_index_t *ix, const char *tenant, const char *model,
+                            const char *scheme, const uint8_t *seed, size_t seed_len,
+                            const char **replica) {
   if (!ix || !seed || seed_len == 0 || !*nz(scheme)) return false;
-  scope_t *sc = ix_find_scope(ix, ix_find_str(ix, tenant), ix_find_str(ix, model), ix_find_str(ix, scheme));
+  scope_t *sc =
+      ix_find_scope(ix, ix_find_str(ix, tenant), ix_find_str(ix, model), ix_find_str(ix, scheme));
   if (!sc) return false;
   pthread_rwlock_rdlock(&sc->lock);
   const char **set = malloc((sc->nreps ? sc->nreps : 1) * sizeof *set);
@@ -622,7 +647,8 @@ bool ic_index_affinity_hint(ic_index_t *ix, const char *tenant, const char *mode
     unsigned int dl = 0;
     if (EVP_Digest(seed, seed_len, d, &dl, EVP_sha256(), NULL) == 1 && dl >= 8) {
       uint64_t v = 0;
-      for (int i = 0; i < 8; i++) v = v << 8 | d[i];
+      for (int i = 0; i < 8; i++)
+        v = v << 8 | d[i];
       if (replica) *replica = set[v % n];
       ok = true;
     }
@@ -634,11 +660,12 @@ bool ic_index_affinity_hint(ic_index_t *ix, const char *tenant, const char *mode
 /* ---------------------------------------------------------------- reads (§6) */
 
 static int stats_row_cmp(const void *x, const void *y) {
-  return strcmp(((const ic_index_stats_row_t *)x)->replica_id, ((const ic_index_stats_row_t *)y)->replica_id);
+  return strcmp(((const ic_index_stats_row_t *)x)->replica_id,
+                ((const ic_index_stats_row_t *)y)->replica_id);
 }
 
-int ic_index_cache_state(ic_index_t *ix, const char *tenant, const char *model, ic_index_stats_row_t **rows,
-                         size_t *n_rows, int64_t *total_prefixes) {
+int ic_index_cache_state(ic_index_t *ix, const char *tenant, const char *model,
+                         ic_index_stats_row_t **rows, size_t *n_rows, int64_t *total_prefixes) {
   if (!ix || !rows || !n_rows) return IC_EINVAL;
   *rows = NULL;
   *n_rows = 0;
@@ -655,8 +682,9 @@ int ic_index_cache_state(ic_index_t *ix, const char *tenant, const char *model, 
     }
     for (uint32_t i = 0; i < tm->nstats; i++) {
       const statrow_t *s = &tm->stats[i];
-      (*rows)[i] = (ic_index_stats_row_t){ix_str(ix, s->replica), s->s.cache_memory_bytes, s->s.hit_rate,
-                                          s->s.pressure, s->s.t2_hit_tokens, s->s.t2_query_tokens};
+      (*rows)[i] = (ic_index_stats_row_t){ix_str(ix, s->replica), s->s.cache_memory_bytes,
+                                          s->s.hit_rate,          s->s.pressure,
+                                          s->s.t2_hit_tokens,     s->s.t2_query_tokens};
     }
     *n_rows = tm->nstats;
   }
@@ -741,11 +769,12 @@ static int snap_ten_cmp(const void *x, const void *y) {
 typedef struct {
   ic_index_snapshot_replica_t *v;
   size_t n, cap;
-  u64map_t pos; /* tenant<<32|replica -> index */
+  u64map_t pos;         /* tenant<<32|replica -> index */
   uint32_t *stat_model; /* model id of the chosen stats row (tie rule) */
 } snapacc_t;
 
-static ic_index_snapshot_replica_t *snap_row(ic_index_t *ix, snapacc_t *a, uint32_t tenant, uint32_t replica) {
+static ic_index_snapshot_replica_t *snap_row(ic_index_t *ix, snapacc_t *a, uint32_t tenant,
+                                             uint32_t replica) {
   uint64_t k = (uint64_t)tenant << 32 | replica, at;
   if (u64map_get(&a->pos, k, &at)) return &a->v[at];
   if (a->n == a->cap) {
@@ -819,7 +848,8 @@ int ic_index_snapshot(ic_index_t *ix, ic_index_snapshot_t *out) {
     uint32_t nr = sc->nreps;
     int64_t *mx = malloc((nr ? nr : 1) * sizeof *mx);
     if (!mx) rc = IC_ENOMEM;
-    for (uint32_t r = 0; mx && r < nr; r++) mx[r] = IC_INDEX_TIME_ZERO;
+    for (uint32_t r = 0; mx && r < nr; r++)
+      mx[r] = IC_INDEX_TIME_ZERO;
     for (uint32_t pi = 0; mx && pi < sc->nparts; pi++) {
       part_t *p = sc->parts[pi];
       for (uint32_t si = 0; si < SUBS; si++) {
@@ -953,16 +983,19 @@ void ic_index_counters(ic_index_t *ix, ic_index_counters_t *out) {
           }
       }
     }
-    mem += sc->captimes * sizeof(tslot_t) + sc->capreps * sizeof(rep_t) + sc->capblobs * sizeof(blob_t);
+    mem += sc->captimes * sizeof(tslot_t) + sc->capreps * sizeof(rep_t) +
+           sc->capblobs * sizeof(blob_t);
     pthread_rwlock_unlock(&sc->lock);
   }
   free(v);
   out->memory_bytes = mem;
 }
 
-int64_t ic_index_access_count(ic_index_t *ix, const char *tenant, const char *model, const char *scheme,
-                              const char *adapter, const uint8_t *hash, size_t hash_len, const char *replica) {
-  scope_t *sc = ix_find_scope(ix, ix_find_str(ix, tenant), ix_find_str(ix, model), ix_find_str(ix, scheme));
+int64_t ic_index_access_count(ic_index_t *ix, const char *tenant, const char *model,
+                              const char *scheme, const char *adapter, const uint8_t *hash,
+                              size_t hash_len, const char *replica) {
+  scope_t *sc =
+      ix_find_scope(ix, ix_find_str(ix, tenant), ix_find_str(ix, model), ix_find_str(ix, scheme));
   uint32_t ad = ix_find_str(ix, adapter), rid = ix_find_str(ix, replica);
   if (!sc || ad == UINT32_MAX || rid == UINT32_MAX) return -1;
   int64_t res = -1;

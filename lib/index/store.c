@@ -1,9 +1,9 @@
 /* Storage side of the index: construction, interning, scopes/partitions, the 20-byte slot
  * tables, the upsert/remove primitives, ingest, events, TTL sweep, lazy reclaim and quota. */
 #include <math.h>
-#include <sys/mman.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <time.h>
 
 #include "ic/clock.h"
@@ -34,8 +34,10 @@ void ic_index_config_init(ic_index_config_t *c) {
 ic_index_t *ic_index_create(const ic_index_config_t *cfg) {
   ic_index_t *ix = calloc(1, sizeof *ix);
   if (!ix) return NULL;
-  if (cfg) ix->cfg = *cfg;
-  else ic_index_config_init(&ix->cfg);
+  if (cfg)
+    ix->cfg = *cfg;
+  else
+    ic_index_config_init(&ix->cfg);
   ix->ttl = ix->cfg.ttl_ns > 0 ? ix->cfg.ttl_ns : 30 * NS_PER_MIN;
   ix->sweep = ix->cfg.sweep_interval_ns > 0 ? ix->cfg.sweep_interval_ns : NS_PER_MIN;
   pthread_rwlock_init(&ix->dir, NULL);
@@ -83,7 +85,8 @@ static void scope_free(scope_t *sc) {
   u64map_free(&sc->rep_map);
   free(sc->times);
   u64map_free(&sc->time_map);
-  for (uint32_t i = 0; i < sc->nblobs; i++) free(sc->blobs[i].bytes);
+  for (uint32_t i = 0; i < sc->nblobs; i++)
+    free(sc->blobs[i].bytes);
   free(sc->blobs);
   u64map_free(&sc->blob_map);
   u64map_free(&sc->lfu);
@@ -95,7 +98,8 @@ static void scope_free(scope_t *sc) {
 
 void ic_index_destroy(ic_index_t *ix) {
   if (!ix) return;
-  for (uint32_t i = 0; i < ix->nscopes; i++) scope_free(ix->scopes[i]);
+  for (uint32_t i = 0; i < ix->nscopes; i++)
+    scope_free(ix->scopes[i]);
   free(ix->scopes);
   for (uint32_t i = 0; i < ix->ntms; i++) {
     tmrec_t *tm = ix->tms[i];
@@ -106,14 +110,16 @@ void ic_index_destroy(ic_index_t *ix) {
     free(tm);
   }
   free(ix->tms);
-  for (uint32_t i = 0; i < ix->ntenants; i++) free(ix->tenants[i]);
+  for (uint32_t i = 0; i < ix->ntenants; i++)
+    free(ix->tenants[i]);
   free(ix->tenants);
   u64map_free(&ix->tenant_map);
   u64map_free(&ix->tm_map);
   u64map_free(&ix->scope_map);
   u64map_free(&ix->reported);
   strtab_free(&ix->strs);
-  for (size_t i = 0; i < ix->nreserved; i++) free(ix->reserved[i]);
+  for (size_t i = 0; i < ix->nreserved; i++)
+    free(ix->reserved[i]);
   free(ix->reserved);
   evq_free(ix);
   pthread_rwlock_destroy(&ix->dir);
@@ -182,15 +188,17 @@ scope_t *ix_find_scope(ic_index_t *ix, uint32_t t, uint32_t m, uint32_t s) {
   return sc;
 }
 
-void ix_resolve(ic_index_t *ix, const char *const names[4], uint32_t ids[4], scope_t **sc, tmrec_t **tm,
-                tenantrec_t **tr) {
+void ix_resolve(ic_index_t *ix, const char *const names[4], uint32_t ids[4], scope_t **sc,
+                tmrec_t **tm, tenantrec_t **tr) {
   uint64_t v;
   pthread_rwlock_rdlock(&ix->dir);
-  for (int i = 0; i < 4; i++) ids[i] = strtab_find(&ix->strs, names[i], strlen(names[i]));
+  for (int i = 0; i < 4; i++)
+    ids[i] = strtab_find(&ix->strs, names[i], strlen(names[i]));
   *sc = NULL;
   *tm = NULL;
   *tr = NULL;
-  if (ids[0] != UINT32_MAX && u64map_get(&ix->tenant_map, ids[0], &v)) *tr = (tenantrec_t *)(uintptr_t)v;
+  if (ids[0] != UINT32_MAX && u64map_get(&ix->tenant_map, ids[0], &v))
+    *tr = (tenantrec_t *)(uintptr_t)v;
   if (ids[0] != UINT32_MAX && ids[1] != UINT32_MAX) {
     if (u64map_get(&ix->tm_map, (uint64_t)ids[0] << 32 | ids[1], &v)) *tm = (tmrec_t *)(uintptr_t)v;
     if (ids[2] != UINT32_MAX) *sc = scope_lookup_locked(ix, ids[0], ids[1], ids[2]);
@@ -219,7 +227,8 @@ tenantrec_t *ix_find_tenant(ic_index_t *ix, uint32_t t) {
 static bool grow_arr(void **arr, uint32_t *cap, uint32_t need, size_t elem) {
   if (need <= *cap) return true;
   uint32_t nc = *cap ? *cap * 2 : 4;
-  while (nc < need) nc *= 2;
+  while (nc < need)
+    nc *= 2;
   void *n = realloc(*arr, (size_t)nc * elem);
   if (!n) return false;
   *arr = n;
@@ -231,7 +240,8 @@ static bool grow_arr(void **arr, uint32_t *cap, uint32_t need, size_t elem) {
 static tenantrec_t *tenant_get_locked(ic_index_t *ix, uint32_t t) {
   uint64_t v;
   if (u64map_get(&ix->tenant_map, t, &v)) return (tenantrec_t *)(uintptr_t)v;
-  if (!grow_arr((void **)&ix->tenants, &ix->captenants, ix->ntenants + 1, sizeof(void *))) return NULL;
+  if (!grow_arr((void **)&ix->tenants, &ix->captenants, ix->ntenants + 1, sizeof(void *)))
+    return NULL;
   tenantrec_t *tr = calloc(1, sizeof *tr);
   if (!tr) return NULL;
   tr->tenant = t;
@@ -295,7 +305,8 @@ static scope_t *scope_get_locked(ic_index_t *ix, uint32_t t, uint32_t m, uint32_
   sc->tr = (tenantrec_t *)(uintptr_t)v;
   sc->reserved = sc->tr->reserved;
   uint64_t h = scope_hkey(t, m, s);
-  while (u64map_get(&ix->scope_map, h, NULL)) h++;
+  while (u64map_get(&ix->scope_map, h, NULL))
+    h++;
   if (u64map_put(&ix->scope_map, h, (uint64_t)sc->id + 1)) {
     scope_free(sc);
     return NULL;
@@ -434,8 +445,10 @@ static void blob_unref(scope_t *sc, uint64_t id) {
   uint64_t bid, h;
   if (blob_find(sc, b->bytes, b->len, &bid, &h)) {
     /* keep a marker when a collision chain continues past this hash */
-    if (u64map_get(&sc->blob_map, h + 1, NULL)) u64map_put(&sc->blob_map, h, UINT64_MAX);
-    else u64map_del(&sc->blob_map, h);
+    if (u64map_get(&sc->blob_map, h + 1, NULL))
+      u64map_put(&sc->blob_map, h, UINT64_MAX);
+    else
+      u64map_del(&sc->blob_map, h);
   }
   free(b->bytes);
   *b = (blob_t){NULL, 0, 0, sc->blob_free};
@@ -488,7 +501,9 @@ static inline uint32_t home_of(uint64_t h, uint32_t cap) {
   return (uint32_t)(((unsigned __int128)(h << SUB_BITS) * cap) >> 64);
 }
 
-uint64_t part_hash(const part_t *p, uint64_t key, uint32_t flags) { return slot_hash(p, key, flags); }
+uint64_t part_hash(const part_t *p, uint64_t key, uint32_t flags) {
+  return slot_hash(p, key, flags);
+}
 
 void part_prefetch_unlocked(part_t *p, uint64_t key) {
   uint64_t h = slot_hash(p, key, 0);
@@ -509,7 +524,9 @@ void part_prefetch_h(part_t *p, uint64_t h) {
   __builtin_prefetch(a + 64);
 }
 
-slot_t *part_find(part_t *p, uint64_t key, uint32_t flags) { return part_find_h(p, slot_hash(p, key, flags), key, flags); }
+slot_t *part_find(part_t *p, uint64_t key, uint32_t flags) {
+  return part_find_h(p, slot_hash(p, key, flags), key, flags);
+}
 
 slot_t *part_find_h(part_t *p, uint64_t h, uint64_t key, uint32_t flags) {
   sub_t *sb = &p->subs[h >> (64 - SUB_BITS)];
@@ -551,7 +568,8 @@ static slot_t *slots_alloc(uint32_t cap) {
   size_t bytes = (size_t)cap * sizeof(slot_t);
   if (bytes < HUGE_MIN) return calloc(cap, sizeof(slot_t));
   size_t len = (bytes + HUGE_MIN - 1) & ~(HUGE_MIN - 1);
-  uint8_t *raw = mmap(NULL, len + HUGE_MIN, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  uint8_t *raw =
+      mmap(NULL, len + HUGE_MIN, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
   if (raw == MAP_FAILED) return NULL;
   uint8_t *al = (uint8_t *)(((uintptr_t)raw + HUGE_MIN - 1) & ~(uintptr_t)(HUGE_MIN - 1));
   if (al > raw) munmap(raw, (size_t)(al - raw));
@@ -564,8 +582,10 @@ static slot_t *slots_alloc(uint32_t cap) {
 static void slots_free(slot_t *s, uint32_t cap) {
   if (!s) return;
   size_t bytes = (size_t)cap * sizeof(slot_t);
-  if (bytes < HUGE_MIN) free(s);
-  else munmap(s, (bytes + HUGE_MIN - 1) & ~(HUGE_MIN - 1));
+  if (bytes < HUGE_MIN)
+    free(s);
+  else
+    munmap(s, (bytes + HUGE_MIN - 1) & ~(HUGE_MIN - 1));
 }
 
 /* Called by the writer holding wlock + lock. Big tables are rebuilt with `lock` dropped: no
@@ -722,8 +742,9 @@ static bool slot_drop_holder(slot_t *s, uint32_t i) {
 }
 
 uint64_t lfu_key(uint32_t part, uint64_t key, uint32_t flags, uint32_t rep) {
-  return ic_mix64(key ^ ic_mix64(((uint64_t)part << 32 | (uint64_t)rep << 1 | (flags & M_LONG ? 1 : 0)) +
-                                 0x632be59bd9b4e019ULL));
+  return ic_mix64(key ^
+                  ic_mix64(((uint64_t)part << 32 | (uint64_t)rep << 1 | (flags & M_LONG ? 1 : 0)) +
+                           0x632be59bd9b4e019ULL));
 }
 
 uint64_t store_entry_eff(scope_t *sc, part_t *p, const slot_t *s, const holder_t *h) {
@@ -744,8 +765,8 @@ static void distinct_add(scope_t *sc, int64_t d) {
   atomic_fetch_add(&sc->tr->distinct, d);
 }
 
-static void notify(scope_t *sc, part_t *p, ic_index_change_type_t type, ic_index_change_reason_t why,
-                   const slot_t *s, const holder_t *h, int64_t when) {
+static void notify(scope_t *sc, part_t *p, ic_index_change_type_t type,
+                   ic_index_change_reason_t why, const slot_t *s, const holder_t *h, int64_t when) {
   ic_index_t *ix = sc->ix;
   if (!ix->cfg.on_change) return;
   uint8_t kb[8];
@@ -754,7 +775,8 @@ static void notify(scope_t *sc, part_t *p, ic_index_change_type_t type, ic_index
   if (s->meta & M_LONG) {
     hp = scope_blob(sc, s->key, &hl);
   } else {
-    for (int i = 0; i < 8; i++) kb[i] = (uint8_t)(s->key >> (56 - 8 * i));
+    for (int i = 0; i < 8; i++)
+      kb[i] = (uint8_t)(s->key >> (56 - 8 * i));
   }
   ic_index_change_t ch = {
       .type = type,
@@ -798,8 +820,8 @@ static uint32_t rep_live(scope_t *sc, uint32_t replica, bool create) {
   return sc->nreps++;
 }
 
-void store_remove_holder(scope_t *sc, part_t *p, slot_t *s, uint32_t hi, ic_index_change_reason_t why,
-                         int64_t when) {
+void store_remove_holder(scope_t *sc, part_t *p, slot_t *s, uint32_t hi,
+                         ic_index_change_reason_t why, int64_t when) {
   ic_index_t *ix = sc->ix;
   holder_t tmp;
   const holder_t *hs;
@@ -851,8 +873,8 @@ static void flush_delta(scope_t *sc, delta_t *d) {
 
 /* upsert (spec §2.5) of one (key, replica) in partition p; caller holds the write lock. */
 static int store_upsert(scope_t *sc, part_t *p, const uint8_t *hb, size_t hn, uint32_t rep,
-                        int32_t tokens, uint8_t tier, uint32_t ts_id, int64_t ts, ic_index_eviction_t algo,
-                        delta_t *d) {
+                        int32_t tokens, uint8_t tier, uint32_t ts_id, int64_t ts,
+                        ic_index_eviction_t algo, delta_t *d) {
   uint64_t key;
   uint32_t flags = 0;
   if (!hb && hn) return 0; /* malformed byte string: nothing to index */
@@ -920,8 +942,9 @@ typedef bool (*holder_pred)(scope_t *sc, const holder_t *h, void *ud);
 /* Slots per write-lock hold for sweeps and reclaim: bounds how long a lookup can wait. */
 #define SWEEP_CHUNK 4096u
 
-static int64_t sub_sweep(scope_t *sc, part_t *p, sub_t *sb, uint32_t from, uint32_t to, holder_pred pred,
-                         void *ud, ic_index_change_reason_t why, int64_t when, int64_t *live_removed) {
+static int64_t sub_sweep(scope_t *sc, part_t *p, sub_t *sb, uint32_t from, uint32_t to,
+                         holder_pred pred, void *ud, ic_index_change_reason_t why, int64_t when,
+                         int64_t *live_removed) {
   int64_t removed = 0;
   if (to > sb->cap) to = sb->cap;
   for (uint32_t i = from; i < to;) {
@@ -974,8 +997,8 @@ static size_t scope_reclaim(scope_t *sc, size_t budget) {
     if (sc->nparts) {
       part_t *p = sc->parts[sc->rc_part];
       sub_t *sb = &p->subs[sc->rc_sub];
-      if (sub_sweep(sc, p, sb, sc->rc_slot, sc->rc_slot + SWEEP_CHUNK, pred_dead, NULL, IC_INDEX_REASON_NONE, 0,
-                    NULL))
+      if (sub_sweep(sc, p, sb, sc->rc_slot, sc->rc_slot + SWEEP_CHUNK, pred_dead, NULL,
+                    IC_INDEX_REASON_NONE, 0, NULL))
         sc->rc_idle = 0;
       sc->rc_slot += SWEEP_CHUNK;
       if (sc->rc_slot >= sb->cap) {
@@ -1042,8 +1065,8 @@ int ic_index_ingest(ic_index_t *ix, const ic_index_update_t *u) {
   int rc = intern_ids(ix, names, id, 5);
   if (rc) return rc;
   int64_t budget = 0;
-  bool has_quota = ix->cfg.quota_resolver &&
-                   ix->cfg.quota_resolver(ix->cfg.resolver_ud, nz(u->tenant), &budget);
+  bool has_quota =
+      ix->cfg.quota_resolver && ix->cfg.quota_resolver(ix->cfg.resolver_ud, nz(u->tenant), &budget);
   tmrec_t *tm = NULL;
   scope_t *sc = NULL;
   bool want_sc = *nz(u->scheme) && u->n_prefixes;
@@ -1108,11 +1131,12 @@ int ic_index_ingest(ic_index_t *ix, const ic_index_update_t *u) {
           if (pr->block_hashes[j].len == 8 && pr->block_hashes[j].data)
             part_prefetch(p, be64(pr->block_hashes[j].data));
         for (size_t j = 0; j < pr->n_block_hashes && !rc; j++) {
-          if (j + 16 < pr->n_block_hashes && pr->block_hashes[j + 16].len == 8 && pr->block_hashes[j + 16].data)
+          if (j + 16 < pr->n_block_hashes && pr->block_hashes[j + 16].len == 8 &&
+              pr->block_hashes[j + 16].data)
             part_prefetch(p, be64(pr->block_hashes[j + 16].data));
           cum = (int32_t)((uint32_t)cum + (uint32_t)pr->block_token_counts[j]); /* int32 wrap */
-          rc = store_upsert(sc, p, pr->block_hashes[j].data, pr->block_hashes[j].len, rep, cum, tier,
-                            ts_id, ts, algo, &dl);
+          rc = store_upsert(sc, p, pr->block_hashes[j].data, pr->block_hashes[j].len, rep, cum,
+                            tier, ts_id, ts, algo, &dl);
           if (++done % BATCH == 0) {
             /* let readers in; partition and rep indices stay valid (never freed/reused) */
             flush_delta(sc, &dl);
@@ -1123,12 +1147,12 @@ int ic_index_ingest(ic_index_t *ix, const ic_index_update_t *u) {
           }
         }
         if (!rc && pr->prefix_hash.len > 0)
-          rc = store_upsert(sc, p, pr->prefix_hash.data, pr->prefix_hash.len, rep, pr->token_count, tier,
-                            ts_id, ts, algo, &dl);
+          rc = store_upsert(sc, p, pr->prefix_hash.data, pr->prefix_hash.len, rep, pr->token_count,
+                            tier, ts_id, ts, algo, &dl);
         continue;
       }
-      rc = store_upsert(sc, p, pr->prefix_hash.data, pr->prefix_hash.len, rep, pr->token_count, tier, ts_id,
-                        ts, algo, &dl);
+      rc = store_upsert(sc, p, pr->prefix_hash.data, pr->prefix_hash.len, rep, pr->token_count,
+                        tier, ts_id, ts, algo, &dl);
       if (++done % BATCH == 0) {
         flush_delta(sc, &dl);
         scope_wrun(sc);
@@ -1204,16 +1228,24 @@ static int qkey_cmp(const void *x, const void *y, void *ud) {
   if (a->age != b->age) return a->age < b->age ? -1 : 1;
   int c;
   if (a->model != b->model && (c = strcmp(ix_str(ix, a->model), ix_str(ix, b->model)))) return c;
-  if (a->scheme != b->scheme && (c = strcmp(ix_str(ix, a->scheme), ix_str(ix, b->scheme)))) return c;
-  if (a->adapter != b->adapter && (c = strcmp(ix_str(ix, a->adapter), ix_str(ix, b->adapter)))) return c;
+  if (a->scheme != b->scheme && (c = strcmp(ix_str(ix, a->scheme), ix_str(ix, b->scheme))))
+    return c;
+  if (a->adapter != b->adapter && (c = strcmp(ix_str(ix, a->adapter), ix_str(ix, b->adapter))))
+    return c;
   /* both keys belong to the same scope here (scope locks held by the caller) */
   uint8_t ka[8], kb[8];
   const uint8_t *pa = ka, *pb = kb;
   uint32_t la = 8, lb = 8;
-  if (a->flags & M_LONG) pa = scope_blob(a->sc, a->key, &la);
-  else for (int i = 0; i < 8; i++) ka[i] = (uint8_t)(a->key >> (56 - 8 * i));
-  if (b->flags & M_LONG) pb = scope_blob(b->sc, b->key, &lb);
-  else for (int i = 0; i < 8; i++) kb[i] = (uint8_t)(b->key >> (56 - 8 * i));
+  if (a->flags & M_LONG)
+    pa = scope_blob(a->sc, a->key, &la);
+  else
+    for (int i = 0; i < 8; i++)
+      ka[i] = (uint8_t)(a->key >> (56 - 8 * i));
+  if (b->flags & M_LONG)
+    pb = scope_blob(b->sc, b->key, &lb);
+  else
+    for (int i = 0; i < 8; i++)
+      kb[i] = (uint8_t)(b->key >> (56 - 8 * i));
   return cmp_bytes(pa, la, pb, lb);
 }
 
@@ -1239,7 +1271,8 @@ static int64_t quota_enforce(ic_index_t *ix, uint32_t tenant, int64_t budget, in
   for (uint32_t i = 0; i < m; i++)
     while (scope_reclaim(mine[i], SUBS)) {
     }
-  for (uint32_t i = 0; i < m; i++) scope_wr(mine[i]);
+  for (uint32_t i = 0; i < m; i++)
+    scope_wr(mine[i]);
   int64_t removed = 0;
   int64_t have = atomic_load(&tr->distinct);
   if (have > budget) {
@@ -1262,7 +1295,8 @@ static int64_t quota_enforce(ic_index_t *ix, uint32_t tenant, int64_t budget, in
               int64_t t = sc->times[hs[j].ts].ns;
               if (t > age) age = t;
             }
-            ks[cnt++] = (qkey_t){age, s->key, 0, sc->model, sc->scheme, p->adapter, 0, s->meta & M_LONG, sc, p};
+            ks[cnt++] = (qkey_t){age, s->key,           0,  sc->model, sc->scheme, p->adapter,
+                                 0,   s->meta & M_LONG, sc, p};
           }
         }
       }
@@ -1287,7 +1321,8 @@ static int64_t quota_enforce(ic_index_t *ix, uint32_t tenant, int64_t budget, in
       free(ks);
     }
   }
-  for (uint32_t i = m; i-- > 0;) scope_wrun(mine[i]);
+  for (uint32_t i = m; i-- > 0;)
+    scope_wrun(mine[i]);
   free(mine);
   return removed;
 }
@@ -1307,7 +1342,8 @@ static scope_t **tm_scopes(ic_index_t *ix, tmrec_t *tm, uint32_t *n) {
 static size_t scope_slots(scope_t *sc) {
   size_t t = 0;
   for (uint32_t i = 0; i < sc->nparts; i++)
-    for (uint32_t s = 0; s < SUBS; s++) t += sc->parts[i]->subs[s].cap;
+    for (uint32_t s = 0; s < SUBS; s++)
+      t += sc->parts[i]->subs[s].cap;
   return t;
 }
 
@@ -1316,7 +1352,8 @@ int ic_index_apply_event(ic_index_t *ix, const ic_index_event_t *ev) {
   if (ev->type < IC_INDEX_EVENT_PREFIX_EVICTED || ev->type > IC_INDEX_EVENT_ALL_CLEARED) return 0;
   int64_t now = ix_now(ix);
   int64_t ts = ts_from_us(ev->timestamp_us, now);
-  uint32_t t = ix_find_str(ix, ev->tenant), m = ix_find_str(ix, ev->model), r = ix_find_str(ix, ev->replica);
+  uint32_t t = ix_find_str(ix, ev->tenant), m = ix_find_str(ix, ev->model),
+           r = ix_find_str(ix, ev->replica);
   tmrec_t *tm = ix_find_tm(ix, t, m);
   if (!tm || r == UINT32_MAX) {
     ix_report_entries(ix);
@@ -1332,8 +1369,11 @@ int ic_index_apply_event(ic_index_t *ix, const ic_index_event_t *ev) {
     }
     pthread_rwlock_unlock(&tm->stats_lock);
     if (hit && ix->cfg.on_change) {
-      ic_index_change_t ch = {.type = IC_INDEX_CHANGE_REPLICA_UPDATED, .tenant = ix_str(ix, t),
-                              .model = ix_str(ix, m), .adapter = "", .replica = ix_str(ix, r),
+      ic_index_change_t ch = {.type = IC_INDEX_CHANGE_REPLICA_UPDATED,
+                              .tenant = ix_str(ix, t),
+                              .model = ix_str(ix, m),
+                              .adapter = "",
+                              .replica = ix_str(ix, r),
                               .timestamp_ns = ts};
       ix->cfg.on_change(ix->cfg.change_ud, &ch);
     }
@@ -1415,8 +1455,11 @@ int ic_index_apply_event(ic_index_t *ix, const ic_index_event_t *ev) {
     pthread_rwlock_unlock(&tm->stats_lock);
     (void)had;
     if (ix->cfg.on_change) {
-      ic_index_change_t ch = {.type = IC_INDEX_CHANGE_ALL_CLEARED, .tenant = ix_str(ix, t),
-                              .model = ix_str(ix, m), .adapter = "", .replica = ix_str(ix, r),
+      ic_index_change_t ch = {.type = IC_INDEX_CHANGE_ALL_CLEARED,
+                              .tenant = ix_str(ix, t),
+                              .model = ix_str(ix, m),
+                              .adapter = "",
+                              .replica = ix_str(ix, r),
                               .timestamp_ns = ts};
       ix->cfg.on_change(ix->cfg.change_ud, &ch);
     }
@@ -1462,8 +1505,8 @@ int64_t ic_index_evict_expired(ic_index_t *ix) {
           bool more = from + SWEEP_CHUNK < sb->cap;
           if (sb->count && from < sb->cap) {
             int64_t live = 0;
-            sub_sweep(sc, p, sb, from, from + SWEEP_CHUNK, pred_expired_or_dead, &ud, IC_INDEX_REASON_TTL, now,
-                      &live);
+            sub_sweep(sc, p, sb, from, from + SWEEP_CHUNK, pred_expired_or_dead, &ud,
+                      IC_INDEX_REASON_TTL, now, &live);
             ev[algo] += live;
             total += live;
           }
@@ -1525,9 +1568,11 @@ void ix_report_entries(ic_index_t *ix) {
     for (uint32_t i = 0; i < ix->reported.cap; i++) {
       if (!ix->reported.used[i]) continue;
       uint32_t id = (uint32_t)ix->reported.keys[i];
-      if (!u64map_get(&next, id, NULL)) ix->cfg.set_index_entries(ix->cfg.metrics_ud, ix_str(ix, id), 0);
+      if (!u64map_get(&next, id, NULL))
+        ix->cfg.set_index_entries(ix->cfg.metrics_ud, ix_str(ix, id), 0);
     }
-    for (size_t i = 0; i < nc; i++) ix->cfg.set_index_entries(ix->cfg.metrics_ud, c[i].name, c[i].count);
+    for (size_t i = 0; i < nc; i++)
+      ix->cfg.set_index_entries(ix->cfg.metrics_ud, c[i].name, c[i].count);
     u64map_free(&ix->reported);
     ix->reported = next;
   }

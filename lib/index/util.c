@@ -114,7 +114,8 @@ int strtab_init(strtab_t *t) {
 
 void strtab_free(strtab_t *t) {
   uint32_t n = atomic_load(&t->n);
-  for (uint32_t id = 0; id < n; id++) free(t->chunks[id / STR_CHUNK][id % STR_CHUNK]);
+  for (uint32_t id = 0; id < n; id++)
+    free(t->chunks[id / STR_CHUNK][id % STR_CHUNK]);
   for (uint32_t c = 0; c < STR_MAXCHUNKS && t->chunks[c]; c++) {
     free(t->chunks[c]);
     free(t->lens[c]);
@@ -136,7 +137,8 @@ uint32_t strtab_find(const strtab_t *t, const char *p, size_t n) {
 
 static void strtab_place(uint32_t *slots, uint32_t cap, uint64_t h, uint32_t id) {
   uint32_t mask = cap - 1, i = (uint32_t)h & mask;
-  while (slots[i]) i = (i + 1) & mask;
+  while (slots[i])
+    i = (i + 1) & mask;
   slots[i] = id + 1;
 }
 

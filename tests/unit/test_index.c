@@ -82,7 +82,8 @@ Test(index_b, ranks_by_tokens_and_freshness) {
 Test(index_b, ingest_is_idempotent) {
   ic_index_config_t c = base_cfg();
   ic_index_t *ix = ic_index_create(&c);
-  for (int i = 0; i < 3; i++) put_legacy(ix, T, "p", 64);
+  for (int i = 0; i < 3; i++)
+    put_legacy(ix, T, "p", 64);
   ic_index_counters_t k;
   ic_index_counters(ix, &k);
   cr_assert_eq(k.total_entries, 1);
@@ -165,9 +166,15 @@ Test(index_c, malformed_and_one_sided_chains_dropped) {
   ic_index_bytes_t bh[3] = {B("a"), B("b"), B("c")};
   int32_t bc[3] = {16, 16, 16};
   ic_index_prefix_t ps[3] = {
-      {.block_hashes = bh, .n_block_hashes = 3, .block_token_counts = bc, .n_block_token_counts = 1},
+      {.block_hashes = bh,
+       .n_block_hashes = 3,
+       .block_token_counts = bc,
+       .n_block_token_counts = 1},
       {.block_hashes = bh, .n_block_hashes = 3},
-      {.prefix_hash = B("legacy"), .token_count = 64, .block_token_counts = bc, .n_block_token_counts = 3},
+      {.prefix_hash = B("legacy"),
+       .token_count = 64,
+       .block_token_counts = bc,
+       .n_block_token_counts = 3},
   };
   ic_index_update_t u = {"r1", "m", "t", "vllm", "", 0, ps, 3, NULL};
   cr_assert_eq(ic_index_ingest(ix, &u), 0);
@@ -175,8 +182,8 @@ Test(index_c, malformed_and_one_sided_chains_dropped) {
   ic_index_counters(ix, &k);
   cr_assert_eq(k.total_entries, 0);
   /* empty scheme indexes nothing */
-  ic_index_prefix_t ok = {.block_hashes = bh, .n_block_hashes = 3, .block_token_counts = bc,
-                          .n_block_token_counts = 3};
+  ic_index_prefix_t ok = {
+      .block_hashes = bh, .n_block_hashes = 3, .block_token_counts = bc, .n_block_token_counts = 3};
   ic_index_update_t u2 = {"r1", "m", "t", "", "", 0, &ok, 1, NULL};
   cr_assert_eq(ic_index_ingest(ix, &u2), 0);
   ic_index_counters(ix, &k);
@@ -189,8 +196,12 @@ Test(index_c, chain_with_coset_legacy_hash_preserves_both) {
   ic_index_t *ix = ic_index_create(&c);
   ic_index_bytes_t bh[3] = {B("b1"), B("b2"), B("b3")};
   int32_t bc[3] = {16, 16, 16};
-  ic_index_prefix_t p = {.prefix_hash = B("legacy-full"), .token_count = 128, .block_hashes = bh,
-                         .n_block_hashes = 3, .block_token_counts = bc, .n_block_token_counts = 3};
+  ic_index_prefix_t p = {.prefix_hash = B("legacy-full"),
+                         .token_count = 128,
+                         .block_hashes = bh,
+                         .n_block_hashes = 3,
+                         .block_token_counts = bc,
+                         .n_block_token_counts = 3};
   ic_index_update_t u = {"r", "m", "t", "vllm", "", 0, &p, 1, NULL};
   cr_assert_eq(ic_index_ingest(ix, &u), 0);
   ic_index_counters_t k;
@@ -278,8 +289,13 @@ Test(index_d, adapter_partitions) {
 
 /* ------------------------------------------------------------------ E. events */
 
-static void event(ic_index_t *ix, int type, const char *replica, const char *hash, const char *adapter) {
-  ic_index_event_t ev = {.type = type, .replica = replica, .model = "m", .tenant = "t", .adapter = adapter,
+static void event(ic_index_t *ix, int type, const char *replica, const char *hash,
+                  const char *adapter) {
+  ic_index_event_t ev = {.type = type,
+                         .replica = replica,
+                         .model = "m",
+                         .tenant = "t",
+                         .adapter = adapter,
                          .prefix_hash = hash ? B(hash) : (ic_index_bytes_t){0, NULL}};
   cr_assert_eq(ic_index_apply_event(ix, &ev), 0);
 }
@@ -497,7 +513,8 @@ Test(index_g, policy_switch_selects_different_victims) {
       g_now += MIN_NS;
     }
     g_algo = IC_INDEX_EVICT_LFU; /* counts only accrue under LFU */
-    for (int i = 0; i < 4; i++) credit(ix, names[i], counts[i]);
+    for (int i = 0; i < 4; i++)
+      credit(ix, names[i], counts[i]);
     g_algo = pass ? IC_INDEX_EVICT_LFU : IC_INDEX_EVICT_LRU;
     put_legacy(ix, T, "E", 64);
     cr_assert(!has(ix, pass ? "D" : "A"));
@@ -586,9 +603,12 @@ Test(index_h, lfu_counter_atomic_under_concurrency) {
   put_legacy(ix, T, "p", 64);
   pthread_t th[50];
   cth_t arg = {ix};
-  for (int i = 0; i < 50; i++) pthread_create(&th[i], NULL, credit_thread, &arg);
-  for (int i = 0; i < 50; i++) pthread_join(th[i], NULL);
-  cr_assert_eq(ic_index_access_count(ix, "t", "m", "vllm", "", (const uint8_t *)"p", 1, "r1"), 10000);
+  for (int i = 0; i < 50; i++)
+    pthread_create(&th[i], NULL, credit_thread, &arg);
+  for (int i = 0; i < 50; i++)
+    pthread_join(th[i], NULL);
+  cr_assert_eq(ic_index_access_count(ix, "t", "m", "vllm", "", (const uint8_t *)"p", 1, "r1"),
+               10000);
   ic_index_destroy(ix);
 }
 
@@ -612,7 +632,8 @@ Test(index_h, lfu_only_under_lfu_survives_reingest_and_chain) {
     ic_index_result_free(r);
   }
   for (int i = 0; i < 3; i++)
-    cr_assert_eq(ic_index_access_count(ix, "t", "m", "vllm", "", (const uint8_t *)ch[i], 2, "r1"), 2);
+    cr_assert_eq(ic_index_access_count(ix, "t", "m", "vllm", "", (const uint8_t *)ch[i], 2, "r1"),
+                 2);
   cr_assert_eq(ic_index_access_count(ix, "t", "m", "vllm", "", (const uint8_t *)"x4", 2, "r1"), 0);
   g_algo = IC_INDEX_EVICT_LRU;
   ic_index_destroy(ix);
@@ -716,11 +737,12 @@ Test(index_i, quota_tie_break_is_byte_order_of_full_key) {
       for (int k = 0; k < 2; k++) {
         int j = (it & 1) ? 1 - k : k;
         ps[0] = (ic_index_prefix_t){.prefix_hash = B(variants[v][j][2]), .token_count = 1};
-        ic_index_update_t u = {"r", variants[v][j][0], "team-a", variants[v][j][1], "", g_now / 1000, ps, 1, NULL};
+        ic_index_update_t u = {
+            "r", variants[v][j][0], "team-a", variants[v][j][1], "", g_now / 1000, ps, 1, NULL};
         cr_assert_eq(ic_index_ingest(ix, &u), 0);
       }
-      ic_index_result_t *r = route_exact(ix, "team-a", variants[v][1][0], variants[v][1][1], "",
-                                         variants[v][1][2], 0);
+      ic_index_result_t *r =
+          route_exact(ix, "team-a", variants[v][1][0], variants[v][1][1], "", variants[v][1][2], 0);
       cr_assert_eq(ic_index_result_count(r), 1, "variant %d: larger key survives", v);
       ic_index_result_free(r);
       ic_index_destroy(ix);
@@ -775,8 +797,10 @@ Test(index_j, gauge_final_value_and_drain) {
   c.metrics_ud = &g;
   ic_index_t *ix = ic_index_create(&c);
   pthread_t th[50];
-  for (int i = 0; i < 50; i++) pthread_create(&th[i], NULL, ingest_one, ix);
-  for (int i = 0; i < 50; i++) pthread_join(th[i], NULL);
+  for (int i = 0; i < 50; i++)
+    pthread_create(&th[i], NULL, ingest_one, ix);
+  for (int i = 0; i < 50; i++)
+    pthread_join(th[i], NULL);
   cr_assert_str_eq(g.model, "m");
   cr_assert_eq(g.n, 50);
   g_now += 2 * MIN_NS;
@@ -785,7 +809,8 @@ Test(index_j, gauge_final_value_and_drain) {
   ic_index_destroy(ix);
 }
 
-/* ------------------------------------------------------------------ K/L. ranking, worked examples */
+/* ------------------------------------------------------------------ K/L. ranking, worked examples
+ */
 
 Test(index_k, e2_exact_with_decoy_uniform_dp) {
   ic_index_config_t c = base_cfg();
@@ -1009,14 +1034,22 @@ Test(index_m, chain_coldest_tier_and_no_overlap_and_malformed) {
   put_legacy(ix, T, "legacy", 64);
   ic_index_bytes_t bh[2] = {B("b1"), B("b2")};
   int32_t bc[1] = {16};
-  ic_index_lookup_t q = {.tenant = "t", .model = "m", .scheme = "vllm", .prefix_hash = B("legacy"),
-                         .block_hashes = bh, .n_block_hashes = 2, .block_token_counts = bc,
+  ic_index_lookup_t q = {.tenant = "t",
+                         .model = "m",
+                         .scheme = "vllm",
+                         .prefix_hash = B("legacy"),
+                         .block_hashes = bh,
+                         .n_block_hashes = 2,
+                         .block_token_counts = bc,
                          .n_block_token_counts = 1};
   cr_assert_eq(ic_index_lookup_route(ix, &q, &r), 0);
   cr_assert_eq(ic_index_result_count(r), 0);
   cr_assert_eq(ic_index_result_strategy(r), IC_INDEX_STRATEGY_NONE);
   ic_index_result_free(r);
-  ic_index_lookup_t q2 = {.tenant = "t", .model = "m", .scheme = "vllm", .block_token_counts = bc,
+  ic_index_lookup_t q2 = {.tenant = "t",
+                          .model = "m",
+                          .scheme = "vllm",
+                          .block_token_counts = bc,
                           .n_block_token_counts = 1};
   cr_assert_eq(ic_index_lookup_route(ix, &q2, &r), 0);
   cr_assert_eq(ic_index_result_count(r), 0);
@@ -1192,7 +1225,8 @@ Test(index_p, affinity_vectors_and_guards) {
   cr_assert(!ic_index_affinity_hint(ix, "t", "m", "sglang", (const uint8_t *)"seed", 4, &pick));
   put_legacy(ix, W("r-4"), "x", 1);
   put_legacy(ix, W("r-3"), "x", 1);
-  cr_assert(ic_index_affinity_hint(ix, "t", "m", "vllm", (const uint8_t *)"prompt-fingerprint", 18, &pick));
+  cr_assert(ic_index_affinity_hint(ix, "t", "m", "vllm", (const uint8_t *)"prompt-fingerprint", 18,
+                                   &pick));
   cr_assert_str_eq(pick, "r-2");
   /* balance: 1000 pseudo-random 32-byte seeds over 8 replicas */
   ic_index_t *iy = ic_index_create(&c);
@@ -1212,7 +1246,8 @@ Test(index_p, affinity_vectors_and_guards) {
     cr_assert(ic_index_affinity_hint(iy, "t", "m", "vllm", seed, 32, &pick));
     hits[pick[2] - '0']++;
   }
-  for (int i = 0; i < 8; i++) cr_assert(hits[i] >= 80 && hits[i] <= 220, "replica %d got %d", i, hits[i]);
+  for (int i = 0; i < 8; i++)
+    cr_assert(hits[i] >= 80 && hits[i] <= 220, "replica %d got %d", i, hits[i]);
   ic_index_destroy(iy);
   ic_index_destroy(ix);
 }
@@ -1222,7 +1257,10 @@ Test(index_p, affinity_vectors_and_guards) {
 Test(index_q, snapshot_aggregates_and_presence_bits) {
   ic_index_config_t c = base_cfg();
   ic_index_t *ix = ic_index_create(&c);
-  ic_index_stats_t s = {.cache_memory_bytes = 100, .hit_rate = 0.8f, .pressure = 0.5f, .t2_hit_tokens = 600,
+  ic_index_stats_t s = {.cache_memory_bytes = 100,
+                        .hit_rate = 0.8f,
+                        .pressure = 0.5f,
+                        .t2_hit_tokens = 600,
                         .t2_query_tokens = 1000};
   ic_index_prefix_t p1 = {.prefix_hash = B("p1"), .token_count = 1};
   ic_index_prefix_t p2 = {.prefix_hash = B("p2"), .token_count = 1};
@@ -1260,7 +1298,8 @@ Test(index_q, snapshot_aggregates_and_presence_bits) {
   cr_assert(!snap.tenants[2].hit_rate_reported);
   cr_assert_eq(snap.tenants[2].index_entries, 2);
   int64_t sum = 0;
-  for (size_t i = 0; i < snap.n_tenants; i++) sum += snap.tenants[i].index_entries;
+  for (size_t i = 0; i < snap.n_tenants; i++)
+    sum += snap.tenants[i].index_entries;
   cr_assert_eq(sum, snap.total_prefixes);
   ic_index_snapshot_free(&snap);
   ic_index_destroy(ix);
@@ -1325,7 +1364,9 @@ static void put_many(ic_index_t *ix, const char *replica, int from, int n) {
       bh[j] = (ic_index_bytes_t){8, raw[j]};
       bc[j] = 16;
     }
-    ic_index_prefix_t p = {.block_hashes = bh, .n_block_hashes = (size_t)k, .block_token_counts = bc,
+    ic_index_prefix_t p = {.block_hashes = bh,
+                           .n_block_hashes = (size_t)k,
+                           .block_token_counts = bc,
                            .n_block_token_counts = (size_t)k};
     ic_index_update_t u = {replica, "m", "t", "vllm", "", 0, &p, 1, NULL};
     cr_assert_eq(ic_index_ingest(ix, &u), 0);
@@ -1337,21 +1378,23 @@ Test(index_x, large_clear_is_immediate_and_reclaimed_lazily) {
   ic_index_t *ix = ic_index_create(&c);
   put_many(ix, "big", 0, 150000);
   put_many(ix, "small", 0, 1000); /* shares the first 1000 keys with "big" */
-  ic_index_event_t ev = {.type = IC_INDEX_EVENT_ALL_CLEARED, .replica = "big", .model = "m", .tenant = "t"};
+  ic_index_event_t ev = {
+      .type = IC_INDEX_EVENT_ALL_CLEARED, .replica = "big", .model = "m", .tenant = "t"};
   cr_assert_eq(ic_index_apply_event(ix, &ev), 0);
   ic_index_counters_t k;
   ic_index_counters(ix, &k);
-  cr_assert_eq(k.total_entries, 1000);            /* immediate */
-  cr_assert_gt(k.pending_reclaim, 0);             /* memory comes back lazily */
+  cr_assert_eq(k.total_entries, 1000); /* immediate */
+  cr_assert_gt(k.pending_reclaim, 0);  /* memory comes back lazily */
   uint8_t raw[8];
-  uint64_t v = 5000ULL * 0x9e3779b97f4a7c15ULL;   /* a key only "big" held */
+  uint64_t v = 5000ULL * 0x9e3779b97f4a7c15ULL; /* a key only "big" held */
   memcpy(raw, &v, 8);
   ic_index_lookup_t q = {.tenant = "t", .model = "m", .scheme = "vllm", .prefix_hash = {8, raw}};
   ic_index_result_t *r;
   cr_assert_eq(ic_index_lookup_route(ix, &q, &r), 0);
   cr_assert_eq(ic_index_result_count(r), 0);
   ic_index_result_free(r);
-  cr_assert(ic_index_has_any_for_tenant_model_scheme(ix, "t", "m", "vllm")); /* "small" still serves */
+  cr_assert(
+      ic_index_has_any_for_tenant_model_scheme(ix, "t", "m", "vllm")); /* "small" still serves */
   const char *pick;
   cr_assert(ic_index_affinity_hint(ix, "t", "m", "vllm", raw, 8, &pick));
   cr_assert_str_eq(pick, "small");
@@ -1384,8 +1427,13 @@ static void *stress_reader(void *arg) {
       memcpy(raw[j], &v, 8);
       bh[j] = (ic_index_bytes_t){8, raw[j]};
     }
-    ic_index_lookup_t q = {.tenant = "t", .model = "m", .scheme = "vllm", .block_hashes = bh, .n_block_hashes = 4,
-                           .block_token_counts = bc, .n_block_token_counts = 4};
+    ic_index_lookup_t q = {.tenant = "t",
+                           .model = "m",
+                           .scheme = "vllm",
+                           .block_hashes = bh,
+                           .n_block_hashes = 4,
+                           .block_token_counts = bc,
+                           .n_block_token_counts = 4};
     ic_index_result_t *r;
     if (ic_index_lookup_route(st->ix, &q, &r) == 0) {
       for (size_t i = 0; i < ic_index_result_count(r); i++)
@@ -1404,18 +1452,21 @@ Test(index_x, concurrent_lookups_ingest_clear_sweep_cap, .timeout = 300) {
   ic_index_t *ix = ic_index_create(&c);
   stress_t st = {ix, false};
   pthread_t th[3];
-  for (int i = 0; i < 3; i++) pthread_create(&th[i], NULL, stress_reader, &st);
+  for (int i = 0; i < 3; i++)
+    pthread_create(&th[i], NULL, stress_reader, &st);
   for (int round = 0; round < 30; round++) {
     put_many(ix, round % 2 ? "ra" : "rb", (round * 700) % 20000, 2000);
     if (round % 7 == 3) {
-      ic_index_event_t ev = {.type = IC_INDEX_EVENT_ALL_CLEARED, .replica = "ra", .model = "m", .tenant = "t"};
+      ic_index_event_t ev = {
+          .type = IC_INDEX_EVENT_ALL_CLEARED, .replica = "ra", .model = "m", .tenant = "t"};
       ic_index_apply_event(ix, &ev);
     }
     if (round % 5 == 4) ic_index_evict_expired(ix);
     ic_index_maintain(ix, 8);
   }
   atomic_store(&st.stop, true);
-  for (int i = 0; i < 3; i++) pthread_join(th[i], NULL);
+  for (int i = 0; i < 3; i++)
+    pthread_join(th[i], NULL);
   while (ic_index_maintain(ix, 64)) {
   }
   ic_index_counters_t k;
@@ -1439,7 +1490,8 @@ Test(index_j, metrics_sink_receives_counts) {
   c.set_index_entries = m_gauge;
   c.metrics_ud = &g;
   ic_index_t *ix = ic_index_create(&c);
-  ic_index_prefix_t ps[2] = {{.prefix_hash = B("a"), .token_count = 1}, {.prefix_hash = B("b"), .token_count = 1}};
+  ic_index_prefix_t ps[2] = {{.prefix_hash = B("a"), .token_count = 1},
+                             {.prefix_hash = B("b"), .token_count = 1}};
   ic_index_update_t u = {"r", "m", "t", "vllm", "", 0, ps, 2, NULL};
   cr_assert_eq(ic_index_ingest(ix, &u), 0);
   cr_assert_str_eq(g.model, "m");
@@ -1468,8 +1520,9 @@ Test(index_p, affinity_spec_vectors) {
   put_legacy(ix, W("r-1"), "x", 1);
   put_legacy(ix, W("r-2"), "x", 1);
   /* canonical chain seed: uint32_be(len) || hash per block */
-  const uint8_t seed[] = {0, 0, 0, 14, 'p', 'r', 'o', 'm', 'p', 't', '-', 'b', 'l', 'o', 'c', 'k', '-', '1',
-                          0, 0, 0, 14, 'p', 'r', 'o', 'm', 'p', 't', '-', 'b', 'l', 'o', 'c', 'k', '-', '2'};
+  const uint8_t seed[] = {0,   0,   0,   14,  'p', 'r', 'o', 'm', 'p', 't', '-', 'b',
+                          'l', 'o', 'c', 'k', '-', '1', 0,   0,   0,   14,  'p', 'r',
+                          'o', 'm', 'p', 't', '-', 'b', 'l', 'o', 'c', 'k', '-', '2'};
   const char *pick = NULL;
   cr_assert(ic_index_affinity_hint(ix, "t", "m", "vllm", seed, sizeof seed, &pick));
   cr_assert_str_eq(pick, "r-1");
@@ -1492,7 +1545,8 @@ static int64_t flip_ttl(void *ud, const char *t) {
 }
 static void *flipper(void *arg) {
   _Atomic bool *stop = arg;
-  for (int i = 0; !atomic_load(stop); i++) atomic_store(&g_flip_ttl, (i & 1) ? 5 * MIN_NS : 0);
+  for (int i = 0; !atomic_load(stop); i++)
+    atomic_store(&g_flip_ttl, (i & 1) ? 5 * MIN_NS : 0);
   return NULL;
 }
 
@@ -1557,12 +1611,19 @@ Test(index_m, long_chains_beyond_stack_buffers) {
     bh[i] = (ic_index_bytes_t){8, raw[i]};
     bc[i] = 16;
   }
-  ic_index_prefix_t p = {.block_hashes = bh, .n_block_hashes = 700, .block_token_counts = bc,
+  ic_index_prefix_t p = {.block_hashes = bh,
+                         .n_block_hashes = 700,
+                         .block_token_counts = bc,
                          .n_block_token_counts = 700};
   ic_index_update_t u = {"r1", "m", "t", "vllm", "", 0, &p, 1, NULL};
   cr_assert_eq(ic_index_ingest(ix, &u), 0);
-  ic_index_lookup_t q = {.tenant = "t", .model = "m", .scheme = "vllm", .block_hashes = bh, .n_block_hashes = N,
-                         .block_token_counts = bc, .n_block_token_counts = N};
+  ic_index_lookup_t q = {.tenant = "t",
+                         .model = "m",
+                         .scheme = "vllm",
+                         .block_hashes = bh,
+                         .n_block_hashes = N,
+                         .block_token_counts = bc,
+                         .n_block_token_counts = N};
   ic_index_result_t *r;
   cr_assert_eq(ic_index_lookup_route(ix, &q, &r), 0);
   cr_assert_eq(ic_index_result_count(r), 1);

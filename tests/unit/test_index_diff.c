@@ -27,5 +27,6 @@ Test(index_diff, random_sequences_match_naive_model, .timeout = 900) {
   }
   /* the generator must actually exercise matches, not only misses */
   cr_assert_gt(hits, lookups / 20, "only %ld of %ld lookups matched", hits, lookups);
-  cr_log_info("index_diff: %ld seeds, %ld lookups compared, %ld prefix matches", seeds, lookups, hits);
+  cr_log_info("index_diff: %ld seeds, %ld lookups compared, %ld prefix matches", seeds, lookups,
+              hits);
 }

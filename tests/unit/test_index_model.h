@@ -20,8 +20,8 @@ static const char *const NM_MOD[] = {"m0", "m1"};
 static const char *const NM_SCH[] = {"vllm", "sglang", ""};
 static const char *const NM_ADA[] = {"", "a1"};
 static const char *const NM_REP[] = {"r0", "r1", "r2", "r3"};
-static const char *const NM_HASH[] = {"h0", "h1", "h2", "h3", "hash-000", "hash-001", "hash-002", "hash-003",
-                                      "long-hash-xyz0", ""};
+static const char *const NM_HASH[] = {
+    "h0", "h1", "h2", "h3", "hash-000", "hash-001", "hash-002", "hash-003", "long-hash-xyz0", ""};
 static const int NM_CANON[] = {4, 5, 0, 8, 6, 1}; /* a shared chain, so runs of many depths occur */
 #define NM_NT 3
 #define NM_NM 2
@@ -42,7 +42,8 @@ static uint32_t nm_rand(nm_rng_t *g, uint32_t n) {
   uint32_t v;
   if (g->data) {
     v = 0;
-    for (int i = 0; i < 2; i++) v = v << 8 | (g->pos < g->len ? g->data[g->pos++] : 0);
+    for (int i = 0; i < 2; i++)
+      v = v << 8 | (g->pos < g->len ? g->data[g->pos++] : 0);
   } else {
     g->s ^= g->s << 13;
     g->s ^= g->s >> 7;
@@ -113,7 +114,9 @@ static int nm_cmp_bytes(const char *a, const char *b) {
   return la < lb ? -1 : la > lb;
 }
 
-static int64_t nm_ttl(const nm_t *m, int t) { return m->tenant_ttl[t] > 0 ? m->tenant_ttl[t] : m->ttl_global; }
+static int64_t nm_ttl(const nm_t *m, int t) {
+  return m->tenant_ttl[t] > 0 ? m->tenant_ttl[t] : m->ttl_global;
+}
 
 static float nm_fresh(int64_t now, int64_t t, int64_t ttl) {
   if (ttl <= 0) return 0;
@@ -134,8 +137,8 @@ static nent_t *nm_find(nm_t *m, int t, int mo, int s, int a, int h, int r) {
   return NULL;
 }
 
-static void nm_upsert(nm_t *m, int t, int mo, int s, int a, int h, int r, int32_t tokens, int32_t tier,
-                      int64_t ts) {
+static void nm_upsert(nm_t *m, int t, int mo, int s, int a, int h, int r, int32_t tokens,
+                      int32_t tier, int64_t ts) {
   nent_t *e = nm_find(m, t, mo, s, a, h, r);
   if (!e) {
     if (m->n == m->cap) {
@@ -169,7 +172,8 @@ static int64_t nm_distinct(const nm_t *m, int t /* -1 = all */, int mo /* -1 = a
     const nent_t *e = &m->e[i];
     if ((t >= 0 && e->t != t) || (mo >= 0 && e->m != mo)) continue;
     bool first = true;
-    for (size_t j = 0; j < i && first; j++) first = !same_key(&m->e[j], e);
+    for (size_t j = 0; j < i && first; j++)
+      first = !same_key(&m->e[j], e);
     n += first;
   }
   return n;
@@ -209,7 +213,8 @@ static int64_t nm_quota_enforce(nm_t *m, int t, int64_t budget) {
   for (size_t i = 0; i < m->n; i++) {
     if (m->e[i].t != t) continue;
     bool dup = false;
-    for (size_t j = 0; j < nk && !dup; j++) dup = same_key(&keys[j], &m->e[i]);
+    for (size_t j = 0; j < nk && !dup; j++)
+      dup = same_key(&keys[j], &m->e[i]);
     if (!dup) keys[nk++] = m->e[i];
   }
   nm_sort_model = m;
@@ -217,8 +222,10 @@ static int64_t nm_quota_enforce(nm_t *m, int t, int64_t budget) {
   int64_t removed = 0;
   for (size_t k = 0; k < nk && nm_distinct(m, t, -1) > budget; k++) {
     for (size_t i = 0; i < m->n;) {
-      if (same_key(&m->e[i], &keys[k])) nm_del(m, i);
-      else i++;
+      if (same_key(&m->e[i], &keys[k]))
+        nm_del(m, i);
+      else
+        i++;
     }
     removed++;
   }
@@ -239,7 +246,8 @@ static int nm_cap_cmp(const void *x, const void *y) {
 
 static void nm_cap_enforce(nm_t *m) {
   int64_t eff = 0;
-  for (size_t i = 0; i < m->n; i++) eff += !nm_reserved(m, m->e[i].t);
+  for (size_t i = 0; i < m->n; i++)
+    eff += !nm_reserved(m, m->e[i].t);
   if (m->max_entries <= 0 || eff <= m->max_entries) return;
   nent_t *c = malloc(m->n * sizeof *c);
   size_t nc = 0;
@@ -280,7 +288,8 @@ static int nm_depth_cmp(const void *x, const void *y) {
 
 static int nm_serving(const nm_t *m, int t, int mo, int s, bool out[NM_NR]) {
   int n = 0;
-  for (int r = 0; r < NM_NR; r++) out[r] = false;
+  for (int r = 0; r < NM_NR; r++)
+    out[r] = false;
   for (size_t i = 0; i < m->n; i++) {
     const nent_t *e = &m->e[i];
     if (e->t == t && e->m == mo && e->s == s && !out[e->r]) {
@@ -341,7 +350,8 @@ static size_t nm_prefix(nm_t *m, const nq_t *q, nrow_t *rows, size_t *caps, size
     } cur[NM_NR] = {0}, fin[NM_NR] = {0};
     for (int i = 0; i < q->nb; i++) {
       nent_t *hold[NM_NR] = {0};
-      for (int r = 0; r < NM_NR; r++) hold[r] = nm_find(m, q->t, q->m, q->s, q->a, q->blocks[i], r);
+      for (int r = 0; r < NM_NR; r++)
+        hold[r] = nm_find(m, q->t, q->m, q->s, q->a, q->blocks[i], r);
       bool any = false;
       for (int r = 0; r < NM_NR; r++) {
         nent_t *e = hold[r];
@@ -401,10 +411,12 @@ static size_t nm_prefix(nm_t *m, const nq_t *q, nrow_t *rows, size_t *caps, size
       qsort(rows, n, sizeof *rows, nm_depth_cmp);
       for (size_t l = 0; l < n;) {
         size_t rr = l + 1;
-        while (rr < n && rows[rr].matched == rows[l].matched) rr++;
+        while (rr < n && rows[rr].matched == rows[l].matched)
+          rr++;
         double dp = nm_dp((int64_t)rr, total);
         if (dp != 1.0)
-          for (size_t i = l; i < rr; i++) rows[i].score = rows[i].score * (float)dp;
+          for (size_t i = l; i < rr; i++)
+            rows[i].score = rows[i].score * (float)dp;
         l = rr;
       }
     }
@@ -424,7 +436,8 @@ static size_t nm_prefix(nm_t *m, const nq_t *q, nrow_t *rows, size_t *caps, size
     }
     double dp = nm_dp((int64_t)n, total);
     if (dp != 1.0)
-      for (size_t i = 0; i < n; i++) rows[i].score = rows[i].score * (float)dp;
+      for (size_t i = 0; i < n; i++)
+        rows[i].score = rows[i].score * (float)dp;
   }
   qsort(rows, n, sizeof *rows, nm_row_cmp);
   return n;
@@ -444,7 +457,8 @@ static size_t nm_hot(nm_t *m, const nq_t *q, nrow_t *rows) {
     nstat_t *s = nm_stat(m, q->t, q->m, r);
     if (!s || !serv[r]) continue;
     int64_t age;
-    if (__builtin_sub_overflow(m->now, s->reported, &age)) age = s->reported < 0 ? INT64_MAX : INT64_MIN;
+    if (__builtin_sub_overflow(m->now, s->reported, &age))
+      age = s->reported < 0 ? INT64_MAX : INT64_MIN;
     if (age >= max_age || s->s.hit_rate < m->rk.tenant_hot_min_hit_rate) continue;
     float rec = age <= 0 ? 1.0f : 1.0f - (float)age / (float)max_age;
     float sc = s->s.hit_rate * rec;
@@ -467,10 +481,10 @@ static ic_index_strategy_t nm_classify(nm_t *m, const nq_t *q) {
 
 /* ---------------------------------------------------------------- driver */
 
-#define NM_FAIL(m, ...)                                        \
-  do {                                                         \
-    snprintf((m)->msg, sizeof (m)->msg, __VA_ARGS__);          \
-    return false;                                              \
+#define NM_FAIL(m, ...)                                                                            \
+  do {                                                                                             \
+    snprintf((m)->msg, sizeof(m)->msg, __VA_ARGS__);                                               \
+    return false;                                                                                  \
   } while (0)
 
 static int32_t nm_tier_pick(nm_rng_t *g) {
@@ -479,7 +493,9 @@ static int32_t nm_tier_pick(nm_rng_t *g) {
 }
 static int32_t nm_tier_store(int32_t w) { return w == 0 ? 1 : (w < 0 ? INT32_MAX : w); }
 
-static ic_index_bytes_t nm_hb(int h) { return (ic_index_bytes_t){strlen(NM_HASH[h]), (const uint8_t *)NM_HASH[h]}; }
+static ic_index_bytes_t nm_hb(int h) {
+  return (ic_index_bytes_t){strlen(NM_HASH[h]), (const uint8_t *)NM_HASH[h]};
+}
 
 static bool nm_init(nm_t *m, nm_rng_t *g) {
   memset(m, 0, sizeof *m);
@@ -527,9 +543,11 @@ static void nm_fini(nm_t *m) {
 static bool nm_check_counts(nm_t *m) {
   ic_index_counters_t k;
   ic_index_counters(m->ix, &k);
-  if (k.total_entries != (int64_t)m->n) NM_FAIL(m, "total_entries %lld != model %zu", (long long)k.total_entries, m->n);
+  if (k.total_entries != (int64_t)m->n)
+    NM_FAIL(m, "total_entries %lld != model %zu", (long long)k.total_entries, m->n);
   int64_t d = nm_distinct(m, -1, -1);
-  if (k.distinct_keys != d) NM_FAIL(m, "distinct %lld != model %lld", (long long)k.distinct_keys, (long long)d);
+  if (k.distinct_keys != d)
+    NM_FAIL(m, "distinct %lld != model %lld", (long long)k.distinct_keys, (long long)d);
   ic_index_count_t *agg;
   size_t n;
   int64_t total;
@@ -579,8 +597,10 @@ static bool nm_op_ingest(nm_t *m, nm_rng_t *g) {
       int nb = 1 + nm_rand(g, 5), nc = nb;
       if (nm_rand(g, 10) == 0) nc = nm_rand(g, 2) ? nb - 1 : 0;
       bool canon = nm_rand(g, 2);
-      for (int j = 0; j < nb; j++) bh[i][j] = nm_hb(canon ? NM_CANON[j] : (int)nm_rand(g, NM_NH));
-      for (int j = 0; j < nc; j++) bc[i][j] = nm_rand(g, 12) == 0 ? -3 : (int32_t)nm_rand(g, 65);
+      for (int j = 0; j < nb; j++)
+        bh[i][j] = nm_hb(canon ? NM_CANON[j] : (int)nm_rand(g, NM_NH));
+      for (int j = 0; j < nc; j++)
+        bc[i][j] = nm_rand(g, 12) == 0 ? -3 : (int32_t)nm_rand(g, 65);
       ps[i].block_hashes = bh[i];
       ps[i].n_block_hashes = (size_t)nb;
       ps[i].block_token_counts = bc[i];
@@ -592,11 +612,11 @@ static bool nm_op_ingest(nm_t *m, nm_rng_t *g) {
   if (has_st) {
     static const float hits[] = {0, 0.05f, 0.1f, 0.5f, 0.9f, NAN};
     static const float pr[] = {0, 0.3f, 0.9f, 1.5f, -0.2f, INFINITY};
-    st = (ic_index_stats_t){(int64_t)nm_rand(g, 1000), hits[nm_rand(g, 6)], pr[nm_rand(g, 6)], nm_rand(g, 9),
-                            nm_rand(g, 9)};
+    st = (ic_index_stats_t){(int64_t)nm_rand(g, 1000), hits[nm_rand(g, 6)], pr[nm_rand(g, 6)],
+                            nm_rand(g, 9), nm_rand(g, 9)};
   }
-  ic_index_update_t u = {NM_REP[r], NM_MOD[mo], NM_TEN[t], NM_SCH[s], NM_ADA[a], us, ps, (size_t)np,
-                         has_st ? &st : NULL};
+  ic_index_update_t u = {NM_REP[r], NM_MOD[mo], NM_TEN[t],  NM_SCH[s],          NM_ADA[a],
+                         us,        ps,         (size_t)np, has_st ? &st : NULL};
   if (ic_index_ingest(m->ix, &u)) NM_FAIL(m, "ingest failed");
   /* model */
   int64_t ts = us ? us * 1000 : m->now;
@@ -610,19 +630,22 @@ static bool nm_op_ingest(nm_t *m, nm_rng_t *g) {
         for (size_t j = 0; j < ps[i].n_block_hashes; j++) {
           cum = (int32_t)((uint32_t)cum + (uint32_t)ps[i].block_token_counts[j]);
           int h = 0;
-          while (strcmp(NM_HASH[h], (const char *)ps[i].block_hashes[j].data) != 0) h++;
+          while (strcmp(NM_HASH[h], (const char *)ps[i].block_hashes[j].data) != 0)
+            h++;
           nm_upsert(m, t, mo, s, ad, h, r, cum, tier, ts);
         }
         if (ps[i].prefix_hash.len) {
           int h = 0;
-          while (strcmp(NM_HASH[h], (const char *)ps[i].prefix_hash.data) != 0) h++;
+          while (strcmp(NM_HASH[h], (const char *)ps[i].prefix_hash.data) != 0)
+            h++;
           nm_upsert(m, t, mo, s, ad, h, r, ps[i].token_count, tier, ts);
         }
         continue;
       }
       int h = NM_NH - 1; /* unset prefix hash = empty bytes */
       if (ps[i].prefix_hash.data)
-        while (strcmp(NM_HASH[h], (const char *)ps[i].prefix_hash.data) != 0) h = (h + 1) % NM_NH;
+        while (strcmp(NM_HASH[h], (const char *)ps[i].prefix_hash.data) != 0)
+          h = (h + 1) % NM_NH;
       nm_upsert(m, t, mo, s, ad, h, r, ps[i].token_count, tier, ts);
     }
   }
@@ -639,7 +662,8 @@ static bool nm_op_ingest(nm_t *m, nm_rng_t *g) {
 }
 
 static bool nm_op_event(nm_t *m, nm_rng_t *g) {
-  int type = (int)nm_rand(g, 6), r = nm_rand(g, NM_NR), t = nm_rand(g, NM_NT), mo = nm_rand(g, NM_NM);
+  int type = (int)nm_rand(g, 6), r = nm_rand(g, NM_NR), t = nm_rand(g, NM_NT),
+      mo = nm_rand(g, NM_NM);
   int h = nm_rand(g, NM_NH), a = nm_rand(g, 3) == 0 ? 1 : 0;
   int64_t us = nm_rand(g, 3) == 0 ? m->now / 1000 - (int64_t)nm_rand(g, 600) * 1000000LL : 0;
   ic_index_event_t ev = {type, NM_REP[r], NM_MOD[mo], NM_TEN[t], NM_ADA[a], nm_hb(h), us};
@@ -648,14 +672,18 @@ static bool nm_op_event(nm_t *m, nm_rng_t *g) {
   if (type == IC_INDEX_EVENT_PREFIX_EVICTED) {
     for (size_t i = 0; i < m->n;) {
       nent_t *e = &m->e[i];
-      if (e->t == t && e->m == mo && e->h == h && e->r == r && (a == 0 || e->a == a)) nm_del(m, i);
-      else i++;
+      if (e->t == t && e->m == mo && e->h == h && e->r == r && (a == 0 || e->a == a))
+        nm_del(m, i);
+      else
+        i++;
     }
   } else if (type == IC_INDEX_EVENT_ALL_CLEARED) {
     for (size_t i = 0; i < m->n;) {
       nent_t *e = &m->e[i];
-      if (e->t == t && e->m == mo && e->r == r) nm_del(m, i);
-      else i++;
+      if (e->t == t && e->m == mo && e->r == r)
+        nm_del(m, i);
+      else
+        i++;
     }
     nstat_t *s = nm_stat(m, t, mo, r);
     if (s) nm_stat_del(m, s);
@@ -670,15 +698,21 @@ static bool nm_op_sweep(nm_t *m) {
   ic_index_evict_expired(m->ix);
   for (size_t i = 0; i < m->n;) {
     int64_t age;
-    if (__builtin_sub_overflow(m->now, m->e[i].ts, &age)) age = m->e[i].ts < 0 ? INT64_MAX : INT64_MIN;
-    if (age >= nm_ttl(m, m->e[i].t)) nm_del(m, i);
-    else i++;
+    if (__builtin_sub_overflow(m->now, m->e[i].ts, &age))
+      age = m->e[i].ts < 0 ? INT64_MAX : INT64_MIN;
+    if (age >= nm_ttl(m, m->e[i].t))
+      nm_del(m, i);
+    else
+      i++;
   }
   for (size_t i = 0; i < m->nst;) {
     int64_t age;
-    if (__builtin_sub_overflow(m->now, m->st[i].last_seen, &age)) age = m->st[i].last_seen < 0 ? INT64_MAX : INT64_MIN;
-    if (age >= nm_ttl(m, m->st[i].t)) nm_stat_del(m, &m->st[i]);
-    else i++;
+    if (__builtin_sub_overflow(m->now, m->st[i].last_seen, &age))
+      age = m->st[i].last_seen < 0 ? INT64_MAX : INT64_MIN;
+    if (age >= nm_ttl(m, m->st[i].t))
+      nm_stat_del(m, &m->st[i]);
+    else
+      i++;
   }
   return nm_check_counts(m);
 }
@@ -709,12 +743,19 @@ static bool nm_op_lookup(nm_t *m, nm_rng_t *g) {
       q.blocks[i] = canon ? NM_CANON[i] : (int)nm_rand(g, NM_NH);
       bh[i] = nm_hb(q.blocks[i]);
     }
-    for (int i = 0; i < q.nc; i++) q.counts[i] = bc[i] = nm_rand(g, 12) == 0 ? -2 : (int32_t)nm_rand(g, 40);
+    for (int i = 0; i < q.nc; i++)
+      q.counts[i] = bc[i] = nm_rand(g, 12) == 0 ? -2 : (int32_t)nm_rand(g, 40);
   }
-  ic_index_lookup_t lq = {.tenant = q.t < 0 ? "" : NM_TEN[q.t], .model = NM_MOD[q.m], .scheme = NM_SCH[q.s],
-                          .adapter = NM_ADA[q.a], .prefix_hash = q.h < 0 ? (ic_index_bytes_t){0, NULL} : nm_hb(q.h),
-                          .block_hashes = bh, .n_block_hashes = (size_t)q.nb, .block_token_counts = bc,
-                          .n_block_token_counts = (size_t)q.nc, .ttft_budget_ms = q.ttft};
+  ic_index_lookup_t lq = {.tenant = q.t < 0 ? "" : NM_TEN[q.t],
+                          .model = NM_MOD[q.m],
+                          .scheme = NM_SCH[q.s],
+                          .adapter = NM_ADA[q.a],
+                          .prefix_hash = q.h < 0 ? (ic_index_bytes_t){0, NULL} : nm_hb(q.h),
+                          .block_hashes = bh,
+                          .n_block_hashes = (size_t)q.nb,
+                          .block_token_counts = bc,
+                          .n_block_token_counts = (size_t)q.nc,
+                          .ttft_budget_ms = q.ttft};
   ic_index_result_t *res = NULL;
   if (ic_index_lookup_route(m->ix, &lq, &res) || !res) NM_FAIL(m, "lookup_route failed");
   /* model */
@@ -724,7 +765,8 @@ static bool nm_op_lookup(nm_t *m, nm_rng_t *g) {
   m->lookups++;
   if (q.t >= 0 && q.s != 2 && !((q.nb || q.nc) && q.nb != q.nc)) {
     n = nm_prefix(m, &q, rows, caps, &ncaps);
-    if (n) want = IC_INDEX_STRATEGY_PREFIX_MATCH;
+    if (n)
+      want = IC_INDEX_STRATEGY_PREFIX_MATCH;
     else {
       ncaps = 0;
       if (!(q.nb || q.nc)) {
@@ -736,28 +778,32 @@ static bool nm_op_lookup(nm_t *m, nm_rng_t *g) {
   }
   bool ok = true;
   if (ic_index_result_strategy(res) != want) {
-    snprintf(m->msg, sizeof m->msg, "strategy %d != model %d (op %ld)", ic_index_result_strategy(res), want, m->ops);
+    snprintf(m->msg, sizeof m->msg, "strategy %d != model %d (op %ld)",
+             ic_index_result_strategy(res), want, m->ops);
     ok = false;
   } else if (ic_index_result_count(res) != n) {
-    snprintf(m->msg, sizeof m->msg, "rows %zu != model %zu (op %ld)", ic_index_result_count(res), n, m->ops);
+    snprintf(m->msg, sizeof m->msg, "rows %zu != model %zu (op %ld)", ic_index_result_count(res), n,
+             m->ops);
     ok = false;
   }
   for (size_t i = 0; ok && i < n; i++) {
     const ic_index_row_t *x = &ic_index_result_rows(res)[i];
     if (strcmp(x->replica_id, NM_REP[rows[i].r]) || memcmp(&x->score, &rows[i].score, 4) ||
-        x->matched_tokens != rows[i].matched || memcmp(&x->estimated_cache_hit_prob, &rows[i].prob, 4) ||
-        x->tier != rows[i].tier) {
+        x->matched_tokens != rows[i].matched ||
+        memcmp(&x->estimated_cache_hit_prob, &rows[i].prob, 4) || x->tier != rows[i].tier) {
       snprintf(m->msg, sizeof m->msg,
-               "row %zu: got {%s %.9g m%d p%.9g t%d} model {%s %.9g m%d p%.9g t%d} (op %ld)", i, x->replica_id,
-               x->score, x->matched_tokens, x->estimated_cache_hit_prob, x->tier, NM_REP[rows[i].r], rows[i].score,
-               rows[i].matched, rows[i].prob, rows[i].tier, m->ops);
+               "row %zu: got {%s %.9g m%d p%.9g t%d} model {%s %.9g m%d p%.9g t%d} (op %ld)", i,
+               x->replica_id, x->score, x->matched_tokens, x->estimated_cache_hit_prob, x->tier,
+               NM_REP[rows[i].r], rows[i].score, rows[i].matched, rows[i].prob, rows[i].tier,
+               m->ops);
       ok = false;
     }
   }
   if (ok && want == IC_INDEX_STRATEGY_PREFIX_MATCH) m->hits++;
   if (ok && want == IC_INDEX_STRATEGY_PREFIX_MATCH && nm_rand(g, 2)) {
     ic_index_result_credit_hits(res);
-    for (size_t i = 0; i < ncaps; i++) m->e[caps[i]].cnt++;
+    for (size_t i = 0; i < ncaps; i++)
+      m->e[caps[i]].cnt++;
   }
   ic_index_result_free(res);
   return ok;

@@ -26,13 +26,16 @@ static inline ic_index_config_t base_cfg(void) {
   return c;
 }
 
-static inline ic_index_bytes_t B(const char *s) { return (ic_index_bytes_t){strlen(s), (const uint8_t *)s}; }
+static inline ic_index_bytes_t B(const char *s) {
+  return (ic_index_bytes_t){strlen(s), (const uint8_t *)s};
+}
 
 typedef struct {
   const char *replica, *tenant, *model, *scheme, *adapter;
 } who_t;
 
-static inline void put_legacy_tier(ic_index_t *ix, who_t w, const char *hash, int32_t tokens, int32_t tier) {
+static inline void put_legacy_tier(ic_index_t *ix, who_t w, const char *hash, int32_t tokens,
+                                   int32_t tier) {
   ic_index_prefix_t p = {.prefix_hash = B(hash), .token_count = tokens, .tier = tier};
   ic_index_update_t u = {w.replica, w.model, w.tenant, w.scheme, w.adapter, 0, &p, 1, NULL};
   cr_assert_eq(ic_index_ingest(ix, &u), 0);
@@ -42,19 +45,24 @@ static inline void put_legacy(ic_index_t *ix, who_t w, const char *hash, int32_t
 }
 
 /* chain of NUL-free strings, `per` tokens each */
-static inline void put_chain_tier(ic_index_t *ix, who_t w, const char *const *hs, size_t n, int32_t per, int32_t tier) {
+static inline void put_chain_tier(ic_index_t *ix, who_t w, const char *const *hs, size_t n,
+                                  int32_t per, int32_t tier) {
   ic_index_bytes_t bh[64];
   int32_t bc[64];
   for (size_t i = 0; i < n; i++) {
     bh[i] = B(hs[i]);
     bc[i] = per;
   }
-  ic_index_prefix_t p = {.block_hashes = bh, .n_block_hashes = n, .block_token_counts = bc,
-                         .n_block_token_counts = n, .tier = tier};
+  ic_index_prefix_t p = {.block_hashes = bh,
+                         .n_block_hashes = n,
+                         .block_token_counts = bc,
+                         .n_block_token_counts = n,
+                         .tier = tier};
   ic_index_update_t u = {w.replica, w.model, w.tenant, w.scheme, w.adapter, 0, &p, 1, NULL};
   cr_assert_eq(ic_index_ingest(ix, &u), 0);
 }
-static inline void put_chain(ic_index_t *ix, who_t w, const char *const *hs, size_t n, int32_t per) {
+static inline void put_chain(ic_index_t *ix, who_t w, const char *const *hs, size_t n,
+                             int32_t per) {
   put_chain_tier(ix, w, hs, n, per, 0);
 }
 
@@ -65,10 +73,14 @@ static inline void put_stats(ic_index_t *ix, who_t w, float hit, float pressure)
 }
 
 static inline ic_index_result_t *route_exact(ic_index_t *ix, const char *tenant, const char *model,
-                                             const char *scheme, const char *adapter, const char *hash,
-                                             int32_t ttft) {
-  ic_index_lookup_t q = {.tenant = tenant, .model = model, .scheme = scheme, .adapter = adapter,
-                         .prefix_hash = B(hash), .ttft_budget_ms = ttft};
+                                             const char *scheme, const char *adapter,
+                                             const char *hash, int32_t ttft) {
+  ic_index_lookup_t q = {.tenant = tenant,
+                         .model = model,
+                         .scheme = scheme,
+                         .adapter = adapter,
+                         .prefix_hash = B(hash),
+                         .ttft_budget_ms = ttft};
   ic_index_result_t *r = NULL;
   cr_assert_eq(ic_index_lookup_route(ix, &q, &r), 0);
   cr_assert_not_null(r);
@@ -76,17 +88,24 @@ static inline ic_index_result_t *route_exact(ic_index_t *ix, const char *tenant,
 }
 
 static inline ic_index_result_t *route_chain(ic_index_t *ix, const char *tenant, const char *model,
-                                             const char *scheme, const char *adapter, const char *const *hs,
-                                             size_t n, int32_t per, int32_t ttft) {
+                                             const char *scheme, const char *adapter,
+                                             const char *const *hs, size_t n, int32_t per,
+                                             int32_t ttft) {
   ic_index_bytes_t bh[64];
   int32_t bc[64];
   for (size_t i = 0; i < n; i++) {
     bh[i] = B(hs[i]);
     bc[i] = per;
   }
-  ic_index_lookup_t q = {.tenant = tenant, .model = model, .scheme = scheme, .adapter = adapter,
-                         .block_hashes = bh, .n_block_hashes = n, .block_token_counts = bc,
-                         .n_block_token_counts = n, .ttft_budget_ms = ttft};
+  ic_index_lookup_t q = {.tenant = tenant,
+                         .model = model,
+                         .scheme = scheme,
+                         .adapter = adapter,
+                         .block_hashes = bh,
+                         .n_block_hashes = n,
+                         .block_token_counts = bc,
+                         .n_block_token_counts = n,
+                         .ttft_budget_ms = ttft};
   ic_index_result_t *r = NULL;
   cr_assert_eq(ic_index_lookup_route(ix, &q, &r), 0);
   cr_assert_not_null(r);
