@@ -1,12 +1,12 @@
 /* Differential test: the real index and the naive model of test_index_model.h run the same
  * random operation sequences; every lookup answer (strategy, rows, float32 bits) must agree.
- * IC_INDEX_DIFF_SEEDS overrides the seed count (500 in `make test`, >= 10000 nightly). */
+ * IC_INDEX_DIFF_SEEDS overrides the seed count (2000 in `make test`, >= 10000 nightly). */
 #include <criterion/criterion.h>
 
 #include "test_index_model.h"
 
 Test(index_diff, random_sequences_match_naive_model, .timeout = 900) {
-  long seeds = 500;
+  long seeds = 2000;
   const char *env = getenv("IC_INDEX_DIFF_SEEDS");
   if (env && atol(env) > 0) seeds = atol(env);
   long lookups = 0, hits = 0;
