@@ -1634,3 +1634,55 @@ Test(index_m, long_chains_beyond_stack_buffers) {
   cr_assert_eq(ic_index_access_count(ix, "t", "m", "vllm", "", raw[0], 8, "r1"), 1);
   ic_index_destroy(ix);
 }
+
+typedef struct {
+  int by_reason[5];
+  int cleared;
+  char last_hash[32];
+  char last_adapter[16];
+} why_t;
+static void on_why(void *ud, const ic_index_change_t *ch) {
+  why_t *w = ud;
+  if (ch->type == IC_INDEX_CHANGE_PREFIX_EVICTED) {
+    w->by_reason[ch->reason]++;
+    snprintf(w->last_hash, sizeof w->last_hash, "%.*s", (int)ch->hash_len, (const char *)ch->hash);
+    snprintf(w->last_adapter, sizeof w->last_adapter, "%s", ch->adapter);
+  }
+  if (ch->type == IC_INDEX_CHANGE_ALL_CLEARED) w->cleared++;
+}
+
+Test(index_x, change_listener_reasons) {
+  ic_index_config_t c = base_cfg();
+  c.max_entries = 2;
+  c.ttl_ns = 10 * MIN_NS;
+  c.quota_resolver = quota_team_a;
+  g_budget = 1;
+  why_t w = {0};
+  c.on_change = on_why;
+  c.change_ud = &w;
+  ic_index_t *ix = ic_index_create(&c);
+  put_legacy(ix, (who_t){"r1", "t", "m", "vllm", "lora"}, "a", 1);
+  event(ix, IC_INDEX_EVENT_PREFIX_EVICTED, "r1", "a", "");
+  cr_assert_eq(w.by_reason[IC_INDEX_REASON_EVENT], 1);
+  cr_assert_str_eq(w.last_hash, "a");
+  cr_assert_str_eq(w.last_adapter, "lora");
+  put_legacy(ix, T, "b", 1);
+  g_now += MIN_NS;
+  put_legacy(ix, T, "c", 1);
+  g_now += MIN_NS;
+  put_legacy(ix, T, "d", 1); /* over the cap of 2: "b" goes */
+  cr_assert_eq(w.by_reason[IC_INDEX_REASON_CAP], 1);
+  cr_assert_str_eq(w.last_hash, "b");
+  put_legacy(ix, (who_t){"r1", "team-a", "m", "vllm", ""}, "q1", 1);
+  g_now += MIN_NS;
+  put_legacy(ix, (who_t){"r1", "team-a", "m", "vllm", ""}, "q2", 1); /* quota 1: "q1" goes */
+  cr_assert_eq(w.by_reason[IC_INDEX_REASON_QUOTA], 1);
+  cr_assert_str_eq(w.last_hash, "q1");
+  g_now += 20 * MIN_NS;
+  ic_index_evict_expired(ix);
+  cr_assert_geq(w.by_reason[IC_INDEX_REASON_TTL], 2);
+  put_legacy(ix, T, "e", 1);
+  event(ix, IC_INDEX_EVENT_ALL_CLEARED, "r1", NULL, "");
+  cr_assert_eq(w.cleared, 1);
+  ic_index_destroy(ix);
+}
