@@ -3,6 +3,7 @@
  * it runs dry. Victims pop in the reference's exact order (see docs/index.md). */
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 
 #include "internal.h"
 
@@ -97,6 +98,56 @@ static bool cand_make(cand_t *c, scope_t *sc, uint32_t part, uint64_t key, uint3
     if (!(c->bytes = malloc(len))) return false;
     memcpy(c->bytes, b, len);
   }
+  return true;
+}
+
+/* The queue is filled in scan order and popped in sorted order, i.e. at random positions of an
+ * N/8 x 80-byte array (20 MB at a 2 M cap). On 4 KiB pages almost every pop (and the prefetch
+ * issued for it) is a TLB miss with a page walk, so a big queue gets a 2 MiB-aligned mapping
+ * with transparent huge pages, like the slot arrays. Owner: ix->q; freed by q_free. */
+#define Q_HUGE ((size_t)2 << 20)
+static size_t q_bytes(size_t cap) {
+  size_t b = cap * sizeof(cand_t);
+  return b < Q_HUGE ? b : (b + Q_HUGE - 1) & ~(Q_HUGE - 1);
+}
+
+static void q_free(cand_t *q, size_t cap) {
+  if (!q) return;
+  if (cap * sizeof(cand_t) < Q_HUGE)
+    free(q);
+  else
+    munmap(q, q_bytes(cap));
+}
+
+/* A 2 MiB-aligned huge-page mapping for cap candidates (cap * sizeof(cand_t) >= Q_HUGE). */
+static cand_t *q_map(size_t cap) {
+  size_t len = q_bytes(cap);
+  uint8_t *raw =
+      mmap(NULL, len + Q_HUGE, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  if (raw == MAP_FAILED) return NULL;
+  uint8_t *al = (uint8_t *)(((uintptr_t)raw + Q_HUGE - 1) & ~(uintptr_t)(Q_HUGE - 1));
+  if (al > raw) munmap(raw, (size_t)(al - raw));
+  size_t tail = (size_t)(raw + len + Q_HUGE - (al + len));
+  if (tail) munmap(al + len, tail);
+  madvise(al, len, MADV_HUGEPAGE);
+  return (cand_t *)al;
+}
+
+static bool q_grow(ic_index_t *ix) {
+  size_t nc = ix->qcap ? ix->qcap * 2 : 1024;
+  if (nc * sizeof(cand_t) < Q_HUGE) {
+    cand_t *nq = realloc(ix->q, nc * sizeof *nq);
+    if (!nq) return false;
+    ix->q = nq;
+    ix->qcap = nc;
+    return true;
+  }
+  cand_t *nq = q_map(nc);
+  if (!nq) return false;
+  if (ix->qn) memcpy(nq, ix->q, ix->qn * sizeof(cand_t));
+  q_free(ix->q, ix->qcap);
+  ix->q = nq;
+  ix->qcap = nc;
   return true;
 }
 
@@ -195,7 +246,8 @@ static void queue_clear(ic_index_t *ix) {
 
 void evq_free(ic_index_t *ix) {
   queue_clear(ix);
-  free(ix->q);
+  q_free(ix->q, ix->qcap);
+  ix->qcap = 0;
   free(ix->rk);
   free(ix->rk2);
   free(ix->extra);
@@ -269,13 +321,7 @@ static void scan(ic_index_t *ix) {
               int64_t ts = store_entry_ts(sc, hs[j].ts);
               uint64_t eff = holder_eff(sc, p, s, &hs[j]);
               if (!under_thr(ix, eff, ts)) continue;
-              if (ix->qn == ix->qcap) {
-                size_t nc = ix->qcap ? ix->qcap * 2 : 1024;
-                cand_t *nq = realloc(ix->q, nc * sizeof *nq);
-                if (!nq) continue;
-                ix->q = nq;
-                ix->qcap = nc;
-              }
+              if (ix->qn == ix->qcap && !q_grow(ix)) continue;
               if (cand_make(&ix->q[ix->qn], sc, pi, s->key, s->meta, rep, ts, eff)) ix->qn++;
             }
           }
@@ -395,6 +441,59 @@ static int tie_cmp(const void *x, const void *y) {
   return strcmp(a->rep, b->rep);
 }
 
+static inline bool tie_lt(const tie_t *a, const tie_t *b) {
+  return a->key != b->key ? a->key < b->key : strcmp(a->rep, b->rep) < 0;
+}
+
+/* Sorts one tie group (typically an update's 128 blocks) with the comparison inlined: qsort's
+ * indirect calls were a visible share of the rebuild. Quicksort with insertion sort below 16
+ * and qsort as the fallback past a depth bound, so producer-chosen hashes cannot make it
+ * quadratic. The result is the same total order as tie_cmp. */
+static void tie_sort(tie_t *t, size_t n, int depth) {
+  while (n > 16) {
+    if (depth++ > 48) {
+      qsort(t, n, sizeof *t, tie_cmp);
+      return;
+    }
+    tie_t *a = &t[0], *m = &t[n / 2], *z = &t[n - 1], tmp;
+    if (tie_lt(m, a)) tmp = *m, *m = *a, *a = tmp;
+    if (tie_lt(z, m)) {
+      tmp = *z, *z = *m, *m = tmp;
+      if (tie_lt(m, a)) tmp = *m, *m = *a, *a = tmp;
+    }
+    tie_t piv = *m;
+    size_t i = 0, j = n - 1;
+    for (;;) { /* Hoare partition: [0, j] <= piv <= [j+1, n) */
+      while (tie_lt(&t[i], &piv))
+        i++;
+      while (tie_lt(&piv, &t[j]))
+        j--;
+      if (i >= j) break;
+      tmp = t[i], t[i] = t[j], t[j] = tmp;
+      i++;
+      j--;
+    }
+    size_t left = j + 1;
+    if (left < n - left) {
+      tie_sort(t, left, depth);
+      t += left;
+      n -= left;
+    } else {
+      tie_sort(t + left, n - left, depth);
+      n = left;
+    }
+  }
+  for (size_t i = 1; i < n; i++) {
+    tie_t x = t[i];
+    size_t k = i;
+    while (k > 0 && tie_lt(&x, &t[k - 1])) {
+      t[k] = t[k - 1];
+      k--;
+    }
+    t[k] = x;
+  }
+}
+
 static void sort_ties(const cand_t *q, rk_t *g, size_t n, tie_t *buf, size_t bufn) {
   const cand_t *f = &q[g[0].idx];
   bool simple = true;
@@ -413,7 +512,7 @@ static void sort_ties(const cand_t *q, rk_t *g, size_t n, tie_t *buf, size_t buf
     const cand_t *c = &q[g[i].idx];
     t[i] = (tie_t){c->key, ix_str(ix, c->replica), g[i].idx};
   }
-  qsort(t, n, sizeof *t, tie_cmp);
+  tie_sort(t, n, 0);
   for (size_t i = 0; i < n; i++)
     g[i].idx = t[i].idx;
   if (t != buf) free(t);
@@ -426,6 +525,33 @@ static bool grow_buf(void **p, size_t *cap, size_t need, size_t elem) {
   *p = n;
   *cap = need;
   return true;
+}
+
+/* Moves a big queue into the radix order `o` (eff, last_seen) before the ties are sorted (a
+ * fresh mapping of the same capacity; the old one is freed, so steady-state memory is
+ * unchanged), and makes `o` the identity. The gather is one tight loop of independent,
+ * prefetched loads; without it the tie sort and every pop would read a random 80-byte
+ * candidate, the pops interleaved with the removal work where the misses cannot overlap.
+ * After it, tie groups are contiguous and the pop order only permutes inside a group.
+ * Candidates (and their owned hash copies) move, nothing is duplicated. On ENOMEM the queue
+ * stays in place and pops go through the order records as before. */
+static void q_gather(ic_index_t *ix, rk_t *o) {
+  size_t n = ix->qn;
+  if (n * sizeof(cand_t) < Q_HUGE) return; /* small queue: cache-resident anyway */
+  cand_t *nq = q_map(ix->qcap), *q = ix->q;
+  if (!nq) return;
+  for (size_t i = 0; i < n; i++) {
+    if (i + 16 < n) {
+      const char *a = (const char *)&q[o[i + 16].idx];
+      __builtin_prefetch(a);
+      __builtin_prefetch(a + sizeof(cand_t) - 1);
+    }
+    nq[i] = q[o[i].idx];
+  }
+  q_free(q, ix->qcap);
+  ix->q = nq;
+  for (size_t i = 0; i < n; i++)
+    o[i].idx = (uint32_t)i;
 }
 
 static void sort_queue(ic_index_t *ix) {
@@ -467,6 +593,7 @@ static void sort_queue(ic_index_t *ix) {
     a = b;
     b = t;
   }
+  q_gather(ix, a);
   tie_t tst[256];
   for (size_t l = 0; l < n;) {
     size_t r = l + 1;
@@ -494,11 +621,11 @@ static bool next_cand(ic_index_t *ix, cand_t *out) {
     *out = heap_pop(ix);
   else
     *out = q[qidx(ix, ix->qpos++)];
-  /* candidates sit in scan order and pop in sorted order: fetch the candidate 16 ahead, and
-     the victim slot of the one 8 ahead (its candidate is in cache by then) */
-  if (ix->qpos + 16 < ix->qn) __builtin_prefetch(&q[qidx(ix, ix->qpos + 16)]);
-  if (ix->qpos + 8 < ix->qn) {
-    const cand_t *ahead = &q[qidx(ix, ix->qpos + 8)];
+  /* candidates sit in scan order and pop in sorted order: fetch the candidate 32 ahead, and
+     the victim slot of the one 16 ahead (its candidate is in cache by then) */
+  if (ix->qpos + 32 < ix->qn) __builtin_prefetch(&q[qidx(ix, ix->qpos + 32)]);
+  if (ix->qpos + 16 < ix->qn) {
+    const cand_t *ahead = &q[qidx(ix, ix->qpos + 16)];
     if (!(ahead->flags & M_LONG)) part_prefetch_unlocked(ahead->pp, ahead->key);
   }
   pthread_mutex_unlock(&ix->extra_lock);

@@ -511,7 +511,11 @@ void part_prefetch_unlocked(part_t *p, uint64_t key) {
   /* a torn (slots, cap) pair only mis-aims a prefetch, which cannot fault */
   slot_t *slots = __atomic_load_n(&sb->slots, __ATOMIC_RELAXED);
   uint32_t cap = __atomic_load_n(&sb->cap, __ATOMIC_RELAXED);
-  if (slots && cap) __builtin_prefetch(&slots[home_of(h, cap)]);
+  if (!slots || !cap) return;
+  /* the victim's removal shifts the following slots back: fetch the next line as well */
+  const char *a = (const char *)&slots[home_of(h, cap)];
+  __builtin_prefetch(a);
+  __builtin_prefetch(a + 64);
 }
 
 void part_prefetch_h(part_t *p, uint64_t h) {
