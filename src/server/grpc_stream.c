@@ -29,23 +29,59 @@ typedef struct msub {
   ic_svc_metric_filter_t f;
 } msub_t;
 
+/* The subscribers of one stream kind. Items change under the hub lock; `count` is also read
+ * without it (the ingest path skips all work when nobody listens). */
+typedef struct sublist {
+  void **items;
+  size_t n, cap;
+  atomic_size_t count;
+  ic_metric_t *gauge; /* inferencecache_stream_subscribers{stream} */
+} sublist_t;
+
 struct server_hub {
   server_ctx_t *ctx;
   pthread_mutex_t mu;
-  esub_t **esubs;
-  size_t nes, caps;
-  atomic_size_t n_events_subs; /* read without the lock on the ingest path */
-  atomic_size_t n_metrics_subs;
-  msub_t **msubs;
-  size_t nms, capm;
+  sublist_t events;  /* esub_t * */
+  sublist_t metrics; /* msub_t * */
   ic_buf_t enc; /* encoding scratch, under mu */
   pthread_t ticker;
   bool ticker_started;
   pthread_mutex_t tmu;
   pthread_cond_t tcv;
   bool stop;
-  ic_metric_t *dropped_events, *dropped_metrics, *subs_events, *subs_metrics;
+  ic_metric_t *dropped_events, *dropped_metrics;
 };
+
+static void sublist_publish(sublist_t *l) {
+  atomic_store(&l->count, l->n);
+  if (l->gauge) ic_metric_set(l->gauge, (double)l->n);
+}
+
+/* Registers `item` and attaches it to `call` before it becomes visible, so the stream's close
+ * callback always finds it. Caller holds the hub lock. Returns 0 or IC_RPC_RESOURCE_EXHAUSTED. */
+static int sublist_add(sublist_t *l, ic_rpc_call_t *call, void *item) {
+  if (l->n == l->cap) {
+    size_t nc = l->cap ? l->cap * 2 : 8;
+    void **n = realloc(l->items, nc * sizeof *n);
+    if (!n) return IC_RPC_RESOURCE_EXHAUSTED;
+    l->items = n;
+    l->cap = nc;
+  }
+  ic_rpc_call_set_data(call, item);
+  l->items[l->n++] = item;
+  sublist_publish(l);
+  return IC_RPC_OK;
+}
+
+/* Caller holds the hub lock. Order is not kept (swap with the last). */
+static void sublist_remove(sublist_t *l, void *item) {
+  for (size_t i = 0; i < l->n; i++)
+    if (l->items[i] == item) {
+      l->items[i] = l->items[--l->n];
+      break;
+    }
+  sublist_publish(l);
+}
 
 static void count_dropped(ic_metric_t *m, int rc) {
   if (rc > 0 && m) ic_metric_add(m, rc);
@@ -53,11 +89,11 @@ static void count_dropped(ic_metric_t *m, int rc) {
 
 void server_hub_on_change(void *ud, const ic_index_change_t *c) {
   struct server_hub *h = ud;
-  if (!h || atomic_load_explicit(&h->n_events_subs, memory_order_relaxed) == 0) return;
+  if (!h || atomic_load_explicit(&h->events.count, memory_order_relaxed) == 0) return;
   pthread_mutex_lock(&h->mu);
   bool encoded = false;
-  for (size_t i = 0; i < h->nes; i++) {
-    esub_t *s = h->esubs[i];
+  for (size_t i = 0; i < h->events.n; i++) {
+    esub_t *s = h->events.items[i];
     if (!ic_svc_event_filter_match(&s->f, c)) continue;
     if (!encoded) {
       ic_buf_reset(&h->enc);
@@ -82,24 +118,13 @@ static int events_start(void *ud, ic_rpc_call_t *call, const uint8_t *req, size_
   s->call = call;
   ic_rpc_stream_set_limit(call, SUBSCRIBER_QUEUE);
   pthread_mutex_lock(&h->mu);
-  if (h->nes == h->caps) {
-    size_t nc = h->caps ? h->caps * 2 : 8;
-    esub_t **n = realloc(h->esubs, nc * sizeof *n);
-    if (!n) {
-      pthread_mutex_unlock(&h->mu);
-      ic_svc_event_filter_free(&s->f);
-      free(s);
-      return IC_RPC_RESOURCE_EXHAUSTED;
-    }
-    h->esubs = n;
-    h->caps = nc;
-  }
-  ic_rpc_call_set_data(call, s); /* before it is visible: on_close finds it */
-  h->esubs[h->nes++] = s;
-  atomic_store(&h->n_events_subs, h->nes);
-  if (h->subs_events) ic_metric_set(h->subs_events, (double)h->nes);
+  rc = sublist_add(&h->events, call, s);
   pthread_mutex_unlock(&h->mu);
-  return IC_RPC_OK;
+  if (rc != IC_RPC_OK) {
+    ic_svc_event_filter_free(&s->f);
+    free(s);
+  }
+  return rc;
 }
 
 static void events_close(void *ud, ic_rpc_call_t *call) {
@@ -107,13 +132,7 @@ static void events_close(void *ud, ic_rpc_call_t *call) {
   esub_t *s = ic_rpc_call_data(call);
   if (!s) return;
   pthread_mutex_lock(&h->mu);
-  for (size_t i = 0; i < h->nes; i++)
-    if (h->esubs[i] == s) {
-      h->esubs[i] = h->esubs[--h->nes];
-      break;
-    }
-  atomic_store(&h->n_events_subs, h->nes);
-  if (h->subs_events) ic_metric_set(h->subs_events, (double)h->nes);
+  sublist_remove(&h->events, s);
   pthread_mutex_unlock(&h->mu);
   ic_svc_event_filter_free(&s->f);
   free(s);
@@ -147,23 +166,13 @@ static int metrics_start(void *ud, ic_rpc_call_t *call, const uint8_t *req, size
   s->call = call;
   ic_rpc_stream_set_limit(call, SUBSCRIBER_QUEUE);
   pthread_mutex_lock(&h->mu);
-  if (h->nms == h->capm) {
-    size_t nc = h->capm ? h->capm * 2 : 8;
-    msub_t **n = realloc(h->msubs, nc * sizeof *n);
-    if (!n) {
-      pthread_mutex_unlock(&h->mu);
-      ic_svc_metric_filter_free(&s->f);
-      free(s);
-      return IC_RPC_RESOURCE_EXHAUSTED;
-    }
-    h->msubs = n;
-    h->capm = nc;
-  }
-  ic_rpc_call_set_data(call, s); /* before it is visible: on_close finds it */
-  h->msubs[h->nms++] = s;
-  atomic_store(&h->n_metrics_subs, h->nms);
-  if (h->subs_metrics) ic_metric_set(h->subs_metrics, (double)h->nms);
+  rc = sublist_add(&h->metrics, call, s);
   pthread_mutex_unlock(&h->mu);
+  if (rc != IC_RPC_OK) {
+    ic_svc_metric_filter_free(&s->f);
+    free(s);
+    return rc;
+  }
   send_metrics(h, s); /* first sample set right away */
   return IC_RPC_OK;
 }
@@ -173,13 +182,7 @@ static void metrics_close(void *ud, ic_rpc_call_t *call) {
   msub_t *s = ic_rpc_call_data(call);
   if (!s) return;
   pthread_mutex_lock(&h->mu);
-  for (size_t i = 0; i < h->nms; i++)
-    if (h->msubs[i] == s) {
-      h->msubs[i] = h->msubs[--h->nms];
-      break;
-    }
-  atomic_store(&h->n_metrics_subs, h->nms);
-  if (h->subs_metrics) ic_metric_set(h->subs_metrics, (double)h->nms);
+  sublist_remove(&h->metrics, s);
   pthread_mutex_unlock(&h->mu);
   ic_svc_metric_filter_free(&s->f);
   free(s);
@@ -221,14 +224,16 @@ static void collect_sample(void *ud, const char *name, const char *type, const u
 /* Samples are collected without the hub lock: collecting may refresh gauges from the index,
  * and the index calls server_hub_on_change (hub lock) with its own locks held. */
 static void tick(struct server_hub *h) {
-  if (atomic_load(&h->n_metrics_subs) == 0) return;
+  if (atomic_load(&h->metrics.count) == 0) return;
   samples_t ss = {0};
   ic_svc_metrics_encode(h->ctx->metrics, NULL, ic_clock_realtime_us(), collect_sample, &ss);
   pthread_mutex_lock(&h->mu);
-  for (size_t i = 0; i < h->nms; i++)
+  for (size_t i = 0; i < h->metrics.n; i++) {
+    msub_t *s = h->metrics.items[i];
     for (size_t j = 0; j < ss.n; j++)
-      if (ic_svc_metric_filter_match(&h->msubs[i]->f, ss.v[j].name, ss.v[j].type))
-        count_dropped(h->dropped_metrics, ic_rpc_stream_send(h->msubs[i]->call, ss.v[j].msg, ss.v[j].len));
+      if (ic_svc_metric_filter_match(&s->f, ss.v[j].name, ss.v[j].type))
+        count_dropped(h->dropped_metrics, ic_rpc_stream_send(s->call, ss.v[j].msg, ss.v[j].len));
+  }
   pthread_mutex_unlock(&h->mu);
   for (size_t j = 0; j < ss.n; j++) free(ss.v[j].name), free(ss.v[j].type), free(ss.v[j].msg);
   free(ss.v);
@@ -267,8 +272,8 @@ struct server_hub *server_hub_new(server_ctx_t *ctx) {
   }
   if (ctx->m.stream_subscribers) {
     const char *ev[1] = {"events"}, *mv[1] = {"metrics"};
-    h->subs_events = ic_metric_child(ctx->m.stream_subscribers, ev);
-    h->subs_metrics = ic_metric_child(ctx->m.stream_subscribers, mv);
+    h->events.gauge = ic_metric_child(ctx->m.stream_subscribers, ev);
+    h->metrics.gauge = ic_metric_child(ctx->m.stream_subscribers, mv);
   }
   if (pthread_create(&h->ticker, NULL, ticker_main, h) == 0) h->ticker_started = true;
   return h;
@@ -282,16 +287,18 @@ void server_hub_free(struct server_hub *h) {
   pthread_cond_broadcast(&h->tcv);
   pthread_mutex_unlock(&h->tmu);
   if (h->ticker_started) pthread_join(h->ticker, NULL);
-  for (size_t i = 0; i < h->nes; i++) {
-    ic_svc_event_filter_free(&h->esubs[i]->f);
-    free(h->esubs[i]);
+  for (size_t i = 0; i < h->events.n; i++) {
+    esub_t *s = h->events.items[i];
+    ic_svc_event_filter_free(&s->f);
+    free(s);
   }
-  for (size_t i = 0; i < h->nms; i++) {
-    ic_svc_metric_filter_free(&h->msubs[i]->f);
-    free(h->msubs[i]);
+  for (size_t i = 0; i < h->metrics.n; i++) {
+    msub_t *s = h->metrics.items[i];
+    ic_svc_metric_filter_free(&s->f);
+    free(s);
   }
-  free(h->esubs);
-  free(h->msubs);
+  free(h->events.items);
+  free(h->metrics.items);
   ic_buf_free(&h->enc);
   pthread_mutex_destroy(&h->mu);
   pthread_mutex_destroy(&h->tmu);
