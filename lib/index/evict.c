@@ -295,14 +295,14 @@ static void scan(ic_index_t *ix) {
     scope_t *sc = v[i];
     if (sc->reserved) continue;
     for (uint32_t pi = 0;; pi++) {
-      pthread_rwlock_rdlock(&sc->lock);
+      ixlock_rd(&sc->lock);
       uint32_t np = sc->nparts;
-      pthread_rwlock_unlock(&sc->lock);
+      ixlock_rdun(&sc->lock);
       if (pi >= np) break;
       for (uint32_t si = 0; si < SUBS; si++) {
         uint32_t from = 0, cap0 = UINT32_MAX;
         for (;;) {
-          pthread_rwlock_rdlock(&sc->lock);
+          ixlock_rd(&sc->lock);
           part_t *p = sc->parts[pi];
           sub_t *sb = &p->subs[si];
           if (sb->cap != cap0) {
@@ -326,7 +326,7 @@ static void scan(ic_index_t *ix) {
             }
           }
           bool done = to >= sb->cap;
-          pthread_rwlock_unlock(&sc->lock);
+          ixlock_rdun(&sc->lock);
           if (done) break;
           from = to;
         }
@@ -345,7 +345,7 @@ static void sample(ic_index_t *ix, int64_t N, ekey_t **smp, size_t *ns, size_t *
   for (uint32_t i = 0; i < n; i++) {
     scope_t *sc = v[i];
     if (sc->reserved) continue;
-    pthread_rwlock_rdlock(&sc->lock);
+    ixlock_rd(&sc->lock);
     for (uint32_t pi = 0; pi < sc->nparts; pi++) {
       part_t *p = sc->parts[pi];
       for (uint32_t si = 0; si < SUBS; si++) {
@@ -354,8 +354,8 @@ static void sample(ic_index_t *ix, int64_t N, ekey_t **smp, size_t *ns, size_t *
         uint64_t want = (uint64_t)sb->count * 8192 / (uint64_t)N + 1;
         for (uint64_t k = 0; k < want * 2; k++) { /* ~2 probes per hit at load 0.64-0.8 */
           if (k && k % 256 == 0) { /* random probes miss the cache: keep read holds short */
-            pthread_rwlock_unlock(&sc->lock);
-            pthread_rwlock_rdlock(&sc->lock);
+            ixlock_rdun(&sc->lock);
+            ixlock_rd(&sc->lock);
             if (pi >= sc->nparts || !sb->cap) break;
           }
           rnd ^= rnd << 13;
@@ -379,7 +379,7 @@ static void sample(ic_index_t *ix, int64_t N, ekey_t **smp, size_t *ns, size_t *
         }
       }
     }
-    pthread_rwlock_unlock(&sc->lock);
+    ixlock_rdun(&sc->lock);
   }
   free(v);
 }
@@ -543,8 +543,8 @@ static void q_gather(ic_index_t *ix, rk_t *o) {
   for (size_t i = 0; i < n; i++) {
     if (i + 16 < n) {
       const char *a = (const char *)&q[o[i + 16].idx];
-      __builtin_prefetch(a);
-      __builtin_prefetch(a + sizeof(cand_t) - 1);
+      ix_prefetch(a);
+      ix_prefetch(a + sizeof(cand_t) - 1);
     }
     nq[i] = q[o[i].idx];
   }
@@ -623,7 +623,7 @@ static bool next_cand(ic_index_t *ix, cand_t *out) {
     *out = q[qidx(ix, ix->qpos++)];
   /* candidates sit in scan order and pop in sorted order: fetch the candidate 32 ahead, and
      the victim slot of the one 16 ahead (its candidate is in cache by then) */
-  if (ix->qpos + 32 < ix->qn) __builtin_prefetch(&q[qidx(ix, ix->qpos + 32)]);
+  if (ix->qpos + 32 < ix->qn) ix_prefetch(&q[qidx(ix, ix->qpos + 32)]);
   if (ix->qpos + 16 < ix->qn) {
     const cand_t *ahead = &q[qidx(ix, ix->qpos + 16)];
     if (!(ahead->flags & M_LONG)) part_prefetch_unlocked(ahead->pp, ahead->key);

@@ -124,7 +124,7 @@ void ic_index_result_credit_hits(ic_index_result_t *r) {
   scope_t *sc = r->sc;
   /* Captures are re-resolved under the read lock: an entry evicted since the lookup is
      simply skipped, so no pointer can dangle (spec §11 option a). Slots are only read here. */
-  pthread_rwlock_rdlock(&sc->lock);
+  ixlock_rd(&sc->lock);
   part_t *p = r->part < sc->nparts ? sc->parts[r->part] : NULL;
   for (size_t g = 0; p && g < r->ncaps; g++) {
     capgrp_t *c = &r->caps[g];
@@ -148,7 +148,7 @@ void ic_index_result_credit_hits(ic_index_result_t *r) {
       pthread_mutex_unlock(&sc->lfu_lock);
     }
   }
-  pthread_rwlock_unlock(&sc->lock);
+  ixlock_rdun(&sc->lock);
 }
 
 static int row_cmp(const void *x, const void *y) {
@@ -224,7 +224,7 @@ static int lookup_exact(lctx_t *c, ic_index_result_t *r) {
   int rc = 0;
   size_t rcap = 0, ccap = 0;
   int64_t total;
-  pthread_rwlock_rdlock(&sc->lock);
+  ixlock_rd(&sc->lock);
   total = atomic_load(&sc->serving);
   part_t *p = c->adapter == UINT32_MAX ? NULL : scope_part(sc, c->adapter);
   uint64_t key;
@@ -265,7 +265,7 @@ static int lookup_exact(lctx_t *c, ic_index_result_t *r) {
     }
     if (c->tm) pthread_rwlock_unlock(&c->tm->stats_lock);
   }
-  pthread_rwlock_unlock(&sc->lock);
+  ixlock_rdun(&sc->lock);
   if (rc) return rc;
   double dp = ic_index_distinguishing_power((int64_t)r->n, total);
   if (dp != 1.0)
@@ -282,9 +282,35 @@ typedef struct {
   uint32_t nblocks;
 } run_t;
 
-#ifndef PREFETCH_AHEAD
-#define PREFETCH_AHEAD 16
+#ifndef PREP_FIRST
+#define PREP_FIRST 4 /* blocks prefetched before block 0 is known to match */
 #endif
+#ifndef PREP_BATCH
+#define PREP_BATCH 32 /* blocks per later prefetch batch */
+#endif
+#ifndef PREP_AHEAD
+#define PREP_AHEAD 24 /* a new batch starts when the walk is this close to the prefetched end */
+#endif
+
+/* Resolves the keys of blocks [from, to) (clamped to the chain) and prefetches their slots;
+ * returns the new prepared end. The walk prepares a batch ahead of itself and only as far as it
+ * gets, so a miss at block 0 costs one small batch. The two passes are tight loops on purpose:
+ * a prefetch holds its place in the reorder window until its page walk is done, so prefetches
+ * spread through the long walk loop kept only a few misses in flight. */
+static size_t chain_prep(scope_t *sc, part_t *p, const ic_index_lookup_t *q, size_t from,
+                         size_t to, uint64_t *keys, uint32_t *kfl, uint64_t *hsh) {
+  if (to > q->n_block_hashes) to = q->n_block_hashes;
+  for (size_t j = from; j < to; j++) {
+    const ic_index_bytes_t *bh = &q->block_hashes[j];
+    if (!scope_key(sc, bh->data, bh->len, &keys[j], &kfl[j]))
+      kfl[j] = UINT32_MAX; /* unknown long key: cannot match */
+    else
+      hsh[j] = part_hash(p, keys[j], kfl[j]);
+  }
+  for (size_t j = from; j < to; j++)
+    if (kfl[j] != UINT32_MAX) part_prefetch_h(p, hsh[j]);
+  return to;
+}
 
 static int lookup_chain(lctx_t *c, ic_index_result_t *r) {
   scope_t *sc = c->sc;
@@ -308,24 +334,13 @@ static int lookup_chain(lctx_t *c, ic_index_result_t *r) {
   }
   int64_t total;
   size_t walked = 0, prepped = 0;
-  pthread_rwlock_rdlock(&sc->lock);
+  ixlock_rd(&sc->lock);
   total = atomic_load(&sc->serving);
   part_t *p = c->adapter == UINT32_MAX ? NULL : scope_part(sc, c->adapter);
-  /* Keys are resolved and their slots prefetched PREFETCH_AHEAD blocks ahead of the walk,
-     and only as far as the walk gets (a miss at block 0 costs little). */
-#define PREP_UPTO(lim)                                                                             \
-  while (p && prepped < (lim) && prepped < nb) {                                                   \
-    const ic_index_bytes_t *bh_ = &q->block_hashes[prepped];                                       \
-    if (!scope_key(sc, bh_->data, bh_->len, &keys[prepped], &kfl[prepped])) {                      \
-      kfl[prepped] = UINT32_MAX; /* unknown long key: cannot match */                              \
-    } else {                                                                                       \
-      hsh[prepped] = part_hash(p, keys[prepped], kfl[prepped]);                                    \
-      part_prefetch_h(p, hsh[prepped]);                                                            \
-    }                                                                                              \
-    prepped++;                                                                                     \
-  }
+  if (p) prepped = chain_prep(sc, p, q, 0, PREP_FIRST, keys, kfl, hsh);
   for (size_t i = 0; p && i < nb; i++) {
-    PREP_UPTO(i + PREFETCH_AHEAD + 1);
+    if (i && i + PREP_AHEAD > prepped && prepped < nb)
+      prepped = chain_prep(sc, p, q, prepped, prepped + PREP_BATCH, keys, kfl, hsh);
     slot_t *s = kfl[i] == UINT32_MAX ? NULL : part_find_h(p, hsh[i], keys[i], kfl[i]);
     holder_t tmp;
     const holder_t *hs = NULL;
@@ -435,13 +450,12 @@ static int lookup_chain(lctx_t *c, ic_index_result_t *r) {
       }
     }
   }
-  pthread_rwlock_unlock(&sc->lock);
+  ixlock_rdun(&sc->lock);
   if (cur != stack_cur) free(cur);
   if (fin != stack_fin) free(fin);
   if (keys != kst) free(keys);
   if (hsh != hst) free(hsh);
   if (kfl != fst) free(kfl);
-#undef PREP_UPTO
   if (rc) return rc;
   /* depth-aware distinguishing power (spec §5.6) */
   if (total >= 2 && r->n) {
@@ -534,7 +548,7 @@ static int tenant_hot(lctx_t *c, ic_index_result_t *r) {
   tmrec_t *tm = c->tm;
   size_t rcap = 0;
   int rc = 0;
-  pthread_rwlock_rdlock(&sc->lock);
+  ixlock_rd(&sc->lock);
   pthread_rwlock_rdlock(&tm->stats_lock);
   for (uint32_t i = 0; i < tm->nstats && !rc; i++) {
     const statrow_t *row = &tm->stats[i];
@@ -555,7 +569,7 @@ static int tenant_hot(lctx_t *c, ic_index_result_t *r) {
                  (ic_index_row_t){ix_str(c->ix, row->replica), score, 0, row->s.hit_rate, 0});
   }
   pthread_rwlock_unlock(&tm->stats_lock);
-  pthread_rwlock_unlock(&sc->lock);
+  ixlock_rdun(&sc->lock);
   if (!rc) ix_sort(r->rows, r->n, sizeof *r->rows, row_cmp);
   return rc;
 }
@@ -634,12 +648,12 @@ bool ic_index_affinity_hint(ic_index_t *ix, const char *tenant, const char *mode
   scope_t *sc =
       ix_find_scope(ix, ix_find_str(ix, tenant), ix_find_str(ix, model), ix_find_str(ix, scheme));
   if (!sc) return false;
-  pthread_rwlock_rdlock(&sc->lock);
+  ixlock_rd(&sc->lock);
   const char **set = malloc((sc->nreps ? sc->nreps : 1) * sizeof *set);
   size_t n = 0;
   for (uint32_t i = 0; set && i < sc->nreps; i++)
     if (!sc->reps[i].dead && sc->reps[i].count > 0) set[n++] = ix_str(ix, sc->reps[i].replica);
-  pthread_rwlock_unlock(&sc->lock);
+  ixlock_rdun(&sc->lock);
   bool ok = false;
   if (set && n) {
     ix_sort(set, n, sizeof *set, str_ptr_cmp);
@@ -844,7 +858,7 @@ int ic_index_snapshot(ic_index_t *ix, ic_index_snapshot_t *out) {
   for (uint32_t i = 0; !rc && i < nsc; i++) {
     scope_t *sc = scs[i];
     if (sc->reserved) continue;
-    pthread_rwlock_rdlock(&sc->lock);
+    ixlock_rd(&sc->lock);
     uint32_t nr = sc->nreps;
     int64_t *mx = malloc((nr ? nr : 1) * sizeof *mx);
     if (!mx) rc = IC_ENOMEM;
@@ -878,7 +892,7 @@ int ic_index_snapshot(ic_index_t *ix, ic_index_snapshot_t *out) {
         row->last_event_at_ns = mx[r];
     }
     free(mx);
-    pthread_rwlock_unlock(&sc->lock);
+    ixlock_rdun(&sc->lock);
   }
   /* 3. tenants: union of stats tenants and aggregate buckets */
   ic_index_count_t *agg = NULL;
@@ -969,7 +983,7 @@ void ic_index_counters(ic_index_t *ix, ic_index_counters_t *out) {
   size_t mem = 0;
   for (uint32_t i = 0; v && i < n; i++) {
     scope_t *sc = v[i];
-    pthread_rwlock_rdlock(&sc->lock);
+    ixlock_rd(&sc->lock);
     for (uint32_t p = 0; p < sc->nparts; p++) {
       mem += sizeof(part_t);
       for (uint32_t s = 0; s < SUBS; s++) {
@@ -985,7 +999,7 @@ void ic_index_counters(ic_index_t *ix, ic_index_counters_t *out) {
     }
     mem += sc->captimes * sizeof(tslot_t) + sc->capreps * sizeof(rep_t) +
            sc->capblobs * sizeof(blob_t);
-    pthread_rwlock_unlock(&sc->lock);
+    ixlock_rdun(&sc->lock);
   }
   free(v);
   out->memory_bytes = mem;
@@ -999,7 +1013,7 @@ int64_t ic_index_access_count(ic_index_t *ix, const char *tenant, const char *mo
   uint32_t ad = ix_find_str(ix, adapter), rid = ix_find_str(ix, replica);
   if (!sc || ad == UINT32_MAX || rid == UINT32_MAX) return -1;
   int64_t res = -1;
-  pthread_rwlock_rdlock(&sc->lock);
+  ixlock_rd(&sc->lock);
   part_t *p = scope_part(sc, ad);
   uint64_t key, rv;
   uint32_t flags;
@@ -1013,6 +1027,6 @@ int64_t ic_index_access_count(ic_index_t *ix, const char *tenant, const char *mo
       res = (int64_t)store_entry_eff(sc, p, s, &hs[j]);
     }
   }
-  pthread_rwlock_unlock(&sc->lock);
+  ixlock_rdun(&sc->lock);
   return res;
 }

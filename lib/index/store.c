@@ -11,7 +11,6 @@
 #include "internal.h"
 
 #define NS_PER_MIN (60LL * 1000000000LL)
-#define LONG_SALT 0x9e3779b97f4a7c15ULL
 #define BATCH 8 /* upserts per write-lock hold: bounds how long a lookup waits */
 #define SYNC_RECLAIM_SLOTS (1u << 16)
 
@@ -90,7 +89,6 @@ static void scope_free(scope_t *sc) {
   free(sc->blobs);
   u64map_free(&sc->blob_map);
   u64map_free(&sc->lfu);
-  pthread_rwlock_destroy(&sc->lock);
   pthread_mutex_destroy(&sc->wlock);
   pthread_mutex_destroy(&sc->lfu_lock);
   free(sc);
@@ -285,13 +283,6 @@ static scope_t *scope_get_locked(ic_index_t *ix, uint32_t t, uint32_t m, uint32_
   if (!grow_arr((void **)&tm->scopes, &tm->capscopes, tm->nscopes + 1, sizeof(void *))) return NULL;
   sc = calloc(1, sizeof *sc);
   if (!sc) return NULL;
-  /* writer-preferring: a steady stream of lookups must not starve ingest; writers hold the
-     lock for at most BATCH upserts, so readers wait little in exchange */
-  pthread_rwlockattr_t ra;
-  pthread_rwlockattr_init(&ra);
-  pthread_rwlockattr_setkind_np(&ra, PTHREAD_RWLOCK_PREFER_WRITER_NONRECURSIVE_NP);
-  pthread_rwlock_init(&sc->lock, &ra);
-  pthread_rwlockattr_destroy(&ra);
   pthread_mutex_init(&sc->wlock, NULL);
   pthread_mutex_init(&sc->lfu_lock, NULL);
   sc->ix = ix;
@@ -354,8 +345,6 @@ int32_t ic_index_worst_tier(int32_t a, int32_t b) {
 }
 
 /* ---------------------------------------------------------------- time table */
-
-int64_t store_entry_ts(scope_t *sc, uint32_t id) { return sc->times[id].ns; }
 
 static uint32_t time_intern(scope_t *sc, int64_t ns) {
   uint64_t v;
@@ -494,19 +483,9 @@ static part_t *scope_part_get(scope_t *sc, uint32_t adapter) {
   return p;
 }
 
-static inline uint64_t slot_hash(const part_t *p, uint64_t key, uint32_t flags) {
-  return ic_mix64(key ^ p->seed ^ ((flags & M_LONG) ? LONG_SALT : 0));
-}
-static inline uint32_t home_of(uint64_t h, uint32_t cap) {
-  return (uint32_t)(((unsigned __int128)(h << SUB_BITS) * cap) >> 64);
-}
-
-uint64_t part_hash(const part_t *p, uint64_t key, uint32_t flags) {
-  return slot_hash(p, key, flags);
-}
 
 void part_prefetch_unlocked(part_t *p, uint64_t key) {
-  uint64_t h = slot_hash(p, key, 0);
+  uint64_t h = part_hash(p, key, 0);
   sub_t *sb = &p->subs[h >> (64 - SUB_BITS)];
   /* a torn (slots, cap) pair only mis-aims a prefetch, which cannot fault */
   slot_t *slots = __atomic_load_n(&sb->slots, __ATOMIC_RELAXED);
@@ -514,52 +493,30 @@ void part_prefetch_unlocked(part_t *p, uint64_t key) {
   if (!slots || !cap) return;
   /* the victim's removal shifts the following slots back: fetch the next line as well */
   const char *a = (const char *)&slots[home_of(h, cap)];
-  __builtin_prefetch(a);
-  __builtin_prefetch(a + 64);
-}
-
-void part_prefetch_h(part_t *p, uint64_t h) {
-  sub_t *sb = &p->subs[h >> (64 - SUB_BITS)];
-  if (!sb->cap) return;
-  const char *a = (const char *)&sb->slots[home_of(h, sb->cap)];
-  /* a 20-byte slot and the 1-3 slots a probe usually visits straddle a line boundary often
-     enough that the second line would be a dependent miss */
-  __builtin_prefetch(a);
-  __builtin_prefetch(a + 64);
+  ix_prefetch(a);
+  ix_prefetch(a + 64);
 }
 
 slot_t *part_find(part_t *p, uint64_t key, uint32_t flags) {
-  return part_find_h(p, slot_hash(p, key, flags), key, flags);
+  return part_find_h(p, part_hash(p, key, flags), key, flags);
 }
 
-slot_t *part_find_h(part_t *p, uint64_t h, uint64_t key, uint32_t flags) {
-  sub_t *sb = &p->subs[h >> (64 - SUB_BITS)];
-  if (!sb->cap) return NULL;
-  uint32_t i = home_of(h, sb->cap);
-  for (;;) {
-    slot_t *s = &sb->slots[i];
-    uint32_t m = s->meta;
-    if ((m & ST_MASK) == ST_EMPTY) return NULL;
-    if (s->key == key && (m & M_LONG) == (flags & M_LONG)) return s;
-    if (++i == sb->cap) i = 0;
-  }
-}
 
 void part_prefetch(part_t *p, uint64_t key) {
-  uint64_t h = slot_hash(p, key, 0);
+  uint64_t h = part_hash(p, key, 0);
   sub_t *sb = &p->subs[h >> (64 - SUB_BITS)];
-  if (sb->cap) __builtin_prefetch(&sb->slots[home_of(h, sb->cap)]);
+  if (sb->cap) ix_prefetch(&sb->slots[home_of(h, sb->cap)]);
 }
 
 static sub_t *slot_sub(part_t *p, const slot_t *s, uint32_t *idx) {
-  uint64_t h = slot_hash(p, s->key, s->meta);
+  uint64_t h = part_hash(p, s->key, s->meta);
   sub_t *sb = &p->subs[h >> (64 - SUB_BITS)];
   *idx = (uint32_t)(s - sb->slots);
   return sb;
 }
 
 static void sub_place(sub_t *sb, part_t *p, const slot_t *s) {
-  uint32_t i = home_of(slot_hash(p, s->key, s->meta), sb->cap);
+  uint32_t i = home_of(part_hash(p, s->key, s->meta), sb->cap);
   while ((sb->slots[i].meta & ST_MASK) != ST_EMPTY)
     if (++i == sb->cap) i = 0;
   sb->slots[i] = *s;
@@ -603,10 +560,10 @@ static bool sub_grow(part_t *p, sub_t *sb) {
   if (!ns) return false;
   sub_t n = {ns, nc, sb->count};
   bool drop = sb->cap >= 4096;
-  if (drop) pthread_rwlock_unlock(&p->sc->lock);
+  if (drop) ixlock_wrun(&p->sc->lock);
   for (uint32_t i = 0; i < sb->cap; i++)
     if ((sb->slots[i].meta & ST_MASK) != ST_EMPTY) sub_place(&n, p, &sb->slots[i]);
-  if (drop) pthread_rwlock_wrlock(&p->sc->lock);
+  if (drop) ixlock_wr(&p->sc->lock);
   slots_free(sb->slots, sb->cap);
   /* atomic stores: part_prefetch_unlocked() peeks at these without the lock */
   __atomic_store_n(&sb->slots, n.slots, __ATOMIC_RELAXED);
@@ -618,7 +575,7 @@ static bool sub_grow(part_t *p, sub_t *sb) {
 /* Returns the slot for key, creating an empty-state slot (meta = flags only, caller fills)
  * when absent; *created tells which. One probe in the common case. NULL on ENOMEM. */
 static slot_t *part_upsert_slot(part_t *p, uint64_t key, uint32_t flags, bool *created) {
-  uint64_t h = slot_hash(p, key, flags);
+  uint64_t h = part_hash(p, key, flags);
   sub_t *sb = &p->subs[h >> (64 - SUB_BITS)];
   *created = false;
   uint32_t i = 0;
@@ -653,7 +610,7 @@ static void sub_delete(part_t *p, sub_t *sb, uint32_t i) {
     if (++j == sb->cap) j = 0;
     slot_t *s = &sb->slots[j];
     if ((s->meta & ST_MASK) == ST_EMPTY) break;
-    uint32_t home = home_of(slot_hash(p, s->key, s->meta), sb->cap);
+    uint32_t home = home_of(part_hash(p, s->key, s->meta), sb->cap);
     bool in = (i <= j) ? (home > i && home <= j) : (home > i || home <= j);
     if (in) continue;
     sb->slots[i] = *s;
@@ -661,30 +618,6 @@ static void sub_delete(part_t *p, sub_t *sb, uint32_t i) {
   }
   memset(&sb->slots[i], 0, sizeof(slot_t));
   sb->count--;
-}
-
-static inline spill_t *slot_spill(const slot_t *s) {
-  spill_t *sp;
-  memcpy(&sp, &s->a, sizeof sp);
-  return sp;
-}
-
-uint32_t slot_holders(const slot_t *s, holder_t *tmp, const holder_t **out) {
-  uint32_t m = s->meta;
-  if ((m & ST_MASK) == ST_SINGLE) {
-    tmp->ts = s->a;
-    tmp->tokens = (int32_t)s->b;
-    tmp->meta = m & ~(ST_MASK | M_LONG);
-    *out = tmp;
-    return 1;
-  }
-  if ((m & ST_MASK) == ST_MULTI) {
-    spill_t *sp = slot_spill(s);
-    *out = sp->h;
-    return sp->n;
-  }
-  *out = NULL;
-  return 0;
 }
 
 static void slot_set_holder(slot_t *s, uint32_t i, holder_t h) {
@@ -1494,9 +1427,9 @@ int64_t ic_index_evict_expired(ic_index_t *ix) {
     sweep_ud_t ud = {now, ix_ttl_for(ix, sc->tenant)};
     ic_index_eviction_t algo = ix_algo_for(ix, sc->tenant);
     for (uint32_t pi = 0;; pi++) {
-      pthread_rwlock_rdlock(&sc->lock);
+      ixlock_rd(&sc->lock);
       uint32_t np = sc->nparts;
-      pthread_rwlock_unlock(&sc->lock);
+      ixlock_rdun(&sc->lock);
       if (pi >= np) break;
       for (uint32_t si = 0; si < SUBS; si++) {
         /* SWEEP_CHUNK slots per write hold keeps lookups flowing during a long sweep; a slot

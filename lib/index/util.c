@@ -1,5 +1,6 @@
 /* Small containers of lib/index: a u64 -> u64 open-addressing map and the string intern table.
  * Neither locks: the embedding structure's lock guards them (see internal.h). */
+#include <sched.h>
 #include <stdlib.h>
 #include <string.h>
 #include <xxhash.h>
@@ -178,4 +179,19 @@ uint32_t strtab_intern(strtab_t *t, const char *p, size_t n) {
   strtab_place(t->slots, t->cap, ic_hash_bytes(p, n), id);
   atomic_store_explicit(&t->n, id + 1, memory_order_release);
   return id;
+}
+
+/* ---------------------------------------------------------------- scope lock back-off */
+
+/* ~20 µs of pause-spinning covers a lookup or a writer batch on another core; past that the
+   holder is probably descheduled, so give the core away instead of burning it. */
+void ixlock_relax(unsigned *spins) {
+  if (*spins < 1024) {
+    (*spins)++;
+#if defined(__x86_64__) || defined(__i386__)
+    __builtin_ia32_pause();
+#endif
+  } else {
+    sched_yield();
+  }
 }
