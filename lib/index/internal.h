@@ -377,7 +377,6 @@ static inline void part_prefetch_h(part_t *p, uint64_t h) {
   ix_prefetch(a);
   ix_prefetch(a + 64);
 }
-void part_prefetch(part_t *p, uint64_t key);
 void part_prefetch_unlocked(part_t *p, uint64_t key); /* no scope lock held (cap queue) */
 static inline spill_t *slot_spill(const slot_t *s) {
   spill_t *sp;

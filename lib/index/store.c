@@ -497,16 +497,19 @@ void part_prefetch_unlocked(part_t *p, uint64_t key) {
   ix_prefetch(a + 64);
 }
 
+#define INGEST_AHEAD 32
+static void ingest_prefetch(part_t *p, const ic_index_prefix_t *pr, size_t from, size_t to) {
+  if (to > pr->n_block_hashes) to = pr->n_block_hashes;
+  for (size_t j = from; j < to; j++)
+    if (pr->block_hashes[j].len == 8 && pr->block_hashes[j].data)
+      part_prefetch_h(p, part_hash(p, be64(pr->block_hashes[j].data), 0));
+}
+
 slot_t *part_find(part_t *p, uint64_t key, uint32_t flags) {
   return part_find_h(p, part_hash(p, key, flags), key, flags);
 }
 
 
-void part_prefetch(part_t *p, uint64_t key) {
-  uint64_t h = part_hash(p, key, 0);
-  sub_t *sb = &p->subs[h >> (64 - SUB_BITS)];
-  if (sb->cap) ix_prefetch(&sb->slots[home_of(h, sb->cap)]);
-}
 
 static sub_t *slot_sub(part_t *p, const slot_t *s, uint32_t *idx) {
   uint64_t h = part_hash(p, s->key, s->meta);
@@ -1063,14 +1066,12 @@ int ic_index_ingest(ic_index_t *ix, const ic_index_update_t *u) {
         if (pr->n_block_hashes != pr->n_block_token_counts) continue; /* malformed: dropped */
         if (!pr->block_hashes || !pr->block_token_counts) continue;
         int32_t cum = 0;
-        /* inserts miss the cache like lookups do: keep the next blocks' slots in flight */
-        for (size_t j = 0; j < pr->n_block_hashes && j < 16; j++)
-          if (pr->block_hashes[j].len == 8 && pr->block_hashes[j].data)
-            part_prefetch(p, be64(pr->block_hashes[j].data));
+        /* inserts miss the cache like lookups do: the slots of the next INGEST_AHEAD blocks
+           are kept in flight, prefetched in tight batches (see chain_prep in lookup.c) */
+        ingest_prefetch(p, pr, 0, 2 * INGEST_AHEAD);
         for (size_t j = 0; j < pr->n_block_hashes && !rc; j++) {
-          if (j + 16 < pr->n_block_hashes && pr->block_hashes[j + 16].len == 8 &&
-              pr->block_hashes[j + 16].data)
-            part_prefetch(p, be64(pr->block_hashes[j + 16].data));
+          if (j % INGEST_AHEAD == 0 && j)
+            ingest_prefetch(p, pr, j + INGEST_AHEAD, j + 2 * INGEST_AHEAD);
           cum = (int32_t)((uint32_t)cum + (uint32_t)pr->block_token_counts[j]); /* int32 wrap */
           rc = store_upsert(sc, p, pr->block_hashes[j].data, pr->block_hashes[j].len, rep, cum,
                             tier, ts_id, ts, algo, &dl);
