@@ -605,31 +605,26 @@ static void sort_queue(ic_index_t *ix) {
   ix->qord = a;
 }
 
-static bool next_cand(ic_index_t *ix, cand_t *out) {
+/* Pops up to max victims in the merged (queue, side heap) order into out[] under one hold of
+ * extra_lock; returns how many (0: the queue is dry or invalid, the caller rebuilds). The
+ * caller removes them in that order; see evq_enforce_cap for why a batch changes nothing. */
+#define VICTIM_BATCH 64
+static size_t pop_cands(ic_index_t *ix, cand_t *out, size_t max) {
   cand_t *q = ix->q;
+  size_t n = 0;
   pthread_mutex_lock(&ix->extra_lock);
-  if (ix->q_invalid) {
-    pthread_mutex_unlock(&ix->extra_lock);
-    return false; /* the caller rebuilds */
-  }
-  bool have_q = ix->qpos<ix->qn, have_x = ix->nextra> 0;
-  if (!have_q && !have_x) {
-    pthread_mutex_unlock(&ix->extra_lock);
-    return false;
-  }
-  if (have_x && (!have_q || cand_cmp(&ix->extra[0], &q[qidx(ix, ix->qpos)]) < 0))
-    *out = heap_pop(ix);
-  else
-    *out = q[qidx(ix, ix->qpos++)];
-  /* candidates sit in scan order and pop in sorted order: fetch the candidate 32 ahead, and
-     the victim slot of the one 16 ahead (its candidate is in cache by then) */
-  if (ix->qpos + 32 < ix->qn) ix_prefetch(&q[qidx(ix, ix->qpos + 32)]);
-  if (ix->qpos + 16 < ix->qn) {
-    const cand_t *ahead = &q[qidx(ix, ix->qpos + 16)];
-    if (!(ahead->flags & M_LONG)) part_prefetch_unlocked(ahead->pp, ahead->key);
+  while (n < max && !ix->q_invalid) {
+    bool have_q = ix->qpos < ix->qn, have_x = ix->nextra > 0;
+    if (!have_q && !have_x) break;
+    if (have_x && (!have_q || cand_cmp(&ix->extra[0], &q[qidx(ix, ix->qpos)]) < 0))
+      out[n++] = heap_pop(ix);
+    else
+      out[n++] = q[qidx(ix, ix->qpos++)];
+    /* candidates sit in scan order and pop in sorted order: fetch the ones a batch ahead */
+    if (ix->qpos + VICTIM_BATCH < ix->qn) ix_prefetch(&q[qidx(ix, ix->qpos + VICTIM_BATCH)]);
   }
   pthread_mutex_unlock(&ix->extra_lock);
-  return true;
+  return n;
 }
 
 /* Per-pass algorithm refresh: a tenant switching algorithm invalidates the queue. */
@@ -660,11 +655,18 @@ void evq_enforce_cap(ic_index_t *ix, int64_t evicted[2]) {
   int fruitless = 0;    /* rebuilds in a row that evicted nothing: bail out rather than spin */
   scope_t *held = NULL; /* consecutive victims mostly share a scope: keep it locked a while */
   int held_n = 0;
+  cand_t *batch = malloc(VICTIM_BATCH * sizeof *batch);
   for (;;) {
     int64_t eff_total = atomic_load(&ix->total_entries) - atomic_load(&ix->reserved_entries);
-    if (eff_total <= max) break;
-    cand_t c;
-    if (!next_cand(ix, &c)) {
+    if (eff_total <= max || !batch) break;
+    /* Never more victims than the excess: a candidate found refreshed is requeued under its
+       newer key and popped again if still among the smallest, so a batch evicts exactly the
+       entries one-at-a-time popping would (each batch member has fewer evictions before it in
+       the merged order than the excess). */
+    size_t want = (uint64_t)(eff_total - max) < VICTIM_BATCH ? (size_t)(eff_total - max)
+                                                               : VICTIM_BATCH;
+    size_t nb = pop_cands(ix, batch, want);
+    if (nb == 0) {
       if (held) scope_wrun(held);
       held = NULL;
       if ((rebuilt && ix->qn == 0) || fruitless > 3) break; /* nothing evictable */
@@ -674,44 +676,52 @@ void evq_enforce_cap(ic_index_t *ix, int64_t evicted[2]) {
       continue;
     }
     rebuilt = false;
-    scope_t *sc = c.sc;
-    if (held != sc || ++held_n >= 64) {
-      if (held) scope_wrun(held);
-      scope_wr(sc);
-      held = sc;
-      held_n = 0;
-    }
-    part_t *p = sc->parts[c.part];
-    slot_t *s = part_find(p, c.key, c.flags);
-    if (s && !sc->reps[c.rep].dead) {
-      holder_t tmp;
-      const holder_t *hs;
-      uint32_t hn = slot_holders(s, &tmp, &hs);
-      for (uint32_t j = 0; j < hn; j++) {
-        if (META_REP(hs[j].meta) != c.rep) continue;
-        int64_t ts = store_entry_ts(sc, hs[j].ts);
-        uint64_t eff = holder_eff(sc, p, s, &hs[j]);
-        if (ts != c.ts || eff != c.eff) {
-          /* refreshed or credited since queued: requeue under its current order key */
-          if (under_thr(ix, eff, ts)) {
-            cand_t n;
-            if (cand_make(&n, sc, c.part, c.key, c.flags, c.rep, ts, eff)) {
-              pthread_mutex_lock(&ix->extra_lock);
-              heap_push(ix, &n);
-              pthread_mutex_unlock(&ix->extra_lock);
+    /* the victims' slots (and the line after: the backward shift reads it) in one tight
+       batch, so their misses overlap */
+    for (size_t i = 0; i < nb; i++)
+      if (!(batch[i].flags & M_LONG)) part_prefetch_unlocked(batch[i].pp, batch[i].key);
+    for (size_t i = 0; i < nb; i++) {
+      cand_t *c = &batch[i];
+      scope_t *sc = c->sc;
+      if (held != sc || ++held_n >= 64) {
+        if (held) scope_wrun(held);
+        scope_wr(sc);
+        held = sc;
+        held_n = 0;
+      }
+      part_t *p = sc->parts[c->part];
+      slot_t *s = part_find(p, c->key, c->flags);
+      if (s && !sc->reps[c->rep].dead) {
+        holder_t tmp;
+        const holder_t *hs;
+        uint32_t hn = slot_holders(s, &tmp, &hs);
+        for (uint32_t j = 0; j < hn; j++) {
+          if (META_REP(hs[j].meta) != c->rep) continue;
+          int64_t ts = store_entry_ts(sc, hs[j].ts);
+          uint64_t eff = holder_eff(sc, p, s, &hs[j]);
+          if (ts != c->ts || eff != c->eff) {
+            /* refreshed or credited since queued: requeue under its current order key */
+            if (under_thr(ix, eff, ts)) {
+              cand_t n;
+              if (cand_make(&n, sc, c->part, c->key, c->flags, c->rep, ts, eff)) {
+                pthread_mutex_lock(&ix->extra_lock);
+                heap_push(ix, &n);
+                pthread_mutex_unlock(&ix->extra_lock);
+              }
             }
+            break;
           }
+          int a = atomic_load(&sc->tr->algo);
+          store_remove_holder(sc, p, s, j, IC_INDEX_REASON_CAP, now);
+          evicted[a == IC_INDEX_EVICT_LFU ? 1 : 0]++;
+          fruitless = 0;
           break;
         }
-        int a = atomic_load(&sc->tr->algo);
-        store_remove_holder(sc, p, s, j, IC_INDEX_REASON_CAP, now);
-        evicted[a == IC_INDEX_EVICT_LFU ? 1 : 0]++;
-        fruitless = 0;
-        break;
       }
+      cand_drop(c);
     }
-    cand_drop(&c);
   }
+  free(batch);
   if (held) scope_wrun(held);
   pthread_mutex_unlock(&ix->cap_lock);
 }
