@@ -484,6 +484,9 @@ static part_t *scope_part_get(scope_t *sc, uint32_t adapter) {
 }
 
 
+#ifndef VICTIM_LINES
+#define VICTIM_LINES 6
+#endif
 void part_prefetch_unlocked(part_t *p, uint64_t key) {
   uint64_t h = part_hash(p, key, 0);
   sub_t *sb = &p->subs[h >> (64 - SUB_BITS)];
@@ -491,18 +494,23 @@ void part_prefetch_unlocked(part_t *p, uint64_t key) {
   slot_t *slots = __atomic_load_n(&sb->slots, __ATOMIC_RELAXED);
   uint32_t cap = __atomic_load_n(&sb->cap, __ATOMIC_RELAXED);
   if (!slots || !cap) return;
-  /* the victim's removal shifts the following slots back: fetch the next line as well */
+  /* the victim's removal shifts the rest of its cluster back (~8 slots at load 0.75): fetch
+     the lines it spans */
   const char *a = (const char *)&slots[home_of(h, cap)];
-  ix_prefetch(a);
-  ix_prefetch(a + 64);
+  const char *end = (const char *)&slots[cap];
+  for (int l = 0; l < VICTIM_LINES && a + 64 * l < end; l++)
+    ix_prefetch(a + 64 * l);
 }
 
 #define INGEST_AHEAD 32
+#ifndef INGEST_LINES
+#define INGEST_LINES 6 /* a new key's insert scans its cluster to the next empty slot */
+#endif
 static void ingest_prefetch(part_t *p, const ic_index_prefix_t *pr, size_t from, size_t to) {
   if (to > pr->n_block_hashes) to = pr->n_block_hashes;
   for (size_t j = from; j < to; j++)
     if (pr->block_hashes[j].len == 8 && pr->block_hashes[j].data)
-      part_prefetch_h(p, part_hash(p, be64(pr->block_hashes[j].data), 0));
+      part_prefetch_lines(p, part_hash(p, be64(pr->block_hashes[j].data), 0), INGEST_LINES);
 }
 
 slot_t *part_find(part_t *p, uint64_t key, uint32_t flags) {
