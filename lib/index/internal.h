@@ -72,10 +72,6 @@ typedef struct __attribute__((packed, aligned(4))) {
 #define ST_MULTI 2u
 #define M_LONG 4u /* key is a blob id (hash bytes not exactly 8 long) */
 #define M_CNT 8u  /* reserved (LFU counters are looked up in the scope's lfu map) */
-#define DIST_SHIFT 4u
-#define DIST_UNKNOWN 15u                    /* probe distance >= 15: recompute from the key */
-#define M_DIST (DIST_UNKNOWN << DIST_SHIFT) /* slot's distance from its home (store.c) */
-#define M_SLOT (ST_MASK | M_LONG | M_DIST)  /* bits of the slot, not of its single holder */
 #define META_TIER(m) (((m) >> 8) & 0xffu)
 #define META_REP(m) ((m) >> 16)
 #define MK_META(rep, tier, flags) (((uint32_t)(rep) << 16) | ((uint32_t)(tier) << 8) | (flags))
@@ -403,7 +399,7 @@ static inline uint32_t slot_holders(const slot_t *s, holder_t *tmp, const holder
   if ((m & ST_MASK) == ST_SINGLE) {
     tmp->ts = s->a;
     tmp->tokens = (int32_t)s->b;
-    tmp->meta = m & ~M_SLOT;
+    tmp->meta = m & ~(ST_MASK | M_LONG);
     *out = tmp;
     return 1;
   }

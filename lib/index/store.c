@@ -526,25 +526,11 @@ static sub_t *slot_sub(part_t *p, const slot_t *s, uint32_t *idx) {
   return sb;
 }
 
-/* Probe distance of slot i from its home, kept in the slot's M_DIST bits (saturated): the
- * backward shift of a deletion needs every following slot's home, and recomputing each from
- * its key was most of a removal's CPU time. */
-static inline uint32_t dist_bits(const sub_t *sb, uint32_t home, uint32_t i) {
-  uint32_t d = i >= home ? i - home : i + sb->cap - home;
-  return (d < DIST_UNKNOWN ? d : DIST_UNKNOWN) << DIST_SHIFT;
-}
-static inline uint32_t slot_home(part_t *p, const sub_t *sb, const slot_t *s, uint32_t i) {
-  uint32_t d = (s->meta & M_DIST) >> DIST_SHIFT;
-  if (d == DIST_UNKNOWN) return home_of(part_hash(p, s->key, s->meta), sb->cap);
-  return i >= d ? i - d : i + sb->cap - d;
-}
-
 static void sub_place(sub_t *sb, part_t *p, const slot_t *s) {
-  uint32_t home = home_of(part_hash(p, s->key, s->meta), sb->cap), i = home;
+  uint32_t i = home_of(part_hash(p, s->key, s->meta), sb->cap);
   while ((sb->slots[i].meta & ST_MASK) != ST_EMPTY)
     if (++i == sb->cap) i = 0;
   sb->slots[i] = *s;
-  sb->slots[i].meta = (s->meta & ~M_DIST) | dist_bits(sb, home, i);
 }
 
 /* Big slot arrays get their own 2 MiB-aligned mapping with transparent huge pages: a chain
@@ -622,7 +608,7 @@ static slot_t *part_upsert_slot(part_t *p, uint64_t key, uint32_t flags, bool *c
   slot_t *s = &sb->slots[i];
   s->key = key;
   s->a = s->b = 0;
-  s->meta = (flags & M_LONG) | dist_bits(sb, home_of(h, sb->cap), i); /* EMPTY until a holder */
+  s->meta = flags & M_LONG; /* state EMPTY until a holder is added */
   sb->count++;
   *created = true;
   return s;
@@ -635,11 +621,10 @@ static void sub_delete(part_t *p, sub_t *sb, uint32_t i) {
     if (++j == sb->cap) j = 0;
     slot_t *s = &sb->slots[j];
     if ((s->meta & ST_MASK) == ST_EMPTY) break;
-    uint32_t home = slot_home(p, sb, s, j);
+    uint32_t home = home_of(part_hash(p, s->key, s->meta), sb->cap);
     bool in = (i <= j) ? (home > i && home <= j) : (home > i || home <= j);
     if (in) continue;
     sb->slots[i] = *s;
-    sb->slots[i].meta = (s->meta & ~M_DIST) | dist_bits(sb, home, i);
     i = j;
   }
   memset(&sb->slots[i], 0, sizeof(slot_t));
@@ -650,7 +635,7 @@ static void slot_set_holder(slot_t *s, uint32_t i, holder_t h) {
   if ((s->meta & ST_MASK) == ST_SINGLE) {
     s->a = h.ts;
     s->b = (uint32_t)h.tokens;
-    s->meta = (h.meta & ~M_SLOT) | (s->meta & (M_LONG | M_DIST)) | ST_SINGLE;
+    s->meta = (h.meta & ~(ST_MASK | M_LONG)) | (s->meta & M_LONG) | ST_SINGLE;
   } else {
     slot_spill(s)->h[i] = h;
   }
@@ -661,7 +646,7 @@ static bool slot_add_holder(slot_t *s, holder_t h) {
   if (st == ST_EMPTY) {
     s->a = h.ts;
     s->b = (uint32_t)h.tokens;
-    s->meta = (h.meta & ~M_SLOT) | (s->meta & (M_LONG | M_DIST)) | ST_SINGLE;
+    s->meta = (h.meta & ~(ST_MASK | M_LONG)) | (s->meta & M_LONG) | ST_SINGLE;
     return true;
   }
   if (st == ST_SINGLE) {
@@ -669,10 +654,10 @@ static bool slot_add_holder(slot_t *s, holder_t h) {
     if (!sp) return false;
     sp->n = 2;
     sp->cap = 2;
-    sp->h[0] = (holder_t){s->a, (int32_t)s->b, s->meta & ~M_SLOT};
+    sp->h[0] = (holder_t){s->a, (int32_t)s->b, s->meta & ~(ST_MASK | M_LONG)};
     sp->h[1] = h;
     memcpy(&s->a, &sp, sizeof sp);
-    s->meta = (s->meta & (M_LONG | M_DIST)) | ST_MULTI;
+    s->meta = (s->meta & M_LONG) | ST_MULTI;
     return true;
   }
   spill_t *sp = slot_spill(s);
@@ -699,7 +684,7 @@ static bool slot_drop_holder(slot_t *s, uint32_t i) {
     free(sp);
     s->a = h.ts;
     s->b = (uint32_t)h.tokens;
-    s->meta = (h.meta & ~M_SLOT) | (s->meta & (M_LONG | M_DIST)) | ST_SINGLE;
+    s->meta = (h.meta & ~(ST_MASK | M_LONG)) | (s->meta & M_LONG) | ST_SINGLE;
   }
   return false;
 }
