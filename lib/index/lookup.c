@@ -295,8 +295,8 @@ typedef struct {
 /* Resolves the keys of blocks [from, to) (clamped to the chain) and prefetches their slots;
  * returns the new prepared end. The walk prepares a batch ahead of itself and only as far as it
  * gets, so a miss at block 0 costs one small batch. The two passes are tight loops on purpose:
- * a prefetch holds its place in the reorder window until its page walk is done, so prefetches
- * spread through the long walk loop kept only a few misses in flight. */
+ * prefetches spread through the long walk loop took most of its samples (one that misses the
+ * TLB appears to hold its reorder-window place until its page walk ends), batched they overlap. */
 static size_t chain_prep(scope_t *sc, part_t *p, const ic_index_lookup_t *q, size_t from,
                          size_t to, uint64_t *keys, uint32_t *kfl, uint64_t *hsh) {
   if (to > q->n_block_hashes) to = q->n_block_hashes;
