@@ -655,10 +655,10 @@ void evq_enforce_cap(ic_index_t *ix, int64_t evicted[2]) {
   int fruitless = 0;    /* rebuilds in a row that evicted nothing: bail out rather than spin */
   scope_t *held = NULL; /* consecutive victims mostly share a scope: keep it locked a while */
   int held_n = 0;
-  cand_t *batch = malloc(VICTIM_BATCH * sizeof *batch);
+  cand_t batch[VICTIM_BATCH];
   for (;;) {
     int64_t eff_total = atomic_load(&ix->total_entries) - atomic_load(&ix->reserved_entries);
-    if (eff_total <= max || !batch) break;
+    if (eff_total <= max) break;
     /* Never more victims than the excess: a candidate found refreshed is requeued under its
        newer key and popped again if still among the smallest, so a batch evicts exactly the
        entries one-at-a-time popping would (each batch member has fewer evictions before it in
@@ -676,8 +676,8 @@ void evq_enforce_cap(ic_index_t *ix, int64_t evicted[2]) {
       continue;
     }
     rebuilt = false;
-    /* the victims' slots (and the line after: the backward shift reads it) in one tight
-       batch, so their misses overlap */
+    /* the victims' slots and the clusters their backward shifts read, in one tight loop so
+       the misses overlap */
     for (size_t i = 0; i < nb; i++)
       if (!(batch[i].flags & M_LONG)) part_prefetch_unlocked(batch[i].pp, batch[i].key);
     for (size_t i = 0; i < nb; i++) {
@@ -721,7 +721,6 @@ void evq_enforce_cap(ic_index_t *ix, int64_t evicted[2]) {
       cand_drop(c);
     }
   }
-  free(batch);
   if (held) scope_wrun(held);
   pthread_mutex_unlock(&ix->cap_lock);
 }

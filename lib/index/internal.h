@@ -368,24 +368,26 @@ static inline void ix_prefetch(const void *a) {
   __builtin_prefetch(a);
 #endif
 }
-static inline void part_prefetch_h(part_t *p, uint64_t h) {
-  sub_t *sb = &p->subs[h >> (64 - SUB_BITS)];
-  if (!sb->cap) return;
-  const char *a = (const char *)&sb->slots[home_of(h, sb->cap)];
-  /* a 20-byte slot and the 1-3 slots a probe usually visits straddle a line boundary often
-     enough that the second line would be a dependent miss */
-  ix_prefetch(a);
-  ix_prefetch(a + 64);
-}
-/* The first `lines` cache lines from the home slot of h: a new key's insert and a removal's
-   backward shift read the rest of the cluster (~8 slots at load 0.75), not just the home. */
-static inline void part_prefetch_lines(part_t *p, uint64_t h, int lines) {
-  sub_t *sb = &p->subs[h >> (64 - SUB_BITS)];
-  if (!sb->cap) return;
-  const char *a = (const char *)&sb->slots[home_of(h, sb->cap)];
-  const char *end = (const char *)&sb->slots[sb->cap];
+/* The first `lines` cache lines from the home slot of h in (slots, cap). */
+static inline void slots_prefetch(const slot_t *slots, uint32_t cap, uint64_t h, int lines) {
+  if (!slots || !cap) return;
+  const char *a = (const char *)&slots[home_of(h, cap)], *end = (const char *)&slots[cap];
   for (int l = 0; l < lines && a + 64 * l < end; l++)
     ix_prefetch(a + 64 * l);
+}
+/* A lookup probe: the home slot's line and the next (a 20-byte slot and the 1-3 slots a probe
+   usually visits straddle a line boundary often enough that the second line would be a
+   dependent miss). */
+static inline void part_prefetch_h(part_t *p, uint64_t h) {
+  sub_t *sb = &p->subs[h >> (64 - SUB_BITS)];
+  slots_prefetch(sb->slots, sb->cap, h, 2);
+}
+/* An insert of a new key or a removal's backward shift: both scan the rest of the cluster, to
+   the next empty slot (~8 slots, 3-4 lines at load 0.75). */
+#define CLUSTER_LINES 6
+static inline void part_prefetch_cluster(part_t *p, uint64_t h) {
+  sub_t *sb = &p->subs[h >> (64 - SUB_BITS)];
+  slots_prefetch(sb->slots, sb->cap, h, CLUSTER_LINES);
 }
 void part_prefetch_unlocked(part_t *p, uint64_t key); /* no scope lock held (cap queue) */
 static inline spill_t *slot_spill(const slot_t *s) {

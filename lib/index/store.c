@@ -487,41 +487,25 @@ static part_t *scope_part_get(scope_t *sc, uint32_t adapter) {
   return p;
 }
 
-
-#ifndef VICTIM_LINES
-#define VICTIM_LINES 6
-#endif
 void part_prefetch_unlocked(part_t *p, uint64_t key) {
   uint64_t h = part_hash(p, key, 0);
   sub_t *sb = &p->subs[h >> (64 - SUB_BITS)];
   /* a torn (slots, cap) pair only mis-aims a prefetch, which cannot fault */
-  slot_t *slots = __atomic_load_n(&sb->slots, __ATOMIC_RELAXED);
-  uint32_t cap = __atomic_load_n(&sb->cap, __ATOMIC_RELAXED);
-  if (!slots || !cap) return;
-  /* the victim's removal shifts the rest of its cluster back (~8 slots at load 0.75): fetch
-     the lines it spans */
-  const char *a = (const char *)&slots[home_of(h, cap)];
-  const char *end = (const char *)&slots[cap];
-  for (int l = 0; l < VICTIM_LINES && a + 64 * l < end; l++)
-    ix_prefetch(a + 64 * l);
+  slots_prefetch(__atomic_load_n(&sb->slots, __ATOMIC_RELAXED),
+                 __atomic_load_n(&sb->cap, __ATOMIC_RELAXED), h, CLUSTER_LINES);
 }
 
 #define INGEST_AHEAD 32
-#ifndef INGEST_LINES
-#define INGEST_LINES 6 /* a new key's insert scans its cluster to the next empty slot */
-#endif
 static void ingest_prefetch(part_t *p, const ic_index_prefix_t *pr, size_t from, size_t to) {
   if (to > pr->n_block_hashes) to = pr->n_block_hashes;
   for (size_t j = from; j < to; j++)
     if (pr->block_hashes[j].len == 8 && pr->block_hashes[j].data)
-      part_prefetch_lines(p, part_hash(p, be64(pr->block_hashes[j].data), 0), INGEST_LINES);
+      part_prefetch_cluster(p, part_hash(p, be64(pr->block_hashes[j].data), 0));
 }
 
 slot_t *part_find(part_t *p, uint64_t key, uint32_t flags) {
   return part_find_h(p, part_hash(p, key, flags), key, flags);
 }
-
-
 
 static sub_t *slot_sub(part_t *p, const slot_t *s, uint32_t *idx) {
   uint64_t h = part_hash(p, s->key, s->meta);
