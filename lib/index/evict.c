@@ -614,7 +614,7 @@ static size_t pop_cands(ic_index_t *ix, cand_t *out, size_t max) {
   size_t n = 0;
   pthread_mutex_lock(&ix->extra_lock);
   while (n < max && !ix->q_invalid) {
-    bool have_q = ix->qpos < ix->qn, have_x = ix->nextra > 0;
+    bool have_q = ix->qpos<ix->qn, have_x = ix->nextra> 0;
     if (!have_q && !have_x) break;
     if (have_x && (!have_q || cand_cmp(&ix->extra[0], &q[qidx(ix, ix->qpos)]) < 0))
       out[n++] = heap_pop(ix);
@@ -663,8 +663,8 @@ void evq_enforce_cap(ic_index_t *ix, int64_t evicted[2]) {
        newer key and popped again if still among the smallest, so a batch evicts exactly the
        entries one-at-a-time popping would (each batch member has fewer evictions before it in
        the merged order than the excess). */
-    size_t want = (uint64_t)(eff_total - max) < VICTIM_BATCH ? (size_t)(eff_total - max)
-                                                               : VICTIM_BATCH;
+    size_t want =
+        (uint64_t)(eff_total - max) < VICTIM_BATCH ? (size_t)(eff_total - max) : VICTIM_BATCH;
     size_t nb = pop_cands(ix, batch, want);
     if (nb == 0) {
       if (held) scope_wrun(held);

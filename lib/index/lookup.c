@@ -282,23 +282,17 @@ typedef struct {
   uint32_t nblocks;
 } run_t;
 
-#ifndef PREP_FIRST
-#define PREP_FIRST 4 /* blocks prefetched before block 0 is known to match */
-#endif
-#ifndef PREP_BATCH
+#define PREP_FIRST 4  /* blocks prefetched before block 0 is known to match */
 #define PREP_BATCH 32 /* blocks per later prefetch batch */
-#endif
-#ifndef PREP_AHEAD
 #define PREP_AHEAD 24 /* a new batch starts when the walk is this close to the prefetched end */
-#endif
 
 /* Resolves the keys of blocks [from, to) (clamped to the chain) and prefetches their slots;
  * returns the new prepared end. The walk prepares a batch ahead of itself and only as far as it
  * gets, so a miss at block 0 costs one small batch. The two passes are tight loops on purpose:
  * prefetches spread through the long walk loop took most of its samples (one that misses the
  * TLB appears to hold its reorder-window place until its page walk ends), batched they overlap. */
-static size_t chain_prep(scope_t *sc, part_t *p, const ic_index_lookup_t *q, size_t from,
-                         size_t to, uint64_t *keys, uint32_t *kfl, uint64_t *hsh) {
+static size_t chain_prep(scope_t *sc, part_t *p, const ic_index_lookup_t *q, size_t from, size_t to,
+                         uint64_t *keys, uint32_t *kfl, uint64_t *hsh) {
   if (to > q->n_block_hashes) to = q->n_block_hashes;
   for (size_t j = from; j < to; j++) {
     const ic_index_bytes_t *bh = &q->block_hashes[j];
