@@ -614,7 +614,8 @@ static size_t pop_cands(ic_index_t *ix, cand_t *out, size_t max) {
   size_t n = 0;
   pthread_mutex_lock(&ix->extra_lock);
   while (n < max && !ix->q_invalid) {
-    bool have_q = ix->qpos<ix->qn, have_x = ix->nextra> 0;
+    bool have_q = ix->qpos < ix->qn;
+    bool have_x = ix->nextra > 0;
     if (!have_q && !have_x) break;
     if (have_x && (!have_q || cand_cmp(&ix->extra[0], &q[qidx(ix, ix->qpos)]) < 0))
       out[n++] = heap_pop(ix);
