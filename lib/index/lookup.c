@@ -763,6 +763,8 @@ int ic_index_entry_counts_by_model(ic_index_t *ix, ic_index_count_t **counts, si
   return 0;
 }
 
+#define SNAP_CHUNK 4096u /* slots per read hold of the snapshot scan */
+
 static int snap_rep_cmp(const void *x, const void *y) {
   const ic_index_snapshot_replica_t *a = x, *b = y;
   int c = strcmp(a->tenant, b->tenant);
@@ -858,18 +860,26 @@ int ic_index_snapshot(ic_index_t *ix, ic_index_snapshot_t *out) {
     if (!mx) rc = IC_ENOMEM;
     for (uint32_t r = 0; mx && r < nr; r++)
       mx[r] = IC_INDEX_TIME_ZERO;
+    /* The scan gives the lock up every SNAP_CHUNK slots: a snapshot of a big index must not
+       hold off writers (and, behind a waiting writer, lookups) for its whole duration. Between
+       chunks a table may have grown or slots shifted, so an entry can be missed or seen twice:
+       the newest-timestamp column may then lag by one write, the counts below are exact. */
     for (uint32_t pi = 0; mx && pi < sc->nparts; pi++) {
-      part_t *p = sc->parts[pi];
       for (uint32_t si = 0; si < SUBS; si++) {
-        sub_t *sb = &p->subs[si];
-        for (uint32_t k = 0; k < sb->cap; k++) {
+        for (uint32_t k = 0;; k++) {
+          if (k && k % SNAP_CHUNK == 0) {
+            ixlock_rdun(&sc->lock);
+            ixlock_rd(&sc->lock);
+          }
+          const sub_t *sb = &sc->parts[pi]->subs[si]; /* re-read: growth swaps the array */
+          if (k >= sb->cap) break;
           holder_t tmp;
           const holder_t *hs;
           uint32_t hn = slot_holders(&sb->slots[k], &tmp, &hs);
           for (uint32_t j = 0; j < hn; j++) {
             uint32_t rep = META_REP(hs[j].meta);
             int64_t ts = store_entry_ts(sc, hs[j].ts);
-            if (!sc->reps[rep].dead && ts > mx[rep]) mx[rep] = ts;
+            if (rep < nr && !sc->reps[rep].dead && ts > mx[rep]) mx[rep] = ts;
           }
         }
       }

@@ -1,8 +1,11 @@
-/* Small containers of lib/index: a u64 -> u64 open-addressing map and the string intern table.
- * Neither locks: the embedding structure's lock guards them (see internal.h). */
+/* Small pieces of lib/index: a u64 -> u64 open-addressing map, the string intern table (neither
+ * locks: the embedding structure's lock guards them, see internal.h) and the scope lock's back-off.
+ */
+#include <limits.h>
 #include <sched.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <xxhash.h>
 
 #include "ic/err.h"
@@ -184,14 +187,19 @@ uint32_t strtab_intern(strtab_t *t, const char *p, size_t n) {
 /* ---------------------------------------------------------------- scope lock back-off */
 
 /* ~20 µs of pause-spinning covers a lookup or a writer batch on another core; past that the
-   holder is probably descheduled, so give the core away instead of burning it. */
+   holder is probably descheduled, so give the core away; a wait that outlasts 64 yields is a
+   long hold (a sweep chunk, a table swap, a snapshot chunk on a busy machine): sleep in 20 µs
+   steps rather than spin a core at 100%. */
 void ixlock_relax(unsigned *spins) {
   if (*spins < 1024) {
-    (*spins)++;
 #if defined(__x86_64__) || defined(__i386__)
     __builtin_ia32_pause();
 #endif
-  } else {
+  } else if (*spins < 1024 + 64) {
     sched_yield();
+  } else {
+    struct timespec d = {0, 20000};
+    nanosleep(&d, NULL);
   }
+  if (*spins < UINT_MAX) (*spins)++;
 }
