@@ -57,6 +57,19 @@ static int cand_cmp(const cand_t *a, const cand_t *b) {
 
 static int cand_qcmp(const void *x, const void *y) { return cand_cmp(x, y); }
 
+/* A long-key candidate names its key by blob id, and blob ids are reused once a key is gone:
+ * a stale candidate must not evict whichever key holds the id now (caller holds sc's lock). */
+static bool cand_key_live(const cand_t *c, scope_t *sc) {
+  if (!(c->flags & M_LONG)) return true;
+  uint32_t len;
+  const uint8_t *live = scope_blob(sc, c->key, &len);
+  uint8_t buf[8];
+  const uint8_t *mine;
+  uint32_t mlen;
+  cand_bytes(c, buf, &mine, &mlen);
+  return live && len == mlen && (len == 0 || memcmp(live, mine, len) == 0);
+}
+
 /* Radix record of one queued candidate (see sort_queue). */
 typedef struct {
   uint64_t ts;  /* last_seen with the sign bit flipped (unsigned order) */
@@ -691,8 +704,9 @@ void evq_enforce_cap(ic_index_t *ix, int64_t evicted[2]) {
         held_n = 0;
       }
       part_t *p = sc->parts[c->part];
-      slot_t *s = part_find(p, c->key, c->flags);
-      if (s && !sc->reps[c->rep].dead) {
+      slot_t *s = cand_key_live(c, sc) ? part_find(p, c->key, c->flags) : NULL;
+      /* rep indices are reused too (a fresh replica takes the index of one holding nothing) */
+      if (s && !sc->reps[c->rep].dead && sc->reps[c->rep].replica == c->replica) {
         holder_t tmp;
         const holder_t *hs;
         uint32_t hn = slot_holders(s, &tmp, &hs);

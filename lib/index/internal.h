@@ -121,6 +121,7 @@ typedef struct {
   uint32_t len;
   uint32_t ref; /* slots referencing this blob; 0 = free */
   uint32_t next;
+  uint32_t gen; /* bumped each time the id is given to a key: ids are reused, ids + gen not */
 } blob_t;
 
 /* ---------------------------------------------------------------- scope lock */
@@ -227,11 +228,21 @@ typedef struct tmrec {
   u64map_t stat_map; /* replica id -> index in stats */
 } tmrec_t;
 
+struct qkey;
 typedef struct tenantrec {
   uint32_t tenant;
   bool reserved;
   _Atomic int64_t distinct;
   _Atomic int algo; /* algorithm cached at the last cap pass (ic_index_eviction_t) */
+  /* Cached quota eviction order (store.c, quota_enforce): the oldest keys of the tenant up to
+     age qthr, sorted, valid while qgen == qk_gen. Writers bump qgen (quota_touch) on any change
+     that could put a key at or below qthr out of that order. qk/qn/qpos/qk_gen are guarded by
+     the write locks of all the tenant's scopes (quota_enforce holds them). */
+  _Atomic int64_t qthr; /* INT64_MIN: no cached order */
+  _Atomic uint64_t qgen;
+  struct qkey *qk;
+  size_t qn, qpos;
+  uint64_t qk_gen;
 } tenantrec_t;
 
 /* Cap victim candidate (see evict.c). */

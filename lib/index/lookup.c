@@ -63,8 +63,9 @@ struct ic_index_result {
   size_t n;
   scope_t *sc;
   uint32_t part;
-  uint64_t *keys;
-  uint32_t *kflags;
+  uint64_t *keys;   /* resolved block keys of the capture (blob ids for long keys) */
+  uint32_t *kflags; /* their slot flags (M_LONG) */
+  uint32_t *kgen;   /* blob generation of long keys: an id reused since is not credited */
   size_t nkeys;
   capgrp_t *caps;
   size_t ncaps;
@@ -83,6 +84,7 @@ void ic_index_result_free(ic_index_result_t *r) {
   free(r->rows);
   free(r->keys);
   free(r->kflags);
+  free(r->kgen);
   free(r->caps);
   free(r);
 }
@@ -90,11 +92,31 @@ void ic_index_result_free(ic_index_result_t *r) {
 static void result_drop_caps(ic_index_result_t *r) {
   free(r->keys);
   free(r->kflags);
+  free(r->kgen);
   free(r->caps);
   r->keys = NULL;
   r->kflags = NULL;
+  r->kgen = NULL;
   r->caps = NULL;
   r->nkeys = r->ncaps = 0;
+}
+
+/* Copies the keys of the first n blocks for a later credit (caller holds sc's read lock). */
+static int capture_keys(ic_index_result_t *r, scope_t *sc, const part_t *p, const uint64_t *keys,
+                        const uint32_t *kfl, size_t n) {
+  r->keys = malloc(n * sizeof *r->keys);
+  r->kflags = malloc(n * sizeof *r->kflags);
+  r->kgen = malloc(n * sizeof *r->kgen);
+  if (!r->keys || !r->kflags || !r->kgen) return IC_ENOMEM;
+  for (size_t i = 0; i < n; i++) {
+    r->keys[i] = keys[i];
+    r->kflags[i] = kfl[i];
+    r->kgen[i] = (kfl[i] & M_LONG) && keys[i] < sc->nblobs ? sc->blobs[keys[i]].gen : 0;
+  }
+  r->nkeys = n;
+  r->sc = sc;
+  r->part = p->idx;
+  return 0;
 }
 
 int ic_index_result_retain_replicas(ic_index_result_t *r, const char *const *keep, size_t n) {
@@ -131,6 +153,9 @@ void ic_index_result_credit_hits(ic_index_result_t *r) {
     if (c->rep >= sc->nreps || sc->reps[c->rep].dead || sc->reps[c->rep].replica != c->replica)
       continue;
     for (uint32_t b = 0; b < c->nblocks && b < r->nkeys; b++) {
+      if ((r->kflags[b] & M_LONG) &&
+          (r->keys[b] >= sc->nblobs || sc->blobs[r->keys[b]].gen != r->kgen[b]))
+        continue; /* the long key is gone and its id names another key now */
       slot_t *s = part_find(p, r->keys[b], r->kflags[b]);
       if (!s) continue;
       holder_t tmp;
@@ -243,19 +268,7 @@ static int lookup_exact(lctx_t *c, ic_index_result_t *r) {
       float f = ic_index_freshness(c->now, store_entry_ts(sc, hs[j].ts), c->ttl);
       if (f <= 0) continue;
       if (c->lfu && hs[j].tokens > 0) {
-        if (!r->keys) {
-          r->keys = malloc(sizeof *r->keys);
-          r->kflags = malloc(sizeof *r->kflags);
-          if (!r->keys || !r->kflags)
-            rc = IC_ENOMEM;
-          else {
-            r->keys[0] = key;
-            r->kflags[0] = flags;
-            r->nkeys = 1;
-            r->sc = sc;
-            r->part = p->idx;
-          }
-        }
+        if (!r->keys) rc = capture_keys(r, sc, p, &key, &flags, 1);
         if (!rc) rc = add_cap(r, &ccap, (capgrp_t){META_REP(hs[j].meta), rp->replica, 1});
       }
       float pr = fresh_pressure(c, rp->replica);
@@ -430,19 +443,7 @@ static int lookup_chain(lctx_t *c, ic_index_result_t *r) {
       if (!rc) rc = add_row(r, &rcap, row);
     }
     if (c->tm) pthread_rwlock_unlock(&c->tm->stats_lock);
-    if (!rc && r->ncaps) {
-      r->keys = malloc(maxb * sizeof *r->keys);
-      r->kflags = malloc(maxb * sizeof *r->kflags);
-      if (!r->keys || !r->kflags)
-        rc = IC_ENOMEM;
-      else {
-        memcpy(r->keys, keys, maxb * sizeof *keys);
-        memcpy(r->kflags, kfl, maxb * sizeof *kfl);
-        r->nkeys = maxb;
-        r->sc = sc;
-        r->part = p->idx;
-      }
-    }
+    if (!rc && r->ncaps) rc = capture_keys(r, sc, p, keys, kfl, maxb);
   }
   ixlock_rdun(&sc->lock);
   if (cur != stack_cur) free(cur);

@@ -112,8 +112,10 @@ void ic_index_destroy(ic_index_t *ix) {
     free(tm);
   }
   free(ix->tms);
-  for (uint32_t i = 0; i < ix->ntenants; i++)
+  for (uint32_t i = 0; i < ix->ntenants; i++) {
+    free(ix->tenants[i]->qk);
     free(ix->tenants[i]);
+  }
   free(ix->tenants);
   u64map_free(&ix->tenant_map);
   u64map_free(&ix->tm_map);
@@ -251,6 +253,7 @@ static tenantrec_t *tenant_get_locked(ic_index_t *ix, uint32_t t) {
   for (size_t i = 0; i < ix->nreserved; i++)
     if (strcmp(ix->reserved[i], name) == 0) tr->reserved = true;
   atomic_store(&tr->algo, IC_INDEX_EVICT_LRU);
+  atomic_store(&tr->qthr, INT64_MIN);
   if (u64map_put(&ix->tenant_map, t, (uint64_t)(uintptr_t)tr)) {
     free(tr);
     return NULL;
@@ -422,12 +425,12 @@ static bool blob_intern(scope_t *sc, const uint8_t *p, size_t n, uint64_t *id) {
   uint8_t *copy = malloc(n ? n : 1);
   if (!copy || u64map_put(&sc->blob_map, h, b)) {
     free(copy);
-    sc->blobs[b] = (blob_t){NULL, 0, 0, sc->blob_free};
+    sc->blobs[b] = (blob_t){NULL, 0, 0, sc->blob_free, sc->blobs[b].gen};
     sc->blob_free = b + 1;
     return false;
   }
   if (n) memcpy(copy, p, n);
-  sc->blobs[b] = (blob_t){copy, (uint32_t)n, 0, 0};
+  sc->blobs[b] = (blob_t){copy, (uint32_t)n, 0, 0, sc->blobs[b].gen + 1};
   *id = b;
   return true;
 }
@@ -444,7 +447,7 @@ static void blob_unref(scope_t *sc, uint64_t id) {
       u64map_del(&sc->blob_map, h);
   }
   free(b->bytes);
-  *b = (blob_t){NULL, 0, 0, sc->blob_free};
+  *b = (blob_t){NULL, 0, 0, sc->blob_free, b->gen};
   sc->blob_free = (uint32_t)id + 1;
 }
 
@@ -756,9 +759,20 @@ static uint32_t rep_live(scope_t *sc, uint32_t replica, bool create) {
   return sc->nreps++;
 }
 
+/* A change that may move a key of the scope's tenant to an age at or below the cached quota
+ * threshold (or out of the cached order): the next quota pass rebuilds the order. A removal
+ * can lower a key's age (its freshest holder gone); an upsert with an old producer timestamp
+ * can create or refresh a key at or below the threshold. */
+static inline void quota_touch(scope_t *sc, int64_t ts) {
+  tenantrec_t *tr = sc->tr;
+  int64_t thr = tr ? atomic_load_explicit(&tr->qthr, memory_order_relaxed) : INT64_MIN;
+  if (thr != INT64_MIN && ts <= thr) atomic_fetch_add_explicit(&tr->qgen, 1, memory_order_relaxed);
+}
+
 void store_remove_holder(scope_t *sc, part_t *p, slot_t *s, uint32_t hi,
                          ic_index_change_reason_t why, int64_t when) {
   ic_index_t *ix = sc->ix;
+  if (why != IC_INDEX_REASON_QUOTA) quota_touch(sc, INT64_MIN);
   holder_t tmp;
   const holder_t *hs;
   slot_holders(s, &tmp, &hs);
@@ -845,6 +859,7 @@ static int store_upsert(scope_t *sc, part_t *p, const uint8_t *hb, size_t hn, ui
       h.tokens = tokens;
       h.meta = MK_META(rep, tier, h.meta & M_CNT);
       slot_set_holder(s, i, h);
+      quota_touch(sc, ts);
       uint64_t eff = algo == IC_INDEX_EVICT_LFU ? store_entry_eff(sc, p, s, &h) : 0;
       if (!sc->reserved) evq_note(sc->ix, sc, p, key, flags, rep, ts, eff);
       return 0;
@@ -865,6 +880,7 @@ static int store_upsert(scope_t *sc, part_t *p, const uint8_t *hb, size_t hn, ui
   rep_t *r = &sc->reps[rep];
   if (r->count++ == 0) atomic_fetch_add(&sc->serving, 1);
   d->total++;
+  quota_touch(sc, ts);
   if (!sc->reserved) evq_note(sc->ix, sc, p, key, flags, rep, ts, 0);
   notify(sc, p, IC_INDEX_CHANGE_PREFIX_ADDED, IC_INDEX_REASON_NONE, s, &h, ts);
   return 0;
@@ -1141,7 +1157,7 @@ int ic_index_ingest(ic_index_t *ix, const ic_index_update_t *u) {
 
 /* ---------------------------------------------------------------- quota (spec §4.4) */
 
-typedef struct {
+typedef struct qkey {
   int64_t age;
   uint64_t key, hpre;
   uint32_t model, scheme, adapter, hlen, flags;
@@ -1183,10 +1199,64 @@ static int qkey_cmp(const void *x, const void *y, void *ud) {
   return cmp_bytes(pa, la, pb, lb);
 }
 
-/* Quota enforcement scans the tenant's keys (like the reference) but only when over budget.
- * It takes every scope of the tenant in write mode, in scope-id order, for consistency. */
+/* Age of a key for the quota order: its freshest holder's last_seen. */
+static int64_t slot_age(const scope_t *sc, const slot_t *s) {
+  holder_t tmp;
+  const holder_t *hs;
+  int64_t age = INT64_MIN;
+  for (uint32_t j = 0, hn = slot_holders(s, &tmp, &hs); j < hn; j++)
+    if (sc->times[hs[j].ts].ns > age) age = sc->times[hs[j].ts].ns;
+  return age;
+}
+
+/* Rebuilds the tenant's cached quota order: one scan of its keys, sorted by the reference's
+ * order, of which the first max(excess, distinct / 8) are kept; qthr becomes the last kept
+ * age. Until a writer invalidates it (quota_touch), the next quota passes pop from this list
+ * instead of scanning and sorting again, so a tenant held at its quota pays O(log n) per
+ * evicted key amortised instead of a scan and a sort per ingest. Caller holds the write locks
+ * of all the tenant's scopes. */
+static void quota_rebuild(ic_index_t *ix, tenantrec_t *tr, scope_t **mine, uint32_t m,
+                          int64_t excess) {
+  free(tr->qk);
+  tr->qk = NULL;
+  tr->qn = tr->qpos = 0;
+  atomic_store(&tr->qthr, INT64_MIN);
+  size_t cnt = 0, cap = (size_t)atomic_load(&tr->distinct);
+  qkey_t *ks = malloc((cap ? cap : 1) * sizeof *ks);
+  if (!ks) return;
+  for (uint32_t i = 0; i < m; i++) {
+    scope_t *sc = mine[i];
+    for (uint32_t pi = 0; pi < sc->nparts; pi++) {
+      part_t *p = sc->parts[pi];
+      for (uint32_t si = 0; si < SUBS; si++) {
+        sub_t *sb = &p->subs[si];
+        for (uint32_t k = 0; k < sb->cap && cnt < cap; k++) {
+          slot_t *s = &sb->slots[k];
+          if ((s->meta & ST_MASK) == ST_EMPTY) continue;
+          ks[cnt++] = (qkey_t){slot_age(sc, s),  s->key, 0, sc->model, sc->scheme, p->adapter, 0,
+                               s->meta & M_LONG, sc,     p};
+        }
+      }
+    }
+  }
+  if (cnt > 1) qsort_r(ks, cnt, sizeof *ks, qkey_cmp, ix);
+  size_t keep = (size_t)atomic_load(&tr->distinct) / 8;
+  if ((size_t)excess > keep) keep = (size_t)excess;
+  if (keep > cnt) keep = cnt;
+  if (keep < cnt) {
+    qkey_t *shrunk = realloc(ks, (keep ? keep : 1) * sizeof *ks);
+    if (shrunk) ks = shrunk;
+  }
+  tr->qk = ks;
+  tr->qn = keep;
+  tr->qk_gen = atomic_load(&tr->qgen);
+  if (keep) atomic_store(&tr->qthr, ks[keep - 1].age);
+}
+
+/* Quota enforcement (spec §4.4), only when over budget. It takes every scope of the tenant in
+ * write mode, in scope-id order, and evicts whole keys in the reference's order from the
+ * cached order (quota_rebuild), rebuilding it when a writer invalidated it or it ran out. */
 static int64_t quota_enforce(ic_index_t *ix, uint32_t tenant, int64_t budget, int64_t now) {
-  (void)now;
   if (budget < 0) return 0;
   tenantrec_t *tr = ix_find_tenant(ix, tenant);
   if (!tr || atomic_load(&tr->distinct) <= budget) return 0;
@@ -1208,52 +1278,34 @@ static int64_t quota_enforce(ic_index_t *ix, uint32_t tenant, int64_t budget, in
   for (uint32_t i = 0; i < m; i++)
     scope_wr(mine[i]);
   int64_t removed = 0;
-  int64_t have = atomic_load(&tr->distinct);
-  if (have > budget) {
-    size_t cnt = 0, cap = (size_t)have;
-    qkey_t *ks = malloc(cap * sizeof *ks);
-    for (uint32_t i = 0; ks && i < m; i++) {
-      scope_t *sc = mine[i];
-      for (uint32_t pi = 0; pi < sc->nparts; pi++) {
-        part_t *p = sc->parts[pi];
-        for (uint32_t si = 0; si < SUBS; si++) {
-          sub_t *sb = &p->subs[si];
-          for (uint32_t k = 0; k < sb->cap; k++) {
-            slot_t *s = &sb->slots[k];
-            holder_t tmp;
-            const holder_t *hs;
-            uint32_t hn = slot_holders(s, &tmp, &hs);
-            if (!hn || cnt == cap) continue;
-            int64_t age = INT64_MIN;
-            for (uint32_t j = 0; j < hn; j++) {
-              int64_t t = sc->times[hs[j].ts].ns;
-              if (t > age) age = t;
-            }
-            ks[cnt++] = (qkey_t){age, s->key,           0,  sc->model, sc->scheme, p->adapter,
-                                 0,   s->meta & M_LONG, sc, p};
-          }
-        }
-      }
+  bool rebuilt = false;
+  while (atomic_load(&tr->distinct) > budget) {
+    if (tr->qpos >= tr->qn || tr->qk_gen != atomic_load(&tr->qgen)) {
+      if (rebuilt && tr->qpos >= tr->qn) break; /* nothing left to evict */
+      quota_rebuild(ix, tr, mine, m, atomic_load(&tr->distinct) - budget);
+      rebuilt = true;
+      continue;
     }
-    if (ks) {
-      if (cnt > 1) qsort_r(ks, cnt, sizeof *ks, qkey_cmp, ix);
-      for (size_t i = 0; i < cnt && atomic_load(&tr->distinct) > budget; i++) {
-        slot_t *s = part_find(ks[i].p, ks[i].key, ks[i].flags);
-        if (!s) continue;
-        holder_t tmp;
-        const holder_t *hs;
-        /* remove every holder; the last removal deletes the slot */
-        for (uint32_t hn = slot_holders(s, &tmp, &hs); hn > 0; hn--) {
-          bool last = hn == 1;
-          store_remove_holder(ks[i].sc, ks[i].p, s, hn - 1, IC_INDEX_REASON_QUOTA, now);
-          if (last) break;
-          s = part_find(ks[i].p, ks[i].key, ks[i].flags);
-          if (!s) break;
-        }
-        removed++;
-      }
-      free(ks);
+    const qkey_t *q = &tr->qk[tr->qpos++];
+    slot_t *s = part_find(q->p, q->key, q->flags);
+    if (!s || (s->meta & ST_MASK) == ST_EMPTY) continue; /* gone since the rebuild */
+    int64_t age = slot_age(q->sc, s);
+    if (age != q->age) {
+      /* refreshed since the rebuild: past the threshold it left the oldest keys; at or below
+         it the order is stale (quota_touch has already invalidated it) */
+      continue;
     }
+    /* remove every holder; the last removal deletes the slot */
+    holder_t tmp;
+    const holder_t *hs;
+    for (uint32_t hn = slot_holders(s, &tmp, &hs); hn > 0; hn--) {
+      bool last = hn == 1;
+      store_remove_holder(q->sc, q->p, s, hn - 1, IC_INDEX_REASON_QUOTA, now);
+      if (last) break;
+      s = part_find(q->p, q->key, q->flags);
+      if (!s) break;
+    }
+    removed++;
   }
   for (uint32_t i = m; i-- > 0;)
     scope_wrun(mine[i]);
@@ -1367,6 +1419,7 @@ int ic_index_apply_event(ic_index_t *ix, const ic_index_event_t *ev) {
         atomic_fetch_add(&ix->dead_pending, rp->count);
         rp->count = 0;
         sc->rc_part = sc->rc_sub = sc->rc_slot = 0; /* restart the reclaim pass to cover this rep */
+        quota_touch(sc, INT64_MIN);                 /* its keys' ages may drop */
       }
       sync = sc->dead_pending > 0 && scope_slots(sc) <= SYNC_RECLAIM_SLOTS;
       scope_wrun(sc);

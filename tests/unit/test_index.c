@@ -468,6 +468,36 @@ static void credit(ic_index_t *ix, const char *hash, int times) {
   }
 }
 
+static bool holds(ic_index_t *ix, const char *hash, const char *replica) {
+  return ic_index_access_count(ix, "t", "m", "vllm", "", (const uint8_t *)hash, strlen(hash),
+                               replica) >= 0;
+}
+
+/* A queued cap victim names a long (not 8-byte) key by its interned id, and ids are reused once
+ * a key is gone: the stale victim must not evict the key that holds the id now. */
+Test(index_g, cap_victim_of_a_freed_long_key_does_not_evict_its_successor) {
+  ic_index_config_t c = base_cfg();
+  c.max_entries = 4;
+  ic_index_t *ix = ic_index_create(&c);
+  put_legacy(ix, W("r9"), "fill-000", 1);
+  g_now += 1000000000LL;
+  int64_t t_a = g_now;
+  put_legacy(ix, W("r3"), "aa", 1); /* long key: interned id */
+  g_now += 1000000000LL;
+  put_legacy(ix, W("r9"), "fill-001", 1);
+  put_legacy(ix, W("r9"), "fill-002", 1);
+  put_legacy(ix, W("r9"), "fill-003", 1); /* over the cap: queue built, fill-000 evicted */
+  cr_assert(!holds(ix, "fill-000", "r9"));
+  event(ix, IC_INDEX_EVENT_PREFIX_EVICTED, "r3", "aa", ""); /* its queued victim is now stale */
+  g_now = t_a;
+  put_legacy(ix, W("r3"), "zz", 1); /* reuses the freed id */
+  put_legacy(ix, W("r1"), "zz", 1); /* over the cap by one: (zz, r1) goes, by replica order */
+  cr_assert(holds(ix, "zz", "r3"));
+  cr_assert(!holds(ix, "zz", "r1"));
+  cr_assert(holds(ix, "fill-001", "r9"));
+  ic_index_destroy(ix);
+}
+
 Test(index_g, lfu_evicts_lowest_count_then_oldest) {
   ic_index_config_t c = base_cfg();
   c.max_entries = 3;
@@ -662,6 +692,28 @@ Test(index_h, retain_replicas_prunes_rows_and_captures) {
   event(ix, IC_INDEX_EVENT_PREFIX_EVICTED, "r2", "p", "");
   ic_index_result_credit_hits(r);
   ic_index_result_free(r);
+  ic_index_destroy(ix);
+}
+
+/* A result names long (not 8-byte) keys by interned id; once the key is gone the id can name
+ * another key, which must not receive the delayed credit. */
+Test(index_h, credit_skips_a_long_key_whose_id_was_reused) {
+  ic_index_config_t c = base_cfg();
+  c.eviction_resolver = lfu_all;
+  ic_index_t *ix = ic_index_create(&c);
+  put_legacy(ix, W("r1"), "aa", 100);
+  ic_index_result_t *r = route_exact(ix, "t", "m", "vllm", "", "aa", 0);
+  cr_assert_eq(ic_index_result_count(r), 1);
+  event(ix, IC_INDEX_EVENT_PREFIX_EVICTED, "r1", "aa", "");
+  put_legacy(ix, W("r1"), "zz", 100); /* takes the freed id */
+  ic_index_result_credit_hits(r);
+  ic_index_result_free(r);
+  cr_assert_eq(ic_index_access_count(ix, "t", "m", "vllm", "", (const uint8_t *)"zz", 2, "r1"), 0);
+  /* a credit of the live key still lands */
+  r = route_exact(ix, "t", "m", "vllm", "", "zz", 0);
+  ic_index_result_credit_hits(r);
+  ic_index_result_free(r);
+  cr_assert_eq(ic_index_access_count(ix, "t", "m", "vllm", "", (const uint8_t *)"zz", 2, "r1"), 1);
   ic_index_destroy(ix);
 }
 

@@ -497,6 +497,12 @@ static ic_index_bytes_t nm_hb(int h) {
   return (ic_index_bytes_t){strlen(NM_HASH[h]), (const uint8_t *)NM_HASH[h]};
 }
 
+/* Small budgets evict on most ingests; larger ones (16-63 keys) let the index pop several
+ * passes from one cached quota order, with refreshes, removals and clears in between. */
+static int64_t nm_quota_pick(nm_rng_t *g) {
+  return nm_rand(g, 2) ? nm_rand(g, 6) : 16 + nm_rand(g, 48);
+}
+
 static bool nm_init(nm_t *m, nm_rng_t *g) {
   memset(m, 0, sizeof *m);
   m->now = 1000000LL * 1000000000LL;
@@ -508,7 +514,7 @@ static bool nm_init(nm_t *m, nm_rng_t *g) {
   for (int t = 0; t < NM_NT; t++) {
     m->algo[t] = nm_rand(g, 3) == 0;
     m->quota_on[t] = nm_rand(g, 4) == 0;
-    m->quota[t] = nm_rand(g, 6);
+    m->quota[t] = nm_quota_pick(g);
   }
   ic_index_config_t c;
   ic_index_config_init(&c);
@@ -829,7 +835,7 @@ static bool nm_step(nm_t *m, nm_rng_t *g) {
   }
   int t = nm_rand(g, NM_NT);
   m->quota_on[t] = nm_rand(g, 2);
-  m->quota[t] = nm_rand(g, 6);
+  m->quota[t] = nm_quota_pick(g);
   return true;
 }
 
