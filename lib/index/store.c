@@ -1199,6 +1199,35 @@ static int qkey_cmp(const void *x, const void *y, void *ud) {
   return cmp_bytes(pa, la, pb, lb);
 }
 
+/* Moves the k smallest of a[0, n) in quota order to a[0, k), unordered (quickselect with a
+ * pseudo-random pivot: expected O(n); distinct keys never compare equal). */
+static void qkey_select(qkey_t *a, size_t n, size_t k, ic_index_t *ix) {
+  size_t lo = 0, hi = n;
+  uint64_t rnd = 0x9e3779b97f4a7c15ULL ^ n;
+  while (hi - lo > 1 && k > lo && k < hi) {
+    rnd = ic_mix64(rnd + 1);
+    size_t pi = lo + rnd % (hi - lo);
+    qkey_t t = a[pi];
+    a[pi] = a[hi - 1];
+    a[hi - 1] = t;
+    size_t store = lo;
+    for (size_t i = lo; i < hi - 1; i++)
+      if (qkey_cmp(&a[i], &a[hi - 1], ix) < 0) {
+        t = a[i];
+        a[i] = a[store];
+        a[store++] = t;
+      }
+    t = a[store];
+    a[store] = a[hi - 1];
+    a[hi - 1] = t;
+    if (store == k) return;
+    if (store < k)
+      lo = store + 1;
+    else
+      hi = store;
+  }
+}
+
 /* Age of a key for the quota order: its freshest holder's last_seen. */
 static int64_t slot_age(const scope_t *sc, const slot_t *s) {
   holder_t tmp;
@@ -1209,10 +1238,10 @@ static int64_t slot_age(const scope_t *sc, const slot_t *s) {
   return age;
 }
 
-/* Rebuilds the tenant's cached quota order: one scan of its keys, sorted by the reference's
- * order, of which the first max(excess, distinct / 8) are kept; qthr becomes the last kept
- * age. Until a writer invalidates it (quota_touch), the next quota passes pop from this list
- * instead of scanning and sorting again, so a tenant held at its quota pays O(log n) per
+/* Rebuilds the tenant's cached quota order: one scan of its keys, of which the oldest
+ * max(excess, distinct / 8) in the reference's order are selected, sorted and kept; qthr becomes
+ * the last kept age. Until a writer invalidates it (quota_touch), the next quota passes pop from
+ * this list instead of scanning and sorting again, so a tenant held at its quota pays O(log n) per
  * evicted key amortised instead of a scan and a sort per ingest. Caller holds the write locks
  * of all the tenant's scopes. */
 static void quota_rebuild(ic_index_t *ix, tenantrec_t *tr, scope_t **mine, uint32_t m,
@@ -1239,10 +1268,11 @@ static void quota_rebuild(ic_index_t *ix, tenantrec_t *tr, scope_t **mine, uint3
       }
     }
   }
-  if (cnt > 1) qsort_r(ks, cnt, sizeof *ks, qkey_cmp, ix);
   size_t keep = (size_t)atomic_load(&tr->distinct) / 8;
   if ((size_t)excess > keep) keep = (size_t)excess;
   if (keep > cnt) keep = cnt;
+  if (keep < cnt) qkey_select(ks, cnt, keep, ix);
+  if (keep > 1) qsort_r(ks, keep, sizeof *ks, qkey_cmp, ix);
   if (keep < cnt) {
     qkey_t *shrunk = realloc(ks, (keep ? keep : 1) * sizeof *ks);
     if (shrunk) ks = shrunk;
