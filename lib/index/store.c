@@ -1308,12 +1308,15 @@ static int64_t quota_enforce(ic_index_t *ix, uint32_t tenant, int64_t budget, in
   for (uint32_t i = 0; i < m; i++)
     scope_wr(mine[i]);
   int64_t removed = 0;
-  bool rebuilt = false;
+  int rebuilds = 0;
   while (atomic_load(&tr->distinct) > budget) {
-    if (tr->qpos >= tr->qn || tr->qk_gen != atomic_load(&tr->qgen)) {
-      if (rebuilt && tr->qpos >= tr->qn) break; /* nothing left to evict */
+    /* a writer in a scope created after `mine` was taken can keep invalidating the order: after
+       a few rebuilds this pass goes on with the last one (entries are still re-checked) */
+    bool stale = tr->qk_gen != atomic_load(&tr->qgen) && rebuilds < 3;
+    if (tr->qpos >= tr->qn || stale) {
+      if (rebuilds && tr->qpos >= tr->qn) break; /* nothing left to evict */
       quota_rebuild(ix, tr, mine, m, atomic_load(&tr->distinct) - budget);
-      rebuilt = true;
+      rebuilds++;
       continue;
     }
     const qkey_t *q = &tr->qk[tr->qpos++];
