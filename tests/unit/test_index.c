@@ -1511,10 +1511,18 @@ static void *stress_snapshot(void *arg) {
   return NULL;
 }
 
+static bool quota_12k(void *ud, const char *tenant, int64_t *max) {
+  (void)ud;
+  (void)tenant;
+  *max = 12000;
+  return true;
+}
+
 Test(index_x, concurrent_lookups_ingest_clear_sweep_cap, .timeout = 300) {
   ic_index_config_t c = base_cfg();
   c.max_entries = 15000;
   c.eviction_resolver = lfu_all;
+  c.quota_resolver = quota_12k; /* the cached quota order under concurrent writers too */
   ic_index_t *ix = ic_index_create(&c);
   stress_t st = {ix, false};
   pthread_t th[4];
@@ -1539,6 +1547,7 @@ Test(index_x, concurrent_lookups_ingest_clear_sweep_cap, .timeout = 300) {
   ic_index_counters_t k;
   ic_index_counters(ix, &k);
   cr_assert_leq(k.total_entries, 15000);
+  cr_assert_leq(k.distinct_keys, 12000);
   cr_assert_eq(k.pending_reclaim, 0);
   ic_index_count_t *agg;
   size_t n;
