@@ -428,6 +428,12 @@ const uint8_t *scope_blob(scope_t *sc, uint64_t key, uint32_t *len);
 /* LFU counter map identity of one entry. */
 uint64_t lfu_key(uint32_t part, uint64_t key, uint32_t flags, uint32_t rep);
 
+/* = ic_index_worst_tier, inline for the chain walk: 0 (unknown) wins, else the colder. */
+static inline int32_t worst_tier(int32_t a, int32_t b) {
+  if (a == 0 || b == 0) return 0;
+  return a > b ? a : b;
+}
+
 /* Tier mapping (spec §2.6): wire -> stored code, stored code -> wire. */
 uint8_t tier_code(int32_t wire);
 int32_t tier_wire(uint32_t code);

@@ -293,6 +293,8 @@ typedef struct {
   int64_t oldest;
   int32_t tier; /* stored code, folded with worst_tier */
   uint32_t nblocks;
+  uint32_t tsid; /* time id of the last block taken: an update's blocks share one, so the
+                    next block with the same id needs no time lookup or TTL check */
 } run_t;
 
 #define PREP_FIRST 4  /* blocks prefetched before block 0 is known to match */
@@ -370,7 +372,8 @@ static int lookup_chain(lctx_t *c, ic_index_result_t *r) {
           cur = n;
           capcur *= 2;
         }
-        cur[ncur++] = (run_t){META_REP(hs[j].meta), cnt, ts, (int32_t)META_TIER(hs[j].meta), 1};
+        cur[ncur++] =
+            (run_t){META_REP(hs[j].meta), cnt, ts, (int32_t)META_TIER(hs[j].meta), 1, hs[j].ts};
       }
     } else {
       size_t w = 0;
@@ -381,8 +384,9 @@ static int lookup_chain(lctx_t *c, ic_index_result_t *r) {
             e = &hs[j];
             break;
           }
-        int64_t ts = e ? store_entry_ts(sc, e->ts) : 0;
-        if (!e || age_ns(c->now, ts) >= c->ttl) {
+        bool same_time = e && e->ts == cur[k].tsid;
+        int64_t ts = e && !same_time ? store_entry_ts(sc, e->ts) : cur[k].oldest;
+        if (!e || (!same_time && age_ns(c->now, ts) >= c->ttl)) {
           if (nfin == capfin) {
             run_t *n = fin == stack_fin ? malloc(capfin * 2 * sizeof *n)
                                         : realloc(fin, capfin * 2 * sizeof *n);
@@ -400,8 +404,9 @@ static int lookup_chain(lctx_t *c, ic_index_result_t *r) {
         run_t x = cur[k];
         x.matched = (int32_t)((uint32_t)x.matched + (uint32_t)cnt); /* int32 wrap like Go */
         if (ts < x.oldest) x.oldest = ts;
-        x.tier = ic_index_worst_tier(x.tier, (int32_t)META_TIER(e->meta));
+        x.tier = worst_tier(x.tier, (int32_t)META_TIER(e->meta));
         x.nblocks++;
+        x.tsid = e->ts;
         cur[w++] = x;
       }
       ncur = w;

@@ -346,10 +346,7 @@ uint8_t tier_code(int32_t wire) {
 
 int32_t tier_wire(uint32_t code) { return (code >= 1 && code <= 3) ? (int32_t)code : 0; }
 
-int32_t ic_index_worst_tier(int32_t a, int32_t b) {
-  if (a == 0 || b == 0) return 0;
-  return a > b ? a : b;
-}
+int32_t ic_index_worst_tier(int32_t a, int32_t b) { return worst_tier(a, b); }
 
 /* ---------------------------------------------------------------- time table */
 
