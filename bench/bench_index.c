@@ -312,6 +312,40 @@ static void lookup_figures(void) {
   ic_index_destroy(ix);
 }
 
+/* ---------------------------------------------------------------- quota */
+
+static int64_t g_quota;
+static bool quota_of(void *ud, const char *tenant, int64_t *max) {
+  (void)ud;
+  (void)tenant;
+  *max = g_quota;
+  return true;
+}
+
+/* A tenant held at its quota (Fairness): every 128-block update of new keys evicts 128 of its
+ * oldest keys. Reported per update, after the tenant first reached the quota. */
+static void quota_figure(void) {
+  g_quota = (int64_t)(100000 * g_scale) + 1;
+  ic_index_config_t c;
+  ic_index_config_init(&c);
+  c.ttl_ns = 3600LL * 1000000000LL;
+  c.quota_resolver = quota_of;
+  ic_index_t *ix = ic_index_create(&c);
+  uint64_t fill_chains = (uint64_t)g_quota / BLOCKS + 1, at = 400;
+  fill(ix, 0, fill_chains, 1);
+  int64_t t0 = mono_ns();
+  fill(ix, fill_chains, at, 1);
+  double us = (double)(mono_ns() - t0) / 1000.0 / (double)at;
+  ic_index_counters_t k;
+  ic_index_counters(ix, &k);
+  char params[256];
+  snprintf(params, sizeof params,
+           "\"quota_keys\":%lld,\"distinct_keys\":%lld,\"blocks_per_update\":%d,\"updates\":%llu",
+           (long long)g_quota, (long long)k.distinct_keys, BLOCKS, (unsigned long long)at);
+  emit("ingest_at_quota_us_per_update", us, "us", params);
+  ic_index_destroy(ix);
+}
+
 /* ---------------------------------------------------------------- clear */
 
 static void clear_figure(void) {
@@ -366,12 +400,13 @@ static void clear_figure(void) {
 int main(void) {
   const char *sc = getenv("IC_BENCH_SCALE");
   if (sc && atof(sc) > 0) g_scale = atof(sc);
-  const char *only = getenv("IC_BENCH_ONLY"); /* mem|cap|clear|lookup: one group (profiling) */
+  const char *only = getenv("IC_BENCH_ONLY"); /* mem|cap|quota|clear|lookup: one group */
 #define RUN(tag, call)                                                                             \
   if (!only || strcmp(only, tag) == 0) call
   RUN("mem", memory_figure("bytes_per_membership_unique", 1));
   RUN("mem", memory_figure("bytes_per_membership_shared", 4));
   RUN("cap", cap_figure());
+  RUN("quota", quota_figure());
   RUN("clear", clear_figure());
   RUN("lookup", lookup_figures());
   return 0;
