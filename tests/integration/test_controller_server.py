@@ -82,8 +82,11 @@ def test_snapshot_poll_projects_index_entries(env):
                         "metadata": {"name": "t"},
                         "spec": {"tenantID": ns, "quota": {"maxIndexEntries": 10}}})
     report(srv, "engine-0", ns, 5)
+    # indexEntries comes from the snapshot poller and matchedEnginePods from the CacheBackend
+    # reconciler: two loops with their own status patches, so wait for both
     o = wait_until(lambda: (lambda o: o if (o.get("status") or {}).get("indexEntries") == 5
-                            else None)(api.get(CB, ns, "kv")), 30, what="indexEntries 5")
+                            and "matchedEnginePods" in o["status"] else None)(api.get(CB, ns, "kv")),
+                   30, what="indexEntries 5 and matchedEnginePods")
     assert o["status"]["indexParticipation"]["prefixCount"] == 5
     assert o["status"]["matchedEnginePods"] == 1
     idle = wait_until(lambda: (lambda o: o if "indexEntries" in (o.get("status") or {})
