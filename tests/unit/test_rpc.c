@@ -31,7 +31,7 @@ static int echo(void *ud, ic_rpc_call_t *call, const uint8_t *req, size_t len, i
 }
 
 /* client stream: sums message lengths; counts completed/broken streams. */
-static atomic_int g_sum, g_broken, g_closed;
+static atomic_int g_sum, g_broken, g_closed, g_ended;
 static int cs_msg(void *ud, ic_rpc_call_t *c, const uint8_t *m, size_t n) {
   (void)ud, (void)c, (void)m;
   atomic_fetch_add(&g_sum, (int)n);
@@ -39,6 +39,7 @@ static int cs_msg(void *ud, ic_rpc_call_t *c, const uint8_t *m, size_t n) {
 }
 static int cs_end(void *ud, ic_rpc_call_t *c, int status, ic_buf_t *resp) {
   (void)ud, (void)c;
+  atomic_fetch_add(&g_ended, 1);
   if (status != IC_RPC_OK) {
     atomic_fetch_add(&g_broken, 1);
     return status;
@@ -183,6 +184,7 @@ Test(rpc, client_stream_half_close_gets_response) {
 Test(rpc, client_stream_cancel_applies_received_and_sends_no_ack) {
   atomic_store(&g_sum, 0);
   atomic_store(&g_broken, 0);
+  atomic_store(&g_ended, 0);
   ic_rpc_writer_t *w = ic_rpc_writer_open(ch, "/t.S/Sum", 10000);
   cr_assert_eq(ic_rpc_writer_send(w, (const uint8_t *)"abcd", 4), 0);
   /* wait until the server has consumed the message, then cancel */
@@ -191,6 +193,13 @@ Test(rpc, client_stream_cancel_applies_received_and_sends_no_ack) {
   /* the client sees CANCELLED and no response; what the server consumed stays consumed */
   cr_assert_eq(ic_rpc_writer_cancel(w), IC_RPC_CANCELLED);
   cr_assert_eq(atomic_load(&g_sum), 4);
+  /* let the server see the end of the stream before the suite tears the server down (a free
+     racing the server's end-of-stream handling crashed the test process about once in 25
+     runs). gRPC core reports a client's cancel to the server's pending receive as a plain end
+     of stream, so the handler's status is not asserted here. */
+  until = ic_clock_monotonic_ns() + 10000000000LL;
+  while (atomic_load(&g_ended) == 0 && ic_clock_monotonic_ns() < until) usleep(1000);
+  cr_assert_eq(atomic_load(&g_ended), 1);
 }
 
 Test(rpc, server_stream_delivers_in_order_and_closes_on_cancel) {
