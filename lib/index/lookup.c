@@ -342,7 +342,7 @@ static int lookup_chain(lctx_t *c, ic_index_result_t *r) {
     return IC_ENOMEM;
   }
   int64_t total;
-  size_t walked = 0, prepped = 0;
+  size_t prepped = 0;
   ixlock_rd(&sc->lock);
   total = atomic_load(&sc->serving);
   part_t *p = c->adapter == UINT32_MAX ? NULL : scope_part(sc, c->adapter);
@@ -355,7 +355,6 @@ static int lookup_chain(lctx_t *c, ic_index_result_t *r) {
     const holder_t *hs = NULL;
     uint32_t hn = s ? slot_holders(s, &tmp, &hs) : 0;
     int32_t cnt = q->block_token_counts[i];
-    walked = i + 1;
     if (i == 0) {
       for (uint32_t j = 0; j < hn; j++) {
         if (sc->reps[META_REP(hs[j].meta)].dead) continue;
@@ -413,7 +412,6 @@ static int lookup_chain(lctx_t *c, ic_index_result_t *r) {
     }
     if (rc || ncur == 0) break;
   }
-  (void)walked;
   /* runs that matched the whole walked chain */
   for (size_t k = 0; k < ncur && !rc; k++) {
     if (nfin == capfin) {
