@@ -33,7 +33,8 @@ static void usage(FILE *f) {
           "                           precise (oracle: ask every engine what it holds)\n"
           "  --server=HOST:PORT       inferencecache-server gRPC address (default 127.0.0.1:9090)\n"
           "  --model-id=ID            model for completions and LookupRoute (default sim-model)\n"
-          "  --tenant-id=ID           tenant for LookupRoute (default \"\")\n"
+          "  --tenant-id=ID           tenant for LookupRoute, as the subscribers' --tenant-id\n"
+          "                           (required by lookup: an empty tenant never matches)\n"
           "  --hash-scheme=S          hash scheme for LookupRoute (default vllm)\n"
           "  --block-size=N           engine KV block size = fingerprint block (default 16)\n"
           "  --speedup=F              workload time runs F times faster than wall time\n"
@@ -298,6 +299,13 @@ int cmd_replay(int argc, char **argv) {
   }
   o.engines = eng.v;
   o.nengines = eng.n;
+  for (int m = 0; m < nmodes; m++)
+    if (modes[m] == IC_REPLAY_LOOKUP && (!*o.tenant_id || !*o.model_id || !*o.hash_scheme)) {
+      fprintf(stderr, "inferencecache replay: lookup mode needs --tenant-id, --model-id and "
+                      "--hash-scheme as the subscribers report them (the server never matches "
+                      "an empty one)\n");
+      goto out;
+    }
 
   char err[512];
   ic_replay_workload_t *w = ic_replay_workload_load(workload, err, sizeof(err));

@@ -421,10 +421,13 @@ class Subscriber(_Proc):
 
 class Fleet:
     """n engine simulators, each with its subscriber (replica ids replica-0..n-1), reporting to
-    `server`. engine_args / sub_args: extra flags for every engine / subscriber."""
+    `server`. engine_args / sub_args: extra flags for every engine / subscriber. The tenant is
+    not empty: the server never matches LookupRoute for an empty tenant."""
 
-    def __init__(self, server, n, engine_args=None, sub_args=None, model="sim-model", tenant=""):
+    def __init__(self, server, n, engine_args=None, sub_args=None, model="sim-model",
+                 tenant="default"):
         self.engines, self.subs = [], []
+        self.model, self.tenant = model, tenant
         try:
             for i in range(n):
                 self.engines.append(EngineSim(engine_args, model=model))
@@ -436,8 +439,9 @@ class Fleet:
             raise
 
     def engine_flags(self):
-        """--engine flags for `inferencecache replay`."""
-        return ["--engine=%s=%s" % (s.replica_id, e.url) for s, e in zip(self.subs, self.engines)]
+        """--engine, --model-id and --tenant-id flags for `inferencecache replay`."""
+        return ["--engine=%s=%s" % (s.replica_id, e.url) for s, e in zip(self.subs, self.engines)] + \
+            ["--model-id=" + self.model, "--tenant-id=" + self.tenant]
 
     def stop(self):
         for p in self.subs + self.engines:
