@@ -224,6 +224,8 @@ typedef struct ic_replay_opts {
   ic_replay_mode_t lookup_fallback;
   int lookup_timeout_ms;
   size_t approx_capacity_tokens; /* per replica, for `approximate` */
+  double min_match_ratio;  /* approximate/precise: follow the longest match only when it covers
+                            * at least this share of the prompt, else least-loaded */
   int metrics_interval_ms; /* engine /metrics scrape period for load */
   int request_timeout_ms;
   uint64_t seed;

@@ -30,6 +30,7 @@ void ic_replay_opts_defaults(ic_replay_opts_t *o) {
   o->lookup_fallback = IC_REPLAY_LEAST_LOADED;
   o->lookup_timeout_ms = 100;
   o->approx_capacity_tokens = 450000;
+  o->min_match_ratio = 0.5;
   o->metrics_interval_ms = 100;
   o->request_timeout_ms = 600000;
   o->seed = 1;
@@ -186,7 +187,7 @@ out:
 }
 
 static int decide(run_t *r, ic_replay_record_t *rec, const uint64_t *chain, size_t nblocks,
-                  const char *prompt_json, size_t prompt_len) {
+                  size_t ntokens, const char *prompt_json, size_t prompt_len) {
   const ic_replay_opts_t *o = r->o;
   int n = o->nengines;
   switch (r->mode) {
@@ -208,7 +209,11 @@ static int decide(run_t *r, ic_replay_record_t *rec, const uint64_t *chain, size
         match[i] = (int64_t)ic_replay_approx_match(r->approx, i, chain, nblocks) * o->block_size;
     }
     fleet_loads(r->fleet, load);
+    /* Longest match wins only when it is worth more than balance: a prefix every replica has
+     * (a system prompt) or a sliver of the prompt would otherwise pile every request onto the
+     * first warm replica (the cache_threshold rule of SGLang's router). */
     int p = ic_replay_pick_best_match(match, load, n, (int)(r->rr++ % (unsigned)n));
+    if (p >= 0 && (double)match[p] < o->min_match_ratio * (double)ntokens) p = -1;
     if (p >= 0) {
       rec->predicted_tokens = match[p];
       snprintf(rec->reason, sizeof(rec->reason), r->mode == IC_REPLAY_PRECISE ? "oracle" : "memory");
@@ -321,8 +326,10 @@ static int check_opts(const ic_replay_opts_t *o, const ic_replay_workload_t *w, 
     snprintf(err, errlen, "the workload has no requests");
     return IC_EINVAL;
   }
-  if (!(o->speedup > 0) || o->block_size <= 0 || o->metrics_interval_ms <= 0) {
-    snprintf(err, errlen, "speedup, block size and metrics interval must be positive");
+  if (!(o->speedup > 0) || o->block_size <= 0 || o->metrics_interval_ms <= 0 ||
+      !(o->min_match_ratio >= 0 && o->min_match_ratio <= 1)) {
+    snprintf(err, errlen, "speedup, block size and metrics interval must be positive, the "
+                          "minimum match ratio in [0, 1]");
     return IC_EINVAL;
   }
   if (o->lookup_fallback == IC_REPLAY_LOOKUP || o->lookup_fallback == IC_REPLAY_PRECISE ||
@@ -423,7 +430,7 @@ int ic_replay_run(const ic_replay_opts_t *o, const ic_replay_workload_t *w, ic_r
     int64_t due = t0 + (int64_t)((double)q->arrival_us * 1000.0 / o->speedup);
     sleep_until(due);
     ic_replay_record_t *rec = &r.recs[i];
-    int pick = decide(&r, rec, chain, nb, prompt.data, prompt.len);
+    int pick = decide(&r, rec, chain, nb, nt, prompt.data, prompt.len);
     if (r.approx) ic_replay_approx_record(r.approx, pick, chain, nb);
     fleet_send(r.fleet, i, pick, body, blen, due);
     int64_t now = ic_clock_monotonic_ns();

@@ -48,6 +48,9 @@ static void usage(FILE *f) {
           "  --lookup-timeout-ms=N    LookupRoute deadline (default 100)\n"
           "  --approx-capacity-tokens=N  approximate: tokens remembered per replica (default\n"
           "                           450000, one default engine's KV capacity)\n"
+          "  --min-match-ratio=R      approximate, precise: follow the longest cached prefix\n"
+          "                           only when it covers at least R of the prompt, else the\n"
+          "                           least-loaded replica (default 0.5)\n"
           "  --metrics-interval-ms=N  engine /metrics scrape period for load (default 100)\n"
           "  --request-timeout=SECONDS  per request (default 600)\n"
           "  --seed=N                 random mode's seed (default 1)\n"
@@ -73,7 +76,7 @@ static void usage(FILE *f) {
 enum {
   F_WORKLOAD = 256, F_SCENARIO, F_ENGINE, F_MODE, F_SERVER, F_MODEL, F_TENANT, F_SCHEME, F_BLOCK,
   F_SPEEDUP, F_MAXREQ, F_MAXDUR, F_FALLBACK, F_LTIMEOUT, F_APPROX, F_METRICS, F_RTIMEOUT, F_SEED,
-  F_NORESET, F_RESETWAIT, F_SUMMARY, F_RECORDS, F_SVG, F_QUIET, F_LOGLEVEL, F_LOGFORMAT
+  F_NORESET, F_RESETWAIT, F_MINMATCH, F_SUMMARY, F_RECORDS, F_SVG, F_QUIET, F_LOGLEVEL, F_LOGFORMAT
 };
 
 static const struct option OPTS[] = {
@@ -96,6 +99,7 @@ static const struct option OPTS[] = {
     {"request-timeout", required_argument, 0, F_RTIMEOUT},
     {"seed", required_argument, 0, F_SEED},
     {"no-reset", no_argument, 0, F_NORESET},
+    {"min-match-ratio", required_argument, 0, F_MINMATCH},
     {"reset-wait-ms", required_argument, 0, F_RESETWAIT},
     {"summary", required_argument, 0, F_SUMMARY},
     {"records", required_argument, 0, F_RECORDS},
@@ -261,6 +265,9 @@ int cmd_replay(int argc, char **argv) {
       o.seed = (uint64_t)v;
       break;
     case F_NORESET: o.reset = false; break;
+    case F_MINMATCH:
+      if (!parse_num(optarg, 0, 1, &o.min_match_ratio)) { rc = bad("min-match-ratio", optarg, "a number in [0, 1]"); goto out; }
+      break;
     case F_RESETWAIT:
       if (!parse_num(optarg, 0, 600000, &v)) { rc = bad("reset-wait-ms", optarg, "milliseconds in [0, 600000]"); goto out; }
       o.reset_wait_ms = (int)v;
