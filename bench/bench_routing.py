@@ -14,6 +14,7 @@ Usage: bench_routing.py BUILD_DIR. Environment knobs (defaults in parentheses):
   IC_ROUTING_LOAD (0.7)         offered load / the fleet's measured prefill capacity
   IC_ROUTING_CAPACITY_RPS (6.2) conversation requests/s (simulated) the fleet completes when
                                 saturated under round-robin (measured, see docs/performance.md)
+  IC_ROUTING_SHARED_CAPACITY_RPS (5.6)  the same for one engine and the shared-prefix shape
   IC_ROUTING_REQUESTS (2000)    conversation requests replayed (a prefix of the trace)
   IC_ROUTING_WINDOW (5ms)       subscriber flush window (wall time)
   IC_ROUTING_MODES (all)
@@ -35,6 +36,7 @@ ENGINES = int(os.environ.get("IC_ROUTING_ENGINES", "8"))
 SIM_SPEEDUP = float(os.environ.get("IC_ROUTING_SIM_SPEEDUP", "8"))
 LOAD = float(os.environ.get("IC_ROUTING_LOAD", "0.7"))
 CAPACITY_RPS = float(os.environ.get("IC_ROUTING_CAPACITY_RPS", "6.2"))
+SHARED_CAPACITY_RPS = float(os.environ.get("IC_ROUTING_SHARED_CAPACITY_RPS", "5.6"))
 REQUESTS = int(os.environ.get("IC_ROUTING_REQUESTS", "2000"))
 WINDOW = os.environ.get("IC_ROUTING_WINDOW", "5ms")
 MODES = os.environ.get("IC_ROUTING_MODES", "all")
@@ -105,10 +107,11 @@ def main():
             harness.Fleet(srv, ENGINES, engine_args=engine_args, sub_args=sub_args) as fleet:
         replay(srv, fleet, "conversation", "mooncake:" + TRACE, compress * SIM_SPEEDUP,
                ["--max-requests=%d" % REQUESTS])
-        # RAG-style: 64 documents of 4k tokens, 8 questions each, ~70% of capacity.
+        # RAG-style: 128 documents of 4k tokens, 8 questions each, in random order; the fleet
+        # completes ~5.6 of these requests/s per engine when saturated under round-robin.
         replay(srv, fleet, "shared-prefix",
-               "shared-prefix:groups=64,questions=8,context=4096,question=256,output=128,"
-               "rate=%g" % (2.6 * LOAD * ENGINES), SIM_SPEEDUP, [])
+               "shared-prefix:groups=128,questions=8,context=4096,question=256,output=128,"
+               "rate=%g" % (SHARED_CAPACITY_RPS * LOAD * ENGINES), SIM_SPEEDUP, [])
 
 
 if __name__ == "__main__":

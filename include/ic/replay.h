@@ -16,9 +16,9 @@
 
 /* ===================================== workloads ===================================== */
 
-#define IC_REPLAY_MOONCAKE_BLOCK 512     /* tokens per Mooncake hash id */
-#define IC_REPLAY_MAX_PROMPT (1u << 20)  /* tokens; longer prompts are rejected */
-#define IC_REPLAY_TOKEN_BASE 1000u       /* generated ids live in [BASE, BASE + SPAN) */
+#define IC_REPLAY_MOONCAKE_BLOCK 512    /* tokens per Mooncake hash id */
+#define IC_REPLAY_MAX_PROMPT (1u << 20) /* tokens; longer prompts are rejected */
+#define IC_REPLAY_TOKEN_BASE 1000u      /* generated ids live in [BASE, BASE + SPAN) */
 #define IC_REPLAY_TOKEN_SPAN 120000u
 
 typedef struct ic_replay_req {
@@ -47,8 +47,7 @@ uint32_t ic_replay_token(uint64_t id, uint32_t pos);
 
 /* Writes request i's prompt into out[0..input_len) (out_cap must be >= input_len).
  * Returns the number of tokens written. */
-size_t ic_replay_req_tokens(const ic_replay_workload_t *w, size_t i, uint32_t *out,
-                            size_t out_cap);
+size_t ic_replay_req_tokens(const ic_replay_workload_t *w, size_t i, uint32_t *out, size_t out_cap);
 
 /* Parses Mooncake JSONL (`timestamp` ms, `input_length`, `output_length`, `hash_ids`; the
  * trace format of kvcache-ai/Mooncake). Malformed lines are skipped, counted in w->skipped with
@@ -62,8 +61,8 @@ ic_replay_workload_t *ic_replay_mooncake_parse(const char *data, size_t len, con
  *   mooncake:PATH[,name=N]              a Mooncake JSONL file (name defaults to the file stem)
  *   shared-prefix[:k=v,...]             groups, questions, context, question, output, rate, seed
  *   multi-turn[:k=v,...]                sessions, turns, system, user, answer, think, rate, seed
- *   cache-stress[:k=v,...]              prefixes, prefix, suffix, output, rate, zipf, requests, seed
- * Unknown keys and bad values are errors (message in err). Returns NULL on error. */
+ *   cache-stress[:k=v,...]              prefixes, prefix, suffix, output, rate, zipf, requests,
+ * seed Unknown keys and bad values are errors (message in err). Returns NULL on error. */
 ic_replay_workload_t *ic_replay_workload_load(const char *spec, char *err, size_t errlen);
 
 /* Help text describing the specs and their defaults (static string). */
@@ -100,8 +99,7 @@ typedef struct ic_replay_approx ic_replay_approx_t;
 ic_replay_approx_t *ic_replay_approx_new(int nreplicas, size_t capacity_blocks);
 void ic_replay_approx_free(ic_replay_approx_t *a);
 /* Number of leading chain blocks replica r was sent (and still remembers). */
-size_t ic_replay_approx_match(const ic_replay_approx_t *a, int r, const uint64_t *chain,
-                              size_t n);
+size_t ic_replay_approx_match(const ic_replay_approx_t *a, int r, const uint64_t *chain, size_t n);
 /* Remembers that the chain was sent to r (most recently used). */
 int ic_replay_approx_record(ic_replay_approx_t *a, int r, const uint64_t *chain, size_t n);
 
@@ -123,13 +121,13 @@ typedef struct ic_replay_record {
   int64_t cached_tokens;    /* engine's prefix-cache hit (usage.prompt_tokens_details) */
   int64_t computed_prefill_tokens;
   int64_t completion_tokens;
-  double ttft_ms;           /* engine-side, simulated ms (sim_timing); wall when absent */
+  double ttft_ms; /* engine-side, simulated ms (sim_timing); wall when absent */
   double e2e_ms;
   double queue_ms;
   double arrival_ms, finish_ms; /* engine clock (simulated ms), for throughput */
-  double client_ttft_ms;    /* wall: send -> first SSE chunk */
-  double send_lag_ms;       /* wall: how late the request left vs its schedule */
-  bool sim_timing;          /* the engine sent sim_timing */
+  double client_ttft_ms;        /* wall: send -> first SSE chunk */
+  double send_lag_ms;           /* wall: how late the request left vs its schedule */
+  bool sim_timing;              /* the engine sent sim_timing */
   bool ok;
   char error[96];
 } ic_replay_record_t;
@@ -138,17 +136,17 @@ typedef struct ic_replay_summary {
   char scenario[64];
   char mode[24];
   size_t requests, failed;
-  double hit_rate;                /* sum cached / sum prompt tokens */
+  double hit_rate; /* sum cached / sum prompt tokens */
   int64_t prompt_tokens, cached_tokens, prefill_tokens_computed;
   double ttft_mean_ms, ttft_p50_ms, ttft_p90_ms, ttft_p99_ms;
   double e2e_mean_ms, e2e_p99_ms;
   double throughput_rps, output_tokens_per_s; /* over the engines' (simulated) clock */
-  double load_imbalance;          /* max / mean prefill tokens computed per replica */
-  size_t predictions;             /* requests with a prediction (> 0 tokens) */
-  double prediction_accuracy;     /* share of them whose replica held the predicted tokens */
+  double load_imbalance;                      /* max / mean prefill tokens computed per replica */
+  size_t predictions;                         /* requests with a prediction (> 0 tokens) */
+  double prediction_accuracy; /* share of them whose replica held the predicted tokens */
   double lookup_p50_us, lookup_p99_us;
   double send_lag_p99_ms;
-  size_t reason_counts[8];        /* PREFIX_MATCH, TENANT_HOT, AFFINITY_HINT, NO_HINT, other, ... */
+  size_t reason_counts[8]; /* PREFIX_MATCH, TENANT_HOT, AFFINITY_HINT, NO_HINT, other, ... */
 } ic_replay_summary_t;
 
 /* Names of the reason_counts slots (NULL-terminated list). */
@@ -215,12 +213,12 @@ int ic_replay_engine_parse(const char *s, int index, ic_replay_engine_t *out, ch
 typedef struct ic_replay_opts {
   const ic_replay_engine_t *engines;
   int nengines;
-  const char *server;      /* LookupRoute target host:port */
-  const char *model_id;    /* completions `model` and LookupRoute model_id */
+  const char *server;   /* LookupRoute target host:port */
+  const char *model_id; /* completions `model` and LookupRoute model_id */
   const char *tenant_id;
   const char *hash_scheme;
-  int block_size;          /* fingerprint block size (the engines' page size) */
-  double speedup;          /* wall = workload time / speedup */
+  int block_size; /* fingerprint block size (the engines' page size) */
+  double speedup; /* wall = workload time / speedup */
   ic_replay_mode_t lookup_fallback;
   int lookup_timeout_ms;
   size_t approx_capacity_tokens; /* per replica, for `approximate` */
@@ -229,10 +227,11 @@ typedef struct ic_replay_opts {
   int metrics_interval_ms; /* engine /metrics scrape period for load */
   int request_timeout_ms;
   uint64_t seed;
-  bool reset;              /* reset engine caches (and wait for the index) before the run */
+  bool reset; /* reset engine caches (and wait for the index) before the run */
   int reset_wait_ms;
-  FILE *records;           /* per-request JSON lines, may be NULL */
-  bool progress;           /* progress lines on stderr */
+  const char *reset_path; /* POSTed on every engine to reset (vLLM /reset_prefix_cache) */
+  FILE *records;          /* per-request JSON lines, may be NULL */
+  bool progress;          /* progress lines on stderr */
 } ic_replay_opts_t;
 
 void ic_replay_opts_defaults(ic_replay_opts_t *o);

@@ -31,7 +31,7 @@ typedef struct xfer {
   char raw[RAW_KEEP];
   size_t raw_len;
   char curl_err[CURL_ERROR_SIZE];
-  struct xfer *next;         /* pending queue */
+  struct xfer *next;          /* pending queue */
   struct xfer *rprev, *rnext; /* running list */
 } xfer_t;
 
@@ -57,12 +57,6 @@ struct fleet {
   pthread_t poller;
   bool poller_started;
   _Atomic bool poller_stop;
-
-  /* oracle (router thread only) */
-  CURLM *omulti;
-  CURL **oeasy;
-  ic_buf_t *obody;
-  struct curl_slist *ohdrs;
 };
 
 /* -------------------------------------- load -------------------------------------- */
@@ -77,7 +71,8 @@ int64_t fleet_load(fleet_t *f, int r) {
 }
 
 void fleet_loads(fleet_t *f, int64_t *out) {
-  for (int r = 0; r < f->o->nengines; r++) out[r] = fleet_load(f, r);
+  for (int r = 0; r < f->o->nengines; r++)
+    out[r] = fleet_load(f, r);
 }
 
 static size_t sink(char *p, size_t sz, size_t n, void *ud) {
@@ -260,8 +255,10 @@ static void start_xfer(fleet_t *f, xfer_t *x) {
 }
 
 static void unlink_running(fleet_t *f, xfer_t *x) {
-  if (x->rprev) x->rprev->rnext = x->rnext;
-  else f->running = x->rnext;
+  if (x->rprev)
+    x->rprev->rnext = x->rnext;
+  else
+    f->running = x->rnext;
   if (x->rnext) x->rnext->rprev = x->rprev;
 }
 
@@ -300,7 +297,8 @@ static void *sender_main(void *arg) {
     xfer_t *x = f->running;
     unlink_running(f, x);
     curl_multi_remove_handle(f->multi, x->easy);
-    snprintf(f->recs[x->idx].error, sizeof(f->recs[x->idx].error), "abandoned at the end of the run");
+    snprintf(f->recs[x->idx].error, sizeof(f->recs[x->idx].error),
+             "abandoned at the end of the run");
     atomic_fetch_add(&f->load[x->replica].done, 1);
     f->done(f->ud, x->idx);
     xfer_free(x);
@@ -324,8 +322,10 @@ int fleet_send(fleet_t *f, size_t idx, int replica, char *body, size_t len, int6
   f->recs[idx].replica = replica;
   atomic_fetch_add(&f->load[replica].sent, 1);
   pthread_mutex_lock(&f->mu);
-  if (f->pending_tail) f->pending_tail->next = x;
-  else f->pending_head = x;
+  if (f->pending_tail)
+    f->pending_tail->next = x;
+  else
+    f->pending_head = x;
   f->pending_tail = x;
   pthread_mutex_unlock(&f->mu);
   curl_multi_wakeup(f->multi);
@@ -334,8 +334,58 @@ int fleet_send(fleet_t *f, size_t idx, int replica, char *body, size_t len, int6
 
 /* -------------------------------------- oracle -------------------------------------- */
 
-int fleet_oracle(fleet_t *f, const char *prompt_json, size_t len, int64_t *out) {
+/* One per deciding thread: its own multi handle and a kept-alive connection per engine. */
+struct fleet_oracle {
+  fleet_t *f;
+  CURLM *multi;
+  CURL **easy;
+  ic_buf_t *body;
+  struct curl_slist *hdrs;
+};
+
+void fleet_oracle_free(fleet_oracle_t *o) {
+  if (!o) return;
+  int n = o->f->o->nengines;
+  for (int r = 0; r < n; r++) {
+    if (o->easy && o->easy[r]) curl_easy_cleanup(o->easy[r]);
+    if (o->body) ic_buf_free(&o->body[r]);
+  }
+  curl_slist_free_all(o->hdrs);
+  if (o->multi) curl_multi_cleanup(o->multi);
+  free(o->easy);
+  free(o->body);
+  free(o);
+}
+
+fleet_oracle_t *fleet_oracle_new(fleet_t *f) {
+  fleet_oracle_t *o = calloc(1, sizeof(*o));
+  if (!o) return NULL;
+  o->f = f;
   int n = f->o->nengines;
+  o->easy = calloc((size_t)n, sizeof(CURL *));
+  o->body = calloc((size_t)n, sizeof(ic_buf_t));
+  o->multi = curl_multi_init();
+  o->hdrs = curl_slist_append(NULL, "Content-Type: application/json");
+  if (!o->easy || !o->body || !o->multi || !o->hdrs) goto fail;
+  for (int r = 0; r < n; r++) {
+    char url[1024];
+    snprintf(url, sizeof(url), "%s/sim/prefix_match", f->o->engines[r].url);
+    if (!(o->easy[r] = curl_easy_init())) goto fail;
+    curl_easy_setopt(o->easy[r], CURLOPT_URL, url);
+    curl_easy_setopt(o->easy[r], CURLOPT_HTTPHEADER, o->hdrs);
+    curl_easy_setopt(o->easy[r], CURLOPT_WRITEFUNCTION, sink);
+    curl_easy_setopt(o->easy[r], CURLOPT_WRITEDATA, &o->body[r]);
+    curl_easy_setopt(o->easy[r], CURLOPT_TIMEOUT_MS, 5000L);
+    curl_easy_setopt(o->easy[r], CURLOPT_NOSIGNAL, 1L);
+  }
+  return o;
+fail:
+  fleet_oracle_free(o);
+  return NULL;
+}
+
+int fleet_oracle_ask(fleet_oracle_t *o, const char *prompt_json, size_t len, int64_t *out) {
+  int n = o->f->o->nengines;
   ic_buf_t req = IC_BUF_INIT;
   if (ic_buf_append_str(&req, "{\"prompt\":") || ic_buf_append(&req, prompt_json, len) ||
       ic_buf_append_byte(&req, '}')) {
@@ -344,32 +394,34 @@ int fleet_oracle(fleet_t *f, const char *prompt_json, size_t len, int64_t *out) 
   }
   for (int r = 0; r < n; r++) {
     out[r] = -1;
-    ic_buf_reset(&f->obody[r]);
-    curl_easy_setopt(f->oeasy[r], CURLOPT_POSTFIELDS, req.data);
-    curl_easy_setopt(f->oeasy[r], CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)req.len);
-    curl_multi_add_handle(f->omulti, f->oeasy[r]);
+    ic_buf_reset(&o->body[r]);
+    curl_easy_setopt(o->easy[r], CURLOPT_POSTFIELDS, req.data);
+    curl_easy_setopt(o->easy[r], CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)req.len);
+    curl_multi_add_handle(o->multi, o->easy[r]);
   }
   int still = n;
   while (still > 0) {
-    curl_multi_perform(f->omulti, &still);
-    if (still > 0) curl_multi_poll(f->omulti, NULL, 0, 100, NULL);
+    curl_multi_perform(o->multi, &still);
+    if (still > 0) curl_multi_poll(o->multi, NULL, 0, 100, NULL);
   }
   CURLMsg *m;
   int left;
-  while ((m = curl_multi_info_read(f->omulti, &left))) {
+  while ((m = curl_multi_info_read(o->multi, &left))) {
     if (m->msg != CURLMSG_DONE) continue;
     int r = 0;
-    while (r < n && f->oeasy[r] != m->easy_handle) r++;
+    while (r < n && o->easy[r] != m->easy_handle)
+      r++;
     long code = 0;
     curl_easy_getinfo(m->easy_handle, CURLINFO_RESPONSE_CODE, &code);
     if (r < n && m->data.result == CURLE_OK && code == 200) {
-      json_t *o = json_loadb(f->obody[r].data ? f->obody[r].data : "", f->obody[r].len, 0, NULL);
-      json_t *v = json_object_get(o, "cached_tokens");
+      json_t *j = json_loadb(o->body[r].data ? o->body[r].data : "", o->body[r].len, 0, NULL);
+      json_t *v = json_object_get(j, "cached_tokens");
       if (json_is_integer(v) && json_integer_value(v) >= 0) out[r] = json_integer_value(v);
-      json_decref(o);
+      json_decref(j);
     }
   }
-  for (int r = 0; r < n; r++) curl_multi_remove_handle(f->omulti, f->oeasy[r]);
+  for (int r = 0; r < n; r++)
+    curl_multi_remove_handle(o->multi, o->easy[r]);
   ic_buf_free(&req);
   return 0;
 }
@@ -382,7 +434,7 @@ int fleet_reset(fleet_t *f, char *err, size_t errlen) {
     CURL *e = curl_easy_init();
     char url[1024];
     ic_buf_t body = IC_BUF_INIT;
-    snprintf(url, sizeof(url), "%s/reset_prefix_cache", f->o->engines[r].url);
+    snprintf(url, sizeof(url), "%s%s", f->o->engines[r].url, f->o->reset_path);
     long code = 0;
     CURLcode cc = CURLE_FAILED_INIT;
     if (e) {
@@ -398,8 +450,9 @@ int fleet_reset(fleet_t *f, char *err, size_t errlen) {
     }
     ic_buf_free(&body);
     if (cc != CURLE_OK || code / 100 != 2) {
-      if (!fails) snprintf(err, errlen, "reset %s: %s", url,
-                           cc != CURLE_OK ? curl_easy_strerror(cc) : "HTTP error");
+      if (!fails)
+        snprintf(err, errlen, "reset %s: %s", url,
+                 cc != CURLE_OK ? curl_easy_strerror(cc) : "HTTP error");
       fails++;
     }
   }
@@ -421,12 +474,8 @@ fleet_t *fleet_new(const ic_replay_opts_t *o, ic_replay_record_t *recs, fleet_do
   int n = o->nengines;
   f->load = calloc((size_t)n, sizeof(*f->load));
   f->completions_url = calloc((size_t)n, sizeof(char *));
-  f->oeasy = calloc((size_t)n, sizeof(CURL *));
-  f->obody = calloc((size_t)n, sizeof(ic_buf_t));
   f->multi = curl_multi_init();
-  f->omulti = curl_multi_init();
-  if (!f->load || !f->completions_url || !f->oeasy || !f->obody || !f->multi || !f->omulti)
-    goto oom;
+  if (!f->load || !f->completions_url || !f->multi) goto oom;
   /* Unbounded connections: an open-loop replay must never queue behind its own client. */
   curl_multi_setopt(f->multi, CURLMOPT_MAX_TOTAL_CONNECTIONS, 0L);
   curl_multi_setopt(f->multi, CURLMOPT_MAX_HOST_CONNECTIONS, 0L);
@@ -435,18 +484,8 @@ fleet_t *fleet_new(const ic_replay_opts_t *o, ic_replay_record_t *recs, fleet_do
     atomic_store(&f->load[r].scraped, -1);
     size_t ul = strlen(o->engines[r].url) + 32;
     f->completions_url[r] = malloc(ul);
-    f->oeasy[r] = curl_easy_init();
-    if (!f->completions_url[r] || !f->oeasy[r]) goto oom;
+    if (!f->completions_url[r]) goto oom;
     snprintf(f->completions_url[r], ul, "%s/v1/completions", o->engines[r].url);
-    char url[1024];
-    snprintf(url, sizeof(url), "%s/sim/prefix_match", o->engines[r].url);
-    curl_easy_setopt(f->oeasy[r], CURLOPT_URL, url);
-    f->ohdrs = f->ohdrs ? f->ohdrs : curl_slist_append(NULL, "Content-Type: application/json");
-    curl_easy_setopt(f->oeasy[r], CURLOPT_HTTPHEADER, f->ohdrs);
-    curl_easy_setopt(f->oeasy[r], CURLOPT_WRITEFUNCTION, sink);
-    curl_easy_setopt(f->oeasy[r], CURLOPT_WRITEDATA, &f->obody[r]);
-    curl_easy_setopt(f->oeasy[r], CURLOPT_TIMEOUT_MS, 5000L);
-    curl_easy_setopt(f->oeasy[r], CURLOPT_NOSIGNAL, 1L);
   }
   if (pthread_create(&f->sender, NULL, sender_main, f)) goto oom;
   f->sender_started = true;
@@ -478,16 +517,10 @@ void fleet_free(fleet_t *f) {
   int n = f->o ? f->o->nengines : 0;
   for (int r = 0; r < n; r++) {
     if (f->completions_url) free(f->completions_url[r]);
-    if (f->oeasy && f->oeasy[r]) curl_easy_cleanup(f->oeasy[r]);
-    if (f->obody) ic_buf_free(&f->obody[r]);
   }
-  curl_slist_free_all(f->ohdrs);
   if (f->multi) curl_multi_cleanup(f->multi);
-  if (f->omulti) curl_multi_cleanup(f->omulti);
   free(f->load);
   free(f->completions_url);
-  free(f->oeasy);
-  free(f->obody);
   pthread_mutex_destroy(&f->mu);
   free(f);
 }

@@ -15,9 +15,9 @@ typedef struct fleet fleet_t;
  * /metrics scrape, corrected by what this router sent and saw finish since that scrape. Without
  * a successful scrape it is the router's in-flight count. */
 typedef struct replica_load {
-  _Atomic int64_t sent, done;        /* totals since the run started */
-  _Atomic int64_t scraped;           /* running+waiting at the last scrape, -1 = none yet */
-  _Atomic int64_t sent_at, done_at;  /* sent/done read just before that scrape */
+  _Atomic int64_t sent, done;       /* totals since the run started */
+  _Atomic int64_t scraped;          /* running+waiting at the last scrape, -1 = none yet */
+  _Atomic int64_t sent_at, done_at; /* sent/done read just before that scrape */
 } replica_load_t;
 
 /* Called on the sender thread when request `idx` finished (ok or not). */
@@ -38,9 +38,13 @@ int fleet_start_poller(fleet_t *f);
  * t0_ns is the scheduled send time (for the send lag). */
 int fleet_send(fleet_t *f, size_t idx, int replica, char *body, size_t len, int64_t due_ns);
 
-/* precise: asks every engine how many leading tokens of the prompt it holds (POST
- * /sim/prefix_match with `prompt_json` = the prompt's JSON array). out[r] = -1 on failure. */
-int fleet_oracle(fleet_t *f, const char *prompt_json, size_t len, int64_t *out);
+/* precise: asks every engine (concurrently) how many leading tokens of the prompt it holds
+ * (POST /sim/prefix_match with `prompt_json` = the prompt's JSON array); out[r] = -1 on failure.
+ * One oracle per thread that decides (not thread-safe itself). */
+typedef struct fleet_oracle fleet_oracle_t;
+fleet_oracle_t *fleet_oracle_new(fleet_t *f);
+void fleet_oracle_free(fleet_oracle_t *o);
+int fleet_oracle_ask(fleet_oracle_t *o, const char *prompt_json, size_t len, int64_t *out);
 
 /* POST /reset_prefix_cache on every engine. Returns the number of failures. */
 int fleet_reset(fleet_t *f, char *err, size_t errlen);

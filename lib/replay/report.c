@@ -56,7 +56,8 @@ void ic_replay_summarize(const ic_replay_record_t *recs, size_t n, int nreplicas
   double *work = calloc((size_t)nr, sizeof(double));
   double *first = malloc((size_t)nr * sizeof(double)), *last = malloc((size_t)nr * sizeof(double));
   if (!ttft || !e2e || !lk || !lag || !work || !first || !last) goto out;
-  for (int r = 0; r < nr; r++) first[r] = INFINITY, last[r] = -INFINITY;
+  for (int r = 0; r < nr; r++)
+    first[r] = INFINITY, last[r] = -INFINITY;
   size_t nok = 0, nlk = 0, held = 0;
   double ttft_sum = 0, e2e_sum = 0;
   int64_t outtok = 0;
@@ -132,8 +133,10 @@ out:
 
 static void jnum(ic_buf_t *b, const char *k, double v) {
   if (!isfinite(v)) v = 0;
-  if (v == floor(v) && fabs(v) < 1e15) ic_buf_appendf(b, ",\"%s\":%.0f", k, v);
-  else ic_buf_appendf(b, ",\"%s\":%.6g", k, v);
+  if (v == floor(v) && fabs(v) < 1e15)
+    ic_buf_appendf(b, ",\"%s\":%.0f", k, v);
+  else
+    ic_buf_appendf(b, ",\"%s\":%.6g", k, v);
 }
 
 static void jstr(ic_buf_t *b, const char *k, const char *v) {
@@ -220,10 +223,14 @@ void ic_replay_write_table(FILE *f, const ic_replay_summary_t *s, size_t n) {
   for (size_t i = 0; i < n; i++) {
     const ic_replay_summary_t *x = &s[i];
     char acc[16], lk[16];
-    if (x->predictions) snprintf(acc, sizeof(acc), "%.3f", x->prediction_accuracy);
-    else snprintf(acc, sizeof(acc), "-");
-    if (x->lookup_p99_us > 0) snprintf(lk, sizeof(lk), "%.0fus", x->lookup_p99_us);
-    else snprintf(lk, sizeof(lk), "-");
+    if (x->predictions)
+      snprintf(acc, sizeof(acc), "%.3f", x->prediction_accuracy);
+    else
+      snprintf(acc, sizeof(acc), "-");
+    if (x->lookup_p99_us > 0)
+      snprintf(lk, sizeof(lk), "%.0fus", x->lookup_p99_us);
+    else
+      snprintf(lk, sizeof(lk), "-");
     fprintf(f, "%-13s %6zu %8.3f %10.2f %9.1f %9.1f %9.1f %9.1f %9.2f %9.2f %9s %9s\n", x->mode,
             x->failed, x->hit_rate, (double)x->prefill_tokens_computed / 1e6, x->ttft_mean_ms,
             x->ttft_p50_ms, x->ttft_p90_ms, x->ttft_p99_ms, x->throughput_rps, x->load_imbalance,

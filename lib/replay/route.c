@@ -76,7 +76,8 @@ ic_replay_approx_t *ic_replay_approx_new(int nreplicas, size_t capacity_blocks) 
     return NULL;
   }
   size_t nb = 64;
-  while (nb < capacity_blocks) nb *= 2;
+  while (nb < capacity_blocks)
+    nb *= 2;
   for (int i = 0; i < nreplicas; i++) {
     replica_mem_t *m = &a->r[i];
     m->nodes = malloc(capacity_blocks * sizeof(*m->nodes));
@@ -86,7 +87,8 @@ ic_replay_approx_t *ic_replay_approx_new(int nreplicas, size_t capacity_blocks) 
       return NULL;
     }
     m->nbuckets = nb;
-    for (size_t b = 0; b < nb; b++) m->buckets[b] = -1;
+    for (size_t b = 0; b < nb; b++)
+      m->buckets[b] = -1;
     m->head = m->tail = -1;
   }
   return a;
@@ -114,10 +116,14 @@ static int32_t find(const replica_mem_t *m, uint64_t h) {
 
 static void unlink_lru(replica_mem_t *m, int32_t i) {
   node_t *x = &m->nodes[i];
-  if (x->prev >= 0) m->nodes[x->prev].next = x->next;
-  else m->head = x->next;
-  if (x->next >= 0) m->nodes[x->next].prev = x->prev;
-  else m->tail = x->prev;
+  if (x->prev >= 0)
+    m->nodes[x->prev].next = x->next;
+  else
+    m->head = x->next;
+  if (x->next >= 0)
+    m->nodes[x->next].prev = x->prev;
+  else
+    m->tail = x->prev;
 }
 
 static void push_front(replica_mem_t *m, int32_t i) {
@@ -131,15 +137,16 @@ static void push_front(replica_mem_t *m, int32_t i) {
 
 static void unlink_bucket(replica_mem_t *m, int32_t i) {
   int32_t *pp = &m->buckets[bucket_of(m, m->nodes[i].hash)];
-  while (*pp != i) pp = &m->nodes[*pp].next_in_bucket;
+  while (*pp != i)
+    pp = &m->nodes[*pp].next_in_bucket;
   *pp = m->nodes[i].next_in_bucket;
 }
 
-size_t ic_replay_approx_match(const ic_replay_approx_t *a, int r, const uint64_t *chain,
-                              size_t n) {
+size_t ic_replay_approx_match(const ic_replay_approx_t *a, int r, const uint64_t *chain, size_t n) {
   if (!a || r < 0 || r >= a->n) return 0;
   size_t k = 0;
-  while (k < n && find(&a->r[r], chain[k]) >= 0) k++;
+  while (k < n && find(&a->r[r], chain[k]) >= 0)
+    k++;
   return k;
 }
 

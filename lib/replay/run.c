@@ -36,6 +36,7 @@ void ic_replay_opts_defaults(ic_replay_opts_t *o) {
   o->seed = 1;
   o->reset = true;
   o->reset_wait_ms = 10000;
+  o->reset_path = "/reset_prefix_cache";
 }
 
 int ic_replay_engine_parse(const char *s, int index, ic_replay_engine_t *out, char *err,
@@ -60,7 +61,8 @@ int ic_replay_engine_parse(const char *s, int index, ic_replay_engine_t *out, ch
     return IC_ENOMEM;
   }
   size_t ul = strlen(out->url);
-  while (ul > 0 && out->url[ul - 1] == '/') out->url[--ul] = '\0'; /* base URL */
+  while (ul > 0 && out->url[ul - 1] == '/')
+    out->url[--ul] = '\0'; /* base URL */
   return 0;
 }
 
@@ -73,6 +75,19 @@ void ic_replay_result_free(ic_replay_result_t *res) {
 
 /* --------------------------------------- run state --------------------------------------- */
 
+/* A request whose decision waits for a network answer (lookup, precise): decided on one of
+ * DECIDERS threads so a slow answer delays only its own request, never the schedule. */
+#define DECIDERS 8
+typedef struct job {
+  size_t idx;
+  int64_t due;
+  uint64_t *chain;
+  size_t nb, nt;
+  char *prompt, *body;
+  size_t plen, blen;
+  struct job *next;
+} job_t;
+
 typedef struct run {
   const ic_replay_opts_t *o;
   const ic_replay_workload_t *w;
@@ -84,8 +99,16 @@ typedef struct run {
   size_t done;
   ic_rpc_channel_t *ch;
   ic_replay_approx_t *approx;
+  pthread_mutex_t pick_mu; /* rng and rr: deciders share them */
   uint64_t rng;
   unsigned rr;
+  /* decider pool */
+  pthread_mutex_t qmu;
+  pthread_cond_t qcv;
+  job_t *qhead, *qtail;
+  bool qclosed;
+  pthread_t deciders[DECIDERS];
+  int ndeciders;
 } run_t;
 
 static void on_done(void *ud, size_t idx) {
@@ -111,17 +134,27 @@ static int engine_index(const ic_replay_opts_t *o, const char *replica_id) {
 }
 
 /* Load-only choice used by random / round-robin / least-loaded and as every fallback. */
+static unsigned next_rr(run_t *r) {
+  pthread_mutex_lock(&r->pick_mu);
+  unsigned v = r->rr++;
+  pthread_mutex_unlock(&r->pick_mu);
+  return v;
+}
+
 static int pick_simple(run_t *r, ic_replay_mode_t m) {
   int n = r->o->nengines;
   switch (m) {
-  case IC_REPLAY_RANDOM:
-    return (int)(rng_next(&r->rng) % (uint64_t)n);
-  case IC_REPLAY_ROUND_ROBIN:
-    return (int)(r->rr++ % (unsigned)n);
+  case IC_REPLAY_RANDOM: {
+    pthread_mutex_lock(&r->pick_mu);
+    uint64_t v = rng_next(&r->rng);
+    pthread_mutex_unlock(&r->pick_mu);
+    return (int)(v % (uint64_t)n);
+  }
+  case IC_REPLAY_ROUND_ROBIN: return (int)(next_rr(r) % (unsigned)n);
   default: {
     int64_t load[n];
     fleet_loads(r->fleet, load);
-    return ic_replay_pick_least(load, n, (int)(r->rr++ % (unsigned)n));
+    return ic_replay_pick_least(load, n, (int)(next_rr(r) % (unsigned)n));
   }
   }
 }
@@ -158,12 +191,13 @@ static int pick_lookup(run_t *r, ic_replay_record_t *rec, const uint64_t *chain,
                         &resp, &status, NULL);
   rec->lookup_us = (ic_clock_monotonic_ns() - t) / 1000;
   if (rc != 0 || status != IC_RPC_OK) { /* fail open: the gateway routes without a hint */
-    snprintf(rec->reason, sizeof(rec->reason), "%s", status == IC_RPC_DEADLINE_EXCEEDED || rc == IC_ETIMEOUT ? "TIMEOUT" : "error");
+    snprintf(rec->reason, sizeof(rec->reason), "%s",
+             status == IC_RPC_DEADLINE_EXCEEDED || rc == IC_ETIMEOUT ? "TIMEOUT" : "error");
     goto out;
   }
   Inferencecache__V1alpha1__LookupRouteResponse *a =
       inferencecache__v1alpha1__lookup_route_response__unpack(NULL, resp.len,
-                                                             (const uint8_t *)resp.data);
+                                                              (const uint8_t *)resp.data);
   if (!a) {
     snprintf(rec->reason, sizeof(rec->reason), "error");
     goto out;
@@ -187,14 +221,14 @@ out:
 }
 
 static int decide(run_t *r, ic_replay_record_t *rec, const uint64_t *chain, size_t nblocks,
-                  size_t ntokens, const char *prompt_json, size_t prompt_len) {
+                  size_t ntokens, const char *prompt_json, size_t prompt_len,
+                  fleet_oracle_t *oracle) {
   const ic_replay_opts_t *o = r->o;
   int n = o->nengines;
   switch (r->mode) {
   case IC_REPLAY_RANDOM:
   case IC_REPLAY_ROUND_ROBIN:
-  case IC_REPLAY_LEAST_LOADED:
-    return pick_simple(r, r->mode);
+  case IC_REPLAY_LEAST_LOADED: return pick_simple(r, r->mode);
   case IC_REPLAY_LOOKUP: {
     int p = pick_lookup(r, rec, chain, nblocks);
     return p >= 0 ? p : pick_simple(r, o->lookup_fallback);
@@ -203,7 +237,9 @@ static int decide(run_t *r, ic_replay_record_t *rec, const uint64_t *chain, size
   case IC_REPLAY_PRECISE: {
     int64_t match[n], load[n];
     if (r->mode == IC_REPLAY_PRECISE) {
-      fleet_oracle(r->fleet, prompt_json, prompt_len, match);
+      if (!oracle || fleet_oracle_ask(oracle, prompt_json, prompt_len, match))
+        for (int i = 0; i < n; i++)
+          match[i] = -1;
     } else {
       for (int i = 0; i < n; i++)
         match[i] = (int64_t)ic_replay_approx_match(r->approx, i, chain, nblocks) * o->block_size;
@@ -212,19 +248,72 @@ static int decide(run_t *r, ic_replay_record_t *rec, const uint64_t *chain, size
     /* Longest match wins only when it is worth more than balance: a prefix every replica has
      * (a system prompt) or a sliver of the prompt would otherwise pile every request onto the
      * first warm replica (the cache_threshold rule of SGLang's router). */
-    int p = ic_replay_pick_best_match(match, load, n, (int)(r->rr++ % (unsigned)n));
+    int p = ic_replay_pick_best_match(match, load, n, (int)(next_rr(r) % (unsigned)n));
     if (p >= 0 && (double)match[p] < o->min_match_ratio * (double)ntokens) p = -1;
     if (p >= 0) {
       rec->predicted_tokens = match[p];
-      snprintf(rec->reason, sizeof(rec->reason), r->mode == IC_REPLAY_PRECISE ? "oracle" : "memory");
+      snprintf(rec->reason, sizeof(rec->reason),
+               r->mode == IC_REPLAY_PRECISE ? "oracle" : "memory");
       return p;
     }
     snprintf(rec->reason, sizeof(rec->reason), "fallback");
-    return ic_replay_pick_least(load, n, (int)(r->rr++ % (unsigned)n));
+    return ic_replay_pick_least(load, n, (int)(next_rr(r) % (unsigned)n));
   }
-  default:
-    return 0;
+  default: return 0;
   }
+}
+
+static void job_free(job_t *j) {
+  if (!j) return;
+  free(j->chain);
+  free(j->prompt);
+  free(j->body);
+  free(j);
+}
+
+static void *decider_main(void *arg) {
+  run_t *r = arg;
+  fleet_oracle_t *oracle = r->mode == IC_REPLAY_PRECISE ? fleet_oracle_new(r->fleet) : NULL;
+  for (;;) {
+    pthread_mutex_lock(&r->qmu);
+    while (!r->qhead && !r->qclosed)
+      pthread_cond_wait(&r->qcv, &r->qmu);
+    job_t *j = r->qhead;
+    if (j) {
+      r->qhead = j->next;
+      if (!r->qhead) r->qtail = NULL;
+    }
+    pthread_mutex_unlock(&r->qmu);
+    if (!j) break;
+    ic_replay_record_t *rec = &r->recs[j->idx];
+    int pick = decide(r, rec, j->chain, j->nb, j->nt, j->prompt, j->plen, oracle);
+    fleet_send(r->fleet, j->idx, pick, j->body, j->blen, j->due);
+    j->body = NULL; /* the sender owns it now */
+    job_free(j);
+  }
+  fleet_oracle_free(oracle);
+  return NULL;
+}
+
+static void decider_push(run_t *r, job_t *j) {
+  pthread_mutex_lock(&r->qmu);
+  if (r->qtail)
+    r->qtail->next = j;
+  else
+    r->qhead = j;
+  r->qtail = j;
+  pthread_cond_signal(&r->qcv);
+  pthread_mutex_unlock(&r->qmu);
+}
+
+static void deciders_stop(run_t *r) {
+  pthread_mutex_lock(&r->qmu);
+  r->qclosed = true;
+  pthread_cond_broadcast(&r->qcv);
+  pthread_mutex_unlock(&r->qmu);
+  for (int i = 0; i < r->ndeciders; i++)
+    pthread_join(r->deciders[i], NULL);
+  r->ndeciders = 0;
 }
 
 /* ------------------------------------- request bodies ------------------------------------- */
@@ -232,9 +321,11 @@ static int decide(run_t *r, ic_replay_record_t *rec, const uint64_t *chain, size
 static char *u32_dec(char *p, uint32_t v) {
   char tmp[10];
   int k = 0;
-  do tmp[k++] = (char)('0' + v % 10);
+  do
+    tmp[k++] = (char)('0' + v % 10);
   while ((v /= 10));
-  while (k) *p++ = tmp[--k];
+  while (k)
+    *p++ = tmp[--k];
   return p;
 }
 
@@ -295,7 +386,7 @@ static int64_t wait_index_empty(run_t *r) {
         status == IC_RPC_OK) {
       Inferencecache__V1alpha1__GetCacheStateResponse *a =
           inferencecache__v1alpha1__get_cache_state_response__unpack(NULL, resp.len,
-                                                                    (const uint8_t *)resp.data);
+                                                                     (const uint8_t *)resp.data);
       if (a) {
         left = a->summary ? a->summary->total_prefixes : 0;
         inferencecache__v1alpha1__get_cache_state_response__free_unpacked(a, NULL);
@@ -328,8 +419,9 @@ static int check_opts(const ic_replay_opts_t *o, const ic_replay_workload_t *w, 
   }
   if (!(o->speedup > 0) || o->block_size <= 0 || o->metrics_interval_ms <= 0 ||
       !(o->min_match_ratio >= 0 && o->min_match_ratio <= 1)) {
-    snprintf(err, errlen, "speedup, block size and metrics interval must be positive, the "
-                          "minimum match ratio in [0, 1]");
+    snprintf(err, errlen,
+             "speedup, block size and metrics interval must be positive, the "
+             "minimum match ratio in [0, 1]");
     return IC_EINVAL;
   }
   if (o->lookup_fallback == IC_REPLAY_LOOKUP || o->lookup_fallback == IC_REPLAY_PRECISE ||
@@ -348,6 +440,10 @@ int ic_replay_run(const ic_replay_opts_t *o, const ic_replay_workload_t *w, ic_r
   run_t r = {.o = o, .w = w, .mode = mode, .rng = o->seed};
   pthread_mutex_init(&r.mu, NULL);
   pthread_cond_init(&r.cv, NULL);
+  pthread_mutex_init(&r.pick_mu, NULL);
+  pthread_mutex_init(&r.qmu, NULL);
+  pthread_cond_init(&r.qcv, NULL);
+  bool pooled = mode == IC_REPLAY_LOOKUP || mode == IC_REPLAY_PRECISE;
   r.recs = calloc(w->n, sizeof(*r.recs));
   uint32_t *tok = NULL;
   uint64_t *chain = NULL;
@@ -363,8 +459,8 @@ int ic_replay_run(const ic_replay_opts_t *o, const ic_replay_workload_t *w, ic_r
     goto out;
   }
   for (size_t i = 0; i < w->n; i++) {
-    r.recs[i] = (ic_replay_record_t){.index = i, .replica = -1, .lookup_us = -1,
-                                     .predicted_tokens = -1};
+    r.recs[i] =
+        (ic_replay_record_t){.index = i, .replica = -1, .lookup_us = -1, .predicted_tokens = -1};
   }
   bool need_server = mode == IC_REPLAY_LOOKUP;
   if (need_server || o->reset) {
@@ -406,6 +502,12 @@ int ic_replay_run(const ic_replay_opts_t *o, const ic_replay_workload_t *w, ic_r
       mode == IC_REPLAY_APPROXIMATE ||
       (mode == IC_REPLAY_LOOKUP && o->lookup_fallback == IC_REPLAY_LEAST_LOADED))
     fleet_start_poller(r.fleet);
+  for (int i = 0; pooled && i < DECIDERS; i++)
+    if (pthread_create(&r.deciders[r.ndeciders], NULL, decider_main, &r) == 0) r.ndeciders++;
+  if (pooled && r.ndeciders == 0) {
+    snprintf(err, errlen, "cannot start decision threads");
+    goto out;
+  }
 
   /* A short lead so the first requests are not late by construction. */
   int64_t t0 = ic_clock_monotonic_ns() + 200 * 1000000LL;
@@ -415,8 +517,8 @@ int ic_replay_run(const ic_replay_opts_t *o, const ic_replay_workload_t *w, ic_r
     size_t nt = ic_replay_req_tokens(w, i, tok, maxlen);
     size_t nb = 0;
     if (mode == IC_REPLAY_LOOKUP || mode == IC_REPLAY_APPROXIMATE)
-      nb = ic_fp_prefix_hashes(tok, nt, o->block_size, NULL, chain, maxlen / (size_t)o->block_size + 1,
-                               NULL);
+      nb = ic_fp_prefix_hashes(tok, nt, o->block_size, NULL, chain,
+                               maxlen / (size_t)o->block_size + 1, NULL);
     if (prompt_array(&prompt, tok, nt)) {
       snprintf(err, errlen, "out of memory");
       goto out;
@@ -428,11 +530,33 @@ int ic_replay_run(const ic_replay_opts_t *o, const ic_replay_workload_t *w, ic_r
       goto out;
     }
     int64_t due = t0 + (int64_t)((double)q->arrival_us * 1000.0 / o->speedup);
+    job_t *j = NULL;
+    if (pooled) { /* copies made before the deadline, so the hand-over at `due` is instant */
+      j = calloc(1, sizeof(*j));
+      if (j) {
+        *j = (job_t){.idx = i, .due = due, .nb = nb, .nt = nt, .body = body, .blen = blen};
+        j->chain = malloc((nb ? nb : 1) * sizeof(*chain));
+        j->prompt = malloc(prompt.len + 1);
+      }
+      if (!j || !j->chain || !j->prompt) {
+        if (!j) free(body);
+        job_free(j);
+        snprintf(err, errlen, "out of memory");
+        goto out;
+      }
+      memcpy(j->chain, chain, nb * sizeof(*chain));
+      memcpy(j->prompt, prompt.data, prompt.len + 1);
+      j->plen = prompt.len;
+    }
     sleep_until(due);
-    ic_replay_record_t *rec = &r.recs[i];
-    int pick = decide(&r, rec, chain, nb, nt, prompt.data, prompt.len);
-    if (r.approx) ic_replay_approx_record(r.approx, pick, chain, nb);
-    fleet_send(r.fleet, i, pick, body, blen, due);
+    if (j) {
+      decider_push(&r, j);
+    } else {
+      ic_replay_record_t *rec = &r.recs[i];
+      int pick = decide(&r, rec, chain, nb, nt, prompt.data, prompt.len, NULL);
+      if (r.approx) ic_replay_approx_record(r.approx, pick, chain, nb);
+      fleet_send(r.fleet, i, pick, body, blen, due);
+    }
     int64_t now = ic_clock_monotonic_ns();
     if (o->progress && now - last_progress > 5000000000LL) {
       last_progress = now;
@@ -443,8 +567,11 @@ int ic_replay_run(const ic_replay_opts_t *o, const ic_replay_workload_t *w, ic_r
               ic_replay_mode_name(mode), i + 1, w->n, d);
     }
   }
+  deciders_stop(&r); /* every request has been handed to the sender after this */
   /* Wait for the stragglers (bounded by the per-request timeout). */
-  int64_t limit = ic_clock_realtime_ns() + (int64_t)(o->request_timeout_ms > 0 ? o->request_timeout_ms : 600000) * 1000000 + 5000000000LL;
+  int64_t limit = ic_clock_realtime_ns() +
+                  (int64_t)(o->request_timeout_ms > 0 ? o->request_timeout_ms : 600000) * 1000000 +
+                  5000000000LL;
   struct timespec abs = {(time_t)(limit / 1000000000), (long)(limit % 1000000000)};
   pthread_mutex_lock(&r.mu);
   while (r.done < w->n)
@@ -454,9 +581,9 @@ int ic_replay_run(const ic_replay_opts_t *o, const ic_replay_workload_t *w, ic_r
   fleet_free(r.fleet); /* aborts whatever is still running, marking it failed */
   r.fleet = NULL;
   for (size_t i = 0; i < w->n && o->records; i++)
-    ic_replay_write_record_json(o->records, w->name, ic_replay_mode_name(mode),
-                                r.recs[i].replica >= 0 ? o->engines[r.recs[i].replica].replica_id : "",
-                                &r.recs[i]);
+    ic_replay_write_record_json(
+        o->records, w->name, ic_replay_mode_name(mode),
+        r.recs[i].replica >= 0 ? o->engines[r.recs[i].replica].replica_id : "", &r.recs[i]);
   ic_replay_summarize(r.recs, w->n, o->nengines, o->block_size, w->name, ic_replay_mode_name(mode),
                       &res->summary);
   res->recs = r.recs;
@@ -464,6 +591,12 @@ int ic_replay_run(const ic_replay_opts_t *o, const ic_replay_workload_t *w, ic_r
   r.recs = NULL;
   rc = 0;
 out:
+  deciders_stop(&r);
+  for (job_t *j = r.qhead; j;) {
+    job_t *next = j->next;
+    job_free(j);
+    j = next;
+  }
   fleet_free(r.fleet);
   ic_replay_approx_free(r.approx);
   if (r.ch) ic_rpc_channel_free(r.ch);
@@ -473,5 +606,8 @@ out:
   ic_buf_free(&prompt);
   pthread_mutex_destroy(&r.mu);
   pthread_cond_destroy(&r.cv);
+  pthread_mutex_destroy(&r.pick_mu);
+  pthread_mutex_destroy(&r.qmu);
+  pthread_cond_destroy(&r.qcv);
   return rc;
 }

@@ -21,7 +21,8 @@ static int grow(char **b, size_t *cap, size_t need) {
   if (need <= *cap) return 0;
   if (need > SSE_MAX_LINE + 2) return IC_ERANGE;
   size_t nc = *cap ? *cap : 4096;
-  while (nc < need) nc *= 2;
+  while (nc < need)
+    nc *= 2;
   char *x = realloc(*b, nc);
   if (!x) return IC_ENOMEM;
   *b = x;
@@ -136,8 +137,7 @@ int ic_replay_apply_completion(ic_replay_record_t *r, const char *json, size_t l
     if (num(u, "prompt_tokens", &d) && d >= 0) r->prompt_tokens = (int64_t)d;
     if (num(u, "completion_tokens", &d) && d >= 0) r->completion_tokens = (int64_t)d;
     json_t *pd = json_object_get(u, "prompt_tokens_details");
-    if (json_is_object(pd) && num(pd, "cached_tokens", &d) && d >= 0)
-      r->cached_tokens = (int64_t)d;
+    if (json_is_object(pd) && num(pd, "cached_tokens", &d) && d >= 0) r->cached_tokens = (int64_t)d;
   }
   json_t *t = json_object_get(o, "sim_timing");
   if (json_is_object(t)) {

@@ -18,11 +18,16 @@ static int cmp_dbl(const void *a, const void *b) {
 
 static void xml_text(FILE *f, const char *s) {
   for (; *s; s++) {
-    if (*s == '<') fputs("&lt;", f);
-    else if (*s == '>') fputs("&gt;", f);
-    else if (*s == '&') fputs("&amp;", f);
-    else if (*s == '"') fputs("&quot;", f);
-    else fputc(*s, f);
+    if (*s == '<')
+      fputs("&lt;", f);
+    else if (*s == '>')
+      fputs("&gt;", f);
+    else if (*s == '&')
+      fputs("&amp;", f);
+    else if (*s == '"')
+      fputs("&quot;", f);
+    else
+      fputc(*s, f);
   }
 }
 
@@ -49,13 +54,15 @@ int ic_replay_write_svg(FILE *f, const char *title, const ic_replay_summary_t *s
           "<text x=\"%.0f\" y=\"24\" font-size=\"16\" font-weight=\"bold\">",
           W, H, W, H, cx0);
   xml_text(f, title ? title : "replay");
-  fprintf(f, "</text>\n<text x=\"%.0f\" y=\"44\">Time to first token, cumulative share of "
-             "requests (log scale, ms; dots: p50, squares: p99)</text>\n",
+  fprintf(f,
+          "</text>\n<text x=\"%.0f\" y=\"44\">Time to first token, cumulative share of "
+          "requests (log scale, ms; dots: p50, squares: p99)</text>\n",
           cx0);
   fprintf(f, "<text x=\"%.0f\" y=\"44\">Prefix-cache hit rate</text>\n", bx0);
   /* CDF axes and grid. */
-  fprintf(f, "<rect x=\"%.0f\" y=\"%.0f\" width=\"%.0f\" height=\"%.0f\" fill=\"none\" "
-             "stroke=\"#888\"/>\n",
+  fprintf(f,
+          "<rect x=\"%.0f\" y=\"%.0f\" width=\"%.0f\" height=\"%.0f\" fill=\"none\" "
+          "stroke=\"#888\"/>\n",
           cx0, cy0, cx1 - cx0, cy1 - cy0);
   for (double d = d0; d <= d1; d++) {
     double x = cx0 + (d - d0) / (d1 - d0) * (cx1 - cx0);
@@ -97,9 +104,11 @@ int ic_replay_write_svg(FILE *f, const char *title, const ic_replay_summary_t *s
       double t = marks[k] > pow(10, d0) ? marks[k] : pow(10, d0);
       double x = cx0 + (log10(t) - d0) / (d1 - d0) * (cx1 - cx0);
       double y = cy1 - shares[k] * (cy1 - cy0);
-      if (k == 0) fprintf(f, "<circle cx=\"%.1f\" cy=\"%.1f\" r=\"4\" fill=\"%s\"/>\n", x, y, col);
-      else fprintf(f, "<rect x=\"%.1f\" y=\"%.1f\" width=\"7\" height=\"7\" fill=\"%s\"/>\n",
-                   x - 3.5, y - 3.5, col);
+      if (k == 0)
+        fprintf(f, "<circle cx=\"%.1f\" cy=\"%.1f\" r=\"4\" fill=\"%s\"/>\n", x, y, col);
+      else
+        fprintf(f, "<rect x=\"%.1f\" y=\"%.1f\" width=\"7\" height=\"7\" fill=\"%s\"/>\n", x - 3.5,
+                y - 3.5, col);
     }
     free(v);
     /* Legend under the plot. */

@@ -87,10 +87,11 @@ static ic_replay_workload_t *fail(ic_replay_workload_t *w, char *err, size_t err
 static ic_replay_workload_t *shared_prefix(const char *params, char *err, size_t errlen) {
   double groups = 16, questions = 8, context = 2048, question = 128, output = 64, rate = 4,
          seed = 1;
-  param_t ps[] = {{"groups", &groups, 1, 1e6, true},       {"questions", &questions, 1, 1e6, true},
-                  {"context", &context, 0, 1 << 19, true}, {"question", &question, 0, 1 << 19, true},
-                  {"output", &output, 1, 1 << 20, true},   {"rate", &rate, 1e-6, 1e6, false},
-                  {"seed", &seed, 0, 1e15, true}};
+  param_t ps[] = {
+      {"groups", &groups, 1, 1e6, true},       {"questions", &questions, 1, 1e6, true},
+      {"context", &context, 0, 1 << 19, true}, {"question", &question, 0, 1 << 19, true},
+      {"output", &output, 1, 1 << 20, true},   {"rate", &rate, 1e-6, 1e6, false},
+      {"seed", &seed, 0, 1e15, true}};
   if (parse_params(params, ps, sizeof(ps) / sizeof(ps[0]), err, errlen)) return NULL;
   if (context + question < 1 || groups * questions > 1e7) {
     snprintf(err, errlen, "shared-prefix: need context+question >= 1 and at most 1e7 requests");
@@ -101,7 +102,8 @@ static ic_replay_workload_t *shared_prefix(const char *params, char *err, size_t
   size_t n = (size_t)groups * (size_t)questions;
   uint32_t *order = malloc(n * sizeof(*order));
   if (!order) return fail(w, err, errlen, IC_ENOMEM);
-  for (size_t i = 0; i < n; i++) order[i] = (uint32_t)i;
+  for (size_t i = 0; i < n; i++)
+    order[i] = (uint32_t)i;
   uint64_t rs = (uint64_t)seed;
   for (size_t i = n; i > 1; i--) { /* Fisher-Yates */
     size_t j = rng_next(&rs) % i;
@@ -144,12 +146,13 @@ static ic_replay_workload_t *multi_turn(const char *params, char *err, size_t er
   double sessions = 32, turns = 6, sys = 512, user = 96, answer = 192, think = 20, rate = 1,
          seed = 1;
   param_t ps[] = {{"sessions", &sessions, 1, 1e6, true}, {"turns", &turns, 1, 1000, true},
-                  {"system", &sys, 0, 1 << 19, true},     {"user", &user, 1, 1 << 19, true},
-                  {"answer", &answer, 1, 1 << 19, true},  {"think", &think, 0, 1e6, false},
-                  {"rate", &rate, 1e-6, 1e6, false},      {"seed", &seed, 0, 1e15, true}};
+                  {"system", &sys, 0, 1 << 19, true},    {"user", &user, 1, 1 << 19, true},
+                  {"answer", &answer, 1, 1 << 19, true}, {"think", &think, 0, 1e6, false},
+                  {"rate", &rate, 1e-6, 1e6, false},     {"seed", &seed, 0, 1e15, true}};
   if (parse_params(params, ps, sizeof(ps) / sizeof(ps[0]), err, errlen)) return NULL;
   if (sys + turns * (user + answer) > IC_REPLAY_MAX_PROMPT || sessions * turns > 1e7) {
-    snprintf(err, errlen, "multi-turn: the last turn's prompt exceeds %u tokens or too many requests",
+    snprintf(err, errlen,
+             "multi-turn: the last turn's prompt exceeds %u tokens or too many requests",
              IC_REPLAY_MAX_PROMPT);
     return NULL;
   }
@@ -212,9 +215,9 @@ static ic_replay_workload_t *cache_stress(const char *params, char *err, size_t 
   double prefixes = 1024, prefix = 16384, suffix = 64, output = 32, rate = 4, zipf = 0.8,
          requests = 2000, seed = 1;
   param_t ps[] = {{"prefixes", &prefixes, 1, 1e7, true}, {"prefix", &prefix, 1, 1 << 19, true},
-                  {"suffix", &suffix, 0, 1 << 19, true},  {"output", &output, 1, 1 << 20, true},
-                  {"rate", &rate, 1e-6, 1e6, false},      {"zipf", &zipf, 0, 10, false},
-                  {"requests", &requests, 1, 1e7, true},  {"seed", &seed, 0, 1e15, true}};
+                  {"suffix", &suffix, 0, 1 << 19, true}, {"output", &output, 1, 1 << 20, true},
+                  {"rate", &rate, 1e-6, 1e6, false},     {"zipf", &zipf, 0, 10, false},
+                  {"requests", &requests, 1, 1e7, true}, {"seed", &seed, 0, 1e15, true}};
   if (parse_params(params, ps, sizeof(ps) / sizeof(ps[0]), err, errlen)) return NULL;
   size_t P = (size_t)prefixes;
   double *cdf = malloc(P * sizeof(*cdf));
@@ -224,7 +227,8 @@ static ic_replay_workload_t *cache_stress(const char *params, char *err, size_t 
     return fail(w, err, errlen, IC_ENOMEM);
   }
   double sum = 0;
-  for (size_t k = 0; k < P; k++) cdf[k] = (sum += pow((double)(k + 1), -zipf));
+  for (size_t k = 0; k < P; k++)
+    cdf[k] = (sum += pow((double)(k + 1), -zipf));
   uint64_t rs = (uint64_t)seed;
   double t = 0;
   for (size_t i = 0; i < (size_t)requests; i++) {
@@ -232,8 +236,10 @@ static ic_replay_workload_t *cache_stress(const char *params, char *err, size_t 
     size_t lo = 0, hi = P - 1;
     while (lo < hi) {
       size_t mid = (lo + hi) / 2;
-      if (cdf[mid] < u) lo = mid + 1;
-      else hi = mid;
+      if (cdf[mid] < u)
+        lo = mid + 1;
+      else
+        hi = mid;
     }
     uint64_t ids[2] = {seg_id(NS_STRESS, (uint64_t)seed, lo, 0),
                        seg_id(NS_STRESS, (uint64_t)seed, (uint64_t)P + i, 1)};
@@ -323,11 +329,14 @@ const char *ic_replay_workload_help(void) {
          "                  hash_ids of 512-token blocks); each hash id becomes 512 deterministic\n"
          "                  token ids, the last block is cut to input_length\n"
          "  shared-prefix   groups contexts x questions each, random order, Poisson arrivals:\n"
-         "                  groups=16 questions=8 context=2048 question=128 output=64 rate=4 seed=1\n"
-         "  multi-turn      chat sessions whose every turn extends the last (shared system prompt):\n"
+         "                  groups=16 questions=8 context=2048 question=128 output=64 rate=4 "
+         "seed=1\n"
+         "  multi-turn      chat sessions whose every turn extends the last (shared system "
+         "prompt):\n"
          "                  sessions=32 turns=6 system=512 user=96 answer=192 think=20 (s, mean)\n"
          "                  rate=1 (sessions/s) seed=1\n"
-         "  cache-stress    Zipf-popular prefixes, working set several times the fleet's capacity:\n"
+         "  cache-stress    Zipf-popular prefixes, working set several times the fleet's "
+         "capacity:\n"
          "                  prefixes=1024 prefix=16384 suffix=64 output=32 rate=4 zipf=0.8\n"
          "                  requests=2000 seed=1\n"
          "  rate is requests per second of workload time (before --speedup); lengths are tokens.\n";

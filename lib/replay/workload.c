@@ -39,7 +39,8 @@ void ic_replay_workload_free(ic_replay_workload_t *w) {
 int ic_replay_workload_add(ic_replay_workload_t *w, int64_t arrival_us, uint32_t output_len,
                            const uint64_t *ids, const uint32_t *lens, uint32_t nseg) {
   uint64_t total = 0;
-  for (uint32_t i = 0; i < nseg; i++) total += lens[i];
+  for (uint32_t i = 0; i < nseg; i++)
+    total += lens[i];
   if (total == 0 || total > IC_REPLAY_MAX_PROMPT || arrival_us < 0) return IC_EINVAL;
   if (w->n == w->cap) {
     size_t nc = w->cap ? w->cap * 2 : 256;
@@ -50,7 +51,8 @@ int ic_replay_workload_add(ic_replay_workload_t *w, int64_t arrival_us, uint32_t
   }
   if (w->nsegs + nseg > w->segcap) {
     size_t nc = w->segcap ? w->segcap : 1024;
-    while (nc < w->nsegs + nseg) nc *= 2;
+    while (nc < w->nsegs + nseg)
+      nc *= 2;
     uint64_t *a = realloc(w->seg_ids, nc * sizeof(*a));
     if (!a) return IC_ENOMEM;
     w->seg_ids = a;
@@ -77,7 +79,8 @@ size_t ic_replay_req_tokens(const ic_replay_workload_t *w, size_t i, uint32_t *o
   for (uint32_t s = 0; s < r->nseg; s++) {
     uint64_t id = w->seg_ids[r->seg_off + s];
     uint32_t len = w->seg_lens[r->seg_off + s];
-    for (uint32_t p = 0; p < len && k < out_cap; p++) out[k++] = ic_replay_token(id, p);
+    for (uint32_t p = 0; p < len && k < out_cap; p++)
+      out[k++] = ic_replay_token(id, p);
   }
   return k;
 }
@@ -149,9 +152,11 @@ static int sort_by_arrival(ic_replay_workload_t *w) {
     free(r);
     return IC_ENOMEM;
   }
-  for (size_t i = 0; i < w->n; i++) o[i] = (order_t){w->reqs[i].arrival_us, i};
+  for (size_t i = 0; i < w->n; i++)
+    o[i] = (order_t){w->reqs[i].arrival_us, i};
   qsort(o, w->n, sizeof(*o), cmp_order);
-  for (size_t i = 0; i < w->n; i++) r[i] = w->reqs[o[i].idx];
+  for (size_t i = 0; i < w->n; i++)
+    r[i] = w->reqs[o[i].idx];
   free(w->reqs);
   free(o);
   w->reqs = r;
@@ -241,7 +246,8 @@ ic_replay_workload_t *ic_replay_mooncake_parse(const char *data, size_t len, con
     const char *e = nl ? nl : end;
     lineno++;
     const char *s = p;
-    while (s < e && (*s == ' ' || *s == '\t' || *s == '\r')) s++;
+    while (s < e && (*s == ' ' || *s == '\t' || *s == '\r'))
+      s++;
     if (s < e && parse_line(w, s, (size_t)(e - s), lineno, &ids, &lens, &idcap) == IC_ENOMEM) {
       snprintf(err, errlen, "out of memory at line %zu", lineno);
       goto fail;

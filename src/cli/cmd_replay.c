@@ -57,6 +57,8 @@ static void usage(FILE *f) {
           "  --no-reset               keep engine caches between modes (default: POST\n"
           "                           /reset_prefix_cache to every engine before each mode and\n"
           "                           wait for the server's index to empty)\n"
+          "  --reset-path=PATH        what the reset POSTs to (default /reset_prefix_cache, as\n"
+          "                           vLLM with VLLM_SERVER_DEV_MODE=1; SGLang: /flush_cache)\n"
           "  --reset-wait-ms=N        how long to wait for the index to empty (default 10000)\n"
           "  --summary=FILE           summary JSON lines, one per mode (\"-\" = stdout; the\n"
           "                           table then goes to stderr)\n"
@@ -74,41 +76,66 @@ static void usage(FILE *f) {
 }
 
 enum {
-  F_WORKLOAD = 256, F_SCENARIO, F_ENGINE, F_MODE, F_SERVER, F_MODEL, F_TENANT, F_SCHEME, F_BLOCK,
-  F_SPEEDUP, F_MAXREQ, F_MAXDUR, F_FALLBACK, F_LTIMEOUT, F_APPROX, F_METRICS, F_RTIMEOUT, F_SEED,
-  F_NORESET, F_RESETWAIT, F_MINMATCH, F_SUMMARY, F_RECORDS, F_SVG, F_QUIET, F_LOGLEVEL, F_LOGFORMAT
+  F_WORKLOAD = 256,
+  F_SCENARIO,
+  F_ENGINE,
+  F_MODE,
+  F_SERVER,
+  F_MODEL,
+  F_TENANT,
+  F_SCHEME,
+  F_BLOCK,
+  F_SPEEDUP,
+  F_MAXREQ,
+  F_MAXDUR,
+  F_FALLBACK,
+  F_LTIMEOUT,
+  F_APPROX,
+  F_METRICS,
+  F_RTIMEOUT,
+  F_SEED,
+  F_NORESET,
+  F_RESETWAIT,
+  F_MINMATCH,
+  F_RESETPATH,
+  F_SUMMARY,
+  F_RECORDS,
+  F_SVG,
+  F_QUIET,
+  F_LOGLEVEL,
+  F_LOGFORMAT
 };
 
-static const struct option OPTS[] = {
-    {"workload", required_argument, 0, F_WORKLOAD},
-    {"scenario", required_argument, 0, F_SCENARIO},
-    {"engine", required_argument, 0, F_ENGINE},
-    {"mode", required_argument, 0, F_MODE},
-    {"server", required_argument, 0, F_SERVER},
-    {"model-id", required_argument, 0, F_MODEL},
-    {"tenant-id", required_argument, 0, F_TENANT},
-    {"hash-scheme", required_argument, 0, F_SCHEME},
-    {"block-size", required_argument, 0, F_BLOCK},
-    {"speedup", required_argument, 0, F_SPEEDUP},
-    {"max-requests", required_argument, 0, F_MAXREQ},
-    {"max-duration", required_argument, 0, F_MAXDUR},
-    {"lookup-fallback", required_argument, 0, F_FALLBACK},
-    {"lookup-timeout-ms", required_argument, 0, F_LTIMEOUT},
-    {"approx-capacity-tokens", required_argument, 0, F_APPROX},
-    {"metrics-interval-ms", required_argument, 0, F_METRICS},
-    {"request-timeout", required_argument, 0, F_RTIMEOUT},
-    {"seed", required_argument, 0, F_SEED},
-    {"no-reset", no_argument, 0, F_NORESET},
-    {"min-match-ratio", required_argument, 0, F_MINMATCH},
-    {"reset-wait-ms", required_argument, 0, F_RESETWAIT},
-    {"summary", required_argument, 0, F_SUMMARY},
-    {"records", required_argument, 0, F_RECORDS},
-    {"svg", required_argument, 0, F_SVG},
-    {"quiet", no_argument, 0, F_QUIET},
-    {"log-level", required_argument, 0, F_LOGLEVEL},
-    {"log-format", required_argument, 0, F_LOGFORMAT},
-    {"help", no_argument, 0, 'h'},
-    {0, 0, 0, 0}};
+static const struct option OPTS[] = {{"workload", required_argument, 0, F_WORKLOAD},
+                                     {"scenario", required_argument, 0, F_SCENARIO},
+                                     {"engine", required_argument, 0, F_ENGINE},
+                                     {"mode", required_argument, 0, F_MODE},
+                                     {"server", required_argument, 0, F_SERVER},
+                                     {"model-id", required_argument, 0, F_MODEL},
+                                     {"tenant-id", required_argument, 0, F_TENANT},
+                                     {"hash-scheme", required_argument, 0, F_SCHEME},
+                                     {"block-size", required_argument, 0, F_BLOCK},
+                                     {"speedup", required_argument, 0, F_SPEEDUP},
+                                     {"max-requests", required_argument, 0, F_MAXREQ},
+                                     {"max-duration", required_argument, 0, F_MAXDUR},
+                                     {"lookup-fallback", required_argument, 0, F_FALLBACK},
+                                     {"lookup-timeout-ms", required_argument, 0, F_LTIMEOUT},
+                                     {"approx-capacity-tokens", required_argument, 0, F_APPROX},
+                                     {"metrics-interval-ms", required_argument, 0, F_METRICS},
+                                     {"request-timeout", required_argument, 0, F_RTIMEOUT},
+                                     {"seed", required_argument, 0, F_SEED},
+                                     {"no-reset", no_argument, 0, F_NORESET},
+                                     {"min-match-ratio", required_argument, 0, F_MINMATCH},
+                                     {"reset-path", required_argument, 0, F_RESETPATH},
+                                     {"reset-wait-ms", required_argument, 0, F_RESETWAIT},
+                                     {"summary", required_argument, 0, F_SUMMARY},
+                                     {"records", required_argument, 0, F_RECORDS},
+                                     {"svg", required_argument, 0, F_SVG},
+                                     {"quiet", no_argument, 0, F_QUIET},
+                                     {"log-level", required_argument, 0, F_LOGLEVEL},
+                                     {"log-format", required_argument, 0, F_LOGFORMAT},
+                                     {"help", no_argument, 0, 'h'},
+                                     {0, 0, 0, 0}};
 
 static int bad(const char *flag, const char *val, const char *want) {
   fprintf(stderr, "inferencecache replay: invalid value \"%s\" for --%s: want %s\n", val, flag,
@@ -165,7 +192,8 @@ static int add_engines(engines_t *e, const char *arg) {
 
 static int parse_modes(const char *s, ic_replay_mode_t *modes, int *n) {
   if (!strcmp(s, "all")) {
-    for (int i = 0; i < IC_REPLAY_NMODES; i++) modes[i] = (ic_replay_mode_t)i;
+    for (int i = 0; i < IC_REPLAY_NMODES; i++)
+      modes[i] = (ic_replay_mode_t)i;
     *n = IC_REPLAY_NMODES;
     return 0;
   }
@@ -206,7 +234,10 @@ int cmd_replay(int argc, char **argv) {
   opterr = 0;
   while ((c = getopt_long(argc, argv, "h", OPTS, NULL)) != -1) {
     switch (c) {
-    case 'h': usage(stdout); rc = 0; goto out;
+    case 'h':
+      usage(stdout);
+      rc = 0;
+      goto out;
     case F_WORKLOAD: workload = optarg; break;
     case F_SCENARIO: scenario = optarg; break;
     case F_ENGINE:
@@ -215,8 +246,9 @@ int cmd_replay(int argc, char **argv) {
       break;
     case F_MODE:
       if (parse_modes(optarg, modes, &nmodes)) {
-        rc = bad("mode", optarg, "a comma-separated list of random, round-robin, least-loaded, "
-                                 "approximate, lookup, precise, or \"all\"");
+        rc = bad("mode", optarg,
+                 "a comma-separated list of random, round-robin, least-loaded, "
+                 "approximate, lookup, precise, or \"all\"");
         goto out;
       }
       break;
@@ -225,51 +257,92 @@ int cmd_replay(int argc, char **argv) {
     case F_TENANT: o.tenant_id = optarg; break;
     case F_SCHEME: o.hash_scheme = optarg; break;
     case F_BLOCK:
-      if (!parse_num(optarg, 1, 65536, &v) || v != floor(v)) { rc = bad("block-size", optarg, "an integer in [1, 65536]"); goto out; }
+      if (!parse_num(optarg, 1, 65536, &v) || v != floor(v)) {
+        rc = bad("block-size", optarg, "an integer in [1, 65536]");
+        goto out;
+      }
       o.block_size = (int)v;
       break;
     case F_SPEEDUP:
-      if (!parse_num(optarg, 1e-6, 1e6, &v)) { rc = bad("speedup", optarg, "a number > 0"); goto out; }
+      if (!parse_num(optarg, 1e-6, 1e6, &v)) {
+        rc = bad("speedup", optarg, "a number > 0");
+        goto out;
+      }
       o.speedup = v;
       break;
     case F_MAXREQ:
-      if (!parse_num(optarg, 0, 1e9, &maxreq) || maxreq != floor(maxreq)) { rc = bad("max-requests", optarg, "an integer >= 0"); goto out; }
+      if (!parse_num(optarg, 0, 1e9, &maxreq) || maxreq != floor(maxreq)) {
+        rc = bad("max-requests", optarg, "an integer >= 0");
+        goto out;
+      }
       break;
     case F_MAXDUR:
-      if (!parse_num(optarg, 0, 1e9, &maxdur)) { rc = bad("max-duration", optarg, "seconds >= 0"); goto out; }
+      if (!parse_num(optarg, 0, 1e9, &maxdur)) {
+        rc = bad("max-duration", optarg, "seconds >= 0");
+        goto out;
+      }
       break;
     case F_FALLBACK:
-      if (ic_replay_mode_parse(optarg, &o.lookup_fallback) || o.lookup_fallback > IC_REPLAY_LEAST_LOADED) {
+      if (ic_replay_mode_parse(optarg, &o.lookup_fallback) ||
+          o.lookup_fallback > IC_REPLAY_LEAST_LOADED) {
         rc = bad("lookup-fallback", optarg, "least-loaded, round-robin or random");
         goto out;
       }
       break;
     case F_LTIMEOUT:
-      if (!parse_num(optarg, 1, 600000, &v)) { rc = bad("lookup-timeout-ms", optarg, "milliseconds in [1, 600000]"); goto out; }
+      if (!parse_num(optarg, 1, 600000, &v)) {
+        rc = bad("lookup-timeout-ms", optarg, "milliseconds in [1, 600000]");
+        goto out;
+      }
       o.lookup_timeout_ms = (int)v;
       break;
     case F_APPROX:
-      if (!parse_num(optarg, 1, 1e10, &v)) { rc = bad("approx-capacity-tokens", optarg, "tokens >= 1"); goto out; }
+      if (!parse_num(optarg, 1, 1e10, &v)) {
+        rc = bad("approx-capacity-tokens", optarg, "tokens >= 1");
+        goto out;
+      }
       o.approx_capacity_tokens = (size_t)v;
       break;
     case F_METRICS:
-      if (!parse_num(optarg, 1, 600000, &v)) { rc = bad("metrics-interval-ms", optarg, "milliseconds in [1, 600000]"); goto out; }
+      if (!parse_num(optarg, 1, 600000, &v)) {
+        rc = bad("metrics-interval-ms", optarg, "milliseconds in [1, 600000]");
+        goto out;
+      }
       o.metrics_interval_ms = (int)v;
       break;
     case F_RTIMEOUT:
-      if (!parse_num(optarg, 0.001, 86400, &v)) { rc = bad("request-timeout", optarg, "seconds in (0, 86400]"); goto out; }
+      if (!parse_num(optarg, 0.001, 86400, &v)) {
+        rc = bad("request-timeout", optarg, "seconds in (0, 86400]");
+        goto out;
+      }
       o.request_timeout_ms = (int)(v * 1000);
       break;
     case F_SEED:
-      if (!parse_num(optarg, 0, 1e18, &v)) { rc = bad("seed", optarg, "an integer >= 0"); goto out; }
+      if (!parse_num(optarg, 0, 1e18, &v)) {
+        rc = bad("seed", optarg, "an integer >= 0");
+        goto out;
+      }
       o.seed = (uint64_t)v;
       break;
     case F_NORESET: o.reset = false; break;
+    case F_RESETPATH:
+      if (optarg[0] != '/') {
+        rc = bad("reset-path", optarg, "a path starting with /");
+        goto out;
+      }
+      o.reset_path = optarg;
+      break;
     case F_MINMATCH:
-      if (!parse_num(optarg, 0, 1, &o.min_match_ratio)) { rc = bad("min-match-ratio", optarg, "a number in [0, 1]"); goto out; }
+      if (!parse_num(optarg, 0, 1, &o.min_match_ratio)) {
+        rc = bad("min-match-ratio", optarg, "a number in [0, 1]");
+        goto out;
+      }
       break;
     case F_RESETWAIT:
-      if (!parse_num(optarg, 0, 600000, &v)) { rc = bad("reset-wait-ms", optarg, "milliseconds in [0, 600000]"); goto out; }
+      if (!parse_num(optarg, 0, 600000, &v)) {
+        rc = bad("reset-wait-ms", optarg, "milliseconds in [0, 600000]");
+        goto out;
+      }
       o.reset_wait_ms = (int)v;
       break;
     case F_SUMMARY: summary_path = optarg; break;
@@ -278,13 +351,19 @@ int cmd_replay(int argc, char **argv) {
     case F_QUIET: o.progress = false; break;
     case F_LOGLEVEL: {
       ic_log_level_t l;
-      if (ic_log_parse_level(optarg, &l)) { rc = bad("log-level", optarg, "debug|info|warn|error"); goto out; }
+      if (ic_log_parse_level(optarg, &l)) {
+        rc = bad("log-level", optarg, "debug|info|warn|error");
+        goto out;
+      }
       ic_log_set_level(l);
       break;
     }
     case F_LOGFORMAT: {
       ic_log_format_t fm;
-      if (ic_log_parse_format(optarg, &fm)) { rc = bad("log-format", optarg, "json|text"); goto out; }
+      if (ic_log_parse_format(optarg, &fm)) {
+        rc = bad("log-format", optarg, "json|text");
+        goto out;
+      }
       ic_log_set_format(fm);
       break;
     }
@@ -376,7 +455,8 @@ int cmd_replay(int argc, char **argv) {
     }
   }
   rc = done < nmodes ? 1 : failed ? 3 : 0;
-  for (int i = 0; i < done; i++) free(ttfts[i]);
+  for (int i = 0; i < done; i++)
+    free(ttfts[i]);
   curl_global_cleanup();
 close:
   if (summary && summary != stdout) fclose(summary);

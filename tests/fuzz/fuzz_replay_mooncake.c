@@ -9,8 +9,8 @@
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   char err[256];
-  ic_replay_workload_t *w = ic_replay_mooncake_parse((const char *)data, size, "fuzz", err,
-                                                     sizeof(err));
+  ic_replay_workload_t *w =
+      ic_replay_mooncake_parse((const char *)data, size, "fuzz", err, sizeof(err));
   if (w) {
     /* Expand every prompt: the segments must describe exactly input_len tokens. */
     for (size_t i = 0; i < w->n && i < 64; i++) {

@@ -135,3 +135,42 @@ def test_unreachable_engine_fails_requests_not_the_tool():
     with open(summary) as f:
         s = json.loads(f.readline())
     assert s["requests"] == 4 and s["failed"] == 4
+
+
+def test_make_run_prints_round_robin_and_lookup_side_by_side():
+    # `make run` (scripts/run-demo.sh) ends its tour with a short replay; IC_DEMO_ONCE exits
+    # after it. Every port comes from free_port (the engine ports need port+1 free as well).
+    import socket
+    from harness import BUILD_DIR, free_port
+
+    def pair():
+        while True:
+            p = free_port()
+            s = socket.socket()
+            try:
+                s.bind(("127.0.0.1", p + 1))
+                return p
+            except OSError:
+                continue
+            finally:
+                s.close()
+
+    env = dict(os.environ, IC_DEMO_ONCE="1",
+               IC_DEMO_GRPC="127.0.0.1:%d" % free_port(),
+               IC_DEMO_HTTP="127.0.0.1:%d" % free_port(),
+               IC_DEMO_SNAPSHOT="127.0.0.1:%d" % free_port(),
+               IC_DEMO_SUB0_METRICS="127.0.0.1:%d" % free_port(),
+               IC_DEMO_SUB1_METRICS="127.0.0.1:%d" % free_port(),
+               IC_DEMO_ENGINE0_PORT=str(pair()), IC_DEMO_ENGINE1_PORT=str(pair()))
+    p = subprocess.run([os.path.join(SOURCE_DIR, "scripts", "run-demo.sh"), BUILD_DIR],
+                       capture_output=True, text=True, timeout=240, env=env)
+    assert p.returncode == 0, p.stderr[-3000:]
+    out = p.stdout
+    assert "What cache-aware routing buys" in out, out + p.stderr[-2000:]
+    rows = {}
+    for line in out.splitlines():
+        parts = line.split()
+        if len(parts) == 6 and parts[0] in ("round-robin", "lookup"):
+            rows[parts[0]] = float(parts[1].rstrip("%"))
+    assert set(rows) == {"round-robin", "lookup"}, out
+    assert rows["lookup"] > rows["round-robin"] + 20, rows

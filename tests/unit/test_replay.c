@@ -37,7 +37,8 @@ Test(replay_mooncake, expands_ids_into_shared_token_blocks) {
   /* Same first id: the first 512 tokens are equal, the next block differs. */
   cr_assert_eq(memcmp(a, b, 512 * sizeof(uint32_t)), 0);
   cr_assert_neq(memcmp(a + 512, b + 512, 88 * sizeof(uint32_t)), 0);
-  for (size_t i = 0; i < n0; i++) cr_assert(a[i] >= IC_REPLAY_TOKEN_BASE);
+  for (size_t i = 0; i < n0; i++)
+    cr_assert(a[i] >= IC_REPLAY_TOKEN_BASE);
   /* And so the fingerprint chains share exactly 32 blocks of 16. */
   uint64_t ca[80], cb[80];
   size_t ka = ic_fp_prefix_hashes(a, n0, 16, NULL, ca, 80, NULL);
@@ -45,7 +46,8 @@ Test(replay_mooncake, expands_ids_into_shared_token_blocks) {
   cr_assert_eq(ka, 68);
   cr_assert_eq(kb, 37);
   size_t common = 0;
-  while (common < kb && ca[common] == cb[common]) common++;
+  while (common < kb && ca[common] == cb[common])
+    common++;
   cr_assert_eq(common, 32);
   free(a);
   free(b);
@@ -72,7 +74,7 @@ Test(replay_mooncake, bad_lines_are_skipped_and_neighbours_kept) {
   ic_replay_workload_t *w = parse(
       "{\"timestamp\":5,\"input_length\":10,\"output_length\":1,\"hash_ids\":[1]}\n"
       "not json\n"
-      "{\"timestamp\":6,\"input_length\":600,\"output_length\":1,\"hash_ids\":[1]}\n"  /* too few */
+      "{\"timestamp\":6,\"input_length\":600,\"output_length\":1,\"hash_ids\":[1]}\n" /* too few */
       "{\"timestamp\":7,\"input_length\":10,\"output_length\":1,\"hash_ids\":[-1]}\n"
       "{\"timestamp\":-1,\"input_length\":10,\"output_length\":1,\"hash_ids\":[1]}\n"
       "[1,2,3]\n"
@@ -127,12 +129,14 @@ Test(replay_synth, shared_prefix_shape) {
     if (i) cr_assert(w->reqs[i].arrival_us >= w->reqs[i - 1].arrival_us);
     uint64_t c = w->seg_ids[w->reqs[i].seg_off];
     int k = 0;
-    while (k < nctx && ctx[k] != c) k++;
+    while (k < nctx && ctx[k] != c)
+      k++;
     if (k == nctx) ctx[nctx++] = c;
     per_ctx[k]++;
   }
   cr_assert_eq(nctx, 5);
-  for (int k = 0; k < 5; k++) cr_assert_eq(per_ctx[k], 3);
+  for (int k = 0; k < 5; k++)
+    cr_assert_eq(per_ctx[k], 3);
   ic_replay_workload_free(w);
 }
 
@@ -213,7 +217,8 @@ Test(replay_route, approximate_memory_remembers_and_forgets_lru) {
   cr_assert_eq(ic_replay_approx_match(a, 0, c2, 5), 5);
   cr_assert_eq(ic_replay_approx_match(a, 0, c1, 5), 4, "block 5 was recycled");
   uint64_t big[20];
-  for (int i = 0; i < 20; i++) big[i] = 100 + (uint64_t)i;
+  for (int i = 0; i < 20; i++)
+    big[i] = 100 + (uint64_t)i;
   ic_replay_approx_record(a, 0, big, 20);
   cr_assert_eq(ic_replay_approx_match(a, 0, big, 20), 7, "the head of the prompt survives");
   cr_assert_eq(ic_replay_approx_match(a, 0, c1, 5), 0);
@@ -233,8 +238,9 @@ static int collect(void *ud, const char *d, size_t len) {
 }
 
 Test(replay_sse, events_split_anywhere) {
-  const char *s = ": keep-alive\r\ndata: {\"a\":1}\r\n\r\nevent: x\ndata:{\"b\":2}\n\ndata: l1\ndata: "
-                  "l2\n\ndata: [DONE]\n\n";
+  const char *s =
+      ": keep-alive\r\ndata: {\"a\":1}\r\n\r\nevent: x\ndata:{\"b\":2}\n\ndata: l1\ndata: "
+      "l2\n\ndata: [DONE]\n\n";
   for (size_t split = 0; split < strlen(s); split++) {
     ic_replay_sse_t p;
     ic_replay_sse_init(&p);
