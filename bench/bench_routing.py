@@ -10,12 +10,12 @@ Tables go to stderr; SVG pictures and the raw summaries to BUILD/bench/routing/.
 
 Usage: bench_routing.py BUILD_DIR. Environment knobs (defaults in parentheses):
   IC_ROUTING_ENGINES (8)        engine simulators
-  IC_ROUTING_SIM_SPEEDUP (8)    simulated ms per wall ms in every engine
+  IC_ROUTING_SIM_SPEEDUP (4)    simulated ms per wall ms in every engine
   IC_ROUTING_LOAD (0.7)         offered load / the fleet's measured prefill capacity
   IC_ROUTING_CAPACITY_RPS (6.2) conversation requests/s (simulated) the fleet completes when
                                 saturated under round-robin (measured, see docs/performance.md)
   IC_ROUTING_SHARED_CAPACITY_RPS (5.6)  the same for one engine and the shared-prefix shape
-  IC_ROUTING_REQUESTS (2000)    conversation requests replayed (a prefix of the trace)
+  IC_ROUTING_REQUESTS (1200)    conversation requests replayed (a prefix of the trace)
   IC_ROUTING_WINDOW (5ms)       subscriber flush window (wall time)
   IC_ROUTING_MODES (all)
 """
@@ -33,11 +33,11 @@ sys.path.insert(0, os.path.join(root, "tests", "integration"))
 import harness  # noqa: E402
 
 ENGINES = int(os.environ.get("IC_ROUTING_ENGINES", "8"))
-SIM_SPEEDUP = float(os.environ.get("IC_ROUTING_SIM_SPEEDUP", "8"))
+SIM_SPEEDUP = float(os.environ.get("IC_ROUTING_SIM_SPEEDUP", "4"))
 LOAD = float(os.environ.get("IC_ROUTING_LOAD", "0.7"))
 CAPACITY_RPS = float(os.environ.get("IC_ROUTING_CAPACITY_RPS", "6.2"))
 SHARED_CAPACITY_RPS = float(os.environ.get("IC_ROUTING_SHARED_CAPACITY_RPS", "5.6"))
-REQUESTS = int(os.environ.get("IC_ROUTING_REQUESTS", "2000"))
+REQUESTS = int(os.environ.get("IC_ROUTING_REQUESTS", "1200"))
 WINDOW = os.environ.get("IC_ROUTING_WINDOW", "5ms")
 MODES = os.environ.get("IC_ROUTING_MODES", "all")
 TRACE = os.path.join(root, "data", "traces", "mooncake_conversation_trace.jsonl")
@@ -56,33 +56,37 @@ def emit(name, value, unit, **params):
                       "params": params}), flush=True)
 
 
-def replay(srv, fleet, scenario, workload, speedup, extra):
+def replay(srv, fleet, scenario, workload, speedup, extra, modes=MODES, policy=None):
     os.makedirs(OUT, exist_ok=True)
-    summary = os.path.join(OUT, scenario + ".summary.jsonl")
+    tag = scenario + ("-" + policy if policy else "")
+    summary = os.path.join(OUT, tag + ".summary.jsonl")
     cmd = [harness.CLI_BIN, "replay", "--workload=" + workload, "--scenario=" + scenario,
-           "--mode=" + MODES, "--speedup=%g" % speedup, "--server=" + srv.grpc_addr,
-           "--summary=" + summary, "--svg=" + os.path.join(OUT, scenario + ".svg"),
-           "--records=" + os.path.join(OUT, scenario + ".records.jsonl"),
+           "--mode=" + modes, "--speedup=%g" % speedup, "--server=" + srv.grpc_addr,
+           "--summary=" + summary, "--svg=" + os.path.join(OUT, tag + ".svg"),
+           "--records=" + os.path.join(OUT, tag + ".records.jsonl"),
            "--quiet"] + fleet.engine_flags() + extra
     t = time.monotonic()
     p = subprocess.run(cmd, stdout=sys.stderr, stderr=sys.stderr, timeout=1800)
-    print("bench_routing: %s took %.0f s (exit %d)" % (scenario, time.monotonic() - t,
-                                                      p.returncode), file=sys.stderr)
+    print("bench_routing: %s took %.0f s (exit %d)" % (tag, time.monotonic() - t, p.returncode),
+          file=sys.stderr)
     with open(summary) as f:
         sums = {d["mode"]: d for d in map(json.loads, f)}
     for mode, s in sums.items():
-        emit("hit_rate", s["hit_rate"], "ratio", scenario=scenario, mode=mode)
-        emit("ttft_mean_ms", s["ttft_mean_ms"], "ms", scenario=scenario, mode=mode)
-        emit("ttft_p99_ms", s["ttft_p99_ms"], "ms", scenario=scenario, mode=mode)
-        emit("load_imbalance", s["load_imbalance"], "ratio", scenario=scenario, mode=mode)
+        p = dict(scenario=scenario, mode=mode)
+        if policy:
+            p["policy"] = policy
+        emit("hit_rate", s["hit_rate"], "ratio", **p)
+        emit("ttft_mean_ms", s["ttft_mean_ms"], "ms", **p)
+        emit("ttft_p99_ms", s["ttft_p99_ms"], "ms", **p)
+        emit("load_imbalance", s["load_imbalance"], "ratio", **p)
         if s["predictions"]:
-            emit("prediction_accuracy", s["prediction_accuracy"], "ratio", scenario=scenario,
-                 mode=mode)
+            emit("prediction_accuracy", s["prediction_accuracy"], "ratio", **p)
         if s["lookup_route_p99_us"]:
-            emit("lookup_route_p99_us", s["lookup_route_p99_us"], "us", scenario=scenario,
-                 mode=mode)
+            emit("lookup_route_p99_us", s["lookup_route_p99_us"], "us", **p)
         if s["failed"]:
-            emit("failed_requests", s["failed"], "requests", scenario=scenario, mode=mode)
+            emit("failed_requests", s["failed"], "requests", **p)
+    if policy:
+        return sums
     lk, rr, pr = sums.get("lookup"), sums.get("round-robin"), sums.get("precise")
     if lk and rr and rr["ttft_mean_ms"] > 0:
         emit("lookup_vs_round_robin_ttft_mean", lk["ttft_mean_ms"] / rr["ttft_mean_ms"], "ratio",
@@ -90,6 +94,7 @@ def replay(srv, fleet, scenario, workload, speedup, extra):
     if lk and pr and pr["hit_rate"] > 0:
         emit("lookup_vs_precise_hit_rate", lk["hit_rate"] / pr["hit_rate"], "ratio",
              scenario=scenario)
+    return sums
 
 
 def main():
@@ -112,6 +117,17 @@ def main():
         replay(srv, fleet, "shared-prefix",
                "shared-prefix:groups=128,questions=8,context=4096,question=256,output=128,"
                "rate=%g" % (SHARED_CAPACITY_RPS * LOAD * ENGINES), SIM_SPEEDUP, [])
+        # The reference ranking answers AFFINITY_HINT (a hash over the serving replicas, blind
+        # to load) for every prompt nobody holds beyond a prefix all replicas share: new
+        # conversations. Turning it off for the tenant sends those to the gateway's
+        # least-loaded fallback instead; measured as params.policy "affinity-off".
+        st, _, body = harness.http_get(srv.snapshot_url + "/policy", method="POST", data=json.dumps(
+            {"version": 7, "policies": [{"namespace": fleet.tenant,
+                                         "affinityRouting": False}]}).encode())
+        if st // 100 != 2:
+            sys.exit("bench_routing: POST /policy failed: %d %s" % (st, body[:200]))
+        replay(srv, fleet, "conversation", "mooncake:" + TRACE, compress * SIM_SPEEDUP,
+               ["--max-requests=%d" % REQUESTS], modes="lookup", policy="affinity-off")
 
 
 if __name__ == "__main__":
