@@ -80,12 +80,12 @@ static void run(int concurrency, int total, int64_t cap_tokens) {
   long long cap = (long long)cap_tokens;
   printf(fmt, "sim_ms_per_wall_ms", now / wall_ms, "x", concurrency, total, cap, CTX + Q, OUT,
          NCTX);
-  printf(fmt, "step_us", wall_ms * 1e3 / (double)steps, "us", concurrency, total, cap, CTX + Q,
-         OUT, NCTX);
+  printf(fmt, "step_us", wall_ms * 1e3 / (double)steps, "us", concurrency, total, cap, CTX + Q, OUT,
+         NCTX);
   printf(fmt, "kv_events_per_s", (double)st.events / (wall_ms / 1e3), "1/s", concurrency, total,
          cap, CTX + Q, OUT, NCTX);
-  printf(fmt, "hit_rate", (double)ss.prefix_hits / (double)ss.prefix_queries, "ratio",
-         concurrency, total, cap, CTX + Q, OUT, NCTX);
+  printf(fmt, "hit_rate", (double)ss.prefix_hits / (double)ss.prefix_queries, "ratio", concurrency,
+         total, cap, CTX + Q, OUT, NCTX);
   for (int i = 0; i < total; i++)
     ic_esim_req_free(live[i]);
   free(live);

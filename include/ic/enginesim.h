@@ -98,12 +98,12 @@ void ic_esim_kv_stats(const ic_esim_kv_t *kv, ic_esim_kv_stats_t *out);
 /* ---- step-time model (timemodel.c) ---------------------------------------------------- */
 
 typedef struct ic_esim_time_config {
-  double step_base_ms;          /* fixed cost of one forward pass (weights read, launch) */
-  double prefill_us_per_token;  /* linear (GEMM) cost per computed prompt token */
+  double step_base_ms;           /* fixed cost of one forward pass (weights read, launch) */
+  double prefill_us_per_token;   /* linear (GEMM) cost per computed prompt token */
   double attn_ns_per_token_pair; /* prefill attention: per (new token x context token) */
-  double decode_us_per_seq;     /* per decoding sequence in the batch */
-  double kv_read_ns_per_token;  /* decode attention: per context token read per step */
-  double cpu_load_us_per_token; /* loading offloaded KV from the CPU tier */
+  double decode_us_per_seq;      /* per decoding sequence in the batch */
+  double kv_read_ns_per_token;   /* decode attention: per context token read per step */
+  double cpu_load_us_per_token;  /* loading offloaded KV from the CPU tier */
 } ic_esim_time_config_t;
 
 typedef struct ic_esim_batch {
@@ -128,10 +128,10 @@ typedef struct ic_esim_req {
   uint32_t *tokens; /* prompt, then generated tokens */
   int64_t ntokens, cap;
   int64_t prompt_len, max_tokens, output_len;
-  int64_t computed;           /* tokens whose KV exists */
-  int64_t cached_tokens;      /* prefix-cache hit at first schedule (GPU + CPU) */
-  int64_t cpu_cached_tokens;  /* of which loaded from the CPU tier */
-  int64_t computed_prefill;   /* prompt tokens actually computed (incl. recompute) */
+  int64_t computed;          /* tokens whose KV exists */
+  int64_t cached_tokens;     /* prefix-cache hit at first schedule (GPU + CPU) */
+  int64_t cpu_cached_tokens; /* of which loaded from the CPU tier */
+  int64_t computed_prefill;  /* prompt tokens actually computed (incl. recompute) */
   int64_t preemptions;
   double arrival_ms, first_sched_ms, first_token_ms, finish_ms; /* simulated; -1 = not yet */
   int state;
@@ -247,8 +247,8 @@ int ic_esim_body_parse(const char *json, size_t len, bool chat, size_t max_promp
                        ic_esim_body_t *out, char *err, size_t errlen);
 void ic_esim_body_free(ic_esim_body_t *b);
 /* {"prompt":[ids]} for /sim/prefix_match (also accepts a text prompt). */
-int ic_esim_prompt_parse(const char *json, size_t len, size_t max_prompt, uint32_t **out,
-                         size_t *n, char *err, size_t errlen);
+int ic_esim_prompt_parse(const char *json, size_t len, size_t max_prompt, uint32_t **out, size_t *n,
+                         char *err, size_t errlen);
 
 /* ---- engine (engine.c): the scheduler's thread in simulated time ------------------------ */
 
@@ -289,9 +289,8 @@ ic_esim_engine_t *ic_esim_engine_new(const ic_esim_config_t *cfg, ic_esim_pub_t 
 int ic_esim_engine_start(ic_esim_engine_t *e);
 /* Queues a request at the current simulated time. Returns 0 or IC_EINVAL (too long for the
  * model / the cache) / IC_ESTATE (stopping). On error the sink is not called. */
-int ic_esim_engine_submit(ic_esim_engine_t *e, const uint32_t *prompt, size_t n,
-                          int64_t max_tokens, const ic_esim_sink_t *sink, char *err,
-                          size_t errlen);
+int ic_esim_engine_submit(ic_esim_engine_t *e, const uint32_t *prompt, size_t n, int64_t max_tokens,
+                          const ic_esim_sink_t *sink, char *err, size_t errlen);
 /* Simulated ms now. */
 double ic_esim_engine_now_ms(ic_esim_engine_t *e);
 void ic_esim_engine_prefix_match(ic_esim_engine_t *e, const uint32_t *t, size_t n, int64_t *gpu,

@@ -53,26 +53,26 @@ static int token_text(ic_buf_t *b, const uint32_t *t, size_t n) {
   return 0;
 }
 
-static int write_chunk(call_t *c, const char *text, size_t len, const char *finish,
-                       bool role) {
+static int write_chunk(call_t *c, const char *text, size_t len, const char *finish, bool role) {
   ic_buf_t b;
   ic_buf_init(&b);
   int rc;
   if (c->chat)
-    rc = ic_buf_appendf(&b,
-                        "data: {\"id\":\"%s\",\"object\":\"chat.completion.chunk\",\"created\":%lld,"
-                        "\"model\":%s,\"choices\":[{\"index\":0,\"delta\":{%s\"content\":\"%.*s\"},"
-                        "\"logprobs\":null,\"finish_reason\":%s%s%s}]}\n\n",
-                        c->id, c->created, c->model_json, role ? "\"role\":\"assistant\"," : "",
-                        (int)len, text, finish ? "\"" : "", finish ? finish : "null",
-                        finish ? "\"" : "");
+    rc = ic_buf_appendf(
+        &b,
+        "data: {\"id\":\"%s\",\"object\":\"chat.completion.chunk\",\"created\":%lld,"
+        "\"model\":%s,\"choices\":[{\"index\":0,\"delta\":{%s\"content\":\"%.*s\"},"
+        "\"logprobs\":null,\"finish_reason\":%s%s%s}]}\n\n",
+        c->id, c->created, c->model_json, role ? "\"role\":\"assistant\"," : "", (int)len, text,
+        finish ? "\"" : "", finish ? finish : "null", finish ? "\"" : "");
   else
-    rc = ic_buf_appendf(&b,
-                        "data: {\"id\":\"%s\",\"object\":\"text_completion\",\"created\":%lld,"
-                        "\"model\":%s,\"choices\":[{\"index\":0,\"text\":\"%.*s\",\"logprobs\":null,"
-                        "\"finish_reason\":%s%s%s,\"stop_reason\":null}]}\n\n",
-                        c->id, c->created, c->model_json, (int)len, text, finish ? "\"" : "",
-                        finish ? finish : "null", finish ? "\"" : "");
+    rc =
+        ic_buf_appendf(&b,
+                       "data: {\"id\":\"%s\",\"object\":\"text_completion\",\"created\":%lld,"
+                       "\"model\":%s,\"choices\":[{\"index\":0,\"text\":\"%.*s\",\"logprobs\":null,"
+                       "\"finish_reason\":%s%s%s,\"stop_reason\":null}]}\n\n",
+                       c->id, c->created, c->model_json, (int)len, text, finish ? "\"" : "",
+                       finish ? finish : "null", finish ? "\"" : "");
   if (rc == 0) rc = ic_http_stream_write(c->st, b.data, b.len);
   ic_buf_free(&b);
   return rc;
@@ -98,8 +98,8 @@ static json_t *timing_json(const ic_esim_timing_t *t) {
                    "first_token_ms", t->first_token_ms, "finish_ms", t->finish_ms, "ttft_ms",
                    t->first_token_ms - t->arrival_ms, "e2e_ms", t->finish_ms - t->arrival_ms,
                    "queue_ms", t->queue_ms, "cached_tokens", (json_int_t)t->cached_tokens,
-                   "cached_tokens_cpu", (json_int_t)t->cached_tokens_cpu,
-                   "computed_prefill_tokens", (json_int_t)t->computed_prefill_tokens);
+                   "cached_tokens_cpu", (json_int_t)t->cached_tokens_cpu, "computed_prefill_tokens",
+                   (json_int_t)t->computed_prefill_tokens);
 }
 
 static json_t *usage_json(const ic_esim_timing_t *t) {
@@ -113,17 +113,17 @@ static json_t *usage_json(const ic_esim_timing_t *t) {
 static json_t *final_json(call_t *c, const ic_esim_timing_t *t, bool chunk) {
   json_t *choices = json_array();
   if (!chunk) {
-    json_t *ch = c->chat ? json_pack("{s:i, s:{s:s, s:s#}, s:n, s:s, s:n}", "index", 0, "message",
-                                     "role", "assistant", "content", c->text.data ? c->text.data : "",
-                                     c->text.len, "logprobs", "finish_reason", "length",
-                                     "stop_reason")
-                         : json_pack("{s:i, s:s#, s:n, s:s, s:n, s:n}", "index", 0, "text",
-                                     c->text.data ? c->text.data : "", c->text.len, "logprobs",
-                                     "finish_reason", "length", "stop_reason", "prompt_logprobs");
+    json_t *ch = c->chat
+                     ? json_pack("{s:i, s:{s:s, s:s#}, s:n, s:s, s:n}", "index", 0, "message",
+                                 "role", "assistant", "content", c->text.data ? c->text.data : "",
+                                 c->text.len, "logprobs", "finish_reason", "length", "stop_reason")
+                     : json_pack("{s:i, s:s#, s:n, s:s, s:n, s:n}", "index", 0, "text",
+                                 c->text.data ? c->text.data : "", c->text.len, "logprobs",
+                                 "finish_reason", "length", "stop_reason", "prompt_logprobs");
     json_array_append_new(choices, ch);
   }
-  const char *obj = c->chat ? (chunk ? "chat.completion.chunk" : "chat.completion")
-                            : "text_completion";
+  const char *obj =
+      c->chat ? (chunk ? "chat.completion.chunk" : "chat.completion") : "text_completion";
   json_t *model = json_loads(c->model_json, JSON_DECODE_ANY, NULL);
   json_t *j = json_pack("{s:s, s:s, s:I, s:o, s:o, s:o, s:o}", "id", c->id, "object", obj,
                         "created", (json_int_t)c->created, "model", model, "choices", choices,
@@ -148,8 +148,7 @@ static void sink_done(void *ud, const ic_esim_timing_t *t, bool aborted) {
                       "\"type\":\"InternalServerError\",\"param\":null,\"code\":500}}";
     if (c->stream) ic_http_stream_write(c->st, "data: ", 6);
     ic_http_stream_write(c->st, msg, strlen(msg));
-    ic_http_stream_write(c->st, c->stream ? "\n\ndata: [DONE]\n\n" : "\n",
-                         c->stream ? 16 : 1);
+    ic_http_stream_write(c->st, c->stream ? "\n\ndata: [DONE]\n\n" : "\n", c->stream ? 16 : 1);
   } else if (!c->stream) {
     json_t *j = final_json(c, t, false);
     write_json_line(c, j, false);
@@ -198,8 +197,8 @@ static void handle_completion(ic_http_req_t *r, ic_esim_engine_t *e, bool chat) 
   }
   ic_esim_body_t b;
   char err[512];
-  int rc = ic_esim_body_parse(body, len, chat, (size_t)cfg->sched.max_model_len, &b, err,
-                              sizeof err);
+  int rc =
+      ic_esim_body_parse(body, len, chat, (size_t)cfg->sched.max_model_len, &b, err, sizeof err);
   if (rc != 0) {
     reply_error(r, 400, "BadRequestError", rc == IC_ENOMEM ? "out of memory" : err);
     return;
@@ -264,8 +263,9 @@ static void handle_completion(ic_http_req_t *r, ic_esim_engine_t *e, bool chat) 
   if (rc != 0) {
     /* The 200 is already queued; the length checks above leave only shutdown and memory
      * failures for this path. */
-    const char *m = "{\"error\":{\"message\":\"engine unavailable\",\"type\":\"ServiceUnavailableError\","
-                    "\"param\":null,\"code\":503}}\n";
+    const char *m =
+        "{\"error\":{\"message\":\"engine unavailable\",\"type\":\"ServiceUnavailableError\","
+        "\"param\":null,\"code\":503}}\n";
     ic_http_stream_write(st, m, strlen(m));
     ic_http_stream_close(st);
     call_free(c);
@@ -332,12 +332,24 @@ static void on_reset(ic_http_req_t *r, void *ud) {
 int ic_esim_api_register(struct ic_http_server *srv, ic_esim_engine_t *e) {
   const size_t big = 64u << 20; /* 128k-token prompts as text or id arrays */
   const ic_http_route_t routes[] = {
-      {.path = "/v1/completions", .methods = "POST", .handler = on_completions, .ud = e, .max_body = big},
-      {.path = "/v1/chat/completions", .methods = "POST", .handler = on_chat, .ud = e, .max_body = big},
+      {.path = "/v1/completions",
+       .methods = "POST",
+       .handler = on_completions,
+       .ud = e,
+       .max_body = big},
+      {.path = "/v1/chat/completions",
+       .methods = "POST",
+       .handler = on_chat,
+       .ud = e,
+       .max_body = big},
       {.path = "/v1/models", .methods = "GET", .handler = on_models, .ud = e},
       {.path = "/health", .methods = "GET", .handler = on_health, .ud = e},
       {.path = "/metrics", .methods = "GET", .handler = on_metrics, .ud = e, .gzip = true},
-      {.path = "/sim/prefix_match", .methods = "POST", .handler = on_prefix_match, .ud = e, .max_body = big},
+      {.path = "/sim/prefix_match",
+       .methods = "POST",
+       .handler = on_prefix_match,
+       .ud = e,
+       .max_body = big},
       {.path = "/reset_prefix_cache", .methods = "POST", .handler = on_reset, .ud = e},
   };
   for (size_t i = 0; i < sizeof routes / sizeof *routes; i++) {

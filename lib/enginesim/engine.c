@@ -111,12 +111,12 @@ static void flush_events(ic_esim_engine_t *e) {
 
 /* ---- metrics ----------------------------------------------------------------------------- */
 
-static const double TTFT_BUCKETS[] = {0.001, 0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1,
-                                      0.25,  0.5,   0.75, 1.0,  2.5,  5.0,  7.5,  10.0,
+static const double TTFT_BUCKETS[] = {0.001, 0.005, 0.01, 0.02,  0.04,  0.06,  0.08, 0.1,
+                                      0.25,  0.5,   0.75, 1.0,   2.5,   5.0,   7.5,  10.0,
                                       20.0,  40.0,  80.0, 160.0, 640.0, 2560.0};
-static const double E2E_BUCKETS[] = {0.3,  0.5,  0.8,  1.0,  1.5,   2.0,   2.5,   5.0,
-                                     10.0, 15.0, 20.0, 30.0, 40.0,  50.0,  60.0,  120.0,
-                                     240.0, 480.0, 960.0, 1920.0, 7680.0};
+static const double E2E_BUCKETS[] = {0.3,  0.5,   0.8,   1.0,   1.5,   2.0,    2.5,
+                                     5.0,  10.0,  15.0,  20.0,  30.0,  40.0,   50.0,
+                                     60.0, 120.0, 240.0, 480.0, 960.0, 1920.0, 7680.0};
 
 static ic_metric_t *labelled(ic_esim_engine_t *e, ic_metric_family_t *f) {
   const char *v[] = {e->model};
@@ -127,38 +127,47 @@ static int setup_metrics(ic_esim_engine_t *e) {
   static const char *L[] = {"model_name"};
   ic_metrics_t *m = e->metrics = ic_metrics_new();
   if (!m) return IC_ENOMEM;
-  e->m_running = labelled(e, ic_metrics_gauge(m, "vllm:num_requests_running",
-                                              "Number of requests in model execution batches.", 1, L));
+  e->m_running =
+      labelled(e, ic_metrics_gauge(m, "vllm:num_requests_running",
+                                   "Number of requests in model execution batches.", 1, L));
   e->m_waiting = labelled(e, ic_metrics_gauge(m, "vllm:num_requests_waiting",
                                               "Number of requests waiting to be processed.", 1, L));
   e->m_usage = labelled(e, ic_metrics_gauge(m, "vllm:kv_cache_usage_perc",
                                             "KV-cache usage. 1 means 100 percent usage.", 1, L));
-  e->m_usage_old = labelled(e, ic_metrics_gauge(m, "vllm:gpu_cache_usage_perc",
-                                                "GPU KV-cache usage. 1 means 100 percent usage.", 1, L));
+  e->m_usage_old =
+      labelled(e, ic_metrics_gauge(m, "vllm:gpu_cache_usage_perc",
+                                   "GPU KV-cache usage. 1 means 100 percent usage.", 1, L));
   if (e->cfg.kv.cpu_blocks > 0)
-    e->m_cpu_usage = labelled(e, ic_metrics_gauge(m, "vllm:cpu_cache_usage_perc",
-                                                  "CPU KV-cache usage. 1 means 100 percent usage.", 1, L));
-  e->m_queries = labelled(e, ic_metrics_counter(m, "vllm:prefix_cache_queries_total",
-                                                "Prefix cache queries, in terms of number of queried tokens.", 1, L));
-  e->m_hits = labelled(e, ic_metrics_counter(m, "vllm:prefix_cache_hits_total",
-                                             "Prefix cache hits, in terms of number of cached tokens.", 1, L));
+    e->m_cpu_usage =
+        labelled(e, ic_metrics_gauge(m, "vllm:cpu_cache_usage_perc",
+                                     "CPU KV-cache usage. 1 means 100 percent usage.", 1, L));
+  e->m_queries = labelled(
+      e, ic_metrics_counter(m, "vllm:prefix_cache_queries_total",
+                            "Prefix cache queries, in terms of number of queried tokens.", 1, L));
+  e->m_hits = labelled(
+      e, ic_metrics_counter(m, "vllm:prefix_cache_hits_total",
+                            "Prefix cache hits, in terms of number of cached tokens.", 1, L));
   e->m_prompt = labelled(e, ic_metrics_counter(m, "vllm:prompt_tokens_total",
                                                "Number of prefill tokens processed.", 1, L));
   e->m_gen = labelled(e, ic_metrics_counter(m, "vllm:generation_tokens_total",
                                             "Number of generation tokens processed.", 1, L));
-  e->m_preempt = labelled(e, ic_metrics_counter(m, "vllm:num_preemptions_total",
-                                                "Cumulative number of preemption from the engine.", 1, L));
+  e->m_preempt =
+      labelled(e, ic_metrics_counter(m, "vllm:num_preemptions_total",
+                                     "Cumulative number of preemption from the engine.", 1, L));
   e->m_success = labelled(e, ic_metrics_counter(m, "vllm:request_success_total",
                                                 "Count of successfully processed requests.", 1, L));
-  e->m_ttft = labelled(e, ic_metrics_histogram(m, "vllm:time_to_first_token_seconds",
-                                               "Histogram of time to first token in seconds.", 1, L,
-                                               TTFT_BUCKETS, sizeof TTFT_BUCKETS / sizeof *TTFT_BUCKETS));
-  e->m_e2e = labelled(e, ic_metrics_histogram(m, "vllm:e2e_request_latency_seconds",
-                                              "Histogram of e2e request latency in seconds.", 1, L,
-                                              E2E_BUCKETS, sizeof E2E_BUCKETS / sizeof *E2E_BUCKETS));
-  e->m_queue = labelled(e, ic_metrics_histogram(m, "vllm:request_queue_time_seconds",
-                                                "Histogram of time spent in WAITING phase for request.", 1, L,
-                                                TTFT_BUCKETS, sizeof TTFT_BUCKETS / sizeof *TTFT_BUCKETS));
+  e->m_ttft =
+      labelled(e, ic_metrics_histogram(m, "vllm:time_to_first_token_seconds",
+                                       "Histogram of time to first token in seconds.", 1, L,
+                                       TTFT_BUCKETS, sizeof TTFT_BUCKETS / sizeof *TTFT_BUCKETS));
+  e->m_e2e =
+      labelled(e, ic_metrics_histogram(m, "vllm:e2e_request_latency_seconds",
+                                       "Histogram of e2e request latency in seconds.", 1, L,
+                                       E2E_BUCKETS, sizeof E2E_BUCKETS / sizeof *E2E_BUCKETS));
+  e->m_queue = labelled(
+      e, ic_metrics_histogram(m, "vllm:request_queue_time_seconds",
+                              "Histogram of time spent in WAITING phase for request.", 1, L,
+                              TTFT_BUCKETS, sizeof TTFT_BUCKETS / sizeof *TTFT_BUCKETS));
   if (!e->m_running || !e->m_waiting || !e->m_usage || !e->m_usage_old || !e->m_queries ||
       !e->m_hits || !e->m_prompt || !e->m_gen || !e->m_preempt || !e->m_success || !e->m_ttft ||
       !e->m_e2e || !e->m_queue || (e->cfg.kv.cpu_blocks > 0 && !e->m_cpu_usage))
@@ -234,9 +243,8 @@ static double wall_sim_ms(const ic_esim_engine_t *e) {
 
 double ic_esim_engine_now_ms(ic_esim_engine_t *e) { return wall_sim_ms(e); }
 
-int ic_esim_engine_submit(ic_esim_engine_t *e, const uint32_t *prompt, size_t n,
-                          int64_t max_tokens, const ic_esim_sink_t *sink, char *err,
-                          size_t errlen) {
+int ic_esim_engine_submit(ic_esim_engine_t *e, const uint32_t *prompt, size_t n, int64_t max_tokens,
+                          const ic_esim_sink_t *sink, char *err, size_t errlen) {
   int64_t cap_tokens = e->cfg.kv.gpu_blocks * e->cfg.kv.block_size;
   int64_t need = (int64_t)n + max_tokens;
   if (need > e->cfg.sched.max_model_len) {
@@ -248,7 +256,8 @@ int ic_esim_engine_submit(ic_esim_engine_t *e, const uint32_t *prompt, size_t n,
     return IC_EINVAL;
   }
   if (need > cap_tokens) {
-    snprintf(err, errlen, "request needs %lld tokens of KV cache, more than the %lld the engine has",
+    snprintf(err, errlen,
+             "request needs %lld tokens of KV cache, more than the %lld the engine has",
              (long long)need, (long long)cap_tokens);
     return IC_EINVAL;
   }
@@ -355,7 +364,8 @@ static void sleep_until_sim(ic_esim_engine_t *e, double sim_ms) {
   int64_t target = e->wall0_us + (int64_t)(sim_ms / e->cfg.speedup * 1e3);
   int64_t now = ic_clock_monotonic_us();
   if (target <= now) return;
-  struct timespec ts = {(time_t)((target - now) / 1000000), (long)((target - now) % 1000000) * 1000};
+  struct timespec ts = {(time_t)((target - now) / 1000000),
+                        (long)((target - now) % 1000000) * 1000};
   nanosleep(&ts, NULL);
 }
 

@@ -33,7 +33,9 @@ static void map_destroy(map_t *m) {
   free(m->vals);
 }
 
-static size_t slot_of(const map_t *m, uint64_t k) { return (size_t)(k * 0x9E3779B97F4A7C15ULL >> 7) & m->mask; }
+static size_t slot_of(const map_t *m, uint64_t k) {
+  return (size_t)(k * 0x9E3779B97F4A7C15ULL >> 7) & m->mask;
+}
 
 static int32_t map_get(const map_t *m, uint64_t k) {
   for (size_t i = slot_of(m, k);; i = (i + 1) & m->mask) {
@@ -80,9 +82,9 @@ static void map_clear(map_t *m) { memset(m->vals, 0xff, (m->mask + 1) * sizeof *
 typedef struct slot {
   uint64_t hash;
   int32_t prev, next;
-  int32_t ref;  /* GPU: requests pinning it */
-  bool cached;  /* hash is in the map */
-  bool listed;  /* on the free (GPU) / LRU (CPU) list */
+  int32_t ref; /* GPU: requests pinning it */
+  bool cached; /* hash is in the map */
+  bool listed; /* on the free (GPU) / LRU (CPU) list */
 } slot_t;
 
 typedef struct list {

@@ -21,8 +21,7 @@ static int tokenize_text(const char *s, size_t len, size_t max_prompt, uint32_t 
   ic_esim_tokenize(s, len, NULL, 0, &total);
   if (total == 0) return fail(err, errlen, "prompt must not be empty");
   if (total > max_prompt) {
-    snprintf(err, errlen, "prompt has %zu tokens, more than the maximum of %zu", total,
-             max_prompt);
+    snprintf(err, errlen, "prompt has %zu tokens, more than the maximum of %zu", total, max_prompt);
     return IC_EINVAL;
   }
   *out = malloc(total * sizeof **out);
@@ -175,8 +174,8 @@ void ic_esim_body_free(ic_esim_body_t *b) {
   b->nprompt = 0;
 }
 
-int ic_esim_prompt_parse(const char *json, size_t len, size_t max_prompt, uint32_t **out,
-                         size_t *n, char *err, size_t errlen) {
+int ic_esim_prompt_parse(const char *json, size_t len, size_t max_prompt, uint32_t **out, size_t *n,
+                         char *err, size_t errlen) {
   *out = NULL;
   *n = 0;
   json_error_t je;
@@ -185,9 +184,9 @@ int ic_esim_prompt_parse(const char *json, size_t len, size_t max_prompt, uint32
     snprintf(err, errlen, "invalid JSON body: %s", je.text);
     return IC_EINVAL;
   }
-  int rc = json_is_object(root) ? parse_prompt(json_object_get(root, "prompt"), max_prompt, out, n,
-                                               err, errlen)
-                                : fail(err, errlen, "the body must be a JSON object");
+  int rc = json_is_object(root)
+               ? parse_prompt(json_object_get(root, "prompt"), max_prompt, out, n, err, errlen)
+               : fail(err, errlen, "the body must be a JSON object");
   json_decref(root);
   return rc;
 }

@@ -104,9 +104,7 @@ double ic_esim_sched_next_arrival(const ic_esim_sched_t *s) {
   return s->waiting.head ? s->waiting.head->arrival_ms : -1;
 }
 
-void ic_esim_sched_stats(const ic_esim_sched_t *s, ic_esim_sched_stats_t *out) {
-  *out = s->stats;
-}
+void ic_esim_sched_stats(const ic_esim_sched_t *s, ic_esim_sched_stats_t *out) { *out = s->stats; }
 
 /* Back to the front of the waiting queue with nothing computed (vLLM's recompute mode). */
 static void preempt(ic_esim_sched_t *s, ic_esim_req_t *r) {
@@ -168,8 +166,7 @@ static bool schedule_running(ic_esim_sched_t *s, int64_t *budget) {
   return !preempted;
 }
 
-static void schedule_waiting(ic_esim_sched_t *s, double now, int64_t *budget,
-                             ic_esim_batch_t *b) {
+static void schedule_waiting(ic_esim_sched_t *s, double now, int64_t *budget, ic_esim_batch_t *b) {
   for (ic_esim_req_t *r = s->waiting.head, *nx; r; r = nx) {
     nx = r->next;
     if (*budget <= 0 || (int64_t)s->running.n >= s->cfg.max_num_seqs) break;

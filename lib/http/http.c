@@ -930,9 +930,8 @@ int ic_http_reply_stream(ic_http_req_t *r, unsigned status, const char *content_
   pthread_mutex_init(&st->mu, NULL);
   st->conn = r->conn;
   st->refs = 2;
-  struct MHD_Response *resp = MHD_create_response_from_callback(MHD_SIZE_UNKNOWN, 16 * 1024,
-                                                                stream_reader, st,
-                                                                stream_response_gone);
+  struct MHD_Response *resp = MHD_create_response_from_callback(
+      MHD_SIZE_UNKNOWN, 16 * 1024, stream_reader, st, stream_response_gone);
   if (!resp) {
     pthread_mutex_destroy(&st->mu);
     free(st);

@@ -44,7 +44,8 @@ static void usage(FILE *f) {
   fprintf(
       f,
       "Usage: fake-engine [flags]            (KV-event republisher)\n"
-      "       fake-engine --http-bind-address=HOST:PORT [flags]   (engine simulator; --help there)\n"
+      "       fake-engine --http-bind-address=HOST:PORT [flags]   (engine simulator; --help "
+      "there)\n"
       "  --bind=EP               PUB endpoint to bind (default tcp://0.0.0.0:5557)\n"
       "  --replay-bind=EP        ROUTER replay endpoint to bind (default: none)\n"
       "  --topic=S               frame 0 (default kv-events)\n"
@@ -338,9 +339,9 @@ int main(int argc, char **argv) {
   }
 
   char err[512];
-  ic_esim_pub_t *pub = ic_esim_pub_new(o.bind, o.replay_bind, o.topic,
-                                       o.buffer_steps > 0 ? (size_t)o.buffer_steps : 0, err,
-                                       sizeof err);
+  ic_esim_pub_t *pub =
+      ic_esim_pub_new(o.bind, o.replay_bind, o.topic,
+                      o.buffer_steps > 0 ? (size_t)o.buffer_steps : 0, err, sizeof err);
   if (!pub) {
     fprintf(stderr, "fake-engine: %s\n", err);
     return 1;
@@ -356,8 +357,8 @@ int main(int argc, char **argv) {
   fprintf(stderr,
           "publishing %" PRId64 " BlockStored event(s) per batch on %s topic=\"%s\" (%" PRId64
           " block(s), %" PRId64 " tokens) every %s encoding=%s prompts=%" PRId64 "%s%s\n",
-          o.events, o.bind, o.topic, o.num_blocks, total, every, ic_esim_encoding_name(o.enc), o.prompts,
-          router ? " replay=" : "", router ? o.replay_bind : "");
+          o.events, o.bind, o.topic, o.num_blocks, total, every, ic_esim_encoding_name(o.enc),
+          o.prompts, router ? " replay=" : "", router ? o.replay_bind : "");
 
   uint64_t seq = 0;
   /* PUB/SUB slow joiner: give subscribers time to connect before the first message. */

@@ -13,32 +13,33 @@
 #include "sim.h"
 
 static void usage(FILE *f) {
-  fprintf(f,
-          "Usage: fake-engine --http-bind-address=HOST:PORT [flags]   (engine simulator)\n"
-          "  --http-bind-address=ADDR     OpenAI-compatible HTTP listener (port 0 = any)\n"
-          "  --bind=EP                    KV-event PUB endpoint (default tcp://*:5557; \"\" = none)\n"
-          "  --replay-bind=EP             ROUTER replay endpoint (default: none)\n"
-          "  --topic=S                    frame 0 of every message (default kv-events)\n"
-          "  --encoding=E                 vllm-map | vllm-array | sglang (default vllm-map)\n"
-          "  --dp-rank=N                  data_parallel_rank in the envelope (default -1 = none)\n"
-          "  --buffer-steps=N             replay ring size in messages (default 10000)\n"
-          "  --model=NAME                 served model id (default sim-model)\n"
-          "  --block-size=N               tokens per KV block (default 16)\n"
-          "  --kv-capacity-tokens=N       GPU KV cache size in tokens (default 450000)\n"
-          "  --cpu-offload-tokens=N       CPU offload tier in tokens, medium CPU (default 0 = off)\n"
-          "  --max-num-seqs=N             running requests per step (default 256)\n"
-          "  --max-num-batched-tokens=N   tokens per step, chunked prefill (default 8192)\n"
-          "  --max-model-len=N            prompt + completion limit (default 131072)\n"
-          "  --speedup=F                  simulated ms per wall ms (default 1)\n"
-          "  --step-base-ms=F             time model, see docs/enginesim.md (default 6.2)\n"
-          "  --prefill-us-per-token=F     (default 30)\n"
-          "  --attn-ns-per-token-pair=F   (default 1.3)\n"
-          "  --decode-us-per-seq=F        (default 120)\n"
-          "  --kv-read-ns-per-token=F     (default 40)\n"
-          "  --cpu-load-us-per-token=F    (default 2.6)\n"
-          "  --stream-interval=N          tokens per SSE chunk after the first (default 1)\n"
-          "  --hash-seed=N                seed of the chained block hash (default 0)\n"
-          "  --http-threads=N             HTTP worker threads (default 2)\n");
+  fprintf(
+      f,
+      "Usage: fake-engine --http-bind-address=HOST:PORT [flags]   (engine simulator)\n"
+      "  --http-bind-address=ADDR     OpenAI-compatible HTTP listener (port 0 = any)\n"
+      "  --bind=EP                    KV-event PUB endpoint (default tcp://*:5557; \"\" = none)\n"
+      "  --replay-bind=EP             ROUTER replay endpoint (default: none)\n"
+      "  --topic=S                    frame 0 of every message (default kv-events)\n"
+      "  --encoding=E                 vllm-map | vllm-array | sglang (default vllm-map)\n"
+      "  --dp-rank=N                  data_parallel_rank in the envelope (default -1 = none)\n"
+      "  --buffer-steps=N             replay ring size in messages (default 10000)\n"
+      "  --model=NAME                 served model id (default sim-model)\n"
+      "  --block-size=N               tokens per KV block (default 16)\n"
+      "  --kv-capacity-tokens=N       GPU KV cache size in tokens (default 450000)\n"
+      "  --cpu-offload-tokens=N       CPU offload tier in tokens, medium CPU (default 0 = off)\n"
+      "  --max-num-seqs=N             running requests per step (default 256)\n"
+      "  --max-num-batched-tokens=N   tokens per step, chunked prefill (default 8192)\n"
+      "  --max-model-len=N            prompt + completion limit (default 131072)\n"
+      "  --speedup=F                  simulated ms per wall ms (default 1)\n"
+      "  --step-base-ms=F             time model, see docs/enginesim.md (default 6.2)\n"
+      "  --prefill-us-per-token=F     (default 30)\n"
+      "  --attn-ns-per-token-pair=F   (default 1.3)\n"
+      "  --decode-us-per-seq=F        (default 120)\n"
+      "  --kv-read-ns-per-token=F     (default 40)\n"
+      "  --cpu-load-us-per-token=F    (default 2.6)\n"
+      "  --stream-interval=N          tokens per SSE chunk after the first (default 1)\n"
+      "  --hash-seed=N                seed of the chained block hash (default 0)\n"
+      "  --http-threads=N             HTTP worker threads (default 2)\n");
 }
 
 static int parse_i64(const char *s, int64_t *v) {
@@ -60,9 +61,31 @@ static int parse_f(const char *s, double *v) {
 }
 
 enum {
-  O_HTTP = 256, O_BIND, O_REPLAY, O_TOPIC, O_ENC, O_DP, O_BUF, O_MODEL, O_BS, O_CAP, O_CPU,
-  O_SEQS, O_BATCH, O_MAXLEN, O_SPEED, O_BASE, O_PREF, O_ATTN, O_DEC, O_KVR, O_CPUL, O_SINT,
-  O_SEED, O_THREADS, O_HELP
+  O_HTTP = 256,
+  O_BIND,
+  O_REPLAY,
+  O_TOPIC,
+  O_ENC,
+  O_DP,
+  O_BUF,
+  O_MODEL,
+  O_BS,
+  O_CAP,
+  O_CPU,
+  O_SEQS,
+  O_BATCH,
+  O_MAXLEN,
+  O_SPEED,
+  O_BASE,
+  O_PREF,
+  O_ATTN,
+  O_DEC,
+  O_KVR,
+  O_CPUL,
+  O_SINT,
+  O_SEED,
+  O_THREADS,
+  O_HELP
 };
 
 int fake_engine_sim_main(int argc, char **argv) {
@@ -70,33 +93,32 @@ int fake_engine_sim_main(int argc, char **argv) {
   ic_esim_config_defaults(&cfg);
   const char *http = NULL, *bind = "tcp://*:5557", *replay = NULL, *topic = "kv-events";
   int64_t cap_tokens = 450000, cpu_tokens = 0, ring = 10000, threads = 2, v = 0;
-  static const struct option lo[] = {
-      {"http-bind-address", required_argument, 0, O_HTTP},
-      {"bind", required_argument, 0, O_BIND},
-      {"replay-bind", required_argument, 0, O_REPLAY},
-      {"topic", required_argument, 0, O_TOPIC},
-      {"encoding", required_argument, 0, O_ENC},
-      {"dp-rank", required_argument, 0, O_DP},
-      {"buffer-steps", required_argument, 0, O_BUF},
-      {"model", required_argument, 0, O_MODEL},
-      {"block-size", required_argument, 0, O_BS},
-      {"kv-capacity-tokens", required_argument, 0, O_CAP},
-      {"cpu-offload-tokens", required_argument, 0, O_CPU},
-      {"max-num-seqs", required_argument, 0, O_SEQS},
-      {"max-num-batched-tokens", required_argument, 0, O_BATCH},
-      {"max-model-len", required_argument, 0, O_MAXLEN},
-      {"speedup", required_argument, 0, O_SPEED},
-      {"step-base-ms", required_argument, 0, O_BASE},
-      {"prefill-us-per-token", required_argument, 0, O_PREF},
-      {"attn-ns-per-token-pair", required_argument, 0, O_ATTN},
-      {"decode-us-per-seq", required_argument, 0, O_DEC},
-      {"kv-read-ns-per-token", required_argument, 0, O_KVR},
-      {"cpu-load-us-per-token", required_argument, 0, O_CPUL},
-      {"stream-interval", required_argument, 0, O_SINT},
-      {"hash-seed", required_argument, 0, O_SEED},
-      {"http-threads", required_argument, 0, O_THREADS},
-      {"help", no_argument, 0, O_HELP},
-      {0, 0, 0, 0}};
+  static const struct option lo[] = {{"http-bind-address", required_argument, 0, O_HTTP},
+                                     {"bind", required_argument, 0, O_BIND},
+                                     {"replay-bind", required_argument, 0, O_REPLAY},
+                                     {"topic", required_argument, 0, O_TOPIC},
+                                     {"encoding", required_argument, 0, O_ENC},
+                                     {"dp-rank", required_argument, 0, O_DP},
+                                     {"buffer-steps", required_argument, 0, O_BUF},
+                                     {"model", required_argument, 0, O_MODEL},
+                                     {"block-size", required_argument, 0, O_BS},
+                                     {"kv-capacity-tokens", required_argument, 0, O_CAP},
+                                     {"cpu-offload-tokens", required_argument, 0, O_CPU},
+                                     {"max-num-seqs", required_argument, 0, O_SEQS},
+                                     {"max-num-batched-tokens", required_argument, 0, O_BATCH},
+                                     {"max-model-len", required_argument, 0, O_MAXLEN},
+                                     {"speedup", required_argument, 0, O_SPEED},
+                                     {"step-base-ms", required_argument, 0, O_BASE},
+                                     {"prefill-us-per-token", required_argument, 0, O_PREF},
+                                     {"attn-ns-per-token-pair", required_argument, 0, O_ATTN},
+                                     {"decode-us-per-seq", required_argument, 0, O_DEC},
+                                     {"kv-read-ns-per-token", required_argument, 0, O_KVR},
+                                     {"cpu-load-us-per-token", required_argument, 0, O_CPUL},
+                                     {"stream-interval", required_argument, 0, O_SINT},
+                                     {"hash-seed", required_argument, 0, O_SEED},
+                                     {"http-threads", required_argument, 0, O_THREADS},
+                                     {"help", no_argument, 0, O_HELP},
+                                     {0, 0, 0, 0}};
   int c;
   optind = 1;
   while ((c = getopt_long_only(argc, argv, "", lo, NULL)) != -1) {
@@ -109,19 +131,26 @@ int fake_engine_sim_main(int argc, char **argv) {
     case O_ENC: bad = (cfg.encoding = ic_esim_encoding_parse(optarg)) < 0; break;
     case O_DP: bad = parse_i64(optarg, &cfg.dp_rank); break;
     case O_BUF: bad = parse_i64(optarg, &ring) || ring < 0; break;
-    case O_MODEL: cfg.model = optarg; bad = !*optarg; break;
+    case O_MODEL:
+      cfg.model = optarg;
+      bad = !*optarg;
+      break;
     case O_BS:
       bad = parse_i64(optarg, &v) || v < 1 || v > 4096;
       cfg.kv.block_size = (int)v;
       break;
     case O_CAP: bad = parse_i64(optarg, &cap_tokens) || cap_tokens < 1; break;
     case O_CPU: bad = parse_i64(optarg, &cpu_tokens) || cpu_tokens < 0; break;
-    case O_SEQS: bad = parse_i64(optarg, &cfg.sched.max_num_seqs) || cfg.sched.max_num_seqs < 1; break;
+    case O_SEQS:
+      bad = parse_i64(optarg, &cfg.sched.max_num_seqs) || cfg.sched.max_num_seqs < 1;
+      break;
     case O_BATCH:
       bad = parse_i64(optarg, &cfg.sched.max_num_batched_tokens) ||
             cfg.sched.max_num_batched_tokens < 1;
       break;
-    case O_MAXLEN: bad = parse_i64(optarg, &cfg.sched.max_model_len) || cfg.sched.max_model_len < 2; break;
+    case O_MAXLEN:
+      bad = parse_i64(optarg, &cfg.sched.max_model_len) || cfg.sched.max_model_len < 2;
+      break;
     case O_SPEED: bad = parse_f(optarg, &cfg.speedup) || cfg.speedup <= 0; break;
     case O_BASE: bad = parse_f(optarg, &cfg.time.step_base_ms); break;
     case O_PREF: bad = parse_f(optarg, &cfg.time.prefill_us_per_token); break;

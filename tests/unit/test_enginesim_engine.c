@@ -95,7 +95,8 @@ Test(enginesim_engine, serves_requests_in_simulated_time_with_prefix_hits) {
   size_t len = 0;
   char *m = ic_esim_engine_metrics(e, &len);
   cr_assert_not_null(strstr(m, "vllm:prefix_cache_hits_total{model_name=\"sim-model\"} 192"));
-  cr_assert_not_null(strstr(m, "vllm:time_to_first_token_seconds_count{model_name=\"sim-model\"} 2"));
+  cr_assert_not_null(
+      strstr(m, "vllm:time_to_first_token_seconds_count{model_name=\"sim-model\"} 2"));
   free(m);
   ic_esim_engine_free(e);
 }
@@ -233,9 +234,9 @@ Test(enginesim_request, bodies_parse_and_reject_clearly) {
   };
   for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
     err[0] = 0;
-    cr_assert_eq(ic_esim_body_parse(bad[i].body, strlen(bad[i].body), bad[i].chat, 10, &b, err,
-                                    sizeof err),
-                 IC_EINVAL, "%s", bad[i].body);
+    cr_assert_eq(
+        ic_esim_body_parse(bad[i].body, strlen(bad[i].body), bad[i].chat, 10, &b, err, sizeof err),
+        IC_EINVAL, "%s", bad[i].body);
     cr_assert_not_null(strstr(err, bad[i].needle), "%s -> %s", bad[i].body, err);
   }
   uint32_t *t;

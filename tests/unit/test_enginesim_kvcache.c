@@ -131,7 +131,7 @@ Test(enginesim_kvcache, pinned_blocks_are_never_evicted) {
   size_t before = nev;
   cr_assert_eq(ic_esim_kv_allocate(kv, &b, 16), IC_ERANGE);
   cr_assert_eq(b.nblocks, 0);
-  cr_assert_eq(nev, before); /* nothing evicted */
+  cr_assert_eq(nev, before);           /* nothing evicted */
   cr_assert_not(ic_esim_kv_reset(kv)); /* like vLLM: not while blocks are in use */
   ic_esim_kv_release(kv, &a);
   cr_assert_eq(ic_esim_kv_free_blocks(kv), 4);
