@@ -146,7 +146,7 @@ typedef struct ic_replay_summary {
   double prediction_accuracy; /* share of them whose replica held the predicted tokens */
   double lookup_p50_us, lookup_p99_us;
   double send_lag_p99_ms;
-  size_t reason_counts[8]; /* PREFIX_MATCH, TENANT_HOT, AFFINITY_HINT, NO_HINT, other, ... */
+  size_t reason_counts[12]; /* by slot of ic_replay_reason_names */
 } ic_replay_summary_t;
 
 /* Names of the reason_counts slots (NULL-terminated list). */

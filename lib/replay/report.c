@@ -8,15 +8,18 @@
 #include "ic/err.h"
 #include "ic/replay.h"
 
-const char *const ic_replay_reason_names[] = {"PREFIX_MATCH", "TENANT_HOT", "AFFINITY_HINT",
-                                              "NO_HINT",      "fallback",   "oracle",
-                                              "memory",       "other",      NULL};
+/* Decision sources counted per summary: the server's reason codes, the replayer's own, then
+ * "other" for anything unexpected (always the last slot). */
+const char *const ic_replay_reason_names[] = {
+    "PREFIX_MATCH", "TENANT_HOT", "AFFINITY_HINT", "NO_HINT", "TIMEOUT", "error",
+    "fallback",     "oracle",     "memory",        "other",   NULL};
+#define OTHER_SLOT 9
 
 int ic_replay_reason_slot(const char *reason) {
   if (!reason || !*reason) return -1;
   for (int i = 0; ic_replay_reason_names[i]; i++)
     if (!strcmp(reason, ic_replay_reason_names[i])) return i;
-  return 7;
+  return OTHER_SLOT;
 }
 
 bool ic_replay_prediction_held(int64_t predicted, int64_t cached, int64_t prompt_tokens,
