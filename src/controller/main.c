@@ -494,6 +494,10 @@ int main(int argc, char **argv) {
   c.pods_seen = json_object();
   c.pods_announced = json_object();
   c.metrics = ic_metrics_new();
+  if (!c.metrics || ic_metrics_add_process(c.metrics) != 0) {
+    ic_log_error("metrics_init_failed", IC_LS("error", "out of memory"));
+    return 1;
+  }
   static const double buckets[] = {0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10};
   c.m_reconcile_total = ic_metrics_counter(c.metrics, "controller_runtime_reconcile_total",
                                            "Total number of reconciliations per controller", 2,

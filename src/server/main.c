@@ -223,7 +223,8 @@ int main(int argc, char **argv) {
   /* State: metrics, policy, hub, index, service. */
   ctx->metrics = ic_metrics_new();
   ctx->policy = ic_policy_store_new();
-  if (!ctx->metrics || !ctx->policy || register_metrics(ctx) != 0) {
+  if (!ctx->metrics || !ctx->policy || register_metrics(ctx) != 0 ||
+      ic_metrics_add_process(ctx->metrics) != 0) {
     ic_log_error("serve_error", IC_LS("err", "out of memory"));
     return 1;
   }

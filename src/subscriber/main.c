@@ -181,7 +181,7 @@ static void on_collect(void *ud) {
 int sub_metrics_init(sub_ctx_t *c) {
   sub_metrics_t *m = &c->m;
   m->reg = ic_metrics_new();
-  if (!m->reg) return IC_ENOMEM;
+  if (!m->reg || ic_metrics_add_process(m->reg) != 0) return IC_ENOMEM;
   const char *type[] = {"type"}, *result[] = {"result"}, *kind[] = {"kind"},
              *mc[] = {"method", "code"}, *epl[] = {"endpoint"};
   static const double lag_b[] = {0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10};
@@ -245,8 +245,14 @@ int sub_metrics_init(sub_ctx_t *c) {
       "Events of a hybrid model's non-full-attention KV cache group, skipped.", 0, NULL);
   m->scrapes =
       ic_metrics_counter(m->reg, P "stats_reports_total", "Stats ticks, by result.", 1, result);
+  m->reported_hit_rate =
+      ic_metrics_gauge(m->reg, P "reported_hit_rate",
+                       "Prefix-cache hit rate in the last stats report the server accepted.", 0, NULL);
+  m->reported_pressure =
+      ic_metrics_gauge(m->reg, P "reported_pressure",
+                       "Load (0..1) in the last stats report the server accepted.", 0, NULL);
 #undef P
-  if (!m->events_received || !m->lag || !m->scrapes || !m->other_group) return IC_ENOMEM;
+  if (!m->reported_hit_rate || !m->reported_pressure || !m->events_received || !m->lag || !m->scrapes || !m->other_group) return IC_ENOMEM;
   ic_metric_set(ic_metric_plain(m->queue_max), (double)c->queue_max_bytes);
   ic_metrics_on_collect(m->reg, on_collect, c);
   return 0;
