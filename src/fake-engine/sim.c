@@ -8,39 +8,44 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "ic/cli.h"
 #include "ic/enginesim.h"
 #include "ic/http.h"
+#include "ic/log.h"
+#include "ic/version.h"
 #include "sim.h"
 
-static void usage(FILE *f) {
-  fprintf(
-      f,
-      "Usage: fake-engine --http-bind-address=HOST:PORT [flags]   (engine simulator)\n"
-      "  --http-bind-address=ADDR     OpenAI-compatible HTTP listener (port 0 = any)\n"
-      "  --bind=EP                    KV-event PUB endpoint (default tcp://*:5557; \"\" = none)\n"
-      "  --replay-bind=EP             ROUTER replay endpoint (default: none)\n"
-      "  --topic=S                    frame 0 of every message (default kv-events)\n"
-      "  --encoding=E                 vllm-map | vllm-array | sglang (default vllm-map)\n"
-      "  --dp-rank=N                  data_parallel_rank in the envelope (default -1 = none)\n"
-      "  --buffer-steps=N             replay ring size in messages (default 10000)\n"
-      "  --model=NAME                 served model id (default sim-model)\n"
-      "  --block-size=N               tokens per KV block (default 16)\n"
-      "  --kv-capacity-tokens=N       GPU KV cache size in tokens (default 450000)\n"
-      "  --cpu-offload-tokens=N       CPU offload tier in tokens, medium CPU (default 0 = off)\n"
-      "  --max-num-seqs=N             running requests per step (default 256)\n"
-      "  --max-num-batched-tokens=N   tokens per step, chunked prefill (default 8192)\n"
-      "  --max-model-len=N            prompt + completion limit (default 131072)\n"
-      "  --speedup=F                  simulated ms per wall ms (default 1)\n"
-      "  --step-base-ms=F             time model, see docs/enginesim.md (default 6.2)\n"
-      "  --prefill-us-per-token=F     (default 30)\n"
-      "  --attn-ns-per-token-pair=F   (default 1.3)\n"
-      "  --decode-us-per-seq=F        (default 120)\n"
-      "  --kv-read-ns-per-token=F     (default 40)\n"
-      "  --cpu-load-us-per-token=F    (default 2.6)\n"
-      "  --stream-interval=N          tokens per SSE chunk after the first (default 1)\n"
-      "  --hash-seed=N                seed of the chained block hash (default 0)\n"
-      "  --http-threads=N             HTTP worker threads (default 2)\n");
-}
+static const ic_cli_flag_t FLAGS[] = {
+    {"http-bind-address", "string", NULL,
+     "OpenAI-compatible HTTP listener host:port (port 0 = any)"},
+    {"bind", "string", "tcp://*:5557", "ZeroMQ PUB endpoint for KV events (\"\" = none)"},
+    {"replay-bind", "string", NULL, "ZeroMQ ROUTER replay endpoint (default: none)"},
+    {"topic", "string", "kv-events", "topic frame (frame 0) of every message"},
+    {"encoding", "string", "vllm-map", "event encoding: vllm-map, vllm-array or sglang"},
+    {"dp-rank", "int", "-1", "data_parallel_rank in the envelope (-1 = omitted)"},
+    {"buffer-steps", "int", "10000", "replay ring size in messages"},
+    {"model", "string", "sim-model", "served model id"},
+    {"block-size", "int", "16", "tokens per KV block"},
+    {"kv-capacity-tokens", "int", "450000", "GPU KV cache size in tokens"},
+    {"cpu-offload-tokens", "int", "0", "CPU offload tier in tokens, medium CPU (0 = off)"},
+    {"max-num-seqs", "int", "256", "running requests per step"},
+    {"max-num-batched-tokens", "int", "8192", "tokens per step (chunked prefill)"},
+    {"max-model-len", "int", "131072", "prompt + completion limit"},
+    {"speedup", "float", "1", "simulated ms per wall ms"},
+    {"step-base-ms", "float", "6.2", "time model: fixed cost of a step"},
+    {"prefill-us-per-token", "float", "30", "time model: per computed prompt token"},
+    {"attn-ns-per-token-pair", "float", "1.3", "time model: prefill attention per token pair"},
+    {"decode-us-per-seq", "float", "120", "time model: per decoding sequence"},
+    {"kv-read-ns-per-token", "float", "40", "time model: per context token read when decoding"},
+    {"cpu-load-us-per-token", "float", "2.6", "time model: per token loaded from the CPU tier"},
+    {"stream-interval", "int", "1", "tokens per SSE chunk after the first"},
+    {"hash-seed", "int", "0", "seed of the chained block hash"},
+    {"http-threads", "int", "2", "HTTP worker threads"},
+};
+static const ic_cli_t CLI = {"fake-engine",
+                             "engine simulator: a simulated vLLM replica (OpenAI-compatible HTTP, "
+                             "paged KV cache, real KV events; docs/enginesim.md)",
+                             NULL, FLAGS, sizeof FLAGS / sizeof FLAGS[0]};
 
 static int parse_i64(const char *s, int64_t *v) {
   char *end;
@@ -85,7 +90,8 @@ enum {
   O_SINT,
   O_SEED,
   O_THREADS,
-  O_HELP
+  O_HELP,
+  O_VERSION
 };
 
 int fake_engine_sim_main(int argc, char **argv) {
@@ -118,6 +124,7 @@ int fake_engine_sim_main(int argc, char **argv) {
                                      {"hash-seed", required_argument, 0, O_SEED},
                                      {"http-threads", required_argument, 0, O_THREADS},
                                      {"help", no_argument, 0, O_HELP},
+                                     {"version", no_argument, 0, O_VERSION},
                                      {0, 0, 0, 0}};
   int c;
   optind = 1;
@@ -167,19 +174,14 @@ int fake_engine_sim_main(int argc, char **argv) {
       cfg.kv.hash_seed = (uint64_t)v;
       break;
     case O_THREADS: bad = parse_i64(optarg, &threads) || threads < 1 || threads > 64; break;
-    case O_HELP: usage(stdout); return 0;
-    default: usage(stderr); return 2;
+    case O_HELP: ic_cli_usage(&CLI, stdout); return 0;
+    case O_VERSION: ic_version_print(stdout, CLI.program); return 0;
+    default: return ic_cli_fail(&CLI, "flag provided but not defined or missing its value");
     }
-    if (bad) {
-      fprintf(stderr, "fake-engine: invalid flag value: %s\n", argv[optind - 1]);
-      usage(stderr);
-      return 2;
-    }
+    if (bad) return ic_cli_fail(&CLI, "invalid flag value: %s", argv[optind - 1]);
   }
-  if (optind < argc || !http) {
-    usage(stderr);
-    return 2;
-  }
+  if (optind < argc) return ic_cli_fail(&CLI, "unexpected argument: %s", argv[optind]);
+  if (!http || !*http) return ic_cli_fail(&CLI, "--http-bind-address is required");
   cfg.kv.gpu_blocks = cap_tokens / cfg.kv.block_size;
   cfg.kv.cpu_blocks = cpu_tokens / cfg.kv.block_size;
   if (cfg.kv.gpu_blocks < 1 || cfg.kv.gpu_blocks > (1 << 28) || cfg.kv.cpu_blocks > (1 << 28)) {
@@ -217,14 +219,16 @@ int fake_engine_sim_main(int argc, char **argv) {
     goto out;
   }
   if (ic_esim_engine_start(eng) != 0) goto out;
-  fprintf(stderr,
-          "fake-engine: simulating model=%s block_size=%d kv_capacity_tokens=%lld "
-          "cpu_offload_tokens=%lld max_num_seqs=%lld max_num_batched_tokens=%lld speedup=%g "
-          "events=%s encoding=%s replay=%s\n",
-          cfg.model, cfg.kv.block_size, (long long)(cfg.kv.gpu_blocks * cfg.kv.block_size),
-          (long long)(cfg.kv.cpu_blocks * cfg.kv.block_size), (long long)cfg.sched.max_num_seqs,
-          (long long)cfg.sched.max_num_batched_tokens, cfg.speedup, *bind ? bind : "off",
-          ic_esim_encoding_name(cfg.encoding), replay ? replay : "off");
+  ic_log_info("engine_simulator_started", IC_LS("version", ic_version),
+              IC_LS("commit", ic_git_commit), IC_LS("model", cfg.model),
+              IC_LI("block_size", cfg.kv.block_size),
+              IC_LI("kv_capacity_tokens", cfg.kv.gpu_blocks * cfg.kv.block_size),
+              IC_LI("cpu_offload_tokens", cfg.kv.cpu_blocks * cfg.kv.block_size),
+              IC_LI("max_num_seqs", cfg.sched.max_num_seqs),
+              IC_LI("max_num_batched_tokens", cfg.sched.max_num_batched_tokens),
+              IC_LD("speedup", cfg.speedup), IC_LS("events", *bind ? bind : "off"),
+              IC_LS("encoding", ic_esim_encoding_name(cfg.encoding)),
+              IC_LS("replay", replay ? replay : "off"), IC_LI("http_port", ic_http_port(srv)));
   char host[256];
   int port;
   ic_http_split_hostport(http, host, &port);
