@@ -126,7 +126,8 @@ static ic_metric_t *labelled(ic_esim_engine_t *e, ic_metric_family_t *f) {
 static int setup_metrics(ic_esim_engine_t *e) {
   static const char *L[] = {"model_name"};
   ic_metrics_t *m = e->metrics = ic_metrics_new();
-  if (!m) return IC_ENOMEM;
+  /* process_* as every program here (and vLLM's prometheus_client) exports them */
+  if (!m || ic_metrics_add_process(m) != 0) return IC_ENOMEM;
   e->m_running =
       labelled(e, ic_metrics_gauge(m, "vllm:num_requests_running",
                                    "Number of requests in model execution batches.", 1, L));
