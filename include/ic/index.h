@@ -140,6 +140,10 @@ typedef struct {
   float pressure; /* non-finite -> 0 */
   int64_t t2_hit_tokens;
   int64_t t2_query_tokens;
+  /* Live load sample (additive wire fields 8-11), taken at the update's timestamp. */
+  bool load_reported;
+  int32_t num_waiting, num_running; /* negatives stored as 0 */
+  float kv_usage;                   /* non-finite -> 0, clamped to [0, 1] */
 } ic_index_stats_t;
 
 /* One CacheStateUpdate. Nothing is retained: the index copies what it keeps. */
@@ -257,6 +261,9 @@ typedef struct {
   int64_t cache_memory_bytes;
   float hit_rate, pressure;
   int64_t t2_hit_tokens, t2_query_tokens;
+  bool load_reported; /* the live load sample below (zeros when false) */
+  int32_t num_waiting, num_running;
+  float kv_usage;
 } ic_index_stats_row_t;
 
 /* GetCacheState (spec §6.5): stats rows of (tenant, model) sorted by replica id, and the
@@ -285,6 +292,10 @@ typedef struct {
   int64_t last_event_at_ns; /* max last_seen of those; IC_INDEX_TIME_ZERO when none */
   bool stats_reported;
   int64_t t2_hit_tokens, t2_query_tokens;
+  bool load_reported; /* live load sample of the stats record (zeros when false) */
+  int32_t num_waiting, num_running;
+  float kv_usage;
+  int64_t load_observed_ns; /* when that sample was taken; IC_INDEX_TIME_ZERO when none */
 } ic_index_snapshot_replica_t;
 
 typedef struct {

@@ -523,7 +523,9 @@ int ic_svc_report_one(ic_svc_t *s, const uint8_t *msg, size_t len, const char **
   ic_index_stats_t st;
   if (u->stats)
     st = (ic_index_stats_t){u->stats->cache_memory_bytes, u->stats->hit_rate, u->stats->pressure,
-                            u->stats->t2_hit_tokens, u->stats->t2_query_tokens};
+                            u->stats->t2_hit_tokens, u->stats->t2_query_tokens,
+                            u->stats->load_reported, u->stats->num_requests_waiting,
+                            u->stats->num_requests_running, u->stats->kv_cache_usage};
   ic_index_update_t iu = {
       .replica = u->replica_id,
       .model = u->model_id,
@@ -605,6 +607,10 @@ int ic_svc_get_cache_state(ic_svc_t *s, const uint8_t *req, size_t len, ic_buf_t
         rs[i].pressure = rows[i].pressure;
         rs[i].t2_hit_tokens = rows[i].t2_hit_tokens;
         rs[i].t2_query_tokens = rows[i].t2_query_tokens;
+        rs[i].load_reported = rows[i].load_reported;
+        rs[i].num_requests_waiting = rows[i].num_waiting;
+        rs[i].num_requests_running = rows[i].num_running;
+        rs[i].kv_cache_usage = rows[i].kv_usage;
         rp[i] = &rs[i];
       }
       r.n_replicas = n;

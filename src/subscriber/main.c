@@ -33,6 +33,8 @@ static const ic_cli_flag_t FLAGS[] = {
     {"window", "duration", "100ms", "add-batching flush period"},
     {"engine-metrics-url", "string", "http://127.0.0.1:8000/metrics", "engine Prometheus endpoint scraped for stats"},
     {"stats-interval", "duration", "10s", "stats scrape period"},
+    {"load-interval", "duration", "500ms",
+     "period of the live load reports (queue, KV usage) between stats scrapes; 0 = only with stats"},
     {"engine-cache-size-bytes", "int", NULL, "total KV capacity in bytes when the engine does not export it"},
     {"max-concurrency-ceiling", "int", "256", "running requests that count as pressure 1.0"},
     {"cache-tier", "string", "auto", "tier reported for stored blocks: auto, kv, gpu or cpu"},
@@ -272,6 +274,7 @@ enum {
   O_WINDOW,
   O_MURL,
   O_SINT,
+  O_LINT,
   O_CSIZE,
   O_CEIL,
   O_TIER,
@@ -301,6 +304,7 @@ int main(int argc, char **argv) {
   c->http_bind = ":8090";
   c->window_us = 100000;
   c->stats_interval_us = 10000000;
+  c->load_interval_us = 500000;
   c->ceiling = 256;
   c->queue_max_bytes = 16 << 20;
   c->max_backoff_us = 10000000;
@@ -320,6 +324,7 @@ int main(int argc, char **argv) {
                                      {"window", required_argument, 0, O_WINDOW},
                                      {"engine-metrics-url", required_argument, 0, O_MURL},
                                      {"stats-interval", required_argument, 0, O_SINT},
+                                     {"load-interval", required_argument, 0, O_LINT},
                                      {"engine-cache-size-bytes", required_argument, 0, O_CSIZE},
                                      {"max-concurrency-ceiling", required_argument, 0, O_CEIL},
                                      {"cache-tier", required_argument, 0, O_TIER},
@@ -363,6 +368,7 @@ int main(int argc, char **argv) {
     case O_WINDOW: bad = parse_dur(optarg, &c->window_us); break;
     case O_MURL: c->metrics_url = optarg; break;
     case O_SINT: bad = parse_dur(optarg, &c->stats_interval_us); break;
+    case O_LINT: bad = parse_dur(optarg, &c->load_interval_us); break;
     case O_CSIZE: bad = parse_i64(optarg, &c->cache_size_bytes); break;
     case O_CEIL: bad = parse_i64(optarg, &c->ceiling); break;
     case O_TIER: tier = optarg; break;

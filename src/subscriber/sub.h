@@ -82,6 +82,7 @@ typedef struct sub_ctx {
   /* flags */
   const char *server, *replica_id, *model_id, *tenant_id, *hash_scheme, *topic;
   const char *metrics_url, *engine_model_name, *http_bind;
+  int64_t load_interval_us; /* live load reports between stats scrapes; <= 0 = off */
   int64_t window_us, stats_interval_us, cache_size_bytes, ceiling, queue_max_bytes;
   int64_t max_backoff_us, replay_timeout_us;
   ic_kv_cache_tier_t cache_tier;

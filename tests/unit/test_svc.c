@@ -301,6 +301,10 @@ Test(svc, report_event_and_cache_state) {
   st.t2_hit_tokens = 600;
   st.t2_query_tokens = 1000;
   st.client_version = "v1";
+  st.load_reported = true; /* additive fields 8-11 (docs/ranking.md) */
+  st.num_requests_waiting = 5;
+  st.num_requests_running = -2; /* stored as 0 */
+  st.kv_cache_usage = 0.5f;
   Inferencecache__V1alpha1__PrefixEntry pe = INFERENCECACHE__V1ALPHA1__PREFIX_ENTRY__INIT;
   pe.prefix_hash = (ProtobufCBinaryData){1, (uint8_t *)"E"};
   pe.token_count = 128;
@@ -336,6 +340,10 @@ Test(svc, report_event_and_cache_state) {
   cr_assert_eq(gs->replicas[0]->cache_memory_bytes, 2048);
   cr_assert_eq(gs->replicas[0]->t2_hit_tokens, 600);
   cr_assert_str_eq(gs->replicas[0]->client_version, "");
+  cr_assert(gs->replicas[0]->load_reported);
+  cr_assert_eq(gs->replicas[0]->num_requests_waiting, 5);
+  cr_assert_eq(gs->replicas[0]->num_requests_running, 0);
+  cr_assert_float_eq(gs->replicas[0]->kv_cache_usage, 0.5f, 1e-7);
   inferencecache__v1alpha1__get_cache_state_response__free_unpacked(gs, NULL);
   /* probe tenant: empty with a summary */
   g.tenant_id = IC_INDEX_PROBE_TENANT;
