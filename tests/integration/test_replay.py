@@ -98,13 +98,16 @@ def test_cli_help_version_and_usage_errors():
     rc, out, _ = cli("--help")
     assert rc == 0 and "replay" in out
     rc, out, _ = cli("--version")
-    assert rc == 0 and out.startswith("inferencecache ")
+    assert rc == 0 and out.startswith("inferencecache version ")
     rc, out, _ = cli("replay", "--help")
-    assert rc == 0
-    for flag in ("--workload=SPEC", "--engine=REPLICA=URL", "--mode=LIST", "--speedup=F",
-                 "--lookup-fallback=MODE", "shared-prefix", "multi-turn", "cache-stress",
-                 "\"round-robin,lookup\")", "default 127.0.0.1:9090"):
+    assert rc == 0 and out.startswith("inferencecache replay: ")
+    for flag in ("-workload string", "-engine string", "-mode string", "-speedup float",
+                 "-lookup-fallback string", "-no-reset\n", "shared-prefix", "multi-turn",
+                 "cache-stress", '(default "round-robin,lookup")', '(default "127.0.0.1:9090")'):
         assert flag in out, flag
+    # Go flag convention: -name is --name.
+    rc, out, _ = cli("replay", "-quiet", "-help")
+    assert rc == 0 and "-workload string" in out
     rc, _, err = cli("nosuch")
     assert rc == 2 and "unknown command" in err
     rc, _, err = cli("replay")
@@ -118,6 +121,8 @@ def test_cli_help_version_and_usage_errors():
     assert rc == 2 and "tenant" in err
     rc, _, err = cli("replay", "--workload=shared-prefix", "--engine=r0=ftp://x")
     assert rc == 2 and "REPLICA_ID=http" in err
+    rc, out, err = cli("replay", "--no-such-flag-xyz=1")
+    assert rc == 2 and out == "" and "--help" in err
     rc, _, err = cli("replay", "--workload=mooncake:/nonexistent.jsonl", eng, "--tenant-id=t")
     assert rc == 2 and "/nonexistent.jsonl" in err
 
