@@ -8,70 +8,77 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "cli.h"
+#include "commands.h"
+#include "ic/cli.h"
 #include "ic/log.h"
 #include "ic/replay.h"
+#include "ic/version.h"
+
+static const ic_cli_flag_t FLAGS[] = {
+    {"workload", "string", NULL,
+     "what to replay (required): mooncake:PATH, shared-prefix, multi-turn or cache-stress,\n"
+     "parameters after a colon as key=value,... (see Workloads below)"},
+    {"scenario", "string", NULL, "scenario name in reports (default: from the workload)"},
+    {"engine", "string", NULL,
+     "one engine as REPLICA_ID=URL: the replica id its kvevent-subscriber reports\n"
+     "(--replica-id) and its base URL; repeat the flag or comma-separate (required)"},
+    {"mode", "string", "round-robin,lookup",
+     "comma-separated routing modes or \"all\": random, round-robin, least-loaded (engine\n"
+     "queue depth from /metrics), approximate (the router remembers where it sent prefixes),\n"
+     "lookup (ask inferencecache-server's LookupRoute), precise (oracle: ask every engine)"},
+    {"server", "string", "127.0.0.1:9090", "inferencecache-server gRPC address"},
+    {"model-id", "string", "sim-model", "model for completions and LookupRoute"},
+    {"tenant-id", "string", NULL,
+     "tenant for LookupRoute, as the subscribers' --tenant-id (lookup needs one: the server\n"
+     "never matches an empty tenant)"},
+    {"hash-scheme", "string", "vllm", "hash scheme for LookupRoute, as the subscribers'"},
+    {"block-size", "int", "16", "engine KV block size = fingerprint block size"},
+    {"speedup", "float", "1",
+     "workload time runs this many times faster than wall time; simulated engines with the\n"
+     "same --speedup see the workload's own rate"},
+    {"max-requests", "int", "0", "replay only the first N requests (0 = all)"},
+    {"max-duration", "float", "0", "replay only the first SECONDS of workload time (0 = all)"},
+    {"lookup-fallback", "string", "least-loaded",
+     "lookup without a usable hint: least-loaded, round-robin or random"},
+    {"lookup-timeout-ms", "int", "100", "LookupRoute deadline"},
+    {"approx-capacity-tokens", "int", "450000",
+     "approximate: tokens remembered per replica (one default engine's KV capacity)"},
+    {"min-match-ratio", "float", "0.5",
+     "approximate, precise: follow the longest cached prefix only when it covers this share\n"
+     "of the prompt, else the least-loaded replica"},
+    {"metrics-interval-ms", "int", "100", "engine /metrics scrape period for load"},
+    {"request-timeout", "float", "600", "seconds per request"},
+    {"seed", "int", "1", "random mode's seed"},
+    {"no-reset", NULL, NULL,
+     "keep engine caches between modes (default: POST --reset-path to every engine before\n"
+     "each mode and wait for the server's index to empty)"},
+    {"reset-path", "string", "/reset_prefix_cache",
+     "what the reset POSTs to (vLLM with VLLM_SERVER_DEV_MODE=1; SGLang: /flush_cache)"},
+    {"reset-wait-ms", "int", "10000", "how long to wait for the index to empty after a reset"},
+    {"summary", "string", NULL,
+     "summary JSON lines, one per mode (\"-\" = stdout; the table then goes to stderr)"},
+    {"records", "string", NULL, "per-request JSON lines"},
+    {"svg", "string", NULL, "picture: TTFT distributions and hit rates per mode"},
+    {"quiet", NULL, NULL, "no progress lines"},
+    {"log-level", "string", "info", "debug|info|warn|error"},
+    {"log-format", "string", "json", "json|text"},
+};
+
+static const ic_cli_t CLI = {
+    .program = "inferencecache replay",
+    .summary = "replays a workload open-loop (each request leaves at its own time, whatever the "
+               "engines do) against OpenAI-compatible engines, once per routing mode, and "
+               "reports hit rate, TTFT, throughput, load imbalance and prediction accuracy per "
+               "mode",
+    .args = NULL,
+    .flags = FLAGS,
+    .nflags = sizeof(FLAGS) / sizeof(FLAGS[0])};
 
 static void usage(FILE *f) {
+  ic_cli_usage(&CLI, f);
   fprintf(f,
-          "Usage: inferencecache replay --workload=SPEC --engine=REPLICA=URL [...] [flags]\n"
-          "\n"
-          "Replays a workload open-loop (each request leaves at its own time, whatever the\n"
-          "engines do) against OpenAI-compatible engines, once per routing mode, and reports\n"
-          "hit rate, TTFT, throughput, load imbalance and prediction accuracy per mode.\n"
-          "\n"
-          "Flags:\n"
-          "  --workload=SPEC          what to replay (required; see below)\n"
-          "  --scenario=NAME          scenario name in reports (default: from the workload)\n"
-          "  --engine=REPLICA=URL     one engine: the replica id its kvevent-subscriber reports\n"
-          "                           (--replica-id) and its base URL; repeat, or comma-separate\n"
-          "  --mode=LIST              comma-separated modes, or \"all\" (default\n"
-          "                           \"round-robin,lookup\"): random, round-robin,\n"
-          "                           least-loaded (engine queue depth from /metrics),\n"
-          "                           approximate (router remembers where it sent prefixes),\n"
-          "                           lookup (ask inferencecache-server's LookupRoute),\n"
-          "                           precise (oracle: ask every engine what it holds)\n"
-          "  --server=HOST:PORT       inferencecache-server gRPC address (default 127.0.0.1:9090)\n"
-          "  --model-id=ID            model for completions and LookupRoute (default sim-model)\n"
-          "  --tenant-id=ID           tenant for LookupRoute, as the subscribers' --tenant-id\n"
-          "                           (required by lookup: an empty tenant never matches)\n"
-          "  --hash-scheme=S          hash scheme for LookupRoute (default vllm)\n"
-          "  --block-size=N           engine KV block size = fingerprint block (default 16)\n"
-          "  --speedup=F              workload time runs F times faster than wall time\n"
-          "                           (default 1); simulated engines with the same --speedup\n"
-          "                           see the workload's own rate\n"
-          "  --max-requests=N         replay only the first N requests (default 0 = all)\n"
-          "  --max-duration=SECONDS   replay only requests of the first SECONDS of workload time\n"
-          "                           (default 0 = all)\n"
-          "  --lookup-fallback=MODE   lookup without a usable hint: least-loaded, round-robin\n"
-          "                           or random (default least-loaded)\n"
-          "  --lookup-timeout-ms=N    LookupRoute deadline (default 100)\n"
-          "  --approx-capacity-tokens=N  approximate: tokens remembered per replica (default\n"
-          "                           450000, one default engine's KV capacity)\n"
-          "  --min-match-ratio=R      approximate, precise: follow the longest cached prefix\n"
-          "                           only when it covers at least R of the prompt, else the\n"
-          "                           least-loaded replica (default 0.5)\n"
-          "  --metrics-interval-ms=N  engine /metrics scrape period for load (default 100)\n"
-          "  --request-timeout=SECONDS  per request (default 600)\n"
-          "  --seed=N                 random mode's seed (default 1)\n"
-          "  --no-reset               keep engine caches between modes (default: POST\n"
-          "                           /reset_prefix_cache to every engine before each mode and\n"
-          "                           wait for the server's index to empty)\n"
-          "  --reset-path=PATH        what the reset POSTs to (default /reset_prefix_cache, as\n"
-          "                           vLLM with VLLM_SERVER_DEV_MODE=1; SGLang: /flush_cache)\n"
-          "  --reset-wait-ms=N        how long to wait for the index to empty (default 10000)\n"
-          "  --summary=FILE           summary JSON lines, one per mode (\"-\" = stdout; the\n"
-          "                           table then goes to stderr)\n"
-          "  --records=FILE           per-request JSON lines\n"
-          "  --svg=FILE               picture: TTFT distributions and hit rates per mode\n"
-          "  --quiet                  no progress lines\n"
-          "  --log-level=L            debug|info|warn|error (default info)\n"
-          "  --log-format=F           json|text (default json)\n"
-          "  -h, --help               this text\n"
-          "\n%s"
-          "\n"
-          "Exit status: 0 all requests succeeded, 3 some failed (reports are still written),\n"
-          "1 the replay could not run, 2 usage error.\n",
+          "\n%s\nExit status: 0 all requests succeeded, 3 some failed (reports are still "
+          "written),\n1 the replay could not run, 2 usage error.\n",
           ic_replay_workload_help());
 }
 
@@ -98,6 +105,7 @@ enum {
   F_RESETWAIT,
   F_MINMATCH,
   F_RESETPATH,
+  F_VERSION,
   F_SUMMARY,
   F_RECORDS,
   F_SVG,
@@ -135,12 +143,11 @@ static const struct option OPTS[] = {{"workload", required_argument, 0, F_WORKLO
                                      {"log-level", required_argument, 0, F_LOGLEVEL},
                                      {"log-format", required_argument, 0, F_LOGFORMAT},
                                      {"help", no_argument, 0, 'h'},
+                                     {"version", no_argument, 0, F_VERSION},
                                      {0, 0, 0, 0}};
 
 static int bad(const char *flag, const char *val, const char *want) {
-  fprintf(stderr, "inferencecache replay: invalid value \"%s\" for --%s: want %s\n", val, flag,
-          want);
-  return 2;
+  return ic_cli_fail(&CLI, "invalid value \"%s\" for --%s: want %s", val, flag, want);
 }
 
 static bool parse_num(const char *s, double lo, double hi, double *out) {
@@ -173,15 +180,12 @@ static int add_engines(engines_t *e, const char *arg) {
     }
     char err[256];
     if (ic_replay_engine_parse(s, e->n, &e->v[e->n], err, sizeof(err))) {
-      fprintf(stderr, "inferencecache replay: --engine: %s\n", err);
-      rc = 2;
+      rc = ic_cli_fail(&CLI, "--engine: %s", err);
       break;
     }
     for (int i = 0; i < e->n; i++)
       if (!strcmp(e->v[i].replica_id, e->v[e->n].replica_id)) {
-        fprintf(stderr, "inferencecache replay: --engine: replica id \"%s\" given twice\n",
-                e->v[i].replica_id);
-        rc = 2;
+        rc = ic_cli_fail(&CLI, "--engine: replica id \"%s\" given twice", e->v[i].replica_id);
       }
     e->n++;
     if (rc) break;
@@ -230,12 +234,33 @@ int cmd_replay(int argc, char **argv) {
   double maxreq = 0, maxdur = 0, v;
   engines_t eng = {0};
   int rc = 2, c;
+  /* Go flag convention (every program here): -name is the same as --name. */
+  char **args = calloc((size_t)argc + 1, sizeof(char *));
+  char **owned = calloc((size_t)argc + 1, sizeof(char *));
+  if (!args || !owned) {
+    free(args);
+    free(owned);
+    return 1;
+  }
+  for (int i = 0; i < argc; i++) {
+    args[i] = argv[i];
+    if (i > 0 && argv[i][0] == '-' && argv[i][1] && argv[i][1] != '-' && argv[i][2]) {
+      if (asprintf(&owned[i], "-%s", argv[i]) > 0)
+        args[i] = owned[i];
+      else
+        owned[i] = NULL;
+    }
+  }
   optind = 1;
   opterr = 0;
-  while ((c = getopt_long(argc, argv, "h", OPTS, NULL)) != -1) {
+  while ((c = getopt_long(argc, args, "h", OPTS, NULL)) != -1) {
     switch (c) {
     case 'h':
       usage(stdout);
+      rc = 0;
+      goto out;
+    case F_VERSION:
+      ic_version_print(stdout, "inferencecache");
       rc = 0;
       goto out;
     case F_WORKLOAD: workload = optarg; break;
@@ -368,36 +393,33 @@ int cmd_replay(int argc, char **argv) {
       break;
     }
     default:
-      fprintf(stderr, "inferencecache replay: unknown flag or missing value: %s\n",
-              argv[optind - 1]);
-      usage(stderr);
+      rc = ic_cli_fail(&CLI, "flag provided but not defined or missing its value: %s",
+                       argv[optind - 1]);
       goto out;
     }
   }
   if (optind < argc) {
-    fprintf(stderr, "inferencecache replay: unexpected argument \"%s\"\n", argv[optind]);
+    rc = ic_cli_fail(&CLI, "unexpected argument \"%s\"", argv[optind]);
     goto out;
   }
   if (!workload || eng.n == 0) {
-    fprintf(stderr, "inferencecache replay: --workload and at least one --engine are required "
-                    "(see --help)\n");
+    rc = ic_cli_fail(&CLI, "--workload and at least one --engine are required");
     goto out;
   }
   o.engines = eng.v;
   o.nengines = eng.n;
   for (int m = 0; m < nmodes; m++)
     if (modes[m] == IC_REPLAY_LOOKUP && (!*o.tenant_id || !*o.model_id || !*o.hash_scheme)) {
-      fprintf(stderr, "inferencecache replay: lookup mode needs --tenant-id, --model-id and "
-                      "--hash-scheme as the subscribers report them (the server never matches "
-                      "an empty one)\n");
+      rc = ic_cli_fail(&CLI, "lookup mode needs --tenant-id, --model-id and --hash-scheme as "
+                             "the subscribers report them (the server never matches an empty "
+                             "tenant)");
       goto out;
     }
 
   char err[512];
   ic_replay_workload_t *w = ic_replay_workload_load(workload, err, sizeof(err));
   if (!w) {
-    fprintf(stderr, "inferencecache replay: %s\n", err);
-    rc = 2;
+    rc = ic_cli_fail(&CLI, "%s", err);
     goto out;
   }
   if (w->skipped)
@@ -464,6 +486,10 @@ close:
   if (svg && svg != stdout && fclose(svg)) rc = 1;
   ic_replay_workload_free(w);
 out:
+  for (int i = 0; i < argc; i++)
+    free(owned[i]);
+  free(owned);
+  free(args);
   for (int i = 0; i < eng.n; i++) {
     free(eng.v[i].replica_id);
     free(eng.v[i].url);
