@@ -32,6 +32,8 @@ typedef struct ic_svc_config {
    * {model}, label order as registered by the caller. */
   ic_metric_family_t *lookup_calls;
   ic_metric_family_t *lookup_latency;
+  /* Knobs of load-aware ranking (docs/ranking.md), copied; NULL = ic_index_load_cfg_init's. */
+  const ic_index_load_cfg_t *load;
 } ic_svc_config_t;
 
 ic_svc_t *ic_svc_new(const ic_svc_config_t *cfg);

@@ -71,6 +71,11 @@ struct ic_index_result {
   size_t ncaps;
 };
 
+ic_index_row_t *ix_result_rows_mut(ic_index_result_t *r, size_t *n) {
+  *n = r ? r->n : 0;
+  return r ? r->rows : NULL;
+}
+
 ic_index_strategy_t ic_index_result_strategy(const ic_index_result_t *r) {
   return r ? r->strategy : 0;
 }

@@ -33,6 +33,7 @@ struct ic_svc {
   int block_size;
   ic_metric_family_t *lookup_calls;
   ic_metric_family_t *lookup_latency;
+  ic_index_load_cfg_t load;
 };
 
 ic_svc_t *ic_svc_new(const ic_svc_config_t *cfg) {
@@ -44,6 +45,10 @@ ic_svc_t *ic_svc_new(const ic_svc_config_t *cfg) {
   s->block_size = cfg->engine_block_size > 0 ? cfg->engine_block_size : IC_FP_DEFAULT_BLOCK_SIZE;
   s->lookup_calls = cfg->lookup_calls;
   s->lookup_latency = cfg->lookup_latency;
+  if (cfg->load)
+    s->load = *cfg->load;
+  else
+    ic_index_load_cfg_init(&s->load);
   return s;
 }
 
@@ -438,11 +443,21 @@ int ic_svc_lookup_route(ic_svc_t *s, const uint8_t *req, size_t len, int64_t dea
       }
     }
   }
+  /* 12b'. load-aware ranking (docs/ranking.md; off unless the tenant's policy asks): rows
+     re-scored by prefill saved against queued work; every holder overloaded = no hint at all,
+     so the gateway balances by load instead of a load-blind consistent hash. */
+  bool load_dropped_all = false;
+  if (st == IC_INDEX_STRATEGY_PREFIX_MATCH && k.load_aware_routing) {
+    bool changed = false;
+    if (ic_index_result_rank_by_load(s->index, res, q->tenant_id, q->model_id, eff, &s->load, &changed) != 0)
+      changed = false; /* ENOMEM: the rows are as retain left them; answer what is there */
+    if (ic_index_result_count(res) == 0) st = IC_INDEX_STRATEGY_NONE, load_dropped_all = true;
+  }
   if (st == IC_INDEX_STRATEGY_PREFIX_MATCH && k.routing_floor_score > 0 && ic_index_result_count(res) > 0 &&
       ic_index_result_rows(res)[0].score < k.routing_floor_score)
     st = IC_INDEX_STRATEGY_NONE;
   /* 12d. affinity fallback */
-  if (st == IC_INDEX_STRATEGY_NONE && k.affinity_routing && *q->tenant_id && *q->model_id && *q->hash_scheme &&
+  if (st == IC_INDEX_STRATEGY_NONE && k.affinity_routing && !load_dropped_all && *q->tenant_id && *q->model_id && *q->hash_scheme &&
       !((q->n_block_hashes > 0 || q->n_block_token_counts > 0) && q->n_block_hashes != q->n_block_token_counts)) {
     uint8_t *seed = NULL;
     size_t seed_len = 0;
@@ -466,7 +481,9 @@ int ic_svc_lookup_route(ic_svc_t *s, const uint8_t *req, size_t len, int64_t dea
     }
     const char *replica = NULL;
     if (seed && seed_len > 0 &&
-        ic_index_affinity_hint(s->index, q->tenant_id, q->model_id, q->hash_scheme, seed, seed_len, &replica)) {
+        ic_index_affinity_hint(s->index, q->tenant_id, q->model_id, q->hash_scheme, seed, seed_len, &replica) &&
+        !(k.load_aware_routing &&
+          ic_index_replica_overloaded(s->index, q->tenant_id, q->model_id, replica, &s->load))) {
       free(seed);
       ic_index_row_t row = {.replica_id = replica};
       rc = respond(s, q, out, "AFFINITY_HINT", &row, 1, q->adapter_id, ic_clock_monotonic_ns() - start);

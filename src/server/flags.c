@@ -14,7 +14,7 @@
 #include "ic/version.h"
 #include "server.h"
 
-typedef enum { F_STR, F_BOOL, F_INT } ftype_t;
+typedef enum { F_STR, F_BOOL, F_INT, F_FLOAT } ftype_t;
 
 typedef struct flagdef {
   const char *name;
@@ -43,6 +43,18 @@ static const flagdef_t FLAGS[] = {
      "public HTTP listen address (/healthz, /readyz, /metrics)"},
     {"insecure-disable-auth", F_BOOL, OFF(insecure_disable_auth), "false",
      "serve the controller listener without authentication (development only)"},
+    {"load-max-age-ms", F_INT, OFF(load_max_age_ms), "2000",
+     "load-aware ranking: a replica's load sample older than this counts as missing (not a reference flag; docs/ranking.md)"},
+    {"load-overload-factor", F_FLOAT, OFF(load_overload_factor), "2",
+     "load-aware ranking: a queue above factor x the fleet's mean + slack leaves the answer (not a reference flag)"},
+    {"load-overload-slack", F_FLOAT, OFF(load_overload_slack), "4",
+     "load-aware ranking: requests of slack in the overload bound (not a reference flag)"},
+    {"load-request-tokens", F_INT, OFF(load_request_tokens), "0",
+     "load-aware ranking: expected prefill tokens per queued request; 0 = the prompt's tokens x the fleet's miss rate (not a reference flag)"},
+    {"load-running-weight", F_FLOAT, OFF(load_running_weight), "0.25",
+     "load-aware ranking: a running request's weight in the queue, a waiting one's is 1 (not a reference flag)"},
+    {"load-weight", F_FLOAT, OFF(load_weight), "1",
+     "load-aware ranking: queued tokens charged per prefill token saved (not a reference flag)"},
     {"log-format", F_STR, OFF(log_format), "json", "log format: json or text"},
     {"log-level", F_STR, OFF(log_level), "info", "log level: debug, info, warn or error"},
     {"policy-audience", F_STR, OFF(policy_audience), "inferencecache.io/policy", "TokenReview audience for /policy"},
@@ -60,7 +72,11 @@ static void usage(FILE *out, const char *prog) {
   ic_cli_flag_t docs[NFLAGS];
   for (size_t i = 0; i < NFLAGS; i++) {
     const flagdef_t *f = &FLAGS[i];
-    docs[i] = (ic_cli_flag_t){f->name, f->type == F_STR ? "string" : f->type == F_INT ? "int" : NULL,
+    docs[i] = (ic_cli_flag_t){f->name,
+                              f->type == F_STR     ? "string"
+                              : f->type == F_INT   ? "int"
+                              : f->type == F_FLOAT ? "float"
+                                                   : NULL,
                               f->type == F_BOOL || strcmp(f->def, "0") == 0 ? NULL : f->def, f->usage};
   }
   const char *slash = strrchr(prog, '/');
@@ -78,6 +94,7 @@ static void set_defaults(server_flags_t *fl) {
     char *p = (char *)fl + f->off;
     if (f->type == F_STR) *(const char **)p = f->def;
     else if (f->type == F_INT) *(int *)p = atoi(f->def);
+    else if (f->type == F_FLOAT) *(float *)p = strtof(f->def, NULL);
     else *(bool *)p = false;
   }
 }
@@ -157,6 +174,16 @@ int server_flags_parse(server_flags_t *fl, int argc, char **argv) {
     }
     if (f->type == F_STR) {
       *(const char **)p = val;
+    } else if (f->type == F_FLOAT) {
+      char *end = NULL;
+      errno = 0;
+      float x = strtof(val, &end);
+      if (!*val || *end || errno || !(x >= 0) || x > 1e9f) {
+        fprintf(stderr, "invalid value \"%s\" for flag -%s: parse error\n", val, f->name);
+        usage(stderr, prog);
+        return 2;
+      }
+      *(float *)p = x;
     } else if (parse_int(val, (int *)p) != 0) {
       fprintf(stderr, "invalid value \"%s\" for flag -%s: parse error\n", val, f->name);
       usage(stderr, prog);

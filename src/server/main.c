@@ -246,7 +246,16 @@ int main(int argc, char **argv) {
   icfg.on_change = server_hub_on_change;
   icfg.change_ud = ctx->hub;
   ctx->index = ic_index_create(&icfg);
+  ic_index_load_cfg_t load;
+  ic_index_load_cfg_init(&load);
+  load.max_age_ns = (int64_t)(f->load_max_age_ms > 0 ? f->load_max_age_ms : 0) * 1000000;
+  load.request_tokens = f->load_request_tokens;
+  load.weight = f->load_weight;
+  load.running_weight = f->load_running_weight;
+  load.overload_factor = f->load_overload_factor;
+  load.overload_slack = f->load_overload_slack;
   ic_svc_config_t scfg = {.index = ctx->index,
+                          .load = &load,
                           .policy = ctx->policy,
                           .engine_block_size = f->engine_block_size,
                           .lookup_calls = ctx->m.lookup_calls,

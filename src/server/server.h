@@ -46,6 +46,9 @@ typedef struct server_flags {
   /* Not reference flags: operational knobs of this port (documented in docs/server.md). */
   int grpc_threads;                  /* --grpc-threads, 0 = one per core */
   int drain_timeout_s;               /* --drain-timeout-seconds (4), bounded gRPC drain */
+  /* load-aware ranking knobs (docs/ranking.md) */
+  int load_max_age_ms, load_request_tokens;
+  float load_weight, load_running_weight, load_overload_factor, load_overload_slack;
 } server_flags_t;
 
 /* Metric handles (spec server.md §10). Families are registered by main.c; children of labelled
