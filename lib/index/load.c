@@ -72,7 +72,8 @@ static fleet_t fleet_of(const tmrec_t *tm, int64_t now, const ic_index_load_cfg_
     hits += s->s.hit_rate;
     f.found++;
   }
-  if (f.found) f.mean = (float)(sum / (double)f.found), f.hit_mean = (float)(hits / (double)f.found);
+  if (f.found)
+    f.mean = (float)(sum / (double)f.found), f.hit_mean = (float)(hits / (double)f.found);
   return f;
 }
 
@@ -122,8 +123,8 @@ int ic_index_result_rank_by_load(ic_index_t *ix, ic_index_result_t *r, const cha
   if (all_known) {
     float miss = 1.0f - f.hit_mean;
     if (miss < 0.125f) miss = 0.125f;
-    float per_req = cfg->request_tokens > 0 ? (float)cfg->request_tokens
-                                            : (float)prompt_tokens * miss;
+    float per_req =
+        cfg->request_tokens > 0 ? (float)cfg->request_tokens : (float)prompt_tokens * miss;
     size_t kept = ic_index_load_rank(c, n, f.min, f.mean, per_req, cfg);
     const char *keep_stack[16], **keep = kept <= 16 ? keep_stack : malloc(kept * sizeof *keep);
     if (!keep) {

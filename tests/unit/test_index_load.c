@@ -5,8 +5,11 @@
 #include "test_index_util.h"
 
 static ic_index_load_cand_t cand(const char *id, int32_t matched, float fresh, float queue) {
-  ic_index_load_cand_t c = {{.replica_id = id, .score = 1.0f, .matched_tokens = matched,
-                             .estimated_cache_hit_prob = fresh, .tier = 1},
+  ic_index_load_cand_t c = {{.replica_id = id,
+                             .score = 1.0f,
+                             .matched_tokens = matched,
+                             .estimated_cache_hit_prob = fresh,
+                             .tier = 1},
                             queue};
   return c;
 }
@@ -88,8 +91,12 @@ Test(index_load, ties_break_by_replica_id) {
 
 static void report_load(ic_index_t *ix, const char *replica, int32_t waiting, int32_t running,
                         bool reported, int64_t ts_us) {
-  ic_index_stats_t st = {.hit_rate = 0.0f, .pressure = 0.5f, .load_reported = reported,
-                         .num_waiting = waiting, .num_running = running, .kv_usage = 0.3f};
+  ic_index_stats_t st = {.hit_rate = 0.0f,
+                         .pressure = 0.5f,
+                         .load_reported = reported,
+                         .num_waiting = waiting,
+                         .num_running = running,
+                         .kv_usage = 0.3f};
   ic_index_update_t u = {replica, "m", "t", "vllm", "", ts_us, NULL, 0, &st};
   cr_assert_eq(ic_index_ingest(ix, &u), 0);
 }
@@ -100,8 +107,13 @@ static ic_index_result_t *lookup4(ic_index_t *ix) {
   int32_t bc[4];
   for (int i = 0; i < 4; i++)
     bh[i] = B(hs[i]), bc[i] = 16;
-  ic_index_lookup_t q = {.model = "m", .tenant = "t", .scheme = "vllm", .adapter = "",
-                         .block_hashes = bh, .n_block_hashes = 4, .block_token_counts = bc,
+  ic_index_lookup_t q = {.model = "m",
+                         .tenant = "t",
+                         .scheme = "vllm",
+                         .adapter = "",
+                         .block_hashes = bh,
+                         .n_block_hashes = 4,
+                         .block_token_counts = bc,
                          .n_block_token_counts = 4};
   ic_index_result_t *r = NULL;
   cr_assert_eq(ic_index_lookup_route(ix, &q, &r), 0);
@@ -113,7 +125,7 @@ static ic_index_t *fleet(void) {
   ic_index_config_t cfg = base_cfg();
   ic_index_t *ix = ic_index_create(&cfg);
   static const char *const four[] = {"h0", "h1", "h2", "h3"};
-  put_chain_tier(ix, (who_t){"r-hot", "t", "m", "vllm", ""}, four, 4, 16, 1); /* 64 tokens */
+  put_chain_tier(ix, (who_t){"r-hot", "t", "m", "vllm", ""}, four, 4, 16, 1);  /* 64 tokens */
   put_chain_tier(ix, (who_t){"r-cool", "t", "m", "vllm", ""}, four, 2, 16, 1); /* 32 tokens */
   return ix;
 }
