@@ -17,7 +17,10 @@ Usage: bench_routing.py BUILD_DIR. Environment knobs (defaults in parentheses):
   IC_ROUTING_SHARED_CAPACITY_RPS (5.6)  the same for one engine and the shared-prefix shape
   IC_ROUTING_REQUESTS (1200)    conversation requests replayed (a prefix of the trace)
   IC_ROUTING_WINDOW (5ms)       subscriber flush window (wall time)
-  IC_ROUTING_MODES (all)
+  IC_ROUTING_MODES (all)         baseline modes; "none" skips them
+  IC_ROUTING_RANKING_POLICY ({})  more CachePolicy keys for the ranking modes, e.g.
+                                {"affinityRouting": false} (reported as params.policy)
+  IC_ROUTING_SERVER_FLAGS ("")   extra inferencecache-server flags, e.g. the --load-* knobs
   IC_ROUTING_RANKING (lookup+load)  the ranking modes of docs/ranking.md run after the baselines,
                                 each a lookup replay under its CachePolicy; "" = none
 """
@@ -42,8 +45,10 @@ SHARED_CAPACITY_RPS = float(os.environ.get("IC_ROUTING_SHARED_CAPACITY_RPS", "5.
 REQUESTS = int(os.environ.get("IC_ROUTING_REQUESTS", "1200"))
 WINDOW = os.environ.get("IC_ROUTING_WINDOW", "5ms")
 MODES = os.environ.get("IC_ROUTING_MODES", "all")
+SERVER_FLAGS = os.environ.get("IC_ROUTING_SERVER_FLAGS", "").split()
 RANKING = [m for m in os.environ.get("IC_ROUTING_RANKING", "lookup+load").split(",") if m]
 # docs/ranking.md: the CachePolicy strategy switches behind each ranking mode
+RANKING_EXTRA = json.loads(os.environ.get("IC_ROUTING_RANKING_POLICY", "{}"))
 RANKING_STRATEGY = {"lookup+load": {"loadAwareRouting": True}}
 TRACE = os.path.join(root, "data", "traces", "mooncake_conversation_trace.jsonl")
 OUT = os.path.join(build, "bench", "routing")
@@ -120,10 +125,12 @@ def ranking_modes(srv, fleet, compress):
         if mode not in RANKING_STRATEGY:
             sys.exit("bench_routing: unknown ranking mode %r (known: %s)" %
                      (mode, ", ".join(RANKING_STRATEGY)))
-        push_policy(srv, fleet, {"strategy": RANKING_STRATEGY[mode]})
+        push_policy(srv, fleet, dict(RANKING_EXTRA, strategy=RANKING_STRATEGY[mode]))
+        tag = "affinity-off" if RANKING_EXTRA.get("affinityRouting") is False else None
         replay(srv, fleet, "conversation", "mooncake:" + TRACE, compress * SIM_SPEEDUP,
-               ["--max-requests=%d" % REQUESTS], modes="lookup", label=mode)
-        replay(srv, fleet, "shared-prefix", SHARED, SIM_SPEEDUP, [], modes="lookup", label=mode)
+               ["--max-requests=%d" % REQUESTS], modes="lookup", label=mode, policy=tag)
+        replay(srv, fleet, "shared-prefix", SHARED, SIM_SPEEDUP, [], modes="lookup", label=mode,
+               policy=tag)
 
 
 def main():
@@ -137,11 +144,12 @@ def main():
            compress * SIM_SPEEDUP), file=sys.stderr)
     engine_args = ["--speedup=%g" % SIM_SPEEDUP, "--stream-interval=16"]
     sub_args = ["--window=" + WINDOW, "--stats-interval=500ms", "--load-interval=100ms"]
-    with harness.Server(["--insecure-disable-auth"]) as srv, \
+    with harness.Server(["--insecure-disable-auth"] + SERVER_FLAGS) as srv, \
             harness.Fleet(srv, ENGINES, engine_args=engine_args, sub_args=sub_args) as fleet:
-        replay(srv, fleet, "conversation", "mooncake:" + TRACE, compress * SIM_SPEEDUP,
-               ["--max-requests=%d" % REQUESTS])
-        replay(srv, fleet, "shared-prefix", SHARED, SIM_SPEEDUP, [])
+        if MODES != "none":
+            replay(srv, fleet, "conversation", "mooncake:" + TRACE, compress * SIM_SPEEDUP,
+                   ["--max-requests=%d" % REQUESTS])
+            replay(srv, fleet, "shared-prefix", SHARED, SIM_SPEEDUP, [])
         # The reference ranking answers AFFINITY_HINT (a hash over the serving replicas, blind
         # to load) for every prompt nobody holds beyond a prefix all replicas share: new
         # conversations. Turning it off for the tenant sends those to the gateway's

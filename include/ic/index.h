@@ -255,7 +255,7 @@ void ic_index_result_free(ic_index_result_t *r);
 typedef struct {
   int64_t max_age_ns;     /* older samples count as missing; default 2 s */
   float weight;           /* queued tokens per saved token (beta); default 1 */
-  float running_weight;   /* a running request as a fraction of a waiting one; default 0.25 */
+  float running_weight;   /* a running request as a fraction of a waiting one; default 0.02 */
   int32_t request_tokens; /* expected prefill per queued request; <= 0 = derived (below) */
   float overload_factor;  /* default 2 */
   float overload_slack;   /* requests; default 4 */

@@ -51,7 +51,7 @@ static const flagdef_t FLAGS[] = {
      "load-aware ranking: requests of slack in the overload bound (not a reference flag)"},
     {"load-request-tokens", F_INT, OFF(load_request_tokens), "0",
      "load-aware ranking: expected prefill tokens per queued request; 0 = the prompt's tokens x the fleet's miss rate (not a reference flag)"},
-    {"load-running-weight", F_FLOAT, OFF(load_running_weight), "0.25",
+    {"load-running-weight", F_FLOAT, OFF(load_running_weight), "0.02",
      "load-aware ranking: a running request's weight in the queue, a waiting one's is 1 (not a reference flag)"},
     {"load-weight", F_FLOAT, OFF(load_weight), "1",
      "load-aware ranking: queued tokens charged per prefill token saved (not a reference flag)"},

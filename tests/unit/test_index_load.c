@@ -141,6 +141,7 @@ Test(index_load, result_reranked_by_fresh_samples) {
   ic_index_load_cfg_t cfg;
   ic_index_load_cfg_init(&cfg);
   cfg.request_tokens = 16;
+  cfg.running_weight = 0.25f;
   bool changed = false;
   cr_assert_eq(ic_index_result_rank_by_load(ix, r, "t", "m", 64, &cfg, &changed), 0);
   cr_assert(changed);
@@ -229,5 +230,22 @@ Test(index_load, snapshot_and_cache_state_show_the_sample) {
     }
   cr_assert(seen);
   ic_index_snapshot_free(&s);
+  ic_index_destroy(ix);
+}
+
+Test(index_load, every_replica_a_holder_keeps_todays_answer) {
+  ic_index_t *ix = fleet(); /* r-hot and r-cool hold the prefix; nobody else reports */
+  int64_t now_us = g_now / 1000;
+  report_load(ix, "r-hot", 9, 0, true, now_us);
+  report_load(ix, "r-cool", 0, 0, true, now_us);
+  assert_untouched(ix);
+  report_load(ix, "r-idle", 0, 0, true, now_us); /* a cold alternative appears: ranked */
+  ic_index_load_cfg_t cfg;
+  ic_index_load_cfg_init(&cfg);
+  ic_index_result_t *r = lookup4(ix);
+  bool changed = false;
+  cr_assert_eq(ic_index_result_rank_by_load(ix, r, "t", "m", 64, &cfg, &changed), 0);
+  cr_assert(changed);
+  ic_index_result_free(r);
   ic_index_destroy(ix);
 }
