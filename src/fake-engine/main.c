@@ -31,7 +31,7 @@ typedef struct opts {
   int64_t count, evict_every, clear_every, gap_every, malformed_every, buffer_steps;
   uint64_t seed;
   int64_t interval_us, start_delay_us;
-  bool omit_token_ids, print_tokens, ts_zero;
+  bool omit_token_ids, print_tokens, ts_zero, hold;
 } opts_t;
 
 static volatile sig_atomic_t g_stop;
@@ -68,7 +68,9 @@ static void usage(FILE *f) {
       "  --buffer-steps=N        replay ring size (default 10000)\n"
       "  --ts-zero               batch ts 0.0 (REF's fake engine) instead of wall time\n"
       "  --print-tokens          JSON line per prompt on stdout: tokens and expected hashes\n"
-      "  --start-delay=DUR       wait before the first message (slow-joiner; default 0)\n");
+      "  --start-delay=DUR       wait before the first message (slow-joiner; default 0)\n"
+      "  --hold                  with --count: keep serving replay after the last message until\n"
+      "                          signalled (a running engine with a full replay ring)\n");
 }
 
 /* Go-style duration: 500ms, 1s, 1m30s, 250us, plain number = seconds. */
@@ -434,6 +436,7 @@ int main(int argc, char **argv) {
                                      {"ts-zero", no_argument, 0, 'z'},
                                      {"print-tokens", no_argument, 0, 'p'},
                                      {"start-delay", required_argument, 0, 'D'},
+                                     {"hold", no_argument, 0, 'H'},
                                      {"help", no_argument, 0, 'h'},
                                      {0, 0, 0, 0}};
   int c;
@@ -487,6 +490,7 @@ int main(int argc, char **argv) {
     case 'z': o.ts_zero = true; break;
     case 'p': o.print_tokens = true; break;
     case 'D': bad = parse_dur(optarg, &o.start_delay_us); break;
+    case 'H': o.hold = true; break;
     case 'h': usage(stdout); return 0;
     default: usage(stderr); return 2;
     }
@@ -634,7 +638,8 @@ int main(int argc, char **argv) {
   }
   /* One-shot mode: keep serving replay requests briefly so a subscriber can repair a final gap. */
   if (router && o.count > 0 && !g_stop) {
-    int64_t until = ic_clock_monotonic_us() + 2000000;
+    if (o.hold) fprintf(stderr, "holding: published %" PRIu64 " messages\n", seq);
+    int64_t until = o.hold ? INT64_MAX : ic_clock_monotonic_us() + 2000000;
     while (!g_stop && ic_clock_monotonic_us() < until) {
       zmq_pollitem_t it = {router, 0, ZMQ_POLLIN, 0};
       if (zmq_poll(&it, 1, 100) > 0) serve_replay(router, &ring);

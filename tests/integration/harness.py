@@ -308,3 +308,168 @@ def wait_until(pred, timeout=30.0, interval=0.05, what="condition"):
         if time.monotonic() > deadline:
             raise AssertionError("timed out waiting for " + what)
         time.sleep(interval)
+
+
+# ---------------------------------------------------------------------------------------------
+# Engine side: the real fake-engine binary and the real kvevent-subscriber.
+
+SUB_BIN = os.path.join(BUILD_DIR, "src", "subscriber", "kvevent-subscriber")
+FAKE_BIN = os.path.join(BUILD_DIR, "src", "fake-engine", "fake-engine")
+
+
+def _check_sanitizer_report(text):
+    # Against a sanitizer build (IC_BUILD_DIR of an -DIC_SANITIZE=ON tree) any report fails.
+    for needle in ("AddressSanitizer", "LeakSanitizer", "runtime error:"):
+        assert needle not in text, text[-4000:]
+
+
+class FakeEngine:
+    """The fake-engine binary on fixed loopback ports chosen once, so kill9() + start() is an
+    engine restart on the same endpoints (a new process, sequence numbers from 0 again).
+    args: fake-engine flags besides --bind/--replay-bind. stdout (--print-tokens) and stderr go
+    to log files; prompts() parses the JSON lines."""
+
+    def __init__(self, args=None, replay=True):
+        self.args = list(args or [])
+        self.port = free_port()
+        self.replay_port = free_port() if replay else None
+        self.proc = None
+        self.starts = 0
+        fd, self.out_path = tempfile.mkstemp(prefix="ic-fake-", suffix=".out")
+        os.close(fd)
+        fd, self.log_path = tempfile.mkstemp(prefix="ic-fake-", suffix=".log")
+        os.close(fd)
+
+    @property
+    def endpoint(self):
+        return "tcp://127.0.0.1:%d" % self.port
+
+    @property
+    def replay_endpoint(self):
+        return "tcp://127.0.0.1:%d" % self.replay_port if self.replay_port else None
+
+    def start(self, args=None):
+        if args is not None:
+            self.args = list(args)
+        cmd = [FAKE_BIN, "--bind=" + self.endpoint] + self.args
+        if self.replay_port:
+            cmd.append("--replay-bind=" + self.replay_endpoint)
+        self._out = open(self.out_path, "wb")
+        self._err = open(self.log_path, "ab")
+        self.proc = subprocess.Popen(cmd, stdout=self._out, stderr=self._err)
+        _live.add(self.proc)
+        self.starts += 1
+        return self
+
+    def kill9(self):
+        """SIGKILL, like an OOM-killed or crashed engine: sockets vanish, nothing is flushed."""
+        if self.proc and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(10)
+        self._close_files()
+
+    def _close_files(self):
+        if self.proc:
+            _live.discard(self.proc)
+        for f in (getattr(self, "_out", None), getattr(self, "_err", None)):
+            if f and not f.closed:
+                f.close()
+
+    def stop(self):
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(10)
+        self._close_files()
+
+    def logs(self):
+        with open(self.log_path, errors="replace") as f:
+            return f.read()
+
+    def prompts(self):
+        """The --print-tokens lines of the current process: [{prompt, tokens, ...}]."""
+        import json
+        out = []
+        with open(self.out_path, errors="replace") as f:
+            for line in f:
+                try:
+                    out.append(json.loads(line))
+                except ValueError:
+                    pass
+        return out
+
+    def cleanup(self):
+        self.stop()
+        for p in (self.out_path, self.log_path):
+            try:
+                os.unlink(p)
+            except OSError:
+                pass
+
+
+class Subscriber:
+    """The real kvevent-subscriber for `engines` (objects with .endpoint and .replay_endpoint /
+    .replay_port; python engines with wait_subscribed() are waited for). stderr to a log file;
+    metrics() parses its /metrics."""
+
+    def __init__(self, server_addr, engines, replica="r0", model="m", tenant="t", extra=None,
+                 replay=True, wait=True):
+        self.http_port = free_port()
+        args = [SUB_BIN, "--server=" + server_addr, "--replica-id=" + replica,
+                "--model-id=" + model, "--tenant-id=" + tenant,
+                "--http-bind-address=127.0.0.1:%d" % self.http_port, "--stats-interval=1h",
+                "--max-backoff=500ms"]
+        for e in engines:
+            args.append("--engine-endpoint=" + e.endpoint)
+        if replay:
+            for e in engines:
+                if getattr(e, "replay_port", None):
+                    args.append("--replay-endpoint=" + e.replay_endpoint)
+        args += list(extra or [])
+        fd, self.log_path = tempfile.mkstemp(prefix="ic-sub-", suffix=".log")
+        self._log = os.fdopen(fd, "wb")
+        self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=self._log)
+        _live.add(self.proc)
+        if wait:
+            for e in engines:
+                if hasattr(e, "wait_subscribed"):
+                    e.wait_subscribed()
+
+    def metrics(self):
+        st, _, body = http_get("http://127.0.0.1:%d/metrics" % self.http_port)
+        assert st == 200
+        out = {}
+        for line in body.decode().splitlines():
+            if line.startswith("#") or not line.strip():
+                continue
+            name, val = line.rsplit(" ", 1)
+            out[name] = float(val)
+        return out
+
+    def metric(self, name):
+        return self.metrics().get(name, 0.0)
+
+    def logs(self):
+        with open(self.log_path, errors="replace") as f:
+            return f.read()
+
+    def stop(self):
+        if self._log.closed:
+            return self.proc.returncode
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(10)
+        _live.discard(self.proc)
+        self._log.close()
+        rc = self.proc.returncode
+        text = self.logs()
+        os.unlink(self.log_path)
+        _check_sanitizer_report(text)
+        return rc

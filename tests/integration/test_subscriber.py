@@ -18,10 +18,9 @@ import pytest
 import zmq
 
 sys.path.insert(0, os.path.dirname(__file__))
-from harness import BUILD_DIR, Server, free_port, http_get, protos, wait_until  # noqa: E402
+from harness import (FAKE_BIN, SUB_BIN, Server, Subscriber, free_port, http_get,  # noqa: E402
+                     protos, wait_until)
 
-SUB_BIN = os.path.join(BUILD_DIR, "src", "subscriber", "kvevent-subscriber")
-FAKE_BIN = os.path.join(BUILD_DIR, "src", "fake-engine", "fake-engine")
 BS = 16  # the server fingerprints token_ids lookups with --engine-block-size 16
 
 pb, pb_grpc = protos()
@@ -169,65 +168,6 @@ def chain_events(eng, tokens, base_hash, split=1, bs=BS, **kw):
 
 
 # ---------------------------------------------------------------------------------------------
-
-class Subscriber:
-    def __init__(self, server_addr, engines, replica="r0", model="m", tenant="t", extra=None,
-                 replay=True):
-        self.http_port = free_port()
-        args = [SUB_BIN, "--server=" + server_addr, "--replica-id=" + replica,
-                "--model-id=" + model, "--tenant-id=" + tenant,
-                "--http-bind-address=127.0.0.1:%d" % self.http_port, "--stats-interval=1h",
-                "--max-backoff=500ms"]
-        for e in engines:
-            args.append("--engine-endpoint=" + e.endpoint)
-        if replay:
-            for e in engines:
-                if e.replay_port:
-                    args.append("--replay-endpoint=" + e.replay_endpoint)
-        args += list(extra or [])
-        fd, self.log_path = tempfile.mkstemp(prefix="ic-sub-", suffix=".log")
-        self._log = os.fdopen(fd, "wb")
-        self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=self._log)
-        for e in engines:
-            e.wait_subscribed()
-
-    def metrics(self):
-        st, _, body = http_get("http://127.0.0.1:%d/metrics" % self.http_port)
-        assert st == 200
-        out = {}
-        for line in body.decode().splitlines():
-            if line.startswith("#") or not line.strip():
-                continue
-            name, val = line.rsplit(" ", 1)
-            out[name] = float(val)
-        return out
-
-    def metric(self, name):
-        return self.metrics().get(name, 0.0)
-
-    def logs(self):
-        with open(self.log_path, errors="replace") as f:
-            return f.read()
-
-    def stop(self):
-        if self._log.closed:
-            return self.proc.returncode
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(10)
-        self._log.close()
-        rc = self.proc.returncode
-        text = self.logs()
-        os.unlink(self.log_path)
-        # Against a sanitizer build (IC_BUILD_DIR of an -DIC_SANITIZE=ON tree) any report fails.
-        for needle in ("AddressSanitizer", "LeakSanitizer", "runtime error:"):
-            assert needle not in text, text[-4000:]
-        return rc
-
 
 @pytest.fixture(scope="module")
 def server():
@@ -881,3 +821,26 @@ def test_engine_restart_sequence_reset_clears_its_blocks(server, mk):
     wait_match(server, b, ("PREFIX_MATCH", "r0", 64), model=model)
     assert top(lookup(server, a, model=model))[0] != "PREFIX_MATCH"
     assert sub.metric("kvevent_subscriber_engine_restarts_total") == 1
+
+
+def test_hostile_sequence_number_is_bounded_and_not_adopted(server, mk):
+    """One message numbered 2^64-2 must not count 1.8e19 missing batches, nor make every later
+    (honest) message look like an engine restart that wipes the replica."""
+    engine, subscriber = mk
+    model = "m-hostile-seq"
+    e = engine("vllm-array")
+    sub = subscriber(server.grpc_addr, [e], model=model)
+    a, b = prompt(130000, 4), prompt(131000, 4)
+    e.publish(chain_events(e, a, 0xe00))
+    wait_match(server, a, ("PREFIX_MATCH", "r0", 64), model=model)
+    honest = e.seq
+    e.seq = (1 << 64) - 2
+    e.publish([])  # hostile number, empty batch
+    e.seq = honest
+    e.publish(chain_events(e, b, 0xe40))
+    wait_match(server, b, ("PREFIX_MATCH", "r0", 64), model=model)
+    assert top(lookup(server, a, model=model)) == ("PREFIX_MATCH", "r0", 64)
+    m = sub.metrics()
+    assert m["kvevent_subscriber_seq_missing_batches_total"] < 1000
+    assert m["kvevent_subscriber_engine_restarts_total"] == 0
+    assert m["kvevent_subscriber_seq_invalid_total"] == 1
