@@ -215,6 +215,10 @@ typedef struct ic_kv_stats {
   float pressure;
   int64_t t2_hit_tokens;
   int64_t t2_query_tokens;
+  /* process_start_time_seconds of the engine (Prometheus client default), 0 when absent: a
+   * change between scrapes means the engine process restarted. Set even when the derivation
+   * fails for other reasons, as long as the exposition parsed. */
+  double process_start_s;
 } ic_kv_stats_t;
 
 /* `scheme` "sglang" selects the SGLang profile, anything else vLLM. `model_name` may be NULL. */
@@ -266,7 +270,7 @@ typedef struct ic_kv_seq_slot {
 
 typedef struct ic_kv_seq {
   bool have;
-  uint64_t last;                              /* last applied number (valid when have) */
+  uint64_t last;                             /* last applied number (valid when have) */
   ic_kv_seq_slot_t recent[IC_KV_SEQ_RECENT]; /* slot seq % IC_KV_SEQ_RECENT */
 } ic_kv_seq_t;
 

@@ -19,7 +19,8 @@ ic_kv_seq_verdict_t ic_kv_seq_check(const ic_kv_seq_t *s, uint64_t seq, uint64_t
   if (seq == IC_KV_SEQ_END) return IC_KV_SEQ_INVALID;
   if (!s->have) return IC_KV_SEQ_FIRST;
   if (seq == s->last + 1) return IC_KV_SEQ_NEXT;
-  if (seq > s->last) return seq - s->last - 1 > IC_KV_SEQ_MAX_GAP ? IC_KV_SEQ_INVALID : IC_KV_SEQ_GAP;
+  if (seq > s->last)
+    return seq - s->last - 1 > IC_KV_SEQ_MAX_GAP ? IC_KV_SEQ_INVALID : IC_KV_SEQ_GAP;
   /* At or below the last number: the same bytes again are a replay overlap; anything else is a
    * new numbering, i.e. another engine process. */
   return ic_kv_seq_match(s, seq, digest) == 1 ? IC_KV_SEQ_DUP : IC_KV_SEQ_RESTART;

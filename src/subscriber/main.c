@@ -18,36 +18,39 @@
 #include "sub.h"
 
 static void usage(FILE *f) {
-  fprintf(f,
-          "Usage of kvevent-subscriber:\n"
-          "  --engine-endpoint string   ZMQ endpoint to subscribe to; repeat once per DP rank "
-          "(default \"tcp://127.0.0.1:5557\")\n"
-          "  --replay-endpoint string   engine ROUTER replay endpoint, paired with the "
-          "--engine-endpoint of the same position (default: none)\n"
-          "  --topic string             ZMQ subscription prefix; \"\" = everything (default \"\")\n"
-          "  --server string            inference-cache gRPC target (default \"127.0.0.1:9090\")\n"
-          "  --replica-id string        replica identity (required)\n"
-          "  --model-id string          model identity (required)\n"
-          "  --tenant-id string         tenant identity (optional)\n"
-          "  --hash-scheme string       hash scheme tag (default \"vllm\")\n"
-          "  --window duration          add-batching flush period (default 100ms)\n"
-          "  --engine-metrics-url string  engine Prometheus endpoint (default "
-          "\"http://127.0.0.1:8000/metrics\")\n"
-          "  --stats-interval duration  stats scrape period (default 10s)\n"
-          "  --engine-cache-size-bytes int  total KV capacity in bytes (default 0)\n"
-          "  --max-concurrency-ceiling int  pressure denominator (default 256)\n"
-          "  --cache-tier string        auto|kv|gpu|cpu (default \"auto\")\n"
-          "  --engine-model-name string only use /metrics series with this model_name\n"
-          "  --ignore-block-removed     engine has an L2 offload tier: removal => T2 re-report\n"
-          "  --lora-adapter-names string  comma-separated id=name LoRA map\n"
-          "  --dp-rank-suffix           replica id gets \"-dp<rank>\" from the batch's DP rank\n"
-          "  --http-bind-address string /metrics and /healthz listener; \"\" disables "
-          "(default \":8090\")\n"
-          "  --queue-max-bytes int      bound of the update queue (default 16777216)\n"
-          "  --max-backoff duration     cap of the retry backoff (default 10s)\n"
-          "  --replay-timeout duration  wait for a replay answer (default 2s)\n"
-          "  --log-level string         debug|info|warn|error (default \"info\")\n"
-          "  --log-format string        json|text (default \"json\")\n");
+  fprintf(
+      f,
+      "Usage of kvevent-subscriber:\n"
+      "  --engine-endpoint string   ZMQ endpoint to subscribe to; repeat once per DP rank "
+      "(default \"tcp://127.0.0.1:5557\")\n"
+      "  --replay-endpoint string   engine ROUTER replay endpoint, paired with the "
+      "--engine-endpoint of the same position (default: none)\n"
+      "  --topic string             ZMQ subscription prefix; \"\" = everything (default \"\")\n"
+      "  --server string            inference-cache gRPC target (default \"127.0.0.1:9090\")\n"
+      "  --replica-id string        replica identity (required)\n"
+      "  --model-id string          model identity (required)\n"
+      "  --tenant-id string         tenant identity (optional)\n"
+      "  --hash-scheme string       hash scheme tag (default \"vllm\")\n"
+      "  --window duration          add-batching flush period (default 100ms)\n"
+      "  --engine-metrics-url string  engine Prometheus endpoint (default "
+      "\"http://127.0.0.1:8000/metrics\")\n"
+      "  --stats-interval duration  stats scrape period (default 10s)\n"
+      "  --engine-cache-size-bytes int  total KV capacity in bytes (default 0)\n"
+      "  --max-concurrency-ceiling int  pressure denominator (default 256)\n"
+      "  --cache-tier string        auto|kv|gpu|cpu (default \"auto\")\n"
+      "  --engine-model-name string only use /metrics series with this model_name\n"
+      "  --ignore-block-removed     engine has an L2 offload tier: removal => T2 re-report\n"
+      "  --lora-adapter-names string  comma-separated id=name LoRA map\n"
+      "  --dp-rank-suffix           replica id gets \"-dp<rank>\" from the batch's DP rank\n"
+      "  --http-bind-address string /metrics and /healthz listener; \"\" disables "
+      "(default \":8090\")\n"
+      "  --queue-max-bytes int      bound of the update queue (default 16777216)\n"
+      "  --max-backoff duration     cap of the retry backoff (default 10s)\n"
+      "  --replay-timeout duration  wait for a replay answer (default 2s)\n"
+      "  --engine-down-grace duration  withdraw an unreachable engine's blocks after this long;\n"
+      "                             0 keeps advertising them (default 30s)\n"
+      "  --log-level string         debug|info|warn|error (default \"info\")\n"
+      "  --log-format string        json|text (default \"json\")\n");
 }
 
 /* Go duration syntax: 100ms, 10s, 1m30s, 1.5h, "0". Returns 0 or -1. */
@@ -202,8 +205,28 @@ int sub_metrics_init(sub_ctx_t *c) {
                                   "Batches missing across detected gaps.", 0, NULL);
   m->dups = ic_metrics_counter(m->reg, P "seq_duplicates_total",
                                "Duplicate or stale batches ignored.", 0, NULL);
-  m->restarts = ic_metrics_counter(m->reg, P "engine_restarts_total",
-                                   "Engine sequence restarts detected (state cleared).", 0, NULL);
+  m->restarts = ic_metrics_counter(
+      m->reg, P "engine_restarts_total",
+      "Engine restarts detected (sequence back, connection back with other content, or the "
+      "engine's process start time changed); its blocks were cleared and re-learned.",
+      0, NULL);
+  m->seq_invalid = ic_metrics_counter(
+      m->reg, P "seq_invalid_total",
+      "Messages with an implausible sequence number (applied, number not adopted).", 0, NULL);
+  m->unrecovered = ic_metrics_counter(
+      m->reg, P "replay_unrecovered_batches_total",
+      "Missing batches the engine could not replay (the replica was resynchronised).", 0, NULL);
+  const char *reason[] = {"reason"};
+  m->engine_resyncs = ic_metrics_counter(
+      m->reg, P "engine_resyncs_total",
+      "Replica cleared and re-learned from the engine, by reason (restart, late_join, "
+      "gap_unrecoverable, engine_down).",
+      1, reason);
+  m->down_clears = ic_metrics_counter(
+      m->reg, P "engine_down_clears_total",
+      "Engines unreachable past --engine-down-grace whose blocks were withdrawn.", 0, NULL);
+  m->engine_connected = ic_metrics_gauge(m->reg, P "engine_connected",
+                                         "1 while the engine's event socket is connected.", 1, epl);
   m->replays = ic_metrics_counter(m->reg, P "replays_total", "Replay requests for gaps, by result.",
                                   1, result);
   m->replayed = ic_metrics_counter(m->reg, P "replayed_batches_total",
@@ -245,7 +268,9 @@ int sub_metrics_init(sub_ctx_t *c) {
   m->scrapes =
       ic_metrics_counter(m->reg, P "stats_reports_total", "Stats ticks, by result.", 1, result);
 #undef P
-  if (!m->events_received || !m->lag || !m->scrapes || !m->other_group) return IC_ENOMEM;
+  if (!m->events_received || !m->lag || !m->scrapes || !m->other_group || !m->seq_invalid ||
+      !m->unrecovered || !m->engine_resyncs || !m->down_clears || !m->engine_connected)
+    return IC_ENOMEM;
   ic_metric_set(ic_metric_plain(m->queue_max), (double)c->queue_max_bytes);
   ic_metrics_on_collect(m->reg, on_collect, c);
   return 0;
@@ -276,6 +301,7 @@ enum {
   O_QMAX,
   O_BACKOFF,
   O_REPLAYTO,
+  O_DOWNGRACE,
   O_LOGLEVEL,
   O_LOGFMT,
   O_HELP
@@ -297,6 +323,7 @@ int main(int argc, char **argv) {
   c->queue_max_bytes = 16 << 20;
   c->max_backoff_us = 10000000;
   c->replay_timeout_us = 2000000;
+  c->down_grace_us = 30000000;
   const char *tier = "auto", *lora = "";
   const char *endpoints[SUB_MAX_ENDPOINTS], *replays[SUB_MAX_ENDPOINTS];
   size_t nend = 0, nrep = 0;
@@ -323,6 +350,7 @@ int main(int argc, char **argv) {
                                      {"queue-max-bytes", required_argument, 0, O_QMAX},
                                      {"max-backoff", required_argument, 0, O_BACKOFF},
                                      {"replay-timeout", required_argument, 0, O_REPLAYTO},
+                                     {"engine-down-grace", required_argument, 0, O_DOWNGRACE},
                                      {"log-level", required_argument, 0, O_LOGLEVEL},
                                      {"log-format", required_argument, 0, O_LOGFMT},
                                      {"help", no_argument, 0, O_HELP},
@@ -365,6 +393,7 @@ int main(int argc, char **argv) {
     case O_QMAX: bad = parse_i64(optarg, &c->queue_max_bytes) || c->queue_max_bytes <= 0; break;
     case O_BACKOFF: bad = parse_dur(optarg, &c->max_backoff_us); break;
     case O_REPLAYTO: bad = parse_dur(optarg, &c->replay_timeout_us); break;
+    case O_DOWNGRACE: bad = parse_dur(optarg, &c->down_grace_us) || c->down_grace_us < 0; break;
     case O_LOGLEVEL: {
       ic_log_level_t lv;
       if ((bad = ic_log_parse_level(optarg, &lv) != 0) == 0) ic_log_set_level(lv);
@@ -442,8 +471,9 @@ int main(int argc, char **argv) {
     c->eps[i].endpoint = endpoints[i];
     c->eps[i].replay = i < nrep && *replays[i] ? replays[i] : NULL;
     c->eps[i].tracker = ic_kv_tracker_new();
+    c->eps[i].seq = calloc(1, sizeof(ic_kv_seq_t));
     c->eps[i].dp_rank = -1;
-    if (!c->eps[i].tracker) return 1;
+    if (!c->eps[i].tracker || !c->eps[i].seq) return 1;
     c->replica_of_ep[i] = c->replica_id;
   }
   if (c->dp_suffix)
@@ -529,8 +559,10 @@ int main(int argc, char **argv) {
     ic_http_free(http);
   }
   sub_grpc_free(c->rpc);
-  for (size_t i = 0; i < c->neps; i++)
+  for (size_t i = 0; i < c->neps; i++) {
     ic_kv_tracker_free(c->eps[i].tracker);
+    free(c->eps[i].seq);
+  }
   ic_kv_lora_map_free(c->lora);
   subq_destroy(&c->q);
   ic_metrics_free(c->m.reg);

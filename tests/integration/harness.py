@@ -434,9 +434,17 @@ class Subscriber:
         self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=self._log)
         _live.add(self.proc)
         if wait:
+            waited = 0
             for e in engines:
                 if hasattr(e, "wait_subscribed"):
                     e.wait_subscribed()
+                    waited += 1 if replay and getattr(e, "replay_port", None) else 0
+            # On connecting, the subscriber first learns what a running engine already holds
+            # (catch-up from its replay socket); tests publish after that, so what they publish
+            # arrives live and not inside the catch-up.
+            if waited:
+                wait_until(lambda: self.metric('kvevent_subscriber_replays_total{result="catchup"}')
+                           >= waited, timeout=30, what="subscriber catch-up on connect")
 
     def metrics(self):
         st, _, body = http_get("http://127.0.0.1:%d/metrics" % self.http_port)
