@@ -178,7 +178,6 @@ static void reset_ep(eng_t *e, size_t i, const char *reason) {
   ic_metric_inc(ic_metric_child(c->m.engine_resyncs, (const char *[]){reason}));
   ic_kv_tracker_clear(ep->tracker);
   ic_kv_seq_reset(ep->seq);
-  ep->last_reset_us = ic_clock_monotonic_us();
   e->ops.n = 0;
   ic_kv_op_t op = {.kind = IC_KV_OP_CLEAR, .adapter = ""};
   ic_kv_ops_push(&e->ops, &op);
@@ -237,6 +236,7 @@ static void engine_restarted(eng_t *e, size_t i, const char *why, uint64_t upto)
   sub_ctx_t *c = e->c;
   sub_endpoint_t *ep = &c->eps[i];
   ic_metric_inc(ic_metric_plain(c->m.restarts));
+  ep->last_restart_us = ic_clock_monotonic_us();
   ic_log_warn("engine restarted; clearing its blocks and re-learning it",
               IC_LS("endpoint", ep->endpoint), IC_LS("evidence", why),
               IC_LI("last_seq", ep->seq->have ? (int64_t)ep->seq->last : -1));
@@ -244,10 +244,10 @@ static void engine_restarted(eng_t *e, size_t i, const char *why, uint64_t upto)
   if (ep->replay && upto != IC_KV_SEQ_END) catch_up(e, i, upto);
 }
 
-/* The connection to endpoint i dropped and came back (or the engine's /metrics says it
- * restarted): the same engine still holds the last message applied, byte for byte; a restarted
- * one numbers from 0 again and holds other payloads. Without a replay socket nothing can be
- * proven, and a dropped connection to a local engine is a restart in practice. */
+/* The connection to endpoint i dropped and came back: the same engine still holds the last message
+ * applied, byte for byte; a restarted one numbers from 0 again and holds other payloads. Without a
+ * replay socket nothing can be proven, and a dropped connection to a local engine is a restart in
+ * practice. */
 static void verify_continuity(eng_t *e, size_t i, const char *signal) {
   sub_ctx_t *c = e->c;
   sub_endpoint_t *ep = &c->eps[i];
@@ -517,9 +517,11 @@ void *sub_engine_thread(void *arg) {
     int64_t now = ic_clock_monotonic_us();
     if (atomic_exchange(&c->engine_restarted, false))
       for (size_t i = 0; i < c->neps; i++)
-        /* a reset since the previous scrape already handled this restart */
-        if (now - c->eps[i].last_reset_us > c->stats_interval_us + 5000000)
-          verify_continuity(&e, i, "engine /metrics process_start_time_seconds changed");
+        /* a restart detected since the previous scrape was this one */
+        if (!c->eps[i].last_restart_us ||
+            now - c->eps[i].last_restart_us > c->stats_interval_us + 5000000)
+          engine_restarted(&e, i, "engine /metrics process_start_time_seconds changed",
+                           IC_KV_SEQ_END - 1);
     for (size_t i = 0; i < c->neps; i++)
       check_down(&e, i, now);
     int n = zmq_poll(items, nitems, 100);

@@ -68,10 +68,10 @@ typedef struct sub_endpoint {
   int64_t dp_rank;  /* last seen rank, -1 unknown */
   /* Engine connection (from the SUB socket's monitor): up after a completed handshake. */
   bool up;
-  bool verify;           /* the connection dropped: continuity unproven until checked */
-  bool down_cleared;     /* down past --engine-down-grace: its blocks were withdrawn */
-  int64_t down_since_us; /* monotonic; 0 while up or before the first connection */
-  int64_t last_reset_us; /* last time this endpoint's blocks were cleared and re-learned */
+  bool verify;             /* the connection dropped: continuity unproven until checked */
+  bool down_cleared;       /* down past --engine-down-grace: its blocks were withdrawn */
+  int64_t down_since_us;   /* monotonic; 0 while up or before the first connection */
+  int64_t last_restart_us; /* monotonic time of the last engine restart detected, 0 = none */
 } sub_endpoint_t;
 
 typedef struct sub_metrics {

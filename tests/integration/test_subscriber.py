@@ -846,3 +846,34 @@ def test_hostile_sequence_number_is_bounded_and_not_adopted(server, mk):
     assert m["kvevent_subscriber_seq_missing_batches_total"] < 1000
     assert m["kvevent_subscriber_engine_restarts_total"] == 0
     assert m["kvevent_subscriber_seq_invalid_total"] == 1
+
+
+def test_engine_metrics_start_time_change_is_a_restart(server, mk):
+    """A restart the event stream cannot show (the connection stayed up, numbering went on):
+    the engine's /metrics process_start_time_seconds changed, so its old blocks go."""
+    engine, subscriber = mk
+    model = "m-start-time"
+    page = MetricsPage()
+    page.body = VLLM_METRICS + "process_start_time_seconds 1765000000.5\n"
+    try:
+        e = engine("vllm-array")
+        sub = subscriber(server.grpc_addr, [e], model=model,
+                         extra=["--engine-metrics-url=" + page.url, "--stats-interval=300ms"])
+        a, b = prompt(140000, 4), prompt(141000, 4)
+        e.publish(chain_events(e, a, 0xf00))
+        wait_match(server, a, ("PREFIX_MATCH", "r0", 64), model=model)
+        wait_until(lambda: sub.metric('kvevent_subscriber_stats_reports_total{result="success"}')
+                   >= 2, timeout=30, what="two scrapes with the first start time")
+        assert sub.metric("kvevent_subscriber_engine_restarts_total") == 0
+        with e.lock:
+            e.ring.clear()  # the new process holds nothing of the old one
+        page.body = VLLM_METRICS + "process_start_time_seconds 1765000900.25\n"
+        wait_until(lambda: sub.metric("kvevent_subscriber_engine_restarts_total") == 1,
+                   timeout=30, what="restart detected from the start time")
+        wait_until(lambda: top(lookup(server, a, model=model))[0] != "PREFIX_MATCH", timeout=30,
+                   what="old blocks withdrawn")
+        e.publish(chain_events(e, b, 0xf40))
+        wait_match(server, b, ("PREFIX_MATCH", "r0", 64), model=model)
+        assert "engine process restarted" in sub.logs()
+    finally:
+        page.close()
