@@ -38,8 +38,9 @@ static void push_ops(eng_t *e, size_t ep_idx) {
     e->ops.v[i].ep = (uint16_t)ep_idx;
     e->ops.v[i].recv_ns = now;
   }
-  /* A replay can hold far more than the queue: it flows at the sender's pace. */
-  if (e->paced) subq_wait_room(&c->q, e->ops.n, 5000000);
+  /* A replay can hold far more than the queue: it flows at the sender's pace, unless the sender
+   * is stuck (server away): then the rest of the replay overflows like live events. */
+  if (e->paced && !subq_wait_room(&c->q, e->ops.n, 5000000)) e->paced = false;
   size_t dropped = subq_push(&c->q, e->ops.v, e->ops.n, c->replica_of_ep);
   if (dropped) {
     static const char *kinds[] = {"", "add", "downgrade", "evict", "clear"};

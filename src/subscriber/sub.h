@@ -46,9 +46,10 @@ int subq_init(subq_t *q, size_t max_bytes);
 void subq_destroy(subq_t *q);
 /* Appends ops in order (stamping nothing); returns the number of ops dropped to make room. */
 size_t subq_push(subq_t *q, const ic_kv_op_t *ops, size_t n, const char *const *replica_of_ep);
-/* Waits (up to timeout_us) until n more ops fit under the bound. Used for re-reports, which
- * are large and must not evict each other: they flow at the sender's pace instead. */
-void subq_wait_room(subq_t *q, size_t n, int64_t timeout_us);
+/* Waits (up to timeout_us) until n more ops fit under the bound; returns whether they do. Used
+ * for re-reports and replays, which are large and must not evict each other: they flow at the
+ * sender's pace instead. */
+bool subq_wait_room(subq_t *q, size_t n, int64_t timeout_us);
 /* Copies the next group (same kind/replica; ADDs up to max) into out; returns its size (0 =
  * empty). *last_qseq receives the qseq to commit. Caller holds q->mu. */
 size_t subq_peek_group(subq_t *q, ic_kv_op_t *out, size_t max, uint64_t *last_qseq,
