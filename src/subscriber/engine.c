@@ -43,6 +43,9 @@ static void push_ops(eng_t *e, size_t ep_idx) {
   if (e->paced && !subq_wait_room(&c->q, e->ops.n, 5000000)) e->paced = false;
   size_t dropped = subq_push(&c->q, e->ops.v, e->ops.n, c->replica_of_ep);
   if (dropped) {
+    /* Before the server was ever reached a failed send does not mark it lost (sender.c): the
+     * dropped adds still need the re-report when it answers. */
+    if (!atomic_load(&c->ever_sent)) atomic_store(&c->lost, true);
     static const char *kinds[] = {"", "add", "downgrade", "evict", "clear"};
     /* per-kind totals live in the queue; mirror them into the counter family */
     pthread_mutex_lock(&c->q.mu);

@@ -106,6 +106,7 @@ typedef struct sub_ctx {
   atomic_int resync;     /* set: the engine thread re-reports every tracker */
   atomic_bool connected; /* last known server state */
   atomic_bool lost;      /* server seen down since the last successful send */
+  atomic_bool ever_sent; /* a send has succeeded since start */
   atomic_bool kick;      /* watcher saw the server come back: cut the sender's backoff short */
   atomic_bool engine_restarted; /* the stats scrape saw the engine's process start time change */
   pthread_mutex_t stop_mu;
