@@ -304,8 +304,14 @@ static void repair_gap(eng_t *e, size_t i, uint64_t from, uint64_t to) {
   ic_log_warn("sequence gap not repairable by replay; resynchronising the replica",
               IC_LS("endpoint", ep->endpoint), IC_LI("from", from), IC_LI("to", to),
               IC_LI("replayed", r.applied), IC_LI("engine_no_longer_holds", r.lost));
+  /* Start clean from what follows the last hole: anything before it may have been removed inside
+   * it, so re-learning older messages would bring wrong entries back. */
+  uint64_t from_clean = r.lost ? r.lost_to + 1 : IC_KV_SEQ_END;
   reset_ep(e, i, "gap_unrecoverable");
-  catch_up(e, i, to);
+  if (from_clean <= to) {
+    sub_replay_out_t r2;
+    run_replay(e, i, from_clean, to, &r2);
+  }
 }
 
 /* Sequence bookkeeping for one received message, then the payload itself. */

@@ -877,3 +877,27 @@ def test_engine_metrics_start_time_change_is_a_restart(server, mk):
         assert "engine process restarted" in sub.logs()
     finally:
         page.close()
+
+
+def test_gap_the_engine_no_longer_holds_resynchronises_the_replica(server, mk):
+    """The lost message was a removal and the engine's ring no longer has it: keeping the removed
+    blocks would be a wrong hint until the TTL, so the replica is cleared and re-learned from
+    what follows the hole."""
+    engine, subscriber = mk
+    model = "m-gap-lost"
+    e = engine("vllm-array")
+    sub = subscriber(server.grpc_addr, [e], model=model)
+    a, b = prompt(150000, 4), prompt(151000, 4)
+    e.publish(chain_events(e, a, 0x1100))
+    wait_match(server, a, ("PREFIX_MATCH", "r0", 64), model=model)
+    lost = e.publish([e.removed([0x1100 + k for k in range(4)])], skip=True)
+    with e.lock:
+        e.ring = [(s, p) for s, p in e.ring if s != lost]  # fell out of the engine's ring
+    e.publish(chain_events(e, b, 0x1140))
+    wait_match(server, b, ("PREFIX_MATCH", "r0", 64), model=model)
+    wait_until(lambda: top(lookup(server, a, model=model))[0] != "PREFIX_MATCH", timeout=30,
+               what="blocks removed inside the lost range withdrawn")
+    m = sub.metrics()
+    assert m["kvevent_subscriber_replay_unrecovered_batches_total"] == 1
+    assert m['kvevent_subscriber_engine_resyncs_total{reason="gap_unrecoverable"}'] == 1
+    assert "sequence gap not repairable by replay" in sub.logs()
