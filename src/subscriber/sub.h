@@ -82,6 +82,7 @@ typedef struct sub_metrics {
       *queue_dropped, *rpcs, *rpc_errors, *connected, *resyncs, *resync_entries, *lag, *tracked,
       *lora_dropped, *no_entries, *scrapes, *unknown_tags, *other_group, *seq_invalid, *unrecovered,
       *engine_resyncs, *down_clears, *engine_connected;
+  ic_metric_family_t *reported_hit_rate, *reported_pressure; /* last stats the server accepted */
 } sub_metrics_t;
 
 typedef struct sub_ctx {
