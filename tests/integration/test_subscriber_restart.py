@@ -154,3 +154,27 @@ def test_late_join_receives_the_whole_replay_ring(procs):
                    timeout=30, what="catch-up finished")
         m = sub.metrics()
         assert m.get("kvevent_subscriber_replay_unrecovered_batches_total", 0) == 0
+
+
+def test_hung_engine_counts_as_down_and_resumes(procs):
+    """SIGSTOP keeps the engine's TCP connection open (the kernel still answers); ZMTP heartbeats
+    make the subscriber see it as down, withdraw its blocks after the grace period, and learn it
+    again when it resumes, without calling it a restart."""
+    import signal
+    engine, subscriber = procs
+    model = "m-hung"
+    with Server(["--insecure-disable-auth"]) as srv:
+        e = engine(engine_args(7000000, prompts=10))
+        sub = subscriber(srv.grpc_addr, [e], model=model, extra=["--engine-down-grace=2s"])
+        wait_until(lambda: all_match(srv, model, 7000000, 10, 4), timeout=30,
+                   what="prompts indexed")
+        e.proc.send_signal(signal.SIGSTOP)
+        try:
+            wait_until(lambda: none_match(srv, model, 7000000, 10, 4), timeout=30, interval=0.5,
+                       what="hung engine's blocks withdrawn")
+            assert sub.metric("kvevent_subscriber_engine_down_clears_total") == 1
+        finally:
+            e.proc.send_signal(signal.SIGCONT)
+        wait_until(lambda: all_match(srv, model, 7000000, 10, 4), timeout=30, interval=0.2,
+                   what="resumed engine learned again")
+        assert sub.metric("kvevent_subscriber_engine_restarts_total") == 0
