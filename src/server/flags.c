@@ -38,6 +38,14 @@ static const flagdef_t FLAGS[] = {
      "gRPC completion-queue threads; 0 = one per core (not a reference flag)"},
     {"http-bind-address", F_STR, OFF(http_bind_address), ":8080",
      "public HTTP listen address (/healthz, /readyz, /metrics)"},
+    {"http-max-connections", F_INT, OFF(http_max_connections), "1024",
+     "open connections per HTTP listener; past it the oldest connection not running a request is "
+     "closed (not a reference flag)"},
+    {"http-max-connections-per-client", F_INT, OFF(http_max_connections_per_client), "128",
+     "open connections per client address per HTTP listener, enforced the same way (not a reference flag)"},
+    {"http-request-timeout-ms", F_INT, OFF(http_request_timeout_ms), "5000",
+     "time a client has to send a complete request (headers and body) on the HTTP listeners; "
+     "<= 0 = none (the reference's ReadHeaderTimeout is 5 s)"},
     {"insecure-disable-auth", F_BOOL, OFF(insecure_disable_auth), "false",
      "serve the controller listener without authentication (development only)"},
     {"log-format", F_STR, OFF(log_format), "json", "log format: json or text"},

@@ -226,12 +226,22 @@ int server_http_start(server_ctx_t *ctx, char *err, size_t errlen) {
     pthread_mutex_init(&h->probe_mu[i], NULL);
   /* Public endpoints are cheap: a small pool. The controller listener may block on a
    * TokenReview, so it gets a thread per connection (like Go's per-connection goroutines). */
-  ic_http_config_t pc = {
-      .bind = ctx->flags.http_bind_address, .threads = 2, .idle_timeout_s = 120, .name = "http"};
-  ic_http_config_t cc = {.bind = ctx->flags.snapshot_bind_address,
-                         .threads = 0,
+  const server_flags_t *f = &ctx->flags;
+  int req_ms = f->http_request_timeout_ms > 0 ? f->http_request_timeout_ms : -1;
+  unsigned maxc = f->http_max_connections > 0 ? (unsigned)f->http_max_connections : 0;
+  unsigned maxpc =
+      f->http_max_connections_per_client > 0 ? (unsigned)f->http_max_connections_per_client : 0;
+  ic_http_config_t pc = {.bind = f->http_bind_address,
+                         .threads = 2,
                          .idle_timeout_s = 120,
-                         .name = "snapshot"};
+                         .name = "http",
+                         .request_timeout_ms = req_ms,
+                         .max_conns = maxc,
+                         .max_conns_per_client = maxpc};
+  ic_http_config_t cc = pc;
+  cc.bind = f->snapshot_bind_address;
+  cc.threads = 0;
+  cc.name = "snapshot";
   h->pub = ic_http_new(&pc);
   h->ctl = ic_http_new(&cc);
   char e[400] = "";
