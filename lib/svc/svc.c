@@ -19,6 +19,7 @@
 #include "ic/log.h"
 #include "ic/rpc.h"
 #include "inferencecache/v1alpha1/inferencecache.pb-c.h"
+#include "wire_strings.h"
 
 typedef Inferencecache__V1alpha1__LookupRouteRequest lr_req_t;
 typedef Inferencecache__V1alpha1__LookupRouteResponse lr_resp_t;
@@ -74,7 +75,36 @@ bool ic_svc_utf8_valid(const char *str, size_t n) {
   return true;
 }
 
-static bool u8(const char *s) { return !s || ic_svc_utf8_valid(s, strlen(s)); }
+/* The status for a string field holding a NUL byte. protobuf-c hands strings over
+ * NUL-terminated, so "pod-a\0other" would alias "pod-a": such requests are refused instead
+ * (the reference accepts them as distinct ids; docs/server.md lists the difference). Messages
+ * must be static (the transport sends them after the handler returns). */
+static const char *nul_msg(const char *field) {
+#define NUL_MSG(f) "invalid argument: string field " f " contains a NUL byte (U+0000); identities are never truncated"
+  static const char *const known[][2] = {
+      {"replica_id", NUL_MSG("replica_id")}, {"model_id", NUL_MSG("model_id")},
+      {"tenant_id", NUL_MSG("tenant_id")},   {"hash_scheme", NUL_MSG("hash_scheme")},
+      {"adapter_id", NUL_MSG("adapter_id")}, {"prompt_text", NUL_MSG("prompt_text")},
+      {"names", NUL_MSG("names")},
+  };
+  for (size_t i = 0; field && i < sizeof known / sizeof *known; i++)
+    if (strcmp(field, known[i][0]) == 0) return known[i][1];
+  return "invalid argument: a string field contains a NUL byte (U+0000); identities are never truncated";
+#undef NUL_MSG
+}
+
+/* Every string field of a decoded request, checked on its wire bytes (the C strings protobuf-c
+ * made cannot show an embedded NUL): invalid UTF-8 is Go's unmarshal error (INTERNAL), an
+ * embedded NUL is INVALID_ARGUMENT. IC_RPC_OK when all are fine. */
+static int check_strings(const ProtobufCMessageDescriptor *d, const uint8_t *req, size_t len,
+                         const char **msg) {
+  const char *field = NULL;
+  switch (wire_strings_check(d, req, len, &field)) {
+  case WIRE_STRINGS_BAD_UTF8: return *msg = UTF8_MSG, IC_RPC_INTERNAL;
+  case WIRE_STRINGS_NUL: return *msg = nul_msg(field), IC_RPC_INVALID_ARGUMENT;
+  default: return IC_RPC_OK;
+  }
+}
 
 static int append_packed(ic_buf_t *out, const ProtobufCMessage *m) {
   size_t n = protobuf_c_message_get_packed_size(m);
@@ -327,12 +357,11 @@ int ic_svc_lookup_route(ic_svc_t *s, const uint8_t *req, size_t len, int64_t dea
   int64_t start = ic_clock_monotonic_ns();
   lr_req_t *q = inferencecache__v1alpha1__lookup_route_request__unpack(arena_begin(), len, req);
   if (!q) return *msg = UNMARSHAL_MSG, IC_RPC_INTERNAL;
-  if (!u8(q->model_id) || !u8(q->tenant_id) || !u8(q->hash_scheme) || !u8(q->prompt_text) ||
-      !u8(q->adapter_id)) {
+  int rc = check_strings(&inferencecache__v1alpha1__lookup_route_request__descriptor, req, len, msg);
+  if (rc != IC_RPC_OK) {
     if (arena_needs_free()) inferencecache__v1alpha1__lookup_route_request__free_unpacked(q, arena_cur());
-    return *msg = UTF8_MSG, IC_RPC_INTERNAL;
+    return rc;
   }
-  int rc;
   /* 1. reserved tenant */
   if (strcmp(q->tenant_id, IC_SVC_PROBE_TENANT) == 0) {
     rc = respond(s, q, out, "NO_HINT", NULL, 0, "", 0);
@@ -492,15 +521,8 @@ int ic_svc_report_one(ic_svc_t *s, const uint8_t *msg, size_t len, const char **
   Inferencecache__V1alpha1__CacheStateUpdate *u =
       inferencecache__v1alpha1__cache_state_update__unpack(arena_begin(), len, msg);
   if (!u) return *errmsg = UNMARSHAL_MSG, IC_RPC_INTERNAL;
-  int rc = IC_RPC_OK;
-  bool ok = u8(u->replica_id) && u8(u->model_id) && u8(u->tenant_id) && u8(u->hash_scheme) && u8(u->adapter_id) &&
-            (!u->stats || (u8(u->stats->replica_id) && u8(u->stats->client_version)));
-  for (size_t i = 0; ok && i < u->n_prefixes; i++) ok = u8(u->prefixes[i]->adapter_id);
-  if (!ok) {
-    *errmsg = UTF8_MSG;
-    rc = IC_RPC_INTERNAL;
-    goto out;
-  }
+  int rc = check_strings(&inferencecache__v1alpha1__cache_state_update__descriptor, msg, len, errmsg);
+  if (rc != IC_RPC_OK) goto out;
   if (strcmp(u->tenant_id, IC_SVC_PROBE_TENANT) == 0) goto out;
   ic_index_prefix_t stack[32], *px = stack;
   if (u->n_prefixes > 32 && !(px = malloc(u->n_prefixes * sizeof *px))) {
@@ -551,9 +573,10 @@ int ic_svc_report_ack(ic_buf_t *resp) {
 int ic_svc_publish_event(ic_svc_t *s, const uint8_t *req, size_t len, ic_buf_t *resp, const char **msg) {
   Inferencecache__V1alpha1__CacheEvent *e = inferencecache__v1alpha1__cache_event__unpack(arena_begin(), len, req);
   if (!e) return *msg = UNMARSHAL_MSG, IC_RPC_INTERNAL;
-  if (!u8(e->replica_id) || !u8(e->model_id) || !u8(e->tenant_id) || !u8(e->adapter_id)) {
+  int crc = check_strings(&inferencecache__v1alpha1__cache_event__descriptor, req, len, msg);
+  if (crc != IC_RPC_OK) {
     inferencecache__v1alpha1__cache_event__free_unpacked(e, arena_cur());
-    return *msg = UTF8_MSG, IC_RPC_INTERNAL;
+    return crc;
   }
   int t = (int)e->type;
   if (strcmp(e->tenant_id, IC_SVC_PROBE_TENANT) != 0 && t >= IC_INDEX_EVENT_PREFIX_ADDED &&
@@ -577,9 +600,10 @@ int ic_svc_get_cache_state(ic_svc_t *s, const uint8_t *req, size_t len, ic_buf_t
   Inferencecache__V1alpha1__GetCacheStateRequest *q =
       inferencecache__v1alpha1__get_cache_state_request__unpack(arena_begin(), len, req);
   if (!q) return *msg = UNMARSHAL_MSG, IC_RPC_INTERNAL;
-  if (!u8(q->model_id) || !u8(q->tenant_id)) {
+  int crc = check_strings(&inferencecache__v1alpha1__get_cache_state_request__descriptor, req, len, msg);
+  if (crc != IC_RPC_OK) {
     inferencecache__v1alpha1__get_cache_state_request__free_unpacked(q, arena_cur());
-    return *msg = UTF8_MSG, IC_RPC_INTERNAL;
+    return crc;
   }
   Inferencecache__V1alpha1__GetCacheStateResponse r = INFERENCECACHE__V1ALPHA1__GET_CACHE_STATE_RESPONSE__INIT;
   Inferencecache__V1alpha1__CacheSummary sum = INFERENCECACHE__V1ALPHA1__CACHE_SUMMARY__INIT;
@@ -625,6 +649,8 @@ int ic_svc_render_template(ic_svc_t *s, const uint8_t *req, size_t len, ic_buf_t
       inferencecache__v1alpha1__render_template_request__unpack(arena_begin(), len, req);
   if (!q) return *msg = UNMARSHAL_MSG, IC_RPC_INTERNAL;
   inferencecache__v1alpha1__render_template_request__free_unpacked(q, arena_cur());
+  int crc = check_strings(&inferencecache__v1alpha1__render_template_request__descriptor, req, len, msg);
+  if (crc != IC_RPC_OK) return crc;
   Inferencecache__V1alpha1__RenderTemplateResponse r = INFERENCECACHE__V1ALPHA1__RENDER_TEMPLATE_RESPONSE__INIT;
   r.reason_code = "OK";
   return append_packed(resp, &r.base) ? IC_RPC_INTERNAL : IC_RPC_OK;
@@ -636,6 +662,8 @@ int ic_svc_lookup_pd_route(ic_svc_t *s, const uint8_t *req, size_t len, ic_buf_t
       inferencecache__v1alpha1__lookup_pdroute_request__unpack(arena_begin(), len, req);
   if (!q) return *msg = UNMARSHAL_MSG, IC_RPC_INTERNAL;
   inferencecache__v1alpha1__lookup_pdroute_request__free_unpacked(q, arena_cur());
+  int crc = check_strings(&inferencecache__v1alpha1__lookup_pdroute_request__descriptor, req, len, msg);
+  if (crc != IC_RPC_OK) return crc;
   Inferencecache__V1alpha1__LookupPDRouteResponse r = INFERENCECACHE__V1ALPHA1__LOOKUP_PDROUTE_RESPONSE__INIT;
   r.reason_code = "NO_HINT";
   return append_packed(resp, &r.base) ? IC_RPC_INTERNAL : IC_RPC_OK;
@@ -648,9 +676,11 @@ int ic_svc_event_filter_parse(const uint8_t *req, size_t len, ic_svc_event_filte
   Inferencecache__V1alpha1__StreamEventsRequest *q =
       inferencecache__v1alpha1__stream_events_request__unpack(arena_begin(), len, req);
   if (!q) return IC_RPC_INTERNAL;
-  if (!u8(q->model_id) || !u8(q->tenant_id)) {
+  const char *unused;
+  int crc = check_strings(&inferencecache__v1alpha1__stream_events_request__descriptor, req, len, &unused);
+  if (crc != IC_RPC_OK) {
     inferencecache__v1alpha1__stream_events_request__free_unpacked(q, arena_cur());
-    return IC_RPC_INTERNAL;
+    return crc;
   }
   f->model_id = strdup(q->model_id);
   f->tenant_id = strdup(q->tenant_id);
@@ -699,15 +729,12 @@ int ic_svc_metric_filter_parse(const uint8_t *req, size_t len, ic_svc_metric_fil
   Inferencecache__V1alpha1__StreamMetricsRequest *q =
       inferencecache__v1alpha1__stream_metrics_request__unpack(arena_begin(), len, req);
   if (!q) return IC_RPC_INTERNAL;
-  int rc = IC_RPC_OK;
-  if (q->n_names > 0) {
+  const char *unused;
+  int rc = check_strings(&inferencecache__v1alpha1__stream_metrics_request__descriptor, req, len, &unused);
+  if (rc == IC_RPC_OK && q->n_names > 0) {
     f->names = calloc(q->n_names, sizeof *f->names);
     if (!f->names) rc = IC_RPC_RESOURCE_EXHAUSTED;
     for (size_t i = 0; f->names && i < q->n_names; i++) {
-      if (!u8(q->names[i])) {
-        rc = IC_RPC_INTERNAL;
-        break;
-      }
       f->names[f->n++] = strdup(q->names[i]);
     }
   }
