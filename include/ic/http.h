@@ -40,10 +40,10 @@ typedef struct ic_http_config {
   const char *tls_key_file;
   const char *name; /* for logs, e.g. "http", "snapshot", "webhook" */
   /* Connection bounds (slow and hostile clients; see docs/server.md "Connection limits"):
-   * a request must arrive complete (headers and body) within request_timeout_ms of the accept
-   * or of the previous response (0 = IC_HTTP_DEFAULT_REQUEST_TIMEOUT_MS, the reference's 5 s
-   * ReadHeaderTimeout; < 0 = none); a keep-alive connection is closed idle_timeout_s after its
-   * last response however it trickles bytes. Past max_conns open connections (0 =
+   * the first request must arrive complete (headers and body) within request_timeout_ms of the
+   * accept (0 = IC_HTTP_DEFAULT_REQUEST_TIMEOUT_MS, the reference's 5 s ReadHeaderTimeout; < 0 =
+   * none); a keep-alive connection is closed idle_timeout_s after its last response unless its
+   * next request is complete, however it trickles bytes. Past max_conns open connections (0 =
    * IC_HTTP_DEFAULT_MAX_CONNS), or max_conns_per_client from one address (0 =
    * IC_HTTP_DEFAULT_MAX_CONNS_PER_CLIENT), the oldest connection not running a handler is
    * closed, so a new request (a health probe) is always read. */

@@ -410,12 +410,17 @@ int ic_svc_lookup_route(ic_svc_t *s, const uint8_t *req, size_t len, int64_t dea
     rc = respond(s, q, out, "NO_HINT", NULL, 0, "", ic_clock_monotonic_ns() - start);
     goto done;
   }
-  /* 9. minimumPrefixTokens pre-gate (affinity off) */
-  int64_t eff = 0;
-  if (r.n_counts > 0)
-    for (size_t i = 0; i < r.n_counts; i++) eff += r.counts[i];
-  else
+  /* 9. minimumPrefixTokens pre-gate (affinity off). The chain's counts are summed in int32 with
+     wrap-around, as the reference does (and as the index sums matched tokens), so absurd counts
+     gate the same way there and here (docs/server.md "Deliberate differences" says why). */
+  int32_t eff = 0;
+  if (r.n_counts > 0) {
+    uint32_t sum = 0;
+    for (size_t i = 0; i < r.n_counts; i++) sum += (uint32_t)r.counts[i];
+    eff = (int32_t)sum;
+  } else {
     eff = r.exact_count;
+  }
   bool below_min = k.minimum_prefix_tokens > 0 && eff < k.minimum_prefix_tokens;
   if (below_min && !k.affinity_routing) {
     rc = respond(s, q, out, "NO_HINT", NULL, 0, "", ic_clock_monotonic_ns() - start);

@@ -574,3 +574,32 @@ Test(svc, render_template_and_pd_route_reject_invalid_utf8) {
   cr_assert_eq(ic_svc_lookup_pd_route(svc, buf, n, &out, &msg), IC_RPC_OK);
   ic_buf_free(&out);
 }
+
+/* Issue 16 item 10: the minimumPrefixTokens gate sums block_token_counts in int32 with
+   wrap-around like the reference (and the index's matched-token sums): a chain whose warm
+   blocks match 200 tokens but whose unmatched tail claims INT32_MAX sums to a negative count,
+   below any floor, so the answer is NO_HINT there and here (a 64-bit sum said PREFIX_MATCH). */
+Test(svc, minimum_prefix_tokens_sum_wraps_at_32_bits_like_the_reference) {
+  ic_index_bytes_t chain[2] = {B("blk-A"), B("blk-B")};
+  int32_t counts[2] = {16, 16};
+  ic_index_prefix_t p = {.block_hashes = chain, .n_block_hashes = 2, .block_token_counts = counts,
+                         .n_block_token_counts = 2};
+  ic_index_update_t u = {.replica = "r1", .model = "m", .tenant = "w", .scheme = "vllm", .prefixes = &p,
+                         .n_prefixes = 1};
+  cr_assert_eq(ic_index_ingest(ix, &u), 0);
+  push("{\"version\":7,\"policies\":[{\"namespace\":\"w\",\"minimumPrefixTokens\":100,\"affinityRouting\":false,"
+       "\"minimumMatchedTokens\":0}]}");
+  ProtobufCBinaryData bh[3] = {{5, (uint8_t *)"blk-A"}, {5, (uint8_t *)"blk-B"}, {5, (uint8_t *)"blk-C"}};
+  req_t q = INFERENCECACHE__V1ALPHA1__LOOKUP_ROUTE_REQUEST__INIT;
+  q.tenant_id = "w";
+  q.model_id = "m";
+  q.hash_scheme = "vllm";
+  q.n_block_hashes = 3;
+  q.block_hashes = bh;
+  int32_t ok[3] = {100, 100, 16}, wrap[3] = {100, 100, INT32_MAX};
+  q.n_block_token_counts = 3;
+  q.block_token_counts = ok;
+  cr_assert_str_eq(code_of(q), "PREFIX_MATCH");
+  q.block_token_counts = wrap;
+  cr_assert_str_eq(code_of(q), "NO_HINT");
+}

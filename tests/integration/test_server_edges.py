@@ -1,0 +1,128 @@
+"""Integration tests for edge inputs of the server (issue 16 items 7, 9 and 10; docs/server.md
+"Deliberate differences"): identities with an embedded NUL are refused rather than truncated,
+RenderTemplate and LookupPDRoute reject invalid UTF-8 like the other RPCs, producer timestamps
+outside what the index stores are clamped and /snapshot still answers 200, and the
+minimumPrefixTokens gate sums counts in int32 like the reference."""
+import json
+
+import grpc
+import pytest
+
+from harness import Server, http_get, protos
+
+SVC = "/inferencecache.v1alpha1.InferenceCache/"
+
+
+@pytest.fixture(scope="module")
+def srv():
+    with Server(["--insecure-disable-auth"]) as s:
+        yield s
+
+
+def be8(i):
+    return i.to_bytes(8, "big")
+
+
+def update(replica, tenant="t", model="m", hash_=1, ts=0, stats=False):
+    pb, _ = protos()
+    u = pb.CacheStateUpdate(replica_id=replica, model_id=model, tenant_id=tenant,
+                            hash_scheme="vllm", timestamp_us=ts,
+                            prefixes=[pb.PrefixEntry(prefix_hash=be8(hash_), token_count=128)])
+    if stats:
+        u.stats.CopyFrom(pb.ReplicaStats(cache_memory_bytes=1, hit_rate=0.5))
+    return u
+
+
+def lookup(srv, tenant="t", model="m", hash_=1):
+    pb, _ = protos()
+    return srv.stub().LookupRoute(pb.LookupRouteRequest(
+        tenant_id=tenant, model_id=model, hash_scheme="vllm", prefix_hash=be8(hash_),
+        prefix_token_count=128), timeout=10)
+
+
+def test_nul_inside_identity_is_refused_never_aliased(srv):
+    pb, _ = protos()
+    stub = srv.stub()
+    assert stub.ReportCacheState(iter([update("pod-a", tenant="nul", hash_=7)]), timeout=10).accepted
+    r = lookup(srv, tenant="nul", hash_=7)
+    assert r.reason_code == "PREFIX_MATCH" and [s.replica_id for s in r.replica_scores] == ["pod-a"]
+    # ALL_CLEARED for "pod-a\0other" used to clear pod-a.
+    with pytest.raises(grpc.RpcError) as e:
+        stub.PublishEvent(pb.CacheEvent(type=pb.CacheEvent.ALL_CLEARED, replica_id="pod-a\x00other",
+                                        model_id="m", tenant_id="nul"), timeout=10)
+    assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "replica_id contains a NUL byte" in e.value.details()
+    r = lookup(srv, tenant="nul", hash_=7)
+    assert r.reason_code == "PREFIX_MATCH" and [s.replica_id for s in r.replica_scores] == ["pod-a"]
+    # model "m\0zzz" used to land in "m".
+    with pytest.raises(grpc.RpcError) as e:
+        stub.ReportCacheState(iter([update("pod-b", tenant="nul", model="m\x00zzz", hash_=8)]),
+                              timeout=10)
+    assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert lookup(srv, tenant="nul", hash_=8).reason_code != "PREFIX_MATCH"
+    with pytest.raises(grpc.RpcError) as e:
+        lookup(srv, tenant="nul\x00x", hash_=7)
+    assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+
+
+@pytest.mark.parametrize("method", ["RenderTemplate", "LookupPDRoute"])
+def test_invalid_utf8_is_rejected_by_every_rpc(srv, method):
+    # Field 1 (a string in both requests) holding the bytes C3 28: not UTF-8. grpcio's
+    # protobuf refuses to build such a message, so the bytes are sent raw.
+    call = srv.channel().unary_unary(SVC + method, request_serializer=None,
+                                     response_deserializer=None)
+    with pytest.raises(grpc.RpcError) as e:
+        call(b"\x0a\x02\xc3\x28", timeout=10)
+    assert e.value.code() == grpc.StatusCode.INTERNAL
+    assert "invalid UTF-8" in e.value.details()
+    assert call(b"\x0a\x02ok", timeout=10) is not None  # valid: answered
+
+
+def snapshot_replica(srv, tenant, replica):
+    st, _, body = http_get(srv.snapshot_url + "/snapshot")
+    assert st == 200, body
+    for r in json.loads(body)["replicas"]:
+        if r.get("tenant") == tenant and r["replicaId"] == replica:
+            return r
+    raise AssertionError("replica %s/%s not in the snapshot" % (tenant, replica))
+
+
+def test_producer_timestamps_clamped_and_snapshot_stays_200(srv):
+    # Year 10000 (past what Go's JSON encoder writes: the reference answers /snapshot with 500)
+    # and year 1000 (before 1677): stored as the nearest time an int64 of nanoseconds holds.
+    year10000_us = 253402300800 * 1000000
+    year1000_us = -30610224000 * 1000000
+    stub = srv.stub()
+    assert stub.ReportCacheState(iter([update("future", tenant="ts", hash_=1, ts=year10000_us,
+                                              stats=True),
+                                       update("past", tenant="ts", hash_=2, ts=year1000_us,
+                                              stats=True)]), timeout=10).accepted
+    f = snapshot_replica(srv, "ts", "future")
+    assert f["lastUpdate"] == "2262-04-11T23:47:16.854775807Z"
+    assert f["lastEventAt"] == "2262-04-11T23:47:16.854775807Z"
+    p = snapshot_replica(srv, "ts", "past")
+    assert p["lastUpdate"] == "1677-09-21T00:12:43.145224193Z"
+
+
+def test_minimum_prefix_tokens_gate_sums_in_int32(srv):
+    pb, _ = protos()
+    doc = {"version": 7, "policies": [{"namespace": "wrap", "minimumPrefixTokens": 100,
+                                       "affinityRouting": False, "minimumMatchedTokens": 0}]}
+    st, _, body = http_get(srv.snapshot_url + "/policy", method="POST",
+                           data=json.dumps(doc).encode(), timeout=10)
+    assert st == 204, body
+    chain = [b"blk-A", b"blk-B", b"blk-C"]
+    stub = srv.stub()
+    assert stub.ReportCacheState(iter([pb.CacheStateUpdate(
+        replica_id="r1", model_id="m", tenant_id="wrap", hash_scheme="vllm",
+        prefixes=[pb.PrefixEntry(block_hashes=chain[:2], block_token_counts=[16, 16])])]),
+        timeout=10).accepted
+
+    def code(counts):
+        return stub.LookupRoute(pb.LookupRouteRequest(
+            tenant_id="wrap", model_id="m", hash_scheme="vllm", block_hashes=chain,
+            block_token_counts=counts), timeout=10).reason_code
+
+    assert code([100, 100, 16]) == "PREFIX_MATCH"
+    # 100 + 100 + 2147483647 wraps to a negative int32: below the floor, as in the reference.
+    assert code([100, 100, 2147483647]) == "NO_HINT"
