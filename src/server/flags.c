@@ -50,6 +50,9 @@ static const flagdef_t FLAGS[] = {
      "serve the controller listener without authentication (development only)"},
     {"log-format", F_STR, OFF(log_format), "json", "log format: json or text"},
     {"log-level", F_STR, OFF(log_level), "info", "log level: debug, info, warn or error"},
+    {"metrics-max-label-values", F_INT, OFF(metrics_max_label_values), "256",
+     "distinct model / tenant_id label values per metric family; later ones are counted under "
+     "\"other\"; <= 0 = unbounded (not a reference flag)"},
     {"policy-audience", F_STR, OFF(policy_audience), "inferencecache.io/policy", "TokenReview audience for /policy"},
     {"snapshot-bind-address", F_STR, OFF(snapshot_bind_address), ":8081",
      "controller-facing HTTP listen address (/snapshot, /policy, /probe)"},

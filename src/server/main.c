@@ -100,6 +100,13 @@ static int register_metrics(server_ctx_t *ctx) {
       "Messages dropped from slow StreamCacheEvents/StreamMetrics subscribers' bounded queues, by stream.", 1, stream);
   x->stream_subscribers = ic_metrics_gauge(m, "inferencecache_stream_subscribers",
                                            "Open StreamCacheEvents/StreamMetrics subscriptions, by stream.", 1, stream);
+  if (ctx->flags.metrics_max_label_values > 0) { /* bounded series (docs/server.md, Metrics) */
+    size_t lim = (size_t)ctx->flags.metrics_max_label_values;
+    if (x->index_entries) ic_metrics_bound_label(x->index_entries, "model", lim);
+    if (x->lookup_calls) ic_metrics_bound_label(x->lookup_calls, "model", lim);
+    if (x->lookup_latency) ic_metrics_bound_label(x->lookup_latency, "model", lim);
+    if (x->tenant_evictions) ic_metrics_bound_label(x->tenant_evictions, "tenant_id", lim);
+  }
   return x->server_up && x->grpc_tls_enabled && x->index_entries && x->lookup_calls && x->lookup_latency &&
                  x->tenant_evictions && x->index_evictions && x->snapshot_auth && x->policy_auth && x->probe_auth &&
                  x->stream_dropped && x->stream_subscribers
@@ -111,8 +118,7 @@ static int register_metrics(server_ctx_t *ctx) {
 static void set_index_entries(void *ud, const char *model, int64_t n) {
   server_ctx_t *ctx = ud;
   const char *lv[1] = {model};
-  ic_metric_t *g = ic_metric_child(ctx->m.index_entries, lv);
-  if (g) ic_metric_set(g, (double)n);
+  ic_metric_gauge_set(ctx->m.index_entries, lv, (double)n);
 }
 static void add_tenant_evictions(void *ud, const char *tenant, const char *reason, int64_t n) {
   server_ctx_t *ctx = ud;

@@ -49,6 +49,7 @@ typedef struct server_flags {
   int http_request_timeout_ms;       /* --http-request-timeout-ms (5000), both HTTP listeners */
   int http_max_connections;          /* --http-max-connections (1024) per HTTP listener */
   int http_max_connections_per_client; /* --http-max-connections-per-client (128) */
+  int metrics_max_label_values;      /* --metrics-max-label-values (256), model / tenant_id */
 } server_flags_t;
 
 /* Metric handles (spec server.md §10). Families are registered by main.c; children of labelled

@@ -126,3 +126,34 @@ def test_minimum_prefix_tokens_gate_sums_in_int32(srv):
     assert code([100, 100, 16]) == "PREFIX_MATCH"
     # 100 + 100 + 2147483647 wraps to a negative int32: below the floor, as in the reference.
     assert code([100, 100, 2147483647]) == "NO_HINT"
+
+
+def metric_lines(srv, family):
+    st, _, body = http_get(srv.http_url + "/metrics")
+    assert st == 200
+    return [l for l in body.decode().splitlines() if l.startswith(family + "{")], len(body)
+
+
+def test_metric_series_are_bounded_with_an_other_bucket():
+    # 300 models: each used to leave its own series in four families for good.
+    pb, _ = protos()
+    with Server(["--insecure-disable-auth", "--metrics-max-label-values=5"]) as s:
+        stub = s.stub()
+        ups = [pb.CacheStateUpdate(replica_id="r", model_id="model-%d" % i, tenant_id="card",
+                                   hash_scheme="vllm",
+                                   prefixes=[pb.PrefixEntry(prefix_hash=be8(i), token_count=128)])
+               for i in range(300)]
+        assert stub.ReportCacheState(iter(ups), timeout=30).accepted
+        for i in range(300):
+            stub.LookupRoute(pb.LookupRouteRequest(tenant_id="card", model_id="model-%d" % i,
+                                                   hash_scheme="vllm", prefix_hash=be8(i),
+                                                   prefix_token_count=128), timeout=10)
+        entries, size = metric_lines(s, "inferencecache_index_entries")
+        models = {l.split('model="')[1].split('"')[0] for l in entries}
+        assert len(models) == 6 and "other" in models, models
+        total = sum(float(l.rsplit(" ", 1)[1]) for l in entries)
+        assert total == 300, entries  # "other" is the sum of the models past the bound
+        calls, _ = metric_lines(s, "inferencecache_lookup_route_calls_total")
+        assert len({l.split('model="')[1].split('"')[0] for l in calls}) == 6
+        assert sum(float(l.rsplit(" ", 1)[1]) for l in calls) == 300
+        assert size < 20000, size
