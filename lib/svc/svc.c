@@ -32,6 +32,7 @@ struct ic_svc {
   ic_index_t *index;
   ic_policy_store_t *policy;
   int block_size;
+  size_t max_identity; /* bytes, write paths only */
   ic_metric_family_t *lookup_calls;
   ic_metric_family_t *lookup_latency;
 };
@@ -43,6 +44,9 @@ ic_svc_t *ic_svc_new(const ic_svc_config_t *cfg) {
   s->index = cfg->index;
   s->policy = cfg->policy;
   s->block_size = cfg->engine_block_size > 0 ? cfg->engine_block_size : IC_FP_DEFAULT_BLOCK_SIZE;
+  s->max_identity = cfg->max_identity_bytes > 0   ? (size_t)cfg->max_identity_bytes
+                    : cfg->max_identity_bytes < 0 ? 0
+                                                  : IC_SVC_DEFAULT_MAX_IDENTITY_BYTES;
   s->lookup_calls = cfg->lookup_calls;
   s->lookup_latency = cfg->lookup_latency;
   return s;
@@ -93,15 +97,32 @@ static const char *nul_msg(const char *field) {
 #undef NUL_MSG
 }
 
+/* The status for an identity longer than the write paths accept (static messages again). */
+static const char *long_msg(const char *field) {
+#define LONG_MSG(f) "invalid argument: string field " f " is longer than --max-identity-bytes"
+  static const char *const known[][2] = {
+      {"replica_id", LONG_MSG("replica_id")}, {"model_id", LONG_MSG("model_id")},
+      {"tenant_id", LONG_MSG("tenant_id")},   {"hash_scheme", LONG_MSG("hash_scheme")},
+      {"adapter_id", LONG_MSG("adapter_id")},
+  };
+  for (size_t i = 0; field && i < sizeof known / sizeof *known; i++)
+    if (strcmp(field, known[i][0]) == 0) return known[i][1];
+  return "invalid argument: an identity is longer than --max-identity-bytes";
+#undef LONG_MSG
+}
+
 /* Every string field of a decoded request, checked on its wire bytes (the C strings protobuf-c
  * made cannot show an embedded NUL): invalid UTF-8 is Go's unmarshal error (INTERNAL), an
- * embedded NUL is INVALID_ARGUMENT. IC_RPC_OK when all are fine. */
+ * embedded NUL is INVALID_ARGUMENT, and so is an identity longer than max_identity bytes
+ * (0 = unbounded; only the write paths pass a bound: an identity the index holds for good must
+ * stay small, while a lookup for a long one is simply answered). IC_RPC_OK when all are fine. */
 static int check_strings(const ProtobufCMessageDescriptor *d, const uint8_t *req, size_t len,
-                         const char **msg) {
+                         size_t max_identity, const char **msg) {
   const char *field = NULL;
-  switch (wire_strings_check(d, req, len, &field)) {
+  switch (wire_strings_check(d, req, len, max_identity, &field)) {
   case WIRE_STRINGS_BAD_UTF8: return *msg = UTF8_MSG, IC_RPC_INTERNAL;
   case WIRE_STRINGS_NUL: return *msg = nul_msg(field), IC_RPC_INVALID_ARGUMENT;
+  case WIRE_STRINGS_TOO_LONG: return *msg = long_msg(field), IC_RPC_INVALID_ARGUMENT;
   default: return IC_RPC_OK;
   }
 }
@@ -357,7 +378,7 @@ int ic_svc_lookup_route(ic_svc_t *s, const uint8_t *req, size_t len, int64_t dea
   int64_t start = ic_clock_monotonic_ns();
   lr_req_t *q = inferencecache__v1alpha1__lookup_route_request__unpack(arena_begin(), len, req);
   if (!q) return *msg = UNMARSHAL_MSG, IC_RPC_INTERNAL;
-  int rc = check_strings(&inferencecache__v1alpha1__lookup_route_request__descriptor, req, len, msg);
+  int rc = check_strings(&inferencecache__v1alpha1__lookup_route_request__descriptor, req, len, 0, msg);
   if (rc != IC_RPC_OK) {
     if (arena_needs_free()) inferencecache__v1alpha1__lookup_route_request__free_unpacked(q, arena_cur());
     return rc;
@@ -526,7 +547,7 @@ int ic_svc_report_one(ic_svc_t *s, const uint8_t *msg, size_t len, const char **
   Inferencecache__V1alpha1__CacheStateUpdate *u =
       inferencecache__v1alpha1__cache_state_update__unpack(arena_begin(), len, msg);
   if (!u) return *errmsg = UNMARSHAL_MSG, IC_RPC_INTERNAL;
-  int rc = check_strings(&inferencecache__v1alpha1__cache_state_update__descriptor, msg, len, errmsg);
+  int rc = check_strings(&inferencecache__v1alpha1__cache_state_update__descriptor, msg, len, s->max_identity, errmsg);
   if (rc != IC_RPC_OK) goto out;
   if (strcmp(u->tenant_id, IC_SVC_PROBE_TENANT) == 0) goto out;
   ic_index_prefix_t stack[32], *px = stack;
@@ -578,7 +599,7 @@ int ic_svc_report_ack(ic_buf_t *resp) {
 int ic_svc_publish_event(ic_svc_t *s, const uint8_t *req, size_t len, ic_buf_t *resp, const char **msg) {
   Inferencecache__V1alpha1__CacheEvent *e = inferencecache__v1alpha1__cache_event__unpack(arena_begin(), len, req);
   if (!e) return *msg = UNMARSHAL_MSG, IC_RPC_INTERNAL;
-  int crc = check_strings(&inferencecache__v1alpha1__cache_event__descriptor, req, len, msg);
+  int crc = check_strings(&inferencecache__v1alpha1__cache_event__descriptor, req, len, s->max_identity, msg);
   if (crc != IC_RPC_OK) {
     inferencecache__v1alpha1__cache_event__free_unpacked(e, arena_cur());
     return crc;
@@ -605,7 +626,7 @@ int ic_svc_get_cache_state(ic_svc_t *s, const uint8_t *req, size_t len, ic_buf_t
   Inferencecache__V1alpha1__GetCacheStateRequest *q =
       inferencecache__v1alpha1__get_cache_state_request__unpack(arena_begin(), len, req);
   if (!q) return *msg = UNMARSHAL_MSG, IC_RPC_INTERNAL;
-  int crc = check_strings(&inferencecache__v1alpha1__get_cache_state_request__descriptor, req, len, msg);
+  int crc = check_strings(&inferencecache__v1alpha1__get_cache_state_request__descriptor, req, len, 0, msg);
   if (crc != IC_RPC_OK) {
     inferencecache__v1alpha1__get_cache_state_request__free_unpacked(q, arena_cur());
     return crc;
@@ -654,7 +675,7 @@ int ic_svc_render_template(ic_svc_t *s, const uint8_t *req, size_t len, ic_buf_t
       inferencecache__v1alpha1__render_template_request__unpack(arena_begin(), len, req);
   if (!q) return *msg = UNMARSHAL_MSG, IC_RPC_INTERNAL;
   inferencecache__v1alpha1__render_template_request__free_unpacked(q, arena_cur());
-  int crc = check_strings(&inferencecache__v1alpha1__render_template_request__descriptor, req, len, msg);
+  int crc = check_strings(&inferencecache__v1alpha1__render_template_request__descriptor, req, len, 0, msg);
   if (crc != IC_RPC_OK) return crc;
   Inferencecache__V1alpha1__RenderTemplateResponse r = INFERENCECACHE__V1ALPHA1__RENDER_TEMPLATE_RESPONSE__INIT;
   r.reason_code = "OK";
@@ -667,7 +688,7 @@ int ic_svc_lookup_pd_route(ic_svc_t *s, const uint8_t *req, size_t len, ic_buf_t
       inferencecache__v1alpha1__lookup_pdroute_request__unpack(arena_begin(), len, req);
   if (!q) return *msg = UNMARSHAL_MSG, IC_RPC_INTERNAL;
   inferencecache__v1alpha1__lookup_pdroute_request__free_unpacked(q, arena_cur());
-  int crc = check_strings(&inferencecache__v1alpha1__lookup_pdroute_request__descriptor, req, len, msg);
+  int crc = check_strings(&inferencecache__v1alpha1__lookup_pdroute_request__descriptor, req, len, 0, msg);
   if (crc != IC_RPC_OK) return crc;
   Inferencecache__V1alpha1__LookupPDRouteResponse r = INFERENCECACHE__V1ALPHA1__LOOKUP_PDROUTE_RESPONSE__INIT;
   r.reason_code = "NO_HINT";
@@ -682,7 +703,7 @@ int ic_svc_event_filter_parse(const uint8_t *req, size_t len, ic_svc_event_filte
       inferencecache__v1alpha1__stream_events_request__unpack(arena_begin(), len, req);
   if (!q) return IC_RPC_INTERNAL;
   const char *unused;
-  int crc = check_strings(&inferencecache__v1alpha1__stream_events_request__descriptor, req, len, &unused);
+  int crc = check_strings(&inferencecache__v1alpha1__stream_events_request__descriptor, req, len, 0, &unused);
   if (crc != IC_RPC_OK) {
     inferencecache__v1alpha1__stream_events_request__free_unpacked(q, arena_cur());
     return crc;
@@ -735,7 +756,7 @@ int ic_svc_metric_filter_parse(const uint8_t *req, size_t len, ic_svc_metric_fil
       inferencecache__v1alpha1__stream_metrics_request__unpack(arena_begin(), len, req);
   if (!q) return IC_RPC_INTERNAL;
   const char *unused;
-  int rc = check_strings(&inferencecache__v1alpha1__stream_metrics_request__descriptor, req, len, &unused);
+  int rc = check_strings(&inferencecache__v1alpha1__stream_metrics_request__descriptor, req, len, 0, &unused);
   if (rc == IC_RPC_OK && q->n_names > 0) {
     f->names = calloc(q->n_names, sizeof *f->names);
     if (!f->names) rc = IC_RPC_RESOURCE_EXHAUSTED;

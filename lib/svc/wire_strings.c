@@ -22,9 +22,18 @@ static bool varint(const uint8_t **p, const uint8_t *e, uint64_t *v) {
   return false;
 }
 
-/* worst: the most severe finding so far (BAD_UTF8 > NUL > OK). */
+static bool is_identity(const char *name) {
+  static const char *const ids[] = {"replica_id", "model_id", "tenant_id", "hash_scheme", "adapter_id"};
+  for (size_t i = 0; i < sizeof ids / sizeof *ids; i++)
+    if (strcmp(name, ids[i]) == 0) return true;
+  return false;
+}
+
+/* Severity of a finding: BAD_UTF8 > NUL > TOO_LONG > OK. */
+static int rank(int w) { return w == WIRE_STRINGS_BAD_UTF8 ? 3 : w == WIRE_STRINGS_NUL ? 2 : w == WIRE_STRINGS_TOO_LONG; }
+
 static void walk(const ProtobufCMessageDescriptor *d, const uint8_t *p, const uint8_t *e, int depth,
-                 int *worst, const char **field) {
+                 size_t max_id, int *worst, const char **field) {
   while (p < e && *worst != WIRE_STRINGS_BAD_UTF8) {
     uint64_t tag, n;
     if (!varint(&p, e, &tag)) return;
@@ -55,21 +64,24 @@ static void walk(const ProtobufCMessageDescriptor *d, const uint8_t *p, const ui
         *worst = WIRE_STRINGS_BAD_UTF8;
         return;
       }
-      if (*worst == WIRE_STRINGS_OK && memchr(v, 0, n)) {
-        *worst = WIRE_STRINGS_NUL;
+      int found = memchr(v, 0, n)                                  ? WIRE_STRINGS_NUL
+                  : max_id && n > max_id && is_identity(f->name) ? WIRE_STRINGS_TOO_LONG
+                                                                 : WIRE_STRINGS_OK;
+      if (rank(found) > rank(*worst)) {
+        *worst = found;
         *field = f->name;
       }
     } else if (f->type == PROTOBUF_C_TYPE_MESSAGE && depth < MAX_DEPTH) {
-      walk(f->descriptor, v, v + n, depth + 1, worst, field);
+      walk(f->descriptor, v, v + n, depth + 1, max_id, worst, field);
     }
   }
 }
 
 int wire_strings_check(const ProtobufCMessageDescriptor *d, const uint8_t *buf, size_t len,
-                       const char **field) {
+                       size_t max_identity, const char **field) {
   int worst = WIRE_STRINGS_OK;
   const char *f = NULL;
-  if (buf && len) walk(d, buf, buf + len, 0, &worst, &f);
+  if (buf && len) walk(d, buf, buf + len, 0, max_identity, &worst, &f);
   if (field) *field = f;
   return worst;
 }

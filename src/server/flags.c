@@ -50,6 +50,9 @@ static const flagdef_t FLAGS[] = {
      "serve the controller listener without authentication (development only)"},
     {"log-format", F_STR, OFF(log_format), "json", "log format: json or text"},
     {"log-level", F_STR, OFF(log_level), "info", "log level: debug, info, warn or error"},
+    {"max-identity-bytes", F_INT, OFF(max_identity_bytes), "1024",
+     "longest replica/model/tenant/hash-scheme/adapter id ReportCacheState and PublishEvent accept "
+     "(INVALID_ARGUMENT beyond); <= 0 = unbounded (not a reference flag)"},
     {"metrics-max-label-values", F_INT, OFF(metrics_max_label_values), "256",
      "distinct model / tenant_id label values per metric family; later ones are counted under "
      "\"other\"; <= 0 = unbounded (not a reference flag)"},

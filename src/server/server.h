@@ -50,6 +50,7 @@ typedef struct server_flags {
   int http_max_connections;          /* --http-max-connections (1024) per HTTP listener */
   int http_max_connections_per_client; /* --http-max-connections-per-client (128) */
   int metrics_max_label_values;      /* --metrics-max-label-values (256), model / tenant_id */
+  int max_identity_bytes;            /* --max-identity-bytes (1024), write paths */
 } server_flags_t;
 
 /* Metric handles (spec server.md §10). Families are registered by main.c; children of labelled
