@@ -373,8 +373,20 @@ static int respond(ic_svc_t *s, const lr_req_t *q, ic_buf_t *out, const char *co
   return rc;
 }
 
+static int lookup_route(ic_svc_t *s, const uint8_t *req, size_t len, int64_t deadline_ns, ic_buf_t *out,
+                        const char **msg);
+
+/* Index results hold interned replica names: the guard keeps them alive until packed. */
 int ic_svc_lookup_route(ic_svc_t *s, const uint8_t *req, size_t len, int64_t deadline_ns,
                         ic_buf_t *out, const char **msg) {
+  ic_index_guard_t g = ic_index_guard(s->index);
+  int rc = lookup_route(s, req, len, deadline_ns, out, msg);
+  ic_index_unguard(s->index, g);
+  return rc;
+}
+
+static int lookup_route(ic_svc_t *s, const uint8_t *req, size_t len, int64_t deadline_ns, ic_buf_t *out,
+                        const char **msg) {
   int64_t start = ic_clock_monotonic_ns();
   lr_req_t *q = inferencecache__v1alpha1__lookup_route_request__unpack(arena_begin(), len, req);
   if (!q) return *msg = UNMARSHAL_MSG, IC_RPC_INTERNAL;
@@ -639,6 +651,7 @@ int ic_svc_get_cache_state(ic_svc_t *s, const uint8_t *req, size_t len, ic_buf_t
   int64_t total = 0;
   Inferencecache__V1alpha1__ReplicaStats *rs = NULL, **rp = NULL;
   int rc = IC_RPC_OK;
+  ic_index_guard_t g = ic_index_guard(s->index); /* the rows' interned names, until packed */
   if (strcmp(q->tenant_id, IC_SVC_PROBE_TENANT) != 0 &&
       ic_index_cache_state(s->index, q->tenant_id, q->model_id, &rows, &n, &total) == 0) {
     sum.total_prefixes = total;
@@ -662,6 +675,7 @@ int ic_svc_get_cache_state(ic_svc_t *s, const uint8_t *req, size_t len, ic_buf_t
     }
   }
   if (append_packed(resp, &r.base)) rc = IC_RPC_INTERNAL;
+  ic_index_unguard(s->index, g);
   free(rs);
   free(rp);
   free(rows);

@@ -18,13 +18,16 @@ static void h_snapshot(ic_http_req_t *r, void *ud) {
   server_ctx_t *ctx = ud;
   ic_index_snapshot_t snap;
   memset(&snap, 0, sizeof snap);
+  ic_index_guard_t g = ic_index_guard(ctx->index); /* its interned names, until encoded */
   if (ic_index_snapshot(ctx->index, &snap) != 0) {
+    ic_index_unguard(ctx->index, g);
     ic_http_reply_error(r, 500, "snapshot failed");
     return;
   }
   ic_buf_t b = IC_BUF_INIT;
   int rc = server_snapshot_json(&snap, &b);
   ic_index_snapshot_free(&snap);
+  ic_index_unguard(ctx->index, g);
   if (rc != 0) {
     ic_buf_free(&b);
     ic_http_reply_error(r, 500, "encode snapshot failed");

@@ -164,6 +164,7 @@ static void *maint_main(void *arg) {
     } else {
       ic_index_maintain(mt->ctx->index, 65536);
     }
+    ic_index_reclaim_strings(mt->ctx->index); /* names of replicas that are gone */
     pthread_mutex_lock(&mt->mu);
   }
   pthread_mutex_unlock(&mt->mu);

@@ -4,6 +4,7 @@ RenderTemplate and LookupPDRoute reject invalid UTF-8 like the other RPCs, produ
 outside what the index stores are clamped and /snapshot still answers 200, and the
 minimumPrefixTokens gate sums counts in int32 like the reference."""
 import json
+import time
 
 import grpc
 import pytest
@@ -190,3 +191,31 @@ def test_long_identities_are_refused_on_write_and_leave_no_memory(srv):
     # A lookup for a long id is simply answered (nothing can match it): lookups fail open.
     r = lookup(srv, tenant="long", model="m" * 4096, hash_=1)
     assert r.reason_code != "PREFIX_MATCH"
+
+
+def test_names_of_cleared_replicas_are_freed():
+    # With the identity bound off, 100 distinct 1 MiB replica ids reported (with stats) and
+    # cleared: the server used to keep all of them (~105 MB for good); the maintenance thread
+    # now frees names nothing refers to any more within a second or two.
+    pb, _ = protos()
+    with Server(["--insecure-disable-auth", "--max-identity-bytes=0"]) as s:
+        stub = s.stub()
+        before = rss_kb(s.proc.pid)
+        for i in range(100):
+            rid = ("%03d" % i) + "x" * (1 << 20)
+            assert stub.ReportCacheState(iter([update(rid, tenant="churn", hash_=i, stats=True)]),
+                                         timeout=30).accepted
+            stub.PublishEvent(pb.CacheEvent(type=pb.CacheEvent.ALL_CLEARED, replica_id=rid,
+                                            model_id="m", tenant_id="churn"), timeout=30)
+        deadline = time.monotonic() + 10
+        while True:
+            grown_mb = (rss_kb(s.proc.pid) - before) / 1024
+            if grown_mb < 40 or time.monotonic() > deadline:
+                break
+            time.sleep(0.25)
+        assert grown_mb < 40, grown_mb
+        # The index still works for a name that was freed and comes back.
+        rid = "000" + "x" * (1 << 20)
+        assert stub.ReportCacheState(iter([update(rid, tenant="churn", hash_=7)]), timeout=30).accepted
+        r = lookup(s, tenant="churn", hash_=7)
+        assert r.reason_code == "PREFIX_MATCH" and r.replica_scores[0].replica_id == rid
