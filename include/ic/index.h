@@ -78,6 +78,12 @@ typedef struct {
   int64_t ttl_ns;            /* <= 0 -> 30 min */
   int64_t sweep_interval_ns; /* <= 0 -> 1 min; informational (the caller runs the ticker) */
   int64_t max_entries;       /* global cap on storage entries; <= 0 = unbounded */
+  /* Fair share at the cap (default on; not in the reference): when an ingest takes the index
+   * over max_entries, tenants holding more than max_entries / (tenants with entries) prefix keys
+   * lose their oldest keys first, the largest first, before the global LRU/LFU order picks
+   * victims among everyone. One tenant flooding the index then cannot evict the others. Off =
+   * the reference's purely global order. */
+  bool cap_fair_share;
   ic_index_ranker_t ranker;
   const char *const *reserved_tenants; /* copied at create; "" entries ignored */
   size_t n_reserved_tenants;

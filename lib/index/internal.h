@@ -503,6 +503,9 @@ void evq_free(ic_index_t *ix);
  * lock). `dead` = holder belongs to a cleared rep (counters already adjusted). */
 void store_remove_holder(scope_t *sc, part_t *p, slot_t *s, uint32_t hi,
                          ic_index_change_reason_t why, int64_t when);
+/* Or'ed into `why` by the quota pass (store.c) when it evicts for another reason (the fair
+ * share at the cap): the pass keeps its own order valid, so the removal must not invalidate it. */
+#define REASON_BY_QUOTA_PASS 0x100
 static inline int64_t store_entry_ts(const scope_t *sc, uint32_t ts_id) {
   return sc->times[ts_id].ns;
 }

@@ -27,6 +27,7 @@ void ic_index_config_init(ic_index_config_t *c) {
   c->ttl_ns = 30 * NS_PER_MIN;
   c->sweep_interval_ns = NS_PER_MIN;
   c->max_entries = 1000000;
+  c->cap_fair_share = true;
   c->ranker.pressure_weight = 1.0f;
   c->ranker.slo_tight_ttft_ms = 200;
   c->ranker.slo_tight_bias = 1.0f;
@@ -810,7 +811,9 @@ static inline void quota_touch(scope_t *sc, int64_t ts) {
 void store_remove_holder(scope_t *sc, part_t *p, slot_t *s, uint32_t hi,
                          ic_index_change_reason_t why, int64_t when) {
   ic_index_t *ix = sc->ix;
-  if (why != IC_INDEX_REASON_QUOTA) quota_touch(sc, INT64_MIN);
+  bool by_quota = why == IC_INDEX_REASON_QUOTA || (why & REASON_BY_QUOTA_PASS);
+  why = (ic_index_change_reason_t)(why & ~REASON_BY_QUOTA_PASS);
+  if (!by_quota) quota_touch(sc, INT64_MIN);
   holder_t tmp;
   const holder_t *hs;
   slot_holders(s, &tmp, &hs);
@@ -1037,7 +1040,9 @@ static void report_evictions(ic_index_t *ix, const int64_t ev[2], const char *re
   if (ev[1] > 0) ix->cfg.add_index_evictions(ix->cfg.metrics_ud, "lfu", reason, ev[1]);
 }
 
-static int64_t quota_enforce(ic_index_t *ix, uint32_t tenant, int64_t budget, int64_t now);
+static int64_t quota_enforce(ic_index_t *ix, uint32_t tenant, int64_t budget, int64_t now,
+                             ic_index_change_reason_t why);
+static int64_t fair_share_enforce(ic_index_t *ix, int64_t now, int64_t evicted[2]);
 
 static int64_t ts_from_us(int64_t us, int64_t now) {
   if (us == 0) return now;
@@ -1196,8 +1201,9 @@ static int ingest(ic_index_t *ix, const ic_index_update_t *u, const uint32_t id[
     }
   }
 
-  int64_t qev = has_quota ? quota_enforce(ix, id[2], budget, now) : 0;
+  int64_t qev = has_quota ? quota_enforce(ix, id[2], budget, now, IC_INDEX_REASON_QUOTA) : 0;
   int64_t cev[2] = {0, 0};
+  if (ix->cfg.cap_fair_share) fair_share_enforce(ix, now, cev);
   pin_t pn = ix_pin(ix); /* cap candidates carry replica string ids compared unlocked */
   evq_enforce_cap(ix, cev);
   ix_unpin(ix, pn);
@@ -1341,7 +1347,8 @@ static void quota_rebuild(ic_index_t *ix, tenantrec_t *tr, scope_t **mine, uint3
 /* Quota enforcement (spec §4.4), only when over budget. It takes every scope of the tenant in
  * write mode, in scope-id order, and evicts whole keys in the reference's order from the
  * cached order (quota_rebuild), rebuilding it when a writer invalidated it or it ran out. */
-static int64_t quota_enforce(ic_index_t *ix, uint32_t tenant, int64_t budget, int64_t now) {
+static int64_t quota_enforce(ic_index_t *ix, uint32_t tenant, int64_t budget, int64_t now,
+                             ic_index_change_reason_t why) {
   if (budget < 0) return 0;
   tenantrec_t *tr = ix_find_tenant(ix, tenant);
   if (!tr || atomic_load(&tr->distinct) <= budget) return 0;
@@ -1388,7 +1395,7 @@ static int64_t quota_enforce(ic_index_t *ix, uint32_t tenant, int64_t budget, in
     const holder_t *hs;
     for (uint32_t hn = slot_holders(s, &tmp, &hs); hn > 0; hn--) {
       bool last = hn == 1;
-      store_remove_holder(q->sc, q->p, s, hn - 1, IC_INDEX_REASON_QUOTA, now);
+      store_remove_holder(q->sc, q->p, s, hn - 1, why, now);
       if (last) break;
       s = part_find(q->p, q->key, q->flags);
       if (!s) break;
@@ -1715,4 +1722,60 @@ size_t ic_index_string_count(ic_index_t *ix) {
   size_t n = strtab_count(&ix->strs);
   pthread_rwlock_unlock(&ix->dir);
   return n;
+}
+
+/* ---------------------------------------------------------------- fair share at the cap */
+
+typedef struct {
+  uint32_t tenant;
+  int64_t keys;
+  int algo;
+} share_t;
+
+static int share_cmp(const void *a, const void *b) {
+  const share_t *x = a, *y = b;
+  if (x->keys != y->keys) return x->keys > y->keys ? -1 : 1;
+  return x->tenant < y->tenant ? -1 : x->tenant > y->tenant;
+}
+
+/* Over the cap: takes the excess from tenants above max / (tenants with keys), largest first,
+ * never below that share, each losing its oldest keys (the quota machinery, reason CAP). What
+ * is left over (everyone at or below the share) goes to the global order. Returns entries
+ * evicted, also added to evicted[algo]. */
+static int64_t fair_share_enforce(ic_index_t *ix, int64_t now, int64_t evicted[2]) {
+  int64_t max = ix->cfg.max_entries;
+  if (max <= 0) return 0;
+  int64_t before = atomic_load(&ix->total_entries) - atomic_load(&ix->reserved_entries);
+  if (before <= max) return 0;
+  pthread_rwlock_rdlock(&ix->dir);
+  uint32_t n = 0;
+  int64_t top = 0;
+  share_t *v = malloc((ix->ntenants ? ix->ntenants : 1) * sizeof *v);
+  for (uint32_t i = 0; v && i < ix->ntenants; i++) {
+    tenantrec_t *tr = ix->tenants[i];
+    int64_t k = atomic_load(&tr->distinct);
+    if (!tr->reserved && k > 0) v[n++] = (share_t){tr->tenant, k, atomic_load(&tr->algo)};
+    if (k > top) top = k;
+  }
+  pthread_rwlock_unlock(&ix->dir);
+  int64_t total = 0;
+  if (v && n > 1 && top > max / n) { /* someone is over the share (else: global order) */
+    int64_t share = max / n;
+    qsort(v, n, sizeof *v, share_cmp);
+    for (uint32_t i = 0; i < n && v[i].keys > share; i++) {
+      int64_t excess = atomic_load(&ix->total_entries) - atomic_load(&ix->reserved_entries) - max;
+      if (excess <= 0) break;
+      int64_t keep = v[i].keys - excess < share ? share : v[i].keys - excess;
+      int64_t e0 = atomic_load(&ix->total_entries);
+      quota_enforce(ix, v[i].tenant, keep, now,
+                    (ic_index_change_reason_t)(IC_INDEX_REASON_CAP | REASON_BY_QUOTA_PASS));
+      int64_t got = e0 - atomic_load(&ix->total_entries);
+      if (got > 0) {
+        evicted[v[i].algo == IC_INDEX_EVICT_LFU ? 1 : 0] += got;
+        total += got;
+      }
+    }
+  }
+  free(v);
+  return total;
 }

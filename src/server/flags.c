@@ -29,6 +29,9 @@ static const flagdef_t FLAGS[] = {
      "system:serviceaccount:inference-cache-system:inference-cache-controller-manager"},
     {"controller-audience", F_STR, OFF(controller_audience), "inferencecache.io/controller",
      "TokenReview audience for /snapshot and /probe"},
+    {"disable-cap-fair-share", F_BOOL, OFF(disable_cap_fair_share), "false",
+     "at the global entry cap, evict in the reference's purely global LRU/LFU order instead of "
+     "taking the excess from tenants over their fair share first (not a reference flag)"},
     {"drain-timeout-seconds", F_INT, OFF(drain_timeout_s), "4",
      "bound on the gRPC graceful drain at shutdown; calls still open after it are cancelled (not a reference flag)"},
     {"engine-block-size", F_INT, OFF(engine_block_size), "16",

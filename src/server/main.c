@@ -246,6 +246,7 @@ int main(int argc, char **argv) {
   ic_index_config_init(&icfg);
   static const char *const reserved[] = {IC_INDEX_PROBE_TENANT};
   icfg.reserved_tenants = reserved;
+  icfg.cap_fair_share = !f->disable_cap_fair_share;
   icfg.n_reserved_tenants = 1;
   icfg.ttl_resolver = ic_policy_index_ttl;
   icfg.quota_resolver = ic_policy_index_quota;

@@ -51,6 +51,7 @@ typedef struct server_flags {
   int http_max_connections_per_client; /* --http-max-connections-per-client (128) */
   int metrics_max_label_values;      /* --metrics-max-label-values (256), model / tenant_id */
   int max_identity_bytes;            /* --max-identity-bytes (1024), write paths */
+  bool disable_cap_fair_share;       /* --disable-cap-fair-share (false) */
 } server_flags_t;
 
 /* Metric handles (spec server.md §10). Families are registered by main.c; children of labelled

@@ -1876,3 +1876,67 @@ Test(index_s, guarded_readers_survive_concurrent_reclaim) {
   cr_assert_gt(atomic_load(&st.lookups), 0);
   ic_index_destroy(st.ix);
 }
+
+/* ------------------------------------------------------------------ T. fair share at the cap */
+
+static int64_t tenant_keys(ic_index_t *ix, const char *tenant) {
+  ic_index_count_t *c = NULL;
+  size_t n = 0;
+  int64_t total = 0, k = 0;
+  cr_assert_eq(ic_index_aggregate(ix, &c, &n, &total), 0);
+  for (size_t i = 0; i < n; i++)
+    if (strcmp(c[i].name, tenant) == 0) k = c[i].count;
+  free(c);
+  return k;
+}
+
+static void flood(ic_index_t *ix, const char *tenant, const char *replica, int from, int n) {
+  char h[32];
+  for (int i = from; i < from + n; i++) {
+    snprintf(h, sizeof h, "%s-%d", tenant, i);
+    put_legacy(ix, (who_t){replica, tenant, "m", "vllm", ""}, h, 16);
+  }
+}
+
+/* Issue 16 item 5: one writer pushing far past the cap used to evict every other tenant. */
+Test(index_t, a_flooding_tenant_is_evicted_before_the_others) {
+  for (int fair = 0; fair <= 1; fair++) {
+    ic_index_config_t c = base_cfg();
+    c.max_entries = 1000;
+    c.cap_fair_share = fair;
+    ic_index_t *ix = ic_index_create(&c);
+    flood(ix, "a", "ra", 0, 100);
+    flood(ix, "b", "rb", 0, 100);
+    g_now += SEC_NS; /* the flood is newer: the global LRU order picks a and b first */
+    flood(ix, "c", "rc", 0, 5000);
+    int64_t a = tenant_keys(ix, "a"), b = tenant_keys(ix, "b"), cc = tenant_keys(ix, "c");
+    cr_assert_leq(a + b + cc, 1000);
+    if (fair) {
+      cr_assert_eq(a, 100);
+      cr_assert_eq(b, 100);
+      cr_assert_eq(cc, 800);
+      ic_index_result_t *r = route_exact(ix, "a", "m", "vllm", "", "a-0", 0);
+      cr_assert_eq(ic_index_result_strategy(r), IC_INDEX_STRATEGY_PREFIX_MATCH);
+      ic_index_result_free(r);
+    } else {
+      cr_assert_eq(a + b, 0, "reference order: the older tenants go first (a %lld b %lld)",
+                   (long long)a, (long long)b);
+    }
+    ic_index_destroy(ix);
+  }
+}
+
+/* Within the shares nothing changes: the global order still decides. */
+Test(index_t, tenants_within_their_share_keep_the_global_order) {
+  ic_index_config_t c = base_cfg();
+  c.max_entries = 300;
+  ic_index_t *ix = ic_index_create(&c);
+  flood(ix, "a", "ra", 0, 140);
+  g_now += SEC_NS;
+  flood(ix, "b", "rb", 0, 140);
+  g_now += SEC_NS;
+  flood(ix, "b", "rb", 140, 40); /* b: 180 > share 150: b's oldest go first */
+  cr_assert_eq(tenant_keys(ix, "a"), 140);
+  cr_assert_eq(tenant_keys(ix, "b"), 160);
+  ic_index_destroy(ix);
+}

@@ -525,6 +525,7 @@ static bool nm_init(nm_t *m, nm_rng_t *g) {
   m->rk = c.ranker;
   c.ttl_ns = m->ttl_global;
   c.max_entries = m->max_entries;
+  c.cap_fair_share = false; /* the model is the reference's purely global cap order */
   c.clock = nm_clock;
   c.clock_ud = m;
   c.ttl_resolver = nm_ttl_res;
