@@ -83,7 +83,8 @@ static void free_child(ic_metric_t *c, size_t nlabels) {
 }
 
 static void free_family(ic_metric_family_t *f) {
-  for (size_t i = 0; i < f->seen_cap; i++) free(f->seen ? f->seen[i] : NULL);
+  for (size_t i = 0; i < f->seen_cap; i++)
+    free(f->seen ? f->seen[i] : NULL);
   free(f->seen);
   free(f->seen_h);
   free(f->ov_k);
@@ -200,14 +201,16 @@ static ic_metric_t *find_child(ic_metric_family_t *f, const char *const *values,
 
 static uint64_t hash_str(const char *p) {
   uint64_t h = 1469598103934665603ULL;
-  for (; *p; p++) h = (h ^ (unsigned char)*p) * 1099511628211ULL;
+  for (; *p; p++)
+    h = (h ^ (unsigned char)*p) * 1099511628211ULL;
   return h | 1; /* 0 marks an empty seen slot */
 }
 
 /* Slot of value v in the seen set (its slot, or the empty one where it would go). */
 static size_t seen_slot(const ic_metric_family_t *f, const char *v, uint64_t h) {
   size_t i = h & (f->seen_cap - 1);
-  while (f->seen_h[i] && (f->seen_h[i] != h || strcmp(f->seen[i], v) != 0)) i = (i + 1) & (f->seen_cap - 1);
+  while (f->seen_h[i] && (f->seen_h[i] != h || strcmp(f->seen[i], v) != 0))
+    i = (i + 1) & (f->seen_cap - 1);
   return i;
 }
 
@@ -280,7 +283,8 @@ int ic_metrics_bound_label(ic_metric_family_t *f, const char *label, size_t max_
     rc = IC_EINVAL; /* only before the first series */
   } else if (max_values) {
     size_t cap = 16;
-    while (cap < 2 * max_values) cap *= 2;
+    while (cap < 2 * max_values)
+      cap *= 2;
     f->seen = calloc(cap, sizeof *f->seen);
     f->seen_h = calloc(cap, sizeof *f->seen_h);
     if (!f->seen || !f->seen_h) {
@@ -300,7 +304,8 @@ int ic_metrics_bound_label(ic_metric_family_t *f, const char *label, size_t max_
 /* Overflow gauge map (caller holds the write lock). */
 static size_t ov_slot(const ic_metric_family_t *f, uint64_t k) {
   size_t i = k & (f->ov_cap - 1);
-  while (f->ov_k[i] && f->ov_k[i] != k) i = (i + 1) & (f->ov_cap - 1);
+  while (f->ov_k[i] && f->ov_k[i] != k)
+    i = (i + 1) & (f->ov_cap - 1);
   return i;
 }
 

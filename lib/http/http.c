@@ -26,10 +26,10 @@
 #include <unistd.h>
 #include <zlib.h>
 
+#include "conn_guard.h"
 #include "ic/buf.h"
 #include "ic/err.h"
 #include "ic/log.h"
-#include "conn_guard.h"
 
 #define IC_HTTP_DEFAULT_MAX_BODY (1u << 20)
 
@@ -509,7 +509,8 @@ static void free_req(ic_http_req_t *r) {
 }
 
 static void *guard_ctx(struct MHD_Connection *c) {
-  const union MHD_ConnectionInfo *ci = MHD_get_connection_info(c, MHD_CONNECTION_INFO_SOCKET_CONTEXT);
+  const union MHD_ConnectionInfo *ci =
+      MHD_get_connection_info(c, MHD_CONNECTION_INFO_SOCKET_CONTEXT);
   return ci ? ci->socket_context : NULL;
 }
 
@@ -517,9 +518,12 @@ static void on_connection(void *cls, struct MHD_Connection *c, void **socket_con
                           enum MHD_ConnectionNotificationCode toe) {
   ic_http_server_t *s = cls;
   if (toe == MHD_CONNECTION_NOTIFY_STARTED) {
-    const union MHD_ConnectionInfo *fd = MHD_get_connection_info(c, MHD_CONNECTION_INFO_CONNECTION_FD);
-    const union MHD_ConnectionInfo *pa = MHD_get_connection_info(c, MHD_CONNECTION_INFO_CLIENT_ADDRESS);
-    if (fd) conn_guard_on_open(s->guard, fd->connect_fd, pa ? pa->client_addr : NULL, socket_context);
+    const union MHD_ConnectionInfo *fd =
+        MHD_get_connection_info(c, MHD_CONNECTION_INFO_CONNECTION_FD);
+    const union MHD_ConnectionInfo *pa =
+        MHD_get_connection_info(c, MHD_CONNECTION_INFO_CLIENT_ADDRESS);
+    if (fd)
+      conn_guard_on_open(s->guard, fd->connect_fd, pa ? pa->client_addr : NULL, socket_context);
   } else {
     conn_guard_on_close(s->guard, socket_context);
   }
@@ -615,7 +619,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
   }
   if (r->replied) return MHD_YES;
   if (ic_buf_reserve(&r->body, 0) != 0) return MHD_NO; /* body always NUL-terminated */
-  conn_guard_on_handler(s->guard, guard_ctx(conn)); /* complete: no longer sheddable */
+  conn_guard_on_handler(s->guard, guard_ctx(conn));    /* complete: no longer sheddable */
   if (!r->route) {
     ic_http_reply(r, 404, "text/plain; charset=utf-8", "404 page not found\n", 19);
     ic_http_reply_header(r, "X-Content-Type-Options", "nosniff");
@@ -689,7 +693,8 @@ int ic_http_start(ic_http_server_t *s, char *err, size_t errlen) {
   /* The guard keeps open connections at max_conns by shedding; libmicrohttpd's own limit (which
      refuses, probes included) sits well above it so connections shed but not yet cleaned up
      never make it refuse. */
-  opts[n++] = (struct MHD_OptionItem){MHD_OPTION_CONNECTION_LIMIT, (intptr_t)(s->max_conns * 2 + 64), NULL};
+  opts[n++] =
+      (struct MHD_OptionItem){MHD_OPTION_CONNECTION_LIMIT, (intptr_t)(s->max_conns * 2 + 64), NULL};
   opts[n++] = (struct MHD_OptionItem){MHD_OPTION_CONNECTION_TIMEOUT, s->idle_timeout_s, NULL};
   if (s->threads > 1)
     opts[n++] = (struct MHD_OptionItem){MHD_OPTION_THREAD_POOL_SIZE, s->threads, NULL};

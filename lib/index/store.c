@@ -348,8 +348,10 @@ static int intern_ids(ic_index_t *ix, const char *const *in, uint32_t *out, size
   for (size_t i = 0; i < n; i++) {
     const char *s = nz(in[i]);
     out[i] = strtab_intern(&ix->strs, s, strlen(s));
-    if (out[i] == UINT32_MAX) rc = IC_ENOMEM;
-    else strtab_ref(&ix->strs, out[i]);
+    if (out[i] == UINT32_MAX)
+      rc = IC_ENOMEM;
+    else
+      strtab_ref(&ix->strs, out[i]);
   }
   pthread_rwlock_unlock(&ix->dir);
   if (rc) {
@@ -1685,7 +1687,9 @@ ic_index_guard_t ic_index_guard(ic_index_t *ix) {
   return (ic_index_guard_t){p.idx, p.stripe};
 }
 
-void ic_index_unguard(ic_index_t *ix, ic_index_guard_t g) { ix_unpin(ix, (pin_t){g.idx, g.stripe}); }
+void ic_index_unguard(ic_index_t *ix, ic_index_guard_t g) {
+  ix_unpin(ix, (pin_t){g.idx, g.stripe});
+}
 
 size_t ic_index_reclaim_strings(ic_index_t *ix) {
   if (!ix) return 0;

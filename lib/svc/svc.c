@@ -84,7 +84,9 @@ bool ic_svc_utf8_valid(const char *str, size_t n) {
  * (the reference accepts them as distinct ids; docs/server.md lists the difference). Messages
  * must be static (the transport sends them after the handler returns). */
 static const char *nul_msg(const char *field) {
-#define NUL_MSG(f) "invalid argument: string field " f " contains a NUL byte (U+0000); identities are never truncated"
+#define NUL_MSG(f)                                                                                 \
+  "invalid argument: string field " f                                                              \
+  " contains a NUL byte (U+0000); identities are never truncated"
   static const char *const known[][2] = {
       {"replica_id", NUL_MSG("replica_id")}, {"model_id", NUL_MSG("model_id")},
       {"tenant_id", NUL_MSG("tenant_id")},   {"hash_scheme", NUL_MSG("hash_scheme")},
@@ -93,7 +95,8 @@ static const char *nul_msg(const char *field) {
   };
   for (size_t i = 0; field && i < sizeof known / sizeof *known; i++)
     if (strcmp(field, known[i][0]) == 0) return known[i][1];
-  return "invalid argument: a string field contains a NUL byte (U+0000); identities are never truncated";
+  return "invalid argument: a string field contains a NUL byte (U+0000); identities are never "
+         "truncated";
 #undef NUL_MSG
 }
 
@@ -373,8 +376,8 @@ static int respond(ic_svc_t *s, const lr_req_t *q, ic_buf_t *out, const char *co
   return rc;
 }
 
-static int lookup_route(ic_svc_t *s, const uint8_t *req, size_t len, int64_t deadline_ns, ic_buf_t *out,
-                        const char **msg);
+static int lookup_route(ic_svc_t *s, const uint8_t *req, size_t len, int64_t deadline_ns,
+                        ic_buf_t *out, const char **msg);
 
 /* Index results hold interned replica names: the guard keeps them alive until packed. */
 int ic_svc_lookup_route(ic_svc_t *s, const uint8_t *req, size_t len, int64_t deadline_ns,
@@ -385,12 +388,13 @@ int ic_svc_lookup_route(ic_svc_t *s, const uint8_t *req, size_t len, int64_t dea
   return rc;
 }
 
-static int lookup_route(ic_svc_t *s, const uint8_t *req, size_t len, int64_t deadline_ns, ic_buf_t *out,
-                        const char **msg) {
+static int lookup_route(ic_svc_t *s, const uint8_t *req, size_t len, int64_t deadline_ns,
+                        ic_buf_t *out, const char **msg) {
   int64_t start = ic_clock_monotonic_ns();
   lr_req_t *q = inferencecache__v1alpha1__lookup_route_request__unpack(arena_begin(), len, req);
   if (!q) return *msg = UNMARSHAL_MSG, IC_RPC_INTERNAL;
-  int rc = check_strings(&inferencecache__v1alpha1__lookup_route_request__descriptor, req, len, 0, msg);
+  int rc =
+      check_strings(&inferencecache__v1alpha1__lookup_route_request__descriptor, req, len, 0, msg);
   if (rc != IC_RPC_OK) {
     if (arena_needs_free()) inferencecache__v1alpha1__lookup_route_request__free_unpacked(q, arena_cur());
     return rc;
@@ -449,7 +453,8 @@ static int lookup_route(ic_svc_t *s, const uint8_t *req, size_t len, int64_t dea
   int32_t eff = 0;
   if (r.n_counts > 0) {
     uint32_t sum = 0;
-    for (size_t i = 0; i < r.n_counts; i++) sum += (uint32_t)r.counts[i];
+    for (size_t i = 0; i < r.n_counts; i++)
+      sum += (uint32_t)r.counts[i];
     eff = (int32_t)sum;
   } else {
     eff = r.exact_count;
@@ -559,7 +564,8 @@ int ic_svc_report_one(ic_svc_t *s, const uint8_t *msg, size_t len, const char **
   Inferencecache__V1alpha1__CacheStateUpdate *u =
       inferencecache__v1alpha1__cache_state_update__unpack(arena_begin(), len, msg);
   if (!u) return *errmsg = UNMARSHAL_MSG, IC_RPC_INTERNAL;
-  int rc = check_strings(&inferencecache__v1alpha1__cache_state_update__descriptor, msg, len, s->max_identity, errmsg);
+  int rc = check_strings(&inferencecache__v1alpha1__cache_state_update__descriptor, msg, len,
+                         s->max_identity, errmsg);
   if (rc != IC_RPC_OK) goto out;
   if (strcmp(u->tenant_id, IC_SVC_PROBE_TENANT) == 0) goto out;
   ic_index_prefix_t stack[32], *px = stack;
@@ -611,7 +617,8 @@ int ic_svc_report_ack(ic_buf_t *resp) {
 int ic_svc_publish_event(ic_svc_t *s, const uint8_t *req, size_t len, ic_buf_t *resp, const char **msg) {
   Inferencecache__V1alpha1__CacheEvent *e = inferencecache__v1alpha1__cache_event__unpack(arena_begin(), len, req);
   if (!e) return *msg = UNMARSHAL_MSG, IC_RPC_INTERNAL;
-  int crc = check_strings(&inferencecache__v1alpha1__cache_event__descriptor, req, len, s->max_identity, msg);
+  int crc = check_strings(&inferencecache__v1alpha1__cache_event__descriptor, req, len,
+                          s->max_identity, msg);
   if (crc != IC_RPC_OK) {
     inferencecache__v1alpha1__cache_event__free_unpacked(e, arena_cur());
     return crc;
@@ -638,7 +645,8 @@ int ic_svc_get_cache_state(ic_svc_t *s, const uint8_t *req, size_t len, ic_buf_t
   Inferencecache__V1alpha1__GetCacheStateRequest *q =
       inferencecache__v1alpha1__get_cache_state_request__unpack(arena_begin(), len, req);
   if (!q) return *msg = UNMARSHAL_MSG, IC_RPC_INTERNAL;
-  int crc = check_strings(&inferencecache__v1alpha1__get_cache_state_request__descriptor, req, len, 0, msg);
+  int crc = check_strings(&inferencecache__v1alpha1__get_cache_state_request__descriptor, req, len,
+                          0, msg);
   if (crc != IC_RPC_OK) {
     inferencecache__v1alpha1__get_cache_state_request__free_unpacked(q, arena_cur());
     return crc;
@@ -689,7 +697,8 @@ int ic_svc_render_template(ic_svc_t *s, const uint8_t *req, size_t len, ic_buf_t
       inferencecache__v1alpha1__render_template_request__unpack(arena_begin(), len, req);
   if (!q) return *msg = UNMARSHAL_MSG, IC_RPC_INTERNAL;
   inferencecache__v1alpha1__render_template_request__free_unpacked(q, arena_cur());
-  int crc = check_strings(&inferencecache__v1alpha1__render_template_request__descriptor, req, len, 0, msg);
+  int crc = check_strings(&inferencecache__v1alpha1__render_template_request__descriptor, req, len,
+                          0, msg);
   if (crc != IC_RPC_OK) return crc;
   Inferencecache__V1alpha1__RenderTemplateResponse r = INFERENCECACHE__V1ALPHA1__RENDER_TEMPLATE_RESPONSE__INIT;
   r.reason_code = "OK";
@@ -702,7 +711,8 @@ int ic_svc_lookup_pd_route(ic_svc_t *s, const uint8_t *req, size_t len, ic_buf_t
       inferencecache__v1alpha1__lookup_pdroute_request__unpack(arena_begin(), len, req);
   if (!q) return *msg = UNMARSHAL_MSG, IC_RPC_INTERNAL;
   inferencecache__v1alpha1__lookup_pdroute_request__free_unpacked(q, arena_cur());
-  int crc = check_strings(&inferencecache__v1alpha1__lookup_pdroute_request__descriptor, req, len, 0, msg);
+  int crc = check_strings(&inferencecache__v1alpha1__lookup_pdroute_request__descriptor, req, len,
+                          0, msg);
   if (crc != IC_RPC_OK) return crc;
   Inferencecache__V1alpha1__LookupPDRouteResponse r = INFERENCECACHE__V1ALPHA1__LOOKUP_PDROUTE_RESPONSE__INIT;
   r.reason_code = "NO_HINT";
@@ -717,7 +727,8 @@ int ic_svc_event_filter_parse(const uint8_t *req, size_t len, ic_svc_event_filte
       inferencecache__v1alpha1__stream_events_request__unpack(arena_begin(), len, req);
   if (!q) return IC_RPC_INTERNAL;
   const char *unused;
-  int crc = check_strings(&inferencecache__v1alpha1__stream_events_request__descriptor, req, len, 0, &unused);
+  int crc = check_strings(&inferencecache__v1alpha1__stream_events_request__descriptor, req, len, 0,
+                          &unused);
   if (crc != IC_RPC_OK) {
     inferencecache__v1alpha1__stream_events_request__free_unpacked(q, arena_cur());
     return crc;
@@ -770,7 +781,8 @@ int ic_svc_metric_filter_parse(const uint8_t *req, size_t len, ic_svc_metric_fil
       inferencecache__v1alpha1__stream_metrics_request__unpack(arena_begin(), len, req);
   if (!q) return IC_RPC_INTERNAL;
   const char *unused;
-  int rc = check_strings(&inferencecache__v1alpha1__stream_metrics_request__descriptor, req, len, 0, &unused);
+  int rc = check_strings(&inferencecache__v1alpha1__stream_metrics_request__descriptor, req, len, 0,
+                         &unused);
   if (rc == IC_RPC_OK && q->n_names > 0) {
     f->names = calloc(q->n_names, sizeof *f->names);
     if (!f->names) rc = IC_RPC_RESOURCE_EXHAUSTED;

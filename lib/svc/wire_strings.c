@@ -23,14 +23,17 @@ static bool varint(const uint8_t **p, const uint8_t *e, uint64_t *v) {
 }
 
 static bool is_identity(const char *name) {
-  static const char *const ids[] = {"replica_id", "model_id", "tenant_id", "hash_scheme", "adapter_id"};
+  static const char *const ids[] = {"replica_id", "model_id", "tenant_id", "hash_scheme",
+                                    "adapter_id"};
   for (size_t i = 0; i < sizeof ids / sizeof *ids; i++)
     if (strcmp(name, ids[i]) == 0) return true;
   return false;
 }
 
 /* Severity of a finding: BAD_UTF8 > NUL > TOO_LONG > OK. */
-static int rank(int w) { return w == WIRE_STRINGS_BAD_UTF8 ? 3 : w == WIRE_STRINGS_NUL ? 2 : w == WIRE_STRINGS_TOO_LONG; }
+static int rank(int w) {
+  return w == WIRE_STRINGS_BAD_UTF8 ? 3 : w == WIRE_STRINGS_NUL ? 2 : w == WIRE_STRINGS_TOO_LONG;
+}
 
 static void walk(const ProtobufCMessageDescriptor *d, const uint8_t *p, const uint8_t *e, int depth,
                  size_t max_id, int *worst, const char **field) {
@@ -64,7 +67,7 @@ static void walk(const ProtobufCMessageDescriptor *d, const uint8_t *p, const ui
         *worst = WIRE_STRINGS_BAD_UTF8;
         return;
       }
-      int found = memchr(v, 0, n)                                  ? WIRE_STRINGS_NUL
+      int found = memchr(v, 0, n)                                ? WIRE_STRINGS_NUL
                   : max_id && n > max_id && is_identity(f->name) ? WIRE_STRINGS_TOO_LONG
                                                                  : WIRE_STRINGS_OK;
       if (rank(found) > rank(*worst)) {

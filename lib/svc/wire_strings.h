@@ -8,7 +8,12 @@
 
 #include <protobuf-c/protobuf-c.h>
 
-enum { WIRE_STRINGS_OK = 0, WIRE_STRINGS_BAD_UTF8 = 1, WIRE_STRINGS_NUL = 2, WIRE_STRINGS_TOO_LONG = 3 };
+enum {
+  WIRE_STRINGS_OK = 0,
+  WIRE_STRINGS_BAD_UTF8 = 1,
+  WIRE_STRINGS_NUL = 2,
+  WIRE_STRINGS_TOO_LONG = 3
+};
 
 /* Walks the message (nested messages and map entries too, by the descriptor). Returns
  * WIRE_STRINGS_BAD_UTF8 when any string field is not valid UTF-8 (what Go's proto decoder

@@ -262,7 +262,8 @@ int main(int argc, char **argv) {
   ic_svc_config_t scfg = {.index = ctx->index,
                           .policy = ctx->policy,
                           .engine_block_size = f->engine_block_size,
-                          .max_identity_bytes = f->max_identity_bytes > 0 ? f->max_identity_bytes : -1,
+                          .max_identity_bytes =
+                              f->max_identity_bytes > 0 ? f->max_identity_bytes : -1,
                           .lookup_calls = ctx->m.lookup_calls,
                           .lookup_latency = ctx->m.lookup_latency};
   ctx->svc = ctx->index ? ic_svc_new(&scfg) : NULL;

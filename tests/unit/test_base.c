@@ -270,7 +270,9 @@ Test(metrics, bounded_label_folds_new_values_into_other) {
   /* the first three models keep their own series; the others share "other" per code */
   const char *a[2] = {"model-1", "A"}, *o_a[2] = {"other", "A"}, *o_b[2] = {"other", "B"};
   cr_assert_eq(ic_metric_value(ic_metric_child(calls, a)), 1);
-  cr_assert_eq(ic_metric_value(ic_metric_child(calls, o_a)) + ic_metric_value(ic_metric_child(calls, o_b)), 19997);
+  cr_assert_eq(ic_metric_value(ic_metric_child(calls, o_a)) +
+                   ic_metric_value(ic_metric_child(calls, o_b)),
+               19997);
   /* an over-bound model keeps landing in "other", never a series of its own */
   const char *late[2] = {"model-19999", "A"};
   cr_assert_eq(ic_metric_child(calls, late), ic_metric_child(calls, o_a));

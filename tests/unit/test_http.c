@@ -1,14 +1,14 @@
 /* Unit tests for lib/http: a real listener on 127.0.0.1 driven by libcurl — routing, 404/405
  * bodies, auth-before-method order, body cap, Go error bodies, bearer parsing, TLS + rotation. */
+#include <arpa/inet.h>
 #include <criterion/criterion.h>
 #include <curl/curl.h>
+#include <netinet/in.h>
+#include <poll.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <arpa/inet.h>
-#include <netinet/in.h>
-#include <poll.h>
 #include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
@@ -475,7 +475,8 @@ static void h_ok(ic_http_req_t *r, void *ud) {
 /* A connection from 127.0.0.<src> that sent a partial request. */
 static int slow_conn(int port, int src) {
   int fd = socket(AF_INET, SOCK_STREAM, 0);
-  struct sockaddr_in me = {.sin_family = AF_INET}, to = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
+  struct sockaddr_in me = {.sin_family = AF_INET},
+                     to = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
   char a[32];
   snprintf(a, sizeof a, "127.0.0.%d", src);
   inet_pton(AF_INET, a, &me.sin_addr);

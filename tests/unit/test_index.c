@@ -1813,7 +1813,7 @@ Test(index_s, strings_of_expired_replicas_are_freed_shared_names_kept) {
   g_now += 61 * MIN_NS; /* past the 60 min TTL */
   put_legacy(ix, W("fresh"), "p3", 10);
   ic_index_evict_expired(ix);
-  cr_assert_eq(ic_index_reclaim_strings(ix), 1); /* "gone"; "t" stays (tenant) */
+  cr_assert_eq(ic_index_reclaim_strings(ix), 1);   /* "gone"; "t" stays (tenant) */
   cr_assert_eq(ic_index_string_count(ix), before); /* -gone +fresh */
   ic_index_result_t *r = route_exact(ix, "t", "m", "vllm", "", "p3", 0);
   cr_assert_str_eq(row(r, 0)->replica_id, "fresh");

@@ -467,7 +467,8 @@ static const char *lookup_code_raw(const uint8_t *b, size_t n, int *rc, const ch
   *rc = ic_svc_lookup_route(svc, b, n, INT64_MAX, &out, msg);
   code[0] = 0;
   if (*rc == IC_RPC_OK) {
-    resp_t *r = inferencecache__v1alpha1__lookup_route_response__unpack(NULL, out.len, (const uint8_t *)out.data);
+    resp_t *r = inferencecache__v1alpha1__lookup_route_response__unpack(NULL, out.len,
+                                                                        (const uint8_t *)out.data);
     snprintf(code, sizeof code, "%s", r->reason_code);
     inferencecache__v1alpha1__lookup_route_response__free_unpacked(r, NULL);
   }
@@ -526,14 +527,16 @@ Test(svc, nul_inside_an_identity_is_invalid_argument_never_truncated) {
   int rc;
   lookup_code_raw(buf, n, &rc, &msg);
   cr_assert_eq(rc, IC_RPC_INVALID_ARGUMENT);
-  Inferencecache__V1alpha1__GetCacheStateRequest g = INFERENCECACHE__V1ALPHA1__GET_CACHE_STATE_REQUEST__INIT;
+  Inferencecache__V1alpha1__GetCacheStateRequest g =
+      INFERENCECACHE__V1ALPHA1__GET_CACHE_STATE_REQUEST__INIT;
   g.model_id = "m";
   g.tenant_id = "t#";
   n = inferencecache__v1alpha1__get_cache_state_request__pack(&g, buf);
   nul_at_hash(buf, n);
   cr_assert_eq(ic_svc_get_cache_state(svc, buf, n, &out, &msg), IC_RPC_INVALID_ARGUMENT);
   /* StreamCacheEvents filter */
-  Inferencecache__V1alpha1__StreamEventsRequest sq = INFERENCECACHE__V1ALPHA1__STREAM_EVENTS_REQUEST__INIT;
+  Inferencecache__V1alpha1__StreamEventsRequest sq =
+      INFERENCECACHE__V1ALPHA1__STREAM_EVENTS_REQUEST__INIT;
   sq.tenant_id = "t#other";
   n = inferencecache__v1alpha1__stream_events_request__pack(&sq, buf);
   nul_at_hash(buf, n);
@@ -553,7 +556,8 @@ Test(svc, render_template_and_pd_route_reject_invalid_utf8) {
   uint8_t buf[256];
   const char *msg = NULL;
   ic_buf_t out = IC_BUF_INIT;
-  Inferencecache__V1alpha1__RenderTemplateRequest rt = INFERENCECACHE__V1ALPHA1__RENDER_TEMPLATE_REQUEST__INIT;
+  Inferencecache__V1alpha1__RenderTemplateRequest rt =
+      INFERENCECACHE__V1ALPHA1__RENDER_TEMPLATE_REQUEST__INIT;
   rt.template_ref = "ns/\xc3\x28";
   size_t n = inferencecache__v1alpha1__render_template_request__pack(&rt, buf);
   cr_assert_eq(ic_svc_render_template(svc, buf, n, &out, &msg), IC_RPC_INTERNAL);
@@ -563,7 +567,8 @@ Test(svc, render_template_and_pd_route_reject_invalid_utf8) {
   n = inferencecache__v1alpha1__render_template_request__pack(&rt, buf);
   cr_assert_eq(ic_svc_render_template(svc, buf, n, &out, &msg), IC_RPC_OK);
   ic_buf_reset(&out);
-  Inferencecache__V1alpha1__LookupPDRouteRequest pd = INFERENCECACHE__V1ALPHA1__LOOKUP_PDROUTE_REQUEST__INIT;
+  Inferencecache__V1alpha1__LookupPDRouteRequest pd =
+      INFERENCECACHE__V1ALPHA1__LOOKUP_PDROUTE_REQUEST__INIT;
   pd.model_id = "m";
   pd.pd_topology_ref = "ns/\xed\xa0\x80"; /* a surrogate */
   n = inferencecache__v1alpha1__lookup_pdroute_request__pack(&pd, buf);
@@ -582,14 +587,22 @@ Test(svc, render_template_and_pd_route_reject_invalid_utf8) {
 Test(svc, minimum_prefix_tokens_sum_wraps_at_32_bits_like_the_reference) {
   ic_index_bytes_t chain[2] = {B("blk-A"), B("blk-B")};
   int32_t counts[2] = {16, 16};
-  ic_index_prefix_t p = {.block_hashes = chain, .n_block_hashes = 2, .block_token_counts = counts,
+  ic_index_prefix_t p = {.block_hashes = chain,
+                         .n_block_hashes = 2,
+                         .block_token_counts = counts,
                          .n_block_token_counts = 2};
-  ic_index_update_t u = {.replica = "r1", .model = "m", .tenant = "w", .scheme = "vllm", .prefixes = &p,
+  ic_index_update_t u = {.replica = "r1",
+                         .model = "m",
+                         .tenant = "w",
+                         .scheme = "vllm",
+                         .prefixes = &p,
                          .n_prefixes = 1};
   cr_assert_eq(ic_index_ingest(ix, &u), 0);
-  push("{\"version\":7,\"policies\":[{\"namespace\":\"w\",\"minimumPrefixTokens\":100,\"affinityRouting\":false,"
+  push("{\"version\":7,\"policies\":[{\"namespace\":\"w\",\"minimumPrefixTokens\":100,"
+       "\"affinityRouting\":false,"
        "\"minimumMatchedTokens\":0}]}");
-  ProtobufCBinaryData bh[3] = {{5, (uint8_t *)"blk-A"}, {5, (uint8_t *)"blk-B"}, {5, (uint8_t *)"blk-C"}};
+  ProtobufCBinaryData bh[3] = {
+      {5, (uint8_t *)"blk-A"}, {5, (uint8_t *)"blk-B"}, {5, (uint8_t *)"blk-C"}};
   req_t q = INFERENCECACHE__V1ALPHA1__LOOKUP_ROUTE_REQUEST__INIT;
   q.tenant_id = "w";
   q.model_id = "m";
