@@ -2,6 +2,7 @@
  * and exit codes of spec server.md §1.2, the maintenance thread, signals and graceful drain (§12).
  * Wiring only: the gRPC side is in grpc_*.c (+ lib/svc, lib/rpc), HTTP in http_*.c. */
 #include <ctype.h>
+#include <malloc.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
@@ -158,7 +159,9 @@ static void *maint_main(void *arg) {
     } else {
       ic_index_maintain(mt->ctx->index, 65536);
     }
-    ic_index_reclaim_strings(mt->ctx->index); /* names of replicas that are gone */
+    /* names of replicas that are gone; hand the pages back (long names free whole pages
+       inside the heap, which free() alone keeps) */
+    if (ic_index_reclaim_strings(mt->ctx->index) > 0) malloc_trim(0);
     pthread_mutex_lock(&mt->mu);
   }
   pthread_mutex_unlock(&mt->mu);
