@@ -10,7 +10,9 @@ import pytest
 from harness import Server, SlowClients, http_get
 
 
-def timed_get(url, timeout=1.0):
+def timed_get(url, timeout=3.0):
+    # 3 s, not a tighter bound: on a loaded 2-core CI machine a healthy answer can take a second;
+    # before the connection guard these requests never got an answer at all.
     t0 = time.monotonic()
     st, _, body = http_get(url, timeout=timeout)
     return st, body, time.monotonic() - t0
@@ -33,11 +35,11 @@ def test_probes_answer_under_slowloris_flood(srv, listener):
             for path in ("/healthz", "/readyz"):
                 st, body, took = timed_get(srv.http_url + path)
                 assert (st, body) == (200, b"ok\n"), path
-                assert took < 1.0, (path, took)
+                assert took < 3.0, (path, took)
         else:
             st, body, took = timed_get(srv.snapshot_url + "/snapshot")
             assert st == 200 and body.startswith(b"{"), body[:200]
-            assert took < 1.0, took
+            assert took < 3.0, took
         flood.trickle()
         # The listener kept itself at its cap by closing the oldest trickling connections.
         assert flood.closed() >= 1100 - 1024
@@ -50,7 +52,7 @@ def test_one_client_is_held_to_its_cap(srv):
         flood.run(1.0)
         assert flood.closed() >= 300 - 128
         st, body, took = timed_get(srv.http_url + "/healthz")
-        assert (st, body) == (200, b"ok\n") and took < 1.0
+        assert (st, body) == (200, b"ok\n") and took < 3.0
 
 
 def read_until_closed(sock, limit, trickle=True):
