@@ -158,6 +158,7 @@ void *sub_stats_thread(void *arg) {
   int64_t now0 = ic_clock_monotonic_us();
   int64_t next = now0 + c->stats_interval_us; /* first stats tick after 1 interval */
   int64_t next_load = live ? now0 + c->load_interval_us : INT64_MAX;
+  double start_s = 0; /* engine process start time last seen */
   for (;;) {
     int64_t due = next_load < next ? next_load : next;
     int64_t wait = due - ic_clock_monotonic_us();
@@ -172,7 +173,20 @@ void *sub_stats_thread(void *arg) {
     if (live) next_load = ic_clock_monotonic_us() + c->load_interval_us;
     char err[512] = "";
     ic_kv_stats_t st;
-    int rc = scrape(c, s, &st, err, sizeof(err));
+    ic_buf_t body = IC_BUF_INIT;
+    int rc = fetch(c->metrics_url, &body, err, sizeof(err));
+    if (!rc) {
+      rc = ic_kv_scraper_derive(s, body.data ? body.data : "", body.len, &st, err, sizeof(err));
+      if (st.process_start_s > 0) {
+        if (start_s > 0 && st.process_start_s != start_s) {
+          ic_log_warn("engine process restarted (its /metrics start time changed)",
+                      IC_LD("previous_start", start_s), IC_LD("start", st.process_start_s));
+          atomic_store(&c->engine_restarted, true);
+        }
+        start_s = st.process_start_s;
+      }
+    }
+    ic_buf_free(&body);
     if (!rc) rc = send_stats(c, &st, err, sizeof(err));
     const char *lv[] = {rc ? "failure" : "success"};
     ic_metric_inc(ic_metric_child(c->m.scrapes, lv));
