@@ -286,6 +286,8 @@ Test(kvevents_scrape, live_load_sample_queue_and_kv_usage) {
   cr_assert_eq(st.num_waiting, INT32_MAX, "saturates, never wraps");
   cr_assert_eq(st.num_running, 0, "a negative gauge reads as 0");
   cr_assert_float_eq(st.kv_usage, 1.0f, 1e-7);
+  ic_kv_scraper_free(s);
+}
 
 Test(kvevents_scrape, process_start_time_is_reported_even_when_derivation_fails) {
   ic_kv_scraper_t *s = ic_kv_scraper_new("vllm", NULL, IC_KV_TIER_AUTO, 0, 256);

@@ -508,6 +508,7 @@ Test(svc, load_aware_routing_switch) {
   cr_assert_str_eq(code, "NO_HINT");
   ingest_legacy("off", "busy", "Q", 512, 0);
   cr_assert_str_eq(first_of(legacy_req("off", "Q", 512), code, sizeof code), "busy");
+}
 
 /* Replaces the first '#' in buf[0..n) by a NUL byte: protobuf-c packs char* fields with
    strlen, so a NUL inside a string field is written this way. */
