@@ -296,6 +296,7 @@ static grpc_ssl_certificate_config_reload_status tls_fetch(void *ud,
 /* ------------------------------------------------------------------ call bookkeeping */
 
 static void request_call(cq_thread_t *cqt, method_t *m);
+static void free_chain(qmsg_t *q);
 
 static void live_add(ic_rpc_call_t *c) {
   pthread_mutex_lock(&c->srv->mu);
@@ -330,11 +331,7 @@ static void call_free(ic_rpc_call_t *c) {
   if (c->send_bb) grpc_byte_buffer_destroy(c->send_bb);
   if (c->final_bb) grpc_byte_buffer_destroy(c->final_bb);
   if (c->has_status_details) grpc_slice_unref(c->status_details);
-  for (qmsg_t *q = c->qhead, *n; q; q = n) {
-    n = q->next;
-    grpc_byte_buffer_destroy(q->bb);
-    free(q);
-  }
+  free_chain(c->qhead);
   pthread_mutex_destroy(&c->mu);
   free(c);
 }
@@ -459,38 +456,89 @@ static void pump_locked(ic_rpc_call_t *c) {
   if (c->finishing) start_status_locked(c);
 }
 
-int ic_rpc_stream_send(ic_rpc_call_t *c, const uint8_t *msg, size_t len) {
-  if (!c) return IC_EINVAL;
-  qmsg_t *q = malloc(sizeof *q);
-  if (!q) return IC_ENOMEM;
-  q->next = NULL;
-  q->bb = ic_rpc_bb_from(msg, len);
+static void free_chain(qmsg_t *q) {
+  for (qmsg_t *n; q; q = n) {
+    n = q->next;
+    grpc_byte_buffer_destroy(q->bb);
+    free(q);
+  }
+}
+
+int ic_rpc_stream_sendv(ic_rpc_call_t *c, const uint8_t *data, const size_t *lens, size_t n) {
+  if (!c || (n && (!data || !lens))) return IC_EINVAL;
+  /* Byte buffers are built before taking the call lock: the lock is shared with the
+   * completion-queue thread. */
+  qmsg_t *first = NULL, *last = NULL;
+  size_t off = 0;
+  for (size_t i = 0; i < n; i++) {
+    qmsg_t *q = malloc(sizeof *q);
+    if (!q) {
+      free_chain(first);
+      return IC_ENOMEM;
+    }
+    q->next = NULL;
+    q->bb = ic_rpc_bb_from(data + off, lens[i]);
+    off += lens[i];
+    if (last)
+      last->next = q;
+    else
+      first = q;
+    last = q;
+  }
   int dropped = 0;
   pthread_mutex_lock(&c->mu);
   if (c->finishing || c->closed) {
     pthread_mutex_unlock(&c->mu);
-    grpc_byte_buffer_destroy(q->bb);
-    free(q);
+    free_chain(first);
     return IC_ESTATE;
   }
-  if (c->qlen >= c->qlimit && c->qhead) {
-    qmsg_t *old = c->qhead;
-    c->qhead = old->next;
-    if (!c->qhead) c->qtail = NULL;
-    c->qlen--;
-    grpc_byte_buffer_destroy(old->bb);
-    free(old);
-    dropped = 1;
+  for (qmsg_t *q = first, *nx; q; q = nx) {
+    nx = q->next;
+    q->next = NULL;
+    if (c->qlen >= c->qlimit && c->qhead) {
+      qmsg_t *old = c->qhead;
+      c->qhead = old->next;
+      if (!c->qhead) c->qtail = NULL;
+      c->qlen--;
+      grpc_byte_buffer_destroy(old->bb);
+      free(old);
+      dropped++;
+    }
+    if (c->qtail)
+      c->qtail->next = q;
+    else
+      c->qhead = q;
+    c->qtail = q;
+    c->qlen++;
   }
-  if (c->qtail)
-    c->qtail->next = q;
-  else
-    c->qhead = q;
-  c->qtail = q;
-  c->qlen++;
   pump_locked(c);
   pthread_mutex_unlock(&c->mu);
   return dropped;
+}
+
+int ic_rpc_stream_send(ic_rpc_call_t *c, const uint8_t *msg, size_t len) {
+  return ic_rpc_stream_sendv(c, msg ? msg : (const uint8_t *)"", &len, 1);
+}
+
+int ic_rpc_stream_abort(ic_rpc_call_t *c, int status, const char *msg) {
+  if (!c) return IC_EINVAL;
+  pthread_mutex_lock(&c->mu);
+  if (c->closed || c->status_started) {
+    pthread_mutex_unlock(&c->mu);
+    return IC_ESTATE;
+  }
+  c->finishing = true;
+  free_chain(c->qhead);
+  c->qhead = c->qtail = NULL;
+  c->qlen = 0;
+  /* A cancel carries its status and message to the client in trailers (gRPC core writes
+   * them ahead of RST_STREAM), and it does not wait for the peer's flow-control window. */
+  c->status_started = true;
+  pthread_rwlock_rdlock(&c->srv->cancel_lock);
+  if (!c->srv->cancelled_all) grpc_call_cancel_with_status(c->call, (grpc_status_code)status, msg ? msg : "", NULL);
+  pthread_rwlock_unlock(&c->srv->cancel_lock);
+  pthread_mutex_unlock(&c->mu);
+  return 0;
 }
 
 void ic_rpc_stream_set_limit(ic_rpc_call_t *c, size_t limit) {
@@ -667,13 +715,15 @@ static void handle_recv(ic_rpc_call_t *c, bool ok) {
   }
 }
 
-static void handle_send_done(ic_rpc_call_t *c) {
+static void handle_send_done(ic_rpc_call_t *c, bool ok) {
   pthread_mutex_lock(&c->mu);
   if (c->send_bb) grpc_byte_buffer_destroy(c->send_bb);
   c->send_bb = NULL;
   c->send_busy = false;
   pump_locked(c);
+  bool drained = ok && !c->send_busy && !c->qhead && !c->finishing && !c->closed;
   pthread_mutex_unlock(&c->mu);
+  if (drained && c->m && c->m->sh.on_drain) c->m->sh.on_drain(c->m->ud, c);
 }
 
 static void handle_event(cq_thread_t *cqt, grpc_event ev) {
@@ -707,7 +757,7 @@ static void handle_event(cq_thread_t *cqt, grpc_event ev) {
     call_unref(c);
     return;
   case TAG_SEND:
-    handle_send_done(c);
+    handle_send_done(c, ev.success);
     call_unref(c);
     return;
   case TAG_CLOSE:

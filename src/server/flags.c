@@ -45,6 +45,14 @@ static const flagdef_t FLAGS[] = {
     {"policy-audience", F_STR, OFF(policy_audience), "inferencecache.io/policy", "TokenReview audience for /policy"},
     {"snapshot-bind-address", F_STR, OFF(snapshot_bind_address), ":8081",
      "controller-facing HTTP listen address (/snapshot, /policy, /probe)"},
+    {"stream-log-bytes", F_INT, OFF(stream_log_bytes), "67108864",
+     "bytes of the StreamCacheEvents change log all subscribers read from; a subscriber that falls this far behind "
+     "is ended with RESOURCE_EXHAUSTED (not a reference flag)"},
+    {"stream-max-queued-bytes", F_INT, OFF(stream_max_queued_bytes), "67108864",
+     "bound on stream bytes queued to all subscribers and not yet written (not a reference flag)"},
+    {"stream-max-subscribers", F_INT, OFF(stream_max_subscribers), "4096",
+     "open StreamCacheEvents + StreamMetrics subscriptions; more are refused with RESOURCE_EXHAUSTED (not a reference "
+     "flag)"},
     {"tls-cert-file", F_STR, OFF(tls_cert_file), "", "PEM server certificate for the gRPC port (enables TLS)"},
     {"tls-key-file", F_STR, OFF(tls_key_file), "", "PEM private key for the gRPC port"},
     {"tokenizer-models-dir", F_STR, OFF(tokenizer_models_dir), "",

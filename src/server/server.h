@@ -46,6 +46,9 @@ typedef struct server_flags {
   /* Not reference flags: operational knobs of this port (documented in docs/server.md). */
   int grpc_threads;                  /* --grpc-threads, 0 = one per core */
   int drain_timeout_s;               /* --drain-timeout-seconds (4), bounded gRPC drain */
+  int stream_max_subscribers;        /* --stream-max-subscribers (4096), both stream kinds */
+  int stream_log_bytes;              /* --stream-log-bytes (64 MiB), StreamCacheEvents change log */
+  int stream_max_queued_bytes;       /* --stream-max-queued-bytes (64 MiB), all subscribers */
 } server_flags_t;
 
 /* Metric handles (spec server.md §10). Families are registered by main.c; children of labelled
