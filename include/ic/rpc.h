@@ -48,6 +48,12 @@ typedef struct ic_rpc_server_opts {
   int max_recv_bytes;       /* <= 0 = 4 MiB (the reference's grpc-go default) */
   const char *tls_cert_file; /* both set = TLS (PEM); both NULL/"" = plaintext */
   const char *tls_key_file;
+  /* Transport-flood bounds (0 = unlimited). max_concurrent_streams is advertised per HTTP/2
+   * connection (SETTINGS_MAX_CONCURRENT_STREAMS; streams beyond it are refused by the
+   * transport). max_streams caps streaming calls open on the whole server; one more is ended
+   * at once with RESOURCE_EXHAUSTED. */
+  int max_concurrent_streams;
+  int max_streams;
 } ic_rpc_server_opts_t;
 
 /* Unary handler: decode `req`, append the serialized response to `resp`, return a status code.
@@ -109,6 +115,13 @@ int ic_rpc_server_add_reflection(ic_rpc_server_t *s, const uint8_t *fdset, size_
 
 /* Starts the completion-queue threads. */
 int ic_rpc_server_start(ic_rpc_server_t *s);
+
+/* Counters for monitoring and tests. */
+typedef struct ic_rpc_server_stats {
+  size_t open_streams;      /* streaming calls open now */
+  uint64_t streams_refused; /* streaming calls ended at once by max_streams */
+} ic_rpc_server_stats_t;
+void ic_rpc_server_stats(ic_rpc_server_t *s, ic_rpc_server_stats_t *st);
 
 /* Graceful stop: no new calls, open server streams are finished with OK, in-flight calls get up
  * to `drain_ms` (< 0 = unbounded) to complete, then the rest are cancelled. Joins the threads.

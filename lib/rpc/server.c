@@ -189,7 +189,9 @@ struct ic_rpc_server {
   bool started;
   atomic_bool shutting_down;
   bool shut_down;
-  pthread_mutex_t mu; /* live list */
+  pthread_mutex_t mu; /* live list, nlive */
+  size_t nlive, max_streams;
+  uint64_t streams_refused;
   /* gRPC core aborts when a send batch races grpc_server_cancel_all_calls(); stream sends
    * take this lock shared, the cancel takes it exclusive and sets cancelled_all. */
   pthread_rwlock_t cancel_lock;
@@ -305,7 +307,26 @@ static void live_add(ic_rpc_call_t *c) {
   if (c->srv->live) c->srv->live->live_prev = c;
   c->srv->live = c;
   c->live = true;
+  c->srv->nlive++;
   pthread_mutex_unlock(&c->srv->mu);
+}
+
+/* Admits a new streaming call under max_streams (counted from here until it is freed). */
+static bool live_admit(ic_rpc_call_t *c) {
+  ic_rpc_server_t *s = c->srv;
+  pthread_mutex_lock(&s->mu);
+  bool ok = s->max_streams == 0 || s->nlive < s->max_streams;
+  if (!ok) s->streams_refused++;
+  pthread_mutex_unlock(&s->mu);
+  if (ok) live_add(c);
+  return ok;
+}
+
+void ic_rpc_server_stats(ic_rpc_server_t *s, ic_rpc_server_stats_t *st) {
+  pthread_mutex_lock(&s->mu);
+  st->open_streams = s->nlive;
+  st->streams_refused = s->streams_refused;
+  pthread_mutex_unlock(&s->mu);
 }
 
 static void live_remove(ic_rpc_call_t *c) {
@@ -317,6 +338,7 @@ static void live_remove(ic_rpc_call_t *c) {
       c->srv->live = c->live_next;
     if (c->live_next) c->live_next->live_prev = c->live_prev;
     c->live = false;
+    c->srv->nlive--;
   }
   pthread_mutex_unlock(&c->srv->mu);
 }
@@ -651,7 +673,13 @@ static void handle_stream_start(ic_rpc_call_t *c) {
     call_free(c);
     return;
   }
-  live_add(c);
+  if (!live_admit(c)) {
+    /* Over the server-wide stream cap: end it before any handler state exists. */
+    c->refs++;
+    ic_rpc_stream_finish(c, IC_RPC_RESOURCE_EXHAUSTED, "too many open streams on this server; retry later");
+    call_unref(c);
+    return;
+  }
   c->refs++; /* held across on_start so the call cannot vanish under it */
   int st = IC_RPC_OK;
   if (m->kind == IC_RPC_SERVER_STREAM) {
@@ -823,7 +851,7 @@ ic_rpc_server_t *ic_rpc_server_new(const char *addr, const ic_rpc_server_opts_t 
     creds = grpc_insecure_server_credentials_create();
   }
 
-  grpc_arg args[3];
+  grpc_arg args[4];
   args[0].type = GRPC_ARG_INTEGER;
   args[0].key = GRPC_ARG_MAX_RECEIVE_MESSAGE_LENGTH;
   args[0].value.integer = o.max_recv_bytes > 0 ? o.max_recv_bytes : DEFAULT_MAX_RECV;
@@ -835,7 +863,14 @@ ic_rpc_server_t *ic_rpc_server_new(const char *addr, const ic_rpc_server_opts_t 
   args[2].type = GRPC_ARG_INTEGER;
   args[2].key = GRPC_ARG_ALLOW_REUSEPORT;
   args[2].value.integer = 0;
-  grpc_channel_args ca = {3, args};
+  size_t nargs = 3;
+  if (o.max_concurrent_streams > 0) {
+    args[nargs].type = GRPC_ARG_INTEGER;
+    args[nargs].key = GRPC_ARG_MAX_CONCURRENT_STREAMS;
+    args[nargs++].value.integer = o.max_concurrent_streams;
+  }
+  s->max_streams = o.max_streams > 0 ? (size_t)o.max_streams : 0;
+  grpc_channel_args ca = {nargs, args};
   s->srv = grpc_server_create(&ca, NULL);
   char target[512];
   ic_rpc_listen_addr(addr, target, sizeof target);

@@ -34,6 +34,12 @@ static const flagdef_t FLAGS[] = {
     {"engine-block-size", F_INT, OFF(engine_block_size), "16",
      "KV block size (tokens per block) used to fingerprint token_ids; values <= 0 keep 16"},
     {"grpc-bind-address", F_STR, OFF(grpc_bind_address), ":9090", "gRPC listen address"},
+    {"grpc-max-concurrent-streams", F_INT, OFF(grpc_max_concurrent_streams), "1024",
+     "HTTP/2 streams one gRPC connection may have open (SETTINGS_MAX_CONCURRENT_STREAMS); 0 = unlimited (not a "
+     "reference flag)"},
+    {"grpc-max-streams", F_INT, OFF(grpc_max_streams), "8192",
+     "streaming calls open on the whole server; more are ended with RESOURCE_EXHAUSTED; 0 = unlimited (not a "
+     "reference flag)"},
     {"grpc-threads", F_INT, OFF(grpc_threads), "0",
      "gRPC completion-queue threads; 0 = one per core (not a reference flag)"},
     {"http-bind-address", F_STR, OFF(http_bind_address), ":8080",

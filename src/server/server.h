@@ -26,6 +26,7 @@ struct server_auth;      /* src/server/http_*.c / lib/auth (http helper) */
 #define SERVER_MAX_PROMPT_TEXT_BYTES (1u << 20)
 #define SERVER_DEFAULT_TOKENIZE_TIMEOUT_MS 5000
 #define SERVER_MAX_RECV_MESSAGE (4 * 1024 * 1024)
+#define SERVER_TRIM_MIN_FREE (16u * 1024 * 1024) /* free heap bytes that trigger malloc_trim */
 
 /* Command-line configuration (spec server.md §1.1). Strings point into argv or literals and are
  * never freed. */
@@ -46,6 +47,8 @@ typedef struct server_flags {
   /* Not reference flags: operational knobs of this port (documented in docs/server.md). */
   int grpc_threads;                  /* --grpc-threads, 0 = one per core */
   int drain_timeout_s;               /* --drain-timeout-seconds (4), bounded gRPC drain */
+  int grpc_max_concurrent_streams;   /* --grpc-max-concurrent-streams (1024), per connection */
+  int grpc_max_streams;              /* --grpc-max-streams (8192), streaming calls in total */
   int stream_max_subscribers;        /* --stream-max-subscribers (4096), both stream kinds */
   int stream_log_bytes;              /* --stream-log-bytes (64 MiB), StreamCacheEvents change log */
   int stream_max_queued_bytes;       /* --stream-max-queued-bytes (64 MiB), all subscribers */
