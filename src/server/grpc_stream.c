@@ -71,6 +71,8 @@ struct server_hub {
   size_t lens[BATCH_MSGS];
   size_t rr; /* round-robin start, so a queued-bytes shortage is shared */
   ic_metric_t *queued_gauge, *log_gauge;
+  ic_metric_t *open_streams, *streams_refused; /* lib/rpc's server-wide stream cap */
+  uint64_t refused_seen;
   /* sender thread (events) and ticker thread (metrics) */
   pthread_t sender, ticker;
   bool sender_started, ticker_started;
@@ -406,6 +408,18 @@ static int metrics_start(void *ud, ic_rpc_call_t *call, const uint8_t *req, size
   return rc;
 }
 
+/* Transport counters from lib/rpc; called by the maintenance thread, which stops before the
+ * gRPC server is freed. */
+void server_hub_publish_transport(struct server_hub *h) {
+  if (!h || !h->ctx->grpc) return;
+  ic_rpc_server_stats_t st;
+  ic_rpc_server_stats(h->ctx->grpc, &st);
+  if (h->open_streams) ic_metric_set(h->open_streams, (double)st.open_streams);
+  if (h->streams_refused && st.streams_refused > h->refused_seen)
+    ic_metric_add(h->streams_refused, (double)(st.streams_refused - h->refused_seen));
+  h->refused_seen = st.streams_refused;
+}
+
 static void *ticker_main(void *arg) {
   struct server_hub *h = arg;
   pthread_mutex_lock(&h->wmu);
@@ -458,6 +472,15 @@ struct server_hub *server_hub_new(server_ctx_t *ctx) {
                        "Stream bytes handed to subscribers' send queues and not yet written to the transport.", 0, NULL);
   ic_metric_family_t *logb = ic_metrics_gauge(ctx->metrics, "inferencecache_stream_log_bytes",
                                               "Bytes of encoded changes held in the StreamCacheEvents change log.", 0, NULL);
+  ic_metric_family_t *open = ic_metrics_gauge(ctx->metrics, "inferencecache_grpc_open_streams",
+                                              "Streaming gRPC calls open on the server.", 0, NULL);
+  ic_metric_family_t *refusedf = ic_metrics_counter(
+      ctx->metrics, "inferencecache_grpc_streams_refused_total",
+      "Streaming gRPC calls ended with RESOURCE_EXHAUSTED because --grpc-max-streams were open.", 0, NULL);
+  h->open_streams = open ? ic_metric_plain(open) : NULL;
+  h->streams_refused = refusedf ? ic_metric_plain(refusedf) : NULL;
+  if (h->open_streams) ic_metric_set(h->open_streams, 0);
+  if (h->streams_refused) ic_metric_add(h->streams_refused, 0);
   h->queued_gauge = queued ? ic_metric_plain(queued) : NULL;
   h->log_gauge = logb ? ic_metric_plain(logb) : NULL;
   for (int k = 0; k < 2; k++) {

@@ -163,6 +163,7 @@ static void *maint_main(void *arg) {
      * the OS, so RSS returns to what the index and live calls need. */
     size_t freed = ic_mem_trim(SERVER_TRIM_MIN_FREE);
     if (freed) ic_log_debug("memory_trimmed", IC_LI("free_bytes", (int64_t)freed));
+    server_hub_publish_transport(mt->ctx->hub);
     pthread_mutex_lock(&mt->mu);
   }
   pthread_mutex_unlock(&mt->mu);

@@ -112,6 +112,8 @@ struct server_hub *server_hub_new(server_ctx_t *ctx);
 void server_hub_free(struct server_hub *h);
 /* Registers StreamCacheEvents and StreamMetrics on ctx->grpc (called by server_grpc_register). */
 int server_hub_register(server_ctx_t *ctx);
+/* Publishes lib/rpc's stream counters as metrics (maintenance thread, once a second). */
+void server_hub_publish_transport(struct server_hub *h);
 /* Index change listener (ic_index_config_t.on_change with ud = the hub). */
 void server_hub_on_change(void *hub, const ic_index_change_t *change);
 

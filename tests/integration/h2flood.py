@@ -52,7 +52,9 @@ class Conn:
         self.next_id = 1
         self.refused = 0
         self.resets = 0
+        self.reset_codes = {}
         self.goaway = False
+        self.goaway_code = None
         self.closed = False
         self.max_streams = None
         self._wlock = threading.Lock()
@@ -61,8 +63,14 @@ class Conn:
         self._reader.start()
 
     def send(self, data):
+        """Writes frames; False once the server has closed the connection."""
         with self._wlock:
-            self.sock.sendall(data)
+            try:
+                self.sock.sendall(data)
+                return True
+            except OSError:
+                self.closed = True
+                return False
 
     def _recv_exact(self, n):
         buf = b""
@@ -82,7 +90,6 @@ class Conn:
                 ftype, flags = hdr[3], hdr[4]
                 payload = self._recv_exact(length) if length else b""
                 if ftype == SETTINGS and not flags & ACK:
-                    self.settings = payload
                     for i in range(0, len(payload), 6):
                         ident, val = struct.unpack(">HI", payload[i:i + 6])
                         if ident == 3:  # SETTINGS_MAX_CONCURRENT_STREAMS
@@ -92,10 +99,13 @@ class Conn:
                     self.send(frame(PING, ACK, 0, payload))
                 elif ftype == RST_STREAM:
                     self.resets += 1
-                    if payload == struct.pack(">I", REFUSED_STREAM):
+                    code = struct.unpack(">I", payload)[0]
+                    self.reset_codes[code] = self.reset_codes.get(code, 0) + 1
+                    if code == REFUSED_STREAM:
                         self.refused += 1
                 elif ftype == GOAWAY:
                     self.goaway = True
+                    self.goaway_code = struct.unpack(">I", payload[4:8])[0]
         except (OSError, EOFError):
             pass
         self.closed = True
@@ -114,6 +124,12 @@ class Conn:
         return sid
 
     def close(self):
+        # shutdown first: close() alone leaves the connection up while the reader thread is
+        # blocked in recv() on it.
+        try:
+            self.sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
         try:
             self.sock.close()
         except OSError:
