@@ -57,6 +57,7 @@ class Conn:
         self.goaway_code = None
         self.closed = False
         self.max_streams = None
+        self.got_settings = False
         self._wlock = threading.Lock()
         self.send(PREFACE + frame(SETTINGS, 0, 0))
         self._reader = threading.Thread(target=self._read_loop, daemon=True)
@@ -90,6 +91,7 @@ class Conn:
                 ftype, flags = hdr[3], hdr[4]
                 payload = self._recv_exact(length) if length else b""
                 if ftype == SETTINGS and not flags & ACK:
+                    self.got_settings = True
                     for i in range(0, len(payload), 6):
                         ident, val = struct.unpack(">HI", payload[i:i + 6])
                         if ident == 3:  # SETTINGS_MAX_CONCURRENT_STREAMS

@@ -18,7 +18,7 @@ LOOKUP = "/inferencecache.v1alpha1.InferenceCache/LookupRoute"
 def connect(srv, n):
     conns = [h2flood.Conn("127.0.0.1", srv.grpc_port) for _ in range(n)]
     # Streams count against the limit only once the server's SETTINGS are acknowledged.
-    wait_until(lambda: all(c.max_streams is not None for c in conns), T, what="server SETTINGS")
+    wait_until(lambda: all(c.got_settings for c in conns), T, what="server SETTINGS")
     time.sleep(0.2)
     return conns
 
@@ -30,6 +30,7 @@ def test_rapid_reset_memory_returns():
         conns = connect(srv, 4)
         for i in range(20000):
             conns[i % 4].open_stream(LOOKUP, reset=True)
+        time.sleep(3.0)  # the connections stay up while the server works through the backlog
         # The server keeps answering during the flood's aftermath.
         r = srv.stub().LookupRoute(pb.LookupRouteRequest(tenant_id="t", model_id="m", hash_scheme="vllm"),
                                    timeout=T)
