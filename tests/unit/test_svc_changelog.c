@@ -3,6 +3,7 @@
  * lost count a too-slow cursor gets, batch bounds, release, and oversized entries. */
 #include <criterion/criterion.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "ic/err.h"
@@ -25,7 +26,10 @@ static void decode(const ic_buf_t *b, const size_t *lens, size_t n, int *out) {
     Inferencecache__V1alpha1__CacheEvent *e =
         inferencecache__v1alpha1__cache_event__unpack(NULL, lens[i], (const uint8_t *)b->data + off);
     cr_assert_not_null(e);
-    out[i] = atoi((const char *)e->prefix_hash.data + 1);
+    char num[32] = {0};
+    cr_assert(e->prefix_hash.len > 1 && e->prefix_hash.len < sizeof num);
+    memcpy(num, e->prefix_hash.data + 1, e->prefix_hash.len - 1);
+    out[i] = atoi(num);
     inferencecache__v1alpha1__cache_event__free_unpacked(e, NULL);
     off += lens[i];
   }
