@@ -47,6 +47,7 @@ typedef struct sub {
   atomic_bool busy;
   size_t inflight;
   bool gone; /* aborted as too slow; on_close follows */
+  uint64_t fkey; /* hash of the event filter: subscribers with equal filters share reads */
   ic_svc_event_filter_t ef;
   ic_svc_changelog_cursor_t cur;
   ic_svc_metric_filter_t mf;
@@ -70,6 +71,8 @@ struct server_hub {
   ic_buf_t batch;
   size_t lens[BATCH_MSGS];
   size_t rr; /* round-robin start, so a queued-bytes shortage is shared */
+  sub_t **cand; /* sender pass scratch: subscribers due a batch */
+  size_t ncand_cap;
   ic_metric_t *queued_gauge, *log_gauge;
   ic_metric_t *open_streams, *streams_refused; /* lib/rpc's server-wide stream cap */
   uint64_t refused_seen;
@@ -179,7 +182,32 @@ static void drop_slow(sublist_t *l, sub_t *s, uint64_t lost) {
   ic_rpc_stream_abort(s->call, IC_RPC_RESOURCE_EXHAUSTED, msg);
 }
 
-/* One pass of the sender: every events subscriber that is not busy gets its next batch. */
+static bool same_filter(const sub_t *a, const sub_t *b) {
+  const ic_svc_event_filter_t *x = &a->ef, *y = &b->ef;
+  return a->fkey == b->fkey && x->types == y->types && !strcmp(x->model_id ? x->model_id : "", y->model_id ? y->model_id : "") &&
+         !strcmp(x->tenant_id ? x->tenant_id : "", y->tenant_id ? y->tenant_id : "");
+}
+
+/* Orders due subscribers so that those with the same filter at the same position are adjacent:
+ * each such run costs one read of the log. */
+static int cand_cmp(const void *pa, const void *pb) {
+  const sub_t *a = *(sub_t *const *)pa, *b = *(sub_t *const *)pb;
+  if (a->fkey != b->fkey) return a->fkey < b->fkey ? -1 : 1;
+  if (a->cur.seq != b->cur.seq) return a->cur.seq < b->cur.seq ? -1 : 1;
+  return a < b ? -1 : a > b;
+}
+
+static uint64_t filter_key(const ic_svc_event_filter_t *f) {
+  uint64_t h = 1469598103934665603ULL ^ f->types;
+  for (const char *p = f->model_id ? f->model_id : ""; *p; p++) h = (h ^ (uint8_t)*p) * 1099511628211ULL;
+  h = (h ^ 0xff) * 1099511628211ULL;
+  for (const char *p = f->tenant_id ? f->tenant_id : ""; *p; p++) h = (h ^ (uint8_t)*p) * 1099511628211ULL;
+  return h;
+}
+
+/* One pass of the sender: every events subscriber that is not busy gets its next batch. Due
+ * subscribers with the same filter and position (typically all that are caught up) share one
+ * read of the log. Caller holds nothing. */
 static void sender_pass(struct server_hub *h) {
   sublist_t *l = &h->lists[STREAM_EVENTS];
   ic_svc_changelog_stats_t st;
@@ -187,7 +215,16 @@ static void sender_pass(struct server_hub *h) {
   uint64_t tail = st.head - st.entries;
   if (h->log_gauge) ic_metric_set(h->log_gauge, (double)st.bytes);
   pthread_mutex_lock(&h->mu);
-  size_t n = l->n, start = n ? h->rr++ % n : 0;
+  if (h->ncand_cap < l->n) {
+    sub_t **nc = realloc(h->cand, l->n * sizeof *nc);
+    if (!nc) {
+      pthread_mutex_unlock(&h->mu);
+      return;
+    }
+    h->cand = nc;
+    h->ncand_cap = l->n;
+  }
+  size_t n = l->n, start = n ? h->rr++ % n : 0, nc = 0;
   for (size_t k = 0; k < n; k++) {
     sub_t *s = l->items[(start + k) % n];
     if (s->gone) continue;
@@ -197,16 +234,29 @@ static void sender_pass(struct server_hub *h) {
       if (s->cur.seq < tail) drop_slow(l, s, tail - s->cur.seq);
       continue;
     }
-    if (s->cur.seq == st.head) continue;
-    if (atomic_load(&h->queued) >= h->max_queued) break; /* woken again by the next drain */
+    if (s->cur.seq != st.head) h->cand[nc++] = s;
+  }
+  qsort(h->cand, nc, sizeof *h->cand, cand_cmp);
+  for (size_t i = 0; i < nc;) {
+    size_t j = i + 1;
+    while (j < nc && h->cand[j]->cur.seq == h->cand[i]->cur.seq && same_filter(h->cand[j], h->cand[i])) j++;
     ic_buf_reset(&h->batch);
     size_t got = 0;
     uint64_t lost = 0;
-    int rc = ic_svc_changelog_read(h->log, &s->cur, BATCH_BYTES, BATCH_MSGS, &h->batch, h->lens, &got, &lost);
-    if (rc == IC_ERANGE)
-      drop_slow(l, s, lost);
-    else if (got > 0)
-      send_batch(h, s, got);
+    ic_svc_changelog_cursor_t cur = h->cand[i]->cur;
+    int rc = ic_svc_changelog_read(h->log, &cur, BATCH_BYTES, BATCH_MSGS, &h->batch, h->lens, &got, &lost);
+    for (size_t k = i; k < j; k++) {
+      sub_t *s = h->cand[k];
+      if (rc == IC_ERANGE) {
+        drop_slow(l, s, lost);
+        continue;
+      }
+      if (rc != 0) continue;
+      if (got > 0 && atomic_load(&h->queued) >= h->max_queued) continue; /* next drain wakes us */
+      s->cur.seq = cur.seq;
+      if (got > 0) send_batch(h, s, got);
+    }
+    i = j;
   }
   pthread_mutex_unlock(&h->mu);
 }
@@ -274,7 +324,10 @@ static int add_sub(struct server_hub *h, sub_t *s, bool *added) {
   sublist_t *l = &h->lists[s->kind];
   ic_rpc_call_t *call = s->call;
   pthread_mutex_lock(&h->mu);
-  if (s->kind == STREAM_EVENTS) ic_svc_changelog_cursor_init(h->log, &s->cur, &s->ef);
+  if (s->kind == STREAM_EVENTS) {
+    ic_svc_changelog_cursor_init(h->log, &s->cur, &s->ef);
+    s->fkey = filter_key(&s->ef);
+  }
   int rc = sublist_add(h, l, s);
   pthread_mutex_unlock(&h->mu);
   *added = rc == 0;
@@ -512,6 +565,7 @@ void server_hub_free(struct server_hub *h) {
   }
   ic_svc_changelog_free(h->log);
   ic_buf_free(&h->batch);
+  free(h->cand);
   pthread_mutex_destroy(&h->mu);
   pthread_mutex_destroy(&h->wmu);
   pthread_cond_destroy(&h->wcv);
