@@ -56,6 +56,8 @@ static const flagdef_t FLAGS[] = {
      "is ended with RESOURCE_EXHAUSTED (not a reference flag)"},
     {"stream-max-queued-bytes", F_INT, OFF(stream_max_queued_bytes), "67108864",
      "bound on stream bytes queued to all subscribers and not yet written (not a reference flag)"},
+    {"stream-max-send-rate", F_INT, OFF(stream_max_send_rate), "25000",
+     "StreamCacheEvents events sent per second to all subscribers together; 0 = unlimited (not a reference flag)"},
     {"stream-max-subscribers", F_INT, OFF(stream_max_subscribers), "4096",
      "open StreamCacheEvents + StreamMetrics subscriptions; more are refused with RESOURCE_EXHAUSTED (not a reference "
      "flag)"},

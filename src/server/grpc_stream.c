@@ -16,7 +16,8 @@
  * cursor, so a reader that does not read holds at most one batch. A subscriber the ring
  * overtook has lost events: its stream ends with RESOURCE_EXHAUSTED and a message saying so.
  * Totals are bounded: subscribers (--stream-max-subscribers), ring bytes (--stream-log-bytes),
- * bytes queued to the transport (--stream-max-queued-bytes). */
+ * bytes queued to the transport (--stream-max-queued-bytes), events sent per second to all
+ * subscribers together (--stream-max-send-rate). */
 #include <inttypes.h>
 #include <pthread.h>
 #include <stdatomic.h>
@@ -71,6 +72,8 @@ struct server_hub {
   ic_buf_t batch;
   size_t lens[BATCH_MSGS];
   size_t rr; /* round-robin start, so a queued-bytes shortage is shared */
+  double rate, tokens; /* --stream-max-send-rate: events/s to all subscribers together */
+  int64_t tokens_at;
   sub_t **cand; /* sender pass scratch: subscribers due a batch */
   size_t ncand_cap;
   ic_metric_t *queued_gauge, *log_gauge;
@@ -237,14 +240,28 @@ static void sender_pass(struct server_hub *h) {
     if (s->cur.seq != st.head) h->cand[nc++] = s;
   }
   qsort(h->cand, nc, sizeof *h->cand, cand_cmp);
+  /* The send budget: every message costs CPU on the threads that also ingest and answer
+   * lookups, so all subscribers together get at most --stream-max-send-rate events/s; one
+   * that cannot keep up within it is overtaken by the log and ended, ingest keeps its pace. */
+  int64_t now = ic_clock_monotonic_ns();
+  double burst = h->rate / 50 > BATCH_MSGS ? h->rate / 50 : BATCH_MSGS;
+  h->tokens += h->rate * (double)(now - h->tokens_at) / 1e9;
+  if (h->tokens > burst) h->tokens = burst;
+  h->tokens_at = now;
+  bool starved = false;
   for (size_t i = 0; i < nc;) {
     size_t j = i + 1;
     while (j < nc && h->cand[j]->cur.seq == h->cand[i]->cur.seq && same_filter(h->cand[j], h->cand[i])) j++;
+    size_t per = h->tokens / (double)(j - i) >= BATCH_MSGS ? BATCH_MSGS : (size_t)(h->tokens / (double)(j - i));
+    if (per == 0) {
+      starved = true;
+      break;
+    }
     ic_buf_reset(&h->batch);
     size_t got = 0;
     uint64_t lost = 0;
     ic_svc_changelog_cursor_t cur = h->cand[i]->cur;
-    int rc = ic_svc_changelog_read(h->log, &cur, BATCH_BYTES, BATCH_MSGS, &h->batch, h->lens, &got, &lost);
+    int rc = ic_svc_changelog_read(h->log, &cur, BATCH_BYTES, per, &h->batch, h->lens, &got, &lost);
     for (size_t k = i; k < j; k++) {
       sub_t *s = h->cand[k];
       if (rc == IC_ERANGE) {
@@ -254,10 +271,14 @@ static void sender_pass(struct server_hub *h) {
       if (rc != 0) continue;
       if (got > 0 && atomic_load(&h->queued) >= h->max_queued) continue; /* next drain wakes us */
       s->cur.seq = cur.seq;
-      if (got > 0) send_batch(h, s, got);
+      if (got > 0) {
+        send_batch(h, s, got);
+        h->tokens -= (double)got;
+      }
     }
     i = j;
   }
+  if (starved) atomic_store(&h->pending, true); /* the next pass, after the coalescing pause */
   pthread_mutex_unlock(&h->mu);
 }
 
@@ -505,6 +526,8 @@ struct server_hub *server_hub_new(server_ctx_t *ctx) {
   h->max_subs = f->stream_max_subscribers > 0 ? (size_t)f->stream_max_subscribers : 0;
   h->max_queued = f->stream_max_queued_bytes > 0 ? (size_t)f->stream_max_queued_bytes : (size_t)BATCH_BYTES;
   h->log = ic_svc_changelog_new(f->stream_log_bytes > 0 ? (size_t)f->stream_log_bytes : 0);
+  h->rate = f->stream_max_send_rate > 0 ? (double)f->stream_max_send_rate : 1e12;
+  h->tokens_at = ic_clock_monotonic_ns();
   if (!h->log) {
     free(h);
     return NULL;

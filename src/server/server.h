@@ -52,6 +52,7 @@ typedef struct server_flags {
   int stream_max_subscribers;        /* --stream-max-subscribers (4096), both stream kinds */
   int stream_log_bytes;              /* --stream-log-bytes (64 MiB), StreamCacheEvents change log */
   int stream_max_queued_bytes;       /* --stream-max-queued-bytes (64 MiB), all subscribers */
+  int stream_max_send_rate;          /* --stream-max-send-rate (25000 events/s), all subscribers */
 } server_flags_t;
 
 /* Metric handles (spec server.md §10). Families are registered by main.c; children of labelled
