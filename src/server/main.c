@@ -92,7 +92,7 @@ static int register_metrics(server_ctx_t *ctx) {
       "Authentication outcomes for the internal /probe endpoint (ok|unauth|forbidden|error).", 1, result);
   x->stream_dropped = ic_metrics_counter(
       m, "inferencecache_stream_dropped_total",
-      "Messages dropped from slow StreamCacheEvents/StreamMetrics subscribers' bounded queues, by stream.", 1, stream);
+      "Changes lost by too-slow StreamCacheEvents subscribers (events) and samples skipped by slow StreamMetrics readers (metrics).", 1, stream);
   x->stream_subscribers = ic_metrics_gauge(m, "inferencecache_stream_subscribers",
                                            "Open StreamCacheEvents/StreamMetrics subscriptions, by stream.", 1, stream);
   return x->server_up && x->grpc_tls_enabled && x->index_entries && x->lookup_calls && x->lookup_latency &&
