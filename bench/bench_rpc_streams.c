@@ -57,14 +57,16 @@ static uint64_t splitmix(uint64_t x) {
 
 static void block_hash(int r, long c, int j, uint8_t out[8]) {
   uint64_t h = splitmix(((uint64_t)r << 48) ^ ((uint64_t)c << 8) ^ (uint64_t)j);
-  for (int i = 0; i < 8; i++) out[i] = (uint8_t)(h >> (56 - 8 * i));
+  for (int i = 0; i < 8; i++)
+    out[i] = (uint8_t)(h >> (56 - 8 * i));
 }
 
 static int free_port(void) {
   int fd = socket(AF_INET, SOCK_STREAM, 0);
   struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
   socklen_t l = sizeof a;
-  if (fd < 0 || bind(fd, (struct sockaddr *)&a, sizeof a) != 0 || getsockname(fd, (struct sockaddr *)&a, &l) != 0) {
+  if (fd < 0 || bind(fd, (struct sockaddr *)&a, sizeof a) != 0 ||
+      getsockname(fd, (struct sockaddr *)&a, &l) != 0) {
     if (fd >= 0) close(fd);
     return -1;
   }
@@ -85,7 +87,8 @@ static pid_t start_server(const char *path, int gport) {
   argv[n++] = g;
   argv[n++] = h;
   argv[n++] = s;
-  for (int i = 0; i < g_nserver_args; i++) argv[n++] = g_server_args[i];
+  for (int i = 0; i < g_nserver_args; i++)
+    argv[n++] = g_server_args[i];
   argv[n] = NULL;
   pid_t pid = fork();
   if (pid == 0) {
@@ -109,11 +112,14 @@ static double rss_mb(pid_t pid) {
   return kb / 1024.0;
 }
 
-static void emit(const char *phase, const char *name, double value, const char *unit, const char *extra) {
-  printf("{\"bench\":\"rpc_streams\",\"name\":\"%s\",\"value\":%.6g,\"unit\":\"%s\",\"params\":{\"phase\":\"%s\","
-         "\"subscribers\":%d,\"blocks\":%ld,\"chain_blocks\":%d,\"writers\":%d,\"lookup_rate\":%.0f%s}}\n",
-         name, value, unit, phase, strcmp(phase, "none") ? g_subs : 0, g_blocks, CHAIN, WRITERS, g_lookup_rate,
-         extra ? extra : "");
+static void emit(const char *phase, const char *name, double value, const char *unit,
+                 const char *extra) {
+  printf("{\"bench\":\"rpc_streams\",\"name\":\"%s\",\"value\":%.6g,\"unit\":\"%s\",\"params\":{"
+         "\"phase\":\"%s\","
+         "\"subscribers\":%d,\"blocks\":%ld,\"chain_blocks\":%d,\"writers\":%d,\"lookup_rate\":%."
+         "0f%s}}\n",
+         name, value, unit, phase, strcmp(phase, "none") ? g_subs : 0, g_blocks, CHAIN, WRITERS,
+         g_lookup_rate, extra ? extra : "");
   fflush(stdout);
 }
 
@@ -132,20 +138,23 @@ static void *writer_main(void *p) {
   uint8_t hashes[CHAIN][8];
   ProtobufCBinaryData bh[CHAIN];
   int32_t counts[CHAIN];
-  for (int j = 0; j < CHAIN; j++) counts[j] = 16, bh[j] = (ProtobufCBinaryData){8, hashes[j]};
+  for (int j = 0; j < CHAIN; j++)
+    counts[j] = 16, bh[j] = (ProtobufCBinaryData){8, hashes[j]};
   ic_buf_t buf = IC_BUF_INIT;
   for (int r = a->r0; r < a->r1 && w; r++) {
     char rid[32];
     snprintf(rid, sizeof rid, "replica-%02d", a->rbase + r);
     for (long c = 0; c < a->chains; c++) {
-      for (int j = 0; j < CHAIN; j++) block_hash(a->rbase + r, c, j, hashes[j]);
+      for (int j = 0; j < CHAIN; j++)
+        block_hash(a->rbase + r, c, j, hashes[j]);
       Inferencecache__V1alpha1__PrefixEntry pe = INFERENCECACHE__V1ALPHA1__PREFIX_ENTRY__INIT;
       pe.n_block_hashes = CHAIN;
       pe.block_hashes = bh;
       pe.n_block_token_counts = CHAIN;
       pe.block_token_counts = counts;
       Inferencecache__V1alpha1__PrefixEntry *pp = &pe;
-      Inferencecache__V1alpha1__CacheStateUpdate u = INFERENCECACHE__V1ALPHA1__CACHE_STATE_UPDATE__INIT;
+      Inferencecache__V1alpha1__CacheStateUpdate u =
+          INFERENCECACHE__V1ALPHA1__CACHE_STATE_UPDATE__INIT;
       u.replica_id = rid;
       u.model_id = "m";
       u.tenant_id = "bench";
@@ -181,12 +190,15 @@ static void build_lookups(looker_t *l, long chains) {
   uint8_t hashes[CHAIN][8];
   ProtobufCBinaryData bh[CHAIN];
   int32_t counts[CHAIN];
-  for (int j = 0; j < CHAIN; j++) counts[j] = 16, bh[j] = (ProtobufCBinaryData){8, hashes[j]};
+  for (int j = 0; j < CHAIN; j++)
+    counts[j] = 16, bh[j] = (ProtobufCBinaryData){8, hashes[j]};
   for (int i = 0; i < LOOKUP_REQS; i++) {
     int r = (int)(splitmix((uint64_t)i) % REPLICAS);
     long c = (long)(splitmix((uint64_t)i * 7 + 1) % (uint64_t)chains);
-    for (int j = 0; j < CHAIN; j++) block_hash(r, c, j, hashes[j]);
-    Inferencecache__V1alpha1__LookupRouteRequest q = INFERENCECACHE__V1ALPHA1__LOOKUP_ROUTE_REQUEST__INIT;
+    for (int j = 0; j < CHAIN; j++)
+      block_hash(r, c, j, hashes[j]);
+    Inferencecache__V1alpha1__LookupRouteRequest q =
+        INFERENCECACHE__V1ALPHA1__LOOKUP_ROUTE_REQUEST__INIT;
     q.model_id = "m";
     q.tenant_id = "bench";
     q.hash_scheme = "vllm";
@@ -211,14 +223,16 @@ static void *looker_main(void *p) {
   for (long k = 0; !atomic_load(&l->stop); k++, next += interval) {
     int64_t now = ic_clock_monotonic_ns();
     if (next > now) {
-      struct timespec ts = {.tv_sec = (time_t)(next / 1000000000LL), .tv_nsec = (long)(next % 1000000000LL)};
+      struct timespec ts = {.tv_sec = (time_t)(next / 1000000000LL),
+                            .tv_nsec = (long)(next % 1000000000LL)};
       while (clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &ts, NULL) == EINTR) {
       }
     }
     int st = -1;
     ic_buf_reset(&resp);
     ic_buf_t *q = &l->reqs[k % LOOKUP_REQS];
-    if (ic_rpc_unary(l->ch, METHOD_LOOKUP, (const uint8_t *)q->data, q->len, 30000, &resp, &st, NULL) != 0 ||
+    if (ic_rpc_unary(l->ch, METHOD_LOOKUP, (const uint8_t *)q->data, q->len, 30000, &resp, &st,
+                     NULL) != 0 ||
         st != IC_RPC_OK)
       l->errors++;
     int64_t done = ic_clock_monotonic_ns();
@@ -242,7 +256,9 @@ static int connect_ready(ic_rpc_channel_t *ch) {
   int64_t until = ic_clock_monotonic_ns() + 30000000000LL;
   while (ic_clock_monotonic_ns() < until) {
     int st = -1;
-    if (ic_rpc_unary(ch, "/grpc.health.v1.Health/Check", NULL, 0, 1000, NULL, &st, NULL) == 0 && st == 0) return 0;
+    if (ic_rpc_unary(ch, "/grpc.health.v1.Health/Check", NULL, 0, 1000, NULL, &st, NULL) == 0 &&
+        st == 0)
+      return 0;
     usleep(50000);
   }
   return IC_ETIMEOUT;
@@ -268,7 +284,8 @@ static int run_phase(const char *server, const char *kind) {
   uint8_t req[64];
   size_t reqlen = 0;
   if (!strcmp(kind, "other")) {
-    Inferencecache__V1alpha1__StreamEventsRequest q = INFERENCECACHE__V1ALPHA1__STREAM_EVENTS_REQUEST__INIT;
+    Inferencecache__V1alpha1__StreamEventsRequest q =
+        INFERENCECACHE__V1ALPHA1__STREAM_EVENTS_REQUEST__INIT;
     q.model_id = "never-written";
     reqlen = inferencecache__v1alpha1__stream_events_request__pack(&q, req);
   }
@@ -276,7 +293,8 @@ static int run_phase(const char *server, const char *kind) {
     sch[i] = ic_rpc_channel_new(target, NULL);
     connect_ready(sch[i]);
   }
-  for (int i = 0; i < nsubs; i++) subs[i] = ic_rpc_reader_open(sch[i / STREAMS_PER_CHANNEL], METHOD_EVENTS, req, reqlen, 0);
+  for (int i = 0; i < nsubs; i++)
+    subs[i] = ic_rpc_reader_open(sch[i / STREAMS_PER_CHANNEL], METHOD_EVENTS, req, reqlen, 0);
   usleep(nsubs ? 1500000 : 0); /* let every subscription reach the server */
   double rss_subscribed = rss_mb(pid);
 
@@ -292,11 +310,15 @@ static int run_phase(const char *server, const char *kind) {
     pthread_t wth[WRITERS];
     int64_t w0 = ic_clock_monotonic_ns();
     for (int i = 0; i < WRITERS; i++) {
-      ww[i] = (writer_t){.ch = ch, .r0 = i * REPLICAS / WRITERS, .r1 = (i + 1) * REPLICAS / WRITERS,
-                         .rbase = 50, .chains = wchains};
+      ww[i] = (writer_t){.ch = ch,
+                         .r0 = i * REPLICAS / WRITERS,
+                         .r1 = (i + 1) * REPLICAS / WRITERS,
+                         .rbase = 50,
+                         .chains = wchains};
       pthread_create(&wth[i], NULL, writer_main, &ww[i]);
     }
-    for (int i = 0; i < WRITERS; i++) pthread_join(wth[i], NULL);
+    for (int i = 0; i < WRITERS; i++)
+      pthread_join(wth[i], NULL);
     warm_secs = (double)(ic_clock_monotonic_ns() - w0) / 1e9;
     usleep(500000);
   }
@@ -310,7 +332,10 @@ static int run_phase(const char *server, const char *kind) {
   pthread_t th[WRITERS];
   int64_t t0 = ic_clock_monotonic_ns();
   for (int i = 0; i < WRITERS; i++) {
-    w[i] = (writer_t){.ch = ch, .r0 = i * REPLICAS / WRITERS, .r1 = (i + 1) * REPLICAS / WRITERS, .chains = chains};
+    w[i] = (writer_t){.ch = ch,
+                      .r0 = i * REPLICAS / WRITERS,
+                      .r1 = (i + 1) * REPLICAS / WRITERS,
+                      .chains = chains};
     pthread_create(&th[i], NULL, writer_main, &w[i]);
   }
   long blocks = 0, bad = 0;
@@ -331,12 +356,14 @@ static int run_phase(const char *server, const char *kind) {
     int st = -1;
     /* a subscriber the server already disconnected has its status waiting */
     int r = ic_rpc_reader_next(subs[i], 1, &m, &st);
-    while (r == 1) ic_buf_reset(&m), r = ic_rpc_reader_next(subs[i], 1, &m, &st);
+    while (r == 1)
+      ic_buf_reset(&m), r = ic_rpc_reader_next(subs[i], 1, &m, &st);
     if (r == 0) ended++;
     ic_buf_free(&m);
     ic_rpc_reader_close(subs[i]);
   }
-  for (int i = 0; i < nch; i++) ic_rpc_channel_free(sch[i]);
+  for (int i = 0; i < nch; i++)
+    ic_rpc_channel_free(sch[i]);
   sleep(nsubs ? 3 : 0);
   double rss_left = rss_mb(pid);
 
@@ -345,7 +372,8 @@ static int run_phase(const char *server, const char *kind) {
   double p99 = lk.n ? (double)lk.lat[(size_t)((double)lk.n * 0.99)] / 1000.0 : 0;
   double pmax = lk.n ? (double)lk.lat[lk.n - 1] / 1000.0 : 0;
   char extra[160];
-  snprintf(extra, sizeof extra, ",\"ingested\":%ld,\"seconds\":%.2f,\"failed_writers\":%ld", blocks, secs, bad);
+  snprintf(extra, sizeof extra, ",\"ingested\":%ld,\"seconds\":%.2f,\"failed_writers\":%ld", blocks,
+           secs, bad);
   emit(kind, "stream_ingest_blocks_per_s", (double)blocks / secs, "blocks/s", extra);
   snprintf(extra, sizeof extra, ",\"warmup_blocks\":%ld", g_warmup);
   emit(kind, "stream_warmup_seconds", warm_secs, "s", extra);
@@ -361,7 +389,8 @@ static int run_phase(const char *server, const char *kind) {
     snprintf(extra, sizeof extra, ",\"opened\":%d", nsubs);
     emit(kind, "stream_subscribers_ended_by_server", ended, "streams", extra);
   }
-  for (int i = 0; i < LOOKUP_REQS; i++) ic_buf_free(&lk.reqs[i]);
+  for (int i = 0; i < LOOKUP_REQS; i++)
+    ic_buf_free(&lk.reqs[i]);
   free(lk.lat);
   rc = bad || lk.errors ? 2 : 0;
 out:
@@ -378,12 +407,18 @@ int main(int argc, char **argv) {
   char server[PATH_MAX] = "";
   const char *phases = "none,all,other";
   for (int i = 1; i < argc; i++) {
-    if (!strcmp(argv[i], "--server") && i + 1 < argc) snprintf(server, sizeof server, "%s", argv[++i]);
-    else if (!strcmp(argv[i], "--subscribers") && i + 1 < argc) g_subs = atoi(argv[++i]);
-    else if (!strcmp(argv[i], "--blocks") && i + 1 < argc) g_blocks = atol(argv[++i]);
-    else if (!strcmp(argv[i], "--warmup-blocks") && i + 1 < argc) g_warmup = atol(argv[++i]);
-    else if (!strcmp(argv[i], "--lookup-rate") && i + 1 < argc) g_lookup_rate = atof(argv[++i]);
-    else if (!strcmp(argv[i], "--phases") && i + 1 < argc) phases = argv[++i];
+    if (!strcmp(argv[i], "--server") && i + 1 < argc)
+      snprintf(server, sizeof server, "%s", argv[++i]);
+    else if (!strcmp(argv[i], "--subscribers") && i + 1 < argc)
+      g_subs = atoi(argv[++i]);
+    else if (!strcmp(argv[i], "--blocks") && i + 1 < argc)
+      g_blocks = atol(argv[++i]);
+    else if (!strcmp(argv[i], "--warmup-blocks") && i + 1 < argc)
+      g_warmup = atol(argv[++i]);
+    else if (!strcmp(argv[i], "--lookup-rate") && i + 1 < argc)
+      g_lookup_rate = atof(argv[++i]);
+    else if (!strcmp(argv[i], "--phases") && i + 1 < argc)
+      phases = argv[++i];
     else if (!strcmp(argv[i], "--server-arg") && i + 1 < argc && g_nserver_args < MAX_SERVER_ARGS)
       g_server_args[g_nserver_args++] = argv[++i];
   }
@@ -398,7 +433,8 @@ int main(int argc, char **argv) {
     self[n] = '\0';
     char *slash = strrchr(self, '/');
     if (slash) *slash = '\0';
-    snprintf(server, sizeof server, "%.*s/../src/server/inferencecache-server", PATH_MAX - 64, self);
+    snprintf(server, sizeof server, "%.*s/../src/server/inferencecache-server", PATH_MAX - 64,
+             self);
   }
   if (access(server, X_OK) != 0) {
     fprintf(stderr, "bench_rpc_streams: server binary not found at %s (use --server)\n", server);

@@ -33,9 +33,9 @@ typedef struct slot {
 
 struct ic_svc_changelog {
   pthread_mutex_t mu;
-  size_t cap;          /* byte ring size */
-  size_t nslots;       /* power of two */
-  uint8_t *bytes;      /* NULL until the first append */
+  size_t cap;     /* byte ring size */
+  size_t nslots;  /* power of two */
+  uint8_t *bytes; /* NULL until the first append */
   slot_t *slots;
   size_t wpos;         /* next write offset */
   uint64_t head, tail; /* live entries: [tail, head) */
@@ -46,7 +46,8 @@ struct ic_svc_changelog {
 
 static uint32_t hash32(const char *s, size_t n) {
   uint32_t h = 2166136261u; /* FNV-1a: identities are short; only a pre-check before memcmp */
-  for (size_t i = 0; i < n; i++) h = (h ^ (uint8_t)s[i]) * 16777619u;
+  for (size_t i = 0; i < n; i++)
+    h = (h ^ (uint8_t)s[i]) * 16777619u;
   return h;
 }
 
@@ -57,7 +58,8 @@ ic_svc_changelog_t *ic_svc_changelog_new(size_t bytes) {
   if (bytes > 0xF0000000u) bytes = 0xF0000000u; /* offsets are 32-bit */
   l->cap = bytes;
   l->nslots = 1024;
-  while (l->nslots < bytes / AVG_ENTRY) l->nslots <<= 1;
+  while (l->nslots < bytes / AVG_ENTRY)
+    l->nslots <<= 1;
   pthread_mutex_init(&l->mu, NULL);
   return l;
 }
@@ -89,7 +91,8 @@ void ic_svc_changelog_release(ic_svc_changelog_t *l) {
 static int map_locked(ic_svc_changelog_t *l) {
   if (l->bytes) return 0;
   void *b = mmap(NULL, l->cap, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-  void *s = mmap(NULL, l->nslots * sizeof(slot_t), PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  void *s = mmap(NULL, l->nslots * sizeof(slot_t), PROT_READ | PROT_WRITE,
+                 MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
   if (b == MAP_FAILED || s == MAP_FAILED) {
     if (b != MAP_FAILED) munmap(b, l->cap);
     if (s != MAP_FAILED) munmap(s, l->nslots * sizeof(slot_t));
@@ -105,7 +108,9 @@ static void evict_oldest_locked(ic_svc_changelog_t *l) {
   l->tail++;
 }
 
-static bool overlaps(const slot_t *s, size_t off, size_t len) { return s->off < off + len && off < s->off + s->len; }
+static bool overlaps(const slot_t *s, size_t off, size_t len) {
+  return s->off < off + len && off < s->off + s->len;
+}
 
 int ic_svc_changelog_append(ic_svc_changelog_t *l, const ic_index_change_t *c) {
   const char *tenant = c->tenant ? c->tenant : "", *model = c->model ? c->model : "";
@@ -129,19 +134,24 @@ int ic_svc_changelog_append(ic_svc_changelog_t *l, const ic_index_change_t *c) {
   size_t off = l->wpos;
   if (off + len > l->cap) {
     /* Wrap: the entries between wpos and the end are the oldest; they go first. */
-    while (l->tail < l->head && l->slots[l->tail & (l->nslots - 1)].off >= off) evict_oldest_locked(l);
+    while (l->tail < l->head && l->slots[l->tail & (l->nslots - 1)].off >= off)
+      evict_oldest_locked(l);
     off = 0;
   }
-  while (l->tail < l->head &&
-         (l->head - l->tail >= l->nslots || overlaps(&l->slots[l->tail & (l->nslots - 1)], off, len)))
+  while (l->tail < l->head && (l->head - l->tail >= l->nslots ||
+                               overlaps(&l->slots[l->tail & (l->nslots - 1)], off, len)))
     evict_oldest_locked(l);
   uint8_t *p = l->bytes + off;
   memcpy(p, tenant, tlen);
   memcpy(p + tlen, model, mlen);
   memcpy(p + tlen + mlen, l->enc.data ? l->enc.data : "", l->enc.len);
   slot_t *s = &l->slots[l->head & (l->nslots - 1)];
-  *s = (slot_t){.off = (uint32_t)off, .len = (uint32_t)len, .tenant_h = hash32(tenant, tlen),
-                .model_h = hash32(model, mlen), .tlen = (uint32_t)tlen, .mlen = (uint32_t)mlen,
+  *s = (slot_t){.off = (uint32_t)off,
+                .len = (uint32_t)len,
+                .tenant_h = hash32(tenant, tlen),
+                .model_h = hash32(model, mlen),
+                .tlen = (uint32_t)tlen,
+                .mlen = (uint32_t)mlen,
                 .type = (uint32_t)c->type};
   l->head++;
   l->used += len;
@@ -184,7 +194,8 @@ static bool slot_match(const ic_svc_changelog_cursor_t *cur, const slot_t *s, co
   if (cur->mlen && (s->model_h != cur->model_h || s->mlen != cur->mlen ||
                     memcmp(p + s->tlen, f->model_id, cur->mlen) != 0))
     return false;
-  if (cur->tlen && (s->tenant_h != cur->tenant_h || s->tlen != cur->tlen || memcmp(p, f->tenant_id, cur->tlen) != 0))
+  if (cur->tlen && (s->tenant_h != cur->tenant_h || s->tlen != cur->tlen ||
+                    memcmp(p, f->tenant_id, cur->tlen) != 0))
     return false;
   return true;
 }

@@ -47,7 +47,7 @@ typedef struct sub {
   int kind;
   atomic_bool busy;
   size_t inflight;
-  bool gone; /* aborted as too slow; on_close follows */
+  bool gone;     /* aborted as too slow; on_close follows */
   uint64_t fkey; /* hash of the event filter: subscribers with equal filters share reads */
   ic_svc_event_filter_t ef;
   ic_svc_changelog_cursor_t cur;
@@ -71,7 +71,7 @@ struct server_hub {
   atomic_size_t queued; /* bytes handed to send queues and not yet written */
   ic_buf_t batch;
   size_t lens[BATCH_MSGS];
-  size_t rr; /* round-robin start, so a queued-bytes shortage is shared */
+  size_t rr;           /* round-robin start, so a queued-bytes shortage is shared */
   double rate, tokens; /* --stream-max-send-rate: events/s to all subscribers together */
   int64_t tokens_at;
   sub_t **cand; /* sender pass scratch: subscribers due a batch */
@@ -162,7 +162,8 @@ static void send_batch(struct server_hub *h, sub_t *s, size_t n) {
   s->inflight = bytes;
   queued_add(h, bytes);
   atomic_store(&s->busy, true);
-  int rc = ic_rpc_stream_sendv(s->call, (const uint8_t *)(h->batch.data ? h->batch.data : ""), h->lens, n);
+  int rc = ic_rpc_stream_sendv(s->call, (const uint8_t *)(h->batch.data ? h->batch.data : ""),
+                               h->lens, n);
   if (rc < 0) { /* the call is closing: on_close follows, nothing was queued */
     atomic_store(&s->busy, false);
     s->inflight = 0;
@@ -181,13 +182,15 @@ static void drop_slow(sublist_t *l, sub_t *s, uint64_t lost) {
   s->gone = true;
   metric_add(l->dropped, (double)lost);
   metric_add(l->slow, 1);
-  ic_log_warn("stream_subscriber_too_slow", IC_LS("stream", "events"), IC_LI("lost", (int64_t)lost));
+  ic_log_warn("stream_subscriber_too_slow", IC_LS("stream", "events"),
+              IC_LI("lost", (int64_t)lost));
   ic_rpc_stream_abort(s->call, IC_RPC_RESOURCE_EXHAUSTED, msg);
 }
 
 static bool same_filter(const sub_t *a, const sub_t *b) {
   const ic_svc_event_filter_t *x = &a->ef, *y = &b->ef;
-  return a->fkey == b->fkey && x->types == y->types && !strcmp(x->model_id ? x->model_id : "", y->model_id ? y->model_id : "") &&
+  return a->fkey == b->fkey && x->types == y->types &&
+         !strcmp(x->model_id ? x->model_id : "", y->model_id ? y->model_id : "") &&
          !strcmp(x->tenant_id ? x->tenant_id : "", y->tenant_id ? y->tenant_id : "");
 }
 
@@ -202,9 +205,11 @@ static int cand_cmp(const void *pa, const void *pb) {
 
 static uint64_t filter_key(const ic_svc_event_filter_t *f) {
   uint64_t h = 1469598103934665603ULL ^ f->types;
-  for (const char *p = f->model_id ? f->model_id : ""; *p; p++) h = (h ^ (uint8_t)*p) * 1099511628211ULL;
+  for (const char *p = f->model_id ? f->model_id : ""; *p; p++)
+    h = (h ^ (uint8_t)*p) * 1099511628211ULL;
   h = (h ^ 0xff) * 1099511628211ULL;
-  for (const char *p = f->tenant_id ? f->tenant_id : ""; *p; p++) h = (h ^ (uint8_t)*p) * 1099511628211ULL;
+  for (const char *p = f->tenant_id ? f->tenant_id : ""; *p; p++)
+    h = (h ^ (uint8_t)*p) * 1099511628211ULL;
   return h;
 }
 
@@ -251,8 +256,11 @@ static void sender_pass(struct server_hub *h) {
   bool starved = false;
   for (size_t i = 0; i < nc;) {
     size_t j = i + 1;
-    while (j < nc && h->cand[j]->cur.seq == h->cand[i]->cur.seq && same_filter(h->cand[j], h->cand[i])) j++;
-    size_t per = h->tokens / (double)(j - i) >= BATCH_MSGS ? BATCH_MSGS : (size_t)(h->tokens / (double)(j - i));
+    while (j < nc && h->cand[j]->cur.seq == h->cand[i]->cur.seq &&
+           same_filter(h->cand[j], h->cand[i]))
+      j++;
+    size_t per = h->tokens / (double)(j - i) >= BATCH_MSGS ? BATCH_MSGS
+                                                           : (size_t)(h->tokens / (double)(j - i));
     if (per == 0) {
       starved = true;
       break;
@@ -358,8 +366,9 @@ static int add_sub(struct server_hub *h, sub_t *s, bool *added) {
   metric_add(l->rejected, 1);
   ic_log_warn("stream_subscriber_rejected", IC_LS("stream", STREAM_NAMES[l == &h->lists[1]]),
               IC_LI("limit", (int64_t)h->max_subs));
-  ic_rpc_stream_finish(call, IC_RPC_RESOURCE_EXHAUSTED,
-                       "too many stream subscribers on this server (--stream-max-subscribers); retry later");
+  ic_rpc_stream_finish(
+      call, IC_RPC_RESOURCE_EXHAUSTED,
+      "too many stream subscribers on this server (--stream-max-subscribers); retry later");
   return IC_RPC_OK;
 }
 
@@ -382,7 +391,8 @@ static int events_start(void *ud, ic_rpc_call_t *call, const uint8_t *req, size_
 /* StreamMetrics: a subscriber gets the whole sample set on subscribe and then every tick; one
  * that has not taken the previous set yet (busy) skips a tick, counted as dropped. */
 static void send_samples(struct server_hub *h, sub_t *s, const ic_buf_t *data, const size_t *lens,
-                         const char *const *names, const char *const *types, size_t n, size_t *sel) {
+                         const char *const *names, const char *const *types, size_t n,
+                         size_t *sel) {
   ic_buf_reset(&h->batch);
   size_t k = 0, off = 0, skipped = 0;
   for (size_t j = 0; j < n; off += lens[j], j++) {
@@ -414,7 +424,8 @@ typedef struct samples {
   size_t n, cap;
 } samples_t;
 
-static void collect_sample(void *ud, const char *name, const char *type, const uint8_t *msg, size_t len) {
+static void collect_sample(void *ud, const char *name, const char *type, const uint8_t *msg,
+                           size_t len) {
   samples_t *ss = ud;
   if (ss->n == ss->cap) {
     size_t nc = ss->cap ? ss->cap * 2 : 64;
@@ -438,7 +449,8 @@ static void collect_sample(void *ud, const char *name, const char *type, const u
 }
 
 static void samples_free(samples_t *ss) {
-  for (size_t j = 0; j < ss->n; j++) free(ss->names[j]), free(ss->types[j]);
+  for (size_t j = 0; j < ss->n; j++)
+    free(ss->names[j]), free(ss->types[j]);
   free(ss->names), free(ss->types), free(ss->lens);
   ic_buf_free(&ss->data);
 }
@@ -449,15 +461,16 @@ static void samples_free(samples_t *ss) {
 static void tick(struct server_hub *h, sub_t *only) {
   if (!only && atomic_load(&h->lists[STREAM_METRICS].count) == 0) return;
   samples_t ss = {.data = IC_BUF_INIT};
-  ic_svc_metrics_encode(h->ctx->metrics, only ? &only->mf : NULL, ic_clock_realtime_us(), collect_sample, &ss);
+  ic_svc_metrics_encode(h->ctx->metrics, only ? &only->mf : NULL, ic_clock_realtime_us(),
+                        collect_sample, &ss);
   size_t *sel = malloc((ss.n ? ss.n : 1) * sizeof *sel);
   pthread_mutex_lock(&h->mu);
   sublist_t *l = &h->lists[STREAM_METRICS];
   for (size_t i = 0; sel && i < l->n; i++) {
     sub_t *s = l->items[i];
     if (!only || s == only)
-      send_samples(h, s, &ss.data, ss.lens, (const char *const *)ss.names, (const char *const *)ss.types, ss.n,
-                   sel);
+      send_samples(h, s, &ss.data, ss.lens, (const char *const *)ss.names,
+                   (const char *const *)ss.types, ss.n, sel);
   }
   pthread_mutex_unlock(&h->mu);
   free(sel);
@@ -524,7 +537,8 @@ struct server_hub *server_hub_new(server_ctx_t *ctx) {
   h->ctx = ctx;
   const server_flags_t *f = &ctx->flags;
   h->max_subs = f->stream_max_subscribers > 0 ? (size_t)f->stream_max_subscribers : 0;
-  h->max_queued = f->stream_max_queued_bytes > 0 ? (size_t)f->stream_max_queued_bytes : (size_t)BATCH_BYTES;
+  h->max_queued =
+      f->stream_max_queued_bytes > 0 ? (size_t)f->stream_max_queued_bytes : (size_t)BATCH_BYTES;
   h->log = ic_svc_changelog_new(f->stream_log_bytes > 0 ? (size_t)f->stream_log_bytes : 0);
   h->rate = f->stream_max_send_rate > 0 ? (double)f->stream_max_send_rate : 1e12;
   h->tokens_at = ic_clock_monotonic_ns();
@@ -540,19 +554,24 @@ struct server_hub *server_hub_new(server_ctx_t *ctx) {
   ic_metric_family_t *rejected = ic_metrics_counter(
       ctx->metrics, "inferencecache_stream_rejected_total",
       "Stream subscriptions refused because --stream-max-subscribers were open, by stream.", 1, sl);
-  ic_metric_family_t *slow = ic_metrics_counter(
-      ctx->metrics, "inferencecache_stream_slow_disconnects_total",
-      "StreamCacheEvents subscribers ended with RESOURCE_EXHAUSTED because the change log overtook them.", 1, sl);
-  ic_metric_family_t *queued =
-      ic_metrics_gauge(ctx->metrics, "inferencecache_stream_queued_bytes",
-                       "Stream bytes handed to subscribers' send queues and not yet written to the transport.", 0, NULL);
-  ic_metric_family_t *logb = ic_metrics_gauge(ctx->metrics, "inferencecache_stream_log_bytes",
-                                              "Bytes of encoded changes held in the StreamCacheEvents change log.", 0, NULL);
+  ic_metric_family_t *slow =
+      ic_metrics_counter(ctx->metrics, "inferencecache_stream_slow_disconnects_total",
+                         "StreamCacheEvents subscribers ended with RESOURCE_EXHAUSTED because the "
+                         "change log overtook them.",
+                         1, sl);
+  ic_metric_family_t *queued = ic_metrics_gauge(
+      ctx->metrics, "inferencecache_stream_queued_bytes",
+      "Stream bytes handed to subscribers' send queues and not yet written to the transport.", 0,
+      NULL);
+  ic_metric_family_t *logb = ic_metrics_gauge(
+      ctx->metrics, "inferencecache_stream_log_bytes",
+      "Bytes of encoded changes held in the StreamCacheEvents change log.", 0, NULL);
   ic_metric_family_t *open = ic_metrics_gauge(ctx->metrics, "inferencecache_grpc_open_streams",
                                               "Streaming gRPC calls open on the server.", 0, NULL);
   ic_metric_family_t *refusedf = ic_metrics_counter(
       ctx->metrics, "inferencecache_grpc_streams_refused_total",
-      "Streaming gRPC calls ended with RESOURCE_EXHAUSTED because --grpc-max-streams were open.", 0, NULL);
+      "Streaming gRPC calls ended with RESOURCE_EXHAUSTED because --grpc-max-streams were open.", 0,
+      NULL);
   h->open_streams = open ? ic_metric_plain(open) : NULL;
   h->streams_refused = refusedf ? ic_metric_plain(refusedf) : NULL;
   if (h->open_streams) ic_metric_set(h->open_streams, 0);
@@ -583,7 +602,8 @@ void server_hub_free(struct server_hub *h) {
   if (h->sender_started) pthread_join(h->sender, NULL);
   if (h->ticker_started) pthread_join(h->ticker, NULL);
   for (int k = 0; k < 2; k++) {
-    for (size_t i = 0; i < h->lists[k].n; i++) sub_free(h->lists[k].items[i]);
+    for (size_t i = 0; i < h->lists[k].n; i++)
+      sub_free(h->lists[k].items[i]);
     free(h->lists[k].items);
   }
   ic_svc_changelog_free(h->log);
@@ -601,9 +621,11 @@ int server_hub_register(server_ctx_t *ctx) {
       .on_start = events_start, .on_close = stream_close, .on_drain = stream_drain};
   static const ic_rpc_stream_handler_t mx = {
       .on_start = metrics_start, .on_close = stream_close, .on_drain = stream_drain};
-  int rc = ic_rpc_server_add_stream(ctx->grpc, "/inferencecache.v1alpha1.InferenceCache/StreamCacheEvents",
+  int rc = ic_rpc_server_add_stream(ctx->grpc,
+                                    "/inferencecache.v1alpha1.InferenceCache/StreamCacheEvents",
                                     IC_RPC_SERVER_STREAM, &ev, ctx->hub);
   if (rc) return rc;
-  return ic_rpc_server_add_stream(ctx->grpc, "/inferencecache.v1alpha1.InferenceCache/StreamMetrics",
+  return ic_rpc_server_add_stream(ctx->grpc,
+                                  "/inferencecache.v1alpha1.InferenceCache/StreamMetrics",
                                   IC_RPC_SERVER_STREAM, &mx, ctx->hub);
 }

@@ -10,12 +10,19 @@
 #include "ic/svc.h"
 #include "inferencecache/v1alpha1/inferencecache.pb-c.h"
 
-static ic_index_change_t change(const char *tenant, const char *model, ic_index_change_type_t type, int n) {
+static ic_index_change_t change(const char *tenant, const char *model, ic_index_change_type_t type,
+                                int n) {
   static char hashes[8][32]; /* a few changes may be alive at once (arrays of changes) */
   char *hash = hashes[n % 8];
   snprintf(hash, 32, "h%08d", n);
-  return (ic_index_change_t){.type = type, .tenant = tenant, .model = model, .scheme = "vllm", .adapter = "",
-                             .replica = "r1", .hash = (const uint8_t *)hash, .hash_len = strlen(hash),
+  return (ic_index_change_t){.type = type,
+                             .tenant = tenant,
+                             .model = model,
+                             .scheme = "vllm",
+                             .adapter = "",
+                             .replica = "r1",
+                             .hash = (const uint8_t *)hash,
+                             .hash_len = strlen(hash),
                              .timestamp_ns = 1000};
 }
 
@@ -23,8 +30,8 @@ static ic_index_change_t change(const char *tenant, const char *model, ic_index_
 static void decode(const ic_buf_t *b, const size_t *lens, size_t n, int *out) {
   size_t off = 0;
   for (size_t i = 0; i < n; i++) {
-    Inferencecache__V1alpha1__CacheEvent *e =
-        inferencecache__v1alpha1__cache_event__unpack(NULL, lens[i], (const uint8_t *)b->data + off);
+    Inferencecache__V1alpha1__CacheEvent *e = inferencecache__v1alpha1__cache_event__unpack(
+        NULL, lens[i], (const uint8_t *)b->data + off);
     cr_assert_not_null(e);
     char num[32] = {0};
     cr_assert(e->prefix_hash.len > 1 && e->prefix_hash.len < sizeof num);
@@ -53,7 +60,8 @@ Test(changelog, reader_sees_changes_after_subscribing_in_order) {
   cr_assert_eq(n, 10);
   int got[64];
   decode(&b, lens, n, got);
-  for (int i = 0; i < 10; i++) cr_assert_eq(got[i], i + 1);
+  for (int i = 0; i < 10; i++)
+    cr_assert_eq(got[i], i + 1);
   ic_buf_reset(&b);
   cr_assert_eq(ic_svc_changelog_read(l, &cur, 1 << 20, 64, &b, lens, &n, NULL), 0);
   cr_assert_eq(n, 0);
@@ -74,7 +82,8 @@ Test(changelog, filters_by_model_tenant_and_type_and_skips_probe_tenant) {
                             change("t2", "m-a", IC_INDEX_CHANGE_ALL_CLEARED, 3),
                             change("t2", "m-bb", IC_INDEX_CHANGE_PREFIX_ADDED, 4),
                             change(IC_SVC_PROBE_TENANT, "m-b", IC_INDEX_CHANGE_PREFIX_ADDED, 5)};
-  for (size_t i = 0; i < 5; i++) cr_assert_eq(ic_svc_changelog_append(l, &cs[i]), 0);
+  for (size_t i = 0; i < 5; i++)
+    cr_assert_eq(ic_svc_changelog_append(l, &cs[i]), 0);
   ic_buf_t b = IC_BUF_INIT;
   size_t lens[8], n;
   int got[8];
@@ -137,14 +146,15 @@ Test(changelog, full_ring_evicts_oldest_and_slow_cursor_learns_what_it_lost) {
       ic_buf_reset(&b);
       cr_assert_eq(ic_svc_changelog_read(l, &fast, 1 << 20, 256, &b, lens, &n, NULL), 0);
       decode(&b, lens, n, got);
-      for (size_t k = 0; k < n; k++) cr_assert_eq(got[k], next++, "entry %d after a wrap", next);
+      for (size_t k = 0; k < n; k++)
+        cr_assert_eq(got[k], next++, "entry %d after a wrap", next);
     }
   }
   cr_assert_eq(next, 20000);
   ic_svc_changelog_stats_t st;
   ic_svc_changelog_stats(l, &st);
-  cr_assert(st.entries > 100 && st.entries < 20000 && st.bytes <= 64 * 1024, "entries=%lu bytes=%lu",
-            (unsigned long)st.entries, (unsigned long)st.bytes);
+  cr_assert(st.entries > 100 && st.entries < 20000 && st.bytes <= 64 * 1024,
+            "entries=%lu bytes=%lu", (unsigned long)st.entries, (unsigned long)st.bytes);
   uint64_t lost = 0;
   ic_buf_reset(&b);
   cr_assert_eq(ic_svc_changelog_read(l, &slow, 1 << 20, 256, &b, lens, &n, &lost), IC_ERANGE);
@@ -176,7 +186,8 @@ Test(changelog, varied_sizes_wrap_without_corruption) {
       ic_buf_reset(&b);
       cr_assert_eq(ic_svc_changelog_read(l, &cur, 1 << 20, 256, &b, lens, &n, NULL), 0);
       decode(&b, lens, n, got);
-      for (size_t k = 0; k < n; k++) cr_assert_eq(got[k], next++);
+      for (size_t k = 0; k < n; k++)
+        cr_assert_eq(got[k], next++);
     }
   }
   cr_assert_eq(next, 5000);
