@@ -40,6 +40,12 @@ static const flagdef_t FLAGS[] = {
     {"engine-block-size", F_INT, OFF(engine_block_size), "16",
      "KV block size (tokens per block) used to fingerprint token_ids; values <= 0 keep 16"},
     {"grpc-bind-address", F_STR, OFF(grpc_bind_address), ":9090", "gRPC listen address"},
+    {"grpc-max-concurrent-streams", F_INT, OFF(grpc_max_concurrent_streams), "1024",
+     "HTTP/2 streams one gRPC connection may have open (SETTINGS_MAX_CONCURRENT_STREAMS); 0 = unlimited (not a "
+     "reference flag)"},
+    {"grpc-max-streams", F_INT, OFF(grpc_max_streams), "8192",
+     "streaming calls open on the whole server; more are ended with RESOURCE_EXHAUSTED; 0 = unlimited (not a "
+     "reference flag)"},
     {"grpc-threads", F_INT, OFF(grpc_threads), "0",
      "gRPC completion-queue threads; 0 = one per core (not a reference flag)"},
     {"http-bind-address", F_STR, OFF(http_bind_address), ":8080",
@@ -77,6 +83,16 @@ static const flagdef_t FLAGS[] = {
     {"policy-audience", F_STR, OFF(policy_audience), "inferencecache.io/policy", "TokenReview audience for /policy"},
     {"snapshot-bind-address", F_STR, OFF(snapshot_bind_address), ":8081",
      "controller-facing HTTP listen address (/snapshot, /policy, /probe)"},
+    {"stream-log-bytes", F_INT, OFF(stream_log_bytes), "67108864",
+     "bytes of the StreamCacheEvents change log all subscribers read from; a subscriber that falls this far behind "
+     "is ended with RESOURCE_EXHAUSTED (not a reference flag)"},
+    {"stream-max-queued-bytes", F_INT, OFF(stream_max_queued_bytes), "67108864",
+     "bound on stream bytes queued to all subscribers and not yet written (not a reference flag)"},
+    {"stream-max-send-rate", F_INT, OFF(stream_max_send_rate), "25000",
+     "StreamCacheEvents events sent per second to all subscribers together; 0 = unlimited (not a reference flag)"},
+    {"stream-max-subscribers", F_INT, OFF(stream_max_subscribers), "4096",
+     "open StreamCacheEvents + StreamMetrics subscriptions; more are refused with RESOURCE_EXHAUSTED (not a reference "
+     "flag)"},
     {"tls-cert-file", F_STR, OFF(tls_cert_file), "", "PEM server certificate for the gRPC port (enables TLS)"},
     {"tls-key-file", F_STR, OFF(tls_key_file), "", "PEM private key for the gRPC port"},
     {"tokenizer-models-dir", F_STR, OFF(tokenizer_models_dir), "",
