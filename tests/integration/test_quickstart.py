@@ -75,3 +75,35 @@ def test_quickstart_prompt_routes_to_the_replica_holding_it():
             for p in (sub, eng):
                 p.terminate()
                 p.wait(timeout=10)
+
+
+def test_webhook_injects_the_sidecar_into_the_simulated_engine_pods(tmp_path):
+    """The quickstart's pods, admitted by the real Pod webhook with the quickstart CacheBackend:
+    a kvevent-subscriber sidecar wired to the simulator's endpoint, model and tenant."""
+    import base64
+    import json
+    import jsonpatch
+    from test_webhooks import SUBSCRIBER_IMAGE, Hook
+    hook = Hook(str(tmp_path))
+    try:
+        cb = _backend()
+        cb["metadata"].update({"uid": "5b0e4d3c-1111-4222-8333-944455556666", "generation": 1})
+        hook.set_objects([cb])
+        deps = list(yaml.safe_load_all(open(os.path.join(QS, "engine-simulator.yaml"))))
+        tpl = deps[0]["spec"]["template"]
+        pod = {"apiVersion": "v1", "kind": "Pod",
+               "metadata": dict(tpl["metadata"], name="vllm-sim-a-abc12", namespace="llm-serving"),
+               "spec": tpl["spec"]}
+        resp = hook.review("/mutate--v1-pod", pod, ns="llm-serving")
+        assert resp["allowed"] is True
+        patched = jsonpatch.apply_patch(pod, json.loads(base64.b64decode(resp["patch"])))
+        side = [c for c in patched["spec"]["containers"] if c["name"] == "kvevent-subscriber"]
+        assert len(side) == 1, patched["spec"]["containers"]
+        args = side[0]["args"]
+        assert side[0]["image"] == SUBSCRIBER_IMAGE
+        for want in ("--engine-endpoint=tcp://127.0.0.1:5557", "--model-id=demo-model",
+                     "--hash-scheme=vllm", "--replica-id=$(POD_NAME)", "--tenant-id=$(POD_NAMESPACE)"):
+            assert want in args, args
+        assert side[0]["securityContext"]["runAsUser"] == 65532
+    finally:
+        hook.stop()
