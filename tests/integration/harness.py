@@ -308,3 +308,151 @@ def wait_until(pred, timeout=30.0, interval=0.05, what="condition"):
         if time.monotonic() > deadline:
             raise AssertionError("timed out waiting for " + what)
         time.sleep(interval)
+
+
+# ------------------------------------------------------------------------------------------------
+# Engine simulators and subscribers (the routing loop: engine -> subscriber -> server)
+
+FAKE_ENGINE_BIN = os.path.join(BUILD_DIR, "src", "fake-engine", "fake-engine")
+SUBSCRIBER_BIN = os.path.join(BUILD_DIR, "src", "subscriber", "kvevent-subscriber")
+CLI_BIN = os.path.join(BUILD_DIR, "src", "cli", "inferencecache")
+
+
+class _Proc:
+    """A child process with its stderr in a temp file; stop() = SIGTERM, wait, SIGKILL."""
+
+    def _spawn(self, cmd, prefix):
+        fd, self.log_path = tempfile.mkstemp(prefix=prefix, suffix=".log")
+        os.close(fd)
+        self._log = open(self.log_path, "wb")
+        self.cmd = cmd
+        self.proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=self._log)
+        _live.add(self.proc)
+
+    def logs(self):
+        try:
+            with open(self.log_path, "r", errors="replace") as f:
+                return f.read()
+        except OSError:
+            return ""
+
+    def _wait_http(self, url, timeout, what):
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError("%s exited early (rc=%s): %s" % (what, self.proc.returncode,
+                                                                   self.logs()[-2000:]))
+            try:
+                st, _, _ = http_get(url, timeout=2)
+                if st == 200:
+                    return
+            except Exception:
+                pass
+            time.sleep(0.05)
+        raise RuntimeError("%s not ready in %ss: %s" % (what, timeout, self.logs()[-2000:]))
+
+    def stop(self, timeout=15.0):
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(10)
+        _live.discard(self.proc)
+        self._log.close()
+        try:
+            os.unlink(self.log_path)
+        except OSError:
+            pass
+        return self.proc.returncode
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.stop()
+
+
+class EngineSim(_Proc):
+    """fake-engine in simulator mode (an OpenAI-compatible vLLM replica with a paged KV cache
+    that publishes real KV events) on free loopback ports. args: extra simulator flags."""
+
+    def __init__(self, args=None, model="sim-model", wait=True):
+        self.http_port, self.pub_port, self.replay_port = free_port(), free_port(), free_port()
+        self.model = model
+        cmd = [FAKE_ENGINE_BIN, "--http-bind-address=127.0.0.1:%d" % self.http_port,
+               "--bind=tcp://127.0.0.1:%d" % self.pub_port,
+               "--replay-bind=tcp://127.0.0.1:%d" % self.replay_port,
+               "--model=" + model] + list(args or [])
+        self._spawn(cmd, "ic-engine-")
+        if wait:
+            self._wait_http(self.url + "/health", 30, "engine simulator")
+
+    @property
+    def url(self):
+        return "http://127.0.0.1:%d" % self.http_port
+
+    @property
+    def pub_endpoint(self):
+        return "tcp://127.0.0.1:%d" % self.pub_port
+
+    @property
+    def replay_endpoint(self):
+        return "tcp://127.0.0.1:%d" % self.replay_port
+
+
+class Subscriber(_Proc):
+    """kvevent-subscriber wired to one EngineSim and a Server (events, replay socket, /metrics)."""
+
+    def __init__(self, server, engine, replica_id, model="sim-model", tenant="", args=None,
+                 wait=True):
+        self.replica_id = replica_id
+        self.http_port = free_port()
+        cmd = [SUBSCRIBER_BIN, "--engine-endpoint=" + engine.pub_endpoint,
+               "--replay-endpoint=" + engine.replay_endpoint, "--server=" + server.grpc_addr,
+               "--replica-id=" + replica_id, "--model-id=" + model, "--tenant-id=" + tenant,
+               "--engine-metrics-url=" + engine.url + "/metrics",
+               "--http-bind-address=127.0.0.1:%d" % self.http_port] + list(args or [])
+        self._spawn(cmd, "ic-sub-")
+        if wait:
+            self._wait_http("http://127.0.0.1:%d/healthz" % self.http_port, 30, "subscriber")
+
+
+class Fleet:
+    """n engine simulators, each with its subscriber (replica ids replica-0..n-1), reporting to
+    `server`. engine_args / sub_args: extra flags for every engine / subscriber. The tenant is
+    not empty: the server never matches LookupRoute for an empty tenant."""
+
+    def __init__(self, server, n, engine_args=None, sub_args=None, model="sim-model",
+                 tenant="default"):
+        self.engines, self.subs = [], []
+        self.model, self.tenant = model, tenant
+        try:
+            for i in range(n):
+                self.engines.append(EngineSim(engine_args, model=model))
+            for i, e in enumerate(self.engines):
+                self.subs.append(Subscriber(server, e, "replica-%d" % i, model=model,
+                                            tenant=tenant, args=sub_args))
+        except Exception:
+            self.stop()
+            raise
+
+    def engine_flags(self):
+        """--engine, --model-id and --tenant-id flags for `inferencecache replay`."""
+        return ["--engine=%s=%s" % (s.replica_id, e.url) for s, e in zip(self.subs, self.engines)] + \
+            ["--model-id=" + self.model, "--tenant-id=" + self.tenant]
+
+    def stop(self):
+        for p in self.subs + self.engines:
+            try:
+                p.stop()
+            except Exception:
+                pass
+        self.subs, self.engines = [], []
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.stop()
