@@ -63,6 +63,10 @@ def test_quickstart_prompt_routes_to_the_replica_holding_it():
             assert "tokens -> PREFIX_MATCH: route to vllm-sim-a-abc12 (matched_tokens=128" in out
             assert "chain  -> PREFIX_MATCH: route to vllm-sim-a-abc12 (matched_tokens=128" in out
             # The first 80 tokens of prompt 0: 5 full blocks (the trailing partial one is not hashed).
+            # The simulator republishes each prompt every 8 s (4 prompts, 2 s apart), and a
+            # subscriber joining late misses the first round: wait for prompt 0's turn.
+            wait_until(lambda: "chain  -> PREFIX_MATCH" in _lookup(srv, 1000, 80), 60,
+                       interval=0.5, what="prompt 0 indexed")
             out = _lookup(srv, 1000, 80)
             assert "chain  -> PREFIX_MATCH: route to vllm-sim-a-abc12 (matched_tokens=80" in out
             # A prompt nobody holds: one replica by consistent hash, so repeats land together.
