@@ -4,7 +4,7 @@
 # dependencies), extracted without maintainer scripts, user 65532, no shell, one binary each.
 #   docker build --target server --build-arg IC_GIT_COMMIT=$(git rev-parse --short=12 HEAD) \
 #     -t localhost/inference-cache/server:0.1.0 .
-# Targets: server, controller, kvevent-subscriber, fake-engine.
+# Targets: server, controller, kvevent-subscriber, fake-engine, inferencecache (the CLI).
 ARG DEBIAN_IMAGE=debian:bookworm
 
 FROM ${DEBIAN_IMAGE} AS build
@@ -20,10 +20,11 @@ COPY . .
 ARG IC_GIT_COMMIT=unknown
 RUN cmake -S . -B /build -DCMAKE_BUILD_TYPE=Release -DIC_GIT_COMMIT=${IC_GIT_COMMIT} \
     && cmake --build /build -j"$(nproc)" --target inferencecache-server \
-         inferencecache-controller kvevent-subscriber fake-engine \
+         inferencecache-controller kvevent-subscriber fake-engine inferencecache \
     && strip --strip-unneeded /build/src/server/inferencecache-server \
          /build/src/controller/inferencecache-controller \
-         /build/src/subscriber/kvevent-subscriber /build/src/fake-engine/fake-engine
+         /build/src/subscriber/kvevent-subscriber /build/src/fake-engine/fake-engine \
+         /build/src/cli/inferencecache
 
 # The runtime root filesystem: the listed packages and everything they depend on, unpacked.
 FROM ${DEBIAN_IMAGE} AS rootfs
@@ -45,6 +46,10 @@ COPY --from=rootfs /rootfs/ /
 ENV PATH=/usr/local/bin:/usr/bin:/bin
 USER 65532:65532
 WORKDIR /
+
+FROM runtime AS inferencecache
+COPY --from=build /build/src/cli/inferencecache /usr/local/bin/inferencecache
+ENTRYPOINT ["/usr/local/bin/inferencecache"]
 
 FROM runtime AS fake-engine
 COPY --from=build /build/src/fake-engine/fake-engine /usr/local/bin/fake-engine

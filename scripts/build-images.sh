@@ -17,7 +17,7 @@ out=${2:-$build/images}
 repo=${IMAGE_REPO:-localhost/inference-cache}
 started=$(date +%s)
 
-# image name : binary path in the build tree (optional programs are skipped when not built)
+# image name : binary path in the build tree
 programs=(
   "server:src/server/inferencecache-server"
   "controller:src/controller/inferencecache-controller"
@@ -41,11 +41,8 @@ fi
 images=()
 for p in "${programs[@]}"; do
   name=${p%%:*}; bin=$build/${p#*:}
-  if [ -x "$bin" ]; then
-    images+=("$name")
-  elif [ "$name" != inferencecache ]; then
-    die "$bin is not built (run 'make build' first)"
-  fi
+  [ -x "$bin" ] || die "$bin is not built (run 'make build' first)"
+  images+=("$name")
 done
 binary_of() {
   for p in "${programs[@]}"; do
