@@ -7,10 +7,22 @@
 
 #include "ic/api.h"
 
-static const char *const OBJECT_META[] = {
-    "name", "generateName", "namespace", "selfLink", "uid", "resourceVersion", "generation",
-    "creationTimestamp", "deletionTimestamp", "deletionGracePeriodSeconds", "labels", "annotations",
-    "ownerReferences", "finalizers", "managedFields", NULL};
+static const char *const OBJECT_META[] = {"name",
+                                          "generateName",
+                                          "namespace",
+                                          "selfLink",
+                                          "uid",
+                                          "resourceVersion",
+                                          "generation",
+                                          "creationTimestamp",
+                                          "deletionTimestamp",
+                                          "deletionGracePeriodSeconds",
+                                          "labels",
+                                          "annotations",
+                                          "ownerReferences",
+                                          "finalizers",
+                                          "managedFields",
+                                          NULL};
 
 /* Built-in and third-party kinds the install ships: apiVersion, kind, their top-level fields. */
 typedef struct known_kind {
@@ -111,7 +123,8 @@ static void walk(walk_t *w, const json_t *s, const json_t *v, const char *path) 
   }
 }
 
-size_t ic_api_strict_fields(const json_t *obj, const json_t *crd_schema, ic_api_strict_fn fn, void *ud) {
+size_t ic_api_strict_fields(const json_t *obj, const json_t *crd_schema, ic_api_strict_fn fn,
+                            void *ud) {
   walk_t w = {fn, ud, 0};
   if (!json_is_object(obj)) {
     report(&w, "", "not an object");
@@ -131,8 +144,10 @@ size_t ic_api_strict_fields(const json_t *obj, const json_t *crd_schema, ic_api_
     json_object_foreach((json_t *)obj, k, v) {
       if (!strcmp(k, "apiVersion") || !strcmp(k, "kind") || !strcmp(k, "metadata")) continue;
       const json_t *ps = props ? json_object_get(props, k) : NULL;
-      if (!ps) report(&w, k, "unknown field");
-      else walk(&w, ps, v, k);
+      if (!ps)
+        report(&w, k, "unknown field");
+      else
+        walk(&w, ps, v, k);
     }
     return w.n;
   }
@@ -143,7 +158,8 @@ size_t ic_api_strict_fields(const json_t *obj, const json_t *crd_schema, ic_api_
     json_object_foreach((json_t *)obj, k, v) {
       if (!strcmp(k, "apiVersion") || !strcmp(k, "kind") || !strcmp(k, "metadata")) continue;
       bool ok = false;
-      for (size_t f = 0; f < 6 && KNOWN[i].fields[f]; f++) ok |= strcmp(KNOWN[i].fields[f], k) == 0;
+      for (size_t f = 0; f < 6 && KNOWN[i].fields[f]; f++)
+        ok |= strcmp(KNOWN[i].fields[f], k) == 0;
       if (!ok) report(&w, k, "unknown field");
     }
     return w.n;

@@ -21,13 +21,16 @@ static const char *SCHEMA =
     "{\"type\":\"object\",\"properties\":{"
     " \"spec\":{\"type\":\"object\",\"properties\":{"
     "   \"a\":{\"type\":\"integer\"},"
-    "   \"list\":{\"type\":\"array\",\"items\":{\"type\":\"object\",\"properties\":{\"x\":{\"type\":\"string\"}}}},"
+    "   "
+    "\"list\":{\"type\":\"array\",\"items\":{\"type\":\"object\",\"properties\":{\"x\":{\"type\":"
+    "\"string\"}}}},"
     "   \"labels\":{\"type\":\"object\",\"additionalProperties\":{\"type\":\"string\"}},"
     "   \"free\":{\"type\":\"object\",\"x-kubernetes-preserve-unknown-fields\":true}}},"
     " \"status\":{\"type\":\"object\"}}}";
 
 static size_t run(const char *obj_text, const char *schema_text, seen_t *s) {
-  json_t *obj = json_loads(obj_text, 0, NULL), *sc = schema_text ? json_loads(schema_text, 0, NULL) : NULL;
+  json_t *obj = json_loads(obj_text, 0, NULL),
+         *sc = schema_text ? json_loads(schema_text, 0, NULL) : NULL;
   cr_assert(obj);
   memset(s, 0, sizeof *s);
   size_t n = ic_api_strict_fields(obj, sc, collect, s);
@@ -38,10 +41,11 @@ static size_t run(const char *obj_text, const char *schema_text, seen_t *s) {
 
 Test(api_strict, unknown_fields_at_every_depth_are_reported_with_their_path) {
   seen_t s;
-  size_t n = run("{\"apiVersion\":\"g/v1\",\"kind\":\"K\",\"metadata\":{\"name\":\"n\",\"lables\":{}},"
-                 "\"spec\":{\"a\":1,\"b\":2,\"list\":[{\"x\":\"1\"},{\"y\":2}],\"labels\":{\"any\":\"v\"},"
-                 "\"free\":{\"whatever\":{\"deep\":1}}},\"extra\":true}",
-                 SCHEMA, &s);
+  size_t n =
+      run("{\"apiVersion\":\"g/v1\",\"kind\":\"K\",\"metadata\":{\"name\":\"n\",\"lables\":{}},"
+          "\"spec\":{\"a\":1,\"b\":2,\"list\":[{\"x\":\"1\"},{\"y\":2}],\"labels\":{\"any\":\"v\"},"
+          "\"free\":{\"whatever\":{\"deep\":1}}},\"extra\":true}",
+          SCHEMA, &s);
   cr_assert_eq(n, 4);
   cr_assert_str_eq(s.paths[0], "metadata.lables");
   cr_assert_str_eq(s.paths[1], "spec.b");
@@ -51,7 +55,8 @@ Test(api_strict, unknown_fields_at_every_depth_are_reported_with_their_path) {
 
 Test(api_strict, a_clean_object_passes) {
   seen_t s;
-  cr_assert_eq(run("{\"apiVersion\":\"g/v1\",\"kind\":\"K\",\"metadata\":{\"name\":\"n\",\"labels\":{\"a\":\"b\"}},"
+  cr_assert_eq(run("{\"apiVersion\":\"g/"
+                   "v1\",\"kind\":\"K\",\"metadata\":{\"name\":\"n\",\"labels\":{\"a\":\"b\"}},"
                    "\"spec\":{\"a\":1},\"status\":{\"anything\":1}}",
                    SCHEMA, &s),
                0);
@@ -59,24 +64,31 @@ Test(api_strict, a_clean_object_passes) {
 
 Test(api_strict, builtin_kinds_get_apiversion_kind_and_top_level_checks) {
   seen_t s;
-  cr_assert_eq(run("{\"apiVersion\":\"apps/v1\",\"kind\":\"Deployment\",\"metadata\":{\"name\":\"d\"},\"spec\":{}}",
+  cr_assert_eq(run("{\"apiVersion\":\"apps/"
+                   "v1\",\"kind\":\"Deployment\",\"metadata\":{\"name\":\"d\"},\"spec\":{}}",
                    NULL, &s),
                0);
-  cr_assert_eq(run("{\"apiVersion\":\"apps/v1\",\"kind\":\"Deployment\",\"metadata\":{\"name\":\"d\"},\"spce\":{}}",
+  cr_assert_eq(run("{\"apiVersion\":\"apps/"
+                   "v1\",\"kind\":\"Deployment\",\"metadata\":{\"name\":\"d\"},\"spce\":{}}",
                    NULL, &s),
                1);
   cr_assert_str_eq(s.paths[0], "spce");
-  cr_assert_eq(run("{\"apiVersion\":\"app/v1\",\"kind\":\"Deployment\",\"metadata\":{\"name\":\"d\"}}", NULL, &s), 1);
+  cr_assert_eq(
+      run("{\"apiVersion\":\"app/v1\",\"kind\":\"Deployment\",\"metadata\":{\"name\":\"d\"}}", NULL,
+          &s),
+      1);
   cr_assert_str_eq(s.paths[0], "kind");
   cr_assert_eq(run("{\"kind\":\"Deployment\"}", NULL, &s), 1);
   cr_assert_str_eq(s.paths[0], "apiVersion");
 }
 
 Test(api_strict, crd_schema_is_found_for_the_storage_version) {
-  json_t *crd = json_loads("{\"kind\":\"CustomResourceDefinition\",\"spec\":{\"group\":\"g.io\",\"names\":{\"kind\":\"K\"},"
-                           "\"versions\":[{\"name\":\"v1\",\"storage\":true,\"schema\":{\"openAPIV3Schema\":"
-                           "{\"type\":\"object\"}}}]}}",
-                           0, NULL);
+  json_t *crd =
+      json_loads("{\"kind\":\"CustomResourceDefinition\",\"spec\":{\"group\":\"g.io\",\"names\":{"
+                 "\"kind\":\"K\"},"
+                 "\"versions\":[{\"name\":\"v1\",\"storage\":true,\"schema\":{\"openAPIV3Schema\":"
+                 "{\"type\":\"object\"}}}]}}",
+                 0, NULL);
   const char *g, *k, *v;
   const json_t *sc = ic_api_crd_schema(crd, &g, &k, &v);
   cr_assert(sc);
