@@ -34,7 +34,7 @@ typedef struct opts {
   int64_t count, evict_every, clear_every, gap_every, malformed_every, buffer_steps;
   uint64_t seed;
   int64_t interval_us, start_delay_us;
-  bool omit_token_ids, print_tokens, ts_zero;
+  bool omit_token_ids, print_tokens, ts_zero, hold;
 } opts_t;
 
 static volatile sig_atomic_t g_stop;
@@ -73,6 +73,8 @@ static const ic_cli_flag_t FLAGS[] = {
     {"http-bind-address", "string", NULL,
      "run the engine simulator instead (a simulated vLLM replica; its flags:\n"
      "fake-engine --http-bind-address=x --help, docs/enginesim.md)"},
+    {"hold", NULL, NULL,
+     "with --count: keep serving replay after the last message until signalled"},
 };
 static const ic_cli_t CLI = {"fake-engine",
                              "publishes vLLM/SGLang KV-cache events like an engine (tests, demos)",
@@ -247,6 +249,7 @@ int main(int argc, char **argv) {
                                      {"ts-zero", no_argument, 0, 'z'},
                                      {"print-tokens", no_argument, 0, 'p'},
                                      {"start-delay", required_argument, 0, 'D'},
+                                     {"hold", no_argument, 0, 'H'},
                                      {"help", no_argument, 0, 'h'},
                                      {"version", no_argument, 0, 'V'},
                                      {0, 0, 0, 0}};
@@ -295,6 +298,7 @@ int main(int argc, char **argv) {
     case 'z': o.ts_zero = true; break;
     case 'p': o.print_tokens = true; break;
     case 'D': bad = parse_dur(optarg, &o.start_delay_us); break;
+    case 'H': o.hold = true; break;
     case 'h': usage(stdout); return 0;
     case 'V': ic_version_print(stdout, CLI.program); return 0;
     default: return ic_cli_fail(&CLI, "flag provided but not defined or missing its value");
@@ -413,7 +417,8 @@ int main(int argc, char **argv) {
   }
   /* One-shot mode: keep serving replay requests briefly so a subscriber can repair a final gap. */
   if (router && o.count > 0 && !g_stop) {
-    int64_t until = ic_clock_monotonic_us() + 2000000;
+    if (o.hold) fprintf(stderr, "holding: published %" PRIu64 " messages\n", seq);
+    int64_t until = o.hold ? INT64_MAX : ic_clock_monotonic_us() + 2000000;
     while (!g_stop && ic_clock_monotonic_us() < until) {
       ic_esim_pub_serve(pub, 100);
     }

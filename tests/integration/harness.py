@@ -401,22 +401,8 @@ class EngineSim(_Proc):
     def replay_endpoint(self):
         return "tcp://127.0.0.1:%d" % self.replay_port
 
-
-class Subscriber(_Proc):
-    """kvevent-subscriber wired to one EngineSim and a Server (events, replay socket, /metrics)."""
-
-    def __init__(self, server, engine, replica_id, model="sim-model", tenant="", args=None,
-                 wait=True):
-        self.replica_id = replica_id
-        self.http_port = free_port()
-        cmd = [SUBSCRIBER_BIN, "--engine-endpoint=" + engine.pub_endpoint,
-               "--replay-endpoint=" + engine.replay_endpoint, "--server=" + server.grpc_addr,
-               "--replica-id=" + replica_id, "--model-id=" + model, "--tenant-id=" + tenant,
-               "--engine-metrics-url=" + engine.url + "/metrics",
-               "--http-bind-address=127.0.0.1:%d" % self.http_port] + list(args or [])
-        self._spawn(cmd, "ic-sub-")
-        if wait:
-            self._wait_http("http://127.0.0.1:%d/healthz" % self.http_port, 30, "subscriber")
+    # The name Subscriber looks for: the engine's event endpoint.
+    endpoint = pub_endpoint
 
 
 class Fleet:
@@ -432,8 +418,8 @@ class Fleet:
             for i in range(n):
                 self.engines.append(EngineSim(engine_args, model=model))
             for i, e in enumerate(self.engines):
-                self.subs.append(Subscriber(server, e, "replica-%d" % i, model=model,
-                                            tenant=tenant, args=sub_args))
+                self.subs.append(Subscriber(server, [e], replica="replica-%d" % i, model=model,
+                                            tenant=tenant, extra=sub_args))
         except Exception:
             self.stop()
             raise
@@ -456,3 +442,297 @@ class Fleet:
 
     def __exit__(self, *exc):
         self.stop()
+
+
+# ---------------------------------------------------------------------------------------------
+# Engine side: the real fake-engine binary and the real kvevent-subscriber.
+
+SUB_BIN = SUBSCRIBER_BIN
+FAKE_BIN = FAKE_ENGINE_BIN
+
+
+def _check_sanitizer_report(text):
+    # Against a sanitizer build (IC_BUILD_DIR of an -DIC_SANITIZE=ON tree) any report fails.
+    for needle in ("AddressSanitizer", "LeakSanitizer", "runtime error:"):
+        assert needle not in text, text[-4000:]
+
+
+class FakeEngine:
+    """The fake-engine binary on fixed loopback ports chosen once, so kill9() + start() is an
+    engine restart on the same endpoints (a new process, sequence numbers from 0 again).
+    args: fake-engine flags besides --bind/--replay-bind. stdout (--print-tokens) and stderr go
+    to log files; prompts() parses the JSON lines."""
+
+    def __init__(self, args=None, replay=True):
+        self.args = list(args or [])
+        self.port = free_port()
+        self.replay_port = free_port() if replay else None
+        self.proc = None
+        self.starts = 0
+        fd, self.out_path = tempfile.mkstemp(prefix="ic-fake-", suffix=".out")
+        os.close(fd)
+        fd, self.log_path = tempfile.mkstemp(prefix="ic-fake-", suffix=".log")
+        os.close(fd)
+
+    @property
+    def endpoint(self):
+        return "tcp://127.0.0.1:%d" % self.port
+
+    @property
+    def replay_endpoint(self):
+        return "tcp://127.0.0.1:%d" % self.replay_port if self.replay_port else None
+
+    def start(self, args=None):
+        if args is not None:
+            self.args = list(args)
+        cmd = [FAKE_BIN, "--bind=" + self.endpoint] + self.args
+        if self.replay_port:
+            cmd.append("--replay-bind=" + self.replay_endpoint)
+        self._out = open(self.out_path, "wb")
+        self._err = open(self.log_path, "ab")
+        self.proc = subprocess.Popen(cmd, stdout=self._out, stderr=self._err)
+        _live.add(self.proc)
+        self.starts += 1
+        return self
+
+    def kill9(self):
+        """SIGKILL, like an OOM-killed or crashed engine: sockets vanish, nothing is flushed."""
+        if self.proc and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(10)
+        self._close_files()
+
+    def _close_files(self):
+        if self.proc:
+            _live.discard(self.proc)
+        for f in (getattr(self, "_out", None), getattr(self, "_err", None)):
+            if f and not f.closed:
+                f.close()
+
+    def stop(self):
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(10)
+        self._close_files()
+
+    def logs(self):
+        with open(self.log_path, errors="replace") as f:
+            return f.read()
+
+    def prompts(self):
+        """The --print-tokens lines of the current process: [{prompt, tokens, ...}]."""
+        import json
+        out = []
+        with open(self.out_path, errors="replace") as f:
+            for line in f:
+                try:
+                    out.append(json.loads(line))
+                except ValueError:
+                    pass
+        return out
+
+    def cleanup(self):
+        self.stop()
+        for p in (self.out_path, self.log_path):
+            try:
+                os.unlink(p)
+            except OSError:
+                pass
+
+
+class Subscriber:
+    """The real kvevent-subscriber for `engines` (one engine or a list of objects with .endpoint
+    and .replay_endpoint / .replay_port: FakeEngine, EngineSim, python engines; those with
+    wait_subscribed() are waited for; an EngineSim's /metrics is scraped for stats, others get
+    no stats reports). `server`: a Server or a host:port. stderr to a log file; metrics() parses
+    its /metrics."""
+
+    def __init__(self, server, engines, replica="r0", model="m", tenant="t", extra=None,
+                 replay=True, wait=True):
+        if not isinstance(engines, (list, tuple)):
+            engines = [engines]
+        server_addr = getattr(server, "grpc_addr", server)
+        self.replica_id = replica
+        self.http_port = free_port()
+        args = [SUB_BIN, "--server=" + server_addr, "--replica-id=" + replica,
+                "--model-id=" + model, "--tenant-id=" + tenant,
+                "--http-bind-address=127.0.0.1:%d" % self.http_port, "--max-backoff=500ms"]
+        sims = [e for e in engines if hasattr(e, "url")]
+        if sims:
+            args.append("--engine-metrics-url=" + sims[0].url + "/metrics")
+        else:
+            args.append("--stats-interval=1h")
+        for e in engines:
+            args.append("--engine-endpoint=" + e.endpoint)
+        if replay:
+            for e in engines:
+                if getattr(e, "replay_port", None):
+                    args.append("--replay-endpoint=" + e.replay_endpoint)
+        args += list(extra or [])
+        fd, self.log_path = tempfile.mkstemp(prefix="ic-sub-", suffix=".log")
+        self._log = os.fdopen(fd, "wb")
+        self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=self._log)
+        _live.add(self.proc)
+        if wait:
+            waited = 0
+            for e in engines:
+                if hasattr(e, "wait_subscribed"):
+                    e.wait_subscribed()
+                    waited += 1 if replay and getattr(e, "replay_port", None) else 0
+            # On connecting, the subscriber first learns what a running engine already holds
+            # (catch-up from its replay socket); tests publish after that, so what they publish
+            # arrives live and not inside the catch-up.
+            if waited:
+                wait_until(lambda: self.metric('kvevent_subscriber_replays_total{result="catchup"}')
+                           >= waited, timeout=30, what="subscriber catch-up on connect")
+                # ... and its ALL_CLEARED delivered, so a test's first updates do not ride along
+                # with it (a queued clear flushes queued adds early). A server that is down on
+                # purpose keeps it queued: then go on after a while.
+                try:
+                    wait_until(lambda: self.metric("kvevent_subscriber_queue_depth") == 0,
+                               timeout=10, what="catch-up delivered")
+                except AssertionError:
+                    pass
+            else:
+                self._wait_healthz(30)
+
+    def _wait_healthz(self, timeout):
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError("subscriber exited early (rc=%s): %s" % (self.proc.returncode,
+                                                                           self.logs()[-2000:]))
+            try:
+                if http_get("http://127.0.0.1:%d/healthz" % self.http_port, timeout=2)[0] == 200:
+                    return
+            except Exception:
+                pass
+            time.sleep(0.05)
+        raise RuntimeError("subscriber not ready in %ss: %s" % (timeout, self.logs()[-2000:]))
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.stop()
+
+    def metrics(self):
+        st, _, body = http_get("http://127.0.0.1:%d/metrics" % self.http_port)
+        assert st == 200
+        out = {}
+        for line in body.decode().splitlines():
+            if line.startswith("#") or not line.strip():
+                continue
+            name, val = line.rsplit(" ", 1)
+            out[name] = float(val)
+        return out
+
+    def metric(self, name):
+        return self.metrics().get(name, 0.0)
+
+    def logs(self):
+        with open(self.log_path, errors="replace") as f:
+            return f.read()
+
+    def stop(self):
+        if self._log.closed:
+            return self.proc.returncode
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(10)
+        _live.discard(self.proc)
+        self._log.close()
+        rc = self.proc.returncode
+        text = self.logs()
+        os.unlink(self.log_path)
+        _check_sanitizer_report(text)
+        return rc
+
+
+class SlowClients:
+    """A slowloris: `n` TCP connections to 127.0.0.1:port that send a request line and then
+    trickle one header line each every `interval` s, never finishing the request.
+
+    Sources: connection i is bound to 127.0.0.<2 + i % sources> (all of 127/8 is loopback on
+    Linux), so a flood can come from one address or many; 127.0.0.1 stays free for the checks
+    a test makes meanwhile. trickle() sends one round; closed() counts connections the server
+    closed (EOF or reset). Use as a context manager (closes everything on exit)."""
+
+    def __init__(self, port, n, sources=1, interval=0.5):
+        import resource
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        if soft < n + 256 and (hard == resource.RLIM_INFINITY or hard > soft):
+            want = n + 1024 if hard == resource.RLIM_INFINITY else min(hard, n + 1024)
+            resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
+        self.port, self.n, self.sources, self.interval = port, n, sources, interval
+        self.socks = []
+        self.dead = set()
+
+    def open(self):
+        for i in range(self.n):
+            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            s.bind(("127.0.0.%d" % (2 + i % self.sources), 0))
+            s.settimeout(5)
+            try:
+                s.connect(("127.0.0.1", self.port))
+                s.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")
+            except OSError:
+                self.dead.add(i)
+            s.setblocking(False)
+            self.socks.append(s)
+        return self
+
+    def _poll(self):
+        for i, s in enumerate(self.socks):
+            if i in self.dead:
+                continue
+            try:
+                if s.recv(4096) == b"":
+                    self.dead.add(i)
+            except BlockingIOError:
+                pass
+            except OSError:
+                self.dead.add(i)
+
+    def trickle(self):
+        """One round: one more header line on every connection still open."""
+        self._poll()
+        for i, s in enumerate(self.socks):
+            if i in self.dead:
+                continue
+            try:
+                s.send(b"X-Slow: 1\r\n")
+            except BlockingIOError:
+                pass
+            except OSError:
+                self.dead.add(i)
+
+    def run(self, seconds):
+        """Trickles for `seconds`."""
+        end = time.monotonic() + seconds
+        while time.monotonic() < end:
+            self.trickle()
+            time.sleep(self.interval)
+
+    def closed(self):
+        self._poll()
+        return len(self.dead)
+
+    def close(self):
+        for s in self.socks:
+            s.close()
+        self.socks = []
+
+    def __enter__(self):
+        return self.open()
+
+    def __exit__(self, *exc):
+        self.close()

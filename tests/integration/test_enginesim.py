@@ -262,7 +262,7 @@ def test_subscriber_indexes_served_prompts_and_drops_evicted(server, encoding):
     eng = EngineSim(["--kv-capacity-tokens=2048", "--speedup=20", "--encoding=" + encoding],
                     model=model)
     sub = Subscriber(server, eng, "sim-0", model=model, tenant="t",
-                     args=["--hash-scheme=" + scheme])
+                     extra=["--hash-scheme=" + scheme])
     try:
         def lk(tokens):
             return top(lookup(server, tokens, model=model, scheme=scheme))
