@@ -12,7 +12,7 @@ PACKAGES=(
   python3 python3-grpcio python3-grpc-tools python3-zmq python3-msgpack
   python3-pytest python3-jsonschema python3-jsonpatch python3-yaml openssl
   libyaml-dev
-  prometheus mmdebstrap umoci skopeo
+  prometheus mmdebstrap umoci skopeo python3-xxhash
 )
 # kubectl (with kustomize) renders config/ in the tests; Debian's kubernetes-client provides it
 # where no newer kubectl is installed.

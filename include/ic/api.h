@@ -426,6 +426,19 @@ IC_API_DECLARE_KIND(pdtopology)
  * and collect the structural-schema errors. Unknown kinds get one error at "kind". */
 int ic_api_validate_schema(const json_t *obj, ic_api_errors_t *errs);
 
+/* Strict field validation (lib/api/strict.c), what `kubectl apply` with strict field validation
+ * rejects: fields no schema declares, typos included. With `crd_schema` (a CRD version's
+ * openAPIV3Schema) the whole object is walked; without it, built-in and third-party kinds the
+ * install ships get apiVersion/kind, metadata and top-level fields checked, and an unknown
+ * apiVersion/kind pair is itself reported. `fn(ud, path, why)` is called per problem (path like
+ * "spec.strategy.requireChian"); returns how many. */
+typedef void (*ic_api_strict_fn)(void *ud, const char *path, const char *why);
+size_t ic_api_strict_fields(const json_t *obj, const json_t *crd_schema, ic_api_strict_fn fn, void *ud);
+/* The openAPIV3Schema of a CustomResourceDefinition's storage version (borrowed from `crd`), with
+ * its group, kind and version; NULL when it has none. */
+const json_t *ic_api_crd_schema(const json_t *crd, const char **group, const char **kind,
+                                const char **version);
+
 /* ---- CacheBackend read-time defaults (cachebackend-v1alpha1.md §3.2; never written to spec) -- */
 
 /* Engine-wired = spec.runtime non-empty. */

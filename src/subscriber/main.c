@@ -26,6 +26,7 @@ static const ic_cli_flag_t FLAGS[] = {
      "engine ROUTER replay endpoint, paired with the --engine-endpoint at the same position"},
     {"topic", "string", NULL, "ZeroMQ subscription prefix; \"\" = every topic"},
     {"server", "string", "127.0.0.1:9090", "inferencecache-server gRPC target"},
+    {"server-ca-file", "string", NULL, "PEM CA bundle: speak TLS to --server and verify it with these roots (default: plaintext)"},
     {"replica-id", "string", NULL, "this replica's identity, usually the pod name (required)"},
     {"model-id", "string", NULL, "the model the engine serves (required)"},
     {"tenant-id", "string", NULL, "tenant the replica's entries belong to"},
@@ -315,7 +316,8 @@ enum {
   O_LOGLEVEL,
   O_LOGFMT,
   O_HELP,
-  O_VERSION
+  O_VERSION,
+  O_SERVER_CA
 };
 
 int main(int argc, char **argv) {
@@ -344,6 +346,7 @@ int main(int argc, char **argv) {
                                      {"replay-endpoint", required_argument, 0, O_REPLAY},
                                      {"topic", required_argument, 0, O_TOPIC},
                                      {"server", required_argument, 0, O_SERVER},
+                                     {"server-ca-file", required_argument, 0, O_SERVER_CA},
                                      {"replica-id", required_argument, 0, O_REPLICA},
                                      {"model-id", required_argument, 0, O_MODEL},
                                      {"tenant-id", required_argument, 0, O_TENANT},
@@ -389,6 +392,7 @@ int main(int argc, char **argv) {
       break;
     case O_TOPIC: c->topic = optarg; break;
     case O_SERVER: c->server = optarg; break;
+    case O_SERVER_CA: c->server_ca_file = optarg; break;
     case O_REPLICA: c->replica_id = optarg; break;
     case O_MODEL: c->model_id = optarg; break;
     case O_TENANT: c->tenant_id = optarg; break;
@@ -470,7 +474,23 @@ int main(int argc, char **argv) {
   signal(SIGPIPE, SIG_IGN);
   curl_global_init(CURL_GLOBAL_DEFAULT); /* before any thread: not thread-safe */
 
-  c->rpc = sub_grpc_new(c->server, (int)(c->max_backoff_us / 1000));
+  char *ca_pem = NULL;
+  if (c->server_ca_file && *c->server_ca_file) {
+    ic_buf_t pem = IC_BUF_INIT;
+    FILE *f = fopen(c->server_ca_file, "rb");
+    char chunk[4096];
+    for (size_t n; f && (n = fread(chunk, 1, sizeof chunk, f)) > 0;) ic_buf_append(&pem, chunk, n);
+    if (f) fclose(f);
+    if (!f || pem.len == 0 || !strstr(pem.data, "-----BEGIN CERTIFICATE-----")) {
+      ic_buf_free(&pem);
+      ic_log_error("server_ca_file_unreadable", IC_LS("file", c->server_ca_file),
+                   IC_LS("err", "no PEM certificate in the file"));
+      return 1;
+    }
+    ca_pem = ic_buf_detach(&pem, NULL);
+  }
+  c->rpc = sub_grpc_new(c->server, (int)(c->max_backoff_us / 1000), ca_pem);
+  free(ca_pem);
   if (!c->rpc) {
     ic_log_error("grpc client", IC_LS("err", "cannot create channel"), IC_LS("server", c->server));
     return 1;
