@@ -10,13 +10,26 @@ from harness import BUILD_DIR, SOURCE_DIR, free_port
 SCRIPT = os.path.join(SOURCE_DIR, "scripts", "run-demo.sh")
 
 
+def _port_pair():
+    """A port p with p+1 free as well: the demo's engines use p for events and p+1 for replay."""
+    for _ in range(200):
+        p = free_port()
+        try:
+            with socket.socket() as s:
+                s.bind(("127.0.0.1", p + 1))
+            return p
+        except OSError:
+            continue
+    raise RuntimeError("no free port pair")
+
+
 def _env(**over):
     env = dict(os.environ, IC_DEMO_ONCE="1")
     for var in ("IC_DEMO_GRPC", "IC_DEMO_HTTP", "IC_DEMO_SNAPSHOT", "IC_DEMO_SUB0_METRICS",
                 "IC_DEMO_SUB1_METRICS"):
         env[var] = "127.0.0.1:%d" % free_port()
-    env["IC_DEMO_ENGINE0_PORT"] = str(free_port())
-    env["IC_DEMO_ENGINE1_PORT"] = str(free_port())
+    env["IC_DEMO_ENGINE0_PORT"] = str(_port_pair())
+    env["IC_DEMO_ENGINE1_PORT"] = str(_port_pair())
     env.update(over)
     return env
 
@@ -64,6 +77,8 @@ def test_printed_snippet_runs_with_the_interpreter_it_names():
         deadline = time.time() + 90
         while "serving:" not in out and time.time() < deadline and p.poll() is None:
             out += p.stdout.readline()
+        if "serving:" not in out and p.poll() is not None:
+            out += "\n[demo exited %s] %s" % (p.returncode, p.stderr.read()[-3000:])
         assert "serving:" in out, out
         banner = ""
         # The banner went to stderr before the demo started; read what is buffered so far.
