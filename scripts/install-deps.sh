@@ -12,6 +12,7 @@ PACKAGES=(
   python3 python3-grpcio python3-grpc-tools python3-zmq python3-msgpack
   python3-pytest python3-jsonschema python3-jsonpatch python3-yaml openssl
   libyaml-dev
+  libpcre2-dev libutf8proc-dev
 )
 
 missing=()
@@ -22,7 +23,7 @@ for p in "${PACKAGES[@]}"; do
 done
 
 if [ ${#missing[@]} -eq 0 ]; then
-  exit 0
+  exec "$(dirname "$0")/install-oracles.sh"
 fi
 
 SUDO=""
@@ -37,3 +38,6 @@ export DEBIAN_FRONTEND=noninteractive
 $SUDO apt-get update -qq
 $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 echo "install-deps: done" >&2
+
+# npm fixtures for the tokenizer/chat-template conformance tests (their own idempotent step).
+"$(dirname "$0")/install-oracles.sh"
