@@ -12,7 +12,7 @@ PACKAGES=(
   python3 python3-grpcio python3-grpc-tools python3-zmq python3-msgpack
   python3-pytest python3-jsonschema python3-jsonpatch python3-yaml openssl
   libyaml-dev
-  libpcre2-dev libutf8proc-dev
+  libpcre2-dev libutf8proc-dev python3-jinja2
 )
 
 missing=()

@@ -45,4 +45,17 @@ int ic_chattemplate_render(const ic_chattemplate_t *t, const json_t *vars,
                            const ic_chattemplate_opts_t *opts, ic_buf_t *out,
                            char err[IC_CHATTEMPLATE_ERR_MAX]);
 
+/* ---- Hugging Face tokenizer_config.json helpers */
+
+/* The chat template of a tokenizer_config.json: `chat_template` when it is a string, else the
+ * entry named `name` (NULL = "default") of its list form. NULL when absent. Borrowed from cfg. */
+const char *ic_chattemplate_hf_template(const json_t *cfg, const char *name);
+
+/* The variables transformers' apply_chat_template passes besides messages: every special token of
+ * cfg (bos_token, eos_token, unk_token, pad_token, sep_token, cls_token, mask_token; AddedToken
+ * objects reduced to their content; absent or null ones left out) plus
+ * add_generation_prompt. Returns a new object (caller decrefs), NULL on OOM; the caller adds
+ * `messages` (and `tools`, or anything else) to it. */
+json_t *ic_chattemplate_hf_vars(const json_t *cfg, int add_generation_prompt);
+
 #endif
