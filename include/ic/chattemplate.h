@@ -25,7 +25,7 @@ typedef struct ic_chattemplate_opts {
   int64_t now;        /* strftime_now's clock, seconds since the epoch (UTC); < 0 = now */
 } ic_chattemplate_opts_t;
 
-#define IC_CHATTEMPLATE_ERR_MAX 256
+#define IC_CHATTEMPLATE_ERR_MAX 1024
 
 /* Compiles `src` (`len` bytes, any bytes allowed). On success *out owns the template (free with
  * ic_chattemplate_free); it is immutable, so one template may render on many threads at once.

@@ -831,7 +831,7 @@ ct_val ct_call_builtin(ct_ctx *c, ct_val fn, ct_val *args, size_t nargs, const c
   }
   case G_RAISE: {
     ct_str m = nargs ? as_str(c, args[0]) : (ct_str){"", 0};
-    ct_fail(c, IC_EINVAL, "%.*s", (int)(m.n > 200 ? 200 : m.n), m.p);
+    ct_fail(c, IC_EINVAL, "%.*s", (int)(m.n > 900 ? 900 : m.n), m.p);
   }
   default: {
     if (!nargs || args[0].t != V_STR) ct_fail(c, IC_EINVAL, "strftime_now needs a format string");

@@ -371,8 +371,7 @@ static flow exec_for(ct_ctx *c, ct_frame *f, const ct_node *x) {
   ct_loop *lp = ct_alloc(c, sizeof *lp);
   lp->length = items->n;
   lp->items = items;
-  ct_val *outer = frame_find(f, "loop", 4);
-  lp->depth = outer && outer->t == V_LOOP ? outer->u.loop->depth + 1 : 1;
+  lp->depth = 1; /* depth grows only in recursive loops, which are unsupported */
   static const ct_str loop_name = {"loop", 4};
   for (size_t i = 0; i < items->n; i++) {
     lf->n = 0; /* assignments in the body do not survive the iteration (jinja scoping) */

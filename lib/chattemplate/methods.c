@@ -367,6 +367,11 @@ ct_val ct_case(ct_ctx *c, ct_str s, int mode) {
     else if (mode == 1) up = true;
     else if (mode == 2) up = i == 0;
     else up = word_start;
+    if (up && cp == 0xdf) { /* full case mapping: Python upper-cases ß to SS */
+      ct_sb_put(c, &b, mode == 1 ? "SS" : "Ss", 2);
+      word_start = false;
+      continue;
+    }
     utf8proc_int32_t m = up ? utf8proc_toupper((utf8proc_int32_t)cp) : utf8proc_tolower((utf8proc_int32_t)cp);
     if (mode == 3) {
       /* str.title(): a word starts after any uncased character */
@@ -442,8 +447,7 @@ static ct_val split(ct_ctx *c, ct_str s, ct_val sepv, int64_t maxsplit, bool fro
         while (i < s.n && ct_u8_space_at(s.p + i, s.n - i, &adv)) i += adv;
         if (i >= s.n) break;
         if (maxsplit >= 0 && (int64_t)np == maxsplit) {
-          ct_val rest = ct_strip(c, (ct_str){s.p + i, s.n - i}, ct_none(), false, true);
-          PUSH(rest);
+          PUSH(ct_strv(s.p + i, s.n - i)); /* the rest keeps its trailing whitespace */
           break;
         }
         size_t j = i;
@@ -458,11 +462,9 @@ static ct_val split(ct_ctx *c, ct_str s, ct_val sepv, int64_t maxsplit, bool fro
       if (maxsplit < 0 || (size_t)maxsplit >= n) return all;
       size_t keep = (size_t)maxsplit;
       ct_val r = ct_list_new(c, keep + 1, false);
-      const char *first = all.u.l->v[0].u.s.p;
       ct_val lastw = all.u.l->v[n - keep - 1];
-      ct_val head = ct_strip(c, (ct_str){first, (size_t)(lastw.u.s.p + lastw.u.s.n - first)},
-                             ct_none(), true, false);
-      r.u.l->v[0] = head;
+      /* the rest keeps its leading whitespace */
+      r.u.l->v[0] = ct_strv(s.p, (size_t)(lastw.u.s.p + lastw.u.s.n - s.p));
       for (size_t k = 0; k < keep; k++) r.u.l->v[k + 1] = all.u.l->v[n - keep + k];
       return r;
     }
