@@ -49,6 +49,17 @@ const char *ic_tokenizer_eos_token(const ic_tokenizer *t);
 /* Vocabulary size including added tokens (largest id + 1). */
 size_t ic_tokenizer_vocab_size(const ic_tokenizer *t);
 
+/* Split points make prefix caching exact. A split point of text is a byte offset b such that
+ * for EVERY text T with T[0..b] == text[0..b] (byte b included):
+ *   encode(T) == encode(T[0..b)) ++ encode(T[b..])      (add_special false)
+ * They exist only for pipelines checked to be local at such points (ic_tokenizer_splittable:
+ * byte-level BPE, Unicode-composition normalizers at most, pre-tokenizer regexes from a vetted
+ * list, no added token spanning the boundary bytes); the points are an ASCII letter followed by
+ * a space, and a newline followed by an ASCII letter. Returns the first split point greater than
+ * `from`, or 0 when there is none (always 0 for a tokenizer that is not splittable). */
+bool ic_tokenizer_splittable(const ic_tokenizer *t);
+size_t ic_tokenizer_split_point(const ic_tokenizer *t, const char *text, size_t len, size_t from);
+
 /* Pre-token cache counters since load (hits, misses), for metrics and benchmarks. */
 void ic_tokenizer_cache_stats(const ic_tokenizer *t, uint64_t *hits, uint64_t *misses);
 

@@ -97,6 +97,7 @@ typedef struct tk_pre {
   char replacement[8];    /* PT_METASPACE: UTF-8 of the replacement char */
   int prepend_scheme;     /* 0 always, 1 first, 2 never */
   bool split;             /* PT_METASPACE */
+  bool vetted;            /* PT_SPLIT / PT_BYTELEVEL regex known to be local at split points */
 } tk_pre;
 
 /* Splits every piece of ps in place (pieces may be rewritten into ps->text). */
@@ -192,6 +193,7 @@ struct ic_tokenizer {
   bool has_raw, has_norm;
   tk_template post;
   size_t vocab_size;
+  bool splittable; /* see ic_tokenizer_split_point */
   char *chat_template, *bos_token, *eos_token;
   tk_cache_slot *cache; /* TK_CACHE_SLOTS */
   _Atomic uint64_t cache_hits, cache_misses;

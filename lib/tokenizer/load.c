@@ -106,6 +106,25 @@ static int behavior(const char *b, tk_split_behavior *out) {
 static const char gpt2_pattern[] =
     "'s|'t|'re|'ve|'m|'ll|'d| ?\\p{L}+| ?\\p{N}+| ?[^\\s\\p{L}\\p{N}]+|\\s+(?!\\S)|\\s+";
 
+/* Pre-tokenizer regexes checked (by reading them, and by the split-point tests against the
+ * oracle) to end every match before a space that follows an ASCII letter and before an ASCII
+ * letter that follows a newline, looking no further than that byte: Llama 3, Qwen 2.5/3,
+ * DeepSeek V3 (three stages), gpt-oss, and GPT-2's ByteLevel pattern. */
+static const char *const vetted_patterns[] = {
+    "(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}{1,3}| ?[^\\s\\p{L}\\p{N}]+[\\r\\n]*|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+",
+    "(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}| ?[^\\s\\p{L}\\p{N}]+[\\r\\n]*|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+",
+    "[!\"#$%&'()*+,\\-./:;<=>?@\\[\\\\\\]^_`{|}~][A-Za-z]+|[^\r\n\\p{L}\\p{P}\\p{S}]?[\\p{L}\\p{M}]+| ?[\\p{P}\\p{S}]+[\r\n]*|\\s*[\r\n]+|\\s+(?!\\S)|\\s+",
+    "[^\\r\\n\\p{L}\\p{N}]?[\\p{Lu}\\p{Lt}\\p{Lm}\\p{Lo}\\p{M}]*[\\p{Ll}\\p{Lm}\\p{Lo}\\p{M}]+(?i:'s|'t|'re|'ve|'m|'ll|'d)?|[^\\r\\n\\p{L}\\p{N}]?[\\p{Lu}\\p{Lt}\\p{Lm}\\p{Lo}\\p{M}]+[\\p{Ll}\\p{Lm}\\p{Lo}\\p{M}]*(?i:'s|'t|'re|'ve|'m|'ll|'d)?|\\p{N}{1,3}| ?[^\\s\\p{L}\\p{N}]+[\\r\\n/]*|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+",
+    "[\u4e00-\u9fa5\u3040-\u309f\u30a0-\u30ff]+",
+    "\\p{N}{1,3}",
+};
+
+static bool is_vetted(const char *pat) {
+  for (size_t i = 0; i < sizeof vetted_patterns / sizeof vetted_patterns[0]; i++)
+    if (!strcmp(pat, vetted_patterns[i])) return true;
+  return false;
+}
+
 static int load_pre(json_t *o, tk_pre *pt, char *err, int depth) {
   memset(pt, 0, sizeof *pt);
   const char *t = type_of(o);
@@ -130,9 +149,12 @@ static int load_pre(json_t *o, tk_pre *pt, char *err, int depth) {
       return tk_fail(err, "pre_tokenizer Split: unknown behavior");
     pt->invert = flag(o, "invert", false);
     if (!(pt->re = pattern(json_object_get(o, "pattern"), "pre_tokenizer Split", err))) return IC_EINVAL;
+    const char *rx = json_string_value(json_object_get(json_object_get(o, "pattern"), "Regex"));
+    pt->vetted = rx && is_vetted(rx) && pt->behavior == SB_ISOLATED && !pt->invert;
   } else if (!strcmp(t, "ByteLevel")) {
     pt->kind = PT_BYTELEVEL;
     pt->add_prefix_space = flag(o, "add_prefix_space", true);
+    pt->vetted = !pt->add_prefix_space; /* the GPT-2 pattern (or none) is local at split points */
     if (flag(o, "use_regex", true)) {
       char rxerr[200];
       pt->re = tk_regex_compile(gpt2_pattern, sizeof gpt2_pattern - 1, false, rxerr, sizeof rxerr);
@@ -140,6 +162,7 @@ static int load_pre(json_t *o, tk_pre *pt, char *err, int depth) {
     }
   } else if (!strcmp(t, "Digits")) {
     pt->kind = PT_DIGITS;
+    pt->vetted = true; /* splits at digits only */
     pt->individual_digits = flag(o, "individual_digits", false);
   } else if (!strcmp(t, "WhitespaceSplit")) {
     pt->kind = PT_WHITESPACE_SPLIT;
@@ -462,6 +485,51 @@ static int load_added(json_t *arr, ic_tokenizer *t, const tk_vocab *sv, char *er
   return rc;
 }
 
+static bool pre_vetted(const tk_pre *pt) {
+  if (pt->kind != PT_SEQUENCE) return pt->vetted;
+  for (size_t i = 0; i < pt->nchildren; i++)
+    if (!pre_vetted(&pt->children[i])) return false;
+  return true;
+}
+
+static bool norm_local(const tk_norm *nm) {
+  if (!nm) return true;
+  if (nm->kind == NM_SEQUENCE) {
+    for (size_t i = 0; i < nm->nchildren; i++)
+      if (!norm_local(&nm->children[i])) return false;
+    return true;
+  }
+  /* Composition never reaches across an ASCII byte (a starter that composes with nothing before it). */
+  return nm->kind == NM_NFC || nm->kind == NM_NFD || nm->kind == NM_NFKC || nm->kind == NM_NFKD;
+}
+
+static bool ascii_alpha(unsigned char c) { return (c | 0x20) >= 'a' && (c | 0x20) <= 'z'; }
+
+/* True when split points (ic_tokenizer_split_point) are exact for this pipeline. */
+static bool compute_splittable(const ic_tokenizer *t) {
+  if (!t->bpe.byte_level || !t->pre || !pre_vetted(t->pre) || !norm_local(t->normalizer)) return false;
+  for (size_t i = 0; i < t->nadded; i++) {
+    const tk_added *a = &t->added[i];
+    if (a->lstrip || a->rstrip || a->single_word) return false;
+    for (size_t k = 0; k + 1 < a->len; k++) {
+      unsigned char x = (unsigned char)a->content[k], y = (unsigned char)a->content[k + 1];
+      if ((ascii_alpha(x) && y == ' ') || (x == '\n' && ascii_alpha(y))) return false;
+    }
+  }
+  return true;
+}
+
+bool ic_tokenizer_splittable(const ic_tokenizer *t) { return t->splittable; }
+
+size_t ic_tokenizer_split_point(const ic_tokenizer *t, const char *text, size_t len, size_t from) {
+  if (!t->splittable) return 0;
+  for (size_t i = from + 1; i < len; i++) {
+    unsigned char x = (unsigned char)text[i - 1], y = (unsigned char)text[i];
+    if ((ascii_alpha(x) && y == ' ') || (x == '\n' && ascii_alpha(y))) return i;
+  }
+  return 0;
+}
+
 static int load_config(ic_tokenizer *t, const char *cfg, size_t len, char *err) {
   json_error_t je;
   json_t *c = json_loadb(cfg, len, JSON_DECODE_INT_AS_REAL, &je);
@@ -528,6 +596,7 @@ int ic_tokenizer_load_json(const char *json, size_t len, const char *config_json
   tk_vocab_free(&sv);
   if (!rc) rc = load_post(json_object_get(root, "post_processor"), &t->post, err, 0);
   json_decref(root);
+  if (!rc) t->splittable = compute_splittable(t);
   if (!rc && config_json) rc = load_config(t, config_json, config_len, err);
   if (!rc && !(t->cache = calloc(TK_CACHE_SLOTS, sizeof *t->cache))) rc = IC_ENOMEM;
   if (rc) {
