@@ -466,7 +466,7 @@ int ic_chattemplate_compile(const char *src, size_t len, ic_chattemplate_t **out
   ic_chattemplate_t *t = calloc(1, sizeof *t);
   if (!t) return IC_ENOMEM;
   /* nodes and tokens take a bounded multiple of the source */
-  t->arena.limit = 64 * (len + 1024) + (1u << 20);
+  t->arena.limit = 192 * len + (4u << 20);
   int rc = ct_parse(t, src ? src : "", len, err, IC_CHATTEMPLATE_ERR_MAX);
   if (rc) {
     ct_arena_free(&t->arena);
@@ -499,6 +499,13 @@ static int render_root(ct_ctx *c, const ic_chattemplate_t *t, const json_t *vars
   return ic_buf_append(out, buf.p ? buf.p : "", buf.n) ? IC_ENOMEM : 0;
 }
 
+/* The one place errors land: ct_fail longjmps here; everything else is in the arena. */
+static int render_guarded(ct_ctx *c, const ic_chattemplate_t *t, const json_t *vars,
+                          ic_buf_t *out) {
+  if (setjmp(c->jb)) return c->code;
+  return render_root(c, t, vars, out);
+}
+
 int ic_chattemplate_render(const ic_chattemplate_t *t, const json_t *vars,
                            const ic_chattemplate_opts_t *opts, ic_buf_t *out,
                            char err[IC_CHATTEMPLATE_ERR_MAX]) {
@@ -514,11 +521,7 @@ int ic_chattemplate_render(const ic_chattemplate_t *t, const json_t *vars,
   c->max_depth = opts->max_depth ? opts->max_depth : 64;
   c->arena.limit = opts->max_memory ? opts->max_memory : (64u << 20);
   c->now = opts->now >= 0 ? opts->now : (int64_t)time(NULL);
-  int rc;
-  if (setjmp(c->jb))
-    rc = c->code;
-  else
-    rc = render_root(c, t, vars, out);
+  int rc = render_guarded(c, t, vars, out);
   ct_arena_free(&c->arena);
   free(c);
   return rc;

@@ -179,7 +179,18 @@ static double as_double(ct_val v) {
 }
 static int64_t as_int(ct_val v) { return v.t == V_INT ? v.u.i : (int64_t)v.u.b; }
 
+static bool equal_nested(ct_ctx *c, ct_val a, ct_val b);
+
 bool ct_equal(ct_ctx *c, ct_val a, ct_val b) {
+  if ((a.t != V_LIST && a.t != V_DICT) || a.t != b.t) return equal_nested(c, a, b);
+  /* containers built in a loop can nest arbitrarily deep: bound the recursion */
+  if (++c->depth > c->max_depth * 8) ct_fail(c, IC_ERANGE, "values nested too deeply to compare");
+  bool r = equal_nested(c, a, b);
+  c->depth--;
+  return r;
+}
+
+static bool equal_nested(ct_ctx *c, ct_val a, ct_val b) {
   if (numeric(a) && numeric(b)) {
     if (a.t == V_FLOAT || b.t == V_FLOAT) return as_double(a) == as_double(b);
     return as_int(a) == as_int(b);
@@ -224,12 +235,16 @@ int ct_compare(ct_ctx *c, ct_val a, ct_val b) {
     return r ? r : (a.u.s.n > b.u.s.n) - (a.u.s.n < b.u.s.n);
   }
   if (a.t == V_LIST && b.t == V_LIST && a.tuple == b.tuple) {
+    if (++c->depth > c->max_depth * 8) ct_fail(c, IC_ERANGE, "values nested too deeply to compare");
     size_t n = a.u.l->n < b.u.l->n ? a.u.l->n : b.u.l->n;
+    int r = (a.u.l->n > b.u.l->n) - (a.u.l->n < b.u.l->n);
     for (size_t i = 0; i < n; i++) {
       if (ct_equal(c, a.u.l->v[i], b.u.l->v[i])) continue;
-      return ct_compare(c, a.u.l->v[i], b.u.l->v[i]);
+      r = ct_compare(c, a.u.l->v[i], b.u.l->v[i]);
+      break;
     }
-    return (a.u.l->n > b.u.l->n) - (a.u.l->n < b.u.l->n);
+    c->depth--;
+    return r;
   }
   if (a.t == V_UNDEF || b.t == V_UNDEF)
     ct_fail(c, IC_EINVAL, "'%.*s' is undefined", (int)(a.t == V_UNDEF && a.hint ? a.hint->n : b.hint ? b.hint->n : 9),
