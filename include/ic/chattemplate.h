@@ -23,6 +23,7 @@ typedef struct ic_chattemplate_opts {
   size_t max_memory;  /* bytes of scratch values during one render; 0 = 64 MiB */
   uint32_t max_depth; /* nested macro calls / loops; 0 = 64 */
   int64_t now;        /* strftime_now's clock, seconds since the epoch (UTC); < 0 = now */
+  int no_clock;       /* strftime_now fails: the output must depend on the inputs alone */
 } ic_chattemplate_opts_t;
 
 #define IC_CHATTEMPLATE_ERR_MAX 1024

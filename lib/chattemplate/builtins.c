@@ -834,6 +834,9 @@ ct_val ct_call_builtin(ct_ctx *c, ct_val fn, ct_val *args, size_t nargs, const c
     ct_fail(c, IC_EINVAL, "%.*s", (int)(m.n > 900 ? 900 : m.n), m.p);
   }
   default: {
+    if (c->no_clock)
+      ct_fail(c, IC_EINVAL, "strftime_now is not available here (the render must be deterministic: "
+                            "pass the date as a variable)");
     if (!nargs || args[0].t != V_STR) ct_fail(c, IC_EINVAL, "strftime_now needs a format string");
     char fmt[256], out[512];
     ct_str f = args[0].u.s;

@@ -509,7 +509,7 @@ static int render_guarded(ct_ctx *c, const ic_chattemplate_t *t, const json_t *v
 int ic_chattemplate_render(const ic_chattemplate_t *t, const json_t *vars,
                            const ic_chattemplate_opts_t *opts, ic_buf_t *out,
                            char err[IC_CHATTEMPLATE_ERR_MAX]) {
-  static const ic_chattemplate_opts_t defaults = {0, 0, 0, 0, -1};
+  static const ic_chattemplate_opts_t defaults = {.now = -1};
   if (!opts) opts = &defaults;
   err[0] = 0;
   ct_ctx *c = calloc(1, sizeof *c);
@@ -521,6 +521,7 @@ int ic_chattemplate_render(const ic_chattemplate_t *t, const json_t *vars,
   c->max_depth = opts->max_depth ? opts->max_depth : 64;
   c->arena.limit = opts->max_memory ? opts->max_memory : (64u << 20);
   c->now = opts->now >= 0 ? opts->now : (int64_t)time(NULL);
+  c->no_clock = opts->no_clock != 0;
   int rc = render_guarded(c, t, vars, out);
   ct_arena_free(&c->arena);
   free(c);

@@ -185,6 +185,7 @@ struct ct_ctx {
   size_t max_output;
   uint32_t depth, max_depth;
   int64_t now;
+  bool no_clock;
   ct_sb *out;
   ic_buf_t *final; /* the caller's buffer while out == NULL */
   int line;        /* line of the node being evaluated, for messages */
