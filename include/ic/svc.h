@@ -21,6 +21,14 @@
 #define IC_SVC_MAX_LOOKUP_TOKENS (1u << 20)
 #define IC_SVC_MAX_PROMPT_TEXT_BYTES (1u << 20)
 #define IC_SVC_DEFAULT_TOKENIZE_TIMEOUT_MS 5000
+#define IC_SVC_MAX_CONCURRENT_TOKENIZE 64
+
+/* Turns a LookupRoute's prompt_text into token ids (lib/prompt behind it in the server): renders
+ * it as one user message with the model's chat template and tokenizes. Returns 0 with *ids
+ * malloc'd (caller frees) or a negative IC_E* code (unknown model, template error, more than
+ * max_ids ids...), which fails the lookup open. */
+typedef int (*ic_svc_prompt_fn)(void *ud, const char *model_id, const char *text, size_t len, size_t max_ids,
+                                uint32_t **ids, size_t *n);
 
 typedef struct ic_svc ic_svc_t;
 
@@ -32,6 +40,10 @@ typedef struct ic_svc_config {
    * {model}, label order as registered by the caller. */
   ic_metric_family_t *lookup_calls;
   ic_metric_family_t *lookup_latency;
+  /* prompt_text support (NULL: prompt_text fails open to NO_HINT, as in the reference's default
+   * build); the response echoes the ids in token_ids (server.md §3.5.4, §3.5.6). */
+  ic_svc_prompt_fn prompt_encode;
+  void *prompt_ud;
 } ic_svc_config_t;
 
 ic_svc_t *ic_svc_new(const ic_svc_config_t *cfg);

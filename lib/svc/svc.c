@@ -10,6 +10,7 @@
 
 #include <math.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -33,6 +34,9 @@ struct ic_svc {
   int block_size;
   ic_metric_family_t *lookup_calls;
   ic_metric_family_t *lookup_latency;
+  ic_svc_prompt_fn prompt_encode;
+  void *prompt_ud;
+  _Atomic int tokenizing; /* in-flight prompt_text encodes (MaxConcurrentTokenize) */
 };
 
 ic_svc_t *ic_svc_new(const ic_svc_config_t *cfg) {
@@ -44,6 +48,8 @@ ic_svc_t *ic_svc_new(const ic_svc_config_t *cfg) {
   s->block_size = cfg->engine_block_size > 0 ? cfg->engine_block_size : IC_FP_DEFAULT_BLOCK_SIZE;
   s->lookup_calls = cfg->lookup_calls;
   s->lookup_latency = cfg->lookup_latency;
+  s->prompt_encode = cfg->prompt_encode;
+  s->prompt_ud = cfg->prompt_ud;
   return s;
 }
 
@@ -198,6 +204,9 @@ typedef struct resolved {
   uint8_t *wire;
   ic_index_bytes_t *dchain;
   int32_t *dcounts;
+  /* prompt_text path: the tokenizer's ids, echoed in token_ids once they exist */
+  uint32_t *echo;
+  size_t n_echo;
 } resolved_t;
 
 static void resolved_free(resolved_t *r) {
@@ -205,6 +214,7 @@ static void resolved_free(resolved_t *r) {
   free(r->wire);
   free(r->dchain);
   free(r->dcounts);
+  free(r->echo);
 }
 
 /* Derives the chain of token_ids (server.md §3.5.4). */
@@ -262,11 +272,33 @@ static int resolve(ic_svc_t *s, const lr_req_t *q, bool chain_enabled, resolved_
     return derive_chain(q->token_ids, q->n_token_ids, s->block_size, chain_enabled, r);
   }
   if (q->prompt_text && *q->prompt_text) {
-    /* No tokenizer in this build: the reference's default build behaves the same way
-     * (tokenizer "unavailable" -> fail open NO_HINT, no echo). */
-    ic_log_debug("lookup_route_prompt_text_unavailable",
-                 IC_LS("reason", "server built without a tokenizer"), IC_LS("effect", "NO_HINT"));
-    return r->fail_open = true, 0;
+    if (!s->prompt_encode) {
+      /* No --tokenizer-models-dir: the reference's default build behaves the same way
+       * (tokenizer "unavailable" -> fail open NO_HINT, no echo). */
+      ic_log_debug("lookup_route_prompt_text_unavailable", IC_LS("reason", "no tokenizer models loaded"),
+                   IC_LS("effect", "NO_HINT"));
+      return r->fail_open = true, 0;
+    }
+    size_t tl = strlen(q->prompt_text);
+    if (tl > IC_SVC_MAX_PROMPT_TEXT_BYTES) return r->fail_open = true, 0;
+    /* Non-blocking semaphore: sheds load instead of queueing behind long prompts. */
+    if (atomic_fetch_add(&s->tokenizing, 1) >= IC_SVC_MAX_CONCURRENT_TOKENIZE) {
+      atomic_fetch_sub(&s->tokenizing, 1);
+      return r->fail_open = true, 0;
+    }
+    uint32_t *toks = NULL;
+    size_t n = 0;
+    int erc = s->prompt_encode(s->prompt_ud, q->model_id, q->prompt_text, tl, IC_SVC_MAX_LOOKUP_TOKENS, &toks, &n);
+    atomic_fetch_sub(&s->tokenizing, 1);
+    if (erc || n == 0 || n > IC_SVC_MAX_LOOKUP_TOKENS) {
+      free(toks);
+      ic_log_debug("lookup_route_prompt_text_failed", IC_LS("model_id", q->model_id),
+                   IC_LS("err", erc ? ic_strerror(erc) : "no tokens"), IC_LS("effect", "NO_HINT"));
+      return r->fail_open = true, 0;
+    }
+    r->echo = toks;
+    r->n_echo = n;
+    return derive_chain(toks, n, s->block_size, chain_enabled, r);
   }
   if (ignored_chain) return r->fail_open = true, 0;
   r->exact = (ic_index_bytes_t){q->prefix_hash.len, q->prefix_hash.data};
@@ -287,7 +319,8 @@ static const char *strategy_code(ic_index_strategy_t st) {
 
 /* Packs the envelope and records the metrics once. */
 static int respond(ic_svc_t *s, const lr_req_t *q, ic_buf_t *out, const char *code,
-                   const ic_index_row_t *rows, size_t nrows, const char *adapter, int64_t elapsed_ns) {
+                   const ic_index_row_t *rows, size_t nrows, const char *adapter, int64_t elapsed_ns,
+                   const resolved_t *echo) {
   lr_resp_t r = INFERENCECACHE__V1ALPHA1__LOOKUP_ROUTE_RESPONSE__INIT;
   score_t stack[16], *sp = stack;
   score_t *ptrs_stack[16], **pp = ptrs_stack;
@@ -315,6 +348,10 @@ static int respond(ic_svc_t *s, const lr_req_t *q, ic_buf_t *out, const char *co
   r.reason_code = (char *)code;
   r.lookup_latency_us = elapsed_ns / 1000;
   r.adapter_id = (char *)(adapter ? adapter : "");
+  if (echo && echo->n_echo) {
+    r.token_ids = echo->echo;
+    r.n_token_ids = echo->n_echo;
+  }
   int rc = append_packed(out, &r.base) ? IC_RPC_INTERNAL : IC_RPC_OK;
   if (sp != stack) free(sp);
   if (pp != ptrs_stack) free(pp);
@@ -335,7 +372,7 @@ int ic_svc_lookup_route(ic_svc_t *s, const uint8_t *req, size_t len, int64_t dea
   int rc;
   /* 1. reserved tenant */
   if (strcmp(q->tenant_id, IC_SVC_PROBE_TENANT) == 0) {
-    rc = respond(s, q, out, "NO_HINT", NULL, 0, "", 0);
+    rc = respond(s, q, out, "NO_HINT", NULL, 0, "", 0, NULL);
     if (arena_needs_free()) inferencecache__v1alpha1__lookup_route_request__free_unpacked(q, arena_cur());
     return rc;
   }
@@ -360,25 +397,25 @@ int ic_svc_lookup_route(ic_svc_t *s, const uint8_t *req, size_t len, int64_t dea
   ic_index_result_t *res = NULL;
   /* 4. already expired */
   if (ic_clock_monotonic_ns() >= deadline) {
-    rc = respond(s, q, out, "TIMEOUT", NULL, 0, "", ic_clock_monotonic_ns() - start);
+    rc = respond(s, q, out, "TIMEOUT", NULL, 0, "", ic_clock_monotonic_ns() - start, &r);
     goto done;
   }
   /* 5. requireChain gate */
   if (k.require_chain && !(q->n_block_hashes > 0 && q->n_block_hashes == q->n_block_token_counts)) {
-    rc = respond(s, q, out, "POLICY_REQUIRES_CHAIN", NULL, 0, "", ic_clock_monotonic_ns() - start);
+    rc = respond(s, q, out, "POLICY_REQUIRES_CHAIN", NULL, 0, "", ic_clock_monotonic_ns() - start, &r);
     goto done;
   }
   /* 6. resolve inputs */
   if (resolve(s, q, k.enable_chain_matching, &r) != 0) {
-    rc = respond(s, q, out, "NO_HINT", NULL, 0, "", ic_clock_monotonic_ns() - start);
+    rc = respond(s, q, out, "NO_HINT", NULL, 0, "", ic_clock_monotonic_ns() - start, &r);
     goto done;
   }
   if (ic_clock_monotonic_ns() >= deadline) { /* 7 */
-    rc = respond(s, q, out, "TIMEOUT", NULL, 0, "", ic_clock_monotonic_ns() - start);
+    rc = respond(s, q, out, "TIMEOUT", NULL, 0, "", ic_clock_monotonic_ns() - start, &r);
     goto done;
   }
   if (r.fail_open) { /* 8 */
-    rc = respond(s, q, out, "NO_HINT", NULL, 0, "", ic_clock_monotonic_ns() - start);
+    rc = respond(s, q, out, "NO_HINT", NULL, 0, "", ic_clock_monotonic_ns() - start, &r);
     goto done;
   }
   /* 9. minimumPrefixTokens pre-gate (affinity off) */
@@ -389,7 +426,7 @@ int ic_svc_lookup_route(ic_svc_t *s, const uint8_t *req, size_t len, int64_t dea
     eff = r.exact_count;
   bool below_min = k.minimum_prefix_tokens > 0 && eff < k.minimum_prefix_tokens;
   if (below_min && !k.affinity_routing) {
-    rc = respond(s, q, out, "NO_HINT", NULL, 0, "", ic_clock_monotonic_ns() - start);
+    rc = respond(s, q, out, "NO_HINT", NULL, 0, "", ic_clock_monotonic_ns() - start, &r);
     goto done;
   }
   /* 10-11. index lookup */
@@ -411,7 +448,7 @@ int ic_svc_lookup_route(ic_svc_t *s, const uint8_t *req, size_t len, int64_t dea
   if (ic_index_lookup_route(s->index, &ir, &res) != 0) res = NULL;
   int64_t t1 = ic_clock_monotonic_ns();
   if (deadline != INT64_MAX && (t1 >= deadline || (budget_ns > 0 && t1 - t0 > budget_ns))) {
-    rc = respond(s, q, out, "TIMEOUT", NULL, 0, "", t1 - start);
+    rc = respond(s, q, out, "TIMEOUT", NULL, 0, "", t1 - start, &r);
     goto done;
   }
   ic_index_strategy_t st = res ? ic_index_result_strategy(res) : IC_INDEX_STRATEGY_NONE;
@@ -469,7 +506,7 @@ int ic_svc_lookup_route(ic_svc_t *s, const uint8_t *req, size_t len, int64_t dea
         ic_index_affinity_hint(s->index, q->tenant_id, q->model_id, q->hash_scheme, seed, seed_len, &replica)) {
       free(seed);
       ic_index_row_t row = {.replica_id = replica};
-      rc = respond(s, q, out, "AFFINITY_HINT", &row, 1, q->adapter_id, ic_clock_monotonic_ns() - start);
+      rc = respond(s, q, out, "AFFINITY_HINT", &row, 1, q->adapter_id, ic_clock_monotonic_ns() - start, &r);
       goto done;
     }
     free(seed);
@@ -478,7 +515,7 @@ int ic_svc_lookup_route(ic_svc_t *s, const uint8_t *req, size_t len, int64_t dea
   if (st == IC_INDEX_STRATEGY_PREFIX_MATCH) ic_index_result_credit_hits(res);
   bool rows_ok = st == IC_INDEX_STRATEGY_PREFIX_MATCH || st == IC_INDEX_STRATEGY_TENANT_HOT;
   rc = respond(s, q, out, strategy_code(st), rows_ok ? ic_index_result_rows(res) : NULL,
-               rows_ok ? ic_index_result_count(res) : 0, q->adapter_id, ic_clock_monotonic_ns() - start);
+               rows_ok ? ic_index_result_count(res) : 0, q->adapter_id, ic_clock_monotonic_ns() - start, &r);
 done:
   if (res) ic_index_result_free(res);
   resolved_free(&r);

@@ -207,10 +207,6 @@ int main(int argc, char **argv) {
     free(owned);
     return 2;
   }
-  if (f->tokenizer_models_dir && *f->tokenizer_models_dir)
-    ic_log_warn("tokenizer_models_dir_ignored", IC_LS("reason", "server built without a tokenizer"),
-                IC_LS("tokenizer_models_dir", f->tokenizer_models_dir),
-                IC_LS("effect", "prompt_text lookups fail open to NO_HINT"));
   if (!f->insecure_disable_auth) {
     if (server_auth_init(ctx) != 0) return 1;
     ic_log_info("controller_auth_enabled", IC_LS("expected_sa", f->allowed_controller_sa),
@@ -251,11 +247,14 @@ int main(int argc, char **argv) {
   icfg.on_change = server_hub_on_change;
   icfg.change_ud = ctx->hub;
   ctx->index = ic_index_create(&icfg);
+  if (server_prompts_init(ctx) != 0) return 1;
   ic_svc_config_t scfg = {.index = ctx->index,
                           .policy = ctx->policy,
                           .engine_block_size = f->engine_block_size,
                           .lookup_calls = ctx->m.lookup_calls,
-                          .lookup_latency = ctx->m.lookup_latency};
+                          .lookup_latency = ctx->m.lookup_latency,
+                          .prompt_encode = ctx->prompts ? server_prompt_encode : NULL,
+                          .prompt_ud = ctx->prompts};
   ctx->svc = ctx->index ? ic_svc_new(&scfg) : NULL;
   if (!ctx->hub || !ctx->index || !ctx->svc) {
     ic_log_error("serve_error", IC_LS("err", "out of memory"));
@@ -329,6 +328,7 @@ int main(int argc, char **argv) {
   ic_rpc_server_free(ctx->grpc);
   server_hub_free(ctx->hub);
   ic_svc_free(ctx->svc);
+  server_prompts_free(ctx);
   ic_index_destroy(ctx->index);
   ic_policy_store_free(ctx->policy);
   ic_metrics_free(ctx->metrics);
