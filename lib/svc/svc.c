@@ -36,6 +36,8 @@ struct ic_svc {
   ic_metric_family_t *lookup_latency;
   ic_svc_prompt_fn prompt_encode;
   void *prompt_ud;
+  ic_svc_render_fn render_template;
+  void *render_ud;
   _Atomic int tokenizing; /* in-flight prompt_text encodes (MaxConcurrentTokenize) */
 };
 
@@ -50,6 +52,8 @@ ic_svc_t *ic_svc_new(const ic_svc_config_t *cfg) {
   s->lookup_latency = cfg->lookup_latency;
   s->prompt_encode = cfg->prompt_encode;
   s->prompt_ud = cfg->prompt_ud;
+  s->render_template = cfg->render_template;
+  s->render_ud = cfg->render_ud;
   return s;
 }
 
@@ -657,14 +661,49 @@ int ic_svc_get_cache_state(ic_svc_t *s, const uint8_t *req, size_t len, ic_buf_t
 }
 
 int ic_svc_render_template(ic_svc_t *s, const uint8_t *req, size_t len, ic_buf_t *resp, const char **msg) {
-  (void)s;
   Inferencecache__V1alpha1__RenderTemplateRequest *q =
       inferencecache__v1alpha1__render_template_request__unpack(arena_begin(), len, req);
   if (!q) return *msg = UNMARSHAL_MSG, IC_RPC_INTERNAL;
-  inferencecache__v1alpha1__render_template_request__free_unpacked(q, arena_cur());
   Inferencecache__V1alpha1__RenderTemplateResponse r = INFERENCECACHE__V1ALPHA1__RENDER_TEMPLATE_RESPONSE__INIT;
   r.reason_code = "OK";
-  return append_packed(resp, &r.base) ? IC_RPC_INTERNAL : IC_RPC_OK;
+  ic_svc_render_result_t out = {0};
+  const char **kv = NULL;
+  bool ok = true;
+  if (s->render_template) {
+    ok = ic_svc_utf8_valid(q->template_ref, strlen(q->template_ref)) &&
+         ic_svc_utf8_valid(q->tenant_id, strlen(q->tenant_id));
+    kv = calloc(2 * q->n_variables + 1, sizeof *kv);
+    for (size_t i = 0; ok && kv && i < q->n_variables; i++) {
+      kv[i] = q->variables[i]->key ? q->variables[i]->key : "";
+      kv[q->n_variables + i] = q->variables[i]->value ? q->variables[i]->value : "";
+      ok = ic_svc_utf8_valid(kv[i], strlen(kv[i])) &&
+           ic_svc_utf8_valid(kv[q->n_variables + i], strlen(kv[q->n_variables + i]));
+    }
+    if (!ok) {
+      free(kv);
+      inferencecache__v1alpha1__render_template_request__free_unpacked(q, arena_cur());
+      return *msg = UTF8_MSG, IC_RPC_INTERNAL;
+    }
+    if (!kv) {
+      r.reason_code = "RENDER_ERROR"; /* out of memory: fail open */
+    } else {
+      s->render_template(s->render_ud, q->template_ref, q->tenant_id, q->n_variables, kv,
+                         kv + q->n_variables, &out);
+      r.reason_code = (char *)(out.reason_code ? out.reason_code : "RENDER_ERROR");
+      r.rendered_prompt.data = (uint8_t *)out.text;
+      r.rendered_prompt.len = out.text ? out.text_len : 0;
+      r.template_revision = out.revision;
+      if (out.has_stable_hash) {
+        r.stable_prefix_hash.data = out.stable_hash;
+        r.stable_prefix_hash.len = sizeof out.stable_hash;
+      }
+    }
+  }
+  int rc = append_packed(resp, &r.base) ? IC_RPC_INTERNAL : IC_RPC_OK;
+  free(out.text);
+  free(kv);
+  inferencecache__v1alpha1__render_template_request__free_unpacked(q, arena_cur());
+  return rc;
 }
 
 int ic_svc_lookup_pd_route(ic_svc_t *s, const uint8_t *req, size_t len, ic_buf_t *resp, const char **msg) {

@@ -248,13 +248,16 @@ int main(int argc, char **argv) {
   icfg.change_ud = ctx->hub;
   ctx->index = ic_index_create(&icfg);
   if (server_prompts_init(ctx) != 0) return 1;
+  if (server_templates_init(ctx) != 0) return 1;
   ic_svc_config_t scfg = {.index = ctx->index,
                           .policy = ctx->policy,
                           .engine_block_size = f->engine_block_size,
                           .lookup_calls = ctx->m.lookup_calls,
                           .lookup_latency = ctx->m.lookup_latency,
                           .prompt_encode = ctx->prompts ? server_prompt_encode : NULL,
-                          .prompt_ud = ctx->prompts};
+                          .prompt_ud = ctx->prompts,
+                          .render_template = server_render_template,
+                          .render_ud = ctx};
   ctx->svc = ctx->index ? ic_svc_new(&scfg) : NULL;
   if (!ctx->hub || !ctx->index || !ctx->svc) {
     ic_log_error("serve_error", IC_LS("err", "out of memory"));
@@ -329,6 +332,7 @@ int main(int argc, char **argv) {
   server_hub_free(ctx->hub);
   ic_svc_free(ctx->svc);
   server_prompts_free(ctx);
+  server_templates_free(ctx);
   ic_index_destroy(ctx->index);
   ic_policy_store_free(ctx->policy);
   ic_metrics_free(ctx->metrics);
