@@ -50,24 +50,49 @@ static size_t common_ids(const ic_tok_ids *a, const ic_tok_ids *b) {
   return i;
 }
 
-/* Tokens of the full prompt that every prompt sharing its first `stable` bytes also starts with. */
-static size_t stable_token_count(const ic_tokenizer *tok, const char *text, size_t len, size_t stable,
-                                 const ic_tok_ids *full) {
-  if (stable >= len) return full->n;
-  ic_tok_ids pre = {0};
-  size_t k = 0;
+/* Special tokens the post-processor appends after the text (an EOS template), which a prefix's
+ * encoding ends with but the full prompt's does not have at that place. */
+static size_t trailing_specials(const ic_tokenizer *tok) {
+  ic_tok_ids with = {0}, without = {0};
+  size_t trail = 0;
+  if (ic_tokenizer_encode(tok, "a", 1, true, 0, &with) == 0 &&
+      ic_tokenizer_encode(tok, "a", 1, false, 0, &without) == 0 && without.n) {
+    size_t lead = 0;
+    while (lead < with.n && with.v[lead] != without.v[0]) lead++;
+    if (lead + without.n <= with.n) trail = with.n - lead - without.n;
+  }
+  ic_tok_ids_free(&with);
+  ic_tok_ids_free(&without);
+  return trail;
+}
+
+/* Fills *ids with tokens whose first k (returned) every prompt sharing the first `stable` bytes
+ * of `text` starts with, exactly as the full prompt encodes (add_special on, like an engine). */
+static size_t stable_ids(const ic_tokenizer *tok, const char *text, size_t len, size_t stable,
+                         ic_tok_ids *ids) {
+  if (stable >= len)
+    return ic_tokenizer_encode(tok, text, len, true, 1u << 20, ids) == 0 ? ids->n : 0;
   if (ic_tokenizer_splittable(tok)) {
-    /* the last split point inside the stable text: encoding is exact on both sides of it */
+    /* the last exact split point b inside the stable text: encode(T) == encode(T[0..b)) ++
+     * encode(T[b..]) for every such T, so T[0..b)'s ids are the shared prefix; one encode of
+     * the prefix only */
     size_t b = 0;
     for (size_t from = 0;;) {
       size_t p = ic_tokenizer_split_point(tok, text, len, from);
       if (!p || p >= stable) break;
       b = from = p;
     }
-    if (b && ic_tokenizer_encode(tok, text, b, true, 0, &pre) == 0) k = common_ids(full, &pre);
-  } else if (ic_tokenizer_encode(tok, text, stable, true, 0, &pre) == 0) {
-    /* no exact split points for this pipeline: keep one token of margin at the boundary */
-    k = common_ids(full, &pre);
+    if (!b || ic_tokenizer_encode(tok, text, b, true, 1u << 20, ids) != 0) return 0;
+    size_t trail = trailing_specials(tok);
+    return ids->n > trail ? ids->n - trail : 0;
+  }
+  /* no exact split points for this pipeline: the common prefix of the prefix's and the full
+   * prompt's ids, less one token of margin at the boundary */
+  ic_tok_ids pre = {0};
+  size_t k = 0;
+  if (ic_tokenizer_encode(tok, text, len, true, 1u << 20, ids) == 0 &&
+      ic_tokenizer_encode(tok, text, stable, true, 1u << 20, &pre) == 0) {
+    k = common_ids(ids, &pre);
     k = k ? k - 1 : 0;
   }
   ic_tok_ids_free(&pre);
@@ -136,22 +161,20 @@ int ic_promptstore_render(ic_promptstore_t *s, const char *ref, const char *tena
   res->stable_bytes = stable;
   const ic_tokenizer *tok = e->model && s->cfg.tokenizer ? s->cfg.tokenizer(s->cfg.tokenizer_ud, e->model) : NULL;
   if (tok && stable > 0) {
-    ic_tok_ids full = {0};
-    if (ic_tokenizer_encode(tok, text.data, text.len, true, 1u << 20, &full) == 0) {
-      size_t k = stable_token_count(tok, text.data, text.len, stable, &full);
-      size_t nb = ic_fp_block_count(k, s->cfg.block_size);
-      if (nb) {
-        uint64_t *h = malloc(nb * sizeof *h);
-        if (h) {
-          ic_fp_prefix_hashes(full.v, nb * (size_t)s->cfg.block_size, s->cfg.block_size, NULL, h, nb, NULL);
-          ic_fp_to_wire(h[nb - 1], res->stable_hash);
-          res->has_stable_hash = true;
-          res->stable_tokens = nb * (size_t)s->cfg.block_size;
-          free(h);
-        }
+    ic_tok_ids ids = {0};
+    size_t k = stable_ids(tok, text.data, text.len, stable, &ids);
+    size_t nb = ic_fp_block_count(k, s->cfg.block_size);
+    if (nb) {
+      uint64_t *h = malloc(nb * sizeof *h);
+      if (h) {
+        ic_fp_prefix_hashes(ids.v, nb * (size_t)s->cfg.block_size, s->cfg.block_size, NULL, h, nb, NULL);
+        ic_fp_to_wire(h[nb - 1], res->stable_hash);
+        res->has_stable_hash = true;
+        res->stable_tokens = nb * (size_t)s->cfg.block_size;
+        free(h);
       }
     }
-    ic_tok_ids_free(&full);
+    ic_tok_ids_free(&ids);
   }
   if (!text.data && ic_buf_append(&text, "", 0)) {
     rc = IC_ENOMEM;
