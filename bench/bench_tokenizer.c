@@ -14,6 +14,8 @@
 #define IC_SOURCE_DIR "."
 #endif
 
+void bench_prompt_lookup(const char *models_root, const char *prose, size_t plen);
+
 static const char *models[] = {"llama3_1", "qwen3", "deepseek_v3", "gemma3", "llama2", "gptoss"};
 
 static double now_s(void) {
@@ -151,7 +153,7 @@ int main(int argc, char **argv) {
   if (hex && fd >= 0 && write(fd, hex, hn) != (ssize_t)hn) free(hex), hex = NULL;
   if (fd >= 0) close(fd);
   for (size_t m = 0; m < sizeof models / sizeof models[0]; m++) {
-    if (only && strcmp(only, models[m])) continue;
+    if (only && strcmp(only, models[m])) continue; /* argv[1]: one model, or "lookup" */
     char mdir[2048], err[IC_TOK_ERRLEN];
     snprintf(mdir, sizeof mdir, "%s/tokenizer-%s/models", dir, models[m]);
     ic_tokenizer *t;
@@ -215,6 +217,7 @@ int main(int argc, char **argv) {
     ic_tok_ids_free(&ids);
     ic_tokenizer_free(t);
   }
+  if (!only || !strcmp(only, "lookup")) bench_prompt_lookup(dir, prose, plen);
   unlink(prose_path);
   unlink(hex_path);
   free(hex);

@@ -79,6 +79,7 @@ static uint64_t ck_hash(XXH3_state_t *st, const char *text, size_t *done, size_t
 static void evict(prefix_cache *c, pc_entry *e) {
   slot *s = c->slots;
   XXH3_state_t st;
+  XXH3_INITSTATE(&st); /* a stack state must be marked fresh, or reset may keep a stale secret */
   XXH3_64bits_reset_withSeed(&st, e->seed);
   size_t done = 0;
   for (size_t i = 0; i < e->nck; i++) {
@@ -116,6 +117,7 @@ int pc_encode(prefix_cache *c, const ic_tokenizer *t, uint64_t seed, const char 
   ckpt *ck = NULL;
   size_t nck = 0, ckcap = 0;
   XXH3_state_t st;
+  XXH3_INITSTATE(&st); /* a stack state must be marked fresh, or reset may keep a stale secret */
   XXH3_64bits_reset_withSeed(&st, seed);
   size_t done = 0;
   pthread_mutex_lock(&c->mu);
