@@ -281,8 +281,6 @@ typedef struct sort_ctx {
 static ct_val sort_key(sort_ctx *s, ct_val v) {
   if (s->attr.t != V_NONE) v = attr_path(s->c, v, s->attr);
   if (s->by_value) v = v.u.l->v[1];
-  else if (v.t == V_LIST && v.tuple && v.u.l->n == 2 && s->attr.t == V_NONE && s->by_value == false && false)
-    v = v.u.l->v[0];
   if (s->ci && v.t == V_STR) v = ct_case(s->c, v.u.s, 0);
   return v;
 }
@@ -558,7 +556,9 @@ FILTER(wordcount) {
 FILTER(center) {
   (void)n;
   ct_str s = as_str(c, v);
-  int64_t w = ARG(0, "width", ct_int(80)).u.i;
+  ct_val wv = ARG(0, "width", ct_int(80));
+  if (wv.t != V_INT) ct_fail(c, IC_EINVAL, "center width must be an integer");
+  int64_t w = wv.u.i;
   int64_t len = (int64_t)ct_u8_len(s.p, s.n);
   if (w > 1 << 20) ct_fail(c, IC_ERANGE, "center width too large");
   if (w <= len) return ct_strv(s.p, s.n);

@@ -420,7 +420,6 @@ ct_val ct_replace(ct_ctx *c, ct_str s, ct_str old, ct_str neu, int64_t count) {
 }
 
 static ct_val split(ct_ctx *c, ct_str s, ct_val sepv, int64_t maxsplit, bool from_right) {
-  ct_val parts[64];
   size_t np = 0;
   ct_val out = ct_list_new(c, 0, false);
   size_t cap = 0;
@@ -436,7 +435,6 @@ static ct_val split(ct_ctx *c, ct_str s, ct_val sepv, int64_t maxsplit, bool fro
     }                                                                                              \
     items[np++] = (v);                                                                             \
   } while (0)
-  (void)parts;
   ct_charge(c, s.n / 32);
   if (sepv.t == V_NONE || sepv.t == V_UNDEF) {
     /* runs of whitespace; leading/trailing whitespace yields no empty parts */
@@ -488,8 +486,6 @@ static ct_val split(ct_ctx *c, ct_str s, ct_val sepv, int64_t maxsplit, bool fro
     } else {
       size_t end = s.n;
       int64_t done = 0;
-      ct_val rev[1];
-      (void)rev;
       while (maxsplit < 0 || done < maxsplit) {
         size_t at = SIZE_MAX;
         for (size_t q = end; q >= sep.n; q--)
@@ -517,8 +513,6 @@ static ct_val split(ct_ctx *c, ct_str s, ct_val sepv, int64_t maxsplit, bool fro
 }
 
 static ct_val splitlines(ct_ctx *c, ct_str s) {
-  ct_sb tmp = {0};
-  (void)tmp;
   size_t np = 0;
   ct_val out = ct_list_new(c, 0, false);
   ct_val *items = ct_alloc(c, (s.n + 1) * sizeof *items);
