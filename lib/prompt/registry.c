@@ -96,6 +96,17 @@ static void walk(ic_prompt_registry_t *r, const char *root, const char *rel, int
   snprintf(tj, sizeof tj, "%s/tokenizer.json", real);
   struct stat stt;
   if (*rel && stat(tj, &stt) == 0 && S_ISREG(stt.st_mode)) {
+    /* The files themselves must not lead out of the models dir either. */
+    const char *files[2] = {"tokenizer.json", "tokenizer_config.json"};
+    for (int i = 0; i < 2; i++) {
+      char f[PATH_MAX + 32], fr[PATH_MAX];
+      snprintf(f, sizeof f, "%s/%s", real, files[i]);
+      if (realpath(f, fr) && (strncmp(fr, root, strlen(root)) || fr[strlen(root)] != '/')) {
+        ic_log_warn("tokenizer_models_dir_entry_skipped", IC_LS("model_id", rel), IC_LS("path", f),
+                    IC_LS("reason", "resolves outside the models dir"));
+        return;
+      }
+    }
     if (r->n >= MAX_MODELS) {
       ic_log_warn("tokenizer_models_dir_entry_skipped", IC_LS("model_id", rel), IC_LS("reason", "too many models"));
       return;

@@ -138,7 +138,7 @@ def test_golden_vector_prefix_match(srv_bs2):
     assert list(r.token_ids) == g["tokens"]
     # The server fingerprints the tokenizer's ids exactly as it does token_ids (whose chain is
     # checked against the reference's vectors in test_server_grpc): same answer either way.
-    # (A 2-token match scores under the default routing floor, so both come back AFFINITY_HINT.)
+    # (A 2-token match is under minimumMatchedTokens' default of 64, so both come back AFFINITY_HINT.)
     t = lookup(stub, model_id=mid, token_ids=g["tokens"])
     assert (r.reason_code, list(r.replica_scores)) == (t.reason_code, list(t.replica_scores))
     assert r.reason_code in ("PREFIX_MATCH", "AFFINITY_HINT") and r.replica_scores[0].replica_id == "r1"
