@@ -47,8 +47,15 @@ void ic_metric_observe(ic_metric_t *c, double v); /* histograms */
 double ic_metric_value(const ic_metric_t *c);    /* counter/gauge value; histogram sum */
 uint64_t ic_metric_count(const ic_metric_t *c);  /* histogram sample count */
 
-/* Called (under no registry lock) at the start of every render/foreach, e.g. to refresh gauges. */
+/* Adds a callback run (under no registry lock, in registration order) at the start of every
+ * render/foreach, e.g. to refresh gauges. At most 4 per registry; more are ignored. */
 void ic_metrics_on_collect(ic_metrics_t *m, void (*fn)(void *ud), void *ud);
+
+/* Registers the standard process collector under client_golang's names, refreshed from /proc at
+ * every collection: process_cpu_seconds_total, process_open_fds, process_max_fds,
+ * process_resident_memory_bytes, process_virtual_memory_bytes, process_start_time_seconds.
+ * Returns 0, or IC_ENOMEM / IC_EINVAL (already registered). Implemented in process_metrics.c. */
+int ic_metrics_add_process(ic_metrics_t *m);
 
 /* Appends the whole exposition to `out`. Returns 0 or IC_ENOMEM. */
 int ic_metrics_render(ic_metrics_t *m, ic_buf_t *out);

@@ -13,8 +13,10 @@
 #include <string.h>
 
 #include "ic/err.h"
+#include "metrics_internal.h"
 
 #define CHAINS 64
+#define IC_METRICS_MAX_COLLECTORS 4
 
 struct ic_metric {
   ic_metric_family_t *fam;
@@ -44,8 +46,10 @@ struct ic_metrics {
   pthread_mutex_t lock;
   ic_metric_family_t *families;
   size_t nfamilies;
-  void (*collect)(void *);
-  void *collect_ud;
+  void (*collect[IC_METRICS_MAX_COLLECTORS])(void *);
+  void *collect_ud[IC_METRICS_MAX_COLLECTORS];
+  bool collect_owned[IC_METRICS_MAX_COLLECTORS]; /* ud freed with the registry */
+  size_t ncollect;
 };
 
 static double bits_to_d(uint64_t b) {
@@ -88,15 +92,27 @@ static void free_family(ic_metric_family_t *f) {
 void ic_metrics_free(ic_metrics_t *m) {
   if (!m) return;
   for (ic_metric_family_t *f = m->families, *n; f; f = n) n = f->next, free_family(f);
+  for (size_t i = 0; i < m->ncollect; i++)
+    if (m->collect_owned[i]) free(m->collect_ud[i]);
   pthread_mutex_destroy(&m->lock);
   free(m);
 }
 
-void ic_metrics_on_collect(ic_metrics_t *m, void (*fn)(void *), void *ud) {
+int ic_metrics_on_collect_owned(ic_metrics_t *m, void (*fn)(void *), void *ud, bool owned) {
+  int rc = IC_ENOMEM;
   pthread_mutex_lock(&m->lock);
-  m->collect = fn;
-  m->collect_ud = ud;
+  if (m->ncollect < IC_METRICS_MAX_COLLECTORS) {
+    m->collect[m->ncollect] = fn;
+    m->collect_owned[m->ncollect] = owned;
+    m->collect_ud[m->ncollect++] = ud;
+    rc = 0;
+  }
   pthread_mutex_unlock(&m->lock);
+  return rc;
+}
+
+void ic_metrics_on_collect(ic_metrics_t *m, void (*fn)(void *), void *ud) {
+  ic_metrics_on_collect_owned(m, fn, ud, false);
 }
 
 static int cmp_label_idx(const void *a, const void *b, void *ud) {
@@ -285,13 +301,14 @@ static int cmp_families(const void *a, const void *b) {
 
 /* Snapshot of families (sorted) so rendering does not hold the registry lock for long. */
 static ic_metric_family_t **sorted_families(ic_metrics_t *m, size_t *n) {
-  void (*collect)(void *);
-  void *ud;
+  void (*collect[IC_METRICS_MAX_COLLECTORS])(void *);
+  void *ud[IC_METRICS_MAX_COLLECTORS];
   pthread_mutex_lock(&m->lock);
-  collect = m->collect;
-  ud = m->collect_ud;
+  size_t nc = m->ncollect;
+  memcpy(collect, m->collect, sizeof collect);
+  memcpy(ud, m->collect_ud, sizeof ud);
   pthread_mutex_unlock(&m->lock);
-  if (collect) collect(ud);
+  for (size_t i = 0; i < nc; i++) collect[i](ud[i]);
 
   pthread_mutex_lock(&m->lock);
   ic_metric_family_t **arr = calloc(m->nfamilies + 1, sizeof *arr);

@@ -7,7 +7,9 @@
 
 #include "ic/admission.h"
 #include "ic/api.h"
+#include "ic/cli.h"
 #include "ic/err.h"
+#include "ic/version.h"
 #include "yaml_json.h"
 
 static json_t *errors_json(const ic_api_errors_t *e) {
@@ -85,10 +87,27 @@ static json_t *load(const char *path, FILE *f) {
 }
 
 int main(int argc, char **argv) {
-  if (argc == 2 && (strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0)) {
-    fprintf(stderr, "usage: ic-api-check [FILE.json|FILE.yaml ...]   (stdin when omitted)\n");
-    return 2;
+  static const ic_cli_t cli = {"ic-api-check",
+                               "decodes Kubernetes manifests (JSON or multi-document YAML) strictly like the API "
+                               "server:\nprints one result per object, exit 1 when any is rejected, 2 when a file "
+                               "cannot be read",
+                               "[FILE.json|FILE.yaml|- ...]   (stdin when omitted)", NULL, 0};
+  int first = 1;
+  for (; first < argc && argv[first][0] == '-' && argv[first][1]; first++) {
+    const char *a = argv[first] + (argv[first][1] == '-' ? 2 : 1);
+    if (!*a) { first++; break; } /* "--" ends the flags */
+    if (!strcmp(a, "help") || !strcmp(a, "h")) {
+      ic_cli_usage(&cli, stdout);
+      return 0;
+    }
+    if (!strcmp(a, "version")) {
+      ic_version_print(stdout, cli.program);
+      return 0;
+    }
+    return ic_cli_fail(&cli, "flag provided but not defined: %s", argv[first]);
   }
+  argv += first - 1;
+  argc -= first - 1;
   json_t *out = json_array();
   int bad = 0;
   for (int a = 1; a < argc || a == 1; a++) {

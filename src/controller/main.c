@@ -15,6 +15,8 @@
 #include "ic/clock.h"
 #include "ic/http.h"
 #include "ic/log.h"
+#include "ic/cli.h"
+#include "ic/version.h"
 #ifdef IC_CONTROLLER_WEBHOOK
 #include "webhook.h"
 #endif
@@ -26,20 +28,48 @@ typedef struct opts {
   int64_t lease_ms, renew_ms, retry_ms;
 } opts_t;
 
-static void usage(void) {
-  fprintf(stderr,
-          "usage: inferencecache-controller [flags]\n"
-          "  --metrics-bind-address=:8080  --health-probe-bind-address=:8081  --leader-elect\n"
-          "  --server-snapshot-url=URL --server-policy-url=URL --server-probe-url=URL\n"
-          "  --server-prompttemplates-url=URL (default: the policy URL's /prompttemplates)\n"
-          "  --cacheindex-refresh-interval=30s --cachepolicy-push-interval=30s\n"
-          "  --kvevent-subscriber-image=IMG --policy-server-grpc-address=ADDR\n"
-          "  --kubeconfig=PATH --leader-election-namespace=NS --leader-election-id=NAME\n"
-          "  --leader-elect-lease-duration=15s --leader-elect-renew-deadline=10s\n"
-          "  --leader-elect-retry-period=2s --controller-token-file=PATH --policy-token-file=PATH\n"
-          "  --webhook-bind-address=:9443 (\"\" disables) --webhook-cert-dir=DIR\n"
-          "  --log-level=info --log-format=json\n");
-}
+static const ic_cli_flag_t FLAGS[] = {
+    {"metrics-bind-address", "string", ":8080", "Prometheus /metrics listener; \"0\" or \"\" disables"},
+    {"health-probe-bind-address", "string", ":8081", "/healthz and /readyz listener"},
+    {"metrics-secure", NULL, NULL, "accepted for manifest compatibility; metrics are plain HTTP"},
+    {"enable-http2", NULL, NULL, "accepted for manifest compatibility; metrics are HTTP/1.1"},
+    {"leader-elect", NULL, NULL, "run the reconcilers only while holding the leader Lease"},
+    {"leader-election-namespace", "string", NULL, "namespace of the Lease (default: the pod's)"},
+    {"leader-election-id", "string", "inference-cache-controller-leader-lock", "name of the Lease"},
+    {"leader-elect-lease-duration", "duration", "15s", "how long a Lease is valid without renewal"},
+    {"leader-elect-renew-deadline", "duration", "10s", "the leader gives up after failing to renew this long"},
+    {"leader-elect-retry-period", "duration", "2s", "pause between Lease attempts"},
+    {"server-snapshot-url", "string", "http://inference-cache-server:8081/snapshot",
+     "the server's /snapshot, polled into CacheIndex status"},
+    {"server-policy-url", "string", "http://inference-cache-server:8081/policy",
+     "the server's /policy, where CachePolicy/CacheTenant are pushed (must not be empty)"},
+    {"server-probe-url", "string", "http://inference-cache-server:8081/probe",
+     "the server's /probe, the functional self-test of engine-wired backends; \"\" disables it"},
+    {"server-prompttemplates-url", "string", NULL,
+     "the server's /prompttemplates, where PromptTemplates are pushed (default: the policy URL's "
+     "/prompttemplates)"},
+    {"cacheindex-refresh-interval", "duration", "30s", "CacheIndex poll period"},
+    {"cachepolicy-push-interval", "duration", "30s", "periodic policy re-push (a change pushes at once)"},
+    {"controller-token-file", "string", "/var/run/secrets/inferencecache.io/controller-token/token",
+     "bearer token for /snapshot and /probe (re-read per request; missing: no header)"},
+    {"policy-token-file", "string", "/var/run/secrets/inferencecache.io/policy-token/token",
+     "bearer token for /policy (re-read per request; missing: no header)"},
+    {"kubeconfig", "string", NULL, "kubeconfig for runs outside a cluster (default: in-cluster)"},
+    {"webhook-bind-address", "string", ":9443", "admission webhook listener (TLS); \"\" disables"},
+    {"webhook-cert-dir", "string", "/tmp/k8s-webhook-server/serving-certs",
+     "directory holding the webhook's tls.crt and tls.key"},
+    {"kvevent-subscriber-image", "string", NULL,
+     "image of the kvevent-subscriber sidecar the Pod webhook injects"},
+    {"policy-server-grpc-address", "string",
+     "inference-cache-server.inference-cache-system.svc.cluster.local:9090",
+     "server gRPC address injected sidecars report to"},
+    {"log-level", "string", "info", "debug, info, warn or error"},
+    {"log-format", "string", "json", "json or text"},
+};
+static const ic_cli_t CLI = {"inferencecache-controller",
+                             "reconciles the inferencecache.io CRDs, pushes policy to the server, "
+                             "serves the admission webhooks",
+                             NULL, FLAGS, sizeof FLAGS / sizeof FLAGS[0]};
 
 static int parse_dur_ms(const char *flag, const char *v, int64_t *out) {
   int64_t ns;
@@ -355,7 +385,7 @@ int main(int argc, char **argv) {
   enum {
     F_METRICS = 1000, F_METRICS_SECURE, F_HTTP2, F_LE, F_PROBE, F_SNAP, F_POLICY, F_PROBEURL,
     F_REFRESH, F_PUSH, F_SUBIMG, F_GRPC, F_KUBECONFIG, F_LENS, F_LEID, F_LEASE, F_RENEW, F_RETRY,
-    F_CTOK, F_PTOK, F_WHBIND, F_WHDIR, F_LOGLEVEL, F_LOGFMT, F_HELP, F_PTURL
+    F_CTOK, F_PTOK, F_WHBIND, F_WHDIR, F_LOGLEVEL, F_LOGFMT, F_HELP, F_VERSION, F_PTURL
   };
   static const struct option lo[] = {
       {"metrics-bind-address", required_argument, 0, F_METRICS},
@@ -384,7 +414,9 @@ int main(int argc, char **argv) {
       {"log-level", required_argument, 0, F_LOGLEVEL},
       {"log-format", required_argument, 0, F_LOGFMT},
       {"help", no_argument, 0, F_HELP},
+      {"version", no_argument, 0, F_VERSION},
       {0, 0, 0, 0}};
+  opterr = 0;
   int opt;
   while ((opt = getopt_long_only(argc, argv, "", lo, NULL)) != -1) {
     switch (opt) {
@@ -433,8 +465,9 @@ int main(int argc, char **argv) {
       ic_log_set_format(f);
       break;
     }
-    case F_HELP: usage(); return 0;
-    default: usage(); return 2;
+    case F_HELP: ic_cli_usage(&CLI, stdout); return 0;
+    case F_VERSION: ic_version_print(stdout, CLI.program); return 0;
+    default: return ic_cli_fail(&CLI, "flag provided but not defined or missing its value: %s", argv[optind - 1]);
     }
   }
   if (!c.policy_url || !*c.policy_url) {
@@ -477,6 +510,10 @@ int main(int argc, char **argv) {
   c.pods_seen = json_object();
   c.pods_announced = json_object();
   c.metrics = ic_metrics_new();
+  if (!c.metrics || ic_metrics_add_process(c.metrics) != 0) {
+    ic_log_error("metrics_init_failed", IC_LS("error", "out of memory"));
+    return 1;
+  }
   static const double buckets[] = {0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10};
   c.m_reconcile_total = ic_metrics_counter(c.metrics, "controller_runtime_reconcile_total",
                                            "Total number of reconciliations per controller", 2,
@@ -588,7 +625,7 @@ int main(int argc, char **argv) {
   } else {
     on_started(&c);
   }
-  ic_log_info("controller_started", IC_LS("identity", ident), IC_LB("leader_elect", o.leader_elect),
+  ic_log_info("controller_started", IC_LS("version", ic_version), IC_LS("commit", ic_git_commit), IC_LS("identity", ident), IC_LB("leader_elect", o.leader_elect),
               IC_LS("snapshot_url", c.snapshot_url), IC_LS("policy_url", c.policy_url));
 
   int sig = 0;

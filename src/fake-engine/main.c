@@ -20,7 +20,10 @@
 #include <zmq.h>
 
 #include "ic/clock.h"
+#include "ic/cli.h"
 #include "ic/fingerprint.h"
+#include "ic/log.h"
+#include "ic/version.h"
 
 enum { ENC_VLLM_ARRAY, ENC_VLLM_MAP, ENC_SGLANG };
 
@@ -40,36 +43,38 @@ static void on_signal(int sig) {
   g_stop = 1;
 }
 
-static void usage(FILE *f) {
-  fprintf(
-      f,
-      "Usage: fake-engine [flags]\n"
-      "  --bind=EP               PUB endpoint to bind (default tcp://0.0.0.0:5557)\n"
-      "  --replay-bind=EP        ROUTER replay endpoint to bind (default: none)\n"
-      "  --topic=S               frame 0 (default kv-events)\n"
-      "  --encoding=E            vllm-array | vllm-map | sglang (default vllm-array)\n"
-      "  --block-size=N          tokens per block (default 128)\n"
-      "  --num-blocks=N          full blocks per prompt (default 1)\n"
-      "  --events=N              BlockStored events the blocks are split over (default 1)\n"
-      "  --prompts=N             distinct prompts, published round-robin (default 1)\n"
-      "  --start-token=N         first token of prompt 0; prompt p starts at start+p*len\n"
-      "  --seed=N                pseudo-random tokens from this seed instead (0 = sequential)\n"
-      "  --interval=DUR          publish period (default 500ms); --rate=N msgs/s overrides\n"
-      "  --count=N               publish N messages then exit (default 0 = until signal)\n"
-      "  --dp-rank=N             data_parallel_rank in the envelope (default -1 = omitted)\n"
-      "  --lora-id=N             lora_id on BlockStored (default -1 = nil)\n"
-      "  --lora-name=S           lora_name on BlockStored\n"
-      "  --medium=S              medium on events (default GPU for vllm-map, nil otherwise)\n"
-      "  --omit-token-ids        publish token_ids = nil\n"
-      "  --evict-every=N         every Nth message is a BlockRemoved of the last prompt's blocks\n"
-      "  --clear-every=N         every Nth message is AllBlocksCleared\n"
-      "  --malformed-every=N     every Nth message is a garbage payload\n"
-      "  --gap-every=N           every Nth message is not sent (kept for replay): a seq gap\n"
-      "  --buffer-steps=N        replay ring size (default 10000)\n"
-      "  --ts-zero               batch ts 0.0 (REF's fake engine) instead of wall time\n"
-      "  --print-tokens          JSON line per prompt on stdout: tokens and expected hashes\n"
-      "  --start-delay=DUR       wait before the first message (slow-joiner; default 0)\n");
-}
+static const ic_cli_flag_t FLAGS[] = {
+    {"bind", "string", "tcp://0.0.0.0:5557", "ZeroMQ PUB endpoint to bind"},
+    {"replay-bind", "string", NULL, "ZeroMQ ROUTER replay endpoint to bind (default: none)"},
+    {"topic", "string", "kv-events", "topic frame (frame 0) of every message"},
+    {"encoding", "string", "vllm-array", "event encoding: vllm-array, vllm-map or sglang"},
+    {"block-size", "int", "128", "tokens per block"},
+    {"num-blocks", "int", "1", "full blocks per prompt"},
+    {"events", "int", "1", "BlockStored events the blocks are split over"},
+    {"prompts", "int", "1", "distinct prompts, published round-robin"},
+    {"start-token", "int", NULL, "first token of prompt 0; prompt p starts at start + p * length"},
+    {"seed", "int", NULL, "pseudo-random tokens from this seed instead (0 = sequential)"},
+    {"interval", "duration", "500ms", "publish period"},
+    {"rate", "float", NULL, "messages per second (overrides --interval)"},
+    {"count", "int", NULL, "publish this many messages, then exit (0 = until a signal)"},
+    {"dp-rank", "int", "-1", "data_parallel_rank in the envelope (-1 = omitted)"},
+    {"lora-id", "int", "-1", "lora_id on BlockStored (-1 = nil)"},
+    {"lora-name", "string", NULL, "lora_name on BlockStored"},
+    {"medium", "string", NULL, "medium on events (default GPU for vllm-map, nil otherwise)"},
+    {"omit-token-ids", NULL, NULL, "publish token_ids = nil"},
+    {"evict-every", "int", NULL, "every Nth message is a BlockRemoved of the last prompt's blocks"},
+    {"clear-every", "int", NULL, "every Nth message is AllBlocksCleared"},
+    {"malformed-every", "int", NULL, "every Nth message is a garbage payload"},
+    {"gap-every", "int", NULL, "every Nth message is not sent (kept for replay): a sequence gap"},
+    {"buffer-steps", "int", "10000", "replay ring size"},
+    {"ts-zero", NULL, NULL, "batch timestamp 0.0 instead of wall time"},
+    {"print-tokens", NULL, NULL, "one JSON line per prompt on stdout: tokens and expected hashes"},
+    {"start-delay", "duration", NULL, "wait before the first message (slow joiner)"},
+};
+static const ic_cli_t CLI = {"fake-engine", "publishes vLLM/SGLang KV-cache events like an engine (tests, demos)",
+                             NULL, FLAGS, sizeof FLAGS / sizeof FLAGS[0]};
+
+static void usage(FILE *f) { ic_cli_usage(&CLI, f); }
 
 /* Go-style duration: 500ms, 1s, 1m30s, 250us, plain number = seconds. */
 static int parse_dur(const char *s, int64_t *us) {
@@ -435,6 +440,7 @@ int main(int argc, char **argv) {
                                      {"print-tokens", no_argument, 0, 'p'},
                                      {"start-delay", required_argument, 0, 'D'},
                                      {"help", no_argument, 0, 'h'},
+                                     {"version", no_argument, 0, 'V'},
                                      {0, 0, 0, 0}};
   int c;
   while ((c = getopt_long_only(argc, argv, "h", lo, NULL)) != -1) {
@@ -488,19 +494,13 @@ int main(int argc, char **argv) {
     case 'p': o.print_tokens = true; break;
     case 'D': bad = parse_dur(optarg, &o.start_delay_us); break;
     case 'h': usage(stdout); return 0;
-    default: usage(stderr); return 2;
+    case 'V': ic_version_print(stdout, CLI.program); return 0;
+    default: return ic_cli_fail(&CLI, "flag provided but not defined or missing its value");
     }
-    if (bad) {
-      fprintf(stderr, "fake-engine: invalid flag value: %s\n", argv[optind - 1]);
-      usage(stderr);
-      return 2;
-    }
+    if (bad) return ic_cli_fail(&CLI, "invalid flag value: %s", argv[optind - 1]);
   }
-  if (optind < argc) {
-    usage(stderr);
-    return 2;
-  }
-  /* REF's validation (spec §6.1), exit 1 like log.Fatalf. */
+  if (optind < argc) return ic_cli_fail(&CLI, "unexpected argument: %s", argv[optind]);
+  /* The reference's validation, exit 1 like log.Fatalf. */
   if (o.block_size <= 0 || o.num_blocks <= 0 || o.prompts <= 0) {
     fprintf(stderr, "fake-engine: block-size, num-blocks and prompts must be > 0\n");
     return 1;
@@ -556,6 +556,8 @@ int main(int argc, char **argv) {
       return 1;
     }
   }
+  ic_log_info("fake_engine_started", IC_LS("version", ic_version), IC_LS("commit", ic_git_commit),
+              IC_LS("bind", o.bind), IC_LS("replay_bind", o.replay_bind ? o.replay_bind : ""));
   ring_t ring = {0};
   ring.cap = o.buffer_steps > 0 ? (size_t)o.buffer_steps : 0;
   ring.v = ring.cap ? calloc(ring.cap, sizeof(ring_item_t)) : NULL;

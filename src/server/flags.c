@@ -1,6 +1,7 @@
 /* Command-line flags of inferencecache-server with the reference's names, defaults and Go `flag`
  * package semantics (spec server.md §1.1): -name and --name, "=value" or a separate value, bool
- * flags with optional =true|false, usage on stderr with exit 2 for errors, exit 0 for -h. */
+ * flags with optional =true|false, usage on stderr with exit 2 for errors; -h/-help (usage on stdout)
+ * and -version exit 0. */
 #include <ctype.h>
 #include <errno.h>
 #include <limits.h>
@@ -9,6 +10,8 @@
 #include <string.h>
 
 #include "ic/buf.h"
+#include "ic/cli.h"
+#include "ic/version.h"
 #include "server.h"
 
 typedef enum { F_STR, F_BOOL, F_INT } ftype_t;
@@ -53,18 +56,20 @@ static const flagdef_t FLAGS[] = {
 };
 #define NFLAGS (sizeof FLAGS / sizeof FLAGS[0])
 
+/* Go's flag package shows a default only when it is not the zero value. */
 static void usage(FILE *out, const char *prog) {
-  fprintf(out, "Usage of %s:\n", prog);
+  ic_cli_flag_t docs[NFLAGS];
   for (size_t i = 0; i < NFLAGS; i++) {
     const flagdef_t *f = &FLAGS[i];
-    const char *tn = f->type == F_STR ? " string" : f->type == F_INT ? " int" : "";
-    fprintf(out, "  -%s%s\n    \t%s", f->name, tn, f->usage);
-    if (f->type == F_STR && *f->def)
-      fprintf(out, " (default \"%s\")", f->def);
-    else if (f->type == F_INT && strcmp(f->def, "0") != 0)
-      fprintf(out, " (default %s)", f->def);
-    fputc('\n', out);
+    docs[i] = (ic_cli_flag_t){f->name, f->type == F_STR ? "string" : f->type == F_INT ? "int" : NULL,
+                              f->type == F_BOOL || strcmp(f->def, "0") == 0 ? NULL : f->def, f->usage};
   }
+  const char *slash = strrchr(prog, '/');
+  ic_cli_t cli = {slash ? slash + 1 : prog,
+                  "the cache-aware routing index (gRPC LookupRoute/ReportCacheState, /metrics, "
+                  "/snapshot, /policy, /probe)",
+                  NULL, docs, NFLAGS};
+  ic_cli_usage(&cli, out);
 }
 
 static void set_defaults(server_flags_t *fl) {
@@ -116,7 +121,11 @@ int server_flags_parse(server_flags_t *fl, int argc, char **argv) {
     const char *eq = strchr(a, '=');
     size_t nl = eq ? (size_t)(eq - a) : strlen(a);
     if ((nl == 1 && a[0] == 'h') || (nl == 4 && strncmp(a, "help", 4) == 0)) {
-      usage(stderr, prog);
+      usage(stdout, prog);
+      return 1;
+    }
+    if (nl == 7 && strncmp(a, "version", 7) == 0) {
+      ic_version_print(stdout, "inferencecache-server");
       return 1;
     }
     const flagdef_t *f = NULL;

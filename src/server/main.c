@@ -17,14 +17,8 @@
 #include "ic/policy.h"
 #include "ic/rpc.h"
 #include "ic/svc.h"
+#include "ic/version.h"
 #include "server.h"
-
-#ifndef IC_VERSION
-#define IC_VERSION "dev"
-#endif
-#ifndef IC_COMMIT
-#define IC_COMMIT "unknown"
-#endif
 
 #define HTTP_SHUTDOWN_MS 5000
 
@@ -167,8 +161,8 @@ static void *maint_main(void *arg) {
 int main(int argc, char **argv) {
   static server_ctx_t ctx_storage;
   server_ctx_t *ctx = &ctx_storage;
-  ctx->version = IC_VERSION;
-  ctx->commit = IC_COMMIT;
+  ctx->version = ic_version;
+  ctx->commit = ic_git_commit;
   int prc = server_flags_parse(&ctx->flags, argc, argv);
   if (prc == 1) return 0;
   if (prc) return 2;
@@ -225,7 +219,8 @@ int main(int argc, char **argv) {
   /* State: metrics, policy, hub, index, service. */
   ctx->metrics = ic_metrics_new();
   ctx->policy = ic_policy_store_new();
-  if (!ctx->metrics || !ctx->policy || register_metrics(ctx) != 0) {
+  if (!ctx->metrics || !ctx->policy || register_metrics(ctx) != 0 ||
+      ic_metrics_add_process(ctx->metrics) != 0) {
     ic_log_error("serve_error", IC_LS("err", "out of memory"));
     return 1;
   }

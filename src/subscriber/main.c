@@ -15,40 +15,41 @@
 #include "ic/err.h"
 #include "ic/http.h"
 #include "ic/log.h"
+#include "ic/cli.h"
+#include "ic/version.h"
 #include "sub.h"
 
-static void usage(FILE *f) {
-  fprintf(f,
-          "Usage of kvevent-subscriber:\n"
-          "  --engine-endpoint string   ZMQ endpoint to subscribe to; repeat once per DP rank "
-          "(default \"tcp://127.0.0.1:5557\")\n"
-          "  --replay-endpoint string   engine ROUTER replay endpoint, paired with the "
-          "--engine-endpoint of the same position (default: none)\n"
-          "  --topic string             ZMQ subscription prefix; \"\" = everything (default \"\")\n"
-          "  --server string            inference-cache gRPC target (default \"127.0.0.1:9090\")\n"
-          "  --replica-id string        replica identity (required)\n"
-          "  --model-id string          model identity (required)\n"
-          "  --tenant-id string         tenant identity (optional)\n"
-          "  --hash-scheme string       hash scheme tag (default \"vllm\")\n"
-          "  --window duration          add-batching flush period (default 100ms)\n"
-          "  --engine-metrics-url string  engine Prometheus endpoint (default "
-          "\"http://127.0.0.1:8000/metrics\")\n"
-          "  --stats-interval duration  stats scrape period (default 10s)\n"
-          "  --engine-cache-size-bytes int  total KV capacity in bytes (default 0)\n"
-          "  --max-concurrency-ceiling int  pressure denominator (default 256)\n"
-          "  --cache-tier string        auto|kv|gpu|cpu (default \"auto\")\n"
-          "  --engine-model-name string only use /metrics series with this model_name\n"
-          "  --ignore-block-removed     engine has an L2 offload tier: removal => T2 re-report\n"
-          "  --lora-adapter-names string  comma-separated id=name LoRA map\n"
-          "  --dp-rank-suffix           replica id gets \"-dp<rank>\" from the batch's DP rank\n"
-          "  --http-bind-address string /metrics and /healthz listener; \"\" disables "
-          "(default \":8090\")\n"
-          "  --queue-max-bytes int      bound of the update queue (default 16777216)\n"
-          "  --max-backoff duration     cap of the retry backoff (default 10s)\n"
-          "  --replay-timeout duration  wait for a replay answer (default 2s)\n"
-          "  --log-level string         debug|info|warn|error (default \"info\")\n"
-          "  --log-format string        json|text (default \"json\")\n");
-}
+static const ic_cli_flag_t FLAGS[] = {
+    {"engine-endpoint", "string", "tcp://127.0.0.1:5557",
+     "engine ZeroMQ PUB endpoint to subscribe to; repeat once per data-parallel rank"},
+    {"replay-endpoint", "string", NULL,
+     "engine ROUTER replay endpoint, paired with the --engine-endpoint at the same position"},
+    {"topic", "string", NULL, "ZeroMQ subscription prefix; \"\" = every topic"},
+    {"server", "string", "127.0.0.1:9090", "inferencecache-server gRPC target"},
+    {"replica-id", "string", NULL, "this replica's identity, usually the pod name (required)"},
+    {"model-id", "string", NULL, "the model the engine serves (required)"},
+    {"tenant-id", "string", NULL, "tenant the replica's entries belong to"},
+    {"hash-scheme", "string", "vllm", "hash scheme tag; also picks the metrics profile (vllm or sglang)"},
+    {"window", "duration", "100ms", "add-batching flush period"},
+    {"engine-metrics-url", "string", "http://127.0.0.1:8000/metrics", "engine Prometheus endpoint scraped for stats"},
+    {"stats-interval", "duration", "10s", "stats scrape period"},
+    {"engine-cache-size-bytes", "int", NULL, "total KV capacity in bytes when the engine does not export it"},
+    {"max-concurrency-ceiling", "int", "256", "running requests that count as pressure 1.0"},
+    {"cache-tier", "string", "auto", "tier reported for stored blocks: auto, kv, gpu or cpu"},
+    {"engine-model-name", "string", NULL, "only use engine metric series with this model_name label"},
+    {"ignore-block-removed", NULL, NULL, "the engine offloads to an L2 tier: a removal re-reports the block as T2"},
+    {"lora-adapter-names", "string", NULL, "comma-separated id=name map of LoRA adapters"},
+    {"dp-rank-suffix", NULL, NULL, "append \"-dp<rank>\" to the replica id from each batch's DP rank"},
+    {"http-bind-address", "string", ":8090", "/metrics and /healthz listener; \"\" disables"},
+    {"queue-max-bytes", "int", "16777216", "bound of the update queue; beyond it the oldest updates are dropped"},
+    {"max-backoff", "duration", "10s", "cap of the retry backoff towards the server"},
+    {"replay-timeout", "duration", "2s", "how long to wait for a replay answer"},
+    {"log-level", "string", "info", "debug, info, warn or error"},
+    {"log-format", "string", "json", "json or text"},
+};
+static const ic_cli_t CLI = {"kvevent-subscriber",
+                             "sidecar: engine KV-cache events (ZeroMQ/msgpack) to inferencecache-server",
+                             NULL, FLAGS, sizeof FLAGS / sizeof FLAGS[0]};
 
 /* Go duration syntax: 100ms, 10s, 1m30s, 1.5h, "0". Returns 0 or -1. */
 static int parse_dur(const char *s, int64_t *us) {
@@ -180,7 +181,7 @@ static void on_collect(void *ud) {
 int sub_metrics_init(sub_ctx_t *c) {
   sub_metrics_t *m = &c->m;
   m->reg = ic_metrics_new();
-  if (!m->reg) return IC_ENOMEM;
+  if (!m->reg || ic_metrics_add_process(m->reg) != 0) return IC_ENOMEM;
   const char *type[] = {"type"}, *result[] = {"result"}, *kind[] = {"kind"},
              *mc[] = {"method", "code"}, *epl[] = {"endpoint"};
   static const double lag_b[] = {0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10};
@@ -244,8 +245,14 @@ int sub_metrics_init(sub_ctx_t *c) {
       "Events of a hybrid model's non-full-attention KV cache group, skipped.", 0, NULL);
   m->scrapes =
       ic_metrics_counter(m->reg, P "stats_reports_total", "Stats ticks, by result.", 1, result);
+  m->reported_hit_rate =
+      ic_metrics_gauge(m->reg, P "reported_hit_rate",
+                       "Prefix-cache hit rate in the last stats report the server accepted.", 0, NULL);
+  m->reported_pressure =
+      ic_metrics_gauge(m->reg, P "reported_pressure",
+                       "Load (0..1) in the last stats report the server accepted.", 0, NULL);
 #undef P
-  if (!m->events_received || !m->lag || !m->scrapes || !m->other_group) return IC_ENOMEM;
+  if (!m->reported_hit_rate || !m->reported_pressure || !m->events_received || !m->lag || !m->scrapes || !m->other_group) return IC_ENOMEM;
   ic_metric_set(ic_metric_plain(m->queue_max), (double)c->queue_max_bytes);
   ic_metrics_on_collect(m->reg, on_collect, c);
   return 0;
@@ -278,7 +285,8 @@ enum {
   O_REPLAYTO,
   O_LOGLEVEL,
   O_LOGFMT,
-  O_HELP
+  O_HELP,
+  O_VERSION
 };
 
 int main(int argc, char **argv) {
@@ -326,6 +334,7 @@ int main(int argc, char **argv) {
                                      {"log-level", required_argument, 0, O_LOGLEVEL},
                                      {"log-format", required_argument, 0, O_LOGFMT},
                                      {"help", no_argument, 0, O_HELP},
+                                     {"version", no_argument, 0, O_VERSION},
                                      {0, 0, 0, 0}};
   opterr = 0;
   int o;
@@ -376,17 +385,11 @@ int main(int argc, char **argv) {
       break;
     }
     case O_HELP:
-    case 'h': usage(stdout); return 0;
-    default:
-      fprintf(stderr, "flag provided but not defined: %s\n", argv[optind - 1]);
-      usage(stderr);
-      return 2;
+    case 'h': ic_cli_usage(&CLI, stdout); return 0;
+    case O_VERSION: ic_version_print(stdout, CLI.program); return 0;
+    default: return ic_cli_fail(&CLI, "flag provided but not defined: %s", argv[optind - 1]);
     }
-    if (bad) {
-      fprintf(stderr, "invalid value for flag: %s\n", argv[optind - 1]);
-      usage(stderr);
-      return 2;
-    }
+    if (bad) return ic_cli_fail(&CLI, "invalid value for flag: %s", argv[optind - 1]);
   }
   /* Go's flag.Parse leaves the rest (e.g. the "false" of `--ignore-block-removed false`) unread;
    * REF ignores it. So do we, loudly. */
@@ -483,7 +486,8 @@ int main(int argc, char **argv) {
   char win[32], sint[32];
   fmt_dur(c->stats_interval_us, sint, sizeof(sint));
   fmt_dur(c->window_us, win, sizeof(win));
-  ic_log_info("kvevent-subscriber starting", IC_LS("engine_endpoint", endpoints[0]),
+  ic_log_info("kvevent-subscriber starting", IC_LS("version", ic_version), IC_LS("commit", ic_git_commit),
+              IC_LS("engine_endpoint", endpoints[0]),
               IC_LI("engine_endpoints", nend), IC_LS("server", c->server),
               IC_LS("replica_id", c->replica_id), IC_LS("model_id", c->model_id),
               IC_LS("engine_metrics_url", c->metrics_url), IC_LS("stats_interval", sint),

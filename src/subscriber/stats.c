@@ -128,6 +128,8 @@ void *sub_stats_thread(void *arg) {
     const char *lv[] = {rc ? "failure" : "success"};
     ic_metric_inc(ic_metric_child(c->m.scrapes, lv));
     if (!rc) {
+      ic_metric_set(ic_metric_plain(c->m.reported_hit_rate), st.hit_rate);
+      ic_metric_set(ic_metric_plain(c->m.reported_pressure), st.pressure);
       if (failures >= STALE_THRESHOLD)
         ic_log_info("engine load stats recovered", IC_LS("event", "load_signal_recovered"),
                     IC_LI("after_failures", failures));

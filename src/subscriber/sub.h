@@ -75,6 +75,7 @@ typedef struct sub_metrics {
       *missing, *dups, *restarts, *replays, *replayed, *queue_depth, *queue_bytes, *queue_max,
       *queue_dropped, *rpcs, *rpc_errors, *connected, *resyncs, *resync_entries, *lag, *tracked,
       *lora_dropped, *no_entries, *scrapes, *unknown_tags, *other_group;
+  ic_metric_family_t *reported_hit_rate, *reported_pressure; /* last stats the server accepted */
 } sub_metrics_t;
 
 typedef struct sub_ctx {

@@ -6,7 +6,9 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "ic/cli.h"
 #include "ic/log.h"
+#include "ic/version.h"
 #include "webhook.h"
 
 /* --objects=FILE: a JSON array of objects, re-read on every listing so tests can change it. */
@@ -32,6 +34,18 @@ static json_t *list_from_file(void *ud, const char *kind, const char *ns, char *
   return out;
 }
 
+static const ic_cli_flag_t FLAGS[] = {
+    {"bind", "string", "127.0.0.1:9443", "listen address (HTTPS with --cert/--key, else HTTP)"},
+    {"cert", "string", NULL, "PEM serving certificate"},
+    {"key", "string", NULL, "PEM private key of --cert"},
+    {"objects", "string", NULL, "JSON array of objects answering the webhooks' namespace listings (re-read per listing)"},
+    {"kvevent-subscriber-image", "string", NULL, "image of the sidecar the Pod webhook injects"},
+    {"policy-server-grpc-address", "string", NULL, "server gRPC address injected sidecars report to"},
+};
+static const ic_cli_t CLI = {"ic-webhook-server",
+                             "the controller's admission webhooks alone, for tests and local debugging",
+                             NULL, FLAGS, sizeof FLAGS / sizeof FLAGS[0]};
+
 int main(int argc, char **argv) {
   const char *bind = "127.0.0.1:9443", *cert = NULL, *key = NULL, *objects = NULL, *image = "", *grpc = NULL;
   static const struct option opts[] = {{"bind", required_argument, 0, 'b'},
@@ -41,9 +55,10 @@ int main(int argc, char **argv) {
                                        {"kvevent-subscriber-image", required_argument, 0, 'i'},
                                        {"policy-server-grpc-address", required_argument, 0, 'g'},
                                        {"help", no_argument, 0, 'h'},
+                                       {"version", no_argument, 0, 'V'},
                                        {0, 0, 0, 0}};
   int c;
-  while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
+  while ((c = getopt_long_only(argc, argv, "", opts, NULL)) != -1) {
     switch (c) {
       case 'b': bind = optarg; break;
       case 'c': cert = optarg; break;
@@ -51,13 +66,12 @@ int main(int argc, char **argv) {
       case 'o': objects = optarg; break;
       case 'i': image = optarg; break;
       case 'g': grpc = optarg; break;
-      default:
-        fprintf(stderr,
-                "usage: ic-webhook-server [--bind=127.0.0.1:9443] [--cert=tls.crt --key=tls.key] [--objects=FILE]\n"
-                "       [--kvevent-subscriber-image=IMG] [--policy-server-grpc-address=ADDR]\n");
-        return c == 'h' ? 0 : 2;
+      case 'h': ic_cli_usage(&CLI, stdout); return 0;
+      case 'V': ic_version_print(stdout, CLI.program); return 0;
+      default: return ic_cli_fail(&CLI, "flag provided but not defined or missing its value");
     }
   }
+  if (optind < argc) return ic_cli_fail(&CLI, "unexpected argument: %s", argv[optind]);
   sigset_t set;
   sigemptyset(&set);
   sigaddset(&set, SIGINT);
@@ -73,6 +87,8 @@ int main(int argc, char **argv) {
     ic_log_error("webhook_start_failed", IC_LS("error", err));
     return 1;
   }
+  ic_log_info("webhook_server_started", IC_LS("version", ic_version), IC_LS("commit", ic_git_commit),
+              IC_LI("port", webhook_port(s)));
   printf("listening %d\n", webhook_port(s));
   fflush(stdout);
   int sig = 0;

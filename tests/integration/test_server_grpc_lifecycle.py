@@ -27,8 +27,8 @@ T = 20
 # ---------------------------------------------------------------- flags and exit codes
 
 def test_help_exits_zero():
-    rc, _, err = run_server(["--help"])
-    assert rc == 0 and "-grpc-bind-address" in err and "-engine-block-size" in err
+    rc, out, _ = run_server(["--help"])
+    assert rc == 0 and "-grpc-bind-address" in out and "-engine-block-size" in out
 
 
 @pytest.mark.parametrize("args,code,needle", [
