@@ -1,14 +1,23 @@
 /* ic-template-render: renders a Jinja chat template (or PromptTemplate body) with variables from
  * a JSON object, exactly as the server does; for checking templates and for conformance tests.
- * Usage: ic-template-render TEMPLATE_FILE [VARS_JSON_FILE|-] [--now=EPOCH_SECONDS]
  * Prints the rendered text to stdout (no newline added). Exit 0 = rendered, 1 = the template
- * failed to compile or render (the error on stderr), 2 = unreadable input. */
+ * failed to compile or render (the error on stderr), 2 = bad flags or unreadable input. */
+#include <getopt.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "ic/buf.h"
 #include "ic/chattemplate.h"
+#include "ic/cli.h"
+#include "ic/version.h"
+
+static const ic_cli_flag_t FLAGS[] = {
+    {"now", "int", NULL, "strftime_now's clock in seconds since the epoch, UTC (default: now)"},
+};
+static const ic_cli_t CLI = {"ic-template-render",
+                             "renders a chat template or PromptTemplate body with lib/chattemplate",
+                             "TEMPLATE_FILE [VARS_JSON_FILE|-]", FLAGS, sizeof FLAGS / sizeof FLAGS[0]};
 
 static char *slurp(const char *path, size_t *len) {
   FILE *f = strcmp(path, "-") ? fopen(path, "rb") : stdin;
@@ -25,19 +34,27 @@ static char *slurp(const char *path, size_t *len) {
 int main(int argc, char **argv) {
   const char *tpl_path = NULL, *vars_path = NULL;
   ic_chattemplate_opts_t opts = {.now = -1};
-  for (int i = 1; i < argc; i++) {
-    if (!strncmp(argv[i], "--now=", 6)) opts.now = strtoll(argv[i] + 6, NULL, 10);
-    else if (!tpl_path) tpl_path = argv[i];
-    else if (!vars_path) vars_path = argv[i];
-    else {
-      fprintf(stderr, "usage: %s TEMPLATE_FILE [VARS_JSON_FILE|-] [--now=EPOCH]\n", argv[0]);
-      return 2;
+  static const struct option lo[] = {{"now", required_argument, 0, 'n'},
+                                     {"help", no_argument, 0, 'h'},
+                                     {"version", no_argument, 0, 'V'},
+                                     {0, 0, 0, 0}};
+  int ch;
+  while ((ch = getopt_long_only(argc, argv, "", lo, NULL)) != -1) {
+    switch (ch) {
+    case 'n': {
+      char *end;
+      opts.now = strtoll(optarg, &end, 10);
+      if (!*optarg || *end || opts.now < 0) return ic_cli_fail(&CLI, "invalid value for -now: %s", optarg);
+      break;
+    }
+    case 'h': ic_cli_usage(&CLI, stdout); return 0;
+    case 'V': ic_version_print(stdout, CLI.program); return 0;
+    default: return ic_cli_fail(&CLI, "flag provided but not defined or missing its value");
     }
   }
-  if (!tpl_path) {
-    fprintf(stderr, "usage: %s TEMPLATE_FILE [VARS_JSON_FILE|-] [--now=EPOCH]\n", argv[0]);
-    return 2;
-  }
+  if (optind < argc) tpl_path = argv[optind++];
+  if (optind < argc) vars_path = argv[optind++];
+  if (!tpl_path || optind < argc) return ic_cli_fail(&CLI, "want TEMPLATE_FILE [VARS_JSON_FILE|-]");
   size_t tlen;
   char *src = slurp(tpl_path, &tlen);
   if (!src) {
