@@ -1,5 +1,6 @@
 /* The encode pipeline: added tokens on raw text, normalizer, added tokens on normalized text,
  * pre-tokenizer, BPE per pre-token through a lock-free cache, then the post-processor template. */
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 #include <xxhash.h>
@@ -7,15 +8,58 @@
 #include "ic/err.h"
 #include "internal.h"
 
+/* Per-thread scratch buffers: a large prompt makes the piece lists megabytes long, and fresh
+ * allocations of that size cost page faults on every call. Freed at thread exit, and trimmed
+ * after a call that left them above SCRATCH_KEEP bytes. */
+typedef struct {
+  tk_str norm;
+  tk_pieces ps;
+  tk_run *runs;
+  size_t runcap;
+  tk_pre_scratch pre;
+  bool busy;
+} scratch;
+
+#define SCRATCH_KEEP (4u << 20)
+
+static pthread_key_t scratch_key;
+static pthread_once_t scratch_once = PTHREAD_ONCE_INIT;
+
+static void scratch_release(scratch *s) {
+  free(s->norm.p);
+  free(s->ps.text.p);
+  free(s->ps.v);
+  free(s->runs);
+  free(s->pre.out);
+  free(s->pre.sp);
+  if (s->pre.md) pcre2_match_data_free(s->pre.md);
+  memset(s, 0, sizeof *s);
+}
+
+static void scratch_destroy(void *p) {
+  scratch_release(p);
+  free(p);
+}
+
+static void scratch_key_init(void) { (void)pthread_key_create(&scratch_key, scratch_destroy); }
+
+/* This thread's scratch, or NULL (then the caller uses a temporary one). */
+static scratch *scratch_get(void) {
+  pthread_once(&scratch_once, scratch_key_init);
+  scratch *s = pthread_getspecific(scratch_key);
+  if (!s && (s = calloc(1, sizeof *s)) && pthread_setspecific(scratch_key, s)) {
+    free(s);
+    s = NULL;
+  }
+  return s && !s->busy ? s : NULL;
+}
+
 typedef struct {
   const ic_tokenizer *t;
   ic_tok_ids *ids;
   size_t max_ids;
-  tk_str norm;
-  tk_pieces ps;
-  tk_run *runs;
-  size_t nruns, runcap;
-  pcre2_match_data *md;
+  scratch *sc;
+  size_t nruns;
   uint64_t hits, misses;
 } enc;
 
@@ -83,12 +127,12 @@ static int model_piece(enc *e, const char *w, size_t n) {
 /* Pre-tokenizes and encodes one stretch of (normalized) text free of added tokens. */
 static int encode_text(enc *e, const char *s, size_t n, bool origin) {
   const ic_tokenizer *t = e->t;
-  tk_pieces *ps = &e->ps;
+  tk_pieces *ps = &e->sc->ps;
   ps->text.n = 0;
   ps->n = 0;
   if (tk_str_put(&ps->text, s, n) || tk_pieces_push(ps, 0, n, origin)) return IC_ENOMEM;
   if (t->pre) {
-    int rc = tk_pre_apply(t->pre, ps, e->md);
+    int rc = tk_pre_apply(t->pre, ps, &e->sc->pre);
     if (rc) return rc;
   }
   for (size_t i = 0; i < ps->n; i++) {
@@ -105,17 +149,18 @@ static int encode_segment(enc *e, const char *s, size_t n, bool origin) {
   const char *ns = s;
   size_t nn = n;
   if (t->normalizer) {
-    e->norm.n = 0;
-    int rc = tk_norm_apply(t->normalizer, s, n, &e->norm);
+    tk_str *norm = &e->sc->norm;
+    norm->n = 0;
+    int rc = tk_norm_apply(t->normalizer, s, n, norm);
     if (rc) return rc;
-    ns = e->norm.p ? e->norm.p : "";
-    nn = e->norm.n;
+    ns = norm->p ? norm->p : "";
+    nn = norm->n;
   }
   if (!t->has_norm) return encode_text(e, ns, nn, origin);
   tk_run *runs = NULL;
   size_t nruns = 0, cap = 0;
   int rc = tk_added_split(&t->norm_trie, t->added, ns, nn, 0, &runs, &nruns, &cap);
-  /* encode_text reuses e->ps, never e->norm, so ns stays valid across the runs. */
+  /* encode_text reuses the scratch piece list, never the normalized text: ns stays valid. */
   for (size_t i = 0; !rc && i < nruns; i++) {
     if (runs[i].token >= 0) rc = push_id(e, t->added[runs[i].token].id);
     else rc = encode_text(e, ns + runs[i].off, runs[i].len, origin && runs[i].off == 0);
@@ -131,33 +176,35 @@ int ic_tokenizer_encode(const ic_tokenizer *t, const char *text, size_t len, boo
   char *clean = tk_utf8_sanitize(text, len, &clean_len, &rc);
   if (rc) return rc;
   if (clean) text = clean, len = clean_len;
-  enc e = {.t = t, .ids = ids, .max_ids = max_ids};
+  scratch tmp = {0}, *sc = scratch_get();
+  if (!sc) sc = &tmp;
+  sc->busy = true;
+  enc e = {.t = t, .ids = ids, .max_ids = max_ids, .sc = sc};
   ids->n = 0;
-  e.md = pcre2_match_data_create(1, NULL);
-  if (!e.md) rc = IC_ENOMEM;
+  if (!sc->pre.md && !(sc->pre.md = pcre2_match_data_create(1, NULL))) rc = IC_ENOMEM;
   if (!rc && add_special && t->post.present)
     for (size_t i = 0; !rc && i < t->post.npre; i++) rc = push_id(&e, t->post.pre[i]);
-  if (!rc && t->has_raw) rc = tk_added_split(&t->raw_trie, t->added, text, len, 0, &e.runs, &e.nruns, &e.runcap);
-  else if (!rc && !t->has_raw && len) {
-    rc = IC_OK;
-    e.runs = malloc(sizeof *e.runs);
-    if (!e.runs) rc = IC_ENOMEM;
-    else e.runs[0] = (tk_run){0, len, -1}, e.nruns = 1;
+  e.nruns = 0;
+  if (!rc && t->has_raw) {
+    rc = tk_added_split(&t->raw_trie, t->added, text, len, 0, &sc->runs, &e.nruns, &sc->runcap);
+  } else if (!rc && len) {
+    if (!sc->runcap && !(sc->runs = malloc(sizeof *sc->runs))) rc = IC_ENOMEM;
+    else sc->runcap = sc->runcap ? sc->runcap : 1, sc->runs[0] = (tk_run){0, len, -1}, e.nruns = 1;
   }
   for (size_t i = 0; !rc && i < e.nruns; i++) {
-    if (e.runs[i].token >= 0) rc = push_id(&e, t->added[e.runs[i].token].id);
-    else rc = encode_segment(&e, text + e.runs[i].off, e.runs[i].len, e.runs[i].off == 0);
+    tk_run r = sc->runs[i];
+    if (r.token >= 0) rc = push_id(&e, t->added[r.token].id);
+    else rc = encode_segment(&e, text + r.off, r.len, r.off == 0);
   }
   if (!rc && add_special && t->post.present)
     for (size_t i = 0; !rc && i < t->post.npost; i++) rc = push_id(&e, t->post.post[i]);
   if (!rc && max_ids && ids->n > max_ids) rc = IC_ERANGE;
   atomic_fetch_add_explicit((_Atomic uint64_t *)&t->cache_hits, e.hits, memory_order_relaxed);
   atomic_fetch_add_explicit((_Atomic uint64_t *)&t->cache_misses, e.misses, memory_order_relaxed);
-  if (e.md) pcre2_match_data_free(e.md);
-  free(e.norm.p);
-  free(e.ps.text.p);
-  free(e.ps.v);
-  free(e.runs);
+  size_t held = sc->norm.cap + sc->ps.text.cap + sc->ps.cap * sizeof(tk_piece) + sc->pre.out_cap * sizeof(tk_piece) +
+                sc->pre.sp_cap * sizeof(tk_span) + sc->runcap * sizeof(tk_run);
+  sc->busy = false;
+  if (sc == &tmp || held > SCRATCH_KEEP) scratch_release(sc);
   free(clean);
   return rc;
 }

@@ -100,8 +100,23 @@ typedef struct tk_pre {
   bool vetted;            /* PT_SPLIT / PT_BYTELEVEL regex known to be local at split points */
 } tk_pre;
 
+/* Reusable buffers of the pre-tokenizer (kept per thread by the encoder: no allocation and no
+ * page faults per call once warm). */
+typedef struct {
+  size_t s, e;
+  bool m;
+} tk_span;
+
+typedef struct {
+  pcre2_match_data *md;
+  tk_piece *out; /* next stage's pieces; swapped with the piece list after each stage */
+  size_t out_cap;
+  tk_span *sp;
+  size_t sp_n, sp_cap;
+} tk_pre_scratch;
+
 /* Splits every piece of ps in place (pieces may be rewritten into ps->text). */
-int tk_pre_apply(const tk_pre *pt, tk_pieces *ps, pcre2_match_data *md);
+int tk_pre_apply(const tk_pre *pt, tk_pieces *ps, tk_pre_scratch *sc);
 void tk_pre_free(tk_pre *pt);
 /* Regex with the Rust library's flavour: UTF, Unicode properties for \s \d \w. */
 pcre2_code *tk_regex_compile(const char *pat, size_t len, bool literal, char *err, size_t errlen);

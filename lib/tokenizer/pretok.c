@@ -24,27 +24,23 @@ pcre2_code *tk_regex_compile(const char *pat, size_t len, bool literal, char *er
   return re;
 }
 
-typedef struct {
-  size_t s, e;
-  bool m;
-} span;
+typedef tk_span span;
 
-typedef struct {
-  span *v;
-  size_t n, cap;
-} spans;
+/* The span list lives in the scratch (sp, sp_n, sp_cap). */
+typedef tk_pre_scratch spans;
 
 static int spans_push(spans *sp, size_t s, size_t e, bool m) {
-  if (sp->n == sp->cap) {
-    size_t cap = sp->cap ? sp->cap * 2 : 64;
-    span *v = realloc(sp->v, cap * sizeof *v);
+  if (sp->sp_n == sp->sp_cap) {
+    size_t cap = sp->sp_cap ? sp->sp_cap * 2 : 64;
+    span *v = realloc(sp->sp, cap * sizeof *v);
     if (!v) return IC_ENOMEM;
-    sp->v = v;
-    sp->cap = cap;
+    sp->sp = v;
+    sp->sp_cap = cap;
   }
-  sp->v[sp->n++] = (span){s, e, m};
+  sp->sp[sp->sp_n++] = (span){s, e, m};
   return 0;
 }
+
 
 /* Matches of a regex in t[0..n) as spans covering it (gaps unmatched), like Rust's Pattern. */
 static int regex_spans(const pcre2_code *re, pcre2_match_data *md, const char *t, size_t n, spans *sp) {
@@ -90,48 +86,48 @@ static int char_spans(const char *t, size_t n, bool (*pred)(int32_t), spans *sp)
 /* Applies invert and the delimiter behaviour to sp in place; keeps spans to emit with m=true. */
 static void apply_behavior(spans *sp, tk_split_behavior b, bool invert) {
   if (invert)
-    for (size_t i = 0; i < sp->n; i++) sp->v[i].m = !sp->v[i].m;
+    for (size_t i = 0; i < sp->sp_n; i++) sp->sp[i].m = !sp->sp[i].m;
   size_t k = 0;
   bool prev_match = false;
   switch (b) {
   case SB_REMOVED:
-    for (size_t i = 0; i < sp->n; i++)
-      if (!sp->v[i].m) sp->v[k++] = (span){sp->v[i].s, sp->v[i].e, true};
+    for (size_t i = 0; i < sp->sp_n; i++)
+      if (!sp->sp[i].m) sp->sp[k++] = (span){sp->sp[i].s, sp->sp[i].e, true};
     break;
   case SB_ISOLATED:
-    for (size_t i = 0; i < sp->n; i++) sp->v[k++] = (span){sp->v[i].s, sp->v[i].e, true};
+    for (size_t i = 0; i < sp->sp_n; i++) sp->sp[k++] = (span){sp->sp[i].s, sp->sp[i].e, true};
     break;
   case SB_MERGED_PREV:
-    for (size_t i = 0; i < sp->n; i++) {
-      span x = sp->v[i];
-      if (x.m && !prev_match && k) sp->v[k - 1].e = x.e;
-      else sp->v[k++] = (span){x.s, x.e, true};
+    for (size_t i = 0; i < sp->sp_n; i++) {
+      span x = sp->sp[i];
+      if (x.m && !prev_match && k) sp->sp[k - 1].e = x.e;
+      else sp->sp[k++] = (span){x.s, x.e, true};
       prev_match = x.m;
     }
     break;
   case SB_MERGED_NEXT: {
     /* Right to left, merging each match into the following part. */
-    size_t w = sp->n;
-    for (size_t i = sp->n; i-- > 0;) {
-      span x = sp->v[i];
-      if (x.m && !prev_match && w < sp->n) sp->v[w].s = x.s;
-      else sp->v[--w] = (span){x.s, x.e, true};
+    size_t w = sp->sp_n;
+    for (size_t i = sp->sp_n; i-- > 0;) {
+      span x = sp->sp[i];
+      if (x.m && !prev_match && w < sp->sp_n) sp->sp[w].s = x.s;
+      else sp->sp[--w] = (span){x.s, x.e, true};
       prev_match = x.m;
     }
-    memmove(sp->v, sp->v + w, (sp->n - w) * sizeof *sp->v);
-    k = sp->n - w;
+    memmove(sp->sp, sp->sp + w, (sp->sp_n - w) * sizeof *sp->sp);
+    k = sp->sp_n - w;
     break;
   }
   case SB_CONTIGUOUS:
-    for (size_t i = 0; i < sp->n; i++) {
-      span x = sp->v[i];
-      if (x.m == prev_match && k) sp->v[k - 1].e = x.e;
-      else sp->v[k++] = (span){x.s, x.e, true};
+    for (size_t i = 0; i < sp->sp_n; i++) {
+      span x = sp->sp[i];
+      if (x.m == prev_match && k) sp->sp[k - 1].e = x.e;
+      else sp->sp[k++] = (span){x.s, x.e, true};
       prev_match = x.m;
     }
     break;
   }
-  sp->n = k;
+  sp->sp_n = k;
 }
 
 static bool is_numeric(int32_t c) {
@@ -161,7 +157,7 @@ static int split_one(const tk_pre *pt, tk_pieces *ps, tk_piece p, tk_piece **out
   int rc = 0;
   tk_split_behavior beh = pt->behavior;
   bool invert = pt->invert;
-  sp->n = 0;
+  sp->sp_n = 0;
   switch (pt->kind) {
   case PT_SPLIT: rc = regex_spans(pt->re, md, ps->text.p + p.off, p.len, sp); break;
   case PT_BYTELEVEL:
@@ -211,8 +207,8 @@ static int split_one(const tk_pre *pt, tk_pieces *ps, tk_piece p, tk_piece **out
   }
   if (rc) return rc;
   apply_behavior(sp, beh, invert);
-  for (size_t i = 0; i < sp->n; i++) {
-    if (sp->v[i].e == sp->v[i].s) continue; /* empty pieces are dropped */
+  for (size_t i = 0; i < sp->sp_n; i++) {
+    if (sp->sp[i].e == sp->sp[i].s) continue; /* empty pieces are dropped */
     if (*nout == *cap) {
       size_t c = *cap ? *cap * 2 : 64;
       tk_piece *v = realloc(*out, c * sizeof *v);
@@ -220,34 +216,32 @@ static int split_one(const tk_pre *pt, tk_pieces *ps, tk_piece p, tk_piece **out
       *out = v;
       *cap = c;
     }
-    (*out)[(*nout)++] = (tk_piece){p.off + sp->v[i].s, sp->v[i].e - sp->v[i].s, p.origin && sp->v[i].s == 0};
+    (*out)[(*nout)++] = (tk_piece){p.off + sp->sp[i].s, sp->sp[i].e - sp->sp[i].s, p.origin && sp->sp[i].s == 0};
   }
   return 0;
 }
 
-int tk_pre_apply(const tk_pre *pt, tk_pieces *ps, pcre2_match_data *md) {
+int tk_pre_apply(const tk_pre *pt, tk_pieces *ps, tk_pre_scratch *sc) {
   if (pt->kind == PT_BYTELEVEL && !pt->re && !pt->add_prefix_space) return 0; /* bytes map 1:1 */
   if (pt->kind == PT_SEQUENCE) {
     for (size_t i = 0; i < pt->nchildren; i++) {
-      int rc = tk_pre_apply(&pt->children[i], ps, md);
+      int rc = tk_pre_apply(&pt->children[i], ps, sc);
       if (rc) return rc;
     }
     return 0;
   }
-  tk_piece *out = NULL;
-  size_t nout = 0, cap = 0;
-  spans sp = {0};
+  size_t nout = 0;
   int rc = 0;
-  for (size_t i = 0; i < ps->n && !rc; i++) rc = split_one(pt, ps, ps->v[i], &out, &nout, &cap, &sp, md);
-  free(sp.v);
-  if (rc) {
-    free(out);
-    return rc;
-  }
-  free(ps->v);
-  ps->v = out;
+  for (size_t i = 0; i < ps->n && !rc; i++) rc = split_one(pt, ps, ps->v[i], &sc->out, &nout, &sc->out_cap, sc, sc->md);
+  if (rc) return rc;
+  /* The new list becomes the pieces; the old array is the next stage's output buffer. */
+  tk_piece *old = ps->v;
+  size_t old_cap = ps->cap;
+  ps->v = sc->out;
   ps->n = nout;
-  ps->cap = cap;
+  ps->cap = sc->out_cap;
+  sc->out = old;
+  sc->out_cap = old_cap;
   return 0;
 }
 
