@@ -58,6 +58,27 @@ void tk_bpe_free(tk_bpe *b) {
   free(b->merges.merged);
   free(b->prefix);
   free(b->suffix);
+  free(b->glue);
+}
+
+size_t tk_bpe_split_point(const tk_bpe *b, const char *w, size_t n, size_t from) {
+  if (!b->meta_split) return 0;
+  for (size_t i = from + 1; i + 3 <= n; i++) {
+    if (memcmp(w + i, "\xe2\x96\x81", 3)) continue;
+    size_t s = i - 1;
+    while (s > from && ((unsigned char)w[s] & 0xC0) == 0x80) s--;
+    if (i - s == 3 && !memcmp(w + s, "\xe2\x96\x81", 3)) continue; /* inside a meta-space run */
+    int32_t cp = 0;
+    size_t l = i - s;
+    for (size_t k = s; k < i; k++) cp = k == s ? (unsigned char)w[k] : (cp << 6) | (w[k] & 0x3F);
+    if (l == 2) cp &= 0x7FF;
+    else if (l == 3) cp &= 0xFFFF;
+    else if (l == 4) cp &= 0x1FFFFF;
+    bool glued = false;
+    for (size_t k = 0; k < b->nglue; k++) glued |= b->glue[k] == cp;
+    if (!glued) return i;
+  }
+  return 0;
 }
 
 static int ids_push(ic_tok_ids *ids, uint32_t id) {

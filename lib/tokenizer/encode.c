@@ -103,7 +103,21 @@ static void cache_put(tk_cache_slot *s, uint64_t h, const char *k, size_t n, con
   atomic_store_explicit(&s->seq, seq + 2, memory_order_release);
 }
 
+static int model_piece_whole(enc *e, const char *w, size_t n);
+
+/* SentencePiece-style models see whole sentences as one word: cut them where BPE cannot merge
+ * across (before a meta space that no token joins to the char before it), so each part is short,
+ * cached and merged independently with the same result. */
 static int model_piece(enc *e, const char *w, size_t n) {
+  size_t from = 0;
+  for (size_t cut; (cut = tk_bpe_split_point(&e->t->bpe, w, n, from)); from = cut) {
+    int rc = model_piece_whole(e, w + from, cut - from);
+    if (rc) return rc;
+  }
+  return model_piece_whole(e, w + from, n - from);
+}
+
+static int model_piece_whole(enc *e, const char *w, size_t n) {
   const ic_tokenizer *t = e->t;
   if (n > TK_CACHE_KEY) return tk_bpe_word(&t->bpe, w, n, e->ids);
   uint64_t h = XXH3_64bits(w, n);

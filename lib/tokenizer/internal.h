@@ -167,11 +167,18 @@ typedef struct {
   uint32_t unk_id;
   char *prefix, *suffix; /* continuing_subword_prefix / end_of_word_suffix (NULL or non-empty) */
   uint32_t byte_ids[256]; /* byte_fallback "<0xXX>" ids (UINT32_MAX when absent) */
+  /* SentencePiece-style words split before "\u2581" (see tk_bpe_split_point): enabled when no
+   * token that merges can produce has "X\u2581" inside, except for X in `glue` (sorted). */
+  bool meta_split;
+  int32_t *glue;
+  size_t nglue;
 } tk_bpe;
 
 int tk_merges_init(tk_merges *m, size_t expected);
 int tk_merges_put(tk_merges *m, uint32_t a, uint32_t b, uint32_t rank, uint32_t merged);
 void tk_bpe_free(tk_bpe *b);
+/* Next offset > from in w where the piece can be cut without changing its BPE result (0: none). */
+size_t tk_bpe_split_point(const tk_bpe *b, const char *w, size_t n, size_t from);
 /* Encodes one pre-token (model space bytes) appending ids. */
 int tk_bpe_word(const tk_bpe *b, const char *w, size_t n, ic_tok_ids *ids);
 

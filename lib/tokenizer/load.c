@@ -231,6 +231,31 @@ static bool from_byte_level(const char *s, size_t n, const int32_t map[324], cha
   return true;
 }
 
+/* Records every char X that a merge result holds right before "\u2581" (so a word may not be cut
+ * between them): the SentencePiece meta-space split is exact at every other X|"\u2581". */
+static int note_glue(tk_bpe *b, const char *t, size_t n) {
+  for (size_t i = 1; i + 3 <= n; i++) {
+    if (memcmp(t + i, "\xe2\x96\x81", 3)) continue;
+    size_t s = i - 1;
+    while (s > 0 && ((unsigned char)t[s] & 0xC0) == 0x80) s--;
+    if (i - s == 3 && !memcmp(t + s, "\xe2\x96\x81", 3)) continue; /* runs of the meta space */
+    int32_t cp = 0;
+    for (size_t k = s; k < i; k++) cp = k == s ? (unsigned char)t[k] : (cp << 6) | (t[k] & 0x3F);
+    size_t l = i - s;
+    if (l == 2) cp &= 0x7FF;
+    else if (l == 3) cp &= 0xFFFF;
+    else if (l == 4) cp &= 0x1FFFFF;
+    bool have = false;
+    for (size_t k = 0; k < b->nglue; k++) have |= b->glue[k] == cp;
+    if (have) continue;
+    int32_t *g = realloc(b->glue, (b->nglue + 1) * sizeof *g);
+    if (!g) return IC_ENOMEM;
+    b->glue = g;
+    b->glue[b->nglue++] = cp;
+  }
+  return 0;
+}
+
 /* For a byte-level model the string-space vocabulary is handed back in *sv_keep (added tokens
  * are looked up by their text there); otherwise *sv_keep stays empty and b->vocab serves. */
 static int load_model(json_t *m, tk_bpe *b, bool byte_level, size_t *vocab_size, tk_vocab *sv_keep,
@@ -316,12 +341,23 @@ static int load_model(json_t *m, tk_bpe *b, bool byte_level, size_t *vocab_size,
       break;
     }
     tk_merges_put(&b->merges, ia, ic, (uint32_t)i, inew);
+    if (!byte_level && note_glue(b, scratch.p, scratch.n)) {
+      rc = IC_ENOMEM;
+      break;
+    }
   }
   free(scratch.p);
   for (int x = 0; x < 256; x++) {
     char name[8];
     snprintf(name, sizeof name, "<0x%02X>", x);
     if (!b->byte_fallback || !tk_vocab_get(&sv, name, 6, &b->byte_ids[x])) b->byte_ids[x] = UINT32_MAX;
+  }
+  {
+    uint32_t meta;
+    /* ignore_merges can emit any vocab token whole, and a prefix/suffix changes the unit lookups
+     * at a cut: both keep words whole. Too many glue chars means the vocab joins words freely. */
+    b->meta_split = !byte_level && !rc && !b->ignore_merges && !b->prefix && !b->suffix && b->nglue <= 64 &&
+                    tk_vocab_get(&sv, "\xe2\x96\x81", 3, &meta);
   }
   const char *unk = json_string_value(json_object_get(m, "unk_token"));
   if (!rc && unk) {
