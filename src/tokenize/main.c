@@ -1,19 +1,25 @@
 /* ic-tokenize: prints the token ids lib/tokenizer gives for text, to check a routing key by hand
  * or, with --hex-lines, to run a corpus through the encoder (the conformance tests use it). */
+#include <getopt.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "ic/cli.h"
 #include "ic/err.h"
 #include "ic/tokenizer.h"
+#include "ic/version.h"
 
-static void usage(FILE *f) {
-  fprintf(f, "usage: ic-tokenize --model-dir DIR [--add-special-tokens] [--hex-lines]\n"
-             "  reads text on stdin and prints its ids as a JSON array;\n"
-             "  --hex-lines: each stdin line is hex-encoded text, each output line its ids\n"
-             "  (space-separated) or \"ERR <reason>\"\n");
-}
+static const ic_cli_flag_t FLAGS[] = {
+    {"model-dir", "string", NULL, "directory holding the model's tokenizer.json (+ tokenizer_config.json); required"},
+    {"add-special-tokens", NULL, NULL, "apply the tokenizer's post-processor template (e.g. a leading BOS)"},
+    {"hex-lines", NULL, NULL,
+     "each stdin line is hex-encoded text; each output line its ids (space-separated) or \"ERR <reason>\""},
+};
+static const ic_cli_t CLI = {"ic-tokenize",
+                             "prints the token ids of stdin's text as a JSON array (lib/tokenizer)", NULL, FLAGS,
+                             sizeof FLAGS / sizeof FLAGS[0]};
 
 static int hexval(int c) {
   if (c >= '0' && c <= '9') return c - '0';
@@ -40,15 +46,26 @@ static char *read_all(FILE *f, size_t *n) {
 int main(int argc, char **argv) {
   const char *dir = NULL;
   bool special = false, hex = false;
-  for (int i = 1; i < argc; i++) {
-    if (!strcmp(argv[i], "--model-dir") && i + 1 < argc) dir = argv[++i];
-    else if (!strncmp(argv[i], "--model-dir=", 12)) dir = argv[i] + 12;
-    else if (!strcmp(argv[i], "--add-special-tokens")) special = true;
-    else if (!strcmp(argv[i], "--hex-lines")) hex = true;
-    else if (!strcmp(argv[i], "-h") || !strcmp(argv[i], "--help")) return usage(stdout), 0;
-    else return usage(stderr), 2;
+  static const struct option lo[] = {{"model-dir", required_argument, 0, 'm'},
+                                     {"add-special-tokens", no_argument, 0, 's'},
+                                     {"hex-lines", no_argument, 0, 'x'},
+                                     {"help", no_argument, 0, 'h'},
+                                     {"version", no_argument, 0, 'V'},
+                                     {0, 0, 0, 0}};
+  bool help = false;
+  for (int ch; (ch = getopt_long_only(argc, argv, "", lo, NULL)) != -1;) {
+    switch (ch) {
+    case 'm': dir = optarg; break;
+    case 's': special = true; break;
+    case 'x': hex = true; break;
+    case 'h': help = true; break;
+    case 'V': ic_version_print(stdout, CLI.program); return 0;
+    default: return ic_cli_fail(&CLI, "flag provided but not defined or missing its value");
+    }
   }
-  if (!dir) return usage(stderr), 2;
+  if (help) return ic_cli_usage(&CLI, stdout), 0;
+  if (optind < argc) return ic_cli_fail(&CLI, "unexpected argument %s", argv[optind]);
+  if (!dir || !*dir) return ic_cli_fail(&CLI, "-model-dir is required");
   char err[IC_TOK_ERRLEN];
   ic_tokenizer *t;
   if (ic_tokenizer_load_dir(dir, &t, err)) {

@@ -22,7 +22,8 @@ PROGRAMS = {
 }
 # Programs added by other modules join the convention as soon as they are built.
 OPTIONAL = {"inferencecache": "src/cli/inferencecache",
-            "ic-template-render": "src/template-render/ic-template-render"}
+            "ic-template-render": "src/template-render/ic-template-render",
+            "ic-tokenize": "src/tokenize/ic-tokenize"}
 SAMPLE = {"string": "x", "int": "1", "duration": "1s", "float": "1.5"}
 
 
