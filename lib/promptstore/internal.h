@@ -30,10 +30,22 @@ typedef struct ps_snapshot {
   size_t n;
 } ps_snapshot;
 
+/* A family's stable prefix is the same text on every request: its fingerprint is remembered,
+ * keyed by a 128-bit digest of (model, stable text), so repeated renders skip the tokenizer. */
+#define PS_CACHE_SLOTS 1024
+typedef struct ps_cache_slot {
+  uint64_t key_lo, key_hi;
+  uint8_t hash[8];
+  uint32_t tokens;
+  bool used, has_hash;
+} ps_cache_slot;
+
 struct ic_promptstore {
   pthread_mutex_t mu; /* guards cur (the pointer swap and the pin) */
   ps_snapshot *cur;
   ic_promptstore_config_t cfg;
+  pthread_mutex_t cache_mu;
+  ps_cache_slot cache[PS_CACHE_SLOTS]; /* direct-mapped */
 };
 
 ps_snapshot *ps_snapshot_acquire(ic_promptstore_t *s);

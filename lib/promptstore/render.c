@@ -5,6 +5,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <xxhash.h>
+
 #include "ic/err.h"
 #include "internal.h"
 
@@ -99,6 +101,59 @@ static size_t stable_ids(const ic_tokenizer *tok, const char *text, size_t len, 
   return k;
 }
 
+/* The stable prefix's fingerprint into res, through the per-store cache when the result depends
+ * on the stable text alone (exact split points, or no Mutable part at all). */
+static void fingerprint(ic_promptstore_t *s, const char *model, const ic_tokenizer *tok,
+                        const char *text, size_t len, size_t stable, ic_promptstore_result_t *res) {
+  bool cacheable = stable >= len || ic_tokenizer_splittable(tok);
+  XXH128_hash_t key = {0, 0};
+  ps_cache_slot *slot = NULL;
+  if (cacheable) {
+    XXH3_state_t *st = XXH3_createState();
+    if (st) {
+      uint8_t whole = stable >= len;
+      XXH3_128bits_reset(st);
+      XXH3_128bits_update(st, model, strlen(model) + 1);
+      XXH3_128bits_update(st, &whole, 1);
+      XXH3_128bits_update(st, text, stable < len ? stable : len);
+      key = XXH3_128bits_digest(st);
+      XXH3_freeState(st);
+      slot = &s->cache[key.low64 % PS_CACHE_SLOTS];
+      pthread_mutex_lock(&s->cache_mu);
+      bool hit = slot->used && slot->key_lo == key.low64 && slot->key_hi == key.high64;
+      if (hit) {
+        res->has_stable_hash = slot->has_hash;
+        memcpy(res->stable_hash, slot->hash, sizeof res->stable_hash);
+        res->stable_tokens = slot->tokens;
+      }
+      pthread_mutex_unlock(&s->cache_mu);
+      if (hit) return;
+    }
+  }
+  ic_tok_ids ids = {0};
+  size_t k = stable_ids(tok, text, len, stable, &ids);
+  size_t nb = ic_fp_block_count(k, s->cfg.block_size);
+  uint64_t *h = nb ? malloc(nb * sizeof *h) : NULL;
+  if (h) {
+    ic_fp_prefix_hashes(ids.v, nb * (size_t)s->cfg.block_size, s->cfg.block_size, NULL, h, nb, NULL);
+    ic_fp_to_wire(h[nb - 1], res->stable_hash);
+    res->has_stable_hash = true;
+    res->stable_tokens = nb * (size_t)s->cfg.block_size;
+    free(h);
+  }
+  ic_tok_ids_free(&ids);
+  if (slot && (h || !nb)) {
+    pthread_mutex_lock(&s->cache_mu);
+    slot->used = true;
+    slot->key_lo = key.low64;
+    slot->key_hi = key.high64;
+    slot->has_hash = res->has_stable_hash;
+    memcpy(slot->hash, res->stable_hash, sizeof slot->hash);
+    slot->tokens = (uint32_t)res->stable_tokens;
+    pthread_mutex_unlock(&s->cache_mu);
+  }
+}
+
 static void count(ic_promptstore_t *s, const char *code) {
   if (s->cfg.renders) ic_metric_inc(ic_metric_child(s->cfg.renders, (const char *[]){code}));
 }
@@ -160,22 +215,7 @@ int ic_promptstore_render(ic_promptstore_t *s, const char *ref, const char *tena
   }
   res->stable_bytes = stable;
   const ic_tokenizer *tok = e->model && s->cfg.tokenizer ? s->cfg.tokenizer(s->cfg.tokenizer_ud, e->model) : NULL;
-  if (tok && stable > 0) {
-    ic_tok_ids ids = {0};
-    size_t k = stable_ids(tok, text.data, text.len, stable, &ids);
-    size_t nb = ic_fp_block_count(k, s->cfg.block_size);
-    if (nb) {
-      uint64_t *h = malloc(nb * sizeof *h);
-      if (h) {
-        ic_fp_prefix_hashes(ids.v, nb * (size_t)s->cfg.block_size, s->cfg.block_size, NULL, h, nb, NULL);
-        ic_fp_to_wire(h[nb - 1], res->stable_hash);
-        res->has_stable_hash = true;
-        res->stable_tokens = nb * (size_t)s->cfg.block_size;
-        free(h);
-      }
-    }
-    ic_tok_ids_free(&ids);
-  }
+  if (tok && stable > 0) fingerprint(s, e->model, tok, text.data, text.len, stable, res);
   if (!text.data && ic_buf_append(&text, "", 0)) {
     rc = IC_ENOMEM;
     goto done;

@@ -52,6 +52,7 @@ ic_promptstore_t *ic_promptstore_new(const ic_promptstore_config_t *cfg) {
   }
   atomic_init(&s->cur->refs, 1);
   pthread_mutex_init(&s->mu, NULL);
+  pthread_mutex_init(&s->cache_mu, NULL);
   if (cfg) s->cfg = *cfg;
   if (s->cfg.block_size <= 0) s->cfg.block_size = IC_FP_DEFAULT_BLOCK_SIZE;
   return s;
@@ -61,6 +62,7 @@ void ic_promptstore_free(ic_promptstore_t *s) {
   if (!s) return;
   ps_snapshot_release(s->cur);
   pthread_mutex_destroy(&s->mu);
+  pthread_mutex_destroy(&s->cache_mu);
   free(s);
 }
 
