@@ -230,7 +230,7 @@ size_t ct_u8_len(const char *p, size_t n);                /* code points */
 size_t ct_u8_offset(const char *p, size_t n, size_t cp); /* byte offset of code point cp */
 bool ct_u8_space_at(const char *p, size_t n, size_t *adv); /* Python str.isspace() char */
 
-/* ---- builtins (builtins.c) */
+/* ---- builtins (filters.c, tests.c) */
 ct_filter_fn ct_find_filter(const char *name, size_t n);
 ct_test_fn ct_find_test(const char *name, size_t n);
 bool ct_find_global(const char *name, size_t n, ct_val *out);
