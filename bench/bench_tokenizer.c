@@ -48,7 +48,9 @@ static int append_file(const char *path, char **buf, size_t *n) {
   return 0;
 }
 
-static int cmp_str(const void *a, const void *b) { return strcmp(*(char *const *)a, *(char *const *)b); }
+static int cmp_str(const void *a, const void *b) {
+  return strcmp(*(char *const *)a, *(char *const *)b);
+}
 
 /* English prose: the licence texts every Debian system ships (about 270 kB of real prose). */
 static char *english_prose(size_t *n) {
@@ -96,7 +98,8 @@ static char *read_cmd(const char *cmd, size_t *n) {
 static int hexv(int c) { return c <= '9' ? c - '0' : (c | 0x20) - 'a' + 10; }
 
 /* identical_ratio over the conformance corpus (hex lines) against the oracle's id lines. */
-static double identical_ratio(const ic_tokenizer *t, const char *hex, const char *oracle, int *cases) {
+static double identical_ratio(const ic_tokenizer *t, const char *hex, const char *oracle,
+                              int *cases) {
   int same = 0, total = 0;
   ic_tok_ids ids = {0};
   char *buf = malloc(strlen(hex) / 2 + 1), *ours = NULL;
@@ -106,11 +109,13 @@ static double identical_ratio(const ic_tokenizer *t, const char *hex, const char
     const char *hn = strchr(h, '\n'), *on = strchr(o, '\n');
     if (!hn || !on) break;
     size_t k = 0;
-    for (const char *c = h; c + 1 < hn; c += 2) buf[k++] = (char)(hexv(c[0]) << 4 | hexv(c[1]));
+    for (const char *c = h; c + 1 < hn; c += 2)
+      buf[k++] = (char)(hexv(c[0]) << 4 | hexv(c[1]));
     size_t olen = (size_t)(on - o), len = 0;
     if (ic_tokenizer_encode(t, buf, k, false, 0, &ids) == 0) {
       if (ocap < ids.n * 11 + 1) ours = realloc(ours, ocap = ids.n * 11 + 1);
-      for (size_t i = 0; ours && i < ids.n; i++) len += (size_t)sprintf(ours + len, i ? " %u" : "%u", ids.v[i]);
+      for (size_t i = 0; ours && i < ids.n; i++)
+        len += (size_t)sprintf(ours + len, i ? " %u" : "%u", ids.v[i]);
       if (ours && len == olen && !memcmp(ours, o, olen)) same++;
     }
     total++;
@@ -163,7 +168,8 @@ int main(int argc, char **argv) {
       continue;
     }
     double load_ms = (now_s() - t0) * 1e3;
-    printf("{\"bench\":\"tokenizer\",\"name\":\"load_ms\",\"value\":%.1f,\"unit\":\"ms\",\"params\":{\"model\":\"%s\"}}\n",
+    printf("{\"bench\":\"tokenizer\",\"name\":\"load_ms\",\"value\":%.1f,\"unit\":\"ms\","
+           "\"params\":{\"model\":\"%s\"}}\n",
            load_ms, models[m]);
     ic_tok_ids ids = {0};
     t0 = cpu_s();
@@ -184,30 +190,35 @@ int main(int argc, char **argv) {
     ic_tokenizer_cache_stats(t, &hits, &misses);
     printf("{\"bench\":\"tokenizer\",\"name\":\"encode_mb_per_s\",\"value\":%.1f,\"unit\":\"MB/s\","
            "\"params\":{\"model\":\"%s\",\"text\":\"english_prose\",\"bytes\":%zu,\"tokens\":%zu,"
-           "\"threads\":1,\"clock\":\"thread_cpu\",\"wall_mb_per_s\":%.1f,\"cold_first_pass_mb_per_s\":%.1f,\"cache_hit_ratio\":%.3f}}\n",
+           "\"threads\":1,\"clock\":\"thread_cpu\",\"wall_mb_per_s\":%.1f,\"cold_first_pass_mb_per_"
+           "s\":%.1f,\"cache_hit_ratio\":%.3f}}\n",
            (double)plen * runs / dt / 1e6, models[m], plen, ntok, (double)plen * runs / wall / 1e6,
-           (double)plen / cold / 1e6,
-           hits + misses ? (double)hits / (double)(hits + misses) : 0.0);
+           (double)plen / cold / 1e6, hits + misses ? (double)hits / (double)(hits + misses) : 0.0);
     fflush(stdout);
     /* The Rust library on the same text, through its npm binding (includes the JS call). */
-    snprintf(cmd, sizeof cmd, "node '%s/tests/oracles/encode_lines.js' '%s/tokenizer.json' --bench '%s' 2>/dev/null",
+    snprintf(cmd, sizeof cmd,
+             "node '%s/tests/oracles/encode_lines.js' '%s/tokenizer.json' --bench '%s' 2>/dev/null",
              IC_SOURCE_DIR, mdir, prose_path);
     size_t on;
     char *out = read_cmd(cmd, &on);
     double omb;
     if (out && sscanf(out, "{\"mb_per_s\":%lf", &omb) == 1)
-      printf("{\"bench\":\"tokenizer\",\"name\":\"oracle_encode_mb_per_s\",\"value\":%.1f,\"unit\":\"MB/s\","
-             "\"params\":{\"model\":\"%s\",\"text\":\"english_prose\",\"clock\":\"process_cpu\",\"oracle\":\"rust tokenizers (npm)\"}}\n",
+      printf("{\"bench\":\"tokenizer\",\"name\":\"oracle_encode_mb_per_s\",\"value\":%.1f,\"unit\":"
+             "\"MB/s\","
+             "\"params\":{\"model\":\"%s\",\"text\":\"english_prose\",\"clock\":\"process_cpu\","
+             "\"oracle\":\"rust tokenizers (npm)\"}}\n",
              omb, models[m]);
     free(out);
     if (hex) {
-      snprintf(cmd, sizeof cmd, "node '%s/tests/oracles/encode_lines.js' '%s/tokenizer.json' < '%s' 2>/dev/null",
+      snprintf(cmd, sizeof cmd,
+               "node '%s/tests/oracles/encode_lines.js' '%s/tokenizer.json' < '%s' 2>/dev/null",
                IC_SOURCE_DIR, mdir, hex_path);
       char *oracle = read_cmd(cmd, &on);
       if (oracle) {
         int cases;
         double r = identical_ratio(t, hex, oracle, &cases);
-        printf("{\"bench\":\"tokenizer\",\"name\":\"identical_ratio\",\"value\":%.4f,\"unit\":\"ratio\","
+        printf("{\"bench\":\"tokenizer\",\"name\":\"identical_ratio\",\"value\":%.4f,\"unit\":"
+               "\"ratio\","
                "\"params\":{\"model\":\"%s\",\"cases\":%d,\"oracle\":\"rust tokenizers (npm)\"}}\n",
                r, models[m], cases);
       }

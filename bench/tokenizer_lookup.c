@@ -13,8 +13,8 @@
 #include "ic/svc.h"
 #include "inferencecache/v1alpha1/inferencecache.pb-c.h"
 
-static int prompt_fn(void *ud, const char *model_id, const char *text, size_t len, size_t max_ids, uint32_t **ids,
-                     size_t *n) {
+static int prompt_fn(void *ud, const char *model_id, const char *text, size_t len, size_t max_ids,
+                     uint32_t **ids, size_t *n) {
   ic_tok_ids v = {0};
   int rc = ic_prompt_encode(ud, model_id, text, len, max_ids, &v, NULL);
   if (rc) return ic_tok_ids_free(&v), rc;
@@ -30,7 +30,8 @@ static int cmp_d(const void *a, const void *b) {
 
 /* One LookupRoute; returns handler ms and the echoed token count. */
 static double one_lookup(ic_svc_t *svc, const char *model, const char *text, size_t *ntok) {
-  Inferencecache__V1alpha1__LookupRouteRequest q = INFERENCECACHE__V1ALPHA1__LOOKUP_ROUTE_REQUEST__INIT;
+  Inferencecache__V1alpha1__LookupRouteRequest q =
+      INFERENCECACHE__V1ALPHA1__LOOKUP_ROUTE_REQUEST__INIT;
   q.model_id = (char *)model;
   q.tenant_id = "bench";
   q.hash_scheme = "vllm";
@@ -44,7 +45,8 @@ static double one_lookup(ic_svc_t *svc, const char *model, const char *text, siz
   ic_svc_lookup_route(svc, buf, len, INT64_MAX, &out, &msg);
   double ms = (double)(ic_clock_monotonic_ns() - t0) / 1e6;
   Inferencecache__V1alpha1__LookupRouteResponse *r =
-      inferencecache__v1alpha1__lookup_route_response__unpack(NULL, out.len, (const uint8_t *)out.data);
+      inferencecache__v1alpha1__lookup_route_response__unpack(NULL, out.len,
+                                                              (const uint8_t *)out.data);
   *ntok = r ? r->n_token_ids : 0;
   if (r) inferencecache__v1alpha1__lookup_route_response__free_unpacked(r, NULL);
   ic_buf_free(&out);
@@ -83,7 +85,8 @@ void bench_prompt_lookup(const char *models_root, const char *prose, size_t plen
     int k = snprintf(text, 256, "Shared system context for run %zu.\n", m);
     memcpy(text + k, prose, body);
     size_t base = (size_t)k + body;
-    for (int i = -1; i < RUNS; i++) { /* warm: the same long prefix, a new question (i = -1 fills it) */
+    for (int i = -1; i < RUNS;
+         i++) { /* warm: the same long prefix, a new question (i = -1 fills it) */
       snprintf(text + base, 128, "\nQuestion %d: summarise section %d.", i, i * 3);
       double ms = one_lookup(svc, models[m], text, &ntok);
       if (i >= 0) warm[i] = ms;
@@ -91,11 +94,15 @@ void bench_prompt_lookup(const char *models_root, const char *prose, size_t plen
     qsort(cold, RUNS, sizeof *cold, cmp_d);
     qsort(warm, RUNS, sizeof *warm, cmp_d);
     const char *short_name = m == 0 ? "llama3_1" : "qwen3";
-    printf("{\"bench\":\"tokenizer\",\"name\":\"prompt_text_lookup_p50_ms\",\"value\":%.3f,\"unit\":\"ms\","
-           "\"params\":{\"cache\":\"cold\",\"model\":\"%s\",\"tokens\":%zu,\"runs\":%d,\"p90_ms\":%.3f}}\n",
+    printf("{\"bench\":\"tokenizer\",\"name\":\"prompt_text_lookup_p50_ms\",\"value\":%.3f,"
+           "\"unit\":\"ms\","
+           "\"params\":{\"cache\":\"cold\",\"model\":\"%s\",\"tokens\":%zu,\"runs\":%d,\"p90_ms\":%"
+           ".3f}}\n",
            cold[RUNS / 2], short_name, cold_tok, RUNS, cold[RUNS * 9 / 10]);
-    printf("{\"bench\":\"tokenizer\",\"name\":\"prompt_text_lookup_p50_ms\",\"value\":%.3f,\"unit\":\"ms\","
-           "\"params\":{\"cache\":\"warm\",\"model\":\"%s\",\"tokens\":%zu,\"runs\":%d,\"p90_ms\":%.3f}}\n",
+    printf("{\"bench\":\"tokenizer\",\"name\":\"prompt_text_lookup_p50_ms\",\"value\":%.3f,"
+           "\"unit\":\"ms\","
+           "\"params\":{\"cache\":\"warm\",\"model\":\"%s\",\"tokens\":%zu,\"runs\":%d,\"p90_ms\":%"
+           ".3f}}\n",
            warm[RUNS / 2], short_name, ntok, RUNS, warm[RUNS * 9 / 10]);
     fflush(stdout);
   }

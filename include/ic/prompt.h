@@ -27,15 +27,16 @@ typedef struct ic_prompt_config {
  * resolve outside `dir` (symlinks) are skipped. A model that fails to load (bad tokenizer.json,
  * chat template that does not compile) is skipped with an ERROR log naming it; the others serve.
  * Returns 0, or IC_ENOTFOUND / IC_EIO when `dir` itself cannot be read (`err` says why). */
-int ic_prompt_registry_load(const char *dir, const ic_prompt_config_t *cfg, ic_prompt_registry_t **out,
-                            char *err, size_t errlen);
+int ic_prompt_registry_load(const char *dir, const ic_prompt_config_t *cfg,
+                            ic_prompt_registry_t **out, char *err, size_t errlen);
 void ic_prompt_registry_free(ic_prompt_registry_t *r);
 
 size_t ic_prompt_registry_count(const ic_prompt_registry_t *r);
 /* The i-th model id (sorted), for logs and tests. */
 const char *ic_prompt_registry_model(const ic_prompt_registry_t *r, size_t i);
 /* The tokenizer of a model, NULL when unknown (borrowed; lives as long as the registry). */
-const ic_tokenizer *ic_prompt_registry_tokenizer(const ic_prompt_registry_t *r, const char *model_id);
+const ic_tokenizer *ic_prompt_registry_tokenizer(const ic_prompt_registry_t *r,
+                                                 const char *model_id);
 
 typedef struct ic_prompt_stats {
   bool cache_hit;       /* a cached prefix was reused */
@@ -48,11 +49,11 @@ typedef struct ic_prompt_stats {
  * with its special tokens) and tokenizes the result into *ids. Thread-safe.
  * Returns 0; IC_ENOTFOUND (unknown model), IC_EINVAL (the template raised or failed),
  * IC_ERANGE (more than max_ids ids, or a render limit), IC_ENOMEM. `st` may be NULL. */
-int ic_prompt_encode(ic_prompt_registry_t *r, const char *model_id, const char *text, size_t len, size_t max_ids,
-                     ic_tok_ids *ids, ic_prompt_stats_t *st);
+int ic_prompt_encode(ic_prompt_registry_t *r, const char *model_id, const char *text, size_t len,
+                     size_t max_ids, ic_tok_ids *ids, ic_prompt_stats_t *st);
 
 /* Renders only (the text the tokenizer sees), appended to *out (malloc'd, NUL-terminated). */
-int ic_prompt_render(ic_prompt_registry_t *r, const char *model_id, const char *text, size_t len, char **out,
-                     size_t *outlen);
+int ic_prompt_render(ic_prompt_registry_t *r, const char *model_id, const char *text, size_t len,
+                     char **out, size_t *outlen);
 
 #endif

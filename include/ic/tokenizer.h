@@ -1,5 +1,6 @@
 /* Hugging Face tokenizer (lib/tokenizer): loads tokenizer.json (+ tokenizer_config.json) and
- * encodes text to exactly the ids the Rust `tokenizers` library produces (see docs/tokenizer.md). */
+ * encodes text to exactly the ids the Rust `tokenizers` library produces (see docs/tokenizer.md).
+ */
 #ifndef IC_TOKENIZER_H
 #define IC_TOKENIZER_H
 #include <stdbool.h>

@@ -53,10 +53,14 @@ static void entry_free(pc_entry *e) {
 }
 
 static void unlink_entry(prefix_cache *c, pc_entry *e) {
-  if (e->prev) e->prev->next = e->next;
-  else c->head = e->next;
-  if (e->next) e->next->prev = e->prev;
-  else c->tail = e->prev;
+  if (e->prev)
+    e->prev->next = e->next;
+  else
+    c->head = e->next;
+  if (e->next)
+    e->next->prev = e->prev;
+  else
+    c->tail = e->prev;
   e->prev = e->next = NULL;
 }
 
@@ -103,12 +107,13 @@ void pc_free(prefix_cache *c) {
 }
 
 /* Next checkpoint after `from`: the first split point at least `stride` bytes further on. */
-static size_t next_ckpt(const prefix_cache *c, const ic_tokenizer *t, const char *text, size_t len, size_t from) {
+static size_t next_ckpt(const prefix_cache *c, const ic_tokenizer *t, const char *text, size_t len,
+                        size_t from) {
   return ic_tokenizer_split_point(t, text, len, from + c->stride - 1);
 }
 
-int pc_encode(prefix_cache *c, const ic_tokenizer *t, uint64_t seed, const char *text, size_t len, size_t max_ids,
-              ic_tok_ids *ids, bool *hit, size_t *reused) {
+int pc_encode(prefix_cache *c, const ic_tokenizer *t, uint64_t seed, const char *text, size_t len,
+              size_t max_ids, ic_tok_ids *ids, bool *hit, size_t *reused) {
   *hit = false;
   *reused = 0;
   ids->n = 0;
@@ -182,7 +187,8 @@ int pc_encode(prefix_cache *c, const ic_tokenizer *t, uint64_t seed, const char 
     }
     if (ids->n + seg.n > ids->cap) {
       size_t cap = ids->cap ? ids->cap : 256;
-      while (cap < ids->n + seg.n) cap *= 2;
+      while (cap < ids->n + seg.n)
+        cap *= 2;
       uint32_t *v = realloc(ids->v, cap * sizeof *v);
       if (!v) {
         rc = IC_ENOMEM;
@@ -237,7 +243,8 @@ int pc_encode(prefix_cache *c, const ic_tokenizer *t, uint64_t seed, const char 
     return 0;
   }
   pthread_mutex_lock(&c->mu);
-  while (c->used + entry_bytes(e) > c->budget && c->tail) evict(c, c->tail);
+  while (c->used + entry_bytes(e) > c->budget && c->tail)
+    evict(c, c->tail);
   push_front(c, e);
   c->used += entry_bytes(e);
   XXH3_64bits_reset_withSeed(&st, seed);

@@ -21,7 +21,7 @@ int pc_init(prefix_cache *c, size_t budget, size_t stride);
 void pc_free(prefix_cache *c);
 /* Encodes text (add_special false) reusing the longest cached prefix of the same model (seed),
  * then caches the result. Exact for tokenizers with split points (ic_tokenizer_splittable). */
-int pc_encode(prefix_cache *c, const ic_tokenizer *t, uint64_t seed, const char *text, size_t len, size_t max_ids,
-              ic_tok_ids *ids, bool *hit, size_t *reused);
+int pc_encode(prefix_cache *c, const ic_tokenizer *t, uint64_t seed, const char *text, size_t len,
+              size_t max_ids, ic_tok_ids *ids, bool *hit, size_t *reused);
 
 #endif

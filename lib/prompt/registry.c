@@ -1,5 +1,6 @@
 /* The model registry of --tokenizer-models-dir: eager, confined directory walk; per model a
- * tokenizer, its tokenizer_config.json and compiled chat template; render + tokenize per request. */
+ * tokenizer, its tokenizer_config.json and compiled chat template; render + tokenize per request.
+ */
 #include <dirent.h>
 #include <errno.h>
 #include <jansson.h>
@@ -24,7 +25,7 @@ typedef struct {
   char *id;
   uint64_t seed; /* prefix-cache namespace */
   ic_tokenizer *tok;
-  json_t *vars;  /* special tokens + add_generation_prompt, copied per render */
+  json_t *vars;            /* special tokens + add_generation_prompt, copied per render */
   ic_chattemplate_t *tmpl; /* NULL: no chat template (bare text, special tokens added) */
 } model;
 
@@ -36,7 +37,9 @@ struct ic_prompt_registry {
   ic_metric_family_t *tokenize_seconds, *cache_lookups;
 };
 
-static int cmp_model(const void *a, const void *b) { return strcmp(((const model *)a)->id, ((const model *)b)->id); }
+static int cmp_model(const void *a, const void *b) {
+  return strcmp(((const model *)a)->id, ((const model *)b)->id);
+}
 
 static void model_free(model *m) {
   free(m->id);
@@ -62,8 +65,8 @@ static bool load_model(const char *path, const char *id, model *out) {
   if (src) {
     rc = ic_chattemplate_compile(src, strlen(src), &out->tmpl, err);
     if (rc) {
-      ic_log_error("tokenizer_model_load_failed", IC_LS("model_id", id), IC_LS("component", "chat_template"),
-                   IC_LS("err", err));
+      ic_log_error("tokenizer_model_load_failed", IC_LS("model_id", id),
+                   IC_LS("component", "chat_template"), IC_LS("err", err));
       json_decref(cfg);
       model_free(out);
       return false;
@@ -71,7 +74,8 @@ static bool load_model(const char *path, const char *id, model *out) {
     out->vars = ic_chattemplate_hf_vars(cfg, 1);
   } else {
     ic_log_warn("tokenizer_model_without_chat_template", IC_LS("model_id", id),
-                IC_LS("effect", "prompt_text is tokenized as bare text with the tokenizer's special tokens"));
+                IC_LS("effect",
+                      "prompt_text is tokenized as bare text with the tokenizer's special tokens"));
   }
   json_decref(cfg);
   if (src && !out->vars) {
@@ -89,7 +93,8 @@ static void walk(ic_prompt_registry_t *r, const char *root, const char *rel, int
   snprintf(path, sizeof path, "%s%s%s", root, *rel ? "/" : "", rel);
   if (!realpath(path, real) || strncmp(real, root, strlen(root)) ||
       (real[strlen(root)] != 0 && real[strlen(root)] != '/')) {
-    ic_log_warn("tokenizer_models_dir_entry_skipped", IC_LS("path", path), IC_LS("reason", "resolves outside the models dir"));
+    ic_log_warn("tokenizer_models_dir_entry_skipped", IC_LS("path", path),
+                IC_LS("reason", "resolves outside the models dir"));
     return;
   }
   char tj[PATH_MAX + 16];
@@ -108,7 +113,8 @@ static void walk(ic_prompt_registry_t *r, const char *root, const char *rel, int
       }
     }
     if (r->n >= MAX_MODELS) {
-      ic_log_warn("tokenizer_models_dir_entry_skipped", IC_LS("model_id", rel), IC_LS("reason", "too many models"));
+      ic_log_warn("tokenizer_models_dir_entry_skipped", IC_LS("model_id", rel),
+                  IC_LS("reason", "too many models"));
       return;
     }
     if (load_model(real, rel, &r->m[r->n])) {
@@ -148,13 +154,14 @@ static void walk(ic_prompt_registry_t *r, const char *root, const char *rel, int
   free(names);
 }
 
-int ic_prompt_registry_load(const char *dir, const ic_prompt_config_t *cfg, ic_prompt_registry_t **out, char *err,
-                            size_t errlen) {
+int ic_prompt_registry_load(const char *dir, const ic_prompt_config_t *cfg,
+                            ic_prompt_registry_t **out, char *err, size_t errlen) {
   *out = NULL;
   char root[PATH_MAX];
   struct stat st;
   if (!realpath(dir, root) || stat(root, &st) != 0 || !S_ISDIR(st.st_mode)) {
-    snprintf(err, errlen, "tokenizer models dir %s: %s", dir, errno ? strerror(errno) : "not a directory");
+    snprintf(err, errlen, "tokenizer models dir %s: %s", dir,
+             errno ? strerror(errno) : "not a directory");
     return errno == ENOENT ? IC_ENOTFOUND : IC_EIO;
   }
   ic_prompt_registry_t *r = calloc(1, sizeof *r);
@@ -183,14 +190,17 @@ int ic_prompt_registry_load(const char *dir, const ic_prompt_config_t *cfg, ic_p
 
 void ic_prompt_registry_free(ic_prompt_registry_t *r) {
   if (!r) return;
-  for (size_t i = 0; i < r->n; i++) model_free(&r->m[i]);
+  for (size_t i = 0; i < r->n; i++)
+    model_free(&r->m[i]);
   free(r->m);
   pc_free(&r->cache);
   free(r);
 }
 
 size_t ic_prompt_registry_count(const ic_prompt_registry_t *r) { return r ? r->n : 0; }
-const char *ic_prompt_registry_model(const ic_prompt_registry_t *r, size_t i) { return i < r->n ? r->m[i].id : NULL; }
+const char *ic_prompt_registry_model(const ic_prompt_registry_t *r, size_t i) {
+  return i < r->n ? r->m[i].id : NULL;
+}
 
 static model *find(const ic_prompt_registry_t *r, const char *id) {
   if (!r || !id) return NULL;
@@ -198,7 +208,8 @@ static model *find(const ic_prompt_registry_t *r, const char *id) {
   return bsearch(&key, r->m, r->n, sizeof *r->m, cmp_model);
 }
 
-const ic_tokenizer *ic_prompt_registry_tokenizer(const ic_prompt_registry_t *r, const char *model_id) {
+const ic_tokenizer *ic_prompt_registry_tokenizer(const ic_prompt_registry_t *r,
+                                                 const char *model_id) {
   model *m = find(r, model_id);
   return m ? m->tok : NULL;
 }
@@ -217,8 +228,8 @@ static int render(const model *m, const char *text, size_t len, ic_buf_t *out) {
   return rc;
 }
 
-int ic_prompt_render(ic_prompt_registry_t *r, const char *model_id, const char *text, size_t len, char **out,
-                     size_t *outlen) {
+int ic_prompt_render(ic_prompt_registry_t *r, const char *model_id, const char *text, size_t len,
+                     char **out, size_t *outlen) {
   model *m = find(r, model_id);
   if (!m) return IC_ENOTFOUND;
   ic_buf_t b = IC_BUF_INIT;
@@ -233,8 +244,8 @@ int ic_prompt_render(ic_prompt_registry_t *r, const char *model_id, const char *
   return 0;
 }
 
-int ic_prompt_encode(ic_prompt_registry_t *r, const char *model_id, const char *text, size_t len, size_t max_ids,
-                     ic_tok_ids *ids, ic_prompt_stats_t *st) {
+int ic_prompt_encode(ic_prompt_registry_t *r, const char *model_id, const char *text, size_t len,
+                     size_t max_ids, ic_tok_ids *ids, ic_prompt_stats_t *st) {
   ic_prompt_stats_t local;
   if (!st) st = &local;
   memset(st, 0, sizeof *st);
@@ -256,7 +267,8 @@ int ic_prompt_encode(ic_prompt_registry_t *r, const char *model_id, const char *
     /* Rendered chat text carries its own BOS (transformers tokenizes it without special tokens);
      * bare text gets the tokenizer's template like an ordinary encode. */
     if (m->tmpl && r->cache_on && ic_tokenizer_splittable(m->tok)) {
-      rc = pc_encode(&r->cache, m->tok, m->seed, src, srclen, max_ids, ids, &st->cache_hit, &st->reused_tokens);
+      rc = pc_encode(&r->cache, m->tok, m->seed, src, srclen, max_ids, ids, &st->cache_hit,
+                     &st->reused_tokens);
       if (r->cache_lookups) {
         const char *lv[1] = {st->cache_hit ? "hit" : "miss"};
         ic_metric_t *c = ic_metric_child(r->cache_lookups, lv);

@@ -7,8 +7,11 @@
 #include "ic/err.h"
 #include "internal.h"
 
-/* Edges live in one open-addressing table keyed by (node, byte): compact for thousands of tokens. */
-static inline uint64_t edge_key(int32_t node, unsigned char b) { return ((uint64_t)node << 8 | b) + 1; }
+/* Edges live in one open-addressing table keyed by (node, byte): compact for thousands of tokens.
+ */
+static inline uint64_t edge_key(int32_t node, unsigned char b) {
+  return ((uint64_t)node << 8 | b) + 1;
+}
 
 static inline size_t edge_slot(uint64_t k, size_t mask) {
   k *= 0x9E3779B97F4A7C15ULL;
@@ -35,7 +38,8 @@ static int edges_grow(edges *e) {
   for (size_t i = 0; e->mask && i <= e->mask; i++) {
     if (!e->keys[i]) continue;
     size_t j = edge_slot(e->keys[i], cap - 1);
-    while (k[j]) j = (j + 1) & (cap - 1);
+    while (k[j])
+      j = (j + 1) & (cap - 1);
     k[j] = e->keys[i];
     c[j] = e->child[i];
   }
@@ -86,7 +90,8 @@ int tk_trie_add(tk_trie *tr, const char *s, size_t n, int32_t token) {
       tr->token[c] = -1;
       uint64_t k = edge_key(node, b);
       size_t j = edge_slot(k, e->mask);
-      while (e->keys[j]) j = (j + 1) & e->mask;
+      while (e->keys[j])
+        j = (j + 1) & e->mask;
       e->keys[j] = k;
       e->child[j] = c;
       e->count++;
@@ -125,14 +130,17 @@ static size_t longest_at(const tk_trie *tr, const char *t, size_t n, size_t i, i
 static int32_t char_before(const char *t, size_t i) {
   if (!i) return -1;
   size_t s = i - 1;
-  while (s > 0 && ((unsigned char)t[s] & 0xC0) == 0x80) s--;
+  while (s > 0 && ((unsigned char)t[s] & 0xC0) == 0x80)
+    s--;
   utf8proc_int32_t c;
-  return utf8proc_iterate((const utf8proc_uint8_t *)t + s, (utf8proc_ssize_t)(i - s), &c) > 0 ? c : -1;
+  return utf8proc_iterate((const utf8proc_uint8_t *)t + s, (utf8proc_ssize_t)(i - s), &c) > 0 ? c
+                                                                                              : -1;
 }
 
 static int32_t char_at(const char *t, size_t n, size_t i, size_t *len) {
   utf8proc_int32_t c;
-  utf8proc_ssize_t k = utf8proc_iterate((const utf8proc_uint8_t *)t + i, (utf8proc_ssize_t)(n - i), &c);
+  utf8proc_ssize_t k =
+      utf8proc_iterate((const utf8proc_uint8_t *)t + i, (utf8proc_ssize_t)(n - i), &c);
   *len = k > 0 ? (size_t)k : 1;
   return k > 0 ? c : -1;
 }
@@ -142,9 +150,15 @@ static bool is_word_char(int32_t c) {
   if (c < 0) return false;
   if (c == '_') return true;
   switch (utf8proc_category(c)) {
-  case UTF8PROC_CATEGORY_LU: case UTF8PROC_CATEGORY_LL: case UTF8PROC_CATEGORY_LT:
-  case UTF8PROC_CATEGORY_LM: case UTF8PROC_CATEGORY_LO: case UTF8PROC_CATEGORY_MN:
-  case UTF8PROC_CATEGORY_MC: case UTF8PROC_CATEGORY_ME: case UTF8PROC_CATEGORY_ND:
+  case UTF8PROC_CATEGORY_LU:
+  case UTF8PROC_CATEGORY_LL:
+  case UTF8PROC_CATEGORY_LT:
+  case UTF8PROC_CATEGORY_LM:
+  case UTF8PROC_CATEGORY_LO:
+  case UTF8PROC_CATEGORY_MN:
+  case UTF8PROC_CATEGORY_MC:
+  case UTF8PROC_CATEGORY_ME:
+  case UTF8PROC_CATEGORY_ND:
   case UTF8PROC_CATEGORY_PC: return true;
   default: return false;
   }
@@ -189,7 +203,8 @@ int tk_added_split(const tk_trie *tr, const tk_added *added, const char *t, size
       size_t s = start;
       while (s > 0) {
         size_t b = s - 1;
-        while (b > 0 && ((unsigned char)t[b] & 0xC0) == 0x80) b--;
+        while (b > 0 && ((unsigned char)t[b] & 0xC0) == 0x80)
+          b--;
         if (!tk_is_white_space(char_before(t, s))) break;
         s = b;
       }
@@ -197,9 +212,11 @@ int tk_added_split(const tk_trie *tr, const tk_added *added, const char *t, size
     }
     if (a->rstrip) {
       size_t cl;
-      while (stop < n && tk_is_white_space(char_at(t, n, stop, &cl))) stop += cl;
+      while (stop < n && tk_is_white_space(char_at(t, n, stop, &cl)))
+        stop += cl;
     }
-    if (start_offset < start && runs_push(runs, nruns, cap, base + start_offset, start - start_offset, -1))
+    if (start_offset < start &&
+        runs_push(runs, nruns, cap, base + start_offset, start - start_offset, -1))
       return IC_ENOMEM;
     if (runs_push(runs, nruns, cap, base + start, stop - start, tok)) return IC_ENOMEM;
     start_offset = stop;

@@ -17,7 +17,8 @@ static inline size_t pair_slot(uint64_t k, size_t mask) {
 
 int tk_merges_init(tk_merges *m, size_t expected) {
   size_t cap = 64;
-  while (cap < expected * 2) cap *= 2;
+  while (cap < expected * 2)
+    cap *= 2;
   m->keys = calloc(cap, sizeof *m->keys);
   m->rank = malloc(cap * sizeof *m->rank);
   m->merged = malloc(cap * sizeof *m->merged);
@@ -28,7 +29,8 @@ int tk_merges_init(tk_merges *m, size_t expected) {
 int tk_merges_put(tk_merges *m, uint32_t a, uint32_t b, uint32_t rank, uint32_t merged) {
   uint64_t k = pair_key(a, b);
   size_t j = pair_slot(k, m->mask);
-  while (m->keys[j] && m->keys[j] != k) j = (j + 1) & m->mask;
+  while (m->keys[j] && m->keys[j] != k)
+    j = (j + 1) & m->mask;
   m->keys[j] = k; /* a repeated pair keeps the last definition, like the Rust HashMap */
   m->rank[j] = rank;
   m->merged[j] = merged;
@@ -66,16 +68,22 @@ size_t tk_bpe_split_point(const tk_bpe *b, const char *w, size_t n, size_t from)
   for (size_t i = from + 1; i + 3 <= n; i++) {
     if (memcmp(w + i, "\xe2\x96\x81", 3)) continue;
     size_t s = i - 1;
-    while (s > from && ((unsigned char)w[s] & 0xC0) == 0x80) s--;
+    while (s > from && ((unsigned char)w[s] & 0xC0) == 0x80)
+      s--;
     if (i - s == 3 && !memcmp(w + s, "\xe2\x96\x81", 3)) continue; /* inside a meta-space run */
     int32_t cp = 0;
     size_t l = i - s;
-    for (size_t k = s; k < i; k++) cp = k == s ? (unsigned char)w[k] : (cp << 6) | (w[k] & 0x3F);
-    if (l == 2) cp &= 0x7FF;
-    else if (l == 3) cp &= 0xFFFF;
-    else if (l == 4) cp &= 0x1FFFFF;
+    for (size_t k = s; k < i; k++)
+      cp = k == s ? (unsigned char)w[k] : (cp << 6) | (w[k] & 0x3F);
+    if (l == 2)
+      cp &= 0x7FF;
+    else if (l == 3)
+      cp &= 0xFFFF;
+    else if (l == 4)
+      cp &= 0x1FFFFF;
     bool glued = false;
-    for (size_t k = 0; k < b->nglue; k++) glued |= b->glue[k] == cp;
+    for (size_t k = 0; k < b->nglue; k++)
+      glued |= b->glue[k] == cp;
     if (!glued) return i;
   }
   return 0;
@@ -107,7 +115,9 @@ typedef struct {
 } cand;
 
 /* Min-heap on (rank, pos). */
-static inline bool cand_less(cand a, cand b) { return a.rank != b.rank ? a.rank < b.rank : a.pos < b.pos; }
+static inline bool cand_less(cand a, cand b) {
+  return a.rank != b.rank ? a.rank < b.rank : a.pos < b.pos;
+}
 
 static void heap_push(cand *h, size_t *n, cand c) {
   size_t i = (*n)++;
@@ -154,7 +164,8 @@ static void merge_scan(const tk_merges *mg, uint32_t *s, size_t *pn) {
     memmove(rk + at + 1, rk + at + 2, (n - at - 2) * sizeof *rk);
     memmove(nw + at + 1, nw + at + 2, (n - at - 2) * sizeof *nw);
     n--;
-    if (at > 0 && !merge_get(mg, s[at - 1], s[at], &rk[at - 1], &nw[at - 1])) rk[at - 1] = UINT32_MAX;
+    if (at > 0 && !merge_get(mg, s[at - 1], s[at], &rk[at - 1], &nw[at - 1]))
+      rk[at - 1] = UINT32_MAX;
     if (at + 1 < n && !merge_get(mg, s[at], s[at + 1], &rk[at], &nw[at])) rk[at] = UINT32_MAX;
   }
   *pn = n;
@@ -203,7 +214,8 @@ static int merge_heap(const tk_merges *mg, uint32_t *s, size_t *pn) {
       heap_push(h, &hn, (cand){r, c.pos, nw});
   }
   size_t k = 0;
-  for (int32_t i = 0; i >= 0; i = y[i].next) s[k++] = y[i].id;
+  for (int32_t i = 0; i >= 0; i = y[i].next)
+    s[k++] = y[i].id;
   *pn = k;
   free(y);
   free(h);
@@ -211,10 +223,11 @@ static int merge_heap(const tk_merges *mg, uint32_t *s, size_t *pn) {
 }
 
 /* Looks up one unit with the optional continuing-subword prefix / end-of-word suffix. */
-static bool unit_id(const tk_bpe *b, const char *u, size_t ulen, bool first, bool last, uint32_t *id,
-                    char *scratch, size_t scratch_cap) {
+static bool unit_id(const tk_bpe *b, const char *u, size_t ulen, bool first, bool last,
+                    uint32_t *id, char *scratch, size_t scratch_cap) {
   if ((!b->prefix || first) && (!b->suffix || !last)) return tk_vocab_get(&b->vocab, u, ulen, id);
-  size_t pl = b->prefix && !first ? strlen(b->prefix) : 0, sl = b->suffix && last ? strlen(b->suffix) : 0;
+  size_t pl = b->prefix && !first ? strlen(b->prefix) : 0,
+         sl = b->suffix && last ? strlen(b->suffix) : 0;
   if (pl + ulen + sl > scratch_cap) return false;
   memcpy(scratch, b->prefix ? b->prefix : "", pl);
   memcpy(scratch + pl, u, ulen);
@@ -246,7 +259,8 @@ int tk_bpe_word(const tk_bpe *b, const char *w, size_t n, ic_tok_ids *ids) {
           if (b->byte_ids[(unsigned char)w[i + k]] == UINT32_MAX) done = false;
         /* Like the Rust model, byte-fallback tokens do not flush a pending unk first. */
         if (done)
-          for (size_t k = 0; k < ul; k++) s[ns++] = b->byte_ids[(unsigned char)w[i + k]];
+          for (size_t k = 0; k < ul; k++)
+            s[ns++] = b->byte_ids[(unsigned char)w[i + k]];
       }
       if (!done && b->has_unk) {
         if (have_unk && b->fuse_unk) {
@@ -261,9 +275,12 @@ int tk_bpe_word(const tk_bpe *b, const char *w, size_t n, ic_tok_ids *ids) {
   }
   if (have_unk) s[ns++] = b->unk_id;
   int rc = 0;
-  if (ns <= 32) merge_scan(&b->merges, s, &ns);
-  else rc = merge_heap(&b->merges, s, &ns);
-  for (size_t i = 0; !rc && i < ns; i++) rc = ids_push(ids, s[i]);
+  if (ns <= 32)
+    merge_scan(&b->merges, s, &ns);
+  else
+    rc = merge_heap(&b->merges, s, &ns);
+  for (size_t i = 0; !rc && i < ns; i++)
+    rc = ids_push(ids, s[i]);
   if (s != stack) free(s);
   return rc;
 }

@@ -77,22 +77,25 @@ static int push_id(enc *e, uint32_t id) {
 }
 
 /* Seqlock read: copies a slot's ids when it holds this exact key and was not being written. */
-static bool cache_get(tk_cache_slot *s, uint64_t h, const char *k, size_t n, uint32_t *ids, size_t *nids) {
+static bool cache_get(tk_cache_slot *s, uint64_t h, const char *k, size_t n, uint32_t *ids,
+                      size_t *nids) {
   uint32_t seq = atomic_load_explicit(&s->seq, memory_order_acquire);
   if (seq & 1) return false;
   bool ok = s->hash == h && s->klen == n && !memcmp(s->key, k, n);
   size_t c = s->nids;
   if (ok && c <= TK_CACHE_IDS) memcpy(ids, s->ids, c * sizeof *ids);
   atomic_thread_fence(memory_order_acquire);
-  if (atomic_load_explicit(&s->seq, memory_order_relaxed) != seq || !ok || c > TK_CACHE_IDS) return false;
+  if (atomic_load_explicit(&s->seq, memory_order_relaxed) != seq || !ok || c > TK_CACHE_IDS)
+    return false;
   *nids = c;
   return true;
 }
 
-static void cache_put(tk_cache_slot *s, uint64_t h, const char *k, size_t n, const uint32_t *ids, size_t nids) {
+static void cache_put(tk_cache_slot *s, uint64_t h, const char *k, size_t n, const uint32_t *ids,
+                      size_t nids) {
   uint32_t seq = atomic_load_explicit(&s->seq, memory_order_relaxed);
-  if ((seq & 1) || !atomic_compare_exchange_strong_explicit(&s->seq, &seq, seq + 1, memory_order_acquire,
-                                                            memory_order_relaxed))
+  if ((seq & 1) || !atomic_compare_exchange_strong_explicit(
+                       &s->seq, &seq, seq + 1, memory_order_acquire, memory_order_relaxed))
     return; /* another writer holds it: skip, the cache is only an optimisation */
   atomic_thread_fence(memory_order_release);
   s->hash = h;
@@ -176,8 +179,10 @@ static int encode_segment(enc *e, const char *s, size_t n, bool origin) {
   int rc = tk_added_split(&t->norm_trie, t->added, ns, nn, 0, &runs, &nruns, &cap);
   /* encode_text reuses the scratch piece list, never the normalized text: ns stays valid. */
   for (size_t i = 0; !rc && i < nruns; i++) {
-    if (runs[i].token >= 0) rc = push_id(e, t->added[runs[i].token].id);
-    else rc = encode_text(e, ns + runs[i].off, runs[i].len, origin && runs[i].off == 0);
+    if (runs[i].token >= 0)
+      rc = push_id(e, t->added[runs[i].token].id);
+    else
+      rc = encode_text(e, ns + runs[i].off, runs[i].len, origin && runs[i].off == 0);
   }
   free(runs);
   return rc;
@@ -197,26 +202,33 @@ int ic_tokenizer_encode(const ic_tokenizer *t, const char *text, size_t len, boo
   ids->n = 0;
   if (!sc->pre.md && !(sc->pre.md = pcre2_match_data_create(1, NULL))) rc = IC_ENOMEM;
   if (!rc && add_special && t->post.present)
-    for (size_t i = 0; !rc && i < t->post.npre; i++) rc = push_id(&e, t->post.pre[i]);
+    for (size_t i = 0; !rc && i < t->post.npre; i++)
+      rc = push_id(&e, t->post.pre[i]);
   e.nruns = 0;
   if (!rc && t->has_raw) {
     rc = tk_added_split(&t->raw_trie, t->added, text, len, 0, &sc->runs, &e.nruns, &sc->runcap);
   } else if (!rc && len) {
-    if (!sc->runcap && !(sc->runs = malloc(sizeof *sc->runs))) rc = IC_ENOMEM;
-    else sc->runcap = sc->runcap ? sc->runcap : 1, sc->runs[0] = (tk_run){0, len, -1}, e.nruns = 1;
+    if (!sc->runcap && !(sc->runs = malloc(sizeof *sc->runs)))
+      rc = IC_ENOMEM;
+    else
+      sc->runcap = sc->runcap ? sc->runcap : 1, sc->runs[0] = (tk_run){0, len, -1}, e.nruns = 1;
   }
   for (size_t i = 0; !rc && i < e.nruns; i++) {
     tk_run r = sc->runs[i];
-    if (r.token >= 0) rc = push_id(&e, t->added[r.token].id);
-    else rc = encode_segment(&e, text + r.off, r.len, r.off == 0);
+    if (r.token >= 0)
+      rc = push_id(&e, t->added[r.token].id);
+    else
+      rc = encode_segment(&e, text + r.off, r.len, r.off == 0);
   }
   if (!rc && add_special && t->post.present)
-    for (size_t i = 0; !rc && i < t->post.npost; i++) rc = push_id(&e, t->post.post[i]);
+    for (size_t i = 0; !rc && i < t->post.npost; i++)
+      rc = push_id(&e, t->post.post[i]);
   if (!rc && max_ids && ids->n > max_ids) rc = IC_ERANGE;
   atomic_fetch_add_explicit((_Atomic uint64_t *)&t->cache_hits, e.hits, memory_order_relaxed);
   atomic_fetch_add_explicit((_Atomic uint64_t *)&t->cache_misses, e.misses, memory_order_relaxed);
-  size_t held = sc->norm.cap + sc->ps.text.cap + sc->ps.cap * sizeof(tk_piece) + sc->pre.out_cap * sizeof(tk_piece) +
-                sc->pre.sp_cap * sizeof(tk_span) + sc->runcap * sizeof(tk_run);
+  size_t held = sc->norm.cap + sc->ps.text.cap + sc->ps.cap * sizeof(tk_piece) +
+                sc->pre.out_cap * sizeof(tk_piece) + sc->pre.sp_cap * sizeof(tk_span) +
+                sc->runcap * sizeof(tk_run);
   sc->busy = false;
   if (sc == &tmp || held > SCRATCH_KEEP) scratch_release(sc);
   free(clean);

@@ -70,9 +70,9 @@ typedef struct tk_norm {
   tk_norm_kind kind;
   struct tk_norm *children; /* NM_SEQUENCE */
   size_t nchildren;
-  pcre2_code *re;           /* NM_REPLACE: the pattern (a literal is compiled escaped) */
-  char *content;            /* NM_REPLACE replacement, NM_PREPEND prefix */
-  bool left, right;         /* NM_STRIP */
+  pcre2_code *re;   /* NM_REPLACE: the pattern (a literal is compiled escaped) */
+  char *content;    /* NM_REPLACE replacement, NM_PREPEND prefix */
+  bool left, right; /* NM_STRIP */
 } tk_norm;
 
 /* Appends the normalization of in[0..n) to out. */
@@ -81,9 +81,22 @@ void tk_norm_free(tk_norm *nm);
 
 /* ---- pre-tokenizers ---- */
 
-typedef enum { PT_SEQUENCE, PT_SPLIT, PT_BYTELEVEL, PT_DIGITS, PT_METASPACE, PT_WHITESPACE_SPLIT } tk_pre_kind;
+typedef enum {
+  PT_SEQUENCE,
+  PT_SPLIT,
+  PT_BYTELEVEL,
+  PT_DIGITS,
+  PT_METASPACE,
+  PT_WHITESPACE_SPLIT
+} tk_pre_kind;
 
-typedef enum { SB_REMOVED, SB_ISOLATED, SB_MERGED_PREV, SB_MERGED_NEXT, SB_CONTIGUOUS } tk_split_behavior;
+typedef enum {
+  SB_REMOVED,
+  SB_ISOLATED,
+  SB_MERGED_PREV,
+  SB_MERGED_NEXT,
+  SB_CONTIGUOUS
+} tk_split_behavior;
 
 typedef struct tk_pre {
   tk_pre_kind kind;
@@ -132,10 +145,10 @@ typedef struct {
 
 /* Byte trie over the contents of one class of added tokens (leftmost-longest matching). */
 typedef struct {
-  void *edges;          /* (node, byte) -> child node table (added.c) */
-  int32_t *token;       /* node -> added token index, or -1 */
+  void *edges;    /* (node, byte) -> child node table (added.c) */
+  int32_t *token; /* node -> added token index, or -1 */
   size_t nnodes, cap;
-  bool first[256];      /* bytes that can start a match */
+  bool first[256]; /* bytes that can start a match */
 } tk_trie;
 
 /* A split of text into runs: token >= 0 is an added token, -1 free text. */
@@ -159,13 +172,13 @@ typedef struct {
 } tk_merges;
 
 typedef struct {
-  tk_vocab vocab;     /* in model space: raw bytes when byte_level */
+  tk_vocab vocab; /* in model space: raw bytes when byte_level */
   tk_merges merges;
-  bool byte_level;    /* units are bytes (ByteLevel pre-tokenizer); else UTF-8 chars */
+  bool byte_level; /* units are bytes (ByteLevel pre-tokenizer); else UTF-8 chars */
   bool byte_fallback, fuse_unk, ignore_merges;
   bool has_unk;
   uint32_t unk_id;
-  char *prefix, *suffix; /* continuing_subword_prefix / end_of_word_suffix (NULL or non-empty) */
+  char *prefix, *suffix;  /* continuing_subword_prefix / end_of_word_suffix (NULL or non-empty) */
   uint32_t byte_ids[256]; /* byte_fallback "<0xXX>" ids (UINT32_MAX when absent) */
   /* SentencePiece-style words split before "\u2581" (see tk_bpe_split_point): enabled when no
    * token that merges can produce has "X\u2581" inside, except for X in `glue` (sorted). */

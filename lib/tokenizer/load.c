@@ -62,11 +62,16 @@ static int load_norm(json_t *o, tk_norm *nm, char *err, int depth) {
     }
     return 0;
   }
-  if (!strcmp(t, "NFC")) nm->kind = NM_NFC;
-  else if (!strcmp(t, "NFD")) nm->kind = NM_NFD;
-  else if (!strcmp(t, "NFKC")) nm->kind = NM_NFKC;
-  else if (!strcmp(t, "NFKD")) nm->kind = NM_NFKD;
-  else if (!strcmp(t, "Lowercase")) nm->kind = NM_LOWERCASE;
+  if (!strcmp(t, "NFC"))
+    nm->kind = NM_NFC;
+  else if (!strcmp(t, "NFD"))
+    nm->kind = NM_NFD;
+  else if (!strcmp(t, "NFKC"))
+    nm->kind = NM_NFKC;
+  else if (!strcmp(t, "NFKD"))
+    nm->kind = NM_NFKD;
+  else if (!strcmp(t, "Lowercase"))
+    nm->kind = NM_LOWERCASE;
   else if (!strcmp(t, "Strip")) {
     nm->kind = NM_STRIP;
     nm->left = flag(o, "strip_left", true);
@@ -81,7 +86,8 @@ static int load_norm(json_t *o, tk_norm *nm, char *err, int depth) {
     if (!c) return tk_fail(err, "normalizer Replace without \"content\"");
     nm->kind = NM_REPLACE;
     if (!(nm->content = dup_str(c))) return IC_ENOMEM;
-    if (!(nm->re = pattern(json_object_get(o, "pattern"), "normalizer Replace", err))) return IC_EINVAL;
+    if (!(nm->re = pattern(json_object_get(o, "pattern"), "normalizer Replace", err)))
+      return IC_EINVAL;
   } else {
     return tk_fail(err, "unsupported normalizer type \"%s\"", t);
   }
@@ -111,10 +117,17 @@ static const char gpt2_pattern[] =
  * letter that follows a newline, looking no further than that byte: Llama 3, Qwen 2.5/3,
  * DeepSeek V3 (three stages), gpt-oss, and GPT-2's ByteLevel pattern. */
 static const char *const vetted_patterns[] = {
-    "(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}{1,3}| ?[^\\s\\p{L}\\p{N}]+[\\r\\n]*|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+",
-    "(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}| ?[^\\s\\p{L}\\p{N}]+[\\r\\n]*|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+",
-    "[!\"#$%&'()*+,\\-./:;<=>?@\\[\\\\\\]^_`{|}~][A-Za-z]+|[^\r\n\\p{L}\\p{P}\\p{S}]?[\\p{L}\\p{M}]+| ?[\\p{P}\\p{S}]+[\r\n]*|\\s*[\r\n]+|\\s+(?!\\S)|\\s+",
-    "[^\\r\\n\\p{L}\\p{N}]?[\\p{Lu}\\p{Lt}\\p{Lm}\\p{Lo}\\p{M}]*[\\p{Ll}\\p{Lm}\\p{Lo}\\p{M}]+(?i:'s|'t|'re|'ve|'m|'ll|'d)?|[^\\r\\n\\p{L}\\p{N}]?[\\p{Lu}\\p{Lt}\\p{Lm}\\p{Lo}\\p{M}]+[\\p{Ll}\\p{Lm}\\p{Lo}\\p{M}]*(?i:'s|'t|'re|'ve|'m|'ll|'d)?|\\p{N}{1,3}| ?[^\\s\\p{L}\\p{N}]+[\\r\\n/]*|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+",
+    "(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}{1,3}| "
+    "?[^\\s\\p{L}\\p{N}]+[\\r\\n]*|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+",
+    "(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}| "
+    "?[^\\s\\p{L}\\p{N}]+[\\r\\n]*|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+",
+    "[!\"#$%&'()*+,\\-./"
+    ":;<=>?@\\[\\\\\\]^_`{|}~][A-Za-z]+|[^\r\n\\p{L}\\p{P}\\p{S}]?[\\p{L}\\p{M}]+| "
+    "?[\\p{P}\\p{S}]+[\r\n]*|\\s*[\r\n]+|\\s+(?!\\S)|\\s+",
+    "[^\\r\\n\\p{L}\\p{N}]?[\\p{Lu}\\p{Lt}\\p{Lm}\\p{Lo}\\p{M}]*[\\p{Ll}\\p{Lm}\\p{Lo}\\p{M}]+(?i:'"
+    "s|'t|'re|'ve|'m|'ll|'d)?|[^\\r\\n\\p{L}\\p{N}]?[\\p{Lu}\\p{Lt}\\p{Lm}\\p{Lo}\\p{M}]+[\\p{Ll}"
+    "\\p{Lm}\\p{Lo}\\p{M}]*(?i:'s|'t|'re|'ve|'m|'ll|'d)?|\\p{N}{1,3}| "
+    "?[^\\s\\p{L}\\p{N}]+[\\r\\n/]*|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+",
     "[\u4e00-\u9fa5\u3040-\u309f\u30a0-\u30ff]+",
     "\\p{N}{1,3}",
 };
@@ -148,7 +161,8 @@ static int load_pre(json_t *o, tk_pre *pt, char *err, int depth) {
     if (behavior(json_string_value(json_object_get(o, "behavior")), &pt->behavior))
       return tk_fail(err, "pre_tokenizer Split: unknown behavior");
     pt->invert = flag(o, "invert", false);
-    if (!(pt->re = pattern(json_object_get(o, "pattern"), "pre_tokenizer Split", err))) return IC_EINVAL;
+    if (!(pt->re = pattern(json_object_get(o, "pattern"), "pre_tokenizer Split", err)))
+      return IC_EINVAL;
     const char *rx = json_string_value(json_object_get(json_object_get(o, "pattern"), "Regex"));
     pt->vetted = rx && is_vetted(rx) && pt->behavior == SB_ISOLATED && !pt->invert;
   } else if (!strcmp(t, "ByteLevel")) {
@@ -173,11 +187,16 @@ static int load_pre(json_t *o, tk_pre *pt, char *err, int depth) {
       return tk_fail(err, "pre_tokenizer Metaspace: \"replacement\" must be one character");
     strcpy(pt->replacement, r);
     const char *ps = json_string_value(json_object_get(o, "prepend_scheme"));
-    if (!ps) pt->prepend_scheme = flag(o, "add_prefix_space", true) ? 0 : 2;
-    else if (!strcmp(ps, "always")) pt->prepend_scheme = 0;
-    else if (!strcmp(ps, "first")) pt->prepend_scheme = 1;
-    else if (!strcmp(ps, "never")) pt->prepend_scheme = 2;
-    else return tk_fail(err, "pre_tokenizer Metaspace: unknown prepend_scheme \"%s\"", ps);
+    if (!ps)
+      pt->prepend_scheme = flag(o, "add_prefix_space", true) ? 0 : 2;
+    else if (!strcmp(ps, "always"))
+      pt->prepend_scheme = 0;
+    else if (!strcmp(ps, "first"))
+      pt->prepend_scheme = 1;
+    else if (!strcmp(ps, "never"))
+      pt->prepend_scheme = 2;
+    else
+      return tk_fail(err, "pre_tokenizer Metaspace: unknown prepend_scheme \"%s\"", ps);
     pt->split = flag(o, "split", true);
   } else {
     return tk_fail(err, "unsupported pre_tokenizer type \"%s\"", t);
@@ -204,7 +223,8 @@ static int byte_level_position(const tk_pre *pt, bool last, bool *found, char *e
 
 /* The GPT-2 byte <-> char alphabet: printable Latin-1 bytes map to themselves, the rest to 256+. */
 static void byte_alphabet(int32_t cp_to_byte[324]) {
-  for (int i = 0; i < 324; i++) cp_to_byte[i] = -1;
+  for (int i = 0; i < 324; i++)
+    cp_to_byte[i] = -1;
   int extra = 0;
   for (int b = 0; b < 256; b++) {
     bool self = (b >= 33 && b <= 126) || (b >= 161 && b <= 172) || (b >= 174 && b <= 255);
@@ -212,17 +232,22 @@ static void byte_alphabet(int32_t cp_to_byte[324]) {
   }
 }
 
-/* Converts a byte-level vocab string to raw bytes; false when it has a char outside the alphabet. */
-static bool from_byte_level(const char *s, size_t n, const int32_t map[324], char *out, size_t *outn) {
+/* Converts a byte-level vocab string to raw bytes; false when it has a char outside the alphabet.
+ */
+static bool from_byte_level(const char *s, size_t n, const int32_t map[324], char *out,
+                            size_t *outn) {
   size_t k = 0;
   for (size_t i = 0; i < n;) {
     unsigned char c = (unsigned char)s[i];
     int32_t cp;
     size_t l = tk_utf8_len(c);
     if (i + l > n) return false;
-    if (l == 1) cp = c;
-    else if (l == 2) cp = (c & 0x1F) << 6 | (s[i + 1] & 0x3F);
-    else return false;
+    if (l == 1)
+      cp = c;
+    else if (l == 2)
+      cp = (c & 0x1F) << 6 | (s[i + 1] & 0x3F);
+    else
+      return false;
     if (cp >= 324 || map[cp] < 0) return false;
     out[k++] = (char)map[cp];
     i += l;
@@ -237,16 +262,22 @@ static int note_glue(tk_bpe *b, const char *t, size_t n) {
   for (size_t i = 1; i + 3 <= n; i++) {
     if (memcmp(t + i, "\xe2\x96\x81", 3)) continue;
     size_t s = i - 1;
-    while (s > 0 && ((unsigned char)t[s] & 0xC0) == 0x80) s--;
+    while (s > 0 && ((unsigned char)t[s] & 0xC0) == 0x80)
+      s--;
     if (i - s == 3 && !memcmp(t + s, "\xe2\x96\x81", 3)) continue; /* runs of the meta space */
     int32_t cp = 0;
-    for (size_t k = s; k < i; k++) cp = k == s ? (unsigned char)t[k] : (cp << 6) | (t[k] & 0x3F);
+    for (size_t k = s; k < i; k++)
+      cp = k == s ? (unsigned char)t[k] : (cp << 6) | (t[k] & 0x3F);
     size_t l = i - s;
-    if (l == 2) cp &= 0x7FF;
-    else if (l == 3) cp &= 0xFFFF;
-    else if (l == 4) cp &= 0x1FFFFF;
+    if (l == 2)
+      cp &= 0x7FF;
+    else if (l == 3)
+      cp &= 0xFFFF;
+    else if (l == 4)
+      cp &= 0x1FFFFF;
     bool have = false;
-    for (size_t k = 0; k < b->nglue; k++) have |= b->glue[k] == cp;
+    for (size_t k = 0; k < b->nglue; k++)
+      have |= b->glue[k] == cp;
     if (have) continue;
     int32_t *g = realloc(b->glue, (b->nglue + 1) * sizeof *g);
     if (!g) return IC_ENOMEM;
@@ -282,7 +313,9 @@ static int load_model(json_t *m, tk_bpe *b, bool byte_level, size_t *vocab_size,
   if (pre && *pre && !(b->prefix = dup_str(pre))) return IC_ENOMEM;
   if (suf && *suf && !(b->suffix = dup_str(suf))) return IC_ENOMEM;
   if ((b->prefix || b->suffix) && byte_level)
-    return tk_fail(err, "model BPE: continuing_subword_prefix/end_of_word_suffix with ByteLevel is not supported");
+    return tk_fail(
+        err,
+        "model BPE: continuing_subword_prefix/end_of_word_suffix with ByteLevel is not supported");
 
   tk_vocab sv;
   if (tk_vocab_init(&sv, json_object_size(vocab))) return IC_ENOMEM;
@@ -317,8 +350,8 @@ static int load_model(json_t *m, tk_bpe *b, bool byte_level, size_t *vocab_size,
         break;
       }
       a = s, al = (size_t)(sp - s), c = sp + 1, cl = strlen(sp + 1);
-    } else if (json_is_array(e) && json_array_size(e) == 2 && json_is_string(json_array_get(e, 0)) &&
-               json_is_string(json_array_get(e, 1))) {
+    } else if (json_is_array(e) && json_array_size(e) == 2 &&
+               json_is_string(json_array_get(e, 0)) && json_is_string(json_array_get(e, 1))) {
       a = json_string_value(json_array_get(e, 0)), al = json_string_length(json_array_get(e, 0));
       c = json_string_value(json_array_get(e, 1)), cl = json_string_length(json_array_get(e, 1));
     } else {
@@ -350,14 +383,15 @@ static int load_model(json_t *m, tk_bpe *b, bool byte_level, size_t *vocab_size,
   for (int x = 0; x < 256; x++) {
     char name[8];
     snprintf(name, sizeof name, "<0x%02X>", x);
-    if (!b->byte_fallback || !tk_vocab_get(&sv, name, 6, &b->byte_ids[x])) b->byte_ids[x] = UINT32_MAX;
+    if (!b->byte_fallback || !tk_vocab_get(&sv, name, 6, &b->byte_ids[x]))
+      b->byte_ids[x] = UINT32_MAX;
   }
   {
     uint32_t meta;
     /* ignore_merges can emit any vocab token whole, and a prefix/suffix changes the unit lookups
      * at a cut: both keep words whole. Too many glue chars means the vocab joins words freely. */
-    b->meta_split = !byte_level && !rc && !b->ignore_merges && !b->prefix && !b->suffix && b->nglue <= 64 &&
-                    tk_vocab_get(&sv, "\xe2\x96\x81", 3, &meta);
+    b->meta_split = !byte_level && !rc && !b->ignore_merges && !b->prefix && !b->suffix &&
+                    b->nglue <= 64 && tk_vocab_get(&sv, "\xe2\x96\x81", 3, &meta);
   }
   const char *unk = json_string_value(json_object_get(m, "unk_token"));
   if (!rc && unk) {
@@ -366,8 +400,10 @@ static int load_model(json_t *m, tk_bpe *b, bool byte_level, size_t *vocab_size,
     b->has_unk = true;
   }
   if (rc || !byte_level) {
-    if (rc) tk_vocab_free(&sv);
-    else b->vocab = sv;
+    if (rc)
+      tk_vocab_free(&sv);
+    else
+      b->vocab = sv;
     return rc;
   }
   int32_t map[324];
@@ -384,8 +420,10 @@ static int load_model(json_t *m, tk_bpe *b, bool byte_level, size_t *vocab_size,
     if (from_byte_level(sv.arena.p + sv.key_off[j], sv.key_len[j], map, buf, &n))
       rc = tk_vocab_put(&b->vocab, buf, n, sv.ids[j]);
   }
-  if (rc) tk_vocab_free(&sv);
-  else *sv_keep = sv;
+  if (rc)
+    tk_vocab_free(&sv);
+  else
+    *sv_keep = sv;
   return rc;
 }
 
@@ -419,9 +457,11 @@ static int load_post(json_t *o, tk_template *tp, char *err, int depth) {
     tp->npre = tp->npost = 1;
     return 0;
   }
-  if (strcmp(t, "TemplateProcessing")) return tk_fail(err, "unsupported post_processor type \"%s\"", t);
+  if (strcmp(t, "TemplateProcessing"))
+    return tk_fail(err, "unsupported post_processor type \"%s\"", t);
   json_t *single = json_object_get(o, "single"), *specials = json_object_get(o, "special_tokens");
-  if (!json_is_array(single)) return tk_fail(err, "post_processor TemplateProcessing without \"single\"");
+  if (!json_is_array(single))
+    return tk_fail(err, "post_processor TemplateProcessing without \"single\"");
   bool seen_seq = false;
   for (size_t i = 0; i < json_array_size(single); i++) {
     json_t *item = json_array_get(single, i), *sp = json_object_get(item, "SpecialToken"),
@@ -429,7 +469,8 @@ static int load_post(json_t *o, tk_template *tp, char *err, int depth) {
     if (sq) {
       const char *id = json_string_value(json_object_get(sq, "id"));
       if (!id || strcmp(id, "A") || seen_seq)
-        return tk_fail(err, "post_processor TemplateProcessing: single template must hold sequence A once");
+        return tk_fail(
+            err, "post_processor TemplateProcessing: single template must hold sequence A once");
       seen_seq = true;
       continue;
     }
@@ -445,12 +486,14 @@ static int load_post(json_t *o, tk_template *tp, char *err, int depth) {
       if (!g) return IC_ENOMEM;
       *v = g;
       json_t *x = json_array_get(ids, k);
-      if (!json_is_integer(x) || json_integer_value(x) < 0 || json_integer_value(x) > UINT32_MAX - 1)
+      if (!json_is_integer(x) || json_integer_value(x) < 0 ||
+          json_integer_value(x) > UINT32_MAX - 1)
         return tk_fail(err, "post_processor TemplateProcessing: bad id for %s", name);
       g[(*n)++] = (uint32_t)json_integer_value(x);
     }
   }
-  if (!seen_seq) return tk_fail(err, "post_processor TemplateProcessing: single template lacks sequence A");
+  if (!seen_seq)
+    return tk_fail(err, "post_processor TemplateProcessing: single template lacks sequence A");
   return 0;
 }
 
@@ -458,7 +501,8 @@ static int load_post(json_t *o, tk_template *tp, char *err, int depth) {
  * has, else the next id after the vocabulary. Normalized ones are matched after normalization. */
 static int load_added(json_t *arr, ic_tokenizer *t, const tk_vocab *sv, char *err) {
   size_t n = json_array_size(arr);
-  if (arr && !json_is_null(arr) && !json_is_array(arr)) return tk_fail(err, "\"added_tokens\" must be an array");
+  if (arr && !json_is_null(arr) && !json_is_array(arr))
+    return tk_fail(err, "\"added_tokens\" must be an array");
   t->added = calloc(n + 1, sizeof *t->added);
   if (!t->added) return IC_ENOMEM;
   const tk_vocab *model_vocab = sv->hashes ? sv : &t->bpe.vocab;
@@ -535,7 +579,8 @@ static bool norm_local(const tk_norm *nm) {
       if (!norm_local(&nm->children[i])) return false;
     return true;
   }
-  /* Composition never reaches across an ASCII byte (a starter that composes with nothing before it). */
+  /* Composition never reaches across an ASCII byte (a starter that composes with nothing before
+   * it). */
   return nm->kind == NM_NFC || nm->kind == NM_NFD || nm->kind == NM_NFKC || nm->kind == NM_NFKD;
 }
 
@@ -543,7 +588,8 @@ static bool ascii_alpha(unsigned char c) { return (c | 0x20) >= 'a' && (c | 0x20
 
 /* True when split points (ic_tokenizer_split_point) are exact for this pipeline. */
 static bool compute_splittable(const ic_tokenizer *t) {
-  if (!t->bpe.byte_level || !t->pre || !pre_vetted(t->pre) || !norm_local(t->normalizer)) return false;
+  if (!t->bpe.byte_level || !t->pre || !pre_vetted(t->pre) || !norm_local(t->normalizer))
+    return false;
   for (size_t i = 0; i < t->nadded; i++) {
     const tk_added *a = &t->added[i];
     if (a->lstrip || a->rstrip || a->single_word) return false;
@@ -579,14 +625,16 @@ static int load_config(ic_tokenizer *t, const char *cfg, size_t len, char *err) 
     for (size_t i = 0; i < json_array_size(ct); i++) {
       json_t *e = json_array_get(ct, i);
       const char *name = json_string_value(json_object_get(e, "name"));
-      if (name && !strcmp(name, "default")) tmpl = json_string_value(json_object_get(e, "template"));
+      if (name && !strcmp(name, "default"))
+        tmpl = json_string_value(json_object_get(e, "template"));
     }
   }
   const char *keys[2] = {"bos_token", "eos_token"};
   char **dst[2] = {&t->bos_token, &t->eos_token};
   for (int i = 0; i < 2; i++) {
     json_t *v = json_object_get(c, keys[i]);
-    const char *s = json_is_string(v) ? json_string_value(v) : json_string_value(json_object_get(v, "content"));
+    const char *s =
+        json_is_string(v) ? json_string_value(v) : json_string_value(json_object_get(v, "content"));
     if (s && !(*dst[i] = dup_str(s))) goto oom;
   }
   if (tmpl && !(t->chat_template = dup_str(tmpl))) goto oom;
@@ -680,7 +728,9 @@ int ic_tokenizer_load_dir(const char *dir, ic_tokenizer **out, char err[IC_TOK_E
   snprintf(path, sizeof path, "%s/tokenizer.json", dir);
   char *json = read_file(path, &jl, &rc);
   if (!json) {
-    if (err) snprintf(err, IC_TOK_ERRLEN, "cannot read %.200s: %s", path, rc == IC_ENOTFOUND ? "no such file" : "I/O error");
+    if (err)
+      snprintf(err, IC_TOK_ERRLEN, "cannot read %.200s: %s", path,
+               rc == IC_ENOTFOUND ? "no such file" : "I/O error");
     return rc;
   }
   snprintf(path, sizeof path, "%s/tokenizer_config.json", dir);
@@ -703,7 +753,8 @@ void ic_tokenizer_free(ic_tokenizer *t) {
   tk_pre_free(t->pre);
   free(t->pre);
   tk_bpe_free(&t->bpe);
-  for (size_t i = 0; i < t->nadded; i++) free(t->added[i].content);
+  for (size_t i = 0; i < t->nadded; i++)
+    free(t->added[i].content);
   free(t->added);
   tk_trie_free(&t->raw_trie);
   tk_trie_free(&t->norm_trie);

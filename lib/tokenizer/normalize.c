@@ -16,8 +16,8 @@ static bool all_ascii(const char *s, size_t n) {
 static int unicode_form(const char *in, size_t n, utf8proc_option_t opt, tk_str *out) {
   if (all_ascii(in, n) && !(opt & UTF8PROC_COMPAT)) return tk_str_put(out, in, n);
   utf8proc_uint8_t *res = NULL;
-  utf8proc_ssize_t r = utf8proc_map((const utf8proc_uint8_t *)in, (utf8proc_ssize_t)n, &res,
-                                    opt | UTF8PROC_STABLE);
+  utf8proc_ssize_t r =
+      utf8proc_map((const utf8proc_uint8_t *)in, (utf8proc_ssize_t)n, &res, opt | UTF8PROC_STABLE);
   if (r < 0) return r == UTF8PROC_ERROR_NOMEM ? IC_ENOMEM : IC_EINVAL;
   int rc = tk_str_put(out, (const char *)res, (size_t)r);
   free(res);
@@ -34,7 +34,8 @@ bool tk_is_white_space(int32_t c) {
 static int lowercase(const char *in, size_t n, tk_str *out) {
   for (size_t i = 0; i < n;) {
     utf8proc_int32_t c;
-    utf8proc_ssize_t k = utf8proc_iterate((const utf8proc_uint8_t *)in + i, (utf8proc_ssize_t)(n - i), &c);
+    utf8proc_ssize_t k =
+        utf8proc_iterate((const utf8proc_uint8_t *)in + i, (utf8proc_ssize_t)(n - i), &c);
     if (k <= 0) return IC_EINVAL;
     i += (size_t)k;
     if (c == 0x130) { /* the one unconditional multi-char lowercase mapping */
@@ -76,14 +77,17 @@ static int strip(const tk_norm *nm, const char *in, size_t n, tk_str *out) {
   size_t b = 0, e = n;
   utf8proc_int32_t c;
   while (nm->left && b < e) {
-    utf8proc_ssize_t k = utf8proc_iterate((const utf8proc_uint8_t *)in + b, (utf8proc_ssize_t)(e - b), &c);
+    utf8proc_ssize_t k =
+        utf8proc_iterate((const utf8proc_uint8_t *)in + b, (utf8proc_ssize_t)(e - b), &c);
     if (k <= 0 || !tk_is_white_space(c)) break;
     b += (size_t)k;
   }
   while (nm->right && e > b) {
     size_t s = e - 1;
-    while (s > b && ((unsigned char)in[s] & 0xC0) == 0x80) s--;
-    utf8proc_ssize_t k = utf8proc_iterate((const utf8proc_uint8_t *)in + s, (utf8proc_ssize_t)(e - s), &c);
+    while (s > b && ((unsigned char)in[s] & 0xC0) == 0x80)
+      s--;
+    utf8proc_ssize_t k =
+        utf8proc_iterate((const utf8proc_uint8_t *)in + s, (utf8proc_ssize_t)(e - s), &c);
     if (k <= 0 || !tk_is_white_space(c)) break;
     e = s;
   }
@@ -127,7 +131,8 @@ int tk_norm_apply(const tk_norm *nm, const char *in, size_t n, tk_str *out) {
 
 void tk_norm_free(tk_norm *nm) {
   if (!nm) return;
-  for (size_t i = 0; i < nm->nchildren; i++) tk_norm_free(&nm->children[i]);
+  for (size_t i = 0; i < nm->nchildren; i++)
+    tk_norm_free(&nm->children[i]);
   free(nm->children);
   if (nm->re) pcre2_code_free(nm->re);
   free(nm->content);

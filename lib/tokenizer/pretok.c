@@ -41,9 +41,9 @@ static int spans_push(spans *sp, size_t s, size_t e, bool m) {
   return 0;
 }
 
-
 /* Matches of a regex in t[0..n) as spans covering it (gaps unmatched), like Rust's Pattern. */
-static int regex_spans(const pcre2_code *re, pcre2_match_data *md, const char *t, size_t n, spans *sp) {
+static int regex_spans(const pcre2_code *re, pcre2_match_data *md, const char *t, size_t n,
+                       spans *sp) {
   size_t prev = 0, pos = 0, jitsize = 0;
   bool jit = pcre2_pattern_info(re, PCRE2_INFO_JITSIZE, &jitsize) == 0 && jitsize > 0;
   while (pos <= n) {
@@ -70,7 +70,8 @@ static int char_spans(const char *t, size_t n, bool (*pred)(int32_t), spans *sp)
   size_t prev = 0;
   for (size_t i = 0; i < n;) {
     utf8proc_int32_t c;
-    utf8proc_ssize_t k = utf8proc_iterate((const utf8proc_uint8_t *)t + i, (utf8proc_ssize_t)(n - i), &c);
+    utf8proc_ssize_t k =
+        utf8proc_iterate((const utf8proc_uint8_t *)t + i, (utf8proc_ssize_t)(n - i), &c);
     if (k <= 0) k = 1, c = -1;
     if (c >= 0 && pred(c)) {
       if (prev != i && spans_push(sp, prev, i, false)) return IC_ENOMEM;
@@ -86,7 +87,8 @@ static int char_spans(const char *t, size_t n, bool (*pred)(int32_t), spans *sp)
 /* Applies invert and the delimiter behaviour to sp in place; keeps spans to emit with m=true. */
 static void apply_behavior(spans *sp, tk_split_behavior b, bool invert) {
   if (invert)
-    for (size_t i = 0; i < sp->sp_n; i++) sp->sp[i].m = !sp->sp[i].m;
+    for (size_t i = 0; i < sp->sp_n; i++)
+      sp->sp[i].m = !sp->sp[i].m;
   size_t k = 0;
   bool prev_match = false;
   switch (b) {
@@ -95,13 +97,16 @@ static void apply_behavior(spans *sp, tk_split_behavior b, bool invert) {
       if (!sp->sp[i].m) sp->sp[k++] = (span){sp->sp[i].s, sp->sp[i].e, true};
     break;
   case SB_ISOLATED:
-    for (size_t i = 0; i < sp->sp_n; i++) sp->sp[k++] = (span){sp->sp[i].s, sp->sp[i].e, true};
+    for (size_t i = 0; i < sp->sp_n; i++)
+      sp->sp[k++] = (span){sp->sp[i].s, sp->sp[i].e, true};
     break;
   case SB_MERGED_PREV:
     for (size_t i = 0; i < sp->sp_n; i++) {
       span x = sp->sp[i];
-      if (x.m && !prev_match && k) sp->sp[k - 1].e = x.e;
-      else sp->sp[k++] = (span){x.s, x.e, true};
+      if (x.m && !prev_match && k)
+        sp->sp[k - 1].e = x.e;
+      else
+        sp->sp[k++] = (span){x.s, x.e, true};
       prev_match = x.m;
     }
     break;
@@ -110,8 +115,10 @@ static void apply_behavior(spans *sp, tk_split_behavior b, bool invert) {
     size_t w = sp->sp_n;
     for (size_t i = sp->sp_n; i-- > 0;) {
       span x = sp->sp[i];
-      if (x.m && !prev_match && w < sp->sp_n) sp->sp[w].s = x.s;
-      else sp->sp[--w] = (span){x.s, x.e, true};
+      if (x.m && !prev_match && w < sp->sp_n)
+        sp->sp[w].s = x.s;
+      else
+        sp->sp[--w] = (span){x.s, x.e, true};
       prev_match = x.m;
     }
     memmove(sp->sp, sp->sp + w, (sp->sp_n - w) * sizeof *sp->sp);
@@ -121,8 +128,10 @@ static void apply_behavior(spans *sp, tk_split_behavior b, bool invert) {
   case SB_CONTIGUOUS:
     for (size_t i = 0; i < sp->sp_n; i++) {
       span x = sp->sp[i];
-      if (x.m == prev_match && k) sp->sp[k - 1].e = x.e;
-      else sp->sp[k++] = (span){x.s, x.e, true};
+      if (x.m == prev_match && k)
+        sp->sp[k - 1].e = x.e;
+      else
+        sp->sp[k++] = (span){x.s, x.e, true};
       prev_match = x.m;
     }
     break;
@@ -136,8 +145,8 @@ static bool is_numeric(int32_t c) {
 }
 
 /* Rewrites a piece into ps->text: optional prefix, then the bytes with ' ' replaced by rep. */
-static int rewrite(tk_pieces *ps, const tk_piece *p, const char *prefix, const char *rep, size_t *off,
-                   size_t *len) {
+static int rewrite(tk_pieces *ps, const tk_piece *p, const char *prefix, const char *rep,
+                   size_t *off, size_t *len) {
   size_t plen = prefix ? strlen(prefix) : 0, rlen = rep ? strlen(rep) : 0;
   size_t worst = plen + p->len * (rlen > 1 ? rlen : 1);
   if (tk_str_reserve(&ps->text, worst)) return IC_ENOMEM;
@@ -145,8 +154,10 @@ static int rewrite(tk_pieces *ps, const tk_piece *p, const char *prefix, const c
   *off = ps->text.n;
   if (plen) tk_str_put(&ps->text, prefix, plen);
   for (size_t i = 0; i < p->len; i++) {
-    if (rep && src[i] == ' ') tk_str_put(&ps->text, rep, rlen);
-    else ps->text.p[ps->text.n++] = src[i];
+    if (rep && src[i] == ' ')
+      tk_str_put(&ps->text, rep, rlen);
+    else
+      ps->text.p[ps->text.n++] = src[i];
   }
   *len = ps->text.n - *off;
   return 0;
@@ -165,8 +176,10 @@ static int split_one(const tk_pre *pt, tk_pieces *ps, tk_piece p, tk_piece **out
       rc = rewrite(ps, &p, " ", NULL, &p.off, &p.len);
       if (rc) return rc;
     }
-    if (pt->re) rc = regex_spans(pt->re, md, ps->text.p + p.off, p.len, sp), beh = SB_ISOLATED;
-    else rc = spans_push(sp, 0, p.len, false), beh = SB_ISOLATED;
+    if (pt->re)
+      rc = regex_spans(pt->re, md, ps->text.p + p.off, p.len, sp), beh = SB_ISOLATED;
+    else
+      rc = spans_push(sp, 0, p.len, false), beh = SB_ISOLATED;
     invert = false;
     break;
   case PT_DIGITS:
@@ -216,7 +229,8 @@ static int split_one(const tk_pre *pt, tk_pieces *ps, tk_piece p, tk_piece **out
       *out = v;
       *cap = c;
     }
-    (*out)[(*nout)++] = (tk_piece){p.off + sp->sp[i].s, sp->sp[i].e - sp->sp[i].s, p.origin && sp->sp[i].s == 0};
+    (*out)[(*nout)++] =
+        (tk_piece){p.off + sp->sp[i].s, sp->sp[i].e - sp->sp[i].s, p.origin && sp->sp[i].s == 0};
   }
   return 0;
 }
@@ -232,7 +246,8 @@ int tk_pre_apply(const tk_pre *pt, tk_pieces *ps, tk_pre_scratch *sc) {
   }
   size_t nout = 0;
   int rc = 0;
-  for (size_t i = 0; i < ps->n && !rc; i++) rc = split_one(pt, ps, ps->v[i], &sc->out, &nout, &sc->out_cap, sc, sc->md);
+  for (size_t i = 0; i < ps->n && !rc; i++)
+    rc = split_one(pt, ps, ps->v[i], &sc->out, &nout, &sc->out_cap, sc, sc->md);
   if (rc) return rc;
   /* The new list becomes the pieces; the old array is the next stage's output buffer. */
   tk_piece *old = ps->v;
@@ -247,7 +262,8 @@ int tk_pre_apply(const tk_pre *pt, tk_pieces *ps, tk_pre_scratch *sc) {
 
 void tk_pre_free(tk_pre *pt) {
   if (!pt) return;
-  for (size_t i = 0; i < pt->nchildren; i++) tk_pre_free(&pt->children[i]);
+  for (size_t i = 0; i < pt->nchildren; i++)
+    tk_pre_free(&pt->children[i]);
   free(pt->children);
   if (pt->re) pcre2_code_free(pt->re);
 }

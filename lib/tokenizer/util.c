@@ -22,7 +22,8 @@ int tk_fail(char *err, const char *fmt, ...) {
 int tk_str_reserve(tk_str *s, size_t extra) {
   if (s->n + extra <= s->cap) return 0;
   size_t cap = s->cap ? s->cap : 256;
-  while (cap < s->n + extra) cap *= 2;
+  while (cap < s->n + extra)
+    cap *= 2;
   char *p = realloc(s->p, cap);
   if (!p) return IC_ENOMEM;
   s->p = p;
@@ -59,7 +60,8 @@ static uint64_t key_hash(const char *k, size_t n) {
 int tk_vocab_init(tk_vocab *v, size_t expected) {
   memset(v, 0, sizeof *v);
   size_t cap = 64;
-  while (cap < expected * 2) cap *= 2;
+  while (cap < expected * 2)
+    cap *= 2;
   v->hashes = calloc(cap, sizeof *v->hashes);
   v->key_off = malloc(cap * sizeof *v->key_off);
   v->key_len = malloc(cap * sizeof *v->key_len);
@@ -96,7 +98,8 @@ static int vocab_grow(tk_vocab *v) {
   for (size_t i = 0; i <= v->mask; i++) {
     if (!v->hashes[i]) continue;
     size_t j = v->hashes[i] & bigger.mask;
-    while (bigger.hashes[j]) j = (j + 1) & bigger.mask;
+    while (bigger.hashes[j])
+      j = (j + 1) & bigger.mask;
     bigger.hashes[j] = v->hashes[i];
     bigger.key_off[j] = v->key_off[i];
     bigger.key_len[j] = v->key_len[i];
@@ -165,15 +168,24 @@ static size_t valid_seq(const unsigned char *s, size_t n, size_t *maximal_subpar
   if (c < 0x80) return 1;
   unsigned char lo = 0x80, hi = 0xBF;
   size_t need;
-  if (c >= 0xC2 && c <= 0xDF) need = 2;
-  else if (c == 0xE0) need = 3, lo = 0xA0;
-  else if (c >= 0xE1 && c <= 0xEC) need = 3;
-  else if (c == 0xED) need = 3, hi = 0x9F;
-  else if (c >= 0xEE && c <= 0xEF) need = 3;
-  else if (c == 0xF0) need = 4, lo = 0x90;
-  else if (c >= 0xF1 && c <= 0xF3) need = 4;
-  else if (c == 0xF4) need = 4, hi = 0x8F;
-  else return 0;
+  if (c >= 0xC2 && c <= 0xDF)
+    need = 2;
+  else if (c == 0xE0)
+    need = 3, lo = 0xA0;
+  else if (c >= 0xE1 && c <= 0xEC)
+    need = 3;
+  else if (c == 0xED)
+    need = 3, hi = 0x9F;
+  else if (c >= 0xEE && c <= 0xEF)
+    need = 3;
+  else if (c == 0xF0)
+    need = 4, lo = 0x90;
+  else if (c >= 0xF1 && c <= 0xF3)
+    need = 4;
+  else if (c == 0xF4)
+    need = 4, hi = 0x8F;
+  else
+    return 0;
   for (size_t i = 1; i < need; i++) {
     if (i >= n) return 0;
     unsigned char b = s[i];

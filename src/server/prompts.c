@@ -8,7 +8,8 @@
 #include "ic/prompt.h"
 #include "server.h"
 
-static const double TOKENIZE_BUCKETS[] = {0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.1};
+static const double TOKENIZE_BUCKETS[] = {0.00005, 0.0001, 0.00025, 0.0005, 0.001,
+                                          0.0025,  0.005,  0.01,    0.025,  0.1};
 
 int server_prompts_init(server_ctx_t *ctx) {
   const char *dir = ctx->flags.tokenizer_models_dir;
@@ -18,16 +19,19 @@ int server_prompts_init(server_ctx_t *ctx) {
   ic_prompt_config_t cfg = {
       .tokenize_seconds = ic_metrics_histogram(
           ctx->metrics, "inferencecache_prompt_tokenize_seconds",
-          "Time to render (chat template) and tokenize a LookupRoute prompt_text, per model.", 1, model,
-          TOKENIZE_BUCKETS, sizeof TOKENIZE_BUCKETS / sizeof TOKENIZE_BUCKETS[0]),
-      .prefix_cache_lookups = ic_metrics_counter(
-          ctx->metrics, "inferencecache_prompt_prefix_cache_lookups_total",
-          "prompt_text prefix-cache lookups by result (hit: a cached prompt prefix was reused; miss).", 1, result),
+          "Time to render (chat template) and tokenize a LookupRoute prompt_text, per model.", 1,
+          model, TOKENIZE_BUCKETS, sizeof TOKENIZE_BUCKETS / sizeof TOKENIZE_BUCKETS[0]),
+      .prefix_cache_lookups =
+          ic_metrics_counter(ctx->metrics, "inferencecache_prompt_prefix_cache_lookups_total",
+                             "prompt_text prefix-cache lookups by result (hit: a cached prompt "
+                             "prefix was reused; miss).",
+                             1, result),
   };
   char err[512];
   int rc = ic_prompt_registry_load(dir, &cfg, &ctx->prompts, err, sizeof err);
   if (rc) {
-    ic_log_error("tokenizer_models_dir_load", IC_LS("tokenizer_models_dir", dir), IC_LS("err", err));
+    ic_log_error("tokenizer_models_dir_load", IC_LS("tokenizer_models_dir", dir),
+                 IC_LS("err", err));
     return rc;
   }
   ic_log_info("tokenizer_models_loaded", IC_LS("tokenizer_models_dir", dir),
@@ -38,8 +42,8 @@ int server_prompts_init(server_ctx_t *ctx) {
   return 0;
 }
 
-int server_prompt_encode(void *ud, const char *model_id, const char *text, size_t len, size_t max_ids, uint32_t **ids,
-                         size_t *n) {
+int server_prompt_encode(void *ud, const char *model_id, const char *text, size_t len,
+                         size_t max_ids, uint32_t **ids, size_t *n) {
   ic_tok_ids v = {0};
   int rc = ic_prompt_encode(ud, model_id, text, len, max_ids, &v, NULL);
   if (rc) {

@@ -12,14 +12,17 @@
 #include "ic/version.h"
 
 static const ic_cli_flag_t FLAGS[] = {
-    {"model-dir", "string", NULL, "directory holding the model's tokenizer.json (+ tokenizer_config.json); required"},
-    {"add-special-tokens", NULL, NULL, "apply the tokenizer's post-processor template (e.g. a leading BOS)"},
+    {"model-dir", "string", NULL,
+     "directory holding the model's tokenizer.json (+ tokenizer_config.json); required"},
+    {"add-special-tokens", NULL, NULL,
+     "apply the tokenizer's post-processor template (e.g. a leading BOS)"},
     {"hex-lines", NULL, NULL,
-     "each stdin line is hex-encoded text; each output line its ids (space-separated) or \"ERR <reason>\""},
+     "each stdin line is hex-encoded text; each output line its ids (space-separated) or \"ERR "
+     "<reason>\""},
 };
 static const ic_cli_t CLI = {"ic-tokenize",
-                             "prints the token ids of stdin's text as a JSON array (lib/tokenizer)", NULL, FLAGS,
-                             sizeof FLAGS / sizeof FLAGS[0]};
+                             "prints the token ids of stdin's text as a JSON array (lib/tokenizer)",
+                             NULL, FLAGS, sizeof FLAGS / sizeof FLAGS[0]};
 
 static int hexval(int c) {
   if (c >= '0' && c <= '9') return c - '0';
@@ -46,12 +49,10 @@ static char *read_all(FILE *f, size_t *n) {
 int main(int argc, char **argv) {
   const char *dir = NULL;
   bool special = false, hex = false;
-  static const struct option lo[] = {{"model-dir", required_argument, 0, 'm'},
-                                     {"add-special-tokens", no_argument, 0, 's'},
-                                     {"hex-lines", no_argument, 0, 'x'},
-                                     {"help", no_argument, 0, 'h'},
-                                     {"version", no_argument, 0, 'V'},
-                                     {0, 0, 0, 0}};
+  static const struct option lo[] = {
+      {"model-dir", required_argument, 0, 'm'}, {"add-special-tokens", no_argument, 0, 's'},
+      {"hex-lines", no_argument, 0, 'x'},       {"help", no_argument, 0, 'h'},
+      {"version", no_argument, 0, 'V'},         {0, 0, 0, 0}};
   bool help = false;
   for (int ch; (ch = getopt_long_only(argc, argv, "", lo, NULL)) != -1;) {
     switch (ch) {
@@ -84,7 +85,8 @@ int main(int argc, char **argv) {
       status = 1;
     } else {
       putchar('[');
-      for (size_t i = 0; i < ids.n; i++) printf(i ? ",%u" : "%u", ids.v[i]);
+      for (size_t i = 0; i < ids.n; i++)
+        printf(i ? ",%u" : "%u", ids.v[i]);
       puts("]");
     }
   } else {
@@ -96,14 +98,17 @@ int main(int argc, char **argv) {
       bool bad = ll % 2 != 0;
       for (size_t i = 0; !bad && i < ll; i += 2) {
         int hi = hexval(line[i]), lo = hexval(line[i + 1]);
-        if (hi < 0 || lo < 0) bad = true;
-        else buf[k++] = (char)(hi << 4 | lo);
+        if (hi < 0 || lo < 0)
+          bad = true;
+        else
+          buf[k++] = (char)(hi << 4 | lo);
       }
       int rc = bad ? IC_EINVAL : ic_tokenizer_encode(t, buf, k, special, 0, &ids);
       if (rc) {
         printf("ERR %s\n", bad ? "bad hex line" : ic_strerror(rc));
       } else {
-        for (size_t i = 0; i < ids.n; i++) printf(i ? " %u" : "%u", ids.v[i]);
+        for (size_t i = 0; i < ids.n; i++)
+          printf(i ? " %u" : "%u", ids.v[i]);
         putchar('\n');
       }
       line += ll + 1;

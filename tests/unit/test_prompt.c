@@ -38,7 +38,8 @@ Test(prompt, prefix_cache_is_exact_and_reused, .timeout = 300) {
   char *doc = malloc(1 << 16);
   size_t n = 0;
   for (int i = 0; i < 120; i++)
-    n += (size_t)sprintf(doc + n, "Line %d of the shared document talks about item %d in detail.\n", i, i * 7);
+    n += (size_t)sprintf(doc + n, "Line %d of the shared document talks about item %d in detail.\n",
+                         i, i * 7);
   char *text = malloc(n + 256);
   ic_tok_ids a = {0}, b = {0};
   int hits = 0;

