@@ -7,7 +7,7 @@ BENCH      ?= all
 FUZZ_SECONDS ?= 10
 CMAKE_FLAGS ?=
 
-.PHONY: all deps build test test-unit test-asan test-integration fuzz fuzz-short run bench format clean
+.PHONY: all deps build test test-unit test-asan test-integration fuzz fuzz-short run bench format clean soak
 
 all: build
 
@@ -56,6 +56,12 @@ run: build
 
 bench: build
 	./scripts/run-bench.sh $(BUILD) $(BENCH)
+
+# Long-running soak (not part of `make test`): engines restarting and evicting, checked lookups,
+# RSS per process; JSON lines on stdout, non-zero exit on any loss. docs/soak.md.
+SOAK_MINUTES ?= 20
+soak: build
+	/usr/bin/python3 scripts/soak.py --build $(BUILD) --minutes $(SOAK_MINUTES)
 
 format:
 	find include lib src tests bench -name '*.[ch]' -print0 | xargs -0 -r clang-format -i

@@ -101,6 +101,18 @@ int ic_http_reply_error(ic_http_req_t *r, unsigned status, const char *msg);
 int ic_http_reply_json(ic_http_req_t *r, unsigned status, const json_t *j);
 /* True once a reply was queued for this request. */
 bool ic_http_req_replied(const ic_http_req_t *r);
+/* ---- streamed replies (SSE, long polls): status and headers now, body later ---- */
+/* The body is written from any thread while the MHD thread serves other connections: the
+ * connection is suspended while no data is queued (no thread blocks per stream). Needs a
+ * thread-pool server (`threads` > 0; IC_ESTATE otherwise). On success *out is a handle owned
+ * by the caller until ic_http_stream_close. The body goes out chunked (HTTP/1.1). */
+typedef struct ic_http_stream ic_http_stream_t;
+int ic_http_reply_stream(ic_http_req_t *r, unsigned status, const char *content_type,
+                         ic_http_stream_t **out);
+/* Queues bytes (copied). Returns 0, or IC_EIO once the client is gone (stop producing). */
+int ic_http_stream_write(ic_http_stream_t *st, const void *data, size_t len);
+/* Ends the body and releases the handle. */
+void ic_http_stream_close(ic_http_stream_t *st);
 
 /* ---- helpers ---- */
 /* Bearer extraction per spec server.md §8.2: split at the first space, scheme "Bearer"

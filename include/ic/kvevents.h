@@ -215,6 +215,10 @@ typedef struct ic_kv_stats {
   float pressure;
   int64_t t2_hit_tokens;
   int64_t t2_query_tokens;
+  /* process_start_time_seconds of the engine (Prometheus client default), 0 when absent: a
+   * change between scrapes means the engine process restarted. Set even when the derivation
+   * fails for other reasons, as long as the exposition parsed. */
+  double process_start_s;
 } ic_kv_stats_t;
 
 /* `scheme` "sglang" selects the SGLang profile, anything else vLLM. `model_name` may be NULL. */
@@ -229,5 +233,56 @@ bool ic_kv_scraper_unknown_scheme(const ic_kv_scraper_t *s);
  * touches the hit-rate baseline. */
 int ic_kv_scraper_derive(ic_kv_scraper_t *s, const char *body, size_t len, ic_kv_stats_t *out,
                          char *err, size_t errlen);
+
+/* ---------------------------------------------------------------------------------------------
+ * 5. Sequence continuity (the 8-byte seq frame of each engine message)
+ *
+ * Decides what one received message is relative to what was applied before: the next one, a gap
+ * to repair, a duplicate (a replay overlapping the live stream), an engine restart, or an
+ * absurd number. A restarted engine numbers from 0 again, but a subscriber that reconnects with
+ * backoff usually first sees a small non-zero number, so "seq == 0" is not the test: a number
+ * at or below the last applied one whose payload differs from what was applied under that number
+ * means a different engine. Payloads are remembered by a 64-bit digest for the last
+ * IC_KV_SEQ_RECENT numbers (engine payloads carry a timestamp, so a restarted engine never
+ * reproduces an old payload). */
+
+#define IC_KV_SEQ_RECENT 16384
+/* A forward jump beyond this many messages is not a gap but a corrupt or hostile number (an
+ * engine at 100k messages/s needs ~3 minutes of partition for 2^24): the message is applied,
+ * its number is not adopted and nothing is counted as missing. */
+#define IC_KV_SEQ_MAX_GAP (1ULL << 24)
+/* The replay protocol's end marker (-1 as 8 bytes); never a message number. */
+#define IC_KV_SEQ_END UINT64_MAX
+
+typedef enum {
+  IC_KV_SEQ_FIRST = 0, /* nothing applied yet */
+  IC_KV_SEQ_NEXT,      /* last + 1 */
+  IC_KV_SEQ_GAP,       /* last + 1 < seq <= last + IC_KV_SEQ_MAX_GAP + 1: [last+1, seq-1] missing */
+  IC_KV_SEQ_DUP,       /* seq <= last and the same payload was applied under it */
+  IC_KV_SEQ_RESTART,   /* seq <= last with another (or an unremembered) payload */
+  IC_KV_SEQ_INVALID,   /* the end marker, or a jump past IC_KV_SEQ_MAX_GAP */
+} ic_kv_seq_verdict_t;
+
+typedef struct ic_kv_seq_slot {
+  uint64_t seq, digest;
+  bool used;
+} ic_kv_seq_slot_t;
+
+typedef struct ic_kv_seq {
+  bool have;
+  uint64_t last;                             /* last applied number (valid when have) */
+  ic_kv_seq_slot_t recent[IC_KV_SEQ_RECENT]; /* slot seq % IC_KV_SEQ_RECENT */
+} ic_kv_seq_t;
+
+/* The payload digest the tracker compares (XXH3 of the bytes). */
+uint64_t ic_kv_seq_digest(const uint8_t *p, size_t len);
+void ic_kv_seq_reset(ic_kv_seq_t *s);
+ic_kv_seq_verdict_t ic_kv_seq_check(const ic_kv_seq_t *s, uint64_t seq, uint64_t digest);
+/* Records an applied message; `last` moves forward only (a replayed older number is remembered
+ * but does not move it back). */
+void ic_kv_seq_applied(ic_kv_seq_t *s, uint64_t seq, uint64_t digest);
+/* 1: `seq` was applied with this digest; 0: applied with another digest; -1: not remembered. */
+int ic_kv_seq_match(const ic_kv_seq_t *s, uint64_t seq, uint64_t digest);
+const char *ic_kv_seq_verdict_name(ic_kv_seq_verdict_t v);
 
 #endif

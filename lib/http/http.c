@@ -645,7 +645,7 @@ int ic_http_start(ic_http_server_t *s, char *err, size_t errlen) {
   if (s->threads == 0)
     flags |= MHD_USE_THREAD_PER_CONNECTION | MHD_USE_POLL;
   else
-    flags |= MHD_USE_EPOLL;
+    flags |= MHD_USE_EPOLL | MHD_ALLOW_SUSPEND_RESUME; /* streamed replies suspend */
   struct MHD_OptionItem opts[8];
   size_t n = 0;
   opts[n++] = (struct MHD_OptionItem){MHD_OPTION_LISTEN_SOCKET, s->fd, NULL};
@@ -863,4 +863,121 @@ int ic_http_reply_json(ic_http_req_t *r, unsigned status, const json_t *j) {
   b[n] = '\n';
   b[n + 1] = 0;
   return ic_http_reply_take(r, status, "application/json", b, n + 1);
+}
+
+/* ---------------------------------------------------------------------------------------- */
+/* streamed replies: a byte queue between a producer thread and MHD's content reader. The
+ * reader suspends the connection when the queue is empty; a write resumes it. Both happen under
+ * the stream's mutex, so a resume always follows its suspend. Two references: the producer's
+ * (dropped by close) and the response's (dropped by MHD's free callback when it is done). */
+
+struct ic_http_stream {
+  pthread_mutex_t mu;
+  struct MHD_Connection *conn;
+  char *buf;
+  size_t len, cap, off;
+  bool closed, suspended, gone;
+  int refs;
+};
+
+static void stream_unref(ic_http_stream_t *st) {
+  pthread_mutex_lock(&st->mu);
+  bool last = --st->refs == 0;
+  pthread_mutex_unlock(&st->mu);
+  if (!last) return;
+  pthread_mutex_destroy(&st->mu);
+  free(st->buf);
+  free(st);
+}
+
+static ssize_t stream_reader(void *cls, uint64_t pos, char *out, size_t max) {
+  (void)pos;
+  ic_http_stream_t *st = cls;
+  pthread_mutex_lock(&st->mu);
+  if (st->len > st->off) {
+    size_t n = st->len - st->off < max ? st->len - st->off : max;
+    memcpy(out, st->buf + st->off, n);
+    st->off += n;
+    if (st->off == st->len) st->off = st->len = 0;
+    pthread_mutex_unlock(&st->mu);
+    return (ssize_t)n;
+  }
+  if (st->closed) {
+    pthread_mutex_unlock(&st->mu);
+    return MHD_CONTENT_READER_END_OF_STREAM;
+  }
+  MHD_suspend_connection(st->conn);
+  st->suspended = true;
+  pthread_mutex_unlock(&st->mu);
+  return 0;
+}
+
+static void stream_response_gone(void *cls) {
+  ic_http_stream_t *st = cls;
+  pthread_mutex_lock(&st->mu);
+  st->gone = true;
+  st->conn = NULL;
+  pthread_mutex_unlock(&st->mu);
+  stream_unref(st);
+}
+
+int ic_http_reply_stream(ic_http_req_t *r, unsigned status, const char *content_type,
+                         ic_http_stream_t **out) {
+  if (!r || r->replied || !out) return IC_ESTATE;
+  if (r->srv->threads == 0) return IC_ESTATE;
+  ic_http_stream_t *st = calloc(1, sizeof *st);
+  if (!st) return IC_ENOMEM;
+  pthread_mutex_init(&st->mu, NULL);
+  st->conn = r->conn;
+  st->refs = 2;
+  struct MHD_Response *resp = MHD_create_response_from_callback(
+      MHD_SIZE_UNKNOWN, 16 * 1024, stream_reader, st, stream_response_gone);
+  if (!resp) {
+    pthread_mutex_destroy(&st->mu);
+    free(st);
+    return IC_ENOMEM;
+  }
+  set_resp(r, status, content_type, resp);
+  *out = st;
+  return 0;
+}
+
+int ic_http_stream_write(ic_http_stream_t *st, const void *data, size_t len) {
+  pthread_mutex_lock(&st->mu);
+  if (st->gone || st->closed) {
+    pthread_mutex_unlock(&st->mu);
+    return IC_EIO;
+  }
+  if (st->len + len > st->cap) {
+    size_t nc = st->cap ? st->cap : 1024;
+    while (nc < st->len + len)
+      nc *= 2;
+    char *nb = realloc(st->buf, nc);
+    if (!nb) {
+      pthread_mutex_unlock(&st->mu);
+      return IC_ENOMEM;
+    }
+    st->buf = nb;
+    st->cap = nc;
+  }
+  memcpy(st->buf + st->len, data, len);
+  st->len += len;
+  if (st->suspended) {
+    st->suspended = false;
+    MHD_resume_connection(st->conn);
+  }
+  pthread_mutex_unlock(&st->mu);
+  return 0;
+}
+
+void ic_http_stream_close(ic_http_stream_t *st) {
+  if (!st) return;
+  pthread_mutex_lock(&st->mu);
+  st->closed = true;
+  if (st->suspended && !st->gone) {
+    st->suspended = false;
+    MHD_resume_connection(st->conn);
+  }
+  pthread_mutex_unlock(&st->mu);
+  stream_unref(st);
 }

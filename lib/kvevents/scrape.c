@@ -337,6 +337,12 @@ int ic_kv_scraper_derive(ic_kv_scraper_t *s, const char *body, size_t len, ic_kv
   expo_t x = {0};
   int rc = parse_expo(&x, body, len, err, errlen);
   if (rc) goto done;
+  for (size_t i = 0; i < x.ns; i++)
+    if (span_eq(x.s[i].name, "process_start_time_seconds", 26) && isfinite(x.s[i].v) &&
+        x.s[i].v > 0) {
+      out->process_start_s = x.s[i].v;
+      break;
+    }
   const profile_t *p = s->prof;
   const char *all[] = {p->usage_kv, p->usage_gpu, p->usage_cpu, p->running, p->waiting,
                        p->hits,     p->queries,   p->hit_gauge, p->t2_hits, p->t2_queries};

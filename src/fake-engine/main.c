@@ -1,5 +1,6 @@
-/* fake-engine: publishes KV-cache events exactly the way vLLM and SGLang put them on the wire
- * (ZMQ PUB [topic, seq 8B BE, msgpack batch] + ROUTER replay socket), for tests, benches and demos.
+/* fake-engine, republish mode: publishes KV-cache events exactly the way vLLM and SGLang put them
+ * on the wire (ZMQ PUB [topic, seq 8B BE, msgpack batch] + ROUTER replay socket), for tests,
+ * benches and demos. With --http-bind-address it is the engine simulator instead (sim.c).
  *
  * Encodings: vllm-array (array envelope, positional tuples: vLLM <= 0.24 and REF's fake engine),
  * vllm-map (map envelope, tagged-map events, uint64 hashes >= 2^63: vLLM main), sglang (array
@@ -17,15 +18,14 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
-#include <zmq.h>
 
-#include "ic/clock.h"
 #include "ic/cli.h"
+#include "ic/clock.h"
+#include "ic/enginesim.h"
 #include "ic/fingerprint.h"
 #include "ic/log.h"
 #include "ic/version.h"
-
-enum { ENC_VLLM_ARRAY, ENC_VLLM_MAP, ENC_SGLANG };
+#include "sim.h"
 
 typedef struct opts {
   const char *bind, *replay_bind, *topic, *lora_name, *medium;
@@ -34,7 +34,7 @@ typedef struct opts {
   int64_t count, evict_every, clear_every, gap_every, malformed_every, buffer_steps;
   uint64_t seed;
   int64_t interval_us, start_delay_us;
-  bool omit_token_ids, print_tokens, ts_zero;
+  bool omit_token_ids, print_tokens, ts_zero, hold;
 } opts_t;
 
 static volatile sig_atomic_t g_stop;
@@ -70,8 +70,14 @@ static const ic_cli_flag_t FLAGS[] = {
     {"ts-zero", NULL, NULL, "batch timestamp 0.0 instead of wall time"},
     {"print-tokens", NULL, NULL, "one JSON line per prompt on stdout: tokens and expected hashes"},
     {"start-delay", "duration", NULL, "wait before the first message (slow joiner)"},
+    {"http-bind-address", "string", NULL,
+     "run the engine simulator instead (a simulated vLLM replica; its flags:\n"
+     "fake-engine --http-bind-address=x --help, docs/enginesim.md)"},
+    {"hold", NULL, NULL,
+     "with --count: keep serving replay after the last message until signalled"},
 };
-static const ic_cli_t CLI = {"fake-engine", "publishes vLLM/SGLang KV-cache events like an engine (tests, demos)",
+static const ic_cli_t CLI = {"fake-engine",
+                             "publishes vLLM/SGLang KV-cache events like an engine (tests, demos)",
                              NULL, FLAGS, sizeof FLAGS / sizeof FLAGS[0]};
 
 static void usage(FILE *f) { ic_cli_usage(&CLI, f); }
@@ -137,241 +143,42 @@ static void prompt_tokens(const opts_t *o, int64_t p, uint32_t *out, size_t n) {
 }
 
 /* Engine hash of global block index g: 0xE000+g like REF's fake engine; vllm-map sets the top bit
- * (real vLLM hashes are uniformly >= 2^63 half the time); SGLang's are negative int64. */
-static void pack_hash(const opts_t *o, msgpack_packer *pk, uint64_t g) {
+ * (real vLLM hashes are uniformly >= 2^63 half the time); SGLang's are negative int64. Returned
+ * as the 64-bit pattern the encoder packs (int64 for array encodings, uint64 for vllm-map). */
+static uint64_t engine_hash(const opts_t *o, uint64_t g) {
   uint64_t h = 0xE000 + g;
-  if (o->enc == ENC_SGLANG)
-    msgpack_pack_int64(pk, -(int64_t)h);
-  else if (o->enc == ENC_VLLM_MAP)
-    msgpack_pack_uint64(pk, h | 0x8000000000000000ULL);
-  else
-    msgpack_pack_int64(pk, (int64_t)h);
-}
-
-static void pk_str(msgpack_packer *pk, const char *s) {
-  size_t n = strlen(s);
-  msgpack_pack_str(pk, n);
-  msgpack_pack_str_body(pk, s, n);
-}
-
-static void pk_optstr(msgpack_packer *pk, const char *s) {
-  if (s)
-    pk_str(pk, s);
-  else
-    msgpack_pack_nil(pk);
+  if (o->enc == IC_ESIM_ENC_SGLANG) return (uint64_t)(-(int64_t)h);
+  if (o->enc == IC_ESIM_ENC_VLLM_MAP) return h | 0x8000000000000000ULL;
+  return h;
 }
 
 static const char *medium_of(const opts_t *o) {
   if (o->medium) return o->medium;
-  return o->enc == ENC_VLLM_MAP ? "GPU" : NULL;
+  return o->enc == IC_ESIM_ENC_VLLM_MAP ? "GPU" : NULL;
 }
 
 /* One BlockStored covering blocks [lo, hi) of prompt p. */
 static void pack_stored(const opts_t *o, msgpack_packer *pk, int64_t p, int64_t lo, int64_t hi,
-                        const uint32_t *tokens) {
+                        const uint32_t *tokens, uint64_t *scratch) {
   uint64_t g0 = (uint64_t)(p * o->num_blocks);
-  int64_t nb = hi - lo;
-  size_t ntok = (size_t)(nb * o->block_size);
-  const char *medium = medium_of(o);
-  bool map = o->enc == ENC_VLLM_MAP;
-  if (map) {
-    msgpack_pack_map(pk, 10);
-    pk_str(pk, "type");
-    pk_str(pk, "BlockStored");
-    pk_str(pk, "block_hashes");
-  } else {
-    /* Trailing defaults omitted as msgspec does: 6 fields, 7 with medium, 8 with lora_name. */
-    int n = o->lora_name ? 8 : medium ? 7 : 6;
-    msgpack_pack_array(pk, (size_t)n);
-    pk_str(pk, "BlockStored");
-  }
-  msgpack_pack_array(pk, (size_t)nb);
   for (int64_t i = lo; i < hi; i++)
-    pack_hash(o, pk, g0 + (uint64_t)i);
-  if (map) pk_str(pk, "parent_block_hash");
-  if (lo == 0)
-    msgpack_pack_nil(pk);
-  else
-    pack_hash(o, pk, g0 + (uint64_t)lo - 1);
-  if (map) pk_str(pk, "token_ids");
-  if (o->omit_token_ids) {
-    msgpack_pack_nil(pk);
-  } else {
-    msgpack_pack_array(pk, ntok);
-    const uint32_t *t = tokens + lo * o->block_size;
-    for (size_t i = 0; i < ntok; i++)
-      msgpack_pack_uint32(pk, t[i]);
-  }
-  if (map) pk_str(pk, "block_size");
-  msgpack_pack_int64(pk, o->block_size);
-  if (map) pk_str(pk, "lora_id");
-  if (o->lora_id >= 0)
-    msgpack_pack_int64(pk, o->lora_id);
-  else
-    msgpack_pack_nil(pk);
-  if (map) {
-    pk_str(pk, "medium");
-    pk_optstr(pk, medium);
-    pk_str(pk, "lora_name");
-    pk_optstr(pk, o->lora_name);
-    pk_str(pk, "extra_keys");
-    msgpack_pack_array(pk, (size_t)nb);
-    for (int64_t i = 0; i < nb; i++)
-      msgpack_pack_nil(pk);
-    pk_str(pk, "group_idx");
-    msgpack_pack_int(pk, 0);
-  } else {
-    if (medium || o->lora_name) pk_optstr(pk, medium);
-    if (o->lora_name) pk_str(pk, o->lora_name);
-  }
+    scratch[i - lo] = engine_hash(o, g0 + (uint64_t)i);
+  uint64_t parent = lo ? engine_hash(o, g0 + (uint64_t)lo - 1) : 0;
+  size_t ntok = (size_t)((hi - lo) * o->block_size);
+  ic_esim_pack_stored(pk, o->enc, scratch, (size_t)(hi - lo), lo ? &parent : NULL,
+                      o->omit_token_ids ? NULL : tokens + lo * o->block_size, ntok, o->block_size,
+                      o->lora_id, medium_of(o), o->lora_name);
 }
 
-static void pack_removed(const opts_t *o, msgpack_packer *pk, int64_t p) {
+static void pack_removed(const opts_t *o, msgpack_packer *pk, int64_t p, uint64_t *scratch) {
   uint64_t g0 = (uint64_t)(p * o->num_blocks);
-  const char *medium = medium_of(o);
-  if (o->enc == ENC_VLLM_MAP) {
-    msgpack_pack_map(pk, 3);
-    pk_str(pk, "type");
-    pk_str(pk, "BlockRemoved");
-    pk_str(pk, "block_hashes");
-  } else {
-    msgpack_pack_array(pk, medium ? 3 : 2);
-    pk_str(pk, "BlockRemoved");
-  }
-  msgpack_pack_array(pk, (size_t)o->num_blocks);
   for (int64_t i = 0; i < o->num_blocks; i++)
-    pack_hash(o, pk, g0 + (uint64_t)i);
-  if (o->enc == ENC_VLLM_MAP) {
-    pk_str(pk, "medium");
-    pk_optstr(pk, medium);
-  } else if (medium) {
-    pk_str(pk, medium);
-  }
+    scratch[i] = engine_hash(o, g0 + (uint64_t)i);
+  ic_esim_pack_removed(pk, o->enc, scratch, (size_t)o->num_blocks, medium_of(o));
 }
 
-static void pack_cleared(const opts_t *o, msgpack_packer *pk) {
-  if (o->enc == ENC_VLLM_MAP) {
-    msgpack_pack_map(pk, 1);
-    pk_str(pk, "type");
-  } else {
-    msgpack_pack_array(pk, 1);
-  }
-  pk_str(pk, "AllBlocksCleared");
-}
-
-/* Envelope around n events; the callback packs them. */
-static void pack_envelope_begin(const opts_t *o, msgpack_packer *pk, size_t nevents) {
-  double ts = o->ts_zero ? 0.0 : (double)ic_clock_realtime_us() / 1e6;
-  if (o->enc == ENC_VLLM_MAP) {
-    msgpack_pack_map(pk, o->dp_rank >= 0 ? 3 : 2);
-    pk_str(pk, "ts");
-    msgpack_pack_double(pk, ts);
-    if (o->dp_rank >= 0) {
-      pk_str(pk, "data_parallel_rank");
-      msgpack_pack_int64(pk, o->dp_rank);
-    }
-    pk_str(pk, "events");
-    msgpack_pack_array(pk, nevents);
-    return;
-  }
-  bool rank = o->enc == ENC_SGLANG || o->dp_rank >= 0;
-  msgpack_pack_array(pk, rank ? 3 : 2);
-  msgpack_pack_double(pk, ts);
-  msgpack_pack_array(pk, nevents);
-}
-
-static void pack_envelope_end(const opts_t *o, msgpack_packer *pk) {
-  if (o->enc == ENC_VLLM_MAP) return;
-  if (o->enc == ENC_SGLANG || o->dp_rank >= 0) {
-    if (o->dp_rank >= 0)
-      msgpack_pack_int64(pk, o->dp_rank);
-    else
-      msgpack_pack_nil(pk); /* SGLang always sends the slot */
-  }
-}
-
-/* ---- replay ring -------------------------------------------------------------------------- */
-
-typedef struct ring_item {
-  uint64_t seq;
-  void *data;
-  size_t len;
-} ring_item_t;
-
-typedef struct ring {
-  ring_item_t *v;
-  size_t cap, n, head; /* head = index of the oldest */
-} ring_t;
-
-static void ring_push(ring_t *r, uint64_t seq, const void *data, size_t len) {
-  if (!r->cap) return;
-  size_t idx;
-  if (r->n == r->cap) {
-    idx = r->head;
-    free(r->v[idx].data);
-    r->head = (r->head + 1) % r->cap;
-  } else {
-    idx = (r->head + r->n) % r->cap;
-    r->n++;
-  }
-  r->v[idx].seq = seq;
-  r->v[idx].data = malloc(len ? len : 1);
-  if (r->v[idx].data) memcpy(r->v[idx].data, data, len);
-  r->v[idx].len = r->v[idx].data ? len : 0;
-}
-
-static void be8(uint64_t v, uint8_t out[8]) {
-  for (int i = 0; i < 8; i++)
-    out[i] = (uint8_t)(v >> (56 - 8 * i));
-}
-
-/* Serves one replay request on the ROUTER socket (vLLM protocol: [id, "", start] in,
- * [id, "", seq, payload]... then [id, "", -1, ""] out). */
-static void serve_replay(void *router, ring_t *r) {
-  zmq_msg_t parts[4];
-  int np = 0;
-  int more = 1;
-  while (more) {
-    zmq_msg_t m;
-    zmq_msg_init(&m);
-    if (zmq_msg_recv(&m, router, ZMQ_DONTWAIT) < 0) {
-      zmq_msg_close(&m);
-      break;
-    }
-    more = zmq_msg_more(&m);
-    if (np < 4)
-      parts[np++] = m;
-    else
-      zmq_msg_close(&m);
-  }
-  /* Accept [id, "", start] (REQ/DEALER with delimiter) and [id, start] (bare DEALER). */
-  zmq_msg_t *id = np >= 2 ? &parts[0] : NULL;
-  zmq_msg_t *start = np == 3 ? &parts[2] : np == 2 ? &parts[1] : NULL;
-  if (id && start && zmq_msg_size(start) == 8) {
-    const uint8_t *sb = zmq_msg_data(start);
-    uint64_t from = 0;
-    for (int i = 0; i < 8; i++)
-      from = from << 8 | sb[i];
-    bool delim = np == 3;
-    for (size_t k = 0; k < r->n; k++) {
-      ring_item_t *it = &r->v[(r->head + k) % r->cap];
-      if (it->seq < from) continue;
-      uint8_t s8[8];
-      be8(it->seq, s8);
-      zmq_send(router, zmq_msg_data(id), zmq_msg_size(id), ZMQ_SNDMORE);
-      if (delim) zmq_send(router, "", 0, ZMQ_SNDMORE);
-      zmq_send(router, s8, 8, ZMQ_SNDMORE);
-      zmq_send(router, it->data, it->len, 0);
-    }
-    uint8_t end[8];
-    memset(end, 0xff, 8);
-    zmq_send(router, zmq_msg_data(id), zmq_msg_size(id), ZMQ_SNDMORE);
-    if (delim) zmq_send(router, "", 0, ZMQ_SNDMORE);
-    zmq_send(router, end, 8, ZMQ_SNDMORE);
-    zmq_send(router, "", 0, 0);
-  }
-  for (int i = 0; i < np; i++)
-    zmq_msg_close(&parts[i]);
+static double batch_ts(const opts_t *o) {
+  return o->ts_zero ? 0.0 : (double)ic_clock_realtime_us() / 1e6;
 }
 
 /* ---- main --------------------------------------------------------------------------------- */
@@ -402,9 +209,12 @@ static void print_expect(const opts_t *o, int64_t p, const uint32_t *tokens, siz
 }
 
 int main(int argc, char **argv) {
+  for (int i = 1; i < argc; i++)
+    if (!strncmp(argv[i], "--http-bind-address", 19) || !strncmp(argv[i], "-http-bind-address", 18))
+      return fake_engine_sim_main(argc, argv);
   opts_t o = {.bind = "tcp://0.0.0.0:5557",
               .topic = "kv-events",
-              .enc = ENC_VLLM_ARRAY,
+              .enc = IC_ESIM_ENC_VLLM_ARRAY,
               .block_size = 128,
               .num_blocks = 1,
               .events = 1,
@@ -439,6 +249,7 @@ int main(int argc, char **argv) {
                                      {"ts-zero", no_argument, 0, 'z'},
                                      {"print-tokens", no_argument, 0, 'p'},
                                      {"start-delay", required_argument, 0, 'D'},
+                                     {"hold", no_argument, 0, 'H'},
                                      {"help", no_argument, 0, 'h'},
                                      {"version", no_argument, 0, 'V'},
                                      {0, 0, 0, 0}};
@@ -451,14 +262,8 @@ int main(int argc, char **argv) {
     case 'R': o.replay_bind = optarg; break;
     case 't': o.topic = optarg; break;
     case 'e':
-      if (!strcmp(optarg, "vllm-array"))
-        o.enc = ENC_VLLM_ARRAY;
-      else if (!strcmp(optarg, "vllm-map"))
-        o.enc = ENC_VLLM_MAP;
-      else if (!strcmp(optarg, "sglang"))
-        o.enc = ENC_SGLANG;
-      else
-        bad = 1;
+      o.enc = ic_esim_encoding_parse(optarg);
+      bad = o.enc < 0;
       break;
     case 'B': bad = parse_i64(optarg, &o.block_size); break;
     case 'N': bad = parse_i64(optarg, &o.num_blocks); break;
@@ -493,6 +298,7 @@ int main(int argc, char **argv) {
     case 'z': o.ts_zero = true; break;
     case 'p': o.print_tokens = true; break;
     case 'D': bad = parse_dur(optarg, &o.start_delay_us); break;
+    case 'H': o.hold = true; break;
     case 'h': usage(stdout); return 0;
     case 'V': ic_version_print(stdout, CLI.program); return 0;
     default: return ic_cli_fail(&CLI, "flag provided but not defined or missing its value");
@@ -523,7 +329,7 @@ int main(int argc, char **argv) {
             o.num_blocks, o.events);
     return 1;
   }
-  if (o.enc == ENC_SGLANG) o.events = o.num_blocks; /* one event per page */
+  if (o.enc == IC_ESIM_ENC_SGLANG) o.events = o.num_blocks; /* one event per page */
 
   signal(SIGINT, on_signal);
   signal(SIGTERM, on_signal);
@@ -538,30 +344,17 @@ int main(int argc, char **argv) {
     print_expect(&o, p, tok[p], (size_t)total);
   }
 
-  void *ctx = zmq_ctx_new();
-  void *pub = zmq_socket(ctx, ZMQ_PUB);
-  int hwm = 100000, linger = 0;
-  zmq_setsockopt(pub, ZMQ_SNDHWM, &hwm, sizeof(hwm));
-  zmq_setsockopt(pub, ZMQ_LINGER, &linger, sizeof(linger));
-  if (zmq_bind(pub, o.bind) != 0) {
-    fprintf(stderr, "fake-engine: bind %s: %s\n", o.bind, zmq_strerror(zmq_errno()));
+  char err[512];
+  ic_esim_pub_t *pub =
+      ic_esim_pub_new(o.bind, o.replay_bind, o.topic,
+                      o.buffer_steps > 0 ? (size_t)o.buffer_steps : 0, err, sizeof err);
+  if (!pub) {
+    fprintf(stderr, "fake-engine: %s\n", err);
     return 1;
   }
-  void *router = NULL;
-  if (o.replay_bind && *o.replay_bind) {
-    router = zmq_socket(ctx, ZMQ_ROUTER);
-    zmq_setsockopt(router, ZMQ_LINGER, &linger, sizeof(linger));
-    if (zmq_bind(router, o.replay_bind) != 0) {
-      fprintf(stderr, "fake-engine: bind %s: %s\n", o.replay_bind, zmq_strerror(zmq_errno()));
-      return 1;
-    }
-  }
+  bool router = o.replay_bind && *o.replay_bind;
   ic_log_info("fake_engine_started", IC_LS("version", ic_version), IC_LS("commit", ic_git_commit),
               IC_LS("bind", o.bind), IC_LS("replay_bind", o.replay_bind ? o.replay_bind : ""));
-  ring_t ring = {0};
-  ring.cap = o.buffer_steps > 0 ? (size_t)o.buffer_steps : 0;
-  ring.v = ring.cap ? calloc(ring.cap, sizeof(ring_item_t)) : NULL;
-  static const char *encname[] = {"vllm-array", "vllm-map", "sglang"};
   char every[32]; /* REF prints a Go duration ("500ms", "1s") */
   if (o.interval_us % 1000000 == 0)
     snprintf(every, sizeof(every), "%llds", (long long)(o.interval_us / 1000000));
@@ -572,27 +365,21 @@ int main(int argc, char **argv) {
   fprintf(stderr,
           "publishing %" PRId64 " BlockStored event(s) per batch on %s topic=\"%s\" (%" PRId64
           " block(s), %" PRId64 " tokens) every %s encoding=%s prompts=%" PRId64 "%s%s\n",
-          o.events, o.bind, o.topic, o.num_blocks, total, every, encname[o.enc], o.prompts,
-          router ? " replay=" : "", router ? o.replay_bind : "");
+          o.events, o.bind, o.topic, o.num_blocks, total, every, ic_esim_encoding_name(o.enc),
+          o.prompts, router ? " replay=" : "", router ? o.replay_bind : "");
 
   uint64_t seq = 0;
   /* PUB/SUB slow joiner: give subscribers time to connect before the first message. */
   int64_t next = ic_clock_monotonic_us() + o.start_delay_us;
   msgpack_sbuffer sb;
   msgpack_sbuffer_init(&sb);
+  uint64_t *scratch = calloc((size_t)o.num_blocks, sizeof *scratch);
+  if (!scratch) return 1;
   int64_t last_prompt = 0;
   while (!g_stop && (o.count <= 0 || (int64_t)seq < o.count)) {
     int64_t now = ic_clock_monotonic_us();
     if (now < next) {
-      zmq_pollitem_t it = {router, 0, ZMQ_POLLIN, 0};
-      long wait_ms = (long)((next - now + 999) / 1000);
-      if (router) {
-        if (zmq_poll(&it, 1, wait_ms) > 0) serve_replay(router, &ring);
-      } else {
-        struct timespec ts = {(time_t)((next - now) / 1000000),
-                              (long)((next - now) % 1000000) * 1000};
-        nanosleep(&ts, NULL);
-      }
+      ic_esim_pub_serve(pub, (long)((next - now + 999) / 1000));
       continue;
     }
     next += o.interval_us;
@@ -604,53 +391,43 @@ int main(int argc, char **argv) {
     if (o.malformed_every > 0 && k % (uint64_t)o.malformed_every == 0) {
       msgpack_sbuffer_write(&sb, "\xff\x00\x01", 3);
     } else if (o.clear_every > 0 && k % (uint64_t)o.clear_every == 0) {
-      pack_envelope_begin(&o, &pk, 1);
-      pack_cleared(&o, &pk);
-      pack_envelope_end(&o, &pk);
+      ic_esim_pack_envelope_begin(&pk, o.enc, batch_ts(&o), o.dp_rank, 1);
+      ic_esim_pack_cleared(&pk, o.enc);
+      ic_esim_pack_envelope_end(&pk, o.enc, o.dp_rank);
     } else if (o.evict_every > 0 && k % (uint64_t)o.evict_every == 0) {
-      pack_envelope_begin(&o, &pk, 1);
-      pack_removed(&o, &pk, last_prompt);
-      pack_envelope_end(&o, &pk);
+      ic_esim_pack_envelope_begin(&pk, o.enc, batch_ts(&o), o.dp_rank, 1);
+      pack_removed(&o, &pk, last_prompt, scratch);
+      ic_esim_pack_envelope_end(&pk, o.enc, o.dp_rank);
     } else {
       int64_t p = (int64_t)(seq % (uint64_t)o.prompts);
       last_prompt = p;
-      pack_envelope_begin(&o, &pk, (size_t)o.events);
+      ic_esim_pack_envelope_begin(&pk, o.enc, batch_ts(&o), o.dp_rank, (size_t)o.events);
       int64_t base = o.num_blocks / o.events, rem = o.num_blocks % o.events, lo = 0;
       for (int64_t e = 0; e < o.events; e++) {
         int64_t n = base + (e < rem ? 1 : 0);
-        pack_stored(&o, &pk, p, lo, lo + n, tok[p]);
+        pack_stored(&o, &pk, p, lo, lo + n, tok[p], scratch);
         lo += n;
       }
-      pack_envelope_end(&o, &pk);
+      ic_esim_pack_envelope_end(&pk, o.enc, o.dp_rank);
     }
-    uint8_t s8[8];
-    be8(seq, s8);
-    ring_push(&ring, seq, sb.data, sb.size);
     bool gap = o.gap_every > 0 && k % (uint64_t)o.gap_every == 0;
-    if (!gap) {
-      if (zmq_send(pub, o.topic, strlen(o.topic), ZMQ_SNDMORE) < 0 ||
-          zmq_send(pub, s8, 8, ZMQ_SNDMORE) < 0 || zmq_send(pub, sb.data, sb.size, 0) < 0)
-        fprintf(stderr, "send err: %s\n", zmq_strerror(zmq_errno()));
-    }
+    if (ic_esim_pub_send(pub, sb.data, sb.size, gap) != 0)
+      fprintf(stderr, "send err: publish failed\n");
     seq++;
   }
   /* One-shot mode: keep serving replay requests briefly so a subscriber can repair a final gap. */
   if (router && o.count > 0 && !g_stop) {
-    int64_t until = ic_clock_monotonic_us() + 2000000;
+    if (o.hold) fprintf(stderr, "holding: published %" PRIu64 " messages\n", seq);
+    int64_t until = o.hold ? INT64_MAX : ic_clock_monotonic_us() + 2000000;
     while (!g_stop && ic_clock_monotonic_us() < until) {
-      zmq_pollitem_t it = {router, 0, ZMQ_POLLIN, 0};
-      if (zmq_poll(&it, 1, 100) > 0) serve_replay(router, &ring);
+      ic_esim_pub_serve(pub, 100);
     }
   }
   msgpack_sbuffer_destroy(&sb);
-  for (size_t i = 0; i < ring.n; i++)
-    free(ring.v[(ring.head + i) % ring.cap].data);
-  free(ring.v);
   for (int64_t p = 0; p < o.prompts; p++)
     free(tok[p]);
   free(tok);
-  zmq_close(pub);
-  if (router) zmq_close(router);
-  zmq_ctx_term(ctx);
+  free(scratch);
+  ic_esim_pub_free(pub);
   return 0;
 }

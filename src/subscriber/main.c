@@ -44,6 +44,8 @@ static const ic_cli_flag_t FLAGS[] = {
     {"queue-max-bytes", "int", "16777216", "bound of the update queue; beyond it the oldest updates are dropped"},
     {"max-backoff", "duration", "10s", "cap of the retry backoff towards the server"},
     {"replay-timeout", "duration", "2s", "how long to wait for a replay answer"},
+    {"engine-down-grace", "duration", "30s",
+     "withdraw an unreachable engine's blocks after this long; 0 keeps advertising them"},
     {"log-level", "string", "info", "debug, info, warn or error"},
     {"log-format", "string", "json", "json or text"},
 };
@@ -203,8 +205,28 @@ int sub_metrics_init(sub_ctx_t *c) {
                                   "Batches missing across detected gaps.", 0, NULL);
   m->dups = ic_metrics_counter(m->reg, P "seq_duplicates_total",
                                "Duplicate or stale batches ignored.", 0, NULL);
-  m->restarts = ic_metrics_counter(m->reg, P "engine_restarts_total",
-                                   "Engine sequence restarts detected (state cleared).", 0, NULL);
+  m->restarts = ic_metrics_counter(
+      m->reg, P "engine_restarts_total",
+      "Engine restarts detected (sequence back, connection back with other content, or the "
+      "engine's process start time changed); its blocks were cleared and re-learned.",
+      0, NULL);
+  m->seq_invalid = ic_metrics_counter(
+      m->reg, P "seq_invalid_total",
+      "Messages with an implausible sequence number (applied, number not adopted).", 0, NULL);
+  m->unrecovered = ic_metrics_counter(
+      m->reg, P "replay_unrecovered_batches_total",
+      "Missing batches the engine could not replay (the replica was resynchronised).", 0, NULL);
+  const char *reason[] = {"reason"};
+  m->engine_resyncs = ic_metrics_counter(
+      m->reg, P "engine_resyncs_total",
+      "Replica cleared and re-learned from the engine, by reason (restart, late_join, "
+      "gap_unrecoverable, engine_down).",
+      1, reason);
+  m->down_clears = ic_metrics_counter(
+      m->reg, P "engine_down_clears_total",
+      "Engines unreachable past --engine-down-grace whose blocks were withdrawn.", 0, NULL);
+  m->engine_connected = ic_metrics_gauge(m->reg, P "engine_connected",
+                                         "1 while the engine's event socket is connected.", 1, epl);
   m->replays = ic_metrics_counter(m->reg, P "replays_total", "Replay requests for gaps, by result.",
                                   1, result);
   m->replayed = ic_metrics_counter(m->reg, P "replayed_batches_total",
@@ -252,7 +274,10 @@ int sub_metrics_init(sub_ctx_t *c) {
       ic_metrics_gauge(m->reg, P "reported_pressure",
                        "Load (0..1) in the last stats report the server accepted.", 0, NULL);
 #undef P
-  if (!m->reported_hit_rate || !m->reported_pressure || !m->events_received || !m->lag || !m->scrapes || !m->other_group) return IC_ENOMEM;
+  if (!m->reported_hit_rate || !m->reported_pressure || !m->events_received || !m->lag ||
+      !m->scrapes || !m->other_group || !m->seq_invalid || !m->unrecovered || !m->engine_resyncs ||
+      !m->down_clears || !m->engine_connected)
+    return IC_ENOMEM;
   ic_metric_set(ic_metric_plain(m->queue_max), (double)c->queue_max_bytes);
   ic_metrics_on_collect(m->reg, on_collect, c);
   return 0;
@@ -283,6 +308,7 @@ enum {
   O_QMAX,
   O_BACKOFF,
   O_REPLAYTO,
+  O_DOWNGRACE,
   O_LOGLEVEL,
   O_LOGFMT,
   O_HELP,
@@ -305,6 +331,7 @@ int main(int argc, char **argv) {
   c->queue_max_bytes = 16 << 20;
   c->max_backoff_us = 10000000;
   c->replay_timeout_us = 2000000;
+  c->down_grace_us = 30000000;
   const char *tier = "auto", *lora = "";
   const char *endpoints[SUB_MAX_ENDPOINTS], *replays[SUB_MAX_ENDPOINTS];
   size_t nend = 0, nrep = 0;
@@ -331,6 +358,7 @@ int main(int argc, char **argv) {
                                      {"queue-max-bytes", required_argument, 0, O_QMAX},
                                      {"max-backoff", required_argument, 0, O_BACKOFF},
                                      {"replay-timeout", required_argument, 0, O_REPLAYTO},
+                                     {"engine-down-grace", required_argument, 0, O_DOWNGRACE},
                                      {"log-level", required_argument, 0, O_LOGLEVEL},
                                      {"log-format", required_argument, 0, O_LOGFMT},
                                      {"help", no_argument, 0, O_HELP},
@@ -374,6 +402,7 @@ int main(int argc, char **argv) {
     case O_QMAX: bad = parse_i64(optarg, &c->queue_max_bytes) || c->queue_max_bytes <= 0; break;
     case O_BACKOFF: bad = parse_dur(optarg, &c->max_backoff_us); break;
     case O_REPLAYTO: bad = parse_dur(optarg, &c->replay_timeout_us); break;
+    case O_DOWNGRACE: bad = parse_dur(optarg, &c->down_grace_us) || c->down_grace_us < 0; break;
     case O_LOGLEVEL: {
       ic_log_level_t lv;
       if ((bad = ic_log_parse_level(optarg, &lv) != 0) == 0) ic_log_set_level(lv);
@@ -445,8 +474,9 @@ int main(int argc, char **argv) {
     c->eps[i].endpoint = endpoints[i];
     c->eps[i].replay = i < nrep && *replays[i] ? replays[i] : NULL;
     c->eps[i].tracker = ic_kv_tracker_new();
+    c->eps[i].seq = calloc(1, sizeof(ic_kv_seq_t));
     c->eps[i].dp_rank = -1;
-    if (!c->eps[i].tracker) return 1;
+    if (!c->eps[i].tracker || !c->eps[i].seq) return 1;
     c->replica_of_ep[i] = c->replica_id;
   }
   if (c->dp_suffix)
@@ -533,8 +563,10 @@ int main(int argc, char **argv) {
     ic_http_free(http);
   }
   sub_grpc_free(c->rpc);
-  for (size_t i = 0; i < c->neps; i++)
+  for (size_t i = 0; i < c->neps; i++) {
     ic_kv_tracker_free(c->eps[i].tracker);
+    free(c->eps[i].seq);
+  }
   ic_kv_lora_map_free(c->lora);
   subq_destroy(&c->q);
   ic_metrics_free(c->m.reg);

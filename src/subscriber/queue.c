@@ -38,7 +38,7 @@ void subq_destroy(subq_t *q) {
   pthread_cond_destroy(&q->room);
 }
 
-void subq_wait_room(subq_t *q, size_t n, int64_t timeout_us) {
+bool subq_wait_room(subq_t *q, size_t n, int64_t timeout_us) {
   struct timespec now;
   clock_gettime(CLOCK_MONOTONIC, &now);
   int64_t end = (int64_t)now.tv_sec * 1000000000LL + now.tv_nsec + timeout_us * 1000;
@@ -46,7 +46,9 @@ void subq_wait_room(subq_t *q, size_t n, int64_t timeout_us) {
   pthread_mutex_lock(&q->mu);
   while (q->live + n > q->max_ops && !q->stop)
     if (pthread_cond_timedwait(&q->room, &q->mu, &abs) == ETIMEDOUT) break;
+  bool room = q->live + n <= q->max_ops;
   pthread_mutex_unlock(&q->mu);
+  return room;
 }
 
 size_t subq_bytes(const subq_t *q) { return q->live * sizeof(qent_t); }

@@ -209,13 +209,16 @@ static bool drain_locked(sub_ctx_t *c, ic_kv_op_t *buf) {
     pthread_mutex_lock(&c->q.mu);
     if (st != 0 && retryable(st)) {
       set_connected(c, false);
-      atomic_store(&c->lost, true);
+      /* A server never reached holds nothing of ours and everything is still queued: nothing
+       * to re-report when it answers (adds dropped meanwhile set `lost` where they drop). */
+      if (atomic_load(&c->ever_sent)) atomic_store(&c->lost, true);
       update_gauges(c);
       return false;
     }
     /* Sent, or rejected for good (a retry cannot help): either way it leaves the queue. */
     subq_commit(&c->q, last);
     if (st == 0) {
+      atomic_store(&c->ever_sent, true);
       observe_lag(c, buf, k);
       if (!atomic_load(&c->connected)) set_connected(c, true);
       if (atomic_exchange(&c->lost, false)) {

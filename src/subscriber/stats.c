@@ -111,6 +111,7 @@ void *sub_stats_thread(void *arg) {
   ic_log_info("stats reporter starting", IC_LS("interval", iv));
   int failures = 0;
   bool delivered = false;
+  double start_s = 0; /* engine process start time last seen */
   int64_t next = ic_clock_monotonic_us() + c->stats_interval_us; /* first tick after 1 interval */
   for (;;) {
     int64_t wait = next - ic_clock_monotonic_us();
@@ -121,8 +122,17 @@ void *sub_stats_thread(void *arg) {
     ic_buf_t body = IC_BUF_INIT;
     ic_kv_stats_t st;
     int rc = fetch(c->metrics_url, &body, err, sizeof(err));
-    if (!rc)
+    if (!rc) {
       rc = ic_kv_scraper_derive(s, body.data ? body.data : "", body.len, &st, err, sizeof(err));
+      if (st.process_start_s > 0) {
+        if (start_s > 0 && st.process_start_s != start_s) {
+          ic_log_warn("engine process restarted (its /metrics start time changed)",
+                      IC_LD("previous_start", start_s), IC_LD("start", st.process_start_s));
+          atomic_store(&c->engine_restarted, true);
+        }
+        start_s = st.process_start_s;
+      }
+    }
     ic_buf_free(&body);
     if (!rc) rc = send_stats(c, &st, err, sizeof(err));
     const char *lv[] = {rc ? "failure" : "success"};

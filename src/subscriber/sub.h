@@ -46,9 +46,10 @@ int subq_init(subq_t *q, size_t max_bytes);
 void subq_destroy(subq_t *q);
 /* Appends ops in order (stamping nothing); returns the number of ops dropped to make room. */
 size_t subq_push(subq_t *q, const ic_kv_op_t *ops, size_t n, const char *const *replica_of_ep);
-/* Waits (up to timeout_us) until n more ops fit under the bound. Used for re-reports, which
- * are large and must not evict each other: they flow at the sender's pace instead. */
-void subq_wait_room(subq_t *q, size_t n, int64_t timeout_us);
+/* Waits (up to timeout_us) until n more ops fit under the bound; returns whether they do. Used
+ * for re-reports and replays, which are large and must not evict each other: they flow at the
+ * sender's pace instead. */
+bool subq_wait_room(subq_t *q, size_t n, int64_t timeout_us);
 /* Copies the next group (same kind/replica; ADDs up to max) into out; returns its size (0 =
  * empty). *last_qseq receives the qseq to commit. Caller holds q->mu. */
 size_t subq_peek_group(subq_t *q, ic_kv_op_t *out, size_t max, uint64_t *last_qseq,
@@ -61,12 +62,17 @@ size_t subq_bytes(const subq_t *q);
 
 typedef struct sub_endpoint {
   const char *endpoint;
-  const char *replay; /* NULL = no replay socket */
-  void *sub, *dealer; /* ZMQ sockets (engine thread only) */
+  const char *replay;       /* NULL = no replay socket */
+  void *sub, *dealer, *mon; /* ZMQ sockets (engine thread only); mon reads sub's monitor events */
   ic_kv_tracker_t *tracker;
-  bool have_seq;
-  uint64_t last_seq;
-  int64_t dp_rank; /* last seen rank, -1 unknown */
+  ic_kv_seq_t *seq; /* sequence continuity (what was applied) */
+  int64_t dp_rank;  /* last seen rank, -1 unknown */
+  /* Engine connection (from the SUB socket's monitor): up after a completed handshake. */
+  bool up;
+  bool verify;             /* the connection dropped: continuity unproven until checked */
+  bool down_cleared;       /* down past --engine-down-grace: its blocks were withdrawn */
+  int64_t down_since_us;   /* monotonic; 0 while up or before the first connection */
+  int64_t last_restart_us; /* monotonic time of the last engine restart detected, 0 = none */
 } sub_endpoint_t;
 
 typedef struct sub_metrics {
@@ -74,7 +80,8 @@ typedef struct sub_metrics {
   ic_metric_family_t *events_received, *events_applied, *events_malformed, *batches, *gaps,
       *missing, *dups, *restarts, *replays, *replayed, *queue_depth, *queue_bytes, *queue_max,
       *queue_dropped, *rpcs, *rpc_errors, *connected, *resyncs, *resync_entries, *lag, *tracked,
-      *lora_dropped, *no_entries, *scrapes, *unknown_tags, *other_group;
+      *lora_dropped, *no_entries, *scrapes, *unknown_tags, *other_group, *seq_invalid, *unrecovered,
+      *engine_resyncs, *down_clears, *engine_connected;
   ic_metric_family_t *reported_hit_rate, *reported_pressure; /* last stats the server accepted */
 } sub_metrics_t;
 
@@ -83,7 +90,7 @@ typedef struct sub_ctx {
   const char *server, *replica_id, *model_id, *tenant_id, *hash_scheme, *topic;
   const char *metrics_url, *engine_model_name, *http_bind;
   int64_t window_us, stats_interval_us, cache_size_bytes, ceiling, queue_max_bytes;
-  int64_t max_backoff_us, replay_timeout_us;
+  int64_t max_backoff_us, replay_timeout_us, down_grace_us;
   ic_kv_cache_tier_t cache_tier;
   bool l2_mode, dp_suffix;
   ic_kv_lora_map_t *lora;
@@ -100,7 +107,9 @@ typedef struct sub_ctx {
   atomic_int resync;     /* set: the engine thread re-reports every tracker */
   atomic_bool connected; /* last known server state */
   atomic_bool lost;      /* server seen down since the last successful send */
+  atomic_bool ever_sent; /* a send has succeeded since start */
   atomic_bool kick;      /* watcher saw the server come back: cut the sender's backoff short */
+  atomic_bool engine_restarted; /* the stats scrape saw the engine's process start time change */
   pthread_mutex_t stop_mu;
   pthread_cond_t stop_cv; /* wakes the stats/watch threads on shutdown */
 } sub_ctx_t;
@@ -129,6 +138,29 @@ int sub_grpc_wait_change(sub_grpc_t *g, int last, int timeout_ms);
 
 /* gRPC status code name ("OK", "UNAVAILABLE", ...; "TRANSPORT" when no status came back). */
 const char *sub_code_name(int st);
+
+/* ---- replay client (replay.c) --------------------------------------------------------------
+ * Fetches [from, to] from the endpoint's replay socket (to = IC_KV_SEQ_END - 1: everything the
+ * engine holds) and calls apply for each message in order. Re-requests from the first missing
+ * number when an answer has a hole (the engine's send side drops past its high-water mark), until
+ * the range is done, the engine shows it no longer holds the rest (its answer starts later, or is
+ * only the end marker), or it stops answering for timeout_us. */
+typedef void (*sub_replay_apply_fn)(void *ud, uint64_t seq, const uint8_t *p, size_t len);
+typedef struct sub_replay_out {
+  uint64_t applied;            /* messages handed to apply */
+  uint64_t last;               /* number of the last one (when applied > 0) */
+  uint64_t lost;               /* numbers in the range the engine no longer holds */
+  uint64_t lost_from, lost_to; /* span of the lost numbers (when lost > 0) */
+  bool answered;               /* the engine answered at all */
+  bool complete;               /* every number in the range applied (open range: up to the end) */
+} sub_replay_out_t;
+void sub_replay(void *zctx, sub_endpoint_t *ep, int64_t timeout_us, uint64_t from, uint64_t to,
+                sub_replay_apply_fn apply, void *ud, sub_replay_out_t *out);
+/* Asks for message `seq` only: 1 and its payload digest, 0 when the engine does not hold it,
+ * -1 when it did not answer. */
+int sub_replay_probe(void *zctx, sub_endpoint_t *ep, int64_t timeout_us, uint64_t seq,
+                     uint64_t *digest);
+void sub_replay_close(sub_endpoint_t *ep);
 
 int sub_metrics_init(sub_ctx_t *c);
 void *sub_engine_thread(void *arg);

@@ -309,3 +309,350 @@ def wait_until(pred, timeout=30.0, interval=0.05, what="condition"):
         if time.monotonic() > deadline:
             raise AssertionError("timed out waiting for " + what)
         time.sleep(interval)
+
+
+# ------------------------------------------------------------------------------------------------
+# Engine simulators and subscribers (the routing loop: engine -> subscriber -> server)
+
+FAKE_ENGINE_BIN = os.path.join(BUILD_DIR, "src", "fake-engine", "fake-engine")
+SUBSCRIBER_BIN = os.path.join(BUILD_DIR, "src", "subscriber", "kvevent-subscriber")
+CLI_BIN = os.path.join(BUILD_DIR, "src", "cli", "inferencecache")
+
+
+class _Proc:
+    """A child process with its stderr in a temp file; stop() = SIGTERM, wait, SIGKILL."""
+
+    def _spawn(self, cmd, prefix):
+        fd, self.log_path = tempfile.mkstemp(prefix=prefix, suffix=".log")
+        os.close(fd)
+        self._log = open(self.log_path, "wb")
+        self.cmd = cmd
+        self.proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=self._log)
+        _live.add(self.proc)
+
+    def logs(self):
+        try:
+            with open(self.log_path, "r", errors="replace") as f:
+                return f.read()
+        except OSError:
+            return ""
+
+    def _wait_http(self, url, timeout, what):
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError("%s exited early (rc=%s): %s" % (what, self.proc.returncode,
+                                                                   self.logs()[-2000:]))
+            try:
+                st, _, _ = http_get(url, timeout=2)
+                if st == 200:
+                    return
+            except Exception:
+                pass
+            time.sleep(0.05)
+        raise RuntimeError("%s not ready in %ss: %s" % (what, timeout, self.logs()[-2000:]))
+
+    def stop(self, timeout=15.0):
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(10)
+        _live.discard(self.proc)
+        self._log.close()
+        try:
+            os.unlink(self.log_path)
+        except OSError:
+            pass
+        return self.proc.returncode
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.stop()
+
+
+class EngineSim(_Proc):
+    """fake-engine in simulator mode (an OpenAI-compatible vLLM replica with a paged KV cache
+    that publishes real KV events) on free loopback ports. args: extra simulator flags."""
+
+    def __init__(self, args=None, model="sim-model", wait=True):
+        self.http_port, self.pub_port, self.replay_port = free_port(), free_port(), free_port()
+        self.model = model
+        cmd = [FAKE_ENGINE_BIN, "--http-bind-address=127.0.0.1:%d" % self.http_port,
+               "--bind=tcp://127.0.0.1:%d" % self.pub_port,
+               "--replay-bind=tcp://127.0.0.1:%d" % self.replay_port,
+               "--model=" + model] + list(args or [])
+        self._spawn(cmd, "ic-engine-")
+        if wait:
+            self._wait_http(self.url + "/health", 30, "engine simulator")
+
+    @property
+    def url(self):
+        return "http://127.0.0.1:%d" % self.http_port
+
+    @property
+    def pub_endpoint(self):
+        return "tcp://127.0.0.1:%d" % self.pub_port
+
+    @property
+    def replay_endpoint(self):
+        return "tcp://127.0.0.1:%d" % self.replay_port
+
+    # The name Subscriber looks for: the engine's event endpoint.
+    endpoint = pub_endpoint
+
+
+class Fleet:
+    """n engine simulators, each with its subscriber (replica ids replica-0..n-1), reporting to
+    `server`. engine_args / sub_args: extra flags for every engine / subscriber. The tenant is
+    not empty: the server never matches LookupRoute for an empty tenant."""
+
+    def __init__(self, server, n, engine_args=None, sub_args=None, model="sim-model",
+                 tenant="default"):
+        self.engines, self.subs = [], []
+        self.model, self.tenant = model, tenant
+        try:
+            for i in range(n):
+                self.engines.append(EngineSim(engine_args, model=model))
+            for i, e in enumerate(self.engines):
+                self.subs.append(Subscriber(server, [e], replica="replica-%d" % i, model=model,
+                                            tenant=tenant, extra=sub_args))
+        except Exception:
+            self.stop()
+            raise
+
+    def engine_flags(self):
+        """--engine, --model-id and --tenant-id flags for `inferencecache replay`."""
+        return ["--engine=%s=%s" % (s.replica_id, e.url) for s, e in zip(self.subs, self.engines)] + \
+            ["--model-id=" + self.model, "--tenant-id=" + self.tenant]
+
+    def stop(self):
+        for p in self.subs + self.engines:
+            try:
+                p.stop()
+            except Exception:
+                pass
+        self.subs, self.engines = [], []
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.stop()
+
+
+# ---------------------------------------------------------------------------------------------
+# Engine side: the real fake-engine binary and the real kvevent-subscriber.
+
+SUB_BIN = SUBSCRIBER_BIN
+FAKE_BIN = FAKE_ENGINE_BIN
+
+
+def _check_sanitizer_report(text):
+    # Against a sanitizer build (IC_BUILD_DIR of an -DIC_SANITIZE=ON tree) any report fails.
+    for needle in ("AddressSanitizer", "LeakSanitizer", "runtime error:"):
+        assert needle not in text, text[-4000:]
+
+
+class FakeEngine:
+    """The fake-engine binary on fixed loopback ports chosen once, so kill9() + start() is an
+    engine restart on the same endpoints (a new process, sequence numbers from 0 again).
+    args: fake-engine flags besides --bind/--replay-bind. stdout (--print-tokens) and stderr go
+    to log files; prompts() parses the JSON lines."""
+
+    def __init__(self, args=None, replay=True):
+        self.args = list(args or [])
+        self.port = free_port()
+        self.replay_port = free_port() if replay else None
+        self.proc = None
+        self.starts = 0
+        fd, self.out_path = tempfile.mkstemp(prefix="ic-fake-", suffix=".out")
+        os.close(fd)
+        fd, self.log_path = tempfile.mkstemp(prefix="ic-fake-", suffix=".log")
+        os.close(fd)
+
+    @property
+    def endpoint(self):
+        return "tcp://127.0.0.1:%d" % self.port
+
+    @property
+    def replay_endpoint(self):
+        return "tcp://127.0.0.1:%d" % self.replay_port if self.replay_port else None
+
+    def start(self, args=None):
+        if args is not None:
+            self.args = list(args)
+        cmd = [FAKE_BIN, "--bind=" + self.endpoint] + self.args
+        if self.replay_port:
+            cmd.append("--replay-bind=" + self.replay_endpoint)
+        self._out = open(self.out_path, "wb")
+        self._err = open(self.log_path, "ab")
+        self.proc = subprocess.Popen(cmd, stdout=self._out, stderr=self._err)
+        _live.add(self.proc)
+        self.starts += 1
+        return self
+
+    def kill9(self):
+        """SIGKILL, like an OOM-killed or crashed engine: sockets vanish, nothing is flushed."""
+        if self.proc and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(10)
+        self._close_files()
+
+    def _close_files(self):
+        if self.proc:
+            _live.discard(self.proc)
+        for f in (getattr(self, "_out", None), getattr(self, "_err", None)):
+            if f and not f.closed:
+                f.close()
+
+    def stop(self):
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(10)
+        self._close_files()
+
+    def logs(self):
+        with open(self.log_path, errors="replace") as f:
+            return f.read()
+
+    def prompts(self):
+        """The --print-tokens lines of the current process: [{prompt, tokens, ...}]."""
+        import json
+        out = []
+        with open(self.out_path, errors="replace") as f:
+            for line in f:
+                try:
+                    out.append(json.loads(line))
+                except ValueError:
+                    pass
+        return out
+
+    def cleanup(self):
+        self.stop()
+        for p in (self.out_path, self.log_path):
+            try:
+                os.unlink(p)
+            except OSError:
+                pass
+
+
+class Subscriber:
+    """The real kvevent-subscriber for `engines` (one engine or a list of objects with .endpoint
+    and .replay_endpoint / .replay_port: FakeEngine, EngineSim, python engines; those with
+    wait_subscribed() are waited for; an EngineSim's /metrics is scraped for stats, others get
+    no stats reports). `server`: a Server or a host:port. stderr to a log file; metrics() parses
+    its /metrics."""
+
+    def __init__(self, server, engines, replica="r0", model="m", tenant="t", extra=None,
+                 replay=True, wait=True):
+        if not isinstance(engines, (list, tuple)):
+            engines = [engines]
+        server_addr = getattr(server, "grpc_addr", server)
+        self.replica_id = replica
+        self.http_port = free_port()
+        args = [SUB_BIN, "--server=" + server_addr, "--replica-id=" + replica,
+                "--model-id=" + model, "--tenant-id=" + tenant,
+                "--http-bind-address=127.0.0.1:%d" % self.http_port, "--max-backoff=500ms"]
+        sims = [e for e in engines if hasattr(e, "url")]
+        if sims:
+            args.append("--engine-metrics-url=" + sims[0].url + "/metrics")
+        else:
+            args.append("--stats-interval=1h")
+        for e in engines:
+            args.append("--engine-endpoint=" + e.endpoint)
+        if replay:
+            for e in engines:
+                if getattr(e, "replay_port", None):
+                    args.append("--replay-endpoint=" + e.replay_endpoint)
+        args += list(extra or [])
+        fd, self.log_path = tempfile.mkstemp(prefix="ic-sub-", suffix=".log")
+        self._log = os.fdopen(fd, "wb")
+        self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=self._log)
+        _live.add(self.proc)
+        if wait:
+            waited = 0
+            for e in engines:
+                if hasattr(e, "wait_subscribed"):
+                    e.wait_subscribed()
+                    waited += 1 if replay and getattr(e, "replay_port", None) else 0
+            # On connecting, the subscriber first learns what a running engine already holds
+            # (catch-up from its replay socket); tests publish after that, so what they publish
+            # arrives live and not inside the catch-up.
+            if waited:
+                wait_until(lambda: self.metric('kvevent_subscriber_replays_total{result="catchup"}')
+                           >= waited, timeout=30, what="subscriber catch-up on connect")
+                # ... and its ALL_CLEARED delivered, so a test's first updates do not ride along
+                # with it (a queued clear flushes queued adds early). A server that is down on
+                # purpose keeps it queued: then go on after a while.
+                try:
+                    wait_until(lambda: self.metric("kvevent_subscriber_queue_depth") == 0,
+                               timeout=10, what="catch-up delivered")
+                except AssertionError:
+                    pass
+            else:
+                self._wait_healthz(30)
+
+    def _wait_healthz(self, timeout):
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError("subscriber exited early (rc=%s): %s" % (self.proc.returncode,
+                                                                           self.logs()[-2000:]))
+            try:
+                if http_get("http://127.0.0.1:%d/healthz" % self.http_port, timeout=2)[0] == 200:
+                    return
+            except Exception:
+                pass
+            time.sleep(0.05)
+        raise RuntimeError("subscriber not ready in %ss: %s" % (timeout, self.logs()[-2000:]))
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.stop()
+
+    def metrics(self):
+        st, _, body = http_get("http://127.0.0.1:%d/metrics" % self.http_port)
+        assert st == 200
+        out = {}
+        for line in body.decode().splitlines():
+            if line.startswith("#") or not line.strip():
+                continue
+            name, val = line.rsplit(" ", 1)
+            out[name] = float(val)
+        return out
+
+    def metric(self, name):
+        return self.metrics().get(name, 0.0)
+
+    def logs(self):
+        with open(self.log_path, errors="replace") as f:
+            return f.read()
+
+    def stop(self):
+        if self._log.closed:
+            return self.proc.returncode
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(10)
+        _live.discard(self.proc)
+        self._log.close()
+        rc = self.proc.returncode
+        text = self.logs()
+        os.unlink(self.log_path)
+        _check_sanitizer_report(text)
+        return rc

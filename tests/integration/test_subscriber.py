@@ -18,10 +18,9 @@ import pytest
 import zmq
 
 sys.path.insert(0, os.path.dirname(__file__))
-from harness import BUILD_DIR, Server, free_port, http_get, protos, wait_until  # noqa: E402
+from harness import (BUILD_DIR, FAKE_BIN, SUB_BIN, Server, Subscriber, free_port, http_get,  # noqa: E402
+                     protos, wait_until)
 
-SUB_BIN = os.path.join(BUILD_DIR, "src", "subscriber", "kvevent-subscriber")
-FAKE_BIN = os.path.join(BUILD_DIR, "src", "fake-engine", "fake-engine")
 BS = 16  # the server fingerprints token_ids lookups with --engine-block-size 16
 
 pb, pb_grpc = protos()
@@ -169,65 +168,6 @@ def chain_events(eng, tokens, base_hash, split=1, bs=BS, **kw):
 
 
 # ---------------------------------------------------------------------------------------------
-
-class Subscriber:
-    def __init__(self, server_addr, engines, replica="r0", model="m", tenant="t", extra=None,
-                 replay=True):
-        self.http_port = free_port()
-        args = [SUB_BIN, "--server=" + server_addr, "--replica-id=" + replica,
-                "--model-id=" + model, "--tenant-id=" + tenant,
-                "--http-bind-address=127.0.0.1:%d" % self.http_port, "--stats-interval=1h",
-                "--max-backoff=500ms"]
-        for e in engines:
-            args.append("--engine-endpoint=" + e.endpoint)
-        if replay:
-            for e in engines:
-                if e.replay_port:
-                    args.append("--replay-endpoint=" + e.replay_endpoint)
-        args += list(extra or [])
-        fd, self.log_path = tempfile.mkstemp(prefix="ic-sub-", suffix=".log")
-        self._log = os.fdopen(fd, "wb")
-        self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=self._log)
-        for e in engines:
-            e.wait_subscribed()
-
-    def metrics(self):
-        st, _, body = http_get("http://127.0.0.1:%d/metrics" % self.http_port)
-        assert st == 200
-        out = {}
-        for line in body.decode().splitlines():
-            if line.startswith("#") or not line.strip():
-                continue
-            name, val = line.rsplit(" ", 1)
-            out[name] = float(val)
-        return out
-
-    def metric(self, name):
-        return self.metrics().get(name, 0.0)
-
-    def logs(self):
-        with open(self.log_path, errors="replace") as f:
-            return f.read()
-
-    def stop(self):
-        if self._log.closed:
-            return self.proc.returncode
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(10)
-        self._log.close()
-        rc = self.proc.returncode
-        text = self.logs()
-        os.unlink(self.log_path)
-        # Against a sanitizer build (IC_BUILD_DIR of an -DIC_SANITIZE=ON tree) any report fails.
-        for needle in ("AddressSanitizer", "LeakSanitizer", "runtime error:"):
-            assert needle not in text, text[-4000:]
-        return rc
-
 
 @pytest.fixture(scope="module")
 def server():
@@ -395,7 +335,7 @@ def test_gap_is_repaired_through_replay(server, mk):
     assert m["kvevent_subscriber_seq_missing_batches_total"] == 1
     assert m['kvevent_subscriber_replays_total{result="ok"}'] == 1
     assert m["kvevent_subscriber_replayed_batches_total"] == 1
-    assert e.replay_requests == 1
+    assert e.replay_requests == 2  # the catch-up on connecting (empty ring), then the gap
 
 
 def test_gap_without_replay_socket_is_counted_and_logged(server, mk):
@@ -859,10 +799,12 @@ def test_large_eviction_run_is_sent_concurrently_and_complete(server, mk):
     prompts = [prompt(100000 + 1000 * i, 4) for i in range(100)]
     e.publish([ev for i, p in enumerate(prompts) for ev in chain_events(e, p, 0x10000 + 8 * i)])
     wait_match(server, prompts[99], ("PREFIX_MATCH", "r0", 64), model=model)
+    ok = 'kvevent_subscriber_rpcs_total{code="OK",method="PublishEvent"}'
+    before = sub.metric(ok)  # the ALL_CLEARED that starts the catch-up on connecting
     # one engine step evicts all 400 blocks: 400 PREFIX_EVICTED, at most 256 in flight
     e.publish([e.removed([0x10000 + 8 * i + k for i in range(100) for k in range(4)])])
-    wait_until(lambda: sub.metric('kvevent_subscriber_rpcs_total{code="OK",method="PublishEvent"}')
-               == 400, timeout=60, what="400 evictions delivered")
+    wait_until(lambda: sub.metric(ok) - before == 400, timeout=60,
+               what="400 evictions delivered")
     for p in (prompts[0], prompts[50], prompts[99]):
         assert top(lookup(server, p, model=model))[0] != "PREFIX_MATCH"
 
@@ -881,3 +823,81 @@ def test_engine_restart_sequence_reset_clears_its_blocks(server, mk):
     wait_match(server, b, ("PREFIX_MATCH", "r0", 64), model=model)
     assert top(lookup(server, a, model=model))[0] != "PREFIX_MATCH"
     assert sub.metric("kvevent_subscriber_engine_restarts_total") == 1
+
+
+def test_hostile_sequence_number_is_bounded_and_not_adopted(server, mk):
+    """One message numbered 2^64-2 must not count 1.8e19 missing batches, nor make every later
+    (honest) message look like an engine restart that wipes the replica."""
+    engine, subscriber = mk
+    model = "m-hostile-seq"
+    e = engine("vllm-array")
+    sub = subscriber(server.grpc_addr, [e], model=model)
+    a, b = prompt(130000, 4), prompt(131000, 4)
+    e.publish(chain_events(e, a, 0xe00))
+    wait_match(server, a, ("PREFIX_MATCH", "r0", 64), model=model)
+    honest = e.seq
+    e.seq = (1 << 64) - 2
+    e.publish([])  # hostile number, empty batch
+    e.seq = honest
+    e.publish(chain_events(e, b, 0xe40))
+    wait_match(server, b, ("PREFIX_MATCH", "r0", 64), model=model)
+    assert top(lookup(server, a, model=model)) == ("PREFIX_MATCH", "r0", 64)
+    m = sub.metrics()
+    assert m["kvevent_subscriber_seq_missing_batches_total"] < 1000
+    assert m["kvevent_subscriber_engine_restarts_total"] == 0
+    assert m["kvevent_subscriber_seq_invalid_total"] == 1
+
+
+def test_engine_metrics_start_time_change_is_a_restart(server, mk):
+    """A restart the event stream cannot show (the connection stayed up, numbering went on):
+    the engine's /metrics process_start_time_seconds changed, so its old blocks go."""
+    engine, subscriber = mk
+    model = "m-start-time"
+    page = MetricsPage()
+    page.body = VLLM_METRICS + "process_start_time_seconds 1765000000.5\n"
+    try:
+        e = engine("vllm-array")
+        sub = subscriber(server.grpc_addr, [e], model=model,
+                         extra=["--engine-metrics-url=" + page.url, "--stats-interval=300ms"])
+        a, b = prompt(140000, 4), prompt(141000, 4)
+        e.publish(chain_events(e, a, 0xf00))
+        wait_match(server, a, ("PREFIX_MATCH", "r0", 64), model=model)
+        wait_until(lambda: sub.metric('kvevent_subscriber_stats_reports_total{result="success"}')
+                   >= 2, timeout=30, what="two scrapes with the first start time")
+        assert sub.metric("kvevent_subscriber_engine_restarts_total") == 0
+        with e.lock:
+            e.ring.clear()  # the new process holds nothing of the old one
+        page.body = VLLM_METRICS + "process_start_time_seconds 1765000900.25\n"
+        wait_until(lambda: sub.metric("kvevent_subscriber_engine_restarts_total") == 1,
+                   timeout=30, what="restart detected from the start time")
+        wait_until(lambda: top(lookup(server, a, model=model))[0] != "PREFIX_MATCH", timeout=30,
+                   what="old blocks withdrawn")
+        e.publish(chain_events(e, b, 0xf40))
+        wait_match(server, b, ("PREFIX_MATCH", "r0", 64), model=model)
+        assert "engine process restarted" in sub.logs()
+    finally:
+        page.close()
+
+
+def test_gap_the_engine_no_longer_holds_resynchronises_the_replica(server, mk):
+    """The lost message was a removal and the engine's ring no longer has it: keeping the removed
+    blocks would be a wrong hint until the TTL, so the replica is cleared and re-learned from
+    what follows the hole."""
+    engine, subscriber = mk
+    model = "m-gap-lost"
+    e = engine("vllm-array")
+    sub = subscriber(server.grpc_addr, [e], model=model)
+    a, b = prompt(150000, 4), prompt(151000, 4)
+    e.publish(chain_events(e, a, 0x1100))
+    wait_match(server, a, ("PREFIX_MATCH", "r0", 64), model=model)
+    lost = e.publish([e.removed([0x1100 + k for k in range(4)])], skip=True)
+    with e.lock:
+        e.ring = [(s, p) for s, p in e.ring if s != lost]  # fell out of the engine's ring
+    e.publish(chain_events(e, b, 0x1140))
+    wait_match(server, b, ("PREFIX_MATCH", "r0", 64), model=model)
+    wait_until(lambda: top(lookup(server, a, model=model))[0] != "PREFIX_MATCH", timeout=30,
+               what="blocks removed inside the lost range withdrawn")
+    m = sub.metrics()
+    assert m["kvevent_subscriber_replay_unrecovered_batches_total"] == 1
+    assert m['kvevent_subscriber_engine_resyncs_total{reason="gap_unrecoverable"}'] == 1
+    assert "sequence gap not repairable by replay" in sub.logs()

@@ -267,3 +267,22 @@ Test(kvevents_scrape, cache_tier_parse_and_unknown_scheme) {
   cr_assert_not(ic_kv_scraper_unknown_scheme(s));
   ic_kv_scraper_free(s);
 }
+
+Test(kvevents_scrape, process_start_time_is_reported_even_when_derivation_fails) {
+  ic_kv_scraper_t *s = ic_kv_scraper_new("vllm", NULL, IC_KV_TIER_AUTO, 0, 256);
+  ic_kv_stats_t st;
+  char *body = "# TYPE process_start_time_seconds gauge\n"
+               "process_start_time_seconds 1.7650e+09\n"
+               "# TYPE vllm:num_requests_running gauge\n"
+               "vllm:num_requests_running{model_name=\"m\"} 1\n"
+               "# TYPE vllm:num_requests_waiting gauge\n"
+               "vllm:num_requests_waiting{model_name=\"m\"} 0\n";
+  cr_assert_eq(derive(s, body, &st), 0);
+  cr_assert_float_eq(st.process_start_s, 1.765e9, 1);
+  /* no engine families at all: the derivation fails, the start time is still read */
+  cr_assert_neq(derive(s, "process_start_time_seconds 1765000001\n", &st), 0);
+  cr_assert_float_eq(st.process_start_s, 1765000001.0, 0.5);
+  cr_assert_eq(derive(s, "up 1\n", &st) == 0, false);
+  cr_assert_eq(st.process_start_s, 0);
+  ic_kv_scraper_free(s);
+}

@@ -1,0 +1,134 @@
+#!/usr/bin/env python3
+"""make bench BENCH=routing: what cache-aware routing buys, end to end on loopback.
+
+Starts the real inferencecache-server, N engine simulators (fake-engine, simulated vLLM
+replicas publishing real KV events) and N kvevent-subscribers, then replays with
+`inferencecache replay` (a) the first requests of the Mooncake conversation trace and (b) a
+synthetic shared-prefix scenario, each in every routing mode, and prints JSON lines:
+{"bench":"routing","name":...,"value":...,"unit":...,"params":{"scenario":...,"mode":...}}.
+Tables go to stderr; SVG pictures and the raw summaries to BUILD/bench/routing/.
+
+Usage: bench_routing.py BUILD_DIR. Environment knobs (defaults in parentheses):
+  IC_ROUTING_ENGINES (8)        engine simulators
+  IC_ROUTING_SIM_SPEEDUP (4)    simulated ms per wall ms in every engine
+  IC_ROUTING_LOAD (0.7)         offered load / the fleet's measured prefill capacity
+  IC_ROUTING_CAPACITY_RPS (6.2) conversation requests/s (simulated) the fleet completes when
+                                saturated under round-robin (measured, see docs/performance.md)
+  IC_ROUTING_SHARED_CAPACITY_RPS (5.6)  the same for one engine and the shared-prefix shape
+  IC_ROUTING_REQUESTS (1200)    conversation requests replayed (a prefix of the trace)
+  IC_ROUTING_WINDOW (5ms)       subscriber flush window (wall time)
+  IC_ROUTING_MODES (all)
+"""
+import json
+import os
+import subprocess
+import sys
+import time
+
+build = os.path.abspath(sys.argv[1] if len(sys.argv) > 1 else "build")
+root = os.path.abspath(os.path.join(os.path.dirname(__file__), ".."))
+os.environ.setdefault("IC_BUILD_DIR", build)
+os.environ.setdefault("IC_SOURCE_DIR", root)
+sys.path.insert(0, os.path.join(root, "tests", "integration"))
+import harness  # noqa: E402
+
+ENGINES = int(os.environ.get("IC_ROUTING_ENGINES", "8"))
+SIM_SPEEDUP = float(os.environ.get("IC_ROUTING_SIM_SPEEDUP", "4"))
+LOAD = float(os.environ.get("IC_ROUTING_LOAD", "0.7"))
+CAPACITY_RPS = float(os.environ.get("IC_ROUTING_CAPACITY_RPS", "6.2"))
+SHARED_CAPACITY_RPS = float(os.environ.get("IC_ROUTING_SHARED_CAPACITY_RPS", "5.6"))
+REQUESTS = int(os.environ.get("IC_ROUTING_REQUESTS", "1200"))
+WINDOW = os.environ.get("IC_ROUTING_WINDOW", "5ms")
+MODES = os.environ.get("IC_ROUTING_MODES", "all")
+TRACE = os.path.join(root, "data", "traces", "mooncake_conversation_trace.jsonl")
+OUT = os.path.join(build, "bench", "routing")
+
+
+def trace_rate(n):
+    """Requests per second of the first n trace requests, in trace time."""
+    with open(TRACE) as f:
+        ts = [json.loads(line)["timestamp"] for _, line in zip(range(n), f)]
+    return len(ts) / max(1e-3, (ts[-1] - ts[0]) / 1000.0)
+
+
+def emit(name, value, unit, **params):
+    print(json.dumps({"bench": "routing", "name": name, "value": round(value, 6), "unit": unit,
+                      "params": params}), flush=True)
+
+
+def replay(srv, fleet, scenario, workload, speedup, extra, modes=MODES, policy=None):
+    os.makedirs(OUT, exist_ok=True)
+    tag = scenario + ("-" + policy if policy else "")
+    summary = os.path.join(OUT, tag + ".summary.jsonl")
+    cmd = [harness.CLI_BIN, "replay", "--workload=" + workload, "--scenario=" + scenario,
+           "--mode=" + modes, "--speedup=%g" % speedup, "--server=" + srv.grpc_addr,
+           "--summary=" + summary, "--svg=" + os.path.join(OUT, tag + ".svg"),
+           "--records=" + os.path.join(OUT, tag + ".records.jsonl"),
+           "--quiet"] + fleet.engine_flags() + extra
+    t = time.monotonic()
+    p = subprocess.run(cmd, stdout=sys.stderr, stderr=sys.stderr, timeout=1800)
+    print("bench_routing: %s took %.0f s (exit %d)" % (tag, time.monotonic() - t, p.returncode),
+          file=sys.stderr)
+    with open(summary) as f:
+        sums = {d["mode"]: d for d in map(json.loads, f)}
+    for mode, s in sums.items():
+        p = dict(scenario=scenario, mode=mode)
+        if policy:
+            p["policy"] = policy
+        emit("hit_rate", s["hit_rate"], "ratio", **p)
+        emit("ttft_mean_ms", s["ttft_mean_ms"], "ms", **p)
+        emit("ttft_p99_ms", s["ttft_p99_ms"], "ms", **p)
+        emit("load_imbalance", s["load_imbalance"], "ratio", **p)
+        if s["predictions"]:
+            emit("prediction_accuracy", s["prediction_accuracy"], "ratio", **p)
+        if s["lookup_route_p99_us"]:
+            emit("lookup_route_p99_us", s["lookup_route_p99_us"], "us", **p)
+        if s["failed"]:
+            emit("failed_requests", s["failed"], "requests", **p)
+    if policy:
+        return sums
+    lk, rr, pr = sums.get("lookup"), sums.get("round-robin"), sums.get("precise")
+    if lk and rr and rr["ttft_mean_ms"] > 0:
+        emit("lookup_vs_round_robin_ttft_mean", lk["ttft_mean_ms"] / rr["ttft_mean_ms"], "ratio",
+             scenario=scenario)
+    if lk and pr and pr["hit_rate"] > 0:
+        emit("lookup_vs_precise_hit_rate", lk["hit_rate"] / pr["hit_rate"], "ratio",
+             scenario=scenario)
+    return sums
+
+
+def main():
+    # Offered load: the trace prefix, compressed so it asks for LOAD of what the fleet completes
+    # when saturated (CAPACITY_RPS is per 8 engines; scale with the fleet).
+    capacity = CAPACITY_RPS * ENGINES / 8.0
+    compress = LOAD * capacity / trace_rate(REQUESTS)
+    print("bench_routing: %d engines, sim speedup %g, conversation: %d requests at %.2fx the "
+          "trace's rate (%.0f%% of %.1f req/s capacity), replay speedup %.2f" %
+          (ENGINES, SIM_SPEEDUP, REQUESTS, compress, LOAD * 100, capacity,
+           compress * SIM_SPEEDUP), file=sys.stderr)
+    engine_args = ["--speedup=%g" % SIM_SPEEDUP, "--stream-interval=16"]
+    sub_args = ["--window=" + WINDOW, "--stats-interval=500ms"]
+    with harness.Server(["--insecure-disable-auth"]) as srv, \
+            harness.Fleet(srv, ENGINES, engine_args=engine_args, sub_args=sub_args) as fleet:
+        replay(srv, fleet, "conversation", "mooncake:" + TRACE, compress * SIM_SPEEDUP,
+               ["--max-requests=%d" % REQUESTS])
+        # RAG-style: 128 documents of 4k tokens, 8 questions each, in random order; the fleet
+        # completes ~5.6 of these requests/s per engine when saturated under round-robin.
+        replay(srv, fleet, "shared-prefix",
+               "shared-prefix:groups=128,questions=8,context=4096,question=256,output=128,"
+               "rate=%g" % (SHARED_CAPACITY_RPS * LOAD * ENGINES), SIM_SPEEDUP, [])
+        # The reference ranking answers AFFINITY_HINT (a hash over the serving replicas, blind
+        # to load) for every prompt nobody holds beyond a prefix all replicas share: new
+        # conversations. Turning it off for the tenant sends those to the gateway's
+        # least-loaded fallback instead; measured as params.policy "affinity-off".
+        st, _, body = harness.http_get(srv.snapshot_url + "/policy", method="POST", data=json.dumps(
+            {"version": 7, "policies": [{"namespace": fleet.tenant,
+                                         "affinityRouting": False}]}).encode())
+        if st // 100 != 2:
+            sys.exit("bench_routing: POST /policy failed: %d %s" % (st, body[:200]))
+        replay(srv, fleet, "conversation", "mooncake:" + TRACE, compress * SIM_SPEEDUP,
+               ["--max-requests=%d" % REQUESTS], modes="lookup", policy="affinity-off")
+
+
+if __name__ == "__main__":
+    main()
