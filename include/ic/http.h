@@ -39,7 +39,27 @@ typedef struct ic_http_config {
   const char *tls_cert_file; /* PEM; both set = HTTPS, both NULL/"" = plain HTTP */
   const char *tls_key_file;
   const char *name; /* for logs, e.g. "http", "snapshot", "webhook" */
+  /* Connection bounds (slow and hostile clients; see docs/server.md "Connection limits"):
+   * the first request must arrive complete (headers and body) within request_timeout_ms of the
+   * accept (0 = IC_HTTP_DEFAULT_REQUEST_TIMEOUT_MS, the reference's 5 s ReadHeaderTimeout; < 0 =
+   * none); a keep-alive connection is closed idle_timeout_s after its last response unless its
+   * next request is complete, however it trickles bytes. Past max_conns open connections (0 =
+   * IC_HTTP_DEFAULT_MAX_CONNS), or max_conns_per_client from one address (0 =
+   * IC_HTTP_DEFAULT_MAX_CONNS_PER_CLIENT), the oldest connection not running a handler is
+   * closed, so a new request (a health probe) is always read. */
+  int request_timeout_ms;
+  unsigned max_conns;
+  unsigned max_conns_per_client;
 } ic_http_config_t;
+
+#define IC_HTTP_DEFAULT_REQUEST_TIMEOUT_MS 5000
+#define IC_HTTP_DEFAULT_MAX_CONNS 1024u
+#define IC_HTTP_DEFAULT_MAX_CONNS_PER_CLIENT 128u
+
+/* Connections a listener closed to protect itself (counters since start) and open now. */
+typedef struct ic_http_conn_stats {
+  uint64_t request_timeout, idle_timeout, per_client_cap, listener_cap, open;
+} ic_http_conn_stats_t;
 
 typedef struct ic_http_route {
   const char *path;    /* exact path; a trailing "*" matches any suffix ("/validate-*") */
@@ -69,6 +89,8 @@ void ic_http_quiesce(ic_http_server_t *s);
  * without bound), then closes everything. Safe to call more than once and before start. */
 void ic_http_stop(ic_http_server_t *s, int drain_ms);
 void ic_http_free(ic_http_server_t *s);
+/* Zeroes before start. */
+ic_http_conn_stats_t ic_http_conn_stats(const ic_http_server_t *s);
 
 /* ---- request accessors (valid during the handler / auth hook) ---- */
 const char *ic_http_req_method(const ic_http_req_t *r);

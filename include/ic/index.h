@@ -78,6 +78,12 @@ typedef struct {
   int64_t ttl_ns;            /* <= 0 -> 30 min */
   int64_t sweep_interval_ns; /* <= 0 -> 1 min; informational (the caller runs the ticker) */
   int64_t max_entries;       /* global cap on storage entries; <= 0 = unbounded */
+  /* Fair share at the cap (default on; not in the reference): when an ingest takes the index
+   * over max_entries, tenants holding more than max_entries / (tenants with entries) prefix keys
+   * lose their oldest keys first, the largest first, before the global LRU/LFU order picks
+   * victims among everyone. One tenant flooding the index then cannot evict the others. Off =
+   * the reference's purely global order. */
+  bool cap_fair_share;
   ic_index_ranker_t ranker;
   const char *const *reserved_tenants; /* copied at create; "" entries ignored */
   size_t n_reserved_tenants;
@@ -183,6 +189,27 @@ int64_t ic_index_evict_expired(ic_index_t *ix);
  * is left, else an estimate of the slots still to visit. Optional: ingest does a little of the
  * same work and the TTL sweep finishes it. */
 size_t ic_index_maintain(ic_index_t *ix, size_t budget);
+
+/* Identity strings (replica, model, tenant, scheme, adapter names) are interned and reference
+ * counted: replica records, stats rows and the tenant/model/scope/partition records hold them.
+ * A replica whose entries are all gone (cleared, expired, evicted) drops its reference at the
+ * next sweep/reclaim, and ic_index_reclaim_strings then frees every string nothing refers to.
+ *
+ * Interned pointers the index hands out (result rows, affinity hints, cache-state rows,
+ * snapshots) stay valid while the caller holds a read guard taken before the call; callers
+ * that never run ic_index_reclaim_strings concurrently need none. Guards are cheap (two atomic
+ * operations on a per-thread stripe) and must be short: a reclaim waits for them. */
+typedef struct {
+  uint8_t idx, stripe;
+} ic_index_guard_t;
+ic_index_guard_t ic_index_guard(ic_index_t *ix);
+void ic_index_unguard(ic_index_t *ix, ic_index_guard_t g);
+/* Frees interned strings nothing refers to any more once every guard taken before the call
+ * has ended (waits up to ~50 ms for them; strings still guarded wait for the next call).
+ * Returns the number freed. Call from a maintenance thread. */
+size_t ic_index_reclaim_strings(ic_index_t *ix);
+/* Interned strings alive now (tests, debugging). */
+size_t ic_index_string_count(ic_index_t *ix);
 
 /* ------------------------------------------------------------------ lookup (spec §5) */
 

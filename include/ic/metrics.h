@@ -40,6 +40,17 @@ ic_metric_t *ic_metric_child(ic_metric_family_t *f, const char *const *label_val
 /* Convenience for unlabelled families. */
 ic_metric_t *ic_metric_plain(ic_metric_family_t *f);
 
+/* Label cardinality bound: label `label` of family f takes at most `max_values` distinct values;
+ * past that, ic_metric_child() answers the child whose value for that label is
+ * IC_METRICS_OTHER instead of creating a new series (counters and histograms then accumulate
+ * there). One bounded label per family; call right after registration. Returns 0 or IC_EINVAL. */
+#define IC_METRICS_OTHER "other"
+int ic_metrics_bound_label(ic_metric_family_t *f, const char *label, size_t max_values);
+/* Sets a gauge by label values. Within the bound this is ic_metric_set() on the child; past it
+ * the value is remembered per label set (forgotten when set to 0) and the IC_METRICS_OTHER
+ * child shows the sum of them. Returns 0 or IC_ENOMEM. */
+int ic_metric_gauge_set(ic_metric_family_t *f, const char *const *label_values, double v);
+
 void ic_metric_inc(ic_metric_t *c);
 void ic_metric_add(ic_metric_t *c, double v); /* counters: v >= 0 */
 void ic_metric_set(ic_metric_t *c, double v); /* gauges */

@@ -21,6 +21,7 @@
 #define IC_SVC_MAX_LOOKUP_TOKENS (1u << 20)
 #define IC_SVC_MAX_PROMPT_TEXT_BYTES (1u << 20)
 #define IC_SVC_DEFAULT_TOKENIZE_TIMEOUT_MS 5000
+#define IC_SVC_DEFAULT_MAX_IDENTITY_BYTES 1024
 #define IC_SVC_MAX_CONCURRENT_TOKENIZE 64
 
 /* Turns a LookupRoute's prompt_text into token ids (lib/prompt behind it in the server): renders
@@ -51,6 +52,9 @@ typedef struct ic_svc_config {
   ic_index_t *index;              /* required, borrowed */
   ic_policy_store_t *policy;      /* may be NULL (tests): floors off, strategy defaults */
   int engine_block_size;          /* <= 0 -> 16 */
+  /* Longest identity (replica/model/tenant/hash scheme/adapter id) ReportCacheState and
+   * PublishEvent accept; longer ones are INVALID_ARGUMENT. 0 = the default, < 0 = unbounded. */
+  int max_identity_bytes;
   /* Lookup metrics (may be NULL): counter {model, reason_code, hint_used} and histogram
    * {model}, label order as registered by the caller. */
   ic_metric_family_t *lookup_calls;

@@ -40,6 +40,16 @@ struct ic_metric_family {
   ic_metric_t *chains[CHAINS];
   size_t nchildren;
   struct ic_metric_family *next;
+  /* Cardinality bound (ic_metrics_bound_label), guarded by `lock`: the distinct values of label
+     bound_label that own series (open addressing, cap a power of two >= 2 * bound_max). */
+  size_t bound_label, bound_max; /* bound_max 0 = unbounded */
+  char **seen;
+  uint64_t *seen_h;
+  size_t seen_n, seen_cap;
+  /* Gauges past the bound: label-set hash -> value (open addressing, backward-shift delete). */
+  uint64_t *ov_k;
+  double *ov_v;
+  size_t ov_n, ov_cap;
 };
 
 struct ic_metrics {
@@ -77,6 +87,12 @@ static void free_child(ic_metric_t *c, size_t nlabels) {
 }
 
 static void free_family(ic_metric_family_t *f) {
+  for (size_t i = 0; i < f->seen_cap; i++)
+    free(f->seen ? f->seen[i] : NULL);
+  free(f->seen);
+  free(f->seen_h);
+  free(f->ov_k);
+  free(f->ov_v);
   for (size_t i = 0; i < CHAINS; i++)
     for (ic_metric_t *c = f->chains[i], *n; c; c = n) n = c->next, free_child(c, f->nlabels);
   for (size_t i = 0; i < f->nlabels; i++) free(f->labels[i]);
@@ -199,22 +215,63 @@ static ic_metric_t *find_child(ic_metric_family_t *f, const char *const *values,
   return NULL;
 }
 
+static uint64_t hash_str(const char *p) {
+  uint64_t h = 1469598103934665603ULL;
+  for (; *p; p++)
+    h = (h ^ (unsigned char)*p) * 1099511628211ULL;
+  return h | 1; /* 0 marks an empty seen slot */
+}
+
+/* Slot of value v in the seen set (its slot, or the empty one where it would go). */
+static size_t seen_slot(const ic_metric_family_t *f, const char *v, uint64_t h) {
+  size_t i = h & (f->seen_cap - 1);
+  while (f->seen_h[i] && (f->seen_h[i] != h || strcmp(f->seen[i], v) != 0))
+    i = (i + 1) & (f->seen_cap - 1);
+  return i;
+}
+
+/* Past the bound, values that own no series yet are replaced by IC_METRICS_OTHER in `tmp`
+ * (which then is what `values` points at). Caller holds the lock (read or write). */
+static const char *const *bounded_values(const ic_metric_family_t *f, const char *const *values,
+                                         const char **tmp) {
+  if (!f->bound_max) return values;
+  const char *v = values[f->bound_label] ? values[f->bound_label] : "";
+  if (f->seen_n < f->bound_max || f->seen_h[seen_slot(f, v, hash_str(v))]) return values;
+  memcpy(tmp, values, f->nlabels * sizeof *tmp);
+  tmp[f->bound_label] = IC_METRICS_OTHER;
+  return tmp;
+}
+
 ic_metric_t *ic_metric_child(ic_metric_family_t *f, const char *const *values) {
   if (!f || (f->nlabels && !values)) return NULL;
-  uint64_t h = hash_values(f, values);
+  const char *tmp[16];
+  if (f->bound_max && f->nlabels > 16) return NULL;
   pthread_rwlock_rdlock(&f->lock);
-  ic_metric_t *c = find_child(f, values, h);
+  const char *const *vals = bounded_values(f, values, tmp);
+  uint64_t h = hash_values(f, vals);
+  ic_metric_t *c = find_child(f, vals, h);
   pthread_rwlock_unlock(&f->lock);
   if (c) return c;
 
   pthread_rwlock_wrlock(&f->lock);
-  c = find_child(f, values, h);
+  vals = bounded_values(f, values, tmp);
+  h = hash_values(f, vals);
+  c = find_child(f, vals, h);
   if (!c && (c = calloc(1, sizeof *c))) {
     bool ok = (c->values = calloc(f->nlabels + 1, sizeof *c->values)) != NULL;
     for (size_t i = 0; ok && i < f->nlabels; i++)
-      ok = (c->values[i] = strdup(values[i] ? values[i] : "")) != NULL;
+      ok = (c->values[i] = strdup(vals[i] ? vals[i] : "")) != NULL;
     if (ok && f->type == IC_METRIC_HISTOGRAM)
       ok = (c->per_bucket = calloc(f->nbounds + 1, sizeof *c->per_bucket)) != NULL;
+    if (ok && f->bound_max && vals == values) { /* a value within the bound: remember it */
+      const char *v = vals[f->bound_label] ? vals[f->bound_label] : "";
+      uint64_t vh = hash_str(v);
+      size_t i = seen_slot(f, v, vh);
+      if (!f->seen_h[i]) {
+        ok = (f->seen[i] = strdup(v)) != NULL;
+        if (ok) f->seen_h[i] = vh, f->seen_n++;
+      }
+    }
     if (!ok) {
       free_child(c, f->nlabels);
       c = NULL;
@@ -228,6 +285,111 @@ ic_metric_t *ic_metric_child(ic_metric_family_t *f, const char *const *values) {
   }
   pthread_rwlock_unlock(&f->lock);
   return c;
+}
+
+int ic_metrics_bound_label(ic_metric_family_t *f, const char *label, size_t max_values) {
+  if (!f || !label || f->nlabels > 16) return IC_EINVAL;
+  size_t li = SIZE_MAX;
+  for (size_t i = 0; i < f->nlabels; i++)
+    if (strcmp(f->labels[i], label) == 0) li = i;
+  if (li == SIZE_MAX) return IC_EINVAL;
+  pthread_rwlock_wrlock(&f->lock);
+  int rc = 0;
+  if (f->nchildren || f->bound_max) {
+    rc = IC_EINVAL; /* only before the first series */
+  } else if (max_values) {
+    size_t cap = 16;
+    while (cap < 2 * max_values)
+      cap *= 2;
+    f->seen = calloc(cap, sizeof *f->seen);
+    f->seen_h = calloc(cap, sizeof *f->seen_h);
+    if (!f->seen || !f->seen_h) {
+      free(f->seen), free(f->seen_h);
+      f->seen = NULL, f->seen_h = NULL;
+      rc = IC_ENOMEM;
+    } else {
+      f->seen_cap = cap;
+      f->bound_label = li;
+      f->bound_max = max_values;
+    }
+  }
+  pthread_rwlock_unlock(&f->lock);
+  return rc;
+}
+
+/* Overflow gauge map (caller holds the write lock). */
+static size_t ov_slot(const ic_metric_family_t *f, uint64_t k) {
+  size_t i = k & (f->ov_cap - 1);
+  while (f->ov_k[i] && f->ov_k[i] != k)
+    i = (i + 1) & (f->ov_cap - 1);
+  return i;
+}
+
+static int ov_grow(ic_metric_family_t *f) {
+  size_t nc = f->ov_cap ? f->ov_cap * 2 : 16;
+  uint64_t *nk = calloc(nc, sizeof *nk);
+  double *nv = calloc(nc, sizeof *nv);
+  if (!nk || !nv) {
+    free(nk), free(nv);
+    return IC_ENOMEM;
+  }
+  uint64_t *ok = f->ov_k;
+  double *oval = f->ov_v;
+  size_t oc = f->ov_cap;
+  f->ov_k = nk, f->ov_v = nv, f->ov_cap = nc;
+  for (size_t i = 0; i < oc; i++)
+    if (ok[i]) {
+      size_t j = ov_slot(f, ok[i]);
+      f->ov_k[j] = ok[i], f->ov_v[j] = oval[i];
+    }
+  free(ok), free(oval);
+  return 0;
+}
+
+static void ov_del(ic_metric_family_t *f, size_t i) {
+  f->ov_k[i] = 0;
+  f->ov_n--;
+  for (size_t j = (i + 1) & (f->ov_cap - 1); f->ov_k[j]; j = (j + 1) & (f->ov_cap - 1)) {
+    uint64_t k = f->ov_k[j];
+    double v = f->ov_v[j];
+    f->ov_k[j] = 0;
+    size_t t = ov_slot(f, k);
+    f->ov_k[t] = k, f->ov_v[t] = v;
+  }
+}
+
+int ic_metric_gauge_set(ic_metric_family_t *f, const char *const *values, double v) {
+  ic_metric_t *c = ic_metric_child(f, values);
+  if (!c) return IC_ENOMEM;
+  if (!f->bound_max) {
+    ic_metric_set(c, v);
+    return 0;
+  }
+  const char *own = c->values[f->bound_label];
+  const char *mine = values[f->bound_label] ? values[f->bound_label] : "";
+  if (strcmp(own, IC_METRICS_OTHER) != 0 || strcmp(mine, IC_METRICS_OTHER) == 0) {
+    ic_metric_set(c, v); /* a series of its own */
+    return 0;
+  }
+  /* Past the bound: remember this label set's value; "other" shows the sum of those that
+     share its other labels (the map is small: only label sets past the bound, non-zero). */
+  uint64_t k = hash_values(f, values) | 1;
+  int rc = 0;
+  pthread_rwlock_wrlock(&f->lock);
+  if (f->ov_cap == 0 || (f->ov_n + 1) * 4 > f->ov_cap * 3) rc = ov_grow(f);
+  if (rc == 0) {
+    size_t i = ov_slot(f, k);
+    double old = f->ov_k[i] ? f->ov_v[i] : 0;
+    if (v == 0) {
+      if (f->ov_k[i]) ov_del(f, i);
+    } else {
+      if (!f->ov_k[i]) f->ov_k[i] = k, f->ov_n++;
+      f->ov_v[i] = v;
+    }
+    ic_metric_set(c, ic_metric_value(c) - old + v);
+  }
+  pthread_rwlock_unlock(&f->lock);
+  return rc;
 }
 
 ic_metric_t *ic_metric_plain(ic_metric_family_t *f) { return ic_metric_child(f, NULL); }

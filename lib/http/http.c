@@ -26,6 +26,7 @@
 #include <unistd.h>
 #include <zlib.h>
 
+#include "conn_guard.h"
 #include "ic/buf.h"
 #include "ic/err.h"
 #include "ic/log.h"
@@ -61,6 +62,9 @@ struct ic_http_server {
   unsigned idle_timeout_s;
   size_t max_body;
   char *cert_file, *key_file;
+  int request_timeout_ms;
+  unsigned max_conns, max_per_client;
+  conn_guard_t *guard; /* from start to free */
 
   route_t *routes;
   size_t nroutes;
@@ -313,6 +317,11 @@ ic_http_server_t *ic_http_new(const ic_http_config_t *cfg) {
   s->threads = cfg->threads;
   s->idle_timeout_s = cfg->idle_timeout_s;
   s->max_body = cfg->max_body ? cfg->max_body : IC_HTTP_DEFAULT_MAX_BODY;
+  s->request_timeout_ms =
+      cfg->request_timeout_ms ? cfg->request_timeout_ms : IC_HTTP_DEFAULT_REQUEST_TIMEOUT_MS;
+  s->max_conns = cfg->max_conns ? cfg->max_conns : IC_HTTP_DEFAULT_MAX_CONNS;
+  s->max_per_client =
+      cfg->max_conns_per_client ? cfg->max_conns_per_client : IC_HTTP_DEFAULT_MAX_CONNS_PER_CLIENT;
   if (hc) {
     s->cert_file = dupstr(cfg->tls_cert_file);
     s->key_file = dupstr(cfg->tls_key_file);
@@ -438,7 +447,7 @@ int ic_http_listen(ic_http_server_t *s, char *err, size_t errlen) {
       return IC_EIO;
     }
   }
-  if (listen(fd, 128) != 0) {
+  if (listen(fd, SOMAXCONN) != 0) { /* floods queue here, not in SYN retries */
     snprintf(err, errlen, "listen tcp %s: %s", s->bind, go_errstr(errno));
     close(fd);
     return IC_EIO;
@@ -499,12 +508,33 @@ static void free_req(ic_http_req_t *r) {
   free(r);
 }
 
+static void *guard_ctx(struct MHD_Connection *c) {
+  const union MHD_ConnectionInfo *ci =
+      MHD_get_connection_info(c, MHD_CONNECTION_INFO_SOCKET_CONTEXT);
+  return ci ? ci->socket_context : NULL;
+}
+
+static void on_connection(void *cls, struct MHD_Connection *c, void **socket_context,
+                          enum MHD_ConnectionNotificationCode toe) {
+  ic_http_server_t *s = cls;
+  if (toe == MHD_CONNECTION_NOTIFY_STARTED) {
+    const union MHD_ConnectionInfo *fd =
+        MHD_get_connection_info(c, MHD_CONNECTION_INFO_CONNECTION_FD);
+    const union MHD_ConnectionInfo *pa =
+        MHD_get_connection_info(c, MHD_CONNECTION_INFO_CLIENT_ADDRESS);
+    if (fd)
+      conn_guard_on_open(s->guard, fd->connect_fd, pa ? pa->client_addr : NULL, socket_context);
+  } else {
+    conn_guard_on_close(s->guard, socket_context);
+  }
+}
+
 static void on_completed(void *cls, struct MHD_Connection *c, void **con_cls,
                          enum MHD_RequestTerminationCode toe) {
-  (void)c;
   (void)toe;
   ic_http_server_t *s = cls;
   ic_http_req_t *r = *con_cls;
+  conn_guard_on_done(s->guard, guard_ctx(c));
   if (r) {
     free_req(r);
     *con_cls = NULL;
@@ -589,6 +619,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
   }
   if (r->replied) return MHD_YES;
   if (ic_buf_reserve(&r->body, 0) != 0) return MHD_NO; /* body always NUL-terminated */
+  conn_guard_on_handler(s->guard, guard_ctx(conn));    /* complete: no longer sheddable */
   if (!r->route) {
     ic_http_reply(r, 404, "text/plain; charset=utf-8", "404 page not found\n", 19);
     ic_http_reply_header(r, "X-Content-Type-Options", "nosniff");
@@ -641,15 +672,29 @@ int ic_http_start(ic_http_server_t *s, char *err, size_t errlen) {
   if (s->daemon) return 0;
   int rc = ic_http_listen(s, err, errlen);
   if (rc != 0) return rc;
+  if (!s->guard) {
+    s->guard = conn_guard_new(s->name, s->request_timeout_ms, s->idle_timeout_s, s->max_conns,
+                              s->max_per_client);
+    if (!s->guard || conn_guard_start(s->guard) != 0) {
+      snprintf(err, errlen, "start %s listener: out of memory", s->name);
+      return IC_ENOMEM;
+    }
+  }
   unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_ITC;
   if (s->threads == 0)
     flags |= MHD_USE_THREAD_PER_CONNECTION | MHD_USE_POLL;
   else
     flags |= MHD_USE_EPOLL | MHD_ALLOW_SUSPEND_RESUME; /* streamed replies suspend */
-  struct MHD_OptionItem opts[8];
+  struct MHD_OptionItem opts[12];
   size_t n = 0;
   opts[n++] = (struct MHD_OptionItem){MHD_OPTION_LISTEN_SOCKET, s->fd, NULL};
   opts[n++] = (struct MHD_OptionItem){MHD_OPTION_NOTIFY_COMPLETED, (intptr_t)on_completed, s};
+  opts[n++] = (struct MHD_OptionItem){MHD_OPTION_NOTIFY_CONNECTION, (intptr_t)on_connection, s};
+  /* The guard keeps open connections at max_conns by shedding; libmicrohttpd's own limit (which
+     refuses, probes included) sits well above it so connections shed but not yet cleaned up
+     never make it refuse. */
+  opts[n++] =
+      (struct MHD_OptionItem){MHD_OPTION_CONNECTION_LIMIT, (intptr_t)(s->max_conns * 2 + 64), NULL};
   opts[n++] = (struct MHD_OptionItem){MHD_OPTION_CONNECTION_TIMEOUT, s->idle_timeout_s, NULL};
   if (s->threads > 1)
     opts[n++] = (struct MHD_OptionItem){MHD_OPTION_THREAD_POOL_SIZE, s->threads, NULL};
@@ -721,6 +766,7 @@ void ic_http_stop(ic_http_server_t *s, int drain_ms) {
       nanosleep(&ts, NULL);
       waited += 5;
     }
+    conn_guard_stop(s->guard);
     MHD_stop_daemon(s->daemon);
     s->daemon = NULL;
   }
@@ -747,8 +793,16 @@ void ic_http_free(ic_http_server_t *s) {
   free(s->cert_file);
   free(s->key_file);
   free_pairs(s->tls);
+  conn_guard_free(s->guard);
   pthread_mutex_destroy(&s->tls_mu);
   free(s);
+}
+
+ic_http_conn_stats_t ic_http_conn_stats(const ic_http_server_t *s) {
+  ic_http_conn_stats_t o = {0};
+  if (!s || !s->guard) return o;
+  conn_guard_stats_t g = conn_guard_stats(s->guard);
+  return (ic_http_conn_stats_t){g.timed_out, g.idle_closed, g.per_client, g.full, g.live};
 }
 
 /* ---------------------------------------------------------------------------------------- */

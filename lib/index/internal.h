@@ -30,16 +30,28 @@ bool u64map_del(u64map_t *m, uint64_t k);
 uint64_t ic_mix64(uint64_t x);
 uint64_t ic_hash_bytes(const void *p, size_t n);
 
-/* Interned byte strings -> dense u32 ids. Strings are stored in stable chunks so that
- * id -> pointer reads need no lock once an id was handed out. Never shrinks. */
+/* Interned byte strings -> dense u32 ids, reference counted. Strings are stored in stable
+ * chunks so that id -> pointer reads need no lock while the reader is pinned (ix_pin) or holds
+ * a reference. Lifecycle of an id: interned (refs 0) -> referenced by records (replica records,
+ * stats rows, tenant/model/scope/partition records, an ingest in progress) -> refs back to 0:
+ * queued as a zero candidate -> the reclaim pass unhashes it if still unreferenced (under the
+ * dir write lock, so a concurrent find cannot take a new reference) -> after every pinned
+ * reader has left (ix_pins_wait) its memory is freed and the id reused. */
 #define STR_CHUNK 4096u
 #define STR_MAXCHUNKS 4096u /* 16 M distinct strings */
 typedef struct {
   char **chunks[STR_MAXCHUNKS]; /* chunk i holds ids [i*STR_CHUNK, (i+1)*STR_CHUNK) */
   size_t *lens[STR_MAXCHUNKS];
-  _Atomic uint32_t n;
-  uint32_t *slots; /* hash -> id+1 (0 empty) */
-  uint32_t cap;
+  _Atomic uint32_t *refs[STR_MAXCHUNKS];
+  uint8_t *hashed[STR_MAXCHUNKS]; /* 1 while findable (in slots) */
+  _Atomic uint32_t n;             /* ids handed out so far (high-water mark) */
+  uint32_t *slots;                /* hash -> id+1 (0 empty) */
+  uint32_t cap, live;             /* slots capacity, ids in slots */
+  uint32_t *free_ids;             /* released ids, reused first */
+  uint32_t nfree, capfree;
+  pthread_mutex_t zero_lock; /* guards zero: ids whose refs reached 0 (may be re-referenced) */
+  uint32_t *zero;
+  uint32_t nzero, capzero;
 } strtab_t;
 
 int strtab_init(strtab_t *t);
@@ -54,6 +66,34 @@ static inline const char *strtab_get(const strtab_t *t, uint32_t id) {
 static inline size_t strtab_len(const strtab_t *t, uint32_t id) {
   return t->lens[id / STR_CHUNK][id % STR_CHUNK];
 }
+/* A reference: taken under the dir lock (read is enough) or by a holder of another reference. */
+static inline void strtab_ref(strtab_t *t, uint32_t id) {
+  atomic_fetch_add_explicit(&t->refs[id / STR_CHUNK][id % STR_CHUNK], 1, memory_order_relaxed);
+}
+/* Drops a reference; the last one queues the id for the reclaim pass. */
+void strtab_unref(strtab_t *t, uint32_t id);
+/* Reclaim, phase 1 (dir write lock): unhashes the queued ids still unreferenced into *out
+ * (malloc'd, *n ids). Phase 2 (dir write lock, after ix_pins_wait): strtab_release frees them. */
+void strtab_unhash_zero(strtab_t *t, uint32_t **out, uint32_t *n);
+void strtab_release(strtab_t *t, const uint32_t *ids, uint32_t n);
+uint32_t strtab_count(const strtab_t *t); /* ids findable now */
+
+/* Reader pins (a two-counter SRCU): anything that reads interned strings without holding a
+ * reference (lookups, results, cap passes) runs pinned; the reclaim pass waits for every pin
+ * taken before it unhashed its ids to end before freeing their memory. Striped counters keep
+ * pinning cheap on many threads. */
+#define PIN_STRIPES 16
+typedef struct {
+  _Atomic int64_t n;
+  char pad[56]; /* one cache line each (padding, not _Alignas: the index is calloc'd) */
+} pin_ctr_t;
+typedef struct {
+  _Atomic uint32_t epoch;
+  pin_ctr_t ctr[2][PIN_STRIPES];
+} pins_t;
+typedef struct {
+  uint8_t idx, stripe;
+} pin_t;
 
 /* ---------------------------------------------------------------- block tables */
 
@@ -104,8 +144,9 @@ typedef struct {
 } part_t;
 
 typedef struct {
-  uint32_t replica; /* string id */
-  bool dead;        /* cleared by ALL_CLEARED; holders awaiting reclaim */
+  uint32_t replica; /* string id (referenced until `released`) */
+  bool dead;        /* cleared by ALL_CLEARED or emptied; holders awaiting reclaim */
+  bool released;    /* dead, nothing left: its string reference was dropped */
   int64_t count;    /* live entries held (0 once dead) */
   int64_t pending;  /* dead entries not yet reclaimed */
 } rep_t;
@@ -268,6 +309,10 @@ struct ic_index {
   size_t nreserved;
   pthread_rwlock_t dir;
   strtab_t strs;
+  pins_t pins;
+  pthread_mutex_t str_reclaim_lock; /* one string reclaim at a time; guards retired */
+  uint32_t *retired;                /* unhashed ids waiting for the readers before them */
+  uint32_t nretired, capretired;
   u64map_t tenant_map; /* tenant string id -> tenantrec_t* */
   u64map_t tm_map;     /* tenant<<32|model -> tmrec_t* */
   u64map_t scope_map;  /* hash(tenant, model, scheme) chain -> see store.c */
@@ -326,6 +371,16 @@ int64_t ix_now(const ic_index_t *ix);
 int64_t ix_ttl_for(ic_index_t *ix, uint32_t tenant);
 ic_index_eviction_t ix_algo_for(ic_index_t *ix, uint32_t tenant);
 const char *ix_str(const ic_index_t *ix, uint32_t id);
+pin_t ix_pin(ic_index_t *ix);
+void ix_unpin(ic_index_t *ix, pin_t p);
+/* True once every pin taken before the call has ended; false after timeout_ms without that. */
+bool ix_pins_wait(ic_index_t *ix, int timeout_ms);
+/* Drops the replica references of emptied replica records of sc (caller holds its write lock,
+ * no ingest in progress): live records with no entry become dead, dead ones with nothing
+ * pending release their string. */
+void scope_release_reps(scope_t *sc);
+/* Frees interned strings nothing refers to any more (maintenance; takes the dir lock). */
+void ix_reclaim_strings(ic_index_t *ix);
 
 /* Resolution of request strings to ids without inserting (read lock taken inside). */
 uint32_t ix_find_str(ic_index_t *ix, const char *s);
@@ -448,6 +503,9 @@ void evq_free(ic_index_t *ix);
  * lock). `dead` = holder belongs to a cleared rep (counters already adjusted). */
 void store_remove_holder(scope_t *sc, part_t *p, slot_t *s, uint32_t hi,
                          ic_index_change_reason_t why, int64_t when);
+/* Or'ed into `why` by the quota pass (store.c) when it evicts for another reason (the fair
+ * share at the cap): the pass keeps its own order valid, so the removal must not invalidate it. */
+#define REASON_BY_QUOTA_PASS 0x100
 static inline int64_t store_entry_ts(const scope_t *sc, uint32_t ts_id) {
   return sc->times[ts_id].ns;
 }

@@ -27,6 +27,7 @@ void ic_index_config_init(ic_index_config_t *c) {
   c->ttl_ns = 30 * NS_PER_MIN;
   c->sweep_interval_ns = NS_PER_MIN;
   c->max_entries = 1000000;
+  c->cap_fair_share = true;
   c->ranker.pressure_weight = 1.0f;
   c->ranker.slo_tight_ttft_ms = 200;
   c->ranker.slo_tight_bias = 1.0f;
@@ -47,6 +48,7 @@ ic_index_t *ic_index_create(const ic_index_config_t *cfg) {
   pthread_mutex_init(&ix->report_lock, NULL);
   pthread_mutex_init(&ix->cap_lock, NULL);
   pthread_mutex_init(&ix->extra_lock, NULL);
+  pthread_mutex_init(&ix->str_reclaim_lock, NULL);
   if (strtab_init(&ix->strs)) goto fail;
   if (cfg && cfg->n_reserved_tenants) {
     ix->reserved = calloc(cfg->n_reserved_tenants, sizeof(char *));
@@ -122,6 +124,8 @@ void ic_index_destroy(ic_index_t *ix) {
   u64map_free(&ix->scope_map);
   u64map_free(&ix->reported);
   strtab_free(&ix->strs);
+  free(ix->retired);
+  pthread_mutex_destroy(&ix->str_reclaim_lock);
   for (size_t i = 0; i < ix->nreserved; i++)
     free(ix->reserved[i]);
   free(ix->reserved);
@@ -249,6 +253,7 @@ static tenantrec_t *tenant_get_locked(ic_index_t *ix, uint32_t t) {
   tenantrec_t *tr = calloc(1, sizeof *tr);
   if (!tr) return NULL;
   tr->tenant = t;
+  strtab_ref(&ix->strs, t); /* records live as long as the index */
   const char *name = ix_str(ix, t);
   for (size_t i = 0; i < ix->nreserved; i++)
     if (strcmp(ix->reserved[i], name) == 0) tr->reserved = true;
@@ -278,6 +283,7 @@ static tmrec_t *tm_get_locked(ic_index_t *ix, uint32_t t, uint32_t m) {
     return NULL;
   }
   ix->tms[ix->ntms++] = tm;
+  strtab_ref(&ix->strs, m);
   return tm;
 }
 
@@ -311,10 +317,19 @@ static scope_t *scope_get_locked(ic_index_t *ix, uint32_t t, uint32_t m, uint32_
   }
   ix->scopes[ix->nscopes++] = sc;
   tm->scopes[tm->nscopes++] = sc;
+  strtab_ref(&ix->strs, s);
   return sc;
 }
 
 /* Interns the strings of an update/event under the dir lock (read first, write on miss). */
+/* Interns the strings of an update/event under the dir lock (read first, write on miss) and
+ * takes a reference on each (taken under the lock, so the reclaim pass cannot unhash them in
+ * between); the caller drops them with unref_ids when done. On failure nothing is held. */
+static void unref_ids(ic_index_t *ix, const uint32_t *ids, size_t n) {
+  for (size_t i = 0; i < n; i++)
+    if (ids[i] != UINT32_MAX) strtab_unref(&ix->strs, ids[i]);
+}
+
 static int intern_ids(ic_index_t *ix, const char *const *in, uint32_t *out, size_t n) {
   bool miss = false;
   pthread_rwlock_rdlock(&ix->dir);
@@ -323,6 +338,9 @@ static int intern_ids(ic_index_t *ix, const char *const *in, uint32_t *out, size
     out[i] = strtab_find(&ix->strs, s, strlen(s));
     if (out[i] == UINT32_MAX) miss = true;
   }
+  if (!miss)
+    for (size_t i = 0; i < n; i++)
+      strtab_ref(&ix->strs, out[i]);
   pthread_rwlock_unlock(&ix->dir);
   if (!miss) return 0;
   int rc = 0;
@@ -330,9 +348,17 @@ static int intern_ids(ic_index_t *ix, const char *const *in, uint32_t *out, size
   for (size_t i = 0; i < n; i++) {
     const char *s = nz(in[i]);
     out[i] = strtab_intern(&ix->strs, s, strlen(s));
-    if (out[i] == UINT32_MAX) rc = IC_ENOMEM;
+    if (out[i] == UINT32_MAX)
+      rc = IC_ENOMEM;
+    else
+      strtab_ref(&ix->strs, out[i]);
   }
   pthread_rwlock_unlock(&ix->dir);
+  if (rc) {
+    unref_ids(ix, out, n);
+    for (size_t i = 0; i < n; i++)
+      out[i] = UINT32_MAX;
+  }
   return rc;
 }
 
@@ -484,6 +510,7 @@ static part_t *scope_part_get(scope_t *sc, uint32_t adapter) {
   p->idx = sc->nparts;
   p->seed = ic_mix64(((uint64_t)sc->id << 32) ^ adapter ^ 0x243f6a8885a308d3ULL);
   sc->parts[sc->nparts++] = p;
+  strtab_ref(&sc->ix->strs, adapter);
   return p;
 }
 
@@ -744,8 +771,11 @@ static uint32_t rep_live(scope_t *sc, uint32_t replica, bool create) {
       rep_t *r = &sc->reps[i];
       if (r->count || r->pending) continue;
       if (!r->dead) u64map_del(&sc->rep_map, r->replica);
+      if (!r->released) strtab_unref(&sc->ix->strs, r->replica);
+      *r = (rep_t){.replica = replica, .dead = true, .released = true}; /* until mapped */
       if (u64map_put(&sc->rep_map, replica, i)) return UINT32_MAX;
       *r = (rep_t){.replica = replica};
+      strtab_ref(&sc->ix->strs, replica);
       return i;
     }
     return UINT32_MAX;
@@ -753,7 +783,21 @@ static uint32_t rep_live(scope_t *sc, uint32_t replica, bool create) {
   if (!grow_arr((void **)&sc->reps, &sc->capreps, sc->nreps + 1, sizeof(rep_t))) return UINT32_MAX;
   if (u64map_put(&sc->rep_map, replica, sc->nreps)) return UINT32_MAX;
   sc->reps[sc->nreps] = (rep_t){.replica = replica};
+  strtab_ref(&sc->ix->strs, replica);
   return sc->nreps++;
+}
+
+void scope_release_reps(scope_t *sc) {
+  for (uint32_t i = 0; i < sc->nreps; i++) {
+    rep_t *r = &sc->reps[i];
+    if (r->released || r->count || r->pending) continue;
+    if (!r->dead) { /* emptied (TTL, cap, events): forgotten like a cleared one */
+      u64map_del(&sc->rep_map, r->replica);
+      r->dead = true;
+    }
+    r->released = true;
+    strtab_unref(&sc->ix->strs, r->replica);
+  }
 }
 
 /* A change that may move a key of the scope's tenant to an age at or below the cached quota
@@ -769,7 +813,9 @@ static inline void quota_touch(scope_t *sc, int64_t ts) {
 void store_remove_holder(scope_t *sc, part_t *p, slot_t *s, uint32_t hi,
                          ic_index_change_reason_t why, int64_t when) {
   ic_index_t *ix = sc->ix;
-  if (why != IC_INDEX_REASON_QUOTA) quota_touch(sc, INT64_MIN);
+  bool by_quota = why == IC_INDEX_REASON_QUOTA || (why & REASON_BY_QUOTA_PASS);
+  why = (ic_index_change_reason_t)(why & ~REASON_BY_QUOTA_PASS);
+  if (!by_quota) quota_touch(sc, INT64_MIN);
   holder_t tmp;
   const holder_t *hs;
   slot_holders(s, &tmp, &hs);
@@ -930,6 +976,7 @@ static size_t scope_reclaim(scope_t *sc, size_t budget) {
     if (sc->dead_pending <= 0) {
       sc->dead_pending = 0;
       sc->rc_part = sc->rc_sub = sc->rc_slot = sc->rc_idle = 0;
+      scope_release_reps(sc);
       scope_wrun(sc);
       return 0;
     }
@@ -995,7 +1042,9 @@ static void report_evictions(ic_index_t *ix, const int64_t ev[2], const char *re
   if (ev[1] > 0) ix->cfg.add_index_evictions(ix->cfg.metrics_ud, "lfu", reason, ev[1]);
 }
 
-static int64_t quota_enforce(ic_index_t *ix, uint32_t tenant, int64_t budget, int64_t now);
+static int64_t quota_enforce(ic_index_t *ix, uint32_t tenant, int64_t budget, int64_t now,
+                             ic_index_change_reason_t why);
+static int64_t fair_share_enforce(ic_index_t *ix, int64_t now, int64_t evicted[2]);
 
 static int64_t ts_from_us(int64_t us, int64_t now) {
   if (us == 0) return now;
@@ -1004,15 +1053,24 @@ static int64_t ts_from_us(int64_t us, int64_t now) {
   return us * 1000;
 }
 
+static int ingest(ic_index_t *ix, const ic_index_update_t *u, const uint32_t id[5]);
+
 int ic_index_ingest(ic_index_t *ix, const ic_index_update_t *u) {
   if (!ix || !u || (u->n_prefixes && !u->prefixes)) return IC_EINVAL;
-  int64_t now = ix_now(ix);
-  int64_t ts = ts_from_us(u->timestamp_us, now);
-  /* ids: replica, model, tenant, scheme, adapter */
+  /* ids: replica, model, tenant, scheme, adapter, referenced for the whole ingest */
   const char *names[5] = {u->replica, u->model, u->tenant, u->scheme, u->adapter};
   uint32_t id[5];
   int rc = intern_ids(ix, names, id, 5);
   if (rc) return rc;
+  rc = ingest(ix, u, id);
+  unref_ids(ix, id, 5);
+  return rc;
+}
+
+static int ingest(ic_index_t *ix, const ic_index_update_t *u, const uint32_t id[5]) {
+  int rc = 0;
+  int64_t now = ix_now(ix);
+  int64_t ts = ts_from_us(u->timestamp_us, now);
   int64_t budget = 0;
   bool has_quota =
       ix->cfg.quota_resolver && ix->cfg.quota_resolver(ix->cfg.resolver_ud, nz(u->tenant), &budget);
@@ -1048,6 +1106,8 @@ int ic_index_ingest(ic_index_t *ix, const ic_index_update_t *u) {
       const char *a = u->prefixes[i].adapter;
       if (a && *a) {
         if ((rc = intern_ids(ix, &a, &ad[i], 1))) {
+          for (size_t k = 0; k < i; k++)
+            if (u->prefixes[k].adapter && *u->prefixes[k].adapter) strtab_unref(&ix->strs, ad[k]);
           free(ad);
           return rc;
         }
@@ -1111,6 +1171,8 @@ int ic_index_ingest(ic_index_t *ix, const ic_index_update_t *u) {
     if (ts_id != UINT32_MAX) time_unref(sc, ts_id);
     flush_delta(sc, &dl);
     scope_wrun(sc);
+    for (size_t k = 0; k < u->n_prefixes; k++) /* partitions hold their own references */
+      if (u->prefixes[k].adapter && *u->prefixes[k].adapter) strtab_unref(&ix->strs, ad[k]);
     free(ad);
   }
 
@@ -1125,6 +1187,7 @@ int ic_index_ingest(ic_index_t *ix, const ic_index_update_t *u) {
     } else if (grow_arr((void **)&tm->stats, &tm->capstats, tm->nstats + 1, sizeof(statrow_t)) &&
                !u64map_put(&tm->stat_map, id[0], tm->nstats)) {
       tm->stats[tm->nstats++] = row;
+      strtab_ref(&ix->strs, id[0]);
     } else if (!rc) {
       rc = IC_ENOMEM;
     }
@@ -1140,9 +1203,12 @@ int ic_index_ingest(ic_index_t *ix, const ic_index_update_t *u) {
     }
   }
 
-  int64_t qev = has_quota ? quota_enforce(ix, id[2], budget, now) : 0;
+  int64_t qev = has_quota ? quota_enforce(ix, id[2], budget, now, IC_INDEX_REASON_QUOTA) : 0;
   int64_t cev[2] = {0, 0};
+  if (ix->cfg.cap_fair_share) fair_share_enforce(ix, now, cev);
+  pin_t pn = ix_pin(ix); /* cap candidates carry replica string ids compared unlocked */
   evq_enforce_cap(ix, cev);
+  ix_unpin(ix, pn);
   if (ix->cfg.add_tenant_evictions && qev > 0)
     ix->cfg.add_tenant_evictions(ix->cfg.metrics_ud, ix_str(ix, id[2]), "over_entries", qev);
   report_evictions(ix, cev, "cap");
@@ -1283,7 +1349,8 @@ static void quota_rebuild(ic_index_t *ix, tenantrec_t *tr, scope_t **mine, uint3
 /* Quota enforcement (spec §4.4), only when over budget. It takes every scope of the tenant in
  * write mode, in scope-id order, and evicts whole keys in the reference's order from the
  * cached order (quota_rebuild), rebuilding it when a writer invalidated it or it ran out. */
-static int64_t quota_enforce(ic_index_t *ix, uint32_t tenant, int64_t budget, int64_t now) {
+static int64_t quota_enforce(ic_index_t *ix, uint32_t tenant, int64_t budget, int64_t now,
+                             ic_index_change_reason_t why) {
   if (budget < 0) return 0;
   tenantrec_t *tr = ix_find_tenant(ix, tenant);
   if (!tr || atomic_load(&tr->distinct) <= budget) return 0;
@@ -1330,7 +1397,7 @@ static int64_t quota_enforce(ic_index_t *ix, uint32_t tenant, int64_t budget, in
     const holder_t *hs;
     for (uint32_t hn = slot_holders(s, &tmp, &hs); hn > 0; hn--) {
       bool last = hn == 1;
-      store_remove_holder(q->sc, q->p, s, hn - 1, IC_INDEX_REASON_QUOTA, now);
+      store_remove_holder(q->sc, q->p, s, hn - 1, why, now);
       if (last) break;
       s = part_find(q->p, q->key, q->flags);
       if (!s) break;
@@ -1363,8 +1430,19 @@ static size_t scope_slots(scope_t *sc) {
   return t;
 }
 
+static int apply_event(ic_index_t *ix, const ic_index_event_t *ev);
+
 int ic_index_apply_event(ic_index_t *ix, const ic_index_event_t *ev) {
   if (!ix || !ev) return IC_EINVAL;
+  /* pinned: the ids found below are used after the dir lock is dropped, and must not be
+     freed and reused for another name meanwhile */
+  pin_t pn = ix_pin(ix);
+  int rc = apply_event(ix, ev);
+  ix_unpin(ix, pn);
+  return rc;
+}
+
+static int apply_event(ic_index_t *ix, const ic_index_event_t *ev) {
   if (ev->type < IC_INDEX_EVENT_PREFIX_EVICTED || ev->type > IC_INDEX_EVENT_ALL_CLEARED) return 0;
   int64_t now = ix_now(ix);
   int64_t ts = ts_from_us(ev->timestamp_us, now);
@@ -1463,6 +1541,7 @@ int ic_index_apply_event(ic_index_t *ix, const ic_index_event_t *ev) {
     if (u64map_get(&tm->stat_map, r, &v)) {
       had = true;
       u64map_del(&tm->stat_map, r);
+      strtab_unref(&ix->strs, r);
       uint32_t last = --tm->nstats;
       if (v != last) {
         tm->stats[v] = tm->stats[last];
@@ -1534,6 +1613,9 @@ int64_t ic_index_evict_expired(ic_index_t *ix) {
     }
     while (scope_reclaim(sc, 1024)) {
     }
+    scope_wr(sc);
+    scope_release_reps(sc);
+    scope_wrun(sc);
   }
   free(v);
   /* stats rows: liveness (last_seen) against the tenant TTL */
@@ -1549,6 +1631,7 @@ int64_t ic_index_evict_expired(ic_index_t *ix) {
     for (uint32_t k = 0; k < tm->nstats;) {
       if (age_ns(now, tm->stats[k].last_seen) >= ttl) {
         u64map_del(&tm->stat_map, tm->stats[k].replica);
+        strtab_unref(&ix->strs, tm->stats[k].replica);
         uint32_t last = --tm->nstats;
         if (k != last) {
           tm->stats[k] = tm->stats[last];
@@ -1595,4 +1678,108 @@ void ix_report_entries(ic_index_t *ix) {
   }
   free(c);
   pthread_mutex_unlock(&ix->report_lock);
+}
+
+/* ---------------------------------------------------------------- string reclaim */
+
+ic_index_guard_t ic_index_guard(ic_index_t *ix) {
+  pin_t p = ix_pin(ix);
+  return (ic_index_guard_t){p.idx, p.stripe};
+}
+
+void ic_index_unguard(ic_index_t *ix, ic_index_guard_t g) {
+  ix_unpin(ix, (pin_t){g.idx, g.stripe});
+}
+
+size_t ic_index_reclaim_strings(ic_index_t *ix) {
+  if (!ix) return 0;
+  pthread_mutex_lock(&ix->str_reclaim_lock);
+  uint32_t *ids, n;
+  pthread_rwlock_wrlock(&ix->dir);
+  strtab_unhash_zero(&ix->strs, &ids, &n);
+  pthread_rwlock_unlock(&ix->dir);
+  if (n && ix->nretired + n > ix->capretired) {
+    uint32_t nc = ix->capretired ? ix->capretired : 64;
+    while (nc < ix->nretired + n)
+      nc *= 2;
+    uint32_t *nr = realloc(ix->retired, nc * sizeof *nr);
+    if (nr) ix->retired = nr, ix->capretired = nc;
+  }
+  /* unhashed ids that do not fit are never freed (memory, not safety) */
+  for (uint32_t i = 0; i < n && ix->nretired < ix->capretired; i++)
+    ix->retired[ix->nretired++] = ids[i];
+  free(ids);
+  size_t freed = 0;
+  if (ix->nretired && ix_pins_wait(ix, 50)) {
+    pthread_rwlock_wrlock(&ix->dir);
+    strtab_release(&ix->strs, ix->retired, ix->nretired);
+    pthread_rwlock_unlock(&ix->dir);
+    freed = ix->nretired;
+    ix->nretired = 0;
+  }
+  pthread_mutex_unlock(&ix->str_reclaim_lock);
+  return freed;
+}
+
+size_t ic_index_string_count(ic_index_t *ix) {
+  pthread_rwlock_rdlock(&ix->dir);
+  size_t n = strtab_count(&ix->strs);
+  pthread_rwlock_unlock(&ix->dir);
+  return n;
+}
+
+/* ---------------------------------------------------------------- fair share at the cap */
+
+typedef struct {
+  uint32_t tenant;
+  int64_t keys;
+  int algo;
+} share_t;
+
+static int share_cmp(const void *a, const void *b) {
+  const share_t *x = a, *y = b;
+  if (x->keys != y->keys) return x->keys > y->keys ? -1 : 1;
+  return x->tenant < y->tenant ? -1 : x->tenant > y->tenant;
+}
+
+/* Over the cap: takes the excess from tenants above max / (tenants with keys), largest first,
+ * never below that share, each losing its oldest keys (the quota machinery, reason CAP). What
+ * is left over (everyone at or below the share) goes to the global order. Returns entries
+ * evicted, also added to evicted[algo]. */
+static int64_t fair_share_enforce(ic_index_t *ix, int64_t now, int64_t evicted[2]) {
+  int64_t max = ix->cfg.max_entries;
+  if (max <= 0) return 0;
+  int64_t before = atomic_load(&ix->total_entries) - atomic_load(&ix->reserved_entries);
+  if (before <= max) return 0;
+  pthread_rwlock_rdlock(&ix->dir);
+  uint32_t n = 0;
+  int64_t top = 0;
+  share_t *v = malloc((ix->ntenants ? ix->ntenants : 1) * sizeof *v);
+  for (uint32_t i = 0; v && i < ix->ntenants; i++) {
+    tenantrec_t *tr = ix->tenants[i];
+    int64_t k = atomic_load(&tr->distinct);
+    if (!tr->reserved && k > 0) v[n++] = (share_t){tr->tenant, k, atomic_load(&tr->algo)};
+    if (k > top) top = k;
+  }
+  pthread_rwlock_unlock(&ix->dir);
+  int64_t total = 0;
+  if (v && n > 1 && top > max / n) { /* someone is over the share (else: global order) */
+    int64_t share = max / n;
+    qsort(v, n, sizeof *v, share_cmp);
+    for (uint32_t i = 0; i < n && v[i].keys > share; i++) {
+      int64_t excess = atomic_load(&ix->total_entries) - atomic_load(&ix->reserved_entries) - max;
+      if (excess <= 0) break;
+      int64_t keep = v[i].keys - excess < share ? share : v[i].keys - excess;
+      int64_t e0 = atomic_load(&ix->total_entries);
+      quota_enforce(ix, v[i].tenant, keep, now,
+                    (ic_index_change_reason_t)(IC_INDEX_REASON_CAP | REASON_BY_QUOTA_PASS));
+      int64_t got = e0 - atomic_load(&ix->total_entries);
+      if (got > 0) {
+        evicted[v[i].algo == IC_INDEX_EVICT_LFU ? 1 : 0] += got;
+        total += got;
+      }
+    }
+  }
+  free(v);
+  return total;
 }

@@ -20,6 +20,7 @@
 #include "ic/log.h"
 #include "ic/rpc.h"
 #include "inferencecache/v1alpha1/inferencecache.pb-c.h"
+#include "wire_strings.h"
 
 typedef Inferencecache__V1alpha1__LookupRouteRequest lr_req_t;
 typedef Inferencecache__V1alpha1__LookupRouteResponse lr_resp_t;
@@ -32,6 +33,7 @@ struct ic_svc {
   ic_index_t *index;
   ic_policy_store_t *policy;
   int block_size;
+  size_t max_identity; /* bytes, write paths only */
   ic_metric_family_t *lookup_calls;
   ic_metric_family_t *lookup_latency;
   ic_svc_prompt_fn prompt_encode;
@@ -48,6 +50,9 @@ ic_svc_t *ic_svc_new(const ic_svc_config_t *cfg) {
   s->index = cfg->index;
   s->policy = cfg->policy;
   s->block_size = cfg->engine_block_size > 0 ? cfg->engine_block_size : IC_FP_DEFAULT_BLOCK_SIZE;
+  s->max_identity = cfg->max_identity_bytes > 0   ? (size_t)cfg->max_identity_bytes
+                    : cfg->max_identity_bytes < 0 ? 0
+                                                  : IC_SVC_DEFAULT_MAX_IDENTITY_BYTES;
   s->lookup_calls = cfg->lookup_calls;
   s->lookup_latency = cfg->lookup_latency;
   s->prompt_encode = cfg->prompt_encode;
@@ -84,7 +89,56 @@ bool ic_svc_utf8_valid(const char *str, size_t n) {
   return true;
 }
 
-static bool u8(const char *s) { return !s || ic_svc_utf8_valid(s, strlen(s)); }
+/* The status for a string field holding a NUL byte. protobuf-c hands strings over
+ * NUL-terminated, so "pod-a\0other" would alias "pod-a": such requests are refused instead
+ * (the reference accepts them as distinct ids; docs/server.md lists the difference). Messages
+ * must be static (the transport sends them after the handler returns). */
+static const char *nul_msg(const char *field) {
+#define NUL_MSG(f)                                                                                 \
+  "invalid argument: string field " f                                                              \
+  " contains a NUL byte (U+0000); identities are never truncated"
+  static const char *const known[][2] = {
+      {"replica_id", NUL_MSG("replica_id")}, {"model_id", NUL_MSG("model_id")},
+      {"tenant_id", NUL_MSG("tenant_id")},   {"hash_scheme", NUL_MSG("hash_scheme")},
+      {"adapter_id", NUL_MSG("adapter_id")}, {"prompt_text", NUL_MSG("prompt_text")},
+      {"names", NUL_MSG("names")},
+  };
+  for (size_t i = 0; field && i < sizeof known / sizeof *known; i++)
+    if (strcmp(field, known[i][0]) == 0) return known[i][1];
+  return "invalid argument: a string field contains a NUL byte (U+0000); identities are never "
+         "truncated";
+#undef NUL_MSG
+}
+
+/* The status for an identity longer than the write paths accept (static messages again). */
+static const char *long_msg(const char *field) {
+#define LONG_MSG(f) "invalid argument: string field " f " is longer than --max-identity-bytes"
+  static const char *const known[][2] = {
+      {"replica_id", LONG_MSG("replica_id")}, {"model_id", LONG_MSG("model_id")},
+      {"tenant_id", LONG_MSG("tenant_id")},   {"hash_scheme", LONG_MSG("hash_scheme")},
+      {"adapter_id", LONG_MSG("adapter_id")},
+  };
+  for (size_t i = 0; field && i < sizeof known / sizeof *known; i++)
+    if (strcmp(field, known[i][0]) == 0) return known[i][1];
+  return "invalid argument: an identity is longer than --max-identity-bytes";
+#undef LONG_MSG
+}
+
+/* Every string field of a decoded request, checked on its wire bytes (the C strings protobuf-c
+ * made cannot show an embedded NUL): invalid UTF-8 is Go's unmarshal error (INTERNAL), an
+ * embedded NUL is INVALID_ARGUMENT, and so is an identity longer than max_identity bytes
+ * (0 = unbounded; only the write paths pass a bound: an identity the index holds for good must
+ * stay small, while a lookup for a long one is simply answered). IC_RPC_OK when all are fine. */
+static int check_strings(const ProtobufCMessageDescriptor *d, const uint8_t *req, size_t len,
+                         size_t max_identity, const char **msg) {
+  const char *field = NULL;
+  switch (wire_strings_check(d, req, len, max_identity, &field)) {
+  case WIRE_STRINGS_BAD_UTF8: return *msg = UTF8_MSG, IC_RPC_INTERNAL;
+  case WIRE_STRINGS_NUL: return *msg = nul_msg(field), IC_RPC_INVALID_ARGUMENT;
+  case WIRE_STRINGS_TOO_LONG: return *msg = long_msg(field), IC_RPC_INVALID_ARGUMENT;
+  default: return IC_RPC_OK;
+  }
+}
 
 static int append_packed(ic_buf_t *out, const ProtobufCMessage *m) {
   size_t n = protobuf_c_message_get_packed_size(m);
@@ -363,17 +417,29 @@ static int respond(ic_svc_t *s, const lr_req_t *q, ic_buf_t *out, const char *co
   return rc;
 }
 
+static int lookup_route(ic_svc_t *s, const uint8_t *req, size_t len, int64_t deadline_ns,
+                        ic_buf_t *out, const char **msg);
+
+/* Index results hold interned replica names: the guard keeps them alive until packed. */
 int ic_svc_lookup_route(ic_svc_t *s, const uint8_t *req, size_t len, int64_t deadline_ns,
+                        ic_buf_t *out, const char **msg) {
+  ic_index_guard_t g = ic_index_guard(s->index);
+  int rc = lookup_route(s, req, len, deadline_ns, out, msg);
+  ic_index_unguard(s->index, g);
+  return rc;
+}
+
+static int lookup_route(ic_svc_t *s, const uint8_t *req, size_t len, int64_t deadline_ns,
                         ic_buf_t *out, const char **msg) {
   int64_t start = ic_clock_monotonic_ns();
   lr_req_t *q = inferencecache__v1alpha1__lookup_route_request__unpack(arena_begin(), len, req);
   if (!q) return *msg = UNMARSHAL_MSG, IC_RPC_INTERNAL;
-  if (!u8(q->model_id) || !u8(q->tenant_id) || !u8(q->hash_scheme) || !u8(q->prompt_text) ||
-      !u8(q->adapter_id)) {
+  int rc =
+      check_strings(&inferencecache__v1alpha1__lookup_route_request__descriptor, req, len, 0, msg);
+  if (rc != IC_RPC_OK) {
     if (arena_needs_free()) inferencecache__v1alpha1__lookup_route_request__free_unpacked(q, arena_cur());
-    return *msg = UTF8_MSG, IC_RPC_INTERNAL;
+    return rc;
   }
-  int rc;
   /* 1. reserved tenant */
   if (strcmp(q->tenant_id, IC_SVC_PROBE_TENANT) == 0) {
     rc = respond(s, q, out, "NO_HINT", NULL, 0, "", 0, NULL);
@@ -422,12 +488,18 @@ int ic_svc_lookup_route(ic_svc_t *s, const uint8_t *req, size_t len, int64_t dea
     rc = respond(s, q, out, "NO_HINT", NULL, 0, "", ic_clock_monotonic_ns() - start, &r);
     goto done;
   }
-  /* 9. minimumPrefixTokens pre-gate (affinity off) */
-  int64_t eff = 0;
-  if (r.n_counts > 0)
-    for (size_t i = 0; i < r.n_counts; i++) eff += r.counts[i];
-  else
+  /* 9. minimumPrefixTokens pre-gate (affinity off). The chain's counts are summed in int32 with
+     wrap-around, as the reference does (and as the index sums matched tokens), so absurd counts
+     gate the same way there and here (docs/server.md "Deliberate differences" says why). */
+  int32_t eff = 0;
+  if (r.n_counts > 0) {
+    uint32_t sum = 0;
+    for (size_t i = 0; i < r.n_counts; i++)
+      sum += (uint32_t)r.counts[i];
+    eff = (int32_t)sum;
+  } else {
     eff = r.exact_count;
+  }
   bool below_min = k.minimum_prefix_tokens > 0 && eff < k.minimum_prefix_tokens;
   if (below_min && !k.affinity_routing) {
     rc = respond(s, q, out, "NO_HINT", NULL, 0, "", ic_clock_monotonic_ns() - start, &r);
@@ -533,15 +605,9 @@ int ic_svc_report_one(ic_svc_t *s, const uint8_t *msg, size_t len, const char **
   Inferencecache__V1alpha1__CacheStateUpdate *u =
       inferencecache__v1alpha1__cache_state_update__unpack(arena_begin(), len, msg);
   if (!u) return *errmsg = UNMARSHAL_MSG, IC_RPC_INTERNAL;
-  int rc = IC_RPC_OK;
-  bool ok = u8(u->replica_id) && u8(u->model_id) && u8(u->tenant_id) && u8(u->hash_scheme) && u8(u->adapter_id) &&
-            (!u->stats || (u8(u->stats->replica_id) && u8(u->stats->client_version)));
-  for (size_t i = 0; ok && i < u->n_prefixes; i++) ok = u8(u->prefixes[i]->adapter_id);
-  if (!ok) {
-    *errmsg = UTF8_MSG;
-    rc = IC_RPC_INTERNAL;
-    goto out;
-  }
+  int rc = check_strings(&inferencecache__v1alpha1__cache_state_update__descriptor, msg, len,
+                         s->max_identity, errmsg);
+  if (rc != IC_RPC_OK) goto out;
   if (strcmp(u->tenant_id, IC_SVC_PROBE_TENANT) == 0) goto out;
   ic_index_prefix_t stack[32], *px = stack;
   if (u->n_prefixes > 32 && !(px = malloc(u->n_prefixes * sizeof *px))) {
@@ -592,9 +658,11 @@ int ic_svc_report_ack(ic_buf_t *resp) {
 int ic_svc_publish_event(ic_svc_t *s, const uint8_t *req, size_t len, ic_buf_t *resp, const char **msg) {
   Inferencecache__V1alpha1__CacheEvent *e = inferencecache__v1alpha1__cache_event__unpack(arena_begin(), len, req);
   if (!e) return *msg = UNMARSHAL_MSG, IC_RPC_INTERNAL;
-  if (!u8(e->replica_id) || !u8(e->model_id) || !u8(e->tenant_id) || !u8(e->adapter_id)) {
+  int crc = check_strings(&inferencecache__v1alpha1__cache_event__descriptor, req, len,
+                          s->max_identity, msg);
+  if (crc != IC_RPC_OK) {
     inferencecache__v1alpha1__cache_event__free_unpacked(e, arena_cur());
-    return *msg = UTF8_MSG, IC_RPC_INTERNAL;
+    return crc;
   }
   int t = (int)e->type;
   if (strcmp(e->tenant_id, IC_SVC_PROBE_TENANT) != 0 && t >= IC_INDEX_EVENT_PREFIX_ADDED &&
@@ -618,9 +686,11 @@ int ic_svc_get_cache_state(ic_svc_t *s, const uint8_t *req, size_t len, ic_buf_t
   Inferencecache__V1alpha1__GetCacheStateRequest *q =
       inferencecache__v1alpha1__get_cache_state_request__unpack(arena_begin(), len, req);
   if (!q) return *msg = UNMARSHAL_MSG, IC_RPC_INTERNAL;
-  if (!u8(q->model_id) || !u8(q->tenant_id)) {
+  int crc = check_strings(&inferencecache__v1alpha1__get_cache_state_request__descriptor, req, len,
+                          0, msg);
+  if (crc != IC_RPC_OK) {
     inferencecache__v1alpha1__get_cache_state_request__free_unpacked(q, arena_cur());
-    return *msg = UTF8_MSG, IC_RPC_INTERNAL;
+    return crc;
   }
   Inferencecache__V1alpha1__GetCacheStateResponse r = INFERENCECACHE__V1ALPHA1__GET_CACHE_STATE_RESPONSE__INIT;
   Inferencecache__V1alpha1__CacheSummary sum = INFERENCECACHE__V1ALPHA1__CACHE_SUMMARY__INIT;
@@ -630,6 +700,7 @@ int ic_svc_get_cache_state(ic_svc_t *s, const uint8_t *req, size_t len, ic_buf_t
   int64_t total = 0;
   Inferencecache__V1alpha1__ReplicaStats *rs = NULL, **rp = NULL;
   int rc = IC_RPC_OK;
+  ic_index_guard_t g = ic_index_guard(s->index); /* the rows' interned names, until packed */
   if (strcmp(q->tenant_id, IC_SVC_PROBE_TENANT) != 0 &&
       ic_index_cache_state(s->index, q->tenant_id, q->model_id, &rows, &n, &total) == 0) {
     sum.total_prefixes = total;
@@ -653,6 +724,7 @@ int ic_svc_get_cache_state(ic_svc_t *s, const uint8_t *req, size_t len, ic_buf_t
     }
   }
   if (append_packed(resp, &r.base)) rc = IC_RPC_INTERNAL;
+  ic_index_unguard(s->index, g);
   free(rs);
   free(rp);
   free(rows);
@@ -664,25 +736,22 @@ int ic_svc_render_template(ic_svc_t *s, const uint8_t *req, size_t len, ic_buf_t
   Inferencecache__V1alpha1__RenderTemplateRequest *q =
       inferencecache__v1alpha1__render_template_request__unpack(arena_begin(), len, req);
   if (!q) return *msg = UNMARSHAL_MSG, IC_RPC_INTERNAL;
+  /* every string (map entries too) is valid UTF-8 without NUL before the hook sees it */
+  int crc = check_strings(&inferencecache__v1alpha1__render_template_request__descriptor, req, len,
+                          0, msg);
+  if (crc != IC_RPC_OK) {
+    inferencecache__v1alpha1__render_template_request__free_unpacked(q, arena_cur());
+    return crc;
+  }
   Inferencecache__V1alpha1__RenderTemplateResponse r = INFERENCECACHE__V1ALPHA1__RENDER_TEMPLATE_RESPONSE__INIT;
   r.reason_code = "OK";
   ic_svc_render_result_t out = {0};
   const char **kv = NULL;
-  bool ok = true;
   if (s->render_template) {
-    ok = ic_svc_utf8_valid(q->template_ref, strlen(q->template_ref)) &&
-         ic_svc_utf8_valid(q->tenant_id, strlen(q->tenant_id));
     kv = calloc(2 * q->n_variables + 1, sizeof *kv);
-    for (size_t i = 0; ok && kv && i < q->n_variables; i++) {
+    for (size_t i = 0; kv && i < q->n_variables; i++) {
       kv[i] = q->variables[i]->key ? q->variables[i]->key : "";
       kv[q->n_variables + i] = q->variables[i]->value ? q->variables[i]->value : "";
-      ok = ic_svc_utf8_valid(kv[i], strlen(kv[i])) &&
-           ic_svc_utf8_valid(kv[q->n_variables + i], strlen(kv[q->n_variables + i]));
-    }
-    if (!ok) {
-      free(kv);
-      inferencecache__v1alpha1__render_template_request__free_unpacked(q, arena_cur());
-      return *msg = UTF8_MSG, IC_RPC_INTERNAL;
     }
     if (!kv) {
       r.reason_code = "RENDER_ERROR"; /* out of memory: fail open */
@@ -712,6 +781,9 @@ int ic_svc_lookup_pd_route(ic_svc_t *s, const uint8_t *req, size_t len, ic_buf_t
       inferencecache__v1alpha1__lookup_pdroute_request__unpack(arena_begin(), len, req);
   if (!q) return *msg = UNMARSHAL_MSG, IC_RPC_INTERNAL;
   inferencecache__v1alpha1__lookup_pdroute_request__free_unpacked(q, arena_cur());
+  int crc = check_strings(&inferencecache__v1alpha1__lookup_pdroute_request__descriptor, req, len,
+                          0, msg);
+  if (crc != IC_RPC_OK) return crc;
   Inferencecache__V1alpha1__LookupPDRouteResponse r = INFERENCECACHE__V1ALPHA1__LOOKUP_PDROUTE_RESPONSE__INIT;
   r.reason_code = "NO_HINT";
   return append_packed(resp, &r.base) ? IC_RPC_INTERNAL : IC_RPC_OK;
@@ -724,9 +796,12 @@ int ic_svc_event_filter_parse(const uint8_t *req, size_t len, ic_svc_event_filte
   Inferencecache__V1alpha1__StreamEventsRequest *q =
       inferencecache__v1alpha1__stream_events_request__unpack(arena_begin(), len, req);
   if (!q) return IC_RPC_INTERNAL;
-  if (!u8(q->model_id) || !u8(q->tenant_id)) {
+  const char *unused;
+  int crc = check_strings(&inferencecache__v1alpha1__stream_events_request__descriptor, req, len, 0,
+                          &unused);
+  if (crc != IC_RPC_OK) {
     inferencecache__v1alpha1__stream_events_request__free_unpacked(q, arena_cur());
-    return IC_RPC_INTERNAL;
+    return crc;
   }
   f->model_id = strdup(q->model_id);
   f->tenant_id = strdup(q->tenant_id);
@@ -775,15 +850,13 @@ int ic_svc_metric_filter_parse(const uint8_t *req, size_t len, ic_svc_metric_fil
   Inferencecache__V1alpha1__StreamMetricsRequest *q =
       inferencecache__v1alpha1__stream_metrics_request__unpack(arena_begin(), len, req);
   if (!q) return IC_RPC_INTERNAL;
-  int rc = IC_RPC_OK;
-  if (q->n_names > 0) {
+  const char *unused;
+  int rc = check_strings(&inferencecache__v1alpha1__stream_metrics_request__descriptor, req, len, 0,
+                         &unused);
+  if (rc == IC_RPC_OK && q->n_names > 0) {
     f->names = calloc(q->n_names, sizeof *f->names);
     if (!f->names) rc = IC_RPC_RESOURCE_EXHAUSTED;
     for (size_t i = 0; f->names && i < q->n_names; i++) {
-      if (!u8(q->names[i])) {
-        rc = IC_RPC_INTERNAL;
-        break;
-      }
       f->names[f->n++] = strdup(q->names[i]);
     }
   }

@@ -32,6 +32,9 @@ static const flagdef_t FLAGS[] = {
      "system:serviceaccount:inference-cache-system:inference-cache-controller-manager"},
     {"controller-audience", F_STR, OFF(controller_audience), "inferencecache.io/controller",
      "TokenReview audience for /snapshot and /probe"},
+    {"disable-cap-fair-share", F_BOOL, OFF(disable_cap_fair_share), "false",
+     "at the global entry cap, evict in the reference's purely global LRU/LFU order instead of "
+     "taking the excess from tenants over their fair share first (not a reference flag)"},
     {"drain-timeout-seconds", F_INT, OFF(drain_timeout_s), "4",
      "bound on the gRPC graceful drain at shutdown; calls still open after it are cancelled (not a reference flag)"},
     {"engine-block-size", F_INT, OFF(engine_block_size), "16",
@@ -41,10 +44,24 @@ static const flagdef_t FLAGS[] = {
      "gRPC completion-queue threads; 0 = one per core (not a reference flag)"},
     {"http-bind-address", F_STR, OFF(http_bind_address), ":8080",
      "public HTTP listen address (/healthz, /readyz, /metrics)"},
+    {"http-max-connections", F_INT, OFF(http_max_connections), "1024",
+     "open connections per HTTP listener; past it the oldest connection not running a request is "
+     "closed (not a reference flag)"},
+    {"http-max-connections-per-client", F_INT, OFF(http_max_connections_per_client), "128",
+     "open connections per client address per HTTP listener, enforced the same way (not a reference flag)"},
+    {"http-request-timeout-ms", F_INT, OFF(http_request_timeout_ms), "5000",
+     "time a client has to send a complete request (headers and body) on the HTTP listeners; "
+     "<= 0 = none (the reference's ReadHeaderTimeout is 5 s)"},
     {"insecure-disable-auth", F_BOOL, OFF(insecure_disable_auth), "false",
      "serve the controller listener without authentication (development only)"},
     {"log-format", F_STR, OFF(log_format), "json", "log format: json or text"},
     {"log-level", F_STR, OFF(log_level), "info", "log level: debug, info, warn or error"},
+    {"max-identity-bytes", F_INT, OFF(max_identity_bytes), "1024",
+     "longest replica/model/tenant/hash-scheme/adapter id ReportCacheState and PublishEvent accept "
+     "(INVALID_ARGUMENT beyond); <= 0 = unbounded (not a reference flag)"},
+    {"metrics-max-label-values", F_INT, OFF(metrics_max_label_values), "256",
+     "distinct model / tenant_id label values per metric family; later ones are counted under "
+     "\"other\"; <= 0 = unbounded (not a reference flag)"},
     {"policy-audience", F_STR, OFF(policy_audience), "inferencecache.io/policy", "TokenReview audience for /policy"},
     {"snapshot-bind-address", F_STR, OFF(snapshot_bind_address), ":8081",
      "controller-facing HTTP listen address (/snapshot, /policy, /probe)"},

@@ -31,9 +31,12 @@ UNARY(lookup_pd_route, ic_svc_lookup_pd_route)
 /* ReportCacheState: each message is ingested before the next is read, so a broken stream
  * keeps what arrived (partial application) and gets no Ack. */
 static int report_msg(void *ud, ic_rpc_call_t *call, const uint8_t *msg, size_t len) {
-  (void)call;
   const char *err = NULL;
-  return ic_svc_report_one(((server_ctx_t *)ud)->svc, msg, len, &err);
+  int st = ic_svc_report_one(((server_ctx_t *)ud)->svc, msg, len, &err);
+  /* Finish here so the status carries its reason (the transport's own finish that follows a
+     non-OK return then finds the call already finishing). */
+  if (st != IC_RPC_OK && err) ic_rpc_stream_finish(call, st, err);
+  return st;
 }
 
 static int report_end(void *ud, ic_rpc_call_t *call, int status, ic_buf_t *resp) {

@@ -18,13 +18,16 @@ static void h_snapshot(ic_http_req_t *r, void *ud) {
   server_ctx_t *ctx = ud;
   ic_index_snapshot_t snap;
   memset(&snap, 0, sizeof snap);
+  ic_index_guard_t g = ic_index_guard(ctx->index); /* its interned names, until encoded */
   if (ic_index_snapshot(ctx->index, &snap) != 0) {
+    ic_index_unguard(ctx->index, g);
     ic_http_reply_error(r, 500, "snapshot failed");
     return;
   }
   ic_buf_t b = IC_BUF_INIT;
   int rc = server_snapshot_json(&snap, &b);
   ic_index_snapshot_free(&snap);
+  ic_index_unguard(ctx->index, g);
   if (rc != 0) {
     ic_buf_free(&b);
     ic_http_reply_error(r, 500, "encode snapshot failed");
@@ -226,12 +229,22 @@ int server_http_start(server_ctx_t *ctx, char *err, size_t errlen) {
     pthread_mutex_init(&h->probe_mu[i], NULL);
   /* Public endpoints are cheap: a small pool. The controller listener may block on a
    * TokenReview, so it gets a thread per connection (like Go's per-connection goroutines). */
-  ic_http_config_t pc = {
-      .bind = ctx->flags.http_bind_address, .threads = 2, .idle_timeout_s = 120, .name = "http"};
-  ic_http_config_t cc = {.bind = ctx->flags.snapshot_bind_address,
-                         .threads = 0,
+  const server_flags_t *f = &ctx->flags;
+  int req_ms = f->http_request_timeout_ms > 0 ? f->http_request_timeout_ms : -1;
+  unsigned maxc = f->http_max_connections > 0 ? (unsigned)f->http_max_connections : 0;
+  unsigned maxpc =
+      f->http_max_connections_per_client > 0 ? (unsigned)f->http_max_connections_per_client : 0;
+  ic_http_config_t pc = {.bind = f->http_bind_address,
+                         .threads = 2,
                          .idle_timeout_s = 120,
-                         .name = "snapshot"};
+                         .name = "http",
+                         .request_timeout_ms = req_ms,
+                         .max_conns = maxc,
+                         .max_conns_per_client = maxpc};
+  ic_http_config_t cc = pc;
+  cc.bind = f->snapshot_bind_address;
+  cc.threads = 0;
+  cc.name = "snapshot";
   h->pub = ic_http_new(&pc);
   h->ctl = ic_http_new(&cc);
   char e[400] = "";

@@ -2,6 +2,7 @@
  * and exit codes of spec server.md §1.2, the maintenance thread, signals and graceful drain (§12).
  * Wiring only: the gRPC side is in grpc_*.c (+ lib/svc, lib/rpc), HTTP in http_*.c. */
 #include <ctype.h>
+#include <malloc.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
@@ -94,6 +95,13 @@ static int register_metrics(server_ctx_t *ctx) {
       "Messages dropped from slow StreamCacheEvents/StreamMetrics subscribers' bounded queues, by stream.", 1, stream);
   x->stream_subscribers = ic_metrics_gauge(m, "inferencecache_stream_subscribers",
                                            "Open StreamCacheEvents/StreamMetrics subscriptions, by stream.", 1, stream);
+  if (ctx->flags.metrics_max_label_values > 0) { /* bounded series (docs/server.md, Metrics) */
+    size_t lim = (size_t)ctx->flags.metrics_max_label_values;
+    if (x->index_entries) ic_metrics_bound_label(x->index_entries, "model", lim);
+    if (x->lookup_calls) ic_metrics_bound_label(x->lookup_calls, "model", lim);
+    if (x->lookup_latency) ic_metrics_bound_label(x->lookup_latency, "model", lim);
+    if (x->tenant_evictions) ic_metrics_bound_label(x->tenant_evictions, "tenant_id", lim);
+  }
   return x->server_up && x->grpc_tls_enabled && x->index_entries && x->lookup_calls && x->lookup_latency &&
                  x->tenant_evictions && x->index_evictions && x->snapshot_auth && x->policy_auth && x->probe_auth &&
                  x->stream_dropped && x->stream_subscribers
@@ -105,8 +113,7 @@ static int register_metrics(server_ctx_t *ctx) {
 static void set_index_entries(void *ud, const char *model, int64_t n) {
   server_ctx_t *ctx = ud;
   const char *lv[1] = {model};
-  ic_metric_t *g = ic_metric_child(ctx->m.index_entries, lv);
-  if (g) ic_metric_set(g, (double)n);
+  ic_metric_gauge_set(ctx->m.index_entries, lv, (double)n);
 }
 static void add_tenant_evictions(void *ud, const char *tenant, const char *reason, int64_t n) {
   server_ctx_t *ctx = ud;
@@ -152,6 +159,9 @@ static void *maint_main(void *arg) {
     } else {
       ic_index_maintain(mt->ctx->index, 65536);
     }
+    /* names of replicas that are gone; hand the pages back (long names free whole pages
+       inside the heap, which free() alone keeps) */
+    if (ic_index_reclaim_strings(mt->ctx->index) > 0) malloc_trim(0);
     pthread_mutex_lock(&mt->mu);
   }
   pthread_mutex_unlock(&mt->mu);
@@ -230,6 +240,7 @@ int main(int argc, char **argv) {
   ic_index_config_init(&icfg);
   static const char *const reserved[] = {IC_INDEX_PROBE_TENANT};
   icfg.reserved_tenants = reserved;
+  icfg.cap_fair_share = !f->disable_cap_fair_share;
   icfg.n_reserved_tenants = 1;
   icfg.ttl_resolver = ic_policy_index_ttl;
   icfg.quota_resolver = ic_policy_index_quota;
@@ -247,6 +258,8 @@ int main(int argc, char **argv) {
   ic_svc_config_t scfg = {.index = ctx->index,
                           .policy = ctx->policy,
                           .engine_block_size = f->engine_block_size,
+                          .max_identity_bytes =
+                              f->max_identity_bytes > 0 ? f->max_identity_bytes : -1,
                           .lookup_calls = ctx->m.lookup_calls,
                           .lookup_latency = ctx->m.lookup_latency,
                           .prompt_encode = ctx->prompts ? server_prompt_encode : NULL,

@@ -49,6 +49,12 @@ typedef struct server_flags {
   /* Not reference flags: operational knobs of this port (documented in docs/server.md). */
   int grpc_threads;                  /* --grpc-threads, 0 = one per core */
   int drain_timeout_s;               /* --drain-timeout-seconds (4), bounded gRPC drain */
+  int http_request_timeout_ms;       /* --http-request-timeout-ms (5000), both HTTP listeners */
+  int http_max_connections;          /* --http-max-connections (1024) per HTTP listener */
+  int http_max_connections_per_client; /* --http-max-connections-per-client (128) */
+  int metrics_max_label_values;      /* --metrics-max-label-values (256), model / tenant_id */
+  int max_identity_bytes;            /* --max-identity-bytes (1024), write paths */
+  bool disable_cap_fair_share;       /* --disable-cap-fair-share (false) */
 } server_flags_t;
 
 /* Metric handles (spec server.md §10). Families are registered by main.c; children of labelled

@@ -656,3 +656,84 @@ class Subscriber:
         os.unlink(self.log_path)
         _check_sanitizer_report(text)
         return rc
+
+
+class SlowClients:
+    """A slowloris: `n` TCP connections to 127.0.0.1:port that send a request line and then
+    trickle one header line each every `interval` s, never finishing the request.
+
+    Sources: connection i is bound to 127.0.0.<2 + i % sources> (all of 127/8 is loopback on
+    Linux), so a flood can come from one address or many; 127.0.0.1 stays free for the checks
+    a test makes meanwhile. trickle() sends one round; closed() counts connections the server
+    closed (EOF or reset). Use as a context manager (closes everything on exit)."""
+
+    def __init__(self, port, n, sources=1, interval=0.5):
+        import resource
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        if soft < n + 256 and (hard == resource.RLIM_INFINITY or hard > soft):
+            want = n + 1024 if hard == resource.RLIM_INFINITY else min(hard, n + 1024)
+            resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
+        self.port, self.n, self.sources, self.interval = port, n, sources, interval
+        self.socks = []
+        self.dead = set()
+
+    def open(self):
+        for i in range(self.n):
+            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            s.bind(("127.0.0.%d" % (2 + i % self.sources), 0))
+            s.settimeout(5)
+            try:
+                s.connect(("127.0.0.1", self.port))
+                s.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")
+            except OSError:
+                self.dead.add(i)
+            s.setblocking(False)
+            self.socks.append(s)
+        return self
+
+    def _poll(self):
+        for i, s in enumerate(self.socks):
+            if i in self.dead:
+                continue
+            try:
+                if s.recv(4096) == b"":
+                    self.dead.add(i)
+            except BlockingIOError:
+                pass
+            except OSError:
+                self.dead.add(i)
+
+    def trickle(self):
+        """One round: one more header line on every connection still open."""
+        self._poll()
+        for i, s in enumerate(self.socks):
+            if i in self.dead:
+                continue
+            try:
+                s.send(b"X-Slow: 1\r\n")
+            except BlockingIOError:
+                pass
+            except OSError:
+                self.dead.add(i)
+
+    def run(self, seconds):
+        """Trickles for `seconds`."""
+        end = time.monotonic() + seconds
+        while time.monotonic() < end:
+            self.trickle()
+            time.sleep(self.interval)
+
+    def closed(self):
+        self._poll()
+        return len(self.dead)
+
+    def close(self):
+        for s in self.socks:
+            s.close()
+        self.socks = []
+
+    def __enter__(self):
+        return self.open()
+
+    def __exit__(self, *exc):
+        self.close()

@@ -248,3 +248,47 @@ Test(metrics, concurrent_updates_are_not_lost) {
   cr_assert_eq(sum, 80000);
   ic_metrics_free(m);
 }
+
+/* Issue 16 item 8: 20k tenant/model pairs used to leave 20k series (and a 1 MB /metrics)
+   forever. A bounded label keeps at most N values; the rest share the "other" series. */
+Test(metrics, bounded_label_folds_new_values_into_other) {
+  ic_metrics_t *m = ic_metrics_new();
+  static const char *const cl[] = {"model", "code"};
+  static const char *const gl[] = {"model"};
+  ic_metric_family_t *calls = ic_metrics_counter(m, "calls", "h", 2, cl);
+  ic_metric_family_t *ent = ic_metrics_gauge(m, "entries", "h", 1, gl);
+  cr_assert_eq(ic_metrics_bound_label(calls, "model", 3), 0);
+  cr_assert_eq(ic_metrics_bound_label(ent, "model", 2), 0);
+  cr_assert_eq(ic_metrics_bound_label(ent, "nope", 2), IC_EINVAL);
+  char name[32];
+  for (int i = 0; i < 20000; i++) {
+    snprintf(name, sizeof name, "model-%d", i);
+    const char *lv[2] = {name, i % 2 ? "A" : "B"};
+    ic_metric_inc(ic_metric_child(calls, lv));
+    cr_assert_eq(ic_metric_gauge_set(ent, lv, 10), 0);
+  }
+  /* the first three models keep their own series; the others share "other" per code */
+  const char *a[2] = {"model-1", "A"}, *o_a[2] = {"other", "A"}, *o_b[2] = {"other", "B"};
+  cr_assert_eq(ic_metric_value(ic_metric_child(calls, a)), 1);
+  cr_assert_eq(ic_metric_value(ic_metric_child(calls, o_a)) +
+                   ic_metric_value(ic_metric_child(calls, o_b)),
+               19997);
+  /* an over-bound model keeps landing in "other", never a series of its own */
+  const char *late[2] = {"model-19999", "A"};
+  cr_assert_eq(ic_metric_child(calls, late), ic_metric_child(calls, o_a));
+  /* gauges: "other" is the sum of the values past the bound, and a value set to 0 leaves it */
+  const char *go[1] = {"other"}, *g5[1] = {"model-5"}, *g0[1] = {"model-0"};
+  cr_assert_eq(ic_metric_value(ic_metric_child(ent, go)), 10.0 * 19998);
+  ic_metric_gauge_set(ent, g5, 0);
+  cr_assert_eq(ic_metric_value(ic_metric_child(ent, go)), 10.0 * 19997);
+  ic_metric_gauge_set(ent, g5, 4);
+  cr_assert_eq(ic_metric_value(ic_metric_child(ent, go)), 10.0 * 19997 + 4);
+  ic_metric_gauge_set(ent, g0, 7); /* within the bound: its own series */
+  cr_assert_eq(ic_metric_value(ic_metric_child(ent, g0)), 7);
+  ic_buf_t out = IC_BUF_INIT;
+  cr_assert_eq(ic_metrics_render(m, &out), 0);
+  cr_assert_lt(out.len, 2000, "exposition stays small: %zu bytes", out.len);
+  cr_assert_not_null(strstr(out.data, "calls{code=\"A\",model=\"other\"}"));
+  ic_buf_free(&out);
+  ic_metrics_free(m);
+}

@@ -1,11 +1,16 @@
 /* Unit tests for lib/http: a real listener on 127.0.0.1 driven by libcurl — routing, 404/405
  * bodies, auth-before-method order, body cap, Go error bodies, bearer parsing, TLS + rotation. */
+#include <arpa/inet.h>
 #include <criterion/criterion.h>
 #include <curl/curl.h>
+#include <netinet/in.h>
+#include <poll.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "ic/buf.h"
@@ -457,5 +462,85 @@ Test(http, gzip_when_accepted) {
   ic_buf_free(&b);
   curl_easy_cleanup(c);
   ic_http_stop(s, 1000);
+  ic_http_free(s);
+}
+
+/* ---- connection guard (issue 16 item 4): slow clients never lock out a fresh request ---- */
+
+static void h_ok(ic_http_req_t *r, void *ud) {
+  (void)ud;
+  ic_http_reply(r, 200, "text/plain", "ok\n", 3);
+}
+
+/* A connection from 127.0.0.<src> that sent a partial request. */
+static int slow_conn(int port, int src) {
+  int fd = socket(AF_INET, SOCK_STREAM, 0);
+  struct sockaddr_in me = {.sin_family = AF_INET},
+                     to = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
+  char a[32];
+  snprintf(a, sizeof a, "127.0.0.%d", src);
+  inet_pton(AF_INET, a, &me.sin_addr);
+  inet_pton(AF_INET, "127.0.0.1", &to.sin_addr);
+  cr_assert_eq(bind(fd, (struct sockaddr *)&me, sizeof me), 0);
+  cr_assert_eq(connect(fd, (struct sockaddr *)&to, sizeof to), 0);
+  static const char partial[] = "GET /ok HTTP/1.1\r\nHost: x\r\n";
+  cr_assert_eq(write(fd, partial, sizeof partial - 1), (ssize_t)(sizeof partial - 1));
+  return fd;
+}
+
+/* True when the server closed fd within ms. */
+static bool closed_within(int fd, int ms) {
+  struct pollfd p = {.fd = fd, .events = POLLIN};
+  char b[256];
+  while (poll(&p, 1, ms) > 0) {
+    ssize_t n = read(fd, b, sizeof b);
+    if (n <= 0) return true;
+  }
+  return false;
+}
+
+Test(http, guard_sheds_oldest_slow_connections_and_times_out_requests) {
+  ic_http_config_t cfg = {.bind = "127.0.0.1:0",
+                          .threads = 2,
+                          .name = "guard",
+                          .request_timeout_ms = 400,
+                          .max_conns = 8,
+                          .max_conns_per_client = 3};
+  ic_http_server_t *s = ic_http_new(&cfg);
+  ic_http_route_t rt = {.path = "/ok", .handler = h_ok};
+  cr_assert_eq(ic_http_add_route(s, &rt), 0);
+  cr_assert_eq(ic_http_start(s, NULL, 0), 0);
+  int port = ic_http_port(s);
+  /* one address over its cap: its oldest connections go */
+  int one[5];
+  for (int i = 0; i < 5; i++)
+    one[i] = slow_conn(port, 2);
+  cr_assert(closed_within(one[0], 300));
+  cr_assert(closed_within(one[1], 300));
+  /* 10 more from other addresses: the listener keeps itself at 8 */
+  int many[10];
+  for (int i = 0; i < 10; i++)
+    many[i] = slow_conn(port, 3 + i);
+  struct timespec d = {0, 100 * 1000 * 1000};
+  nanosleep(&d, NULL);
+  ic_http_conn_stats_t st = ic_http_conn_stats(s);
+  cr_assert_leq(st.open, 8, "open %llu", (unsigned long long)st.open);
+  cr_assert_geq(st.per_client_cap, 2);
+  cr_assert_geq(st.listener_cap, 1);
+  /* a fresh request is still answered */
+  char url[64];
+  snprintf(url, sizeof url, "http://127.0.0.1:%d/ok", port);
+  resp_t r;
+  cr_assert_eq(do_req(url, "GET", NULL, NULL, &r, NULL), 0);
+  cr_assert_eq(r.status, 200);
+  resp_free(&r);
+  /* everything still trickling is cut at the request timeout */
+  cr_assert(closed_within(many[9], 1500));
+  st = ic_http_conn_stats(s);
+  cr_assert_geq(st.request_timeout, 1);
+  for (int i = 0; i < 5; i++)
+    close(one[i]);
+  for (int i = 0; i < 10; i++)
+    close(many[i]);
   ic_http_free(s);
 }

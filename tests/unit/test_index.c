@@ -1762,3 +1762,181 @@ Test(index_x, change_listener_reasons) {
   cr_assert_eq(w.cleared, 1);
   ic_index_destroy(ix);
 }
+
+/* ------------------------------------------------------------------ S. interned strings */
+
+/* Issue 16 item 8: 200 cleared replica ids (1 MiB each) used to stay interned for good. */
+Test(index_s, strings_of_cleared_replicas_are_freed_and_names_reusable) {
+  ic_index_config_t c = base_cfg();
+  ic_index_t *ix = ic_index_create(&c);
+  put_legacy(ix, W("keeper"), "k", 10);
+  size_t base = ic_index_string_count(ix); /* keeper, t, m, vllm, "" */
+  size_t len = 64 * 1024;
+  char *id = malloc(len + 8);
+  for (int i = 0; i < 200; i++) {
+    memset(id, 'a' + i % 26, len);
+    snprintf(id + len, 8, "%03d", i);
+    ic_index_prefix_t p = {.prefix_hash = B("p"), .token_count = 10};
+    ic_index_stats_t st = {.hit_rate = 0.5f};
+    ic_index_update_t u = {id, "m", "t", "vllm", "", 0, &p, 1, &st};
+    cr_assert_eq(ic_index_ingest(ix, &u), 0);
+    event(ix, IC_INDEX_EVENT_ALL_CLEARED, id, NULL, "");
+  }
+  cr_assert_eq(ic_index_string_count(ix), base + 200);
+  while (ic_index_maintain(ix, 65536)) {
+  }
+  ic_index_evict_expired(ix); /* releases what the lazy reclaim left */
+  cr_assert_eq(ic_index_reclaim_strings(ix), 200);
+  cr_assert_eq(ic_index_string_count(ix), base);
+  /* the keeper is untouched; a cleared name can come back (its id is reused) */
+  ic_index_result_t *r = route_exact(ix, "t", "m", "vllm", "", "k", 0);
+  cr_assert_eq(ic_index_result_count(r), 1);
+  cr_assert_str_eq(row(r, 0)->replica_id, "keeper");
+  ic_index_result_free(r);
+  put_legacy(ix, W(id), "again", 10);
+  r = route_exact(ix, "t", "m", "vllm", "", "again", 0);
+  cr_assert_eq(ic_index_result_count(r), 1);
+  cr_assert_str_eq(row(r, 0)->replica_id, id);
+  ic_index_result_free(r);
+  cr_assert_eq(ic_index_string_count(ix), base + 1);
+  free(id);
+  ic_index_destroy(ix);
+}
+
+Test(index_s, strings_of_expired_replicas_are_freed_shared_names_kept) {
+  ic_index_config_t c = base_cfg();
+  ic_index_t *ix = ic_index_create(&c);
+  /* "t" is a tenant and also a replica name: the tenant record keeps it */
+  put_legacy(ix, W("t"), "p1", 10);
+  put_legacy(ix, W("gone"), "p2", 10);
+  size_t before = ic_index_string_count(ix);
+  g_now += 61 * MIN_NS; /* past the 60 min TTL */
+  put_legacy(ix, W("fresh"), "p3", 10);
+  ic_index_evict_expired(ix);
+  cr_assert_eq(ic_index_reclaim_strings(ix), 1);   /* "gone"; "t" stays (tenant) */
+  cr_assert_eq(ic_index_string_count(ix), before); /* -gone +fresh */
+  ic_index_result_t *r = route_exact(ix, "t", "m", "vllm", "", "p3", 0);
+  cr_assert_str_eq(row(r, 0)->replica_id, "fresh");
+  ic_index_result_free(r);
+  put_legacy(ix, W("t"), "p4", 10); /* the replica named like the tenant comes back */
+  r = route_exact(ix, "t", "m", "vllm", "", "p4", 0);
+  cr_assert_str_eq(row(r, 0)->replica_id, "t");
+  ic_index_result_free(r);
+  ic_index_destroy(ix);
+}
+
+/* Readers under a guard never see a freed string while replicas churn and strings are reclaimed
+   concurrently (run under ASan: a use-after-free fails the test). */
+typedef struct {
+  ic_index_t *ix;
+  _Atomic bool stop;
+  _Atomic long lookups;
+} churn_t;
+
+static void *churn_reader(void *arg) {
+  churn_t *st = arg;
+  while (!atomic_load(&st->stop)) {
+    ic_index_guard_t g = ic_index_guard(st->ix);
+    ic_index_result_t *r = route_exact(st->ix, "t", "m", "vllm", "", "hot", 0);
+    for (size_t i = 0; i < ic_index_result_count(r); i++)
+      cr_assert_eq(strncmp(row(r, i)->replica_id, "churn-", 6), 0);
+    ic_index_result_free(r);
+    ic_index_unguard(st->ix, g);
+    atomic_fetch_add(&st->lookups, 1);
+  }
+  return NULL;
+}
+
+Test(index_s, guarded_readers_survive_concurrent_reclaim) {
+  ic_index_config_t c = base_cfg();
+  churn_t st = {.ix = ic_index_create(&c)};
+  pthread_t th[2];
+  for (int i = 0; i < 2; i++)
+    pthread_create(&th[i], NULL, churn_reader, &st);
+  char name[32];
+  size_t freed = 0;
+  for (int i = 0; i < 3000; i++) {
+    snprintf(name, sizeof name, "churn-%d", i);
+    put_legacy(st.ix, W(name), "hot", 10);
+    if (i >= 4) {
+      snprintf(name, sizeof name, "churn-%d", i - 4);
+      event(st.ix, IC_INDEX_EVENT_ALL_CLEARED, name, NULL, "");
+    }
+    if (i % 50 == 49) {
+      while (ic_index_maintain(st.ix, 65536)) {
+      }
+      ic_index_evict_expired(st.ix);
+      freed += ic_index_reclaim_strings(st.ix);
+    }
+  }
+  atomic_store(&st.stop, true);
+  for (int i = 0; i < 2; i++)
+    pthread_join(th[i], NULL);
+  cr_assert_gt(freed, 2000, "freed %zu", freed);
+  cr_assert_gt(atomic_load(&st.lookups), 0);
+  ic_index_destroy(st.ix);
+}
+
+/* ------------------------------------------------------------------ T. fair share at the cap */
+
+static int64_t tenant_keys(ic_index_t *ix, const char *tenant) {
+  ic_index_count_t *c = NULL;
+  size_t n = 0;
+  int64_t total = 0, k = 0;
+  cr_assert_eq(ic_index_aggregate(ix, &c, &n, &total), 0);
+  for (size_t i = 0; i < n; i++)
+    if (strcmp(c[i].name, tenant) == 0) k = c[i].count;
+  free(c);
+  return k;
+}
+
+static void flood(ic_index_t *ix, const char *tenant, const char *replica, int from, int n) {
+  char h[32];
+  for (int i = from; i < from + n; i++) {
+    snprintf(h, sizeof h, "%s-%d", tenant, i);
+    put_legacy(ix, (who_t){replica, tenant, "m", "vllm", ""}, h, 16);
+  }
+}
+
+/* Issue 16 item 5: one writer pushing far past the cap used to evict every other tenant. */
+Test(index_t, a_flooding_tenant_is_evicted_before_the_others) {
+  for (int fair = 0; fair <= 1; fair++) {
+    ic_index_config_t c = base_cfg();
+    c.max_entries = 1000;
+    c.cap_fair_share = fair;
+    ic_index_t *ix = ic_index_create(&c);
+    flood(ix, "a", "ra", 0, 100);
+    flood(ix, "b", "rb", 0, 100);
+    g_now += SEC_NS; /* the flood is newer: the global LRU order picks a and b first */
+    flood(ix, "c", "rc", 0, 5000);
+    int64_t a = tenant_keys(ix, "a"), b = tenant_keys(ix, "b"), cc = tenant_keys(ix, "c");
+    cr_assert_leq(a + b + cc, 1000);
+    if (fair) {
+      cr_assert_eq(a, 100);
+      cr_assert_eq(b, 100);
+      cr_assert_eq(cc, 800);
+      ic_index_result_t *r = route_exact(ix, "a", "m", "vllm", "", "a-0", 0);
+      cr_assert_eq(ic_index_result_strategy(r), IC_INDEX_STRATEGY_PREFIX_MATCH);
+      ic_index_result_free(r);
+    } else {
+      cr_assert_eq(a + b, 0, "reference order: the older tenants go first (a %lld b %lld)",
+                   (long long)a, (long long)b);
+    }
+    ic_index_destroy(ix);
+  }
+}
+
+/* Within the shares nothing changes: the global order still decides. */
+Test(index_t, tenants_within_their_share_keep_the_global_order) {
+  ic_index_config_t c = base_cfg();
+  c.max_entries = 300;
+  ic_index_t *ix = ic_index_create(&c);
+  flood(ix, "a", "ra", 0, 140);
+  g_now += SEC_NS;
+  flood(ix, "b", "rb", 0, 140);
+  g_now += SEC_NS;
+  flood(ix, "b", "rb", 140, 40); /* b: 180 > share 150: b's oldest go first */
+  cr_assert_eq(tenant_keys(ix, "a"), 140);
+  cr_assert_eq(tenant_keys(ix, "b"), 160);
+  ic_index_destroy(ix);
+}

@@ -525,6 +525,7 @@ static bool nm_init(nm_t *m, nm_rng_t *g) {
   m->rk = c.ranker;
   c.ttl_ns = m->ttl_global;
   c.max_entries = m->max_entries;
+  c.cap_fair_share = false; /* the model is the reference's purely global cap order */
   c.clock = nm_clock;
   c.clock_ud = m;
   c.ttl_resolver = nm_ttl_res;
@@ -702,6 +703,7 @@ static bool nm_op_event(nm_t *m, nm_rng_t *g) {
 
 static bool nm_op_sweep(nm_t *m) {
   ic_index_evict_expired(m->ix);
+  ic_index_reclaim_strings(m->ix); /* names of swept/cleared replicas are freed, ids reused */
   for (size_t i = 0; i < m->n;) {
     int64_t age;
     if (__builtin_sub_overflow(m->now, m->e[i].ts, &age))

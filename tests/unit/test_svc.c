@@ -452,3 +452,167 @@ Test(svc, metric_filters) {
   cr_assert_not(ic_svc_metric_filter_match(&f, "calls", "counter"));
   ic_svc_metric_filter_free(&f);
 }
+
+/* Replaces the first '#' in buf[0..n) by a NUL byte: protobuf-c packs char* fields with
+   strlen, so a NUL inside a string field is written this way. */
+static void nul_at_hash(uint8_t *buf, size_t n) {
+  uint8_t *p = memchr(buf, '#', n);
+  cr_assert_not_null(p);
+  *p = 0;
+}
+
+static const char *lookup_code_raw(const uint8_t *b, size_t n, int *rc, const char **msg) {
+  static char code[64];
+  ic_buf_t out = IC_BUF_INIT;
+  *rc = ic_svc_lookup_route(svc, b, n, INT64_MAX, &out, msg);
+  code[0] = 0;
+  if (*rc == IC_RPC_OK) {
+    resp_t *r = inferencecache__v1alpha1__lookup_route_response__unpack(NULL, out.len,
+                                                                        (const uint8_t *)out.data);
+    snprintf(code, sizeof code, "%s", r->reason_code);
+    inferencecache__v1alpha1__lookup_route_response__free_unpacked(r, NULL);
+  }
+  ic_buf_free(&out);
+  return code;
+}
+
+/* Issue 16 item 7: "pod-a\0other" must never alias "pod-a", nor "m\0zzz" land in "m". */
+Test(svc, nul_inside_an_identity_is_invalid_argument_never_truncated) {
+  push("{\"version\":7,\"policies\":[{\"namespace\":\"t\",\"affinityRouting\":false}]}");
+  ingest_legacy("t", "pod-a", "E", 128, 0);
+  uint8_t buf[512];
+  const char *msg = NULL;
+  ic_buf_t out = IC_BUF_INIT;
+  /* ALL_CLEARED for "pod-a\0other" */
+  Inferencecache__V1alpha1__CacheEvent ev = INFERENCECACHE__V1ALPHA1__CACHE_EVENT__INIT;
+  ev.type = INFERENCECACHE__V1ALPHA1__CACHE_EVENT__TYPE__ALL_CLEARED;
+  ev.replica_id = "pod-a#other";
+  ev.model_id = "m";
+  ev.tenant_id = "t";
+  size_t n = inferencecache__v1alpha1__cache_event__pack(&ev, buf);
+  nul_at_hash(buf, n);
+  cr_assert_eq(ic_svc_publish_event(svc, buf, n, &out, &msg), IC_RPC_INVALID_ARGUMENT);
+  cr_assert_not_null(strstr(msg, "replica_id contains a NUL byte"), "%s", msg);
+  cr_assert_eq(out.len, 0);
+  req_t q = legacy_req("t", "E", 128);
+  cr_assert_str_eq(code_of(q), "PREFIX_MATCH"); /* pod-a still advertised */
+  /* ReportCacheState for model "m\0zzz" */
+  Inferencecache__V1alpha1__PrefixEntry pe = INFERENCECACHE__V1ALPHA1__PREFIX_ENTRY__INIT;
+  pe.prefix_hash = (ProtobufCBinaryData){1, (uint8_t *)"F"};
+  pe.token_count = 64;
+  Inferencecache__V1alpha1__PrefixEntry *pp = &pe;
+  Inferencecache__V1alpha1__CacheStateUpdate u = INFERENCECACHE__V1ALPHA1__CACHE_STATE_UPDATE__INIT;
+  u.replica_id = "pod-b";
+  u.model_id = "m#zzz";
+  u.tenant_id = "t";
+  u.hash_scheme = "vllm";
+  u.n_prefixes = 1;
+  u.prefixes = &pp;
+  n = pack_update(&u, buf);
+  nul_at_hash(buf, n);
+  cr_assert_eq(ic_svc_report_one(svc, buf, n, &msg), IC_RPC_INVALID_ARGUMENT);
+  cr_assert_not_null(strstr(msg, "model_id"), "%s", msg);
+  q = legacy_req("t", "F", 64);
+  cr_assert_str_eq(code_of(q), "NO_HINT"); /* nothing landed in "m" */
+  /* nested string (adapter_id of a PrefixEntry) */
+  u.model_id = "m";
+  pe.adapter_id = "lora#1";
+  n = pack_update(&u, buf);
+  nul_at_hash(buf, n);
+  cr_assert_eq(ic_svc_report_one(svc, buf, n, &msg), IC_RPC_INVALID_ARGUMENT);
+  /* LookupRoute and GetCacheState with a NUL tenant */
+  q = legacy_req("t#x", "E", 128);
+  n = inferencecache__v1alpha1__lookup_route_request__pack(&q, buf);
+  nul_at_hash(buf, n);
+  int rc;
+  lookup_code_raw(buf, n, &rc, &msg);
+  cr_assert_eq(rc, IC_RPC_INVALID_ARGUMENT);
+  Inferencecache__V1alpha1__GetCacheStateRequest g =
+      INFERENCECACHE__V1ALPHA1__GET_CACHE_STATE_REQUEST__INIT;
+  g.model_id = "m";
+  g.tenant_id = "t#";
+  n = inferencecache__v1alpha1__get_cache_state_request__pack(&g, buf);
+  nul_at_hash(buf, n);
+  cr_assert_eq(ic_svc_get_cache_state(svc, buf, n, &out, &msg), IC_RPC_INVALID_ARGUMENT);
+  /* StreamCacheEvents filter */
+  Inferencecache__V1alpha1__StreamEventsRequest sq =
+      INFERENCECACHE__V1ALPHA1__STREAM_EVENTS_REQUEST__INIT;
+  sq.tenant_id = "t#other";
+  n = inferencecache__v1alpha1__stream_events_request__pack(&sq, buf);
+  nul_at_hash(buf, n);
+  ic_svc_event_filter_t f;
+  cr_assert_eq(ic_svc_event_filter_parse(buf, n, &f), IC_RPC_INVALID_ARGUMENT);
+  /* Invalid UTF-8 still wins over a NUL (Go's unmarshal error comes first): INTERNAL. */
+  ev.replica_id = "pod#";
+  ev.model_id = "\xff";
+  n = inferencecache__v1alpha1__cache_event__pack(&ev, buf);
+  nul_at_hash(buf, n);
+  cr_assert_eq(ic_svc_publish_event(svc, buf, n, &out, &msg), IC_RPC_INTERNAL);
+  ic_buf_free(&out);
+}
+
+/* Issue 16 item 9: RenderTemplate and LookupPDRoute reject invalid UTF-8 like the others. */
+Test(svc, render_template_and_pd_route_reject_invalid_utf8) {
+  uint8_t buf[256];
+  const char *msg = NULL;
+  ic_buf_t out = IC_BUF_INIT;
+  Inferencecache__V1alpha1__RenderTemplateRequest rt =
+      INFERENCECACHE__V1ALPHA1__RENDER_TEMPLATE_REQUEST__INIT;
+  rt.template_ref = "ns/\xc3\x28";
+  size_t n = inferencecache__v1alpha1__render_template_request__pack(&rt, buf);
+  cr_assert_eq(ic_svc_render_template(svc, buf, n, &out, &msg), IC_RPC_INTERNAL);
+  cr_assert_str_eq(msg, "grpc: error unmarshalling request: string field contains invalid UTF-8");
+  cr_assert_eq(out.len, 0);
+  rt.template_ref = "ns/ok";
+  n = inferencecache__v1alpha1__render_template_request__pack(&rt, buf);
+  cr_assert_eq(ic_svc_render_template(svc, buf, n, &out, &msg), IC_RPC_OK);
+  ic_buf_reset(&out);
+  Inferencecache__V1alpha1__LookupPDRouteRequest pd =
+      INFERENCECACHE__V1ALPHA1__LOOKUP_PDROUTE_REQUEST__INIT;
+  pd.model_id = "m";
+  pd.pd_topology_ref = "ns/\xed\xa0\x80"; /* a surrogate */
+  n = inferencecache__v1alpha1__lookup_pdroute_request__pack(&pd, buf);
+  cr_assert_eq(ic_svc_lookup_pd_route(svc, buf, n, &out, &msg), IC_RPC_INTERNAL);
+  cr_assert_eq(out.len, 0);
+  pd.pd_topology_ref = "ns/pd";
+  n = inferencecache__v1alpha1__lookup_pdroute_request__pack(&pd, buf);
+  cr_assert_eq(ic_svc_lookup_pd_route(svc, buf, n, &out, &msg), IC_RPC_OK);
+  ic_buf_free(&out);
+}
+
+/* Issue 16 item 10: the minimumPrefixTokens gate sums block_token_counts in int32 with
+   wrap-around like the reference (and the index's matched-token sums): a chain whose warm
+   blocks match 200 tokens but whose unmatched tail claims INT32_MAX sums to a negative count,
+   below any floor, so the answer is NO_HINT there and here (a 64-bit sum said PREFIX_MATCH). */
+Test(svc, minimum_prefix_tokens_sum_wraps_at_32_bits_like_the_reference) {
+  ic_index_bytes_t chain[2] = {B("blk-A"), B("blk-B")};
+  int32_t counts[2] = {16, 16};
+  ic_index_prefix_t p = {.block_hashes = chain,
+                         .n_block_hashes = 2,
+                         .block_token_counts = counts,
+                         .n_block_token_counts = 2};
+  ic_index_update_t u = {.replica = "r1",
+                         .model = "m",
+                         .tenant = "w",
+                         .scheme = "vllm",
+                         .prefixes = &p,
+                         .n_prefixes = 1};
+  cr_assert_eq(ic_index_ingest(ix, &u), 0);
+  push("{\"version\":7,\"policies\":[{\"namespace\":\"w\",\"minimumPrefixTokens\":100,"
+       "\"affinityRouting\":false,"
+       "\"minimumMatchedTokens\":0}]}");
+  ProtobufCBinaryData bh[3] = {
+      {5, (uint8_t *)"blk-A"}, {5, (uint8_t *)"blk-B"}, {5, (uint8_t *)"blk-C"}};
+  req_t q = INFERENCECACHE__V1ALPHA1__LOOKUP_ROUTE_REQUEST__INIT;
+  q.tenant_id = "w";
+  q.model_id = "m";
+  q.hash_scheme = "vllm";
+  q.n_block_hashes = 3;
+  q.block_hashes = bh;
+  int32_t ok[3] = {100, 100, 16}, wrap[3] = {100, 100, INT32_MAX};
+  q.n_block_token_counts = 3;
+  q.block_token_counts = ok;
+  cr_assert_str_eq(code_of(q), "PREFIX_MATCH");
+  q.block_token_counts = wrap;
+  cr_assert_str_eq(code_of(q), "NO_HINT");
+}
