@@ -57,13 +57,14 @@ static void bench_render_template(const char *lenml) {
     return;
   }
   if (n > 18500) prose[18500] = 0;
-  json_t *push = json_pack(
-      "{s:i,s:[{s:s,s:s,s:s,s:s,s:s,s:[{s:s,s:s,s:b},{s:s,s:s},{s:s,s:s,s:b}]}]}", "version", 1,
-      "templates", "namespace", "bench", "name", "manual", "revision", "1-0", "modelID", "qwen3",
-      "body",
-      "{{ system }}\n\n{% if context %}Context:\n{{ context | trim }}\n\n{% endif %}User: {{ question }}\nAssistant:",
-      "slots", "name", "system", "type", "Stable", "required", 1, "name", "context", "type",
-      "Mutable", "name", "question", "type", "Mutable", "required", 1);
+  json_t *push =
+      json_pack("{s:i,s:[{s:s,s:s,s:s,s:s,s:s,s:[{s:s,s:s,s:b},{s:s,s:s},{s:s,s:s,s:b}]}]}",
+                "version", 1, "templates", "namespace", "bench", "name", "manual", "revision",
+                "1-0", "modelID", "qwen3", "body",
+                "{{ system }}\n\n{% if context %}Context:\n{{ context | trim }}\n\n{% endif "
+                "%}User: {{ question }}\nAssistant:",
+                "slots", "name", "system", "type", "Stable", "required", 1, "name", "context",
+                "type", "Mutable", "name", "question", "type", "Mutable", "required", 1);
   char *body = json_dumps(push, JSON_COMPACT);
   ic_promptstore_config_t cfg = {.block_size = 16, .tokenizer = find_tok};
   ic_promptstore_t *s = ic_promptstore_new(&cfg);
@@ -94,15 +95,19 @@ static void bench_render_template(const char *lenml) {
         tokens = ids.n;
         bytes = r.text_len;
         ic_tok_ids_free(&ids);
-        if (!r.has_stable_hash) fprintf(stderr, "bench_promptstore: no stable hash (%s)\n", r.error);
+        if (!r.has_stable_hash)
+          fprintf(stderr, "bench_promptstore: no stable hash (%s)\n", r.error);
       }
       ic_promptstore_result_free(&r);
     }
     qsort(lat, ITERS, sizeof *lat, cmp_i64);
-    printf("{\"bench\":\"tokenizer\",\"name\":\"render_template_p50_ms\",\"value\":%.3f,\"unit\":\"ms\","
-           "\"params\":{\"model\":\"qwen3\",\"cache\":\"%s\",\"tokens\":%zu,\"bytes\":%zu,\"iters\":%d,"
+    printf("{\"bench\":\"tokenizer\",\"name\":\"render_template_p50_ms\",\"value\":%.3f,\"unit\":"
+           "\"ms\","
+           "\"params\":{\"model\":\"qwen3\",\"cache\":\"%s\",\"tokens\":%zu,\"bytes\":%zu,"
+           "\"iters\":%d,"
            "\"p99_ms\":%.3f}}\n",
-           lat[ITERS / 2] / 1e6, warm ? "warm" : "cold", tokens, bytes, ITERS, lat[ITERS * 99 / 100] / 1e6);
+           lat[ITERS / 2] / 1e6, warm ? "warm" : "cold", tokens, bytes, ITERS,
+           lat[ITERS * 99 / 100] / 1e6);
   }
   free(variant);
   free(body);
@@ -118,15 +123,18 @@ static void bench_chat_templates(const char *lenml) {
   json_t *msgs = json_array();
   for (int i = 0; i < 40; i++) {
     char u[160], a[160];
-    snprintf(u, sizeof u, "Turn %d: please summarise the previous answer in one sentence, with numbers.", i);
-    snprintf(a, sizeof a, "Answer %d: the summary has %d words and mentions %d figures.", i, 10 + i, i % 5);
+    snprintf(u, sizeof u,
+             "Turn %d: please summarise the previous answer in one sentence, with numbers.", i);
+    snprintf(a, sizeof a, "Answer %d: the summary has %d words and mentions %d figures.", i, 10 + i,
+             i % 5);
     json_array_append_new(msgs, json_pack("{s:s,s:s}", "role", "user", "content", u));
     json_array_append_new(msgs, json_pack("{s:s,s:s}", "role", "assistant", "content", a));
   }
   json_array_append_new(msgs, json_pack("{s:s,s:s}", "role", "user", "content", "And now?"));
   for (size_t m = 0; m < sizeof models / sizeof *models; m++) {
     char path[1024];
-    snprintf(path, sizeof path, "%.900s/tokenizer-%s/models/tokenizer_config.json", lenml, models[m]);
+    snprintf(path, sizeof path, "%.900s/tokenizer-%s/models/tokenizer_config.json", lenml,
+             models[m]);
     json_t *cfg = json_load_file(path, JSON_DECODE_INT_AS_REAL, NULL); /* model_max_length: 1e30 */
     const char *src = cfg ? ic_chattemplate_hf_template(cfg, NULL) : NULL;
     if (!src) {
@@ -155,7 +163,8 @@ static void bench_chat_templates(const char *lenml) {
       ic_buf_free(&out);
     }
     qsort(lat, ITERS, sizeof *lat, cmp_i64);
-    printf("{\"bench\":\"tokenizer\",\"name\":\"chat_template_render_p50_us\",\"value\":%.1f,\"unit\":\"us\","
+    printf("{\"bench\":\"tokenizer\",\"name\":\"chat_template_render_p50_us\",\"value\":%.1f,"
+           "\"unit\":\"us\","
            "\"params\":{\"model\":\"%s\",\"messages\":81,\"bytes\":%zu}}\n",
            lat[ITERS / 2] / 1e3, models[m], out_len);
     json_decref(vars);

@@ -49,11 +49,11 @@ typedef struct ic_promptstore_result {
   const char *reason_code; /* "OK" | "TEMPLATE_NOT_FOUND" | "RENDER_ERROR" (static) */
   char *text;              /* rendered prompt, UTF-8 (malloc'd; NULL unless OK) */
   size_t text_len;
-  char revision[64];      /* the template's revision ("" when not found) */
+  char revision[64]; /* the template's revision ("" when not found) */
   uint8_t stable_hash[IC_FP_WIRE_LEN];
-  bool has_stable_hash;   /* false: no tokenizer for the model, or under one full block */
-  size_t stable_bytes;    /* length of the stable text prefix */
-  size_t stable_tokens;   /* tokens covered by the stable fingerprint (whole blocks) */
+  bool has_stable_hash; /* false: no tokenizer for the model, or under one full block */
+  size_t stable_bytes;  /* length of the stable text prefix */
+  size_t stable_tokens; /* tokens covered by the stable fingerprint (whole blocks) */
   char error[IC_CHATTEMPLATE_ERR_MAX + 64]; /* why RENDER_ERROR (for logs; not on the wire) */
 } ic_promptstore_result_t;
 

@@ -82,8 +82,10 @@ static call_args eval_args(ct_ctx *c, ct_frame *f, const ct_node *x) {
   call_args a = {.npos = x->nkids, .nkw = x->nkids2, .kwn = x->names};
   if (a.npos) a.pos = ct_alloc(c, a.npos * sizeof(ct_val));
   if (a.nkw) a.kwv = ct_alloc(c, a.nkw * sizeof(ct_val));
-  for (size_t i = 0; i < a.npos; i++) a.pos[i] = eval(c, f, x->kids[i]);
-  for (size_t i = 0; i < a.nkw; i++) a.kwv[i] = eval(c, f, x->kids2[i]);
+  for (size_t i = 0; i < a.npos; i++)
+    a.pos[i] = eval(c, f, x->kids[i]);
+  for (size_t i = 0; i < a.nkw; i++)
+    a.kwv[i] = eval(c, f, x->kids2[i]);
   return a;
 }
 
@@ -103,7 +105,8 @@ static ct_val call_macro(ct_ctx *c, const ct_macro *m, ct_val *args, size_t narg
   }
   for (size_t k = 0; k < nkw; k++) {
     size_t i = 0;
-    while (i < d->nnames && !(d->names[i].n == kwn[k].n && !memcmp(d->names[i].p, kwn[k].p, kwn[k].n)))
+    while (i < d->nnames &&
+           !(d->names[i].n == kwn[k].n && !memcmp(d->names[i].p, kwn[k].p, kwn[k].n)))
       i++;
     if (i == d->nnames)
       ct_fail(c, IC_EINVAL, "macro '%.*s' takes no keyword argument '%.*s'", (int)d->s.n, d->s.p,
@@ -129,8 +132,7 @@ static ct_val call_macro(ct_ctx *c, const ct_macro *m, ct_val *args, size_t narg
 
 _Noreturn static void fail_undefined(ct_ctx *c, ct_val v) {
   if (v.hint)
-    ct_fail(c, IC_EINVAL, "'%.*s' is undefined", (int)(v.hint->n > 80 ? 80 : v.hint->n),
-            v.hint->p);
+    ct_fail(c, IC_EINVAL, "'%.*s' is undefined", (int)(v.hint->n > 80 ? 80 : v.hint->n), v.hint->p);
   ct_fail(c, IC_EINVAL, "undefined value used");
 }
 
@@ -160,12 +162,16 @@ static size_t slice_plan(ct_ctx *c, ct_val vs, ct_val ve, ct_val vt, int64_t len
   int64_t lo = st < 0 ? -1 : 0, hi = st < 0 ? len - 1 : len;
   int64_t s = slice_index(c, vs, st < 0 ? hi : lo), e = slice_index(c, ve, st < 0 ? lo : hi);
   if (vs.t == V_INT || vs.t == V_BOOL) {
-    if (s < 0) s = s + len < lo ? lo : s + len;
-    else if (s > hi) s = hi;
+    if (s < 0)
+      s = s + len < lo ? lo : s + len;
+    else if (s > hi)
+      s = hi;
   }
   if (ve.t == V_INT || ve.t == V_BOOL) {
-    if (e < 0) e = e + len < lo ? lo : e + len;
-    else if (e > hi) e = hi;
+    if (e < 0)
+      e = e + len < lo ? lo : e + len;
+    else if (e > hi)
+      e = hi;
   }
   *start = s;
   *step = st;
@@ -178,7 +184,8 @@ static ct_val eval_slice(ct_ctx *c, ct_val obj, ct_val vs, ct_val ve, ct_val vt)
   if (obj.t == V_LIST) {
     size_t n = slice_plan(c, vs, ve, vt, (int64_t)obj.u.l->n, &start, &step);
     ct_val r = ct_list_new(c, n, obj.tuple);
-    for (size_t i = 0; i < n; i++) r.u.l->v[i] = obj.u.l->v[start + (int64_t)i * step];
+    for (size_t i = 0; i < n; i++)
+      r.u.l->v[i] = obj.u.l->v[start + (int64_t)i * step];
     return r;
   }
   if (obj.t == V_STR) {
@@ -303,13 +310,15 @@ static ct_val eval(ct_ctx *c, ct_frame *f, const ct_node *x) {
   }
   case N_CONCAT: {
     ct_sb b = {0};
-    for (size_t i = 0; i < x->nkids; i++) ct_write_str(c, &b, eval(c, f, x->kids[i]));
+    for (size_t i = 0; i < x->nkids; i++)
+      ct_write_str(c, &b, eval(c, f, x->kids[i]));
     return ct_strv(b.p ? b.p : "", b.n);
   }
   case N_LIST:
   case N_TUPLE: {
     ct_val l = ct_list_new(c, x->nkids, x->kind == N_TUPLE);
-    for (size_t i = 0; i < x->nkids; i++) l.u.l->v[i] = eval(c, f, x->kids[i]);
+    for (size_t i = 0; i < x->nkids; i++)
+      l.u.l->v[i] = eval(c, f, x->kids[i]);
     return l;
   }
   case N_DICT: {
@@ -337,13 +346,13 @@ static void bind_targets(ct_ctx *c, ct_frame *f, const ct_node *x, ct_val v) {
   if (items->n != x->nnames)
     ct_fail(c, IC_EINVAL, "%s values to unpack (expected %zu, got %zu)",
             items->n > x->nnames ? "too many" : "not enough", x->nnames, items->n);
-  for (size_t i = 0; i < x->nnames; i++) frame_set(c, f, x->names[i], items->v[i]);
+  for (size_t i = 0; i < x->nnames; i++)
+    frame_set(c, f, x->names[i], items->v[i]);
 }
 
 static void out_put(ct_ctx *c, const char *p, size_t n) {
   ct_sb_put(c, c->out, p, n);
-  if (c->out->n > c->max_output)
-    ct_fail(c, IC_ERANGE, "output exceeds %zu bytes", c->max_output);
+  if (c->out->n > c->max_output) ct_fail(c, IC_ERANGE, "output exceeds %zu bytes", c->max_output);
 }
 
 static flow exec_for(ct_ctx *c, ct_frame *f, const ct_node *x) {

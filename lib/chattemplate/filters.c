@@ -1,5 +1,6 @@
 /* Filters of lib/chattemplate: jinja2's filters that chat templates use, with the Hugging Face
- * `tojson` (json.dumps with ensure_ascii=False and Python's separators). Tests and globals: tests.c. */
+ * `tojson` (json.dumps with ensure_ascii=False and Python's separators). Tests and globals:
+ * tests.c. */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -40,13 +41,16 @@ static ct_val attr_path(ct_ctx *c, ct_val item, ct_val attr) {
   size_t i = 0;
   while (i <= a.n) {
     size_t j = i;
-    while (j < a.n && a.p[j] != '.') j++;
+    while (j < a.n && a.p[j] != '.')
+      j++;
     ct_str part = {a.p + i, j - i};
     bool digits = part.n > 0;
     int64_t idx = 0;
     for (size_t k = 0; k < part.n; k++) {
-      if (part.p[k] < '0' || part.p[k] > '9') digits = false;
-      else idx = idx * 10 + (part.p[k] - '0');
+      if (part.p[k] < '0' || part.p[k] > '9')
+        digits = false;
+      else
+        idx = idx * 10 + (part.p[k] - '0');
     }
     item = digits ? ct_getitem(c, item, ct_int(idx)) : ct_getitem(c, item, ct_strv(part.p, part.n));
     i = j + 1;
@@ -63,11 +67,13 @@ FILTER(tojson) {
   ct_val seps = ARG(2, "separators", ct_none());
   ct_val sort = ARG(3, "sort_keys", ct_bool(false));
   int ind = -1;
-  if (indent.t == V_INT) ind = indent.u.i < 0 ? 0 : indent.u.i > 64 ? 64 : (int)indent.u.i;
+  if (indent.t == V_INT)
+    ind = indent.u.i < 0 ? 0 : indent.u.i > 64 ? 64 : (int)indent.u.i;
   else if (indent.t != V_NONE && indent.t != V_UNDEF)
     ct_fail(c, IC_EINVAL, "unsupported: tojson indent of type %s", ct_typename(indent));
   ct_str item_sep = ind >= 0 ? (ct_str){",", 1} : (ct_str){", ", 2}, key_sep = {": ", 2};
-  if (seps.t == V_LIST && seps.u.l->n == 2 && seps.u.l->v[0].t == V_STR && seps.u.l->v[1].t == V_STR) {
+  if (seps.t == V_LIST && seps.u.l->n == 2 && seps.u.l->v[0].t == V_STR &&
+      seps.u.l->v[1].t == V_STR) {
     item_sep = seps.u.l->v[0].u.s;
     key_sep = seps.u.l->v[1].u.s;
   } else if (seps.t != V_NONE && seps.t != V_UNDEF) {
@@ -238,10 +244,14 @@ FILTER(round) {
   if (p < 0 || p > 15) ct_fail(c, IC_EINVAL, "unsupported: round precision %lld", (long long)p);
   double scale = pow(10, (double)p), y = x * scale;
   ct_str m = as_str(c, method);
-  if (m.n == 4 && !memcmp(m.p, "ceil", 4)) y = ceil(y);
-  else if (m.n == 5 && !memcmp(m.p, "floor", 5)) y = floor(y);
-  else if (m.n == 6 && !memcmp(m.p, "common", 6)) y = nearbyint(y); /* Python round(): half even */
-  else ct_fail(c, IC_EINVAL, "method must be common, ceil or floor");
+  if (m.n == 4 && !memcmp(m.p, "ceil", 4))
+    y = ceil(y);
+  else if (m.n == 5 && !memcmp(m.p, "floor", 5))
+    y = floor(y);
+  else if (m.n == 6 && !memcmp(m.p, "common", 6))
+    y = nearbyint(y); /* Python round(): half even */
+  else
+    ct_fail(c, IC_EINVAL, "method must be common, ceil or floor");
   return ct_float(y / scale);
 }
 
@@ -292,11 +302,13 @@ static int sort_cmp_stable(const void *a, const void *b, void *ud) {
 
 static ct_val sorted(ct_ctx *c, ct_list *l, sort_ctx *s, bool reverse) {
   idx_val *tmp = ct_alloc(c, (l->n + 1) * sizeof *tmp);
-  for (size_t i = 0; i < l->n; i++) tmp[i] = (idx_val){l->v[i], i};
+  for (size_t i = 0; i < l->n; i++)
+    tmp[i] = (idx_val){l->v[i], i};
   ct_charge(c, l->n * 4);
   qsort_r(tmp, l->n, sizeof *tmp, sort_cmp_stable, s);
   ct_val r = ct_list_new(c, l->n, false);
-  for (size_t i = 0; i < l->n; i++) r.u.l->v[i] = tmp[reverse ? l->n - 1 - i : i].v;
+  for (size_t i = 0; i < l->n; i++)
+    r.u.l->v[i] = tmp[reverse ? l->n - 1 - i : i].v;
   return r;
 }
 
@@ -316,8 +328,10 @@ FILTER(dictsort) {
   bool reverse = ct_truthy(ARG(2, "reverse", ct_bool(false)));
   ct_val pairs = f_items(c, n, v, NULL, 0, NULL, NULL, 0);
   sort_ctx s = {c, ci, by.n == 5 && !memcmp(by.p, "value", 5), ct_int(0)};
-  if (!s.by_value) s.attr = ct_int(0);
-  else s.attr = ct_none();
+  if (!s.by_value)
+    s.attr = ct_int(0);
+  else
+    s.attr = ct_none();
   return sorted(c, pairs.u.l, &s, reverse);
 }
 
@@ -326,12 +340,14 @@ FILTER(reverse) {
   if (v.t == V_STR) {
     ct_list *chars = ct_iterate(c, v);
     ct_sb b = {0};
-    for (size_t i = chars->n; i-- > 0;) ct_sb_put(c, &b, chars->v[i].u.s.p, chars->v[i].u.s.n);
+    for (size_t i = chars->n; i-- > 0;)
+      ct_sb_put(c, &b, chars->v[i].u.s.p, chars->v[i].u.s.n);
     return str_of(&b);
   }
   ct_list *l = ct_iterate(c, v);
   ct_val r = ct_list_new(c, l->n, false);
-  for (size_t i = 0; i < l->n; i++) r.u.l->v[i] = l->v[l->n - 1 - i];
+  for (size_t i = 0; i < l->n; i++)
+    r.u.l->v[i] = l->v[l->n - 1 - i];
   return r;
 }
 
@@ -346,7 +362,8 @@ FILTER(unique) {
     ct_val key = attr.t == V_NONE ? l->v[i] : attr_path(c, l->v[i], attr);
     if (ci && key.t == V_STR) key = ct_case(c, key.u.s, 0);
     bool dup = false;
-    for (size_t j = 0; j < k && !dup; j++) dup = ct_equal(c, seen.u.l->v[j], key);
+    for (size_t j = 0; j < k && !dup; j++)
+      dup = ct_equal(c, seen.u.l->v[j], key);
     if (!dup) {
       seen.u.l->v[k] = key;
       r.u.l->v[k++] = l->v[i];
@@ -483,7 +500,8 @@ FILTER(indent) {
   bool first_line = true;
   while (i < s.n) {
     size_t j = i;
-    while (j < s.n && s.p[j] != '\n' && s.p[j] != '\r') j++;
+    while (j < s.n && s.p[j] != '\n' && s.p[j] != '\r')
+      j++;
     if (!first_line) {
       ct_sb_putc(c, &b, '\n');
       if (blank || j > i) ct_sb_put(c, &b, ind.p, ind.n);
@@ -552,9 +570,11 @@ FILTER(center) {
   if (w <= len) return ct_strv(s.p, s.n);
   int64_t pad = w - len, left = pad / 2 + (pad & w & 1);
   ct_sb b = {0};
-  for (int64_t i = 0; i < left; i++) ct_sb_putc(c, &b, ' ');
+  for (int64_t i = 0; i < left; i++)
+    ct_sb_putc(c, &b, ' ');
   ct_sb_put(c, &b, s.p, s.n);
-  for (int64_t i = 0; i < pad - left; i++) ct_sb_putc(c, &b, ' ');
+  for (int64_t i = 0; i < pad - left; i++)
+    ct_sb_putc(c, &b, ' ');
   return str_of(&b);
 }
 
@@ -564,26 +584,46 @@ typedef struct filter_def {
 } filter_def;
 
 static const filter_def filters[] = {
-    {"tojson", f_tojson},         {"trim", f_trim},
-    {"length", f_length},         {"count", f_length},
-    {"default", f_default},       {"d", f_default},
-    {"join", f_join},             {"first", f_first},
-    {"last", f_last},             {"list", f_list},
-    {"string", f_string},         {"upper", f_upper},
-    {"lower", f_lower},           {"capitalize", f_capitalize},
-    {"title", f_title},           {"replace", f_replace},
-    {"int", f_int},               {"float", f_float},
-    {"abs", f_abs},               {"round", f_round},
-    {"items", f_items},           {"dictsort", f_dictsort},
-    {"sort", f_sort},             {"reverse", f_reverse},
-    {"unique", f_unique},         {"map", f_map},
-    {"select", f_select},         {"reject", f_reject},
-    {"selectattr", f_selectattr}, {"rejectattr", f_rejectattr},
-    {"sum", f_sum},               {"min", f_min},
-    {"max", f_max},               {"indent", f_indent},
-    {"safe", f_safe},             {"escape", f_escape},
-    {"e", f_escape},              {"forceescape", f_escape},
-    {"attr", f_attr},             {"wordcount", f_wordcount},
+    {"tojson", f_tojson},
+    {"trim", f_trim},
+    {"length", f_length},
+    {"count", f_length},
+    {"default", f_default},
+    {"d", f_default},
+    {"join", f_join},
+    {"first", f_first},
+    {"last", f_last},
+    {"list", f_list},
+    {"string", f_string},
+    {"upper", f_upper},
+    {"lower", f_lower},
+    {"capitalize", f_capitalize},
+    {"title", f_title},
+    {"replace", f_replace},
+    {"int", f_int},
+    {"float", f_float},
+    {"abs", f_abs},
+    {"round", f_round},
+    {"items", f_items},
+    {"dictsort", f_dictsort},
+    {"sort", f_sort},
+    {"reverse", f_reverse},
+    {"unique", f_unique},
+    {"map", f_map},
+    {"select", f_select},
+    {"reject", f_reject},
+    {"selectattr", f_selectattr},
+    {"rejectattr", f_rejectattr},
+    {"sum", f_sum},
+    {"min", f_min},
+    {"max", f_max},
+    {"indent", f_indent},
+    {"safe", f_safe},
+    {"escape", f_escape},
+    {"e", f_escape},
+    {"forceescape", f_escape},
+    {"attr", f_attr},
+    {"wordcount", f_wordcount},
     {"center", f_center},
 };
 
@@ -592,4 +632,3 @@ ct_filter_fn ct_find_filter(const char *name, size_t n) {
     if (strlen(filters[i].name) == n && !memcmp(filters[i].name, name, n)) return filters[i].fn;
   return NULL;
 }
-

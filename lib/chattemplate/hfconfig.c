@@ -20,7 +20,7 @@ const char *ic_chattemplate_hf_template(const json_t *cfg, const char *name) {
 }
 
 json_t *ic_chattemplate_hf_vars(const json_t *cfg, int add_generation_prompt) {
-  static const char *const keys[] = {"bos_token", "eos_token",  "unk_token", "pad_token",
+  static const char *const keys[] = {"bos_token", "eos_token", "unk_token", "pad_token",
                                      "sep_token", "cls_token", "mask_token"};
   json_t *vars = json_object();
   if (!vars) return NULL;

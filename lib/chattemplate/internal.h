@@ -126,7 +126,7 @@ typedef bool (*ct_test_fn)(ct_ctx *c, const ct_node *n, ct_val v, ct_val *args, 
 
 struct ct_node {
   uint8_t kind, op;
-  bool flag;   /* N_TEST: negated; N_FOR: has filter; N_SET: target is ns.attr */
+  bool flag; /* N_TEST: negated; N_FOR: has filter; N_SET: target is ns.attr */
   int line;
   ct_node *a, *b, *c; /* operands: object/condition/iterable, second operand, third */
   ct_node **kids;     /* args / items / body / compare operands */
@@ -187,8 +187,8 @@ struct ct_ctx {
   int64_t now;
   bool no_clock;
   ct_sb *out;
-  ic_buf_t *final; /* the caller's buffer while out == NULL */
-  int line;        /* line of the node being evaluated, for messages */
+  ic_buf_t *final;    /* the caller's buffer while out == NULL */
+  int line;           /* line of the node being evaluated, for messages */
   const ct_val *hole; /* `{% set x | filter %}`: the captured text the filter chain starts from */
 };
 
@@ -221,13 +221,13 @@ void ct_sb_put(ct_ctx *c, ct_sb *b, const char *p, size_t n);
 void ct_sb_putc(ct_ctx *c, ct_sb *b, char ch);
 void ct_write_str(ct_ctx *c, ct_sb *b, ct_val v);  /* Python str() */
 void ct_write_repr(ct_ctx *c, ct_sb *b, ct_val v); /* Python repr() */
-void ct_write_json(ct_ctx *c, ct_sb *b, ct_val v, int indent, int level, bool sort_keys,
-                   bool ascii, ct_str item_sep, ct_str key_sep);
+void ct_write_json(ct_ctx *c, ct_sb *b, ct_val v, int indent, int level, bool sort_keys, bool ascii,
+                   ct_str item_sep, ct_str key_sep);
 ct_val ct_to_str(ct_ctx *c, ct_val v); /* Python str() as a value */
 
 /* ---- UTF-8 helpers (value.c) */
-size_t ct_u8_len(const char *p, size_t n);                /* code points */
-size_t ct_u8_offset(const char *p, size_t n, size_t cp); /* byte offset of code point cp */
+size_t ct_u8_len(const char *p, size_t n);                 /* code points */
+size_t ct_u8_offset(const char *p, size_t n, size_t cp);   /* byte offset of code point cp */
 bool ct_u8_space_at(const char *p, size_t n, size_t *adv); /* Python str.isspace() char */
 
 /* ---- builtins (filters.c, tests.c) */

@@ -177,7 +177,9 @@ static bool is_name_start(char c) {
   return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || c == '_';
 }
 static bool is_digit(char c) { return c >= '0' && c <= '9'; }
-static bool is_space(char c) { return c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\f' || c == '\v'; }
+static bool is_space(char c) {
+  return c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\f' || c == '\v';
+}
 
 /* Digits with single '_' separators, as Python and jinja accept them. */
 static size_t digits_at(const char *s, size_t n, size_t i) {
@@ -235,7 +237,8 @@ static size_t lex_tag(lexer *L, size_t i, bool block, bool *line_starting) {
     ct_tok *t;
     if (is_name_start(ch)) {
       size_t j = i + 1;
-      while (j < n && (is_name_start(s[j]) || is_digit(s[j]))) j++;
+      while (j < n && (is_name_start(s[j]) || is_digit(s[j])))
+        j++;
       if (!(t = push(L, TK_NAME))) return n;
       t->s.p = s + i;
       t->s.n = j - i;
@@ -328,18 +331,21 @@ static size_t lex_tag(lexer *L, size_t i, bool block, bool *line_starting) {
 static bool raw_open_at(const lexer *L, size_t i, size_t *after) {
   const char *s = L->s;
   size_t n = L->n;
-  while (i < n && is_space(s[i])) i++;
+  while (i < n && is_space(s[i]))
+    i++;
   if (i + 3 > n || memcmp(s + i, "raw", 3) != 0) return false;
   i += 3;
   if (i < n && (is_name_start(s[i]) || is_digit(s[i]))) return false;
-  while (i < n && is_space(s[i])) i++;
+  while (i < n && is_space(s[i]))
+    i++;
   if (i + 2 <= n && s[i] == '%' && s[i + 1] == '}') {
     *after = i + 2;
     return true;
   }
   if (i + 3 <= n && s[i] == '-' && s[i + 1] == '%' && s[i + 2] == '}') {
     i += 3;
-    while (i < n && is_space(s[i])) i++;
+    while (i < n && is_space(s[i]))
+      i++;
     *after = i;
     return true;
   }
@@ -354,10 +360,12 @@ static size_t lex_raw(lexer *L, size_t i, bool *line_starting) {
     size_t k = j + 2;
     bool strip = k < n && s[k] == '-';
     if (k < n && (s[k] == '-' || s[k] == '+')) k++;
-    while (k < n && is_space(s[k])) k++;
+    while (k < n && is_space(s[k]))
+      k++;
     if (k + 6 > n || memcmp(s + k, "endraw", 6) != 0) continue;
     k += 6;
-    while (k < n && is_space(s[k])) k++;
+    while (k < n && is_space(s[k]))
+      k++;
     size_t end = strip ? i + ct_u8_rstrip_len(s + i, j - i) : j;
     int line = L->line;
     if (k + 2 <= n && s[k] == '%' && s[k + 1] == '}') {
@@ -369,7 +377,8 @@ static size_t lex_raw(lexer *L, size_t i, bool *line_starting) {
       }
     } else if (k + 3 <= n && s[k] == '-' && s[k + 1] == '%' && s[k + 2] == '}') {
       k += 3;
-      while (k < n && is_space(s[k])) k++;
+      while (k < n && is_space(s[k]))
+        k++;
       *line_starting = s[k - 1] == '\n';
     } else if (k + 3 <= n && s[k] == '+' && s[k + 1] == '%' && s[k + 2] == '}') {
       k += 3;
@@ -422,7 +431,8 @@ int ct_lex(ct_arena *arena, const char *src, size_t len, ct_tok **toks, size_t *
       end = i + ct_u8_rstrip_len(s + i, j - i);
     } else if (kind != '{' && mod != '+') {
       size_t l_pos = j;
-      while (l_pos > i && s[l_pos - 1] != '\n') l_pos--;
+      while (l_pos > i && s[l_pos - 1] != '\n')
+        l_pos--;
       if (l_pos > i || line_starting) {
         bool only_ws = true;
         for (size_t q = l_pos; q < j; q++)
@@ -435,12 +445,14 @@ int ct_lex(ct_arena *arena, const char *src, size_t len, ct_tok **toks, size_t *
     size_t body = j + 2 + ((mod == '-' || mod == '+') ? 1 : 0);
     if (kind == '#') {
       size_t k = body;
-      while (k + 1 < n && !(s[k] == '#' && s[k + 1] == '}')) k++;
+      while (k + 1 < n && !(s[k] == '#' && s[k + 1] == '}'))
+        k++;
       if (k + 1 >= n) return lfail(&L, IC_EINVAL, "missing end of comment tag");
       size_t after = k + 2;
       line_starting = false;
       if (k > body && s[k - 1] == '-') {
-        while (after < n && is_space(s[after])) after++;
+        while (after < n && is_space(s[after]))
+          after++;
         line_starting = s[after - 1] == '\n';
       } else if (!(k > body && s[k - 1] == '+') && after < n && s[after] == '\n') {
         after++;

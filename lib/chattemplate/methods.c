@@ -10,18 +10,42 @@
 
 _Noreturn static void fail_undef(ct_ctx *c, ct_val v) {
   if (v.hint)
-    ct_fail(c, IC_EINVAL, "'%.*s' is undefined", (int)(v.hint->n > 80 ? 80 : v.hint->n),
-            v.hint->p);
+    ct_fail(c, IC_EINVAL, "'%.*s' is undefined", (int)(v.hint->n > 80 ? 80 : v.hint->n), v.hint->p);
   ct_fail(c, IC_EINVAL, "undefined value used");
 }
 
 /* ---- methods: ids are indexes into this table */
 enum {
-  M_STRIP, M_LSTRIP, M_RSTRIP, M_SPLIT, M_RSPLIT, M_SPLITLINES, M_STARTSWITH, M_ENDSWITH,
-  M_UPPER, M_LOWER, M_TITLE, M_CAPITALIZE, M_REPLACE, M_FIND, M_RFIND, M_COUNT, M_JOIN,
-  M_ISDIGIT, M_ISALPHA, M_ISSPACE, M_ISUPPER, M_ISLOWER, M_FORMAT,
-  M_ITEMS, M_KEYS, M_VALUES, M_GET, M_COPY,
-  M_LIST_INDEX, M_LIST_COUNT,
+  M_STRIP,
+  M_LSTRIP,
+  M_RSTRIP,
+  M_SPLIT,
+  M_RSPLIT,
+  M_SPLITLINES,
+  M_STARTSWITH,
+  M_ENDSWITH,
+  M_UPPER,
+  M_LOWER,
+  M_TITLE,
+  M_CAPITALIZE,
+  M_REPLACE,
+  M_FIND,
+  M_RFIND,
+  M_COUNT,
+  M_JOIN,
+  M_ISDIGIT,
+  M_ISALPHA,
+  M_ISSPACE,
+  M_ISUPPER,
+  M_ISLOWER,
+  M_FORMAT,
+  M_ITEMS,
+  M_KEYS,
+  M_VALUES,
+  M_GET,
+  M_COPY,
+  M_LIST_INDEX,
+  M_LIST_COUNT,
   M_CYCLE,
   M_UNSAFE, /* mutators the immutable sandbox refuses */
   M_COUNT_
@@ -34,28 +58,50 @@ typedef struct method_def {
 } method_def;
 
 static const method_def methods[] = {
-    {"strip", V_STR, M_STRIP},         {"lstrip", V_STR, M_LSTRIP},
-    {"rstrip", V_STR, M_RSTRIP},       {"split", V_STR, M_SPLIT},
-    {"rsplit", V_STR, M_RSPLIT},       {"splitlines", V_STR, M_SPLITLINES},
-    {"startswith", V_STR, M_STARTSWITH}, {"endswith", V_STR, M_ENDSWITH},
-    {"upper", V_STR, M_UPPER},         {"lower", V_STR, M_LOWER},
-    {"title", V_STR, M_TITLE},         {"capitalize", V_STR, M_CAPITALIZE},
-    {"replace", V_STR, M_REPLACE},     {"find", V_STR, M_FIND},
-    {"rfind", V_STR, M_RFIND},         {"count", V_STR, M_COUNT},
-    {"join", V_STR, M_JOIN},           {"isdigit", V_STR, M_ISDIGIT},
-    {"isalpha", V_STR, M_ISALPHA},     {"isspace", V_STR, M_ISSPACE},
-    {"isupper", V_STR, M_ISUPPER},     {"islower", V_STR, M_ISLOWER},
-    {"format", V_STR, M_FORMAT},       {"items", V_DICT, M_ITEMS},
-    {"keys", V_DICT, M_KEYS},          {"values", V_DICT, M_VALUES},
-    {"get", V_DICT, M_GET},            {"copy", V_DICT, M_COPY},
-    {"pop", V_DICT, M_UNSAFE},         {"update", V_DICT, M_UNSAFE},
-    {"setdefault", V_DICT, M_UNSAFE},  {"clear", V_DICT, M_UNSAFE},
-    {"popitem", V_DICT, M_UNSAFE},     {"index", V_LIST, M_LIST_INDEX},
-    {"count", V_LIST, M_LIST_COUNT},   {"append", V_LIST, M_UNSAFE},
-    {"extend", V_LIST, M_UNSAFE},      {"insert", V_LIST, M_UNSAFE},
-    {"pop", V_LIST, M_UNSAFE},         {"remove", V_LIST, M_UNSAFE},
-    {"reverse", V_LIST, M_UNSAFE},     {"sort", V_LIST, M_UNSAFE},
-    {"clear", V_LIST, M_UNSAFE},       {"cycle", V_LOOP, M_CYCLE},
+    {"strip", V_STR, M_STRIP},
+    {"lstrip", V_STR, M_LSTRIP},
+    {"rstrip", V_STR, M_RSTRIP},
+    {"split", V_STR, M_SPLIT},
+    {"rsplit", V_STR, M_RSPLIT},
+    {"splitlines", V_STR, M_SPLITLINES},
+    {"startswith", V_STR, M_STARTSWITH},
+    {"endswith", V_STR, M_ENDSWITH},
+    {"upper", V_STR, M_UPPER},
+    {"lower", V_STR, M_LOWER},
+    {"title", V_STR, M_TITLE},
+    {"capitalize", V_STR, M_CAPITALIZE},
+    {"replace", V_STR, M_REPLACE},
+    {"find", V_STR, M_FIND},
+    {"rfind", V_STR, M_RFIND},
+    {"count", V_STR, M_COUNT},
+    {"join", V_STR, M_JOIN},
+    {"isdigit", V_STR, M_ISDIGIT},
+    {"isalpha", V_STR, M_ISALPHA},
+    {"isspace", V_STR, M_ISSPACE},
+    {"isupper", V_STR, M_ISUPPER},
+    {"islower", V_STR, M_ISLOWER},
+    {"format", V_STR, M_FORMAT},
+    {"items", V_DICT, M_ITEMS},
+    {"keys", V_DICT, M_KEYS},
+    {"values", V_DICT, M_VALUES},
+    {"get", V_DICT, M_GET},
+    {"copy", V_DICT, M_COPY},
+    {"pop", V_DICT, M_UNSAFE},
+    {"update", V_DICT, M_UNSAFE},
+    {"setdefault", V_DICT, M_UNSAFE},
+    {"clear", V_DICT, M_UNSAFE},
+    {"popitem", V_DICT, M_UNSAFE},
+    {"index", V_LIST, M_LIST_INDEX},
+    {"count", V_LIST, M_LIST_COUNT},
+    {"append", V_LIST, M_UNSAFE},
+    {"extend", V_LIST, M_UNSAFE},
+    {"insert", V_LIST, M_UNSAFE},
+    {"pop", V_LIST, M_UNSAFE},
+    {"remove", V_LIST, M_UNSAFE},
+    {"reverse", V_LIST, M_UNSAFE},
+    {"sort", V_LIST, M_UNSAFE},
+    {"clear", V_LIST, M_UNSAFE},
+    {"cycle", V_LOOP, M_CYCLE},
 };
 
 typedef struct bound {
@@ -150,7 +196,9 @@ ct_val ct_getitem(ct_ctx *c, ct_val obj, ct_val key) {
 /* ---- operators */
 
 static bool num(ct_val v) { return v.t == V_INT || v.t == V_FLOAT || v.t == V_BOOL; }
-static double dbl(ct_val v) { return v.t == V_FLOAT ? v.u.f : v.t == V_INT ? (double)v.u.i : v.u.b; }
+static double dbl(ct_val v) {
+  return v.t == V_FLOAT ? v.u.f : v.t == V_INT ? (double)v.u.i : v.u.b;
+}
 static int64_t i64(ct_val v) { return v.t == V_INT ? v.u.i : v.u.b; }
 
 static const char *opname(int op) {
@@ -165,7 +213,8 @@ static ct_val repeat(ct_ctx *c, ct_val seq, int64_t times) {
       ct_fail(c, IC_ERANGE, "template exceeded its memory limit (%zu bytes)", c->arena.limit);
     size_t n = seq.u.s.n * (size_t)times;
     char *p = ct_alloc(c, n + 1);
-    for (int64_t i = 0; i < times; i++) memcpy(p + (size_t)i * seq.u.s.n, seq.u.s.p, seq.u.s.n);
+    for (int64_t i = 0; i < times; i++)
+      memcpy(p + (size_t)i * seq.u.s.n, seq.u.s.p, seq.u.s.n);
     ct_charge(c, n / 64);
     return ct_strv(p, n);
   }
@@ -173,7 +222,8 @@ static ct_val repeat(ct_ctx *c, ct_val seq, int64_t times) {
   if (k && (uint64_t)times > c->arena.limit / (k * sizeof(ct_val)))
     ct_fail(c, IC_ERANGE, "template exceeded its memory limit (%zu bytes)", c->arena.limit);
   ct_val r = ct_list_new(c, k * (size_t)times, seq.tuple);
-  for (int64_t i = 0; i < times; i++) memcpy(r.u.l->v + (size_t)i * k, seq.u.l->v, k * sizeof(ct_val));
+  for (int64_t i = 0; i < times; i++)
+    memcpy(r.u.l->v + (size_t)i * k, seq.u.l->v, k * sizeof(ct_val));
   return r;
 }
 
@@ -278,8 +328,7 @@ bool ct_contains(ct_ctx *c, ct_val container, ct_val item) {
     return false;
   case V_DICT: return ct_dict_get(c, container.u.d, item) != NULL;
   case V_UNDEF: return false;
-  default:
-    ct_fail(c, IC_EINVAL, "argument of type '%s' is not iterable", ct_typename(container));
+  default: ct_fail(c, IC_EINVAL, "argument of type '%s' is not iterable", ct_typename(container));
   }
 }
 
@@ -290,7 +339,8 @@ ct_list *ct_iterate(ct_ctx *c, ct_val v) {
   case V_UNDEF: return &empty;
   case V_DICT: {
     ct_val l = ct_list_new(c, v.u.d->n, false);
-    for (size_t i = 0; i < v.u.d->n; i++) l.u.l->v[i] = v.u.d->e[i].k;
+    for (size_t i = 0; i < v.u.d->n; i++)
+      l.u.l->v[i] = v.u.d->e[i].k;
     return l.u.l;
   }
   case V_STR: {
@@ -298,7 +348,8 @@ ct_list *ct_iterate(ct_ctx *c, ct_val v) {
     size_t k = 0;
     for (size_t i = 0; i < v.u.s.n;) {
       size_t j = i + 1;
-      while (j < v.u.s.n && ((unsigned char)v.u.s.p[j] & 0xc0) == 0x80) j++;
+      while (j < v.u.s.n && ((unsigned char)v.u.s.p[j] & 0xc0) == 0x80)
+        j++;
       l.u.l->v[k++] = ct_strv(v.u.s.p + i, j - i);
       i = j;
     }
@@ -342,8 +393,10 @@ ct_val ct_strip(ct_ctx *c, ct_str s, ct_val chars, bool left, bool right) {
     } else {
       strip = in_chars(chars.u.s, decode(s.p + i, s.n - i, &adv));
     }
-    if (leading && strip && left) start = i + adv;
-    else leading = false;
+    if (leading && strip && left)
+      start = i + adv;
+    else
+      leading = false;
     if (!strip) last_keep = i + adv;
     i += adv;
   }
@@ -363,16 +416,21 @@ ct_val ct_case(ct_ctx *c, ct_str s, int mode) {
       continue;
     }
     bool up;
-    if (mode == 0) up = false;
-    else if (mode == 1) up = true;
-    else if (mode == 2) up = i == 0;
-    else up = word_start;
+    if (mode == 0)
+      up = false;
+    else if (mode == 1)
+      up = true;
+    else if (mode == 2)
+      up = i == 0;
+    else
+      up = word_start;
     if (up && cp == 0xdf) { /* full case mapping: Python upper-cases ß to SS */
       ct_sb_put(c, &b, mode == 1 ? "SS" : "Ss", 2);
       word_start = false;
       continue;
     }
-    utf8proc_int32_t m = up ? utf8proc_toupper((utf8proc_int32_t)cp) : utf8proc_tolower((utf8proc_int32_t)cp);
+    utf8proc_int32_t m =
+        up ? utf8proc_toupper((utf8proc_int32_t)cp) : utf8proc_tolower((utf8proc_int32_t)cp);
     if (mode == 3) {
       /* str.title(): a word starts after any uncased character */
       const utf8proc_property_t *pr = utf8proc_get_property((utf8proc_int32_t)cp);
@@ -442,14 +500,16 @@ static ct_val split(ct_ctx *c, ct_str s, ct_val sepv, int64_t maxsplit, bool fro
     if (!from_right) {
       size_t i = 0;
       while (i < s.n) {
-        while (i < s.n && ct_u8_space_at(s.p + i, s.n - i, &adv)) i += adv;
+        while (i < s.n && ct_u8_space_at(s.p + i, s.n - i, &adv))
+          i += adv;
         if (i >= s.n) break;
         if (maxsplit >= 0 && (int64_t)np == maxsplit) {
           PUSH(ct_strv(s.p + i, s.n - i)); /* the rest keeps its trailing whitespace */
           break;
         }
         size_t j = i;
-        while (j < s.n && !ct_u8_space_at(s.p + j, s.n - j, &adv)) j += adv;
+        while (j < s.n && !ct_u8_space_at(s.p + j, s.n - j, &adv))
+          j += adv;
         PUSH(ct_strv(s.p + i, j - i));
         i = j;
       }
@@ -463,7 +523,8 @@ static ct_val split(ct_ctx *c, ct_str s, ct_val sepv, int64_t maxsplit, bool fro
       ct_val lastw = all.u.l->v[n - keep - 1];
       /* the rest keeps its leading whitespace */
       r.u.l->v[0] = ct_strv(s.p, (size_t)(lastw.u.s.p + lastw.u.s.n - s.p));
-      for (size_t k = 0; k < keep; k++) r.u.l->v[k + 1] = all.u.l->v[n - keep + k];
+      for (size_t k = 0; k < keep; k++)
+        r.u.l->v[k + 1] = all.u.l->v[n - keep + k];
       return r;
     }
   } else {
@@ -520,9 +581,12 @@ static ct_val splitlines(ct_ctx *c, ct_str s) {
   while (i < s.n) {
     unsigned char ch = (unsigned char)s.p[i];
     size_t brk = 0;
-    if (ch == '\n' || ch == '\v' || ch == '\f' || (ch >= 0x1c && ch <= 0x1e)) brk = 1;
-    else if (ch == '\r') brk = (i + 1 < s.n && s.p[i + 1] == '\n') ? 2 : 1;
-    else if (ch == 0xc2 && i + 1 < s.n && (unsigned char)s.p[i + 1] == 0x85) brk = 2;
+    if (ch == '\n' || ch == '\v' || ch == '\f' || (ch >= 0x1c && ch <= 0x1e))
+      brk = 1;
+    else if (ch == '\r')
+      brk = (i + 1 < s.n && s.p[i + 1] == '\n') ? 2 : 1;
+    else if (ch == 0xc2 && i + 1 < s.n && (unsigned char)s.p[i + 1] == 0x85)
+      brk = 2;
     else if (ch == 0xe2 && i + 2 < s.n && (unsigned char)s.p[i + 1] == 0x80 &&
              ((unsigned char)s.p[i + 2] == 0xa8 || (unsigned char)s.p[i + 2] == 0xa9))
       brk = 3;
@@ -541,8 +605,8 @@ static ct_val splitlines(ct_ctx *c, ct_str s) {
   return out;
 }
 
-static ct_val arg(ct_val *args, size_t nargs, size_t i, const ct_str *kwn, ct_val *kwv,
-                  size_t nkw, const char *name, ct_val dflt) {
+static ct_val arg(ct_val *args, size_t nargs, size_t i, const ct_str *kwn, ct_val *kwv, size_t nkw,
+                  const char *name, ct_val dflt) {
   if (i < nargs) return args[i];
   for (size_t k = 0; k < nkw; k++)
     if (kwn[k].n == strlen(name) && !memcmp(kwn[k].p, name, kwn[k].n)) return kwv[k];
@@ -575,10 +639,12 @@ static bool all_chars(ct_str s, int kind) {
     const utf8proc_property_t *pr = utf8proc_get_property((utf8proc_int32_t)cp);
     int cat = pr->category;
     switch (kind) {
-    case 0: if (cat != UTF8PROC_CATEGORY_ND) return false; break;
+    case 0:
+      if (cat != UTF8PROC_CATEGORY_ND) return false;
+      break;
     case 1:
-      if (cat != UTF8PROC_CATEGORY_LU && cat != UTF8PROC_CATEGORY_LL && cat != UTF8PROC_CATEGORY_LT &&
-          cat != UTF8PROC_CATEGORY_LM && cat != UTF8PROC_CATEGORY_LO)
+      if (cat != UTF8PROC_CATEGORY_LU && cat != UTF8PROC_CATEGORY_LL &&
+          cat != UTF8PROC_CATEGORY_LT && cat != UTF8PROC_CATEGORY_LM && cat != UTF8PROC_CATEGORY_LO)
         return false;
       break;
     case 2: {
@@ -611,7 +677,9 @@ static ct_val find(ct_ctx *c, ct_str s, ct_val subv, bool rev, bool count) {
   if (count) {
     if (!sub.n) return ct_int((int64_t)ct_u8_len(s.p, s.n) + 1);
     int64_t k = 0;
-    for (const char *p = s.p, *e = s.p + s.n; (p = memmem(p, (size_t)(e - p), sub.p, sub.n)); p += sub.n) k++;
+    for (const char *p = s.p, *e = s.p + s.n; (p = memmem(p, (size_t)(e - p), sub.p, sub.n));
+         p += sub.n)
+      k++;
     return ct_int(k);
   }
   const char *hit = NULL;
@@ -644,7 +712,8 @@ ct_val ct_call_method(ct_ctx *c, ct_val m, ct_val *args, size_t nargs, const ct_
   case M_SPLITLINES: return splitlines(c, r.u.s);
   case M_STARTSWITH:
   case M_ENDSWITH:
-    if (nargs < 1) ct_fail(c, IC_EINVAL, "%.*s() takes at least 1 argument", (int)b->name.n, b->name.p);
+    if (nargs < 1)
+      ct_fail(c, IC_EINVAL, "%.*s() takes at least 1 argument", (int)b->name.n, b->name.p);
     return ct_bool(affix(c, r.u.s, args[0], m.id == M_ENDSWITH));
   case M_UPPER: return ct_case(c, r.u.s, 1);
   case M_LOWER: return ct_case(c, r.u.s, 0);
@@ -685,7 +754,8 @@ ct_val ct_call_method(ct_ctx *c, ct_val m, ct_val *args, size_t nargs, const ct_
   case M_KEYS:
   case M_VALUES: {
     ct_val l = ct_list_new(c, r.u.d->n, false);
-    for (size_t i = 0; i < r.u.d->n; i++) l.u.l->v[i] = m.id == M_KEYS ? r.u.d->e[i].k : r.u.d->e[i].v;
+    for (size_t i = 0; i < r.u.d->n; i++)
+      l.u.l->v[i] = m.id == M_KEYS ? r.u.d->e[i].k : r.u.d->e[i].v;
     return l;
   }
   case M_GET: {

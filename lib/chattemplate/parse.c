@@ -26,7 +26,7 @@ typedef struct vec {
 } vec;
 
 __attribute__((format(printf, 3, 4))) _Noreturn static void pfail(parser *P, int code,
-                                                                   const char *fmt, ...) {
+                                                                  const char *fmt, ...) {
   int line = P->pos < P->n ? P->t[P->pos].line : 0;
   int k = snprintf(P->err, P->errlen, "line %d: ", line);
   va_list ap;
@@ -324,7 +324,8 @@ static ct_node *parse_primary(parser *P) {
     /* adjacent literals concatenate, as in Python */
     x = mk(P, N_CONST, t->line);
     size_t total = 0, k = P->pos;
-    while (P->t[k].type == TK_STRING) total += P->t[k++].s.n;
+    while (P->t[k].type == TK_STRING)
+      total += P->t[k++].s.n;
     if (k == P->pos + 1) {
       x->v = ct_strv(t->s.p, t->s.n);
     } else {
@@ -434,8 +435,11 @@ static ct_node *parse_math2(parser *P) {
   ct_node *l = parse_pow(P);
   for (;;) {
     ct_tok *t = cur(P);
-    int op = is_op(t, "*") ? OP_MUL : is_op(t, "/") ? OP_DIV : is_op(t, "//") ? OP_FLOORDIV
-                                                          : is_op(t, "%") ? OP_MOD : -1;
+    int op = is_op(t, "*")    ? OP_MUL
+             : is_op(t, "/")  ? OP_DIV
+             : is_op(t, "//") ? OP_FLOORDIV
+             : is_op(t, "%")  ? OP_MOD
+                              : -1;
     if (op < 0) return l;
     P->pos++;
     l = bin(P, op, l, parse_pow(P), t->line);
@@ -477,15 +481,15 @@ static ct_node *parse_compare(parser *P) {
   size_t nops = 0;
   for (;;) {
     ct_tok *t = cur(P);
-    int op = is_op(t, "==")   ? CMP_EQ
-             : is_op(t, "!=") ? CMP_NE
-             : is_op(t, "<")  ? CMP_LT
-             : is_op(t, "<=") ? CMP_LE
-             : is_op(t, ">")  ? CMP_GT
-             : is_op(t, ">=") ? CMP_GE
-             : is_name(t, "in") ? CMP_IN
+    int op = is_op(t, "==")                                      ? CMP_EQ
+             : is_op(t, "!=")                                    ? CMP_NE
+             : is_op(t, "<")                                     ? CMP_LT
+             : is_op(t, "<=")                                    ? CMP_LE
+             : is_op(t, ">")                                     ? CMP_GT
+             : is_op(t, ">=")                                    ? CMP_GE
+             : is_name(t, "in")                                  ? CMP_IN
              : (is_name(t, "not") && is_name(ahead(P, 1), "in")) ? CMP_NOTIN
-                                                                  : -1;
+                                                                 : -1;
     if (op < 0) break;
     if (nops == sizeof ops) pfail(P, IC_ERANGE, "comparison chain too long");
     P->pos += op == CMP_NOTIN ? 2 : 1;
@@ -722,9 +726,8 @@ static ct_node *parse_statement(parser *P) {
     x = parse_body(P, ends, &which);
     block_end(P);
   } else {
-    static const char *const known[] = {"include", "import", "from", "extends", "block",
-                                        "call", "filter", "with", "do", "autoescape",
-                                        "trans", NULL};
+    static const char *const known[] = {"include", "import", "from", "extends",    "block", "call",
+                                        "filter",  "with",   "do",   "autoescape", "trans", NULL};
     for (size_t i = 0; known[i]; i++)
       if (str_is(s, known[i]))
         pfail(P, IC_EINVAL, "unsupported tag '%s' (not allowed in chat templates)", known[i]);

@@ -9,7 +9,8 @@
 #include "ic/err.h"
 #include "internal.h"
 
-#define TEST(name) static bool t_##name(ct_ctx *c, const ct_node *n, ct_val v, ct_val *args, size_t nargs)
+#define TEST(name)                                                                                 \
+  static bool t_##name(ct_ctx *c, const ct_node *n, ct_val v, ct_val *args, size_t nargs)
 #define UNUSED_TEST_ARGS                                                                           \
   (void)c;                                                                                         \
   (void)n;                                                                                         \
@@ -170,18 +171,42 @@ typedef struct test_def {
 } test_def;
 
 static const test_def tests[] = {
-    {"defined", t_defined},   {"undefined", t_undefined},     {"none", t_none},
-    {"boolean", t_boolean},   {"true", t_true},               {"false", t_false},
-    {"integer", t_integer},   {"float", t_float},             {"number", t_number},
-    {"string", t_string},     {"mapping", t_mapping},         {"iterable", t_iterable},
-    {"sequence", t_sequence}, {"callable", t_callable},       {"sameas", t_sameas},
-    {"eq", t_eq},             {"equalto", t_eq},              {"==", t_eq},
-    {"ne", t_ne},             {"!=", t_ne},                   {"lt", t_lt},
-    {"lessthan", t_lt},       {"<", t_lt},                    {"le", t_le},
-    {"<=", t_le},             {"gt", t_gt},                   {"greaterthan", t_gt},
-    {">", t_gt},              {"ge", t_ge},                   {">=", t_ge},
-    {"in", t_in},             {"odd", t_odd},                 {"even", t_even},
-    {"divisibleby", t_divisibleby}, {"lower", t_lower},       {"upper", t_upper},
+    {"defined", t_defined},
+    {"undefined", t_undefined},
+    {"none", t_none},
+    {"boolean", t_boolean},
+    {"true", t_true},
+    {"false", t_false},
+    {"integer", t_integer},
+    {"float", t_float},
+    {"number", t_number},
+    {"string", t_string},
+    {"mapping", t_mapping},
+    {"iterable", t_iterable},
+    {"sequence", t_sequence},
+    {"callable", t_callable},
+    {"sameas", t_sameas},
+    {"eq", t_eq},
+    {"equalto", t_eq},
+    {"==", t_eq},
+    {"ne", t_ne},
+    {"!=", t_ne},
+    {"lt", t_lt},
+    {"lessthan", t_lt},
+    {"<", t_lt},
+    {"le", t_le},
+    {"<=", t_le},
+    {"gt", t_gt},
+    {"greaterthan", t_gt},
+    {">", t_gt},
+    {"ge", t_ge},
+    {">=", t_ge},
+    {"in", t_in},
+    {"odd", t_odd},
+    {"even", t_even},
+    {"divisibleby", t_divisibleby},
+    {"lower", t_lower},
+    {"upper", t_upper},
     {"escaped", t_escaped},
 };
 
@@ -228,18 +253,21 @@ ct_val ct_call_builtin(ct_ctx *c, ct_val fn, ct_val *args, size_t nargs, const c
     if (cnt < 0) cnt = 0;
     if (cnt > 100000) ct_fail(c, IC_ERANGE, "range too big (sandbox limit is 100000 items)");
     ct_val l = ct_list_new(c, (size_t)cnt, false);
-    for (size_t i = 0; i < (size_t)cnt; i++) l.u.l->v[i] = ct_int(a[0] + (int64_t)i * a[2]);
+    for (size_t i = 0; i < (size_t)cnt; i++)
+      l.u.l->v[i] = ct_int(a[0] + (int64_t)i * a[2]);
     return l;
   }
   case G_DICT:
   case G_NAMESPACE: {
     ct_dict *d = ct_dict_new(c, nkw + 4);
     for (size_t i = 0; i < nargs; i++) {
-      if (args[i].t != V_DICT) ct_fail(c, IC_EINVAL, "%s() positional arguments must be mappings", globals[fn.id]);
+      if (args[i].t != V_DICT)
+        ct_fail(c, IC_EINVAL, "%s() positional arguments must be mappings", globals[fn.id]);
       for (size_t k = 0; k < args[i].u.d->n; k++)
         ct_dict_set(c, d, args[i].u.d->e[k].k, args[i].u.d->e[k].v);
     }
-    for (size_t k = 0; k < nkw; k++) ct_dict_set(c, d, ct_strv(kwn[k].p, kwn[k].n), kwv[k]);
+    for (size_t k = 0; k < nkw; k++)
+      ct_dict_set(c, d, ct_strv(kwn[k].p, kwn[k].n), kwv[k]);
     return (ct_val){.t = fn.id == G_DICT ? V_DICT : V_NS, .u.d = d};
   }
   case G_RAISE: {
@@ -248,8 +276,9 @@ ct_val ct_call_builtin(ct_ctx *c, ct_val fn, ct_val *args, size_t nargs, const c
   }
   default: {
     if (c->no_clock)
-      ct_fail(c, IC_EINVAL, "strftime_now is not available here (the render must be deterministic: "
-                            "pass the date as a variable)");
+      ct_fail(c, IC_EINVAL,
+              "strftime_now is not available here (the render must be deterministic: "
+              "pass the date as a variable)");
     if (!nargs || args[0].t != V_STR) ct_fail(c, IC_EINVAL, "strftime_now needs a format string");
     char fmt[256], out[512];
     ct_str f = args[0].u.s;

@@ -247,8 +247,13 @@ int ct_compare(ct_ctx *c, ct_val a, ct_val b) {
     return r;
   }
   if (a.t == V_UNDEF || b.t == V_UNDEF)
-    ct_fail(c, IC_EINVAL, "'%.*s' is undefined", (int)(a.t == V_UNDEF && a.hint ? a.hint->n : b.hint ? b.hint->n : 9),
-            a.t == V_UNDEF && a.hint ? a.hint->p : b.hint ? b.hint->p : "undefined");
+    ct_fail(c, IC_EINVAL, "'%.*s' is undefined",
+            (int)(a.t == V_UNDEF && a.hint ? a.hint->n
+                  : b.hint                 ? b.hint->n
+                                           : 9),
+            a.t == V_UNDEF && a.hint ? a.hint->p
+            : b.hint                 ? b.hint->p
+                                     : "undefined");
   ct_fail(c, IC_EINVAL, "'<' not supported between instances of '%s' and '%s'", ct_typename(a),
           ct_typename(b));
 }
@@ -259,7 +264,8 @@ void ct_sb_put(ct_ctx *c, ct_sb *b, const char *p, size_t n) {
   if (!n) return;
   if (b->n + n > b->cap) {
     size_t cap = b->cap ? b->cap * 2 : 64;
-    while (cap < b->n + n) cap *= 2;
+    while (cap < b->n + n)
+      cap *= 2;
     char *np = ct_alloc(c, cap);
     if (b->n) memcpy(np, b->p, b->n);
     b->p = np;
@@ -281,8 +287,10 @@ static void write_float(ct_ctx *c, ct_sb *b, double f) {
     return;
   }
   if (isinf(f)) {
-    if (f < 0) ct_sb_put(c, b, "-inf", 4);
-    else ct_sb_put(c, b, "inf", 3);
+    if (f < 0)
+      ct_sb_put(c, b, "-inf", 4);
+    else
+      ct_sb_put(c, b, "inf", 3);
     return;
   }
   int prec;
@@ -299,7 +307,8 @@ static void write_float(ct_ctx *c, ct_sb *b, double f) {
   for (; *p && *p != 'e'; p++)
     if (*p != '.') digits[nd++] = *p;
   int exp = atoi(p + 1);
-  while (nd > 1 && digits[nd - 1] == '0') nd--;
+  while (nd > 1 && digits[nd - 1] == '0')
+    nd--;
   char out[64];
   size_t k = 0;
   if (neg) out[k++] = '-';
@@ -307,13 +316,17 @@ static void write_float(ct_ctx *c, ct_sb *b, double f) {
     if (exp < 0) {
       out[k++] = '0';
       out[k++] = '.';
-      for (int z = 0; z < -exp - 1; z++) out[k++] = '0';
-      for (size_t i = 0; i < nd; i++) out[k++] = digits[i];
+      for (int z = 0; z < -exp - 1; z++)
+        out[k++] = '0';
+      for (size_t i = 0; i < nd; i++)
+        out[k++] = digits[i];
     } else {
-      for (int i = 0; i <= exp; i++) out[k++] = (size_t)i < nd ? digits[i] : '0';
+      for (int i = 0; i <= exp; i++)
+        out[k++] = (size_t)i < nd ? digits[i] : '0';
       out[k++] = '.';
       if ((size_t)exp + 1 < nd)
-        for (size_t i = (size_t)exp + 1; i < nd; i++) out[k++] = digits[i];
+        for (size_t i = (size_t)exp + 1; i < nd; i++)
+          out[k++] = digits[i];
       else
         out[k++] = '0';
     }
@@ -321,7 +334,8 @@ static void write_float(ct_ctx *c, ct_sb *b, double f) {
     out[k++] = digits[0];
     if (nd > 1) {
       out[k++] = '.';
-      for (size_t i = 1; i < nd; i++) out[k++] = digits[i];
+      for (size_t i = 1; i < nd; i++)
+        out[k++] = digits[i];
     }
     k += (size_t)snprintf(out + k, sizeof out - k, "e%c%02d", exp < 0 ? '-' : '+', abs(exp));
   }
@@ -414,8 +428,7 @@ void ct_write_str(ct_ctx *c, ct_sb *b, ct_val v) {
   case V_NS: ct_write_repr(c, b, v); break;
   case V_MACRO: ct_sb_put(c, b, "<Macro>", 7); break;
   case V_LOOP: ct_sb_put(c, b, "<LoopContext>", 13); break;
-  default:
-    ct_fail(c, IC_EINVAL, "unsupported: printing a builtin function or method");
+  default: ct_fail(c, IC_EINVAL, "unsupported: printing a builtin function or method");
   }
 }
 
@@ -449,10 +462,14 @@ static void json_str(ct_ctx *c, ct_sb *b, ct_str s, bool ascii) {
         e = esc;
       } else if (ascii && ch >= 0x80) {
         uint32_t cp = 0;
-        size_t len = (ch & 0xe0) == 0xc0 ? 2 : (ch & 0xf0) == 0xe0 ? 3 : (ch & 0xf8) == 0xf0 ? 4 : 1;
+        size_t len = (ch & 0xe0) == 0xc0   ? 2
+                     : (ch & 0xf0) == 0xe0 ? 3
+                     : (ch & 0xf8) == 0xf0 ? 4
+                                           : 1;
         if (i + len > s.n) len = 1;
         cp = len == 1 ? ch : ch & (0xff >> (len + 1));
-        for (size_t k = 1; k < len; k++) cp = (cp << 6) | ((unsigned char)s.p[i + k] & 0x3f);
+        for (size_t k = 1; k < len; k++)
+          cp = (cp << 6) | ((unsigned char)s.p[i + k] & 0x3f);
         if (cp >= 0x10000) {
           cp -= 0x10000;
           snprintf(esc, sizeof esc, "\\u%04x\\u%04x", 0xd800 + (cp >> 10), 0xdc00 + (cp & 0x3ff));
@@ -478,15 +495,16 @@ static void json_str(ct_ctx *c, ct_sb *b, ct_str s, bool ascii) {
 
 static void json_newline(ct_ctx *c, ct_sb *b, int indent, int level) {
   ct_sb_putc(c, b, '\n');
-  for (int i = 0; i < indent * level; i++) ct_sb_putc(c, b, ' ');
+  for (int i = 0; i < indent * level; i++)
+    ct_sb_putc(c, b, ' ');
 }
 
 static int kv_cmp(const void *x, const void *y, void *c) {
   return ct_compare(c, ((const ct_kv *)x)->k, ((const ct_kv *)y)->k);
 }
 
-void ct_write_json(ct_ctx *c, ct_sb *b, ct_val v, int indent, int level, bool sort_keys,
-                   bool ascii, ct_str item_sep, ct_str key_sep) {
+void ct_write_json(ct_ctx *c, ct_sb *b, ct_val v, int indent, int level, bool sort_keys, bool ascii,
+                   ct_str item_sep, ct_str key_sep) {
   ct_charge(c, 1);
   if (level > (int)c->max_depth * 8) ct_fail(c, IC_ERANGE, "value nested too deeply for tojson");
   switch (v.t) {
@@ -494,9 +512,12 @@ void ct_write_json(ct_ctx *c, ct_sb *b, ct_val v, int indent, int level, bool so
   case V_BOOL: v.u.b ? ct_sb_put(c, b, "true", 4) : ct_sb_put(c, b, "false", 5); break;
   case V_INT: write_int(c, b, v.u.i); break;
   case V_FLOAT:
-    if (isnan(v.u.f)) ct_sb_put(c, b, "NaN", 3);
-    else if (isinf(v.u.f)) v.u.f < 0 ? ct_sb_put(c, b, "-Infinity", 9) : ct_sb_put(c, b, "Infinity", 8);
-    else write_float(c, b, v.u.f);
+    if (isnan(v.u.f))
+      ct_sb_put(c, b, "NaN", 3);
+    else if (isinf(v.u.f))
+      v.u.f < 0 ? ct_sb_put(c, b, "-Infinity", 9) : ct_sb_put(c, b, "Infinity", 8);
+    else
+      write_float(c, b, v.u.f);
     break;
   case V_STR: json_str(c, b, v.u.s, ascii); break;
   case V_LIST:
@@ -537,8 +558,7 @@ void ct_write_json(ct_ctx *c, ct_sb *b, ct_val v, int indent, int level, bool so
         ct_write_json(c, b, k, -1, level, false, ascii, item_sep, key_sep);
         ct_sb_putc(c, b, '"');
       } else {
-        ct_fail(c, IC_EINVAL, "keys must be str, int, float, bool or None, not %s",
-                ct_typename(k));
+        ct_fail(c, IC_EINVAL, "keys must be str, int, float, bool or None, not %s", ct_typename(k));
       }
       ct_sb_put(c, b, key_sep.p, key_sep.n);
       ct_write_json(c, b, e[i].v, indent, level + 1, sort_keys, ascii, item_sep, key_sep);
@@ -547,8 +567,7 @@ void ct_write_json(ct_ctx *c, ct_sb *b, ct_val v, int indent, int level, bool so
     ct_sb_putc(c, b, '}');
     break;
   }
-  default:
-    ct_fail(c, IC_EINVAL, "Object of type %s is not JSON serializable", ct_typename(v));
+  default: ct_fail(c, IC_EINVAL, "Object of type %s is not JSON serializable", ct_typename(v));
   }
 }
 

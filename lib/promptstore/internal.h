@@ -16,9 +16,9 @@ typedef struct ps_slot {
 typedef struct ps_entry {
   char *ref; /* "namespace/name" */
   char revision[64];
-  char *model;             /* NULL: no model, no fingerprint */
-  ic_chattemplate_t *tpl;  /* NULL when the body did not compile */
-  char *error;             /* the compile error then */
+  char *model;            /* NULL: no model, no fingerprint */
+  ic_chattemplate_t *tpl; /* NULL when the body did not compile */
+  char *error;            /* the compile error then */
   ps_slot *slots;
   size_t nslots;
 } ps_entry;

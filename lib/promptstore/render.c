@@ -33,8 +33,11 @@ static int render_body(const ps_entry *e, size_t nvars, const char *const *keys,
     for (size_t i = 0; i < e->nslots; i++)
       if (!e->slots[i].stable && !json_object_get(vars, e->slots[i].name))
         json_object_set_new_nocheck(vars, e->slots[i].name, json_string_nocheck(MASK));
-  ic_chattemplate_opts_t o = {.max_steps = 5000000, .max_output = 8u << 20, .max_memory = 64u << 20,
-                              .now = 0, .no_clock = 1};
+  ic_chattemplate_opts_t o = {.max_steps = 5000000,
+                              .max_output = 8u << 20,
+                              .max_memory = 64u << 20,
+                              .now = 0,
+                              .no_clock = 1};
   int rc = ic_chattemplate_render(e->tpl, vars, &o, out, err);
   json_decref(vars);
   return rc;
@@ -42,13 +45,15 @@ static int render_body(const ps_entry *e, size_t nvars, const char *const *keys,
 
 static size_t common_prefix(const char *a, size_t na, const char *b, size_t nb) {
   size_t n = na < nb ? na : nb, i = 0;
-  while (i < n && a[i] == b[i]) i++;
+  while (i < n && a[i] == b[i])
+    i++;
   return i;
 }
 
 static size_t common_ids(const ic_tok_ids *a, const ic_tok_ids *b) {
   size_t n = a->n < b->n ? a->n : b->n, i = 0;
-  while (i < n && a->v[i] == b->v[i]) i++;
+  while (i < n && a->v[i] == b->v[i])
+    i++;
   return i;
 }
 
@@ -60,7 +65,8 @@ static size_t trailing_specials(const ic_tokenizer *tok) {
   if (ic_tokenizer_encode(tok, "a", 1, true, 0, &with) == 0 &&
       ic_tokenizer_encode(tok, "a", 1, false, 0, &without) == 0 && without.n) {
     size_t lead = 0;
-    while (lead < with.n && with.v[lead] != without.v[0]) lead++;
+    while (lead < with.n && with.v[lead] != without.v[0])
+      lead++;
     if (lead + without.n <= with.n) trail = with.n - lead - without.n;
   }
   ic_tok_ids_free(&with);
@@ -135,7 +141,8 @@ static void fingerprint(ic_promptstore_t *s, const char *model, const ic_tokeniz
   size_t nb = ic_fp_block_count(k, s->cfg.block_size);
   uint64_t *h = nb ? malloc(nb * sizeof *h) : NULL;
   if (h) {
-    ic_fp_prefix_hashes(ids.v, nb * (size_t)s->cfg.block_size, s->cfg.block_size, NULL, h, nb, NULL);
+    ic_fp_prefix_hashes(ids.v, nb * (size_t)s->cfg.block_size, s->cfg.block_size, NULL, h, nb,
+                        NULL);
     ic_fp_to_wire(h[nb - 1], res->stable_hash);
     res->has_stable_hash = true;
     res->stable_tokens = nb * (size_t)s->cfg.block_size;
@@ -185,7 +192,8 @@ int ic_promptstore_render(ic_promptstore_t *s, const char *ref, const char *tena
   for (size_t i = 0; i < e->nslots; i++) {
     if (!e->slots[i].required) continue;
     size_t k = 0;
-    while (k < nvars && strcmp(keys[k], e->slots[i].name)) k++;
+    while (k < nvars && strcmp(keys[k], e->slots[i].name))
+      k++;
     if (k == nvars) {
       snprintf(res->error, sizeof res->error, "required slot '%s' has no value", e->slots[i].name);
       goto done;
@@ -201,20 +209,24 @@ int ic_promptstore_render(ic_promptstore_t *s, const char *ref, const char *tena
     goto done;
   }
   bool has_mutable = false;
-  for (size_t i = 0; i < e->nslots; i++) has_mutable |= !e->slots[i].stable;
-  for (size_t i = 0; i < nvars; i++) has_mutable |= !slot_is_stable(e, keys[i]);
+  for (size_t i = 0; i < e->nslots; i++)
+    has_mutable |= !e->slots[i].stable;
+  for (size_t i = 0; i < nvars; i++)
+    has_mutable |= !slot_is_stable(e, keys[i]);
   size_t stable = text.len;
   if (has_mutable) {
     stable = 0;
     if (render_body(e, nvars, keys, values, true, &masked, err) == 0) {
-      stable = common_prefix(text.data ? text.data : "", text.len, masked.data ? masked.data : "", masked.len);
+      stable = common_prefix(text.data ? text.data : "", text.len, masked.data ? masked.data : "",
+                             masked.len);
       const char *m = masked.len ? memmem(masked.data, masked.len, MASK, MASK_LEN) : NULL;
       if (m && (size_t)(m - masked.data) < stable) stable = (size_t)(m - masked.data);
     }
     ic_buf_free(&masked);
   }
   res->stable_bytes = stable;
-  const ic_tokenizer *tok = e->model && s->cfg.tokenizer ? s->cfg.tokenizer(s->cfg.tokenizer_ud, e->model) : NULL;
+  const ic_tokenizer *tok =
+      e->model && s->cfg.tokenizer ? s->cfg.tokenizer(s->cfg.tokenizer_ud, e->model) : NULL;
   if (tok && stable > 0) fingerprint(s, e->model, tok, text.data, text.len, stable, res);
   if (!text.data && ic_buf_append(&text, "", 0)) {
     rc = IC_ENOMEM;

@@ -13,14 +13,16 @@ static void entry_free(ps_entry *e) {
   free(e->ref);
   free(e->model);
   ic_chattemplate_free(e->tpl);
-  for (size_t i = 0; i < e->nslots; i++) free(e->slots[i].name);
+  for (size_t i = 0; i < e->nslots; i++)
+    free(e->slots[i].name);
   free(e->slots);
   free(e->error);
 }
 
 void ps_snapshot_release(ps_snapshot *snap) {
   if (!snap || atomic_fetch_sub(&snap->refs, 1) != 1) return;
-  for (size_t i = 0; i < snap->n; i++) entry_free(&snap->e[i]);
+  for (size_t i = 0; i < snap->n; i++)
+    entry_free(&snap->e[i]);
   free(snap->e);
   free(snap);
 }
@@ -71,13 +73,15 @@ static void reject(json_t *rejected, const char *ref, const char *msg) {
 }
 
 /* One push entry -> e (0), or a reason to skip it (message in msg). */
-static int decode_entry(json_t *it, ps_entry *e, char *ref, size_t reflen, char *msg, size_t msglen) {
+static int decode_entry(json_t *it, ps_entry *e, char *ref, size_t reflen, char *msg,
+                        size_t msglen) {
   const char *ns = json_string_value(json_object_get(it, "namespace"));
   const char *name = json_string_value(json_object_get(it, "name"));
   snprintf(ref, reflen, "%s/%s", ns ? ns : "?", name ? name : "?");
   if (!json_is_object(it)) return snprintf(msg, msglen, "not an object"), IC_EINVAL;
   if (!ns || !*ns || !name || !*name || strchr(ns, '/') || strchr(name, '/'))
-    return snprintf(msg, msglen, "namespace and name must be non-empty and contain no '/'"), IC_EINVAL;
+    return snprintf(msg, msglen, "namespace and name must be non-empty and contain no '/'"),
+           IC_EINVAL;
   json_t *body = json_object_get(it, "body");
   if (!json_is_string(body) || !json_string_length(body))
     return snprintf(msg, msglen, "body must be a non-empty string"), IC_EINVAL;
@@ -106,7 +110,8 @@ static int decode_entry(json_t *it, ps_entry *e, char *ref, size_t reflen, char 
     s->required = json_is_true(json_object_get(sl, "required"));
   }
   char cerr[IC_CHATTEMPLATE_ERR_MAX];
-  int rc = ic_chattemplate_compile(json_string_value(body), json_string_length(body), &e->tpl, cerr);
+  int rc =
+      ic_chattemplate_compile(json_string_value(body), json_string_length(body), &e->tpl, cerr);
   if (rc == IC_ENOMEM) return rc;
   if (rc) {
     /* kept, so RenderTemplate says RENDER_ERROR (the template exists) rather than NOT_FOUND */
@@ -187,8 +192,10 @@ int ic_promptstore_replace(ic_promptstore_t *s, const char *body, size_t len, ch
   snap->n = k;
   if (report) {
     size_t invalid = 0;
-    for (size_t i = 0; i < snap->n; i++) invalid += snap->e[i].error != NULL;
-    json_t *r = json_pack("{s:I,s:o}", "accepted", (json_int_t)(snap->n - invalid), "rejected", rejected);
+    for (size_t i = 0; i < snap->n; i++)
+      invalid += snap->e[i].error != NULL;
+    json_t *r =
+        json_pack("{s:I,s:o}", "accepted", (json_int_t)(snap->n - invalid), "rejected", rejected);
     *report = r ? json_dumps(r, JSON_COMPACT) : NULL;
     json_decref(r);
   } else {
@@ -207,7 +214,8 @@ char *ic_promptstore_list_json(ic_promptstore_t *s) {
   json_t *arr = json_array();
   for (size_t i = 0; arr && i < snap->n; i++) {
     const ps_entry *e = &snap->e[i];
-    json_t *o = json_pack("{s:s,s:s,s:b}", "template", e->ref, "revision", e->revision, "valid", e->error == NULL);
+    json_t *o = json_pack("{s:s,s:s,s:b}", "template", e->ref, "revision", e->revision, "valid",
+                          e->error == NULL);
     if (o && e->model) json_object_set_new(o, "modelID", json_string(e->model));
     if (o && e->error) json_object_set_new(o, "error", json_string(e->error));
     json_array_append_new(arr, o);

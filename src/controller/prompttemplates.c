@@ -30,13 +30,14 @@ char *ctl_prompt_templates_body(json_t *list) {
   size_t i;
   json_t *it;
   json_array_foreach(items, i, it) {
-    const char *ns = ic_kube_jstr(it, "metadata.namespace"), *name = ic_kube_jstr(it, "metadata.name");
+    const char *ns = ic_kube_jstr(it, "metadata.namespace"),
+               *name = ic_kube_jstr(it, "metadata.name");
     json_t *spec = json_object_get(it, "spec");
     if (!ns || !name || !json_is_string(json_object_get(spec, "body"))) continue;
     char rev[64];
     ctl_template_revision(it, rev);
-    json_t *e = json_pack("{s:s,s:s,s:s,s:O}", "namespace", ns, "name", name, "revision", rev, "body",
-                          json_object_get(spec, "body"));
+    json_t *e = json_pack("{s:s,s:s,s:s,s:O}", "namespace", ns, "name", name, "revision", rev,
+                          "body", json_object_get(spec, "body"));
     if (!e) continue;
     const char *model = ic_kube_jstr(spec, "modelID");
     if (model && *model) json_object_set_new(e, "modelID", json_string(model));
@@ -65,7 +66,8 @@ static int write_statuses(ctl_t *c, json_t *list) {
   char now[40];
   ctl_now(now);
   json_array_foreach(items, i, it) {
-    const char *ns = ic_kube_jstr(it, "metadata.namespace"), *name = ic_kube_jstr(it, "metadata.name");
+    const char *ns = ic_kube_jstr(it, "metadata.namespace"),
+               *name = ic_kube_jstr(it, "metadata.name");
     json_t *gen = ic_kube_jget(it, "metadata.generation");
     const char *body = ic_kube_jstr(it, "spec.body");
     if (!ns || !name || !body) continue;
@@ -115,7 +117,8 @@ int ctl_push_prompt_templates(ctl_t *c) {
   long status = 0;
   char *resp = NULL;
   size_t rlen = 0;
-  rc = ctl_server_call("POST", c->prompttemplates_url, c->policy_token_file, body, &status, &resp, &rlen);
+  rc = ctl_server_call("POST", c->prompttemplates_url, c->policy_token_file, body, &status, &resp,
+                       &rlen);
   if (rc == 0 && status == 404) {
     /* a server without RenderTemplate support (the reference): nothing to push to */
     ic_log_debug("prompttemplates_push_unsupported", IC_LS("url", c->prompttemplates_url));

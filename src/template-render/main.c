@@ -15,9 +15,9 @@
 static const ic_cli_flag_t FLAGS[] = {
     {"now", "int", NULL, "strftime_now's clock in seconds since the epoch, UTC (default: now)"},
 };
-static const ic_cli_t CLI = {"ic-template-render",
-                             "renders a chat template or PromptTemplate body with lib/chattemplate",
-                             "TEMPLATE_FILE [VARS_JSON_FILE|-]", FLAGS, sizeof FLAGS / sizeof FLAGS[0]};
+static const ic_cli_t CLI = {
+    "ic-template-render", "renders a chat template or PromptTemplate body with lib/chattemplate",
+    "TEMPLATE_FILE [VARS_JSON_FILE|-]", FLAGS, sizeof FLAGS / sizeof FLAGS[0]};
 
 static char *slurp(const char *path, size_t *len) {
   FILE *f = strcmp(path, "-") ? fopen(path, "rb") : stdin;
@@ -25,7 +25,8 @@ static char *slurp(const char *path, size_t *len) {
   ic_buf_t b = IC_BUF_INIT;
   char chunk[65536];
   size_t n;
-  while ((n = fread(chunk, 1, sizeof chunk, f)) > 0) ic_buf_append(&b, chunk, n);
+  while ((n = fread(chunk, 1, sizeof chunk, f)) > 0)
+    ic_buf_append(&b, chunk, n);
   if (f != stdin) fclose(f);
   if (!b.data) ic_buf_append(&b, "", 0);
   return ic_buf_detach(&b, len);
@@ -44,7 +45,8 @@ int main(int argc, char **argv) {
     case 'n': {
       char *end;
       opts.now = strtoll(optarg, &end, 10);
-      if (!*optarg || *end || opts.now < 0) return ic_cli_fail(&CLI, "invalid value for -now: %s", optarg);
+      if (!*optarg || *end || opts.now < 0)
+        return ic_cli_fail(&CLI, "invalid value for -now: %s", optarg);
       break;
     }
     case 'h': ic_cli_usage(&CLI, stdout); return 0;

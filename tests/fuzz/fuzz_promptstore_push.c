@@ -23,7 +23,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
       const char *ref = json_string_value(json_object_get(it, "template"));
       const char *keys[] = {"system", "question", "x"}, *vals[] = {"S", "Q?", "\xc3\xa9"};
       ic_promptstore_result_t r;
-      if (ref && ic_promptstore_render(s, ref, "ns", 3, keys, vals, &r) == 0) ic_promptstore_result_free(&r);
+      if (ref && ic_promptstore_render(s, ref, "ns", 3, keys, vals, &r) == 0)
+        ic_promptstore_result_free(&r);
       if (i > 8) break;
     }
     json_decref(list);

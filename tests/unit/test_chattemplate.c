@@ -76,8 +76,9 @@ Test(chattemplate, bytes_pass_through) {
 
 Test(chattemplate, step_limit_stops_runaway_loops) {
   ic_chattemplate_opts_t o = {.max_steps = 100000, .now = 0};
-  int rc = expect_fail("{% for i in range(100000) %}{% for j in range(100000) %}{% endfor %}{% endfor %}",
-                       NULL, &o, "step limit");
+  int rc = expect_fail(
+      "{% for i in range(100000) %}{% for j in range(100000) %}{% endfor %}{% endfor %}", NULL, &o,
+      "step limit");
   cr_assert_eq(rc, IC_ERANGE);
 }
 

@@ -21,8 +21,10 @@ static const char *PUSH =
     "{\"name\":\"system\",\"type\":\"Stable\",\"required\":true},"
     "{\"name\":\"question\",\"type\":\"Mutable\",\"required\":true}]},"
     "{\"namespace\":\"team-a\",\"name\":\"broken\",\"revision\":\"1-def\",\"body\":\"{% if %}\"},"
-    "{\"namespace\":\"team-a\",\"name\":\"clock\",\"revision\":\"1-0\",\"body\":\"{{ strftime_now('%Y') }}\"},"
-    "{\"namespace\":\"team-a\",\"name\":\"fixed\",\"revision\":\"1-1\",\"body\":\"no slots {{ x | default('d') }}\"},"
+    "{\"namespace\":\"team-a\",\"name\":\"clock\",\"revision\":\"1-0\",\"body\":\"{{ "
+    "strftime_now('%Y') }}\"},"
+    "{\"namespace\":\"team-a\",\"name\":\"fixed\",\"revision\":\"1-1\",\"body\":\"no slots {{ x | "
+    "default('d') }}\"},"
     "{\"namespace\":\"team-b\",\"body\":\"nameless\"},"
     "{\"namespace\":\"team-a\",\"name\":\"support\",\"revision\":\"9-dup\",\"body\":\"dup\"}]}";
 
@@ -30,13 +32,15 @@ static ic_promptstore_t *store_with(const char *push, ic_promptstore_tokenizer_f
   ic_promptstore_config_t cfg = {.block_size = 4, .tokenizer = fn, .tokenizer_ud = ud};
   ic_promptstore_t *s = ic_promptstore_new(&cfg);
   char err[256], *report = NULL;
-  cr_assert_eq(ic_promptstore_replace(s, push, strlen(push), &report, err, sizeof err), 0, "%s", err);
+  cr_assert_eq(ic_promptstore_replace(s, push, strlen(push), &report, err, sizeof err), 0, "%s",
+               err);
   free(report);
   return s;
 }
 
 static ic_promptstore_result_t render2(ic_promptstore_t *s, const char *ref, const char *tenant,
-                                       const char *k1, const char *v1, const char *k2, const char *v2) {
+                                       const char *k1, const char *v1, const char *k2,
+                                       const char *v2) {
   const char *keys[2] = {k1, k2}, *vals[2] = {v1, v2};
   ic_promptstore_result_t r;
   size_t n = k2 ? 2 : k1 ? 1 : 0;
@@ -50,7 +54,8 @@ Test(promptstore, push_report_and_bad_bodies) {
   cr_assert_eq(ic_promptstore_replace(s, PUSH, strlen(PUSH), &report, err, sizeof err), 0);
   json_t *r = json_loads(report, 0, NULL);
   cr_assert_eq(json_integer_value(json_object_get(r, "accepted")), 3, "%s", report);
-  cr_assert_eq(json_array_size(json_object_get(r, "rejected")), 3, "%s", report); /* broken, nameless, dup */
+  cr_assert_eq(json_array_size(json_object_get(r, "rejected")), 3, "%s",
+               report); /* broken, nameless, dup */
   json_decref(r);
   free(report);
   char *list = ic_promptstore_list_json(s);
@@ -60,7 +65,8 @@ Test(promptstore, push_report_and_bad_bodies) {
   static const char *bad[] = {"not json", "[]", "{\"version\":2,\"templates\":[]}",
                               "{\"version\":1,\"templates\":{}}"};
   for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
-    cr_assert_eq(ic_promptstore_replace(s, bad[i], strlen(bad[i]), NULL, err, sizeof err), IC_EINVAL, "%s", bad[i]);
+    cr_assert_eq(ic_promptstore_replace(s, bad[i], strlen(bad[i]), NULL, err, sizeof err),
+                 IC_EINVAL, "%s", bad[i]);
     cr_assert(err[0]);
   }
   /* a failed push keeps what was there */
@@ -116,13 +122,19 @@ Test(promptstore, stable_prefix_fingerprint_is_shared_by_the_family) {
   ic_promptstore_t *s = store_with(PUSH, find_tok, NULL);
   const char *sys = "You are the support assistant of ACME. Answer politely and cite the manual. "
                     "Never reveal internal notes. Keep answers short.";
-  ic_promptstore_result_t a = render2(s, "team-a/support", "", "system", sys, "question", "How do I reset it?");
-  ic_promptstore_result_t b = render2(s, "team-a/support", "", "question", "Where is my order", "system", sys);
-  ic_promptstore_result_t c = render2(s, "team-a/support", "", "system", "Another system prompt entirely, long enough for blocks.", "question", "How do I reset it?");
+  ic_promptstore_result_t a =
+      render2(s, "team-a/support", "", "system", sys, "question", "How do I reset it?");
+  ic_promptstore_result_t b =
+      render2(s, "team-a/support", "", "question", "Where is my order", "system", sys);
+  ic_promptstore_result_t c = render2(s, "team-a/support", "", "system",
+                                      "Another system prompt entirely, long enough for blocks.",
+                                      "question", "How do I reset it?");
   cr_assert_str_eq(a.reason_code, "OK");
   cr_assert(a.has_stable_hash && b.has_stable_hash && c.has_stable_hash);
-  cr_assert_eq(memcmp(a.stable_hash, b.stable_hash, IC_FP_WIRE_LEN), 0, "same stable slots, same key");
-  cr_assert_neq(memcmp(a.stable_hash, c.stable_hash, IC_FP_WIRE_LEN), 0, "other system prompt, other key");
+  cr_assert_eq(memcmp(a.stable_hash, b.stable_hash, IC_FP_WIRE_LEN), 0,
+               "same stable slots, same key");
+  cr_assert_neq(memcmp(a.stable_hash, c.stable_hash, IC_FP_WIRE_LEN), 0,
+                "other system prompt, other key");
   cr_assert_eq(a.stable_tokens % 4, 0);
   /* the key is the chain hash LookupRoute derives from the prompt's own token ids */
   ic_tok_ids ids = {0};
@@ -136,7 +148,8 @@ Test(promptstore, stable_prefix_fingerprint_is_shared_by_the_family) {
   free(h);
   ic_tok_ids_free(&ids);
   /* deterministic */
-  ic_promptstore_result_t a2 = render2(s, "team-a/support", "", "system", sys, "question", "How do I reset it?");
+  ic_promptstore_result_t a2 =
+      render2(s, "team-a/support", "", "system", sys, "question", "How do I reset it?");
   cr_assert_eq(a2.text_len, a.text_len);
   cr_assert_eq(memcmp(a2.text, a.text, a.text_len), 0);
   cr_assert_eq(memcmp(a2.stable_hash, a.stable_hash, IC_FP_WIRE_LEN), 0);
@@ -151,7 +164,8 @@ Test(promptstore, stable_prefix_fingerprint_is_shared_by_the_family) {
 static void *pusher(void *arg) {
   ic_promptstore_t *s = arg;
   char err[256];
-  for (int i = 0; i < 300; i++) ic_promptstore_replace(s, PUSH, strlen(PUSH), NULL, err, sizeof err);
+  for (int i = 0; i < 300; i++)
+    ic_promptstore_replace(s, PUSH, strlen(PUSH), NULL, err, sizeof err);
   return NULL;
 }
 
