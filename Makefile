@@ -7,7 +7,7 @@ BENCH      ?= all
 FUZZ_SECONDS ?= 10
 CMAKE_FLAGS ?=
 
-.PHONY: all deps build test test-unit test-asan test-integration fuzz fuzz-short run bench format clean soak
+.PHONY: all deps build test test-unit test-asan test-integration fuzz fuzz-short run bench format clean images soak
 
 all: build
 
@@ -53,6 +53,11 @@ test: build test-asan fuzz-short
 
 run: build
 	./scripts/run-demo.sh $(BUILD)
+
+# Container images without a daemon or registry (mmdebstrap + umoci; needs the Debian mirror):
+# OCI layout and docker-archives under $(BUILD)/images, each smoke-tested. docs/images.md.
+images: build
+	./scripts/build-images.sh $(BUILD) $(BUILD)/images
 
 bench: build
 	./scripts/run-bench.sh $(BUILD) $(BENCH)

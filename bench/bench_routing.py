@@ -17,7 +17,12 @@ Usage: bench_routing.py BUILD_DIR. Environment knobs (defaults in parentheses):
   IC_ROUTING_SHARED_CAPACITY_RPS (5.6)  the same for one engine and the shared-prefix shape
   IC_ROUTING_REQUESTS (1200)    conversation requests replayed (a prefix of the trace)
   IC_ROUTING_WINDOW (5ms)       subscriber flush window (wall time)
-  IC_ROUTING_MODES (all)
+  IC_ROUTING_MODES (all)         baseline modes; "none" skips them
+  IC_ROUTING_RANKING_POLICY ({})  more CachePolicy keys for the ranking modes, e.g.
+                                {"affinityRouting": false} (reported as params.policy)
+  IC_ROUTING_SERVER_FLAGS ("")   extra inferencecache-server flags, e.g. the --load-* knobs
+  IC_ROUTING_RANKING (lookup+load)  the ranking modes of docs/ranking.md run after the baselines,
+                                each a lookup replay under its CachePolicy; "" = none
 """
 import json
 import os
@@ -40,8 +45,17 @@ SHARED_CAPACITY_RPS = float(os.environ.get("IC_ROUTING_SHARED_CAPACITY_RPS", "5.
 REQUESTS = int(os.environ.get("IC_ROUTING_REQUESTS", "1200"))
 WINDOW = os.environ.get("IC_ROUTING_WINDOW", "5ms")
 MODES = os.environ.get("IC_ROUTING_MODES", "all")
+SERVER_FLAGS = os.environ.get("IC_ROUTING_SERVER_FLAGS", "").split()
+RANKING = [m for m in os.environ.get("IC_ROUTING_RANKING", "lookup+load").split(",") if m]
+# docs/ranking.md: the CachePolicy strategy switches behind each ranking mode
+RANKING_EXTRA = json.loads(os.environ.get("IC_ROUTING_RANKING_POLICY", "{}"))
+RANKING_STRATEGY = {"lookup+load": {"loadAwareRouting": True}}
 TRACE = os.path.join(root, "data", "traces", "mooncake_conversation_trace.jsonl")
 OUT = os.path.join(build, "bench", "routing")
+# RAG-style: 128 documents of 4k tokens, 8 questions each, in random order; the fleet completes
+# ~5.6 of these requests/s per engine when saturated under round-robin.
+SHARED = ("shared-prefix:groups=128,questions=8,context=4096,question=256,output=128,rate=%g" %
+          (SHARED_CAPACITY_RPS * LOAD * ENGINES))
 
 
 def trace_rate(n):
@@ -56,9 +70,10 @@ def emit(name, value, unit, **params):
                       "params": params}), flush=True)
 
 
-def replay(srv, fleet, scenario, workload, speedup, extra, modes=MODES, policy=None):
+def replay(srv, fleet, scenario, workload, speedup, extra, modes=MODES, policy=None, label=None):
+    """label: report the (single) lookup run under this mode name, e.g. "lookup+load"."""
     os.makedirs(OUT, exist_ok=True)
-    tag = scenario + ("-" + policy if policy else "")
+    tag = scenario + ("-" + policy if policy else "") + ("-" + label if label else "")
     summary = os.path.join(OUT, tag + ".summary.jsonl")
     cmd = [harness.CLI_BIN, "replay", "--workload=" + workload, "--scenario=" + scenario,
            "--mode=" + modes, "--speedup=%g" % speedup, "--server=" + srv.grpc_addr,
@@ -70,7 +85,7 @@ def replay(srv, fleet, scenario, workload, speedup, extra, modes=MODES, policy=N
     print("bench_routing: %s took %.0f s (exit %d)" % (tag, time.monotonic() - t, p.returncode),
           file=sys.stderr)
     with open(summary) as f:
-        sums = {d["mode"]: d for d in map(json.loads, f)}
+        sums = {(label or d["mode"]): d for d in map(json.loads, f)}
     for mode, s in sums.items():
         p = dict(scenario=scenario, mode=mode)
         if policy:
@@ -85,7 +100,7 @@ def replay(srv, fleet, scenario, workload, speedup, extra, modes=MODES, policy=N
             emit("lookup_route_p99_us", s["lookup_route_p99_us"], "us", **p)
         if s["failed"]:
             emit("failed_requests", s["failed"], "requests", **p)
-    if policy:
+    if policy or label:
         return sums
     lk, rr, pr = sums.get("lookup"), sums.get("round-robin"), sums.get("precise")
     if lk and rr and rr["ttft_mean_ms"] > 0:
@@ -95,6 +110,27 @@ def replay(srv, fleet, scenario, workload, speedup, extra, modes=MODES, policy=N
         emit("lookup_vs_precise_hit_rate", lk["hit_rate"] / pr["hit_rate"], "ratio",
              scenario=scenario)
     return sums
+
+
+def push_policy(srv, fleet, policy):
+    st, _, body = harness.http_get(srv.snapshot_url + "/policy", method="POST", data=json.dumps(
+        {"version": 7, "policies": [dict(namespace=fleet.tenant, **policy)]}).encode())
+    if st // 100 != 2:
+        sys.exit("bench_routing: POST /policy failed: %d %s" % (st, body[:200]))
+
+
+def ranking_modes(srv, fleet, compress):
+    """lookup+load (and the other docs/ranking.md modes) on both scenarios, same fleet."""
+    for mode in RANKING:
+        if mode not in RANKING_STRATEGY:
+            sys.exit("bench_routing: unknown ranking mode %r (known: %s)" %
+                     (mode, ", ".join(RANKING_STRATEGY)))
+        push_policy(srv, fleet, dict(RANKING_EXTRA, strategy=RANKING_STRATEGY[mode]))
+        tag = "affinity-off" if RANKING_EXTRA.get("affinityRouting") is False else None
+        replay(srv, fleet, "conversation", "mooncake:" + TRACE, compress * SIM_SPEEDUP,
+               ["--max-requests=%d" % REQUESTS], modes="lookup", label=mode, policy=tag)
+        replay(srv, fleet, "shared-prefix", SHARED, SIM_SPEEDUP, [], modes="lookup", label=mode,
+               policy=tag)
 
 
 def main():
@@ -107,27 +143,22 @@ def main():
           (ENGINES, SIM_SPEEDUP, REQUESTS, compress, LOAD * 100, capacity,
            compress * SIM_SPEEDUP), file=sys.stderr)
     engine_args = ["--speedup=%g" % SIM_SPEEDUP, "--stream-interval=16"]
-    sub_args = ["--window=" + WINDOW, "--stats-interval=500ms"]
-    with harness.Server(["--insecure-disable-auth"]) as srv, \
+    sub_args = ["--window=" + WINDOW, "--stats-interval=500ms", "--load-interval=100ms"]
+    with harness.Server(["--insecure-disable-auth"] + SERVER_FLAGS) as srv, \
             harness.Fleet(srv, ENGINES, engine_args=engine_args, sub_args=sub_args) as fleet:
-        replay(srv, fleet, "conversation", "mooncake:" + TRACE, compress * SIM_SPEEDUP,
-               ["--max-requests=%d" % REQUESTS])
-        # RAG-style: 128 documents of 4k tokens, 8 questions each, in random order; the fleet
-        # completes ~5.6 of these requests/s per engine when saturated under round-robin.
-        replay(srv, fleet, "shared-prefix",
-               "shared-prefix:groups=128,questions=8,context=4096,question=256,output=128,"
-               "rate=%g" % (SHARED_CAPACITY_RPS * LOAD * ENGINES), SIM_SPEEDUP, [])
+        if MODES != "none":
+            replay(srv, fleet, "conversation", "mooncake:" + TRACE, compress * SIM_SPEEDUP,
+                   ["--max-requests=%d" % REQUESTS])
+            replay(srv, fleet, "shared-prefix", SHARED, SIM_SPEEDUP, [])
         # The reference ranking answers AFFINITY_HINT (a hash over the serving replicas, blind
         # to load) for every prompt nobody holds beyond a prefix all replicas share: new
         # conversations. Turning it off for the tenant sends those to the gateway's
         # least-loaded fallback instead; measured as params.policy "affinity-off".
-        st, _, body = harness.http_get(srv.snapshot_url + "/policy", method="POST", data=json.dumps(
-            {"version": 7, "policies": [{"namespace": fleet.tenant,
-                                         "affinityRouting": False}]}).encode())
-        if st // 100 != 2:
-            sys.exit("bench_routing: POST /policy failed: %d %s" % (st, body[:200]))
-        replay(srv, fleet, "conversation", "mooncake:" + TRACE, compress * SIM_SPEEDUP,
-               ["--max-requests=%d" % REQUESTS], modes="lookup", policy="affinity-off")
+        if MODES == "all" or "lookup" in MODES.split(","):
+            push_policy(srv, fleet, {"affinityRouting": False})
+            replay(srv, fleet, "conversation", "mooncake:" + TRACE, compress * SIM_SPEEDUP,
+                   ["--max-requests=%d" % REQUESTS], modes="lookup", policy="affinity-off")
+        ranking_modes(srv, fleet, compress)
 
 
 if __name__ == "__main__":

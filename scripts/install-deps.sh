@@ -13,7 +13,7 @@ PACKAGES=(
   python3-pytest python3-jsonschema python3-jsonpatch python3-yaml openssl
   libyaml-dev
   libpcre2-dev libutf8proc-dev python3-jinja2
-  prometheus mmdebstrap umoci skopeo
+  prometheus mmdebstrap umoci skopeo python3-xxhash
 )
 # kubectl (with kustomize) renders config/ in the tests; Debian's kubernetes-client provides it
 # where no newer kubectl is installed.

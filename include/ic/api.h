@@ -273,6 +273,7 @@ typedef struct ic_api_cachepolicy {
       bool has_enable_chain_matching, enable_chain_matching;
       bool has_require_chain, require_chain;
       bool has_enable_tenant_hot, enable_tenant_hot;
+      bool has_load_aware_routing, load_aware_routing; /* additive; absent = false */
     } strategy;
   } spec;
   struct {
@@ -424,6 +425,19 @@ IC_API_DECLARE_KIND(pdtopology)
 /* Schema validation of any of the six kinds (dispatch on apiVersion/kind): decode into a temporary
  * and collect the structural-schema errors. Unknown kinds get one error at "kind". */
 int ic_api_validate_schema(const json_t *obj, ic_api_errors_t *errs);
+
+/* Strict field validation (lib/api/strict.c), what `kubectl apply` with strict field validation
+ * rejects: fields no schema declares, typos included. With `crd_schema` (a CRD version's
+ * openAPIV3Schema) the whole object is walked; without it, built-in and third-party kinds the
+ * install ships get apiVersion/kind, metadata and top-level fields checked, and an unknown
+ * apiVersion/kind pair is itself reported. `fn(ud, path, why)` is called per problem (path like
+ * "spec.strategy.requireChian"); returns how many. */
+typedef void (*ic_api_strict_fn)(void *ud, const char *path, const char *why);
+size_t ic_api_strict_fields(const json_t *obj, const json_t *crd_schema, ic_api_strict_fn fn, void *ud);
+/* The openAPIV3Schema of a CustomResourceDefinition's storage version (borrowed from `crd`), with
+ * its group, kind and version; NULL when it has none. */
+const json_t *ic_api_crd_schema(const json_t *crd, const char **group, const char **kind,
+                                const char **version);
 
 /* ---- CacheBackend read-time defaults (cachebackend-v1alpha1.md §3.2; never written to spec) -- */
 

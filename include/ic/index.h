@@ -146,6 +146,10 @@ typedef struct {
   float pressure; /* non-finite -> 0 */
   int64_t t2_hit_tokens;
   int64_t t2_query_tokens;
+  /* Live load sample (additive wire fields 8-11), taken at the update's timestamp. */
+  bool load_reported;
+  int32_t num_waiting, num_running; /* negatives stored as 0 */
+  float kv_usage;                   /* non-finite -> 0, clamped to [0, 1] */
 } ic_index_stats_t;
 
 /* One CacheStateUpdate. Nothing is retained: the index copies what it keeps. */
@@ -265,6 +269,54 @@ void ic_index_result_credit_hits(ic_index_result_t *r);
 int ic_index_result_retain_replicas(ic_index_result_t *r, const char *const *keep, size_t n);
 void ic_index_result_free(ic_index_result_t *r);
 
+/* ------------------------------------------------------------------ load-aware ranking
+ * (docs/ranking.md; not in the reference, selected per tenant by CachePolicy
+ * strategy.loadAwareRouting). Re-ranks a PREFIX_MATCH answer by the prefill a replica would save
+ * against the work queued on it, from the live load samples of ReplicaStats fields 8-11:
+ *   queue_i = waiting_i + running_weight * running_i
+ *   score_i = matched_i * freshness_i - weight * (queue_i - min_j queue_j) * request_tokens
+ * over the fleet F of replicas of (tenant, model) with a sample no older than max_age. A row
+ * whose score is <= 0 (a cold but idle replica would serve the prompt sooner) or whose queue
+ * exceeds overload_factor * mean_F queue + overload_slack falls out of the answer. If any
+ * answered replica has no fresh sample, the answer is left exactly as it was. */
+typedef struct {
+  int64_t max_age_ns;     /* older samples count as missing; default 2 s */
+  float weight;           /* queued tokens per saved token (beta); default 1 */
+  float running_weight;   /* a running request as a fraction of a waiting one; default 0.02 */
+  int32_t request_tokens; /* expected prefill per queued request; <= 0 = derived (below) */
+  float overload_factor;  /* default 2 */
+  float overload_slack;   /* requests; default 4 */
+} ic_index_load_cfg_t;
+
+void ic_index_load_cfg_init(ic_index_load_cfg_t *cfg);
+
+/* One candidate for the pure scorer: its row, and its queue (negative = no fresh sample). */
+typedef struct {
+  ic_index_row_t row;
+  float queue;
+} ic_index_load_cand_t;
+
+/* The pure scorer (unit-tested on its own): rewrites scores, sorts score desc then replica id,
+ * and returns how many candidates stay (the rest are after them). fleet_min / fleet_mean are
+ * the queue statistics of the fleet; request_tokens the expected prefill per queued request.
+ * Returns n unchanged (and touches nothing) when any candidate has queue < 0. */
+size_t ic_index_load_rank(ic_index_load_cand_t *c, size_t n, float fleet_min, float fleet_mean,
+                          float request_tokens, const ic_index_load_cfg_t *cfg);
+
+/* Applies ic_index_load_rank to a PREFIX_MATCH result of (tenant, model). prompt_tokens is the
+ * request's token count: with request_tokens <= 0, the expected prefill per queued request is
+ * prompt_tokens * max(1 - mean fleet hit rate, 1/8). Sets *changed when the answer differs from
+ * today's ranking (a load sample was used). Dropped rows lose their LFU captures; a result left
+ * with no rows keeps its strategy (the caller decides). Returns 0 or IC_ENOMEM. */
+int ic_index_result_rank_by_load(ic_index_t *ix, ic_index_result_t *r, const char *tenant,
+                                 const char *model, int64_t prompt_tokens,
+                                 const ic_index_load_cfg_t *cfg, bool *changed);
+
+/* True when replica's fresh queue is above the overload bound of its fleet (same rule as the
+ * ranking); false without fresh samples. Used to keep AFFINITY_HINT off overloaded replicas. */
+bool ic_index_replica_overloaded(ic_index_t *ix, const char *tenant, const char *model,
+                                 const char *replica, const ic_index_load_cfg_t *cfg);
+
 /* Consistent-hash fallback (spec §5.12): SHA-256(seed) mod the sorted serving set of the
  * scope. Returns true and sets *replica (interned) on success. */
 bool ic_index_affinity_hint(ic_index_t *ix, const char *tenant, const char *model,
@@ -284,6 +336,9 @@ typedef struct {
   int64_t cache_memory_bytes;
   float hit_rate, pressure;
   int64_t t2_hit_tokens, t2_query_tokens;
+  bool load_reported; /* the live load sample below (zeros when false) */
+  int32_t num_waiting, num_running;
+  float kv_usage;
 } ic_index_stats_row_t;
 
 /* GetCacheState (spec §6.5): stats rows of (tenant, model) sorted by replica id, and the
@@ -312,6 +367,10 @@ typedef struct {
   int64_t last_event_at_ns; /* max last_seen of those; IC_INDEX_TIME_ZERO when none */
   bool stats_reported;
   int64_t t2_hit_tokens, t2_query_tokens;
+  bool load_reported; /* live load sample of the stats record (zeros when false) */
+  int32_t num_waiting, num_running;
+  float kv_usage;
+  int64_t load_observed_ns; /* when that sample was taken; IC_INDEX_TIME_ZERO when none */
 } ic_index_snapshot_replica_t;
 
 typedef struct {

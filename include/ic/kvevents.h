@@ -215,6 +215,10 @@ typedef struct ic_kv_stats {
   float pressure;
   int64_t t2_hit_tokens;
   int64_t t2_query_tokens;
+  /* The engine's own load gauges, summed like pressure's (num_waiting + num_running is the load
+   * pressure divides by the ceiling), and its KV usage (the tier-selected gauge, in [0, 1]). */
+  int32_t num_waiting, num_running;
+  float kv_usage;
   /* process_start_time_seconds of the engine (Prometheus client default), 0 when absent: a
    * change between scrapes means the engine process restarted. Set even when the derivation
    * fails for other reasons, as long as the exposition parsed. */

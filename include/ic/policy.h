@@ -35,6 +35,8 @@ typedef struct ic_policy_entry {
   bool has_enable_chain_matching, enable_chain_matching;
   bool has_require_chain, require_chain;
   bool has_enable_tenant_hot, enable_tenant_hot;
+  /* additive, not in the reference (docs/ranking.md); absent = false */
+  bool has_load_aware_routing, load_aware_routing;
 } ic_policy_entry_t;
 
 typedef struct ic_policy_quota {
@@ -97,6 +99,7 @@ typedef struct ic_policy_knobs {
   bool enable_chain_matching;     /* default true */
   bool require_chain;             /* default false */
   bool enable_tenant_hot;         /* default true */
+  bool load_aware_routing;        /* default false (docs/ranking.md) */
   bool has_quota;                 /* false = unbounded (always false for the probe tenant) */
   int64_t max_index_entries;      /* >= 0 when has_quota */
 } ic_policy_knobs_t;

@@ -48,6 +48,12 @@ typedef struct ic_rpc_server_opts {
   int max_recv_bytes;       /* <= 0 = 4 MiB (the reference's grpc-go default) */
   const char *tls_cert_file; /* both set = TLS (PEM); both NULL/"" = plaintext */
   const char *tls_key_file;
+  /* Transport-flood bounds (0 = unlimited). max_concurrent_streams is advertised per HTTP/2
+   * connection (SETTINGS_MAX_CONCURRENT_STREAMS; streams beyond it are refused by the
+   * transport). max_streams caps streaming calls open on the whole server; one more is ended
+   * at once with RESOURCE_EXHAUSTED. */
+  int max_concurrent_streams;
+  int max_streams;
 } ic_rpc_server_opts_t;
 
 /* Unary handler: decode `req`, append the serialized response to `resp`, return a status code.
@@ -77,6 +83,10 @@ typedef struct ic_rpc_stream_handler {
   int (*on_msg)(void *ud, ic_rpc_call_t *call, const uint8_t *msg, size_t len);
   int (*on_end)(void *ud, ic_rpc_call_t *call, int status, ic_buf_t *resp);
   void (*on_close)(void *ud, ic_rpc_call_t *call);
+  /* on_drain: SERVER_STREAM/BIDI, every queued message has been handed to the transport (its
+   * flow control let it through) and the call is still open: the moment to queue more when the
+   * handler paces its sends by the reader. Not called after a finish or abort. May be NULL. */
+  void (*on_drain)(void *ud, ic_rpc_call_t *call);
 } ic_rpc_stream_handler_t;
 
 /* Creates a server listening on `addr` (Go-style "host:port", ":port" = all interfaces).
@@ -106,6 +116,13 @@ int ic_rpc_server_add_reflection(ic_rpc_server_t *s, const uint8_t *fdset, size_
 /* Starts the completion-queue threads. */
 int ic_rpc_server_start(ic_rpc_server_t *s);
 
+/* Counters for monitoring and tests. */
+typedef struct ic_rpc_server_stats {
+  size_t open_streams;      /* streaming calls open now */
+  uint64_t streams_refused; /* streaming calls ended at once by max_streams */
+} ic_rpc_server_stats_t;
+void ic_rpc_server_stats(ic_rpc_server_t *s, ic_rpc_server_stats_t *st);
+
 /* Graceful stop: no new calls, open server streams are finished with OK, in-flight calls get up
  * to `drain_ms` (< 0 = unbounded) to complete, then the rest are cancelled. Joins the threads.
  * Returns the number of calls that had to be cancelled. Idempotent. */
@@ -130,6 +147,14 @@ void *ic_rpc_call_data(const ic_rpc_call_t *c);
  * after on_close returned. */
 int ic_rpc_stream_send(ic_rpc_call_t *c, const uint8_t *msg, size_t len);
 void ic_rpc_stream_set_limit(ic_rpc_call_t *c, size_t limit);
+/* Queues n messages stored back to back in `data` (lengths in lens) in one step, so on_drain
+ * cannot fire between them. Same drop rule and returns as ic_rpc_stream_send (the number
+ * dropped). */
+int ic_rpc_stream_sendv(ic_rpc_call_t *c, const uint8_t *data, const size_t *lens, size_t n);
+/* Ends the call now with `status` and `msg` (copied), discarding queued messages, even when
+ * the reader's flow-control window is closed (a normal finish would wait for it). Thread-safe;
+ * on_close follows. IC_ESTATE when the call is already closed or its status went out. */
+int ic_rpc_stream_abort(ic_rpc_call_t *c, int status, const char *msg);
 /* Ends a SERVER_STREAM/BIDI call with `status` after the queued messages are written.
  * Thread-safe; later sends return IC_ESTATE. on_close follows. */
 int ic_rpc_stream_finish(ic_rpc_call_t *c, int status, const char *msg);

@@ -66,6 +66,8 @@ typedef struct ic_svc_config {
   /* RenderTemplate (NULL: the reference's stub, OK with every field empty) */
   ic_svc_render_fn render_template;
   void *render_ud;
+  /* Knobs of load-aware ranking (docs/ranking.md), copied; NULL = ic_index_load_cfg_init's. */
+  const ic_index_load_cfg_t *load;
 } ic_svc_config_t;
 
 ic_svc_t *ic_svc_new(const ic_svc_config_t *cfg);
@@ -102,6 +104,41 @@ bool ic_svc_event_filter_match(const ic_svc_event_filter_t *f, const ic_index_ch
 /* Serializes an index change as a CacheEvent (type, replica, model, tenant, prefix hash,
  * timestamp_us, adapter). Appends to out; 0 or IC_ENOMEM. */
 int ic_svc_change_encode(const ic_index_change_t *c, ic_buf_t *out);
+
+/* The change log StreamCacheEvents subscribers read (lib/svc/changelog.c): a ring of encoded
+ * CacheEvents bounded to `bytes`, written once per index change, read through per-subscriber
+ * cursors. Thread-safe; every call takes one short internal lock. */
+typedef struct ic_svc_changelog ic_svc_changelog_t;
+ic_svc_changelog_t *ic_svc_changelog_new(size_t bytes); /* >= 64 KiB; memory mapped lazily */
+void ic_svc_changelog_free(ic_svc_changelog_t *l);
+/* Encodes `c` and appends it, evicting the oldest entries when full (the probe tenant is
+ * skipped). 0, IC_ENOMEM, or IC_ERANGE for an entry larger than half the ring (not stored). */
+int ic_svc_changelog_append(ic_svc_changelog_t *l, const ic_index_change_t *c);
+/* Returns the ring's memory to the OS; call when no reader is left (cursors past head stay
+ * valid, older ones read as lost). */
+void ic_svc_changelog_release(ic_svc_changelog_t *l);
+uint64_t ic_svc_changelog_head(ic_svc_changelog_t *l);
+typedef struct ic_svc_changelog_stats {
+  uint64_t entries, bytes, head, too_large;
+} ic_svc_changelog_stats_t;
+void ic_svc_changelog_stats(ic_svc_changelog_t *l, ic_svc_changelog_stats_t *st);
+
+/* A reader's position and its filter (borrowed; must outlive the cursor). */
+typedef struct ic_svc_changelog_cursor {
+  uint64_t seq; /* next entry to read */
+  const ic_svc_event_filter_t *f;
+  size_t tlen, mlen;
+  uint32_t tenant_h, model_h;
+} ic_svc_changelog_cursor_t;
+/* Positions the cursor at the current head (a new subscriber sees changes from now on). */
+void ic_svc_changelog_cursor_init(ic_svc_changelog_t *l, ic_svc_changelog_cursor_t *cur,
+                                  const ic_svc_event_filter_t *f);
+/* Copies the next entries passing the cursor's filter back to back into `out` (appended), at
+ * most max_msgs of them and max_bytes in total (at least one when any is due); their lengths go
+ * to lens[0..*n). Returns 0, IC_ENOMEM, or IC_ERANGE when the ring overwrote entries the cursor
+ * had not read: *lost (may be NULL) gets their number and the cursor moves to the oldest entry. */
+int ic_svc_changelog_read(ic_svc_changelog_t *l, ic_svc_changelog_cursor_t *cur, size_t max_bytes,
+                          size_t max_msgs, ic_buf_t *out, size_t *lens, size_t *n, uint64_t *lost);
 
 /* --- StreamMetrics --- */
 typedef struct ic_svc_metric_filter {

@@ -58,6 +58,8 @@ int ic_api_cachepolicy_decode(const json_t *obj, ic_api_cachepolicy_t *out, ic_a
       rd_bool(&c, st, "requireChain", Q, &out->spec.strategy.has_require_chain, &out->spec.strategy.require_chain);
       rd_bool(&c, st, "enableTenantHot", Q, &out->spec.strategy.has_enable_tenant_hot,
               &out->spec.strategy.enable_tenant_hot);
+      rd_bool(&c, st, "loadAwareRouting", Q, &out->spec.strategy.has_load_aware_routing,
+              &out->spec.strategy.load_aware_routing);
       /* the CRD's CEL rule on spec */
       if (out->spec.strategy.has_enable_chain_matching && !out->spec.strategy.enable_chain_matching &&
           out->spec.strategy.has_require_chain && out->spec.strategy.require_chain)
@@ -94,6 +96,8 @@ json_t *ic_api_cachepolicy_encode(const ic_api_cachepolicy_t *x) {
               x->spec.strategy.enable_chain_matching);
       wr_bool(st, "requireChain", x->spec.strategy.has_require_chain, x->spec.strategy.require_chain);
       wr_bool(st, "enableTenantHot", x->spec.strategy.has_enable_tenant_hot, x->spec.strategy.enable_tenant_hot);
+      wr_bool(st, "loadAwareRouting", x->spec.strategy.has_load_aware_routing,
+              x->spec.strategy.load_aware_routing);
     }
   }
   json_t *st = wr_child(o, "status", x->status.present);

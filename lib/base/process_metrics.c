@@ -49,7 +49,8 @@ static double max_fds(void) {
   while (fgets(line, sizeof line, f))
     if (strncmp(line, "Max open files", 14) == 0) {
       char *p = line + 14;
-      while (*p == ' ') p++;
+      while (*p == ' ')
+        p++;
       v = strncmp(p, "unlimited", 9) == 0 ? INFINITY : strtod(p, NULL);
       break;
     }
@@ -87,17 +88,19 @@ static void refresh(void *ud) {
 }
 
 int ic_metrics_add_process(ic_metrics_t *m) {
-  ic_metric_family_t *cpu = ic_metrics_counter(m, "process_cpu_seconds_total",
-                                               "Total user and system CPU time spent in seconds.", 0, NULL);
-  ic_metric_family_t *ofd = ic_metrics_gauge(m, "process_open_fds", "Number of open file descriptors.", 0, NULL);
+  ic_metric_family_t *cpu = ic_metrics_counter(
+      m, "process_cpu_seconds_total", "Total user and system CPU time spent in seconds.", 0, NULL);
+  ic_metric_family_t *ofd =
+      ic_metrics_gauge(m, "process_open_fds", "Number of open file descriptors.", 0, NULL);
   ic_metric_family_t *mfd =
       ic_metrics_gauge(m, "process_max_fds", "Maximum number of open file descriptors.", 0, NULL);
-  ic_metric_family_t *rss =
-      ic_metrics_gauge(m, "process_resident_memory_bytes", "Resident memory size in bytes.", 0, NULL);
+  ic_metric_family_t *rss = ic_metrics_gauge(m, "process_resident_memory_bytes",
+                                             "Resident memory size in bytes.", 0, NULL);
   ic_metric_family_t *vsz =
       ic_metrics_gauge(m, "process_virtual_memory_bytes", "Virtual memory size in bytes.", 0, NULL);
-  ic_metric_family_t *st = ic_metrics_gauge(m, "process_start_time_seconds",
-                                            "Start time of the process since unix epoch in seconds.", 0, NULL);
+  ic_metric_family_t *st =
+      ic_metrics_gauge(m, "process_start_time_seconds",
+                       "Start time of the process since unix epoch in seconds.", 0, NULL);
   if (!cpu || !ofd || !mfd || !rss || !vsz || !st) return IC_EINVAL;
   proc_metrics_t *pm = malloc(sizeof *pm);
   if (!pm) return IC_ENOMEM;

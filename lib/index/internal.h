@@ -391,6 +391,9 @@ tenantrec_t *ix_find_tenant(ic_index_t *ix, uint32_t tenant);
 void ix_resolve(ic_index_t *ix, const char *const names[4], uint32_t ids[4], scope_t **sc,
                 tmrec_t **tm, tenantrec_t **tr);
 
+/* Mutable rows of a lookup result (lookup.c owns the struct; load.c re-ranks them). */
+ic_index_row_t *ix_result_rows_mut(ic_index_result_t *r, size_t *n);
+
 /* Table access, caller holds the scope lock (read for find). */
 part_t *scope_part(scope_t *sc, uint32_t adapter);
 /* Resolves hash bytes to a slot key; false when a long key is unknown to the scope. */

@@ -71,6 +71,11 @@ struct ic_index_result {
   size_t ncaps;
 };
 
+ic_index_row_t *ix_result_rows_mut(ic_index_result_t *r, size_t *n) {
+  *n = r ? r->n : 0;
+  return r ? r->rows : NULL;
+}
+
 ic_index_strategy_t ic_index_result_strategy(const ic_index_result_t *r) {
   return r ? r->strategy : 0;
 }
@@ -696,7 +701,9 @@ int ic_index_cache_state(ic_index_t *ix, const char *tenant, const char *model,
       const statrow_t *s = &tm->stats[i];
       (*rows)[i] = (ic_index_stats_row_t){ix_str(ix, s->replica), s->s.cache_memory_bytes,
                                           s->s.hit_rate,          s->s.pressure,
-                                          s->s.t2_hit_tokens,     s->s.t2_query_tokens};
+                                          s->s.t2_hit_tokens,     s->s.t2_query_tokens,
+                                          s->s.load_reported,     s->s.num_waiting,
+                                          s->s.num_running,       s->s.kv_usage};
     }
     *n_rows = tm->nstats;
   }
@@ -805,6 +812,7 @@ static ic_index_snapshot_replica_t *snap_row(ic_index_t *ix, snapacc_t *a, uint3
   a->v[a->n] = (ic_index_snapshot_replica_t){.replica_id = ix_str(ix, replica),
                                              .tenant = ix_str(ix, tenant),
                                              .last_update_ns = IC_INDEX_TIME_ZERO,
+                                             .load_observed_ns = IC_INDEX_TIME_ZERO,
                                              .last_event_at_ns = IC_INDEX_TIME_ZERO};
   return &a->v[a->n++];
 }
@@ -849,6 +857,11 @@ int ic_index_snapshot(ic_index_t *ix, ic_index_snapshot_t *out) {
       row->pressure = s->s.pressure;
       row->t2_hit_tokens = s->s.t2_hit_tokens;
       row->t2_query_tokens = s->s.t2_query_tokens;
+      row->load_reported = s->s.load_reported;
+      row->num_waiting = s->s.num_waiting;
+      row->num_running = s->s.num_running;
+      row->kv_usage = s->s.kv_usage;
+      row->load_observed_ns = s->s.load_reported ? s->stats_reported : IC_INDEX_TIME_ZERO;
     }
     pthread_rwlock_unlock(&tm->stats_lock);
   }

@@ -1180,6 +1180,14 @@ static int ingest(ic_index_t *ix, const ic_index_update_t *u, const uint32_t id[
     statrow_t row = {.replica = id[0], .last_seen = ts, .stats_reported = ts, .s = *u->stats};
     if (!isfinite(row.s.hit_rate)) row.s.hit_rate = 0;
     if (!isfinite(row.s.pressure)) row.s.pressure = 0;
+    if (!row.s.load_reported) {
+      row.s.num_waiting = row.s.num_running = 0, row.s.kv_usage = 0;
+    } else {
+      if (row.s.num_waiting < 0) row.s.num_waiting = 0;
+      if (row.s.num_running < 0) row.s.num_running = 0;
+      float ku = row.s.kv_usage;
+      row.s.kv_usage = !isfinite(ku) || ku < 0 ? 0 : ku > 1 ? 1 : ku;
+    }
     pthread_rwlock_wrlock(&tm->stats_lock);
     uint64_t v;
     if (u64map_get(&tm->stat_map, id[0], &v)) {

@@ -370,6 +370,8 @@ int ic_kv_scraper_derive(ic_kv_scraper_t *s, const char *body, size_t len, ic_kv
     goto done;
   }
   double load = running + waiting;
+  out->num_waiting = (int32_t)(waiting > INT32_MAX ? INT32_MAX : waiting < 0 ? 0 : waiting);
+  out->num_running = (int32_t)(running > INT32_MAX ? INT32_MAX : running < 0 ? 0 : running);
   out->pressure = (float)(s->ceiling <= 0 || load <= 0 ? 0 : clamp01(load / (double)s->ceiling));
   double usage = 0, u1 = 0, u2 = 0;
   switch (s->tier) {
@@ -407,6 +409,7 @@ int ic_kv_scraper_derive(ic_kv_scraper_t *s, const char *body, size_t len, ic_kv
     if (p->t2_hits && counter(s, &x, p->t2_hits, &t)) out->t2_hit_tokens = (int64_t)t;
     if (p->t2_queries && counter(s, &x, p->t2_queries, &t)) out->t2_query_tokens = (int64_t)t;
   }
+  out->kv_usage = (float)clamp01(usage);
   if (s->size > 0) out->cache_memory_bytes = (int64_t)(usage * (double)s->size);
   rc = 0;
 done:

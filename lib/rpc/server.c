@@ -189,7 +189,9 @@ struct ic_rpc_server {
   bool started;
   atomic_bool shutting_down;
   bool shut_down;
-  pthread_mutex_t mu; /* live list */
+  pthread_mutex_t mu; /* live list, nlive */
+  size_t nlive, max_streams;
+  uint64_t streams_refused;
   /* gRPC core aborts when a send batch races grpc_server_cancel_all_calls(); stream sends
    * take this lock shared, the cancel takes it exclusive and sets cancelled_all. */
   pthread_rwlock_t cancel_lock;
@@ -296,6 +298,7 @@ static grpc_ssl_certificate_config_reload_status tls_fetch(void *ud,
 /* ------------------------------------------------------------------ call bookkeeping */
 
 static void request_call(cq_thread_t *cqt, method_t *m);
+static void free_chain(qmsg_t *q);
 
 static void live_add(ic_rpc_call_t *c) {
   pthread_mutex_lock(&c->srv->mu);
@@ -304,7 +307,26 @@ static void live_add(ic_rpc_call_t *c) {
   if (c->srv->live) c->srv->live->live_prev = c;
   c->srv->live = c;
   c->live = true;
+  c->srv->nlive++;
   pthread_mutex_unlock(&c->srv->mu);
+}
+
+/* Admits a new streaming call under max_streams (counted from here until it is freed). */
+static bool live_admit(ic_rpc_call_t *c) {
+  ic_rpc_server_t *s = c->srv;
+  pthread_mutex_lock(&s->mu);
+  bool ok = s->max_streams == 0 || s->nlive < s->max_streams;
+  if (!ok) s->streams_refused++;
+  pthread_mutex_unlock(&s->mu);
+  if (ok) live_add(c);
+  return ok;
+}
+
+void ic_rpc_server_stats(ic_rpc_server_t *s, ic_rpc_server_stats_t *st) {
+  pthread_mutex_lock(&s->mu);
+  st->open_streams = s->nlive;
+  st->streams_refused = s->streams_refused;
+  pthread_mutex_unlock(&s->mu);
 }
 
 static void live_remove(ic_rpc_call_t *c) {
@@ -316,6 +338,7 @@ static void live_remove(ic_rpc_call_t *c) {
       c->srv->live = c->live_next;
     if (c->live_next) c->live_next->live_prev = c->live_prev;
     c->live = false;
+    c->srv->nlive--;
   }
   pthread_mutex_unlock(&c->srv->mu);
 }
@@ -330,11 +353,7 @@ static void call_free(ic_rpc_call_t *c) {
   if (c->send_bb) grpc_byte_buffer_destroy(c->send_bb);
   if (c->final_bb) grpc_byte_buffer_destroy(c->final_bb);
   if (c->has_status_details) grpc_slice_unref(c->status_details);
-  for (qmsg_t *q = c->qhead, *n; q; q = n) {
-    n = q->next;
-    grpc_byte_buffer_destroy(q->bb);
-    free(q);
-  }
+  free_chain(c->qhead);
   pthread_mutex_destroy(&c->mu);
   free(c);
 }
@@ -459,38 +478,89 @@ static void pump_locked(ic_rpc_call_t *c) {
   if (c->finishing) start_status_locked(c);
 }
 
-int ic_rpc_stream_send(ic_rpc_call_t *c, const uint8_t *msg, size_t len) {
-  if (!c) return IC_EINVAL;
-  qmsg_t *q = malloc(sizeof *q);
-  if (!q) return IC_ENOMEM;
-  q->next = NULL;
-  q->bb = ic_rpc_bb_from(msg, len);
+static void free_chain(qmsg_t *q) {
+  for (qmsg_t *n; q; q = n) {
+    n = q->next;
+    grpc_byte_buffer_destroy(q->bb);
+    free(q);
+  }
+}
+
+int ic_rpc_stream_sendv(ic_rpc_call_t *c, const uint8_t *data, const size_t *lens, size_t n) {
+  if (!c || (n && (!data || !lens))) return IC_EINVAL;
+  /* Byte buffers are built before taking the call lock: the lock is shared with the
+   * completion-queue thread. */
+  qmsg_t *first = NULL, *last = NULL;
+  size_t off = 0;
+  for (size_t i = 0; i < n; i++) {
+    qmsg_t *q = malloc(sizeof *q);
+    if (!q) {
+      free_chain(first);
+      return IC_ENOMEM;
+    }
+    q->next = NULL;
+    q->bb = ic_rpc_bb_from(data + off, lens[i]);
+    off += lens[i];
+    if (last)
+      last->next = q;
+    else
+      first = q;
+    last = q;
+  }
   int dropped = 0;
   pthread_mutex_lock(&c->mu);
   if (c->finishing || c->closed) {
     pthread_mutex_unlock(&c->mu);
-    grpc_byte_buffer_destroy(q->bb);
-    free(q);
+    free_chain(first);
     return IC_ESTATE;
   }
-  if (c->qlen >= c->qlimit && c->qhead) {
-    qmsg_t *old = c->qhead;
-    c->qhead = old->next;
-    if (!c->qhead) c->qtail = NULL;
-    c->qlen--;
-    grpc_byte_buffer_destroy(old->bb);
-    free(old);
-    dropped = 1;
+  for (qmsg_t *q = first, *nx; q; q = nx) {
+    nx = q->next;
+    q->next = NULL;
+    if (c->qlen >= c->qlimit && c->qhead) {
+      qmsg_t *old = c->qhead;
+      c->qhead = old->next;
+      if (!c->qhead) c->qtail = NULL;
+      c->qlen--;
+      grpc_byte_buffer_destroy(old->bb);
+      free(old);
+      dropped++;
+    }
+    if (c->qtail)
+      c->qtail->next = q;
+    else
+      c->qhead = q;
+    c->qtail = q;
+    c->qlen++;
   }
-  if (c->qtail)
-    c->qtail->next = q;
-  else
-    c->qhead = q;
-  c->qtail = q;
-  c->qlen++;
   pump_locked(c);
   pthread_mutex_unlock(&c->mu);
   return dropped;
+}
+
+int ic_rpc_stream_send(ic_rpc_call_t *c, const uint8_t *msg, size_t len) {
+  return ic_rpc_stream_sendv(c, msg ? msg : (const uint8_t *)"", &len, 1);
+}
+
+int ic_rpc_stream_abort(ic_rpc_call_t *c, int status, const char *msg) {
+  if (!c) return IC_EINVAL;
+  pthread_mutex_lock(&c->mu);
+  if (c->closed || c->status_started) {
+    pthread_mutex_unlock(&c->mu);
+    return IC_ESTATE;
+  }
+  c->finishing = true;
+  free_chain(c->qhead);
+  c->qhead = c->qtail = NULL;
+  c->qlen = 0;
+  /* A cancel carries its status and message to the client in trailers (gRPC core writes
+   * them ahead of RST_STREAM), and it does not wait for the peer's flow-control window. */
+  c->status_started = true;
+  pthread_rwlock_rdlock(&c->srv->cancel_lock);
+  if (!c->srv->cancelled_all) grpc_call_cancel_with_status(c->call, (grpc_status_code)status, msg ? msg : "", NULL);
+  pthread_rwlock_unlock(&c->srv->cancel_lock);
+  pthread_mutex_unlock(&c->mu);
+  return 0;
 }
 
 void ic_rpc_stream_set_limit(ic_rpc_call_t *c, size_t limit) {
@@ -603,7 +673,13 @@ static void handle_stream_start(ic_rpc_call_t *c) {
     call_free(c);
     return;
   }
-  live_add(c);
+  if (!live_admit(c)) {
+    /* Over the server-wide stream cap: end it before any handler state exists. */
+    c->refs++;
+    ic_rpc_stream_finish(c, IC_RPC_RESOURCE_EXHAUSTED, "too many open streams on this server; retry later");
+    call_unref(c);
+    return;
+  }
   c->refs++; /* held across on_start so the call cannot vanish under it */
   int st = IC_RPC_OK;
   if (m->kind == IC_RPC_SERVER_STREAM) {
@@ -667,13 +743,15 @@ static void handle_recv(ic_rpc_call_t *c, bool ok) {
   }
 }
 
-static void handle_send_done(ic_rpc_call_t *c) {
+static void handle_send_done(ic_rpc_call_t *c, bool ok) {
   pthread_mutex_lock(&c->mu);
   if (c->send_bb) grpc_byte_buffer_destroy(c->send_bb);
   c->send_bb = NULL;
   c->send_busy = false;
   pump_locked(c);
+  bool drained = ok && !c->send_busy && !c->qhead && !c->finishing && !c->closed;
   pthread_mutex_unlock(&c->mu);
+  if (drained && c->m && c->m->sh.on_drain) c->m->sh.on_drain(c->m->ud, c);
 }
 
 static void handle_event(cq_thread_t *cqt, grpc_event ev) {
@@ -707,7 +785,7 @@ static void handle_event(cq_thread_t *cqt, grpc_event ev) {
     call_unref(c);
     return;
   case TAG_SEND:
-    handle_send_done(c);
+    handle_send_done(c, ev.success);
     call_unref(c);
     return;
   case TAG_CLOSE:
@@ -773,7 +851,7 @@ ic_rpc_server_t *ic_rpc_server_new(const char *addr, const ic_rpc_server_opts_t 
     creds = grpc_insecure_server_credentials_create();
   }
 
-  grpc_arg args[3];
+  grpc_arg args[4];
   args[0].type = GRPC_ARG_INTEGER;
   args[0].key = GRPC_ARG_MAX_RECEIVE_MESSAGE_LENGTH;
   args[0].value.integer = o.max_recv_bytes > 0 ? o.max_recv_bytes : DEFAULT_MAX_RECV;
@@ -785,7 +863,14 @@ ic_rpc_server_t *ic_rpc_server_new(const char *addr, const ic_rpc_server_opts_t 
   args[2].type = GRPC_ARG_INTEGER;
   args[2].key = GRPC_ARG_ALLOW_REUSEPORT;
   args[2].value.integer = 0;
-  grpc_channel_args ca = {3, args};
+  size_t nargs = 3;
+  if (o.max_concurrent_streams > 0) {
+    args[nargs].type = GRPC_ARG_INTEGER;
+    args[nargs].key = GRPC_ARG_MAX_CONCURRENT_STREAMS;
+    args[nargs++].value.integer = o.max_concurrent_streams;
+  }
+  s->max_streams = o.max_streams > 0 ? (size_t)o.max_streams : 0;
+  grpc_channel_args ca = {nargs, args};
   s->srv = grpc_server_create(&ca, NULL);
   char target[512];
   ic_rpc_listen_addr(addr, target, sizeof target);

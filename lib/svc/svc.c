@@ -41,6 +41,7 @@ struct ic_svc {
   ic_svc_render_fn render_template;
   void *render_ud;
   _Atomic int tokenizing; /* in-flight prompt_text encodes (MaxConcurrentTokenize) */
+  ic_index_load_cfg_t load;
 };
 
 ic_svc_t *ic_svc_new(const ic_svc_config_t *cfg) {
@@ -59,6 +60,10 @@ ic_svc_t *ic_svc_new(const ic_svc_config_t *cfg) {
   s->prompt_ud = cfg->prompt_ud;
   s->render_template = cfg->render_template;
   s->render_ud = cfg->render_ud;
+  if (cfg->load)
+    s->load = *cfg->load;
+  else
+    ic_index_load_cfg_init(&s->load);
   return s;
 }
 
@@ -551,11 +556,21 @@ static int lookup_route(ic_svc_t *s, const uint8_t *req, size_t len, int64_t dea
       }
     }
   }
+  /* 12b'. load-aware ranking (docs/ranking.md; off unless the tenant's policy asks): rows
+     re-scored by prefill saved against queued work; every holder overloaded = no hint at all,
+     so the gateway balances by load instead of a load-blind consistent hash. */
+  bool load_dropped_all = false;
+  if (st == IC_INDEX_STRATEGY_PREFIX_MATCH && k.load_aware_routing) {
+    bool changed = false;
+    if (ic_index_result_rank_by_load(s->index, res, q->tenant_id, q->model_id, eff, &s->load, &changed) != 0)
+      changed = false; /* ENOMEM: the rows are as retain left them; answer what is there */
+    if (ic_index_result_count(res) == 0) st = IC_INDEX_STRATEGY_NONE, load_dropped_all = true;
+  }
   if (st == IC_INDEX_STRATEGY_PREFIX_MATCH && k.routing_floor_score > 0 && ic_index_result_count(res) > 0 &&
       ic_index_result_rows(res)[0].score < k.routing_floor_score)
     st = IC_INDEX_STRATEGY_NONE;
   /* 12d. affinity fallback */
-  if (st == IC_INDEX_STRATEGY_NONE && k.affinity_routing && *q->tenant_id && *q->model_id && *q->hash_scheme &&
+  if (st == IC_INDEX_STRATEGY_NONE && k.affinity_routing && !load_dropped_all && *q->tenant_id && *q->model_id && *q->hash_scheme &&
       !((q->n_block_hashes > 0 || q->n_block_token_counts > 0) && q->n_block_hashes != q->n_block_token_counts)) {
     uint8_t *seed = NULL;
     size_t seed_len = 0;
@@ -579,7 +594,9 @@ static int lookup_route(ic_svc_t *s, const uint8_t *req, size_t len, int64_t dea
     }
     const char *replica = NULL;
     if (seed && seed_len > 0 &&
-        ic_index_affinity_hint(s->index, q->tenant_id, q->model_id, q->hash_scheme, seed, seed_len, &replica)) {
+        ic_index_affinity_hint(s->index, q->tenant_id, q->model_id, q->hash_scheme, seed, seed_len, &replica) &&
+        !(k.load_aware_routing &&
+          ic_index_replica_overloaded(s->index, q->tenant_id, q->model_id, replica, &s->load))) {
       free(seed);
       ic_index_row_t row = {.replica_id = replica};
       rc = respond(s, q, out, "AFFINITY_HINT", &row, 1, q->adapter_id, ic_clock_monotonic_ns() - start, &r);
@@ -630,7 +647,9 @@ int ic_svc_report_one(ic_svc_t *s, const uint8_t *msg, size_t len, const char **
   ic_index_stats_t st;
   if (u->stats)
     st = (ic_index_stats_t){u->stats->cache_memory_bytes, u->stats->hit_rate, u->stats->pressure,
-                            u->stats->t2_hit_tokens, u->stats->t2_query_tokens};
+                            u->stats->t2_hit_tokens, u->stats->t2_query_tokens,
+                            u->stats->load_reported, u->stats->num_requests_waiting,
+                            u->stats->num_requests_running, u->stats->kv_cache_usage};
   ic_index_update_t iu = {
       .replica = u->replica_id,
       .model = u->model_id,
@@ -717,6 +736,10 @@ int ic_svc_get_cache_state(ic_svc_t *s, const uint8_t *req, size_t len, ic_buf_t
         rs[i].pressure = rows[i].pressure;
         rs[i].t2_hit_tokens = rows[i].t2_hit_tokens;
         rs[i].t2_query_tokens = rows[i].t2_query_tokens;
+        rs[i].load_reported = rows[i].load_reported;
+        rs[i].num_requests_waiting = rows[i].num_waiting;
+        rs[i].num_requests_running = rows[i].num_running;
+        rs[i].kv_cache_usage = rows[i].kv_usage;
         rp[i] = &rs[i];
       }
       r.n_replicas = n;

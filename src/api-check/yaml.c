@@ -48,7 +48,7 @@ static json_t *scalar(const yaml_event_t *ev) {
 }
 
 /* Attaches `v` (stolen) to the frame on top of the stack, or makes it the document root. */
-static int attach(frame_t *st, int depth, json_t **root, json_t *v) {
+static int attach(frame_t *st, int depth, json_t **root, json_t *v, char *err, size_t errlen, size_t line) {
   if (depth == 0) {
     json_decref(*root);
     *root = v;
@@ -66,6 +66,13 @@ static int attach(frame_t *st, int depth, json_t **root, json_t *v) {
       json_decref(v);
     }
     return f->key ? 0 : -1;
+  }
+  if (json_object_get(f->node, f->key)) { /* strict decoding rejects a repeated key */
+    snprintf(err, errlen, "YAML line %zu: duplicate field \"%s\"", line, f->key);
+    json_decref(v);
+    free(f->key);
+    f->key = NULL;
+    return -1;
   }
   int rc = json_object_set_new(f->node, f->key, v);
   free(f->key);
@@ -146,7 +153,10 @@ int yaml_to_json_docs(const char *text, size_t n, json_t **out, char *err, size_
       anchors[nanchors].name = strdup(anchor);
       anchors[nanchors++].value = json_incref(v);
     }
-    if (v && attach(st, depth, &root, v) != 0) rc = -1;
+    if (v && attach(st, depth, &root, v, err, errlen, ev.start_mark.line + 1) != 0) {
+      rc = -1;
+      done = true;
+    }
     yaml_event_delete(&ev);
   }
   while (depth > 0) {

@@ -14,7 +14,7 @@
 #include "ic/version.h"
 #include "server.h"
 
-typedef enum { F_STR, F_BOOL, F_INT } ftype_t;
+typedef enum { F_STR, F_BOOL, F_INT, F_FLOAT } ftype_t;
 
 typedef struct flagdef {
   const char *name;
@@ -40,6 +40,12 @@ static const flagdef_t FLAGS[] = {
     {"engine-block-size", F_INT, OFF(engine_block_size), "16",
      "KV block size (tokens per block) used to fingerprint token_ids; values <= 0 keep 16"},
     {"grpc-bind-address", F_STR, OFF(grpc_bind_address), ":9090", "gRPC listen address"},
+    {"grpc-max-concurrent-streams", F_INT, OFF(grpc_max_concurrent_streams), "1024",
+     "HTTP/2 streams one gRPC connection may have open (SETTINGS_MAX_CONCURRENT_STREAMS); 0 = unlimited (not a "
+     "reference flag)"},
+    {"grpc-max-streams", F_INT, OFF(grpc_max_streams), "8192",
+     "streaming calls open on the whole server; more are ended with RESOURCE_EXHAUSTED; 0 = unlimited (not a "
+     "reference flag)"},
     {"grpc-threads", F_INT, OFF(grpc_threads), "0",
      "gRPC completion-queue threads; 0 = one per core (not a reference flag)"},
     {"http-bind-address", F_STR, OFF(http_bind_address), ":8080",
@@ -54,6 +60,18 @@ static const flagdef_t FLAGS[] = {
      "<= 0 = none (the reference's ReadHeaderTimeout is 5 s)"},
     {"insecure-disable-auth", F_BOOL, OFF(insecure_disable_auth), "false",
      "serve the controller listener without authentication (development only)"},
+    {"load-max-age-ms", F_INT, OFF(load_max_age_ms), "2000",
+     "load-aware ranking: a replica's load sample older than this counts as missing (not a reference flag; docs/ranking.md)"},
+    {"load-overload-factor", F_FLOAT, OFF(load_overload_factor), "2",
+     "load-aware ranking: a queue above factor x the fleet's mean + slack leaves the answer (not a reference flag)"},
+    {"load-overload-slack", F_FLOAT, OFF(load_overload_slack), "4",
+     "load-aware ranking: requests of slack in the overload bound (not a reference flag)"},
+    {"load-request-tokens", F_INT, OFF(load_request_tokens), "0",
+     "load-aware ranking: expected prefill tokens per queued request; 0 = the prompt's tokens x the fleet's miss rate (not a reference flag)"},
+    {"load-running-weight", F_FLOAT, OFF(load_running_weight), "0.02",
+     "load-aware ranking: a running request's weight in the queue, a waiting one's is 1 (not a reference flag)"},
+    {"load-weight", F_FLOAT, OFF(load_weight), "1",
+     "load-aware ranking: queued tokens charged per prefill token saved (not a reference flag)"},
     {"log-format", F_STR, OFF(log_format), "json", "log format: json or text"},
     {"log-level", F_STR, OFF(log_level), "info", "log level: debug, info, warn or error"},
     {"max-identity-bytes", F_INT, OFF(max_identity_bytes), "1024",
@@ -65,6 +83,16 @@ static const flagdef_t FLAGS[] = {
     {"policy-audience", F_STR, OFF(policy_audience), "inferencecache.io/policy", "TokenReview audience for /policy"},
     {"snapshot-bind-address", F_STR, OFF(snapshot_bind_address), ":8081",
      "controller-facing HTTP listen address (/snapshot, /policy, /probe)"},
+    {"stream-log-bytes", F_INT, OFF(stream_log_bytes), "67108864",
+     "bytes of the StreamCacheEvents change log all subscribers read from; a subscriber that falls this far behind "
+     "is ended with RESOURCE_EXHAUSTED (not a reference flag)"},
+    {"stream-max-queued-bytes", F_INT, OFF(stream_max_queued_bytes), "67108864",
+     "bound on stream bytes queued to all subscribers and not yet written (not a reference flag)"},
+    {"stream-max-send-rate", F_INT, OFF(stream_max_send_rate), "25000",
+     "StreamCacheEvents events sent per second to all subscribers together; 0 = unlimited (not a reference flag)"},
+    {"stream-max-subscribers", F_INT, OFF(stream_max_subscribers), "4096",
+     "open StreamCacheEvents + StreamMetrics subscriptions; more are refused with RESOURCE_EXHAUSTED (not a reference "
+     "flag)"},
     {"tls-cert-file", F_STR, OFF(tls_cert_file), "", "PEM server certificate for the gRPC port (enables TLS)"},
     {"tls-key-file", F_STR, OFF(tls_key_file), "", "PEM private key for the gRPC port"},
     {"tokenizer-models-dir", F_STR, OFF(tokenizer_models_dir), "",
@@ -78,7 +106,11 @@ static void usage(FILE *out, const char *prog) {
   ic_cli_flag_t docs[NFLAGS];
   for (size_t i = 0; i < NFLAGS; i++) {
     const flagdef_t *f = &FLAGS[i];
-    docs[i] = (ic_cli_flag_t){f->name, f->type == F_STR ? "string" : f->type == F_INT ? "int" : NULL,
+    docs[i] = (ic_cli_flag_t){f->name,
+                              f->type == F_STR     ? "string"
+                              : f->type == F_INT   ? "int"
+                              : f->type == F_FLOAT ? "float"
+                                                   : NULL,
                               f->type == F_BOOL || strcmp(f->def, "0") == 0 ? NULL : f->def, f->usage};
   }
   const char *slash = strrchr(prog, '/');
@@ -96,6 +128,7 @@ static void set_defaults(server_flags_t *fl) {
     char *p = (char *)fl + f->off;
     if (f->type == F_STR) *(const char **)p = f->def;
     else if (f->type == F_INT) *(int *)p = atoi(f->def);
+    else if (f->type == F_FLOAT) *(float *)p = strtof(f->def, NULL);
     else *(bool *)p = false;
   }
 }
@@ -175,6 +208,16 @@ int server_flags_parse(server_flags_t *fl, int argc, char **argv) {
     }
     if (f->type == F_STR) {
       *(const char **)p = val;
+    } else if (f->type == F_FLOAT) {
+      char *end = NULL;
+      errno = 0;
+      float x = strtof(val, &end);
+      if (!*val || *end || errno || !(x >= 0) || x > 1e9f) {
+        fprintf(stderr, "invalid value \"%s\" for flag -%s: parse error\n", val, f->name);
+        usage(stderr, prog);
+        return 2;
+      }
+      *(float *)p = x;
     } else if (parse_int(val, (int *)p) != 0) {
       fprintf(stderr, "invalid value \"%s\" for flag -%s: parse error\n", val, f->name);
       usage(stderr, prog);

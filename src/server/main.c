@@ -14,6 +14,7 @@
 #include "ic/err.h"
 #include "ic/index.h"
 #include "ic/log.h"
+#include "ic/mem.h"
 #include "ic/metrics.h"
 #include "ic/policy.h"
 #include "ic/rpc.h"
@@ -92,7 +93,7 @@ static int register_metrics(server_ctx_t *ctx) {
       "Authentication outcomes for the internal /probe endpoint (ok|unauth|forbidden|error).", 1, result);
   x->stream_dropped = ic_metrics_counter(
       m, "inferencecache_stream_dropped_total",
-      "Messages dropped from slow StreamCacheEvents/StreamMetrics subscribers' bounded queues, by stream.", 1, stream);
+      "Changes lost by too-slow StreamCacheEvents subscribers (events) and samples skipped by slow StreamMetrics readers (metrics).", 1, stream);
   x->stream_subscribers = ic_metrics_gauge(m, "inferencecache_stream_subscribers",
                                            "Open StreamCacheEvents/StreamMetrics subscriptions, by stream.", 1, stream);
   if (ctx->flags.metrics_max_label_values > 0) { /* bounded series (docs/server.md, Metrics) */
@@ -162,6 +163,11 @@ static void *maint_main(void *arg) {
     /* names of replicas that are gone; hand the pages back (long names free whole pages
        inside the heap, which free() alone keeps) */
     if (ic_index_reclaim_strings(mt->ctx->index) > 0) malloc_trim(0);
+    /* After a burst (a call flood, subscribers that left) give what malloc keeps free back to
+     * the OS, so RSS returns to what the index and live calls need. */
+    size_t freed = ic_mem_trim(SERVER_TRIM_MIN_FREE);
+    if (freed) ic_log_debug("memory_trimmed", IC_LI("free_bytes", (int64_t)freed));
+    server_hub_publish_transport(mt->ctx->hub);
     pthread_mutex_lock(&mt->mu);
   }
   pthread_mutex_unlock(&mt->mu);
@@ -177,6 +183,10 @@ int main(int argc, char **argv) {
   if (prc == 1) return 0;
   if (prc) return 2;
   server_flags_t *f = &ctx->flags;
+  /* Two malloc arenas: with one per thread, memory freed after a call flood stays stranded
+   * in arenas malloc_trim cannot shrink (measured: 262 MB kept with the default, 20 MB with
+   * two; docs/performance.md "Transport floods"). */
+  ic_mem_limit_arenas(2);
 
   char buf[64];
   norm(f->log_format, buf, sizeof buf);
@@ -253,9 +263,18 @@ int main(int argc, char **argv) {
   icfg.on_change = server_hub_on_change;
   icfg.change_ud = ctx->hub;
   ctx->index = ic_index_create(&icfg);
+  ic_index_load_cfg_t load;
+  ic_index_load_cfg_init(&load);
+  load.max_age_ns = (int64_t)(f->load_max_age_ms > 0 ? f->load_max_age_ms : 0) * 1000000;
+  load.request_tokens = f->load_request_tokens;
+  load.weight = f->load_weight;
+  load.running_weight = f->load_running_weight;
+  load.overload_factor = f->load_overload_factor;
+  load.overload_slack = f->load_overload_slack;
   if (server_prompts_init(ctx) != 0) return 1;
   if (server_templates_init(ctx) != 0) return 1;
   ic_svc_config_t scfg = {.index = ctx->index,
+                          .load = &load,
                           .policy = ctx->policy,
                           .engine_block_size = f->engine_block_size,
                           .max_identity_bytes =
@@ -278,7 +297,9 @@ int main(int argc, char **argv) {
   ic_rpc_server_opts_t ro = {.threads = f->grpc_threads,
                              .max_recv_bytes = SERVER_MAX_RECV_MESSAGE,
                              .tls_cert_file = ctx->grpc_tls ? f->tls_cert_file : NULL,
-                             .tls_key_file = ctx->grpc_tls ? f->tls_key_file : NULL};
+                             .tls_key_file = ctx->grpc_tls ? f->tls_key_file : NULL,
+                             .max_concurrent_streams = f->grpc_max_concurrent_streams,
+                             .max_streams = f->grpc_max_streams};
   ctx->grpc = ic_rpc_server_new(f->grpc_bind_address, &ro, err, sizeof err, &tls_err);
   if (!ctx->grpc && tls_err) {
     ic_log_error("grpc_tls_load", IC_LS("err", err));

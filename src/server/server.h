@@ -29,6 +29,7 @@ struct server_auth;      /* src/server/http_*.c / lib/auth (http helper) */
 #define SERVER_MAX_PROMPT_TEXT_BYTES (1u << 20)
 #define SERVER_DEFAULT_TOKENIZE_TIMEOUT_MS 5000
 #define SERVER_MAX_RECV_MESSAGE (4 * 1024 * 1024)
+#define SERVER_TRIM_MIN_FREE (16u * 1024 * 1024) /* free heap bytes that trigger malloc_trim */
 
 /* Command-line configuration (spec server.md §1.1). Strings point into argv or literals and are
  * never freed. */
@@ -49,12 +50,21 @@ typedef struct server_flags {
   /* Not reference flags: operational knobs of this port (documented in docs/server.md). */
   int grpc_threads;                  /* --grpc-threads, 0 = one per core */
   int drain_timeout_s;               /* --drain-timeout-seconds (4), bounded gRPC drain */
+  /* load-aware ranking knobs (docs/ranking.md) */
+  int load_max_age_ms, load_request_tokens;
+  float load_weight, load_running_weight, load_overload_factor, load_overload_slack;
   int http_request_timeout_ms;       /* --http-request-timeout-ms (5000), both HTTP listeners */
   int http_max_connections;          /* --http-max-connections (1024) per HTTP listener */
   int http_max_connections_per_client; /* --http-max-connections-per-client (128) */
   int metrics_max_label_values;      /* --metrics-max-label-values (256), model / tenant_id */
   int max_identity_bytes;            /* --max-identity-bytes (1024), write paths */
   bool disable_cap_fair_share;       /* --disable-cap-fair-share (false) */
+  int grpc_max_concurrent_streams;   /* --grpc-max-concurrent-streams (1024), per connection */
+  int grpc_max_streams;              /* --grpc-max-streams (8192), streaming calls in total */
+  int stream_max_subscribers;        /* --stream-max-subscribers (4096), both stream kinds */
+  int stream_log_bytes;              /* --stream-log-bytes (64 MiB), StreamCacheEvents change log */
+  int stream_max_queued_bytes;       /* --stream-max-queued-bytes (64 MiB), all subscribers */
+  int stream_max_send_rate;          /* --stream-max-send-rate (25000 events/s), all subscribers */
 } server_flags_t;
 
 /* Metric handles (spec server.md §10). Families are registered by main.c; children of labelled
@@ -130,6 +140,8 @@ struct server_hub *server_hub_new(server_ctx_t *ctx);
 void server_hub_free(struct server_hub *h);
 /* Registers StreamCacheEvents and StreamMetrics on ctx->grpc (called by server_grpc_register). */
 int server_hub_register(server_ctx_t *ctx);
+/* Publishes lib/rpc's stream counters as metrics (maintenance thread, once a second). */
+void server_hub_publish_transport(struct server_hub *h);
 /* Index change listener (ic_index_config_t.on_change with ud = the hub). */
 void server_hub_on_change(void *hub, const ic_index_change_t *change);
 

@@ -29,6 +29,14 @@ static int replica_json(const ic_index_snapshot_replica_t *r, ic_buf_t *b) {
     rc |= ic_buf_appendf(b, ",\"t2HitTokens\":%lld", (long long)r->t2_hit_tokens);
   if (r->t2_query_tokens)
     rc |= ic_buf_appendf(b, ",\"t2QueryTokens\":%lld", (long long)r->t2_query_tokens);
+  if (r->load_reported) { /* additive (docs/ranking.md): the live load sample and its time */
+    rc |= ic_buf_appendf(b, ",\"load\":{\"requestsWaiting\":%d,\"requestsRunning\":%d,\"kvCacheUsage\":",
+                         (int)r->num_waiting, (int)r->num_running);
+    rc |= ic_http_json_f32(b, r->kv_usage);
+    rc |= ic_buf_append_str(b, ",\"observedAt\":");
+    rc |= ic_http_json_time(b, r->load_observed_ns);
+    rc |= ic_buf_append_byte(b, '}');
+  }
   rc |= ic_buf_append_byte(b, '}');
   return rc ? IC_ENOMEM : 0;
 }

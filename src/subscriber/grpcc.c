@@ -15,7 +15,7 @@ struct sub_grpc {
   grpc_channel *ch;
 };
 
-sub_grpc_t *sub_grpc_new(const char *target, int max_backoff_ms) {
+sub_grpc_t *sub_grpc_new(const char *target, int max_backoff_ms, const char *ca_pem) {
   sub_grpc_t *g = calloc(1, sizeof(*g));
   if (!g) return NULL;
   grpc_init();
@@ -40,7 +40,8 @@ sub_grpc_t *sub_grpc_new(const char *target, int max_backoff_ms) {
   IARG(GRPC_ARG_MAX_RECEIVE_MESSAGE_LENGTH, 4 * 1024 * 1024);
 #undef IARG
   grpc_channel_args ca = {n, args};
-  grpc_channel_credentials *creds = grpc_insecure_credentials_create();
+  grpc_channel_credentials *creds = ca_pem ? grpc_ssl_credentials_create(ca_pem, NULL, NULL, NULL)
+                                           : grpc_insecure_credentials_create();
   g->ch = grpc_channel_create(target, creds, &ca);
   grpc_channel_credentials_release(creds);
   if (!g->ch) {

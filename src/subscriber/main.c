@@ -26,6 +26,7 @@ static const ic_cli_flag_t FLAGS[] = {
      "engine ROUTER replay endpoint, paired with the --engine-endpoint at the same position"},
     {"topic", "string", NULL, "ZeroMQ subscription prefix; \"\" = every topic"},
     {"server", "string", "127.0.0.1:9090", "inferencecache-server gRPC target"},
+    {"server-ca-file", "string", NULL, "PEM CA bundle: speak TLS to --server and verify it with these roots (default: plaintext)"},
     {"replica-id", "string", NULL, "this replica's identity, usually the pod name (required)"},
     {"model-id", "string", NULL, "the model the engine serves (required)"},
     {"tenant-id", "string", NULL, "tenant the replica's entries belong to"},
@@ -33,6 +34,8 @@ static const ic_cli_flag_t FLAGS[] = {
     {"window", "duration", "100ms", "add-batching flush period"},
     {"engine-metrics-url", "string", "http://127.0.0.1:8000/metrics", "engine Prometheus endpoint scraped for stats"},
     {"stats-interval", "duration", "10s", "stats scrape period"},
+    {"load-interval", "duration", "500ms",
+     "period of the live load reports (queue, KV usage) between stats scrapes; 0 = only with stats"},
     {"engine-cache-size-bytes", "int", NULL, "total KV capacity in bytes when the engine does not export it"},
     {"max-concurrency-ceiling", "int", "256", "running requests that count as pressure 1.0"},
     {"cache-tier", "string", "auto", "tier reported for stored blocks: auto, kv, gpu or cpu"},
@@ -297,6 +300,7 @@ enum {
   O_WINDOW,
   O_MURL,
   O_SINT,
+  O_LINT,
   O_CSIZE,
   O_CEIL,
   O_TIER,
@@ -312,7 +316,8 @@ enum {
   O_LOGLEVEL,
   O_LOGFMT,
   O_HELP,
-  O_VERSION
+  O_VERSION,
+  O_SERVER_CA
 };
 
 int main(int argc, char **argv) {
@@ -327,6 +332,7 @@ int main(int argc, char **argv) {
   c->http_bind = ":8090";
   c->window_us = 100000;
   c->stats_interval_us = 10000000;
+  c->load_interval_us = 500000;
   c->ceiling = 256;
   c->queue_max_bytes = 16 << 20;
   c->max_backoff_us = 10000000;
@@ -340,6 +346,7 @@ int main(int argc, char **argv) {
                                      {"replay-endpoint", required_argument, 0, O_REPLAY},
                                      {"topic", required_argument, 0, O_TOPIC},
                                      {"server", required_argument, 0, O_SERVER},
+                                     {"server-ca-file", required_argument, 0, O_SERVER_CA},
                                      {"replica-id", required_argument, 0, O_REPLICA},
                                      {"model-id", required_argument, 0, O_MODEL},
                                      {"tenant-id", required_argument, 0, O_TENANT},
@@ -347,6 +354,7 @@ int main(int argc, char **argv) {
                                      {"window", required_argument, 0, O_WINDOW},
                                      {"engine-metrics-url", required_argument, 0, O_MURL},
                                      {"stats-interval", required_argument, 0, O_SINT},
+                                     {"load-interval", required_argument, 0, O_LINT},
                                      {"engine-cache-size-bytes", required_argument, 0, O_CSIZE},
                                      {"max-concurrency-ceiling", required_argument, 0, O_CEIL},
                                      {"cache-tier", required_argument, 0, O_TIER},
@@ -384,6 +392,7 @@ int main(int argc, char **argv) {
       break;
     case O_TOPIC: c->topic = optarg; break;
     case O_SERVER: c->server = optarg; break;
+    case O_SERVER_CA: c->server_ca_file = optarg; break;
     case O_REPLICA: c->replica_id = optarg; break;
     case O_MODEL: c->model_id = optarg; break;
     case O_TENANT: c->tenant_id = optarg; break;
@@ -391,6 +400,7 @@ int main(int argc, char **argv) {
     case O_WINDOW: bad = parse_dur(optarg, &c->window_us); break;
     case O_MURL: c->metrics_url = optarg; break;
     case O_SINT: bad = parse_dur(optarg, &c->stats_interval_us); break;
+    case O_LINT: bad = parse_dur(optarg, &c->load_interval_us); break;
     case O_CSIZE: bad = parse_i64(optarg, &c->cache_size_bytes); break;
     case O_CEIL: bad = parse_i64(optarg, &c->ceiling); break;
     case O_TIER: tier = optarg; break;
@@ -464,7 +474,23 @@ int main(int argc, char **argv) {
   signal(SIGPIPE, SIG_IGN);
   curl_global_init(CURL_GLOBAL_DEFAULT); /* before any thread: not thread-safe */
 
-  c->rpc = sub_grpc_new(c->server, (int)(c->max_backoff_us / 1000));
+  char *ca_pem = NULL;
+  if (c->server_ca_file && *c->server_ca_file) {
+    ic_buf_t pem = IC_BUF_INIT;
+    FILE *f = fopen(c->server_ca_file, "rb");
+    char chunk[4096];
+    for (size_t n; f && (n = fread(chunk, 1, sizeof chunk, f)) > 0;) ic_buf_append(&pem, chunk, n);
+    if (f) fclose(f);
+    if (!f || pem.len == 0 || !strstr(pem.data, "-----BEGIN CERTIFICATE-----")) {
+      ic_buf_free(&pem);
+      ic_log_error("server_ca_file_unreadable", IC_LS("file", c->server_ca_file),
+                   IC_LS("err", "no PEM certificate in the file"));
+      return 1;
+    }
+    ca_pem = ic_buf_detach(&pem, NULL);
+  }
+  c->rpc = sub_grpc_new(c->server, (int)(c->max_backoff_us / 1000), ca_pem);
+  free(ca_pem);
   if (!c->rpc) {
     ic_log_error("grpc client", IC_LS("err", "cannot create channel"), IC_LS("server", c->server));
     return 1;

@@ -1,7 +1,8 @@
 /* kvevent-subscriber stats path (spec §4.5): every --stats-interval scrape the engine's
  * /metrics (libcurl, 5 s), derive ReplicaStats (lib/kvevents scraper), send a stats-only
  * CacheStateUpdate, and log the failure streak exactly as REF does (WARN x2, one ERROR with
- * event=load_signal_stale, DEBUG after, INFO load_signal_recovered). Independent of events. */
+ * event=load_signal_stale, DEBUG after, INFO load_signal_recovered). Between those ticks, every
+ * --load-interval, a live load sample (queue, KV usage) goes out the same way. */
 #include <curl/curl.h>
 #include <stdlib.h>
 #include <string.h>
@@ -56,6 +57,10 @@ static int send_stats(sub_ctx_t *c, const ic_kv_stats_t *s, char *err, size_t er
   rs.pressure = s->pressure;
   rs.t2_hit_tokens = s->t2_hit_tokens;
   rs.t2_query_tokens = s->t2_query_tokens;
+  rs.load_reported = true; /* a derived sample always has both load gauges */
+  rs.num_requests_waiting = s->num_waiting;
+  rs.num_requests_running = s->num_running;
+  rs.kv_cache_usage = s->kv_usage;
   Inferencecache__V1alpha1__CacheStateUpdate u = INFERENCECACHE__V1ALPHA1__CACHE_STATE_UPDATE__INIT;
   u.replica_id = (char *)c->replica_id;
   u.model_id = (char *)c->model_id;
@@ -94,33 +99,81 @@ static int send_stats(sub_ctx_t *c, const ic_kv_stats_t *s, char *err, size_t er
   return rc;
 }
 
+/* One scrape: GET the engine's /metrics and derive a sample with scraper `s`. */
+static int scrape(sub_ctx_t *c, ic_kv_scraper_t *s, ic_kv_stats_t *st, char *err, size_t errlen) {
+  ic_buf_t body = IC_BUF_INIT;
+  int rc = fetch(c->metrics_url, &body, err, errlen);
+  if (!rc) rc = ic_kv_scraper_derive(s, body.data ? body.data : "", body.len, st, err, errlen);
+  ic_buf_free(&body);
+  return rc;
+}
+
+/* A load tick between stats ticks (docs/ranking.md): a fresh queue / KV-usage / pressure sample,
+ * sent with the hit rate and T2 counters of the last stats tick, because the hit rate is a
+ * delta over the stats interval and a sub-second window would make it noise. Its own scraper
+ * keeps the stats baseline untouched. Failures are counted, not logged: the stats tick's
+ * streak logging speaks for the scrape path. */
+static void load_tick(sub_ctx_t *c, ic_kv_scraper_t *ls, const ic_kv_stats_t *last) {
+  char err[512] = "";
+  ic_kv_stats_t st;
+  int rc = scrape(c, ls, &st, err, sizeof(err));
+  if (!rc) {
+    st.hit_rate = last->hit_rate;
+    st.t2_hit_tokens = last->t2_hit_tokens;
+    st.t2_query_tokens = last->t2_query_tokens;
+    rc = send_stats(c, &st, err, sizeof(err));
+  }
+  const char *lv[] = {rc ? "failure" : "success"};
+  ic_metric_inc(ic_metric_child(c->m.scrapes, lv));
+  if (rc) ic_log_debug("live load report failed; next tick retries", IC_LS("err", err));
+}
+
 void *sub_stats_thread(void *arg) {
   sub_ctx_t *c = arg;
   ic_kv_scraper_t *s = ic_kv_scraper_new(c->hash_scheme, c->engine_model_name, c->cache_tier,
                                          c->cache_size_bytes, c->ceiling);
-  if (!s) return NULL;
+  bool live = c->load_interval_us > 0 && c->load_interval_us < c->stats_interval_us;
+  ic_kv_scraper_t *ls = live ? ic_kv_scraper_new(c->hash_scheme, c->engine_model_name,
+                                                 c->cache_tier, c->cache_size_bytes, c->ceiling)
+                             : NULL;
+  if (!s || (live && !ls)) {
+    ic_kv_scraper_free(s);
+    ic_kv_scraper_free(ls);
+    return NULL;
+  }
   if (ic_kv_scraper_unknown_scheme(s))
     ic_log_warn("unknown --hash-scheme; using the vLLM metric profile (a mismatched engine fails "
                 "loud on scrape)",
                 IC_LS("scheme", c->hash_scheme), IC_LS("profile", "vllm"));
-  char iv[32];
+  char iv[32], lv_iv[32] = "off";
   if (c->stats_interval_us % 1000000 == 0)
     snprintf(iv, sizeof(iv), "%llds", (long long)(c->stats_interval_us / 1000000));
   else
     snprintf(iv, sizeof(iv), "%lldms", (long long)(c->stats_interval_us / 1000));
-  ic_log_info("stats reporter starting", IC_LS("interval", iv));
+  if (live) snprintf(lv_iv, sizeof(lv_iv), "%lldms", (long long)(c->load_interval_us / 1000));
+  ic_log_info("stats reporter starting", IC_LS("interval", iv), IC_LS("load_interval", lv_iv));
   int failures = 0;
   bool delivered = false;
+  ic_kv_stats_t last = {0};
+  int64_t now0 = ic_clock_monotonic_us();
+  int64_t next = now0 + c->stats_interval_us; /* first stats tick after 1 interval */
+  int64_t next_load = live ? now0 + c->load_interval_us : INT64_MAX;
   double start_s = 0; /* engine process start time last seen */
-  int64_t next = ic_clock_monotonic_us() + c->stats_interval_us; /* first tick after 1 interval */
   for (;;) {
-    int64_t wait = next - ic_clock_monotonic_us();
+    int64_t due = next_load < next ? next_load : next;
+    int64_t wait = due - ic_clock_monotonic_us();
     if (wait > 0 && sub_sleep(c, wait, &c->stop_stats)) break;
     if (atomic_load(&c->stop_stats)) break;
+    if (due == next_load && next_load < next) {
+      next_load += c->load_interval_us;
+      load_tick(c, ls, &last);
+      continue;
+    }
     next += c->stats_interval_us;
+    if (live) next_load = ic_clock_monotonic_us() + c->load_interval_us;
     char err[512] = "";
-    ic_buf_t body = IC_BUF_INIT;
     ic_kv_stats_t st;
+    ic_buf_t body = IC_BUF_INIT;
     int rc = fetch(c->metrics_url, &body, err, sizeof(err));
     if (!rc) {
       rc = ic_kv_scraper_derive(s, body.data ? body.data : "", body.len, &st, err, sizeof(err));
@@ -138,6 +191,7 @@ void *sub_stats_thread(void *arg) {
     const char *lv[] = {rc ? "failure" : "success"};
     ic_metric_inc(ic_metric_child(c->m.scrapes, lv));
     if (!rc) {
+      last = st;
       ic_metric_set(ic_metric_plain(c->m.reported_hit_rate), st.hit_rate);
       ic_metric_set(ic_metric_plain(c->m.reported_pressure), st.pressure);
       if (failures >= STALE_THRESHOLD)
@@ -167,5 +221,6 @@ void *sub_stats_thread(void *arg) {
   }
   ic_log_info("stats reporter stopped");
   ic_kv_scraper_free(s);
+  ic_kv_scraper_free(ls);
   return NULL;
 }

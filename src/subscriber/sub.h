@@ -89,6 +89,8 @@ typedef struct sub_ctx {
   /* flags */
   const char *server, *replica_id, *model_id, *tenant_id, *hash_scheme, *topic;
   const char *metrics_url, *engine_model_name, *http_bind;
+  int64_t load_interval_us; /* live load reports between stats scrapes; <= 0 = off */
+  const char *server_ca_file; /* TLS to the server when set */
   int64_t window_us, stats_interval_us, cache_size_bytes, ceiling, queue_max_bytes;
   int64_t max_backoff_us, replay_timeout_us, down_grace_us;
   ic_kv_cache_tier_t cache_tier;
@@ -118,7 +120,8 @@ typedef struct sub_ctx {
  * reconnect on a short, bounded backoff (--max-backoff) and be watched for connectivity, which
  * a generic client does not expose. One channel, thread-safe, plaintext. */
 typedef struct sub_grpc sub_grpc_t;
-sub_grpc_t *sub_grpc_new(const char *target, int max_backoff_ms);
+/* `ca_pem`: PEM roots to verify a TLS server with, or NULL for plaintext. */
+sub_grpc_t *sub_grpc_new(const char *target, int max_backoff_ms, const char *ca_pem);
 void sub_grpc_free(sub_grpc_t *g);
 /* One request message, one response (unary and single-message client streams look the same
  * on the wire). Returns the gRPC status code (0 OK), or -1 when no status came back; the

@@ -236,6 +236,22 @@ class Server:
         _, pb_grpc = protos()
         return pb_grpc.InferenceCacheStub(self.channel())
 
+    def rss_mb(self):
+        """The server process's resident set size in MB (from /proc)."""
+        with open("/proc/%d/status" % self.proc.pid) as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) / 1024.0
+        return 0.0
+
+    def metric(self, sample):
+        """Value of one /metrics sample line, e.g. 'x_total{stream="events"}'; None if absent."""
+        _, _, body = http_get(self.http_url + "/metrics")
+        for line in body.decode().splitlines():
+            if line.startswith(sample + " "):
+                return float(line.rsplit(" ", 1)[1])
+        return None
+
     def logs(self):
         try:
             with open(self.log_path, "r", errors="replace") as f:

@@ -48,9 +48,13 @@ def _flags(help_text):
         m = re.match(r"^  -([a-z0-9][a-z0-9-]*)(?: (\w+))?$", line)
         if not m:
             continue
-        desc = lines[i + 1] if i + 1 < len(lines) else ""
-        assert desc.startswith("    \t") and len(desc.strip()) > 3, "flag -%s has no description" % m.group(1)
-        d = re.search(r'\(default "?(.*?)"?\)$', desc)
+        desc = []
+        for nxt in lines[i + 1:]:
+            if not nxt.startswith("    \t"):
+                break
+            desc.append(nxt)
+        assert desc and len(desc[0].strip()) > 3, "flag -%s has no description" % m.group(1)
+        d = re.search(r'\(default "?(.*?)"?\)$', desc[-1])
         out.append((m.group(1), m.group(2), d.group(1) if d else None))
     return out
 

@@ -53,9 +53,11 @@ Test(process_metrics, values_match_the_kernel) {
 
   double fds = sample(m, "process_open_fds");
   int extra[3];
-  for (int i = 0; i < 3; i++) extra[i] = open("/dev/null", O_RDONLY);
+  for (int i = 0; i < 3; i++)
+    extra[i] = open("/dev/null", O_RDONLY);
   cr_assert_eq(sample(m, "process_open_fds"), fds + 3);
-  for (int i = 0; i < 3; i++) close(extra[i]);
+  for (int i = 0; i < 3; i++)
+    close(extra[i]);
   cr_assert_eq(sample(m, "process_open_fds"), fds);
   ic_metrics_free(m);
 }
@@ -69,7 +71,8 @@ Test(process_metrics, cpu_seconds_grow_with_work) {
   struct timespec t0, t1;
   clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &t0);
   do {
-    for (int i = 0; i < 100000; i++) burn_sink += i * 0.5;
+    for (int i = 0; i < 100000; i++)
+      burn_sink += i * 0.5;
     clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &t1);
   } while ((t1.tv_sec - t0.tv_sec) + (t1.tv_nsec - t0.tv_nsec) / 1e9 < 0.2);
   double after = sample(m, "process_cpu_seconds_total");

@@ -620,7 +620,7 @@ static bool nm_op_ingest(nm_t *m, nm_rng_t *g) {
     static const float hits[] = {0, 0.05f, 0.1f, 0.5f, 0.9f, NAN};
     static const float pr[] = {0, 0.3f, 0.9f, 1.5f, -0.2f, INFINITY};
     st = (ic_index_stats_t){(int64_t)nm_rand(g, 1000), hits[nm_rand(g, 6)], pr[nm_rand(g, 6)],
-                            nm_rand(g, 9), nm_rand(g, 9)};
+                            nm_rand(g, 9), nm_rand(g, 9), false, 0, 0, 0};
   }
   ic_index_update_t u = {NM_REP[r], NM_MOD[mo], NM_TEN[t],  NM_SCH[s],          NM_ADA[a],
                          us,        ps,         (size_t)np, has_st ? &st : NULL};

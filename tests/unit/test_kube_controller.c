@@ -112,3 +112,12 @@ Test(kube_controller, health_table_h1_to_h5) {
                    "Pending");
   cr_assert_str_eq(health_of("[]"), "<absent>");
 }
+
+/* The additive strategy switch of docs/ranking.md travels to /policy only when the CR sets it. */
+Test(kube_controller, policy_body_load_aware_switch) {
+  expect_body("[{\"metadata\":{\"namespace\":\"ns1\",\"name\":\"p\"},\"spec\":{\"strategy\":"
+              "{\"enableTenantHot\":true,\"loadAwareRouting\":true}}}]",
+              "[]",
+              "{\"version\":7,\"policies\":[{\"namespace\":\"ns1\",\"eviction\":\"lru\",\"strategy\":"
+              "{\"enableTenantHot\":true,\"loadAwareRouting\":true}}]}");
+}

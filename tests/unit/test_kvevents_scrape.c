@@ -268,6 +268,27 @@ Test(kvevents_scrape, cache_tier_parse_and_unknown_scheme) {
   ic_kv_scraper_free(s);
 }
 
+/* The live load sample (docs/ranking.md): the queue gauges as counts and the KV usage fraction. */
+Test(kvevents_scrape, live_load_sample_queue_and_kv_usage) {
+  const char *body = "# TYPE vllm:kv_cache_usage_perc gauge\nvllm:kv_cache_usage_perc 0.25\n"
+                     "# TYPE vllm:num_requests_running gauge\nvllm:num_requests_running 12\n"
+                     "# TYPE vllm:num_requests_waiting gauge\nvllm:num_requests_waiting 7\n";
+  ic_kv_scraper_t *s = ic_kv_scraper_new("vllm", NULL, IC_KV_TIER_AUTO, GIB, 256);
+  ic_kv_stats_t st;
+  cr_assert_eq(derive(s, body, &st), 0);
+  cr_assert_eq(st.num_waiting, 7);
+  cr_assert_eq(st.num_running, 12);
+  cr_assert_float_eq(st.kv_usage, 0.25f, 1e-7);
+  const char *over = "# TYPE vllm:kv_cache_usage_perc gauge\nvllm:kv_cache_usage_perc 1.7\n"
+                     "# TYPE vllm:num_requests_running gauge\nvllm:num_requests_running -3\n"
+                     "# TYPE vllm:num_requests_waiting gauge\nvllm:num_requests_waiting 1e12\n";
+  cr_assert_eq(derive(s, over, &st), 0);
+  cr_assert_eq(st.num_waiting, INT32_MAX, "saturates, never wraps");
+  cr_assert_eq(st.num_running, 0, "a negative gauge reads as 0");
+  cr_assert_float_eq(st.kv_usage, 1.0f, 1e-7);
+  ic_kv_scraper_free(s);
+}
+
 Test(kvevents_scrape, process_start_time_is_reported_even_when_derivation_fails) {
   ic_kv_scraper_t *s = ic_kv_scraper_new("vllm", NULL, IC_KV_TIER_AUTO, 0, 256);
   ic_kv_stats_t st;

@@ -399,3 +399,25 @@ Test(policy, resolution_table_matches_exact_bytes) {
   cr_assert(!k.has_policy && !k.has_quota, "previous push fully replaced");
   ic_policy_store_free(s);
 }
+
+/* Additive strategy switch (docs/ranking.md): absent = off, v3..v6 bodies leave them off,
+ * wrong types are rejected like every other key. */
+Test(policy, load_aware_switch) {
+  ic_policy_store_t *s = store_with(
+      "{\"version\":7,\"policies\":[{\"namespace\":\"a\",\"strategy\":{\"loadAwareRouting\":true}},{\"namespace\":\"b\",\"strategy\":{\"enableTenantHot\":true}},"
+      "{\"namespace\":\"c\",\"strategy\":{\"loadawarerouting\":true}}]}");
+  ic_policy_knobs_t k = knobs(s, "a");
+  cr_assert(k.load_aware_routing);
+  cr_assert(k.enable_chain_matching, "the other switches keep their defaults");
+  k = knobs(s, "b");
+  cr_assert_not(k.load_aware_routing);
+  cr_assert(knobs(s, "c").load_aware_routing, "keys match case-insensitively like the others");
+  cr_assert_not(knobs(s, "none").load_aware_routing);
+  ic_policy_store_free(s);
+  ic_policy_doc_t *doc = NULL;
+  char msg[256];
+  cr_assert_eq(parse("{\"version\":7,\"policies\":[{\"namespace\":\"a\",\"strategy\":"
+                     "{\"loadAwareRouting\":\"yes\"}}]}",
+                     &doc, msg),
+               IC_POLICY_DECODE_ERROR);
+}

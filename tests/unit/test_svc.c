@@ -301,6 +301,10 @@ Test(svc, report_event_and_cache_state) {
   st.t2_hit_tokens = 600;
   st.t2_query_tokens = 1000;
   st.client_version = "v1";
+  st.load_reported = true; /* additive fields 8-11 (docs/ranking.md) */
+  st.num_requests_waiting = 5;
+  st.num_requests_running = -2; /* stored as 0 */
+  st.kv_cache_usage = 0.5f;
   Inferencecache__V1alpha1__PrefixEntry pe = INFERENCECACHE__V1ALPHA1__PREFIX_ENTRY__INIT;
   pe.prefix_hash = (ProtobufCBinaryData){1, (uint8_t *)"E"};
   pe.token_count = 128;
@@ -336,6 +340,10 @@ Test(svc, report_event_and_cache_state) {
   cr_assert_eq(gs->replicas[0]->cache_memory_bytes, 2048);
   cr_assert_eq(gs->replicas[0]->t2_hit_tokens, 600);
   cr_assert_str_eq(gs->replicas[0]->client_version, "");
+  cr_assert(gs->replicas[0]->load_reported);
+  cr_assert_eq(gs->replicas[0]->num_requests_waiting, 5);
+  cr_assert_eq(gs->replicas[0]->num_requests_running, 0);
+  cr_assert_float_eq(gs->replicas[0]->kv_cache_usage, 0.5f, 1e-7);
   inferencecache__v1alpha1__get_cache_state_response__free_unpacked(gs, NULL);
   /* probe tenant: empty with a summary */
   g.tenant_id = IC_INDEX_PROBE_TENANT;
@@ -451,6 +459,55 @@ Test(svc, metric_filters) {
   cr_assert(ic_svc_metric_filter_match(&f, "lat_bucket", "histogram"));
   cr_assert_not(ic_svc_metric_filter_match(&f, "calls", "counter"));
   ic_svc_metric_filter_free(&f);
+}
+
+/* Load-aware ranking (docs/ranking.md): off by default, on per tenant via
+ * strategy.loadAwareRouting; an overloaded sole holder gives NO_HINT, not a load-blind affinity. */
+static void ingest_load(const char *tenant, const char *replica, int32_t waiting) {
+  ic_index_stats_t st = {.load_reported = true, .num_waiting = waiting};
+  ic_index_update_t u = {.replica = replica, .model = "m", .tenant = tenant, .scheme = "vllm", .stats = &st};
+  cr_assert_eq(ic_index_ingest(ix, &u), 0);
+}
+
+static const char *first_of(req_t q, char *code, size_t n) {
+  static char id[32];
+  resp_t *r = call(&q, INT64_MAX);
+  snprintf(code, n, "%s", r->reason_code);
+  snprintf(id, sizeof id, "%s", r->n_replica_scores ? r->replica_scores[0]->replica_id : "");
+  inferencecache__v1alpha1__lookup_route_response__free_unpacked(r, NULL);
+  return id;
+}
+
+Test(svc, load_aware_routing_switch) {
+  push("{\"version\":7,\"policies\":[{\"namespace\":\"la\",\"minimumMatchedTokens\":0,"
+       "\"strategy\":{\"loadAwareRouting\":true}},{\"namespace\":\"off\",\"minimumMatchedTokens\":0}]}");
+  const char *tenants[] = {"la", "off"};
+  char code[64];
+  for (int t = 0; t < 2; t++) {
+    ingest_legacy(tenants[t], "busy", "P", 512, 0);
+    ingest_legacy(tenants[t], "calm", "P", 512, 0);
+    ingest_load(tenants[t], "busy", 40);
+    ingest_load(tenants[t], "calm", 0);
+    ingest_load(tenants[t], "idle", 0);
+  }
+  /* off: the reference's answer, queues unseen: every serving replica holds P, so P
+     distinguishes nothing (score 0 < floor) and the consistent hash picks */
+  first_of(legacy_req("off", "P", 512), code, sizeof code);
+  cr_assert_str_eq(code, "AFFINITY_HINT");
+  /* on: busy (40 queued, fleet mean 13.3 -> bound 30.7) falls out */
+  req_t q = legacy_req("la", "P", 512);
+  resp_t *r = call(&q, INT64_MAX);
+  cr_assert_str_eq(r->reason_code, "PREFIX_MATCH");
+  cr_assert_eq(r->n_replica_scores, 1);
+  cr_assert_str_eq(r->replica_scores[0]->replica_id, "calm");
+  cr_assert_float_eq(r->replica_scores[0]->score, 512.0f, 0.5f, "tokens saved x freshness, nothing queued");
+  inferencecache__v1alpha1__lookup_route_response__free_unpacked(r, NULL);
+  /* the only holder overloaded: NO_HINT (the gateway balances by load), no affinity pick */
+  ingest_legacy("la", "busy", "Q", 512, 0);
+  cr_assert_str_eq(first_of(legacy_req("la", "Q", 512), code, sizeof code), "");
+  cr_assert_str_eq(code, "NO_HINT");
+  ingest_legacy("off", "busy", "Q", 512, 0);
+  cr_assert_str_eq(first_of(legacy_req("off", "Q", 512), code, sizeof code), "busy");
 }
 
 /* Replaces the first '#' in buf[0..n) by a NUL byte: protobuf-c packs char* fields with

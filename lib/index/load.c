@@ -1,0 +1,162 @@
+/* lib/index load-aware ranking (docs/ranking.md): re-ranks a PREFIX_MATCH answer by prefill saved
+ * against work queued, from the replicas' live load samples; stale or missing samples leave it. */
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "ic/err.h"
+#include "internal.h"
+
+void ic_index_load_cfg_init(ic_index_load_cfg_t *cfg) {
+  cfg->max_age_ns = 2000000000LL;
+  cfg->weight = 1.0f;
+  cfg->running_weight = 0.02f;
+  cfg->request_tokens = 0;
+  cfg->overload_factor = 2.0f;
+  cfg->overload_slack = 4.0f;
+}
+
+static int cand_cmp(const void *x, const void *y) {
+  const ic_index_load_cand_t *a = x, *b = y;
+  if (a->row.score != b->row.score) return a->row.score > b->row.score ? -1 : 1;
+  return strcmp(a->row.replica_id, b->row.replica_id);
+}
+
+static bool overloaded(float queue, float fleet_mean, const ic_index_load_cfg_t *cfg) {
+  return queue > cfg->overload_factor * fleet_mean + cfg->overload_slack;
+}
+
+size_t ic_index_load_rank(ic_index_load_cand_t *c, size_t n, float fleet_min, float fleet_mean,
+                          float request_tokens, const ic_index_load_cfg_t *cfg) {
+  for (size_t i = 0; i < n; i++)
+    if (!(c[i].queue >= 0)) return n; /* one unknown queue: today's ranking, untouched */
+  for (size_t i = 0; i < n; i++) {
+    float extra = c[i].queue - fleet_min;
+    if (extra < 0) extra = 0; /* the fleet minimum came from a slightly older read */
+    float saved = (float)c[i].row.matched_tokens * c[i].row.estimated_cache_hit_prob;
+    float s = saved - cfg->weight * extra * request_tokens;
+    /* dropped rows sort last: NaN-free because every input above is finite */
+    c[i].row.score = s > 0 && !overloaded(c[i].queue, fleet_mean, cfg) ? s : -INFINITY;
+  }
+  ix_sort(c, n, sizeof *c, cand_cmp);
+  size_t kept = 0;
+  while (kept < n && c[kept].row.score > -INFINITY)
+    kept++;
+  return kept;
+}
+
+/* Fleet statistics of (tenant, model) from fresh samples; *found = samples used. */
+typedef struct {
+  size_t found;
+  float min, mean, hit_mean;
+} fleet_t;
+
+static float queue_of(const ic_index_stats_t *s, const ic_index_load_cfg_t *cfg) {
+  return (float)s->num_waiting + cfg->running_weight * (float)s->num_running;
+}
+
+static bool fresh(const statrow_t *s, int64_t now, const ic_index_load_cfg_t *cfg) {
+  return s->s.load_reported && age_ns(now, s->stats_reported) <= cfg->max_age_ns;
+}
+
+/* Caller holds tm->stats_lock (read). */
+static fleet_t fleet_of(const tmrec_t *tm, int64_t now, const ic_index_load_cfg_t *cfg) {
+  fleet_t f = {0, INFINITY, 0, 0};
+  double sum = 0, hits = 0;
+  for (uint32_t i = 0; i < tm->nstats; i++) {
+    const statrow_t *s = &tm->stats[i];
+    if (!fresh(s, now, cfg)) continue;
+    float q = queue_of(&s->s, cfg);
+    if (q < f.min) f.min = q;
+    sum += q;
+    hits += s->s.hit_rate;
+    f.found++;
+  }
+  if (f.found)
+    f.mean = (float)(sum / (double)f.found), f.hit_mean = (float)(hits / (double)f.found);
+  return f;
+}
+
+/* Fresh queue of one replica (string id, resolved before the stats lock: ix_find_str takes the
+ * directory lock), or -1. Caller holds tm->stats_lock (read). */
+static float queue_for(const tmrec_t *tm, uint32_t id, int64_t now,
+                       const ic_index_load_cfg_t *cfg) {
+  uint64_t v;
+  if (id == UINT32_MAX || !u64map_get((u64map_t *)&tm->stat_map, id, &v) || v >= tm->nstats)
+    return -1;
+  const statrow_t *s = &tm->stats[v];
+  return fresh(s, now, cfg) ? queue_of(&s->s, cfg) : -1;
+}
+
+int ic_index_result_rank_by_load(ic_index_t *ix, ic_index_result_t *r, const char *tenant,
+                                 const char *model, int64_t prompt_tokens,
+                                 const ic_index_load_cfg_t *cfg, bool *changed) {
+  *changed = false;
+  size_t n;
+  ic_index_row_t *rows = ix_result_rows_mut(r, &n);
+  if (!ix || !r || n == 0 || ic_index_result_strategy(r) != IC_INDEX_STRATEGY_PREFIX_MATCH)
+    return 0;
+  tmrec_t *tm = ix_find_tm(ix, ix_find_str(ix, tenant), ix_find_str(ix, model));
+  if (!tm) return 0;
+  ic_index_load_cand_t stack[16], *c = n <= 16 ? stack : malloc(n * sizeof *c);
+  if (!c) return IC_ENOMEM;
+  for (size_t i = 0; i < n; i++)
+    c[i].row = rows[i];
+  uint32_t ids_stack[16], *ids = n <= 16 ? ids_stack : malloc(n * sizeof *ids);
+  if (!ids) {
+    if (c != stack) free(c);
+    return IC_ENOMEM;
+  }
+  for (size_t i = 0; i < n; i++)
+    ids[i] = ix_find_str(ix, rows[i].replica_id);
+  int64_t now = ix_now(ix);
+  pthread_rwlock_rdlock(&tm->stats_lock);
+  fleet_t f = fleet_of(tm, now, cfg);
+  for (size_t i = 0; i < n; i++)
+    c[i].queue = f.found ? queue_for(tm, ids[i], now, cfg) : -1;
+  pthread_rwlock_unlock(&tm->stats_lock);
+  if (ids != ids_stack) free(ids);
+  int rc = 0;
+  /* Every fresh replica of the fleet holds the prefix: there is no cold alternative to trade
+     against, and ranking equal savings by 100 ms-old queues herds onto one replica (measured,
+     docs/performance.md). Today's answer stands. */
+  bool all_known = f.found > n;
+  for (size_t i = 0; all_known && i < n; i++)
+    all_known = c[i].queue >= 0;
+  if (all_known) {
+    float miss = 1.0f - f.hit_mean;
+    if (miss < 0.125f) miss = 0.125f;
+    float per_req =
+        cfg->request_tokens > 0 ? (float)cfg->request_tokens : (float)prompt_tokens * miss;
+    size_t kept = ic_index_load_rank(c, n, f.min, f.mean, per_req, cfg);
+    const char *keep_stack[16], **keep = kept <= 16 ? keep_stack : malloc(kept * sizeof *keep);
+    if (!keep) {
+      rc = IC_ENOMEM;
+    } else {
+      for (size_t i = 0; i < kept; i++)
+        keep[i] = c[i].row.replica_id;
+      rc = ic_index_result_retain_replicas(r, keep, kept);
+      rows = ix_result_rows_mut(r, &n);
+      for (size_t i = 0; !rc && i < n && i < kept; i++)
+        rows[i] = c[i].row; /* retain kept exactly these replicas; now in load order */
+      if (keep != keep_stack) free(keep);
+      *changed = !rc;
+    }
+  }
+  if (c != stack) free(c);
+  return rc;
+}
+
+bool ic_index_replica_overloaded(ic_index_t *ix, const char *tenant, const char *model,
+                                 const char *replica, const ic_index_load_cfg_t *cfg) {
+  if (!ix || !replica) return false;
+  tmrec_t *tm = ix_find_tm(ix, ix_find_str(ix, tenant), ix_find_str(ix, model));
+  if (!tm) return false;
+  uint32_t id = ix_find_str(ix, replica);
+  int64_t now = ix_now(ix);
+  pthread_rwlock_rdlock(&tm->stats_lock);
+  fleet_t f = fleet_of(tm, now, cfg);
+  float q = f.found ? queue_for(tm, id, now, cfg) : -1;
+  pthread_rwlock_unlock(&tm->stats_lock);
+  return q >= 0 && overloaded(q, f.mean, cfg);
+}

@@ -1,0 +1,222 @@
+/* lib/svc change log (StreamCacheEvents): append/read through cursors, filters, eviction of the
+ * oldest entries when the ring is full (including the wrap at the end of the byte ring), the
+ * lost count a too-slow cursor gets, batch bounds, release, and oversized entries. */
+#include <criterion/criterion.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "ic/err.h"
+#include "ic/svc.h"
+#include "inferencecache/v1alpha1/inferencecache.pb-c.h"
+
+static ic_index_change_t change(const char *tenant, const char *model, ic_index_change_type_t type,
+                                int n) {
+  static char hashes[8][32]; /* a few changes may be alive at once (arrays of changes) */
+  char *hash = hashes[n % 8];
+  snprintf(hash, 32, "h%08d", n);
+  return (ic_index_change_t){.type = type,
+                             .tenant = tenant,
+                             .model = model,
+                             .scheme = "vllm",
+                             .adapter = "",
+                             .replica = "r1",
+                             .hash = (const uint8_t *)hash,
+                             .hash_len = strlen(hash),
+                             .timestamp_ns = 1000};
+}
+
+/* Decodes the n messages of a read batch; returns the prefix hashes' numbers in out[]. */
+static void decode(const ic_buf_t *b, const size_t *lens, size_t n, int *out) {
+  size_t off = 0;
+  for (size_t i = 0; i < n; i++) {
+    Inferencecache__V1alpha1__CacheEvent *e = inferencecache__v1alpha1__cache_event__unpack(
+        NULL, lens[i], (const uint8_t *)b->data + off);
+    cr_assert_not_null(e);
+    char num[32] = {0};
+    cr_assert(e->prefix_hash.len > 1 && e->prefix_hash.len < sizeof num);
+    memcpy(num, e->prefix_hash.data + 1, e->prefix_hash.len - 1);
+    out[i] = atoi(num);
+    inferencecache__v1alpha1__cache_event__free_unpacked(e, NULL);
+    off += lens[i];
+  }
+}
+
+static ic_svc_event_filter_t all = {0};
+
+Test(changelog, reader_sees_changes_after_subscribing_in_order) {
+  ic_svc_changelog_t *l = ic_svc_changelog_new(1 << 20);
+  ic_index_change_t c = change("t", "m", IC_INDEX_CHANGE_PREFIX_ADDED, 0);
+  cr_assert_eq(ic_svc_changelog_append(l, &c), 0); /* before the cursor: not seen */
+  ic_svc_changelog_cursor_t cur;
+  ic_svc_changelog_cursor_init(l, &cur, &all);
+  for (int i = 1; i <= 10; i++) {
+    c = change("t", "m", IC_INDEX_CHANGE_PREFIX_ADDED, i);
+    cr_assert_eq(ic_svc_changelog_append(l, &c), 0);
+  }
+  ic_buf_t b = IC_BUF_INIT;
+  size_t lens[64], n;
+  cr_assert_eq(ic_svc_changelog_read(l, &cur, 1 << 20, 64, &b, lens, &n, NULL), 0);
+  cr_assert_eq(n, 10);
+  int got[64];
+  decode(&b, lens, n, got);
+  for (int i = 0; i < 10; i++)
+    cr_assert_eq(got[i], i + 1);
+  ic_buf_reset(&b);
+  cr_assert_eq(ic_svc_changelog_read(l, &cur, 1 << 20, 64, &b, lens, &n, NULL), 0);
+  cr_assert_eq(n, 0);
+  ic_buf_free(&b);
+  ic_svc_changelog_free(l);
+}
+
+Test(changelog, filters_by_model_tenant_and_type_and_skips_probe_tenant) {
+  ic_svc_changelog_t *l = ic_svc_changelog_new(1 << 20);
+  ic_svc_event_filter_t fm = {.model_id = "m-b"}, ft = {.tenant_id = "t2"},
+                        fty = {.types = 1u << IC_INDEX_CHANGE_ALL_CLEARED};
+  ic_svc_changelog_cursor_t cm, ct, cty;
+  ic_svc_changelog_cursor_init(l, &cm, &fm);
+  ic_svc_changelog_cursor_init(l, &ct, &ft);
+  ic_svc_changelog_cursor_init(l, &cty, &fty);
+  ic_index_change_t cs[] = {change("t1", "m-a", IC_INDEX_CHANGE_PREFIX_ADDED, 1),
+                            change("t1", "m-b", IC_INDEX_CHANGE_PREFIX_ADDED, 2),
+                            change("t2", "m-a", IC_INDEX_CHANGE_ALL_CLEARED, 3),
+                            change("t2", "m-bb", IC_INDEX_CHANGE_PREFIX_ADDED, 4),
+                            change(IC_SVC_PROBE_TENANT, "m-b", IC_INDEX_CHANGE_PREFIX_ADDED, 5)};
+  for (size_t i = 0; i < 5; i++)
+    cr_assert_eq(ic_svc_changelog_append(l, &cs[i]), 0);
+  ic_buf_t b = IC_BUF_INIT;
+  size_t lens[8], n;
+  int got[8];
+  cr_assert_eq(ic_svc_changelog_read(l, &cm, 1 << 20, 8, &b, lens, &n, NULL), 0);
+  decode(&b, lens, n, got);
+  cr_assert(n == 1 && got[0] == 2, "model filter: n=%zu", n);
+  ic_buf_reset(&b);
+  cr_assert_eq(ic_svc_changelog_read(l, &ct, 1 << 20, 8, &b, lens, &n, NULL), 0);
+  decode(&b, lens, n, got);
+  cr_assert(n == 2 && got[0] == 3 && got[1] == 4, "tenant filter: n=%zu", n);
+  ic_buf_reset(&b);
+  cr_assert_eq(ic_svc_changelog_read(l, &cty, 1 << 20, 8, &b, lens, &n, NULL), 0);
+  decode(&b, lens, n, got);
+  cr_assert(n == 1 && got[0] == 3, "type filter: n=%zu", n);
+  ic_svc_changelog_stats_t st;
+  ic_svc_changelog_stats(l, &st);
+  cr_assert_eq(st.entries, 4); /* the probe tenant was never stored */
+  ic_buf_free(&b);
+  ic_svc_changelog_free(l);
+}
+
+Test(changelog, batch_bounds_messages_and_bytes) {
+  ic_svc_changelog_t *l = ic_svc_changelog_new(1 << 20);
+  ic_svc_changelog_cursor_t cur;
+  ic_svc_changelog_cursor_init(l, &cur, &all);
+  for (int i = 0; i < 100; i++) {
+    ic_index_change_t c = change("t", "m", IC_INDEX_CHANGE_PREFIX_ADDED, i);
+    ic_svc_changelog_append(l, &c);
+  }
+  ic_buf_t b = IC_BUF_INIT;
+  size_t lens[100], n;
+  cr_assert_eq(ic_svc_changelog_read(l, &cur, 1 << 20, 30, &b, lens, &n, NULL), 0);
+  cr_assert_eq(n, 30);
+  ic_buf_reset(&b);
+  cr_assert_eq(ic_svc_changelog_read(l, &cur, 100, 100, &b, lens, &n, NULL), 0);
+  cr_assert(n >= 1 && b.len <= 100, "n=%zu len=%zu", n, b.len);
+  int got[100];
+  decode(&b, lens, n, got);
+  cr_assert_eq(got[0], 30);
+  ic_buf_reset(&b);
+  cr_assert_eq(ic_svc_changelog_read(l, &cur, 1, 100, &b, lens, &n, NULL), 0);
+  cr_assert_eq(n, 1); /* at least one even when it exceeds max_bytes */
+  ic_buf_free(&b);
+  ic_svc_changelog_free(l);
+}
+
+Test(changelog, full_ring_evicts_oldest_and_slow_cursor_learns_what_it_lost) {
+  ic_svc_changelog_t *l = ic_svc_changelog_new(64 * 1024); /* the minimum: ~1,500 entries */
+  ic_svc_changelog_cursor_t slow, fast;
+  ic_svc_changelog_cursor_init(l, &slow, &all);
+  ic_svc_changelog_cursor_init(l, &fast, &all);
+  ic_buf_t b = IC_BUF_INIT;
+  size_t lens[256], n;
+  int got[256], next = 0;
+  /* Many laps of the byte ring; the fast reader keeps up and sees every entry in order. */
+  for (int i = 0; i < 20000; i++) {
+    ic_index_change_t c = change("tenant", "model", IC_INDEX_CHANGE_PREFIX_ADDED, i);
+    cr_assert_eq(ic_svc_changelog_append(l, &c), 0);
+    if (i % 100 == 99) {
+      ic_buf_reset(&b);
+      cr_assert_eq(ic_svc_changelog_read(l, &fast, 1 << 20, 256, &b, lens, &n, NULL), 0);
+      decode(&b, lens, n, got);
+      for (size_t k = 0; k < n; k++)
+        cr_assert_eq(got[k], next++, "entry %d after a wrap", next);
+    }
+  }
+  cr_assert_eq(next, 20000);
+  ic_svc_changelog_stats_t st;
+  ic_svc_changelog_stats(l, &st);
+  cr_assert(st.entries > 100 && st.entries < 20000 && st.bytes <= 64 * 1024,
+            "entries=%lu bytes=%lu", (unsigned long)st.entries, (unsigned long)st.bytes);
+  uint64_t lost = 0;
+  ic_buf_reset(&b);
+  cr_assert_eq(ic_svc_changelog_read(l, &slow, 1 << 20, 256, &b, lens, &n, &lost), IC_ERANGE);
+  cr_assert_eq(lost, 20000 - st.entries);
+  /* Moved to the oldest entry still held: the next read resumes there. */
+  ic_buf_reset(&b);
+  cr_assert_eq(ic_svc_changelog_read(l, &slow, 1 << 20, 1, &b, lens, &n, NULL), 0);
+  decode(&b, lens, n, got);
+  cr_assert_eq(got[0], (int)lost);
+  ic_buf_free(&b);
+  ic_svc_changelog_free(l);
+}
+
+Test(changelog, varied_sizes_wrap_without_corruption) {
+  ic_svc_changelog_t *l = ic_svc_changelog_new(64 * 1024);
+  ic_svc_changelog_cursor_t cur;
+  ic_svc_changelog_cursor_init(l, &cur, &all);
+  char model[600];
+  ic_buf_t b = IC_BUF_INIT;
+  size_t lens[256], n;
+  int got[256], next = 0;
+  for (int i = 0; i < 5000; i++) {
+    size_t ml = 1 + (size_t)(i * 37) % (sizeof model - 1);
+    memset(model, 'a' + i % 26, ml);
+    model[ml] = '\0';
+    ic_index_change_t c = change("t", model, IC_INDEX_CHANGE_PREFIX_ADDED, i);
+    cr_assert_eq(ic_svc_changelog_append(l, &c), 0);
+    if (i % 10 == 9) {
+      ic_buf_reset(&b);
+      cr_assert_eq(ic_svc_changelog_read(l, &cur, 1 << 20, 256, &b, lens, &n, NULL), 0);
+      decode(&b, lens, n, got);
+      for (size_t k = 0; k < n; k++)
+        cr_assert_eq(got[k], next++);
+    }
+  }
+  cr_assert_eq(next, 5000);
+  ic_buf_free(&b);
+  ic_svc_changelog_free(l);
+}
+
+Test(changelog, oversized_entry_is_refused_and_release_keeps_new_cursors_valid) {
+  ic_svc_changelog_t *l = ic_svc_changelog_new(64 * 1024);
+  static char big[40 * 1024];
+  memset(big, 'x', sizeof big - 1);
+  ic_index_change_t c = change("t", big, IC_INDEX_CHANGE_PREFIX_ADDED, 1);
+  cr_assert_eq(ic_svc_changelog_append(l, &c), IC_ERANGE);
+  c = change("t", "m", IC_INDEX_CHANGE_PREFIX_ADDED, 2);
+  cr_assert_eq(ic_svc_changelog_append(l, &c), 0);
+  ic_svc_changelog_release(l);
+  ic_svc_changelog_stats_t st;
+  ic_svc_changelog_stats(l, &st);
+  cr_assert(st.entries == 0 && st.bytes == 0 && st.too_large == 1);
+  ic_svc_changelog_cursor_t cur;
+  ic_svc_changelog_cursor_init(l, &cur, &all);
+  c = change("t", "m", IC_INDEX_CHANGE_PREFIX_ADDED, 3);
+  cr_assert_eq(ic_svc_changelog_append(l, &c), 0);
+  ic_buf_t b = IC_BUF_INIT;
+  size_t lens[4], n;
+  int got[4];
+  cr_assert_eq(ic_svc_changelog_read(l, &cur, 1 << 20, 4, &b, lens, &n, NULL), 0);
+  decode(&b, lens, n, got);
+  cr_assert(n == 1 && got[0] == 3);
+  ic_buf_free(&b);
+  ic_svc_changelog_free(l);
+}
