@@ -12,6 +12,7 @@ PACKAGES=(
   python3 python3-grpcio python3-grpc-tools python3-zmq python3-msgpack
   python3-pytest python3-jsonschema python3-jsonpatch python3-yaml openssl
   libyaml-dev
+  libpcre2-dev libutf8proc-dev python3-jinja2
   prometheus mmdebstrap umoci skopeo python3-xxhash
 )
 # kubectl (with kustomize) renders config/ in the tests; Debian's kubernetes-client provides it
@@ -26,7 +27,7 @@ for p in "${PACKAGES[@]}"; do
 done
 
 if [ ${#missing[@]} -eq 0 ]; then
-  exit 0
+  exec "$(dirname "$0")/install-oracles.sh"
 fi
 
 SUDO=""
@@ -41,3 +42,6 @@ export DEBIAN_FRONTEND=noninteractive
 $SUDO apt-get update -qq
 $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 echo "install-deps: done" >&2
+
+# npm fixtures for the tokenizer/chat-template conformance tests (their own idempotent step).
+"$(dirname "$0")/install-oracles.sh"

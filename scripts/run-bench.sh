@@ -8,6 +8,8 @@ ran=0
 for b in "$build"/bench/bench_*; do
   [ -x "$b" ] || continue
   name=$(basename "$b"); name=${name#bench_}
+  # RenderTemplate's figures (bench_promptstore) belong to the tokenizer benchmark's JSON lines
+  if [ "$which" = tokenizer ] && [ "$name" = promptstore ]; then "$b"; continue; fi
   if [ "$which" = all ] || [ "$which" = "$name" ]; then "$b"; ran=1; fi
 done
 # Scripted end-to-end benchmarks: bench/bench_<name>.py BUILD_DIR (routing: server + engine

@@ -22,6 +22,29 @@
 #define IC_SVC_MAX_PROMPT_TEXT_BYTES (1u << 20)
 #define IC_SVC_DEFAULT_TOKENIZE_TIMEOUT_MS 5000
 #define IC_SVC_DEFAULT_MAX_IDENTITY_BYTES 1024
+#define IC_SVC_MAX_CONCURRENT_TOKENIZE 64
+
+/* Turns a LookupRoute's prompt_text into token ids (lib/prompt behind it in the server): renders
+ * it as one user message with the model's chat template and tokenizes. Returns 0 with *ids
+ * malloc'd (caller frees) or a negative IC_E* code (unknown model, template error, more than
+ * max_ids ids...), which fails the lookup open. */
+typedef int (*ic_svc_prompt_fn)(void *ud, const char *model_id, const char *text, size_t len, size_t max_ids,
+                                uint32_t **ids, size_t *n);
+
+/* RenderTemplate (lib/promptstore behind it in the server, docs/chattemplate.md): resolves the
+ * template, renders it with the variables (parallel arrays) and fills *out: reason_code (static
+ * string), text (malloc'd, the callee's allocation freed by lib/svc), revision, stable hash. */
+typedef struct ic_svc_render_result {
+  const char *reason_code;
+  char *text;
+  size_t text_len;
+  char revision[64];
+  uint8_t stable_hash[8];
+  bool has_stable_hash;
+} ic_svc_render_result_t;
+typedef void (*ic_svc_render_fn)(void *ud, const char *template_ref, const char *tenant_id, size_t nvars,
+                                 const char *const *keys, const char *const *values,
+                                 ic_svc_render_result_t *out);
 
 typedef struct ic_svc ic_svc_t;
 
@@ -36,6 +59,13 @@ typedef struct ic_svc_config {
    * {model}, label order as registered by the caller. */
   ic_metric_family_t *lookup_calls;
   ic_metric_family_t *lookup_latency;
+  /* prompt_text support (NULL: prompt_text fails open to NO_HINT, as in the reference's default
+   * build); the response echoes the ids in token_ids (server.md §3.5.4, §3.5.6). */
+  ic_svc_prompt_fn prompt_encode;
+  void *prompt_ud;
+  /* RenderTemplate (NULL: the reference's stub, OK with every field empty) */
+  ic_svc_render_fn render_template;
+  void *render_ud;
   /* Knobs of load-aware ranking (docs/ranking.md), copied; NULL = ic_index_load_cfg_init's. */
   const ic_index_load_cfg_t *load;
 } ic_svc_config_t;
@@ -54,7 +84,8 @@ int ic_svc_report_one(ic_svc_t *s, const uint8_t *msg, size_t len, const char **
 int ic_svc_report_ack(ic_buf_t *resp);
 int ic_svc_publish_event(ic_svc_t *s, const uint8_t *req, size_t len, ic_buf_t *resp, const char **msg);
 int ic_svc_get_cache_state(ic_svc_t *s, const uint8_t *req, size_t len, ic_buf_t *resp, const char **msg);
-/* The reference's fail-open stubs (server.md §3.4, §3.6). */
+/* RenderTemplate through the config's hook (the reference's stub without one, server.md §3.4),
+ * and LookupPDRoute, the reference's fail-open stub (§3.6). */
 int ic_svc_render_template(ic_svc_t *s, const uint8_t *req, size_t len, ic_buf_t *resp, const char **msg);
 int ic_svc_lookup_pd_route(ic_svc_t *s, const uint8_t *req, size_t len, ic_buf_t *resp, const char **msg);
 

@@ -10,6 +10,7 @@
 
 #include <math.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -35,6 +36,11 @@ struct ic_svc {
   size_t max_identity; /* bytes, write paths only */
   ic_metric_family_t *lookup_calls;
   ic_metric_family_t *lookup_latency;
+  ic_svc_prompt_fn prompt_encode;
+  void *prompt_ud;
+  ic_svc_render_fn render_template;
+  void *render_ud;
+  _Atomic int tokenizing; /* in-flight prompt_text encodes (MaxConcurrentTokenize) */
   ic_index_load_cfg_t load;
 };
 
@@ -50,6 +56,10 @@ ic_svc_t *ic_svc_new(const ic_svc_config_t *cfg) {
                                                   : IC_SVC_DEFAULT_MAX_IDENTITY_BYTES;
   s->lookup_calls = cfg->lookup_calls;
   s->lookup_latency = cfg->lookup_latency;
+  s->prompt_encode = cfg->prompt_encode;
+  s->prompt_ud = cfg->prompt_ud;
+  s->render_template = cfg->render_template;
+  s->render_ud = cfg->render_ud;
   if (cfg->load)
     s->load = *cfg->load;
   else
@@ -257,6 +267,9 @@ typedef struct resolved {
   uint8_t *wire;
   ic_index_bytes_t *dchain;
   int32_t *dcounts;
+  /* prompt_text path: the tokenizer's ids, echoed in token_ids once they exist */
+  uint32_t *echo;
+  size_t n_echo;
 } resolved_t;
 
 static void resolved_free(resolved_t *r) {
@@ -264,6 +277,7 @@ static void resolved_free(resolved_t *r) {
   free(r->wire);
   free(r->dchain);
   free(r->dcounts);
+  free(r->echo);
 }
 
 /* Derives the chain of token_ids (server.md §3.5.4). */
@@ -321,11 +335,33 @@ static int resolve(ic_svc_t *s, const lr_req_t *q, bool chain_enabled, resolved_
     return derive_chain(q->token_ids, q->n_token_ids, s->block_size, chain_enabled, r);
   }
   if (q->prompt_text && *q->prompt_text) {
-    /* No tokenizer in this build: the reference's default build behaves the same way
-     * (tokenizer "unavailable" -> fail open NO_HINT, no echo). */
-    ic_log_debug("lookup_route_prompt_text_unavailable",
-                 IC_LS("reason", "server built without a tokenizer"), IC_LS("effect", "NO_HINT"));
-    return r->fail_open = true, 0;
+    if (!s->prompt_encode) {
+      /* No --tokenizer-models-dir: the reference's default build behaves the same way
+       * (tokenizer "unavailable" -> fail open NO_HINT, no echo). */
+      ic_log_debug("lookup_route_prompt_text_unavailable", IC_LS("reason", "no tokenizer models loaded"),
+                   IC_LS("effect", "NO_HINT"));
+      return r->fail_open = true, 0;
+    }
+    size_t tl = strlen(q->prompt_text);
+    if (tl > IC_SVC_MAX_PROMPT_TEXT_BYTES) return r->fail_open = true, 0;
+    /* Non-blocking semaphore: sheds load instead of queueing behind long prompts. */
+    if (atomic_fetch_add(&s->tokenizing, 1) >= IC_SVC_MAX_CONCURRENT_TOKENIZE) {
+      atomic_fetch_sub(&s->tokenizing, 1);
+      return r->fail_open = true, 0;
+    }
+    uint32_t *toks = NULL;
+    size_t n = 0;
+    int erc = s->prompt_encode(s->prompt_ud, q->model_id, q->prompt_text, tl, IC_SVC_MAX_LOOKUP_TOKENS, &toks, &n);
+    atomic_fetch_sub(&s->tokenizing, 1);
+    if (erc || n == 0 || n > IC_SVC_MAX_LOOKUP_TOKENS) {
+      free(toks);
+      ic_log_debug("lookup_route_prompt_text_failed", IC_LS("model_id", q->model_id),
+                   IC_LS("err", erc ? ic_strerror(erc) : "no tokens"), IC_LS("effect", "NO_HINT"));
+      return r->fail_open = true, 0;
+    }
+    r->echo = toks;
+    r->n_echo = n;
+    return derive_chain(toks, n, s->block_size, chain_enabled, r);
   }
   if (ignored_chain) return r->fail_open = true, 0;
   r->exact = (ic_index_bytes_t){q->prefix_hash.len, q->prefix_hash.data};
@@ -346,7 +382,8 @@ static const char *strategy_code(ic_index_strategy_t st) {
 
 /* Packs the envelope and records the metrics once. */
 static int respond(ic_svc_t *s, const lr_req_t *q, ic_buf_t *out, const char *code,
-                   const ic_index_row_t *rows, size_t nrows, const char *adapter, int64_t elapsed_ns) {
+                   const ic_index_row_t *rows, size_t nrows, const char *adapter, int64_t elapsed_ns,
+                   const resolved_t *echo) {
   lr_resp_t r = INFERENCECACHE__V1ALPHA1__LOOKUP_ROUTE_RESPONSE__INIT;
   score_t stack[16], *sp = stack;
   score_t *ptrs_stack[16], **pp = ptrs_stack;
@@ -374,6 +411,10 @@ static int respond(ic_svc_t *s, const lr_req_t *q, ic_buf_t *out, const char *co
   r.reason_code = (char *)code;
   r.lookup_latency_us = elapsed_ns / 1000;
   r.adapter_id = (char *)(adapter ? adapter : "");
+  if (echo && echo->n_echo) {
+    r.token_ids = echo->echo;
+    r.n_token_ids = echo->n_echo;
+  }
   int rc = append_packed(out, &r.base) ? IC_RPC_INTERNAL : IC_RPC_OK;
   if (sp != stack) free(sp);
   if (pp != ptrs_stack) free(pp);
@@ -406,7 +447,7 @@ static int lookup_route(ic_svc_t *s, const uint8_t *req, size_t len, int64_t dea
   }
   /* 1. reserved tenant */
   if (strcmp(q->tenant_id, IC_SVC_PROBE_TENANT) == 0) {
-    rc = respond(s, q, out, "NO_HINT", NULL, 0, "", 0);
+    rc = respond(s, q, out, "NO_HINT", NULL, 0, "", 0, NULL);
     if (arena_needs_free()) inferencecache__v1alpha1__lookup_route_request__free_unpacked(q, arena_cur());
     return rc;
   }
@@ -431,25 +472,25 @@ static int lookup_route(ic_svc_t *s, const uint8_t *req, size_t len, int64_t dea
   ic_index_result_t *res = NULL;
   /* 4. already expired */
   if (ic_clock_monotonic_ns() >= deadline) {
-    rc = respond(s, q, out, "TIMEOUT", NULL, 0, "", ic_clock_monotonic_ns() - start);
+    rc = respond(s, q, out, "TIMEOUT", NULL, 0, "", ic_clock_monotonic_ns() - start, &r);
     goto done;
   }
   /* 5. requireChain gate */
   if (k.require_chain && !(q->n_block_hashes > 0 && q->n_block_hashes == q->n_block_token_counts)) {
-    rc = respond(s, q, out, "POLICY_REQUIRES_CHAIN", NULL, 0, "", ic_clock_monotonic_ns() - start);
+    rc = respond(s, q, out, "POLICY_REQUIRES_CHAIN", NULL, 0, "", ic_clock_monotonic_ns() - start, &r);
     goto done;
   }
   /* 6. resolve inputs */
   if (resolve(s, q, k.enable_chain_matching, &r) != 0) {
-    rc = respond(s, q, out, "NO_HINT", NULL, 0, "", ic_clock_monotonic_ns() - start);
+    rc = respond(s, q, out, "NO_HINT", NULL, 0, "", ic_clock_monotonic_ns() - start, &r);
     goto done;
   }
   if (ic_clock_monotonic_ns() >= deadline) { /* 7 */
-    rc = respond(s, q, out, "TIMEOUT", NULL, 0, "", ic_clock_monotonic_ns() - start);
+    rc = respond(s, q, out, "TIMEOUT", NULL, 0, "", ic_clock_monotonic_ns() - start, &r);
     goto done;
   }
   if (r.fail_open) { /* 8 */
-    rc = respond(s, q, out, "NO_HINT", NULL, 0, "", ic_clock_monotonic_ns() - start);
+    rc = respond(s, q, out, "NO_HINT", NULL, 0, "", ic_clock_monotonic_ns() - start, &r);
     goto done;
   }
   /* 9. minimumPrefixTokens pre-gate (affinity off). The chain's counts are summed in int32 with
@@ -466,7 +507,7 @@ static int lookup_route(ic_svc_t *s, const uint8_t *req, size_t len, int64_t dea
   }
   bool below_min = k.minimum_prefix_tokens > 0 && eff < k.minimum_prefix_tokens;
   if (below_min && !k.affinity_routing) {
-    rc = respond(s, q, out, "NO_HINT", NULL, 0, "", ic_clock_monotonic_ns() - start);
+    rc = respond(s, q, out, "NO_HINT", NULL, 0, "", ic_clock_monotonic_ns() - start, &r);
     goto done;
   }
   /* 10-11. index lookup */
@@ -488,7 +529,7 @@ static int lookup_route(ic_svc_t *s, const uint8_t *req, size_t len, int64_t dea
   if (ic_index_lookup_route(s->index, &ir, &res) != 0) res = NULL;
   int64_t t1 = ic_clock_monotonic_ns();
   if (deadline != INT64_MAX && (t1 >= deadline || (budget_ns > 0 && t1 - t0 > budget_ns))) {
-    rc = respond(s, q, out, "TIMEOUT", NULL, 0, "", t1 - start);
+    rc = respond(s, q, out, "TIMEOUT", NULL, 0, "", t1 - start, &r);
     goto done;
   }
   ic_index_strategy_t st = res ? ic_index_result_strategy(res) : IC_INDEX_STRATEGY_NONE;
@@ -558,7 +599,7 @@ static int lookup_route(ic_svc_t *s, const uint8_t *req, size_t len, int64_t dea
           ic_index_replica_overloaded(s->index, q->tenant_id, q->model_id, replica, &s->load))) {
       free(seed);
       ic_index_row_t row = {.replica_id = replica};
-      rc = respond(s, q, out, "AFFINITY_HINT", &row, 1, q->adapter_id, ic_clock_monotonic_ns() - start);
+      rc = respond(s, q, out, "AFFINITY_HINT", &row, 1, q->adapter_id, ic_clock_monotonic_ns() - start, &r);
       goto done;
     }
     free(seed);
@@ -567,7 +608,7 @@ static int lookup_route(ic_svc_t *s, const uint8_t *req, size_t len, int64_t dea
   if (st == IC_INDEX_STRATEGY_PREFIX_MATCH) ic_index_result_credit_hits(res);
   bool rows_ok = st == IC_INDEX_STRATEGY_PREFIX_MATCH || st == IC_INDEX_STRATEGY_TENANT_HOT;
   rc = respond(s, q, out, strategy_code(st), rows_ok ? ic_index_result_rows(res) : NULL,
-               rows_ok ? ic_index_result_count(res) : 0, q->adapter_id, ic_clock_monotonic_ns() - start);
+               rows_ok ? ic_index_result_count(res) : 0, q->adapter_id, ic_clock_monotonic_ns() - start, &r);
 done:
   if (res) ic_index_result_free(res);
   resolved_free(&r);
@@ -715,17 +756,46 @@ int ic_svc_get_cache_state(ic_svc_t *s, const uint8_t *req, size_t len, ic_buf_t
 }
 
 int ic_svc_render_template(ic_svc_t *s, const uint8_t *req, size_t len, ic_buf_t *resp, const char **msg) {
-  (void)s;
   Inferencecache__V1alpha1__RenderTemplateRequest *q =
       inferencecache__v1alpha1__render_template_request__unpack(arena_begin(), len, req);
   if (!q) return *msg = UNMARSHAL_MSG, IC_RPC_INTERNAL;
-  inferencecache__v1alpha1__render_template_request__free_unpacked(q, arena_cur());
+  /* every string (map entries too) is valid UTF-8 without NUL before the hook sees it */
   int crc = check_strings(&inferencecache__v1alpha1__render_template_request__descriptor, req, len,
                           0, msg);
-  if (crc != IC_RPC_OK) return crc;
+  if (crc != IC_RPC_OK) {
+    inferencecache__v1alpha1__render_template_request__free_unpacked(q, arena_cur());
+    return crc;
+  }
   Inferencecache__V1alpha1__RenderTemplateResponse r = INFERENCECACHE__V1ALPHA1__RENDER_TEMPLATE_RESPONSE__INIT;
   r.reason_code = "OK";
-  return append_packed(resp, &r.base) ? IC_RPC_INTERNAL : IC_RPC_OK;
+  ic_svc_render_result_t out = {0};
+  const char **kv = NULL;
+  if (s->render_template) {
+    kv = calloc(2 * q->n_variables + 1, sizeof *kv);
+    for (size_t i = 0; kv && i < q->n_variables; i++) {
+      kv[i] = q->variables[i]->key ? q->variables[i]->key : "";
+      kv[q->n_variables + i] = q->variables[i]->value ? q->variables[i]->value : "";
+    }
+    if (!kv) {
+      r.reason_code = "RENDER_ERROR"; /* out of memory: fail open */
+    } else {
+      s->render_template(s->render_ud, q->template_ref, q->tenant_id, q->n_variables, kv,
+                         kv + q->n_variables, &out);
+      r.reason_code = (char *)(out.reason_code ? out.reason_code : "RENDER_ERROR");
+      r.rendered_prompt.data = (uint8_t *)out.text;
+      r.rendered_prompt.len = out.text ? out.text_len : 0;
+      r.template_revision = out.revision;
+      if (out.has_stable_hash) {
+        r.stable_prefix_hash.data = out.stable_hash;
+        r.stable_prefix_hash.len = sizeof out.stable_hash;
+      }
+    }
+  }
+  int rc = append_packed(resp, &r.base) ? IC_RPC_INTERNAL : IC_RPC_OK;
+  free(out.text);
+  free(kv);
+  inferencecache__v1alpha1__render_template_request__free_unpacked(q, arena_cur());
+  return rc;
 }
 
 int ic_svc_lookup_pd_route(ic_svc_t *s, const uint8_t *req, size_t len, ic_buf_t *resp, const char **msg) {

@@ -12,11 +12,12 @@
 #include "ic/metrics.h"
 
 extern const ic_kube_res_t ctl_res_cachebackends, ctl_res_cachepolicies, ctl_res_cachetenants,
-    ctl_res_cacheindices;
+    ctl_res_cacheindices, ctl_res_prompttemplates;
 
 typedef struct ctl {
   /* flags */
   const char *snapshot_url, *policy_url, *probe_url;
+  const char *prompttemplates_url; /* PromptTemplate push (docs/chattemplate.md) */
   const char *controller_token_file, *policy_token_file;
   int64_t refresh_interval_ms, push_interval_ms;
   const char *cacheindex_name;
@@ -85,6 +86,12 @@ int ctl_server_call(const char *method, const char *url, const char *token_file,
 void ctl_fmt_float32(float f, char out[48]);
 
 void ctl_now(char out[40]); /* RFC 3339 seconds, UTC */
+
+/* PromptTemplate push (prompttemplates.c): the v1 /prompttemplates body from a PromptTemplate
+ * list (exposed for tests), a template's revision, and one push + status pass. */
+char *ctl_prompt_templates_body(json_t *list);
+void ctl_template_revision(json_t *obj, char out[64]);
+int ctl_push_prompt_templates(ctl_t *c);
 
 /* status.health from the conditions in `status` (cachebackend-v1alpha1.md §4.6 H1-H5): sets or
  * removes the key. */

@@ -45,6 +45,9 @@ static const ic_cli_flag_t FLAGS[] = {
      "the server's /policy, where CachePolicy/CacheTenant are pushed (must not be empty)"},
     {"server-probe-url", "string", "http://inference-cache-server:8081/probe",
      "the server's /probe, the functional self-test of engine-wired backends; \"\" disables it"},
+    {"server-prompttemplates-url", "string", NULL,
+     "the server's /prompttemplates, where PromptTemplates are pushed (default: the policy URL's "
+     "/prompttemplates)"},
     {"cacheindex-refresh-interval", "duration", "30s", "CacheIndex poll period"},
     {"cachepolicy-push-interval", "duration", "30s", "periodic policy re-push (a change pushes at once)"},
     {"controller-token-file", "string", "/var/run/secrets/inferencecache.io/controller-token/token",
@@ -285,6 +288,7 @@ static void *pusher_main(void *arg) {
     if (!atomic_load(&c->leader)) continue;
     int rc = ctl_push_once(c);
     ic_metric_inc(ic_metric_child(c->m_push_total, (const char *[]){rc ? "error" : "success"}));
+    if (ctl_push_prompt_templates(c) != 0) rc = rc ? rc : IC_EUNAVAIL;
     if (rc != 0) wait = 1000; /* retry soon; the reference relies on work-queue backoff */
   }
   return NULL;
@@ -381,7 +385,7 @@ int main(int argc, char **argv) {
   enum {
     F_METRICS = 1000, F_METRICS_SECURE, F_HTTP2, F_LE, F_PROBE, F_SNAP, F_POLICY, F_PROBEURL,
     F_REFRESH, F_PUSH, F_SUBIMG, F_GRPC, F_KUBECONFIG, F_LENS, F_LEID, F_LEASE, F_RENEW, F_RETRY,
-    F_CTOK, F_PTOK, F_WHBIND, F_WHDIR, F_LOGLEVEL, F_LOGFMT, F_HELP, F_VERSION
+    F_CTOK, F_PTOK, F_WHBIND, F_WHDIR, F_LOGLEVEL, F_LOGFMT, F_HELP, F_VERSION, F_PTURL
   };
   static const struct option lo[] = {
       {"metrics-bind-address", required_argument, 0, F_METRICS},
@@ -391,6 +395,7 @@ int main(int argc, char **argv) {
       {"health-probe-bind-address", required_argument, 0, F_PROBE},
       {"server-snapshot-url", required_argument, 0, F_SNAP},
       {"server-policy-url", required_argument, 0, F_POLICY},
+      {"server-prompttemplates-url", required_argument, 0, F_PTURL},
       {"server-probe-url", required_argument, 0, F_PROBEURL},
       {"cacheindex-refresh-interval", required_argument, 0, F_REFRESH},
       {"cachepolicy-push-interval", required_argument, 0, F_PUSH},
@@ -422,6 +427,7 @@ int main(int argc, char **argv) {
     case F_PROBE: o.probe_bind = optarg; break;
     case F_SNAP: c.snapshot_url = optarg; break;
     case F_POLICY: c.policy_url = optarg; break;
+    case F_PTURL: c.prompttemplates_url = optarg; break;
     case F_PROBEURL: c.probe_url = optarg; break;
     case F_REFRESH:
       if (parse_dur_ms("cacheindex-refresh-interval", optarg, &c.refresh_interval_ms)) return 2;
@@ -467,6 +473,16 @@ int main(int argc, char **argv) {
   if (!c.policy_url || !*c.policy_url) {
     ic_log_error("invalid_flags", IC_LS("error", "--server-policy-url must not be empty"));
     return 1;
+  }
+  /* PromptTemplates go to the same listener as the policy: ".../policy" -> ".../prompttemplates" */
+  char pt_url[1024];
+  if (!c.prompttemplates_url || !*c.prompttemplates_url) {
+    size_t n = strlen(c.policy_url);
+    if (n >= 7 && !strcmp(c.policy_url + n - 7, "/policy"))
+      snprintf(pt_url, sizeof pt_url, "%.*s/prompttemplates", (int)(n - 7), c.policy_url);
+    else
+      snprintf(pt_url, sizeof pt_url, "%s/prompttemplates", c.policy_url);
+    c.prompttemplates_url = pt_url;
   }
   if (o.metrics_secure || o.http2)
     ic_log_warn("flag_ignored", IC_LS("error", "--metrics-secure/--enable-http2 are accepted but "
@@ -579,7 +595,7 @@ int main(int argc, char **argv) {
   (void)o.subscriber_image;
 #endif
 
-  enum { NWATCH = 8 };
+  enum { NWATCH = 9 };
   ic_kube_watcher_t *w[NWATCH];
   const char *owned = "app.kubernetes.io/managed-by=inference-cache-controller";
   w[0] = ic_kube_watcher_start(c.kube, &ctl_res_cachebackends, NULL, NULL, on_cachebackend, &c);
@@ -590,6 +606,7 @@ int main(int argc, char **argv) {
   w[5] = ic_kube_watcher_start(c.kube, &ctl_res_cachepolicies, NULL, NULL, on_policy_or_tenant, &c);
   w[6] = ic_kube_watcher_start(c.kube, &ctl_res_cachetenants, NULL, NULL, on_policy_or_tenant, &c);
   w[7] = ic_kube_watcher_start(c.kube, &ic_kube_res_pods, NULL, NULL, on_pod, &c);
+  w[8] = ic_kube_watcher_start(c.kube, &ctl_res_prompttemplates, NULL, NULL, on_policy_or_tenant, &c);
 
   pthread_t worker, pusher, poller, podworker;
   pthread_create(&worker, NULL, worker_main, &c);

@@ -96,7 +96,8 @@ static const flagdef_t FLAGS[] = {
     {"tls-cert-file", F_STR, OFF(tls_cert_file), "", "PEM server certificate for the gRPC port (enables TLS)"},
     {"tls-key-file", F_STR, OFF(tls_key_file), "", "PEM private key for the gRPC port"},
     {"tokenizer-models-dir", F_STR, OFF(tokenizer_models_dir), "",
-     "directory <dir>/<model_id>/tokenizer.json (ignored: this build has no tokenizer)"},
+     "directory <dir>/<model_id>/tokenizer.json (+ tokenizer_config.json) of the models whose prompt_text "
+     "LookupRoute tokenizes (model_id may contain '/'); empty disables server-side tokenisation"},
 };
 #define NFLAGS (sizeof FLAGS / sizeof FLAGS[0])
 

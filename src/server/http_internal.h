@@ -38,6 +38,8 @@ int server_probe_json(const char *backend, const server_probe_result_t *res, ic_
 
 /* http_controller.c */
 int server_http_controller_routes(server_ctx_t *ctx, ic_http_server_t *s);
+/* http_prompts.c: POST|PUT|GET /prompttemplates on the controller listener. */
+int server_http_prompt_routes(server_ctx_t *ctx, ic_http_server_t *s);
 /* http_public.c */
 int server_http_public_routes(server_ctx_t *ctx, ic_http_server_t *s);
 

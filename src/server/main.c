@@ -221,10 +221,6 @@ int main(int argc, char **argv) {
     free(owned);
     return 2;
   }
-  if (f->tokenizer_models_dir && *f->tokenizer_models_dir)
-    ic_log_warn("tokenizer_models_dir_ignored", IC_LS("reason", "server built without a tokenizer"),
-                IC_LS("tokenizer_models_dir", f->tokenizer_models_dir),
-                IC_LS("effect", "prompt_text lookups fail open to NO_HINT"));
   if (!f->insecure_disable_auth) {
     if (server_auth_init(ctx) != 0) return 1;
     ic_log_info("controller_auth_enabled", IC_LS("expected_sa", f->allowed_controller_sa),
@@ -275,6 +271,8 @@ int main(int argc, char **argv) {
   load.running_weight = f->load_running_weight;
   load.overload_factor = f->load_overload_factor;
   load.overload_slack = f->load_overload_slack;
+  if (server_prompts_init(ctx) != 0) return 1;
+  if (server_templates_init(ctx) != 0) return 1;
   ic_svc_config_t scfg = {.index = ctx->index,
                           .load = &load,
                           .policy = ctx->policy,
@@ -282,7 +280,11 @@ int main(int argc, char **argv) {
                           .max_identity_bytes =
                               f->max_identity_bytes > 0 ? f->max_identity_bytes : -1,
                           .lookup_calls = ctx->m.lookup_calls,
-                          .lookup_latency = ctx->m.lookup_latency};
+                          .lookup_latency = ctx->m.lookup_latency,
+                          .prompt_encode = ctx->prompts ? server_prompt_encode : NULL,
+                          .prompt_ud = ctx->prompts,
+                          .render_template = server_render_template,
+                          .render_ud = ctx};
   ctx->svc = ctx->index ? ic_svc_new(&scfg) : NULL;
   if (!ctx->hub || !ctx->index || !ctx->svc) {
     ic_log_error("serve_error", IC_LS("err", "out of memory"));
@@ -358,6 +360,8 @@ int main(int argc, char **argv) {
   ic_rpc_server_free(ctx->grpc);
   server_hub_free(ctx->hub);
   ic_svc_free(ctx->svc);
+  server_prompts_free(ctx);
+  server_templates_free(ctx);
   ic_index_destroy(ctx->index);
   ic_policy_store_free(ctx->policy);
   ic_metrics_free(ctx->metrics);

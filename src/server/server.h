@@ -17,6 +17,9 @@ struct ic_policy_store;  /* include/ic/policy.h (lib/policy) */
 struct ic_rpc_server;    /* include/ic/rpc.h    (lib/rpc) */
 struct server_hub;       /* src/server/grpc_stream.c: StreamCacheEvents fan-out */
 struct ic_svc;           /* include/ic/svc.h    (lib/svc): the service logic */
+struct ic_prompt_registry; /* include/ic/prompt.h (lib/prompt): --tokenizer-models-dir */
+struct ic_promptstore;     /* include/ic/promptstore.h (lib/promptstore): PromptTemplates */
+struct ic_svc_render_result;
 struct server_http;      /* src/server/http_*.c: the two HTTP listeners (http helper) */
 struct server_auth;      /* src/server/http_*.c / lib/auth (http helper) */
 
@@ -100,6 +103,8 @@ typedef struct server_ctx {
   struct ic_rpc_server *grpc;  /* owned by main.c */
   struct server_hub *hub;      /* StreamCacheEvents subscribers, fed by the index listener */
   struct ic_svc *svc;          /* owned; InferenceCache handlers' logic */
+  struct ic_prompt_registry *prompts; /* owned; NULL without --tokenizer-models-dir (prompts.c) */
+  struct ic_promptstore *templates;   /* owned; PromptTemplates for RenderTemplate (templates.c) */
   struct server_http *http;    /* owned by the http listeners (http helper) */
   struct server_auth *auth;    /* controller-listener auth (http helper) */
   bool grpc_tls;               /* TLS configured on the gRPC port */
@@ -114,6 +119,19 @@ int server_flags_parse(server_flags_t *f, int argc, char **argv);
 const char *server_flags_validate_auth(const server_flags_t *f, char **owned);
 
 /* --- gRPC side (grpc_*.c) --- */
+/* prompts.c: loads --tokenizer-models-dir (0, or an IC_E* code: the server exits 1), the
+ * lib/svc prompt-encoder hook, and the registry's release. */
+int server_prompts_init(server_ctx_t *ctx);
+int server_prompt_encode(void *ud, const char *model_id, const char *text, size_t len, size_t max_ids, uint32_t **ids,
+                         size_t *n);
+void server_prompts_free(server_ctx_t *ctx);
+/* templates.c: the PromptTemplate store, lib/svc's RenderTemplate hook, the store's release. */
+int server_templates_init(server_ctx_t *ctx);
+void server_render_template(void *ud, const char *ref, const char *tenant_id, size_t nvars,
+                            const char *const *keys, const char *const *values,
+                            struct ic_svc_render_result *out);
+void server_templates_free(server_ctx_t *ctx);
+
 /* Registers InferenceCache, health and reflection on ctx->grpc. */
 int server_grpc_register(server_ctx_t *ctx);
 /* Stream hub: StreamCacheEvents subscribers (fed by the index change listener) and the

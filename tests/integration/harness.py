@@ -29,6 +29,7 @@ SOURCE_DIR = os.environ.get("IC_SOURCE_DIR") or os.path.abspath(
     os.path.join(os.path.dirname(__file__), "..", ".."))
 BUILD_DIR = os.environ.get("IC_BUILD_DIR") or os.path.join(SOURCE_DIR, "build")
 SERVER_BIN = os.path.join(BUILD_DIR, "src", "server", "inferencecache-server")
+TEMPLATE_RENDER_BIN = os.path.join(BUILD_DIR, "src", "template-render", "ic-template-render")
 
 _ports_lock = threading.Lock()
 _ports_given = set()

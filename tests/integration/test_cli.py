@@ -21,7 +21,9 @@ PROGRAMS = {
     "ic-api-check": "src/api-check/ic-api-check",
 }
 # Programs added by other modules join the convention as soon as they are built.
-OPTIONAL = {"inferencecache": "src/cli/inferencecache"}
+OPTIONAL = {"inferencecache": "src/cli/inferencecache",
+            "ic-template-render": "src/template-render/ic-template-render",
+            "ic-tokenize": "src/tokenize/ic-tokenize"}
 SAMPLE = {"string": "x", "int": "1", "duration": "1s", "float": "1.5"}
 
 

@@ -180,3 +180,57 @@ def test_functional_probe_gate_and_bypass(env):
                             == "ProbeBypassed" else None)(api.get(CB, ns, "kv2")), 60,
                    what="ProbeBypassed")
     assert cond(o, "FunctionalProbeOK")["status"] == "True"
+
+
+PT = ("inferencecache.io", "v1alpha1", "prompttemplates")
+
+
+def render(srv, ref, **variables):
+    pb, _ = protos()
+    return srv.stub().RenderTemplate(pb.RenderTemplateRequest(template_ref=ref, variables=variables), timeout=10)
+
+
+def test_prompttemplate_push_render_and_status(env):
+    """A PromptTemplate reaches RenderTemplate through the controller's /prompttemplates push; its
+    status gets the revision RenderTemplate reports and a Ready condition; edits and deletions
+    follow; a body that does not compile is Ready=False and answers RENDER_ERROR."""
+    api, srv, ctl = env
+    api.create(PT, "team-a", {
+        "apiVersion": "inferencecache.io/v1alpha1", "kind": "PromptTemplate",
+        "metadata": {"name": "support"},
+        "spec": {"body": "{{ system }}\n\nUser: {{ question }}", "modelID": "some/model",
+                 "slots": [{"name": "system", "type": "Stable", "required": True},
+                           {"name": "question", "type": "Mutable"}]}})
+    wait_until(lambda: render(srv, "team-a/support", system="S", question="Q").reason_code == "OK", 30,
+               what="template reaches the server")
+    r = render(srv, "team-a/support", system="S", question="Q")
+    assert r.rendered_prompt == b"S\n\nUser: Q"
+    assert r.stable_prefix_hash == b""  # the server has no tokenizer for some/model
+    wait_until(lambda: (api.get(PT, "team-a", "support").get("status") or {}).get("templateRevision"), 30,
+               what="status.templateRevision")
+    obj = api.get(PT, "team-a", "support")
+    assert obj["status"]["templateRevision"] == r.template_revision
+    assert r.template_revision.startswith("%d-" % obj["metadata"]["generation"])
+    assert obj["status"]["observedGeneration"] == obj["metadata"]["generation"]
+    assert cond(obj, "Ready")["status"] == "True"
+    # an edit bumps the revision everywhere
+    api.patch(PT, "team-a", "support", {"spec": {"body": "{{ system }} / {{ question }}"}})
+    wait_until(lambda: render(srv, "team-a/support", system="S", question="Q").rendered_prompt == b"S / Q", 30,
+               what="edit reaches the server")
+    rev2 = render(srv, "team-a/support", system="S").template_revision
+    assert rev2 != r.template_revision
+    wait_until(lambda: api.get(PT, "team-a", "support")["status"]["templateRevision"] == rev2, 30,
+               what="status follows the edit")
+    # a body that does not compile
+    api.create(PT, "team-a", {
+        "apiVersion": "inferencecache.io/v1alpha1", "kind": "PromptTemplate",
+        "metadata": {"name": "bad"}, "spec": {"body": "{% if %}oops"}})
+    wait_until(lambda: render(srv, "team-a/bad").reason_code == "RENDER_ERROR", 30, what="invalid template pushed")
+    wait_until(lambda: (cond(api.get(PT, "team-a", "bad"), "Ready") or {}).get("status") == "False", 30,
+               what="Ready=False on the invalid template")
+    c = cond(api.get(PT, "team-a", "bad"), "Ready")
+    assert c["reason"] == "TemplateError" and "line 1" in c["message"]
+    # deletion is pushed too
+    api.delete(PT, "team-a", "support")
+    wait_until(lambda: render(srv, "team-a/support", system="S").reason_code == "TEMPLATE_NOT_FOUND", 30,
+               what="deletion reaches the server")

@@ -1,0 +1,2 @@
+target_compile_definitions(${name} PRIVATE IC_SOURCE_DIR="${CMAKE_SOURCE_DIR}")
+target_link_libraries(${name} PRIVATE PkgConfig::JANSSON)
