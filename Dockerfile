@@ -12,7 +12,7 @@ RUN apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-ins
       build-essential cmake pkg-config ca-certificates protobuf-compiler protobuf-c-compiler \
       libprotobuf-c-dev libprotobuf-dev libgrpc-dev protobuf-compiler-grpc libmicrohttpd-dev \
       libgnutls28-dev zlib1g-dev libcurl4-openssl-dev libjansson-dev libmsgpack-dev libzmq3-dev \
-      libxxhash-dev libssl-dev libyaml-dev libcriterion-dev \
+      libxxhash-dev libssl-dev libyaml-dev libcriterion-dev libpcre2-dev libutf8proc-dev \
     && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
 COPY . .
