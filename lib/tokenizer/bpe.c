@@ -71,33 +71,12 @@ size_t tk_bpe_split_point(const tk_bpe *b, const char *w, size_t n, size_t from)
     while (s > from && ((unsigned char)w[s] & 0xC0) == 0x80)
       s--;
     if (i - s == 3 && !memcmp(w + s, "\xe2\x96\x81", 3)) continue; /* inside a meta-space run */
-    int32_t cp = 0;
-    size_t l = i - s;
-    for (size_t k = s; k < i; k++)
-      cp = k == s ? (unsigned char)w[k] : (cp << 6) | (w[k] & 0x3F);
-    if (l == 2)
-      cp &= 0x7FF;
-    else if (l == 3)
-      cp &= 0xFFFF;
-    else if (l == 4)
-      cp &= 0x1FFFFF;
+    int32_t cp = tk_utf8_decode(w, s, i);
     bool glued = false;
     for (size_t k = 0; k < b->nglue; k++)
       glued |= b->glue[k] == cp;
     if (!glued) return i;
   }
-  return 0;
-}
-
-static int ids_push(ic_tok_ids *ids, uint32_t id) {
-  if (ids->n == ids->cap) {
-    size_t cap = ids->cap ? ids->cap * 2 : 256;
-    uint32_t *v = realloc(ids->v, cap * sizeof *v);
-    if (!v) return IC_ENOMEM;
-    ids->v = v;
-    ids->cap = cap;
-  }
-  ids->v[ids->n++] = id;
   return 0;
 }
 
@@ -238,7 +217,7 @@ static bool unit_id(const tk_bpe *b, const char *u, size_t ulen, bool first, boo
 int tk_bpe_word(const tk_bpe *b, const char *w, size_t n, ic_tok_ids *ids) {
   uint32_t id;
   if (!n) return 0;
-  if (b->ignore_merges && tk_vocab_get(&b->vocab, w, n, &id)) return ids_push(ids, id);
+  if (b->ignore_merges && tk_vocab_get(&b->vocab, w, n, &id)) return tk_ids_push(ids, id);
   uint32_t stack[64], *s = n <= 64 ? stack : malloc(n * sizeof *s);
   if (!s) return IC_ENOMEM;
   size_t ns = 0;
@@ -280,7 +259,7 @@ int tk_bpe_word(const tk_bpe *b, const char *w, size_t n, ic_tok_ids *ids) {
   else
     rc = merge_heap(&b->merges, s, &ns);
   for (size_t i = 0; !rc && i < ns; i++)
-    rc = ids_push(ids, s[i]);
+    rc = tk_ids_push(ids, s[i]);
   if (s != stack) free(s);
   return rc;
 }

@@ -63,18 +63,7 @@ typedef struct {
   uint64_t hits, misses;
 } enc;
 
-static int push_id(enc *e, uint32_t id) {
-  ic_tok_ids *ids = e->ids;
-  if (ids->n == ids->cap) {
-    size_t cap = ids->cap ? ids->cap * 2 : 256;
-    uint32_t *v = realloc(ids->v, cap * sizeof *v);
-    if (!v) return IC_ENOMEM;
-    ids->v = v;
-    ids->cap = cap;
-  }
-  ids->v[ids->n++] = id;
-  return 0;
-}
+static int push_id(enc *e, uint32_t id) { return tk_ids_push(e->ids, id); }
 
 /* Seqlock read: copies a slot's ids when it holds this exact key and was not being written. */
 static bool cache_get(tk_cache_slot *s, uint64_t h, const char *k, size_t n, uint32_t *ids,

@@ -242,6 +242,10 @@ bool tk_is_white_space(int32_t c);
 
 /* UTF-8 helpers. */
 size_t tk_utf8_len(unsigned char lead); /* 1..4 for a lead byte of valid text */
+/* The code point of the valid UTF-8 sequence t[s..e) (1 to 4 bytes). */
+int32_t tk_utf8_decode(const char *t, size_t s, size_t e);
+/* Appends one id (growing ids->v); 0 or IC_ENOMEM. */
+int tk_ids_push(ic_tok_ids *ids, uint32_t id);
 /* Returns a malloc'd copy with invalid sequences replaced by U+FFFD, or NULL when text is valid. */
 char *tk_utf8_sanitize(const char *s, size_t n, size_t *outn, int *rc);
 

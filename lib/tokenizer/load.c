@@ -265,16 +265,7 @@ static int note_glue(tk_bpe *b, const char *t, size_t n) {
     while (s > 0 && ((unsigned char)t[s] & 0xC0) == 0x80)
       s--;
     if (i - s == 3 && !memcmp(t + s, "\xe2\x96\x81", 3)) continue; /* runs of the meta space */
-    int32_t cp = 0;
-    for (size_t k = s; k < i; k++)
-      cp = k == s ? (unsigned char)t[k] : (cp << 6) | (t[k] & 0x3F);
-    size_t l = i - s;
-    if (l == 2)
-      cp &= 0x7FF;
-    else if (l == 3)
-      cp &= 0xFFFF;
-    else if (l == 4)
-      cp &= 0x1FFFFF;
+    int32_t cp = tk_utf8_decode(t, s, i);
     bool have = false;
     for (size_t k = 0; k < b->nglue; k++)
       have |= b->glue[k] == cp;

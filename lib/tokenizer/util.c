@@ -230,3 +230,23 @@ oom:
   *rc = IC_ENOMEM;
   return NULL;
 }
+
+int32_t tk_utf8_decode(const char *t, size_t s, size_t e) {
+  int32_t cp = 0;
+  for (size_t k = s; k < e; k++)
+    cp = k == s ? (unsigned char)t[k] : (cp << 6) | (t[k] & 0x3F);
+  static const int32_t mask[5] = {0, 0xFF, 0x7FF, 0xFFFF, 0x1FFFFF}; /* 1 byte: as is */
+  return e - s <= 4 ? cp & mask[e - s] : cp;
+}
+
+int tk_ids_push(ic_tok_ids *ids, uint32_t id) {
+  if (ids->n == ids->cap) {
+    size_t cap = ids->cap ? ids->cap * 2 : 256;
+    uint32_t *v = realloc(ids->v, cap * sizeof *v);
+    if (!v) return IC_ENOMEM;
+    ids->v = v;
+    ids->cap = cap;
+  }
+  ids->v[ids->n++] = id;
+  return 0;
+}
