@@ -68,6 +68,11 @@ typedef struct ic_svc_config {
   void *render_ud;
   /* Knobs of load-aware ranking (docs/ranking.md), copied; NULL = ic_index_load_cfg_init's. */
   const ic_index_load_cfg_t *load;
+  /* Warm start (docs/ha.md; may be NULL): told the replica id of every accepted
+   * ReportCacheState update and PublishEvent (probe tenant excluded), and whether the update
+   * was the reporter's "full state sent" marker (CacheStateUpdate.full_state). */
+  void (*on_report)(void *ud, const char *replica_id, bool full_state);
+  void *report_ud;
 } ic_svc_config_t;
 
 ic_svc_t *ic_svc_new(const ic_svc_config_t *cfg);

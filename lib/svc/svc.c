@@ -42,6 +42,8 @@ struct ic_svc {
   void *render_ud;
   _Atomic int tokenizing; /* in-flight prompt_text encodes (MaxConcurrentTokenize) */
   ic_index_load_cfg_t load;
+  void (*on_report)(void *ud, const char *replica_id, bool full_state);
+  void *report_ud;
 };
 
 ic_svc_t *ic_svc_new(const ic_svc_config_t *cfg) {
@@ -60,6 +62,8 @@ ic_svc_t *ic_svc_new(const ic_svc_config_t *cfg) {
   s->prompt_ud = cfg->prompt_ud;
   s->render_template = cfg->render_template;
   s->render_ud = cfg->render_ud;
+  s->on_report = cfg->on_report;
+  s->report_ud = cfg->report_ud;
   if (cfg->load)
     s->load = *cfg->load;
   else
@@ -626,6 +630,9 @@ int ic_svc_report_one(ic_svc_t *s, const uint8_t *msg, size_t len, const char **
                          s->max_identity, errmsg);
   if (rc != IC_RPC_OK) goto out;
   if (strcmp(u->tenant_id, IC_SVC_PROBE_TENANT) == 0) goto out;
+  if (s->on_report) s->on_report(s->report_ud, u->replica_id, u->full_state);
+  /* The bare marker changes nothing in the index (and must not look like a report). */
+  if (u->full_state && u->n_prefixes == 0 && !u->stats) goto out;
   ic_index_prefix_t stack[32], *px = stack;
   if (u->n_prefixes > 32 && !(px = malloc(u->n_prefixes * sizeof *px))) {
     rc = IC_RPC_RESOURCE_EXHAUSTED;
@@ -684,6 +691,8 @@ int ic_svc_publish_event(ic_svc_t *s, const uint8_t *req, size_t len, ic_buf_t *
     return crc;
   }
   int t = (int)e->type;
+  if (s->on_report && strcmp(e->tenant_id, IC_SVC_PROBE_TENANT) != 0)
+    s->on_report(s->report_ud, e->replica_id, false);
   if (strcmp(e->tenant_id, IC_SVC_PROBE_TENANT) != 0 && t >= IC_INDEX_EVENT_PREFIX_ADDED &&
       t <= IC_INDEX_EVENT_ALL_CLEARED) {
     ic_index_event_t ev = {

@@ -98,6 +98,12 @@ static const flagdef_t FLAGS[] = {
     {"tokenizer-models-dir", F_STR, OFF(tokenizer_models_dir), "",
      "directory <dir>/<model_id>/tokenizer.json (+ tokenizer_config.json) of the models whose prompt_text "
      "LookupRoute tokenizes (model_id may contain '/'); empty disables server-side tokenisation"},
+    {"warm-start-timeout-ms", F_INT, OFF(warm_start_timeout_ms), "60000",
+     "warm start: /readyz and gRPC health answer not-ready until every known reporter sent its full "
+     "state, or this long after start; <= 0 = ready at once (not a reference flag; docs/ha.md)"},
+    {"warm-start-window-ms", F_INT, OFF(warm_start_window_ms), "10000",
+     "warm start: every replica that reports within this long after start is waited for (not a "
+     "reference flag; docs/ha.md)"},
 };
 #define NFLAGS (sizeof FLAGS / sizeof FLAGS[0])
 

@@ -254,7 +254,8 @@ int server_http_start(server_ctx_t *ctx, char *err, size_t errlen) {
     rc = IC_ENOMEM;
   } else if ((rc = server_http_public_routes(ctx, h->pub)) != 0 ||
              (rc = server_http_controller_routes(ctx, h->ctl)) != 0 ||
-             (rc = server_http_prompt_routes(ctx, h->ctl)) != 0) {
+             (rc = server_http_prompt_routes(ctx, h->ctl)) != 0 ||
+             (rc = server_http_reporters_route(ctx, h->ctl)) != 0) {
     snprintf(err, errlen, "register routes: %s", ic_strerror(rc));
   } else if ((rc = ic_http_listen(h->pub, e, sizeof e)) != 0) {
     snprintf(err, errlen, "listen for http: %s", e);

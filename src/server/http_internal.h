@@ -40,6 +40,9 @@ int server_probe_json(const char *backend, const server_probe_result_t *res, ic_
 int server_http_controller_routes(server_ctx_t *ctx, ic_http_server_t *s);
 /* http_prompts.c: POST|PUT|GET /prompttemplates on the controller listener. */
 int server_http_prompt_routes(server_ctx_t *ctx, ic_http_server_t *s);
+/* warmup.c: PUT /reporters on the controller listener; the warm-up /readyz body. */
+int server_http_reporters_route(server_ctx_t *ctx, ic_http_server_t *s);
+void server_warmup_describe(server_ctx_t *ctx, ic_buf_t *out);
 /* http_public.c */
 int server_http_public_routes(server_ctx_t *ctx, ic_http_server_t *s);
 

@@ -12,10 +12,17 @@ static void h_healthz(ic_http_req_t *r, void *ud) {
 
 static void h_readyz(ic_http_req_t *r, void *ud) {
   server_ctx_t *ctx = ud;
-  if (atomic_load(&ctx->ready))
+  if (atomic_load(&ctx->ready)) {
     ic_http_reply(r, 200, "text/plain; charset=utf-8", "ok\n", 3);
-  else
+  } else if (atomic_load(&ctx->stopping) || !ctx->warm) {
     ic_http_reply_error(r, 503, "not ready\n");
+  } else {
+    /* Warm start (docs/ha.md): say how far it is. */
+    ic_buf_t b = IC_BUF_INIT;
+    server_warmup_describe(ctx, &b);
+    ic_http_reply_error(r, 503, b.len ? b.data : "not ready\n");
+    ic_buf_free(&b);
+  }
 }
 
 static void h_metrics(ic_http_req_t *r, void *ud) {

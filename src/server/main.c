@@ -17,6 +17,7 @@
 #include "ic/mem.h"
 #include "ic/metrics.h"
 #include "ic/policy.h"
+#include "ic/warmstart.h"
 #include "ic/rpc.h"
 #include "ic/svc.h"
 #include "ic/version.h"
@@ -285,6 +286,12 @@ int main(int argc, char **argv) {
                           .prompt_ud = ctx->prompts,
                           .render_template = server_render_template,
                           .render_ud = ctx};
+  if (server_warmup_init(ctx) != 0) {
+    ic_log_error("serve_error", IC_LS("err", "out of memory"));
+    return 1;
+  }
+  scfg.on_report = server_warmup_on_report;
+  scfg.report_ud = ctx;
   ctx->svc = ctx->index ? ic_svc_new(&scfg) : NULL;
   if (!ctx->hub || !ctx->index || !ctx->svc) {
     ic_log_error("serve_error", IC_LS("err", "out of memory"));
@@ -326,10 +333,10 @@ int main(int argc, char **argv) {
 
   /* Serve. */
   ic_index_set_ready(ctx->index, true);
-  atomic_store(&ctx->ready, true);
   ic_metric_set(ic_metric_plain(ctx->m.server_up), 1);
-  ic_rpc_server_set_serving(ctx->grpc, true);
   ic_rpc_server_start(ctx->grpc);
+  /* Ready (/readyz, gRPC health) now, or once the warm start is done (docs/ha.md). */
+  server_warmup_start(ctx);
   maint_t mt = {.ctx = ctx};
   pthread_mutex_init(&mt.mu, NULL);
   pthread_cond_init(&mt.cv, NULL);
@@ -342,6 +349,7 @@ int main(int argc, char **argv) {
   /* Graceful shutdown (§12). Later signals stay blocked, i.e. swallowed. */
   ic_log_info("graceful_shutdown_started");
   atomic_store(&ctx->stopping, true);
+  server_warmup_stop(ctx);
   atomic_store(&ctx->ready, false);
   ic_index_set_ready(ctx->index, false);
   ic_rpc_server_set_serving(ctx->grpc, false);
@@ -364,6 +372,7 @@ int main(int argc, char **argv) {
   server_templates_free(ctx);
   ic_index_destroy(ctx->index);
   ic_policy_store_free(ctx->policy);
+  ic_warmstart_free(ctx->warm);
   ic_metrics_free(ctx->metrics);
   pthread_mutex_destroy(&mt.mu);
   pthread_cond_destroy(&mt.cv);

@@ -65,6 +65,8 @@ typedef struct server_flags {
   int stream_log_bytes;              /* --stream-log-bytes (64 MiB), StreamCacheEvents change log */
   int stream_max_queued_bytes;       /* --stream-max-queued-bytes (64 MiB), all subscribers */
   int stream_max_send_rate;          /* --stream-max-send-rate (25000 events/s), all subscribers */
+  int warm_start_timeout_ms;         /* --warm-start-timeout-ms (60000), <= 0 = off (docs/ha.md) */
+  int warm_start_window_ms;          /* --warm-start-window-ms (10000) */
 } server_flags_t;
 
 /* Metric handles (spec server.md §10). Families are registered by main.c; children of labelled
@@ -108,6 +110,7 @@ typedef struct server_ctx {
   struct server_http *http;    /* owned by the http listeners (http helper) */
   struct server_auth *auth;    /* controller-listener auth (http helper) */
   bool grpc_tls;               /* TLS configured on the gRPC port */
+  struct ic_warmstart *warm;   /* owned; warm start (warmup.c, docs/ha.md) */
 } server_ctx_t;
 
 /* --- flags.c --- */
@@ -144,6 +147,17 @@ int server_hub_register(server_ctx_t *ctx);
 void server_hub_publish_transport(struct server_hub *h);
 /* Index change listener (ic_index_config_t.on_change with ud = the hub). */
 void server_hub_on_change(void *hub, const ic_index_change_t *change);
+
+/* --- warm start (warmup.c, docs/ha.md) --- */
+/* Creates ctx->warm from the flags and registers its metrics (0, or IC_ENOMEM). */
+int server_warmup_init(server_ctx_t *ctx);
+/* lib/svc's on_report hook (ud = ctx). */
+void server_warmup_on_report(void *ud, const char *replica_id, bool full_state);
+/* Starts serving: ready at once when warm start is off or already done, else a thread flips
+ * ctx->ready and gRPC health once ic_warmstart_ready says so. */
+void server_warmup_start(server_ctx_t *ctx);
+/* Joins that thread (shutdown); ctx->warm itself is freed by main after the listeners stop. */
+void server_warmup_stop(server_ctx_t *ctx);
 
 /* --- controller auth (http helper; main.c has a weak fallback) --- */
 /* Called at startup when auth is enabled (spec §1.2 step 8): builds the in-cluster TokenReview
