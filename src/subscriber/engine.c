@@ -38,24 +38,13 @@ static void push_ops(eng_t *e, size_t ep_idx) {
     e->ops.v[i].ep = (uint16_t)ep_idx;
     e->ops.v[i].recv_ns = now;
   }
-  /* A replay can hold far more than the queue: it flows at the sender's pace, unless the sender
-   * is stuck (server away): then the rest of the replay overflows like live events. */
-  if (e->paced && !subq_wait_room(&c->q, e->ops.n, 5000000)) e->paced = false;
-  size_t dropped = subq_push(&c->q, e->ops.v, e->ops.n, c->replica_of_ep);
+  /* A replay can hold far more than a queue: it flows at the senders' pace, unless a sender is
+   * stuck (its server away): then the rest of the replay overflows like live events. */
+  pthread_rwlock_rdlock(&c->tlock);
+  size_t dropped = sub_targets_push(c, e->ops.v, e->ops.n, e->paced ? &e->paced : NULL);
+  if (dropped) sub_targets_count_drops(c);
+  pthread_rwlock_unlock(&c->tlock);
   if (dropped) {
-    /* Before the server was ever reached a failed send does not mark it lost (sender.c): the
-     * dropped adds still need the re-report when it answers. */
-    if (!atomic_load(&c->ever_sent)) atomic_store(&c->lost, true);
-    static const char *kinds[] = {"", "add", "downgrade", "evict", "clear"};
-    /* per-kind totals live in the queue; mirror them into the counter family */
-    pthread_mutex_lock(&c->q.mu);
-    for (int k = 1; k <= 4; k++) {
-      const char *lv[] = {kinds[k]};
-      ic_metric_t *m = ic_metric_child(c->m.queue_dropped, lv);
-      double cur = ic_metric_value(m);
-      if ((double)c->q.dropped[k] > cur) ic_metric_add(m, (double)c->q.dropped[k] - cur);
-    }
-    pthread_mutex_unlock(&c->q.mu);
     /* at most one line per 10 s while the server stays away */
     static int64_t last_log;
     static uint64_t since_log;
@@ -71,29 +60,76 @@ static void push_ops(eng_t *e, size_t ep_idx) {
   e->ops.n = 0;
 }
 
-/* Re-reports one endpoint's positional state (after reconnect, or after another rank's clear
- * wiped a shared replica id). */
-static void snapshot_ep(eng_t *e, size_t i) {
+/* Re-reports one endpoint's positional state to one target, or to all (t NULL: after another
+ * rank's clear wiped a shared replica id). Caller holds tlock for reading. Returns false when a
+ * target's queue stayed full (its re-report is incomplete). */
+static bool snapshot_ep_to(eng_t *e, size_t i, sub_target_t *t) {
   sub_ctx_t *c = e->c;
   ic_kv_ops_t snap = {0};
+  bool ok = true;
   int n = ic_kv_tracker_snapshot(c->eps[i].tracker, &snap);
   if (n > 0) {
     ic_metric_add(ic_metric_plain(c->m.resync_entries), n);
     /* In chunks at the sender's pace: a re-report larger than the queue bound must not
      * overflow it (and drop its own beginning). */
-    size_t chunk = c->q.max_ops / 4 ? c->q.max_ops / 4 : 1;
+    size_t chunk = (size_t)c->queue_max_bytes / sizeof(qent_t) / 4;
+    if (!chunk) chunk = 1;
     int64_t now = ic_clock_monotonic_ns();
     for (size_t off = 0; off < snap.n && !atomic_load(&c->stop_engine); off += chunk) {
       size_t k = snap.n - off < chunk ? snap.n - off : chunk;
-      subq_wait_room(&c->q, k, 5000000);
       for (size_t j = 0; j < k; j++) {
         snap.v[off + j].ep = (uint16_t)i;
         snap.v[off + j].recv_ns = now;
       }
-      subq_push(&c->q, snap.v + off, k, c->replica_of_ep);
+      if (t) {
+        /* One replica only: a stalled one must not hold the engine thread for long. */
+        if (!subq_wait_room(&t->q, k, 2000000)) {
+          ok = false;
+          break;
+        }
+        subq_push(&t->q, snap.v + off, k, c->replica_of_ep);
+      } else {
+        bool paced = true;
+        sub_targets_push(c, snap.v + off, k, &paced);
+      }
     }
   }
   ic_kv_ops_free(&snap);
+  return ok;
+}
+
+static void snapshot_ep(eng_t *e, size_t i) {
+  pthread_rwlock_rdlock(&e->c->tlock);
+  snapshot_ep_to(e, i, NULL);
+  pthread_rwlock_unlock(&e->c->tlock);
+}
+
+/* A target (re)appeared (docs/ha.md): full = re-report every endpoint's state to it alone, then
+ * one "full state sent" marker per replica id; else the marker only. Caller holds tlock. */
+static void resync_target(eng_t *e, sub_target_t *t, bool full) {
+  sub_ctx_t *c = e->c;
+  if (full) {
+    ic_metric_inc(ic_metric_plain(c->m.resyncs));
+    ic_metric_inc(t->m_resyncs);
+    for (size_t i = 0; i < c->neps; i++)
+      if (!snapshot_ep_to(e, i, t)) {
+        /* Its queue stayed full: try again once it takes updates again. */
+        atomic_store(&t->lost, true);
+        ic_log_warn("re-report to a server replica incomplete (its queue stayed full); retrying "
+                    "when it is reachable again",
+                    IC_LS("target", t->addr));
+        return;
+      }
+  }
+  for (size_t i = 0; i < c->neps; i++) {
+    bool first = true; /* one marker per replica id (ranks may share one) */
+    for (size_t j = 0; j < i && first; j++)
+      if (c->replica_of_ep[j] == c->replica_of_ep[i]) first = false;
+    if (!first) continue;
+    ic_kv_op_t op = {.kind = SUB_OP_SYNCED, .ep = (uint16_t)i, .adapter = "",
+                     .recv_ns = ic_clock_monotonic_ns()};
+    subq_push(&t->q, &op, 1, c->replica_of_ep);
+  }
 }
 
 static void set_replica(sub_ctx_t *c, size_t i, int64_t rank) {
@@ -518,12 +554,14 @@ void *sub_engine_thread(void *arg) {
                                        : (zmq_pollitem_t){NULL, -1, 0, 0};
   }
   int nitems = (int)(2 * c->neps);
+  atomic_store(&c->engine_started, true);
   while (!atomic_load(&c->stop_engine)) {
-    if (atomic_exchange(&c->resync, 0)) {
-      ic_metric_inc(ic_metric_plain(c->m.resyncs));
-      for (size_t i = 0; i < c->neps; i++)
-        snapshot_ep(&e, i);
+    pthread_rwlock_rdlock(&c->tlock);
+    for (size_t k = 0; k < c->ntargets; k++) {
+      int r = atomic_exchange(&c->targets[k]->resync, 0);
+      if (r) resync_target(&e, c->targets[k], r == 1);
     }
+    pthread_rwlock_unlock(&c->tlock);
     int64_t now = ic_clock_monotonic_us();
     if (atomic_exchange(&c->engine_restarted, false))
       for (size_t i = 0; i < c->neps; i++)

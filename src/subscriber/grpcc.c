@@ -15,7 +15,8 @@ struct sub_grpc {
   grpc_channel *ch;
 };
 
-sub_grpc_t *sub_grpc_new(const char *target, int max_backoff_ms, const char *ca_pem) {
+sub_grpc_t *sub_grpc_new(const char *target, int max_backoff_ms, const char *ca_pem,
+                         const char *authority) {
   sub_grpc_t *g = calloc(1, sizeof(*g));
   if (!g) return NULL;
   grpc_init();
@@ -24,7 +25,7 @@ sub_grpc_t *sub_grpc_new(const char *target, int max_backoff_ms, const char *ca_
    * a down server is cheap, and the server's return is then seen within ~2 s (the watcher then
    * ends the sender's longer backoff at once). */
   if (max_backoff_ms > 2000) max_backoff_ms = 2000;
-  grpc_arg args[6];
+  grpc_arg args[8];
   size_t n = 0;
 #define IARG(k, v)                                                                                 \
   do {                                                                                             \
@@ -39,6 +40,14 @@ sub_grpc_t *sub_grpc_new(const char *target, int max_backoff_ms, const char *ca_
   IARG(GRPC_ARG_USE_LOCAL_SUBCHANNEL_POOL, 1);
   IARG(GRPC_ARG_MAX_RECEIVE_MESSAGE_LENGTH, 4 * 1024 * 1024);
 #undef IARG
+  if (authority && ca_pem) { /* an address target: verify TLS as the name it was resolved from */
+    const char *keys[2] = {GRPC_SSL_TARGET_NAME_OVERRIDE_ARG, GRPC_ARG_DEFAULT_AUTHORITY};
+    for (int k = 0; k < 2; k++) {
+      args[n].type = GRPC_ARG_STRING;
+      args[n].key = (char *)keys[k];
+      args[n++].value.string = (char *)authority;
+    }
+  }
   grpc_channel_args ca = {n, args};
   grpc_channel_credentials *creds = ca_pem ? grpc_ssl_credentials_create(ca_pem, NULL, NULL, NULL)
                                            : grpc_insecure_credentials_create();
@@ -219,4 +228,82 @@ int sub_grpc_call_many(sub_grpc_t *g, const char *method, const uint8_t *const *
   grpc_completion_queue_destroy(cq);
   free(m);
   return worst;
+}
+
+/* One request to each of n channels at once, one completion queue for all (stats reports to
+ * every server replica: a slow one delays only this call's return, never the others' delivery). */
+void sub_grpc_call_each(sub_grpc_t *const *gs, size_t n, const char *method, const uint8_t *req,
+                        size_t len, int timeout_ms, int *statuses, ic_buf_t *resps) {
+  if (!n) return;
+  mcall_t *m = calloc(n, sizeof(*m));
+  if (!m) {
+    for (size_t i = 0; i < n; i++)
+      statuses[i] = -1;
+    return;
+  }
+  grpc_completion_queue *cq = grpc_completion_queue_create_for_next(NULL);
+  gpr_timespec dl =
+      gpr_time_add(gpr_now(GPR_CLOCK_MONOTONIC), gpr_time_from_millis(timeout_ms, GPR_TIMESPAN));
+  grpc_slice mslice = grpc_slice_from_static_string(method);
+  size_t started = 0;
+  for (size_t i = 0; i < n; i++) {
+    statuses[i] = -1;
+    mcall_t *c = &m[i];
+    c->status = GRPC_STATUS_UNKNOWN;
+    c->details = grpc_empty_slice();
+    grpc_metadata_array_init(&c->md_init);
+    grpc_metadata_array_init(&c->md_trail);
+    c->call = grpc_channel_create_call(gs[i]->ch, NULL, GRPC_PROPAGATE_DEFAULTS, cq, mslice, NULL,
+                                       dl, NULL);
+    if (!c->call) continue;
+    grpc_slice payload = grpc_slice_from_copied_buffer((const char *)req, len);
+    c->send = grpc_raw_byte_buffer_create(&payload, 1);
+    grpc_slice_unref(payload);
+    grpc_op ops[6];
+    memset(ops, 0, sizeof(ops));
+    ops[0].op = GRPC_OP_SEND_INITIAL_METADATA;
+    ops[1].op = GRPC_OP_SEND_MESSAGE;
+    ops[1].data.send_message.send_message = c->send;
+    ops[2].op = GRPC_OP_SEND_CLOSE_FROM_CLIENT;
+    ops[3].op = GRPC_OP_RECV_INITIAL_METADATA;
+    ops[3].data.recv_initial_metadata.recv_initial_metadata = &c->md_init;
+    ops[4].op = GRPC_OP_RECV_MESSAGE;
+    ops[4].data.recv_message.recv_message = &c->recv;
+    ops[5].op = GRPC_OP_RECV_STATUS_ON_CLIENT;
+    ops[5].data.recv_status_on_client.trailing_metadata = &c->md_trail;
+    ops[5].data.recv_status_on_client.status = &c->status;
+    ops[5].data.recv_status_on_client.status_details = &c->details;
+    if (grpc_call_start_batch(c->call, ops, 6, c, NULL) == GRPC_CALL_OK) started++;
+  }
+  for (size_t done = 0; done < started;) {
+    grpc_event ev = grpc_completion_queue_next(cq, gpr_inf_future(GPR_CLOCK_REALTIME), NULL);
+    if (ev.type != GRPC_OP_COMPLETE) continue;
+    mcall_t *c = ev.tag;
+    size_t i = (size_t)(c - m);
+    statuses[i] = ev.success ? (int)c->status : -1;
+    if (statuses[i] == 0 && c->recv && resps) {
+      grpc_byte_buffer_reader rd;
+      if (grpc_byte_buffer_reader_init(&rd, c->recv)) {
+        grpc_slice all = grpc_byte_buffer_reader_readall(&rd);
+        ic_buf_append(&resps[i], GRPC_SLICE_START_PTR(all), GRPC_SLICE_LENGTH(all));
+        grpc_slice_unref(all);
+        grpc_byte_buffer_reader_destroy(&rd);
+      }
+    }
+    done++;
+  }
+  for (size_t i = 0; i < n; i++) {
+    if (m[i].recv) grpc_byte_buffer_destroy(m[i].recv);
+    if (m[i].send) grpc_byte_buffer_destroy(m[i].send);
+    grpc_slice_unref(m[i].details);
+    grpc_metadata_array_destroy(&m[i].md_init);
+    grpc_metadata_array_destroy(&m[i].md_trail);
+    if (m[i].call) grpc_call_unref(m[i].call);
+  }
+  grpc_completion_queue_shutdown(cq);
+  while (grpc_completion_queue_next(cq, gpr_inf_future(GPR_CLOCK_REALTIME), NULL).type !=
+         GRPC_QUEUE_SHUTDOWN) {
+  }
+  grpc_completion_queue_destroy(cq);
+  free(m);
 }

@@ -25,7 +25,12 @@ static const ic_cli_flag_t FLAGS[] = {
     {"replay-endpoint", "string", NULL,
      "engine ROUTER replay endpoint, paired with the --engine-endpoint at the same position"},
     {"topic", "string", NULL, "ZeroMQ subscription prefix; \"\" = every topic"},
-    {"server", "string", "127.0.0.1:9090", "inferencecache-server gRPC target"},
+    {"server", "string", "127.0.0.1:9090",
+     "inferencecache-server gRPC target(s): host:port, or a comma-separated list; a name that "
+     "resolves to several addresses (a headless Service) feeds every replica"},
+    {"server-resolve-interval", "duration", "5s",
+     "how often --server is resolved again to find server replicas that appeared or left; 0 = "
+     "only at start"},
     {"server-ca-file", "string", NULL, "PEM CA bundle: speak TLS to --server and verify it with these roots (default: plaintext)"},
     {"replica-id", "string", NULL, "this replica's identity, usually the pod name (required)"},
     {"model-id", "string", NULL, "the model the engine serves (required)"},
@@ -175,13 +180,7 @@ static void h_healthz(ic_http_req_t *r, void *ud) {
   ic_http_reply(r, 200, "text/plain; charset=utf-8", "ok\n", 3);
 }
 
-static void on_collect(void *ud) {
-  sub_ctx_t *c = ud;
-  pthread_mutex_lock(&c->q.mu);
-  ic_metric_set(ic_metric_plain(c->m.queue_depth), (double)c->q.live);
-  ic_metric_set(ic_metric_plain(c->m.queue_bytes), (double)subq_bytes(&c->q));
-  pthread_mutex_unlock(&c->q.mu);
-}
+static void on_collect(void *ud) { sub_targets_gauges(ud); }
 
 int sub_metrics_init(sub_ctx_t *c) {
   sub_metrics_t *m = &c->m;
@@ -276,8 +275,31 @@ int sub_metrics_init(sub_ctx_t *c) {
   m->reported_pressure =
       ic_metrics_gauge(m->reg, P "reported_pressure",
                        "Load (0..1) in the last stats report the server accepted.", 0, NULL);
+  const char *tl[] = {"target"};
+  m->t_connected = ic_metrics_gauge(m->reg, P "target_connected",
+                                    "1 while the channel to this server replica is ready.", 1, tl);
+  m->t_depth = ic_metrics_gauge(m->reg, P "target_queue_depth",
+                                "Updates waiting to be sent to this server replica.", 1, tl);
+  m->t_dropped = ic_metrics_counter(m->reg, P "target_queue_dropped_total",
+                                    "Updates dropped on overflow of this replica's queue.", 1, tl);
+  m->t_rpcs = ic_metrics_counter(m->reg, P "target_rpcs_total",
+                                 "RPCs to this server replica.", 1, tl);
+  m->t_errors = ic_metrics_counter(m->reg, P "target_rpc_errors_total",
+                                   "Failed RPCs to this server replica.", 1, tl);
+  m->t_resyncs = ic_metrics_counter(
+      m->reg, P "target_resyncs_total",
+      "Full re-reports of the engine's state to this replica (it appeared or came back).", 1, tl);
+  m->t_synced = ic_metrics_counter(m->reg, P "target_full_state_sent_total",
+                                   "\"Full state sent\" markers this replica accepted.", 1, tl);
+  m->targets = ic_metrics_gauge(m->reg, P "targets",
+                                "Server replicas currently fed (addresses --server resolves to).",
+                                0, NULL);
+  ic_metric_family_t *tfam[] = {m->t_connected, m->t_depth, m->t_dropped, m->t_rpcs,
+                                m->t_errors,    m->t_resyncs, m->t_synced};
+  for (size_t i = 0; i < sizeof tfam / sizeof *tfam; i++)
+    if (!tfam[i] || ic_metrics_bound_label(tfam[i], "target", SUB_MAX_TARGETS)) return IC_ENOMEM;
 #undef P
-  if (!m->reported_hit_rate || !m->reported_pressure || !m->events_received || !m->lag ||
+  if (!m->targets || !m->reported_hit_rate || !m->reported_pressure || !m->events_received || !m->lag ||
       !m->scrapes || !m->other_group || !m->seq_invalid || !m->unrecovered || !m->engine_resyncs ||
       !m->down_clears || !m->engine_connected)
     return IC_ENOMEM;
@@ -317,7 +339,8 @@ enum {
   O_LOGFMT,
   O_HELP,
   O_VERSION,
-  O_SERVER_CA
+  O_SERVER_CA,
+  O_RESOLVE
 };
 
 int main(int argc, char **argv) {
@@ -338,6 +361,7 @@ int main(int argc, char **argv) {
   c->max_backoff_us = 10000000;
   c->replay_timeout_us = 2000000;
   c->down_grace_us = 30000000;
+  c->resolve_interval_us = 5000000;
   const char *tier = "auto", *lora = "";
   const char *endpoints[SUB_MAX_ENDPOINTS], *replays[SUB_MAX_ENDPOINTS];
   size_t nend = 0, nrep = 0;
@@ -347,6 +371,7 @@ int main(int argc, char **argv) {
                                      {"topic", required_argument, 0, O_TOPIC},
                                      {"server", required_argument, 0, O_SERVER},
                                      {"server-ca-file", required_argument, 0, O_SERVER_CA},
+                                     {"server-resolve-interval", required_argument, 0, O_RESOLVE},
                                      {"replica-id", required_argument, 0, O_REPLICA},
                                      {"model-id", required_argument, 0, O_MODEL},
                                      {"tenant-id", required_argument, 0, O_TENANT},
@@ -393,6 +418,9 @@ int main(int argc, char **argv) {
     case O_TOPIC: c->topic = optarg; break;
     case O_SERVER: c->server = optarg; break;
     case O_SERVER_CA: c->server_ca_file = optarg; break;
+    case O_RESOLVE:
+      bad = parse_dur(optarg, &c->resolve_interval_us) || c->resolve_interval_us < 0;
+      break;
     case O_REPLICA: c->replica_id = optarg; break;
     case O_MODEL: c->model_id = optarg; break;
     case O_TENANT: c->tenant_id = optarg; break;
@@ -489,12 +517,7 @@ int main(int argc, char **argv) {
     }
     ca_pem = ic_buf_detach(&pem, NULL);
   }
-  c->rpc = sub_grpc_new(c->server, (int)(c->max_backoff_us / 1000), ca_pem);
-  free(ca_pem);
-  if (!c->rpc) {
-    ic_log_error("grpc client", IC_LS("err", "cannot create channel"), IC_LS("server", c->server));
-    return 1;
-  }
+  c->ca_pem = ca_pem;
   c->neps = nend;
   for (size_t i = 0; i < nend; i++) {
     c->eps[i].endpoint = endpoints[i];
@@ -513,8 +536,21 @@ int main(int argc, char **argv) {
       c->replica_of_ep[i] = s;
       c->eps[i].dp_rank = (int64_t)i;
     }
-  if (subq_init(&c->q, (size_t)c->queue_max_bytes) || sub_metrics_init(c)) {
+  pthread_rwlock_init(&c->tlock, NULL);
+  if (sub_metrics_init(c)) {
     ic_log_error("out of memory");
+    return 1;
+  }
+  /* The server replicas as resolved now; a name that does not resolve yet is retried by the
+   * resolver (nothing at startup requires the server to be up). */
+  if (sub_targets_resolve(c) < 0)
+    ic_log_warn("no server address resolved yet; retrying every --server-resolve-interval",
+                IC_LS("server", c->server));
+  pthread_rwlock_rdlock(&c->tlock);
+  size_t ntargets = c->ntargets;
+  pthread_rwlock_unlock(&c->tlock);
+  if (!ntargets && c->resolve_interval_us <= 0) {
+    ic_log_error("grpc client", IC_LS("err", "cannot create channel"), IC_LS("server", c->server));
     return 1;
   }
   pthread_mutex_init(&c->stop_mu, NULL);
@@ -553,9 +589,8 @@ int main(int argc, char **argv) {
               IC_LS("http_bind_address", c->http_bind),
               IC_LI("http_port", http ? ic_http_port(http) : -1));
 
-  pthread_t t_engine, t_sender, t_stats, t_watch;
-  pthread_create(&t_sender, NULL, sub_sender_thread, c);
-  pthread_create(&t_watch, NULL, sub_watch_thread, c);
+  pthread_t t_engine, t_stats, t_resolver;
+  pthread_create(&t_resolver, NULL, sub_resolver_thread, c);
   pthread_create(&t_stats, NULL, sub_stats_thread, c);
   pthread_create(&t_engine, NULL, sub_engine_thread, c);
 
@@ -564,37 +599,32 @@ int main(int argc, char **argv) {
   ic_log_info("shutting down", IC_LS("signal", sig == SIGINT ? "SIGINT" : "SIGTERM"));
 
   atomic_store(&c->stop_engine, true);
-  pthread_mutex_lock(&c->q.mu);
-  c->q.stop = true; /* releases a re-report waiting for room */
-  pthread_cond_broadcast(&c->q.room);
-  pthread_mutex_unlock(&c->q.mu);
+  pthread_rwlock_rdlock(&c->tlock);
+  for (size_t i = 0; i < c->ntargets; i++) { /* releases a re-report waiting for room */
+    pthread_mutex_lock(&c->targets[i]->q.mu);
+    pthread_cond_broadcast(&c->targets[i]->q.room);
+    pthread_mutex_unlock(&c->targets[i]->q.mu);
+  }
+  pthread_rwlock_unlock(&c->tlock);
   pthread_join(t_engine, NULL);
-  atomic_store(&c->stop_sender, true);
-  pthread_mutex_lock(&c->q.mu);
-  pthread_cond_broadcast(&c->q.cv);
-  pthread_mutex_unlock(&c->q.mu);
-  pthread_mutex_lock(&c->stop_mu);
-  pthread_cond_broadcast(&c->stop_cv);
-  pthread_mutex_unlock(&c->stop_mu);
-  pthread_join(t_sender, NULL);
-  sub_sender_drain(c, ic_clock_monotonic_us() + 5000000);
   atomic_store(&c->stop_stats, true);
   pthread_mutex_lock(&c->stop_mu);
   pthread_cond_broadcast(&c->stop_cv);
   pthread_mutex_unlock(&c->stop_mu);
   pthread_join(t_stats, NULL);
-  pthread_join(t_watch, NULL);
+  pthread_join(t_resolver, NULL);
+  /* What is queued goes out to every replica at once, for at most 5 s. */
+  sub_targets_shutdown(c, ic_clock_monotonic_us() + 5000000);
   if (http) {
     ic_http_stop(http, 1000);
     ic_http_free(http);
   }
-  sub_grpc_free(c->rpc);
+  free(c->ca_pem);
   for (size_t i = 0; i < c->neps; i++) {
     ic_kv_tracker_free(c->eps[i].tracker);
     free(c->eps[i].seq);
   }
   ic_kv_lora_map_free(c->lora);
-  subq_destroy(&c->q);
   ic_metrics_free(c->m.reg);
   for (size_t i = 0; i < c->nowned; i++)
     free(c->owned_names[i]);

@@ -115,7 +115,8 @@ size_t subq_push(subq_t *q, const ic_kv_op_t *ops, size_t nops, const char *cons
       const char *r = replica_of_ep[op->ep];
       for (size_t i = 0; i < q->n; i++) {
         qent_t *e = at(q, i);
-        if (e->live && replica_of_ep[e->op.ep] == r) kill(q, e);
+        /* a full-state marker stays: it reports what was sent, which the clear does not undo */
+        if (e->live && e->op.kind != SUB_OP_SYNCED && replica_of_ep[e->op.ep] == r) kill(q, e);
       }
     }
     if (ensure_room(q)) {
@@ -156,7 +157,7 @@ size_t subq_peek_group(subq_t *q, ic_kv_op_t *out, size_t max, uint64_t *last_qs
   out[0] = first->op;
   *last_qseq = first->qseq;
   int kind = first->op.kind;
-  if (kind == IC_KV_OP_CLEAR) return 1;
+  if (kind == IC_KV_OP_CLEAR || kind == SUB_OP_SYNCED) return 1;
   /* Evictions are independent of each other: a run of them is sent concurrently. */
   if (kind == IC_KV_OP_EVICT && max > SUB_MAX_EVICTS_IN_FLIGHT) max = SUB_MAX_EVICTS_IN_FLIGHT;
   const char *r = replica_of_ep[first->op.ep];

@@ -1,8 +1,9 @@
-/* kvevent-subscriber sender: drains the op queue into ReportCacheState / PublishEvent calls in
- * queue order, batching adds per --window (REF's fixed ticker) and sending removals and clears
- * at once. A failed call leaves its ops queued and is retried with exponential backoff plus
- * jitter; when the server is reached again after an outage the engine thread is asked to
- * re-report what the engine still holds. Also the connectivity watcher thread. */
+/* kvevent-subscriber sender, one per server replica (target): drains that target's op queue into
+ * ReportCacheState / PublishEvent calls in queue order, batching adds per --window (REF's fixed
+ * ticker) and sending removals and clears at once. A failed call leaves its ops queued and is
+ * retried with exponential backoff plus jitter; when the replica is reached again after an
+ * outage the engine thread is asked to re-report what the engine still holds to it alone. Also
+ * the target's connectivity watcher thread. */
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
@@ -45,21 +46,49 @@ static bool retryable(int st) {
   return st < 0 || st == 1 || st == 2 || st == 4 || st == 8 || st == 13 || st == 14;
 }
 
-static void count_rpc(sub_ctx_t *c, const char *method, int st) {
+static void count_rpc(sub_target_t *t, const char *method, int st) {
   const char *lv[] = {method, sub_code_name(st)};
-  ic_metric_inc(ic_metric_child(c->m.rpcs, lv));
-  if (st != 0) ic_metric_inc(ic_metric_child(c->m.rpc_errors, lv));
+  ic_metric_inc(ic_metric_child(t->c->m.rpcs, lv));
+  ic_metric_inc(t->m_rpcs);
+  if (st != 0) {
+    ic_metric_inc(ic_metric_child(t->c->m.rpc_errors, lv));
+    ic_metric_inc(t->m_errors);
+  }
 }
 
-static bool counted; /* send_group: the concurrent path counted its calls one by one */
+/* The full-state marker (docs/ha.md): an update without prefixes and stats, full_state set. */
+static int send_marker(sub_target_t *t, const char *replica) {
+  sub_ctx_t *c = t->c;
+  Inferencecache__V1alpha1__CacheStateUpdate u = INFERENCECACHE__V1ALPHA1__CACHE_STATE_UPDATE__INIT;
+  u.replica_id = (char *)replica;
+  u.model_id = (char *)c->model_id;
+  u.tenant_id = (char *)c->tenant_id;
+  u.hash_scheme = (char *)c->hash_scheme;
+  u.full_state = true;
+  uint8_t buf[4096];
+  size_t sz = inferencecache__v1alpha1__cache_state_update__get_packed_size(&u);
+  if (sz > sizeof buf) return 3; /* identities this long were rejected long before */
+  inferencecache__v1alpha1__cache_state_update__pack(&u, buf);
+  int st = sub_grpc_call(t->rpc, M_REPORT, buf, sz, SUB_RPC_TIMEOUT_MS, NULL);
+  if (st == 0) {
+    ic_metric_inc(t->m_synced);
+    ic_log_debug("full state sent", IC_LS("target", t->addr), IC_LS("replica_id", replica));
+  }
+  return st;
+}
 
-/* Sends one group (see subq_peek_group). Returns the gRPC status. */
-static int send_group(sub_ctx_t *c, const ic_kv_op_t *ops, size_t n) {
+/* Sends one group (see subq_peek_group) to target t. Returns the gRPC status. */
+static int send_group(sub_target_t *t, const ic_kv_op_t *ops, size_t n) {
+  sub_ctx_t *c = t->c;
+  bool counted = false; /* the concurrent path counts its calls one by one */
   const char *replica = c->replica_of_ep[ops[0].ep];
   ic_buf_t out = IC_BUF_INIT;
   int st;
   const char *method;
-  if (ops[0].kind == IC_KV_OP_ADD || ops[0].kind == IC_KV_OP_DOWNGRADE) {
+  if (ops[0].kind == SUB_OP_SYNCED) {
+    method = "ReportCacheState";
+    st = send_marker(t, replica);
+  } else if (ops[0].kind == IC_KV_OP_ADD || ops[0].kind == IC_KV_OP_DOWNGRADE) {
     method = "ReportCacheState";
     Inferencecache__V1alpha1__PrefixEntry *ents = calloc(n, sizeof(*ents));
     Inferencecache__V1alpha1__PrefixEntry **ptrs = calloc(n, sizeof(*ptrs));
@@ -98,7 +127,7 @@ static int send_group(sub_ctx_t *c, const ic_kv_op_t *ops, size_t n) {
       st = 8;
     } else {
       inferencecache__v1alpha1__cache_state_update__pack(&u, (uint8_t *)out.data);
-      st = sub_grpc_call(c->rpc, M_REPORT, (const uint8_t *)out.data, sz, SUB_RPC_TIMEOUT_MS, NULL);
+      st = sub_grpc_call(t->rpc, M_REPORT, (const uint8_t *)out.data, sz, SUB_RPC_TIMEOUT_MS, NULL);
     }
     free(ents);
     free(ptrs);
@@ -144,11 +173,11 @@ static int send_group(sub_ctx_t *c, const ic_kv_op_t *ops, size_t n) {
         for (size_t i = 0; i < n; i++)
           reqs[i] = (const uint8_t *)out.data + offs[i];
         if (n == 1) {
-          st = sub_grpc_call(c->rpc, M_PUBLISH, reqs[0], lens[0], SUB_RPC_TIMEOUT_MS, NULL);
+          st = sub_grpc_call(t->rpc, M_PUBLISH, reqs[0], lens[0], SUB_RPC_TIMEOUT_MS, NULL);
         } else {
-          st = sub_grpc_call_many(c->rpc, M_PUBLISH, reqs, lens, n, SUB_RPC_TIMEOUT_MS, sts);
+          st = sub_grpc_call_many(t->rpc, M_PUBLISH, reqs, lens, n, SUB_RPC_TIMEOUT_MS, sts);
           for (size_t i = 0; i < n; i++)
-            count_rpc(c, method, sts[i]);
+            count_rpc(t, method, sts[i]);
           counted = true;
         }
       }
@@ -159,25 +188,23 @@ static int send_group(sub_ctx_t *c, const ic_kv_op_t *ops, size_t n) {
     free(sts);
   }
   ic_buf_free(&out);
-  if (!counted) count_rpc(c, method, st);
-  counted = false;
+  if (!counted) count_rpc(t, method, st);
   /* One WARN per failure streak, then at most one every 30 s: an outage must not flood logs. */
-  static int64_t last_log_us;
-  static bool failing;
   int64_t now = ic_clock_monotonic_us();
-  if (st != 0 && (!failing || now - last_log_us >= 30000000)) {
-    last_log_us = now;
+  if (st != 0 && (!t->failing || now - t->last_log_us >= 30000000)) {
+    t->last_log_us = now;
     bool again = retryable(st);
-    if (ops[0].kind == IC_KV_OP_ADD || ops[0].kind == IC_KV_OP_DOWNGRADE)
+    if (ops[0].kind != IC_KV_OP_EVICT && ops[0].kind != IC_KV_OP_CLEAR)
       ic_log_warn(again ? "report send failed; will retry" : "report rejected; dropping",
-                  IC_LS("code", sub_code_name(st)), IC_LI("prefixes", n));
+                  IC_LS("code", sub_code_name(st)), IC_LI("prefixes", n),
+                  IC_LS("target", t->addr));
     else
       ic_log_warn(again ? "publish event failed; will retry" : "publish event rejected; dropping",
                   IC_LS("code", sub_code_name(st)),
                   IC_LS("type", ops[0].kind == IC_KV_OP_EVICT ? "PREFIX_EVICTED" : "ALL_CLEARED"),
-                  IC_LI("events", n));
+                  IC_LI("events", n), IC_LS("target", t->addr));
   }
-  failing = st != 0;
+  t->failing = st != 0;
   return st;
 }
 
@@ -188,47 +215,43 @@ static void observe_lag(sub_ctx_t *c, const ic_kv_op_t *ops, size_t n) {
     if (ops[i].recv_ns) ic_metric_observe(h, (double)(now - ops[i].recv_ns) / 1e9);
 }
 
-static void set_connected(sub_ctx_t *c, bool up) {
-  atomic_store(&c->connected, up);
-  ic_metric_set(ic_metric_plain(c->m.connected), up ? 1 : 0);
+static void update_gauges(sub_target_t *t) {
+  ic_metric_set(t->m_depth, (double)t->q.live); /* the totals are summed at collection */
 }
 
-static void update_gauges(sub_ctx_t *c) {
-  ic_metric_set(ic_metric_plain(c->m.queue_depth), (double)c->q.live);
-  ic_metric_set(ic_metric_plain(c->m.queue_bytes), (double)subq_bytes(&c->q));
-}
-
-/* Sends queued groups until the queue is empty, a call fails (returns false) or, when
- * `only_urgent_or_full` is set, only a partial add batch remains. Caller holds q.mu. */
-static bool drain_locked(sub_ctx_t *c, ic_kv_op_t *buf) {
+/* Sends queued groups until the queue is empty or a call fails (returns false). Caller holds
+ * t->q.mu. */
+static bool drain_locked(sub_target_t *t, ic_kv_op_t *buf) {
+  sub_ctx_t *c = t->c;
   uint64_t last;
   size_t k;
-  while ((k = subq_peek_group(&c->q, buf, SUB_MAX_ENTRIES_PER_CSU, &last, c->replica_of_ep))) {
-    pthread_mutex_unlock(&c->q.mu);
-    int st = send_group(c, buf, k);
-    pthread_mutex_lock(&c->q.mu);
+  while ((k = subq_peek_group(&t->q, buf, SUB_MAX_ENTRIES_PER_CSU, &last, c->replica_of_ep))) {
+    pthread_mutex_unlock(&t->q.mu);
+    int st = send_group(t, buf, k);
+    pthread_mutex_lock(&t->q.mu);
     if (st != 0 && retryable(st)) {
-      set_connected(c, false);
+      sub_target_set_connected(t, false);
       /* A server never reached holds nothing of ours and everything is still queued: nothing
        * to re-report when it answers (adds dropped meanwhile set `lost` where they drop). */
-      if (atomic_load(&c->ever_sent)) atomic_store(&c->lost, true);
-      update_gauges(c);
+      if (atomic_load(&t->ever_sent)) atomic_store(&t->lost, true);
+      update_gauges(t);
       return false;
     }
     /* Sent, or rejected for good (a retry cannot help): either way it leaves the queue. */
-    subq_commit(&c->q, last);
+    subq_commit(&t->q, last);
     if (st == 0) {
-      atomic_store(&c->ever_sent, true);
+      atomic_store(&t->ever_sent, true);
       observe_lag(c, buf, k);
-      if (!atomic_load(&c->connected)) set_connected(c, true);
-      if (atomic_exchange(&c->lost, false)) {
+      if (!atomic_load(&t->connected)) sub_target_set_connected(t, true);
+      if (atomic_exchange(&t->lost, false)) {
         /* Back after an outage: the server may have restarted empty. */
-        atomic_store(&c->resync, 1);
-        ic_log_info("server reachable again; re-reporting engine state");
+        atomic_store(&t->resync, 1);
+        ic_log_info("server reachable again; re-reporting engine state",
+                    IC_LS("target", t->addr));
       }
     }
   }
-  update_gauges(c);
+  update_gauges(t);
   return true;
 }
 
@@ -238,12 +261,23 @@ bool sub_sleep(sub_ctx_t *c, int64_t us, atomic_bool *flag) {
   int64_t end_ns = (int64_t)ts.tv_sec * 1000000000LL + ts.tv_nsec + us * 1000;
   struct timespec abs = {(time_t)(end_ns / 1000000000LL), (long)(end_ns % 1000000000LL)};
   pthread_mutex_lock(&c->stop_mu);
-  while (!atomic_load(flag)) {
-    if (flag == &c->stop_sender && atomic_load(&c->kick)) break;
+  while (!atomic_load(flag))
     if (pthread_cond_timedwait(&c->stop_cv, &c->stop_mu, &abs) == ETIMEDOUT) break;
-  }
   bool stopped = atomic_load(flag);
   pthread_mutex_unlock(&c->stop_mu);
+  return stopped;
+}
+
+bool sub_target_sleep(sub_target_t *t, int64_t us) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  int64_t end_ns = (int64_t)ts.tv_sec * 1000000000LL + ts.tv_nsec + us * 1000;
+  struct timespec abs = {(time_t)(end_ns / 1000000000LL), (long)(end_ns % 1000000000LL)};
+  pthread_mutex_lock(&t->stop_mu);
+  while (!atomic_load(&t->stop) && !atomic_load(&t->kick))
+    if (pthread_cond_timedwait(&t->stop_cv, &t->stop_mu, &abs) == ETIMEDOUT) break;
+  bool stopped = atomic_load(&t->stop);
+  pthread_mutex_unlock(&t->stop_mu);
   return stopped;
 }
 
@@ -254,42 +288,43 @@ static int64_t jittered(int64_t us, unsigned *seed) {
 }
 
 void *sub_sender_thread(void *arg) {
-  sub_ctx_t *c = arg;
+  sub_target_t *t = arg;
+  sub_ctx_t *c = t->c;
   ic_kv_op_t *buf = malloc(SUB_MAX_ENTRIES_PER_CSU * sizeof(ic_kv_op_t));
   if (!buf) return NULL;
   unsigned seed = (unsigned)ic_clock_monotonic_ns();
   int64_t backoff = 100000;
   int64_t next_tick = ic_clock_monotonic_us() + c->window_us;
   for (;;) {
-    pthread_mutex_lock(&c->q.mu);
+    pthread_mutex_lock(&t->q.mu);
     for (;;) {
-      if (atomic_load(&c->stop_sender)) break;
+      if (atomic_load(&t->stop)) break;
       int64_t now = ic_clock_monotonic_us();
       bool tick = now >= next_tick;
-      if (c->q.live_urgent || c->q.live_adds >= SUB_MAX_ENTRIES_PER_CSU || (tick && c->q.live))
+      if (t->q.live_urgent || t->q.live_adds >= SUB_MAX_ENTRIES_PER_CSU || (tick && t->q.live))
         break;
       if (tick)
         while (next_tick <= now)
           next_tick += c->window_us;
       struct timespec abs = {(time_t)(next_tick / 1000000), (long)(next_tick % 1000000) * 1000};
-      pthread_cond_timedwait(&c->q.cv, &c->q.mu, &abs);
+      pthread_cond_timedwait(&t->q.cv, &t->q.mu, &abs);
     }
-    if (atomic_load(&c->stop_sender)) {
-      pthread_mutex_unlock(&c->q.mu);
+    if (atomic_load(&t->stop)) {
+      pthread_mutex_unlock(&t->q.mu);
       break;
     }
     int64_t now = ic_clock_monotonic_us();
     while (next_tick <= now)
       next_tick += c->window_us;
-    bool ok = drain_locked(c, buf);
-    pthread_mutex_unlock(&c->q.mu);
+    bool ok = drain_locked(t, buf);
+    pthread_mutex_unlock(&t->q.mu);
     if (ok) {
       backoff = 100000;
       continue;
     }
-    atomic_store(&c->kick, false);
-    if (sub_sleep(c, jittered(backoff, &seed), &c->stop_sender)) break;
-    if (atomic_exchange(&c->kick, false)) backoff = 100000; /* the server is back: retry now */
+    atomic_store(&t->kick, false);
+    if (sub_target_sleep(t, jittered(backoff, &seed))) break;
+    if (atomic_exchange(&t->kick, false)) backoff = 100000; /* the server is back: retry now */
     backoff *= 2;
     if (backoff > c->max_backoff_us) backoff = c->max_backoff_us;
   }
@@ -297,15 +332,15 @@ void *sub_sender_thread(void *arg) {
   return NULL;
 }
 
-void sub_sender_drain(sub_ctx_t *c, int64_t deadline_us) {
+void sub_sender_drain(sub_target_t *t, int64_t deadline_us) {
   ic_kv_op_t *buf = malloc(SUB_MAX_ENTRIES_PER_CSU * sizeof(ic_kv_op_t));
   if (!buf) return;
   int64_t backoff = 100000;
   while (ic_clock_monotonic_us() < deadline_us) {
-    pthread_mutex_lock(&c->q.mu);
-    bool ok = drain_locked(c, buf);
-    bool empty = c->q.live == 0;
-    pthread_mutex_unlock(&c->q.mu);
+    pthread_mutex_lock(&t->q.mu);
+    bool ok = drain_locked(t, buf);
+    bool empty = t->q.live == 0;
+    pthread_mutex_unlock(&t->q.mu);
     if (ok && empty) break;
     int64_t left = deadline_us - ic_clock_monotonic_us();
     if (left <= 0) break;
@@ -316,38 +351,47 @@ void sub_sender_drain(sub_ctx_t *c, int64_t deadline_us) {
     nanosleep(&ts, NULL);
     backoff *= 2;
   }
-  if (c->q.live) ic_log_warn("shutdown: undelivered updates dropped", IC_LI("ops", c->q.live));
+  if (t->q.live)
+    ic_log_warn("shutdown: undelivered updates dropped", IC_LI("ops", t->q.live),
+                IC_LS("target", t->addr));
   free(buf);
 }
 
-/* Connectivity watcher: notices the server going away and coming back even when no update is
- * flowing (a restarted server must relearn this replica without waiting for new traffic). */
+/* Connectivity watcher of one target: notices the replica going away and coming back even when
+ * no update is flowing (a restarted server must relearn this replica without waiting for new
+ * traffic), and asks for the "full state sent" marker on its first connection. */
 void *sub_watch_thread(void *arg) {
-  sub_ctx_t *c = arg;
-  int st = sub_grpc_state(c->rpc, true);
-  bool was_ready = st == SUB_GRPC_READY;
-  if (was_ready) set_connected(c, true);
-  while (!atomic_load(&c->stop_stats)) {
-    int ns = sub_grpc_wait_change(c->rpc, st, 200);
-    if (ns == st) continue;
+  sub_target_t *t = arg;
+  sub_ctx_t *c = t->c;
+  int st = sub_grpc_state(t->rpc, true);
+  bool was_ready = false, ever_ready = false;
+  while (!atomic_load(&t->stop)) {
+    int ns = st;
+    if (was_ready || st != SUB_GRPC_READY) ns = sub_grpc_wait_change(t->rpc, st, 200);
+    if (ns == st && was_ready == (st == SUB_GRPC_READY)) continue;
     bool ready = ns == SUB_GRPC_READY;
     if (was_ready && !ready) {
-      atomic_store(&c->lost, true);
-      set_connected(c, false);
-      ic_log_warn("server connection lost", IC_LS("server", c->server));
+      atomic_store(&t->lost, true);
+      sub_target_set_connected(t, false);
+      ic_log_warn("server connection lost", IC_LS("server", c->server), IC_LS("target", t->addr));
     } else if (!was_ready && ready) {
-      set_connected(c, true);
+      sub_target_set_connected(t, true);
       /* End the sender's backoff sleep: queued updates go out now, not after up to
        * --max-backoff. */
-      pthread_mutex_lock(&c->stop_mu);
-      atomic_store(&c->kick, true);
-      pthread_cond_broadcast(&c->stop_cv);
-      pthread_mutex_unlock(&c->stop_mu);
-      if (atomic_exchange(&c->lost, false)) {
-        atomic_store(&c->resync, 1);
+      pthread_mutex_lock(&t->stop_mu);
+      atomic_store(&t->kick, true);
+      pthread_cond_broadcast(&t->stop_cv);
+      pthread_mutex_unlock(&t->stop_mu);
+      if (atomic_exchange(&t->lost, false)) {
+        atomic_store(&t->resync, 1);
         ic_log_info("server reachable again; re-reporting engine state",
-                    IC_LS("server", c->server));
+                    IC_LS("server", c->server), IC_LS("target", t->addr));
+      } else if (!ever_ready) {
+        /* Everything since start is in its queue already: only the marker follows it. */
+        int zero = 0;
+        atomic_compare_exchange_strong(&t->resync, &zero, 2);
       }
+      ever_ready = true;
     }
     was_ready = ready;
     st = ns;

@@ -75,28 +75,18 @@ static int send_stats(sub_ctx_t *c, const ic_kv_stats_t *s, char *err, size_t er
     return -1;
   }
   inferencecache__v1alpha1__cache_state_update__pack(&u, buf);
-  ic_buf_t resp = IC_BUF_INIT;
-  int st = sub_grpc_call(c->rpc, "/inferencecache.v1alpha1.InferenceCache/ReportCacheState", buf,
-                         sz, SUB_RPC_TIMEOUT_MS, &resp);
+  /* Encoded once, sent to every server replica at once. */
+  int st = sub_targets_call_all(c, "/inferencecache.v1alpha1.InferenceCache/ReportCacheState",
+                                "ReportCacheState", buf, sz);
   free(buf);
-  const char *lv[] = {"ReportCacheState", sub_code_name(st)};
-  ic_metric_inc(ic_metric_child(c->m.rpcs, lv));
-  int rc = 0;
   if (st != 0) {
-    ic_metric_inc(ic_metric_child(c->m.rpc_errors, lv));
-    snprintf(err, errlen, "report stats: rpc status %d", st);
-    rc = -1;
-  } else {
-    Inferencecache__V1alpha1__Ack *ack =
-        inferencecache__v1alpha1__ack__unpack(NULL, resp.len, (const uint8_t *)resp.data);
-    if (!ack || !ack->accepted) {
+    if (st == -2)
       snprintf(err, errlen, "report stats: server did not accept the update");
-      rc = -1;
-    }
-    if (ack) inferencecache__v1alpha1__ack__free_unpacked(ack, NULL);
+    else
+      snprintf(err, errlen, "report stats: rpc status %d", st);
+    return -1;
   }
-  ic_buf_free(&resp);
-  return rc;
+  return 0;
 }
 
 /* One scrape: GET the engine's /metrics and derive a sample with scraper `s`. */

@@ -16,6 +16,10 @@
 #define SUB_RPC_TIMEOUT_MS 5000
 #define SUB_MAX_ENTRIES_PER_CSU 4096
 #define SUB_MAX_EVICTS_IN_FLIGHT 256
+#define SUB_MAX_TARGETS 64 /* server replicas fed at once (addresses past it are ignored) */
+/* Queue op kind beyond lib/kvevents' four: "the full state of this endpoint's replica has been
+ * sent" (CacheStateUpdate.full_state, docs/ha.md). Urgent, never superseded by a clear. */
+#define SUB_OP_SYNCED 5
 
 /* ---- bounded op queue (queue.c) ------------------------------------------------------------
  * Ordered ops from the engine reader to the sender. Bounded in bytes (each op accounts
@@ -38,7 +42,7 @@ typedef struct subq {
   size_t live, live_adds, live_urgent;
   size_t max_ops;
   uint64_t next_qseq;
-  uint64_t dropped[5]; /* by op kind */
+  uint64_t dropped[6]; /* by op kind */
   bool stop;
 } subq_t;
 
@@ -83,7 +87,37 @@ typedef struct sub_metrics {
       *lora_dropped, *no_entries, *scrapes, *unknown_tags, *other_group, *seq_invalid, *unrecovered,
       *engine_resyncs, *down_clears, *engine_connected;
   ic_metric_family_t *reported_hit_rate, *reported_pressure; /* last stats the server accepted */
+  /* per server replica (label target = "ip:port", bounded) and the number of targets */
+  ic_metric_family_t *t_connected, *t_depth, *t_dropped, *t_rpcs, *t_errors, *t_resyncs, *t_synced,
+      *targets;
 } sub_metrics_t;
+
+/* ---- one server replica fed by this subscriber (targets.c) ---------------------------------
+ * Each target has its own channel, bounded queue, sender (backoff) and connectivity watcher,
+ * so a slow or dead replica never blocks the others; the engine thread decodes every event once
+ * and pushes the ops into every target's queue. */
+struct sub_ctx;
+typedef struct sub_target {
+  struct sub_ctx *c;
+  char addr[80];    /* "ip:port": identity, metric label */
+  char chan[96];    /* gRPC channel target ("ipv4:ip:port") */
+  struct sub_grpc *rpc;
+  subq_t q;
+  pthread_t t_sender, t_watch;
+  bool started;
+  atomic_bool stop;      /* this target's threads end (removed from the set, or shutdown) */
+  atomic_bool connected; /* last known state of the channel */
+  atomic_bool lost;      /* seen down since the last successful send */
+  atomic_bool ever_sent; /* a send to it has succeeded */
+  atomic_bool kick;      /* watcher saw it come back: cut the sender's backoff short */
+  atomic_int resync;     /* engine thread: 1 = re-report full state + marker, 2 = marker only */
+  pthread_mutex_t stop_mu;
+  pthread_cond_t stop_cv;
+  uint64_t dropped_seen[6]; /* queue drops already mirrored into the counters (engine thread) */
+  bool failing;             /* send_group's log throttle */
+  int64_t last_log_us;
+  ic_metric_t *m_connected, *m_depth, *m_dropped, *m_rpcs, *m_errors, *m_resyncs, *m_synced;
+} sub_target_t;
 
 typedef struct sub_ctx {
   /* flags */
@@ -101,27 +135,54 @@ typedef struct sub_ctx {
   const char *replica_of_ep[SUB_MAX_ENDPOINTS]; /* replica id stamped on each ep's ops */
   char *owned_names[4 * SUB_MAX_ENDPOINTS];     /* --dp-rank-suffix ids, freed at exit */
   size_t nowned;
+  int64_t resolve_interval_us; /* --server-resolve-interval; 0 = resolve once */
+  char *ca_pem;                 /* --server-ca-file contents (TLS to every target) */
   /* runtime */
-  struct sub_grpc *rpc;
-  subq_t q;
+  pthread_rwlock_t tlock; /* the target set: read by the engine/stats threads, written by the
+                           * resolver */
+  sub_target_t *targets[SUB_MAX_TARGETS];
+  size_t ntargets;
+  atomic_bool engine_started; /* targets created later start with a full re-report */
   sub_metrics_t m;
-  atomic_bool stop_engine, stop_sender, stop_stats;
-  atomic_int resync;     /* set: the engine thread re-reports every tracker */
-  atomic_bool connected; /* last known server state */
-  atomic_bool lost;      /* server seen down since the last successful send */
-  atomic_bool ever_sent; /* a send has succeeded since start */
-  atomic_bool kick;      /* watcher saw the server come back: cut the sender's backoff short */
+  atomic_bool stop_engine, stop_stats;
   atomic_bool engine_restarted; /* the stats scrape saw the engine's process start time change */
   pthread_mutex_t stop_mu;
   pthread_cond_t stop_cv; /* wakes the stats/watch threads on shutdown */
 } sub_ctx_t;
 
+/* ---- targets (targets.c) ------------------------------------------------------------------ */
+/* Resolves --server (a comma-separated list of host:port; a DNS name may resolve to several
+ * addresses, e.g. a headless Service) and adds/removes targets to match. Returns the number of
+ * addresses found (-1: nothing resolved; the set is then left as it is). */
+int sub_targets_resolve(sub_ctx_t *c);
+/* Re-resolves every --server-resolve-interval until shutdown. */
+void *sub_resolver_thread(void *arg);
+/* Stops and frees every target after draining each queue (in parallel) until deadline_us. */
+void sub_targets_shutdown(sub_ctx_t *c, int64_t deadline_us);
+/* Appends ops to every target's queue (caller holds tlock for reading); returns the ops dropped
+ * on overflow, all targets together. paced (may be NULL): while *paced, wait (5 s at most) for
+ * room in the queues of connected targets instead of dropping their oldest adds; a wait that
+ * times out clears *paced. */
+size_t sub_targets_push(sub_ctx_t *c, const ic_kv_op_t *ops, size_t n, bool *paced);
+/* Mirrors queue drops into the counters (engine thread). */
+void sub_targets_count_drops(sub_ctx_t *c);
+/* Aggregate gauges (queue depth/bytes, server_connected) from the targets. */
+void sub_targets_gauges(sub_ctx_t *c);
+/* Sends one ReportCacheState request to every connected target at once (stats). Returns 0 when
+ * at least one answered OK with Ack.accepted, else the first failing status (-2: answered OK
+ * without Ack.accepted); counts each call. */
+int sub_targets_call_all(sub_ctx_t *c, const char *method, const char *method_label,
+                         const uint8_t *req, size_t len);
+void sub_target_set_connected(sub_target_t *t, bool up);
+
 /* ---- gRPC client (grpcc.c): our own small layer over gRPC core, because the channel must
  * reconnect on a short, bounded backoff (--max-backoff) and be watched for connectivity, which
  * a generic client does not expose. One channel, thread-safe, plaintext. */
 typedef struct sub_grpc sub_grpc_t;
-/* `ca_pem`: PEM roots to verify a TLS server with, or NULL for plaintext. */
-sub_grpc_t *sub_grpc_new(const char *target, int max_backoff_ms, const char *ca_pem);
+/* `ca_pem`: PEM roots to verify a TLS server with, or NULL for plaintext. `authority`: the
+ * host name a TLS server is verified as when `target` is an address (NULL: from the target). */
+sub_grpc_t *sub_grpc_new(const char *target, int max_backoff_ms, const char *ca_pem,
+                         const char *authority);
 void sub_grpc_free(sub_grpc_t *g);
 /* One request message, one response (unary and single-message client streams look the same
  * on the wire). Returns the gRPC status code (0 OK), or -1 when no status came back; the
@@ -133,6 +194,10 @@ int sub_grpc_call(sub_grpc_t *g, const char *method, const uint8_t *req, size_t 
  * failing status. */
 int sub_grpc_call_many(sub_grpc_t *g, const char *method, const uint8_t *const *reqs,
                        const size_t *lens, size_t n, int timeout_ms, int *statuses);
+/* One request to each of n channels at once; statuses[i] per channel, resps[i] (may be NULL)
+ * gets channel i's response bytes when OK. */
+void sub_grpc_call_each(sub_grpc_t *const *gs, size_t n, const char *method, const uint8_t *req,
+                        size_t len, int timeout_ms, int *statuses, struct ic_buf *resps);
 /* Current state (grpc_connectivity_state numeric value); try_connect kicks an idle channel. */
 int sub_grpc_state(sub_grpc_t *g, bool try_connect);
 /* Waits up to timeout_ms for the state to differ from `last`; returns the new state. */
@@ -167,12 +232,14 @@ void sub_replay_close(sub_endpoint_t *ep);
 
 int sub_metrics_init(sub_ctx_t *c);
 void *sub_engine_thread(void *arg);
-void *sub_sender_thread(void *arg);
+void *sub_sender_thread(void *arg); /* arg: sub_target_t */
 void *sub_stats_thread(void *arg);
-void *sub_watch_thread(void *arg);
-/* Final drain at shutdown: sends what is queued, bounded by deadline_us (monotonic). */
-void sub_sender_drain(sub_ctx_t *c, int64_t deadline_us);
-/* Sleeps up to us, returning early (true) when *flag becomes set. */
+void *sub_watch_thread(void *arg); /* arg: sub_target_t */
+/* Final drain of one target at shutdown: sends what is queued, bounded by deadline_us. */
+void sub_sender_drain(sub_target_t *t, int64_t deadline_us);
+/* Sleeps up to us, returning early (true) when *flag becomes set (or, for a target's stop flag,
+ * when its kick is set). */
 bool sub_sleep(sub_ctx_t *c, int64_t us, atomic_bool *flag);
+bool sub_target_sleep(sub_target_t *t, int64_t us);
 
 #endif

@@ -196,7 +196,7 @@ class Server:
     def start(self):
         env = dict(os.environ)
         env.update(self.env or {})
-        self._log = open(self.log_path, "wb")
+        self._log = open(self.log_path, "ab")  # a restart (after kill9) appends
         self.proc = subprocess.Popen(self.command(), stdout=subprocess.DEVNULL, stderr=self._log,
                                      env=env)
         _live.add(self.proc)
@@ -276,6 +276,25 @@ class Server:
 
     def signal(self, sig=signal.SIGTERM):
         self.proc.send_signal(sig)
+
+    def kill9(self):
+        """SIGKILL (a crashed or evicted replica): nothing drains. start() again brings a fresh,
+        empty process up on the same ports, like a restarted pod behind the same address."""
+        if self._chan is not None:
+            self._chan.close()
+            self._chan = None
+        if self.proc and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(10)
+        _live.discard(self.proc)
+        self._log.close()
+
+    def pause(self):
+        """SIGSTOP: a partitioned (or hung) replica; its sockets stay open but nothing answers."""
+        self.proc.send_signal(signal.SIGSTOP)
+
+    def resume(self):
+        self.proc.send_signal(signal.SIGCONT)
 
     def wait_exit(self, timeout=30.0):
         try:
