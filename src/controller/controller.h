@@ -18,6 +18,9 @@ typedef struct ctl {
   /* flags */
   const char *snapshot_url, *policy_url, *probe_url;
   const char *prompttemplates_url; /* PromptTemplate push (docs/chattemplate.md) */
+  const char *reporters_url;       /* PUT /reporters: engine Pods with the subscriber sidecar */
+  const char *server_service;      /* "[ns/]name" of the server's headless Service; NULL/"" = the
+                                      URLs' one host (docs/ha.md "Controller") */
   const char *controller_token_file, *policy_token_file;
   int64_t refresh_interval_ms, push_interval_ms;
   const char *cacheindex_name;
@@ -40,6 +43,10 @@ typedef struct ctl {
   ic_kube_queue_t *podq; /* EnginePodEvents: "ns/name" of created engine Pods */
   json_t *pods_seen;     /* watcher thread only: Pod uid -> true (creation = first sighting) */
   json_t *pods_announced; /* pod worker only: Pod uid -> true (one Event per Pod) */
+  json_t *reporters_seen; /* watcher thread only: "ns/name" of Pods in the reporter list */
+
+  struct ctl_fleet *fleet; /* the server replicas pushed to and polled (fleet.c) */
+  ic_metric_family_t *m_server_replicas;
 
   atomic_bool leader;
   atomic_bool stopping;
@@ -71,8 +78,9 @@ void ctl_nodelocal_connector(ctl_t *c, json_t *cb, json_t *pods, json_t *status,
 
 /* CacheIndex poller: one refresh (ensure singleton, GET /snapshot, projections). */
 int ctl_poll_once(ctl_t *c);
-/* Policy push: list CachePolicies + CacheTenants, POST the v7 body. */
-int ctl_push_once(ctl_t *c);
+/* The v7 /policy body from the live CachePolicies + CacheTenants (*body NULL when the CRD is not
+ * installed). 0 or the list error. */
+int ctl_policy_body_load(ctl_t *c, char **body);
 /* Builds the v7 /policy body from the two lists (exposed for tests). Returns malloc'd JSON text. */
 char *ctl_policy_body(json_t *policies, json_t *tenants);
 
@@ -80,6 +88,10 @@ char *ctl_policy_body(json_t *policies, json_t *tenants);
  * (missing file = no header). Returns 0 and the status/body (malloc'd) or IC_EIO. */
 int ctl_server_call(const char *method, const char *url, const char *token_file, const char *body,
                     long *status, char **resp, size_t *resp_len);
+/* The same, also capturing one response header's value into hval (hlen bytes; "" if absent). */
+int ctl_server_call_hdr(const char *method, const char *url, const char *token_file,
+                        const char *body, long *status, char **resp, size_t *resp_len,
+                        const char *header, char *hval, size_t hlen);
 
 /* Shortest decimal that round-trips a float32, written as Go's encoding/json writes a float32
  * (plain decimal in [1e-6, 1e21), else exponent form "1e-7"). out holds 48 bytes. */
@@ -91,7 +103,40 @@ void ctl_now(char out[40]); /* RFC 3339 seconds, UTC */
  * list (exposed for tests), a template's revision, and one push + status pass. */
 char *ctl_prompt_templates_body(json_t *list);
 void ctl_template_revision(json_t *obj, char out[64]);
-int ctl_push_prompt_templates(ctl_t *c);
+/* Lists the PromptTemplates and builds the v1 body (both NULL when the CRD is not installed). */
+int ctl_prompt_templates_load(ctl_t *c, json_t **list, char **body);
+/* status.{observedGeneration,templateRevision} and Ready of every template in `list`. */
+int ctl_prompt_templates_write_status(ctl_t *c, json_t *list);
+
+/* ---- server fleet (fleet.c, docs/ha.md "Controller") ---------------------------------------- */
+
+/* Starts replica discovery: the EndpointSlices of c->server_service, or the one host of
+ * c->policy_url when no Service is named. NULL on allocation failure or a malformed name. */
+struct ctl_fleet *ctl_fleet_new(ctl_t *c);
+void ctl_fleet_free(struct ctl_fleet *f);
+/* One push pass: policy, PromptTemplates and the reporter list to every ready replica that has
+ * not accepted the current bodies (`refresh`: to every replica). 0 when every replica is up to
+ * date; otherwise an error, and *retry_ms says when the next replica's backoff ends. */
+int ctl_fleet_push(ctl_t *c, bool refresh, int64_t *retry_ms);
+/* GET /snapshot from every ready replica: the fleet view (ctl_fleet_merge) in *fleet and the
+ * per-replica figures in *servers (NULL in single-URL mode). 0 when at least one answered. */
+int ctl_fleet_snapshots(ctl_t *c, json_t **fleet, json_t **servers);
+/* The fleet view of several replicas' /snapshot bodies (each complete, some lagging): engine rows
+ * are the union, the freshest row (lastUpdate, then lastEventAt) per (tenant, replicaId); the
+ * totals and tenants come from the replica holding the most prefixes. Never sums across replicas.
+ * Returns a new object ({} for n = 0). */
+json_t *ctl_fleet_merge(json_t *const *snaps, size_t n);
+/* `url` with its host replaced by `host` (IPv6 in brackets): out holds n bytes. -1 when the URL
+ * has no scheme://host or does not fit. */
+int ctl_url_with_host(const char *url, const char *host, char *out, size_t n);
+/* Names of running engine Pods that carry the kvevent-subscriber sidecar, as the PUT /reporters
+ * body {"replicas":[...]} (sorted, unique). Exposed for tests. */
+char *ctl_reporters_body(json_t *pod_list);
+/* A running, not-deleting Pod with the kvevent-subscriber sidecar: one the reporter list names. */
+bool ctl_pod_reports(json_t *pod);
+/* Wakes the pusher / poller now (main.c). */
+void ctl_trigger_push(ctl_t *c);
+void ctl_trigger_poll(ctl_t *c);
 
 /* status.health from the conditions in `status` (cachebackend-v1alpha1.md §4.6 H1-H5): sets or
  * removes the key. */

@@ -45,6 +45,9 @@ static const ic_cli_flag_t FLAGS[] = {
      "the server's /policy, where CachePolicy/CacheTenant are pushed (must not be empty)"},
     {"server-probe-url", "string", "http://inference-cache-server:8081/probe",
      "the server's /probe, the functional self-test of engine-wired backends; \"\" disables it"},
+    {"server-service", "string", NULL,
+     "[namespace/]name of the server's headless Service: push to and poll every ready replica "
+     "from its EndpointSlices (default: the URLs' one host)"},
     {"server-prompttemplates-url", "string", NULL,
      "the server's /prompttemplates, where PromptTemplates are pushed (default: the policy URL's "
      "/prompttemplates)"},
@@ -61,8 +64,8 @@ static const ic_cli_flag_t FLAGS[] = {
     {"kvevent-subscriber-image", "string", NULL,
      "image of the kvevent-subscriber sidecar the Pod webhook injects"},
     {"policy-server-grpc-address", "string",
-     "inference-cache-server.inference-cache-system.svc.cluster.local:9090",
-     "server gRPC address injected sidecars report to"},
+     "inference-cache-server-headless.inference-cache-system.svc.cluster.local:9090",
+     "server gRPC address injected sidecars report to (the headless name: one stream per replica)"},
     {"log-level", "string", "info", "debug, info, warn or error"},
     {"log-format", "string", "json", "json or text"},
 };
@@ -177,6 +180,20 @@ static void on_pod(void *ud, const char *type, json_t *obj) {
       ic_kube_queue_add(c->podq, key);
     }
   }
+  /* The reporter list follows Pods carrying the subscriber sidecar (an injected Pod). */
+  /* The reporter list (PUT /reporters) follows running Pods with the subscriber sidecar: push
+   * when a Pod joins or leaves it, not on every status change. */
+  const char *pns = ic_kube_jstr(obj, "metadata.namespace"), *pn = ic_kube_jstr(obj, "metadata.name");
+  if (pns && pn) {
+    char pkey[512];
+    snprintf(pkey, sizeof pkey, "%s/%s", pns, pn);
+    bool now_in = strcmp(type, "DELETED") != 0 && ctl_pod_reports(obj);
+    if (now_in != (json_object_get(c->reporters_seen, pkey) != NULL)) {
+      if (now_in) json_object_set_new(c->reporters_seen, pkey, json_true());
+      else json_object_del(c->reporters_seen, pkey);
+      ctl_trigger_push(c);
+    }
+  }
   json_t *ann = ic_kube_jget(obj, "metadata.annotations");
   json_t *by = json_object_get(ann, "inferencecache.io/injected-by");
   json_t *uid = json_object_get(ann, "inferencecache.io/injected-by-uid");
@@ -191,14 +208,14 @@ static void on_pod(void *ud, const char *type, json_t *obj) {
   ic_kube_queue_add(c->queue, ref);
 }
 
-static void trigger_push(ctl_t *c) {
+void ctl_trigger_push(ctl_t *c) {
   pthread_mutex_lock(&c->push_mu);
   c->push_dirty = true;
   pthread_cond_signal(&c->push_cv);
   pthread_mutex_unlock(&c->push_mu);
 }
 
-static void trigger_poll(ctl_t *c) {
+void ctl_trigger_poll(ctl_t *c) {
   pthread_mutex_lock(&c->poll_mu);
   c->poll_dirty = true;
   pthread_cond_signal(&c->poll_cv);
@@ -207,7 +224,7 @@ static void trigger_poll(ctl_t *c) {
 
 static void on_policy_or_tenant(void *ud, const char *type, json_t *obj) {
   (void)type, (void)obj;
-  trigger_push(ud);
+  ctl_trigger_push(ud);
 }
 
 /* ---- workers -------------------------------------------------------------------------------- */
@@ -278,18 +295,26 @@ static bool wait_trigger(ctl_t *c, pthread_mutex_t *mu, pthread_cond_t *cv, bool
   return was;
 }
 
+/* A change pushes what changed to the replicas behind; the interval re-sends everything to every
+ * replica (a restart nobody saw is repaired within one interval). */
 static void *pusher_main(void *arg) {
   ctl_t *c = arg;
-  int64_t wait = c->push_interval_ms;
+  int64_t wait = c->push_interval_ms, last_refresh = 0;
   while (!atomic_load(&c->stopping)) {
     wait_trigger(c, &c->push_mu, &c->push_cv, &c->push_dirty, wait);
     if (atomic_load(&c->stopping)) break;
-    wait = c->push_interval_ms;
-    if (!atomic_load(&c->leader)) continue;
-    int rc = ctl_push_once(c);
-    ic_metric_inc(ic_metric_child(c->m_push_total, (const char *[]){rc ? "error" : "success"}));
-    if (ctl_push_prompt_templates(c) != 0) rc = rc ? rc : IC_EUNAVAIL;
-    if (rc != 0) wait = 1000; /* retry soon; the reference relies on work-queue backoff */
+    if (!atomic_load(&c->leader)) {
+      wait = c->push_interval_ms;
+      continue;
+    }
+    int64_t now = ic_clock_monotonic_ns() / 1000000;
+    bool refresh = now - last_refresh >= c->push_interval_ms;
+    if (refresh) last_refresh = now;
+    int64_t retry = -1;
+    int rc = ctl_fleet_push(c, refresh, &retry);
+    wait = c->push_interval_ms - (ic_clock_monotonic_ns() / 1000000 - last_refresh);
+    if (wait < 1) wait = 1;
+    if (rc != 0 && retry >= 0 && retry < wait) wait = retry; /* per-replica backoff */
   }
   return NULL;
 }
@@ -333,8 +358,8 @@ static void on_started(void *ud) {
     }
   }
   json_decref(list);
-  trigger_push(c);
-  trigger_poll(c);
+  ctl_trigger_push(c);
+  ctl_trigger_poll(c);
 }
 
 static void on_stopped(void *ud) {
@@ -373,7 +398,8 @@ int main(int argc, char **argv) {
   opts_t o = {.metrics_bind = ":8080", .probe_bind = ":8081", .le_id =
                   "inference-cache-controller-leader-lock",
               .webhook_bind = ":9443", .webhook_cert_dir = "/tmp/k8s-webhook-server/serving-certs",
-              .grpc_addr = "inference-cache-server.inference-cache-system.svc.cluster.local:9090",
+              .grpc_addr =
+                  "inference-cache-server-headless.inference-cache-system.svc.cluster.local:9090",
               .lease_ms = 15000, .renew_ms = 10000, .retry_ms = 2000};
   ctl_t c = {.snapshot_url = "http://inference-cache-server:8081/snapshot",
              .policy_url = "http://inference-cache-server:8081/policy",
@@ -385,7 +411,7 @@ int main(int argc, char **argv) {
   enum {
     F_METRICS = 1000, F_METRICS_SECURE, F_HTTP2, F_LE, F_PROBE, F_SNAP, F_POLICY, F_PROBEURL,
     F_REFRESH, F_PUSH, F_SUBIMG, F_GRPC, F_KUBECONFIG, F_LENS, F_LEID, F_LEASE, F_RENEW, F_RETRY,
-    F_CTOK, F_PTOK, F_WHBIND, F_WHDIR, F_LOGLEVEL, F_LOGFMT, F_HELP, F_VERSION, F_PTURL
+    F_CTOK, F_PTOK, F_WHBIND, F_WHDIR, F_LOGLEVEL, F_LOGFMT, F_HELP, F_VERSION, F_PTURL, F_SVC
   };
   static const struct option lo[] = {
       {"metrics-bind-address", required_argument, 0, F_METRICS},
@@ -396,6 +422,7 @@ int main(int argc, char **argv) {
       {"server-snapshot-url", required_argument, 0, F_SNAP},
       {"server-policy-url", required_argument, 0, F_POLICY},
       {"server-prompttemplates-url", required_argument, 0, F_PTURL},
+      {"server-service", required_argument, 0, F_SVC},
       {"server-probe-url", required_argument, 0, F_PROBEURL},
       {"cacheindex-refresh-interval", required_argument, 0, F_REFRESH},
       {"cachepolicy-push-interval", required_argument, 0, F_PUSH},
@@ -428,6 +455,7 @@ int main(int argc, char **argv) {
     case F_SNAP: c.snapshot_url = optarg; break;
     case F_POLICY: c.policy_url = optarg; break;
     case F_PTURL: c.prompttemplates_url = optarg; break;
+    case F_SVC: c.server_service = optarg; break;
     case F_PROBEURL: c.probe_url = optarg; break;
     case F_REFRESH:
       if (parse_dur_ms("cacheindex-refresh-interval", optarg, &c.refresh_interval_ms)) return 2;
@@ -484,6 +512,16 @@ int main(int argc, char **argv) {
       snprintf(pt_url, sizeof pt_url, "%s/prompttemplates", c.policy_url);
     c.prompttemplates_url = pt_url;
   }
+  /* PUT /reporters lives next to /policy too (same port, same token). */
+  char rep_url[1024];
+  {
+    size_t n = strlen(c.policy_url);
+    if (n >= 7 && !strcmp(c.policy_url + n - 7, "/policy"))
+      snprintf(rep_url, sizeof rep_url, "%.*s/reporters", (int)(n - 7), c.policy_url);
+    else
+      snprintf(rep_url, sizeof rep_url, "%s/reporters", c.policy_url);
+    c.reporters_url = rep_url;
+  }
   if (o.metrics_secure || o.http2)
     ic_log_warn("flag_ignored", IC_LS("error", "--metrics-secure/--enable-http2 are accepted but "
                                                "metrics are served over plain HTTP/1.1"));
@@ -509,6 +547,7 @@ int main(int argc, char **argv) {
   c.podq = ic_kube_queue_new(5, 1000 * 1000);
   c.pods_seen = json_object();
   c.pods_announced = json_object();
+  c.reporters_seen = json_object();
   c.metrics = ic_metrics_new();
   if (!c.metrics || ic_metrics_add_process(c.metrics) != 0) {
     ic_log_error("metrics_init_failed", IC_LS("error", "out of memory"));
@@ -542,6 +581,10 @@ int main(int argc, char **argv) {
   c.m_t2_query_tokens = ic_metrics_counter(c.metrics, "inferencecache_backend_t2_query_tokens_total",
                                            "Tier-2 query tokens per CacheBackend (snapshot deltas)",
                                            1, (const char *[]){"backend"});
+  c.m_server_replicas = ic_metrics_gauge(
+      c.metrics, "inferencecache_controller_server_replicas",
+      "Server replicas: ready (discovered) and current (accepted the latest policy, templates and "
+      "reporter list)", 1, (const char *[]){"state"});
   ic_metric_set(ic_metric_child(c.m_queue_depth, (const char *[]){"cachebackend"}), 0);
   pthread_mutex_init(&c.probe_mu, NULL);
   c.probe_limit_ms = 30000;
@@ -608,6 +651,9 @@ int main(int argc, char **argv) {
   w[7] = ic_kube_watcher_start(c.kube, &ic_kube_res_pods, NULL, NULL, on_pod, &c);
   w[8] = ic_kube_watcher_start(c.kube, &ctl_res_prompttemplates, NULL, NULL, on_policy_or_tenant, &c);
 
+  c.fleet = ctl_fleet_new(&c);
+  if (!c.fleet) return 1;
+
   pthread_t worker, pusher, poller, podworker;
   pthread_create(&worker, NULL, worker_main, &c);
   pthread_create(&podworker, NULL, pod_worker_main, &c);
@@ -626,7 +672,8 @@ int main(int argc, char **argv) {
     on_started(&c);
   }
   ic_log_info("controller_started", IC_LS("version", ic_version), IC_LS("commit", ic_git_commit), IC_LS("identity", ident), IC_LB("leader_elect", o.leader_elect),
-              IC_LS("snapshot_url", c.snapshot_url), IC_LS("policy_url", c.policy_url));
+              IC_LS("snapshot_url", c.snapshot_url), IC_LS("policy_url", c.policy_url),
+              IC_LS("server_service", c.server_service ? c.server_service : ""));
 
   int sig = 0;
   sigwait(&sigs, &sig);
@@ -636,14 +683,15 @@ int main(int argc, char **argv) {
   atomic_store(&c.leader, false);
   ic_kube_queue_shutdown(c.queue);
   ic_kube_queue_shutdown(c.podq);
-  trigger_push(&c);
-  trigger_poll(&c);
+  ctl_trigger_push(&c);
+  ctl_trigger_poll(&c);
   pthread_join(worker, NULL);
   pthread_join(podworker, NULL);
   pthread_join(pusher, NULL);
   pthread_join(poller, NULL);
   for (int i = 0; i < NWATCH; i++) ic_kube_watcher_cancel(w[i]);
   for (int i = 0; i < NWATCH; i++) ic_kube_watcher_stop(w[i]);
+  ctl_fleet_free(c.fleet);
 #ifdef IC_CONTROLLER_WEBHOOK
   webhook_stop(wh);
 #endif
@@ -655,6 +703,7 @@ int main(int argc, char **argv) {
   ic_kube_queue_free(c.podq);
   json_decref(c.pods_seen);
   json_decref(c.pods_announced);
+  json_decref(c.reporters_seen);
   ic_metrics_free(c.metrics);
   json_decref(c.probe_slots);
   json_decref(c.t2_baseline);

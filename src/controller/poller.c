@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include "controller.h"
 #include "ic/buf.h"
@@ -44,9 +45,36 @@ static size_t sink(char *ptr, size_t sz, size_t nm, void *ud) {
   return ic_buf_append(ud, ptr, sz * nm) == 0 ? sz * nm : 0;
 }
 
+typedef struct {
+  const char *name;
+  char *out;
+  size_t n;
+} hdr_want_t;
+
+static size_t header_sink(char *ptr, size_t sz, size_t nm, void *ud) {
+  hdr_want_t *w = ud;
+  size_t len = sz * nm, nl = strlen(w->name);
+  if (len > nl + 1 && strncasecmp(ptr, w->name, nl) == 0 && ptr[nl] == ':') {
+    const char *v = ptr + nl + 1;
+    size_t vl = len - nl - 1;
+    while (vl && (*v == ' ' || *v == '\t')) v++, vl--;
+    while (vl && (v[vl - 1] == '\r' || v[vl - 1] == '\n' || v[vl - 1] == ' ')) vl--;
+    snprintf(w->out, w->n, "%.*s", (int)vl, v);
+  }
+  return len;
+}
+
 int ctl_server_call(const char *method, const char *url, const char *token_file, const char *body,
                     long *status, char **resp, size_t *resp_len) {
+  return ctl_server_call_hdr(method, url, token_file, body, status, resp, resp_len, NULL, NULL, 0);
+}
+
+int ctl_server_call_hdr(const char *method, const char *url, const char *token_file,
+                        const char *body, long *status, char **resp, size_t *resp_len,
+                        const char *header, char *hval, size_t hlen) {
   *status = 0;
+  hdr_want_t want = {header, hval, hlen};
+  if (hval && hlen) hval[0] = 0;
   if (resp) *resp = NULL;
   CURL *c = curl_easy_init();
   if (!c) return IC_ENOMEM;
@@ -86,6 +114,10 @@ int ctl_server_call(const char *method, const char *url, const char *token_file,
   curl_easy_setopt(c, CURLOPT_HTTPHEADER, h);
   curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, sink);
   curl_easy_setopt(c, CURLOPT_WRITEDATA, &out);
+  if (header && hval && hlen) {
+    curl_easy_setopt(c, CURLOPT_HEADERFUNCTION, header_sink);
+    curl_easy_setopt(c, CURLOPT_HEADERDATA, &want);
+  }
   CURLcode cc = curl_easy_perform(c);
   if (cc == CURLE_OK) curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, status);
   curl_easy_cleanup(c);
@@ -375,8 +407,10 @@ static json_t *strip_times(json_t *st) {
   return s;
 }
 
-static int project_index(ctl_t *c, json_t *ci, json_t *snap) {
+static int project_index(ctl_t *c, json_t *ci, json_t *snap, json_t *servers) {
   json_t *want = build_index_status(c, snap);
+  /* Several server replicas: each one's own figures next to the fleet view. */
+  if (json_array_size(servers)) json_object_set(want, "servers", servers);
   json_t *a = strip_times(json_object_get(ci, "status")), *b = strip_times(want);
   bool same = json_equal(a, b);
   json_decref(a);
@@ -495,25 +529,19 @@ int ctl_poll_once(ctl_t *c) {
     ic_log_warn("cacheindex_ensure_failed", IC_LS("error", ic_strerror(rc)));
     return rc;
   }
-  long status = 0;
-  char *body = NULL;
-  size_t len = 0;
-  rc = ctl_server_call("GET", c->snapshot_url, c->controller_token_file, NULL, &status, &body, &len);
-  json_t *snap = NULL;
-  if (rc == 0 && status == 200) snap = json_loadb(body, len, 0, NULL);
-  free(body);
-  if (!json_is_object(snap)) {
+  /* One replica's /snapshot, or the fleet view of every ready replica's (fleet.c). */
+  json_t *snap = NULL, *servers = NULL;
+  rc = ctl_fleet_snapshots(c, &snap, &servers);
+  if (rc != 0) {
     /* Soft state: a failed scrape changes nothing. */
-    ic_log_warn("snapshot_fetch_failed", IC_LS("url", c->snapshot_url), IC_LI("status", status),
-                IC_LS("error", rc ? ic_strerror(rc) : (snap ? "not an object" : "bad status or body")));
-    json_decref(snap);
     json_decref(ci);
-    return rc ? rc : IC_EPROTO;
+    return rc;
   }
   int e1 = project_backends(c, snap);
-  int e2 = project_index(c, ci, snap);
+  int e2 = project_index(c, ci, snap, servers);
   int e3 = project_tenants(c, snap);
   json_decref(snap);
+  json_decref(servers);
   json_decref(ci);
   return e1 ? e1 : e2 ? e2 : e3;
 }

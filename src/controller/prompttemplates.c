@@ -103,39 +103,20 @@ static int write_statuses(ctl_t *c, json_t *list) {
   return first_err;
 }
 
-int ctl_push_prompt_templates(ctl_t *c) {
-  json_t *list = NULL;
+int ctl_prompt_templates_load(ctl_t *c, json_t **list, char **body) {
+  *list = NULL;
+  *body = NULL;
   ic_kube_status_t st;
-  int rc = ic_kube_list(c->kube, &ctl_res_prompttemplates, NULL, NULL, &list, &st);
+  int rc = ic_kube_list(c->kube, &ctl_res_prompttemplates, NULL, NULL, list, &st);
   if (rc == IC_ENOTFOUND) return 0; /* CRD not installed */
   if (rc != 0) return rc;
-  char *body = ctl_prompt_templates_body(list);
-  if (!body) {
-    json_decref(list);
+  *body = ctl_prompt_templates_body(*list);
+  if (!*body) {
+    json_decref(*list);
+    *list = NULL;
     return IC_ENOMEM;
   }
-  long status = 0;
-  char *resp = NULL;
-  size_t rlen = 0;
-  rc = ctl_server_call("POST", c->prompttemplates_url, c->policy_token_file, body, &status, &resp,
-                       &rlen);
-  if (rc == 0 && status == 404) {
-    /* a server without RenderTemplate support (the reference): nothing to push to */
-    ic_log_debug("prompttemplates_push_unsupported", IC_LS("url", c->prompttemplates_url));
-  } else if (rc == 0 && (status < 200 || status >= 300)) {
-    ic_log_warn("prompttemplates_push_failed", IC_LS("error", "unexpected status"),
-                IC_LS("url", c->prompttemplates_url), IC_LI("status", status));
-    rc = IC_EUNAVAIL;
-  } else if (rc != 0) {
-    ic_log_warn("prompttemplates_push_failed", IC_LS("url", c->prompttemplates_url),
-                IC_LS("error", ic_strerror(rc)));
-  } else {
-    ic_log_debug("prompttemplates_pushed", IC_LS("url", c->prompttemplates_url),
-                 IC_LS("report", resp ? resp : ""));
-  }
-  free(resp);
-  free(body);
-  int src = write_statuses(c, list);
-  json_decref(list);
-  return rc ? rc : src;
+  return 0;
 }
+
+int ctl_prompt_templates_write_status(ctl_t *c, json_t *list) { return write_statuses(c, list); }

@@ -1,6 +1,6 @@
 /* Policy push (controller.md §2.5): CachePolicy + CacheTenant -> the v7 /policy body of server.md
  * §7.2 (nanosecond TTL, lower-case eviction, first-per-namespace / first-per-tenantID dedup),
- * POSTed with the policy-audience token. The body is written by hand so float32 values keep
+ * sent to every server replica by fleet.c. The body is written by hand so float32 values keep
  * Go's shortest form (jansson would print 17 digits). */
 #include <ctype.h>
 #include <math.h>
@@ -128,7 +128,8 @@ char *ctl_policy_body(json_t *policies, json_t *tenants) {
   return ic_buf_detach(&b, NULL);
 }
 
-int ctl_push_once(ctl_t *c) {
+int ctl_policy_body_load(ctl_t *c, char **body) {
+  *body = NULL;
   json_t *pol = NULL, *ten = NULL;
   ic_kube_status_t st;
   int rc = ic_kube_list(c->kube, &ctl_res_cachepolicies, NULL, NULL, &pol, &st);
@@ -139,21 +140,8 @@ int ctl_push_once(ctl_t *c) {
     json_decref(pol);
     return rc;
   }
-  char *body = ctl_policy_body(pol, ten);
+  *body = ctl_policy_body(pol, ten);
   json_decref(pol);
   json_decref(ten);
-  if (!body) return IC_ENOMEM;
-  long status = 0;
-  rc = ctl_server_call("POST", c->policy_url, c->policy_token_file, body, &status, NULL, NULL);
-  if (rc == 0 && (status < 200 || status >= 300)) {
-    ic_log_warn("policy_push_failed", IC_LS("error", "push policies: unexpected status"),
-                IC_LS("url", c->policy_url), IC_LI("status", status));
-    rc = IC_EUNAVAIL;
-  } else if (rc != 0) {
-    ic_log_warn("policy_push_failed", IC_LS("url", c->policy_url), IC_LS("error", ic_strerror(rc)));
-  } else {
-    ic_log_debug("policy_pushed", IC_LS("url", c->policy_url), IC_LI("bytes", strlen(body)));
-  }
-  free(body);
-  return rc;
+  return *body ? 0 : IC_ENOMEM;
 }

@@ -5,6 +5,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "http_internal.h"
 #include "ic/clock.h"
@@ -13,6 +14,21 @@
 #include "ic/policy.h"
 
 /* ------------------------------------------------------------------------ handlers */
+
+/* This process's start (RFC 3339, microseconds), sent as a /snapshot and /policy response header
+ * so the controller knows which instance holds its policy and notices a restarted replica
+ * (docs/ha.md "Controller"). Bodies stay byte-identical to the reference's. Set once before the
+ * listener starts. */
+static char started_at[96];
+
+static void set_started_at(void) {
+  int64_t us = ic_clock_realtime_us();
+  time_t secs = (time_t)(us / 1000000);
+  struct tm tm;
+  gmtime_r(&secs, &tm);
+  snprintf(started_at, sizeof started_at, "%04d-%02d-%02dT%02d:%02d:%02d.%06dZ", tm.tm_year + 1900,
+           tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, (int)(us % 1000000));
+}
 
 static void h_snapshot(ic_http_req_t *r, void *ud) {
   server_ctx_t *ctx = ud;
@@ -35,6 +51,7 @@ static void h_snapshot(ic_http_req_t *r, void *ud) {
   }
   size_t n;
   char *body = ic_buf_detach(&b, &n);
+  ic_http_reply_header(r, "X-Inferencecache-Started-At", started_at);
   ic_http_reply_take(r, 200, "application/json", body, n);
 }
 
@@ -60,6 +77,7 @@ static void h_policy(ic_http_req_t *r, void *ud) {
     ic_http_reply_error(r, 500, "store policy snapshot failed");
     return;
   }
+  ic_http_reply_header(r, "X-Inferencecache-Started-At", started_at); /* which instance has it */
   ic_http_reply(r, 204, NULL, "", 0);
 }
 
@@ -103,6 +121,7 @@ static void h_probe(ic_http_req_t *r, void *ud) {
 
 int server_http_controller_routes(server_ctx_t *ctx, ic_http_server_t *s) {
   struct server_auth *a = ctx->flags.insecure_disable_auth ? NULL : ctx->auth;
+  if (!started_at[0]) set_started_at();
   ic_http_route_t routes[] = {
       {.path = "/snapshot",
        .methods = "GET",

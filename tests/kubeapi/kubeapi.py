@@ -44,6 +44,7 @@ RESOURCES = {
     ("apps", "statefulsets"): ("v1", "StatefulSet", True, True),
     ("apps", "replicasets"): ("v1", "ReplicaSet", True, True),
     ("coordination.k8s.io", "leases"): ("v1", "Lease", True, False),
+    ("discovery.k8s.io", "endpointslices"): ("v1", "EndpointSlice", True, False),
     ("events.k8s.io", "events"): ("v1", "Event", True, False),
     ("inferencecache.io", "cachebackends"): ("v1alpha1", "CacheBackend", True, True),
     ("inferencecache.io", "cachepolicies"): ("v1alpha1", "CachePolicy", True, True),
