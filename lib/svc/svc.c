@@ -632,7 +632,7 @@ int ic_svc_report_one(ic_svc_t *s, const uint8_t *msg, size_t len, const char **
   if (strcmp(u->tenant_id, IC_SVC_PROBE_TENANT) == 0) goto out;
   if (s->on_report) s->on_report(s->report_ud, u->replica_id, u->full_state);
   /* The bare marker changes nothing in the index (and must not look like a report). */
-  if (u->full_state && u->n_prefixes == 0 && !u->stats) goto out;
+  if (u->full_state && u->n_prefixes == 0 && u->n_evicted == 0 && !u->stats) goto out;
   ic_index_prefix_t stack[32], *px = stack;
   if (u->n_prefixes > 32 && !(px = malloc(u->n_prefixes * sizeof *px))) {
     rc = IC_RPC_RESOURCE_EXHAUSTED;
@@ -668,8 +668,22 @@ int ic_svc_report_one(ic_svc_t *s, const uint8_t *msg, size_t len, const char **
       .n_prefixes = u->n_prefixes,
       .stats = u->stats ? &st : NULL,
   };
-  ic_index_ingest(s->index, &iu);
+  if (u->n_prefixes || u->stats || !u->n_evicted) ic_index_ingest(s->index, &iu);
   if (px != stack) free(px);
+  /* Batched evictions (CacheStateUpdate.evicted): each one a PREFIX_EVICTED event. */
+  for (size_t i = 0; i < u->n_evicted; i++) {
+    const Inferencecache__V1alpha1__PrefixEntry *e = u->evicted[i];
+    ic_index_event_t ev = {
+        .type = IC_INDEX_EVENT_PREFIX_EVICTED,
+        .replica = u->replica_id,
+        .model = u->model_id,
+        .tenant = u->tenant_id,
+        .adapter = *e->adapter_id ? e->adapter_id : u->adapter_id,
+        .prefix_hash = {e->prefix_hash.len, e->prefix_hash.data},
+        .timestamp_us = u->timestamp_us,
+    };
+    ic_index_apply_event(s->index, &ev);
+  }
 out:
   if (arena_needs_free()) inferencecache__v1alpha1__cache_state_update__free_unpacked(u, arena_cur());
   return rc;
@@ -678,6 +692,7 @@ out:
 int ic_svc_report_ack(ic_buf_t *resp) {
   Inferencecache__V1alpha1__Ack a = INFERENCECACHE__V1ALPHA1__ACK__INIT;
   a.accepted = 1;
+  a.evicted_supported = 1; /* CacheStateUpdate.evicted is applied */
   return append_packed(resp, &a.base) ? IC_RPC_INTERNAL : IC_RPC_OK;
 }
 

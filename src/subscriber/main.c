@@ -31,6 +31,10 @@ static const ic_cli_flag_t FLAGS[] = {
     {"server-resolve-interval", "duration", "5s",
      "how often --server is resolved again to find server replicas that appeared or left; 0 = "
      "only at start"},
+    {"batch-evictions", NULL, NULL,
+     "send a run of evictions as one ReportCacheState to server replicas that apply it (their Ack "
+     "says so; others get one PublishEvent per eviction); --batch-evictions=false always uses "
+     "PublishEvent (default true)"},
     {"server-ca-file", "string", NULL, "PEM CA bundle: speak TLS to --server and verify it with these roots (default: plaintext)"},
     {"replica-id", "string", NULL, "this replica's identity, usually the pod name (required)"},
     {"model-id", "string", NULL, "the model the engine serves (required)"},
@@ -340,7 +344,8 @@ enum {
   O_HELP,
   O_VERSION,
   O_SERVER_CA,
-  O_RESOLVE
+  O_RESOLVE,
+  O_BATCHEV
 };
 
 int main(int argc, char **argv) {
@@ -362,6 +367,7 @@ int main(int argc, char **argv) {
   c->replay_timeout_us = 2000000;
   c->down_grace_us = 30000000;
   c->resolve_interval_us = 5000000;
+  c->batch_evictions = true;
   const char *tier = "auto", *lora = "";
   const char *endpoints[SUB_MAX_ENDPOINTS], *replays[SUB_MAX_ENDPOINTS];
   size_t nend = 0, nrep = 0;
@@ -372,6 +378,7 @@ int main(int argc, char **argv) {
                                      {"server", required_argument, 0, O_SERVER},
                                      {"server-ca-file", required_argument, 0, O_SERVER_CA},
                                      {"server-resolve-interval", required_argument, 0, O_RESOLVE},
+                                     {"batch-evictions", optional_argument, 0, O_BATCHEV},
                                      {"replica-id", required_argument, 0, O_REPLICA},
                                      {"model-id", required_argument, 0, O_MODEL},
                                      {"tenant-id", required_argument, 0, O_TENANT},
@@ -418,6 +425,7 @@ int main(int argc, char **argv) {
     case O_TOPIC: c->topic = optarg; break;
     case O_SERVER: c->server = optarg; break;
     case O_SERVER_CA: c->server_ca_file = optarg; break;
+    case O_BATCHEV: bad = parse_bool(optarg, &c->batch_evictions); break;
     case O_RESOLVE:
       bad = parse_dur(optarg, &c->resolve_interval_us) || c->resolve_interval_us < 0;
       break;

@@ -56,6 +56,62 @@ static void count_rpc(sub_target_t *t, const char *method, int st) {
   }
 }
 
+/* Learns from a ReportCacheState Ack whether the replica takes batched evictions. */
+static void learn_ack(sub_target_t *t, const ic_buf_t *resp) {
+  Inferencecache__V1alpha1__Ack *ack =
+      inferencecache__v1alpha1__ack__unpack(NULL, resp->len, (const uint8_t *)resp->data);
+  if (!ack) return;
+  atomic_store(&t->evict_batch, ack->evicted_supported);
+  inferencecache__v1alpha1__ack__free_unpacked(ack, NULL);
+}
+
+/* A run of evictions as one ReportCacheState (CacheStateUpdate.evicted), for replicas that said
+ * they apply it; the others get one PublishEvent each (see send_group). */
+static int send_evictions(sub_target_t *t, const char *replica, const ic_kv_op_t *ops, size_t n) {
+  sub_ctx_t *c = t->c;
+  Inferencecache__V1alpha1__PrefixEntry *ents = calloc(n, sizeof(*ents));
+  Inferencecache__V1alpha1__PrefixEntry **ptrs = calloc(n, sizeof(*ptrs));
+  uint8_t *hb = malloc(8 * n);
+  int st = 8; /* RESOURCE_EXHAUSTED: retried */
+  int64_t ts = 0;
+  if (ents && ptrs && hb) {
+    for (size_t i = 0; i < n; i++) {
+      Inferencecache__V1alpha1__PrefixEntry e = INFERENCECACHE__V1ALPHA1__PREFIX_ENTRY__INIT;
+      for (int k = 0; k < 8; k++)
+        hb[8 * i + k] = (uint8_t)(ops[i].prefix_hash >> (56 - 8 * k));
+      e.prefix_hash.data = hb + 8 * i;
+      e.prefix_hash.len = 8;
+      e.adapter_id = (char *)(ops[i].adapter ? ops[i].adapter : "");
+      ents[i] = e;
+      ptrs[i] = &ents[i];
+      if (ops[i].ts_us > ts) ts = ops[i].ts_us;
+    }
+    Inferencecache__V1alpha1__CacheStateUpdate u =
+        INFERENCECACHE__V1ALPHA1__CACHE_STATE_UPDATE__INIT;
+    u.replica_id = (char *)replica;
+    u.model_id = (char *)c->model_id;
+    u.tenant_id = (char *)c->tenant_id;
+    u.hash_scheme = (char *)c->hash_scheme;
+    u.timestamp_us = ts;
+    u.n_evicted = n;
+    u.evicted = ptrs;
+    size_t sz = inferencecache__v1alpha1__cache_state_update__get_packed_size(&u);
+    uint8_t *buf = malloc(sz ? sz : 1);
+    if (buf) {
+      inferencecache__v1alpha1__cache_state_update__pack(&u, buf);
+      ic_buf_t resp = IC_BUF_INIT;
+      st = sub_grpc_call(t->rpc, M_REPORT, buf, sz, SUB_RPC_TIMEOUT_MS, &resp);
+      if (st == 0) learn_ack(t, &resp);
+      ic_buf_free(&resp);
+      free(buf);
+    }
+  }
+  free(ents);
+  free(ptrs);
+  free(hb);
+  return st;
+}
+
 /* The full-state marker (docs/ha.md): an update without prefixes and stats, full_state set. */
 static int send_marker(sub_target_t *t, const char *replica) {
   sub_ctx_t *c = t->c;
@@ -69,7 +125,10 @@ static int send_marker(sub_target_t *t, const char *replica) {
   size_t sz = inferencecache__v1alpha1__cache_state_update__get_packed_size(&u);
   if (sz > sizeof buf) return 3; /* identities this long were rejected long before */
   inferencecache__v1alpha1__cache_state_update__pack(&u, buf);
-  int st = sub_grpc_call(t->rpc, M_REPORT, buf, sz, SUB_RPC_TIMEOUT_MS, NULL);
+  ic_buf_t resp = IC_BUF_INIT;
+  int st = sub_grpc_call(t->rpc, M_REPORT, buf, sz, SUB_RPC_TIMEOUT_MS, &resp);
+  if (st == 0) learn_ack(t, &resp);
+  ic_buf_free(&resp);
   if (st == 0) {
     ic_metric_inc(t->m_synced);
     ic_log_debug("full state sent", IC_LS("target", t->addr), IC_LS("replica_id", replica));
@@ -127,11 +186,18 @@ static int send_group(sub_target_t *t, const ic_kv_op_t *ops, size_t n) {
       st = 8;
     } else {
       inferencecache__v1alpha1__cache_state_update__pack(&u, (uint8_t *)out.data);
-      st = sub_grpc_call(t->rpc, M_REPORT, (const uint8_t *)out.data, sz, SUB_RPC_TIMEOUT_MS, NULL);
+      ic_buf_t resp = IC_BUF_INIT;
+      st = sub_grpc_call(t->rpc, M_REPORT, (const uint8_t *)out.data, sz, SUB_RPC_TIMEOUT_MS,
+                         &resp);
+      if (st == 0) learn_ack(t, &resp);
+      ic_buf_free(&resp);
     }
     free(ents);
     free(ptrs);
     free(hb);
+  } else if (ops[0].kind == IC_KV_OP_EVICT && c->batch_evictions && atomic_load(&t->evict_batch)) {
+    method = "ReportCacheState";
+    st = send_evictions(t, replica, ops, n);
   } else {
     method = "PublishEvent";
     /* n evictions (sent concurrently) or one clear. Every event is packed into `out`. */
@@ -382,6 +448,8 @@ void *sub_watch_thread(void *arg) {
       atomic_store(&t->kick, true);
       pthread_cond_broadcast(&t->stop_cv);
       pthread_mutex_unlock(&t->stop_mu);
+      /* It may be another server build now: learn again from its next Ack. */
+      atomic_store(&t->evict_batch, false);
       if (atomic_exchange(&t->lost, false)) {
         atomic_store(&t->resync, 1);
         ic_log_info("server reachable again; re-reporting engine state",

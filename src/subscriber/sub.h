@@ -111,6 +111,7 @@ typedef struct sub_target {
   atomic_bool ever_sent; /* a send to it has succeeded */
   atomic_bool kick;      /* watcher saw it come back: cut the sender's backoff short */
   atomic_int resync;     /* engine thread: 1 = re-report full state + marker, 2 = marker only */
+  atomic_bool evict_batch; /* its last Ack set evicted_supported: evictions go batched */
   pthread_mutex_t stop_mu;
   pthread_cond_t stop_cv;
   uint64_t dropped_seen[6]; /* queue drops already mirrored into the counters (engine thread) */
@@ -136,6 +137,7 @@ typedef struct sub_ctx {
   char *owned_names[4 * SUB_MAX_ENDPOINTS];     /* --dp-rank-suffix ids, freed at exit */
   size_t nowned;
   int64_t resolve_interval_us; /* --server-resolve-interval; 0 = resolve once */
+  bool batch_evictions;         /* --batch-evictions (true) */
   char *ca_pem;                 /* --server-ca-file contents (TLS to every target) */
   /* runtime */
   pthread_rwlock_t tlock; /* the target set: read by the engine/stats threads, written by the

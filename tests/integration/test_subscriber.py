@@ -276,9 +276,10 @@ def test_block_removed_evicts_and_all_blocks_cleared_clears(server, mk):
         return reason != "PREFIX_MATCH" and matched == 0
     wait_until(gone, timeout=30, what="cleared")
     # the server applies an event before it answers, so the lookup can see the clear a moment
-    # before the subscriber has counted the answer
+    # before the subscriber has counted the answer (the two clears go as PublishEvent; the
+    # eviction rides in a ReportCacheState: this server applies batched evictions)
     wait_until(lambda: sub.metric('kvevent_subscriber_rpcs_total{code="OK",method="PublishEvent"}')
-               >= 3, timeout=10, what="3 PublishEvent answers counted")
+               >= 2, timeout=10, what="2 PublishEvent answers counted")
 
 
 def test_block_removed_downgrades_to_t2_with_offload_tier(server, mk):
@@ -792,10 +793,12 @@ def test_late_join_catches_up_from_the_replay_buffer(server, mk):
 
 
 def test_large_eviction_run_is_sent_concurrently_and_complete(server, mk):
+    """--batch-evictions=false (and servers that do not apply batched evictions): one
+    PublishEvent per eviction, concurrently."""
     engine, subscriber = mk
     model = "m-bulk-evict"
     e = engine("vllm-array")
-    sub = subscriber(server.grpc_addr, [e], model=model)
+    sub = subscriber(server.grpc_addr, [e], model=model, extra=["--batch-evictions=false"])
     prompts = [prompt(100000 + 1000 * i, 4) for i in range(100)]
     e.publish([ev for i, p in enumerate(prompts) for ev in chain_events(e, p, 0x10000 + 8 * i)])
     wait_match(server, prompts[99], ("PREFIX_MATCH", "r0", 64), model=model)
@@ -807,6 +810,27 @@ def test_large_eviction_run_is_sent_concurrently_and_complete(server, mk):
                what="400 evictions delivered")
     for p in (prompts[0], prompts[50], prompts[99]):
         assert top(lookup(server, p, model=model))[0] != "PREFIX_MATCH"
+
+
+def test_large_eviction_run_is_batched_for_a_server_that_applies_it(server, mk):
+    """The server's Ack says evicted_supported: 400 evictions go as two ReportCacheState calls
+    (256 + 144 CacheStateUpdate.evicted entries), no PublishEvent, and all of them apply."""
+    engine, subscriber = mk
+    model = "m-bulk-evict-batched"
+    e = engine("vllm-array")
+    sub = subscriber(server.grpc_addr, [e], model=model)
+    prompts = [prompt(400000 + 1000 * i, 4) for i in range(100)]
+    e.publish([ev for i, p in enumerate(prompts) for ev in chain_events(e, p, 0x40000 + 8 * i)])
+    wait_match(server, prompts[99], ("PREFIX_MATCH", "r0", 64), model=model)
+    pub = 'kvevent_subscriber_rpcs_total{code="OK",method="PublishEvent"}'
+    rep = 'kvevent_subscriber_rpcs_total{code="OK",method="ReportCacheState"}'
+    pub0, rep0 = sub.metric(pub), sub.metric(rep)
+    e.publish([e.removed([0x40000 + 8 * i + k for i in range(100) for k in range(4)])])
+    wait_until(lambda: all(top(lookup(server, p, model=model))[0] != "PREFIX_MATCH"
+                           for p in prompts), timeout=60, what="400 evictions applied")
+    wait_until(lambda: sub.metric(rep) - rep0 >= 2, timeout=10, what="batched calls counted")
+    assert sub.metric(pub) == pub0
+    assert sub.metric(rep) - rep0 <= 3  # 2 batches (+ a stats-free add flush at most)
 
 
 def test_engine_restart_sequence_reset_clears_its_blocks(server, mk):

@@ -1,0 +1,352 @@
+#!/usr/bin/env python3
+"""make bench BENCH=ha: active-active server replicas (docs/ha.md), real processes on loopback.
+
+Prints JSON lines {"bench":"ha","name":...,"value":...,"unit":...,"params":{...}}:
+  fanout_cpu_per_extra_replica  subscriber CPU per engine event with 3 server replicas vs 1,
+                                per extra replica ((cpu3/cpu1)^(1/2)); target <= 1.10
+  converge_s                    a fresh replica (kill -9, restarted on its address) until its
+                                index equals its peer's, with 1 M memberships over 8 engines;
+                                target <= 2 s
+  agreement_ratio               the same lookup asked of 3 replicas at once under churn, equal
+                                at once or one subscriber flush window later; target >= 0.999
+  failed_lookups_on_kill        lookups that failed for a round_robin + health-checking client
+                                (retrying UNAVAILABLE) while one of 3 replicas was killed; target 0
+
+Usage: bench_ha.py BUILD_DIR. Knobs: IC_HA_PHASES (fanout,converge,agreement,kill),
+IC_HA_MEMBERSHIPS (1000000), IC_HA_FANOUT_EVENTS (10000). The machine's load average is reported
+in params: these are upper bounds on a shared machine.
+"""
+import concurrent.futures
+import json
+import os
+import random
+import sys
+import threading
+import time
+
+build = os.path.abspath(sys.argv[1] if len(sys.argv) > 1 else "build")
+root = os.path.abspath(os.path.join(os.path.dirname(__file__), ".."))
+os.environ.setdefault("IC_BUILD_DIR", build)
+os.environ.setdefault("IC_SOURCE_DIR", root)
+sys.path.insert(0, os.path.join(root, "tests", "integration"))
+import grpc  # noqa: E402
+import harness  # noqa: E402
+from harness import EngineSim, FakeEngine, Server, Subscriber, http_get  # noqa: E402
+
+pb, pb_grpc = harness.protos()
+PHASES = os.environ.get("IC_HA_PHASES", "fanout,converge,agreement,kill").split(",")
+MEMBERSHIPS = int(os.environ.get("IC_HA_MEMBERSHIPS", "1000000"))
+FANOUT_EVENTS = int(os.environ.get("IC_HA_FANOUT_EVENTS", "10000"))
+TICK = os.sysconf("SC_CLK_TCK")
+
+
+def emit(name, value, unit, **params):
+    params["loadavg"] = round(os.getloadavg()[0], 2)
+    print(json.dumps({"bench": "ha", "name": name, "value": value, "unit": unit,
+                      "params": params}), flush=True)
+
+
+def log(*a):
+    print("[bench_ha]", *a, file=sys.stderr, flush=True)
+
+
+def cpu_s(pid):
+    with open("/proc/%d/stat" % pid) as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / TICK
+
+
+def metric(url, sample):
+    _, _, body = http_get(url + "/metrics")
+    for line in body.decode().splitlines():
+        if line.startswith(sample + " "):
+            return float(line.rsplit(" ", 1)[1])
+    return 0.0
+
+
+def until(pred, timeout, interval=0.05):
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        v = pred()
+        if v:
+            return v
+        time.sleep(interval)
+    raise RuntimeError("timed out")
+
+
+def lookup_req(tokens, model="m", tenant="t"):
+    req = pb.LookupRouteRequest(model_id=model, tenant_id=tenant, hash_scheme="vllm")
+    req.token_ids.extend(tokens)
+    return req
+
+
+def answer(resp):
+    return (resp.reason_code,
+            tuple(sorted((r.replica_id, r.matched_tokens) for r in resp.replica_scores)))
+
+
+# ---- fan-out cost --------------------------------------------------------------------------
+
+def fanout_run(nservers):
+    """One subscriber feeding nservers replicas; CPU seconds per engine event."""
+    servers = [Server(["--insecure-disable-auth"]).start() for _ in range(nservers)]
+    eng = FakeEngine(["--block-size=16", "--num-blocks=8", "--prompts=5000", "--evict-every=5",
+                      "--rate=2000", "--count=%d" % FANOUT_EVENTS, "--start-delay=1s"])
+    eng.start()
+    sub = Subscriber(",".join(s.grpc_addr for s in servers), [eng], replica="fan",
+                     extra=["--server-resolve-interval=0"])
+    try:
+        pid = sub.proc.pid
+        until(lambda: sub.metric('kvevent_subscriber_batches_total{result="ok"}') > 0, 30, 0.01)
+        c0, t0 = cpu_s(pid), time.monotonic()
+        until(lambda: sub.metric('kvevent_subscriber_batches_total{result="ok"}')
+              >= FANOUT_EVENTS * 0.99 and sub.metric("kvevent_subscriber_queue_depth") == 0,
+              120, 0.1)
+        cpu = cpu_s(pid) - c0
+        wall = time.monotonic() - t0
+        batches = sub.metric('kvevent_subscriber_batches_total{result="ok"}')
+        return cpu / batches, wall
+    finally:
+        sub.stop()
+        eng.cleanup()
+        for s in servers:
+            s.stop()
+
+
+def phase_fanout():
+    per = {}
+    for n in (1, 2, 3):
+        runs = [fanout_run(n)[0] for _ in range(2)]
+        per[n] = min(runs)  # the less disturbed run on a shared machine
+        log("fan-out to %d replica(s): %.1f us CPU per message" % (n, per[n] * 1e6))
+    ratio = (per[3] / per[1]) ** 0.5
+    emit("fanout_cpu_per_extra_replica", round(ratio, 3), "ratio",
+         cpu_us_per_message={str(k): round(v * 1e6, 2) for k, v in per.items()},
+         messages=FANOUT_EVENTS, message="BlockStored of 8 blocks (16 tokens each); every 5th "
+         "a BlockRemoved of 8 blocks", rate_per_s=2000, runs_each=2, statistic="min")
+
+
+# ---- convergence of a fresh replica --------------------------------------------------------
+
+def phase_converge():
+    engines_n = 8
+    per_engine = MEMBERSHIPS // engines_n
+    nblocks = 125
+    prompts = max(1, per_engine // nblocks)
+    a = Server(["--insecure-disable-auth"]).start()
+    b = Server(["--insecure-disable-auth"]).start()
+    engines, subs = [], []
+    try:
+        for i in range(engines_n):
+            e = FakeEngine(["--block-size=16", "--num-blocks=%d" % nblocks,
+                            "--prompts=%d" % prompts, "--count=%d" % prompts, "--rate=5000",
+                            "--seed=%d" % (i + 1), "--hold", "--buffer-steps=%d" % (prompts + 10),
+                            "--print-tokens"])
+            engines.append(e.start())
+        time.sleep(1)
+        for i, e in enumerate(engines):
+            subs.append(Subscriber("%s,%s" % (a.grpc_addr, b.grpc_addr), [e],
+                                   replica="engine-%d" % i,
+                                   extra=["--server-resolve-interval=0"]))
+        total = prompts * nblocks * engines_n
+        entries = 'inferencecache_index_entries{model="m"}'
+        t0 = time.monotonic()
+        until(lambda: metric(a.http_url, entries) >= total and metric(b.http_url, entries) >= total,
+              600, 0.5)
+        log("both replicas hold %d memberships after %.1fs" % (total, time.monotonic() - t0))
+        rss_mb = b.rss_mb()
+        # kill -9 the second replica, start a fresh one on its address
+        b.kill9()
+        time.sleep(0.5)
+        b.args = ["--insecure-disable-auth", "--warm-start-window-ms=1000"]
+        b.wait = False
+        t0 = time.monotonic()
+        b.start()
+        ready_s = None
+        conv_s = None
+        while time.monotonic() - t0 < 120 and (conv_s is None or ready_s is None):
+            now = time.monotonic() - t0
+            try:
+                if conv_s is None and metric(b.http_url, entries) >= total:
+                    conv_s = now
+                if ready_s is None and http_get(b.http_url + "/readyz", timeout=2)[0] == 200:
+                    ready_s = now
+            except Exception:
+                pass
+            time.sleep(0.02)
+        # answers identical to the peer's on a sample of prompts
+        sa = pb_grpc.InferenceCacheStub(a.channel())
+        sb = pb_grpc.InferenceCacheStub(b.channel())
+        rnd = random.Random(3)
+        same = n = 0
+        for e in engines:
+            ps = e.prompts()
+            for p in rnd.sample(ps, min(25, len(ps))):
+                toks = p["tokens"]
+                n += 1
+                same += answer(sa.LookupRoute(lookup_req(toks), timeout=10)) == \
+                    answer(sb.LookupRoute(lookup_req(toks), timeout=10))
+        emit("converge_s", round(conv_s, 3) if conv_s is not None else None, "s",
+             memberships=total, engines=engines_n, blocks_per_engine=prompts * nblocks,
+             ready_s=round(ready_s, 3) if ready_s is not None else None,
+             sampled_lookups_identical="%d/%d" % (same, n), server_rss_mb_before_kill=round(rss_mb),
+             measured="process start of the fresh replica -> its index holds every membership")
+    finally:
+        for s in subs:
+            s.stop()
+        for e in engines:
+            e.cleanup()
+        a.stop()
+        b.stop()
+
+
+# ---- agreement under churn and a kill ------------------------------------------------------
+
+PROMPTS = [list(range(500000 + i * 1000, 500000 + i * 1000 + 6 * 16 + 1)) for i in range(48)]
+
+
+def complete(engine, tokens):
+    body = json.dumps({"model": engine.model, "prompt": tokens, "max_tokens": 1}).encode()
+    http_get(engine.url + "/v1/completions", timeout=30, method="POST", data=body,
+             headers={"Content-Type": "application/json"})
+
+
+def fleet(servers, n=4, window="50ms"):
+    addrs = ",".join(s.grpc_addr for s in servers)
+    engines = [EngineSim(["--kv-capacity-tokens=2048", "--speedup=20"], model="m")
+               for _ in range(n)]
+    subs = [Subscriber(addrs, [e], replica="sim-%d" % i, model="m", tenant="t",
+                       extra=["--window=" + window, "--server-resolve-interval=1s"])
+            for i, e in enumerate(engines)]
+    return engines, subs
+
+
+def churn(engines, stop, rate_note):
+    rnd = random.Random(5)
+    n = 0
+    while not stop.is_set():
+        complete(rnd.choice(engines), rnd.choice(PROMPTS))
+        n += 1
+    rate_note.append(n)
+
+
+def phase_agreement():
+    servers = [Server(["--insecure-disable-auth"]).start() for _ in range(3)]
+    engines, subs = fleet(servers)
+    stop = threading.Event()
+    done = []
+    threads = [threading.Thread(target=churn, args=(engines, stop, done)) for _ in range(2)]
+    stubs = [pb_grpc.InferenceCacheStub(s.channel()) for s in servers]
+    pool = concurrent.futures.ThreadPoolExecutor(3)
+    try:
+        for t in threads:
+            t.start()
+        time.sleep(2)
+        rnd = random.Random(9)
+        total = agree_now = agree_lag = 0
+        t_end = time.monotonic() + 20
+        t0 = time.monotonic()
+        while time.monotonic() < t_end:
+            toks = rnd.choice(PROMPTS)[:96]
+            ask = lambda: [f.result() for f in [pool.submit(
+                lambda s: answer(s.LookupRoute(lookup_req(toks), timeout=5)), s) for s in stubs]]
+            a = ask()
+            total += 1
+            if len(set(a)) == 1:
+                agree_now += 1
+                continue
+            time.sleep(0.05)  # one subscriber flush window
+            if len(set(ask())) == 1:
+                agree_lag += 1
+        wall = time.monotonic() - t0
+        stop.set()
+        for t in threads:
+            t.join(30)
+        emit("agreement_ratio", round((agree_now + agree_lag) / total, 5), "ratio",
+             lookups=total, equal_at_once=agree_now, equal_one_window_later=agree_lag,
+             replicas=3, engines=len(engines), flush_window="50ms",
+             churn_completions_per_s=round(sum(done) / (wall + 2), 1),
+             churn="engine simulators, 128-block caches, 48 prompts of 6 blocks: stores + "
+             "evictions")
+    finally:
+        stop.set()
+        for s in subs:
+            s.stop()
+        for e in engines:
+            e.stop()
+        for s in servers:
+            s.stop()
+
+
+def lb_channel(addrs, retry):
+    cfg = {"loadBalancingConfig": [{"round_robin": {}}],
+           "healthCheckConfig": {"serviceName": "inferencecache.v1alpha1.InferenceCache"}}
+    if retry:
+        cfg["methodConfig"] = [{
+            "name": [{"service": "inferencecache.v1alpha1.InferenceCache"}],
+            "retryPolicy": {"maxAttempts": 3, "initialBackoff": "0.01s", "maxBackoff": "0.1s",
+                            "backoffMultiplier": 2, "retryableStatusCodes": ["UNAVAILABLE"]}}]
+    return grpc.insecure_channel("ipv4:" + ",".join(addrs), options=[
+        ("grpc.service_config", json.dumps(cfg)), ("grpc.enable_retries", 1 if retry else 0),
+        ("grpc.initial_reconnect_backoff_ms", 100), ("grpc.max_reconnect_backoff_ms", 1000)])
+
+
+def phase_kill():
+    servers = [Server(["--insecure-disable-auth"]).start() for _ in range(3)]
+    engines, subs = fleet(servers, n=2)
+    addrs = [s.grpc_addr for s in servers]
+    stop = threading.Event()
+    counts = {True: [0, 0], False: [0, 0]}  # retry -> [ok, failed]
+    lock = threading.Lock()
+
+    def client(retry):
+        stub = pb_grpc.InferenceCacheStub(lb_channel(addrs, retry))
+        rnd = random.Random(1)
+        while not stop.is_set():
+            try:
+                stub.LookupRoute(lookup_req(rnd.choice(PROMPTS)[:96]), timeout=2)
+                k = 0
+            except grpc.RpcError:
+                k = 1
+            with lock:
+                counts[retry][k] += 1
+
+    done = []
+    threads = [threading.Thread(target=client, args=(r,)) for r in (True, True, False, False)]
+    threads.append(threading.Thread(target=churn, args=(engines, stop, done)))
+    try:
+        for t in threads:
+            t.start()
+        time.sleep(3)
+        servers[2].kill9()
+        time.sleep(5)
+        stop.set()
+        for t in threads:
+            t.join(30)
+        emit("failed_lookups_on_kill", counts[True][1], "lookups", lookups=sum(counts[True]),
+             client="grpc round_robin over 3 addresses, healthCheckConfig, retryPolicy "
+             "UNAVAILABLE x3 (2 threads)",
+             without_retry_failed=counts[False][1], without_retry_lookups=sum(counts[False]),
+             killed="1 of 3 replicas, SIGKILL, mid-traffic")
+    finally:
+        stop.set()
+        for s in subs:
+            s.stop()
+        for e in engines:
+            e.stop()
+        for s in servers:
+            s.stop()
+
+
+def main():
+    log("load average at start: %s" % (os.getloadavg(),))
+    for name, fn in (("fanout", phase_fanout), ("converge", phase_converge),
+                     ("agreement", phase_agreement), ("kill", phase_kill)):
+        if name in PHASES:
+            t0 = time.monotonic()
+            fn()
+            log("%s phase took %.0fs" % (name, time.monotonic() - t0))
+
+
+if __name__ == "__main__":
+    main()
