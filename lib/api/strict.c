@@ -39,6 +39,7 @@ static const known_kind_t KNOWN[] = {
     {"apps/v1", "Deployment", {"spec", "status"}},
     {"apps/v1", "StatefulSet", {"spec", "status"}},
     {"apps/v1", "DaemonSet", {"spec", "status"}},
+    {"policy/v1", "PodDisruptionBudget", {"spec", "status"}},
     {"rbac.authorization.k8s.io/v1", "Role", {"rules"}},
     {"rbac.authorization.k8s.io/v1", "ClusterRole", {"rules", "aggregationRule"}},
     {"rbac.authorization.k8s.io/v1", "RoleBinding", {"subjects", "roleRef"}},

@@ -168,3 +168,50 @@ def _images(node):
     elif isinstance(node, list):
         for v in node:
             yield from _images(v)
+
+
+def test_server_is_active_active_with_a_pdb_spread_and_a_headless_service():
+    """docs/ha.md: >= 2 replicas, a PDB that keeps one, one replica per node, the headless Service
+    the subscribers, the controller and gateways use, and the old ClusterIP name kept."""
+    docs = _default_docs()
+    sel = {"app.kubernetes.io/name": "inference-cache", "app.kubernetes.io/component": "server"}
+    dep = _find(docs, "Deployment", "inference-cache-server")
+    assert dep["spec"]["replicas"] >= 2
+    pod = dep["spec"]["template"]["spec"]
+    spread = {c["topologyKey"]: c for c in pod["topologySpreadConstraints"]}
+    assert spread["kubernetes.io/hostname"]["whenUnsatisfiable"] == "DoNotSchedule"
+    assert spread["kubernetes.io/hostname"]["labelSelector"]["matchLabels"] == sel
+    assert "topology.kubernetes.io/zone" in spread
+    anti = pod["affinity"]["podAntiAffinity"]["preferredDuringSchedulingIgnoredDuringExecution"]
+    assert anti[0]["podAffinityTerm"]["topologyKey"] == "kubernetes.io/hostname"
+    pdb = _find(docs, "PodDisruptionBudget", "inference-cache-server")
+    assert pdb["apiVersion"] == "policy/v1"
+    assert pdb["spec"]["selector"]["matchLabels"] == sel
+    assert 1 <= pdb["spec"]["minAvailable"] < dep["spec"]["replicas"]  # drains can proceed
+    headless = _find(docs, "Service", "inference-cache-server-headless")
+    assert headless["spec"]["clusterIP"] == "None"
+    assert headless["spec"]["selector"] == sel
+    assert not headless["spec"].get("publishNotReadyAddresses")  # a warming replica gets no lookups
+    assert {p["name"]: p["port"] for p in headless["spec"]["ports"]} == \
+        {"grpc": 9090, "http": 8080, "snapshot": 8081}
+    clusterip = _find(docs, "Service", "inference-cache-server")  # old clients keep working
+    assert clusterip["spec"].get("clusterIP") != "None"
+    # The ServiceMonitor must not scrape every replica twice (once per Service).
+    mon = [d for d in yaml.safe_load_all(_render("config/monitoring")) if d and
+           d["kind"] == "ServiceMonitor" and d["metadata"]["name"] == "inference-cache-server"]
+    want = mon[0]["spec"]["selector"]["matchLabels"]
+    assert not all(headless["metadata"]["labels"].get(k) == v for k, v in want.items())
+    # The controller discovers replicas through the headless Service (RBAC included) and injects
+    # its name into subscribers.
+    ctl = _find(docs, "Deployment", "inference-cache-controller-manager")
+    args = ctl["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert "--server-service=inference-cache-server-headless" in args
+    assert ("--policy-server-grpc-address=inference-cache-server-headless."
+            "inference-cache-system.svc.cluster.local:9090") in args
+    role = _find(docs, "ClusterRole", "inference-cache-manager-role")
+    assert any("discovery.k8s.io" in r["apiGroups"] and "endpointslices" in r["resources"] and
+               {"list", "watch"} <= set(r["verbs"]) for r in role["rules"])
+    # TLS: the certificate names the headless Service too (subscribers dial that name).
+    certs = [d for d in yaml.safe_load_all(_render("config/tls")) if d and d["kind"] == "Certificate"]
+    server_cert = next(c for c in certs if c["spec"]["secretName"] == "inference-cache-server-grpc-tls")
+    assert "inference-cache-server-headless.inference-cache-system.svc" in server_cert["spec"]["dnsNames"]
