@@ -60,6 +60,7 @@ static void kill(subq_t *q, qent_t *e) {
     q->live_adds--;
   else
     q->live_urgent--;
+  if (e->op.kind == IC_KV_OP_EVICT) q->live_evicts--;
 }
 
 /* Makes room for one more entry: compacts when at least a quarter is dead, else doubles. */
@@ -134,8 +135,9 @@ size_t subq_push(subq_t *q, const ic_kv_op_t *ops, size_t nops, const char *cons
       q->live_adds++;
     else {
       q->live_urgent++;
-      wake = true;
+      if (op->kind != IC_KV_OP_EVICT || !q->evicts_lazy) wake = true;
     }
+    if (op->kind == IC_KV_OP_EVICT) q->live_evicts++;
     while (q->live > q->max_ops) {
       if (!drop_one(q)) break;
       dropped++;
@@ -171,6 +173,58 @@ size_t subq_peek_group(subq_t *q, ic_kv_op_t *out, size_t max, uint64_t *last_qs
     out[k++] = e->op;
     *last_qseq = e->qseq;
   }
+  return k;
+}
+
+/* Small open-addressing set of the evicted keys of one run (max ops). */
+static bool key_seen(const uint64_t *set, size_t cap, uint64_t k) {
+  for (size_t i = (size_t)(k * 0x9E3779B97F4A7C15ULL) & (cap - 1); set[i]; i = (i + 1) & (cap - 1))
+    if (set[i] == k) return true;
+  return false;
+}
+
+static void key_add(uint64_t *set, size_t cap, uint64_t k) {
+  size_t i = (size_t)(k * 0x9E3779B97F4A7C15ULL) & (cap - 1);
+  while (set[i] && set[i] != k)
+    i = (i + 1) & (cap - 1);
+  set[i] = k;
+}
+
+size_t subq_peek_mixed(subq_t *q, ic_kv_op_t *out, size_t max, uint64_t *last_qseq,
+                       const char *const *replica_of_ep) {
+  while (q->n && !at(q, 0)->live) {
+    q->head = (q->head + 1) % q->cap;
+    q->n--;
+  }
+  if (!q->n || !max) return 0;
+  qent_t *first = at(q, 0);
+  int k0 = first->op.kind;
+  if (k0 != IC_KV_OP_ADD && k0 != IC_KV_OP_EVICT) return 0;
+  size_t cap = 16;
+  while (cap < 2 * max)
+    cap <<= 1;
+  uint64_t *evicted = calloc(cap, sizeof(uint64_t)); /* keys | 1: 0 marks an empty slot */
+  if (!evicted) return 0;
+  const char *r = replica_of_ep[first->op.ep];
+  size_t k = 0;
+  for (size_t i = 0; i < q->n && k < max; i++) {
+    qent_t *e = at(q, i);
+    if (!e->live) continue;
+    int kind = e->op.kind;
+    if ((kind != IC_KV_OP_ADD && kind != IC_KV_OP_EVICT) || replica_of_ep[e->op.ep] != r) break;
+    uint64_t key = e->op.prefix_hash | 1, key2 = e->op.prefix_hash;
+    /* the low bit is folded; keep the exact hash for the rare pair that differs only there */
+    if (kind == IC_KV_OP_ADD && key_seen(evicted, cap, key)) {
+      bool clash = false;
+      for (size_t j = 0; j < k && !clash; j++)
+        clash = out[j].kind == IC_KV_OP_EVICT && out[j].prefix_hash == key2;
+      if (clash) break; /* re-stored after its eviction: it must follow that eviction */
+    }
+    if (kind == IC_KV_OP_EVICT) key_add(evicted, cap, key);
+    out[k++] = e->op;
+    *last_qseq = e->qseq;
+  }
+  free(evicted);
   return k;
 }
 

@@ -56,6 +56,11 @@ static void count_rpc(sub_target_t *t, const char *method, int st) {
   }
 }
 
+/* Evictions ride in ReportCacheState (with the window's adds) to this replica. */
+static bool batching(const sub_target_t *t) {
+  return t->c->batch_evictions && atomic_load(&t->evict_batch);
+}
+
 /* Learns from a ReportCacheState Ack whether the replica takes batched evictions. */
 static void learn_ack(sub_target_t *t, const ic_buf_t *resp) {
   Inferencecache__V1alpha1__Ack *ack =
@@ -65,16 +70,21 @@ static void learn_ack(sub_target_t *t, const ic_buf_t *resp) {
   inferencecache__v1alpha1__ack__free_unpacked(ack, NULL);
 }
 
-/* A run of evictions as one ReportCacheState (CacheStateUpdate.evicted), for replicas that said
- * they apply it; the others get one PublishEvent each (see send_group). */
-static int send_evictions(sub_target_t *t, const char *replica, const ic_kv_op_t *ops, size_t n) {
+/* A run of adds and evictions (subq_peek_mixed) as one ReportCacheState: adds in `prefixes`,
+ * evictions in CacheStateUpdate.evicted (applied after them), for replicas that said they apply
+ * it; the others get one PublishEvent per eviction (see send_group). */
+static int send_mixed(sub_target_t *t, const char *replica, const ic_kv_op_t *ops, size_t n) {
   sub_ctx_t *c = t->c;
+  size_t nadd = 0;
+  for (size_t i = 0; i < n; i++)
+    nadd += ops[i].kind == IC_KV_OP_ADD;
   Inferencecache__V1alpha1__PrefixEntry *ents = calloc(n, sizeof(*ents));
   Inferencecache__V1alpha1__PrefixEntry **ptrs = calloc(n, sizeof(*ptrs));
   uint8_t *hb = malloc(8 * n);
   int st = 8; /* RESOURCE_EXHAUSTED: retried */
   int64_t ts = 0;
   if (ents && ptrs && hb) {
+    size_t ia = 0, ie = nadd; /* ptrs: the adds first, then the evictions, each in queue order */
     for (size_t i = 0; i < n; i++) {
       Inferencecache__V1alpha1__PrefixEntry e = INFERENCECACHE__V1ALPHA1__PREFIX_ENTRY__INIT;
       for (int k = 0; k < 8; k++)
@@ -82,9 +92,13 @@ static int send_evictions(sub_target_t *t, const char *replica, const ic_kv_op_t
       e.prefix_hash.data = hb + 8 * i;
       e.prefix_hash.len = 8;
       e.adapter_id = (char *)(ops[i].adapter ? ops[i].adapter : "");
+      if (ops[i].kind == IC_KV_OP_ADD) {
+        e.token_count = ops[i].token_count;
+        e.tier = (Inferencecache__V1alpha1__CacheTier)(ops[i].tier ? ops[i].tier : 1);
+      }
       ents[i] = e;
-      ptrs[i] = &ents[i];
-      if (ops[i].ts_us > ts) ts = ops[i].ts_us;
+      ptrs[ops[i].kind == IC_KV_OP_ADD ? ia++ : ie++] = &ents[i];
+      if (ops[i].ts_us > 0) ts = ops[i].ts_us; /* REF: the last positive batch time wins */
     }
     Inferencecache__V1alpha1__CacheStateUpdate u =
         INFERENCECACHE__V1ALPHA1__CACHE_STATE_UPDATE__INIT;
@@ -93,8 +107,10 @@ static int send_evictions(sub_target_t *t, const char *replica, const ic_kv_op_t
     u.tenant_id = (char *)c->tenant_id;
     u.hash_scheme = (char *)c->hash_scheme;
     u.timestamp_us = ts;
-    u.n_evicted = n;
-    u.evicted = ptrs;
+    u.n_prefixes = nadd;
+    u.prefixes = nadd ? ptrs : NULL;
+    u.n_evicted = n - nadd;
+    u.evicted = n > nadd ? ptrs + nadd : NULL;
     size_t sz = inferencecache__v1alpha1__cache_state_update__get_packed_size(&u);
     uint8_t *buf = malloc(sz ? sz : 1);
     if (buf) {
@@ -144,9 +160,15 @@ static int send_group(sub_target_t *t, const ic_kv_op_t *ops, size_t n) {
   ic_buf_t out = IC_BUF_INIT;
   int st;
   const char *method;
+  bool mixed = false;
+  for (size_t i = 0; i < n && !mixed; i++)
+    mixed = ops[i].kind != ops[0].kind;
   if (ops[0].kind == SUB_OP_SYNCED) {
     method = "ReportCacheState";
     st = send_marker(t, replica);
+  } else if (mixed || (ops[0].kind == IC_KV_OP_EVICT && batching(t))) {
+    method = "ReportCacheState";
+    st = send_mixed(t, replica, ops, n);
   } else if (ops[0].kind == IC_KV_OP_ADD || ops[0].kind == IC_KV_OP_DOWNGRADE) {
     method = "ReportCacheState";
     Inferencecache__V1alpha1__PrefixEntry *ents = calloc(n, sizeof(*ents));
@@ -195,9 +217,6 @@ static int send_group(sub_target_t *t, const ic_kv_op_t *ops, size_t n) {
     free(ents);
     free(ptrs);
     free(hb);
-  } else if (ops[0].kind == IC_KV_OP_EVICT && c->batch_evictions && atomic_load(&t->evict_batch)) {
-    method = "ReportCacheState";
-    st = send_evictions(t, replica, ops, n);
   } else {
     method = "PublishEvent";
     /* n evictions (sent concurrently) or one clear. Every event is packed into `out`. */
@@ -291,7 +310,11 @@ static bool drain_locked(sub_target_t *t, ic_kv_op_t *buf) {
   sub_ctx_t *c = t->c;
   uint64_t last;
   size_t k;
-  while ((k = subq_peek_group(&t->q, buf, SUB_MAX_ENTRIES_PER_CSU, &last, c->replica_of_ep))) {
+  for (;;) {
+    k = batching(t) ? subq_peek_mixed(&t->q, buf, SUB_MAX_ENTRIES_PER_CSU, &last, c->replica_of_ep)
+                    : 0;
+    if (!k) k = subq_peek_group(&t->q, buf, SUB_MAX_ENTRIES_PER_CSU, &last, c->replica_of_ep);
+    if (!k) break;
     pthread_mutex_unlock(&t->q.mu);
     int st = send_group(t, buf, k);
     pthread_mutex_lock(&t->q.mu);
@@ -367,8 +390,12 @@ void *sub_sender_thread(void *arg) {
       if (atomic_load(&t->stop)) break;
       int64_t now = ic_clock_monotonic_us();
       bool tick = now >= next_tick;
-      if (t->q.live_urgent || t->q.live_adds >= SUB_MAX_ENTRIES_PER_CSU || (tick && t->q.live))
-        break;
+      /* Clears and markers go at once; evictions too, unless they ride with the window's adds
+       * to a replica that takes them batched (then they wait at most --window). */
+      t->q.evicts_lazy = batching(t);
+      size_t urgent = t->q.live_urgent - (batching(t) ? t->q.live_evicts : 0);
+      size_t batch = t->q.live_adds + (batching(t) ? t->q.live_evicts : 0);
+      if (urgent || batch >= SUB_MAX_ENTRIES_PER_CSU || (tick && t->q.live)) break;
       if (tick)
         while (next_tick <= now)
           next_tick += c->window_us;

@@ -39,11 +39,12 @@ typedef struct subq {
   pthread_cond_t room; /* signalled when the sender commits (space freed) */
   qent_t *v;
   size_t cap, head, n; /* ring: n entries (live or dead) from head */
-  size_t live, live_adds, live_urgent;
+  size_t live, live_adds, live_urgent, live_evicts; /* urgent: not an add (evicts included) */
   size_t max_ops;
   uint64_t next_qseq;
   uint64_t dropped[6]; /* by op kind */
   bool stop;
+  bool evicts_lazy; /* the sender batches evictions with the window: pushing one does not wake it */
 } subq_t;
 
 int subq_init(subq_t *q, size_t max_bytes);
@@ -57,6 +58,13 @@ bool subq_wait_room(subq_t *q, size_t n, int64_t timeout_us);
 /* Copies the next group (same kind/replica; ADDs up to max) into out; returns its size (0 =
  * empty). *last_qseq receives the qseq to commit. Caller holds q->mu. */
 size_t subq_peek_group(subq_t *q, ic_kv_op_t *out, size_t max, uint64_t *last_qseq,
+                       const char *const *replica_of_ep);
+/* For servers that apply batched evictions: the next run of adds and evictions of one replica,
+ * as one CacheStateUpdate can carry them (prefixes, then evicted): adds may move ahead of
+ * earlier evictions of other prefixes, so the run stops at an add of a prefix evicted earlier in
+ * it, at any other kind, or at max ops. Caller holds q->mu; returns 0 when the head is not an
+ * add or eviction. */
+size_t subq_peek_mixed(subq_t *q, ic_kv_op_t *out, size_t max, uint64_t *last_qseq,
                        const char *const *replica_of_ep);
 /* Drops every entry with qseq <= last (sent). Caller holds q->mu. */
 void subq_commit(subq_t *q, uint64_t last);
