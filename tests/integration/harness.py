@@ -332,6 +332,32 @@ class Server:
             pass
 
 
+class HostServer(Server):
+    """A Server bound to one loopback address (127.0.0.N) with ports its peers share, as Pods
+    behind one headless Service do: same port, one address each. ports = (grpc, http, snapshot),
+    e.g. (free_port(), free_port(), free_port()) taken once for the whole group."""
+
+    def __init__(self, host, ports, args=None, **kw):
+        super().__init__(args, **kw)
+        self.host = host
+        self.grpc_port, self.http_port, self.snapshot_port = ports
+        self.args += ["--grpc-bind-address=%s:%d" % (host, self.grpc_port),
+                      "--http-bind-address=%s:%d" % (host, self.http_port),
+                      "--snapshot-bind-address=%s:%d" % (host, self.snapshot_port)]
+
+    @property
+    def grpc_addr(self):
+        return "%s:%d" % (self.host, self.grpc_port)
+
+    @property
+    def http_url(self):
+        return "http://%s:%d" % (self.host, self.http_port)
+
+    @property
+    def snapshot_url(self):
+        return "http://%s:%d" % (self.host, self.snapshot_port)
+
+
 def run_server(args, timeout=30.0):
     """Runs the server binary to completion (flag-validation tests): (rc, stdout, stderr)."""
     p = subprocess.run([SERVER_BIN] + list(args), capture_output=True, timeout=timeout, text=True)

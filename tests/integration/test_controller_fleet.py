@@ -13,7 +13,7 @@ import pytest
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "kubeapi"))
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from harness import SERVER_BIN, Server, free_port, protos  # noqa: E402
+from harness import SERVER_BIN, HostServer, Server, free_port, protos  # noqa: E402
 from kubetest import (CI, CPOL, PODS, Controller, KubeAPI, wait_until,  # noqa: E402
                       CONTROLLER_BIN)
 
@@ -24,30 +24,6 @@ pytestmark = pytest.mark.skipif(
 SLICES = ("discovery.k8s.io", "v1", "endpointslices")
 NS = "inference-cache-system"
 SVC = "inference-cache-server-headless"
-
-
-class HostServer(Server):
-    """A Server bound to one loopback address with ports shared by its peers."""
-
-    def __init__(self, host, ports, args=None):
-        super().__init__(args)
-        self.host = host
-        self.grpc_port, self.http_port, self.snapshot_port = ports
-        self.args += ["--grpc-bind-address=%s:%d" % (host, self.grpc_port),
-                      "--http-bind-address=%s:%d" % (host, self.http_port),
-                      "--snapshot-bind-address=%s:%d" % (host, self.snapshot_port)]
-
-    @property
-    def grpc_addr(self):
-        return "%s:%d" % (self.host, self.grpc_port)
-
-    @property
-    def http_url(self):
-        return "http://%s:%d" % (self.host, self.http_port)
-
-    @property
-    def snapshot_url(self):
-        return "http://%s:%d" % (self.host, self.snapshot_port)
 
 
 def slice_obj(endpoints):
