@@ -23,10 +23,10 @@ static const ic_kube_res_t res_endpointslices = {"discovery.k8s.io", "v1", "endp
                                                  "EndpointSlice", true};
 
 typedef struct replica {
-  char name[256];    /* Pod name (targetRef.name), else the address */
-  char host[160];    /* as it goes into a URL: "10.0.0.5", "[fd00::5]", or the flag's host */
-  char uid[64];      /* targetRef.uid ("" when unknown) */
-  char started[64];  /* the server's /snapshot startedAt last seen ("" before the first poll) */
+  char name[256];   /* Pod name (targetRef.name), else the address */
+  char host[160];   /* as it goes into a URL: "10.0.0.5", "[fd00::5]", or the flag's host */
+  char uid[64];     /* targetRef.uid ("" when unknown) */
+  char started[64]; /* the server's /snapshot startedAt last seen ("" before the first poll) */
   uint64_t accepted[B_N]; /* digest of the body this replica last accepted (0 = none) */
   int fails;
   int64_t next_try_ms; /* backoff after failures (monotonic) */
@@ -60,8 +60,8 @@ int ctl_url_with_host(const char *url, const char *host, char *out, size_t n) {
     port = memchr(h, ':', (size_t)(end - h));
   }
   if (h == end) return -1;
-  int w = snprintf(out, n, "%.*s%s%.*s%s", (int)(h - url), url, host,
-                   port ? (int)(end - port) : 0, port ? port : "", end);
+  int w = snprintf(out, n, "%.*s%s%.*s%s", (int)(h - url), url, host, port ? (int)(end - port) : 0,
+                   port ? port : "", end);
   return w < 0 || (size_t)w >= n ? -1 : 0;
 }
 
@@ -114,7 +114,8 @@ static bool rebuild(struct ctl_fleet *f) {
       char host[160];
       snprintf(host, sizeof host, v6 ? "[%s]" : "%s", addr);
       bool dup = false;
-      for (size_t k = 0; k < n && !dup; k++) dup = strcmp(v[k].host, host) == 0;
+      for (size_t k = 0; k < n && !dup; k++)
+        dup = strcmp(v[k].host, host) == 0;
       if (dup) continue;
       if (n == cap) {
         replica_t *nv = realloc(v, 2 * cap * sizeof *v);
@@ -263,8 +264,8 @@ static bool has_subscriber(json_t *pod) {
  * for it would only sit out its warm-start bound. */
 bool ctl_pod_reports(json_t *pod) {
   const char *phase = ic_kube_jstr(pod, "status.phase");
-  return phase && strcmp(phase, "Running") == 0 && !ic_kube_jget(pod, "metadata.deletionTimestamp") &&
-         has_subscriber(pod);
+  return phase && strcmp(phase, "Running") == 0 &&
+         !ic_kube_jget(pod, "metadata.deletionTimestamp") && has_subscriber(pod);
 }
 
 static int cmp_str(const void *a, const void *b) {
@@ -284,7 +285,8 @@ char *ctl_reporters_body(json_t *pod_list) {
   qsort(names, n, sizeof *names, cmp_str);
   json_t *arr = json_array();
   for (size_t k = 0; k < n; k++)
-    if (k == 0 || strcmp(names[k], names[k - 1]) != 0) json_array_append_new(arr, json_string(names[k]));
+    if (k == 0 || strcmp(names[k], names[k - 1]) != 0)
+      json_array_append_new(arr, json_string(names[k]));
   free(names);
   json_t *doc = json_pack("{s:o}", "replicas", arr);
   char *body = doc ? json_dumps(doc, JSON_COMPACT) : NULL;
@@ -325,7 +327,8 @@ static int send_body(ctl_t *c, replica_t *r, int which, const char *body) {
                                body, &status, NULL, NULL, "X-Inferencecache-Started-At", started,
                                sizeof started);
   /* The instance that took the policy: a later /snapshot from another one is a restart. */
-  if (rc == 0 && which == B_POLICY && started[0]) snprintf(r->started, sizeof r->started, "%s", started);
+  if (rc == 0 && which == B_POLICY && started[0])
+    snprintf(r->started, sizeof r->started, "%s", started);
   if (rc == 0 && status == 404 && which != B_POLICY) {
     ic_log_debug("push_unsupported", IC_LS("body", BODY_NAME[which]), IC_LS("url", url));
     return 0;
@@ -355,13 +358,15 @@ int ctl_fleet_push(ctl_t *c, bool refresh, int64_t *retry_ms) {
   if (rc == 0) rc = reporters_load(c, &body[B_REPORTERS]);
   if (rc != 0) {
     ic_log_warn("push_list_failed", IC_LS("error", ic_strerror(rc)));
-    for (int b = 0; b < B_N; b++) free(body[b]);
+    for (int b = 0; b < B_N; b++)
+      free(body[b]);
     json_decref(templates);
     *retry_ms = 1000;
     return rc;
   }
   uint64_t want[B_N];
-  for (int b = 0; b < B_N; b++) want[b] = body[b] ? digest(body[b]) : 0;
+  for (int b = 0; b < B_N; b++)
+    want[b] = body[b] ? digest(body[b]) : 0;
   size_t n = 0;
   replica_t *v = snapshot_reps(f, &n);
   int64_t now = ic_clock_monotonic_ns() / 1000000;
@@ -371,7 +376,8 @@ int ctl_fleet_push(ctl_t *c, bool refresh, int64_t *retry_ms) {
   for (size_t i = 0; i < n; i++) {
     replica_t *r = &v[i];
     bool behind = false;
-    for (int b = 0; b < B_N; b++) behind |= body[b] && r->accepted[b] != want[b];
+    for (int b = 0; b < B_N; b++)
+      behind |= body[b] && r->accepted[b] != want[b];
     if (!refresh && !behind) {
       current++;
       continue;
@@ -386,8 +392,10 @@ int ctl_fleet_push(ctl_t *c, bool refresh, int64_t *retry_ms) {
     for (int b = 0; b < B_N && !err; b++) {
       if (!body[b] || (!refresh && r->accepted[b] == want[b])) continue;
       err = send_body(c, r, b, body[b]);
-      if (err == 0) r->accepted[b] = want[b];
-      else if (b == B_POLICY) policy_failed = true;
+      if (err == 0)
+        r->accepted[b] = want[b];
+      else if (b == B_POLICY)
+        policy_failed = true;
     }
     if (err) {
       r->fails++;
@@ -429,7 +437,8 @@ int ctl_fleet_push(ctl_t *c, bool refresh, int64_t *retry_ms) {
   }
   int src = templates ? ctl_prompt_templates_write_status(c, templates) : 0;
   json_decref(templates);
-  for (int b = 0; b < B_N; b++) free(body[b]);
+  for (int b = 0; b < B_N; b++)
+    free(body[b]);
   return first_err ? first_err : src;
 }
 
@@ -477,7 +486,8 @@ json_t *ctl_fleet_merge(json_t *const *snaps, size_t n) {
   }
   json_t *rows = json_array(), *key;
   size_t k;
-  json_array_foreach(order, k, key) json_array_append(rows, json_object_get(byid, json_string_value(key)));
+  json_array_foreach(order, k, key)
+      json_array_append(rows, json_object_get(byid, json_string_value(key)));
   json_object_set_new(out, "replicas", rows);
   json_decref(byid);
   json_decref(order);
@@ -505,7 +515,8 @@ static void note_started(ctl_t *c, const replica_t *r, const char *started) {
   ic_log_debug("server_replica_seen", IC_LS("replica", r->name), IC_LS("started_at", started),
                IC_LB("known", live != NULL));
   if (restarted) {
-    ic_log_info("server_replica_restarted", IC_LS("replica", r->name), IC_LS("started_at", started));
+    ic_log_info("server_replica_restarted", IC_LS("replica", r->name),
+                IC_LS("started_at", started));
     ctl_trigger_push(c);
   }
 }
@@ -522,8 +533,10 @@ int ctl_fleet_snapshots(ctl_t *c, json_t **fleet, json_t **servers) {
   size_t got = 0;
   for (size_t i = 0; i < n && snaps; i++) {
     char url[2048];
-    if (!multi) snprintf(url, sizeof url, "%s", c->snapshot_url);
-    else if (ctl_url_with_host(c->snapshot_url, v[i].host, url, sizeof url) != 0) continue;
+    if (!multi)
+      snprintf(url, sizeof url, "%s", c->snapshot_url);
+    else if (ctl_url_with_host(c->snapshot_url, v[i].host, url, sizeof url) != 0)
+      continue;
     long status = 0;
     char *body = NULL;
     size_t len = 0;
@@ -534,7 +547,9 @@ int ctl_fleet_snapshots(ctl_t *c, json_t **fleet, json_t **servers) {
     free(body);
     if (!json_is_object(snap)) {
       ic_log_warn("snapshot_fetch_failed", IC_LS("url", url), IC_LI("status", status),
-                  IC_LS("error", rc ? ic_strerror(rc) : snap ? "not an object" : "bad status or body"));
+                  IC_LS("error", rc     ? ic_strerror(rc)
+                                 : snap ? "not an object"
+                                        : "bad status or body"));
       json_decref(snap);
       last_rc = rc ? rc : IC_EPROTO;
       if (rows)
@@ -548,7 +563,8 @@ int ctl_fleet_snapshots(ctl_t *c, json_t **fleet, json_t **servers) {
           rows, json_pack("{s:s,s:s,s:s,s:I,s:I}", "name", v[i].name, "address", v[i].host, "state",
                           "Observed", "totalPrefixes",
                           (json_int_t)json_integer_value(json_object_get(snap, "totalPrefixes")),
-                          "engineReplicas", (json_int_t)json_array_size(json_object_get(snap, "replicas"))));
+                          "engineReplicas",
+                          (json_int_t)json_array_size(json_object_get(snap, "replicas"))));
     snaps[got++] = snap;
   }
   free(v);
@@ -560,7 +576,8 @@ int ctl_fleet_snapshots(ctl_t *c, json_t **fleet, json_t **servers) {
     *fleet = multi ? ctl_fleet_merge(snaps, got) : json_incref(snaps[0]);
     *servers = rows;
   }
-  for (size_t i = 0; i < got; i++) json_decref(snaps[i]);
+  for (size_t i = 0; i < got; i++)
+    json_decref(snaps[i]);
   free(snaps);
   return rc;
 }

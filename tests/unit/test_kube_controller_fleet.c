@@ -31,10 +31,11 @@ static json_t *snap(const char *text) {
 }
 
 Test(kube_controller_fleet, merge_takes_most_complete_totals_and_freshest_rows) {
-  json_t *a = snap("{\"replicas\":[{\"replicaId\":\"e0\",\"tenant\":\"t\",\"prefixCount\":5,"
-                   "\"lastUpdate\":\"2026-01-01T00:00:05Z\",\"lastEventAt\":\"2026-01-01T00:00:05Z\"}],"
-                   "\"tenants\":[{\"tenantId\":\"t\",\"indexEntries\":5}],\"totalPrefixes\":5,"
-                   "\"hotPrefixes\":0}");
+  json_t *a =
+      snap("{\"replicas\":[{\"replicaId\":\"e0\",\"tenant\":\"t\",\"prefixCount\":5,"
+           "\"lastUpdate\":\"2026-01-01T00:00:05Z\",\"lastEventAt\":\"2026-01-01T00:00:05Z\"}],"
+           "\"tenants\":[{\"tenantId\":\"t\",\"indexEntries\":5}],\"totalPrefixes\":5,"
+           "\"hotPrefixes\":0}");
   json_t *b = snap("{\"replicas\":[{\"replicaId\":\"e0\",\"tenant\":\"t\",\"prefixCount\":4,"
                    "\"lastUpdate\":\"2026-01-01T00:00:03Z\"},"
                    "{\"replicaId\":\"e1\",\"tenant\":\"t\",\"prefixCount\":3,"
@@ -44,8 +45,8 @@ Test(kube_controller_fleet, merge_takes_most_complete_totals_and_freshest_rows) 
   json_t *v[] = {a, b};
   json_t *m = ctl_fleet_merge(v, 2);
   cr_assert_eq(json_integer_value(json_object_get(m, "totalPrefixes")), 7); /* not 12 */
-  cr_assert_eq(json_integer_value(ic_kube_jget(json_array_get(json_object_get(m, "tenants"), 0),
-                                               "indexEntries")),
+  cr_assert_eq(json_integer_value(
+                   ic_kube_jget(json_array_get(json_object_get(m, "tenants"), 0), "indexEntries")),
                7);
   json_t *rows = json_object_get(m, "replicas");
   cr_assert_eq(json_array_size(rows), 2);
@@ -87,10 +88,12 @@ Test(kube_controller_fleet, reporters_body_names_running_pods_with_the_sidecar) 
       "\"initContainers\":[{\"name\":\"kvevent-subscriber\"}]},\"status\":{\"phase\":\"Running\"}},"
       "{\"metadata\":{\"name\":\"b\",\"namespace\":\"other\"},\"spec\":{\"containers\":[{\"name\":"
       "\"kvevent-subscriber\"}]},\"status\":{\"phase\":\"Running\"}},"
-      "{\"metadata\":{\"name\":\"pending\"},\"spec\":{\"containers\":[{\"name\":\"kvevent-subscriber\"}]},"
+      "{\"metadata\":{\"name\":\"pending\"},\"spec\":{\"containers\":[{\"name\":\"kvevent-"
+      "subscriber\"}]},"
       "\"status\":{\"phase\":\"Pending\"}},"
       "{\"metadata\":{\"name\":\"going\",\"deletionTimestamp\":\"2026-01-01T00:00:00Z\"},"
-      "\"spec\":{\"containers\":[{\"name\":\"kvevent-subscriber\"}]},\"status\":{\"phase\":\"Running\"}},"
+      "\"spec\":{\"containers\":[{\"name\":\"kvevent-subscriber\"}]},\"status\":{\"phase\":"
+      "\"Running\"}},"
       "{\"metadata\":{\"name\":\"plain\"},\"spec\":{\"containers\":[{\"name\":\"vllm\"}]},"
       "\"status\":{\"phase\":\"Running\"}},"
       "{\"spec\":{}}, 7]}");
