@@ -170,6 +170,16 @@ def test_policy_rejects_forbidden(srv):
     assert metric(srv, "inferencecache_policy_auth_total", "forbidden") == 1
 
 
+def test_reporters_uses_the_policy_authenticator(srv):
+    """PUT /reporters (docs/ha.md): the same bearer auth as /policy."""
+    body = '{"replicas":["pod-a"]}'
+    assert call(srv, "/reporters", method="PUT", body=body)[0] == 401
+    assert call(srv, "/reporters", token="ctrl-token", method="PUT", body=body)[0] == 401
+    assert call(srv, "/reporters", token="other-sa-policy", method="PUT", body=body)[0] == 403
+    assert call(srv, "/reporters", token="policy-token", method="PUT", body=body)[0] == 204
+    assert call(srv, "/reporters", token="policy-token", method="POST", body=body)[0] == 405
+
+
 def test_probe_auth(srv):
     assert call(srv, "/probe", body=PROBE)[0] == 401
     st, _, body = call(srv, "/probe", token="ctrl-token", body=PROBE)
