@@ -47,14 +47,14 @@ typedef struct ic_warmstart_progress {
   int64_t elapsed_us;     /* since start */
   int64_t ready_after_us; /* when it became ready (elapsed), -1 while not */
   int64_t window_left_us, timeout_left_us;
-  uint64_t ignored;       /* names beyond IC_WARMSTART_MAX_REPORTERS */
+  uint64_t ignored; /* names beyond IC_WARMSTART_MAX_REPORTERS */
 } ic_warmstart_progress_t;
 
 /* Evaluates (and latches) readiness at now_us. */
 bool ic_warmstart_ready(ic_warmstart_t *w, int64_t now_us);
 void ic_warmstart_progress(ic_warmstart_t *w, int64_t now_us, ic_warmstart_progress_t *out);
-/* A one-line human-readable progress text (no newline) (the /readyz body while warming up), with the first
- * few reporters still awaited. */
+/* A one-line human-readable progress text (no newline) (the /readyz body while warming up), with
+ * the first few reporters still awaited. */
 int ic_warmstart_describe(ic_warmstart_t *w, int64_t now_us, ic_buf_t *out);
 
 #endif

@@ -93,9 +93,9 @@ struct ic_warmstart {
   int64_t start_us, window_us, timeout_us;
   int64_t ready_after_us;
   const char *reason;
-  sset_t seen;  /* replica ids heard within the window; flag: synced */
-  sset_t keys;  /* every synced replica id and its "-dp<N>"-less base */
-  sset_t ctl;   /* controller pod names; flag: satisfied */
+  sset_t seen; /* replica ids heard within the window; flag: synced */
+  sset_t keys; /* every synced replica id and its "-dp<N>"-less base */
+  sset_t ctl;  /* controller pod names; flag: satisfied */
   size_t pending_seen, pending_ctl;
   bool have_ctl;
   uint64_t ignored;
@@ -148,7 +148,8 @@ static void count_ignored(ic_warmstart_t *w, bool added, unsigned char *f) {
   if (!f && !added) w->ignored++;
 }
 
-void ic_warmstart_heard(ic_warmstart_t *w, const char *replica_id, bool full_state, int64_t now_us) {
+void ic_warmstart_heard(ic_warmstart_t *w, const char *replica_id, bool full_state,
+                        int64_t now_us) {
   if (!w || !replica_id || atomic_load_explicit(&w->ready, memory_order_acquire)) return;
   pthread_mutex_lock(&w->mu);
   bool added;

@@ -36,10 +36,10 @@ int server_warmup_init(server_ctx_t *ctx) {
   const char *state[] = {"state"};
   m_ready = ic_metrics_gauge(ctx->metrics, "inferencecache_warm_start_ready",
                              "1 once this replica finished its warm start (docs/ha.md).", 0, NULL);
-  m_reporters = ic_metrics_gauge(
-      ctx->metrics, "inferencecache_warm_start_reporters",
-      "Reporters the warm start waits for (expected) and those that sent their full state (synced).",
-      1, state);
+  m_reporters = ic_metrics_gauge(ctx->metrics, "inferencecache_warm_start_reporters",
+                                 "Reporters the warm start waits for (expected) and those that "
+                                 "sent their full state (synced).",
+                                 1, state);
   m_seconds = ic_metrics_gauge(ctx->metrics, "inferencecache_warm_start_seconds",
                                "Seconds from start to ready (0 until ready).", 0, NULL);
   if (!ctx->warm || !m_ready || !m_reporters || !m_seconds) return IC_ENOMEM;

@@ -126,7 +126,9 @@ static void resync_target(eng_t *e, sub_target_t *t, bool full) {
     for (size_t j = 0; j < i && first; j++)
       if (c->replica_of_ep[j] == c->replica_of_ep[i]) first = false;
     if (!first) continue;
-    ic_kv_op_t op = {.kind = SUB_OP_SYNCED, .ep = (uint16_t)i, .adapter = "",
+    ic_kv_op_t op = {.kind = SUB_OP_SYNCED,
+                     .ep = (uint16_t)i,
+                     .adapter = "",
                      .recv_ns = ic_clock_monotonic_ns()};
     subq_push(&t->q, &op, 1, c->replica_of_ep);
   }

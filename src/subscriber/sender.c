@@ -209,8 +209,8 @@ static int send_group(sub_target_t *t, const ic_kv_op_t *ops, size_t n) {
     } else {
       inferencecache__v1alpha1__cache_state_update__pack(&u, (uint8_t *)out.data);
       ic_buf_t resp = IC_BUF_INIT;
-      st = sub_grpc_call(t->rpc, M_REPORT, (const uint8_t *)out.data, sz, SUB_RPC_TIMEOUT_MS,
-                         &resp);
+      st =
+          sub_grpc_call(t->rpc, M_REPORT, (const uint8_t *)out.data, sz, SUB_RPC_TIMEOUT_MS, &resp);
       if (st == 0) learn_ack(t, &resp);
       ic_buf_free(&resp);
     }
@@ -281,8 +281,7 @@ static int send_group(sub_target_t *t, const ic_kv_op_t *ops, size_t n) {
     bool again = retryable(st);
     if (ops[0].kind != IC_KV_OP_EVICT && ops[0].kind != IC_KV_OP_CLEAR)
       ic_log_warn(again ? "report send failed; will retry" : "report rejected; dropping",
-                  IC_LS("code", sub_code_name(st)), IC_LI("prefixes", n),
-                  IC_LS("target", t->addr));
+                  IC_LS("code", sub_code_name(st)), IC_LI("prefixes", n), IC_LS("target", t->addr));
     else
       ic_log_warn(again ? "publish event failed; will retry" : "publish event rejected; dropping",
                   IC_LS("code", sub_code_name(st)),
@@ -335,8 +334,7 @@ static bool drain_locked(sub_target_t *t, ic_kv_op_t *buf) {
       if (atomic_exchange(&t->lost, false)) {
         /* Back after an outage: the server may have restarted empty. */
         atomic_store(&t->resync, 1);
-        ic_log_info("server reachable again; re-reporting engine state",
-                    IC_LS("target", t->addr));
+        ic_log_info("server reachable again; re-reporting engine state", IC_LS("target", t->addr));
       }
     }
   }
@@ -479,8 +477,8 @@ void *sub_watch_thread(void *arg) {
       atomic_store(&t->evict_batch, false);
       if (atomic_exchange(&t->lost, false)) {
         atomic_store(&t->resync, 1);
-        ic_log_info("server reachable again; re-reporting engine state",
-                    IC_LS("server", c->server), IC_LS("target", t->addr));
+        ic_log_info("server reachable again; re-reporting engine state", IC_LS("server", c->server),
+                    IC_LS("target", t->addr));
       } else if (!ever_ready) {
         /* Everything since start is in its queue already: only the marker follows it. */
         int zero = 0;

@@ -17,9 +17,9 @@
 /* ---- resolution ------------------------------------------------------------------------------ */
 
 typedef struct addr_list {
-  char addr[SUB_MAX_TARGETS][80];     /* "ip:port" */
-  char chan[SUB_MAX_TARGETS][96];     /* channel target */
-  char host[SUB_MAX_TARGETS][256];    /* the name it came from (TLS authority), "" = literal */
+  char addr[SUB_MAX_TARGETS][80];  /* "ip:port" */
+  char chan[SUB_MAX_TARGETS][96];  /* channel target */
+  char host[SUB_MAX_TARGETS][256]; /* the name it came from (TLS authority), "" = literal */
   size_t n;
 } addr_list_t;
 
@@ -197,7 +197,8 @@ int sub_targets_resolve(sub_ctx_t *c) {
   if (!l) return -1;
   char *list = strdup(c->server), *save = NULL;
   bool failed = false;
-  for (char *tok = list ? strtok_r(list, ",", &save) : NULL; tok; tok = strtok_r(NULL, ",", &save)) {
+  for (char *tok = list ? strtok_r(list, ",", &save) : NULL; tok;
+       tok = strtok_r(NULL, ",", &save)) {
     while (*tok == ' ')
       tok++;
     size_t k = strlen(tok);
@@ -396,8 +397,8 @@ int sub_targets_call_all(sub_ctx_t *c, const char *method, const char *method_la
       if (st[i] == 4 && n > 1) sub_target_set_connected(ts[i], false); /* stalled replica */
       if (rc == 0) rc = st[i];
     } else {
-      Inferencecache__V1alpha1__Ack *ack = inferencecache__v1alpha1__ack__unpack(
-          NULL, resp[i].len, (const uint8_t *)resp[i].data);
+      Inferencecache__V1alpha1__Ack *ack =
+          inferencecache__v1alpha1__ack__unpack(NULL, resp[i].len, (const uint8_t *)resp[i].data);
       if (ack && ack->accepted) any = true;
       if (ack) inferencecache__v1alpha1__ack__free_unpacked(ack, NULL);
     }

@@ -1,5 +1,6 @@
 /* Unit tests of lib/warmstart: who a new server replica waits for (window-seen reporters, the
- * controller's /reporters list with -dp<N> matching), the timeout, the latch and the body parser. */
+ * controller's /reporters list with -dp<N> matching), the timeout, the latch and the body parser.
+ */
 #include <criterion/criterion.h>
 #include <string.h>
 
@@ -29,7 +30,7 @@ Test(warmstart, window_reporters_must_send_full_state) {
   ic_warmstart_heard(w, "b", false, 2 * S);
   ic_warmstart_heard(w, "a", true, 3 * S);
   cr_assert_not(ic_warmstart_ready(w, 6 * S)); /* b still missing */
-  ic_warmstart_heard(w, "late", false, 7 * S);  /* after the window: not waited for */
+  ic_warmstart_heard(w, "late", false, 7 * S); /* after the window: not waited for */
   ic_warmstart_progress_t p;
   ic_warmstart_progress(w, 7 * S, &p);
   cr_assert_eq(p.expected, 2);
@@ -91,12 +92,16 @@ Test(warmstart, parse_reporters) {
   cr_assert_str_eq(v[1], "b-c");
   cr_assert_null(v[2]);
   ic_warmstart_names_free(v);
-  const char *bad[] = {"", "[]", "{\"replicas\":\"a\"}", "{\"replicas\":[1]}",
-                       "{\"replicas\":[\"\"]}", "{\"replicas\":[\"a\\u0000b\"]}",
+  const char *bad[] = {"",
+                       "[]",
+                       "{\"replicas\":\"a\"}",
+                       "{\"replicas\":[1]}",
+                       "{\"replicas\":[\"\"]}",
+                       "{\"replicas\":[\"a\\u0000b\"]}",
                        "{\"replicas\":[],\"replicas\":[]}"};
   for (size_t i = 0; i < sizeof bad / sizeof *bad; i++)
-    cr_assert_null(ic_warmstart_parse_reporters(bad[i], strlen(bad[i]), &n, err, sizeof err),
-                   "%s", bad[i]);
+    cr_assert_null(ic_warmstart_parse_reporters(bad[i], strlen(bad[i]), &n, err, sizeof err), "%s",
+                   bad[i]);
   v = ic_warmstart_parse_reporters("{\"replicas\":[]}", 15, &n, err, sizeof err);
   cr_assert(v);
   cr_assert_eq(n, 0);
