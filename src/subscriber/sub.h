@@ -38,7 +38,7 @@ typedef struct subq {
   pthread_cond_t cv;
   pthread_cond_t room; /* signalled when the sender commits (space freed) */
   qent_t *v;
-  size_t cap, head, n; /* ring: n entries (live or dead) from head */
+  size_t cap, head, n;                              /* ring: n entries (live or dead) from head */
   size_t live, live_adds, live_urgent, live_evicts; /* urgent: not an add (evicts included) */
   size_t max_ops;
   uint64_t next_qseq;
@@ -107,18 +107,18 @@ typedef struct sub_metrics {
 struct sub_ctx;
 typedef struct sub_target {
   struct sub_ctx *c;
-  char addr[80];    /* "ip:port": identity, metric label */
-  char chan[96];    /* gRPC channel target ("ipv4:ip:port") */
+  char addr[80]; /* "ip:port": identity, metric label */
+  char chan[96]; /* gRPC channel target ("ipv4:ip:port") */
   struct sub_grpc *rpc;
   subq_t q;
   pthread_t t_sender, t_watch;
   bool started;
-  atomic_bool stop;      /* this target's threads end (removed from the set, or shutdown) */
-  atomic_bool connected; /* last known state of the channel */
-  atomic_bool lost;      /* seen down since the last successful send */
-  atomic_bool ever_sent; /* a send to it has succeeded */
-  atomic_bool kick;      /* watcher saw it come back: cut the sender's backoff short */
-  atomic_int resync;     /* engine thread: 1 = re-report full state + marker, 2 = marker only */
+  atomic_bool stop;        /* this target's threads end (removed from the set, or shutdown) */
+  atomic_bool connected;   /* last known state of the channel */
+  atomic_bool lost;        /* seen down since the last successful send */
+  atomic_bool ever_sent;   /* a send to it has succeeded */
+  atomic_bool kick;        /* watcher saw it come back: cut the sender's backoff short */
+  atomic_int resync;       /* engine thread: 1 = re-report full state + marker, 2 = marker only */
   atomic_bool evict_batch; /* its last Ack set evicted_supported: evictions go batched */
   pthread_mutex_t stop_mu;
   pthread_cond_t stop_cv;
@@ -132,7 +132,7 @@ typedef struct sub_ctx {
   /* flags */
   const char *server, *replica_id, *model_id, *tenant_id, *hash_scheme, *topic;
   const char *metrics_url, *engine_model_name, *http_bind;
-  int64_t load_interval_us; /* live load reports between stats scrapes; <= 0 = off */
+  int64_t load_interval_us;   /* live load reports between stats scrapes; <= 0 = off */
   const char *server_ca_file; /* TLS to the server when set */
   int64_t window_us, stats_interval_us, cache_size_bytes, ceiling, queue_max_bytes;
   int64_t max_backoff_us, replay_timeout_us, down_grace_us;
@@ -145,8 +145,8 @@ typedef struct sub_ctx {
   char *owned_names[4 * SUB_MAX_ENDPOINTS];     /* --dp-rank-suffix ids, freed at exit */
   size_t nowned;
   int64_t resolve_interval_us; /* --server-resolve-interval; 0 = resolve once */
-  bool batch_evictions;         /* --batch-evictions (true) */
-  char *ca_pem;                 /* --server-ca-file contents (TLS to every target) */
+  bool batch_evictions;        /* --batch-evictions (true) */
+  char *ca_pem;                /* --server-ca-file contents (TLS to every target) */
   /* runtime */
   pthread_rwlock_t tlock; /* the target set: read by the engine/stats threads, written by the
                            * resolver */
