@@ -1,10 +1,3 @@
-/* Server-streaming RPCs: StreamCacheEvents (every index change fanned out to subscribers,
- * filtered by model, tenant and types) and StreamMetrics (the server's own metric samples every
- * SERVER_METRICS_INTERVAL_MS). Beyond the reference, whose handlers are empty stubs.
- *
- * Back-pressure: each subscriber's queue is bounded (SUBSCRIBER_QUEUE messages, in lib/rpc); a
- * slow reader loses its oldest events and inferencecache_stream_dropped_total{stream} counts
- * them. Ingest never waits: the change listener only encodes and enqueues. */
 /* Server-streaming RPCs: StreamCacheEvents (index changes, filtered by model, tenant and types)
  * and StreamMetrics (the server's own metric samples every SERVER_METRICS_INTERVAL_MS). Beyond
  * the reference, whose handlers are empty stubs.
