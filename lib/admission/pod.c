@@ -23,7 +23,7 @@
 #define MP_CONFIG_PATH MP_CONFIG_DIR "/client.yaml"
 #define SUBSCRIBER "kvevent-subscriber"
 #define KERNEL_CHECK "lmcache-kernel-check"
-#define DEFAULT_SERVER_ADDR "inference-cache-server.inference-cache-system.svc.cluster.local:9090"
+#define DEFAULT_SERVER_ADDR "inference-cache-server-headless.inference-cache-system.svc.cluster.local:9090"
 
 typedef enum { AD_NONE = 0, AD_VLLM, AD_SGLANG, AD_HICACHE } adapter_t;
 
