@@ -114,11 +114,11 @@ int ctl_prompt_templates_write_status(ctl_t *c, json_t *list);
  * c->policy_url when no Service is named. NULL on allocation failure or a malformed name. */
 struct ctl_fleet *ctl_fleet_new(ctl_t *c);
 void ctl_fleet_free(struct ctl_fleet *f);
-/* One push pass: policy, PromptTemplates and the reporter list to every ready replica that has
- * not accepted the current bodies (`refresh`: to every replica). 0 when every replica is up to
+/* One push pass: policy, PromptTemplates and the reporter list to every known replica (warming
+ * ones included) that has not accepted the current bodies (`refresh`: to every replica). 0 when every replica is up to
  * date; otherwise an error, and *retry_ms says when the next replica's backoff ends. */
 int ctl_fleet_push(ctl_t *c, bool refresh, int64_t *retry_ms);
-/* GET /snapshot from every ready replica: the fleet view (ctl_fleet_merge) in *fleet and the
+/* GET /snapshot from every known replica: the fleet view (ctl_fleet_merge) in *fleet and the
  * per-replica figures in *servers (NULL in single-URL mode). 0 when at least one answered. */
 int ctl_fleet_snapshots(ctl_t *c, json_t **fleet, json_t **servers);
 /* The fleet view of several replicas' /snapshot bodies (each complete, some lagging): engine rows

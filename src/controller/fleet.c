@@ -31,6 +31,7 @@ typedef struct replica {
   int fails;
   int64_t next_try_ms; /* backoff after failures (monotonic) */
   unsigned epoch;      /* bumped by a detected restart: a pass begun before it writes nothing */
+  bool serving;        /* the endpoint's serving (else ready) condition: false while warming */
 } replica_t;
 
 struct ctl_fleet {
@@ -92,10 +93,14 @@ static int cmp_replica(const void *a, const void *b) {
   return r ? r : strcmp(x->host, y->host);
 }
 
-/* Rebuilds the replica list from the slices (caller holds mu). Ready endpoints only (a nil ready
- * condition means ready, as Kubernetes defines it). A replica keeps what it accepted only while
- * its address and Pod uid stay the same: a new Pod, a new address or a return from not-ready all
- * start from nothing, so the next pass pushes everything to it. Returns true when it changed. */
+/* Rebuilds the replica list from the slices (caller holds mu). Every endpoint that is not
+ * terminating counts, ready or not: a replica in its warm start is not ready until it has the
+ * state it waits for, and it needs the policy and the reporter list to get there. A replica keeps
+ * what it accepted only while its address and Pod uid stay the same and it stays serving: a new
+ * Pod, a new address, or a serving -> not-serving flip (a crashed container; the kubelet marks
+ * it at once) start from nothing, so passes push everything to it (with backoff while it is
+ * down). Conditions: serving, else ready; nil means true, as Kubernetes defines them. Returns
+ * true when the list changed. */
 static bool rebuild(struct ctl_fleet *f) {
   size_t cap = 8, n = 0;
   replica_t *v = calloc(cap, sizeof *v);
@@ -108,9 +113,12 @@ static bool rebuild(struct ctl_fleet *f) {
     size_t i;
     json_t *ep;
     json_array_foreach(json_object_get(eps, "endpoints"), i, ep) {
-      json_t *ready = ic_kube_jget(ep, "conditions.ready");
+      json_t *serving = ic_kube_jget(ep, "conditions.serving");
+      if (!serving) serving = ic_kube_jget(ep, "conditions.ready");
       const char *addr = json_string_value(json_array_get(json_object_get(ep, "addresses"), 0));
-      if (json_is_false(ready) || !addr || !*addr || strlen(addr) > 128) continue;
+      if (json_is_true(ic_kube_jget(ep, "conditions.terminating")) || !addr || !*addr ||
+          strlen(addr) > 128)
+        continue;
       char host[160];
       snprintf(host, sizeof host, v6 ? "[%s]" : "%s", addr);
       bool dup = false;
@@ -128,6 +136,7 @@ static bool rebuild(struct ctl_fleet *f) {
       snprintf(r->name, sizeof r->name, "%s", pn && *pn ? pn : addr);
       snprintf(r->host, sizeof r->host, "%s", host);
       snprintf(r->uid, sizeof r->uid, "%s", uid ? uid : "");
+      r->serving = !json_is_false(serving);
     }
   }
   qsort(v, n, sizeof *v, cmp_replica);
@@ -138,7 +147,16 @@ static bool rebuild(struct ctl_fleet *f) {
       replica_t *o = &f->reps[k];
       if (strcmp(o->host, v[i].host) == 0 && strcmp(o->uid, v[i].uid) == 0 &&
           strcmp(o->name, v[i].name) == 0) {
+        bool serving = v[i].serving;
         v[i] = *o;
+        v[i].serving = serving;
+        if (o->serving != serving) changed = true;
+        if (o->serving && !serving) { /* down: it may come back empty */
+          memset(v[i].accepted, 0, sizeof v[i].accepted);
+          v[i].epoch++;
+          v[i].fails = 0;
+          v[i].next_try_ms = 0;
+        }
         kept = true;
       }
     }
@@ -167,12 +185,18 @@ static void on_slice(void *ud, const char *type, json_t *obj) {
     if (keep) json_object_set_new(f->slices, name, keep);
   }
   bool changed = rebuild(f);
-  size_t n = f->n;
+  size_t n = f->n, serving = 0;
+  for (size_t i = 0; i < n; i++)
+    serving += f->reps[i].serving;
   pthread_mutex_unlock(&f->mu);
   if (changed) {
-    ic_log_info("server_replicas_changed", IC_LS("service", f->service), IC_LI("ready", (long)n));
-    if (f->c->m_server_replicas)
-      ic_metric_set(ic_metric_child(f->c->m_server_replicas, (const char *[]){"ready"}), (double)n);
+    ic_log_info("server_replicas_changed", IC_LS("service", f->service), IC_LI("known", (long)n),
+                IC_LI("serving", (long)serving));
+    if (f->c->m_server_replicas) {
+      ic_metric_set(ic_metric_child(f->c->m_server_replicas, (const char *[]){"known"}), (double)n);
+      ic_metric_set(ic_metric_child(f->c->m_server_replicas, (const char *[]){"serving"}),
+                    (double)serving);
+    }
     ctl_trigger_push(f->c);
     ctl_trigger_poll(f->c);
   }
@@ -426,13 +450,13 @@ int ctl_fleet_push(ctl_t *c, bool refresh, int64_t *retry_ms) {
     ic_metric_inc(ic_metric_child(c->m_push_total,
                                   (const char *[]){policy_failed || n == 0 ? "error" : "success"}));
   if (c->m_server_replicas) {
-    ic_metric_set(ic_metric_child(c->m_server_replicas, (const char *[]){"ready"}), (double)n);
+    ic_metric_set(ic_metric_child(c->m_server_replicas, (const char *[]){"known"}), (double)n);
     ic_metric_set(ic_metric_child(c->m_server_replicas, (const char *[]){"current"}),
                   (double)current);
   }
   if (n == 0) {
     ic_log_warn("push_no_replicas", IC_LS("service", f->service),
-                IC_LS("error", "no ready server replica to push to"));
+                IC_LS("error", "no server replica to push to"));
     if (!first_err) first_err = IC_EUNAVAIL;
   }
   int src = templates ? ctl_prompt_templates_write_status(c, templates) : 0;
@@ -561,7 +585,7 @@ int ctl_fleet_snapshots(ctl_t *c, json_t **fleet, json_t **servers) {
     if (rows)
       json_array_append_new(
           rows, json_pack("{s:s,s:s,s:s,s:I,s:I}", "name", v[i].name, "address", v[i].host, "state",
-                          "Observed", "totalPrefixes",
+                          v[i].serving ? "Observed" : "NotReady", "totalPrefixes",
                           (json_int_t)json_integer_value(json_object_get(snap, "totalPrefixes")),
                           "engineReplicas",
                           (json_int_t)json_array_size(json_object_get(snap, "replicas"))));

@@ -46,7 +46,7 @@ static const ic_cli_flag_t FLAGS[] = {
     {"server-probe-url", "string", "http://inference-cache-server:8081/probe",
      "the server's /probe, the functional self-test of engine-wired backends; \"\" disables it"},
     {"server-service", "string", NULL,
-     "[namespace/]name of the server's headless Service: push to and poll every ready replica "
+     "[namespace/]name of the server's headless Service: push to and poll every replica "
      "from its EndpointSlices (default: the URLs' one host)"},
     {"server-prompttemplates-url", "string", NULL,
      "the server's /prompttemplates, where PromptTemplates are pushed (default: the policy URL's "
@@ -583,8 +583,8 @@ int main(int argc, char **argv) {
                                            1, (const char *[]){"backend"});
   c.m_server_replicas = ic_metrics_gauge(
       c.metrics, "inferencecache_controller_server_replicas",
-      "Server replicas: ready (discovered) and current (accepted the latest policy, templates and "
-      "reporter list)", 1, (const char *[]){"state"});
+      "Server replicas: known (pushed to; not terminating), serving (ready), current (accepted "
+      "the latest policy, templates and reporter list)", 1, (const char *[]){"state"});
   ic_metric_set(ic_metric_child(c.m_queue_depth, (const char *[]){"cachebackend"}), 0);
   pthread_mutex_init(&c.probe_mu, NULL);
   c.probe_limit_ms = 30000;

@@ -1,8 +1,9 @@
-"""inferencecache-controller with several real inferencecache-server replicas (docs/ha.md
+"""inferencecache-controller with several real inferencecache-server replicas (docs/ha-fleet.md
 "Controller"): replicas come from the EndpointSlices of the headless Service (served by the test
-API server); the policy and the reporter list reach every ready replica, a replica that becomes
-ready or restarts (kill -9, same address) gets them again without waiting for the periodic
-re-push, and the CacheIndex shows the fleet view plus per-replica figures. Servers listen on
+API server); the policy and the reporter list reach every replica that is not terminating, a
+warming (not ready) one included, a replica that restarts (kill -9, same address: announced by a
+serving flip or not announced at all) gets them again without waiting for the periodic re-push,
+and the CacheIndex shows the fleet view plus per-replica figures. Servers listen on
 127.0.0.1, 127.0.0.2 and 127.0.0.3 with the same ports, as Pods behind one headless Service do."""
 import os
 import signal
@@ -27,14 +28,19 @@ SVC = "inference-cache-server-headless"
 
 
 def slice_obj(endpoints):
-    """One EndpointSlice of the headless Service: endpoints = [(pod, ip, uid, ready)]."""
+    """One EndpointSlice of the headless Service (publishNotReadyAddresses: ready is always true,
+    serving is the Pod's readiness): endpoints = [(pod, ip, uid, serving)] or with a fifth item,
+    terminating."""
     return {"apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
             "metadata": {"name": SVC + "-abcde", "labels": {"kubernetes.io/service-name": SVC}},
             "addressType": "IPv4",
             "ports": [{"name": "http", "port": 8081, "protocol": "TCP"}],
-            "endpoints": [{"addresses": [ip], "conditions": {"ready": ready},
-                           "targetRef": {"kind": "Pod", "name": pod, "namespace": NS, "uid": uid}}
-                          for pod, ip, uid, ready in endpoints]}
+            "endpoints": [{"addresses": [e[1]],
+                           "conditions": {"ready": True, "serving": e[3],
+                                          "terminating": len(e) > 4 and e[4]},
+                           "targetRef": {"kind": "Pod", "name": e[0], "namespace": NS,
+                                         "uid": e[2]}}
+                          for e in endpoints]}
 
 
 def lookup(srv, tenant="team-a"):
@@ -97,13 +103,13 @@ def test_policy_reporters_and_index_reach_every_ready_replica(fleet):
     api, (s1, s2, s3), ctl = fleet
     api.create(SLICES, NS, slice_obj([("server-a", "127.0.0.1", "uid-a", True),
                                       ("server-b", "127.0.0.2", "uid-b", True),
-                                      ("server-c", "127.0.0.3", "uid-c", False)]))
+                                      ("server-c", "127.0.0.3", "uid-c", True, True)]))
     api.create(CPOL, "team-a", {
         "apiVersion": "inferencecache.io/v1alpha1", "kind": "CachePolicy",
         "metadata": {"name": "p"},
         "spec": {"strategy": {"enableChainMatching": True, "requireChain": True}}})
-    wait_until(lambda: has_policy(s1) and has_policy(s2), 30, what="policy on both ready replicas")
-    assert not has_policy(s3)  # not ready: not a push target yet
+    wait_until(lambda: has_policy(s1) and has_policy(s2), 30, what="policy on both replicas")
+    assert not has_policy(s3)  # terminating: not a push target
 
     # The reporter list: running engine Pods with the subscriber sidecar, nothing else.
     def pod(name, containers, phase):
@@ -116,14 +122,30 @@ def test_policy_reporters_and_index_reach_every_ready_replica(fleet):
     pod("engine-2", ["vllm", "kvevent-subscriber"], "Pending")
     pod("plain", ["vllm"], "Running")
     wait_until(lambda: expected_reporters(s1) == 2 and expected_reporters(s2) == 2, 30,
-               what="reporter list on both ready replicas")
+               what="reporter list on both replicas")
 
-    # The third replica becomes ready: it gets the policy and the list at once.
+    # A new replica in its warm start (not serving yet) needs the policy and the reporter list
+    # to become ready: it gets them at once.
     api.patch(SLICES, NS, SVC + "-abcde", slice_obj([("server-a", "127.0.0.1", "uid-a", True),
                                                      ("server-b", "127.0.0.2", "uid-b", True),
-                                                     ("server-c", "127.0.0.3", "uid-c", True)]))
+                                                     ("server-c", "127.0.0.3", "uid-c2", False)]))
     wait_until(lambda: has_policy(s3) and expected_reporters(s3) == 2, 30,
-               what="policy and reporters on the replica that became ready")
+               what="policy and reporters on the warming replica")
+
+    # A crash the kubelet reports (serving false), then the container back on the same Pod and
+    # address: everything is pushed again.
+    api.patch(SLICES, NS, SVC + "-abcde", slice_obj([("server-a", "127.0.0.1", "uid-a", False),
+                                                     ("server-b", "127.0.0.2", "uid-b", True),
+                                                     ("server-c", "127.0.0.3", "uid-c2", True)]))
+    s1.proc.send_signal(signal.SIGKILL)
+    s1.proc.wait(10)
+    s1.stop()
+    s1.start()
+    wait_until(lambda: has_policy(s1) and expected_reporters(s1) == 2, 45,
+               what="policy and reporters back on the crashed replica")
+    api.patch(SLICES, NS, SVC + "-abcde", slice_obj([("server-a", "127.0.0.1", "uid-a", True),
+                                                     ("server-b", "127.0.0.2", "uid-b", True),
+                                                     ("server-c", "127.0.0.3", "uid-c2", True)]))
 
     # A restart nobody announced (kill -9, same address, same Pod): the poller sees a new
     # X-Inferencecache-Started-At and the replica gets everything again.
@@ -171,7 +193,8 @@ def test_policy_reporters_and_index_reach_every_ready_replica(fleet):
     finally:
         s1.signal(signal.SIGCONT)
     m = ctl.metrics()
-    assert 'inferencecache_controller_server_replicas{state="ready"} 3' in m
+    assert 'inferencecache_controller_server_replicas{state="known"} 3' in m
+    assert 'inferencecache_controller_server_replicas{state="serving"} 3' in m
 
 
 def test_single_url_mode_repushes_after_restart():

@@ -191,7 +191,9 @@ def test_server_is_active_active_with_a_pdb_spread_and_a_headless_service():
     headless = _find(docs, "Service", "inference-cache-server-headless")
     assert headless["spec"]["clusterIP"] == "None"
     assert headless["spec"]["selector"] == sel
-    assert not headless["spec"].get("publishNotReadyAddresses")  # a warming replica gets no lookups
+    # A warming replica must be found by subscribers (it waits for their state) and the controller
+    # (policy, reporter list); gateways skip it through gRPC health.
+    assert headless["spec"]["publishNotReadyAddresses"] is True
     assert {p["name"]: p["port"] for p in headless["spec"]["ports"]} == \
         {"grpc": 9090, "http": 8080, "snapshot": 8081}
     clusterip = _find(docs, "Service", "inference-cache-server")  # old clients keep working
