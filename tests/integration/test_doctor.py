@@ -19,7 +19,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from harness import (BUILD_DIR, CLI_BIN, SERVER_BIN, SOURCE_DIR, EngineSim, Server,  # noqa: E402
                      Subscriber, doctor, free_port, http_get)
-from kubetest import (CB, CPOL, CT, EVENTS, PODS, CONTROLLER_BIN, Controller, KubeAPI,  # noqa: E402
+from kubetest import (CB, CPOL, CT, EVENTS, PODS, SVC, CONTROLLER_BIN, Controller, KubeAPI,  # noqa: E402
                       cond, wait_until)
 
 pytestmark = pytest.mark.skipif(
@@ -148,6 +148,15 @@ def test_unserved_server_discovery_without_endpoint(install):
     assert rc == 2
     f = [f for f in rep["findings"] if f["code"] == "SV001"]
     assert len(f) == 1 and "inference-cache-server" in f[0]["message"]
+    # Found in another namespace: its cluster DNS name, which does not resolve here.
+    api.create(SVC, "elsewhere", {"metadata": {"name": "inference-cache-server"},
+                                  "spec": {"ports": [{"name": "grpc", "port": 9090}]}})
+    rc, rep, _ = doctor("-n", NS, "--timeout=3s", kubeconfig=api.kubeconfig)
+    assert rc == 2
+    f = [f for f in rep["findings"] if f["code"] == "SV001"]
+    assert len(f) == 1 and f[0]["resource"] == "inference-cache-server.elsewhere.svc:9090", f
+    sn = [f for f in rep["findings"] if f["code"] == "SN001"]
+    assert sn and sn[0]["resource"] == "http://inference-cache-server.elsewhere.svc:8081/snapshot"
 
 
 def test_backend_not_ready_and_selector_mismatch(install):
