@@ -260,3 +260,21 @@ def test_kubectl_plugin_runs_doctor(install):
         rc, rep, err = doctor("-n", NS, server=srv, binary=[kubectl, "inferencecache"], env=env)
         assert rc == 0, (rep["codes"], err)
         assert "IX002" in rep["codes"] and "CB006" in rep["codes"]
+
+
+def test_tls_grpc_port_needs_the_ca(tmp_path):
+    """config/tls: the health call verifies the server with --tls-ca-file; plaintext fails."""
+    key, crt = str(tmp_path / "s.key"), str(tmp_path / "s.crt")
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", key,
+                    "-out", crt, "-days", "2", "-subj", "/CN=localhost",
+                    "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1"],
+                   check=True, capture_output=True)
+    with Server(["--insecure-disable-auth", "--tls-cert-file=" + crt, "--tls-key-file=" + key],
+                tls_ca=crt) as srv:
+        rc, rep, _ = doctor("--tls-ca-file=" + crt, "--kubeconfig=/nonexistent", server=srv)
+        assert rep["codes"][:5] == ["API001", "SV003", "SN004", "SN003", "PL002"], rep["codes"]
+        assert rc == 2  # no Kubernetes configuration: said, and the server probes still ran
+        rc, rep, _ = doctor("--config-only", "--kubeconfig=/nonexistent", server=srv)
+        assert rep["codes"] == ["API001"]
+        rc, rep, _ = doctor("--kubeconfig=/nonexistent", server=srv)  # plaintext to a TLS port
+        assert "SV001" in rep["codes"]
