@@ -28,7 +28,7 @@ typedef enum {
 const char *ic_doctor_status_name(ic_doctor_status_t s);
 
 typedef struct ic_doctor_finding {
-  char *code;     /* stable identifier, e.g. "CB002" */
+  char *code; /* stable identifier, e.g. "CB002" */
   ic_doctor_status_t status;
   char *check;    /* check group, e.g. "CacheBackendHealth" */
   char *resource; /* "kind/namespace/name", "host:port", a URL; "" for cluster-wide findings */
@@ -99,14 +99,13 @@ void ic_doctor_check_route(ic_doctor_report_t *r, const char *route, const char 
 /* `backends`, `pods`, `events`, `tenants`, `policies`: arrays of objects (List items); NULL means
  * the list failed and was reported already (the check skips what depends on it). `now_us` is the
  * clock the staleness windows compare with. */
-void ic_doctor_check_backends(ic_doctor_report_t *r, json_t *backends, json_t *pods,
-                              int64_t now_us, ic_doctor_dial_fn dial, void *dial_ud);
+void ic_doctor_check_backends(ic_doctor_report_t *r, json_t *backends, json_t *pods, int64_t now_us,
+                              ic_doctor_dial_fn dial, void *dial_ud);
 void ic_doctor_check_injection(ic_doctor_report_t *r, json_t *backends, json_t *pods,
                                json_t *events);
 /* Running, injected engine pods against the /snapshot body (replicaId = pod name, tenant = pod
  * namespace: what the injected sidecar reports). snapshot NULL = not available: no findings. */
-void ic_doctor_check_index(ic_doctor_report_t *r, json_t *backends, json_t *pods,
-                           json_t *snapshot);
+void ic_doctor_check_index(ic_doctor_report_t *r, json_t *backends, json_t *pods, json_t *snapshot);
 void ic_doctor_check_orphans(ic_doctor_report_t *r, json_t *events, int64_t now_us);
 void ic_doctor_check_tenants(ic_doctor_report_t *r, json_t *tenants);
 /* Per namespace with CacheBackends: CachePolicy count (CP001..CP003); per namespace with a
@@ -114,15 +113,17 @@ void ic_doctor_check_tenants(ic_doctor_report_t *r, json_t *tenants);
 void ic_doctor_check_coverage(ic_doctor_report_t *r, json_t *backends, json_t *policies,
                               json_t *tenants);
 
-/* ---- the run ---------------------------------------------------------------------------------- */
+/* ---- the run ----------------------------------------------------------------------------------
+ */
 
 typedef struct ic_doctor_opts {
   ic_kube_t *kube;         /* required */
   const char *namespace;   /* NULL or "" = all namespaces */
   bool config_only;        /* skip the server probes and the TCP dials */
   const char *grpc_target; /* host:port; NULL = discover the Service */
-  const char *http_base;   /* "http://host:port" of /snapshot, /policy, /probe; NULL = grpc host:8081 */
-  const char *token;       /* bearer for /snapshot, or NULL */
+  const char
+      *http_base;    /* "http://host:port" of /snapshot, /policy, /probe; NULL = grpc host:8081 */
+  const char *token; /* bearer for /snapshot, or NULL */
   const char *tls_ca_file; /* PEM roots for the gRPC health call; NULL = plaintext */
   int timeout_ms;          /* per network call (default 10 s) */
 } ic_doctor_opts_t;

@@ -65,7 +65,8 @@ static int cmp_str(const void *a, const void *b) {
   return strcmp(*(const char *const *)a, *(const char *const *)b);
 }
 
-/* Sorted, distinct namespaces of the objects in `arr` (borrowed strings; caller frees the array). */
+/* Sorted, distinct namespaces of the objects in `arr` (borrowed strings; caller frees the array).
+ */
 static const char **namespaces(json_t *arr, size_t *n) {
   *n = 0;
   size_t len = json_array_size(arr);
@@ -128,8 +129,8 @@ void ic_doctor_check_snapshot(ic_doctor_report_t *r, const char *url, long http,
   json_t *doc = body ? json_loadb(body, body_len, 0, &je) : NULL;
   if (!doc) {
     ic_doctor_add(r, "SN002", IC_DOCTOR_WARN, chk, url,
-                  "GET /snapshot returned 200 but the body is not JSON%s%s",
-                  body ? ": " : "", body ? je.text : "");
+                  "GET /snapshot returned 200 but the body is not JSON%s%s", body ? ": " : "",
+                  body ? je.text : "");
     return;
   }
   json_decref(doc);
@@ -255,8 +256,8 @@ static void one_backend(ic_doctor_report_t *r, json_t *cb, json_t *pods, int64_t
   }
 }
 
-void ic_doctor_check_backends(ic_doctor_report_t *r, json_t *backends, json_t *pods,
-                              int64_t now_us, ic_doctor_dial_fn dial, void *dial_ud) {
+void ic_doctor_check_backends(ic_doctor_report_t *r, json_t *backends, json_t *pods, int64_t now_us,
+                              ic_doctor_dial_fn dial, void *dial_ud) {
   size_t i;
   json_t *cb;
   json_array_foreach(backends, i, cb) one_backend(r, cb, pods, now_us, dial, dial_ud);

@@ -82,16 +82,21 @@ void ic_doctor_counts(const ic_doctor_report_t *r, size_t counts[4]) {
 
 size_t ic_doctor_count_code(const ic_doctor_report_t *r, const char *code) {
   size_t n = 0;
-  for (size_t i = 0; i < r->len; i++) n += strcmp(r->items[i].code, code) == 0;
+  for (size_t i = 0; i < r->len; i++)
+    n += strcmp(r->items[i].code, code) == 0;
   return n;
 }
 
 int ic_doctor_parse_format(const char *s, ic_doctor_format_t *out) {
   if (!s) return IC_EINVAL;
-  if (!strcmp(s, "human")) *out = IC_DOCTOR_HUMAN;
-  else if (!strcmp(s, "json")) *out = IC_DOCTOR_JSON;
-  else if (!strcmp(s, "table")) *out = IC_DOCTOR_TABLE;
-  else return IC_EINVAL;
+  if (!strcmp(s, "human"))
+    *out = IC_DOCTOR_HUMAN;
+  else if (!strcmp(s, "json"))
+    *out = IC_DOCTOR_JSON;
+  else if (!strcmp(s, "table"))
+    *out = IC_DOCTOR_TABLE;
+  else
+    return IC_EINVAL;
   return 0;
 }
 
@@ -110,12 +115,16 @@ static void human(const ic_doctor_report_t *r, bool color, FILE *out) {
       const ic_doctor_finding_t *f = &r->items[i];
       if ((int)f->status != s) continue;
       if (!any) {
-        if (color) fprintf(out, BOLD "%s%s" RESET "\n", STATUS_COLORS[s], STATUS_NAMES[s]);
-        else fprintf(out, "%s\n", STATUS_NAMES[s]);
+        if (color)
+          fprintf(out, BOLD "%s%s" RESET "\n", STATUS_COLORS[s], STATUS_NAMES[s]);
+        else
+          fprintf(out, "%s\n", STATUS_NAMES[s]);
         any = true;
       }
-      if (color) fprintf(out, "  %s%-4s" RESET " %s", STATUS_COLORS[s], STATUS_NAMES[s], f->code);
-      else fprintf(out, "  %-4s %s", STATUS_NAMES[s], f->code);
+      if (color)
+        fprintf(out, "  %s%-4s" RESET " %s", STATUS_COLORS[s], STATUS_NAMES[s], f->code);
+      else
+        fprintf(out, "  %-4s %s", STATUS_NAMES[s], f->code);
       if (*f->resource) fprintf(out, "  %s", f->resource);
       fprintf(out, "\n      %s\n", f->message);
     }
@@ -134,10 +143,10 @@ static int json_out(const ic_doctor_report_t *r, FILE *out) {
   size_t c[4];
   ic_doctor_counts(r, c);
   json_t *findings = json_array();
-  json_t *doc = json_pack("{s:{s:I,s:I,s:I,s:I,s:i},s:o}", "summary", "ok", (json_int_t)c[0],
-                          "info", (json_int_t)c[1], "warn", (json_int_t)c[2], "fail",
-                          (json_int_t)c[3], "exitCode", ic_doctor_exit_code(r), "findings",
-                          findings);
+  json_t *doc =
+      json_pack("{s:{s:I,s:I,s:I,s:I,s:i},s:o}", "summary", "ok", (json_int_t)c[0], "info",
+                (json_int_t)c[1], "warn", (json_int_t)c[2], "fail", (json_int_t)c[3], "exitCode",
+                ic_doctor_exit_code(r), "findings", findings);
   if (!doc) return IC_ENOMEM;
   int rc = 0;
   for (size_t i = 0; i < r->len && !rc; i++) {
@@ -159,7 +168,8 @@ static int json_out(const ic_doctor_report_t *r, FILE *out) {
 /* Display width: code points, so a message with "—" aligns like ASCII. */
 static size_t width(const char *s) {
   size_t n = 0;
-  for (; *s; s++) n += ((unsigned char)*s & 0xC0) != 0x80;
+  for (; *s; s++)
+    n += ((unsigned char)*s & 0xC0) != 0x80;
   return n;
 }
 
@@ -183,7 +193,8 @@ static char *one_line(const char *s) {
 
 static void cell(FILE *out, const char *s, size_t w) {
   fputs(s, out);
-  for (size_t n = width(s); n < w + 2; n++) fputc(' ', out);
+  for (size_t n = width(s); n < w + 2; n++)
+    fputc(' ', out);
 }
 
 static int table(const ic_doctor_report_t *r, FILE *out) {

@@ -51,8 +51,10 @@ static void split_host_port(const char *a, char *host, size_t hn, int *port) {
 }
 
 static void join_host_port(char *out, size_t n, const char *host, int port) {
-  if (strchr(host, ':')) snprintf(out, n, "[%s]:%d", host, port);
-  else snprintf(out, n, "%s:%d", host, port);
+  if (strchr(host, ':'))
+    snprintf(out, n, "[%s]:%d", host, port);
+  else
+    snprintf(out, n, "%s:%d", host, port);
 }
 
 /* Where the server lives when no --server-endpoint was given. 0, or an error text in err. */
@@ -82,7 +84,8 @@ static int discover(ic_kube_t *k, char *host, size_t hn, char *err, size_t errle
   json_t *svc;
   rc = IC_ENOTFOUND;
   json_array_foreach(json_object_get(list, "items"), i, svc) {
-    const char *name = ic_kube_jstr(svc, "metadata.name"), *ns = ic_kube_jstr(svc, "metadata.namespace");
+    const char *name = ic_kube_jstr(svc, "metadata.name"),
+               *ns = ic_kube_jstr(svc, "metadata.namespace");
     if (name && ns && !strcmp(name, IC_DOCTOR_SERVICE)) {
       snprintf(host, hn, "%s.%s.svc", IC_DOCTOR_SERVICE, ns);
       rc = 0;
@@ -120,8 +123,10 @@ static void health(ic_doctor_report_t *r, const char *target, const ic_doctor_op
   } else {
     Grpc__Health__V1__HealthCheckResponse *h =
         grpc__health__v1__health_check_response__unpack(NULL, resp.len, (const uint8_t *)resp.data);
-    if (!h) ic_doctor_check_health(r, target, "undecodable HealthCheckResponse", 0);
-    else ic_doctor_check_health(r, target, NULL, (int)h->status);
+    if (!h)
+      ic_doctor_check_health(r, target, "undecodable HealthCheckResponse", 0);
+    else
+      ic_doctor_check_health(r, target, NULL, (int)h->status);
     if (h) grpc__health__v1__health_check_response__free_unpacked(h, NULL);
   }
   free(msg);
@@ -178,8 +183,10 @@ static long http_call(const char *url, bool head, const char *token, int timeout
   long code = 0;
   if (cr == CURLE_OK || (cr == CURLE_WRITE_ERROR && b->over))
     curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &code);
-  if (b->over) snprintf(err, errlen, "body over %u bytes", SNAPSHOT_MAX_BODY);
-  else if (cr != CURLE_OK) snprintf(err, errlen, "%s", *ebuf ? ebuf : curl_easy_strerror(cr));
+  if (b->over)
+    snprintf(err, errlen, "body over %u bytes", SNAPSHOT_MAX_BODY);
+  else if (cr != CURLE_OK)
+    snprintf(err, errlen, "%s", *ebuf ? ebuf : curl_easy_strerror(cr));
   curl_slist_free_all(hdrs);
   curl_easy_cleanup(c);
   return code;
@@ -236,14 +243,17 @@ static int dial(void *ud, const char *endpoint, char *err, size_t errlen) {
   for (struct addrinfo *a = ai; a && rc; a = a->ai_next) {
     int fd = socket(a->ai_family, a->ai_socktype | SOCK_NONBLOCK | SOCK_CLOEXEC, a->ai_protocol);
     if (fd < 0) continue;
-    if (connect(fd, a->ai_addr, a->ai_addrlen) == 0) rc = 0;
+    if (connect(fd, a->ai_addr, a->ai_addrlen) == 0)
+      rc = 0;
     else if (errno == EINPROGRESS) {
       struct pollfd pfd = {.fd = fd, .events = POLLOUT};
       int so = ETIMEDOUT;
       socklen_t sl = sizeof so;
       if (poll(&pfd, 1, timeout_ms) == 1) getsockopt(fd, SOL_SOCKET, SO_ERROR, &so, &sl);
-      if (so == 0) rc = 0;
-      else snprintf(err, errlen, "%s", strerror(so));
+      if (so == 0)
+        rc = 0;
+      else
+        snprintf(err, errlen, "%s", strerror(so));
     } else {
       snprintf(err, errlen, "%s", strerror(errno));
     }
@@ -273,14 +283,15 @@ static json_t *list(ic_doctor_report_t *r, const ic_doctor_opts_t *o, const ic_k
     ic_doctor_add(r, "API001", IC_DOCTOR_FAIL, check, res->kind,
                   "could not list %s objects%s%s: %s%s", res->kind, ns ? " in namespace " : "",
                   ns ? ns : "", *st.message ? st.message : ic_strerror(rc),
-                  rc == IC_EPERM ? " (RBAC: the caller needs list on this resource)"
+                  rc == IC_EPERM              ? " (RBAC: the caller needs list on this resource)"
                   : rc == IC_ENOTFOUND && crd ? " (are the inferencecache.io CRDs installed?)"
                                               : "");
   }
   return items;
 }
 
-/* Both Event APIs: the Pod webhook and the controller write events.k8s.io/v1, older tools core/v1. */
+/* Both Event APIs: the Pod webhook and the controller write events.k8s.io/v1, older tools core/v1.
+ */
 static json_t *events(ic_doctor_report_t *r, const ic_doctor_opts_t *o, const char *check) {
   json_t *modern = list(r, o, &ic_kube_res_events, check);
   if (!modern) return NULL;
@@ -355,8 +366,8 @@ int ic_doctor_run(const ic_doctor_opts_t *in, ic_doctor_report_t *r) {
   json_t *pods = NULL, *evs = NULL;
   if (backends && any_selector(backends))
     pods = list(r, &o, &ic_kube_res_pods, IC_DOCTOR_CHECK_BACKEND);
-  if (backends) ic_doctor_check_backends(r, backends, pods, now, o.config_only ? NULL : dial,
-                                         &o.timeout_ms);
+  if (backends)
+    ic_doctor_check_backends(r, backends, pods, now, o.config_only ? NULL : dial, &o.timeout_ms);
   evs = events(r, &o, pods ? IC_DOCTOR_CHECK_INJECTION : IC_DOCTOR_CHECK_ORPHAN);
   if (backends && pods && evs) ic_doctor_check_injection(r, backends, pods, evs);
   if (backends && pods) ic_doctor_check_index(r, backends, pods, snap);

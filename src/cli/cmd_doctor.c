@@ -96,8 +96,9 @@ static char *read_token(const char *path) {
   FILE *f = fopen(path, "rb");
   if (!f) {
     if (errno != ENOENT)
-      fprintf(stderr, "inferencecache doctor: warning: cannot read --snapshot-token-file %s: %s; "
-                      "probing /snapshot without a token\n",
+      fprintf(stderr,
+              "inferencecache doctor: warning: cannot read --snapshot-token-file %s: %s; "
+              "probing /snapshot without a token\n",
               path, strerror(errno));
     return NULL;
   }
@@ -106,14 +107,17 @@ static char *read_token(const char *path) {
   fclose(f);
   buf[n] = 0;
   char *s = buf;
-  while (*s == ' ' || *s == '\n' || *s == '\r' || *s == '\t') s++;
+  while (*s == ' ' || *s == '\n' || *s == '\r' || *s == '\t')
+    s++;
   size_t l = strlen(s);
-  while (l && (s[l - 1] == ' ' || s[l - 1] == '\n' || s[l - 1] == '\r' || s[l - 1] == '\t')) l--;
+  while (l && (s[l - 1] == ' ' || s[l - 1] == '\n' || s[l - 1] == '\r' || s[l - 1] == '\t'))
+    l--;
   s[l] = 0;
   return *s ? strdup(s) : NULL;
 }
 
-/* --kubeconfig/--context name a file explicitly; otherwise the usual order (ic_kube_config_load). */
+/* --kubeconfig/--context name a file explicitly; otherwise the usual order (ic_kube_config_load).
+ */
 static int load_config(const char *path, const char *context, ic_kube_config_t *cfg) {
   if (!context) return ic_kube_config_load(path, cfg);
   const char *p = path;
@@ -147,8 +151,10 @@ int cmd_doctor(int argc, char **argv) {
     args[i] = argv[i];
     if (i > 0 && argv[i][0] == '-' && argv[i][1] && argv[i][1] != '-' && argv[i][2] &&
         argv[i][2] != '=' && !((argv[i][1] == 'n' || argv[i][1] == 'o') && !argv[i][2])) {
-      if (asprintf(&owned[i], "-%s", argv[i]) > 0) args[i] = owned[i];
-      else owned[i] = NULL;
+      if (asprintf(&owned[i], "-%s", argv[i]) > 0)
+        args[i] = owned[i];
+      else
+        owned[i] = NULL;
     }
   }
   int rc = -1;
@@ -179,7 +185,8 @@ int cmd_doctor(int argc, char **argv) {
       if (ic_api_parse_duration(optarg, &ns) || ns < 1000000 || ns > 3600 * 1000000000LL)
         rc = ic_cli_fail(&CLI, "invalid value \"%s\" for --timeout: want a duration in [1ms, 1h]",
                          optarg);
-      else o.timeout_ms = (int)(ns / 1000000);
+      else
+        o.timeout_ms = (int)(ns / 1000000);
       break;
     }
     case '?':
@@ -195,7 +202,8 @@ int cmd_doctor(int argc, char **argv) {
                      argv[optind]);
   if (rc < 0 && ic_doctor_parse_format(output, &fmt))
     rc = ic_cli_fail(&CLI, "invalid value \"%s\" for --output: want human, json or table", output);
-  for (int i = 0; i < argc; i++) free(owned[i]);
+  for (int i = 0; i < argc; i++)
+    free(owned[i]);
   free(owned);
   free(args);
   if (rc >= 0) return rc;
@@ -211,8 +219,7 @@ int cmd_doctor(int argc, char **argv) {
       ic_kube_set_retry(o.kube, 2, 200);
     }
   }
-  if (!o.kube)
-    /* Without an API server the server probes still tell something: say why, go on. */
+  if (!o.kube) /* Without an API server the server probes still tell something: say why, go on. */
     ic_doctor_add(&report, "API001", IC_DOCTOR_FAIL, "KubernetesClient", "kubeconfig",
                   "no Kubernetes client configuration%s%s (%s): pass --kubeconfig, set "
                   "KUBECONFIG or run in a pod; the cluster checks were skipped",

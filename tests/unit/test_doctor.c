@@ -129,10 +129,9 @@ Test(doctor, table_aligns_and_keeps_one_row_per_finding) {
   ic_doctor_add(&R, "SV001", IC_DOCTOR_FAIL, "ServerReachability", "host:9090", "a\n  b\tc");
   ic_doctor_add(&R, "EP000", IC_DOCTOR_OK, "Summary", NULL, "note — dash");
   char *out = render(IC_DOCTOR_TABLE, false);
-  cr_assert_str_eq(out,
-                   "STATUS  CODE   CHECK               RESOURCE   MESSAGE\n"
-                   "FAIL    SV001  ServerReachability  host:9090  a b c\n"
-                   "OK      EP000  Summary             -          note — dash\n");
+  cr_assert_str_eq(out, "STATUS  CODE   CHECK               RESOURCE   MESSAGE\n"
+                        "FAIL    SV001  ServerReachability  host:9090  a b c\n"
+                        "OK      EP000  Summary             -          note — dash\n");
   free(out);
 }
 
@@ -232,11 +231,13 @@ Test(doctor, fresh_backend_without_status) {
 Test(doctor, matched_pods_fall_back_to_a_live_count) {
   json_t *b = backend("{" SEL "}", "{\"conditions\":[" READY
                                    "],\"firstKVEventObservedAt\":\"2026-01-01T00:00:00Z\"}");
-  json_t *pods = J("[{\"metadata\":{\"namespace\":\"ns\",\"name\":\"p\",\"labels\":{\"d\":\"a\"}}}]");
+  json_t *pods =
+      J("[{\"metadata\":{\"namespace\":\"ns\",\"name\":\"p\",\"labels\":{\"d\":\"a\"}}}]");
   ic_doctor_check_backends(&R, b, pods, NOW_US, NULL, NULL);
   cr_assert_str_eq(codes(), "CB006", "a drained backend keeps its first-event latch");
   ic_doctor_report_free(&R);
-  json_t *other = J("[{\"metadata\":{\"namespace\":\"x\",\"name\":\"p\",\"labels\":{\"d\":\"a\"}}}]");
+  json_t *other =
+      J("[{\"metadata\":{\"namespace\":\"x\",\"name\":\"p\",\"labels\":{\"d\":\"a\"}}}]");
   ic_doctor_check_backends(&R, b, other, NOW_US, NULL, NULL);
   cr_assert_str_eq(codes(), "CB002", "pods of another namespace do not count");
   ic_doctor_report_free(&R);
@@ -300,8 +301,9 @@ Test(doctor, external_backend_skips_engine_axes) {
 
 /* ------------------------------------------------------------- engine pods */
 
-static const char *BACKENDS = "[{\"metadata\":{\"namespace\":\"ns\",\"name\":\"b\",\"uid\":\"u-1\"},"
-                              "\"spec\":{" SEL "}}]";
+static const char *BACKENDS =
+    "[{\"metadata\":{\"namespace\":\"ns\",\"name\":\"b\",\"uid\":\"u-1\"},"
+    "\"spec\":{" SEL "}}]";
 
 static json_t *pod(const char *name, const char *annotations, const char *phase) {
   char buf[2048];
@@ -312,7 +314,8 @@ static json_t *pod(const char *name, const char *annotations, const char *phase)
   return J(buf);
 }
 
-#define STAMP "{\"inferencecache.io/injected-by\":\"ns/b\",\"inferencecache.io/injected-by-uid\":\"u-1\"}"
+#define STAMP                                                                                      \
+  "{\"inferencecache.io/injected-by\":\"ns/b\",\"inferencecache.io/injected-by-uid\":\"u-1\"}"
 
 Test(doctor, injection_audit) {
   json_t *b = J(BACKENDS), *pods = json_array();
@@ -390,10 +393,11 @@ Test(doctor, orphan_events_within_a_day) {
 /* ---------------------------------------------------------- tenants, policies */
 
 Test(doctor, tenant_quota) {
-  json_t *t = J("[{\"metadata\":{\"namespace\":\"a\",\"name\":\"t\"},\"spec\":{\"tenantID\":\"a\","
-                "\"quota\":{\"maxIndexEntries\":10}},\"status\":{\"indexEntries\":12,"
-                "\"conditions\":[{\"type\":\"QuotaExceeded\",\"status\":\"True\"}]}},"
-                "{\"metadata\":{\"namespace\":\"b\",\"name\":\"t\"},\"spec\":{\"tenantID\":\"b\"}}]");
+  json_t *t =
+      J("[{\"metadata\":{\"namespace\":\"a\",\"name\":\"t\"},\"spec\":{\"tenantID\":\"a\","
+        "\"quota\":{\"maxIndexEntries\":10}},\"status\":{\"indexEntries\":12,"
+        "\"conditions\":[{\"type\":\"QuotaExceeded\",\"status\":\"True\"}]}},"
+        "{\"metadata\":{\"namespace\":\"b\",\"name\":\"t\"},\"spec\":{\"tenantID\":\"b\"}}]");
   ic_doctor_check_tenants(&R, t);
   cr_assert_str_eq(codes(), "CT001 CT002");
   cr_assert(strstr(R.items[0].message, "12 index entries against a maxIndexEntries quota of 10"));
