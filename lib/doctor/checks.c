@@ -129,8 +129,11 @@ void ic_doctor_check_snapshot(ic_doctor_report_t *r, const char *url, long http,
   json_t *doc = body ? json_loadb(body, body_len, 0, &je) : NULL;
   if (!doc) {
     ic_doctor_add(r, "SN002", IC_DOCTOR_WARN, chk, url,
-                  "GET /snapshot returned 200 but the body is not JSON%s%s", body ? ": " : "",
-                  body ? je.text : "");
+                  "GET /snapshot returned 200 but the body is not JSON%s%s",
+                  body || err ? ": " : "",
+                  body  ? je.text
+                  : err ? err
+                        : "");
     return;
   }
   json_decref(doc);

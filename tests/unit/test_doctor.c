@@ -161,6 +161,10 @@ Test(doctor, snapshot_answers) {
   ic_doctor_report_free(&R);
   ic_doctor_check_snapshot(&R, u, 200, NULL, "{}", 2, true);
   cr_assert_str_eq(codes(), "SN004");
+  ic_doctor_report_free(&R);
+  ic_doctor_check_snapshot(&R, u, 200, "body over 8388608 bytes", NULL, 0, true);
+  cr_assert_str_eq(codes(), "SN002");
+  cr_assert(strstr(R.items[0].message, "body over"), "%s", R.items[0].message);
 }
 
 Test(doctor, route_answers) {
