@@ -480,6 +480,7 @@ static void handle_monitor(eng_t *e, size_t i) {
         reset_ep(e, i, "late_join");
         catch_up(e, i, IC_KV_SEQ_END - 1);
       }
+      ep->learned = true;
     }
   }
 }
@@ -557,9 +558,20 @@ void *sub_engine_thread(void *arg) {
   }
   int nitems = (int)(2 * c->neps);
   atomic_store(&c->engine_started, true);
+  int64_t started_us = ic_clock_monotonic_us();
+  bool learned = false;
   while (!atomic_load(&c->stop_engine)) {
+    /* Re-reports and markers wait until every engine's state is known (its first connection
+     * handled), or a few seconds when an engine is not there to learn from: a marker must not
+     * claim a state the subscriber has not learned yet. */
+    if (!learned) {
+      learned = true;
+      for (size_t i = 0; i < c->neps; i++)
+        if (!c->eps[i].learned) learned = false;
+      if (ic_clock_monotonic_us() - started_us > 2 * c->replay_timeout_us + 1000000) learned = true;
+    }
     pthread_rwlock_rdlock(&c->tlock);
-    for (size_t k = 0; k < c->ntargets; k++) {
+    for (size_t k = 0; k < c->ntargets && learned; k++) {
       int r = atomic_exchange(&c->targets[k]->resync, 0);
       if (r) resync_target(&e, c->targets[k], r == 1);
     }

@@ -83,6 +83,8 @@ typedef struct sub_endpoint {
   bool up;
   bool verify;             /* the connection dropped: continuity unproven until checked */
   bool down_cleared;       /* down past --engine-down-grace: its blocks were withdrawn */
+  bool learned;            /* first connection handled (catch-up done): the tracker is the
+                            * engine's state, so a "full state sent" marker may follow it */
   int64_t down_since_us;   /* monotonic; 0 while up or before the first connection */
   int64_t last_restart_us; /* monotonic time of the last engine restart detected, 0 = none */
 } sub_endpoint_t;

@@ -13,17 +13,15 @@ import time
 import grpc
 import pytest
 
-from harness import EngineSim, Fleet, Server, http_get, protos, wait_until
+from harness import (EngineSim, FakeEngine, Fleet, Server, Subscriber, http_get, protos,
+                     wait_until)
 
 pb, pb_grpc = protos()
 BS = 16
 MODEL, TENANT = "sim-model", "default"
 # 24 prompts of 6 full blocks (+1 token), about 150 blocks of demand. Engines 0 and 1 hold them
 # all (512 blocks) and are reset now and then (AllBlocksCleared); engine 2 has 128 blocks, so it
-# also evicts (BlockRemoved). The engine-held check covers engines 0 and 1: under eviction churn
-# the index already misses some blocks an engine holds with a single server (the same on main;
-# see the report in docs/ha.md), which is not what this test is about.
-CHECKED_ENGINES = (0, 1)
+# also evicts (BlockRemoved).
 PROMPTS = [list(range(100000 + i * 1000, 100000 + i * 1000 + 6 * BS + 1)) for i in range(24)]
 
 
@@ -103,7 +101,6 @@ def test_three_replicas_survive_kill_restart_and_freeze_under_churn():
     small = EngineSim(["--kv-capacity-tokens=2048", "--speedup=20"], model=MODEL)
     fleet.engines[2].stop()
     fleet.subs[2].stop()
-    from harness import Subscriber
     fleet.engines[2] = small
     fleet.subs[2] = Subscriber(",".join(addrs), [small], replica="replica-2", model=MODEL,
                                tenant=TENANT, extra=["--window=50ms",
@@ -195,8 +192,13 @@ def test_three_replicas_survive_kill_restart_and_freeze_under_churn():
                     last[:] = ["prompt %d: replicas disagree: %s" % (k, answers)]
                     return False
                 got = dict(answers[0][1])
-                for i in CHECKED_ENGINES:
-                    n = held(fleet.engines[i], toks)
+                holds = [held(e, toks) for e in fleet.engines]
+                if min(holds) >= BS:
+                    # Every serving replica holds its first block: the reference's
+                    # distinguishing-power factor zeroes it and the answer is AFFINITY_HINT by
+                    # design (docs/ranking.md); agreement above still covers it.
+                    continue
+                for i, n in enumerate(holds):
                     if n >= 64 and got.get("replica-%d" % i, 0) < n:  # policy floor: 64 tokens
                         last[:] = ["prompt %d: engine %d holds %d tokens, index: %s"
                                    % (k, i, n, answers[0])]
@@ -220,3 +222,49 @@ def test_three_replicas_survive_kill_restart_and_freeze_under_churn():
         fleet.stop()
         for s in servers:
             s.stop()
+
+
+def test_a_replica_down_at_start_is_fed_when_it_comes_up_and_names_resolve():
+    """--server=localhost:A,127.0.0.1:B with B not running yet: A is fed at once (the name
+    resolved to its IPv4 address), B's updates wait in B's own queue, and when B starts it gets
+    them plus the full-state marker that ends its warm start."""
+    a = Server(["--insecure-disable-auth"]).start()
+    b = Server(warm_flags(1000), wait=False)
+    eng = FakeEngine(["--block-size=16", "--num-blocks=4", "--prompts=10", "--count=10",
+                      "--rate=100", "--hold", "--print-tokens"]).start()
+    sub = None
+    try:
+        sub = Subscriber("localhost:%d,%s" % (a.grpc_port, b.grpc_addr), [eng], replica="solo",
+                         model="m", tenant="t")
+        toks = None
+
+        def learned(srv):
+            nonlocal toks
+            ps = eng.prompts()
+            if len(ps) < 10:
+                return False
+            toks = ps[-1]["tokens"][:64]
+            req = pb.LookupRouteRequest(model_id="m", tenant_id="t", hash_scheme="vllm")
+            req.token_ids.extend(toks)
+            r = direct(srv.grpc_addr).LookupRoute(req, timeout=5)
+            return [x.replica_id for x in r.replica_scores] == ["solo"]
+
+        wait_until(lambda: learned(a), timeout=30, what="A learned")
+        m = sub.metrics()
+        assert m['kvevent_subscriber_target_connected{target="%s"}' % a.grpc_addr] == 1
+        assert m['kvevent_subscriber_target_connected{target="%s"}' % b.grpc_addr] == 0
+        assert m["kvevent_subscriber_server_connected"] == 0  # not every replica is reachable
+        assert m['kvevent_subscriber_target_queue_depth{target="%s"}' % b.grpc_addr] > 0
+        b.start()
+        b.wait_ready(timeout=30)
+        wait_until(lambda: learned(b), timeout=30, what="B learned from its queue")
+        rec = [r for r in b.log_records() if r.get("msg") == "warm_start_done"][-1]
+        assert rec["reason"] == "complete" and rec["synced"] == 1, rec
+        wait_until(lambda: sub.metric("kvevent_subscriber_server_connected") == 1, timeout=10,
+                   what="every replica connected")
+    finally:
+        if sub:
+            sub.stop()
+        eng.cleanup()
+        a.stop()
+        b.stop()
