@@ -157,6 +157,9 @@ struct ic_rpc_call {
   grpc_byte_buffer *final_bb; /* client-stream response in the status batch */
   grpc_slice status_details;
   bool has_status_details;
+  grpc_metadata timing;   /* IC_RPC_TIMING_TRAILER (opts.timing_trailer) */
+  bool has_timing;
+  int64_t arrive_ns;      /* when the call reached its thread; 0 = no timing trailer */
   int cancelled;
   tag_t t_new, t_recv, t_send, t_status, t_close;
   void *data;
@@ -187,6 +190,7 @@ struct ic_rpc_server {
   size_t nmethods;
   method_t generic;
   bool started;
+  bool timing_trailer;
   atomic_bool shutting_down;
   bool shut_down;
   pthread_mutex_t mu; /* live list, nlive */
@@ -353,6 +357,7 @@ static void call_free(ic_rpc_call_t *c) {
   if (c->send_bb) grpc_byte_buffer_destroy(c->send_bb);
   if (c->final_bb) grpc_byte_buffer_destroy(c->final_bb);
   if (c->has_status_details) grpc_slice_unref(c->status_details);
+  if (c->has_timing) grpc_slice_unref(c->timing.value);
   free_chain(c->qhead);
   pthread_mutex_destroy(&c->mu);
   free(c);
@@ -624,7 +629,16 @@ static void handle_unary(ic_rpc_call_t *c) {
     status = IC_RPC_INTERNAL;
     msg = "grpc: error unmarshalling request";
   } else {
+    int64_t h0 = c->arrive_ns ? ic_clock_monotonic_ns() : 0;
     status = m->unary(m->ud, c, data, len, &cqt->resp, &msg);
+    if (c->arrive_ns) {
+      char v[64];
+      int vn = snprintf(v, sizeof v, "%lld,%lld,%lld", (long long)c->arrive_ns, (long long)h0,
+                        (long long)ic_clock_monotonic_ns());
+      c->timing.key = grpc_slice_from_static_string(IC_RPC_TIMING_TRAILER);
+      c->timing.value = grpc_slice_from_copied_buffer(v, (size_t)vn);
+      c->has_timing = true;
+    }
   }
   grpc_op ops[4];
   memset(ops, 0, sizeof ops);
@@ -641,6 +655,10 @@ static void handle_unary(ic_rpc_call_t *c) {
     c->status_details = grpc_slice_from_static_string(msg);
     c->has_status_details = true;
     ops[n].data.send_status_from_server.status_details = &c->status_details;
+  }
+  if (c->has_timing) {
+    ops[n].data.send_status_from_server.trailing_metadata_count = 1;
+    ops[n].data.send_status_from_server.trailing_metadata = &c->timing;
   }
   n++;
   ops[n].op = GRPC_OP_RECV_CLOSE_ON_SERVER;
@@ -759,6 +777,7 @@ static void handle_event(cq_thread_t *cqt, grpc_event ev) {
   ic_rpc_call_t *c = t->call;
   switch (t->kind) {
   case TAG_NEW: {
+    if (cqt->srv->timing_trailer) c->arrive_ns = ic_clock_monotonic_ns();
     method_t *m = c->m ? c->m : &cqt->srv->generic;
     if (!ev.success) { /* server shutting down: the requested call never matched */
       call_free(c);
@@ -870,6 +889,7 @@ ic_rpc_server_t *ic_rpc_server_new(const char *addr, const ic_rpc_server_opts_t 
     args[nargs++].value.integer = o.max_concurrent_streams;
   }
   s->max_streams = o.max_streams > 0 ? (size_t)o.max_streams : 0;
+  s->timing_trailer = o.timing_trailer;
   grpc_channel_args ca = {nargs, args};
   s->srv = grpc_server_create(&ca, NULL);
   char target[512];

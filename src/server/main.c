@@ -299,7 +299,8 @@ int main(int argc, char **argv) {
                              .tls_cert_file = ctx->grpc_tls ? f->tls_cert_file : NULL,
                              .tls_key_file = ctx->grpc_tls ? f->tls_key_file : NULL,
                              .max_concurrent_streams = f->grpc_max_concurrent_streams,
-                             .max_streams = f->grpc_max_streams};
+                             .max_streams = f->grpc_max_streams,
+                             .timing_trailer = f->grpc_timing_trailer};
   ctx->grpc = ic_rpc_server_new(f->grpc_bind_address, &ro, err, sizeof err, &tls_err);
   if (!ctx->grpc && tls_err) {
     ic_log_error("grpc_tls_load", IC_LS("err", err));
