@@ -44,7 +44,7 @@ typedef enum {
 } ic_rpc_kind_t;
 
 typedef struct ic_rpc_server_opts {
-  int threads;              /* completion-queue threads; <= 0 = one per online core */
+  int threads;              /* completion-queue threads; <= 0 = one per usable CPU (affinity, cgroup quota) */
   int max_recv_bytes;       /* <= 0 = 4 MiB (the reference's grpc-go default) */
   const char *tls_cert_file; /* both set = TLS (PEM); both NULL/"" = plaintext */
   const char *tls_key_file;

@@ -8,7 +8,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "ic/clock.h"
 #include "ic/err.h"
@@ -30,13 +32,16 @@ __attribute__((weak)) int server_http_start(server_ctx_t *ctx, char *err, size_t
   ic_log_warn("http_listeners_unavailable", IC_LS("reason", "this build has no HTTP listeners"));
   return 0;
 }
-__attribute__((weak)) void server_http_stop(server_ctx_t *ctx, int deadline_ms) { (void)ctx, (void)deadline_ms; }
+__attribute__((weak)) void server_http_stop(server_ctx_t *ctx, int deadline_ms) {
+  (void)ctx, (void)deadline_ms;
+}
 __attribute__((weak)) int server_auth_init(server_ctx_t *ctx) {
   (void)ctx;
   if (!getenv("KUBERNETES_SERVICE_HOST") || !getenv("KUBERNETES_SERVICE_PORT")) {
     ic_log_error("in_cluster_config",
-                 IC_LS("err", "unable to load in-cluster configuration, KUBERNETES_SERVICE_HOST and "
-                              "KUBERNETES_SERVICE_PORT must be defined"));
+                 IC_LS("err",
+                       "unable to load in-cluster configuration, KUBERNETES_SERVICE_HOST and "
+                       "KUBERNETES_SERVICE_PORT must be defined"));
     return 1;
   }
   return 0;
@@ -44,16 +49,20 @@ __attribute__((weak)) int server_auth_init(server_ctx_t *ctx) {
 
 /* Trim (ASCII whitespace) and lower-case into out. */
 static void norm(const char *in, char *out, size_t cap) {
-  while (*in && isspace((unsigned char)*in)) in++;
+  while (*in && isspace((unsigned char)*in))
+    in++;
   size_t n = strlen(in);
-  while (n > 0 && isspace((unsigned char)in[n - 1])) n--;
+  while (n > 0 && isspace((unsigned char)in[n - 1]))
+    n--;
   if (n >= cap) n = cap - 1;
-  for (size_t i = 0; i < n; i++) out[i] = (char)tolower((unsigned char)in[i]);
+  for (size_t i = 0; i < n; i++)
+    out[i] = (char)tolower((unsigned char)in[i]);
   out[n] = '\0';
 }
 
 /* ---- metrics (spec §10) ---- */
-static const double LATENCY_BUCKETS[] = {0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1};
+static const double LATENCY_BUCKETS[] = {0.0001, 0.00025, 0.0005, 0.001, 0.0025,
+                                         0.005,  0.01,    0.025,  0.05,  0.1};
 
 static int register_metrics(server_ctx_t *ctx) {
   ic_metrics_t *m = ctx->metrics;
@@ -64,38 +73,49 @@ static int register_metrics(server_ctx_t *ctx) {
   static const char *const result[] = {"result"};
   static const char *const stream[] = {"stream"};
   server_metrics_t *x = &ctx->m;
-  x->server_up = ic_metrics_gauge(m, "inferencecache_server_up",
-                                  "1 if the cache policy server is serving requests, 0 otherwise.", 0, NULL);
-  x->grpc_tls_enabled = ic_metrics_gauge(m, "inferencecache_server_grpc_tls_enabled",
-                                         "1 if the gRPC server is terminating TLS, 0 if serving plaintext.", 0, NULL);
-  x->index_entries = ic_metrics_gauge(m, "inferencecache_index_entries",
-                                      "Distinct prefix entries currently held in the cache index, per model.", 1, model);
-  x->lookup_calls = ic_metrics_counter(m, "inferencecache_lookup_route_calls_total",
-                                       "LookupRoute calls by model, reason_code, and whether a hint was returned.", 3,
-                                       calls);
-  x->lookup_latency = ic_metrics_histogram(m, "inferencecache_lookup_route_latency_seconds",
-                                           "Server-side LookupRoute latency, per model.", 1, model, LATENCY_BUCKETS,
-                                           sizeof LATENCY_BUCKETS / sizeof LATENCY_BUCKETS[0]);
-  x->tenant_evictions =
-      ic_metrics_counter(m, "inferencecache_tenant_evictions_total",
-                         "Index prefixes evicted to enforce a CacheTenant quota, by tenant and reason.", 2, tev);
+  x->server_up =
+      ic_metrics_gauge(m, "inferencecache_server_up",
+                       "1 if the cache policy server is serving requests, 0 otherwise.", 0, NULL);
+  x->grpc_tls_enabled =
+      ic_metrics_gauge(m, "inferencecache_server_grpc_tls_enabled",
+                       "1 if the gRPC server is terminating TLS, 0 if serving plaintext.", 0, NULL);
+  x->index_entries = ic_metrics_gauge(
+      m, "inferencecache_index_entries",
+      "Distinct prefix entries currently held in the cache index, per model.", 1, model);
+  x->lookup_calls = ic_metrics_counter(
+      m, "inferencecache_lookup_route_calls_total",
+      "LookupRoute calls by model, reason_code, and whether a hint was returned.", 3, calls);
+  x->lookup_latency =
+      ic_metrics_histogram(m, "inferencecache_lookup_route_latency_seconds",
+                           "Server-side LookupRoute latency, per model.", 1, model, LATENCY_BUCKETS,
+                           sizeof LATENCY_BUCKETS / sizeof LATENCY_BUCKETS[0]);
+  x->tenant_evictions = ic_metrics_counter(
+      m, "inferencecache_tenant_evictions_total",
+      "Index prefixes evicted to enforce a CacheTenant quota, by tenant and reason.", 2, tev);
   x->index_evictions = ic_metrics_counter(
       m, "inferencecache_index_evictions_total",
-      "Index entries evicted by the cap or TTL sweep, by algorithm (lru|lfu) and reason (cap|ttl).", 2, iev);
+      "Index entries evicted by the cap or TTL sweep, by algorithm (lru|lfu) and reason (cap|ttl).",
+      2, iev);
   x->snapshot_auth = ic_metrics_counter(
       m, "inferencecache_snapshot_auth_total",
-      "Authentication outcomes for the internal /snapshot endpoint (ok|unauth|forbidden|error).", 1, result);
+      "Authentication outcomes for the internal /snapshot endpoint (ok|unauth|forbidden|error).", 1,
+      result);
   x->policy_auth = ic_metrics_counter(
       m, "inferencecache_policy_auth_total",
-      "Authentication outcomes for the internal /policy endpoint (ok|unauth|forbidden|error).", 1, result);
+      "Authentication outcomes for the internal /policy endpoint (ok|unauth|forbidden|error).", 1,
+      result);
   x->probe_auth = ic_metrics_counter(
       m, "inferencecache_probe_auth_total",
-      "Authentication outcomes for the internal /probe endpoint (ok|unauth|forbidden|error).", 1, result);
-  x->stream_dropped = ic_metrics_counter(
-      m, "inferencecache_stream_dropped_total",
-      "Changes lost by too-slow StreamCacheEvents subscribers (events) and samples skipped by slow StreamMetrics readers (metrics).", 1, stream);
-  x->stream_subscribers = ic_metrics_gauge(m, "inferencecache_stream_subscribers",
-                                           "Open StreamCacheEvents/StreamMetrics subscriptions, by stream.", 1, stream);
+      "Authentication outcomes for the internal /probe endpoint (ok|unauth|forbidden|error).", 1,
+      result);
+  x->stream_dropped =
+      ic_metrics_counter(m, "inferencecache_stream_dropped_total",
+                         "Changes lost by too-slow StreamCacheEvents subscribers (events) and "
+                         "samples skipped by slow StreamMetrics readers (metrics).",
+                         1, stream);
+  x->stream_subscribers =
+      ic_metrics_gauge(m, "inferencecache_stream_subscribers",
+                       "Open StreamCacheEvents/StreamMetrics subscriptions, by stream.", 1, stream);
   if (ctx->flags.metrics_max_label_values > 0) { /* bounded series (docs/server.md, Metrics) */
     size_t lim = (size_t)ctx->flags.metrics_max_label_values;
     if (x->index_entries) ic_metrics_bound_label(x->index_entries, "model", lim);
@@ -103,9 +123,10 @@ static int register_metrics(server_ctx_t *ctx) {
     if (x->lookup_latency) ic_metrics_bound_label(x->lookup_latency, "model", lim);
     if (x->tenant_evictions) ic_metrics_bound_label(x->tenant_evictions, "tenant_id", lim);
   }
-  return x->server_up && x->grpc_tls_enabled && x->index_entries && x->lookup_calls && x->lookup_latency &&
-                 x->tenant_evictions && x->index_evictions && x->snapshot_auth && x->policy_auth && x->probe_auth &&
-                 x->stream_dropped && x->stream_subscribers
+  return x->server_up && x->grpc_tls_enabled && x->index_entries && x->lookup_calls &&
+                 x->lookup_latency && x->tenant_evictions && x->index_evictions &&
+                 x->snapshot_auth && x->policy_auth && x->probe_auth && x->stream_dropped &&
+                 x->stream_subscribers
              ? 0
              : IC_ENOMEM;
 }
@@ -129,7 +150,8 @@ static void add_index_evictions(void *ud, const char *algorithm, const char *rea
   if (c) ic_metric_add(c, (double)n);
 }
 static ic_index_eviction_t eviction_resolver(void *ud, const char *tenant) {
-  return ic_policy_index_eviction(ud, tenant) == IC_POLICY_EVICT_LFU ? IC_INDEX_EVICT_LFU : IC_INDEX_EVICT_LRU;
+  return ic_policy_index_eviction(ud, tenant) == IC_POLICY_EVICT_LFU ? IC_INDEX_EVICT_LFU
+                                                                     : IC_INDEX_EVICT_LRU;
 }
 
 /* ---- maintenance thread: TTL sweep every sweep interval, lazy reclaim in between ---- */
@@ -141,8 +163,16 @@ typedef struct maint {
   bool stop, started;
 } maint_t;
 
+/* The maintenance work (TTL sweep, reclaim, malloc trim) is throughput work that shares cores
+ * with the completion-queue threads: at nice 10 a woken gRPC thread preempts it at once instead
+ * of waiting out its slice, while a saturated server still gives it ~10% of a core, so sweeps
+ * never starve (docs/performance.md, "LookupRoute tails"). */
+#define MAINT_NICE 10
+
 static void *maint_main(void *arg) {
   maint_t *mt = arg;
+  if (setpriority(PRIO_PROCESS, (id_t)gettid(), MAINT_NICE) != 0)
+    ic_log_debug("maintenance_nice_failed", IC_LI("nice", MAINT_NICE));
   int64_t interval = ic_index_sweep_interval_ns(mt->ctx->index);
   if (interval <= 0) interval = 60LL * 1000000000LL;
   int64_t next_sweep = ic_clock_monotonic_ns() + interval;
@@ -154,19 +184,25 @@ static void *maint_main(void *arg) {
     pthread_cond_timedwait(&mt->cv, &mt->mu, &ts);
     if (mt->stop) break;
     pthread_mutex_unlock(&mt->mu);
-    if (ic_clock_monotonic_ns() >= next_sweep) {
+    int64_t t0 = ic_clock_monotonic_ns();
+    if (t0 >= next_sweep) {
       ic_index_evict_expired(mt->ctx->index);
       next_sweep = ic_clock_monotonic_ns() + interval;
     } else {
       ic_index_maintain(mt->ctx->index, 65536);
     }
+    int64_t t1 = ic_clock_monotonic_ns();
     /* names of replicas that are gone; hand the pages back (long names free whole pages
        inside the heap, which free() alone keeps) */
     if (ic_index_reclaim_strings(mt->ctx->index) > 0) malloc_trim(0);
+    int64_t t2 = ic_clock_monotonic_ns();
     /* After a burst (a call flood, subscribers that left) give what malloc keeps free back to
      * the OS, so RSS returns to what the index and live calls need. */
     size_t freed = ic_mem_trim(SERVER_TRIM_MIN_FREE);
+    int64_t t3 = ic_clock_monotonic_ns();
     if (freed) ic_log_debug("memory_trimmed", IC_LI("free_bytes", (int64_t)freed));
+    ic_log_debug("maintenance_step", IC_LI("index_us", (t1 - t0) / 1000),
+                 IC_LI("strings_us", (t2 - t1) / 1000), IC_LI("trim_us", (t3 - t2) / 1000));
     server_hub_publish_transport(mt->ctx->hub);
     pthread_mutex_lock(&mt->mu);
   }
@@ -224,14 +260,17 @@ int main(int argc, char **argv) {
   if (!f->insecure_disable_auth) {
     if (server_auth_init(ctx) != 0) return 1;
     ic_log_info("controller_auth_enabled", IC_LS("expected_sa", f->allowed_controller_sa),
-                IC_LS("controller_audience", f->controller_audience), IC_LS("policy_audience", f->policy_audience));
+                IC_LS("controller_audience", f->controller_audience),
+                IC_LS("policy_audience", f->policy_audience));
   } else {
-    ic_log_warn("controller_auth_disabled",
-                IC_LS("reason", "--insecure-disable-auth set; the controller listener accepts any caller"));
+    ic_log_warn(
+        "controller_auth_disabled",
+        IC_LS("reason", "--insecure-disable-auth set; the controller listener accepts any caller"));
   }
   bool cert = f->tls_cert_file && *f->tls_cert_file, key = f->tls_key_file && *f->tls_key_file;
   if (cert != key) {
-    fprintf(stderr, "server: --tls-cert-file and --tls-key-file must both be set or both be empty\n");
+    fprintf(stderr,
+            "server: --tls-cert-file and --tls-key-file must both be set or both be empty\n");
     return 2;
   }
   ctx->grpc_tls = cert && key;
@@ -309,7 +348,8 @@ int main(int argc, char **argv) {
   }
   ic_log_info("startup", IC_LS("version", ctx->version), IC_LS("commit", ctx->commit),
               IC_LS("grpc_addr", f->grpc_bind_address), IC_LB("grpc_tls", ctx->grpc_tls),
-              IC_LS("http_addr", f->http_bind_address), IC_LS("snapshot_addr", f->snapshot_bind_address));
+              IC_LS("http_addr", f->http_bind_address),
+              IC_LS("snapshot_addr", f->snapshot_bind_address));
   if (!ctx->grpc) {
     ic_log_error("serve_error", IC_LS("err", err));
     return 1;
@@ -351,9 +391,11 @@ int main(int argc, char **argv) {
   pthread_cond_broadcast(&mt.cv);
   pthread_mutex_unlock(&mt.mu);
   if (mt.started) pthread_join(mt.th, NULL);
-  int cancelled = ic_rpc_server_shutdown(ctx->grpc, f->drain_timeout_s < 0 ? -1 : f->drain_timeout_s * 1000);
+  int cancelled =
+      ic_rpc_server_shutdown(ctx->grpc, f->drain_timeout_s < 0 ? -1 : f->drain_timeout_s * 1000);
   if (cancelled > 0)
-    ic_log_warn("grpc_drain_timeout", IC_LI("cancelled_calls", cancelled), IC_LI("drain_timeout_seconds", f->drain_timeout_s));
+    ic_log_warn("grpc_drain_timeout", IC_LI("cancelled_calls", cancelled),
+                IC_LI("drain_timeout_seconds", f->drain_timeout_s));
   server_http_stop(ctx, HTTP_SHUTDOWN_MS);
   ic_metric_set(ic_metric_plain(ctx->m.server_up), 0);
   ic_log_info("graceful_shutdown_done");
