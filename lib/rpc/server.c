@@ -45,8 +45,7 @@ static int g_init_refs;
 /* gRPC core logs to stderr by itself; route it to our JSON logger at debug level so the
  * server's stderr stays one JSON record per line (grpc-go is silent by default too). */
 static void grpc_log_sink(gpr_log_func_args *a) {
-  ic_log_debug("grpc_core", IC_LS("file", a->file), IC_LI("line", a->line),
-               IC_LS("message", a->message));
+  ic_log_debug("grpc_core", IC_LS("file", a->file), IC_LI("line", a->line), IC_LS("message", a->message));
 }
 
 void ic_rpc_global_ref(void) {
@@ -115,15 +114,7 @@ void ic_rpc_listen_addr(const char *addr, char *out, size_t cap) {
 
 /* ------------------------------------------------------------------ types */
 
-enum tag_kind {
-  TAG_NEW = 1,
-  TAG_UNARY_DONE,
-  TAG_RECV,
-  TAG_SEND,
-  TAG_STATUS,
-  TAG_CLOSE,
-  TAG_SHUTDOWN
-};
+enum tag_kind { TAG_NEW = 1, TAG_UNARY_DONE, TAG_RECV, TAG_SEND, TAG_STATUS, TAG_CLOSE, TAG_SHUTDOWN };
 
 typedef struct tag {
   uint8_t kind;
@@ -167,13 +158,13 @@ struct ic_rpc_call {
   grpc_call_details details; /* generic calls only */
   grpc_byte_buffer *payload;
   grpc_byte_buffer *recv_bb;
-  grpc_byte_buffer *send_bb;  /* in flight */
+  grpc_byte_buffer *send_bb; /* in flight */
   grpc_byte_buffer *final_bb; /* client-stream response in the status batch */
   grpc_slice status_details;
   bool has_status_details;
-  grpc_metadata timing; /* IC_RPC_TIMING_TRAILER (opts.timing_trailer) */
+  grpc_metadata timing;   /* IC_RPC_TIMING_TRAILER (opts.timing_trailer) */
   bool has_timing;
-  int64_t arrive_ns; /* when the call reached its thread; 0 = no timing trailer */
+  int64_t arrive_ns;      /* when the call reached its thread; 0 = no timing trailer */
   int cancelled;
   tag_t t_new, t_recv, t_send, t_status, t_close;
   void *data;
@@ -182,9 +173,9 @@ struct ic_rpc_call {
   int refs;           /* outstanding batches + close */
   bool md_sent;       /* initial metadata sent */
   bool send_busy;
-  bool finishing; /* finish requested: no more sends accepted */
+  bool finishing;     /* finish requested: no more sends accepted */
   bool status_started;
-  bool closed; /* RECV_CLOSE_ON_SERVER completed */
+  bool closed;        /* RECV_CLOSE_ON_SERVER completed */
   bool close_notified;
   int finish_status;
   const char *finish_msg;
@@ -232,8 +223,7 @@ static char *read_file(const char *path, size_t *n_out) {
   ic_buf_t b = IC_BUF_INIT;
   char tmp[4096];
   size_t n;
-  while ((n = fread(tmp, 1, sizeof tmp, f)) > 0)
-    ic_buf_append(&b, tmp, n);
+  while ((n = fread(tmp, 1, sizeof tmp, f)) > 0) ic_buf_append(&b, tmp, n);
   fclose(f);
   if (!b.data) ic_buf_append(&b, "", 0);
   if (n_out) *n_out = b.len;
@@ -283,17 +273,16 @@ static int load_pair(const char *cert_file, const char *key_file, char **cert, c
 
 /* Called by gRPC core on every TLS handshake: reload the pair when the certificate file's
  * mtime moved forward; on failure keep serving the last good pair. */
-static grpc_ssl_certificate_config_reload_status
-tls_fetch(void *ud, grpc_ssl_server_certificate_config **cfg) {
+static grpc_ssl_certificate_config_reload_status tls_fetch(void *ud,
+                                                           grpc_ssl_server_certificate_config **cfg) {
   ic_rpc_server_t *s = ud;
   struct stat st;
   grpc_ssl_certificate_config_reload_status rs = GRPC_SSL_CERTIFICATE_CONFIG_RELOAD_UNCHANGED;
   pthread_mutex_lock(&s->tls_mu);
   bool newer = false;
   if (stat(s->cert_file, &st) == 0)
-    newer =
-        !s->tls_loaded || st.st_mtim.tv_sec > s->cert_mtime.tv_sec ||
-        (st.st_mtim.tv_sec == s->cert_mtime.tv_sec && st.st_mtim.tv_nsec > s->cert_mtime.tv_nsec);
+    newer = !s->tls_loaded || st.st_mtim.tv_sec > s->cert_mtime.tv_sec ||
+            (st.st_mtim.tv_sec == s->cert_mtime.tv_sec && st.st_mtim.tv_nsec > s->cert_mtime.tv_nsec);
   if (newer) {
     char *cert, *key, err[256];
     if (load_pair(s->cert_file, s->key_file, &cert, &key, err, sizeof err) == 0) {
@@ -425,13 +414,11 @@ static void request_call(cq_thread_t *cqt, method_t *m) {
   if (!c) return;
   grpc_call_error e;
   if (m == &s->generic) {
-    e = grpc_server_request_call(s->srv, &c->call, &c->details, &c->md, cqt->cq, cqt->cq,
-                                 &c->t_new);
+    e = grpc_server_request_call(s->srv, &c->call, &c->details, &c->md, cqt->cq, cqt->cq, &c->t_new);
   } else {
     bool payload = m->kind == IC_RPC_UNARY || m->kind == IC_RPC_SERVER_STREAM;
     e = grpc_server_request_registered_call(s->srv, m->handle, &c->call, &c->deadline, &c->md,
-                                            payload ? &c->payload : NULL, cqt->cq, cqt->cq,
-                                            &c->t_new);
+                                            payload ? &c->payload : NULL, cqt->cq, cqt->cq, &c->t_new);
   }
   if (e != GRPC_CALL_OK) call_free(c);
 }
@@ -601,8 +588,7 @@ int ic_rpc_stream_abort(ic_rpc_call_t *c, int status, const char *msg) {
    * them ahead of RST_STREAM), and it does not wait for the peer's flow-control window. */
   c->status_started = true;
   pthread_rwlock_rdlock(&c->srv->cancel_lock);
-  if (!c->srv->cancelled_all)
-    grpc_call_cancel_with_status(c->call, (grpc_status_code)status, msg ? msg : "", NULL);
+  if (!c->srv->cancelled_all) grpc_call_cancel_with_status(c->call, (grpc_status_code)status, msg ? msg : "", NULL);
   pthread_rwlock_unlock(&c->srv->cancel_lock);
   pthread_mutex_unlock(&c->mu);
   return 0;
@@ -685,8 +671,7 @@ static void handle_unary(ic_rpc_call_t *c) {
   size_t n = 0;
   ops[n++].op = GRPC_OP_SEND_INITIAL_METADATA;
   if (status == IC_RPC_OK) {
-    c->final_bb =
-        ic_rpc_bb_from((const uint8_t *)(cqt->resp.data ? cqt->resp.data : ""), cqt->resp.len);
+    c->final_bb = ic_rpc_bb_from((const uint8_t *)(cqt->resp.data ? cqt->resp.data : ""), cqt->resp.len);
     ops[n].op = GRPC_OP_SEND_MESSAGE;
     ops[n++].data.send_message.send_message = c->final_bb;
   }
@@ -735,8 +720,7 @@ static void handle_stream_start(ic_rpc_call_t *c) {
   if (!live_admit(c)) {
     /* Over the server-wide stream cap: end it before any handler state exists. */
     c->refs++;
-    ic_rpc_stream_finish(c, IC_RPC_RESOURCE_EXHAUSTED,
-                         "too many open streams on this server; retry later");
+    ic_rpc_stream_finish(c, IC_RPC_RESOURCE_EXHAUSTED, "too many open streams on this server; retry later");
     call_unref(c);
     return;
   }
@@ -855,7 +839,8 @@ static void handle_event(cq_thread_t *cqt, grpc_event ev) {
     pthread_mutex_unlock(&c->mu);
     call_unref(c);
     return;
-  default: return;
+  default:
+    return;
   }
 }
 
@@ -978,9 +963,10 @@ static int add_method(ic_rpc_server_t *s, const char *path, ic_rpc_kind_t kind, 
   if (h) m->sh = *h;
   m->ud = ud;
   bool payload = kind == IC_RPC_UNARY || kind == IC_RPC_SERVER_STREAM;
-  m->handle = grpc_server_register_method(
-      s->srv, path, NULL,
-      payload ? GRPC_SRM_PAYLOAD_READ_INITIAL_BYTE_BUFFER : GRPC_SRM_PAYLOAD_NONE, 0);
+  m->handle = grpc_server_register_method(s->srv, path, NULL,
+                                          payload ? GRPC_SRM_PAYLOAD_READ_INITIAL_BYTE_BUFFER
+                                                  : GRPC_SRM_PAYLOAD_NONE,
+                                          0);
   if (!m->handle) {
     free(m->path);
     return IC_EEXIST;
@@ -1025,8 +1011,7 @@ int ic_rpc_server_start(ic_rpc_server_t *s) {
   for (int i = 0; i < s->nthreads; i++) {
     cq_thread_t *cqt = &s->cqts[i];
     for (size_t k = 0; k < s->nmethods; k++)
-      for (int j = 0; j < PREREQUEST_PER_METHOD; j++)
-        request_call(cqt, &s->methods[k]);
+      for (int j = 0; j < PREREQUEST_PER_METHOD; j++) request_call(cqt, &s->methods[k]);
     request_call(cqt, &s->generic);
     if (pthread_create(&cqt->th, NULL, cq_main, cqt) == 0) cqt->started = true;
   }
@@ -1052,8 +1037,7 @@ int ic_rpc_server_shutdown(ic_rpc_server_t *s, int drain_ms) {
   grpc_event ev = grpc_completion_queue_pluck(s->shutdown_cq, s, dl, NULL);
   if (ev.type == GRPC_QUEUE_TIMEOUT) {
     pthread_mutex_lock(&s->mu);
-    for (ic_rpc_call_t *c = s->live; c; c = c->live_next)
-      cancelled++;
+    for (ic_rpc_call_t *c = s->live; c; c = c->live_next) cancelled++;
     pthread_mutex_unlock(&s->mu);
     if (cancelled == 0) cancelled = 1;
     pthread_rwlock_wrlock(&s->cancel_lock);
@@ -1062,17 +1046,15 @@ int ic_rpc_server_shutdown(ic_rpc_server_t *s, int drain_ms) {
     pthread_rwlock_unlock(&s->cancel_lock);
     grpc_completion_queue_pluck(s->shutdown_cq, s, gpr_inf_future(GPR_CLOCK_REALTIME), NULL);
   }
-  for (int i = 0; i < s->nthreads; i++)
-    grpc_completion_queue_shutdown(s->cqts[i].cq);
+  for (int i = 0; i < s->nthreads; i++) grpc_completion_queue_shutdown(s->cqts[i].cq);
   for (int i = 0; i < s->nthreads; i++)
     if (s->cqts[i].started) pthread_join(s->cqts[i].th, NULL);
   if (!s->started) {
     /* Threads never ran: drain the pre-requested calls' failures ourselves. */
     for (int i = 0; i < s->nthreads; i++) {
       grpc_event e;
-      while (
-          (e = grpc_completion_queue_next(s->cqts[i].cq, gpr_inf_future(GPR_CLOCK_REALTIME), NULL))
-              .type != GRPC_QUEUE_SHUTDOWN)
+      while ((e = grpc_completion_queue_next(s->cqts[i].cq, gpr_inf_future(GPR_CLOCK_REALTIME), NULL))
+                 .type != GRPC_QUEUE_SHUTDOWN)
         if (e.type == GRPC_OP_COMPLETE) handle_event(&s->cqts[i], e);
     }
   }
@@ -1095,8 +1077,7 @@ void ic_rpc_server_free(ic_rpc_server_t *s) {
   }
   grpc_completion_queue_shutdown(s->shutdown_cq);
   grpc_completion_queue_destroy(s->shutdown_cq);
-  for (size_t k = 0; k < s->nmethods; k++)
-    free(s->methods[k].path);
+  for (size_t k = 0; k < s->nmethods; k++) free(s->methods[k].path);
   if (s->health) ic_rpc_health_free(s->health);
   if (s->reflection) ic_rpc_reflection_free(s->reflection);
   free(s->cqts);

@@ -32,16 +32,13 @@ __attribute__((weak)) int server_http_start(server_ctx_t *ctx, char *err, size_t
   ic_log_warn("http_listeners_unavailable", IC_LS("reason", "this build has no HTTP listeners"));
   return 0;
 }
-__attribute__((weak)) void server_http_stop(server_ctx_t *ctx, int deadline_ms) {
-  (void)ctx, (void)deadline_ms;
-}
+__attribute__((weak)) void server_http_stop(server_ctx_t *ctx, int deadline_ms) { (void)ctx, (void)deadline_ms; }
 __attribute__((weak)) int server_auth_init(server_ctx_t *ctx) {
   (void)ctx;
   if (!getenv("KUBERNETES_SERVICE_HOST") || !getenv("KUBERNETES_SERVICE_PORT")) {
     ic_log_error("in_cluster_config",
-                 IC_LS("err",
-                       "unable to load in-cluster configuration, KUBERNETES_SERVICE_HOST and "
-                       "KUBERNETES_SERVICE_PORT must be defined"));
+                 IC_LS("err", "unable to load in-cluster configuration, KUBERNETES_SERVICE_HOST and "
+                              "KUBERNETES_SERVICE_PORT must be defined"));
     return 1;
   }
   return 0;
@@ -49,20 +46,16 @@ __attribute__((weak)) int server_auth_init(server_ctx_t *ctx) {
 
 /* Trim (ASCII whitespace) and lower-case into out. */
 static void norm(const char *in, char *out, size_t cap) {
-  while (*in && isspace((unsigned char)*in))
-    in++;
+  while (*in && isspace((unsigned char)*in)) in++;
   size_t n = strlen(in);
-  while (n > 0 && isspace((unsigned char)in[n - 1]))
-    n--;
+  while (n > 0 && isspace((unsigned char)in[n - 1])) n--;
   if (n >= cap) n = cap - 1;
-  for (size_t i = 0; i < n; i++)
-    out[i] = (char)tolower((unsigned char)in[i]);
+  for (size_t i = 0; i < n; i++) out[i] = (char)tolower((unsigned char)in[i]);
   out[n] = '\0';
 }
 
 /* ---- metrics (spec §10) ---- */
-static const double LATENCY_BUCKETS[] = {0.0001, 0.00025, 0.0005, 0.001, 0.0025,
-                                         0.005,  0.01,    0.025,  0.05,  0.1};
+static const double LATENCY_BUCKETS[] = {0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1};
 
 static int register_metrics(server_ctx_t *ctx) {
   ic_metrics_t *m = ctx->metrics;
@@ -73,49 +66,38 @@ static int register_metrics(server_ctx_t *ctx) {
   static const char *const result[] = {"result"};
   static const char *const stream[] = {"stream"};
   server_metrics_t *x = &ctx->m;
-  x->server_up =
-      ic_metrics_gauge(m, "inferencecache_server_up",
-                       "1 if the cache policy server is serving requests, 0 otherwise.", 0, NULL);
-  x->grpc_tls_enabled =
-      ic_metrics_gauge(m, "inferencecache_server_grpc_tls_enabled",
-                       "1 if the gRPC server is terminating TLS, 0 if serving plaintext.", 0, NULL);
-  x->index_entries = ic_metrics_gauge(
-      m, "inferencecache_index_entries",
-      "Distinct prefix entries currently held in the cache index, per model.", 1, model);
-  x->lookup_calls = ic_metrics_counter(
-      m, "inferencecache_lookup_route_calls_total",
-      "LookupRoute calls by model, reason_code, and whether a hint was returned.", 3, calls);
-  x->lookup_latency =
-      ic_metrics_histogram(m, "inferencecache_lookup_route_latency_seconds",
-                           "Server-side LookupRoute latency, per model.", 1, model, LATENCY_BUCKETS,
-                           sizeof LATENCY_BUCKETS / sizeof LATENCY_BUCKETS[0]);
-  x->tenant_evictions = ic_metrics_counter(
-      m, "inferencecache_tenant_evictions_total",
-      "Index prefixes evicted to enforce a CacheTenant quota, by tenant and reason.", 2, tev);
+  x->server_up = ic_metrics_gauge(m, "inferencecache_server_up",
+                                  "1 if the cache policy server is serving requests, 0 otherwise.", 0, NULL);
+  x->grpc_tls_enabled = ic_metrics_gauge(m, "inferencecache_server_grpc_tls_enabled",
+                                         "1 if the gRPC server is terminating TLS, 0 if serving plaintext.", 0, NULL);
+  x->index_entries = ic_metrics_gauge(m, "inferencecache_index_entries",
+                                      "Distinct prefix entries currently held in the cache index, per model.", 1, model);
+  x->lookup_calls = ic_metrics_counter(m, "inferencecache_lookup_route_calls_total",
+                                       "LookupRoute calls by model, reason_code, and whether a hint was returned.", 3,
+                                       calls);
+  x->lookup_latency = ic_metrics_histogram(m, "inferencecache_lookup_route_latency_seconds",
+                                           "Server-side LookupRoute latency, per model.", 1, model, LATENCY_BUCKETS,
+                                           sizeof LATENCY_BUCKETS / sizeof LATENCY_BUCKETS[0]);
+  x->tenant_evictions =
+      ic_metrics_counter(m, "inferencecache_tenant_evictions_total",
+                         "Index prefixes evicted to enforce a CacheTenant quota, by tenant and reason.", 2, tev);
   x->index_evictions = ic_metrics_counter(
       m, "inferencecache_index_evictions_total",
-      "Index entries evicted by the cap or TTL sweep, by algorithm (lru|lfu) and reason (cap|ttl).",
-      2, iev);
+      "Index entries evicted by the cap or TTL sweep, by algorithm (lru|lfu) and reason (cap|ttl).", 2, iev);
   x->snapshot_auth = ic_metrics_counter(
       m, "inferencecache_snapshot_auth_total",
-      "Authentication outcomes for the internal /snapshot endpoint (ok|unauth|forbidden|error).", 1,
-      result);
+      "Authentication outcomes for the internal /snapshot endpoint (ok|unauth|forbidden|error).", 1, result);
   x->policy_auth = ic_metrics_counter(
       m, "inferencecache_policy_auth_total",
-      "Authentication outcomes for the internal /policy endpoint (ok|unauth|forbidden|error).", 1,
-      result);
+      "Authentication outcomes for the internal /policy endpoint (ok|unauth|forbidden|error).", 1, result);
   x->probe_auth = ic_metrics_counter(
       m, "inferencecache_probe_auth_total",
-      "Authentication outcomes for the internal /probe endpoint (ok|unauth|forbidden|error).", 1,
-      result);
-  x->stream_dropped =
-      ic_metrics_counter(m, "inferencecache_stream_dropped_total",
-                         "Changes lost by too-slow StreamCacheEvents subscribers (events) and "
-                         "samples skipped by slow StreamMetrics readers (metrics).",
-                         1, stream);
-  x->stream_subscribers =
-      ic_metrics_gauge(m, "inferencecache_stream_subscribers",
-                       "Open StreamCacheEvents/StreamMetrics subscriptions, by stream.", 1, stream);
+      "Authentication outcomes for the internal /probe endpoint (ok|unauth|forbidden|error).", 1, result);
+  x->stream_dropped = ic_metrics_counter(
+      m, "inferencecache_stream_dropped_total",
+      "Changes lost by too-slow StreamCacheEvents subscribers (events) and samples skipped by slow StreamMetrics readers (metrics).", 1, stream);
+  x->stream_subscribers = ic_metrics_gauge(m, "inferencecache_stream_subscribers",
+                                           "Open StreamCacheEvents/StreamMetrics subscriptions, by stream.", 1, stream);
   if (ctx->flags.metrics_max_label_values > 0) { /* bounded series (docs/server.md, Metrics) */
     size_t lim = (size_t)ctx->flags.metrics_max_label_values;
     if (x->index_entries) ic_metrics_bound_label(x->index_entries, "model", lim);
@@ -123,10 +105,9 @@ static int register_metrics(server_ctx_t *ctx) {
     if (x->lookup_latency) ic_metrics_bound_label(x->lookup_latency, "model", lim);
     if (x->tenant_evictions) ic_metrics_bound_label(x->tenant_evictions, "tenant_id", lim);
   }
-  return x->server_up && x->grpc_tls_enabled && x->index_entries && x->lookup_calls &&
-                 x->lookup_latency && x->tenant_evictions && x->index_evictions &&
-                 x->snapshot_auth && x->policy_auth && x->probe_auth && x->stream_dropped &&
-                 x->stream_subscribers
+  return x->server_up && x->grpc_tls_enabled && x->index_entries && x->lookup_calls && x->lookup_latency &&
+                 x->tenant_evictions && x->index_evictions && x->snapshot_auth && x->policy_auth && x->probe_auth &&
+                 x->stream_dropped && x->stream_subscribers
              ? 0
              : IC_ENOMEM;
 }
@@ -150,8 +131,7 @@ static void add_index_evictions(void *ud, const char *algorithm, const char *rea
   if (c) ic_metric_add(c, (double)n);
 }
 static ic_index_eviction_t eviction_resolver(void *ud, const char *tenant) {
-  return ic_policy_index_eviction(ud, tenant) == IC_POLICY_EVICT_LFU ? IC_INDEX_EVICT_LFU
-                                                                     : IC_INDEX_EVICT_LRU;
+  return ic_policy_index_eviction(ud, tenant) == IC_POLICY_EVICT_LFU ? IC_INDEX_EVICT_LFU : IC_INDEX_EVICT_LRU;
 }
 
 /* ---- maintenance thread: TTL sweep every sweep interval, lazy reclaim in between ---- */
@@ -201,8 +181,8 @@ static void *maint_main(void *arg) {
     size_t freed = ic_mem_trim(SERVER_TRIM_MIN_FREE);
     int64_t t3 = ic_clock_monotonic_ns();
     if (freed) ic_log_debug("memory_trimmed", IC_LI("free_bytes", (int64_t)freed));
-    ic_log_debug("maintenance_step", IC_LI("index_us", (t1 - t0) / 1000),
-                 IC_LI("strings_us", (t2 - t1) / 1000), IC_LI("trim_us", (t3 - t2) / 1000));
+    ic_log_debug("maintenance_step", IC_LI("index_us", (t1 - t0) / 1000), IC_LI("strings_us", (t2 - t1) / 1000),
+                 IC_LI("trim_us", (t3 - t2) / 1000));
     server_hub_publish_transport(mt->ctx->hub);
     pthread_mutex_lock(&mt->mu);
   }
@@ -260,17 +240,14 @@ int main(int argc, char **argv) {
   if (!f->insecure_disable_auth) {
     if (server_auth_init(ctx) != 0) return 1;
     ic_log_info("controller_auth_enabled", IC_LS("expected_sa", f->allowed_controller_sa),
-                IC_LS("controller_audience", f->controller_audience),
-                IC_LS("policy_audience", f->policy_audience));
+                IC_LS("controller_audience", f->controller_audience), IC_LS("policy_audience", f->policy_audience));
   } else {
-    ic_log_warn(
-        "controller_auth_disabled",
-        IC_LS("reason", "--insecure-disable-auth set; the controller listener accepts any caller"));
+    ic_log_warn("controller_auth_disabled",
+                IC_LS("reason", "--insecure-disable-auth set; the controller listener accepts any caller"));
   }
   bool cert = f->tls_cert_file && *f->tls_cert_file, key = f->tls_key_file && *f->tls_key_file;
   if (cert != key) {
-    fprintf(stderr,
-            "server: --tls-cert-file and --tls-key-file must both be set or both be empty\n");
+    fprintf(stderr, "server: --tls-cert-file and --tls-key-file must both be set or both be empty\n");
     return 2;
   }
   ctx->grpc_tls = cert && key;
@@ -348,8 +325,7 @@ int main(int argc, char **argv) {
   }
   ic_log_info("startup", IC_LS("version", ctx->version), IC_LS("commit", ctx->commit),
               IC_LS("grpc_addr", f->grpc_bind_address), IC_LB("grpc_tls", ctx->grpc_tls),
-              IC_LS("http_addr", f->http_bind_address),
-              IC_LS("snapshot_addr", f->snapshot_bind_address));
+              IC_LS("http_addr", f->http_bind_address), IC_LS("snapshot_addr", f->snapshot_bind_address));
   if (!ctx->grpc) {
     ic_log_error("serve_error", IC_LS("err", err));
     return 1;
@@ -391,11 +367,9 @@ int main(int argc, char **argv) {
   pthread_cond_broadcast(&mt.cv);
   pthread_mutex_unlock(&mt.mu);
   if (mt.started) pthread_join(mt.th, NULL);
-  int cancelled =
-      ic_rpc_server_shutdown(ctx->grpc, f->drain_timeout_s < 0 ? -1 : f->drain_timeout_s * 1000);
+  int cancelled = ic_rpc_server_shutdown(ctx->grpc, f->drain_timeout_s < 0 ? -1 : f->drain_timeout_s * 1000);
   if (cancelled > 0)
-    ic_log_warn("grpc_drain_timeout", IC_LI("cancelled_calls", cancelled),
-                IC_LI("drain_timeout_seconds", f->drain_timeout_s));
+    ic_log_warn("grpc_drain_timeout", IC_LI("cancelled_calls", cancelled), IC_LI("drain_timeout_seconds", f->drain_timeout_s));
   server_http_stop(ctx, HTTP_SHUTDOWN_MS);
   ic_metric_set(ic_metric_plain(ctx->m.server_up), 0);
   ic_log_info("graceful_shutdown_done");
