@@ -8,7 +8,8 @@
  *
  * Usage: bench_grpc [--server PATH | --target HOST:PORT] [--seconds N] [--inflight N]
  *                   [--memberships N] [--placement pinned|shared] [--fractions F,F,...]
- *                   [--latency-fraction F] [--anchor PATH|none] [--server-arg ARG]...
+ *                   [--latency-fraction F] [--anchor PATH|none] [--server-arg ARG]... [--rate R]
+ * --rate R skips the max-rate phases and runs each method open-loop at R req/s (profiling).
  * Defaults: server next to this binary (../src/server/inferencecache-server), anchor
  * ../bench/grpc-anchor when built, pinned on >= 2 CPUs, 3 s per phase, 32 calls in flight for
  * the max rate, 1,000,000 memberships, fractions 0.1,0.25,0.5,0.75. */
@@ -343,6 +344,7 @@ static int parse_fractions(const char *list, double *out) {
 int main(int argc, char **argv) {
   char server[PATH_MAX] = "", anchor[PATH_MAX] = "";
   const char *attach = NULL, *placement = NULL, *fraction_list = "0.1,0.25,0.5,0.75";
+  double fixed_rate = 0; /* --rate R: skip the max-rate phases, open loop at R req/s only */
   const char *server_args[MAX_SERVER_ARGS + 2] = {"--grpc-timing-trailer"};
   int nserver_args = 1;
   for (int i = 1; i < argc; i++) {
@@ -362,6 +364,8 @@ int main(int argc, char **argv) {
       placement = argv[++i];
     else if (!strcmp(argv[i], "--fractions") && i + 1 < argc)
       fraction_list = argv[++i];
+    else if (!strcmp(argv[i], "--rate") && i + 1 < argc)
+      fixed_rate = atof(argv[++i]);
     else if (!strcmp(argv[i], "--latency-fraction") && i + 1 < argc)
       fraction_list = argv[++i];
     else if (!strcmp(argv[i], "--server-arg") && i + 1 < argc && nserver_args < MAX_SERVER_ARGS)
@@ -477,7 +481,19 @@ int main(int argc, char **argv) {
   ic_buf_t zreq = IC_BUF_INIT;
   ic_buf_append(&zreq, "", 0); /* HealthCheckRequest{}: zero bytes */
 
-  long errs_e = 0, errs_l = 0, errs_z = 0;
+  long errs_e = 0, errs_l = 0, errs_z = 0, lat_errors = 0;
+  if (fixed_rate > 0) {
+    /* Profiling mode: one open-loop phase per method at the given rate ("fraction": 0). */
+    lat_result_t r;
+    latency_at(ch, RL_METHOD_LOOKUP, lreq, LOOKUP_REQS, fixed_rate, &r);
+    emit_latency("lookup_route", 0, fixed_rate, &r);
+    lat_errors += r.errors;
+    latency_at(ch, RL_METHOD_EMPTY, hreq, 1, fixed_rate, &r);
+    emit_latency("empty_handler", 0, fixed_rate, &r);
+    lat_errors += r.errors;
+    anchor[0] = '\0';
+    goto done;
+  }
   int64_t dur = (int64_t)g_seconds * 1000000000LL;
   max_qps_for(ch, RL_METHOD_HEALTH, &zreq, 1, &errs_z, NULL, dur, NULL, NULL); /* warm-up */
   double zq = max_qps_for(ch, RL_METHOD_HEALTH, &zreq, 1, &errs_z, NULL, dur, NULL, NULL);
@@ -492,7 +508,6 @@ int main(int argc, char **argv) {
   emit("lookup_vs_empty_ratio", eq > 0 ? lq / eq : 0, "ratio", NULL);
 
   /* 3. open-loop latency at fractions of each max rate */
-  long lat_errors = 0;
   for (int i = 0; i < nf; i++) {
     lat_result_t r;
     latency_at(ch, RL_METHOD_LOOKUP, lreq, LOOKUP_REQS, lq * fractions[i], &r);
@@ -502,6 +517,7 @@ int main(int argc, char **argv) {
     emit_latency("empty_handler", fractions[i], eq * fractions[i], &r);
     lat_errors += r.errors;
   }
+done:
   ic_rpc_channel_free(ch);
   ch = NULL;
   rl_stop(pid); /* the anchor gets the server's CPUs to itself */
