@@ -44,7 +44,8 @@ typedef enum {
 } ic_rpc_kind_t;
 
 typedef struct ic_rpc_server_opts {
-  int threads;              /* completion-queue threads; <= 0 = one per usable CPU (affinity, cgroup quota) */
+  int threads;              /* completion-queue threads; <= 0 = one per usable CPU (affinity
+                             * mask, capped by a cgroup CPU quota) */
   int max_recv_bytes;       /* <= 0 = 4 MiB (the reference's grpc-go default) */
   const char *tls_cert_file; /* both set = TLS (PEM); both NULL/"" = plaintext */
   const char *tls_key_file;
@@ -218,7 +219,8 @@ size_t ic_rpc_pipeline_inflight(const ic_rpc_pipeline_t *p);
 /* Value of trailing-metadata `key` (e.g. IC_RPC_TIMING_TRAILER) of the call the last
  * ic_rpc_pipeline_next returned, copied into `out` (NUL-terminated, truncated to cap); 0 or
  * IC_ENOTFOUND. Call from the collecting thread only, before the next ic_rpc_pipeline_next. */
-int ic_rpc_pipeline_last_trailer(const ic_rpc_pipeline_t *p, const char *key, char *out, size_t cap);
+int ic_rpc_pipeline_last_trailer(const ic_rpc_pipeline_t *p, const char *key, char *out,
+                                 size_t cap);
 
 /* ============================== server-streaming client ============================== */
 

@@ -451,7 +451,8 @@ int ic_rpc_pipeline_next(ic_rpc_pipeline_t *p, int timeout_ms, void **tag, int *
   return rc;
 }
 
-int ic_rpc_pipeline_last_trailer(const ic_rpc_pipeline_t *p, const char *key, char *out, size_t cap) {
+int ic_rpc_pipeline_last_trailer(const ic_rpc_pipeline_t *p, const char *key, char *out,
+                                 size_t cap) {
   const char *d = p->last_trailers.data, *end = d ? d + p->last_trailers.len : d;
   while (d && d < end) {
     const char *k = d, *v = k + strlen(k) + 1;

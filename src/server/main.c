@@ -181,8 +181,8 @@ static void *maint_main(void *arg) {
     size_t freed = ic_mem_trim(SERVER_TRIM_MIN_FREE);
     int64_t t3 = ic_clock_monotonic_ns();
     if (freed) ic_log_debug("memory_trimmed", IC_LI("free_bytes", (int64_t)freed));
-    ic_log_debug("maintenance_step", IC_LI("index_us", (t1 - t0) / 1000), IC_LI("strings_us", (t2 - t1) / 1000),
-                 IC_LI("trim_us", (t3 - t2) / 1000));
+    ic_log_debug("maintenance_step", IC_LI("index_us", (t1 - t0) / 1000),
+                 IC_LI("strings_us", (t2 - t1) / 1000), IC_LI("trim_us", (t3 - t2) / 1000));
     server_hub_publish_transport(mt->ctx->hub);
     pthread_mutex_lock(&mt->mu);
   }
