@@ -415,6 +415,8 @@ int main(int argc, char **argv) {
   pid_t pid =
       attach ? -1 : rl_start_server(server, port, server_args, g_pl.pinned ? &g_pl.server : NULL);
   rl_placement_enter_client(&g_pl);
+  if (attach) /* the caller placed the server: say so instead of naming CPUs it may not use */
+    snprintf(g_pl.server_list, sizeof g_pl.server_list, "external");
   char target[128];
   if (attach)
     snprintf(target, sizeof target, "%s", attach);
