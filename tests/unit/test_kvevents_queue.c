@@ -146,3 +146,53 @@ Test(kvevents_queue, commit_after_concurrent_drop_and_compaction_keeps_order) {
   cr_assert_eq(q.live, 0);
   subq_destroy(&q);
 }
+
+/* Batched evictions (docs/ha.md): adds and evictions of one replica share an update; an add of a
+ * prefix evicted earlier in the run, another replica, a clear or a marker ends it; a clear keeps
+ * a queued full-state marker. */
+Test(kvevents_queue, mixed_runs_merge_adds_and_evictions_until_a_restore_or_other_kind) {
+  subq_t q;
+  cr_assert_eq(subq_init(&q, 1 << 20), 0);
+  ic_kv_op_t ops[] = {op(IC_KV_OP_ADD, 1, 0, 10),   op(IC_KV_OP_EVICT, 2, 0, 11),
+                      op(IC_KV_OP_ADD, 3, 1, 12),   op(IC_KV_OP_EVICT, 1, 0, 13),
+                      op(IC_KV_OP_ADD, 1, 0, 14), /* re-stored after its eviction: new run */
+                      op(IC_KV_OP_EVICT, 4, 0, 15), op(IC_KV_OP_ADD, 5, 2, 16), /* other replica */
+                      op(SUB_OP_SYNCED, 0, 2, 0),   op(IC_KV_OP_ADD, 6, 2, 17)};
+  subq_push(&q, ops, 9, reps);
+  ic_kv_op_t buf[SUB_MAX_ENTRIES_PER_CSU];
+  uint64_t last;
+  size_t sizes[8], n = 0, k;
+  pthread_mutex_lock(&q.mu);
+  while ((k = subq_peek_mixed(&q, buf, SUB_MAX_ENTRIES_PER_CSU, &last, reps)) ||
+         (k = subq_peek_group(&q, buf, SUB_MAX_ENTRIES_PER_CSU, &last, reps))) {
+    cr_assert_lt(n, 8);
+    sizes[n++] = k;
+    subq_commit(&q, last);
+  }
+  pthread_mutex_unlock(&q.mu);
+  cr_assert_eq(n, 5);
+  cr_assert_eq(sizes[0], 4); /* A1 E2 A3 E1 */
+  cr_assert_eq(sizes[1], 2); /* A1 E4 */
+  cr_assert_eq(sizes[2], 1); /* A5 (r1) */
+  cr_assert_eq(sizes[3], 1); /* the marker, alone */
+  cr_assert_eq(sizes[4], 1); /* A6 */
+  cr_assert_eq(q.live, 0);
+  cr_assert_eq(q.live_evicts, 0);
+  subq_destroy(&q);
+}
+
+Test(kvevents_queue, clear_keeps_a_queued_full_state_marker) {
+  subq_t q;
+  cr_assert_eq(subq_init(&q, 1 << 20), 0);
+  ic_kv_op_t ops[] = {op(IC_KV_OP_ADD, 1, 0, 10), op(SUB_OP_SYNCED, 0, 0, 0),
+                      op(IC_KV_OP_CLEAR, 0, 0, 11)};
+  subq_push(&q, ops, 3, reps);
+  cr_assert_eq(q.live, 2); /* the add is superseded, the marker stays */
+  ic_kv_op_t buf[4];
+  uint64_t last;
+  pthread_mutex_lock(&q.mu);
+  cr_assert_eq(subq_peek_group(&q, buf, 4, &last, reps), 1);
+  cr_assert_eq(buf[0].kind, SUB_OP_SYNCED);
+  pthread_mutex_unlock(&q.mu);
+  subq_destroy(&q);
+}
