@@ -22,6 +22,10 @@ grpc_byte_buffer *ic_rpc_bb_from(const uint8_t *data, size_t len);
  * ("[::]:9090"). Writes into out (cap bytes). */
 void ic_rpc_listen_addr(const char *addr, char *out, size_t cap);
 
+/* server.c's call internals for peer.c. */
+const grpc_metadata_array *ic_rpc_call_md(const ic_rpc_call_t *c);
+grpc_call *ic_rpc_call_core(const ic_rpc_call_t *c);
+
 /* health.c / reflection.c hook into the server through the public API plus these. */
 typedef struct ic_rpc_health ic_rpc_health_t;
 ic_rpc_health_t *ic_rpc_health_new(const char *const *services);
