@@ -100,14 +100,18 @@ int ic_auth_kube_review(void *kube, const char *token, size_t len, const char *a
  * An ic_writer_auth_t decides whether one gRPC write call may change the index. It accepts a
  * verified TLS client certificate whose subject CN or a SAN is on the allowed list, and/or a
  * service-account bearer token that TokenReview authenticates (with the writer audience) to
- * an allowed username. Reviews are cached (accepted 10 s, rejected 2 s, keyed by SHA-256 of
- * the token) so ingest does not wait on the API server; at most `max_reviews` run at once and
- * a call that finds them all busy is denied at once (fail closed; the writer retries) rather
- * than holding a gRPC thread. Thread-safe; strings are copied. */
+ * an allowed username. Reviews are cached (accepted 10 s, refreshed in the background past
+ * half of it; rejected 2 s; keyed by SHA-256 of the token) so ingest does not wait on the API
+ * server. Reviews run on `max_reviews` threads of the checker; a call with an uncached token
+ * waits for its review at most IC_AUTH_WRITER_INLINE_WAIT_MS and is otherwise denied
+ * UNAVAILABLE (fail closed; the writer retries and then finds the verdict cached), so a slow
+ * or hanging API server never holds a gRPC thread longer than that. Thread-safe; strings are
+ * copied. */
 #define IC_AUTH_WRITER_AUDIENCE "inferencecache.io/writer"
 #define IC_AUTH_WRITER_CACHE_TTL_MS 10000
 #define IC_AUTH_WRITER_NEGATIVE_TTL_MS 2000
 #define IC_AUTH_WRITER_CACHE_MAX 4096
+#define IC_AUTH_WRITER_INLINE_WAIT_MS 50
 
 typedef enum {
   IC_WRITER_OK = 0,
@@ -138,7 +142,8 @@ typedef struct ic_writer_auth_config {
   int64_t cache_ttl_ms;    /* 0 = IC_AUTH_WRITER_CACHE_TTL_MS */
   int64_t negative_ttl_ms; /* 0 = IC_AUTH_WRITER_NEGATIVE_TTL_MS */
   size_t cache_max;        /* 0 = IC_AUTH_WRITER_CACHE_MAX */
-  int max_reviews;         /* reviews in flight at once; <= 0 = 1 */
+  int max_reviews;         /* review threads (reviews in flight at once); <= 0 = 1 */
+  int inline_wait_ms;      /* 0 = IC_AUTH_WRITER_INLINE_WAIT_MS; < 0 = never wait */
   ic_metric_family_t *denials; /* optional counter family with one label "reason" */
   int64_t (*now_ms)(void *ud); /* NULL = monotonic */
   void *now_ud;

@@ -6,9 +6,13 @@
  * subscribers each with its own token costs ingest nothing once reviewed. Accepted and
  * rejected verdicts are both cached (rejected ones briefly, so a client hammering with a bad
  * token cannot turn every call into an API-server request); review failures are not cached.
- * Reviews run outside the lock and at most max_reviews at a time: a call that would be one
- * too many is denied UNAVAILABLE at once instead of parking a gRPC thread behind a slow API
- * server (lookups share those threads). */
+ * Reviews run on the checker's own threads (max_reviews of them), never on the caller's: gRPC
+ * core hands calls to completion-queue threads in turn, so one thread parked on a slow API
+ * server would stall the lookups queued behind it. A call whose token is not cached waits for
+ * its review at most IC_AUTH_WRITER_INLINE_WAIT_MS (a healthy API server answers in a few ms)
+ * and is otherwise denied UNAVAILABLE while the review goes on (the writer retries and then
+ * hits the cache). Concurrent calls with one token share one review; an accepted verdict past
+ * half its TTL is refreshed in the background so steady writers never wait. */
 #include <ctype.h>
 #include <openssl/evp.h>
 #include <pthread.h>
@@ -16,6 +20,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "ic/auth.h"
 #include "ic/clock.h"
@@ -23,6 +28,7 @@
 #include "ic/log.h"
 
 #define WAYS 4
+#define MAX_PENDING 256 /* reviews queued or running; beyond it calls are denied at once */
 #define SA_PREFIX "system:serviceaccount:"
 
 typedef struct {
@@ -33,6 +39,18 @@ typedef struct {
   char user[96];   /* username the review returned (for the denial log), truncated */
 } wentry_t;
 
+/* One review queued or running; shared by the calls waiting for it (refs). */
+typedef struct pending {
+  struct pending *next;
+  uint8_t key[32];
+  char *token;
+  size_t len;
+  bool running, done;
+  int verdict; /* when done: ic_writer_result_t (UNAVAILABLE = review failed) */
+  char user[96];
+  int refs; /* the queue/worker + each waiting call */
+} pending_t;
+
 struct ic_writer_auth {
   bool tokens, certs;
   char *audience;
@@ -41,14 +59,20 @@ struct ic_writer_auth {
   void *reviewer_ud;
   int64_t ttl_ms, neg_ttl_ms;
   size_t nbuckets; /* power of two */
-  int max_reviews;
-  _Atomic int reviews;
+  int inline_wait_ms;
   ic_metric_family_t *denials;
   int64_t (*now_ms)(void *);
   void *now_ud;
   pthread_mutex_t mu;
   wentry_t *cache; /* nbuckets * WAYS */
   _Atomic int64_t last_log_ns;
+  /* review workers (guarded by mu) */
+  pthread_cond_t work_cv, done_cv;
+  pending_t *pending; /* all queued or running reviews */
+  size_t npending;
+  bool stopping;
+  pthread_t *workers;
+  int nworkers;
 };
 
 /* Copies src into dst (cap bytes), cut to fit: usernames are kept for the denial log only. */
@@ -111,6 +135,8 @@ bool ic_writer_auth_name_allowed(const char *list, const char *name, bool servic
   return each_entry(list, match_one, &m);
 }
 
+static void *review_worker(void *arg);
+
 ic_writer_auth_t *ic_writer_auth_new(const ic_writer_auth_config_t *cfg, char *err, size_t errlen) {
   char tmp[8];
   if (!err) err = tmp, errlen = sizeof tmp;
@@ -146,29 +172,70 @@ ic_writer_auth_t *ic_writer_auth_new(const ic_writer_auth_config_t *cfg, char *e
   w->reviewer_ud = cfg->reviewer_ud;
   w->ttl_ms = cfg->cache_ttl_ms > 0 ? cfg->cache_ttl_ms : IC_AUTH_WRITER_CACHE_TTL_MS;
   w->neg_ttl_ms = cfg->negative_ttl_ms > 0 ? cfg->negative_ttl_ms : IC_AUTH_WRITER_NEGATIVE_TTL_MS;
+  w->inline_wait_ms = cfg->inline_wait_ms > 0   ? cfg->inline_wait_ms
+                      : cfg->inline_wait_ms < 0 ? 0
+                                                : IC_AUTH_WRITER_INLINE_WAIT_MS;
   size_t want = cfg->cache_max ? cfg->cache_max : IC_AUTH_WRITER_CACHE_MAX;
   w->nbuckets = 1;
   while (w->nbuckets * WAYS < want) w->nbuckets <<= 1;
-  w->max_reviews = cfg->max_reviews > 0 ? cfg->max_reviews : 1;
   w->denials = cfg->denials;
   w->now_ms = cfg->now_ms ? cfg->now_ms : mono_ms;
   w->now_ud = cfg->now_ud;
   pthread_mutex_init(&w->mu, NULL);
+  pthread_condattr_t ca;
+  pthread_condattr_init(&ca);
+  pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+  pthread_cond_init(&w->work_cv, &ca);
+  pthread_cond_init(&w->done_cv, &ca);
+  pthread_condattr_destroy(&ca);
   w->cache = calloc(w->nbuckets * WAYS, sizeof *w->cache);
-  if (!w->audience || !w->allowed_sa || !w->allowed_certs || !w->cache) {
+  int nworkers = w->tokens ? (cfg->max_reviews > 0 ? cfg->max_reviews : 1) : 0;
+  w->workers = nworkers ? calloc((size_t)nworkers, sizeof *w->workers) : NULL;
+  if (!w->audience || !w->allowed_sa || !w->allowed_certs || !w->cache || (nworkers && !w->workers)) {
     snprintf(err, errlen, "out of memory");
+    ic_writer_auth_free(w);
+    return NULL;
+  }
+  for (int i = 0; i < nworkers; i++) {
+    if (pthread_create(&w->workers[i], NULL, review_worker, w) != 0) break;
+    w->nworkers++;
+  }
+  if (nworkers && !w->nworkers) {
+    snprintf(err, errlen, "writer auth: cannot start a review thread");
     ic_writer_auth_free(w);
     return NULL;
   }
   return w;
 }
 
+static void pending_unref(pending_t *p) { /* mu held */
+  if (--p->refs > 0) return;
+  if (p->token) memset(p->token, 0, p->len);
+  free(p->token);
+  free(p);
+}
+
 void ic_writer_auth_free(ic_writer_auth_t *w) {
   if (!w) return;
+  pthread_mutex_lock(&w->mu);
+  w->stopping = true;
+  pthread_cond_broadcast(&w->work_cv);
+  pthread_mutex_unlock(&w->mu);
+  for (int i = 0; i < w->nworkers; i++) pthread_join(w->workers[i], NULL);
+  /* No caller may be inside ic_writer_auth_check now; queued reviews are dropped. */
+  while (w->pending) {
+    pending_t *p = w->pending;
+    w->pending = p->next;
+    p->refs = 1;
+    pending_unref(p);
+  }
+  free(w->workers);
   free(w->audience);
   free(w->allowed_sa);
   free(w->allowed_certs);
   free(w->cache);
+  pthread_cond_destroy(&w->work_cv);
+  pthread_cond_destroy(&w->done_cv);
   pthread_mutex_destroy(&w->mu);
   free(w);
 }
@@ -179,29 +246,26 @@ static wentry_t *bucket_of(ic_writer_auth_t *w, const uint8_t key[32]) {
   return &w->cache[(h & (w->nbuckets - 1)) * WAYS];
 }
 
-/* Cached verdict of key, or -1. */
+/* Cached verdict of key or -1; *stale when an accepted verdict is past half its TTL. mu held. */
 static int cache_get(ic_writer_auth_t *w, const uint8_t key[32], int64_t now, char *user,
-                     size_t ucap) {
-  int v = -1;
-  pthread_mutex_lock(&w->mu);
+                     size_t ucap, bool *stale) {
   wentry_t *b = bucket_of(w, key);
   for (int i = 0; i < WAYS; i++) {
     if (!b[i].used || memcmp(b[i].key, key, 32) != 0) continue;
-    if (b[i].expiry_ms > now) {
-      v = b[i].verdict;
-      copy_cut(user, ucap, b[i].user);
-    } else {
+    if (b[i].expiry_ms <= now) {
       b[i].used = 0;
+      return -1;
     }
-    break;
+    copy_cut(user, ucap, b[i].user);
+    *stale = b[i].verdict == IC_WRITER_OK && b[i].expiry_ms - now < w->ttl_ms / 2;
+    return b[i].verdict;
   }
-  pthread_mutex_unlock(&w->mu);
-  return v;
+  return -1;
 }
 
+/* mu held. */
 static void cache_put(ic_writer_auth_t *w, const uint8_t key[32], int verdict, const char *user,
                       int64_t now) {
-  pthread_mutex_lock(&w->mu);
   wentry_t *b = bucket_of(w, key), *slot = NULL;
   for (int i = 0; i < WAYS && !slot; i++)
     if (b[i].used && memcmp(b[i].key, key, 32) == 0) slot = &b[i];
@@ -217,7 +281,81 @@ static void cache_put(ic_writer_auth_t *w, const uint8_t key[32], int verdict, c
   slot->verdict = (uint8_t)verdict;
   slot->expiry_ms = now + (verdict == IC_WRITER_OK ? w->ttl_ms : w->neg_ttl_ms);
   copy_cut(slot->user, sizeof slot->user, user);
+}
+
+static pending_t *pending_find(ic_writer_auth_t *w, const uint8_t key[32]) { /* mu held */
+  for (pending_t *p = w->pending; p; p = p->next)
+    if (memcmp(p->key, key, 32) == 0) return p;
+  return NULL;
+}
+
+/* Queues a review of the token unless one is queued already or the queue is full (NULL).
+ * mu held. */
+static pending_t *pending_add(ic_writer_auth_t *w, const uint8_t key[32], const char *tok,
+                              size_t len) {
+  pending_t *p = pending_find(w, key);
+  if (p) return p;
+  if (w->npending >= MAX_PENDING) return NULL;
+  p = calloc(1, sizeof *p);
+  if (!p || !(p->token = malloc(len + 1))) {
+    free(p);
+    return NULL;
+  }
+  memcpy(p->token, tok, len);
+  p->token[len] = 0;
+  p->len = len;
+  memcpy(p->key, key, 32);
+  p->refs = 1; /* the queue's */
+  p->next = w->pending;
+  w->pending = p;
+  w->npending++;
+  pthread_cond_signal(&w->work_cv);
+  return p;
+}
+
+static void pending_remove(ic_writer_auth_t *w, pending_t *p) { /* mu held */
+  for (pending_t **pp = &w->pending; *pp; pp = &(*pp)->next)
+    if (*pp == p) {
+      *pp = p->next;
+      w->npending--;
+      return;
+    }
+}
+
+static void *review_worker(void *arg) {
+  ic_writer_auth_t *w = arg;
+  pthread_mutex_lock(&w->mu);
+  for (;;) {
+    pending_t *p = NULL;
+    while (!w->stopping) {
+      for (pending_t *q = w->pending; q; q = q->next)
+        if (!q->running) p = q; /* the oldest: new ones are pushed at the head */
+      if (p) break;
+      pthread_cond_wait(&w->work_cv, &w->mu);
+    }
+    if (w->stopping) break;
+    p->running = true;
+    pthread_mutex_unlock(&w->mu);
+    ic_auth_review_t rv;
+    memset(&rv, 0, sizeof rv);
+    int rc = w->reviewer(w->reviewer_ud, p->token, p->len, w->audience, &rv);
+    rv.username[sizeof rv.username - 1] = 0;
+    int v = IC_WRITER_UNAVAILABLE;
+    if (rc == 0)
+      v = !rv.authenticated ? IC_WRITER_UNAUTHENTICATED
+          : ic_writer_auth_name_allowed(w->allowed_sa, rv.username, true) ? IC_WRITER_OK
+                                                                          : IC_WRITER_FORBIDDEN;
+    pthread_mutex_lock(&w->mu);
+    copy_cut(p->user, sizeof p->user, rv.username);
+    if (v != IC_WRITER_UNAVAILABLE) cache_put(w, p->key, v, p->user, w->now_ms(w->now_ud));
+    p->verdict = v;
+    p->done = true;
+    pending_remove(w, p);
+    pending_unref(p);
+    pthread_cond_broadcast(&w->done_cv);
+  }
   pthread_mutex_unlock(&w->mu);
+  return NULL;
 }
 
 /* Denials are counted always and logged at most every 10 s (a hostile client must not be
@@ -247,30 +385,37 @@ static ic_writer_result_t check_token(ic_writer_auth_t *w, const char *authz, co
   if (EVP_Digest(tok, len, key, &mdlen, EVP_sha256(), NULL) != 1 || mdlen != 32)
     return deny(w, IC_WRITER_UNAVAILABLE, IC_WRITER_DENY_REVIEW, NULL, reason);
   char user[96] = "";
-  int v = cache_get(w, key, w->now_ms(w->now_ud), user, sizeof user);
-  if (v < 0) {
-    if (atomic_fetch_add(&w->reviews, 1) >= w->max_reviews) {
-      atomic_fetch_sub(&w->reviews, 1);
-      return deny(w, IC_WRITER_UNAVAILABLE, IC_WRITER_DENY_REVIEW, "(reviews busy)", reason);
+  bool stale = false;
+  pthread_mutex_lock(&w->mu);
+  int v = cache_get(w, key, w->now_ms(w->now_ud), user, sizeof user, &stale);
+  if (v >= 0) {
+    if (stale) pending_add(w, key, tok, len); /* refresh in the background; no wait */
+  } else {
+    pending_t *p = pending_add(w, key, tok, len);
+    v = IC_WRITER_UNAVAILABLE;
+    if (p && w->inline_wait_ms > 0) {
+      p->refs++;
+      struct timespec dl;
+      clock_gettime(CLOCK_MONOTONIC, &dl);
+      int64_t ns = dl.tv_nsec + (int64_t)w->inline_wait_ms * 1000000;
+      dl.tv_sec += ns / 1000000000;
+      dl.tv_nsec = ns % 1000000000;
+      while (!p->done && !w->stopping &&
+             pthread_cond_timedwait(&w->done_cv, &w->mu, &dl) == 0) {
+      }
+      if (p->done) {
+        v = p->verdict;
+        copy_cut(user, sizeof user, p->user);
+      }
+      pending_unref(p);
     }
-    ic_auth_review_t rv;
-    memset(&rv, 0, sizeof rv);
-    int rc = w->reviewer(w->reviewer_ud, tok, len, w->audience, &rv);
-    atomic_fetch_sub(&w->reviews, 1);
-    if (rc != 0) return deny(w, IC_WRITER_UNAVAILABLE, IC_WRITER_DENY_REVIEW, NULL, reason);
-    rv.username[sizeof rv.username - 1] = 0;
-    if (!rv.authenticated)
-      v = IC_WRITER_UNAUTHENTICATED;
-    else if (!ic_writer_auth_name_allowed(w->allowed_sa, rv.username, true))
-      v = IC_WRITER_FORBIDDEN;
-    else
-      v = IC_WRITER_OK;
-    copy_cut(user, sizeof user, rv.username);
-    cache_put(w, key, v, user, w->now_ms(w->now_ud));
   }
+  pthread_mutex_unlock(&w->mu);
   if (v == IC_WRITER_OK) return IC_WRITER_OK;
   if (v == IC_WRITER_FORBIDDEN)
     return deny(w, IC_WRITER_FORBIDDEN, IC_WRITER_DENY_IDENTITY, user, reason);
+  if (v == IC_WRITER_UNAVAILABLE)
+    return deny(w, IC_WRITER_UNAVAILABLE, IC_WRITER_DENY_REVIEW, NULL, reason);
   return deny(w, IC_WRITER_UNAUTHENTICATED, IC_WRITER_DENY_BAD_TOKEN, NULL, reason);
 }
 

@@ -4,7 +4,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <unistd.h>
 
 #include "ic/auth.h"
 #include "ic/err.h"
@@ -14,6 +13,7 @@
 
 #define MAX_CERT_NAMES 16
 #define AUTHZ_MAX 8192
+#define WRITER_REVIEW_THREADS 4 /* TokenReviews in flight at once (lib/auth's own threads) */
 
 struct server_writer_auth {
   ic_auth_kube_t *kube; /* NULL without tokens */
@@ -86,8 +86,6 @@ int server_writer_auth_init(server_ctx_t *ctx) {
                          "reason (no_credentials|invalid_token|review_unavailable|identity_not_allowed|"
                          "certificate_not_allowed).",
                          1, reason);
-  /* Half the gRPC threads at most wait on TokenReview at once; the rest keep serving lookups. */
-  long threads = f->grpc_threads > 0 ? f->grpc_threads : sysconf(_SC_NPROCESSORS_ONLN);
   ic_writer_auth_config_t wc = {.accept_tokens = tokens,
                                 .accept_certs = certs,
                                 .audience = f->writer_token_audience,
@@ -95,7 +93,7 @@ int server_writer_auth_init(server_ctx_t *ctx) {
                                 .allowed_cert_names = f->writer_allowed_cert_names,
                                 .reviewer = ic_auth_kube_review,
                                 .reviewer_ud = a->kube,
-                                .max_reviews = threads > 1 ? (int)(threads / 2) : 1,
+                                .max_reviews = WRITER_REVIEW_THREADS,
                                 .denials = denials};
   a->w = ic_writer_auth_new(&wc, err, sizeof err);
   if (!a->w) {

@@ -48,18 +48,27 @@ def md(token):
     return (("authorization", "Bearer " + token),) if token else None
 
 
-def write_both(stub, model, token=None, clear_model="m-victim"):
-    """(ReportCacheState status, PublishEvent status): `model` gets hash 1 from replica r0, and
-    replica "victim" of `clear_model` is cleared (ALL_CLEARED)."""
-    out = []
-    for call in (lambda: stub.ReportCacheState(iter([update(model)]), timeout=T, metadata=md(token)),
-                 lambda: stub.PublishEvent(clear(clear_model), timeout=T, metadata=md(token))):
+def status_of(call, retry=True):
+    """The call's status code. With retry, UNAVAILABLE (a token review still running past the
+    server's short inline wait) is retried for a while, as the subscriber does."""
+    deadline = time.monotonic() + 10
+    while True:
         try:
             call()
-            out.append(grpc.StatusCode.OK)
+            return grpc.StatusCode.OK
         except grpc.RpcError as e:
-            out.append(e.code())
-    return tuple(out)
+            if not (retry and e.code() == grpc.StatusCode.UNAVAILABLE and time.monotonic() < deadline):
+                return e.code()
+        time.sleep(0.1)
+
+
+def write_both(stub, model, token=None, clear_model="m-victim", retry=True):
+    """(ReportCacheState status, PublishEvent status): `model` gets hash 1 from replica r0, and
+    replica "victim" of `clear_model` is cleared (ALL_CLEARED)."""
+    return (status_of(lambda: stub.ReportCacheState(iter([update(model)]), timeout=T,
+                                                    metadata=md(token)), retry),
+            status_of(lambda: stub.PublishEvent(clear(clear_model), timeout=T, metadata=md(token)),
+                      retry))
 
 
 def holders(stub, model, h=1):
@@ -97,8 +106,8 @@ def token_srv(reviewer):
 def test_token_writers_fail_closed_and_readers_stay_open(token_srv, reviewer):
     stub = token_srv.stub()
     U, P = grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.PERMISSION_DENIED
-    stub.ReportCacheState(iter([update("m-victim", replica="victim")]), timeout=T,
-                          metadata=md("engine-token"))
+    assert status_of(lambda: stub.ReportCacheState(iter([update("m-victim", replica="victim")]),
+                                                   timeout=T, metadata=md("engine-token"))) == grpc.StatusCode.OK
     assert holders(stub, "m-victim") == ["victim"]
     assert write_both(stub, "m-none") == (U, U)
     assert write_both(stub, "m-bad", "not-a-token") == (U, U)
@@ -117,7 +126,7 @@ def test_token_writers_fail_closed_and_readers_stay_open(token_srv, reviewer):
     before = reviewer.count()
     for i in range(50):
         stub.ReportCacheState(iter([update("m-ok", h=100 + i)]), timeout=T, metadata=md("engine-token"))
-    assert reviewer.count() == before
+    assert reviewer.count() <= before + 1  # (+1: a background refresh past half the TTL)
     assert entries(token_srv, "m-ok") == 51
     st = token_srv.logs()
     assert "engine-token" not in st and "intruder-token" not in st  # tokens are never logged
@@ -132,7 +141,7 @@ def test_hanging_token_review_denies_within_a_bound_and_lookups_go_on(token_srv,
 
         def write():
             t0 = time.monotonic()
-            results["status"] = write_both(stub, "m-hang", "engine-token-2")[1]
+            results["status"] = write_both(stub, "m-hang", "engine-token-2", retry=False)[1]
             results["s"] = time.monotonic() - t0
 
         th = threading.Thread(target=write)
@@ -143,12 +152,13 @@ def test_hanging_token_review_denies_within_a_bound_and_lookups_go_on(token_srv,
         assert time.monotonic() - t0 < 0.5
         th.join(10)
         assert results["status"] == grpc.StatusCode.UNAVAILABLE
-        assert results["s"] < 3.0  # ~0.7 s review timeout (+ the ReportCacheState one before it)
+        assert results["s"] < 2.0  # two calls, each waiting ~50 ms for the review, then denied
         assert holders(stub, "m-hang") == []
         assert denied(token_srv, "review_unavailable") >= 2
     finally:
         reviewer.hang = False
     # The API server is back: the same token is reviewed again (failures are not cached).
+    time.sleep(1.0)  # the hung review times out (0.7 s)
     assert write_both(stub, "m-hang", "engine-token-2") == (grpc.StatusCode.OK, grpc.StatusCode.OK)
 
 
