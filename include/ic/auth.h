@@ -101,8 +101,8 @@ int ic_auth_kube_review(void *kube, const char *token, size_t len, const char *a
  * verified TLS client certificate whose subject CN or a SAN is on the allowed list, and/or a
  * service-account bearer token that TokenReview authenticates (with the writer audience) to
  * an allowed username. Reviews are cached (accepted 10 s, refreshed in the background past
- * half of it; rejected 2 s; keyed by SHA-256 of the token) so ingest does not wait on the API
- * server. Reviews run on `max_reviews` threads of the checker; a call with an uncached token
+ * half of it; rejected 2 s; keyed by the token's bytes, bucketed by XXH3) so ingest does not
+ * wait on the API server. Reviews run on `max_reviews` threads of the checker; a call with an uncached token
  * waits for its review at most IC_AUTH_WRITER_INLINE_WAIT_MS and is otherwise denied
  * UNAVAILABLE (fail closed; the writer retries and then finds the verdict cached), so a slow
  * or hanging API server never holds a gRPC thread longer than that. Thread-safe; strings are

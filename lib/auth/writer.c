@@ -2,7 +2,7 @@
  * certificates and TokenReview'd service-account tokens against allowed lists, fail closed.
  *
  * The review cache is set-associative (4 ways per bucket, buckets a power of two): a lookup is
- * one hash and four compares under a mutex held for nanoseconds, so a fleet of thousands of
+ * one XXH3 of the token and a compare of its bytes under a mutex held for nanoseconds, so a fleet of thousands of
  * subscribers each with its own token costs ingest nothing once reviewed. Accepted and
  * rejected verdicts are both cached (rejected ones briefly, so a client hammering with a bad
  * token cannot turn every call into an API-server request); review failures are not cached.
@@ -14,13 +14,13 @@
  * hits the cache). Concurrent calls with one token share one review; an accepted verdict past
  * half its TTL is refreshed in the background so steady writers never wait. */
 #include <ctype.h>
-#include <openssl/evp.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <xxhash.h>
 
 #include "ic/auth.h"
 #include "ic/clock.h"
@@ -31,18 +31,29 @@
 #define MAX_PENDING 256 /* reviews queued or running; beyond it calls are denied at once */
 #define SA_PREFIX "system:serviceaccount:"
 
+/* A token as the cache knows it: XXH3 picks the bucket, the bytes themselves are compared, so
+ * no crafted token can pass for a cached one (a 64-bit digest alone could be collided). */
 typedef struct {
-  uint8_t key[32]; /* SHA-256 of the token */
+  uint64_t h;
+  const char *tok;
+  size_t len;
+} tkey_t;
+
+typedef struct {
+  uint64_t h;
+  char *tok; /* malloc'd copy, zeroed before it is freed; NULL = free slot */
+  size_t len;
   int64_t expiry_ms;
-  uint8_t used;
   uint8_t verdict; /* ic_writer_result_t: OK, UNAUTHENTICATED or FORBIDDEN */
   char user[96];   /* username the review returned (for the denial log), truncated */
 } wentry_t;
 
+static void entry_clear(wentry_t *e);
+
 /* One review queued or running; shared by the calls waiting for it (refs). */
 typedef struct pending {
   struct pending *next;
-  uint8_t key[32];
+  uint64_t h;
   char *token;
   size_t len;
   bool running, done;
@@ -229,6 +240,7 @@ void ic_writer_auth_free(ic_writer_auth_t *w) {
     p->refs = 1;
     pending_unref(p);
   }
+  for (size_t i = 0; w->cache && i < w->nbuckets * WAYS; i++) entry_clear(&w->cache[i]);
   free(w->workers);
   free(w->audience);
   free(w->allowed_sa);
@@ -240,20 +252,29 @@ void ic_writer_auth_free(ic_writer_auth_t *w) {
   free(w);
 }
 
-static wentry_t *bucket_of(ic_writer_auth_t *w, const uint8_t key[32]) {
-  uint64_t h;
-  memcpy(&h, key, sizeof h);
+static bool same(uint64_t h, const char *tok, size_t len, const tkey_t *k) {
+  return h == k->h && len == k->len && memcmp(tok, k->tok, len) == 0;
+}
+
+static void entry_clear(wentry_t *e) {
+  if (!e->tok) return;
+  memset(e->tok, 0, e->len);
+  free(e->tok);
+  e->tok = NULL;
+}
+
+static wentry_t *bucket_of(ic_writer_auth_t *w, uint64_t h) {
   return &w->cache[(h & (w->nbuckets - 1)) * WAYS];
 }
 
-/* Cached verdict of key or -1; *stale when an accepted verdict is past half its TTL. mu held. */
-static int cache_get(ic_writer_auth_t *w, const uint8_t key[32], int64_t now, char *user,
-                     size_t ucap, bool *stale) {
-  wentry_t *b = bucket_of(w, key);
+/* Cached verdict of k or -1; *stale when an accepted verdict is past half its TTL. mu held. */
+static int cache_get(ic_writer_auth_t *w, const tkey_t *k, int64_t now, char *user, size_t ucap,
+                     bool *stale) {
+  wentry_t *b = bucket_of(w, k->h);
   for (int i = 0; i < WAYS; i++) {
-    if (!b[i].used || memcmp(b[i].key, key, 32) != 0) continue;
+    if (!b[i].tok || !same(b[i].h, b[i].tok, b[i].len, k)) continue;
     if (b[i].expiry_ms <= now) {
-      b[i].used = 0;
+      entry_clear(&b[i]);
       return -1;
     }
     copy_cut(user, ucap, b[i].user);
@@ -264,47 +285,51 @@ static int cache_get(ic_writer_auth_t *w, const uint8_t key[32], int64_t now, ch
 }
 
 /* mu held. */
-static void cache_put(ic_writer_auth_t *w, const uint8_t key[32], int verdict, const char *user,
+static void cache_put(ic_writer_auth_t *w, const tkey_t *k, int verdict, const char *user,
                       int64_t now) {
-  wentry_t *b = bucket_of(w, key), *slot = NULL;
+  wentry_t *b = bucket_of(w, k->h), *slot = NULL;
   for (int i = 0; i < WAYS && !slot; i++)
-    if (b[i].used && memcmp(b[i].key, key, 32) == 0) slot = &b[i];
+    if (b[i].tok && same(b[i].h, b[i].tok, b[i].len, k)) slot = &b[i];
   for (int i = 0; i < WAYS && !slot; i++)
-    if (!b[i].used || b[i].expiry_ms <= now) slot = &b[i];
+    if (!b[i].tok || b[i].expiry_ms <= now) slot = &b[i];
   if (!slot) { /* the entry expiring first makes room */
     slot = &b[0];
     for (int i = 1; i < WAYS; i++)
       if (b[i].expiry_ms < slot->expiry_ms) slot = &b[i];
   }
-  memcpy(slot->key, key, 32);
-  slot->used = 1;
+  if (!slot->tok || !same(slot->h, slot->tok, slot->len, k)) {
+    entry_clear(slot);
+    if (!(slot->tok = malloc(k->len ? k->len : 1))) return; /* not cached: reviewed again */
+    memcpy(slot->tok, k->tok, k->len);
+    slot->len = k->len;
+    slot->h = k->h;
+  }
   slot->verdict = (uint8_t)verdict;
   slot->expiry_ms = now + (verdict == IC_WRITER_OK ? w->ttl_ms : w->neg_ttl_ms);
   copy_cut(slot->user, sizeof slot->user, user);
 }
 
-static pending_t *pending_find(ic_writer_auth_t *w, const uint8_t key[32]) { /* mu held */
+static pending_t *pending_find(ic_writer_auth_t *w, const tkey_t *k) { /* mu held */
   for (pending_t *p = w->pending; p; p = p->next)
-    if (memcmp(p->key, key, 32) == 0) return p;
+    if (same(p->h, p->token, p->len, k)) return p;
   return NULL;
 }
 
 /* Queues a review of the token unless one is queued already or the queue is full (NULL).
  * mu held. */
-static pending_t *pending_add(ic_writer_auth_t *w, const uint8_t key[32], const char *tok,
-                              size_t len) {
-  pending_t *p = pending_find(w, key);
+static pending_t *pending_add(ic_writer_auth_t *w, const tkey_t *k) {
+  pending_t *p = pending_find(w, k);
   if (p) return p;
   if (w->npending >= MAX_PENDING) return NULL;
   p = calloc(1, sizeof *p);
-  if (!p || !(p->token = malloc(len + 1))) {
+  if (!p || !(p->token = malloc(k->len + 1))) {
     free(p);
     return NULL;
   }
-  memcpy(p->token, tok, len);
-  p->token[len] = 0;
-  p->len = len;
-  memcpy(p->key, key, 32);
+  memcpy(p->token, k->tok, k->len);
+  p->token[k->len] = 0;
+  p->len = k->len;
+  p->h = k->h;
   p->refs = 1; /* the queue's */
   p->next = w->pending;
   w->pending = p;
@@ -347,7 +372,8 @@ static void *review_worker(void *arg) {
                                                                           : IC_WRITER_FORBIDDEN;
     pthread_mutex_lock(&w->mu);
     copy_cut(p->user, sizeof p->user, rv.username);
-    if (v != IC_WRITER_UNAVAILABLE) cache_put(w, p->key, v, p->user, w->now_ms(w->now_ud));
+    tkey_t k = {p->h, p->token, p->len};
+    if (v != IC_WRITER_UNAVAILABLE) cache_put(w, &k, v, p->user, w->now_ms(w->now_ud));
     p->verdict = v;
     p->done = true;
     pending_remove(w, p);
@@ -380,18 +406,15 @@ static ic_writer_result_t check_token(ic_writer_auth_t *w, const char *authz, co
   size_t len;
   if (!ic_http_parse_bearer(authz, &tok, &len))
     return deny(w, IC_WRITER_UNAUTHENTICATED, IC_WRITER_DENY_BAD_TOKEN, NULL, reason);
-  uint8_t key[32];
-  unsigned int mdlen = 0;
-  if (EVP_Digest(tok, len, key, &mdlen, EVP_sha256(), NULL) != 1 || mdlen != 32)
-    return deny(w, IC_WRITER_UNAVAILABLE, IC_WRITER_DENY_REVIEW, NULL, reason);
+  tkey_t key = {XXH3_64bits(tok, len), tok, len};
   char user[96] = "";
   bool stale = false;
   pthread_mutex_lock(&w->mu);
-  int v = cache_get(w, key, w->now_ms(w->now_ud), user, sizeof user, &stale);
+  int v = cache_get(w, &key, w->now_ms(w->now_ud), user, sizeof user, &stale);
   if (v >= 0) {
-    if (stale) pending_add(w, key, tok, len); /* refresh in the background; no wait */
+    if (stale) pending_add(w, &key); /* refresh in the background; no wait */
   } else {
-    pending_t *p = pending_add(w, key, tok, len);
+    pending_t *p = pending_add(w, &key);
     v = IC_WRITER_UNAVAILABLE;
     if (p && w->inline_wait_ms > 0) {
       p->refs++;
