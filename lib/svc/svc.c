@@ -1,9 +1,9 @@
-/* InferenceCache service logic over protobuf-c messages: the LookupRoute pipeline of spec
- * server.md §3.5 / index.md §5.13 (policy gates, input precedence, floors, affinity, timeouts,
+/* InferenceCache service logic over protobuf-c messages: the LookupRoute pipeline of
+ * docs/server.md "LookupRoute" (policy gates, input precedence, floors, affinity, timeouts,
  * envelopes, metrics), ingest/event/state conversions, and stream encodings. No transport here.
  *
  * Deadlines: the reference runs resolution and lookup on goroutines and abandons them at the
- * deadline; we run them inline and check the deadline after each phase (server.md §18.5), which
+ * deadline; we run them inline and check the deadline after each phase, which
  * preserves the observable rules: TIMEOUT when the deadline passes during resolution or lookup,
  * no LFU credit for a timed-out lookup. The hot path allocates only for derived chains. */
 #include "ic/svc.h"
@@ -20,6 +20,7 @@
 #include "ic/log.h"
 #include "ic/rpc.h"
 #include "inferencecache/v1alpha1/inferencecache.pb-c.h"
+#include "change_wire.h"
 #include "wire_strings.h"
 
 typedef Inferencecache__V1alpha1__LookupRouteRequest lr_req_t;
@@ -280,7 +281,7 @@ static void resolved_free(resolved_t *r) {
   free(r->echo);
 }
 
-/* Derives the chain of token_ids (server.md §3.5.4). */
+/* Derives the chain of token_ids. */
 static int derive_chain(const uint32_t *toks, size_t n, int bs, bool chain_enabled, resolved_t *r) {
   size_t nb = ic_fp_block_count(n, bs);
   if (nb == 0) return r->fail_open = true, 0;
@@ -857,15 +858,12 @@ bool ic_svc_event_filter_match(const ic_svc_event_filter_t *f, const ic_index_ch
 }
 
 int ic_svc_change_encode(const ic_index_change_t *c, ic_buf_t *out) {
-  Inferencecache__V1alpha1__CacheEvent e = INFERENCECACHE__V1ALPHA1__CACHE_EVENT__INIT;
-  e.type = (Inferencecache__V1alpha1__CacheEvent__Type)c->type;
-  e.replica_id = (char *)(c->replica ? c->replica : "");
-  e.model_id = (char *)(c->model ? c->model : "");
-  e.tenant_id = (char *)(c->tenant ? c->tenant : "");
-  e.adapter_id = (char *)(c->adapter ? c->adapter : "");
-  e.prefix_hash = (ProtobufCBinaryData){c->hash ? c->hash_len : 0, (uint8_t *)c->hash};
-  e.timestamp_us = c->timestamp_ns / 1000;
-  return append_packed(out, &e.base);
+  change_wire_t w;
+  change_wire_measure(c, &w);
+  if (ic_buf_reserve(out, w.size)) return IC_ENOMEM;
+  change_wire_write(&w, (uint8_t *)out->data + out->len);
+  out->len += w.size;
+  return 0;
 }
 
 int ic_svc_metric_filter_parse(const uint8_t *req, size_t len, ic_svc_metric_filter_t *f) {
