@@ -24,19 +24,21 @@ enum { ITERS = 200000 };
 
 static void *worker(void *arg) {
   ic_writer_creds_t c = {.authorization = g_authz};
-  for (int i = 0; i < ITERS; i++) ic_writer_auth_check(g_w, &c, NULL);
+  for (int i = 0; i < ITERS; i++)
+    ic_writer_auth_check(g_w, &c, NULL);
   (void)arg;
   return NULL;
 }
 
 static void emit(const char *name, double v, const char *unit, const char *params) {
-  printf("{\"bench\":\"auth\",\"name\":\"%s\",\"value\":%.1f,\"unit\":\"%s\",\"params\":%s}\n", name, v,
-         unit, params);
+  printf("{\"bench\":\"auth\",\"name\":\"%s\",\"value\":%.1f,\"unit\":\"%s\",\"params\":%s}\n",
+         name, v, unit, params);
 }
 
 int main(void) {
   memcpy(g_authz, "Bearer ", 7);
-  for (size_t i = 7; i < 1100; i++) g_authz[i] = (char)('a' + i % 26);
+  for (size_t i = 7; i < 1100; i++)
+    g_authz[i] = (char)('a' + i % 26);
   ic_writer_auth_config_t cfg = {.accept_tokens = true,
                                  .accept_certs = true,
                                  .allowed_service_accounts = "engines:*",
@@ -54,14 +56,17 @@ int main(void) {
   const char *names[] = {"vllm-0", "spiffe://cluster.local/ns/engines/sa/vllm"};
   ic_writer_creds_t cc = {.cert_verified = true, .cert_names = names, .n_cert_names = 2};
   t0 = ic_clock_monotonic_ns();
-  for (int i = 0; i < ITERS; i++) ic_writer_auth_check(g_w, &cc, NULL);
+  for (int i = 0; i < ITERS; i++)
+    ic_writer_auth_check(g_w, &cc, NULL);
   emit("writer_auth_cert_ns", (double)(ic_clock_monotonic_ns() - t0) / ITERS, "ns/call",
        "{\"names\":2,\"threads\":1}");
   enum { T = 4 };
   pthread_t th[T];
   t0 = ic_clock_monotonic_ns();
-  for (int i = 0; i < T; i++) pthread_create(&th[i], NULL, worker, NULL);
-  for (int i = 0; i < T; i++) pthread_join(th[i], NULL);
+  for (int i = 0; i < T; i++)
+    pthread_create(&th[i], NULL, worker, NULL);
+  for (int i = 0; i < T; i++)
+    pthread_join(th[i], NULL);
   emit("writer_auth_token_cached_4threads_ns",
        (double)(ic_clock_monotonic_ns() - t0) / ((double)ITERS * T) * T, "ns/call/thread",
        "{\"token_bytes\":1093,\"threads\":4}");

@@ -42,7 +42,8 @@ static void mount(json_t *c, const char *vol, const char *path) {
     m = json_array();
     json_object_set_new(c, "volumeMounts", m);
   }
-  json_array_append_new(m, json_pack("{s:s,s:s,s:b}", "name", vol, "mountPath", path, "readOnly", 1));
+  json_array_append_new(m,
+                        json_pack("{s:s,s:s,s:b}", "name", vol, "mountPath", path, "readOnly", 1));
 }
 
 static void arg(json_t *c, const char *flag, const char *value) {
@@ -55,8 +56,8 @@ void adm_sidecar_creds(const ic_admission_config_t *cfg, json_t *spec, json_t *s
   if (!cfg || !json_is_object(spec) || !json_is_array(json_object_get(sidecar, "args"))) return;
   if (set(cfg->subscriber_server_ca_configmap)) {
     add_volume(spec, json_pack("{s:s,s:{s:s,s:[{s:s,s:s}]}}", "name", VOL_CA, "configMap", "name",
-                               cfg->subscriber_server_ca_configmap, "items", "key", "ca.crt", "path",
-                               "ca.crt"));
+                               cfg->subscriber_server_ca_configmap, "items", "key", "ca.crt",
+                               "path", "ca.crt"));
     mount(sidecar, VOL_CA, CREDS_DIR "/server-ca");
     arg(sidecar, "--server-ca-file", CREDS_DIR "/server-ca/ca.crt");
   }

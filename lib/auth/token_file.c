@@ -48,8 +48,8 @@ static char *load(const char *path, struct timespec *mtime, char *err, size_t er
   size_t s = 0, e = b.len;
   while (s < e && (b.data[s] == ' ' || b.data[s] == '\t' || b.data[s] == '\r' || b.data[s] == '\n'))
     s++;
-  while (e > s &&
-         (b.data[e - 1] == ' ' || b.data[e - 1] == '\t' || b.data[e - 1] == '\r' || b.data[e - 1] == '\n'))
+  while (e > s && (b.data[e - 1] == ' ' || b.data[e - 1] == '\t' || b.data[e - 1] == '\r' ||
+                   b.data[e - 1] == '\n'))
     e--;
   char *t = NULL;
   if (e > s && memchr(b.data + s, '\n', e - s) == NULL && memchr(b.data + s, 0, e - s) == NULL) {
@@ -99,8 +99,8 @@ static void refresh(ic_auth_token_file_t *t) {
   if (now < t->next_check_ns) return;
   t->next_check_ns = now + t->check_ns;
   struct stat st;
-  if (stat(t->path, &st) != 0 || (st.st_mtim.tv_sec == t->mtime.tv_sec &&
-                                  st.st_mtim.tv_nsec == t->mtime.tv_nsec))
+  if (stat(t->path, &st) != 0 ||
+      (st.st_mtim.tv_sec == t->mtime.tv_sec && st.st_mtim.tv_nsec == t->mtime.tv_nsec))
     return;
   char err[256];
   struct timespec mt = t->mtime;

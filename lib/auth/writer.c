@@ -2,9 +2,9 @@
  * certificates and TokenReview'd service-account tokens against allowed lists, fail closed.
  *
  * The review cache is set-associative (4 ways per bucket, buckets a power of two): a lookup is
- * one XXH3 of the token and a compare of its bytes under a mutex held for nanoseconds, so a fleet of thousands of
- * subscribers each with its own token costs ingest nothing once reviewed. Accepted and
- * rejected verdicts are both cached (rejected ones briefly, so a client hammering with a bad
+ * one XXH3 of the token and a compare of its bytes under a mutex held for nanoseconds, so a fleet
+ * of thousands of subscribers each with its own token costs ingest nothing once reviewed. Accepted
+ * and rejected verdicts are both cached (rejected ones briefly, so a client hammering with a bad
  * token cannot turn every call into an API-server request); review failures are not cached.
  * Reviews run on the checker's own threads (max_reviews of them), never on the caller's: gRPC
  * core hands calls to completion-queue threads in turn, so one thread parked on a slow API
@@ -106,8 +106,10 @@ static bool each_entry(const char *list, bool (*fn)(void *, const char *, size_t
     size_t n = e ? (size_t)(e - p) : strlen(p);
     const char *b = p;
     size_t m = n;
-    while (m && isspace((unsigned char)*b)) b++, m--;
-    while (m && isspace((unsigned char)b[m - 1])) m--;
+    while (m && isspace((unsigned char)*b))
+      b++, m--;
+    while (m && isspace((unsigned char)b[m - 1]))
+      m--;
     if (m && fn(ud, b, m)) return true;
     p += n + (e ? 1 : 0);
   }
@@ -163,13 +165,15 @@ ic_writer_auth_t *ic_writer_auth_new(const ic_writer_auth_config_t *cfg, char *e
     return NULL;
   }
   if (cfg->accept_tokens && nsa == 0) {
-    snprintf(err, errlen, "writer auth: tokens are accepted but no service account is allowed "
-                          "(--writer-allowed-service-accounts)");
+    snprintf(err, errlen,
+             "writer auth: tokens are accepted but no service account is allowed "
+             "(--writer-allowed-service-accounts)");
     return NULL;
   }
   if (cfg->accept_certs && ncert == 0) {
-    snprintf(err, errlen, "writer auth: client certificates are accepted but no name is allowed "
-                          "(--writer-allowed-cert-names)");
+    snprintf(err, errlen,
+             "writer auth: client certificates are accepted but no name is allowed "
+             "(--writer-allowed-cert-names)");
     return NULL;
   }
   ic_writer_auth_t *w = calloc(1, sizeof *w);
@@ -188,7 +192,8 @@ ic_writer_auth_t *ic_writer_auth_new(const ic_writer_auth_config_t *cfg, char *e
                                                 : IC_AUTH_WRITER_INLINE_WAIT_MS;
   size_t want = cfg->cache_max ? cfg->cache_max : IC_AUTH_WRITER_CACHE_MAX;
   w->nbuckets = 1;
-  while (w->nbuckets * WAYS < want) w->nbuckets <<= 1;
+  while (w->nbuckets * WAYS < want)
+    w->nbuckets <<= 1;
   w->denials = cfg->denials;
   w->now_ms = cfg->now_ms ? cfg->now_ms : mono_ms;
   w->now_ud = cfg->now_ud;
@@ -202,7 +207,8 @@ ic_writer_auth_t *ic_writer_auth_new(const ic_writer_auth_config_t *cfg, char *e
   w->cache = calloc(w->nbuckets * WAYS, sizeof *w->cache);
   int nworkers = w->tokens ? (cfg->max_reviews > 0 ? cfg->max_reviews : 1) : 0;
   w->workers = nworkers ? calloc((size_t)nworkers, sizeof *w->workers) : NULL;
-  if (!w->audience || !w->allowed_sa || !w->allowed_certs || !w->cache || (nworkers && !w->workers)) {
+  if (!w->audience || !w->allowed_sa || !w->allowed_certs || !w->cache ||
+      (nworkers && !w->workers)) {
     snprintf(err, errlen, "out of memory");
     ic_writer_auth_free(w);
     return NULL;
@@ -232,7 +238,8 @@ void ic_writer_auth_free(ic_writer_auth_t *w) {
   w->stopping = true;
   pthread_cond_broadcast(&w->work_cv);
   pthread_mutex_unlock(&w->mu);
-  for (int i = 0; i < w->nworkers; i++) pthread_join(w->workers[i], NULL);
+  for (int i = 0; i < w->nworkers; i++)
+    pthread_join(w->workers[i], NULL);
   /* No caller may be inside ic_writer_auth_check now; queued reviews are dropped. */
   while (w->pending) {
     pending_t *p = w->pending;
@@ -240,7 +247,8 @@ void ic_writer_auth_free(ic_writer_auth_t *w) {
     p->refs = 1;
     pending_unref(p);
   }
-  for (size_t i = 0; w->cache && i < w->nbuckets * WAYS; i++) entry_clear(&w->cache[i]);
+  for (size_t i = 0; w->cache && i < w->nbuckets * WAYS; i++)
+    entry_clear(&w->cache[i]);
   free(w->workers);
   free(w->audience);
   free(w->allowed_sa);
@@ -423,8 +431,7 @@ static ic_writer_result_t check_token(ic_writer_auth_t *w, const char *authz, co
       int64_t ns = dl.tv_nsec + (int64_t)w->inline_wait_ms * 1000000;
       dl.tv_sec += ns / 1000000000;
       dl.tv_nsec = ns % 1000000000;
-      while (!p->done && !w->stopping &&
-             pthread_cond_timedwait(&w->done_cv, &w->mu, &dl) == 0) {
+      while (!p->done && !w->stopping && pthread_cond_timedwait(&w->done_cv, &w->mu, &dl) == 0) {
       }
       if (p->done) {
         v = p->verdict;

@@ -12,8 +12,7 @@ int ic_rpc_call_metadata(const ic_rpc_call_t *c, const char *key, char *out, siz
   size_t klen = strlen(key);
   for (size_t i = 0; i < md->count; i++) {
     const grpc_slice *k = &md->metadata[i].key;
-    if (GRPC_SLICE_LENGTH(*k) != klen || memcmp(GRPC_SLICE_START_PTR(*k), key, klen) != 0)
-      continue;
+    if (GRPC_SLICE_LENGTH(*k) != klen || memcmp(GRPC_SLICE_START_PTR(*k), key, klen) != 0) continue;
     const grpc_slice *v = &md->metadata[i].value;
     size_t n = GRPC_SLICE_LENGTH(*v);
     if (n >= cap || memchr(GRPC_SLICE_START_PTR(*v), 0, n)) return IC_ERANGE;

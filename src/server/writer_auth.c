@@ -26,12 +26,14 @@ static bool has_word(const char *list, const char *word, bool *unknown) {
   while (*p) {
     const char *e = strchr(p, ',');
     size_t n = e ? (size_t)(e - p) : strlen(p);
-    while (n && *p == ' ') p++, n--;
-    while (n && p[n - 1] == ' ') n--;
+    while (n && *p == ' ')
+      p++, n--;
+    while (n && p[n - 1] == ' ')
+      n--;
     if (n == strlen(word) && strncmp(p, word, n) == 0)
       found = true;
-    else if (n && !(n == 5 && strncmp(p, "token", 5) == 0) && !(n == 4 && strncmp(p, "mtls", 4) == 0) &&
-             !(n == 4 && strncmp(p, "none", 4) == 0))
+    else if (n && !(n == 5 && strncmp(p, "token", 5) == 0) &&
+             !(n == 4 && strncmp(p, "mtls", 4) == 0) && !(n == 4 && strncmp(p, "none", 4) == 0))
       *unknown = true;
     if (!e) break;
     p = e + 1;
@@ -50,7 +52,9 @@ int server_writer_auth_init(server_ctx_t *ctx) {
     return 2;
   }
   if (client_ca && !ctx->grpc_tls) {
-    fprintf(stderr, "--grpc-client-ca-file needs TLS on the gRPC port (--tls-cert-file and --tls-key-file)\n");
+    fprintf(
+        stderr,
+        "--grpc-client-ca-file needs TLS on the gRPC port (--tls-cert-file and --tls-key-file)\n");
     return 2;
   }
   if (certs && !client_ca) {
@@ -60,9 +64,10 @@ int server_writer_auth_init(server_ctx_t *ctx) {
   if (!tokens && !certs) {
     if (!f->insecure_disable_auth)
       ic_log_warn("writers_unauthenticated",
-                  IC_LS("reason", "the HTTP controller endpoints require authentication but anyone who "
-                                  "reaches the gRPC port may call ReportCacheState and PublishEvent; set "
-                                  "--writer-auth (docs/server.md, Writer authentication)"));
+                  IC_LS("reason",
+                        "the HTTP controller endpoints require authentication but anyone who "
+                        "reaches the gRPC port may call ReportCacheState and PublishEvent; set "
+                        "--writer-auth (docs/server.md, Writer authentication)"));
     return 0;
   }
   struct server_writer_auth *a = calloc(1, sizeof *a);
@@ -80,12 +85,12 @@ int server_writer_auth_init(server_ctx_t *ctx) {
     }
   }
   static const char *const reason[] = {"reason"};
-  ic_metric_family_t *denials =
-      ic_metrics_counter(ctx->metrics, "inferencecache_writer_auth_denied_total",
-                         "ReportCacheState/PublishEvent calls refused by writer authentication, by "
-                         "reason (no_credentials|invalid_token|review_unavailable|identity_not_allowed|"
-                         "certificate_not_allowed).",
-                         1, reason);
+  ic_metric_family_t *denials = ic_metrics_counter(
+      ctx->metrics, "inferencecache_writer_auth_denied_total",
+      "ReportCacheState/PublishEvent calls refused by writer authentication, by "
+      "reason (no_credentials|invalid_token|review_unavailable|identity_not_allowed|"
+      "certificate_not_allowed).",
+      1, reason);
   ic_writer_auth_config_t wc = {.accept_tokens = tokens,
                                 .accept_certs = certs,
                                 .audience = f->writer_token_audience,
@@ -142,14 +147,20 @@ int server_writer_auth_check(server_ctx_t *ctx, ic_rpc_call_t *call, const char 
   names_t nm;
   nm.n = nm.used = 0;
   ic_rpc_call_peer_cert(call, add_name, &nm);
-  ic_writer_creds_t c = {.authorization = n >= 0 ? authz : n == IC_ERANGE ? "" : NULL,
+  ic_writer_creds_t c = {.authorization = n >= 0           ? authz
+                                          : n == IC_ERANGE ? ""
+                                                           : NULL,
                          .cert_verified = nm.n > 0,
                          .cert_names = nm.names,
                          .n_cert_names = nm.n};
   switch (ic_writer_auth_check(a->w, &c, NULL)) {
   case IC_WRITER_OK: return IC_RPC_OK;
-  case IC_WRITER_FORBIDDEN: *msg = "writer identity is not allowed to write to the index"; return IC_RPC_PERMISSION_DENIED;
+  case IC_WRITER_FORBIDDEN:
+    *msg = "writer identity is not allowed to write to the index";
+    return IC_RPC_PERMISSION_DENIED;
   case IC_WRITER_UNAVAILABLE: *msg = "writer token review unavailable"; return IC_RPC_UNAVAILABLE;
-  default: *msg = "writer authentication required: a valid service-account token or client certificate"; return IC_RPC_UNAUTHENTICATED;
+  default:
+    *msg = "writer authentication required: a valid service-account token or client certificate";
+    return IC_RPC_UNAUTHENTICATED;
   }
 }

@@ -16,13 +16,14 @@ static char *read_pem(const char *path, const char *what) {
   if (!f) return NULL;
   ic_buf_t pem = IC_BUF_INIT;
   char chunk[4096];
-  for (size_t n; (n = fread(chunk, 1, sizeof chunk, f)) > 0;) ic_buf_append(&pem, chunk, n);
+  for (size_t n; (n = fread(chunk, 1, sizeof chunk, f)) > 0;)
+    ic_buf_append(&pem, chunk, n);
   fclose(f);
   char tag[64];
   snprintf(tag, sizeof tag, "-----BEGIN %s", what);
   /* "PRIVATE KEY" also matches "RSA PRIVATE KEY" / "EC PRIVATE KEY" headers. */
   if (pem.len == 0 || (!strstr(pem.data, tag) && !(strcmp(what, "PRIVATE KEY") == 0 &&
-                                                    strstr(pem.data, " PRIVATE KEY-----")))) {
+                                                   strstr(pem.data, " PRIVATE KEY-----")))) {
     ic_buf_free(&pem);
     return NULL;
   }
@@ -62,8 +63,8 @@ int sub_creds_load(sub_ctx_t *c, sub_grpc_creds_t *out) {
   }
   if (set(c->server_token_file)) {
     char err[512];
-    c->token = ic_auth_token_file_new(c->server_token_file, c->token_refresh_us / 1000, err,
-                                      sizeof err);
+    c->token =
+        ic_auth_token_file_new(c->server_token_file, c->token_refresh_us / 1000, err, sizeof err);
     if (!c->token) {
       ic_log_error("server_token_file_unreadable", IC_LS("file", c->server_token_file),
                    IC_LS("err", err));

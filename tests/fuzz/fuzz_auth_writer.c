@@ -54,11 +54,12 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   if (r == IC_WRITER_OK) {
     bool name_ok = false;
     for (size_t i = 0; i < n; i++)
-      name_ok |= ic_writer_auth_name_allowed("spiffe://cluster.local/ns/engines/*,sub-0", names[i], false);
+      name_ok |=
+          ic_writer_auth_name_allowed("spiffe://cluster.local/ns/engines/*,sub-0", names[i], false);
     const char *tok = NULL;
     size_t len = 0;
-    bool tok_ok = cr.authorization && ic_http_parse_bearer(cr.authorization, &tok, &len) && len == 4 &&
-                  memcmp(tok, "good", 4) == 0;
+    bool tok_ok = cr.authorization && ic_http_parse_bearer(cr.authorization, &tok, &len) &&
+                  len == 4 && memcmp(tok, "good", 4) == 0;
     if (!name_ok && !tok_ok) abort();
   }
   if (ic_writer_auth_check(g_w, &cr, NULL) != r) abort();

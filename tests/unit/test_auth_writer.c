@@ -3,14 +3,14 @@
  * (TTL, negative TTL, background refresh), reviews that fail or hang (bounded wait, not
  * cached), denial counting; and the rotating token file a client sends. */
 #include <criterion/criterion.h>
+#include <fcntl.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
-#include <fcntl.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "ic/auth.h"
@@ -65,16 +65,17 @@ static double denials(ic_metrics_t *m, const char *reason) {
 static const char *const REASON[] = {"reason"};
 
 static ic_writer_auth_t *make(fake_t *f, ic_metrics_t *m, bool tokens, bool certs, int wait_ms) {
-  ic_writer_auth_config_t c = {.accept_tokens = tokens,
-                               .accept_certs = certs,
-                               .allowed_service_accounts = "engines:*,other:one",
-                               .allowed_cert_names = "spiffe://cluster.local/ns/engines/*,sub-0",
-                               .reviewer = fake_review,
-                               .reviewer_ud = f,
-                               .inline_wait_ms = wait_ms,
-                               .max_reviews = 2,
-                               .denials = m ? ic_metrics_counter(m, "w_denied_total", "h", 1, REASON) : NULL,
-                               .now_ms = now_fn};
+  ic_writer_auth_config_t c = {
+      .accept_tokens = tokens,
+      .accept_certs = certs,
+      .allowed_service_accounts = "engines:*,other:one",
+      .allowed_cert_names = "spiffe://cluster.local/ns/engines/*,sub-0",
+      .reviewer = fake_review,
+      .reviewer_ud = f,
+      .inline_wait_ms = wait_ms,
+      .max_reviews = 2,
+      .denials = m ? ic_metrics_counter(m, "w_denied_total", "h", 1, REASON) : NULL,
+      .now_ms = now_fn};
   char err[256];
   ic_writer_auth_t *w = ic_writer_auth_new(&c, err, sizeof err);
   cr_assert(w, "%s", err);
@@ -136,7 +137,8 @@ Test(writer_auth, token_decisions_and_cache) {
   cr_assert_str_eq(f.audience, IC_AUTH_WRITER_AUDIENCE);
   int calls = atomic_load(&f.calls);
   cr_assert_eq(calls, 3);
-  for (int i = 0; i < 100; i++) cr_assert_eq(with_token(w, "Bearer vllm", NULL), IC_WRITER_OK);
+  for (int i = 0; i < 100; i++)
+    cr_assert_eq(with_token(w, "Bearer vllm", NULL), IC_WRITER_OK);
   cr_assert_eq(with_token(w, "Bearer nope", NULL), IC_WRITER_UNAUTHENTICATED); /* cached too */
   cr_assert_eq(atomic_load(&f.calls), calls);
   /* a rejected verdict lasts 2 s, an accepted one 10 s */
@@ -146,7 +148,8 @@ Test(writer_auth, token_decisions_and_cache) {
   /* past half the TTL: still accepted at once, refreshed in the background */
   atomic_fetch_add(&fake_now, 4000);
   cr_assert_eq(with_token(w, "Bearer vllm", NULL), IC_WRITER_OK);
-  for (int i = 0; i < 200 && atomic_load(&f.calls) < calls + 2; i++) usleep(5000);
+  for (int i = 0; i < 200 && atomic_load(&f.calls) < calls + 2; i++)
+    usleep(5000);
   cr_assert_eq(atomic_load(&f.calls), calls + 2);
   cr_assert_eq(denials(m, IC_WRITER_DENY_NO_CREDENTIALS), 1);
   cr_assert_eq(denials(m, IC_WRITER_DENY_BAD_TOKEN), 4);
