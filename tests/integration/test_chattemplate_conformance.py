@@ -166,7 +166,8 @@ def test_long_conversation_matches_jinja2():
 # Small templates that pin one Jinja behaviour each; rendered by both engines with VARS.
 VARS = {"s": "  Hello World  ", "n": 7, "f": 2.5, "l": [3, 1, 2], "d": {"b": 1, "a": [1, "x", None, True]},
         "msgs": [{"role": "user", "content": "a"}, {"role": "assistant", "content": "b"}],
-        "empty": "", "none": None, "u": "é中😀", "big": 1e20, "small": 0.0001, "tiny": 1e-7}
+        "empty": "", "none": None, "u": "é中😀", "big": 1e20, "small": 0.0001, "tiny": 1e-7,
+        "ws": "\u3000\u00a0\u0085 a😀 b\u2028\u205f\u3000 \n\x1f"}
 SEMANTICS = [
     # whitespace control, trim_blocks, lstrip_blocks, trailing newline
     "a\n  {% if true %}\n  x\n  {% endif %}\nb\n",
@@ -211,6 +212,12 @@ SEMANTICS = [
     "{{ l[::-1] }} {{ l[1:] }} {{ l[:-1] }} {{ 'hello'[1:3] }} {{ u[::-1] }} {{ l[::2] }} {{ l[5:] }}",
     # string methods
     "[{{ s.strip() }}][{{ s.lstrip() }}][{{ s.rstrip() }}][{{ 'xxaxx'.strip('x') }}][{{ '\\n\\na\\n'.strip('\\n') }}]",
+    "[{{ ws.strip() }}][{{ ws.rstrip() }}][{{ ws.lstrip() }}][{{ ws | trim }}][{{ '😀x😀'.strip('😀') }}][{{ 'ééaé'.rstrip('é') }}][{{ 'xééy'.strip('éxy') }}][{{ ' \u3000 '.strip() }}][{{ ''.rstrip() }}]",
+    # concatenation reuses bytes in place: every earlier value must stay what it was
+    "{% set a = 'x' + s %}{% set b = a + '1' %}{% set c = a + '2' %}{{ a }}|{{ b }}|{{ c }}|{{ b + c }}|{{ a }}",
+    "{% set t = 'ab' + s %}{% set tail = t[3:] %}{% set k = tail + 'Z' %}{% set k2 = t + 'Y' %}{% set h = t[:4] + 'W' %}{{ t }}|{{ tail }}|{{ k }}|{{ k2 }}|{{ h }}",
+    "{% set ns = namespace(acc='') %}{% for i in range(40) %}{% set prev = ns.acc %}{% set ns.acc = ns.acc + i | string %}{% if prev + '' != ns.acc[:prev | length] %}BAD{% endif %}{% endfor %}{{ ns.acc }}",
+    "{% macro m(x) %}<{{ x }}>{% endmacro %}{% set a = m('q') + m('r') %}{% set b = m('q') ~ 'z' %}{% set cap %}[{{ a }}]{% endset %}{{ a }}{{ b }}{{ a + b }}{{ cap + a }}{{ cap }}",
     "{{ 'a,b,,c'.split(',') }} {{ ' a  b '.split() }} {{ 'a b c'.split(' ', 1) }} {{ 'a,b,c'.rsplit(',', 1) }} {{ '  a b  c '.rsplit(None, 1) }}",
     "{{ s.startswith('  He') }} {{ s.endswith(('x', '  ')) }} {{ s.upper() }} {{ s.lower() }} {{ 'hello world'.title() }} {{ 'hELLO'.capitalize() }}",
     "{{ 'aaa'.replace('a', 'b', 2) }} {{ 'ab'.replace('', '-') }} {{ 'hello'.find('l') }} {{ 'hello'.rfind('l') }} {{ 'hello'.count('l') }}",
