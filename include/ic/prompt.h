@@ -47,7 +47,8 @@ typedef struct ic_prompt_stats {
 /* Renders `text` as one user message with the model's chat template (add_generation_prompt on,
  * the config's special tokens as variables; a model without a template encodes the bare text
  * with its special tokens) and tokenizes the result into *ids. Thread-safe.
- * Returns 0; IC_ENOTFOUND (unknown model), IC_EINVAL (the template raised or failed),
+ * Returns 0; IC_ENOTFOUND (unknown model), IC_EINVAL (the template raised or failed, or the
+ * text of a templated model is not valid UTF-8),
  * IC_ERANGE (more than max_ids ids, or a render limit), IC_ENOMEM. `st` may be NULL. */
 int ic_prompt_encode(ic_prompt_registry_t *r, const char *model_id, const char *text, size_t len,
                      size_t max_ids, ic_tok_ids *ids, ic_prompt_stats_t *st);

@@ -234,7 +234,6 @@ ct_val ct_to_str(ct_ctx *c, ct_val v); /* Python str() as a value */
 
 /* ---- UTF-8 helpers (value.c) */
 size_t ct_u8_len(const char *p, size_t n);                 /* code points */
-bool ct_u8_valid(const char *p, size_t n);                 /* well-formed UTF-8 (RFC 3629) */
 size_t ct_u8_offset(const char *p, size_t n, size_t cp);   /* byte offset of code point cp */
 bool ct_u8_space_at(const char *p, size_t n, size_t *adv); /* Python str.isspace() char */
 

@@ -6,6 +6,7 @@
 #include <utf8proc.h>
 
 #include "ic/err.h"
+#include "ic/utf8.h"
 #include "internal.h"
 
 _Noreturn static void fail_undef(ct_ctx *c, ct_val v) {
@@ -391,7 +392,7 @@ ct_val ct_strip(ct_ctx *c, ct_str s, ct_val chars, bool left, bool right) {
       start += adv;
   if (right && start < s.n) {
     const unsigned char *u = (const unsigned char *)s.p;
-    if (ct_u8_valid(s.p + start, s.n - start)) {
+    if (ic_utf8_valid(s.p + start, s.n - start)) {
       while (end > start) {
         size_t b = end - 1;
         while (b > start && (u[b] & 0xc0) == 0x80)

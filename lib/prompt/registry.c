@@ -16,6 +16,7 @@
 #include "ic/err.h"
 #include "ic/log.h"
 #include "ic/prompt.h"
+#include "ic/utf8.h"
 #include "prompt_internal.h"
 
 #define MAX_DEPTH 4
@@ -214,9 +215,17 @@ const ic_tokenizer *ic_prompt_registry_tokenizer(const ic_prompt_registry_t *r,
   return m ? m->tok : NULL;
 }
 
+/* The message is checked once here (strict UTF-8, fast on ASCII) and handed to jansson
+ * unchecked: its own byte-at-a-time check cost more than the whole render of a long prompt. */
 static int render(const model *m, const char *text, size_t len, ic_buf_t *out) {
+  if (!ic_utf8_valid(text, len)) {
+    ic_log_debug("prompt_render_failed", IC_LS("model_id", m->id),
+                 IC_LS("err", "prompt text is not valid UTF-8"));
+    return IC_EINVAL;
+  }
   json_t *vars = json_deep_copy(m->vars);
-  json_t *msgs = json_pack("[{s:s,s:s%}]", "role", "user", "content", text, len);
+  json_t *content = json_stringn_nocheck(text, len);
+  json_t *msgs = content ? json_pack("[{s:s,s:o}]", "role", "user", "content", content) : NULL;
   if (!vars || !msgs || json_object_set_new(vars, "messages", msgs)) {
     json_decref(vars);
     return IC_ENOMEM;

@@ -26,6 +26,9 @@ Test(prompt, unknown_model_and_missing_dir) {
   cr_assert_eq(ic_prompt_encode(r, "nope", "hi", 2, 0, &ids, NULL), IC_ENOTFOUND);
   cr_assert_eq(ic_prompt_encode(r, "../models", "hi", 2, 0, &ids, NULL), IC_ENOTFOUND);
   cr_assert_eq(ic_prompt_encode(r, "models", "one two three", 13, 3, &ids, NULL), IC_ERANGE);
+  /* a chat message is text: malformed UTF-8 is refused as such, not reported as out of memory */
+  cr_assert_eq(ic_prompt_encode(r, "models", "caf\xc3", 4, 0, &ids, NULL), IC_EINVAL);
+  cr_assert_eq(ic_prompt_encode(r, "models", "caf\xc3\xa9", 5, 0, &ids, NULL), 0);
   ic_prompt_registry_free(r);
   char err[256];
   cr_assert_neq(ic_prompt_registry_load("/nonexistent/dir", NULL, &r, err, sizeof err), 0);
