@@ -52,7 +52,42 @@ static void model_free(model *m) {
   ic_chattemplate_free(m->tmpl);
 }
 
-/* Loads one model directory; logs and returns false when it cannot serve exactly. */
+#define MAX_TEMPLATE_FILE (1u << 20)
+
+/* Reads <dir>/chat_template.jinja into *out (malloc'd, NUL-terminated). Returns 0 with *out NULL
+ * when there is no such file, an IC_E* code with `err` filled when it cannot be used. */
+static int read_template_file(const char *dir, char **out, size_t *len, char *err, size_t errlen) {
+  char path[PATH_MAX + 32];
+  snprintf(path, sizeof path, "%s/chat_template.jinja", dir);
+  *out = NULL;
+  FILE *f = fopen(path, "rb");
+  if (!f) {
+    if (errno == ENOENT) return 0;
+    snprintf(err, errlen, "chat_template.jinja: %s", strerror(errno));
+    return IC_EIO;
+  }
+  char *buf = malloc(MAX_TEMPLATE_FILE + 1);
+  size_t n = buf ? fread(buf, 1, MAX_TEMPLATE_FILE + 1, f) : 0;
+  bool bad = !buf || ferror(f);
+  fclose(f);
+  if (bad || n > MAX_TEMPLATE_FILE || !ic_utf8_valid(buf, n)) {
+    snprintf(err, errlen, "chat_template.jinja: %s",
+             !buf                    ? "out of memory"
+             : bad                   ? "read error"
+             : n > MAX_TEMPLATE_FILE ? "larger than 1 MiB"
+                                     : "not valid UTF-8");
+    free(buf);
+    return bad || n > MAX_TEMPLATE_FILE ? IC_ERANGE : IC_EINVAL;
+  }
+  buf[n] = 0;
+  *out = buf;
+  *len = n;
+  return 0;
+}
+
+/* Loads one model directory; logs and returns false when it cannot serve exactly. The chat
+ * template is transformers': chat_template.jinja when the directory has one (it overrides the
+ * config's, as from_pretrained does), else tokenizer_config.json's chat_template. */
 static bool load_model(const char *path, const char *id, model *out) {
   char err[IC_CHATTEMPLATE_ERR_MAX > IC_TOK_ERRLEN ? IC_CHATTEMPLATE_ERR_MAX : IC_TOK_ERRLEN];
   memset(out, 0, sizeof *out);
@@ -61,27 +96,38 @@ static bool load_model(const char *path, const char *id, model *out) {
     ic_log_error("tokenizer_model_load_failed", IC_LS("model_id", id), IC_LS("err", err));
     return false;
   }
+  char *file_src = NULL;
+  size_t file_len = 0;
+  if (read_template_file(path, &file_src, &file_len, err, sizeof err)) {
+    ic_log_error("tokenizer_model_load_failed", IC_LS("model_id", id),
+                 IC_LS("component", "chat_template"), IC_LS("err", err));
+    model_free(out);
+    return false;
+  }
   char cfgpath[PATH_MAX + 32];
   snprintf(cfgpath, sizeof cfgpath, "%s/tokenizer_config.json", path);
   json_error_t je;
   json_t *cfg = json_load_file(cfgpath, JSON_DECODE_INT_AS_REAL, &je);
-  const char *src = cfg ? ic_chattemplate_hf_template(cfg, NULL) : NULL;
+  const char *src = file_src ? file_src : cfg ? ic_chattemplate_hf_template(cfg, NULL) : NULL;
   if (src) {
-    rc = ic_chattemplate_compile(src, strlen(src), &out->tmpl, err);
+    rc = ic_chattemplate_compile(src, file_src ? file_len : strlen(src), &out->tmpl, err);
     if (rc) {
       ic_log_error("tokenizer_model_load_failed", IC_LS("model_id", id),
-                   IC_LS("component", "chat_template"), IC_LS("err", err));
+                   IC_LS("component", file_src ? "chat_template.jinja" : "chat_template"),
+                   IC_LS("err", err));
       json_decref(cfg);
+      free(file_src);
       model_free(out);
       return false;
     }
-    out->vars = ic_chattemplate_hf_vars(cfg, 1);
+    out->vars = ic_chattemplate_hf_vars(cfg, 1); /* a NULL cfg gives no special tokens */
   } else {
     ic_log_warn("tokenizer_model_without_chat_template", IC_LS("model_id", id),
                 IC_LS("effect",
                       "prompt_text is tokenized as bare text with the tokenizer's special tokens"));
   }
   json_decref(cfg);
+  free(file_src);
   if (src && !out->vars) {
     model_free(out);
     return false;
@@ -106,8 +152,8 @@ static void walk(ic_prompt_registry_t *r, const char *root, const char *rel, int
   struct stat stt;
   if (*rel && stat(tj, &stt) == 0 && S_ISREG(stt.st_mode)) {
     /* The files themselves must not lead out of the models dir either. */
-    const char *files[2] = {"tokenizer.json", "tokenizer_config.json"};
-    for (int i = 0; i < 2; i++) {
+    const char *files[3] = {"tokenizer.json", "tokenizer_config.json", "chat_template.jinja"};
+    for (int i = 0; i < 3; i++) {
       char f[PATH_MAX + 32], fr[PATH_MAX];
       snprintf(f, sizeof f, "%s/%s", real, files[i]);
       if (realpath(f, fr) && (strncmp(fr, root, strlen(root)) || fr[strlen(root)] != '/')) {
