@@ -4,11 +4,14 @@ system, tools and tool calls, multimodal parts, reasoning, generation prompt on 
 template refuses) must render byte-for-byte the same, or fail in both engines. A second set of
 small templates pins the Jinja semantics one by one (whitespace control, scoping, filters, tests,
 Python str/repr/json formatting, errors). The engine runs as the real ic-template-render program.
+@huggingface/jinja (tests/oracles/render_hfjinja.js) is a second opinion: it must agree with
+jinja2 except where JavaScript semantics differ, and there ours follows jinja2.
 """
 import json
 import os
 import subprocess
 import tempfile
+from collections import Counter
 
 import pytest
 
@@ -152,6 +155,58 @@ def test_model_templates_match_jinja2(model):
     # The case set must exercise both outcomes for every model's template.
     assert rendered >= 20
     assert failed >= 1 or model in ("llama3_1", "qwen3", "deepseek_v3")
+
+
+# Where Hugging Face's JavaScript Jinja (the second opinion) parts from Python, by conversation:
+# JavaScript semantics where Python has its own. jinja2 is right in each; we must side with it.
+HFJINJA_DIFFERS = {
+    "unicode_and_whitespace": "its trim also strips U+FEFF; Python's str.strip() keeps it",
+    "tool_call_string_args": "its trim refuses None; jinja2's trim prints str(None)",
+    "multimodal_parts": "its trim refuses a list and str + list concatenates; Python does the reverse",
+    "empty": "messages[0] of an empty list is undefined there; Python raises IndexError",
+}
+
+
+def hfjinja(cases):
+    """Renders [{template, vars, now}] with @huggingface/jinja: [(ok, text or error)]."""
+    p = subprocess.run(["node", os.path.join(SOURCE_DIR, "tests", "oracles", "render_hfjinja.js")],
+                       input=json.dumps(cases).encode(), capture_output=True, timeout=120)
+    assert p.returncode == 0, p.stderr.decode()
+    return [(r["ok"], r["out"]) for r in json.loads(p.stdout)]
+
+
+@pytest.mark.parametrize("model", MODELS)
+def test_second_opinion_huggingface_jinja(model):
+    """The same cases through @huggingface/jinja: it agrees with jinja2 (so the oracle's
+    configuration is Hugging Face's) except where JavaScript semantics part from Python's, a
+    known list; there ours renders what jinja2 renders, not what the second opinion does."""
+    source, tokens = model_template(model)
+    keys, cases = [], []
+    for conv_name, messages in CONVERSATIONS.items():
+        for extra_name, extra in EXTRA_VARS.items():
+            for gen in (True, False):
+                keys.append((conv_name, dict(tokens, messages=messages, add_generation_prompt=gen, **extra)))
+                cases.append({"template": source, "vars": keys[-1][1], "now": NOW})
+    agree, differ = 0, Counter()
+    for (conv_name, variables), (ok_js, out_js) in zip(keys, hfjinja(cases)):
+        ok_py, out_py = oracle_render(source, variables, NOW)
+        if (ok_py, out_py if ok_py else "") == (ok_js, out_js if ok_js else ""):
+            agree += 1
+            continue
+        assert conv_name in HFJINJA_DIFFERS, "%s / %s: jinja2 %r, @huggingface/jinja %r" % (
+            model, conv_name, out_py[:200], out_js[:200])
+        differ[conv_name] += 1
+        check_same(source, variables)  # ours sides with jinja2
+    assert agree >= 60, (agree, differ)
+
+
+def test_second_opinion_bom_trim():
+    # The issue's example: @huggingface/jinja's trim strips a byte-order mark, Python's does not.
+    source, variables = "[{{ s | trim }}][{{ s.strip() }}]", {"s": "\ufeff x \u3000"}
+    (ok_js, out_js), = hfjinja([{"template": source, "vars": variables, "now": NOW}])
+    assert ok_js and out_js == "[x][x]"
+    assert oracle_render(source, variables, NOW) == (True, "[\ufeff x][\ufeff x]")
+    check_same(source, variables)
 
 
 def test_long_conversation_matches_jinja2():
