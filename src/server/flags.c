@@ -1,5 +1,5 @@
 /* Command-line flags of inferencecache-server with the reference's names, defaults and Go `flag`
- * package semantics (spec server.md §1.1): -name and --name, "=value" or a separate value, bool
+ * package semantics (docs/server.md, "Flags"): -name and --name, "=value" or a separate value, bool
  * flags with optional =true|false, usage on stderr with exit 2 for errors; -h/-help (usage on stdout)
  * and -version exit 0. */
 #include <ctype.h>

@@ -1,5 +1,5 @@
 /* inferencecache-server entry point: flags, logger, auth-flag matrix, TLS, the startup sequence
- * and exit codes of spec server.md §1.2, the maintenance thread, signals and graceful drain (§12).
+ * and exit codes of docs/server.md, the maintenance thread, signals and graceful drain.
  * Wiring only: the gRPC side is in grpc_*.c (+ lib/svc, lib/rpc), HTTP in http_*.c. */
 #include <ctype.h>
 #include <malloc.h>
@@ -52,7 +52,7 @@ static void norm(const char *in, char *out, size_t cap) {
   out[n] = '\0';
 }
 
-/* ---- metrics (spec §10) ---- */
+/* ---- metrics (docs/server.md, "Metrics") ---- */
 static const double LATENCY_BUCKETS[] = {0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1};
 
 static int register_metrics(server_ctx_t *ctx) {
@@ -339,7 +339,7 @@ int main(int argc, char **argv) {
   while (sigwait(&sigs, &sig) != 0) {
   }
 
-  /* Graceful shutdown (§12). Later signals stay blocked, i.e. swallowed. */
+  /* Graceful shutdown (docs/server.md, "Shutdown"). Later signals stay blocked, i.e. swallowed. */
   ic_log_info("graceful_shutdown_started");
   atomic_store(&ctx->stopping, true);
   atomic_store(&ctx->ready, false);
