@@ -7,7 +7,6 @@
  * preserves the observable rules: TIMEOUT when the deadline passes during resolution or lookup,
  * no LFU credit for a timed-out lookup. The hot path allocates only for derived chains. */
 #include "ic/svc.h"
-#include "ic/utf8.h"
 
 #include <math.h>
 #include <pthread.h>
@@ -20,6 +19,7 @@
 #include "ic/fingerprint.h"
 #include "ic/log.h"
 #include "ic/rpc.h"
+#include "ic/utf8.h"
 #include "inferencecache/v1alpha1/inferencecache.pb-c.h"
 #include "change_wire.h"
 #include "wire_strings.h"
