@@ -46,8 +46,12 @@ static const flagdef_t FLAGS[] = {
     {"grpc-max-streams", F_INT, OFF(grpc_max_streams), "8192",
      "streaming calls open on the whole server; more are ended with RESOURCE_EXHAUSTED; 0 = unlimited (not a "
      "reference flag)"},
+    {"grpc-timing-trailer", F_BOOL, OFF(grpc_timing_trailer), "false",
+     "unary responses carry the trailer ic-server-timing (arrival, handler start and end in CLOCK_MONOTONIC ns) "
+     "for latency breakdowns by load generators on the same host (not a reference flag)"},
     {"grpc-threads", F_INT, OFF(grpc_threads), "0",
-     "gRPC completion-queue threads; 0 = one per core (not a reference flag)"},
+     "gRPC completion-queue threads; 0 = one per CPU the process may use (affinity mask, cgroup CPU quota) (not a "
+     "reference flag)"},
     {"http-bind-address", F_STR, OFF(http_bind_address), ":8080",
      "public HTTP listen address (/healthz, /readyz, /metrics)"},
     {"http-max-connections", F_INT, OFF(http_max_connections), "1024",

@@ -49,6 +49,7 @@ typedef struct server_flags {
   const char *log_level;             /* "info" */
   /* Not reference flags: operational knobs of this port (documented in docs/server.md). */
   int grpc_threads;                  /* --grpc-threads, 0 = one per core */
+  bool grpc_timing_trailer;          /* --grpc-timing-trailer (false), bench_grpc's breakdown */
   int drain_timeout_s;               /* --drain-timeout-seconds (4), bounded gRPC drain */
   /* load-aware ranking knobs (docs/ranking.md) */
   int load_max_age_ms, load_request_tokens;
