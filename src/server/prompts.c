@@ -2,28 +2,27 @@
  * metrics and adapts it to lib/svc's prompt-encoder hook for LookupRoute's prompt_text. */
 #include <stdlib.h>
 #include <string.h>
-#include <unistd.h>
 
 #include "ic/err.h"
 #include "ic/log.h"
 #include "ic/prompt.h"
+#include "ic/rpc.h"
 #include "ic/svc.h"
 #include "server.h"
 
 static const double TOKENIZE_BUCKETS[] = {0.00005, 0.0001, 0.00025, 0.0005, 0.001,
                                           0.0025,  0.005,  0.01,    0.025,  0.1};
 
-/* Unary handlers run on the gRPC completion-queue threads (one per core unless --grpc-threads;
- * lib/rpc caps them at 64), so the reference's 64-slot shedding would never fire here and long
- * prompts would queue every other call behind them. One thread is always kept free of
+/* Unary handlers run on the gRPC completion-queue threads (--grpc-threads, default one per
+ * usable CPU; lib/rpc caps them at 64), so the reference's 64-slot shedding would never fire here
+ * and long prompts would queue every other call behind them. One thread is always kept free of
  * tokenizing: min(64, threads - 1), at least 1. */
 static int max_in_flight(const server_ctx_t *ctx) {
-  long threads =
-      ctx->flags.grpc_threads > 0 ? ctx->flags.grpc_threads : sysconf(_SC_NPROCESSORS_ONLN);
+  int threads = ctx->flags.grpc_threads > 0 ? ctx->flags.grpc_threads : ic_rpc_usable_cpus();
   if (threads > 64) threads = 64;
-  long n = threads - 1;
+  int n = threads - 1;
   if (n > IC_SVC_MAX_CONCURRENT_TOKENIZE) n = IC_SVC_MAX_CONCURRENT_TOKENIZE;
-  return n < 1 ? 1 : (int)n;
+  return n < 1 ? 1 : n;
 }
 
 int server_prompts_init(server_ctx_t *ctx) {
