@@ -68,6 +68,9 @@ typedef struct ic_rpc_server_opts {
   bool timing_trailer;
 } ic_rpc_server_opts_t;
 #define IC_RPC_TIMING_TRAILER "ic-server-timing"
+/* CPUs this process may use: its affinity mask capped by a cgroup CPU quota (lib/rpc/cpus.c);
+ * the thread count of a server whose opts.threads is <= 0 (before the cap of 64). */
+int ic_rpc_usable_cpus(void);
 
 /* Unary handler: decode `req`, append the serialized response to `resp`, return a status code.
  * A non-OK status sends no message; `*msg` (static string) may carry the status message.
