@@ -124,7 +124,7 @@ static sub_target_t *target_new(sub_ctx_t *c, const char *addr, const char *chan
   char authority[300];
   const char *colon = strrchr(addr, ':');
   snprintf(authority, sizeof authority, "%s:%s", host, colon ? colon + 1 : "443");
-  t->rpc = sub_grpc_new(chan, (int)(c->max_backoff_us / 1000), c->ca_pem, *host ? authority : NULL);
+  t->rpc = sub_grpc_new(chan, (int)(c->max_backoff_us / 1000), c->creds, *host ? authority : NULL);
   if (!t->rpc || subq_init(&t->q, (size_t)c->queue_max_bytes)) {
     if (t->rpc) sub_grpc_free(t->rpc);
     free(t);
