@@ -160,3 +160,48 @@ bool ic_index_replica_overloaded(ic_index_t *ix, const char *tenant, const char 
   pthread_rwlock_unlock(&tm->stats_lock);
   return q >= 0 && overloaded(q, f.mean, cfg);
 }
+
+bool ic_index_least_loaded_replica(ic_index_t *ix, const char *tenant, const char *model,
+                                   const char *prefer, uint64_t tiebreak,
+                                   const ic_index_load_cfg_t *cfg, const char **replica) {
+  if (!ix || !cfg || !replica) return false;
+  tmrec_t *tm = ix_find_tm(ix, ix_find_str(ix, tenant), ix_find_str(ix, model));
+  if (!tm) return false;
+  int64_t now = ix_now(ix);
+  typedef struct {
+    uint32_t id;
+    float queue;
+    int64_t at;
+  } cand_t2;
+  cand_t2 stack[64], *c = stack;
+  size_t n = 0, cap = 64;
+  pthread_rwlock_rdlock(&tm->stats_lock);
+  if (tm->nstats > cap) {
+    c = malloc(tm->nstats * sizeof *c);
+    cap = tm->nstats;
+  }
+  for (uint32_t i = 0; c && i < tm->nstats; i++) {
+    const statrow_t *s = &tm->stats[i];
+    if (fresh(s, now, cfg)) c[n++] = (cand_t2){s->replica, queue_of(&s->s, cfg), s->stats_reported};
+  }
+  pthread_rwlock_unlock(&tm->stats_lock);
+  if (!c) return false;
+  /* the queue shows requests up to its sample; routes the predictions recorded since are on
+     their way (speculative.c keeps their times per replica) */
+  const char *best = NULL;
+  float best_work = INFINITY;
+  uint64_t best_tb = 0;
+  float prefer_work = INFINITY;
+  for (size_t i = 0; i < n; i++) {
+    const char *name = ix_str(ix, c[i].id);
+    float work = c[i].queue + (float)ix_spec_routed_since(ix, tenant, model, name, c[i].at);
+    uint64_t tb = ic_mix64(ic_hash_bytes(name, strlen(name)) ^ tiebreak);
+    if (prefer && !strcmp(prefer, name)) prefer_work = work;
+    if (work < best_work || (work == best_work && tb < best_tb))
+      best = name, best_work = work, best_tb = tb;
+  }
+  if (c != stack) free(c);
+  if (!best) return false;
+  *replica = prefer_work <= best_work ? prefer : best;
+  return true;
+}

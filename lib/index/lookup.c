@@ -124,6 +124,21 @@ static int capture_keys(ic_index_result_t *r, scope_t *sc, const part_t *p, cons
   return 0;
 }
 
+void ix_result_clear(ic_index_result_t *r) {
+  r->n = 0;
+  result_drop_caps(r);
+}
+
+int ix_result_push(ic_index_result_t *r, ic_index_row_t row) {
+  ic_index_row_t *n = realloc(r->rows, (r->n + 1) * sizeof *n); /* rarely more than a few */
+  if (!n) return IC_ENOMEM;
+  r->rows = n;
+  r->rows[r->n++] = row;
+  return 0;
+}
+
+void ix_result_set_strategy(ic_index_result_t *r, ic_index_strategy_t st) { r->strategy = st; }
+
 int ic_index_result_retain_replicas(ic_index_result_t *r, const char *const *keep, size_t n) {
   if (!r || r->n == 0) return 0;
   size_t w = 0;

@@ -53,6 +53,9 @@ typedef struct server_flags {
   /* load-aware ranking knobs (docs/ranking.md) */
   int load_max_age_ms, load_request_tokens;
   float load_weight, load_running_weight, load_overload_factor, load_overload_slack;
+  /* predict-on-route knobs (docs/ranking.md §3) */
+  int predict_ttl_ms, predict_max_entries;
+  float predict_weight;
   int http_request_timeout_ms;       /* --http-request-timeout-ms (5000), both HTTP listeners */
   int http_max_connections;          /* --http-max-connections (1024) per HTTP listener */
   int http_max_connections_per_client; /* --http-max-connections-per-client (128) */
@@ -66,6 +69,10 @@ typedef struct server_flags {
   int stream_max_queued_bytes;       /* --stream-max-queued-bytes (64 MiB), all subscribers */
   int stream_max_send_rate;          /* --stream-max-send-rate (25000 events/s), all subscribers */
 } server_flags_t;
+
+struct server_ctx;
+/* Predict-on-route metrics, refreshed from the index at every scrape (predict.c). */
+int server_predict_metrics_init(struct server_ctx *ctx);
 
 /* Metric handles (spec server.md §10). Families are registered by main.c; children of labelled
  * families are created lazily by whoever first increments them. */
