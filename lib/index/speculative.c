@@ -308,55 +308,6 @@ out:
 
 /* ---------------------------------------------------------------- lookup side */
 
-typedef struct {
-  uint32_t rep;
-  int32_t tokens;
-  bool alive; /* still extending */
-} srun_t;
-
-/* Deepest speculative run per replica along req's blocks. Caller holds the read lock. */
-static size_t spec_runs(const spec_t *s, const ic_index_lookup_t *req, int64_t now, srun_t *runs,
-                        size_t cap) {
-  size_t nb = req_blocks(req), nr = 0;
-  if (nb == 0) return 0;
-  uint64_t scope = scope_hash(req->tenant, req->model, req->adapter);
-  uint32_t cum = 0;
-  for (size_t i = 0; i < nb; i++) {
-    cum += (uint32_t)req_count(req, i);
-    ic_index_bytes_t b = req_block(req, i);
-    if (!b.data && b.len) break;
-    uint64_t key = block_key(scope, b.data, b.len);
-    size_t alive = 0;
-    if (i == 0) {
-      for (int32_t e = s->buckets[bucket_of(s, key)]; e != NO_ENTRY && nr < cap;
-           e = s->ring[e].next) {
-        const sent_t *x = &s->ring[e];
-        if (x->key != key || x->expires <= now) continue;
-        runs[nr++] = (srun_t){x->rep, x->tokens, true};
-        alive++;
-      }
-    } else {
-      for (size_t k = 0; k < nr; k++) {
-        if (!runs[k].alive) continue;
-        const sent_t *x = NULL;
-        for (int32_t e = s->buckets[bucket_of(s, key)]; e != NO_ENTRY; e = s->ring[e].next)
-          if (s->ring[e].key == key && s->ring[e].rep == runs[k].rep) {
-            x = &s->ring[e];
-            break;
-          }
-        if (x && x->expires > now) {
-          runs[k].tokens = x->tokens;
-          alive++;
-        } else {
-          runs[k].alive = false;
-        }
-      }
-    }
-    if (alive == 0) break;
-  }
-  return nr;
-}
-
 static int row_cmp(const void *x, const void *y) {
   const ic_index_row_t *a = x, *b = y;
   if (a->score != b->score) return a->score > b->score ? -1 : 1;
@@ -365,62 +316,121 @@ static int row_cmp(const void *x, const void *y) {
 
 #define MAX_RUNS 64
 
+typedef struct {
+  uint32_t rep;  /* spec name index */
+  size_t start;  /* first block not covered by the replica's real run */
+  int32_t tokens;
+  char name[256];
+} srun_t;
+
+/* True when (key, rep) is a live, unexpired entry. Caller holds the lock. */
+static bool spec_has(const spec_t *s, uint64_t key, uint32_t rep, int64_t now) {
+  int32_t e = entry_find(s, key, rep);
+  return e != NO_ENTRY && s->ring[e].expires > now;
+}
+
+/* A replica's speculative run continues its real one (a prediction recorded with skip_tokens
+ * starts past the real blocks), or starts at the prompt's first block. */
 int ic_index_result_add_predicted(ic_index_t *ix, ic_index_result_t *r,
                                   const ic_index_lookup_t *req) {
   if (!ix || !r || !req) return 0;
   spec_t *s = spec_get(ix, false);
   if (!s || atomic_load_explicit(&s->live, memory_order_relaxed) == 0) return 0;
   if (!*nz(req->tenant) || !*nz(req->model) || !*nz(req->scheme)) return 0;
-  srun_t runs[MAX_RUNS];
-  char names[MAX_RUNS][256];
+  size_t nb = req_blocks(req);
+  if (nb == 0) return 0;
+  uint64_t kst[256];
+  int32_t cst[256];
+  uint64_t *keys = nb <= 256 ? kst : malloc(nb * sizeof *keys);
+  int32_t *cum = nb <= 256 ? cst : malloc(nb * sizeof *cum);
+  srun_t *runs = malloc(MAX_RUNS * sizeof *runs);
+  int rc = 0;
+  if (!keys || !cum || !runs) {
+    rc = IC_ENOMEM;
+    goto out;
+  }
+  uint64_t scope = scope_hash(req->tenant, req->model, req->adapter);
+  uint32_t c = 0;
+  for (size_t i = 0; i < nb; i++) {
+    c += (uint32_t)req_count(req, i);
+    cum[i] = (int32_t)c;
+    ic_index_bytes_t b = req_block(req, i);
+    keys[i] = b.data || !b.len ? block_key(scope, b.data, b.len) : 0;
+  }
+  bool prefix_rows = ic_index_result_strategy(r) == IC_INDEX_STRATEGY_PREFIX_MATCH;
+  size_t nrows;
+  ic_index_row_t *rows = ix_result_rows_mut(r, &nrows);
   int64_t now = ix_now(ix);
+  size_t nr = 0;
   pthread_rwlock_rdlock(&s->lock);
-  size_t nr = spec_runs(s, req, now, runs, MAX_RUNS);
+  /* replicas with a real run: continue past it */
+  for (size_t i = 0; prefix_rows && i < nrows && nr < MAX_RUNS; i++) {
+    uint32_t rep = name_find(s, rows[i].replica_id);
+    if (rep == UINT32_MAX) continue;
+    size_t st = 0;
+    while (st < nb && cum[st] <= rows[i].matched_tokens)
+      st++;
+    runs[nr++] = (srun_t){rep, st, rows[i].matched_tokens, ""};
+  }
+  /* replicas predicted from the first block */
+  for (int32_t e = s->buckets[bucket_of(s, keys[0])]; e != NO_ENTRY && nr < MAX_RUNS;
+       e = s->ring[e].next) {
+    const sent_t *x = &s->ring[e];
+    if (x->key != keys[0] || x->expires <= now) continue;
+    bool seen = false;
+    for (size_t k = 0; k < nr && !seen; k++)
+      seen = runs[k].rep == x->rep;
+    if (!seen) runs[nr++] = (srun_t){x->rep, 0, 0, ""};
+  }
   size_t kept = 0;
   for (size_t k = 0; k < nr; k++) {
-    if (runs[k].tokens <= 0) continue;
+    size_t i = runs[k].start;
+    while (i < nb && spec_has(s, keys[i], runs[k].rep, now))
+      i++;
     const char *nm = s->names[runs[k].rep].name;
-    if (!nm || strlen(nm) >= sizeof names[0]) continue;
-    memcpy(names[kept], nm, strlen(nm) + 1);
-    runs[kept++] = runs[k];
+    if (i == runs[k].start || !nm || strlen(nm) >= sizeof runs[k].name) continue;
+    runs[kept] = runs[k];
+    runs[kept].tokens = cum[i - 1];
+    memcpy(runs[kept++].name, nm, strlen(nm) + 1);
   }
   pthread_rwlock_unlock(&s->lock);
-  if (kept == 0) return 0;
-  ic_index_strategy_t st = ic_index_result_strategy(r);
-  if (st != IC_INDEX_STRATEGY_PREFIX_MATCH) ix_result_clear(r); /* TENANT_HOT rows go */
+  if (kept == 0) goto out;
+  if (!prefix_rows) ix_result_clear(r); /* TENANT_HOT rows go: a prefix match is better */
   float w = s->weight;
   bool added = false;
-  for (size_t k = 0; k < kept; k++) {
+  for (size_t k = 0; k < kept && !rc; k++) {
     /* the row points at the index's interned name, like every other row; a replica the index
        no longer knows has nothing to route to */
-    uint32_t id = ix_find_str(ix, names[k]);
+    uint32_t id = ix_find_str(ix, runs[k].name);
     if (id == UINT32_MAX) continue;
     const char *interned = ix_str(ix, id);
-    size_t n;
-    ic_index_row_t *rows = ix_result_rows_mut(r, &n);
+    rows = ix_result_rows_mut(r, &nrows);
     ic_index_row_t *mine = NULL;
-    for (size_t i = 0; i < n; i++)
-      if (rows[i].replica_id == interned || !strcmp(rows[i].replica_id, interned)) mine = &rows[i];
+    for (size_t i = 0; i < nrows && !mine; i++)
+      if (!strcmp(rows[i].replica_id, interned)) mine = &rows[i];
     float score = (float)runs[k].tokens * w;
     if (mine) {
-      if (runs[k].tokens <= mine->matched_tokens) continue; /* the real run is as deep */
+      if (runs[k].tokens <= mine->matched_tokens) continue;
       mine->matched_tokens = runs[k].tokens;
       mine->tier = IC_INDEX_TIER_SPECULATIVE;
       mine->estimated_cache_hit_prob = w;
       if (score > mine->score) mine->score = score;
-      added = true;
     } else {
-      ic_index_row_t row = {interned, score, runs[k].tokens, w, IC_INDEX_TIER_SPECULATIVE};
-      if (ix_result_push(r, row)) return IC_ENOMEM;
-      added = true;
+      rc = ix_result_push(r, (ic_index_row_t){interned, score, runs[k].tokens, w,
+                                              IC_INDEX_TIER_SPECULATIVE});
     }
+    added = !rc;
   }
-  if (!added) return 0;
-  size_t n;
-  ic_index_row_t *rows = ix_result_rows_mut(r, &n);
-  ix_sort(rows, n, sizeof *rows, row_cmp);
-  ix_result_set_strategy(r, IC_INDEX_STRATEGY_PREFIX_MATCH);
-  return 0;
+  if (added) {
+    rows = ix_result_rows_mut(r, &nrows);
+    ix_sort(rows, nrows, sizeof *rows, row_cmp);
+    ix_result_set_strategy(r, IC_INDEX_STRATEGY_PREFIX_MATCH);
+  }
+out:
+  if (keys != kst) free(keys);
+  if (cum != cst) free(cum);
+  free(runs);
+  return rc;
 }
 
 /* ---------------------------------------------------------------- real events (hooks) */
