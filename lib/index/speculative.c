@@ -317,16 +317,21 @@ static int row_cmp(const void *x, const void *y) {
 #define MAX_RUNS 64
 
 typedef struct {
-  uint32_t rep;  /* spec name index */
-  size_t start;  /* first block not covered by the replica's real run */
+  uint32_t rep; /* spec name index */
   int32_t tokens;
-  char name[256];
+  size_t start; /* first block not covered by the replica's real run */
+  char *name;   /* copied for the runs kept */
 } srun_t;
 
 /* True when (key, rep) is a live, unexpired entry. Caller holds the lock. */
 static bool spec_has(const spec_t *s, uint64_t key, uint32_t rep, int64_t now) {
   int32_t e = entry_find(s, key, rep);
   return e != NO_ENTRY && s->ring[e].expires > now;
+}
+
+static uint64_t key_at(const ic_index_lookup_t *req, uint64_t scope, size_t i) {
+  ic_index_bytes_t b = req_block(req, i);
+  return b.data || !b.len ? block_key(scope, b.data, b.len) : 0;
 }
 
 /* A replica's speculative run continues its real one (a prediction recorded with skip_tokens
@@ -339,13 +344,12 @@ int ic_index_result_add_predicted(ic_index_t *ix, ic_index_result_t *r,
   if (!*nz(req->tenant) || !*nz(req->model) || !*nz(req->scheme)) return 0;
   size_t nb = req_blocks(req);
   if (nb == 0) return 0;
-  uint64_t kst[256];
   int32_t cst[256];
-  uint64_t *keys = nb <= 256 ? kst : malloc(nb * sizeof *keys);
   int32_t *cum = nb <= 256 ? cst : malloc(nb * sizeof *cum);
-  srun_t *runs = malloc(MAX_RUNS * sizeof *runs);
+  srun_t runs[MAX_RUNS];
   int rc = 0;
-  if (!keys || !cum || !runs) {
+  size_t kept = 0;
+  if (!cum) {
     rc = IC_ENOMEM;
     goto out;
   }
@@ -354,9 +358,10 @@ int ic_index_result_add_predicted(ic_index_t *ix, ic_index_result_t *r,
   for (size_t i = 0; i < nb; i++) {
     c += (uint32_t)req_count(req, i);
     cum[i] = (int32_t)c;
-    ic_index_bytes_t b = req_block(req, i);
-    keys[i] = b.data || !b.len ? block_key(scope, b.data, b.len) : 0;
   }
+  /* keys are hashed as the walks need them (a walk stops at its first miss): one or two per
+     lookup mostly, instead of the whole chain */
+#define KEY(i) key_at(req, scope, (i))
   bool prefix_rows = ic_index_result_strategy(r) == IC_INDEX_STRATEGY_PREFIX_MATCH;
   size_t nrows;
   ic_index_row_t *rows = ix_result_rows_mut(r, &nrows);
@@ -370,31 +375,31 @@ int ic_index_result_add_predicted(ic_index_t *ix, ic_index_result_t *r,
     size_t st = 0;
     while (st < nb && cum[st] <= rows[i].matched_tokens)
       st++;
-    runs[nr++] = (srun_t){rep, st, rows[i].matched_tokens, ""};
+    runs[nr++] = (srun_t){rep, rows[i].matched_tokens, st, NULL};
   }
   /* replicas predicted from the first block */
-  for (int32_t e = s->buckets[bucket_of(s, keys[0])]; e != NO_ENTRY && nr < MAX_RUNS;
+  uint64_t k0 = KEY(0);
+  for (int32_t e = s->buckets[bucket_of(s, k0)]; e != NO_ENTRY && nr < MAX_RUNS;
        e = s->ring[e].next) {
     const sent_t *x = &s->ring[e];
-    if (x->key != keys[0] || x->expires <= now) continue;
+    if (x->key != k0 || x->expires <= now) continue;
     bool seen = false;
     for (size_t k = 0; k < nr && !seen; k++)
       seen = runs[k].rep == x->rep;
-    if (!seen) runs[nr++] = (srun_t){x->rep, 0, 0, ""};
+    if (!seen) runs[nr++] = (srun_t){x->rep, 0, 0, NULL};
   }
-  size_t kept = 0;
-  for (size_t k = 0; k < nr; k++) {
+  for (size_t k = 0; k < nr && !rc; k++) {
     size_t i = runs[k].start;
-    while (i < nb && spec_has(s, keys[i], runs[k].rep, now))
+    while (i < nb && spec_has(s, KEY(i), runs[k].rep, now))
       i++;
     const char *nm = s->names[runs[k].rep].name;
-    if (i == runs[k].start || !nm || strlen(nm) >= sizeof runs[k].name) continue;
+    if (i == runs[k].start || !nm) continue;
     runs[kept] = runs[k];
     runs[kept].tokens = cum[i - 1];
-    memcpy(runs[kept++].name, nm, strlen(nm) + 1);
+    if (!(runs[kept++].name = strdup(nm))) rc = IC_ENOMEM; /* names outlive the lock */
   }
   pthread_rwlock_unlock(&s->lock);
-  if (kept == 0) goto out;
+  if (kept == 0 || rc) goto out;
   if (!prefix_rows) ix_result_clear(r); /* TENANT_HOT rows go: a prefix match is better */
   float w = s->weight;
   bool added = false;
@@ -427,9 +432,10 @@ int ic_index_result_add_predicted(ic_index_t *ix, ic_index_result_t *r,
     ix_result_set_strategy(r, IC_INDEX_STRATEGY_PREFIX_MATCH);
   }
 out:
-  if (keys != kst) free(keys);
+#undef KEY
+  for (size_t k = 0; k < kept; k++)
+    free(runs[k].name);
   if (cum != cst) free(cum);
-  free(runs);
   return rc;
 }
 
