@@ -407,6 +407,12 @@ void ix_spec_free(ic_index_t *ix);
 /* Predictions recorded on replica of (tenant, model) after since_ns (load.c's pick). */
 int64_t ix_spec_routed_since(ic_index_t *ix, const char *tenant, const char *model,
                              const char *replica, int64_t since_ns);
+/* True once any prediction was recorded (the table exists). */
+bool ix_spec_active(ic_index_t *ix);
+/* Siblings routed along a speculative row's prefix (the `routes` of its deepest predicted block,
+ * noted by the merge), 0 for other rows. */
+int ix_result_note_routes(ic_index_result_t *r, const char *replica, uint32_t routes);
+uint32_t ix_result_routes_of(const ic_index_result_t *r, const char *replica);
 
 /* Table access, caller holds the scope lock (read for find). */
 part_t *scope_part(scope_t *sc, uint32_t adapter);

@@ -319,8 +319,9 @@ static int row_cmp(const void *x, const void *y) {
 typedef struct {
   uint32_t rep; /* spec name index */
   int32_t tokens;
-  size_t start; /* first block not covered by the replica's real run */
-  char *name;   /* copied for the runs kept */
+  size_t start;    /* first block not covered by the replica's real run */
+  uint32_t routes; /* of the deepest predicted block */
+  char *name;      /* copied for the runs kept */
 } srun_t;
 
 /* True when (key, rep) is a live, unexpired entry. Caller holds the lock. */
@@ -375,7 +376,7 @@ int ic_index_result_add_predicted(ic_index_t *ix, ic_index_result_t *r,
     size_t st = 0;
     while (st < nb && cum[st] <= rows[i].matched_tokens)
       st++;
-    runs[nr++] = (srun_t){rep, rows[i].matched_tokens, st, NULL};
+    runs[nr++] = (srun_t){rep, rows[i].matched_tokens, st, 0, NULL};
   }
   /* replicas predicted from the first block */
   uint64_t k0 = KEY(0);
@@ -386,7 +387,7 @@ int ic_index_result_add_predicted(ic_index_t *ix, ic_index_result_t *r,
     bool seen = false;
     for (size_t k = 0; k < nr && !seen; k++)
       seen = runs[k].rep == x->rep;
-    if (!seen) runs[nr++] = (srun_t){x->rep, 0, 0, NULL};
+    if (!seen) runs[nr++] = (srun_t){x->rep, 0, 0, 0, NULL};
   }
   for (size_t k = 0; k < nr && !rc; k++) {
     size_t i = runs[k].start;
@@ -396,6 +397,7 @@ int ic_index_result_add_predicted(ic_index_t *ix, ic_index_result_t *r,
     if (i == runs[k].start || !nm) continue;
     runs[kept] = runs[k];
     runs[kept].tokens = cum[i - 1];
+    runs[kept].routes = s->ring[entry_find(s, KEY(i - 1), runs[k].rep)].routes;
     if (!(runs[kept++].name = strdup(nm))) rc = IC_ENOMEM; /* names outlive the lock */
   }
   pthread_rwlock_unlock(&s->lock);
@@ -414,6 +416,7 @@ int ic_index_result_add_predicted(ic_index_t *ix, ic_index_result_t *r,
     for (size_t i = 0; i < nrows && !mine; i++)
       if (!strcmp(rows[i].replica_id, interned)) mine = &rows[i];
     float score = (float)runs[k].tokens * w;
+    if (ix_result_note_routes(r, interned, runs[k].routes)) rc = IC_ENOMEM;
     if (mine) {
       if (runs[k].tokens <= mine->matched_tokens) continue;
       mine->matched_tokens = runs[k].tokens;
@@ -586,3 +589,5 @@ int64_t ix_spec_routed_since(ic_index_t *ix, const char *tenant, const char *mod
   pthread_rwlock_unlock(&s->lock);
   return n;
 }
+
+bool ix_spec_active(ic_index_t *ix) { return spec_get(ix, false) != NULL; }

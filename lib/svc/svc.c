@@ -611,7 +611,14 @@ static int lookup_route(ic_svc_t *s, const uint8_t *req, size_t len, int64_t dea
     }
     if (have) {
       free(seed);
-      if (k.predict_on_route) ic_index_predict_record(s->index, &ir, replica, 0);
+      if (k.predict_on_route) { /* past what the replica already holds (rows the floor gated) */
+        int32_t held = 0;
+        for (size_t i = 0; res && i < ic_index_result_count(res); i++)
+          if (!strcmp(ic_index_result_rows(res)[i].replica_id, replica) &&
+              ic_index_result_rows(res)[i].tier != IC_INDEX_TIER_SPECULATIVE)
+            held = ic_index_result_rows(res)[i].matched_tokens;
+        ic_index_predict_record(s->index, &ir, replica, held);
+      }
       ic_index_row_t row = {.replica_id = replica};
       rc = respond(s, q, out, "AFFINITY_HINT", &row, 1, q->adapter_id, ic_clock_monotonic_ns() - start, &r);
       goto done;

@@ -398,3 +398,42 @@ Test(index_predict, off_means_untouched) {
   ic_index_result_free(b);
   ic_index_destroy(ix);
 }
+
+/* Routes predicted since a replica's sample count as its queue in the load ranking, except the
+ * siblings routed along the same predicted prefix (they reuse what the first one computes). */
+Test(index_predict, load_ranking_counts_unrelated_routes_not_siblings) {
+  for (int unrelated = 0; unrelated < 2; unrelated++) {
+    ic_index_t *ix = make(0);
+    serve_two(ix);
+    int64_t now_us = g_now / 1000;
+    report_load(ix, "r1", 0, now_us);
+    report_load(ix, "r2", 0, now_us);
+    report_load(ix, "r3", 0, now_us);
+    g_now += 1000000; /* the routes below come after the samples */
+    record(ix, CHAIN, 5, "r1");
+    record(ix, SIBLING, 5, "r1"); /* two siblings already sent there */
+    if (unrelated) {
+      static const char *const u1[] = {"u1"}, *const u2[] = {"u2"}, *const u3[] = {"u3"};
+      record(ix, u1, 1, "r1");
+      record(ix, u2, 1, "r1");
+      record(ix, u3, 1, "r1");
+    }
+    ic_index_result_t *r = route(ix, SIBLING, 4); /* a third sibling: the 64-token prefix */
+    cr_assert_eq(ic_index_result_count(r), 1);
+    ic_index_load_cfg_t cfg;
+    ic_index_load_cfg_init(&cfg);
+    cfg.request_tokens = 16;
+    bool changed = false;
+    cr_assert_eq(ic_index_result_rank_by_load(ix, r, "t", "m", 64, &cfg, &changed), 0);
+    if (!unrelated) {
+      /* 2 routes since the sample, both siblings: nothing queued ahead, saving 64 x 0.5 */
+      cr_assert_eq(ic_index_result_count(r), 1);
+      cr_assert_float_eq(row(r, 0)->score, 32.0f, 1e-3);
+    } else {
+      /* 3 unrelated requests queued ahead: 3 x 16 = 48 > 32, a cold idle replica is better */
+      cr_assert_eq(ic_index_result_count(r), 0);
+    }
+    ic_index_result_free(r);
+    ic_index_destroy(ix);
+  }
+}
