@@ -112,6 +112,23 @@ static double rss_mb(pid_t pid) {
   return kb / 1024.0;
 }
 
+/* CPU seconds (user + system) the process has used: the server's cost per block, which unlike
+ * the ingest rate hardly depends on what else the machine runs. */
+static double cpu_s(pid_t pid) {
+  char p[64], buf[1024];
+  snprintf(p, sizeof p, "/proc/%d/stat", (int)pid);
+  FILE *f = fopen(p, "r");
+  if (!f) return -1;
+  size_t n = fread(buf, 1, sizeof buf - 1, f);
+  fclose(f);
+  buf[n] = '\0';
+  const char *q = strrchr(buf, ')'); /* the command name may hold spaces */
+  unsigned long ut = 0, st = 0;
+  if (!q || sscanf(q + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %lu %lu", &ut, &st) != 2)
+    return -1;
+  return (double)(ut + st) / (double)sysconf(_SC_CLK_TCK);
+}
+
 static void emit(const char *phase, const char *name, double value, const char *unit,
                  const char *extra) {
   printf("{\"bench\":\"rpc_streams\",\"name\":\"%s\",\"value\":%.6g,\"unit\":\"%s\",\"params\":{"
@@ -330,6 +347,7 @@ static int run_phase(const char *server, const char *kind) {
   pthread_create(&lth, NULL, looker_main, &lk);
   writer_t w[WRITERS];
   pthread_t th[WRITERS];
+  double cpu0 = cpu_s(pid);
   int64_t t0 = ic_clock_monotonic_ns();
   for (int i = 0; i < WRITERS; i++) {
     w[i] = (writer_t){.ch = ch,
@@ -345,6 +363,7 @@ static int run_phase(const char *server, const char *kind) {
     if (w[i].status != 0) bad++;
   }
   double secs = (double)(ic_clock_monotonic_ns() - t0) / 1e9;
+  double cpu_used = cpu_s(pid) - cpu0;
   atomic_store(&lk.stop, 1);
   pthread_join(lth, NULL);
   double rss_ingested = rss_mb(pid);
@@ -377,6 +396,8 @@ static int run_phase(const char *server, const char *kind) {
   emit(kind, "stream_ingest_blocks_per_s", (double)blocks / secs, "blocks/s", extra);
   snprintf(extra, sizeof extra, ",\"warmup_blocks\":%ld", g_warmup);
   emit(kind, "stream_warmup_seconds", warm_secs, "s", extra);
+  if (cpu0 >= 0 && blocks > 0)
+    emit(kind, "stream_server_cpu_us_per_block", cpu_used * 1e6 / (double)blocks, "us", extra);
   snprintf(extra, sizeof extra, ",\"samples\":%zu,\"errors\":%ld", lk.n, lk.errors);
   emit(kind, "stream_lookup_p50_us", p50, "us", extra);
   emit(kind, "stream_lookup_p99_us", p99, "us", extra);

@@ -21,6 +21,8 @@
 #include "ic/err.h"
 #include "ic/svc.h"
 
+#include "change_wire.h"
+
 #define MIN_BYTES (64u * 1024u)
 #define AVG_ENTRY 64u /* sizing of the slot array: one slot per this many ring bytes */
 
@@ -41,7 +43,6 @@ struct ic_svc_changelog {
   uint64_t head, tail; /* live entries: [tail, head) */
   size_t used;         /* payload bytes of live entries */
   uint64_t too_large;  /* entries larger than half the ring, not stored */
-  ic_buf_t enc;        /* encoding scratch, under mu */
 };
 
 static uint32_t hash32(const char *s, size_t n) {
@@ -72,7 +73,6 @@ static void unmap_locked(ic_svc_changelog_t *l) {
   l->wpos = 0;
   l->used = 0;
   l->tail = l->head; /* every cursor at or past head stays valid */
-  ic_buf_free(&l->enc);
 }
 
 void ic_svc_changelog_free(ic_svc_changelog_t *l) {
@@ -113,16 +113,15 @@ static bool overlaps(const slot_t *s, size_t off, size_t len) {
 }
 
 int ic_svc_changelog_append(ic_svc_changelog_t *l, const ic_index_change_t *c) {
-  const char *tenant = c->tenant ? c->tenant : "", *model = c->model ? c->model : "";
-  if (strcmp(tenant, IC_SVC_PROBE_TENANT) == 0) return 0;
-  size_t tlen = strlen(tenant), mlen = strlen(model);
+  change_wire_t w; /* measured outside the lock; encoded in place, straight into the ring */
+  change_wire_measure(c, &w);
+  if (w.tlen == sizeof IC_SVC_PROBE_TENANT - 1 &&
+      memcmp(w.tenant, IC_SVC_PROBE_TENANT, w.tlen) == 0)
+    return 0;
+  size_t tlen = w.tlen, mlen = w.mlen, len = tlen + mlen + w.size;
+  uint32_t th = hash32(w.tenant, tlen), mh = hash32(w.model, mlen);
   pthread_mutex_lock(&l->mu);
   int rc = map_locked(l);
-  if (rc == 0) {
-    ic_buf_reset(&l->enc);
-    rc = ic_svc_change_encode(c, &l->enc);
-  }
-  size_t len = tlen + mlen + l->enc.len;
   if (rc == 0 && len > l->cap / 2) {
     l->too_large++;
     rc = IC_ERANGE;
@@ -142,14 +141,14 @@ int ic_svc_changelog_append(ic_svc_changelog_t *l, const ic_index_change_t *c) {
                                overlaps(&l->slots[l->tail & (l->nslots - 1)], off, len)))
     evict_oldest_locked(l);
   uint8_t *p = l->bytes + off;
-  memcpy(p, tenant, tlen);
-  memcpy(p + tlen, model, mlen);
-  memcpy(p + tlen + mlen, l->enc.data ? l->enc.data : "", l->enc.len);
+  memcpy(p, w.tenant, tlen);
+  memcpy(p + tlen, w.model, mlen);
+  change_wire_write(&w, p + tlen + mlen);
   slot_t *s = &l->slots[l->head & (l->nslots - 1)];
   *s = (slot_t){.off = (uint32_t)off,
                 .len = (uint32_t)len,
-                .tenant_h = hash32(tenant, tlen),
-                .model_h = hash32(model, mlen),
+                .tenant_h = th,
+                .model_h = mh,
                 .tlen = (uint32_t)tlen,
                 .mlen = (uint32_t)mlen,
                 .type = (uint32_t)c->type};

@@ -20,6 +20,7 @@
 #include "ic/log.h"
 #include "ic/rpc.h"
 #include "inferencecache/v1alpha1/inferencecache.pb-c.h"
+#include "change_wire.h"
 #include "wire_strings.h"
 
 typedef Inferencecache__V1alpha1__LookupRouteRequest lr_req_t;
@@ -883,15 +884,12 @@ bool ic_svc_event_filter_match(const ic_svc_event_filter_t *f, const ic_index_ch
 }
 
 int ic_svc_change_encode(const ic_index_change_t *c, ic_buf_t *out) {
-  Inferencecache__V1alpha1__CacheEvent e = INFERENCECACHE__V1ALPHA1__CACHE_EVENT__INIT;
-  e.type = (Inferencecache__V1alpha1__CacheEvent__Type)c->type;
-  e.replica_id = (char *)(c->replica ? c->replica : "");
-  e.model_id = (char *)(c->model ? c->model : "");
-  e.tenant_id = (char *)(c->tenant ? c->tenant : "");
-  e.adapter_id = (char *)(c->adapter ? c->adapter : "");
-  e.prefix_hash = (ProtobufCBinaryData){c->hash ? c->hash_len : 0, (uint8_t *)c->hash};
-  e.timestamp_us = c->timestamp_ns / 1000;
-  return append_packed(out, &e.base);
+  change_wire_t w;
+  change_wire_measure(c, &w);
+  if (ic_buf_reserve(out, w.size)) return IC_ENOMEM;
+  change_wire_write(&w, (uint8_t *)out->data + out->len);
+  out->len += w.size;
+  return 0;
 }
 
 int ic_svc_metric_filter_parse(const uint8_t *req, size_t len, ic_svc_metric_filter_t *f) {

@@ -1,10 +1,3 @@
-/* Server-streaming RPCs: StreamCacheEvents (every index change fanned out to subscribers,
- * filtered by model, tenant and types) and StreamMetrics (the server's own metric samples every
- * SERVER_METRICS_INTERVAL_MS). Beyond the reference, whose handlers are empty stubs.
- *
- * Back-pressure: each subscriber's queue is bounded (SUBSCRIBER_QUEUE messages, in lib/rpc); a
- * slow reader loses its oldest events and inferencecache_stream_dropped_total{stream} counts
- * them. Ingest never waits: the change listener only encodes and enqueues. */
 /* Server-streaming RPCs: StreamCacheEvents (index changes, filtered by model, tenant and types)
  * and StreamMetrics (the server's own metric samples every SERVER_METRICS_INTERVAL_MS). Beyond
  * the reference, whose handlers are empty stubs.
@@ -36,7 +29,12 @@
 #define SERVER_METRICS_INTERVAL_MS 1000
 #define BATCH_BYTES (32 * 1024) /* one subscriber's batch: what it may hold unread */
 #define BATCH_MSGS 256
-#define COALESCE_NS 500000 /* the sender waits this long after a pass so appends batch up */
+/* The sender waits after a pass so appends batch up. A pass costs time per subscriber, so the
+ * pause grows with them (0.5 ms alone, 2.5 ms with 1,000): the passes' share of the CPU that
+ * ingest and lookups also need stays small, at a few ms more event latency. */
+#define COALESCE_NS 500000
+#define COALESCE_PER_SUB_NS 2000
+#define COALESCE_MAX_NS 5000000
 
 enum { STREAM_EVENTS = 0, STREAM_METRICS = 1 };
 
@@ -47,8 +45,8 @@ typedef struct sub {
   int kind;
   atomic_bool busy;
   size_t inflight;
-  bool gone;     /* aborted as too slow; on_close follows */
-  uint64_t fkey; /* hash of the event filter: subscribers with equal filters share reads */
+  bool gone;    /* aborted as too slow; on_close follows */
+  uint64_t gid; /* filter group: subscribers with equal filters share it, and share reads */
   ic_svc_event_filter_t ef;
   ic_svc_changelog_cursor_t cur;
   ic_svc_metric_filter_t mf;
@@ -74,7 +72,9 @@ struct server_hub {
   size_t rr;           /* round-robin start, so a queued-bytes shortage is shared */
   double rate, tokens; /* --stream-max-send-rate: events/s to all subscribers together */
   int64_t tokens_at;
-  sub_t **cand; /* sender pass scratch: subscribers due a batch */
+  uint64_t next_gid; /* filter groups handed out so far */
+  sub_t **cand;      /* sender pass scratch: subscribers due a batch, in group order */
+  size_t *runs;      /* sender pass scratch: where each run of one group and position starts */
   size_t ncand_cap;
   ic_metric_t *queued_gauge, *log_gauge;
   ic_metric_t *open_streams, *streams_refused; /* lib/rpc's server-wide stream cap */
@@ -109,16 +109,24 @@ static int sublist_add(struct server_hub *h, sublist_t *l, sub_t *s) {
     l->cap = nc;
   }
   ic_rpc_call_set_data(s->call, s);
-  l->items[l->n++] = s;
+  /* Kept in filter-group order (a new group sorts last), so the sender pass finds each group's
+   * members adjacent without sorting every pass. */
+  size_t at = l->n;
+  while (at > 0 && l->items[at - 1]->gid > s->gid)
+    at--;
+  memmove(l->items + at + 1, l->items + at, (l->n - at) * sizeof *l->items);
+  l->items[at] = s;
+  l->n++;
   sublist_publish(l);
   return 0;
 }
 
-/* Caller holds the hub lock. Order is not kept (swap with the last). */
+/* Caller holds the hub lock. Keeps the group order. */
 static void sublist_remove(sublist_t *l, sub_t *s) {
   for (size_t i = 0; i < l->n; i++)
     if (l->items[i] == s) {
-      l->items[i] = l->items[--l->n];
+      memmove(l->items + i, l->items + i + 1, (l->n - i - 1) * sizeof *l->items);
+      l->n--;
       break;
     }
   if (l->n == 0 && l->cap > 64) { /* a flood of subscribers left: give the array back */
@@ -187,35 +195,50 @@ static void drop_slow(sublist_t *l, sub_t *s, uint64_t lost) {
   ic_rpc_stream_abort(s->call, IC_RPC_RESOURCE_EXHAUSTED, msg);
 }
 
-static bool same_filter(const sub_t *a, const sub_t *b) {
-  const ic_svc_event_filter_t *x = &a->ef, *y = &b->ef;
-  return a->fkey == b->fkey && x->types == y->types &&
+static bool same_filter(const ic_svc_event_filter_t *x, const ic_svc_event_filter_t *y) {
+  return x->types == y->types &&
          !strcmp(x->model_id ? x->model_id : "", y->model_id ? y->model_id : "") &&
          !strcmp(x->tenant_id ? x->tenant_id : "", y->tenant_id ? y->tenant_id : "");
 }
 
-/* Orders due subscribers so that those with the same filter at the same position are adjacent:
- * each such run costs one read of the log. */
-static int cand_cmp(const void *pa, const void *pb) {
+/* The filter group of a new events subscriber: that of a subscriber with the same filter, or a
+ * new one. Compared exactly once here, so a pass compares group numbers only. Caller holds the
+ * hub lock. */
+static uint64_t filter_group(struct server_hub *h, const ic_svc_event_filter_t *f) {
+  const sublist_t *l = &h->lists[STREAM_EVENTS];
+  for (size_t i = 0; i < l->n; i++)
+    if (same_filter(&l->items[i]->ef, f)) return l->items[i]->gid;
+  return ++h->next_gid;
+}
+
+static int seq_cmp(const void *pa, const void *pb) {
   const sub_t *a = *(sub_t *const *)pa, *b = *(sub_t *const *)pb;
-  if (a->fkey != b->fkey) return a->fkey < b->fkey ? -1 : 1;
   if (a->cur.seq != b->cur.seq) return a->cur.seq < b->cur.seq ? -1 : 1;
   return a < b ? -1 : a > b;
 }
 
-static uint64_t filter_key(const ic_svc_event_filter_t *f) {
-  uint64_t h = 1469598103934665603ULL ^ f->types;
-  for (const char *p = f->model_id ? f->model_id : ""; *p; p++)
-    h = (h ^ (uint8_t)*p) * 1099511628211ULL;
-  h = (h ^ 0xff) * 1099511628211ULL;
-  for (const char *p = f->tenant_id ? f->tenant_id : ""; *p; p++)
-    h = (h ^ (uint8_t)*p) * 1099511628211ULL;
-  return h;
+/* Splits the due subscribers (in group order) into runs of one group at one position; each run
+ * costs one read of the log. A group's members are usually all caught up at the same position,
+ * so a group is sorted only when they are not. Returns the number of runs (starts in h->runs). */
+static size_t group_runs(struct server_hub *h, size_t nc) {
+  size_t nruns = 0;
+  for (size_t i = 0; i < nc;) {
+    size_t j = i + 1;
+    bool mixed = false;
+    for (; j < nc && h->cand[j]->gid == h->cand[i]->gid; j++)
+      mixed |= h->cand[j]->cur.seq != h->cand[i]->cur.seq;
+    if (mixed) qsort(h->cand + i, j - i, sizeof *h->cand, seq_cmp);
+    for (size_t k = i; k < j; k++)
+      if (k == i || h->cand[k]->cur.seq != h->cand[k - 1]->cur.seq) h->runs[nruns++] = k;
+    i = j;
+  }
+  return nruns;
 }
 
 /* One pass of the sender: every events subscriber that is not busy gets its next batch. Due
  * subscribers with the same filter and position (typically all that are caught up) share one
- * read of the log. Caller holds nothing. */
+ * read of the log; the runs take turns at being first, so a shortage of send budget or queued
+ * bytes is shared. Caller holds nothing. */
 static void sender_pass(struct server_hub *h) {
   sublist_t *l = &h->lists[STREAM_EVENTS];
   ic_svc_changelog_stats_t st;
@@ -225,16 +248,18 @@ static void sender_pass(struct server_hub *h) {
   pthread_mutex_lock(&h->mu);
   if (h->ncand_cap < l->n) {
     sub_t **nc = realloc(h->cand, l->n * sizeof *nc);
-    if (!nc) {
+    if (nc) h->cand = nc;
+    size_t *nr = realloc(h->runs, l->n * sizeof *nr);
+    if (nr) h->runs = nr;
+    if (!nc || !nr) {
       pthread_mutex_unlock(&h->mu);
       return;
     }
-    h->cand = nc;
     h->ncand_cap = l->n;
   }
-  size_t n = l->n, start = n ? h->rr++ % n : 0, nc = 0;
+  size_t n = l->n, nc = 0;
   for (size_t k = 0; k < n; k++) {
-    sub_t *s = l->items[(start + k) % n];
+    sub_t *s = l->items[k];
     if (s->gone) continue;
     if (atomic_load(&s->busy)) {
       /* A reader that is not reading holds its batch; once the ring passed it, it cannot
@@ -244,7 +269,7 @@ static void sender_pass(struct server_hub *h) {
     }
     if (s->cur.seq != st.head) h->cand[nc++] = s;
   }
-  qsort(h->cand, nc, sizeof *h->cand, cand_cmp);
+  size_t nruns = group_runs(h, nc), first = nruns ? h->rr++ % nruns : 0;
   /* The send budget: every message costs CPU on the threads that also ingest and answer
    * lookups, so all subscribers together get at most --stream-max-send-rate events/s; one
    * that cannot keep up within it is overtaken by the log and ended, ingest keeps its pace. */
@@ -254,11 +279,8 @@ static void sender_pass(struct server_hub *h) {
   if (h->tokens > burst) h->tokens = burst;
   h->tokens_at = now;
   bool starved = false;
-  for (size_t i = 0; i < nc;) {
-    size_t j = i + 1;
-    while (j < nc && h->cand[j]->cur.seq == h->cand[i]->cur.seq &&
-           same_filter(h->cand[j], h->cand[i]))
-      j++;
+  for (size_t r = 0; r < nruns; r++) {
+    size_t run = (first + r) % nruns, i = h->runs[run], j = run + 1 < nruns ? h->runs[run + 1] : nc;
     size_t per = h->tokens / (double)(j - i) >= BATCH_MSGS ? BATCH_MSGS
                                                            : (size_t)(h->tokens / (double)(j - i));
     if (per == 0) {
@@ -284,7 +306,6 @@ static void sender_pass(struct server_hub *h) {
         h->tokens -= (double)got;
       }
     }
-    i = j;
   }
   if (starved) atomic_store(&h->pending, true); /* the next pass, after the coalescing pause */
   pthread_mutex_unlock(&h->mu);
@@ -309,7 +330,9 @@ static void *sender_main(void *arg) {
     pthread_mutex_unlock(&h->wmu);
     atomic_store(&h->pending, false);
     sender_pass(h);
-    sleep_ns(COALESCE_NS);
+    size_t subs = atomic_load_explicit(&h->lists[STREAM_EVENTS].count, memory_order_relaxed);
+    long pause = COALESCE_NS + (long)subs * COALESCE_PER_SUB_NS;
+    sleep_ns(pause < COALESCE_MAX_NS ? pause : COALESCE_MAX_NS);
     pthread_mutex_lock(&h->wmu);
   }
   pthread_mutex_unlock(&h->wmu);
@@ -355,7 +378,7 @@ static int add_sub(struct server_hub *h, sub_t *s, bool *added) {
   pthread_mutex_lock(&h->mu);
   if (s->kind == STREAM_EVENTS) {
     ic_svc_changelog_cursor_init(h->log, &s->cur, &s->ef);
-    s->fkey = filter_key(&s->ef);
+    s->gid = filter_group(h, &s->ef);
   }
   int rc = sublist_add(h, l, s);
   pthread_mutex_unlock(&h->mu);
@@ -609,6 +632,7 @@ void server_hub_free(struct server_hub *h) {
   ic_svc_changelog_free(h->log);
   ic_buf_free(&h->batch);
   free(h->cand);
+  free(h->runs);
   pthread_mutex_destroy(&h->mu);
   pthread_mutex_destroy(&h->wmu);
   pthread_cond_destroy(&h->wcv);

@@ -220,3 +220,49 @@ Test(changelog, oversized_entry_is_refused_and_release_keeps_new_cursors_valid) 
   ic_buf_free(&b);
   ic_svc_changelog_free(l);
 }
+
+/* The hand-written CacheEvent encoder (lib/svc/change_wire.c) must give protobuf-c's bytes for
+ * every combination of empty and non-empty fields, multi-byte lengths, and negative or zero
+ * timestamps. */
+Test(changelog, change_encoding_is_protobuf_c_byte_for_byte) {
+  static char big[300];
+  memset(big, 'x', sizeof big - 1);
+  const char *strs[] = {"", "t", big};
+  const int64_t stamps[] = {0, 999, 1000, 1700000000123456789LL, -5000, INT64_MIN, INT64_MAX};
+  const uint8_t hash[] = {0, 1, 2, 3, 4, 5, 6, 7};
+  int cases = 0;
+  for (int type = 0; type <= 4; type++)
+    for (size_t si = 0; si < 81; si++)
+      for (size_t ti = 0; ti < sizeof stamps / sizeof stamps[0]; ti++) {
+        const char *tenant = strs[si % 3], *model = strs[si / 3 % 3], *replica = strs[si / 9 % 3],
+                   *adapter = strs[si / 27 % 3];
+        ic_index_change_t c = {.type = (ic_index_change_type_t)type,
+                               .tenant = si == 80 ? NULL : tenant,
+                               .model = model,
+                               .replica = replica,
+                               .adapter = si == 79 ? NULL : adapter,
+                               .hash = ti % 2 ? hash : NULL,
+                               .hash_len = ti % 2 ? sizeof hash : 0,
+                               .timestamp_ns = stamps[ti]};
+        Inferencecache__V1alpha1__CacheEvent e = INFERENCECACHE__V1ALPHA1__CACHE_EVENT__INIT;
+        e.type = (Inferencecache__V1alpha1__CacheEvent__Type)type;
+        e.tenant_id = (char *)(c.tenant ? c.tenant : "");
+        e.model_id = (char *)model;
+        e.replica_id = (char *)replica;
+        e.adapter_id = (char *)(c.adapter ? c.adapter : "");
+        e.prefix_hash = (ProtobufCBinaryData){c.hash_len, (uint8_t *)c.hash};
+        e.timestamp_us = stamps[ti] / 1000;
+        size_t want_n = inferencecache__v1alpha1__cache_event__get_packed_size(&e);
+        uint8_t *want = malloc(want_n ? want_n : 1);
+        inferencecache__v1alpha1__cache_event__pack(&e, want);
+        ic_buf_t got = IC_BUF_INIT;
+        cr_assert_eq(ic_svc_change_encode(&c, &got), 0);
+        cr_assert_eq(got.len, want_n, "type %d case %zu ts %zu: %zu bytes, protobuf-c %zu", type,
+                     si, ti, got.len, want_n);
+        cr_assert(want_n == 0 || memcmp(got.data, want, want_n) == 0);
+        free(want);
+        ic_buf_free(&got);
+        cases++;
+      }
+  cr_assert_eq(cases, 5 * 81 * 7);
+}
