@@ -379,9 +379,9 @@ int64_t ic_index_predict_expire(ic_index_t *ix);
 /* Load-aware AFFINITY_HINT (docs/ranking.md §3, used when both loadAwareRouting and
  * predictOnRoute are on): among the replicas of (tenant, model) with a fresh load sample, the one
  * with the least work, work_i = waiting_i + running_i + routes recorded on i by predictions
- * after its sample (requests the sample cannot show yet). The consistent-hash pick `prefer` stays when its work is
- * the least; other ties are broken by hash(replica, tiebreak), so equal replicas share new
- * prompts instead of herding onto one. Returns false (and leaves *replica) without fresh
+ * after its sample (requests the sample cannot show yet). Ties: the fewest prompts routed
+ * there within the prediction TTL, then the consistent-hash pick `prefer`, then
+ * hash(replica, tiebreak), so equal replicas share new prompts instead of herding onto one. Returns false (and leaves *replica) without fresh
  * samples. *replica is interned. */
 bool ic_index_least_loaded_replica(ic_index_t *ix, const char *tenant, const char *model,
                                    const char *prefer, uint64_t tiebreak,

@@ -227,18 +227,26 @@ bool ic_index_least_loaded_replica(ic_index_t *ix, const char *tenant, const cha
      their way (speculative.c keeps their times per replica) */
   const char *best = NULL;
   float best_work = INFINITY;
+  int64_t best_recent = INT64_MAX;
   uint64_t best_tb = 0;
   float prefer_work = INFINITY;
+  int64_t prefer_recent = INT64_MAX;
   for (size_t i = 0; i < n; i++) {
     const char *name = ix_str(ix, c[i].id);
     float work = c[i].queue + (float)ix_spec_routed_since(ix, tenant, model, name, c[i].at);
+    /* among equal work, the replica sent the fewest prompts lately (within the prediction TTL):
+       idle replicas take turns instead of the hash picking the same one twice in a row */
+    int64_t recent = ix_spec_routed_since(ix, tenant, model, name, INT64_MIN);
     uint64_t tb = ic_mix64(ic_hash_bytes(name, strlen(name)) ^ tiebreak);
-    if (prefer && !strcmp(prefer, name)) prefer_work = work;
-    if (work < best_work || (work == best_work && tb < best_tb))
-      best = name, best_work = work, best_tb = tb;
+    if (prefer && !strcmp(prefer, name)) prefer_work = work, prefer_recent = recent;
+    if (work < best_work || (work == best_work && (recent < best_recent ||
+                                                   (recent == best_recent && tb < best_tb))))
+      best = name, best_work = work, best_recent = recent, best_tb = tb;
   }
   if (c != stack) free(c);
   if (!best) return false;
-  *replica = prefer_work <= best_work ? prefer : best;
+  *replica = prefer_work < best_work || (prefer_work == best_work && prefer_recent <= best_recent)
+                 ? prefer
+                 : best;
   return true;
 }
