@@ -8,19 +8,14 @@
  *                          [--lookup-rate R] [--phases none,all,other] [--server-arg ARG]...
  * Defaults: server next to this binary, 1000 subscribers, 131,072 warm-up then 524,288 measured
  * blocks, 2000 lookups/s. */
-#include <arpa/inet.h>
 #include <errno.h>
-#include <fcntl.h>
 #include <limits.h>
-#include <netinet/in.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/socket.h>
-#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -29,17 +24,17 @@
 #include "ic/err.h"
 #include "ic/rpc.h"
 #include "inferencecache/v1alpha1/inferencecache.pb-c.h"
+#include "rpc_load.h"
 
-#define REPLICAS 16
-#define CHAIN 128
+#define REPLICAS RL_REPLICAS
+#define CHAIN RL_CHAIN
 #define WRITERS 4
 #define STREAMS_PER_CHANNEL 100
 #define LOOKUP_REQS 256
 #define MAX_SERVER_ARGS 16
 
 static const char *METHOD_EVENTS = "/inferencecache.v1alpha1.InferenceCache/StreamCacheEvents";
-static const char *METHOD_REPORT = "/inferencecache.v1alpha1.InferenceCache/ReportCacheState";
-static const char *METHOD_LOOKUP = "/inferencecache.v1alpha1.InferenceCache/LookupRoute";
+static const char *METHOD_LOOKUP = RL_METHOD_LOOKUP;
 
 static int g_subs = 1000;
 static long g_blocks = 1L << 19;
@@ -48,56 +43,12 @@ static double g_lookup_rate = 2000;
 static const char *g_server_args[MAX_SERVER_ARGS];
 static int g_nserver_args;
 
-static uint64_t splitmix(uint64_t x) {
-  x += 0x9E3779B97F4A7C15ULL;
-  x = (x ^ (x >> 30)) * 0xBF58476D1CE4E5B9ULL;
-  x = (x ^ (x >> 27)) * 0x94D049BB133111EBULL;
-  return x ^ (x >> 31);
-}
-
-static void block_hash(int r, long c, int j, uint8_t out[8]) {
-  uint64_t h = splitmix(((uint64_t)r << 48) ^ ((uint64_t)c << 8) ^ (uint64_t)j);
-  for (int i = 0; i < 8; i++)
-    out[i] = (uint8_t)(h >> (56 - 8 * i));
-}
-
-static int free_port(void) {
-  int fd = socket(AF_INET, SOCK_STREAM, 0);
-  struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-  socklen_t l = sizeof a;
-  if (fd < 0 || bind(fd, (struct sockaddr *)&a, sizeof a) != 0 ||
-      getsockname(fd, (struct sockaddr *)&a, &l) != 0) {
-    if (fd >= 0) close(fd);
-    return -1;
-  }
-  close(fd);
-  return ntohs(a.sin_port);
-}
-
 static pid_t start_server(const char *path, int gport) {
-  char g[64], h[64], s[64];
-  snprintf(g, sizeof g, "--grpc-bind-address=127.0.0.1:%d", gport);
-  snprintf(h, sizeof h, "--http-bind-address=127.0.0.1:%d", free_port());
-  snprintf(s, sizeof s, "--snapshot-bind-address=127.0.0.1:%d", free_port());
-  const char *argv[8 + MAX_SERVER_ARGS];
-  int n = 0;
-  argv[n++] = path;
-  argv[n++] = "--insecure-disable-auth";
-  argv[n++] = "--log-level=error";
-  argv[n++] = g;
-  argv[n++] = h;
-  argv[n++] = s;
+  const char *extra[MAX_SERVER_ARGS + 1];
   for (int i = 0; i < g_nserver_args; i++)
-    argv[n++] = g_server_args[i];
-  argv[n] = NULL;
-  pid_t pid = fork();
-  if (pid == 0) {
-    int dn = open("/dev/null", O_WRONLY);
-    if (dn >= 0) dup2(dn, 2);
-    execv(path, (char *const *)argv);
-    _exit(127);
-  }
-  return pid;
+    extra[i] = g_server_args[i];
+  extra[g_nserver_args] = NULL;
+  return rl_start_server(path, gport, extra, NULL);
 }
 
 static double rss_mb(pid_t pid) {
@@ -140,59 +91,6 @@ static void emit(const char *phase, const char *name, double value, const char *
   fflush(stdout);
 }
 
-/* ---- ingest: WRITERS client streams, each with its share of the replicas ---- */
-typedef struct writer {
-  ic_rpc_channel_t *ch;
-  int r0, r1, rbase; /* replicas r0..r1 named replica-<rbase + r> */
-  long chains;
-  long blocks;
-  int status;
-} writer_t;
-
-static void *writer_main(void *p) {
-  writer_t *a = p;
-  ic_rpc_writer_t *w = ic_rpc_writer_open(a->ch, METHOD_REPORT, 600000);
-  uint8_t hashes[CHAIN][8];
-  ProtobufCBinaryData bh[CHAIN];
-  int32_t counts[CHAIN];
-  for (int j = 0; j < CHAIN; j++)
-    counts[j] = 16, bh[j] = (ProtobufCBinaryData){8, hashes[j]};
-  ic_buf_t buf = IC_BUF_INIT;
-  for (int r = a->r0; r < a->r1 && w; r++) {
-    char rid[32];
-    snprintf(rid, sizeof rid, "replica-%02d", a->rbase + r);
-    for (long c = 0; c < a->chains; c++) {
-      for (int j = 0; j < CHAIN; j++)
-        block_hash(a->rbase + r, c, j, hashes[j]);
-      Inferencecache__V1alpha1__PrefixEntry pe = INFERENCECACHE__V1ALPHA1__PREFIX_ENTRY__INIT;
-      pe.n_block_hashes = CHAIN;
-      pe.block_hashes = bh;
-      pe.n_block_token_counts = CHAIN;
-      pe.block_token_counts = counts;
-      Inferencecache__V1alpha1__PrefixEntry *pp = &pe;
-      Inferencecache__V1alpha1__CacheStateUpdate u =
-          INFERENCECACHE__V1ALPHA1__CACHE_STATE_UPDATE__INIT;
-      u.replica_id = rid;
-      u.model_id = "m";
-      u.tenant_id = "bench";
-      u.hash_scheme = "vllm";
-      u.n_prefixes = 1;
-      u.prefixes = &pp;
-      size_t n = inferencecache__v1alpha1__cache_state_update__get_packed_size(&u);
-      ic_buf_reset(&buf);
-      ic_buf_reserve(&buf, n);
-      inferencecache__v1alpha1__cache_state_update__pack(&u, (uint8_t *)buf.data);
-      if (ic_rpc_writer_send(w, (const uint8_t *)buf.data, n) != 0) goto done;
-      a->blocks += CHAIN;
-    }
-  }
-done:
-  a->status = -1;
-  if (w) ic_rpc_writer_finish(w, NULL, &a->status, NULL);
-  ic_buf_free(&buf);
-  return NULL;
-}
-
 /* ---- open-loop lookups while ingest runs ---- */
 typedef struct looker {
   ic_rpc_channel_t *ch;
@@ -204,30 +102,10 @@ typedef struct looker {
 } looker_t;
 
 static void build_lookups(looker_t *l, long chains) {
-  uint8_t hashes[CHAIN][8];
-  ProtobufCBinaryData bh[CHAIN];
-  int32_t counts[CHAIN];
-  for (int j = 0; j < CHAIN; j++)
-    counts[j] = 16, bh[j] = (ProtobufCBinaryData){8, hashes[j]};
   for (int i = 0; i < LOOKUP_REQS; i++) {
-    int r = (int)(splitmix((uint64_t)i) % REPLICAS);
-    long c = (long)(splitmix((uint64_t)i * 7 + 1) % (uint64_t)chains);
-    for (int j = 0; j < CHAIN; j++)
-      block_hash(r, c, j, hashes[j]);
-    Inferencecache__V1alpha1__LookupRouteRequest q =
-        INFERENCECACHE__V1ALPHA1__LOOKUP_ROUTE_REQUEST__INIT;
-    q.model_id = "m";
-    q.tenant_id = "bench";
-    q.hash_scheme = "vllm";
-    q.n_block_hashes = CHAIN;
-    q.block_hashes = bh;
-    q.n_block_token_counts = CHAIN;
-    q.block_token_counts = counts;
-    size_t n = inferencecache__v1alpha1__lookup_route_request__get_packed_size(&q);
     ic_buf_init(&l->reqs[i]);
-    ic_buf_reserve(&l->reqs[i], n);
-    inferencecache__v1alpha1__lookup_route_request__pack(&q, (uint8_t *)l->reqs[i].data);
-    l->reqs[i].len = n;
+    rl_lookup_request((int)(rl_splitmix((uint64_t)i) % REPLICAS),
+                      (long)(rl_splitmix((uint64_t)i * 7 + 1) % (uint64_t)chains), &l->reqs[i]);
   }
 }
 
@@ -264,27 +142,10 @@ static void *looker_main(void *p) {
   return NULL;
 }
 
-static int cmp_i64(const void *a, const void *b) {
-  int64_t x = *(const int64_t *)a, y = *(const int64_t *)b;
-  return x < y ? -1 : x > y;
-}
-
-static int connect_ready(ic_rpc_channel_t *ch) {
-  int64_t until = ic_clock_monotonic_ns() + 30000000000LL;
-  while (ic_clock_monotonic_ns() < until) {
-    int st = -1;
-    if (ic_rpc_unary(ch, "/grpc.health.v1.Health/Check", NULL, 0, 1000, NULL, &st, NULL) == 0 &&
-        st == 0)
-      return 0;
-    usleep(50000);
-  }
-  return IC_ETIMEOUT;
-}
-
 /* One phase: kind "none" (no subscribers), "all" (subscribed to everything), "other" (filtered
  * on a model that is never written). Returns 0 or non-zero on a failed phase. */
 static int run_phase(const char *server, const char *kind) {
-  int port = free_port();
+  int port = rl_free_port();
   pid_t pid = start_server(server, port);
   char target[64];
   snprintf(target, sizeof target, "127.0.0.1:%d", port);
@@ -293,7 +154,7 @@ static int run_phase(const char *server, const char *kind) {
   int nch = (nsubs + STREAMS_PER_CHANNEL - 1) / STREAMS_PER_CHANNEL;
   ic_rpc_channel_t **sch = calloc((size_t)nch + 1, sizeof *sch);
   ic_rpc_reader_t **subs = calloc((size_t)nsubs + 1, sizeof *subs);
-  if (connect_ready(ch) != 0) {
+  if (rl_connect_ready(ch, 30000) != 0) {
     fprintf(stderr, "bench_rpc_streams: server did not become ready\n");
     goto out;
   }
@@ -308,7 +169,7 @@ static int run_phase(const char *server, const char *kind) {
   }
   for (int i = 0; i < nch; i++) {
     sch[i] = ic_rpc_channel_new(target, NULL);
-    connect_ready(sch[i]);
+    rl_connect_ready(sch[i], 30000);
   }
   for (int i = 0; i < nsubs; i++)
     subs[i] = ic_rpc_reader_open(sch[i / STREAMS_PER_CHANNEL], METHOD_EVENTS, req, reqlen, 0);
@@ -323,16 +184,16 @@ static int run_phase(const char *server, const char *kind) {
   if (g_warmup > 0) {
     long wchains = g_warmup / ((long)REPLICAS * CHAIN);
     if (wchains < 1) wchains = 1;
-    writer_t ww[WRITERS];
+    rl_writer_t ww[WRITERS];
     pthread_t wth[WRITERS];
     int64_t w0 = ic_clock_monotonic_ns();
     for (int i = 0; i < WRITERS; i++) {
-      ww[i] = (writer_t){.ch = ch,
-                         .r0 = i * REPLICAS / WRITERS,
-                         .r1 = (i + 1) * REPLICAS / WRITERS,
-                         .rbase = 50,
-                         .chains = wchains};
-      pthread_create(&wth[i], NULL, writer_main, &ww[i]);
+      ww[i] = (rl_writer_t){.ch = ch,
+                            .r0 = i * REPLICAS / WRITERS,
+                            .r1 = (i + 1) * REPLICAS / WRITERS,
+                            .rbase = 50,
+                            .chains = wchains};
+      pthread_create(&wth[i], NULL, rl_writer_main, &ww[i]);
     }
     for (int i = 0; i < WRITERS; i++)
       pthread_join(wth[i], NULL);
@@ -345,16 +206,16 @@ static int run_phase(const char *server, const char *kind) {
   build_lookups(&lk, chains);
   pthread_t lth;
   pthread_create(&lth, NULL, looker_main, &lk);
-  writer_t w[WRITERS];
+  rl_writer_t w[WRITERS];
   pthread_t th[WRITERS];
   double cpu0 = cpu_s(pid);
   int64_t t0 = ic_clock_monotonic_ns();
   for (int i = 0; i < WRITERS; i++) {
-    w[i] = (writer_t){.ch = ch,
-                      .r0 = i * REPLICAS / WRITERS,
-                      .r1 = (i + 1) * REPLICAS / WRITERS,
-                      .chains = chains};
-    pthread_create(&th[i], NULL, writer_main, &w[i]);
+    w[i] = (rl_writer_t){.ch = ch,
+                         .r0 = i * REPLICAS / WRITERS,
+                         .r1 = (i + 1) * REPLICAS / WRITERS,
+                         .chains = chains};
+    pthread_create(&th[i], NULL, rl_writer_main, &w[i]);
   }
   long blocks = 0, bad = 0;
   for (int i = 0; i < WRITERS; i++) {
@@ -386,10 +247,10 @@ static int run_phase(const char *server, const char *kind) {
   sleep(nsubs ? 3 : 0);
   double rss_left = rss_mb(pid);
 
-  qsort(lk.lat, lk.n, sizeof *lk.lat, cmp_i64);
-  double p50 = lk.n ? (double)lk.lat[lk.n / 2] / 1000.0 : 0;
-  double p99 = lk.n ? (double)lk.lat[(size_t)((double)lk.n * 0.99)] / 1000.0 : 0;
-  double pmax = lk.n ? (double)lk.lat[lk.n - 1] / 1000.0 : 0;
+  qsort(lk.lat, lk.n, sizeof *lk.lat, rl_cmp_i64);
+  double p50 = rl_quantile_us(lk.lat, lk.n, 0.5);
+  double p99 = rl_quantile_us(lk.lat, lk.n, 0.99);
+  double pmax = rl_quantile_us(lk.lat, lk.n, 1.0);
   char extra[160];
   snprintf(extra, sizeof extra, ",\"ingested\":%ld,\"seconds\":%.2f,\"failed_writers\":%ld", blocks,
            secs, bad);
@@ -418,9 +279,7 @@ out:
   free(subs);
   free(sch);
   ic_rpc_channel_free(ch);
-  kill(pid, SIGTERM);
-  int wst;
-  waitpid(pid, &wst, 0);
+  rl_stop(pid);
   return rc;
 }
 
@@ -447,16 +306,9 @@ int main(int argc, char **argv) {
   if (g_blocks <= 0) g_blocks = 1L << 19;
   if (g_warmup < 0) g_warmup = 0;
   if (g_lookup_rate <= 0) g_lookup_rate = 2000;
-  if (!*server) {
-    char self[PATH_MAX];
-    ssize_t n = readlink("/proc/self/exe", self, sizeof self - 1);
-    if (n <= 0) return 1;
-    self[n] = '\0';
-    char *slash = strrchr(self, '/');
-    if (slash) *slash = '\0';
-    snprintf(server, sizeof server, "%.*s/../src/server/inferencecache-server", PATH_MAX - 64,
-             self);
-  }
+  if (!*server &&
+      rl_sibling_path("../src/server/inferencecache-server", server, sizeof server) != 0)
+    return 1;
   if (access(server, X_OK) != 0) {
     fprintf(stderr, "bench_rpc_streams: server binary not found at %s (use --server)\n", server);
     return 1;

@@ -14,6 +14,7 @@ PACKAGES=(
   libyaml-dev
   libpcre2-dev libutf8proc-dev python3-jinja2
   prometheus mmdebstrap umoci skopeo python3-xxhash
+  golang-go golang-google-grpc-dev linux-perf
 )
 # kubectl (with kustomize) renders config/ in the tests; Debian's kubernetes-client provides it
 # where no newer kubectl is installed.

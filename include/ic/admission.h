@@ -1,11 +1,11 @@
 /* Admission logic of inferencecache-controller as pure functions: an admission.k8s.io/v1
- * AdmissionReview request body in, the AdmissionReview response JSON out (controller.md §3).
+ * AdmissionReview request body in, the AdmissionReview response JSON out.
  *
- * Webhooks: CacheBackend validation (cachebackend-v1alpha1.md §3.3: CREATE reports all errors,
+ * Webhooks: CacheBackend validation (CREATE reports all errors,
  * UPDATE only newly introduced ones, the cache-domain selector rule never grandfathered) and a
- * no-op CacheBackend defaulter (§3.2: absent nested objects stay absent); CachePolicy and
+ * no-op CacheBackend defaulter (absent nested objects stay absent); CachePolicy and
  * CacheTenant validation (reserved probe tenant, one policy per namespace, tenantID unique per
- * namespace) with no-op defaulters; the mutating Pod webhook (§3.6: engine selector match, engine
+ * namespace) with no-op defaulters; the mutating Pod webhook (engine selector match, engine
  * wiring for vLLM/SGLang, subscriber sidecar, injected-by annotations, fail-open) whose answer is a
  * minimal JSON Patch against the submitted Pod, so re-admitting an injected Pod yields zero ops.
  *
@@ -56,15 +56,15 @@ int ic_admission_review(const ic_admission_config_t *cfg, ic_admission_hook_t ho
 
 /* ---- building blocks (exposed for tests and the api-check tool) ------------------------------ */
 
-/* CacheBackend webhook rules 1-18 of controller.md §3.3.1 as restricted by cachebackend-v1alpha1.md
- * §3.3 (every rule is triggered by a later field), for one object. */
+/* CacheBackend webhook rules 1-18 of the reference, each triggered only by a later field (so
+ * seed-only objects pass), for one object. */
 void ic_admission_cachebackend_rules(const ic_api_cachebackend_t *cb, ic_api_errors_t *errs);
 /* Full decision: CREATE (old NULL) or UPDATE; `siblings` = CacheBackends of the namespace (JSON
  * array, may be NULL when no reader). Returns 0 (errors in errs decide), or IC_EUNAVAIL when the
  * overlap check needed a list and it failed (plain denial with `err`). */
 int ic_admission_cachebackend_validate(const ic_api_cachebackend_t *cb, const ic_api_cachebackend_t *old,
                                        const json_t *siblings, ic_api_errors_t *errs);
-/* CachePolicy / CacheTenant spec rules (§3.4, §3.5) without the namespace checks. */
+/* CachePolicy / CacheTenant spec rules without the namespace checks. */
 void ic_admission_cachepolicy_rules(const ic_api_cachepolicy_t *p, ic_api_errors_t *errs);
 void ic_admission_cachetenant_rules(const ic_api_cachetenant_t *t, ic_api_errors_t *errs);
 
@@ -75,7 +75,7 @@ typedef struct ic_admission_pod_result {
   bool denied;
   char reason[512];
 } ic_admission_pod_result_t;
-/* Runs §3.6.2 over a decoded Pod; `backends` is the namespace's CacheBackend list (JSON array) or
+/* Pod webhook on a decoded Pod; `backends` is the namespace's CacheBackend list (JSON array) or
  * NULL when listing failed (fail-open). Never fails: internal errors fail open. */
 void ic_admission_mutate_pod(const ic_admission_config_t *cfg, const json_t *pod, const char *req_ns,
                              const json_t *backends, ic_admission_pod_result_t *res);

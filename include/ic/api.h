@@ -23,7 +23,7 @@
 #define IC_API_VERSION "v1alpha1"
 #define IC_API_GROUP_VERSION "inferencecache.io/v1alpha1"
 
-/* Well-known keys (controller.md §1.8). */
+/* Well-known keys. */
 #define IC_API_LABEL_CACHE_DOMAIN "inferencecache.io/cache-domain"
 #define IC_API_ANN_SKIP_INJECT "inferencecache.io/skip-inject"
 #define IC_API_ANN_INJECT_SKIPPED "inferencecache.io/inject-skipped"
@@ -72,7 +72,7 @@ int ic_api_errors_add(ic_api_errors_t *e, ic_api_err_type_t type, const char *fi
 /* Moves every error of `src` into `dst` (src becomes empty). */
 int ic_api_errors_move(ic_api_errors_t *dst, ic_api_errors_t *src);
 /* True when both errors have the same type, field, bad value (JSON-equal) and detail: the identity the
- * UPDATE "only newly introduced errors" rule compares (controller.md §3.3.3). */
+ * UPDATE "only newly introduced errors" rule compares. */
 bool ic_api_field_error_equal(const ic_api_field_error_t *a, const ic_api_field_error_t *b);
 /* Kubernetes text of one error, e.g.
  *   spec.integration.role: Unsupported value: "X": supported values: "ReadOnly", "WriteOnly", "ReadWrite"
@@ -240,7 +240,7 @@ typedef struct ic_api_cachebackend_status {
     bool present;
     char *provider, *endpoint, *ready;
   } remote_storage;
-  json_t *connector; /* object or NULL (see cachebackend-v1alpha1.md §2.4) */
+  json_t *connector; /* object or NULL (docs/api.md) */
   bool has_matched_engine_pods;
   int64_t matched_engine_pods;
   char *engine_selector_message, *first_available_at, *first_kv_event_observed_at;
@@ -322,7 +322,7 @@ typedef struct ic_api_cacheindex_tenant {
 
 typedef struct ic_api_cacheindex {
   json_t *raw;
-  ic_api_meta_t meta; /* spec is always encoded as {} (legacy shape, controller.md §1.4) */
+  ic_api_meta_t meta; /* spec is always encoded as {} (legacy shape) */
   struct {
     bool present;
     ic_api_cacheindex_replica_t *replicas;
@@ -440,7 +440,7 @@ size_t ic_api_strict_fields(const json_t *obj, const json_t *crd_schema, ic_api_
 const json_t *ic_api_crd_schema(const json_t *crd, const char **group, const char **kind,
                                 const char **version);
 
-/* ---- CacheBackend read-time defaults (cachebackend-v1alpha1.md §3.2; never written to spec) -- */
+/* ---- CacheBackend read-time defaults (never written to spec) -- */
 
 /* Engine-wired = spec.runtime non-empty. */
 bool ic_api_cachebackend_engine_wired(const ic_api_cachebackend_t *cb);
@@ -477,7 +477,7 @@ bool ic_api_is_label_value(const char *s);
 bool ic_api_is_qualified_name(const char *s);
 bool ic_api_is_env_var_name(const char *s);
 bool ic_api_is_config_map_key(const char *s);
-/* Redis/External endpoint shape check (controller.md §4.9.2): NULL when valid, else a static
+/* Redis/External endpoint shape check: NULL when valid, else a static
  * message ending in "use bare host:port". */
 const char *ic_api_check_endpoint_shape(const char *endpoint);
 

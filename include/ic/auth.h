@@ -1,4 +1,4 @@
-/* Bearer-token authentication through Kubernetes TokenReview (lib/auth), spec server.md §8.
+/* Bearer-token authentication through Kubernetes TokenReview (lib/auth), docs/server.md.
  *
  * An ic_auth_t guards one endpoint: it expects one service-account username and one audience,
  * caches successful reviews for 30 s (at most 32 entries, keyed by SHA-256 of the token), fails
@@ -62,7 +62,7 @@ typedef struct ic_auth ic_auth_t;
 ic_auth_t *ic_auth_new(const ic_auth_config_t *cfg);
 void ic_auth_free(ic_auth_t *a);
 
-/* Runs the algorithm of §8.2 for one Authorization header value (may be NULL) and counts the
+/* Runs bearer auth for one Authorization header value (may be NULL) and counts the
  * result. */
 ic_auth_result_t ic_auth_check(ic_auth_t *a, const char *authorization);
 /* ic_http_auth_fn: checks the request and on failure replies 401/403/503 with Go's bodies. */

@@ -1,5 +1,5 @@
 /* Content fingerprint (lib/fingerprint): token ids -> block-hash chain, identical to the
- * reference's frozen scheme (spec index.md §8): XXH3-64 seed 1337 over little-endian u32 tokens
+ * reference's frozen scheme: XXH3-64 seed 1337 over little-endian u32 tokens
  * per full block, prefix[i] = XXH3(LE64(prefix[i-1]) || LE64(content[i])), wire form 8 bytes
  * big-endian. Pure functions, no allocation, thread-safe. */
 #ifndef IC_FINGERPRINT_H

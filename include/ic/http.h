@@ -1,7 +1,7 @@
 /* HTTP listener (lib/http): a thin layer over libmicrohttpd — exact-path route table, per-route
  * auth hook, method check, body cap, Go-compatible error bodies, JSON replies, optional TLS.
  *
- * Request pipeline (order is part of the contract of spec server.md §7, auth before method):
+ * Request pipeline (the order is part of the contract: auth before method):
  *   path lookup (404 "404 page not found\n") -> route auth hook -> method check (405 with
  *   `Allow`, body "method not allowed\n\n") -> body collected up to the route cap -> handler.
  *
@@ -137,7 +137,7 @@ int ic_http_stream_write(ic_http_stream_t *st, const void *data, size_t len);
 void ic_http_stream_close(ic_http_stream_t *st);
 
 /* ---- helpers ---- */
-/* Bearer extraction per spec server.md §8.2: split at the first space, scheme "Bearer"
+/* Bearer extraction as the reference does it: split at the first space, scheme "Bearer"
  * case-insensitive, token = remainder with surrounding whitespace trimmed. Returns true and
  * sets *tok and *len into `authz` when a non-empty token is present. */
 bool ic_http_parse_bearer(const char *authz, const char **tok, size_t *len);

@@ -1,5 +1,5 @@
 /* The cache index (lib/index): which replica holds which KV blocks, and the ranking that turns
- * it into LookupRoute hints (spec index.md §2-§7). Pure data structure: no I/O, no threads. */
+ * it into LookupRoute hints (design: docs/index.md). Pure data structure: no I/O, no threads. */
 #ifndef IC_INDEX_H
 #define IC_INDEX_H
 #include <stdbool.h>
@@ -32,7 +32,7 @@ typedef enum {
   IC_INDEX_EVICT_LFU = 1,
 } ic_index_eviction_t;
 
-/* Ranker knobs (spec §1, §5.3, §5.9). All zero disables pressure, SLO bias and TENANT_HOT. */
+/* Ranker knobs. All zero disables pressure, SLO bias and TENANT_HOT. */
 typedef struct {
   float pressure_weight;         /* default 1.0 */
   int32_t slo_tight_ttft_ms;     /* default 200 */
@@ -71,7 +71,7 @@ typedef struct {
   int64_t timestamp_ns; /* time of the change (ingest/event timestamp or the sweep's now) */
 } ic_index_change_t;
 
-/* Configuration. Initialise with ic_index_config_init (defaults of spec §1/§2.8), then
+/* Configuration. Initialise with ic_index_config_init (the reference's defaults), then
  * override. Every callback is optional (NULL). Callbacks may be called with internal locks
  * held: they must be cheap, thread-safe, and must never call back into the index. */
 typedef struct {
@@ -92,7 +92,7 @@ typedef struct {
   int64_t (*clock)(void *ud);
   void *clock_ud;
 
-  /* Per-tenant policy (spec §2.9), resolved by the server from /policy.
+  /* Per-tenant policy, resolved by the server from /policy.
    * ttl: > 0 overrides the index TTL for that tenant; <= 0 = use the index TTL.
    * quota: return true and set *max_prefixes to enforce a distinct-key budget (0 enforces
    *   an empty budget; negative = no enforcement); false = unbounded.
@@ -102,7 +102,7 @@ typedef struct {
   ic_index_eviction_t (*eviction_resolver)(void *ud, const char *tenant);
   void *resolver_ud;
 
-  /* Metrics sink (spec §4.6). algorithm is "lru"/"lfu"; reason "cap"/"ttl"/"over_entries". */
+  /* Metrics sink. algorithm is "lru"/"lfu"; reason "cap"/"ttl"/"over_entries". */
   void (*set_index_entries)(void *ud, const char *model, int64_t n);
   void (*add_tenant_evictions)(void *ud, const char *tenant, const char *reason, int64_t n);
   void (*add_index_evictions)(void *ud, const char *algorithm, const char *reason, int64_t n);
@@ -128,12 +128,12 @@ void ic_index_config_init(ic_index_config_t *cfg);
 ic_index_t *ic_index_create(const ic_index_config_t *cfg);
 void ic_index_destroy(ic_index_t *ix);
 
-/* Readiness flag for /readyz (spec §2.8 start/ready); the caller runs the sweep ticker. */
+/* Readiness flag for /readyz; the caller runs the sweep ticker. */
 void ic_index_set_ready(ic_index_t *ix, bool ready);
 bool ic_index_ready(const ic_index_t *ix);
 int64_t ic_index_sweep_interval_ns(const ic_index_t *ix);
 
-/* ------------------------------------------------------------------ ingest (spec §3) */
+/* ------------------------------------------------------------------ ingest */
 
 /* One PrefixEntry. Chain form when either block array is non-empty (lengths must match or
  * the entry is dropped); otherwise legacy single-blob form keyed by prefix_hash. */
@@ -144,7 +144,7 @@ typedef struct {
   size_t n_block_hashes;
   const int32_t *block_token_counts;
   size_t n_block_token_counts;
-  int32_t tier;        /* WIRE value: 0 -> T1, negative -> coldest sentinel (spec §2.6) */
+  int32_t tier;        /* WIRE value: 0 -> T1, negative -> coldest sentinel */
   const char *adapter; /* NULL/"" = inherit the update's adapter */
 } ic_index_prefix_t;
 
@@ -170,7 +170,7 @@ typedef struct {
   const ic_index_stats_t *stats; /* NULL = absent */
 } ic_index_update_t;
 
-/* Applies one update (spec §3.2): prefixes, stats, then quota and cap enforcement, metrics.
+/* Applies one update: prefixes, stats, then quota and cap enforcement, metrics.
  * Returns 0, IC_EINVAL (NULL arguments), IC_ENOMEM, or IC_ERANGE (65,535 replicas of the scope
  * all hold entries); on an error the update may be partly applied. */
 int ic_index_ingest(ic_index_t *ix, const ic_index_update_t *u);
@@ -190,11 +190,11 @@ typedef struct {
   int64_t timestamp_us; /* 0 = now */
 } ic_index_event_t;
 
-/* Applies one event (spec §3.4). ALL_CLEARED is visible to lookups on return and reclaims
+/* Applies one event. ALL_CLEARED is visible to lookups on return and reclaims
  * memory lazily (see ic_index_maintain). Returns 0 or IC_EINVAL. */
 int ic_index_apply_event(ic_index_t *ix, const ic_index_event_t *ev);
 
-/* TTL sweep (spec §4.1); also finishes pending lazy reclaims. Returns entries removed. */
+/* TTL sweep; also finishes pending lazy reclaims. Returns entries removed. */
 int64_t ic_index_evict_expired(ic_index_t *ix);
 
 /* Bounded background work: reclaims memory of cleared replicas, visiting about `budget`
@@ -224,7 +224,7 @@ size_t ic_index_reclaim_strings(ic_index_t *ix);
 /* Interned strings alive now (tests, debugging). */
 size_t ic_index_string_count(ic_index_t *ix);
 
-/* ------------------------------------------------------------------ lookup (spec §5) */
+/* ------------------------------------------------------------------ lookup */
 
 typedef struct {
   const char *model, *tenant, *scheme, *adapter;
@@ -260,10 +260,10 @@ typedef struct {
  * captures. Owned by the caller (ic_index_result_free); must not outlive its index. */
 typedef struct ic_index_result ic_index_result_t;
 
-/* LookupRoute at index level (spec §5.10): empty keys -> NONE; prefix match; TENANT_HOT;
+/* LookupRoute at index level: empty keys -> NONE; prefix match; TENANT_HOT;
  * UNKNOWN_* classification. *out is always set on success (possibly empty, NONE). */
 int ic_index_lookup_route(ic_index_t *ix, const ic_index_lookup_t *req, ic_index_result_t **out);
-/* Public Lookup (spec §5.2): prefix paths only, no empty tenant/model guard; strategy is
+/* Public Lookup: prefix paths only, no empty tenant/model guard; strategy is
  * PREFIX_MATCH when rows exist, else NONE. */
 int ic_index_lookup(ic_index_t *ix, const ic_index_lookup_t *req, ic_index_result_t **out);
 
@@ -381,25 +381,25 @@ int64_t ic_index_predict_expire(ic_index_t *ix);
  * with the least work, work_i = waiting_i + running_i + routes recorded on i by predictions
  * after its sample (requests the sample cannot show yet). Ties: the fewest prompts routed
  * there within the prediction TTL, then the consistent-hash pick `prefer`, then
- * hash(replica, tiebreak), so equal replicas share new prompts instead of herding onto one. Returns false (and leaves *replica) without fresh
- * samples. *replica is interned. */
+ * hash(replica, tiebreak), so equal replicas share new prompts instead of herding onto one.
+ * Returns false (and leaves *replica) without fresh samples. *replica is interned. */
 bool ic_index_least_loaded_replica(ic_index_t *ix, const char *tenant, const char *model,
                                    const char *prefer, uint64_t tiebreak,
                                    const ic_index_load_cfg_t *cfg, const char **replica);
 
-/* Consistent-hash fallback (spec §5.12): SHA-256(seed) mod the sorted serving set of the
+/* Consistent-hash fallback: SHA-256(seed) mod the sorted serving set of the
  * scope. Returns true and sets *replica (interned) on success. */
 bool ic_index_affinity_hint(ic_index_t *ix, const char *tenant, const char *model,
                             const char *scheme, const uint8_t *seed, size_t seed_len,
                             const char **replica);
 
-/* Miss-classifier presence checks (spec §5.11); O(1). */
+/* Miss-classifier presence checks; O(1). */
 bool ic_index_has_any_for_tenant(ic_index_t *ix, const char *tenant);
 bool ic_index_has_any_for_tenant_model(ic_index_t *ix, const char *tenant, const char *model);
 bool ic_index_has_any_for_tenant_model_scheme(ic_index_t *ix, const char *tenant, const char *model,
                                               const char *scheme);
 
-/* ------------------------------------------------------------------ reads (spec §6) */
+/* ------------------------------------------------------------------ reads */
 
 typedef struct {
   const char *replica_id; /* interned */
@@ -411,7 +411,7 @@ typedef struct {
   float kv_usage;
 } ic_index_stats_row_t;
 
-/* GetCacheState (spec §6.5): stats rows of (tenant, model) sorted by replica id, and the
+/* GetCacheState: stats rows of (tenant, model) sorted by replica id, and the
  * distinct prefix keys of (tenant, model). *rows is malloc'd (caller free()s; NULL if 0). */
 int ic_index_cache_state(ic_index_t *ix, const char *tenant, const char *model,
                          ic_index_stats_row_t **rows, size_t *n_rows, int64_t *total_prefixes);
@@ -421,11 +421,11 @@ typedef struct {
   int64_t count;
 } ic_index_count_t;
 
-/* Aggregate (spec §6.1): distinct prefix keys per non-reserved tenant, sorted by tenant;
+/* Aggregate: distinct prefix keys per non-reserved tenant, sorted by tenant;
  * *counts is malloc'd (caller free()s; NULL if 0). total == sum of counts. */
 int ic_index_aggregate(ic_index_t *ix, ic_index_count_t **counts, size_t *n, int64_t *total);
 
-/* EntryCountsByModel (spec §6.4), sorted by model; same ownership as aggregate. */
+/* EntryCountsByModel, sorted by model; same ownership as aggregate. */
 int ic_index_entry_counts_by_model(ic_index_t *ix, ic_index_count_t **counts, size_t *n);
 
 typedef struct {
@@ -451,7 +451,7 @@ typedef struct {
   int64_t memory_used; /* always 0 */
 } ic_index_snapshot_tenant_t;
 
-/* Snapshot (spec §6.2): replicas sorted by (tenant, replica id), tenants by id. When one
+/* Snapshot: replicas sorted by (tenant, replica id), tenants by id. When one
  * (tenant, replica) has stats under several models with equal last_seen, the smallest model
  * wins (deterministic; the reference is not). Free with ic_index_snapshot_free. */
 typedef struct {
@@ -484,7 +484,7 @@ int64_t ic_index_access_count(ic_index_t *ix, const char *tenant, const char *mo
                               const char *scheme, const char *adapter, const uint8_t *hash,
                               size_t hash_len, const char *replica);
 
-/* Helpers shared with the server (spec §2.6, §5.3). */
+/* Helpers shared with the server. */
 int32_t ic_index_worst_tier(int32_t a, int32_t b);
 double ic_index_distinguishing_power(int64_t matching, int64_t total);
 float ic_index_freshness(int64_t now_ns, int64_t t_ns, int64_t ttl_ns);

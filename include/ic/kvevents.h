@@ -1,4 +1,4 @@
-/* Engine KV-event decoding and positional chain tracking (lib/kvevents, spec subscriber.md §2-§3):
+/* Engine KV-event decoding and positional chain tracking (lib/kvevents, docs/subscriber.md):
  * msgpack EventBatch (every encoding vLLM/SGLang put on the wire) -> events -> index operations.
  *
  * Three layers, each usable alone:
@@ -11,7 +11,7 @@
  *      tiers held}: the reverse map that turns random engine hashes into our frozen fingerprints.
  *   3. ic_kv_apply()       batch + tracker + LoRA map -> ordered ic_kv_op_t list (adds, T2
  *      downgrades, evictions, clears) ready to become CacheStateUpdate / CacheEvent messages.
- * Plus the engine /metrics scraper (text parser + stats derivation, spec §4) used by the
+ * Plus the engine /metrics scraper (text parser + stats derivation) used by the
  * subscriber's stats path.
  *
  * Thread-safety: none inside; every object belongs to one thread at a time. */
@@ -35,7 +35,7 @@ typedef enum {
 /* Cache tiers as in the proto enum (CacheTier). */
 enum { IC_KV_TIER_NONE = 0, IC_KV_TIER_T1 = 1, IC_KV_TIER_T2 = 2, IC_KV_TIER_T3 = 3 };
 
-/* An engine block hash, normalised per spec §2.6: an integer stands for the 8-byte big-endian
+/* An engine block hash, normalised: an integer stands for the 8-byte big-endian
  * two's complement of its value (materialised by ic_kv_hash_bytes), bin/str for their raw bytes,
  * borrowed from the payload. */
 typedef struct ic_kv_hash {
@@ -104,7 +104,7 @@ void ic_kv_batch_free(ic_kv_batch_t *b);
  * batch then holds no events), IC_ENOMEM. Never reads outside [p, p+len). */
 int ic_kv_decode(ic_kv_batch_t *b, const uint8_t *p, size_t len);
 
-/* Microseconds for a batch timestamp per spec §2.6: trunc(ts*1e6) when ts > 0, else 0. */
+/* Microseconds for a batch timestamp: trunc(ts*1e6) when ts > 0, else 0. */
 int64_t ic_kv_ts_us(double ts);
 
 /* Maps a medium string to a tier (case-insensitive): CPU/host/DRAM/pinned/LMCache T2;
@@ -118,7 +118,7 @@ const char *ic_kv_ev_type_name(ic_kv_ev_type_t t); /* "BlockStored", ... "unknow
 
 typedef struct ic_kv_lora_map ic_kv_lora_map_t;
 
-/* Parses the flag value (spec §3.3 grammar). Empty input gives an empty map. On error returns
+/* Parses the flag value ("id=name,..." pairs). Empty input gives an empty map. On error returns
  * NULL and writes a message into err (if not NULL). Caller owns the map. */
 ic_kv_lora_map_t *ic_kv_lora_map_parse(const char *s, char *err, size_t errlen);
 void ic_kv_lora_map_free(ic_kv_lora_map_t *m);
@@ -134,7 +134,7 @@ typedef struct ic_kv_tracker ic_kv_tracker_t;
 typedef enum {
   IC_KV_OP_ADD = 1,       /* PrefixEntry at `tier` (T1 store, or best tier still held) */
   IC_KV_OP_DOWNGRADE = 2, /* PrefixEntry re-reported at T2/T3 after the engine evicted it from a
-                             hotter tier (own CSU, own timestamp: spec §3.5 L2 mode) */
+                             hotter tier (own CSU, own timestamp) */
   IC_KV_OP_EVICT = 3,     /* CacheEvent PREFIX_EVICTED */
   IC_KV_OP_CLEAR = 4,     /* CacheEvent ALL_CLEARED */
 } ic_kv_op_kind_t;
@@ -185,8 +185,8 @@ typedef struct ic_kv_apply_stats {
   uint32_t other_group;              /* events of a non-full-attention KV cache group, skipped */
 } ic_kv_apply_stats_t;
 
-/* Applies a decoded batch to the tracker and appends the resulting ops in wire order (spec §3.5
- * with medium tiers): BlockStored -> ADD per full block; BlockRemoved -> EVICT, or DOWNGRADE
+/* Applies a decoded batch to the tracker and appends the resulting ops in wire order (with
+ * medium tiers): BlockStored -> ADD per full block; BlockRemoved -> EVICT, or DOWNGRADE
  * when a colder tier still holds the block (or in l2_mode); AllBlocksCleared -> CLEAR (ops already
  * in `out` are NOT touched: superseding queued adds is the queue's job). Hybrid models: events
  * of a KV cache group whose kv_cache_spec_kind is not full attention (sliding window, mamba) are
@@ -196,7 +196,7 @@ int ic_kv_apply(ic_kv_tracker_t *t, const ic_kv_batch_t *b, const ic_kv_apply_cf
                 ic_kv_ops_t *out, ic_kv_apply_stats_t *st);
 
 /* ---------------------------------------------------------------------------------------------
- * 4. Engine /metrics scraper (spec §4): Prometheus text -> ReplicaStats */
+ * 4. Engine /metrics scraper: Prometheus text -> ReplicaStats */
 
 typedef enum {
   IC_KV_TIER_AUTO = 0,

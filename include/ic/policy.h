@@ -1,5 +1,5 @@
 /* Policy store (lib/policy): parses the controller's `/policy` body (versions 3..7, normalised to
- * v7 per spec server.md §7.2) and answers per-tenant knob resolution (§5, index.md §5.14).
+ * v7, docs/server.md "POST|PUT /policy") and answers per-tenant knob resolution.
  *
  * Replace-on-write: each successful push builds a complete immutable snapshot off to the side,
  * then swaps it in; a reader never sees half of a push. Readers take a reference to the current
@@ -75,7 +75,7 @@ typedef struct ic_policy_snap ic_policy_snap_t;
 
 ic_policy_store_t *ic_policy_store_new(void);
 void ic_policy_store_free(ic_policy_store_t *s);
-/* Replace-on-write (§5): empty namespaces / tenantIDs dropped, later duplicates win, negative
+/* Replace-on-write: empty namespaces / tenantIDs dropped, later duplicates win, negative
  * quotas clamped to 0. Consumes `doc` (freed here, also on error). Returns 0 or IC_ENOMEM. */
 int ic_policy_store_replace(ic_policy_store_t *s, ic_policy_doc_t *doc);
 /* Number of successful replaces (0 = never pushed). */
@@ -87,7 +87,7 @@ void ic_policy_release(const ic_policy_snap_t *snap);
 
 typedef enum { IC_POLICY_EVICT_LRU = 0, IC_POLICY_EVICT_LFU = 1 } ic_policy_eviction_t;
 
-/* Every knob LookupRoute and the index use, resolved for one tenant (spec server.md §5). */
+/* Every knob LookupRoute and the index use, resolved for one tenant. */
 typedef struct ic_policy_knobs {
   bool has_policy; /* a policy exists for this namespace */
   int64_t ttl_ns;  /* 0 = index default (30 min) */
@@ -126,7 +126,7 @@ int64_t ic_policy_index_ttl(void *store, const char *tenant);
 bool ic_policy_index_quota(void *store, const char *tenant, int64_t *max_entries);
 int ic_policy_index_eviction(void *store, const char *tenant); /* IC_POLICY_EVICT_* */
 
-/* ---- POST /probe request body (spec server.md §7.3); lives here with the other controller ->
+/* ---- POST /probe request body; lives here with the other controller ->
  * server bodies so it can be fuzzed without a server. ---- */
 #define IC_PROBE_MAX_BODY 4096
 #define IC_PROBE_TOKEN_COUNT 16

@@ -44,7 +44,8 @@ typedef enum {
 } ic_rpc_kind_t;
 
 typedef struct ic_rpc_server_opts {
-  int threads;              /* completion-queue threads; <= 0 = one per online core */
+  int threads;              /* completion-queue threads; <= 0 = one per usable CPU (affinity
+                             * mask, capped by a cgroup CPU quota) */
   int max_recv_bytes;       /* <= 0 = 4 MiB (the reference's grpc-go default) */
   const char *tls_cert_file; /* both set = TLS (PEM); both NULL/"" = plaintext */
   const char *tls_key_file;
@@ -54,7 +55,13 @@ typedef struct ic_rpc_server_opts {
    * at once with RESOURCE_EXHAUSTED. */
   int max_concurrent_streams;
   int max_streams;
+  /* Latency breakdown for load generators: unary responses carry the trailer
+   * IC_RPC_TIMING_TRAILER = "<arrive>,<handler_start>,<handler_end>", CLOCK_MONOTONIC ns
+   * (ic_clock_monotonic_ns) of when the call reached its completion-queue thread, and when the
+   * handler started and returned. Comparable with a client's clock on the same machine. */
+  bool timing_trailer;
 } ic_rpc_server_opts_t;
+#define IC_RPC_TIMING_TRAILER "ic-server-timing"
 
 /* Unary handler: decode `req`, append the serialized response to `resp`, return a status code.
  * A non-OK status sends no message; `*msg` (static string) may carry the status message.
@@ -209,6 +216,11 @@ int ic_rpc_pipeline_start(ic_rpc_pipeline_t *p, const uint8_t *req, size_t len, 
 int ic_rpc_pipeline_next(ic_rpc_pipeline_t *p, int timeout_ms, void **tag, int *status,
                          ic_buf_t *resp);
 size_t ic_rpc_pipeline_inflight(const ic_rpc_pipeline_t *p);
+/* Value of trailing-metadata `key` (e.g. IC_RPC_TIMING_TRAILER) of the call the last
+ * ic_rpc_pipeline_next returned, copied into `out` (NUL-terminated, truncated to cap); 0 or
+ * IC_ENOTFOUND. Call from the collecting thread only, before the next ic_rpc_pipeline_next. */
+int ic_rpc_pipeline_last_trailer(const ic_rpc_pipeline_t *p, const char *key, char *out,
+                                 size_t cap);
 
 /* ============================== server-streaming client ============================== */
 

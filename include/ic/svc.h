@@ -1,5 +1,5 @@
 /* lib/svc: the InferenceCache service logic, transport-free: serialized protobuf request in,
- * serialized response out (spec server.md §3, index.md §5.13). Wire -> domain conversions live
+ * serialized response out (docs/server.md, "gRPC service"). Wire -> domain conversions live
  * here so they are unit-tested and fuzzed without a network; src/server wires these functions
  * to gRPC methods. Thread-safe: any number of threads may call into one ic_svc_t.
  *
@@ -60,7 +60,7 @@ typedef struct ic_svc_config {
   ic_metric_family_t *lookup_calls;
   ic_metric_family_t *lookup_latency;
   /* prompt_text support (NULL: prompt_text fails open to NO_HINT, as in the reference's default
-   * build); the response echoes the ids in token_ids (server.md §3.5.4, §3.5.6). */
+   * build); the response echoes the ids in token_ids. */
   ic_svc_prompt_fn prompt_encode;
   void *prompt_ud;
   /* RenderTemplate (NULL: the reference's stub, OK with every field empty) */
@@ -84,8 +84,8 @@ int ic_svc_report_one(ic_svc_t *s, const uint8_t *msg, size_t len, const char **
 int ic_svc_report_ack(ic_buf_t *resp);
 int ic_svc_publish_event(ic_svc_t *s, const uint8_t *req, size_t len, ic_buf_t *resp, const char **msg);
 int ic_svc_get_cache_state(ic_svc_t *s, const uint8_t *req, size_t len, ic_buf_t *resp, const char **msg);
-/* RenderTemplate through the config's hook (the reference's stub without one, server.md §3.4),
- * and LookupPDRoute, the reference's fail-open stub (§3.6). */
+/* RenderTemplate through the config's hook (the reference's stub without one),
+ * and LookupPDRoute, the reference's fail-open stub. */
 int ic_svc_render_template(ic_svc_t *s, const uint8_t *req, size_t len, ic_buf_t *resp, const char **msg);
 int ic_svc_lookup_pd_route(ic_svc_t *s, const uint8_t *req, size_t len, ic_buf_t *resp, const char **msg);
 

@@ -1,4 +1,4 @@
-/* Validating webhooks: CacheBackend rules (cachebackend-v1alpha1.md §3.3 — every rule triggered by a
+/* Validating webhooks: CacheBackend rules (every rule triggered by a
  * later field, so seed-only objects are never denied), UPDATE grandfathering, the namespace-wide
  * cache-domain uniqueness check, and the CachePolicy / CacheTenant spec rules. */
 #include <ctype.h>
@@ -40,7 +40,7 @@ static void add_int(ic_api_errors_t *e, ic_api_err_type_t t, const char *field, 
   json_decref(v);
 }
 
-/* ---- resource requirement rules (controller.md §3.3.1 rules 6-12 and the MP block rules) ----- */
+/* ---- resource requirement rules (and the LMCache MP block rules) ----- */
 
 static bool overcommittable(const char *n) {
   return streq(n, "cpu") || streq(n, "memory") || streq(n, "ephemeral-storage");
@@ -117,7 +117,7 @@ static bool qty(const json_t *m, const char *k, int64_t *out) {
   return v && ic_api_parse_quantity(v, out) == 0;
 }
 
-/* ---- LMCache MP server rules (controller.md §3.3.1 rule 3) ----------------------------------- */
+/* ---- LMCache MP server rules ----------------------------------- */
 
 /* Compiled once: regcomp costs more than the rest of a validation. regexec is thread-safe. */
 static regex_t digest_re;
@@ -295,7 +295,7 @@ static bool typed_mp(const ic_api_cachebackend_t *cb) {
          (streq(rid, "vllm") || streq(rid, "sglang"));
 }
 
-/* In-cluster Service DNS -> namespace (controller.md §3.3.1 rule 5); false when not recognised. */
+/* In-cluster Service DNS -> namespace; false when not recognised. */
 static bool endpoint_namespace(const char *ep, char *ns, size_t nslen) {
   char b[512];
   while (*ep && isspace((unsigned char)*ep)) ep++;

@@ -496,7 +496,7 @@ json_t *ic_api_cachebackend_encode(const ic_api_cachebackend_t *x) {
   return o;
 }
 
-/* Only the two schema defaults that exist, both inside later objects (§3.1.3). */
+/* Only the two schema defaults that exist, both inside later objects. */
 void ic_api_cachebackend_default(ic_api_cachebackend_t *x) {
   if (x->spec.observation.present && !x->spec.observation.first_event_timeout)
     x->spec.observation.first_event_timeout = strdup("5m");

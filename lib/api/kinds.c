@@ -1,5 +1,5 @@
 /* CachePolicy, CacheTenant, CacheIndex, PromptTemplate and PDTopology: decode with the CRD
- * schema's checks (controller.md §1.2-1.6), encode preserving unknown fields, schema defaults. */
+ * schema's checks, encode preserving unknown fields, schema defaults. */
 #include <regex.h>
 #include <stdlib.h>
 #include <string.h>

@@ -1,5 +1,5 @@
 /* lib/auth: per-endpoint bearer authentication via TokenReview with a small success cache, and a
- * libcurl TokenReview client for the in-cluster API server (spec server.md §8).
+ * libcurl TokenReview client for the in-cluster API server (docs/server.md).
  *
  * The cache is a fixed array scanned linearly: 32 entries, so a scan is cheaper than a hash
  * table and keeps eviction ("earliest expiry first") trivial. Reviews run outside the lock;

@@ -1,4 +1,4 @@
-/* Token ids -> XXH3 block-hash chain (spec index.md §8). Deliberate byte orders: little-endian
+/* Token ids -> XXH3 block-hash chain. Deliberate byte orders: little-endian
  * inside hash inputs, big-endian on the wire. Uses a small stack buffer per block so typical
  * block sizes (16) never allocate. */
 #include "ic/fingerprint.h"

@@ -1,4 +1,4 @@
-/* Global entry cap (spec §4.2) without sorting the index per ingest: a victim queue holding
+/* Global entry cap without sorting the index per ingest: a victim queue holding
  * every non-reserved entry whose (eff, last_seen) is <= a threshold T, refilled by a scan when
  * it runs dry. Victims pop in the reference's exact order (see docs/index.md). */
 #include <stdlib.h>

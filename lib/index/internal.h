@@ -512,7 +512,7 @@ static inline int32_t worst_tier(int32_t a, int32_t b) {
   return a > b ? a : b;
 }
 
-/* Tier mapping (spec §2.6): wire -> stored code, stored code -> wire. */
+/* Tier mapping: wire -> stored code, stored code -> wire. */
 uint8_t tier_code(int32_t wire);
 int32_t tier_wire(uint32_t code);
 

@@ -188,7 +188,7 @@ void ic_index_result_credit_hits(ic_index_result_t *r) {
   if (!r || !r->ncaps || !r->sc) return;
   scope_t *sc = r->sc;
   /* Captures are re-resolved under the read lock: an entry evicted since the lookup is
-     simply skipped, so no pointer can dangle (spec §11 option a). Slots are only read here. */
+     simply skipped, so no pointer can dangle. Slots are only read here. */
   ixlock_rd(&sc->lock);
   part_t *p = r->part < sc->nparts ? sc->parts[r->part] : NULL;
   for (size_t g = 0; p && g < r->ncaps; g++) {
@@ -245,7 +245,7 @@ typedef struct {
   bool lfu;
 } lctx_t;
 
-/* Fresh-stats pressure of a replica (spec §5.3); caller holds tm->stats_lock (read). */
+/* Fresh-stats pressure of a replica; caller holds tm->stats_lock (read). */
 static float fresh_pressure(const lctx_t *c, uint32_t replica) {
   if (!c->tm) return 0;
   uint64_t v;
@@ -498,7 +498,7 @@ static int lookup_chain(lctx_t *c, ic_index_result_t *r) {
   if (hsh != hst) free(hsh);
   if (kfl != fst) free(kfl);
   if (rc) return rc;
-  /* depth-aware distinguishing power (spec §5.6) */
+  /* depth-aware distinguishing power */
   if (total >= 2 && r->n) {
     ix_sort(r->rows, r->n, sizeof *r->rows, row_depth_cmp);
     size_t left = 0;
@@ -579,7 +579,7 @@ int ic_index_lookup(ic_index_t *ix, const ic_index_lookup_t *req, ic_index_resul
   return 0;
 }
 
-/* ---------------------------------------------------------------- TENANT_HOT (§5.9) */
+/* ---------------------------------------------------------------- TENANT_HOT */
 
 static int tenant_hot(lctx_t *c, ic_index_result_t *r) {
   const ic_index_ranker_t *rk = &c->ix->cfg.ranker;
@@ -615,7 +615,7 @@ static int tenant_hot(lctx_t *c, ic_index_result_t *r) {
   return rc;
 }
 
-/* ---------------------------------------------------------------- classifier (§5.11) */
+/* ---------------------------------------------------------------- classifier */
 
 static ic_index_strategy_t classify_miss(lctx_t *c) {
   ic_index_t *ix = c->ix;
@@ -712,7 +712,7 @@ bool ic_index_affinity_hint(ic_index_t *ix, const char *tenant, const char *mode
   return ok;
 }
 
-/* ---------------------------------------------------------------- reads (§6) */
+/* ---------------------------------------------------------------- reads */
 
 static int stats_row_cmp(const void *x, const void *y) {
   return strcmp(((const ic_index_stats_row_t *)x)->replica_id,

@@ -21,13 +21,13 @@
 #define NO_ENTRY (-1)
 
 typedef struct {
-  uint64_t key;     /* hash(scope, block bytes) */
-  uint64_t tm;      /* hash(tenant, model): what ALL_CLEARED names */
-  int64_t expires;  /* ns */
-  int32_t tokens;   /* cumulative prompt tokens through this block */
-  uint32_t rep;     /* index into names */
-  uint32_t routes;  /* predictions that recorded this (block, replica) while it lived */
-  int32_t next;     /* bucket chain */
+  uint64_t key;    /* hash(scope, block bytes) */
+  uint64_t tm;     /* hash(tenant, model): what ALL_CLEARED names */
+  int64_t expires; /* ns */
+  int32_t tokens;  /* cumulative prompt tokens through this block */
+  uint32_t rep;    /* index into names */
+  uint32_t routes; /* predictions that recorded this (block, replica) while it lived */
+  int32_t next;    /* bucket chain */
   bool live;
 } sent_t;
 
@@ -35,7 +35,7 @@ typedef struct {
 typedef struct {
   char *name; /* NULL = free slot */
   uint64_t h;
-  int64_t refs;            /* live entries naming it */
+  int64_t refs;             /* live entries naming it */
   int64_t route_at[RECENT]; /* times of the last predictions recorded on it, a ring */
   uint64_t route_tm[RECENT];
   uint32_t route_pos;
@@ -243,8 +243,7 @@ static int entry_add(spec_t *s, uint64_t key, uint64_t tm, uint32_t rep, int32_t
 /* The prompt as (hash bytes, cumulative tokens) blocks: the chain, or the legacy single key. */
 static size_t req_blocks(const ic_index_lookup_t *q) {
   if (q->n_block_hashes || q->n_block_token_counts) {
-    if (q->n_block_hashes != q->n_block_token_counts || !q->block_hashes ||
-        !q->block_token_counts)
+    if (q->n_block_hashes != q->n_block_token_counts || !q->block_hashes || !q->block_token_counts)
       return 0;
     return q->n_block_hashes;
   }
@@ -424,8 +423,8 @@ int ic_index_result_add_predicted(ic_index_t *ix, ic_index_result_t *r,
       mine->estimated_cache_hit_prob = w;
       if (score > mine->score) mine->score = score;
     } else {
-      rc = ix_result_push(r, (ic_index_row_t){interned, score, runs[k].tokens, w,
-                                              IC_INDEX_TIER_SPECULATIVE});
+      rc = ix_result_push(
+          r, (ic_index_row_t){interned, score, runs[k].tokens, w, IC_INDEX_TIER_SPECULATIVE});
     }
     added = !rc;
   }
@@ -547,8 +546,10 @@ int ic_index_predict_replicas(ic_index_t *ix, ic_index_predict_replica_t **rows,
     }
     for (uint32_t i = 0; i < s->nnames && !rc; i++) {
       if (!s->names[i].name || !count[i]) continue;
-      if (!(out[*n].replica_id = strdup(s->names[i].name))) rc = IC_ENOMEM;
-      else out[(*n)++].entries = count[i];
+      if (!(out[*n].replica_id = strdup(s->names[i].name)))
+        rc = IC_ENOMEM;
+      else
+        out[(*n)++].entries = count[i];
     }
   }
   pthread_rwlock_unlock(&s->lock);

@@ -865,7 +865,7 @@ static void flush_delta(scope_t *sc, delta_t *d) {
   d->distinct = d->total = 0;
 }
 
-/* upsert (spec §2.5) of one (key, replica) in partition p; caller holds the write lock. */
+/* upsert of one (key, replica) in partition p; caller holds the write lock. */
 static int store_upsert(scope_t *sc, part_t *p, const uint8_t *hb, size_t hn, uint32_t rep,
                         int32_t tokens, uint8_t tier, uint32_t ts_id, int64_t ts,
                         ic_index_eviction_t algo, delta_t *d) {
@@ -1035,7 +1035,7 @@ size_t ic_index_maintain(ic_index_t *ix, size_t budget) {
   return left;
 }
 
-/* ---------------------------------------------------------------- ingest (spec §3.2) */
+/* ---------------------------------------------------------------- ingest */
 
 static void report_evictions(ic_index_t *ix, const int64_t ev[2], const char *reason) {
   if (!ix->cfg.add_index_evictions) return;
@@ -1228,7 +1228,7 @@ static int ingest(ic_index_t *ix, const ic_index_update_t *u, const uint32_t id[
   return rc;
 }
 
-/* ---------------------------------------------------------------- quota (spec §4.4) */
+/* ---------------------------------------------------------------- quota */
 
 typedef struct qkey {
   int64_t age;
@@ -1356,7 +1356,7 @@ static void quota_rebuild(ic_index_t *ix, tenantrec_t *tr, scope_t **mine, uint3
   if (keep) atomic_store(&tr->qthr, ks[keep - 1].age);
 }
 
-/* Quota enforcement (spec §4.4), only when over budget. It takes every scope of the tenant in
+/* Quota enforcement, only when over budget. It takes every scope of the tenant in
  * write mode, in scope-id order, and evicts whole keys in the reference's order from the
  * cached order (quota_rebuild), rebuilding it when a writer invalidated it or it ran out. */
 static int64_t quota_enforce(ic_index_t *ix, uint32_t tenant, int64_t budget, int64_t now,
@@ -1420,7 +1420,7 @@ static int64_t quota_enforce(ic_index_t *ix, uint32_t tenant, int64_t budget, in
   return removed;
 }
 
-/* ---------------------------------------------------------------- events (spec §3.4) */
+/* ---------------------------------------------------------------- events */
 
 static scope_t **tm_scopes(ic_index_t *ix, tmrec_t *tm, uint32_t *n) {
   pthread_rwlock_rdlock(&ix->dir);
@@ -1576,7 +1576,7 @@ static int apply_event(ic_index_t *ix, const ic_index_event_t *ev) {
   return 0;
 }
 
-/* ---------------------------------------------------------------- TTL sweep (spec §4.1) */
+/* ---------------------------------------------------------------- TTL sweep */
 
 typedef struct {
   int64_t now, ttl;
@@ -1661,7 +1661,7 @@ int64_t ic_index_evict_expired(ic_index_t *ix) {
   return total;
 }
 
-/* ---------------------------------------------------------------- gauge (spec §4.6) */
+/* ---------------------------------------------------------------- gauge */
 
 int ic_index_entry_counts_by_model(ic_index_t *ix, ic_index_count_t **counts, size_t *n);
 

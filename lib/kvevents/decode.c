@@ -1,5 +1,5 @@
 /* lib/kvevents decoder: msgpack EventBatch bytes -> ic_kv_batch_t, for every encoding engines
- * put on the wire (spec subscriber.md §2.4-§2.8 plus the map envelope and tagged-map events).
+ * put on the wire (docs/subscriber.md: both envelopes, positional and tagged-map events).
  *
  * A hand-written cursor reader rather than msgpack-c's object tree: the hot loop (token ids,
  * hashes) decodes in place with no allocation, and every read is bounds-checked so hostile input
@@ -258,7 +258,7 @@ static bool ieq(const char *m, size_t len, const char *lit) {
 
 int ic_kv_medium_tier(const char *m, size_t len) {
   if (!m || !len) return IC_KV_TIER_T1;
-  /* T2 = external offload next to the engine (index spec §2.6: "e.g. LMCache"); T3 = remote or
+  /* T2 = external offload next to the engine (e.g. LMCache); T3 = remote or
    * disaggregated storage. */
   static const char *t2[] = {"cpu",    "host",     "dram", "cpu_pinned",
                              "pinned", "cpu_tier", "l2",   "lmcache"};
@@ -441,7 +441,7 @@ static int set_block_size(rd_t *r, ic_kv_event_t *ev) {
   return 0;
 }
 
-/* Positional form: [tag, fields...] (spec §2.5a). `n` elements, the header already read.
+/* Positional form: [tag, fields...] (vLLM's array_like). `n` elements, the header already read.
  * Returns 0, 1 for "unknown tag, skipped", -1 malformed, IC_ENOMEM. */
 static int dec_event_array(ic_kv_batch_t *b, rd_t *r, uint32_t n, ic_kv_event_t *ev, evoff_t *eo) {
   if (n == 0) return -1;
@@ -510,7 +510,7 @@ static int dec_event_array(ic_kv_batch_t *b, rd_t *r, uint32_t n, ic_kv_event_t 
   return ev->type == IC_KV_EV_STORED ? check_stored(ev) : 0;
 }
 
-/* Tagged-map form {"type": tag, field: value, ...} (spec §2.5b). Keys in any order. */
+/* Tagged-map form {"type": tag, field: value, ...} (vLLM's map encoding). Keys in any order. */
 static int dec_event_map(ic_kv_batch_t *b, rd_t *r, uint32_t n, ic_kv_event_t *ev, evoff_t *eo) {
   bool has_type = false, has_hashes = false, has_tokens_key = false, has_bs = false;
   int rc;

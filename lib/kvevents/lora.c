@@ -1,4 +1,4 @@
-/* lib/kvevents LoRA adapter names: parses --lora-adapter-names "id=name,..." (spec §3.3) into a
+/* lib/kvevents LoRA adapter names: parses --lora-adapter-names "id=name,..." into a
  * small id -> name map. A handful of adapters per engine: a linear array is the right size. */
 #include <ctype.h>
 #include <errno.h>

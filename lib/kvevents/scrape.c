@@ -1,5 +1,5 @@
 /* lib/kvevents engine metrics scraper: Prometheus text exposition -> ReplicaStats, following
- * spec subscriber.md §4 exactly (vLLM and SGLang profiles, typed families only, model_name
+ * the reference's rules exactly (vLLM and SGLang profiles, typed families only, model_name
  * filter, priority-breakdown skip, max/sum aggregation, hit-rate deltas with a baseline that a
  * rejected scrape never touches, T2 external counters, tier-selected usage).
  * The parser keeps pointers into the body (no copies); label values are compared raw. */

@@ -3,7 +3,7 @@
  *
  * Engines name blocks with their own (randomly seeded) hashes; the index wants our frozen
  * content fingerprints (ic/fingerprint.h). BlockStored carries token ids and the parent's engine
- * hash, so the fingerprint chain continues from the parent's prefix hash kept here (spec §3.4).
+ * hash, so the fingerprint chain continues from the parent's prefix hash kept here.
  * The table is open addressing with linear probing and backward-shift deletion (no tombstones:
  * evictions are as frequent as stores). 8-byte engine keys are stored exactly; other lengths by
  * an XXH3 digest plus the length (a 2^-64 collision is accepted and documented). */

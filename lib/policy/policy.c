@@ -689,7 +689,7 @@ static void defaults(ic_policy_knobs_t *o) {
   o->enable_tenant_hot = true;
 }
 
-/* The resolution rules of spec server.md §5, from the sorted document (push time only). */
+/* Per-tenant knob resolution, from the sorted document (push time only). */
 static void resolve_doc(const ic_policy_doc_t *doc, const char *tenant, size_t tlen,
                         ic_policy_knobs_t *o) {
   defaults(o);

@@ -1,5 +1,5 @@
 /* lib/policy: the /probe request body — strict decoder with the reference's validation order —
- * and the probe's synthetic block hash (spec server.md §7.3). */
+ * and the probe's synthetic block hash (docs/server.md, "POST /probe"). */
 #include <jansson.h>
 #include <openssl/evp.h>
 #include <stdarg.h>

@@ -329,6 +329,7 @@ struct ic_rpc_pipeline {
   pthread_mutex_t mu; /* inflight and free_list: a starter and a collector thread may share it */
   size_t inflight;
   pcall_t *free_list;
+  ic_buf_t last_trailers; /* the last returned call's trailing metadata: key\0value\0... */
 };
 
 ic_rpc_pipeline_t *ic_rpc_pipeline_new(ic_rpc_channel_t *ch, const char *method) {
@@ -366,6 +367,7 @@ void ic_rpc_pipeline_free(ic_rpc_pipeline_t *p) {
     free(pc);
   }
   free(p->method);
+  ic_buf_free(&p->last_trailers);
   pthread_mutex_destroy(&p->mu);
   free(p);
 }
@@ -430,6 +432,16 @@ int ic_rpc_pipeline_next(ic_rpc_pipeline_t *p, int timeout_ms, void **tag, int *
   *status = (int)pc->st;
   int rc = 1;
   if (pc->st == GRPC_STATUS_OK && resp && append_bb(pc->rbb, resp) != 0) rc = IC_ENOMEM;
+  /* Trailer slices die with the call: keep a copy for ic_rpc_pipeline_last_trailer (the
+   * buffer is reused, so steady state allocates nothing). */
+  ic_buf_reset(&p->last_trailers);
+  for (size_t i = 0; i < pc->tmd.count; i++) {
+    const grpc_metadata *m = &pc->tmd.metadata[i];
+    ic_buf_append(&p->last_trailers, GRPC_SLICE_START_PTR(m->key), GRPC_SLICE_LENGTH(m->key));
+    ic_buf_append(&p->last_trailers, "", 1);
+    ic_buf_append(&p->last_trailers, GRPC_SLICE_START_PTR(m->value), GRPC_SLICE_LENGTH(m->value));
+    ic_buf_append(&p->last_trailers, "", 1);
+  }
   pcall_reset(pc);
   pthread_mutex_lock(&p->mu);
   p->inflight--;
@@ -437,6 +449,20 @@ int ic_rpc_pipeline_next(ic_rpc_pipeline_t *p, int timeout_ms, void **tag, int *
   p->free_list = pc;
   pthread_mutex_unlock(&p->mu);
   return rc;
+}
+
+int ic_rpc_pipeline_last_trailer(const ic_rpc_pipeline_t *p, const char *key, char *out,
+                                 size_t cap) {
+  const char *d = p->last_trailers.data, *end = d ? d + p->last_trailers.len : d;
+  while (d && d < end) {
+    const char *k = d, *v = k + strlen(k) + 1;
+    d = v + strlen(v) + 1;
+    if (strcmp(k, key) == 0) {
+      if (cap) snprintf(out, cap, "%s", v);
+      return 0;
+    }
+  }
+  return IC_ENOTFOUND;
 }
 
 /* ------------------------------------------------------------------ reader */

@@ -13,6 +13,9 @@
 void ic_rpc_global_ref(void);
 void ic_rpc_global_unref(void);
 
+/* CPUs this process may use: affinity mask capped by a cgroup CPU quota (cpus.c). */
+int ic_rpc_usable_cpus(void);
+
 /* Byte buffer <-> bytes. `scratch` receives a copy only when the buffer is not one slice;
  * *data points either into the byte buffer's slice (valid while `bb` lives) or into scratch. */
 int ic_rpc_bb_read(grpc_byte_buffer *bb, ic_buf_t *scratch, const uint8_t **data, size_t *len);

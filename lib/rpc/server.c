@@ -35,6 +35,7 @@
 #define PREREQUEST_PER_METHOD 8 /* pre-requested calls per method per completion queue */
 #define DEFAULT_STREAM_LIMIT 1024
 #define DEFAULT_MAX_RECV (4 * 1024 * 1024)
+#define CALL_POOL_MAX 256 /* recycled unary calls per completion-queue thread */
 
 /* ------------------------------------------------------------------ global init */
 
@@ -136,6 +137,10 @@ typedef struct cq_thread {
   bool started;
   ic_buf_t scratch; /* request bytes when a payload spans several slices */
   ic_buf_t resp;
+  /* Finished unary calls kept for reuse. A unary call is requested and freed on its own
+   * thread only, so the pool takes no lock and the steady state allocates no call struct. */
+  struct ic_rpc_call *pool;
+  int npool;
 } cq_thread_t;
 
 typedef struct qmsg {
@@ -157,6 +162,9 @@ struct ic_rpc_call {
   grpc_byte_buffer *final_bb; /* client-stream response in the status batch */
   grpc_slice status_details;
   bool has_status_details;
+  grpc_metadata timing;   /* IC_RPC_TIMING_TRAILER (opts.timing_trailer) */
+  bool has_timing;
+  int64_t arrive_ns;      /* when the call reached its thread; 0 = no timing trailer */
   int cancelled;
   tag_t t_new, t_recv, t_send, t_status, t_close;
   void *data;
@@ -187,6 +195,7 @@ struct ic_rpc_server {
   size_t nmethods;
   method_t generic;
   bool started;
+  bool timing_trailer;
   atomic_bool shutting_down;
   bool shut_down;
   pthread_mutex_t mu; /* live list, nlive */
@@ -346,25 +355,47 @@ static void live_remove(ic_rpc_call_t *c) {
 static void call_free(ic_rpc_call_t *c) {
   live_remove(c);
   if (c->call) grpc_call_unref(c->call);
-  grpc_metadata_array_destroy(&c->md);
   if (!c->m) grpc_call_details_destroy(&c->details);
   if (c->payload) grpc_byte_buffer_destroy(c->payload);
   if (c->recv_bb) grpc_byte_buffer_destroy(c->recv_bb);
   if (c->send_bb) grpc_byte_buffer_destroy(c->send_bb);
   if (c->final_bb) grpc_byte_buffer_destroy(c->final_bb);
   if (c->has_status_details) grpc_slice_unref(c->status_details);
+  if (c->has_timing) grpc_slice_unref(c->timing.value);
   free_chain(c->qhead);
   pthread_mutex_destroy(&c->mu);
+  cq_thread_t *cqt = c->cqt;
+  if (c->m && c->m->kind == IC_RPC_UNARY && cqt->npool < CALL_POOL_MAX) {
+    /* The metadata array keeps its storage (core grows it on demand); its slices belonged to
+     * the finished call. */
+    grpc_metadata_array md = c->md;
+    memset(c, 0, sizeof *c);
+    c->md = md;
+    c->md.count = 0;
+    c->live_next = cqt->pool;
+    cqt->pool = c;
+    cqt->npool++;
+    return;
+  }
+  grpc_metadata_array_destroy(&c->md);
   free(c);
 }
 
 static ic_rpc_call_t *call_alloc(ic_rpc_server_t *s, cq_thread_t *cqt, method_t *m) {
-  ic_rpc_call_t *c = calloc(1, sizeof *c);
-  if (!c) return NULL;
+  ic_rpc_call_t *c = NULL;
+  if (m && m->kind == IC_RPC_UNARY && cqt->pool) {
+    c = cqt->pool;
+    cqt->pool = c->live_next;
+    cqt->npool--;
+    c->live_next = NULL;
+  } else {
+    c = calloc(1, sizeof *c);
+    if (!c) return NULL;
+    grpc_metadata_array_init(&c->md);
+  }
   c->srv = s;
   c->cqt = cqt;
   c->m = m;
-  grpc_metadata_array_init(&c->md);
   if (!m) grpc_call_details_init(&c->details);
   pthread_mutex_init(&c->mu, NULL);
   c->qlimit = DEFAULT_STREAM_LIMIT;
@@ -624,7 +655,16 @@ static void handle_unary(ic_rpc_call_t *c) {
     status = IC_RPC_INTERNAL;
     msg = "grpc: error unmarshalling request";
   } else {
+    int64_t h0 = c->arrive_ns ? ic_clock_monotonic_ns() : 0;
     status = m->unary(m->ud, c, data, len, &cqt->resp, &msg);
+    if (c->arrive_ns) {
+      char v[64];
+      int vn = snprintf(v, sizeof v, "%lld,%lld,%lld", (long long)c->arrive_ns, (long long)h0,
+                        (long long)ic_clock_monotonic_ns());
+      c->timing.key = grpc_slice_from_static_string(IC_RPC_TIMING_TRAILER);
+      c->timing.value = grpc_slice_from_copied_buffer(v, (size_t)vn);
+      c->has_timing = true;
+    }
   }
   grpc_op ops[4];
   memset(ops, 0, sizeof ops);
@@ -641,6 +681,10 @@ static void handle_unary(ic_rpc_call_t *c) {
     c->status_details = grpc_slice_from_static_string(msg);
     c->has_status_details = true;
     ops[n].data.send_status_from_server.status_details = &c->status_details;
+  }
+  if (c->has_timing) {
+    ops[n].data.send_status_from_server.trailing_metadata_count = 1;
+    ops[n].data.send_status_from_server.trailing_metadata = &c->timing;
   }
   n++;
   ops[n].op = GRPC_OP_RECV_CLOSE_ON_SERVER;
@@ -759,6 +803,7 @@ static void handle_event(cq_thread_t *cqt, grpc_event ev) {
   ic_rpc_call_t *c = t->call;
   switch (t->kind) {
   case TAG_NEW: {
+    if (cqt->srv->timing_trailer) c->arrive_ns = ic_clock_monotonic_ns();
     method_t *m = c->m ? c->m : &cqt->srv->generic;
     if (!ev.success) { /* server shutting down: the requested call never matched */
       call_free(c);
@@ -821,7 +866,8 @@ ic_rpc_server_t *ic_rpc_server_new(const char *addr, const ic_rpc_server_opts_t 
   pthread_mutex_init(&s->mu, NULL);
   pthread_mutex_init(&s->tls_mu, NULL);
   pthread_rwlock_init(&s->cancel_lock, NULL);
-  s->nthreads = o.threads > 0 ? o.threads : (int)sysconf(_SC_NPROCESSORS_ONLN);
+  /* One thread per usable CPU: extra threads on a core only hand calls to each other. */
+  s->nthreads = o.threads > 0 ? o.threads : ic_rpc_usable_cpus();
   if (s->nthreads <= 0) s->nthreads = 1;
   if (s->nthreads > 64) s->nthreads = 64;
   s->generic.kind = (ic_rpc_kind_t)-1;
@@ -870,6 +916,7 @@ ic_rpc_server_t *ic_rpc_server_new(const char *addr, const ic_rpc_server_opts_t 
     args[nargs++].value.integer = o.max_concurrent_streams;
   }
   s->max_streams = o.max_streams > 0 ? (size_t)o.max_streams : 0;
+  s->timing_trailer = o.timing_trailer;
   grpc_channel_args ca = {nargs, args};
   s->srv = grpc_server_create(&ca, NULL);
   char target[512];
@@ -1022,6 +1069,11 @@ void ic_rpc_server_free(ic_rpc_server_t *s) {
     grpc_completion_queue_destroy(s->cqts[i].cq);
     ic_buf_free(&s->cqts[i].scratch);
     ic_buf_free(&s->cqts[i].resp);
+    for (ic_rpc_call_t *c = s->cqts[i].pool, *n; c; c = n) {
+      n = c->live_next;
+      grpc_metadata_array_destroy(&c->md);
+      free(c);
+    }
   }
   grpc_completion_queue_shutdown(s->shutdown_cq);
   grpc_completion_queue_destroy(s->shutdown_cq);

@@ -1,9 +1,9 @@
-/* InferenceCache service logic over protobuf-c messages: the LookupRoute pipeline of spec
- * server.md §3.5 / index.md §5.13 (policy gates, input precedence, floors, affinity, timeouts,
+/* InferenceCache service logic over protobuf-c messages: the LookupRoute pipeline of
+ * docs/server.md "LookupRoute" (policy gates, input precedence, floors, affinity, timeouts,
  * envelopes, metrics), ingest/event/state conversions, and stream encodings. No transport here.
  *
  * Deadlines: the reference runs resolution and lookup on goroutines and abandons them at the
- * deadline; we run them inline and check the deadline after each phase (server.md §18.5), which
+ * deadline; we run them inline and check the deadline after each phase, which
  * preserves the observable rules: TIMEOUT when the deadline passes during resolution or lookup,
  * no LFU credit for a timed-out lookup. The hot path allocates only for derived chains. */
 #include "ic/svc.h"
@@ -281,7 +281,7 @@ static void resolved_free(resolved_t *r) {
   free(r->echo);
 }
 
-/* Derives the chain of token_ids (server.md §3.5.4). */
+/* Derives the chain of token_ids. */
 static int derive_chain(const uint32_t *toks, size_t n, int bs, bool chain_enabled, resolved_t *r) {
   size_t nb = ic_fp_block_count(n, bs);
   if (nb == 0) return r->fail_open = true, 0;

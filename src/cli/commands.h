@@ -4,5 +4,6 @@
 #define IC_SRC_CLI_COMMANDS_H
 
 int cmd_replay(int argc, char **argv);
+int cmd_doctor(int argc, char **argv);
 
 #endif

@@ -16,6 +16,8 @@ typedef struct command {
 } command_t;
 
 static const command_t COMMANDS[] = {
+    {"doctor", "read-only preflight of an installation: findings with stable codes, exit 0/1/2",
+     cmd_doctor},
     {"replay", "replay a trace or synthetic workload against engines under routing modes",
      cmd_replay},
 };

@@ -1,4 +1,4 @@
-/* CacheBackend reconciler (cachebackend-v1alpha1.md §4): dispatch D1..D6, managed Redis workload
+/* CacheBackend reconciler (docs/controller.md): dispatch D1..D6, managed Redis workload
  * (Deployment/StatefulSet + Service + PVC, template and workload overrides, owner references),
  * External endpoint mirror, conditions + health, one status merge patch only when something changed. */
 #include <ctype.h>
@@ -105,7 +105,7 @@ static json_t *render_container(pass_t *p) {
   json_t *args = json_array();
   json_array_append_new(args, json_string("redis-server"));
   if (pvc_spec(p)) {
-    /* A volume is only useful if Redis persists into it (project decision, §4.5.3). */
+    /* A volume is only useful if Redis persists into it (a project decision). */
     const char *a[] = {"--dir", "/data", "--appendonly", "yes"};
     for (int i = 0; i < 4; i++) json_array_append_new(args, json_string(a[i]));
   } else {
@@ -227,7 +227,7 @@ static void copy_or_delete(json_t *dst, json_t *src, const char *key) {
 }
 
 /* Reconciles a live pod spec towards the desired one without touching server-defaulted fields
- * we do not render (§4.4.6), so a steady state produces no update. */
+ * we do not render, so a steady state produces no update. */
 static void merge_pod_spec(json_t *live, json_t *want) {
   json_t *lc = json_object_get(live, "containers");
   json_t *wc = json_object_get(want, "containers");
@@ -540,7 +540,7 @@ static void mp_ready_base(pass_t *p, json_t *st, verdict_t *out) {
   verdict(out, "True", "ConnectorReady", "%s", sstr(cr, "message") ? sstr(cr, "message") : "");
 }
 
-/* KV-event readiness gate (controller.md §2.2.7); engine-wired backends only. */
+/* KV-event readiness gate; engine-wired backends only. */
 static void kv_gate(pass_t *p, json_t *st, verdict_t *ready, verdict_t *degraded, bool fresh,
                     bool events_only) {
   if (strcmp(ready->status, "False") == 0 && strcmp(ready->reason, "ReplicasUnavailable") == 0)
@@ -624,7 +624,7 @@ static bool labels_match(json_t *ml, json_t *labels) {
   return true;
 }
 
-/* status.matchedEnginePods / engineSelectorMessage (controller.md §2.2.10). `pods` is the live
+/* status.matchedEnginePods / engineSelectorMessage. `pods` is the live
  * selector list (NULL when listing failed: keep the previous values). */
 static void refresh_matched_pods(pass_t *p, json_t *st, json_t *pods, bool have_selector,
                                  bool *announce) {
@@ -695,7 +695,7 @@ static int cmp_cov(const void *a, const void *b) {
   return strcmp(sstr(*(json_t *const *)a, "name"), sstr(*(json_t *const *)b, "name"));
 }
 
-/* status.connector + ConnectorReady for typed PodLocal MP backends (controller.md §2.2.9).
+/* status.connector + ConnectorReady for typed PodLocal MP backends.
  * Runs before dispatch so Ready folds the verdict of this pass (the reference folds it one
  * pass later and converges through the re-trigger; the end state is the same). */
 static void refresh_connector(pass_t *p, json_t *st, json_t *pods, bool have_selector) {
@@ -905,7 +905,7 @@ static int path_serverless(pass_t *p, json_t *st, bool events_only) {
   return nrc;
 }
 
-/* Workload readiness (§4.4.9). */
+/* Workload readiness. */
 static void workload_readiness(json_t *live, int64_t want, verdict_t *v) {
   if (want == 0) {
     verdict(v, "False", "ScaledToZero", "backend scaled to zero replicas");
@@ -945,7 +945,7 @@ static int path_managed(pass_t *p, json_t *st) {
     return IC_EINVAL;
   }
   if (deployment && pvc && eff_replicas(p) > 1) {
-    /* A ReadWriteOnce claim cannot back several replicas: provision nothing (§4.5.7). */
+    /* A ReadWriteOnce claim cannot back several replicas: provision nothing. */
     int rc = delete_managed_children(p, NULL);
     verdict_t ready;
     verdict(&ready, "False", "InvalidStorageConfiguration",
@@ -995,7 +995,7 @@ static int path_managed(pass_t *p, json_t *st) {
     if (apply_rc) snprintf(apply_err, sizeof apply_err, "%s", p->err);
   }
   (void)rc;
-  /* Status comes only from the live workload we control (§4.4.7). */
+  /* Status comes only from the live workload we control. */
   json_t *live = NULL;
   ic_kube_status_t gst;
   int grc = ic_kube_get(p->c->kube, wres, p->ns, p->name, &live, &gst);
@@ -1074,7 +1074,7 @@ static int path_managed(pass_t *p, json_t *st) {
   return 0;
 }
 
-/* ---- functional-probe gate (controller.md §2.2.11; managed, engine-wired) ------------------- */
+/* ---- functional-probe gate (managed, engine-wired) ------------------- */
 
 static void probe_forget(pass_t *p) {
   char key[600];
@@ -1244,7 +1244,7 @@ static void t2_advisory(pass_t *p, json_t *st, int64_t og) {
   set_cond(p, st, "T2Degraded", &v, og);
 }
 
-/* Engine advisories (controller.md §2.2.12 b, c) for managed and host-only engine-wired
+/* Engine advisories for managed and host-only engine-wired
  * backends: EngineKernelsHealthy from the lmcache-kernel-check init container (strict failures
  * downgrade Ready), EngineCompatibility from a crash-looping injected engine (never gates). */
 static bool owned_by(pass_t *p, json_t *pod) {

@@ -58,7 +58,7 @@ typedef struct ctl {
  * negative IC_E* code (the caller requeues with backoff). */
 int ctl_reconcile_cachebackend(ctl_t *c, const char *key, int64_t *requeue_ms);
 
-/* EnginePodEvents (§2.3): Event for one created Pod "ns/name". 0 or an error to retry. */
+/* EnginePodEvents: Event for one created Pod "ns/name". 0 or an error to retry. */
 int ctl_reconcile_pod_events(ctl_t *c, const char *key);
 /* Pods the EnginePodEvents reconciler cares about (injected-by, or the explicit skip marker). */
 bool ctl_pod_event_candidate(json_t *pod);
@@ -93,8 +93,8 @@ char *ctl_prompt_templates_body(json_t *list);
 void ctl_template_revision(json_t *obj, char out[64]);
 int ctl_push_prompt_templates(ctl_t *c);
 
-/* status.health from the conditions in `status` (cachebackend-v1alpha1.md §4.6 H1-H5): sets or
- * removes the key. */
+/* status.health from the conditions in `status` (the first of Degraded, Ready, Failed, Pending
+ * that applies): sets or removes the key. */
 void ctl_set_health(json_t *status);
 
 #endif

@@ -136,7 +136,7 @@ static void enqueue_obj(ctl_t *c, json_t *obj) {
 
 static void on_cachebackend(void *ud, const char *type, json_t *obj) {
   (void)type;
-  enqueue_obj(ud, obj); /* no predicate: status-only changes re-trigger too (§2.2.1) */
+  enqueue_obj(ud, obj); /* no predicate: status-only changes re-trigger too */
 }
 
 /* Owned children map to their controlling CacheBackend. */
@@ -159,7 +159,7 @@ static void on_child(void *ud, const char *type, json_t *obj) {
 }
 
 /* Pods map to a CacheBackend through a controller ownerReference (NodeLocal server Pods) or a
- * well-formed injected-by stamp with a non-empty injected-by-uid (§2.2.1). */
+ * well-formed injected-by stamp with a non-empty injected-by-uid. */
 static void on_pod(void *ud, const char *type, json_t *obj) {
   ctl_t *c = ud;
   on_child(ud, type, obj);

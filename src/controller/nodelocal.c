@@ -1,4 +1,4 @@
-/* NodeLocal LMCache MP servers (controller.md §2.2.6, §4.6.2, §2.2.9): one host-network server Pod
+/* NodeLocal LMCache MP servers: one host-network server Pod
  * per node that runs engines injected by a typed NodeLocal CacheBackend — demand, identity checks,
  * idle retention, creation — and the NodeLocal ConnectorReady verdict from servers and engines. */
 #include <ctype.h>
@@ -446,7 +446,7 @@ int ctl_nodelocal_reconcile(ctl_t *c, json_t *cb, json_t *binding, char *err, si
   return first_err;
 }
 
-/* NodeLocal ConnectorReady (controller.md §2.2.9). `pods` = selector-matched Pods. */
+/* NodeLocal ConnectorReady. `pods` = selector-matched Pods. */
 void ctl_nodelocal_connector(ctl_t *c, json_t *cb, json_t *pods, json_t *status, const char *now) {
   const char *ns = js(cb, "metadata.namespace"), *cbname = js(cb, "metadata.name");
   const char *uid = js(cb, "metadata.uid");

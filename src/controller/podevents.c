@@ -1,4 +1,4 @@
-/* EnginePodEvents reconciler (controller.md §2.3): on engine Pod creation, a Normal Event on the
+/* EnginePodEvents reconciler: on engine Pod creation, a Normal Event on the
  * Pod for `kubectl describe` — InjectedByCacheBackend (stamp verified against the live CR's uid) or
  * SkippedByOperator (explicit opt-out marker). Never writes anything but Events. */
 #include <stdio.h>

@@ -1,4 +1,4 @@
-/* CacheIndex poller (controller.md §2.4, cachebackend-v1alpha1.md §4.8): GET /snapshot with the
+/* CacheIndex poller (docs/controller.md, "CacheIndex poller"): GET /snapshot with the
  * controller-audience token, then the per-backend participation, cluster-default CacheIndex and
  * CacheTenant projections, each written only when it changed. Also the server HTTP client. */
 #include <curl/curl.h>
@@ -365,7 +365,7 @@ static json_t *build_index_status(ctl_t *c, json_t *snap) {
   return st;
 }
 
-/* Comparison ignoring lastUpdated and replicas[].lastUpdate (§2.4.2 step 4). */
+/* Comparison ignoring lastUpdated and replicas[].lastUpdate. */
 static json_t *strip_times(json_t *st) {
   json_t *s = json_is_object(st) ? json_deep_copy(st) : json_object();
   json_object_del(s, "lastUpdated");

@@ -1,5 +1,5 @@
-/* Policy push (controller.md §2.5): CachePolicy + CacheTenant -> the v7 /policy body of server.md
- * §7.2 (nanosecond TTL, lower-case eviction, first-per-namespace / first-per-tenantID dedup),
+/* Policy push (docs/controller.md): CachePolicy + CacheTenant -> the v7 /policy body
+ * (nanosecond TTL, lower-case eviction, first-per-namespace / first-per-tenantID dedup),
  * POSTed with the policy-audience token. The body is written by hand so float32 values keep
  * Go's shortest form (jansson would print 17 digits). */
 #include <ctype.h>

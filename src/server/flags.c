@@ -1,5 +1,5 @@
 /* Command-line flags of inferencecache-server with the reference's names, defaults and Go `flag`
- * package semantics (spec server.md §1.1): -name and --name, "=value" or a separate value, bool
+ * package semantics (docs/server.md, "Flags"): -name and --name, "=value" or a separate value, bool
  * flags with optional =true|false, usage on stderr with exit 2 for errors; -h/-help (usage on stdout)
  * and -version exit 0. */
 #include <ctype.h>
@@ -46,8 +46,12 @@ static const flagdef_t FLAGS[] = {
     {"grpc-max-streams", F_INT, OFF(grpc_max_streams), "8192",
      "streaming calls open on the whole server; more are ended with RESOURCE_EXHAUSTED; 0 = unlimited (not a "
      "reference flag)"},
+    {"grpc-timing-trailer", F_BOOL, OFF(grpc_timing_trailer), "false",
+     "unary responses carry the trailer ic-server-timing (arrival, handler start and end in CLOCK_MONOTONIC ns) "
+     "for latency breakdowns by load generators on the same host (not a reference flag)"},
     {"grpc-threads", F_INT, OFF(grpc_threads), "0",
-     "gRPC completion-queue threads; 0 = one per core (not a reference flag)"},
+     "gRPC completion-queue threads; 0 = one per CPU the process may use (affinity mask, cgroup CPU quota) (not a "
+     "reference flag)"},
     {"http-bind-address", F_STR, OFF(http_bind_address), ":8080",
      "public HTTP listen address (/healthz, /readyz, /metrics)"},
     {"http-max-connections", F_INT, OFF(http_max_connections), "1024",

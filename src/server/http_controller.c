@@ -1,4 +1,4 @@
-/* The controller-facing HTTP listener (spec server.md §7, §8): GET /snapshot, POST|PUT /policy,
+/* The controller-facing HTTP listener (docs/server.md): GET /snapshot, POST|PUT /policy,
  * POST /probe, each behind its own TokenReview authenticator unless --insecure-disable-auth;
  * plus the HTTP listeners' lifecycle (server_http_start/stop) and controller auth setup. */
 #include <stdatomic.h>
@@ -279,7 +279,7 @@ int server_http_start(server_ctx_t *ctx, char *err, size_t errlen) {
 void server_http_stop(server_ctx_t *ctx, int deadline_ms) {
   struct server_http *h = ctx->http;
   if (h) {
-    /* One shared deadline for both listeners, public first (spec §12 step 4). */
+    /* One shared deadline for both listeners, public first (docs/server.md, "Shutdown"). */
     int64_t t0 = ic_clock_monotonic_ns();
     ic_http_quiesce(h->pub); /* both listeners refuse new connections right away */
     ic_http_quiesce(h->ctl);

@@ -1,4 +1,4 @@
-/* The public HTTP listener (spec server.md §6): /healthz (liveness), /readyz (follows the
+/* The public HTTP listener (docs/server.md): /healthz (liveness), /readyz (follows the
  * server's readiness, 503 once shutdown begins) and /metrics (Prometheus text exposition). */
 #include <stdatomic.h>
 

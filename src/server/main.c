@@ -1,5 +1,5 @@
 /* inferencecache-server entry point: flags, logger, auth-flag matrix, TLS, the startup sequence
- * and exit codes of spec server.md §1.2, the maintenance thread, signals and graceful drain (§12).
+ * and exit codes of docs/server.md, the maintenance thread, signals and graceful drain.
  * Wiring only: the gRPC side is in grpc_*.c (+ lib/svc, lib/rpc), HTTP in http_*.c. */
 #include <ctype.h>
 #include <malloc.h>
@@ -8,7 +8,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "ic/clock.h"
 #include "ic/err.h"
@@ -52,7 +54,7 @@ static void norm(const char *in, char *out, size_t cap) {
   out[n] = '\0';
 }
 
-/* ---- metrics (spec §10) ---- */
+/* ---- metrics (docs/server.md, "Metrics") ---- */
 static const double LATENCY_BUCKETS[] = {0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1};
 
 static int register_metrics(server_ctx_t *ctx) {
@@ -141,8 +143,16 @@ typedef struct maint {
   bool stop, started;
 } maint_t;
 
+/* The maintenance work (TTL sweep, reclaim, malloc trim) is throughput work that shares cores
+ * with the completion-queue threads: at nice 10 a woken gRPC thread preempts it at once instead
+ * of waiting out its slice, while a saturated server still gives it ~10% of a core, so sweeps
+ * never starve (docs/performance.md, "LookupRoute tails"). */
+#define MAINT_NICE 10
+
 static void *maint_main(void *arg) {
   maint_t *mt = arg;
+  if (setpriority(PRIO_PROCESS, (id_t)gettid(), MAINT_NICE) != 0)
+    ic_log_debug("maintenance_nice_failed", IC_LI("nice", MAINT_NICE));
   int64_t interval = ic_index_sweep_interval_ns(mt->ctx->index);
   if (interval <= 0) interval = 60LL * 1000000000LL;
   int64_t next_sweep = ic_clock_monotonic_ns() + interval;
@@ -154,20 +164,26 @@ static void *maint_main(void *arg) {
     pthread_cond_timedwait(&mt->cv, &mt->mu, &ts);
     if (mt->stop) break;
     pthread_mutex_unlock(&mt->mu);
-    if (ic_clock_monotonic_ns() >= next_sweep) {
+    int64_t t0 = ic_clock_monotonic_ns();
+    if (t0 >= next_sweep) {
       ic_index_evict_expired(mt->ctx->index);
       next_sweep = ic_clock_monotonic_ns() + interval;
     } else {
       ic_index_maintain(mt->ctx->index, 65536);
     }
     ic_index_predict_expire(mt->ctx->index); /* speculative entries live ~1 s */
+    int64_t t1 = ic_clock_monotonic_ns();
     /* names of replicas that are gone; hand the pages back (long names free whole pages
        inside the heap, which free() alone keeps) */
     if (ic_index_reclaim_strings(mt->ctx->index) > 0) malloc_trim(0);
+    int64_t t2 = ic_clock_monotonic_ns();
     /* After a burst (a call flood, subscribers that left) give what malloc keeps free back to
      * the OS, so RSS returns to what the index and live calls need. */
     size_t freed = ic_mem_trim(SERVER_TRIM_MIN_FREE);
+    int64_t t3 = ic_clock_monotonic_ns();
     if (freed) ic_log_debug("memory_trimmed", IC_LI("free_bytes", (int64_t)freed));
+    ic_log_debug("maintenance_step", IC_LI("index_us", (t1 - t0) / 1000),
+                 IC_LI("strings_us", (t2 - t1) / 1000), IC_LI("trim_us", (t3 - t2) / 1000));
     server_hub_publish_transport(mt->ctx->hub);
     pthread_mutex_lock(&mt->mu);
   }
@@ -303,7 +319,8 @@ int main(int argc, char **argv) {
                              .tls_cert_file = ctx->grpc_tls ? f->tls_cert_file : NULL,
                              .tls_key_file = ctx->grpc_tls ? f->tls_key_file : NULL,
                              .max_concurrent_streams = f->grpc_max_concurrent_streams,
-                             .max_streams = f->grpc_max_streams};
+                             .max_streams = f->grpc_max_streams,
+                             .timing_trailer = f->grpc_timing_trailer};
   ctx->grpc = ic_rpc_server_new(f->grpc_bind_address, &ro, err, sizeof err, &tls_err);
   if (!ctx->grpc && tls_err) {
     ic_log_error("grpc_tls_load", IC_LS("err", err));
@@ -343,7 +360,7 @@ int main(int argc, char **argv) {
   while (sigwait(&sigs, &sig) != 0) {
   }
 
-  /* Graceful shutdown (§12). Later signals stay blocked, i.e. swallowed. */
+  /* Graceful shutdown (docs/server.md, "Shutdown"). Later signals stay blocked, i.e. swallowed. */
   ic_log_info("graceful_shutdown_started");
   atomic_store(&ctx->stopping, true);
   atomic_store(&ctx->ready, false);

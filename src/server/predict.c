@@ -37,12 +37,14 @@ static void collect(void *ud) {
 int server_predict_metrics_init(server_ctx_t *ctx) {
   static const char *const outcome[] = {"outcome"};
   PM.ctx = ctx;
-  PM.entries = ic_metrics_gauge(ctx->metrics, "inferencecache_predict_entries",
-                                "Speculative (block, replica) entries held by predict-on-route now.", 0, NULL);
-  PM.events = ic_metrics_counter(ctx->metrics, "inferencecache_predict_entries_total",
-                                 "Speculative entries by outcome: created, confirmed (a real event replaced it), "
-                                 "expired, dropped_at_cap, cleared (with its replica or block).",
-                                 1, outcome);
+  PM.entries = ic_metrics_gauge(
+      ctx->metrics, "inferencecache_predict_entries",
+      "Speculative (block, replica) entries held by predict-on-route now.", 0, NULL);
+  PM.events = ic_metrics_counter(
+      ctx->metrics, "inferencecache_predict_entries_total",
+      "Speculative entries by outcome: created, confirmed (a real event replaced it), "
+      "expired, dropped_at_cap, cleared (with its replica or block).",
+      1, outcome);
   if (!PM.entries || !PM.events) return IC_ENOMEM;
   ic_metrics_on_collect(ctx->metrics, collect, &PM);
   return 0;

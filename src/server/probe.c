@@ -1,4 +1,4 @@
-/* POST /probe: the functional self-test (spec server.md §7.3). A synthetic one-block prefix for
+/* POST /probe: the functional self-test (docs/server.md). A synthetic one-block prefix for
  * the reserved probe tenant is ingested straight into the index, looked up, routed, and always
  * cleared again, so probes never show up in snapshots, gauges, quotas or the entry cap. */
 #include <stdio.h>

@@ -23,7 +23,7 @@ struct ic_svc_render_result;
 struct server_http;      /* src/server/http_*.c: the two HTTP listeners (http helper) */
 struct server_auth;      /* src/server/http_*.c / lib/auth (http helper) */
 
-/* Constants of spec server.md §13 that the handlers share. */
+/* Constants (the reference's) that the handlers share. */
 #define SERVER_PROBE_TENANT "inferencecache.io/probe"
 #define SERVER_MAX_LOOKUP_TOKENS (1u << 20)
 #define SERVER_MAX_PROMPT_TEXT_BYTES (1u << 20)
@@ -31,7 +31,7 @@ struct server_auth;      /* src/server/http_*.c / lib/auth (http helper) */
 #define SERVER_MAX_RECV_MESSAGE (4 * 1024 * 1024)
 #define SERVER_TRIM_MIN_FREE (16u * 1024 * 1024) /* free heap bytes that trigger malloc_trim */
 
-/* Command-line configuration (spec server.md §1.1). Strings point into argv or literals and are
+/* Command-line configuration (docs/server.md, "Flags"). Strings point into argv or literals and are
  * never freed. */
 typedef struct server_flags {
   const char *grpc_bind_address;     /* ":9090" */
@@ -49,6 +49,7 @@ typedef struct server_flags {
   const char *log_level;             /* "info" */
   /* Not reference flags: operational knobs of this port (documented in docs/server.md). */
   int grpc_threads;                  /* --grpc-threads, 0 = one per core */
+  bool grpc_timing_trailer;          /* --grpc-timing-trailer (false), bench_grpc's breakdown */
   int drain_timeout_s;               /* --drain-timeout-seconds (4), bounded gRPC drain */
   /* load-aware ranking knobs (docs/ranking.md) */
   int load_max_age_ms, load_request_tokens;
@@ -74,7 +75,7 @@ struct server_ctx;
 /* Predict-on-route metrics, refreshed from the index at every scrape (predict.c). */
 int server_predict_metrics_init(struct server_ctx *ctx);
 
-/* Metric handles (spec server.md §10). Families are registered by main.c; children of labelled
+/* Metric handles (docs/server.md). Families are registered by main.c; children of labelled
  * families are created lazily by whoever first increments them. */
 typedef struct server_metrics {
   ic_metric_family_t *server_up;            /* gauge */
@@ -101,7 +102,7 @@ typedef struct server_ctx {
   ic_metrics_t *metrics;          /* owned registry */
   server_metrics_t m;
 
-  /* "Ready" = the index is started and serving (spec §6). Set true when serving starts, false
+  /* "Ready" = the index is started and serving. Set true when serving starts, false
    * as soon as shutdown begins; /readyz and grpc.health.v1 follow it. */
   atomic_bool ready;
   /* Set by the signal handler thread when shutdown starts. */
@@ -121,7 +122,7 @@ typedef struct server_ctx {
 /* Parses argv into ctx->flags with reference defaults. Returns 0 to run, 1 when --help was
  * printed (exit 0), 2 on a usage error (message already on stderr, exit 2). */
 int server_flags_parse(server_flags_t *f, int argc, char **argv);
-/* Auth-flag matrix of spec §1.2 step 6: returns NULL when valid, else the stderr message
+/* Auth-flag matrix checked at startup: returns NULL when valid, else the stderr message
  * (static or malloc'd into *owned, which the caller frees). */
 const char *server_flags_validate_auth(const server_flags_t *f, char **owned);
 
@@ -153,7 +154,7 @@ void server_hub_publish_transport(struct server_hub *h);
 void server_hub_on_change(void *hub, const ic_index_change_t *change);
 
 /* --- controller auth (http helper; main.c has a weak fallback) --- */
-/* Called at startup when auth is enabled (spec §1.2 step 8): builds the in-cluster TokenReview
+/* Called at startup when auth is enabled: builds the in-cluster TokenReview
  * client. Returns 0, or 1 after logging in_cluster_config / kube_client (exit 1). */
 int server_auth_init(server_ctx_t *ctx);
 

@@ -1,5 +1,5 @@
-/* GET /snapshot body: the index snapshot as the reference's Go encoder writes it (spec
- * server.md §7.1) — frozen key order, omitempty rules, null for empty lists, HTML-safe strings,
+/* GET /snapshot body: the index snapshot as the reference's Go encoder writes it
+ * (docs/server.md) — frozen key order, omitempty rules, null for empty lists, HTML-safe strings,
  * float32 shortest form, RFC 3339 nano timestamps with Go's zero time. */
 #include <string.h>
 

@@ -471,7 +471,7 @@ static void open_endpoint(eng_t *e, size_t i) {
   zmq_setsockopt(ep->sub, ZMQ_LINGER, &linger, sizeof(linger));
   zmq_setsockopt(ep->sub, ZMQ_SUBSCRIBE, c->topic, strlen(c->topic));
   /* libzmq reconnects on its own (100 ms, doubling up to 1 s): one socket for the process
-   * lifetime, so "subscribed" is logged once per endpoint (spec §3.7 C-port note). A short cap
+   * lifetime, so "subscribed" is logged once per endpoint. A short cap
    * keeps a restarted engine's blind window small; it is a local connection. */
   int ivl_max = 1000;
   zmq_setsockopt(ep->sub, ZMQ_RECONNECT_IVL_MAX, &ivl_max, sizeof(ivl_max));

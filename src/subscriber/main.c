@@ -1,5 +1,5 @@
-/* kvevent-subscriber: the sidecar next to one vLLM/SGLang replica. Flags (spec subscriber.md
- * §1.1 plus the issue's additions), startup validation with REF's exit codes, thread wiring
+/* kvevent-subscriber: the sidecar next to one vLLM/SGLang replica. Flags (docs/subscriber.md,
+ * the reference's plus ours), startup validation with REF's exit codes, thread wiring
  * (engine reader, sender, connectivity watcher, stats reporter, /metrics + /healthz), and an
  * orderly shutdown that drains queued updates for at most 5 s. */
 #include <curl/curl.h>

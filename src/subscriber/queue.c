@@ -165,7 +165,7 @@ size_t subq_peek_group(subq_t *q, ic_kv_op_t *out, size_t max, uint64_t *last_qs
     qent_t *e = at(q, i);
     if (!e->live) continue;
     if (e->op.kind != kind || replica_of_ep[e->op.ep] != r) break;
-    /* A downgrade keeps its eviction time (spec §3.5): group only equal timestamps. */
+    /* A downgrade keeps its eviction time: group only equal timestamps. */
     if (kind == IC_KV_OP_DOWNGRADE && e->op.ts_us != first->op.ts_us) break;
     out[k++] = e->op;
     *last_qseq = e->qseq;

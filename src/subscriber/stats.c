@@ -1,4 +1,4 @@
-/* kvevent-subscriber stats path (spec §4.5): every --stats-interval scrape the engine's
+/* kvevent-subscriber stats path: every --stats-interval scrape the engine's
  * /metrics (libcurl, 5 s), derive ReplicaStats (lib/kvevents scraper), send a stats-only
  * CacheStateUpdate, and log the failure streak exactly as REF does (WARN x2, one ERROR with
  * event=load_signal_stale, DEBUG after, INFO load_signal_recovered). Between those ticks, every

@@ -753,3 +753,36 @@ class SlowClients:
 
     def __exit__(self, *exc):
         self.close()
+
+
+# ---------------------------------------------------------------------------------------------
+# `inferencecache doctor`
+
+def doctor(*args, server=None, kubeconfig=None, env=None, binary=None, timeout=120):
+    """Runs `inferencecache doctor --output=json` with `args`; `server` (a Server) fills in
+    --server-endpoint and --snapshot-endpoint, `kubeconfig` --kubeconfig. No token file unless
+    given. Returns (exit code, parsed report, stderr); the report's `codes` key lists the
+    finding codes in order."""
+    import json
+    cmd = list(binary or [CLI_BIN]) + ["doctor", "--output=json", "--timeout=10s"]
+    have = {a.split("=", 1)[0] for a in args}
+    if "--snapshot-token-file" not in have:
+        cmd.append("--snapshot-token-file=/nonexistent")
+    if server is not None:
+        cmd += ["--server-endpoint=" + server.grpc_addr,
+                "--snapshot-endpoint=127.0.0.1:%d" % server.snapshot_port]
+    if kubeconfig:
+        cmd.append("--kubeconfig=" + kubeconfig)
+    cmd += list(args)
+    full_env = dict(os.environ)
+    full_env.update(env or {})
+    p = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=full_env,
+                       stdin=subprocess.DEVNULL)
+    _check_sanitizer_report(p.stderr)
+    try:
+        report = json.loads(p.stdout)
+    except ValueError:
+        raise AssertionError("doctor printed no JSON (rc %d): %s %s" % (p.returncode, p.stdout,
+                                                                        p.stderr))
+    report["codes"] = [f["code"] for f in report["findings"]]
+    return p.returncode, report, p.stderr

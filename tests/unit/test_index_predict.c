@@ -225,7 +225,8 @@ Test(index_predict, cleared_with_the_replica_and_with_an_evicted_block) {
   cr_assert_str_eq(row(r, 0)->replica_id, "r1");
   ic_index_result_free(r);
   /* ALL_CLEARED of r1 (another model's clear leaves it) */
-  ev = (ic_index_event_t){.type = IC_INDEX_EVENT_ALL_CLEARED, .replica = "r1", .model = "other", .tenant = "t"};
+  ev = (ic_index_event_t){
+      .type = IC_INDEX_EVENT_ALL_CLEARED, .replica = "r1", .model = "other", .tenant = "t"};
   cr_assert_eq(ic_index_apply_event(ix, &ev), 0);
   cr_assert_eq(stats(ix).cleared, 1);
   ev.model = "m";
@@ -299,13 +300,18 @@ Test(index_predict, snapshot_rows_per_replica) {
 Test(index_predict, legacy_single_key_requests) {
   ic_index_t *ix = make(0);
   put_legacy(ix, R1, "zz", 16);
-  ic_index_lookup_t q = {.tenant = "t", .model = "m", .scheme = "vllm", .adapter = "",
-                         .prefix_hash = B("whole-prompt"), .token_count = 300};
+  ic_index_lookup_t q = {.tenant = "t",
+                         .model = "m",
+                         .scheme = "vllm",
+                         .adapter = "",
+                         .prefix_hash = B("whole-prompt"),
+                         .token_count = 300};
   cr_assert_eq(ic_index_predict_record(ix, &q, "r1", 0), 0);
   ic_index_result_t *r = NULL;
   cr_assert_eq(ic_index_lookup_route(ix, &q, &r), 0);
   cr_assert_eq(ic_index_result_add_predicted(ix, r, &q), 0);
-  cr_assert_eq(ic_index_result_strategy(r), IC_INDEX_STRATEGY_PREFIX_MATCH, "TENANT_HOT/NONE replaced");
+  cr_assert_eq(ic_index_result_strategy(r), IC_INDEX_STRATEGY_PREFIX_MATCH,
+               "TENANT_HOT/NONE replaced");
   cr_assert_eq(row(r, 0)->matched_tokens, 300);
   ic_index_result_free(r);
   put_legacy(ix, R1, "whole-prompt", 300);
