@@ -315,7 +315,7 @@ static void lookup_figures(void) {
   ic_index_destroy(ix);
 }
 
-/* Predict-on-route (docs/ranking.md §3): the same lookup mix with the speculative merge, the
+/* Predict-on-route (docs/ranking.md, section 3): the same lookup mix with the speculative merge, the
  * table at its default cap (65,536 entries: 512 predictions of 128 blocks, a quarter of them on
  * chains the mix looks up), and a thread recording predictions meanwhile (writes on the table's
  * own lock). Compared with the plain mix on the same index. */

@@ -108,7 +108,7 @@ typedef struct {
   void (*add_index_evictions)(void *ud, const char *algorithm, const char *reason, int64_t n);
   void *metrics_ud;
 
-  /* Predict-on-route (docs/ranking.md §3; used only where the tenant's CachePolicy sets
+  /* Predict-on-route (docs/ranking.md, section 3; used only where the tenant's CachePolicy sets
    * strategy.predictOnRoute): speculative entries live predict_ttl_ns (<= 0 -> 1.5 s), at most
    * predict_max_entries (block, replica) entries exist at once (<= 0 -> 65536; the oldest are
    * dropped past it), and a speculative match scores predict_weight (<= 0 -> 0.5) per token
@@ -327,7 +327,7 @@ bool ic_index_replica_overloaded(ic_index_t *ix, const char *tenant, const char 
                                  const char *replica, const ic_index_load_cfg_t *cfg);
 
 /* ------------------------------------------------------------------ predict-on-route
- * (docs/ranking.md §3; not in the reference). When LookupRoute sends a prompt to a replica, the
+ * (docs/ranking.md, section 3; not in the reference). When LookupRoute sends a prompt to a replica, the
  * prompt's blocks are recorded on it as short-lived speculative entries, so siblings arriving
  * before the engine's events (the subscriber's flush window plus a round trip) find them. They
  * live in their own small table (lib/index/speculative.c, its own lock; lookups skip it with one
@@ -376,7 +376,7 @@ void ic_index_predict_replicas_free(ic_index_predict_replica_t *rows, size_t n);
  * Returns how many expired. */
 int64_t ic_index_predict_expire(ic_index_t *ix);
 
-/* Load-aware AFFINITY_HINT (docs/ranking.md §3, used when both loadAwareRouting and
+/* Load-aware AFFINITY_HINT (docs/ranking.md, section 3, used when both loadAwareRouting and
  * predictOnRoute are on): among the replicas of (tenant, model) with a fresh load sample, the one
  * with the least work, work_i = waiting_i + running_i + routes recorded on i by predictions
  * after its sample (requests the sample cannot show yet). Ties: the fewest prompts routed

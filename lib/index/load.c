@@ -61,7 +61,7 @@ static bool fresh(const statrow_t *s, int64_t now, const ic_index_load_cfg_t *cf
 
 /* Requests predict-on-route sent to a replica after its sample (speculative.c), which the
  * sample cannot show: counted on top of its queue. Only where a tenant predicts (pend != NULL);
- * otherwise nothing is added and the ranking is exactly §2's. */
+ * otherwise nothing is added and the ranking is exactly section 2's. */
 typedef struct {
   ic_index_t *ix;
   const char *tenant, *model;

@@ -1,4 +1,4 @@
-/* lib/index predict-on-route (docs/ranking.md §3): short-lived speculative (block, replica)
+/* lib/index predict-on-route (docs/ranking.md, section 3): short-lived speculative (block, replica)
  * entries recorded where LookupRoute sends a prompt, until the engine's own events confirm them.
  *
  * Layout: one table for the whole index, apart from the scope tables and under its own lock, so

@@ -533,7 +533,7 @@ static int lookup_route(ic_svc_t *s, const uint8_t *req, size_t len, int64_t dea
     rc = respond(s, q, out, "TIMEOUT", NULL, 0, "", t1 - start, &r);
     goto done;
   }
-  /* 11b. predict-on-route (docs/ranking.md §3): speculative entries of prompts routed moments
+  /* 11b. predict-on-route (docs/ranking.md, section 3): speculative entries of prompts routed moments
      ago join the answer; off unless the tenant's policy asks */
   if (res && k.predict_on_route && ic_index_result_add_predicted(s->index, res, &ir) != 0)
     ic_log_debug("predict_merge_failed", IC_LS("err", "out of memory")); /* fail open */
@@ -601,7 +601,7 @@ static int lookup_route(ic_svc_t *s, const uint8_t *req, size_t len, int64_t dea
     const char *replica = NULL;
     bool have = seed && seed_len > 0 &&
                 ic_index_affinity_hint(s->index, q->tenant_id, q->model_id, q->hash_scheme, seed, seed_len, &replica);
-    if (load_pick) { /* docs/ranking.md §3: least work, queue + routes since its sample */
+    if (load_pick) { /* docs/ranking.md, section 3: least work, queue + routes since its sample */
       uint64_t tb = 1469598103934665603ULL;
       for (size_t i = 0; seed && i < seed_len; i++) tb = (tb ^ seed[i]) * 1099511628211ULL;
       const char *pick = NULL;

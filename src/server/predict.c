@@ -1,4 +1,4 @@
-/* Predict-on-route in the server's outputs (docs/ranking.md §3): the speculative table's
+/* Predict-on-route in the server's outputs (docs/ranking.md, section 3): the speculative table's
  * counters as metrics, refreshed at every scrape, and its section of GET /snapshot. */
 #include <string.h>
 

@@ -54,7 +54,7 @@ typedef struct server_flags {
   /* load-aware ranking knobs (docs/ranking.md) */
   int load_max_age_ms, load_request_tokens;
   float load_weight, load_running_weight, load_overload_factor, load_overload_slack;
-  /* predict-on-route knobs (docs/ranking.md §3) */
+  /* predict-on-route knobs (docs/ranking.md, section 3) */
   int predict_ttl_ms, predict_max_entries;
   float predict_weight;
   int http_request_timeout_ms;       /* --http-request-timeout-ms (5000), both HTTP listeners */

@@ -1,4 +1,4 @@
-"""Predict-on-route (docs/ranking.md §3) on the real server: a CachePolicy pushed to /policy turns
+"""Predict-on-route (docs/ranking.md, section 3) on the real server: a CachePolicy pushed to /policy turns
 it on for one tenant; a routed prompt's blocks become speculative entries that a sibling finds
 (tier CACHE_TIER_SPECULATIVE), that the engine's real report confirms, that expire, and that show
 in /snapshot and /metrics. Another tenant keeps the reference's answers."""

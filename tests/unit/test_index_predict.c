@@ -1,4 +1,4 @@
-/* Unit tests of predict-on-route (lib/index/speculative.c, docs/ranking.md §3): the speculative
+/* Unit tests of predict-on-route (lib/index/speculative.c, docs/ranking.md, section 3): the speculative
  * entries' lifecycle (created, confirmed by a real ingest, expired, cleared with the replica or
  * the block, bounded at the cap), how a speculative row ranks against real ones, and the
  * load-aware AFFINITY_HINT pick that counts predicted routes on top of stale load samples. */

@@ -422,7 +422,7 @@ Test(policy, load_aware_switch) {
                IC_POLICY_DECODE_ERROR);
 }
 
-/* The second additive switch (docs/ranking.md §3), independent of the first. */
+/* The second additive switch (docs/ranking.md, section 3), independent of the first. */
 Test(policy, predict_on_route_switch) {
   ic_policy_store_t *s = store_with(
       "{\"version\":7,\"policies\":[{\"namespace\":\"a\",\"strategy\":{\"predictOnRoute\":true}},"

@@ -510,7 +510,7 @@ Test(svc, load_aware_routing_switch) {
   cr_assert_str_eq(first_of(legacy_req("off", "Q", 512), code, sizeof code), "busy");
 }
 
-/* Predict-on-route (docs/ranking.md §3): off by default; on per tenant via
+/* Predict-on-route (docs/ranking.md, section 3): off by default; on per tenant via
  * strategy.predictOnRoute, the replica an answer names holds the prompt speculatively until the
  * engine's events arrive, so a sibling sent meanwhile is a PREFIX_MATCH there (tier SPECULATIVE),
  * and the real event confirms it. */
