@@ -46,7 +46,7 @@ static int cmp(const void *a, const void *b) {
 }
 
 static void run(const char *name, ic_admission_hook_t hook, const char *object, int iters) {
-  ic_admission_config_t cfg = {"sub:1", NULL, list, NULL};
+  ic_admission_config_t cfg = {.subscriber_image = "sub:1", .list = list};
   char *body = NULL;
   if (asprintf(&body, "{\"apiVersion\":\"admission.k8s.io/v1\",\"kind\":\"AdmissionReview\",\"request\":{\"uid\":"
                       "\"u\",\"operation\":\"CREATE\",\"namespace\":\"llm\",\"object\":%s}}", object) < 0)

@@ -29,6 +29,11 @@ typedef struct ic_admission_config {
   const char *policy_server_grpc_address; /* --policy-server-grpc-address (subscriber --server) */
   ic_admission_list_fn list;              /* NULL = "no reader": validators deny, Pod fails open */
   void *list_ud;
+  /* Sidecar credentials towards the server (docs/install.md "Writer authentication"); NULL/"" =
+   * not injected. A ConfigMap (key ca.crt) in the Pod's namespace: TLS with --server-ca-file. */
+  const char *subscriber_server_ca_configmap; /* --subscriber-server-ca-configmap */
+  const char *subscriber_token_audience;      /* --subscriber-token-audience: projected token */
+  const char *subscriber_client_cert_secret;  /* --subscriber-client-cert-secret (tls.crt/key) */
 } ic_admission_config_t;
 
 typedef enum {

@@ -95,4 +95,90 @@ void ic_auth_kube_free(ic_auth_kube_t *k);
 int ic_auth_kube_review(void *kube, const char *token, size_t len, const char *audience,
                         ic_auth_review_t *out);
 
+/* ---- writer authentication (ReportCacheState / PublishEvent), docs/server.md "Writer
+ * authentication" ----
+ * An ic_writer_auth_t decides whether one gRPC write call may change the index. It accepts a
+ * verified TLS client certificate whose subject CN or a SAN is on the allowed list, and/or a
+ * service-account bearer token that TokenReview authenticates (with the writer audience) to
+ * an allowed username. Reviews are cached (accepted 10 s, refreshed in the background past
+ * half of it; rejected 2 s; keyed by the token's bytes, bucketed by XXH3) so ingest does not
+ * wait on the API server. Reviews run on `max_reviews` threads of the checker; a call with an uncached token
+ * waits for its review at most IC_AUTH_WRITER_INLINE_WAIT_MS and is otherwise denied
+ * UNAVAILABLE (fail closed; the writer retries and then finds the verdict cached), so a slow
+ * or hanging API server never holds a gRPC thread longer than that. Thread-safe; strings are
+ * copied. */
+#define IC_AUTH_WRITER_AUDIENCE "inferencecache.io/writer"
+#define IC_AUTH_WRITER_CACHE_TTL_MS 10000
+#define IC_AUTH_WRITER_NEGATIVE_TTL_MS 2000
+#define IC_AUTH_WRITER_CACHE_MAX 4096
+#define IC_AUTH_WRITER_INLINE_WAIT_MS 50
+
+typedef enum {
+  IC_WRITER_OK = 0,
+  IC_WRITER_UNAUTHENTICATED = 1, /* no accepted credential, or the token was not valid */
+  IC_WRITER_FORBIDDEN = 2,       /* authenticated, but not an allowed writer */
+  IC_WRITER_UNAVAILABLE = 3,     /* the token could not be reviewed (error, timeout, busy) */
+} ic_writer_result_t;
+
+/* Denial reasons, the `reason` label of the denial counter. */
+#define IC_WRITER_DENY_NO_CREDENTIALS "no_credentials"
+#define IC_WRITER_DENY_BAD_TOKEN "invalid_token"
+#define IC_WRITER_DENY_REVIEW "review_unavailable"
+#define IC_WRITER_DENY_IDENTITY "identity_not_allowed"
+#define IC_WRITER_DENY_CERT "certificate_not_allowed"
+
+typedef struct ic_writer_auth_config {
+  bool accept_tokens; /* bearer tokens checked with TokenReview */
+  bool accept_certs;  /* verified TLS client certificates */
+  const char *audience; /* NULL = IC_AUTH_WRITER_AUDIENCE; "" = no audiences in the review */
+  /* Comma-separated. Service accounts: "namespace:name", "namespace:*" (every service account
+   * of the namespace), a full username ("system:serviceaccount:ns:name", trailing '*' = prefix)
+   * or "*" (any authenticated token). Certificates: subject CN / SAN values (DNS, URI, e-mail,
+   * IP), a trailing '*' = prefix, "*" = any certificate the CA verified. */
+  const char *allowed_service_accounts;
+  const char *allowed_cert_names;
+  ic_auth_reviewer_fn reviewer; /* required with accept_tokens */
+  void *reviewer_ud;
+  int64_t cache_ttl_ms;    /* 0 = IC_AUTH_WRITER_CACHE_TTL_MS */
+  int64_t negative_ttl_ms; /* 0 = IC_AUTH_WRITER_NEGATIVE_TTL_MS */
+  size_t cache_max;        /* 0 = IC_AUTH_WRITER_CACHE_MAX */
+  int max_reviews;         /* review threads (reviews in flight at once); <= 0 = 1 */
+  int inline_wait_ms;      /* 0 = IC_AUTH_WRITER_INLINE_WAIT_MS; < 0 = never wait */
+  ic_metric_family_t *denials; /* optional counter family with one label "reason" */
+  int64_t (*now_ms)(void *ud); /* NULL = monotonic */
+  void *now_ud;
+} ic_writer_auth_config_t;
+
+/* What one call presented. */
+typedef struct ic_writer_creds {
+  const char *authorization;      /* NUL-terminated "authorization" metadata, or NULL */
+  bool cert_verified;             /* a client certificate chained to the client CA */
+  const char *const *cert_names;  /* its subject CN and SAN values */
+  size_t n_cert_names;
+} ic_writer_creds_t;
+
+typedef struct ic_writer_auth ic_writer_auth_t;
+
+/* NULL with a message in err when nothing is accepted, an accepted kind has an empty allowed
+ * list, or the reviewer is missing. */
+ic_writer_auth_t *ic_writer_auth_new(const ic_writer_auth_config_t *cfg, char *err, size_t errlen);
+void ic_writer_auth_free(ic_writer_auth_t *w);
+/* Decides one call; on denial counts the reason and sets *reason (static string, may be NULL). */
+ic_writer_result_t ic_writer_auth_check(ic_writer_auth_t *w, const ic_writer_creds_t *c,
+                                        const char **reason);
+/* Matches one name against a comma-separated allowed list with the rules above (tests). */
+bool ic_writer_auth_name_allowed(const char *list, const char *name, bool service_accounts);
+
+/* ---- bearer token from a file, for clients (the subscriber) ----
+ * Projected service-account tokens are rotated by the kubelet: the file is re-read when its
+ * mtime changes, looked at no more often than every check_ms. */
+typedef struct ic_auth_token_file ic_auth_token_file_t;
+/* NULL (message in err) when the file cannot be read or is empty. */
+ic_auth_token_file_t *ic_auth_token_file_new(const char *path, int64_t check_ms, char *err,
+                                             size_t errlen);
+void ic_auth_token_file_free(ic_auth_token_file_t *t);
+/* Writes "Bearer <token>" (NUL-terminated) into out; returns its length, or IC_ERANGE (out too small) /
+ * IC_EUNAVAIL (never read successfully). A failed re-read keeps the last good token. */
+int ic_auth_token_file_header(ic_auth_token_file_t *t, char *out, size_t cap);
+
 #endif

@@ -16,10 +16,15 @@ typedef struct ic_prompt_config {
   size_t cache_bytes;  /* prefix cache budget (texts + ids + checkpoints); 0 = 64 MiB */
   size_t cache_stride; /* bytes between cached prefix checkpoints; 0 = 1024 */
   bool cache_off;      /* disable the prefix cache (benchmarks of the cold path) */
+  /* ic_prompt_encode calls allowed to run at once; one more is shed (IC_EUNAVAIL) before any
+   * work instead of waiting. 0 = unbounded. The server sets it below its gRPC thread count so a
+   * flood of long prompts cannot occupy every thread (docs/tokenizer.md "Shedding"). */
+  int max_in_flight;
   /* Metrics (may be NULL): histogram {model} of render+tokenize seconds, counter {result} of
    * prefix-cache lookups (hit|miss), label order as registered by the caller. */
   ic_metric_family_t *tokenize_seconds;
   ic_metric_family_t *prefix_cache_lookups;
+  ic_metric_family_t *shed; /* counter {model} of encodes shed by max_in_flight */
 } ic_prompt_config_t;
 
 /* Loads every model under `dir`: each directory (at most 4 levels deep) holding tokenizer.json
@@ -47,8 +52,10 @@ typedef struct ic_prompt_stats {
 /* Renders `text` as one user message with the model's chat template (add_generation_prompt on,
  * the config's special tokens as variables; a model without a template encodes the bare text
  * with its special tokens) and tokenizes the result into *ids. Thread-safe.
- * Returns 0; IC_ENOTFOUND (unknown model), IC_EINVAL (the template raised or failed),
- * IC_ERANGE (more than max_ids ids, or a render limit), IC_ENOMEM. `st` may be NULL. */
+ * Returns 0; IC_ENOTFOUND (unknown model), IC_EINVAL (the template raised or failed, or the
+ * text of a templated model is not valid UTF-8), IC_ERANGE (more than max_ids ids, or a render
+ * limit), IC_EUNAVAIL (shed: max_in_flight encodes already running), IC_ENOMEM. `st` may be
+ * NULL. */
 int ic_prompt_encode(ic_prompt_registry_t *r, const char *model_id, const char *text, size_t len,
                      size_t max_ids, ic_tok_ids *ids, ic_prompt_stats_t *st);
 

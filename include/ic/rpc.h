@@ -23,10 +23,12 @@ enum {
   IC_RPC_INVALID_ARGUMENT = 3,
   IC_RPC_DEADLINE_EXCEEDED = 4,
   IC_RPC_NOT_FOUND = 5,
+  IC_RPC_PERMISSION_DENIED = 7,
   IC_RPC_RESOURCE_EXHAUSTED = 8,
   IC_RPC_UNIMPLEMENTED = 12,
   IC_RPC_INTERNAL = 13,
   IC_RPC_UNAVAILABLE = 14,
+  IC_RPC_UNAUTHENTICATED = 16,
 };
 
 /* ===================================== server ===================================== */
@@ -49,6 +51,10 @@ typedef struct ic_rpc_server_opts {
   int max_recv_bytes;       /* <= 0 = 4 MiB (the reference's grpc-go default) */
   const char *tls_cert_file; /* both set = TLS (PEM); both NULL/"" = plaintext */
   const char *tls_key_file;
+  /* PEM CA bundle (TLS only; NULL/"" = client certificates not asked for). Clients may then
+   * present a certificate; one that does not chain to the bundle fails the handshake, and
+   * ic_rpc_call_peer_cert reports who a verified one names. Reloaded on mtime change. */
+  const char *tls_client_ca_file;
   /* Transport-flood bounds (0 = unlimited). max_concurrent_streams is advertised per HTTP/2
    * connection (SETTINGS_MAX_CONCURRENT_STREAMS; streams beyond it are refused by the
    * transport). max_streams caps streaming calls open on the whole server; one more is ended
@@ -62,6 +68,9 @@ typedef struct ic_rpc_server_opts {
   bool timing_trailer;
 } ic_rpc_server_opts_t;
 #define IC_RPC_TIMING_TRAILER "ic-server-timing"
+/* CPUs this process may use: its affinity mask capped by a cgroup CPU quota (lib/rpc/cpus.c);
+ * the thread count of a server whose opts.threads is <= 0 (before the cap of 64). */
+int ic_rpc_usable_cpus(void);
 
 /* Unary handler: decode `req`, append the serialized response to `resp`, return a status code.
  * A non-OK status sends no message; `*msg` (static string) may carry the status message.
@@ -146,6 +155,16 @@ const char *ic_rpc_call_method(const ic_rpc_call_t *c);
 /* Per-call user pointer for streaming handlers (NULL initially). */
 void ic_rpc_call_set_data(ic_rpc_call_t *c, void *data);
 void *ic_rpc_call_data(const ic_rpc_call_t *c);
+/* The first request-metadata value under `key` (lower-case, e.g. "authorization") copied into
+ * out as a NUL-terminated string. Returns its length, IC_ENOTFOUND when absent, IC_ERANGE
+ * when it does not fit (or holds a NUL byte). Valid in any handler of the call. */
+int ic_rpc_call_metadata(const ic_rpc_call_t *c, const char *key, char *out, size_t cap);
+/* The names of the peer's TLS client certificate when one was presented and verified against
+ * tls_client_ca_file: its subject common name, then its SANs (DNS, URI, e-mail, IP), each
+ * passed to visit (NUL-terminated). Returns the number of names visited, or 0 when there is
+ * no verified client certificate (plaintext, no certificate, no client CA). */
+size_t ic_rpc_call_peer_cert(const ic_rpc_call_t *c, void (*visit)(void *ud, const char *name),
+                             void *ud);
 
 /* Queues one response message on a SERVER_STREAM/BIDI call; thread-safe, never blocks on the
  * network. At most `limit` messages wait (ic_rpc_stream_set_limit, default 1024); when full

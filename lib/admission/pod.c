@@ -1143,6 +1143,7 @@ void ic_admission_mutate_pod(const ic_admission_config_t *cfg, const json_t *pod
   if (side) {
     json_t *cs = arr_child(obj_child(work, "spec"), "containers");
     if (!find_named(cs, SUBSCRIBER, NULL)) {
+      adm_sidecar_creds(cfg, obj_child(work, "spec"), side);
       json_array_append(cs, side);
       appended = true;
     } else if (streq(ann(pod, IC_API_ANN_INJECTED_BY_UID), cb.meta.uid)) {

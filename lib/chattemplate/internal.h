@@ -15,9 +15,14 @@ typedef struct ct_chunk ct_chunk;
 typedef struct ct_arena {
   ct_chunk *head;
   size_t total, limit;
+  char *bytes_end; /* end of the newest allocation when it is a byte buffer, else NULL */
 } ct_arena;
 
 void *ct_arena_alloc(ct_arena *a, size_t n); /* NULL past the limit or on OOM; zeroed */
+void *ct_arena_bytes(ct_arena *a, size_t n); /* not zeroed; may later grow in place */
+/* Grows the newest allocation, a byte buffer ending at `end`, by `add` bytes in place. Safe for
+ * any string view ending at `end`: no value references the unallocated bytes past it. */
+bool ct_arena_extend(ct_arena *a, const char *end, size_t add);
 void ct_arena_free(ct_arena *a);
 
 /* ---- values (Python objects as Jinja sees them). Strings are UTF-8 byte spans, never
@@ -197,6 +202,7 @@ _Noreturn void ct_fail(ct_ctx *c, int code, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 void ct_charge(ct_ctx *c, uint64_t work);
 void *ct_alloc(ct_ctx *c, size_t n);
+char *ct_alloc_bytes(ct_ctx *c, size_t n); /* string bytes: not zeroed, not NUL-terminated */
 
 /* ---- values (value.c) */
 ct_val ct_undef(const ct_str *hint);
@@ -206,6 +212,7 @@ ct_val ct_int(int64_t i);
 ct_val ct_float(double f);
 ct_val ct_strv(const char *p, size_t n);
 ct_val ct_str_copy(ct_ctx *c, const char *p, size_t n);
+ct_val ct_str_concat(ct_ctx *c, ct_str a, ct_str b); /* a + b, appending in place when it can */
 ct_val ct_list_new(ct_ctx *c, size_t n, bool tuple);
 ct_dict *ct_dict_new(ct_ctx *c, size_t cap);
 void ct_dict_set(ct_ctx *c, ct_dict *d, ct_val k, ct_val v);

@@ -6,6 +6,7 @@
 #include <utf8proc.h>
 
 #include "ic/err.h"
+#include "ic/utf8.h"
 #include "internal.h"
 
 _Noreturn static void fail_undef(ct_ctx *c, ct_val v) {
@@ -284,14 +285,7 @@ ct_val ct_binop(ct_ctx *c, int op, ct_val a, ct_val b) {
     if (ovf) ct_fail(c, IC_ERANGE, "integer overflow (beyond 64 bits)");
     return ct_int(r);
   }
-  if (op == OP_ADD && a.t == V_STR && b.t == V_STR) {
-    size_t n = a.u.s.n + b.u.s.n;
-    char *p = ct_alloc(c, n + 1);
-    memcpy(p, a.u.s.p, a.u.s.n);
-    memcpy(p + a.u.s.n, b.u.s.p, b.u.s.n);
-    ct_charge(c, n / 64);
-    return ct_strv(p, n);
-  }
+  if (op == OP_ADD && a.t == V_STR && b.t == V_STR) return ct_str_concat(c, a.u.s, b.u.s);
   if (op == OP_ADD && a.t == V_LIST && b.t == V_LIST && a.tuple == b.tuple) {
     ct_val r = ct_list_new(c, a.u.l->n + b.u.l->n, a.tuple);
     if (a.u.l->n) memcpy(r.u.l->v, a.u.l->v, a.u.l->n * sizeof(ct_val));
@@ -379,29 +373,39 @@ static bool in_chars(ct_str chars, uint32_t cp) {
   return false;
 }
 
+static bool strip_at(bool ws, ct_str chars, const char *p, size_t n, size_t *adv) {
+  if (ws) return ct_u8_space_at(p, n, adv);
+  return in_chars(chars, decode(p, n, adv));
+}
+
+/* str.strip/lstrip/rstrip. The ends are found from the ends: a long string with a short
+ * whitespace tail costs what its tail costs. Walking back by code points is exact only on
+ * well-formed UTF-8; anything else is walked forward the way it was decoded. */
 ct_val ct_strip(ct_ctx *c, ct_str s, ct_val chars, bool left, bool right) {
   bool ws = chars.t == V_NONE || chars.t == V_UNDEF;
   if (!ws && chars.t != V_STR) ct_fail(c, IC_EINVAL, "strip arg must be None or str");
   ct_charge(c, s.n / 64);
-  size_t start = 0, end = s.n, i = 0, adv;
-  bool leading = true;
-  size_t last_keep = 0;
-  while (i < s.n) {
-    bool strip;
-    if (ws) {
-      strip = ct_u8_space_at(s.p + i, s.n - i, &adv);
+  ct_str cs = ws ? (ct_str){"", 0} : chars.u.s;
+  size_t start = 0, end = s.n, adv;
+  if (left)
+    while (start < s.n && strip_at(ws, cs, s.p + start, s.n - start, &adv))
+      start += adv;
+  if (right && start < s.n) {
+    const unsigned char *u = (const unsigned char *)s.p;
+    if (ic_utf8_valid(s.p + start, s.n - start)) {
+      while (end > start) {
+        size_t b = end - 1;
+        while (b > start && (u[b] & 0xc0) == 0x80)
+          b--;
+        if (!strip_at(ws, cs, s.p + b, end - b, &adv)) break;
+        end = b;
+      }
     } else {
-      strip = in_chars(chars.u.s, decode(s.p + i, s.n - i, &adv));
+      end = start;
+      for (size_t i = start; i < s.n; i += adv)
+        if (!strip_at(ws, cs, s.p + i, s.n - i, &adv)) end = i + adv;
     }
-    if (leading && strip && left)
-      start = i + adv;
-    else
-      leading = false;
-    if (!strip) last_keep = i + adv;
-    i += adv;
   }
-  if (right) end = last_keep > start ? last_keep : start;
-  if (start > end) start = end;
   return ct_strv(s.p + start, end - start);
 }
 

@@ -14,7 +14,8 @@ struct ct_chunk {
   max_align_t data[];
 };
 
-void *ct_arena_alloc(ct_arena *a, size_t n) {
+/* Reserves n bytes (16-aligned) at the top of the newest chunk, adding a chunk when needed. */
+static void *arena_take(ct_arena *a, size_t n) {
   n = (n + 15) & ~(size_t)15;
   if (n == 0) n = 16;
   ct_chunk *c = a->head;
@@ -31,8 +32,32 @@ void *ct_arena_alloc(ct_arena *a, size_t n) {
   }
   void *p = (char *)c->data + c->used;
   c->used += n;
-  memset(p, 0, n);
   return p;
+}
+
+void *ct_arena_alloc(ct_arena *a, size_t n) {
+  void *p = arena_take(a, n);
+  a->bytes_end = NULL;
+  if (p) memset(p, 0, n);
+  return p;
+}
+
+void *ct_arena_bytes(ct_arena *a, size_t n) {
+  char *p = arena_take(a, n);
+  a->bytes_end = p ? p + n : NULL;
+  return p;
+}
+
+bool ct_arena_extend(ct_arena *a, const char *end, size_t add) {
+  ct_chunk *c = a->head;
+  if (!end || end != a->bytes_end || !c) return false;
+  size_t off = (size_t)(end - (const char *)c->data);
+  if (add > c->cap - off) return false;
+  size_t used = (off + add + 15) & ~(size_t)15;
+  if (used > c->cap) used = c->cap;
+  if (used > c->used) c->used = used;
+  a->bytes_end += add;
+  return true;
 }
 
 void ct_arena_free(ct_arena *a) {
@@ -42,10 +67,17 @@ void ct_arena_free(ct_arena *a) {
   }
   a->head = NULL;
   a->total = 0;
+  a->bytes_end = NULL;
 }
 
 void *ct_alloc(ct_ctx *c, size_t n) {
   void *p = ct_arena_alloc(&c->arena, n);
+  if (!p) ct_fail(c, IC_ERANGE, "template exceeded its memory limit (%zu bytes)", c->arena.limit);
+  return p;
+}
+
+char *ct_alloc_bytes(ct_ctx *c, size_t n) {
+  char *p = ct_arena_bytes(&c->arena, n);
   if (!p) ct_fail(c, IC_ERANGE, "template exceeded its memory limit (%zu bytes)", c->arena.limit);
   return p;
 }
@@ -58,9 +90,26 @@ ct_val ct_float(double f) { return (ct_val){.t = V_FLOAT, .u.f = f}; }
 ct_val ct_strv(const char *p, size_t n) { return (ct_val){.t = V_STR, .u.s = {p, n}}; }
 
 ct_val ct_str_copy(ct_ctx *c, const char *p, size_t n) {
-  char *d = ct_alloc(c, n + 1);
+  char *d = ct_alloc_bytes(c, n);
   if (n) memcpy(d, p, n);
   return ct_strv(d, n);
+}
+
+/* Strings are immutable views, so `a + b` may reuse a's bytes: when a ends where the newest
+ * byte buffer ends, b is copied after it and a chain like `x + long + y` copies `long` once. */
+ct_val ct_str_concat(ct_ctx *c, ct_str a, ct_str b) {
+  size_t n = a.n + b.n;
+  ct_charge(c, n / 64);
+  if (!b.n) return ct_strv(a.p, a.n);
+  if (!a.n) return ct_strv(b.p, b.n);
+  if (ct_arena_extend(&c->arena, a.p + a.n, b.n)) {
+    memcpy((char *)a.p + a.n, b.p, b.n);
+    return ct_strv(a.p, n);
+  }
+  char *p = ct_alloc_bytes(c, n);
+  memcpy(p, a.p, a.n);
+  memcpy(p + a.n, b.p, b.n);
+  return ct_strv(p, n);
 }
 
 ct_val ct_list_new(ct_ctx *c, size_t n, bool tuple) {
@@ -266,10 +315,14 @@ void ct_sb_put(ct_ctx *c, ct_sb *b, const char *p, size_t n) {
     size_t cap = b->cap ? b->cap * 2 : 64;
     while (cap < b->n + n)
       cap *= 2;
-    char *np = ct_alloc(c, cap);
-    if (b->n) memcpy(np, b->p, b->n);
-    b->p = np;
-    b->cap = cap;
+    if (b->p && ct_arena_extend(&c->arena, b->p + b->cap, cap - b->cap)) {
+      b->cap = cap; /* the buffer is the newest allocation: grown where it is */
+    } else {
+      char *np = ct_alloc_bytes(c, cap);
+      if (b->n) memcpy(np, b->p, b->n);
+      b->p = np;
+      b->cap = cap;
+    }
   }
   memcpy(b->p + b->n, p, n);
   b->n += n;

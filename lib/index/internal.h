@@ -267,6 +267,13 @@ typedef struct tmrec {
   statrow_t *stats;
   uint32_t nstats, capstats;
   u64map_t stat_map; /* replica id -> index in stats */
+  /* index_entries gauge (store.c, ix_report_entries): a change of `distinct` pushes the record
+     on the index's dirty list once; the report folds distinct - reported into its model's
+     total, so a report costs the records that changed, not every record. */
+  bool reserved;            /* of a reserved tenant: not in the gauge */
+  _Atomic bool dirty;       /* on ix->dirty_tms */
+  struct tmrec *dirty_next; /* written by the pusher before the CAS publishes it */
+  int64_t reported;         /* distinct at the last report (report_lock) */
 } tmrec_t;
 
 struct qkey;
@@ -326,7 +333,8 @@ struct ic_index {
   _Atomic int64_t dead_pending; /* holders of cleared replicas awaiting reclaim, all scopes */
   _Atomic bool ready;
   pthread_mutex_t report_lock;
-  u64map_t reported; /* model id -> 1 */
+  u64map_t reported;            /* model id -> its total entries as last reported (report_lock) */
+  _Atomic(tmrec_t *) dirty_tms; /* records whose distinct changed since the last report */
   /* cap victim queue */
   pthread_mutex_t cap_lock;
   cand_t *q;

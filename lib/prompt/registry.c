@@ -5,6 +5,7 @@
 #include <errno.h>
 #include <jansson.h>
 #include <limits.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -16,6 +17,7 @@
 #include "ic/err.h"
 #include "ic/log.h"
 #include "ic/prompt.h"
+#include "ic/utf8.h"
 #include "prompt_internal.h"
 
 #define MAX_DEPTH 4
@@ -34,7 +36,9 @@ struct ic_prompt_registry {
   size_t n;
   prefix_cache cache;
   bool cache_on;
-  ic_metric_family_t *tokenize_seconds, *cache_lookups;
+  int max_in_flight;
+  _Atomic int in_flight;
+  ic_metric_family_t *tokenize_seconds, *cache_lookups, *shed;
 };
 
 static int cmp_model(const void *a, const void *b) {
@@ -48,7 +52,42 @@ static void model_free(model *m) {
   ic_chattemplate_free(m->tmpl);
 }
 
-/* Loads one model directory; logs and returns false when it cannot serve exactly. */
+#define MAX_TEMPLATE_FILE (1u << 20)
+
+/* Reads <dir>/chat_template.jinja into *out (malloc'd, NUL-terminated). Returns 0 with *out NULL
+ * when there is no such file, an IC_E* code with `err` filled when it cannot be used. */
+static int read_template_file(const char *dir, char **out, size_t *len, char *err, size_t errlen) {
+  char path[PATH_MAX + 32];
+  snprintf(path, sizeof path, "%s/chat_template.jinja", dir);
+  *out = NULL;
+  FILE *f = fopen(path, "rb");
+  if (!f) {
+    if (errno == ENOENT) return 0;
+    snprintf(err, errlen, "chat_template.jinja: %s", strerror(errno));
+    return IC_EIO;
+  }
+  char *buf = malloc(MAX_TEMPLATE_FILE + 1);
+  size_t n = buf ? fread(buf, 1, MAX_TEMPLATE_FILE + 1, f) : 0;
+  bool bad = !buf || ferror(f);
+  fclose(f);
+  if (bad || n > MAX_TEMPLATE_FILE || !ic_utf8_valid(buf, n)) {
+    snprintf(err, errlen, "chat_template.jinja: %s",
+             !buf                    ? "out of memory"
+             : bad                   ? "read error"
+             : n > MAX_TEMPLATE_FILE ? "larger than 1 MiB"
+                                     : "not valid UTF-8");
+    free(buf);
+    return bad || n > MAX_TEMPLATE_FILE ? IC_ERANGE : IC_EINVAL;
+  }
+  buf[n] = 0;
+  *out = buf;
+  *len = n;
+  return 0;
+}
+
+/* Loads one model directory; logs and returns false when it cannot serve exactly. The chat
+ * template is transformers': chat_template.jinja when the directory has one (it overrides the
+ * config's, as from_pretrained does), else tokenizer_config.json's chat_template. */
 static bool load_model(const char *path, const char *id, model *out) {
   char err[IC_CHATTEMPLATE_ERR_MAX > IC_TOK_ERRLEN ? IC_CHATTEMPLATE_ERR_MAX : IC_TOK_ERRLEN];
   memset(out, 0, sizeof *out);
@@ -57,27 +96,38 @@ static bool load_model(const char *path, const char *id, model *out) {
     ic_log_error("tokenizer_model_load_failed", IC_LS("model_id", id), IC_LS("err", err));
     return false;
   }
+  char *file_src = NULL;
+  size_t file_len = 0;
+  if (read_template_file(path, &file_src, &file_len, err, sizeof err)) {
+    ic_log_error("tokenizer_model_load_failed", IC_LS("model_id", id),
+                 IC_LS("component", "chat_template"), IC_LS("err", err));
+    model_free(out);
+    return false;
+  }
   char cfgpath[PATH_MAX + 32];
   snprintf(cfgpath, sizeof cfgpath, "%s/tokenizer_config.json", path);
   json_error_t je;
   json_t *cfg = json_load_file(cfgpath, JSON_DECODE_INT_AS_REAL, &je);
-  const char *src = cfg ? ic_chattemplate_hf_template(cfg, NULL) : NULL;
+  const char *src = file_src ? file_src : cfg ? ic_chattemplate_hf_template(cfg, NULL) : NULL;
   if (src) {
-    rc = ic_chattemplate_compile(src, strlen(src), &out->tmpl, err);
+    rc = ic_chattemplate_compile(src, file_src ? file_len : strlen(src), &out->tmpl, err);
     if (rc) {
       ic_log_error("tokenizer_model_load_failed", IC_LS("model_id", id),
-                   IC_LS("component", "chat_template"), IC_LS("err", err));
+                   IC_LS("component", file_src ? "chat_template.jinja" : "chat_template"),
+                   IC_LS("err", err));
       json_decref(cfg);
+      free(file_src);
       model_free(out);
       return false;
     }
-    out->vars = ic_chattemplate_hf_vars(cfg, 1);
+    out->vars = ic_chattemplate_hf_vars(cfg, 1); /* a NULL cfg gives no special tokens */
   } else {
     ic_log_warn("tokenizer_model_without_chat_template", IC_LS("model_id", id),
                 IC_LS("effect",
                       "prompt_text is tokenized as bare text with the tokenizer's special tokens"));
   }
   json_decref(cfg);
+  free(file_src);
   if (src && !out->vars) {
     model_free(out);
     return false;
@@ -102,8 +152,8 @@ static void walk(ic_prompt_registry_t *r, const char *root, const char *rel, int
   struct stat stt;
   if (*rel && stat(tj, &stt) == 0 && S_ISREG(stt.st_mode)) {
     /* The files themselves must not lead out of the models dir either. */
-    const char *files[2] = {"tokenizer.json", "tokenizer_config.json"};
-    for (int i = 0; i < 2; i++) {
+    const char *files[3] = {"tokenizer.json", "tokenizer_config.json", "chat_template.jinja"};
+    for (int i = 0; i < 3; i++) {
       char f[PATH_MAX + 32], fr[PATH_MAX];
       snprintf(f, sizeof f, "%s/%s", real, files[i]);
       if (realpath(f, fr) && (strncmp(fr, root, strlen(root)) || fr[strlen(root)] != '/')) {
@@ -175,6 +225,8 @@ int ic_prompt_registry_load(const char *dir, const ic_prompt_config_t *cfg,
   r->cache_on = !cfg->cache_off;
   r->tokenize_seconds = cfg->tokenize_seconds;
   r->cache_lookups = cfg->prefix_cache_lookups;
+  r->shed = cfg->shed;
+  r->max_in_flight = cfg->max_in_flight > 0 ? cfg->max_in_flight : 0;
   if (pc_init(&r->cache, cfg->cache_bytes ? cfg->cache_bytes : (size_t)64 << 20,
               cfg->cache_stride ? cfg->cache_stride : 1024)) {
     free(r->m);
@@ -214,9 +266,17 @@ const ic_tokenizer *ic_prompt_registry_tokenizer(const ic_prompt_registry_t *r,
   return m ? m->tok : NULL;
 }
 
+/* The message is checked once here (strict UTF-8, fast on ASCII) and handed to jansson
+ * unchecked: its own byte-at-a-time check cost more than the whole render of a long prompt. */
 static int render(const model *m, const char *text, size_t len, ic_buf_t *out) {
+  if (!ic_utf8_valid(text, len)) {
+    ic_log_debug("prompt_render_failed", IC_LS("model_id", m->id),
+                 IC_LS("err", "prompt text is not valid UTF-8"));
+    return IC_EINVAL;
+  }
   json_t *vars = json_deep_copy(m->vars);
-  json_t *msgs = json_pack("[{s:s,s:s%}]", "role", "user", "content", text, len);
+  json_t *content = json_stringn_nocheck(text, len);
+  json_t *msgs = content ? json_pack("[{s:s,s:o}]", "role", "user", "content", content) : NULL;
   if (!vars || !msgs || json_object_set_new(vars, "messages", msgs)) {
     json_decref(vars);
     return IC_ENOMEM;
@@ -244,6 +304,23 @@ int ic_prompt_render(ic_prompt_registry_t *r, const char *model_id, const char *
   return 0;
 }
 
+/* Sheds instead of queueing: a request beyond the bound gets its answer (fail open) at once. */
+static bool acquire(ic_prompt_registry_t *r, const model *m) {
+  if (!r->max_in_flight) return true;
+  if (atomic_fetch_add(&r->in_flight, 1) < r->max_in_flight) return true;
+  atomic_fetch_sub(&r->in_flight, 1);
+  if (r->shed) {
+    const char *lv[1] = {m->id};
+    ic_metric_t *c = ic_metric_child(r->shed, lv);
+    if (c) ic_metric_inc(c);
+  }
+  return false;
+}
+
+static void release(ic_prompt_registry_t *r) {
+  if (r->max_in_flight) atomic_fetch_sub(&r->in_flight, 1);
+}
+
 int ic_prompt_encode(ic_prompt_registry_t *r, const char *model_id, const char *text, size_t len,
                      size_t max_ids, ic_tok_ids *ids, ic_prompt_stats_t *st) {
   ic_prompt_stats_t local;
@@ -251,6 +328,7 @@ int ic_prompt_encode(ic_prompt_registry_t *r, const char *model_id, const char *
   memset(st, 0, sizeof *st);
   model *m = find(r, model_id);
   if (!m) return IC_ENOTFOUND;
+  if (!acquire(r, m)) return IC_EUNAVAIL;
   int64_t t0 = ic_clock_monotonic_ns();
   ic_buf_t b = IC_BUF_INIT;
   int rc = 0;
@@ -285,5 +363,6 @@ int ic_prompt_encode(ic_prompt_registry_t *r, const char *model_id, const char *
     ic_metric_t *h = ic_metric_child(r->tokenize_seconds, lv);
     if (h) ic_metric_observe(h, (double)(st->render_ns + st->tokenize_ns) / 1e9);
   }
+  release(r);
   return rc;
 }

@@ -13,9 +13,6 @@
 void ic_rpc_global_ref(void);
 void ic_rpc_global_unref(void);
 
-/* CPUs this process may use: affinity mask capped by a cgroup CPU quota (cpus.c). */
-int ic_rpc_usable_cpus(void);
-
 /* Byte buffer <-> bytes. `scratch` receives a copy only when the buffer is not one slice;
  * *data points either into the byte buffer's slice (valid while `bb` lives) or into scratch. */
 int ic_rpc_bb_read(grpc_byte_buffer *bb, ic_buf_t *scratch, const uint8_t **data, size_t *len);
@@ -24,6 +21,10 @@ grpc_byte_buffer *ic_rpc_bb_from(const uint8_t *data, size_t len);
 /* Converts a Go-style listen/dial address (":9090", "host:port") to a gRPC target
  * ("[::]:9090"). Writes into out (cap bytes). */
 void ic_rpc_listen_addr(const char *addr, char *out, size_t cap);
+
+/* server.c's call internals for peer.c. */
+const grpc_metadata_array *ic_rpc_call_md(const ic_rpc_call_t *c);
+grpc_call *ic_rpc_call_core(const ic_rpc_call_t *c);
 
 /* health.c / reflection.c hook into the server through the public API plus these. */
 typedef struct ic_rpc_health ic_rpc_health_t;

@@ -210,8 +210,9 @@ struct ic_rpc_server {
   ic_rpc_reflection_t *reflection;
   /* TLS with reload */
   char *cert_file, *key_file;
+  char *client_ca_file; /* client certificates are verified against it (NULL = not asked) */
   pthread_mutex_t tls_mu;
-  struct timespec cert_mtime;
+  struct timespec cert_mtime, ca_mtime;
   bool tls_loaded;
 };
 
@@ -271,6 +272,25 @@ static int load_pair(const char *cert_file, const char *key_file, char **cert, c
   return 0;
 }
 
+/* A client CA bundle must hold at least one certificate: an empty or garbled bundle would make
+ * every client certificate fail, which is better said once at startup. */
+static int check_ca_bundle(const char *file, char *err, size_t errlen) {
+  char *pem = read_file(file, NULL);
+  if (!pem) {
+    snprintf(err, errlen, "open %s: %s", file, strerror(errno));
+    return IC_EIO;
+  }
+  BIO *b = BIO_new_mem_buf(pem, -1);
+  X509 *x = b ? PEM_read_bio_X509(b, NULL, NULL, NULL) : NULL;
+  int rc = x ? 0 : IC_EINVAL;
+  if (!x) snprintf(err, errlen, "tls: failed to find any PEM data in CA bundle");
+  ERR_clear_error();
+  X509_free(x);
+  BIO_free(b);
+  free(pem);
+  return rc;
+}
+
 /* Called by gRPC core on every TLS handshake: reload the pair when the certificate file's
  * mtime moved forward; on failure keep serving the last good pair. */
 static grpc_ssl_certificate_config_reload_status tls_fetch(void *ud,
@@ -283,22 +303,36 @@ static grpc_ssl_certificate_config_reload_status tls_fetch(void *ud,
   if (stat(s->cert_file, &st) == 0)
     newer = !s->tls_loaded || st.st_mtim.tv_sec > s->cert_mtime.tv_sec ||
             (st.st_mtim.tv_sec == s->cert_mtime.tv_sec && st.st_mtim.tv_nsec > s->cert_mtime.tv_nsec);
+  struct stat cst;
+  if (s->client_ca_file && stat(s->client_ca_file, &cst) == 0 &&
+      (cst.st_mtim.tv_sec != s->ca_mtime.tv_sec || cst.st_mtim.tv_nsec != s->ca_mtime.tv_nsec))
+    newer = true; /* a rotated client CA bundle is picked up like a rotated certificate */
   if (newer) {
     char *cert, *key, err[256];
+    char *roots = s->client_ca_file ? read_file(s->client_ca_file, NULL) : NULL;
+    if (s->client_ca_file && (!roots || !*roots)) {
+      snprintf(err, sizeof err, "open %s: unreadable or empty client CA bundle", s->client_ca_file);
+      free(roots);
+      ic_log_error("grpc_tls_reload", IC_LS("err", err), IC_LS("client_ca_file", s->client_ca_file));
+      pthread_mutex_unlock(&s->tls_mu);
+      return s->tls_loaded ? rs : GRPC_SSL_CERTIFICATE_CONFIG_RELOAD_FAIL;
+    }
     if (load_pair(s->cert_file, s->key_file, &cert, &key, err, sizeof err) == 0) {
       grpc_ssl_pem_key_cert_pair pair = {.private_key = key, .cert_chain = cert};
       /* gRPC core asserts non-NULL roots on a fetched config even when client certificates
-       * are not requested; the server's own chain stands in (never used to verify). */
-      *cfg = grpc_ssl_server_certificate_config_create(cert, &pair, 1);
+       * are not requested; the server's own chain then stands in (never used to verify). */
+      *cfg = grpc_ssl_server_certificate_config_create(roots ? roots : cert, &pair, 1);
       free(cert);
       free(key);
       s->cert_mtime = st.st_mtim;
+      if (s->client_ca_file) s->ca_mtime = cst.st_mtim;
       s->tls_loaded = true;
       rs = GRPC_SSL_CERTIFICATE_CONFIG_RELOAD_NEW;
     } else {
       ic_log_error("grpc_tls_reload", IC_LS("err", err), IC_LS("cert_file", s->cert_file));
       if (!s->tls_loaded) rs = GRPC_SSL_CERTIFICATE_CONFIG_RELOAD_FAIL;
     }
+    free(roots);
   }
   pthread_mutex_unlock(&s->tls_mu);
   return rs;
@@ -626,6 +660,9 @@ int64_t ic_rpc_call_deadline_ns(const ic_rpc_call_t *c) {
 const char *ic_rpc_call_method(const ic_rpc_call_t *c) { return c->m ? c->m->path : "?"; }
 void ic_rpc_call_set_data(ic_rpc_call_t *c, void *data) { c->data = data; }
 void *ic_rpc_call_data(const ic_rpc_call_t *c) { return c->data; }
+/* peer.c reads request metadata and the peer's auth context through these. */
+const grpc_metadata_array *ic_rpc_call_md(const ic_rpc_call_t *c) { return &c->md; }
+grpc_call *ic_rpc_call_core(const ic_rpc_call_t *c) { return c->call; }
 
 /* ------------------------------------------------------------------ call state machines */
 
@@ -887,11 +924,25 @@ ic_rpc_server_t *ic_rpc_server_new(const char *addr, const ic_rpc_server_opts_t 
     }
     free(cert);
     free(key);
+    bool client_ca = o.tls_client_ca_file && *o.tls_client_ca_file;
+    if (client_ca && check_ca_bundle(o.tls_client_ca_file, e2, sizeof e2) != 0) {
+      snprintf(err, errlen, "server: load gRPC client CA bundle (file=\"%s\"): %s",
+               o.tls_client_ca_file, e2);
+      if (is_tls_error) *is_tls_error = true;
+      ic_rpc_global_unref();
+      free(s);
+      return NULL;
+    }
     s->cert_file = strdup(o.tls_cert_file);
     s->key_file = strdup(o.tls_key_file);
+    s->client_ca_file = client_ca ? strdup(o.tls_client_ca_file) : NULL;
+    /* With a client CA, a certificate is asked for and verified when presented, not required:
+     * readers (gateways) need none; the write methods check that one was verified. */
     grpc_ssl_server_credentials_options *so =
         grpc_ssl_server_credentials_create_options_using_config_fetcher(
-            GRPC_SSL_DONT_REQUEST_CLIENT_CERTIFICATE, tls_fetch, s);
+            client_ca ? GRPC_SSL_REQUEST_CLIENT_CERTIFICATE_AND_VERIFY
+                      : GRPC_SSL_DONT_REQUEST_CLIENT_CERTIFICATE,
+            tls_fetch, s);
     creds = grpc_ssl_server_credentials_create_with_options(so);
   } else {
     creds = grpc_insecure_server_credentials_create();
@@ -935,6 +986,7 @@ ic_rpc_server_t *ic_rpc_server_new(const char *addr, const ic_rpc_server_opts_t 
     grpc_completion_queue_destroy(cq);
     free(s->cert_file);
     free(s->key_file);
+    free(s->client_ca_file);
     ic_rpc_global_unref();
     free(s);
     return NULL;
@@ -1083,6 +1135,7 @@ void ic_rpc_server_free(ic_rpc_server_t *s) {
   free(s->cqts);
   free(s->cert_file);
   free(s->key_file);
+  free(s->client_ca_file);
   pthread_mutex_destroy(&s->mu);
   pthread_mutex_destroy(&s->tls_mu);
   pthread_rwlock_destroy(&s->cancel_lock);

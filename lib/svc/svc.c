@@ -19,6 +19,7 @@
 #include "ic/fingerprint.h"
 #include "ic/log.h"
 #include "ic/rpc.h"
+#include "ic/utf8.h"
 #include "inferencecache/v1alpha1/inferencecache.pb-c.h"
 #include "change_wire.h"
 #include "wire_strings.h"
@@ -70,30 +71,8 @@ ic_svc_t *ic_svc_new(const ic_svc_config_t *cfg) {
 
 void ic_svc_free(ic_svc_t *s) { free(s); }
 
-bool ic_svc_utf8_valid(const char *str, size_t n) {
-  const unsigned char *p = (const unsigned char *)str, *e = p + n;
-  while (p < e) {
-    unsigned c = *p;
-    if (c < 0x80) {
-      p++;
-      continue;
-    }
-    size_t k;
-    unsigned min;
-    if ((c & 0xE0) == 0xC0) k = 1, min = 0x80, c &= 0x1F;
-    else if ((c & 0xF0) == 0xE0) k = 2, min = 0x800, c &= 0x0F;
-    else if ((c & 0xF8) == 0xF0) k = 3, min = 0x10000, c &= 0x07;
-    else return false;
-    if ((size_t)(e - p) <= k) return false;
-    for (size_t i = 1; i <= k; i++) {
-      if ((p[i] & 0xC0) != 0x80) return false;
-      c = (c << 6) | (p[i] & 0x3F);
-    }
-    if (c < min || c > 0x10FFFF || (c >= 0xD800 && c <= 0xDFFF)) return false;
-    p += k + 1;
-  }
-  return true;
-}
+/* The one strict check (lib/base, ASCII a word at a time): prompt_text can be 1 MiB. */
+bool ic_svc_utf8_valid(const char *str, size_t n) { return ic_utf8_valid(str, n); }
 
 /* The status for a string field holding a NUL byte. protobuf-c hands strings over
  * NUL-terminated, so "pod-a\0other" would alias "pod-a": such requests are refused instead

@@ -26,6 +26,7 @@ typedef struct opts {
   const char *webhook_bind, *webhook_cert_dir, *subscriber_image, *grpc_addr;
   bool leader_elect, metrics_secure, http2;
   int64_t lease_ms, renew_ms, retry_ms;
+  const char *sub_ca_configmap, *sub_token_audience, *sub_client_secret; /* sidecar credentials */
 } opts_t;
 
 static const ic_cli_flag_t FLAGS[] = {
@@ -63,6 +64,15 @@ static const ic_cli_flag_t FLAGS[] = {
     {"policy-server-grpc-address", "string",
      "inference-cache-server.inference-cache-system.svc.cluster.local:9090",
      "server gRPC address injected sidecars report to"},
+    {"subscriber-server-ca-configmap", "string", NULL,
+     "ConfigMap (key ca.crt) in each engine namespace with the server's gRPC CA: injected sidecars "
+     "speak TLS to the server and verify it with it (the config/tls overlay)"},
+    {"subscriber-token-audience", "string", NULL,
+     "give injected sidecars a projected service-account token with this audience and send it to "
+     "the server (server --writer-auth=token, audience inferencecache.io/writer)"},
+    {"subscriber-client-cert-secret", "string", NULL,
+     "Secret (tls.crt, tls.key) in each engine namespace: injected sidecars present it as their "
+     "client certificate (server --writer-auth=mtls)"},
     {"log-level", "string", "info", "debug, info, warn or error"},
     {"log-format", "string", "json", "json or text"},
 };
@@ -385,7 +395,8 @@ int main(int argc, char **argv) {
   enum {
     F_METRICS = 1000, F_METRICS_SECURE, F_HTTP2, F_LE, F_PROBE, F_SNAP, F_POLICY, F_PROBEURL,
     F_REFRESH, F_PUSH, F_SUBIMG, F_GRPC, F_KUBECONFIG, F_LENS, F_LEID, F_LEASE, F_RENEW, F_RETRY,
-    F_CTOK, F_PTOK, F_WHBIND, F_WHDIR, F_LOGLEVEL, F_LOGFMT, F_HELP, F_VERSION, F_PTURL
+    F_CTOK, F_PTOK, F_WHBIND, F_WHDIR, F_LOGLEVEL, F_LOGFMT, F_HELP, F_VERSION, F_PTURL,
+    F_SUBCA, F_SUBAUD, F_SUBCERT
   };
   static const struct option lo[] = {
       {"metrics-bind-address", required_argument, 0, F_METRICS},
@@ -401,6 +412,9 @@ int main(int argc, char **argv) {
       {"cachepolicy-push-interval", required_argument, 0, F_PUSH},
       {"kvevent-subscriber-image", required_argument, 0, F_SUBIMG},
       {"policy-server-grpc-address", required_argument, 0, F_GRPC},
+      {"subscriber-server-ca-configmap", required_argument, 0, F_SUBCA},
+      {"subscriber-token-audience", required_argument, 0, F_SUBAUD},
+      {"subscriber-client-cert-secret", required_argument, 0, F_SUBCERT},
       {"kubeconfig", required_argument, 0, F_KUBECONFIG},
       {"leader-election-namespace", required_argument, 0, F_LENS},
       {"leader-election-id", required_argument, 0, F_LEID},
@@ -437,6 +451,9 @@ int main(int argc, char **argv) {
       break;
     case F_SUBIMG: o.subscriber_image = optarg; break;
     case F_GRPC: o.grpc_addr = optarg; break;
+    case F_SUBCA: o.sub_ca_configmap = optarg; break;
+    case F_SUBAUD: o.sub_token_audience = optarg; break;
+    case F_SUBCERT: o.sub_client_secret = optarg; break;
     case F_KUBECONFIG: o.kubeconfig = optarg; break;
     case F_LENS: o.le_ns = optarg; break;
     case F_LEID: o.le_id = optarg; break;
@@ -584,6 +601,9 @@ int main(int argc, char **argv) {
                            .key_file = tls ? key : NULL,
                            .admission = {.subscriber_image = o.subscriber_image,
                                          .policy_server_grpc_address = o.grpc_addr,
+                                         .subscriber_server_ca_configmap = o.sub_ca_configmap,
+                                         .subscriber_token_audience = o.sub_token_audience,
+                                         .subscriber_client_cert_secret = o.sub_client_secret,
                                          .list = admission_list, .list_ud = &c}};
     if (!tls)
       ic_log_warn("webhook_plain_http", IC_LS("cert_dir", o.webhook_cert_dir),
@@ -593,6 +613,7 @@ int main(int argc, char **argv) {
   }
 #else
   (void)o.subscriber_image;
+  (void)o.sub_ca_configmap, (void)o.sub_token_audience, (void)o.sub_client_secret;
 #endif
 
   enum { NWATCH = 9 };

@@ -40,6 +40,9 @@ static const flagdef_t FLAGS[] = {
     {"engine-block-size", F_INT, OFF(engine_block_size), "16",
      "KV block size (tokens per block) used to fingerprint token_ids; values <= 0 keep 16"},
     {"grpc-bind-address", F_STR, OFF(grpc_bind_address), ":9090", "gRPC listen address"},
+    {"grpc-client-ca-file", F_STR, OFF(grpc_client_ca_file), "",
+     "PEM CA bundle the gRPC port (TLS) verifies client certificates with; clients may then present "
+     "one, and --writer-auth=mtls accepts writers by it (not a reference flag)"},
     {"grpc-max-concurrent-streams", F_INT, OFF(grpc_max_concurrent_streams), "1024",
      "HTTP/2 streams one gRPC connection may have open (SETTINGS_MAX_CONCURRENT_STREAMS); 0 = unlimited (not a "
      "reference flag)"},
@@ -108,6 +111,21 @@ static const flagdef_t FLAGS[] = {
     {"tokenizer-models-dir", F_STR, OFF(tokenizer_models_dir), "",
      "directory <dir>/<model_id>/tokenizer.json (+ tokenizer_config.json) of the models whose prompt_text "
      "LookupRoute tokenizes (model_id may contain '/'); empty disables server-side tokenisation"},
+    {"writer-allowed-cert-names", F_STR, OFF(writer_allowed_cert_names), "",
+     "comma-separated client-certificate names (subject CN or a SAN; a trailing '*' matches a prefix) "
+     "allowed to write with --writer-auth=mtls (not a reference flag)"},
+    {"writer-allowed-service-accounts", F_STR, OFF(writer_allowed_service_accounts), "",
+     "comma-separated service accounts allowed to write with --writer-auth=token: namespace:name, "
+     "namespace:* or a full system:serviceaccount: username (not a reference flag)"},
+    {"writer-auth", F_STR, OFF(writer_auth), "",
+     "authenticate ReportCacheState and PublishEvent callers: token (TokenReview of a bearer token), "
+     "mtls (verified client certificate), token,mtls (either); empty = anyone who reaches the gRPC "
+     "port may write, as in the reference (not a reference flag)"},
+    {"writer-token-audience", F_STR, OFF(writer_token_audience), "inferencecache.io/writer",
+     "TokenReview audience writer tokens must carry (not a reference flag)"},
+    {"writer-token-review-timeout-ms", F_INT, OFF(writer_token_review_timeout_ms), "2000",
+     "bound on one writer TokenReview; a review that takes longer denies the call (UNAVAILABLE) "
+     "(not a reference flag)"},
 };
 #define NFLAGS (sizeof FLAGS / sizeof FLAGS[0])
 

@@ -24,7 +24,15 @@ static int lookup_route(void *ud, ic_rpc_call_t *call, const uint8_t *req, size_
     return fn(((server_ctx_t *)ud)->svc, req, len, resp, msg);                                    \
   }
 UNARY(get_cache_state, ic_svc_get_cache_state)
-UNARY(publish_event, ic_svc_publish_event)
+
+/* Writers (PublishEvent, ReportCacheState) pass writer authentication first (writer_auth.c). */
+static int publish_event(void *ud, ic_rpc_call_t *call, const uint8_t *req, size_t len,
+                         ic_buf_t *resp, const char **msg) {
+  server_ctx_t *ctx = ud;
+  int st = server_writer_auth_check(ctx, call, msg);
+  if (st != IC_RPC_OK) return st;
+  return ic_svc_publish_event(ctx->svc, req, len, resp, msg);
+}
 UNARY(render_template, ic_svc_render_template)
 UNARY(lookup_pd_route, ic_svc_lookup_pd_route)
 
@@ -36,6 +44,14 @@ static int report_msg(void *ud, ic_rpc_call_t *call, const uint8_t *msg, size_t 
   /* Finish here so the status carries its reason (the transport's own finish that follows a
      non-OK return then finds the call already finishing). */
   if (st != IC_RPC_OK && err) ic_rpc_stream_finish(call, st, err);
+  return st;
+}
+
+static int report_start(void *ud, ic_rpc_call_t *call, const uint8_t *req, size_t len) {
+  (void)req, (void)len;
+  const char *msg = NULL;
+  int st = server_writer_auth_check(ud, call, &msg);
+  if (st != IC_RPC_OK) ic_rpc_stream_finish(call, st, msg);
   return st;
 }
 
@@ -53,7 +69,8 @@ int server_grpc_register(server_ctx_t *ctx) {
   rc |= ic_rpc_server_add_unary(s, SVC "PublishEvent", publish_event, ctx);
   rc |= ic_rpc_server_add_unary(s, SVC "RenderTemplate", render_template, ctx);
   rc |= ic_rpc_server_add_unary(s, SVC "LookupPDRoute", lookup_pd_route, ctx);
-  static const ic_rpc_stream_handler_t report = {.on_msg = report_msg, .on_end = report_end};
+  static const ic_rpc_stream_handler_t report = {
+      .on_start = report_start, .on_msg = report_msg, .on_end = report_end};
   rc |= ic_rpc_server_add_stream(s, SVC "ReportCacheState", IC_RPC_CLIENT_STREAM, &report, ctx);
   static const char *const services[] = {"inferencecache.v1alpha1.InferenceCache", NULL};
   rc |= ic_rpc_server_add_health(s, services);

@@ -262,6 +262,8 @@ int main(int argc, char **argv) {
     return 1;
   }
   ic_metric_set(ic_metric_plain(ctx->m.grpc_tls_enabled), ctx->grpc_tls ? 1 : 0);
+  int wrc = server_writer_auth_init(ctx);
+  if (wrc) return wrc;
   ctx->hub = server_hub_new(ctx);
   ic_index_config_t icfg;
   ic_index_config_init(&icfg);
@@ -318,6 +320,7 @@ int main(int argc, char **argv) {
                              .max_recv_bytes = SERVER_MAX_RECV_MESSAGE,
                              .tls_cert_file = ctx->grpc_tls ? f->tls_cert_file : NULL,
                              .tls_key_file = ctx->grpc_tls ? f->tls_key_file : NULL,
+                             .tls_client_ca_file = ctx->grpc_tls ? f->grpc_client_ca_file : NULL,
                              .max_concurrent_streams = f->grpc_max_concurrent_streams,
                              .max_streams = f->grpc_max_streams,
                              .timing_trailer = f->grpc_timing_trailer};
@@ -381,6 +384,7 @@ int main(int argc, char **argv) {
   ic_rpc_server_free(ctx->grpc);
   server_hub_free(ctx->hub);
   ic_svc_free(ctx->svc);
+  server_writer_auth_free(ctx);
   server_prompts_free(ctx);
   server_templates_free(ctx);
   ic_index_destroy(ctx->index);

@@ -15,6 +15,8 @@
 struct ic_index;         /* include/ic/index.h  (lib/index) */
 struct ic_policy_store;  /* include/ic/policy.h (lib/policy) */
 struct ic_rpc_server;    /* include/ic/rpc.h    (lib/rpc) */
+struct ic_rpc_call;      /* include/ic/rpc.h    (lib/rpc): one call */
+struct server_writer_auth; /* writer_auth.c */
 struct server_hub;       /* src/server/grpc_stream.c: StreamCacheEvents fan-out */
 struct ic_svc;           /* include/ic/svc.h    (lib/svc): the service logic */
 struct ic_prompt_registry; /* include/ic/prompt.h (lib/prompt): --tokenizer-models-dir */
@@ -69,6 +71,13 @@ typedef struct server_flags {
   int stream_log_bytes;              /* --stream-log-bytes (64 MiB), StreamCacheEvents change log */
   int stream_max_queued_bytes;       /* --stream-max-queued-bytes (64 MiB), all subscribers */
   int stream_max_send_rate;          /* --stream-max-send-rate (25000 events/s), all subscribers */
+  /* writer authentication (writer_auth.c, docs/server.md "Writer authentication") */
+  const char *grpc_client_ca_file;             /* --grpc-client-ca-file ("") */
+  const char *writer_auth;                     /* --writer-auth ("": off) */
+  const char *writer_allowed_service_accounts; /* --writer-allowed-service-accounts */
+  const char *writer_allowed_cert_names;       /* --writer-allowed-cert-names */
+  const char *writer_token_audience;           /* --writer-token-audience */
+  int writer_token_review_timeout_ms;          /* --writer-token-review-timeout-ms (2000) */
 } server_flags_t;
 
 struct server_ctx;
@@ -116,6 +125,7 @@ typedef struct server_ctx {
   struct server_http *http;    /* owned by the http listeners (http helper) */
   struct server_auth *auth;    /* controller-listener auth (http helper) */
   bool grpc_tls;               /* TLS configured on the gRPC port */
+  struct server_writer_auth *writer_auth; /* NULL = writers unauthenticated (writer_auth.c) */
 } server_ctx_t;
 
 /* --- flags.c --- */
@@ -157,6 +167,16 @@ void server_hub_on_change(void *hub, const ic_index_change_t *change);
 /* Called at startup when auth is enabled: builds the in-cluster TokenReview
  * client. Returns 0, or 1 after logging in_cluster_config / kube_client (exit 1). */
 int server_auth_init(server_ctx_t *ctx);
+
+/* --- writer authentication (writer_auth.c) --- */
+/* Validates the writer-auth flags and builds the checker (NULL when off); logs the start-up
+ * WARN when writers are open while the HTTP endpoints need auth. Returns 0, 2 (usage error,
+ * message on stderr) or 1 (cannot start, logged). */
+int server_writer_auth_init(server_ctx_t *ctx);
+void server_writer_auth_free(server_ctx_t *ctx);
+/* Checks one write call: IC_RPC_OK, or UNAUTHENTICATED / PERMISSION_DENIED / UNAVAILABLE with
+ * *msg set (static). Always OK when writer auth is off. */
+int server_writer_auth_check(server_ctx_t *ctx, struct ic_rpc_call *call, const char **msg);
 
 /* --- HTTP listeners (http helper, src/server/http_*.c) --- */
 /* Open both HTTP listeners (public then snapshot); on failure returns negative IC_E* and

@@ -1,6 +1,8 @@
-/* kvevent-subscriber gRPC client: one plaintext channel over gRPC core with a short reconnect
- * backoff (so a restarted server is re-reached within --max-backoff, not gRPC's 120 s default)
- * and a private subchannel pool (so the backoff settings are not shared with anything else). */
+/* kvevent-subscriber gRPC client: one channel over gRPC core with a short reconnect backoff (so a
+ * restarted server is re-reached within --max-backoff, not gRPC's 120 s default) and a private
+ * subchannel pool (so the backoff settings are not shared with anything else). Plaintext or TLS,
+ * with the writer credentials of sub_grpc_creds_t: a client certificate and/or a bearer token
+ * sent as `authorization` metadata on every call. */
 #include <grpc/byte_buffer_reader.h>
 #include <grpc/grpc.h>
 #include <grpc/grpc_security.h>
@@ -8,14 +10,42 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "ic/auth.h"
 #include "ic/buf.h"
+#include "ic/log.h"
 #include "sub.h"
 
 struct sub_grpc {
   grpc_channel *ch;
+  ic_auth_token_file_t *token; /* not owned; NULL = no bearer token */
 };
 
-sub_grpc_t *sub_grpc_new(const char *target, int max_backoff_ms, const char *ca_pem) {
+/* The call's `authorization` metadata: filled from the token source (re-read as it rotates).
+ * md->value must be unreffed after the call completes (auth_md_done). */
+typedef struct {
+  grpc_metadata md;
+  size_t n;
+} auth_md_t;
+
+static void auth_md_make(sub_grpc_t *g, auth_md_t *a) {
+  memset(a, 0, sizeof *a);
+  if (!g->token) return;
+  char hdr[16384];
+  int n = ic_auth_token_file_header(g->token, hdr, sizeof hdr);
+  if (n < 0) return; /* no token: the call goes without one and the server says why */
+  a->md.key = grpc_slice_from_static_string("authorization");
+  a->md.value = grpc_slice_from_copied_buffer(hdr, (size_t)n);
+  memset(hdr, 0, (size_t)n);
+  a->n = 1;
+}
+
+static void auth_md_done(auth_md_t *a) {
+  if (a->n) grpc_slice_unref(a->md.value);
+}
+
+sub_grpc_t *sub_grpc_new(const char *target, int max_backoff_ms, const sub_grpc_creds_t *creds) {
+  static const sub_grpc_creds_t plain = {0};
+  if (!creds) creds = &plain;
   sub_grpc_t *g = calloc(1, sizeof(*g));
   if (!g) return NULL;
   grpc_init();
@@ -40,10 +70,14 @@ sub_grpc_t *sub_grpc_new(const char *target, int max_backoff_ms, const char *ca_
   IARG(GRPC_ARG_MAX_RECEIVE_MESSAGE_LENGTH, 4 * 1024 * 1024);
 #undef IARG
   grpc_channel_args ca = {n, args};
-  grpc_channel_credentials *creds = ca_pem ? grpc_ssl_credentials_create(ca_pem, NULL, NULL, NULL)
-                                           : grpc_insecure_credentials_create();
-  g->ch = grpc_channel_create(target, creds, &ca);
-  grpc_channel_credentials_release(creds);
+  grpc_ssl_pem_key_cert_pair pair = {.private_key = creds->key_pem, .cert_chain = creds->cert_pem};
+  bool mtls = creds->cert_pem && creds->key_pem;
+  grpc_channel_credentials *cc =
+      creds->ca_pem ? grpc_ssl_credentials_create(creds->ca_pem, mtls ? &pair : NULL, NULL, NULL)
+                    : grpc_insecure_credentials_create();
+  g->ch = grpc_channel_create(target, cc, &ca);
+  grpc_channel_credentials_release(cc);
+  g->token = creds->token;
   if (!g->ch) {
     grpc_shutdown();
     free(g);
@@ -88,9 +122,13 @@ int sub_grpc_call(sub_grpc_t *g, const char *method, const uint8_t *req, size_t 
   grpc_byte_buffer *recv = NULL;
   grpc_status_code status = GRPC_STATUS_UNKNOWN;
   grpc_slice details = grpc_empty_slice();
+  auth_md_t amd;
+  auth_md_make(g, &amd);
   grpc_op ops[6];
   memset(ops, 0, sizeof(ops));
   ops[0].op = GRPC_OP_SEND_INITIAL_METADATA;
+  ops[0].data.send_initial_metadata.count = amd.n;
+  ops[0].data.send_initial_metadata.metadata = &amd.md;
   ops[1].op = GRPC_OP_SEND_MESSAGE;
   ops[1].data.send_message.send_message = send;
   ops[2].op = GRPC_OP_SEND_CLOSE_FROM_CLIENT;
@@ -126,6 +164,7 @@ int sub_grpc_call(sub_grpc_t *g, const char *method, const uint8_t *req, size_t 
   grpc_metadata_array_destroy(&md_trail);
   grpc_call_unref(call);
   cq_drain_destroy(cq);
+  auth_md_done(&amd);
   return rc;
 }
 
@@ -162,6 +201,8 @@ int sub_grpc_call_many(sub_grpc_t *g, const char *method, const uint8_t *const *
   gpr_timespec dl =
       gpr_time_add(gpr_now(GPR_CLOCK_MONOTONIC), gpr_time_from_millis(timeout_ms, GPR_TIMESPAN));
   grpc_slice mslice = grpc_slice_from_static_string(method);
+  auth_md_t amd; /* one token for the whole batch */
+  auth_md_make(g, &amd);
   size_t started = 0;
   for (size_t i = 0; i < n; i++) {
     statuses[i] = -1;
@@ -178,6 +219,8 @@ int sub_grpc_call_many(sub_grpc_t *g, const char *method, const uint8_t *const *
     grpc_op ops[6];
     memset(ops, 0, sizeof(ops));
     ops[0].op = GRPC_OP_SEND_INITIAL_METADATA;
+    ops[0].data.send_initial_metadata.count = amd.n;
+    ops[0].data.send_initial_metadata.metadata = &amd.md;
     ops[1].op = GRPC_OP_SEND_MESSAGE;
     ops[1].data.send_message.send_message = m[i].send;
     ops[2].op = GRPC_OP_SEND_CLOSE_FROM_CLIENT;
@@ -217,6 +260,7 @@ int sub_grpc_call_many(sub_grpc_t *g, const char *method, const uint8_t *const *
          GRPC_QUEUE_SHUTDOWN) {
   }
   grpc_completion_queue_destroy(cq);
+  auth_md_done(&amd);
   free(m);
   return worst;
 }

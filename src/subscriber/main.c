@@ -27,6 +27,13 @@ static const ic_cli_flag_t FLAGS[] = {
     {"topic", "string", NULL, "ZeroMQ subscription prefix; \"\" = every topic"},
     {"server", "string", "127.0.0.1:9090", "inferencecache-server gRPC target"},
     {"server-ca-file", "string", NULL, "PEM CA bundle: speak TLS to --server and verify it with these roots (default: plaintext)"},
+    {"client-cert-file", "string", NULL,
+     "PEM client certificate presented to --server (TLS) for writer authentication (server --writer-auth=mtls)"},
+    {"client-key-file", "string", NULL, "PEM private key of --client-cert-file"},
+    {"server-token-file", "string", NULL,
+     "bearer token sent to --server on every call for writer authentication (server --writer-auth=token), "
+     "e.g. a projected service-account token; re-read when it changes"},
+    {"server-token-refresh", "duration", "30s", "how often --server-token-file is checked for a rotated token"},
     {"replica-id", "string", NULL, "this replica's identity, usually the pod name (required)"},
     {"model-id", "string", NULL, "the model the engine serves (required)"},
     {"tenant-id", "string", NULL, "tenant the replica's entries belong to"},
@@ -317,7 +324,11 @@ enum {
   O_LOGFMT,
   O_HELP,
   O_VERSION,
-  O_SERVER_CA
+  O_SERVER_CA,
+  O_CLIENT_CERT,
+  O_CLIENT_KEY,
+  O_TOKEN_FILE,
+  O_TOKEN_REFRESH
 };
 
 int main(int argc, char **argv) {
@@ -338,6 +349,7 @@ int main(int argc, char **argv) {
   c->max_backoff_us = 10000000;
   c->replay_timeout_us = 2000000;
   c->down_grace_us = 30000000;
+  c->token_refresh_us = 30000000;
   const char *tier = "auto", *lora = "";
   const char *endpoints[SUB_MAX_ENDPOINTS], *replays[SUB_MAX_ENDPOINTS];
   size_t nend = 0, nrep = 0;
@@ -347,6 +359,10 @@ int main(int argc, char **argv) {
                                      {"topic", required_argument, 0, O_TOPIC},
                                      {"server", required_argument, 0, O_SERVER},
                                      {"server-ca-file", required_argument, 0, O_SERVER_CA},
+                                     {"client-cert-file", required_argument, 0, O_CLIENT_CERT},
+                                     {"client-key-file", required_argument, 0, O_CLIENT_KEY},
+                                     {"server-token-file", required_argument, 0, O_TOKEN_FILE},
+                                     {"server-token-refresh", required_argument, 0, O_TOKEN_REFRESH},
                                      {"replica-id", required_argument, 0, O_REPLICA},
                                      {"model-id", required_argument, 0, O_MODEL},
                                      {"tenant-id", required_argument, 0, O_TENANT},
@@ -393,6 +409,10 @@ int main(int argc, char **argv) {
     case O_TOPIC: c->topic = optarg; break;
     case O_SERVER: c->server = optarg; break;
     case O_SERVER_CA: c->server_ca_file = optarg; break;
+    case O_CLIENT_CERT: c->client_cert_file = optarg; break;
+    case O_CLIENT_KEY: c->client_key_file = optarg; break;
+    case O_TOKEN_FILE: c->server_token_file = optarg; break;
+    case O_TOKEN_REFRESH: bad = parse_dur(optarg, &c->token_refresh_us) || c->token_refresh_us <= 0; break;
     case O_REPLICA: c->replica_id = optarg; break;
     case O_MODEL: c->model_id = optarg; break;
     case O_TENANT: c->tenant_id = optarg; break;
@@ -474,23 +494,10 @@ int main(int argc, char **argv) {
   signal(SIGPIPE, SIG_IGN);
   curl_global_init(CURL_GLOBAL_DEFAULT); /* before any thread: not thread-safe */
 
-  char *ca_pem = NULL;
-  if (c->server_ca_file && *c->server_ca_file) {
-    ic_buf_t pem = IC_BUF_INIT;
-    FILE *f = fopen(c->server_ca_file, "rb");
-    char chunk[4096];
-    for (size_t n; f && (n = fread(chunk, 1, sizeof chunk, f)) > 0;) ic_buf_append(&pem, chunk, n);
-    if (f) fclose(f);
-    if (!f || pem.len == 0 || !strstr(pem.data, "-----BEGIN CERTIFICATE-----")) {
-      ic_buf_free(&pem);
-      ic_log_error("server_ca_file_unreadable", IC_LS("file", c->server_ca_file),
-                   IC_LS("err", "no PEM certificate in the file"));
-      return 1;
-    }
-    ca_pem = ic_buf_detach(&pem, NULL);
-  }
-  c->rpc = sub_grpc_new(c->server, (int)(c->max_backoff_us / 1000), ca_pem);
-  free(ca_pem);
+  sub_grpc_creds_t creds;
+  if (sub_creds_load(c, &creds) != 0) return 1;
+  c->rpc = sub_grpc_new(c->server, (int)(c->max_backoff_us / 1000), &creds);
+  sub_creds_release(&creds);
   if (!c->rpc) {
     ic_log_error("grpc client", IC_LS("err", "cannot create channel"), IC_LS("server", c->server));
     return 1;
@@ -589,6 +596,7 @@ int main(int argc, char **argv) {
     ic_http_free(http);
   }
   sub_grpc_free(c->rpc);
+  sub_creds_free_token(c);
   for (size_t i = 0; i < c->neps; i++) {
     ic_kv_tracker_free(c->eps[i].tracker);
     free(c->eps[i].seq);

@@ -39,10 +39,13 @@ const char *sub_code_name(int st) {
   return "TRANSPORT";
 }
 
-/* Statuses worth a retry: the server may come back or the deadline was transient. Anything
- * else (INVALID_ARGUMENT, UNIMPLEMENTED, ...) would fail forever and block the queue. */
+/* Statuses worth a retry: the server may come back or the deadline was transient; a refused
+ * credential (PERMISSION_DENIED 7, UNAUTHENTICATED 16) may be fixed by a rotated token or an
+ * operator's change, and dropping would lose the updates meanwhile. Anything else
+ * (INVALID_ARGUMENT, UNIMPLEMENTED, ...) would fail forever and block the queue. */
 static bool retryable(int st) {
-  return st < 0 || st == 1 || st == 2 || st == 4 || st == 8 || st == 13 || st == 14;
+  return st < 0 || st == 1 || st == 2 || st == 4 || st == 7 || st == 8 || st == 13 || st == 14 ||
+         st == 16;
 }
 
 static void count_rpc(sub_ctx_t *c, const char *method, int st) {

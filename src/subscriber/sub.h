@@ -91,6 +91,10 @@ typedef struct sub_ctx {
   const char *metrics_url, *engine_model_name, *http_bind;
   int64_t load_interval_us; /* live load reports between stats scrapes; <= 0 = off */
   const char *server_ca_file; /* TLS to the server when set */
+  const char *client_cert_file, *client_key_file; /* mTLS writer auth (creds.c) */
+  const char *server_token_file; /* bearer token for writer auth (creds.c) */
+  int64_t token_refresh_us;      /* how often the token file is looked at */
+  struct ic_auth_token_file *token;
   int64_t window_us, stats_interval_us, cache_size_bytes, ceiling, queue_max_bytes;
   int64_t max_backoff_us, replay_timeout_us, down_grace_us;
   ic_kv_cache_tier_t cache_tier;
@@ -116,12 +120,27 @@ typedef struct sub_ctx {
   pthread_cond_t stop_cv; /* wakes the stats/watch threads on shutdown */
 } sub_ctx_t;
 
+struct sub_grpc_creds; /* below, with the gRPC client */
+/* ---- writer credentials (creds.c) ---- */
+/* Loads --server-ca-file, --client-cert-file/--client-key-file and --server-token-file into out
+ * (PEM strings malloc'd; c->token created). Returns 0, or 1 after logging why (exit 1). */
+int sub_creds_load(sub_ctx_t *c, struct sub_grpc_creds *out);
+/* Frees the PEM strings of out (the token source stays with c until sub_creds_free_token). */
+void sub_creds_release(struct sub_grpc_creds *out);
+void sub_creds_free_token(sub_ctx_t *c);
+
 /* ---- gRPC client (grpcc.c): our own small layer over gRPC core, because the channel must
  * reconnect on a short, bounded backoff (--max-backoff) and be watched for connectivity, which
  * a generic client does not expose. One channel, thread-safe, plaintext. */
 typedef struct sub_grpc sub_grpc_t;
-/* `ca_pem`: PEM roots to verify a TLS server with, or NULL for plaintext. */
-sub_grpc_t *sub_grpc_new(const char *target, int max_backoff_ms, const char *ca_pem);
+/* How the channel talks to the server (creds.c loads it from the flags). All NULL = plaintext,
+ * no credentials. */
+typedef struct sub_grpc_creds {
+  const char *ca_pem;                /* PEM roots to verify a TLS server with; NULL = plaintext */
+  const char *cert_pem, *key_pem;    /* client certificate for mTLS writer auth (TLS only) */
+  struct ic_auth_token_file *token;  /* bearer token source (not owned); NULL = none */
+} sub_grpc_creds_t;
+sub_grpc_t *sub_grpc_new(const char *target, int max_backoff_ms, const sub_grpc_creds_t *creds);
 void sub_grpc_free(sub_grpc_t *g);
 /* One request message, one response (unary and single-message client streams look the same
  * on the wire). Returns the gRPC status code (0 OK), or -1 when no status came back; the

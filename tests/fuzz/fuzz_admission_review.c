@@ -29,7 +29,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   if (size < 1) return 0;
   int mode = data[0] % 3;
   ic_admission_hook_t hook = (ic_admission_hook_t)((data[0] / 3) % IC_ADM_COUNT);
-  ic_admission_config_t cfg = {"sub:1", NULL, list, &mode};
+  ic_admission_config_t cfg = {.subscriber_image = "sub:1", .list = list, .list_ud = &mode};
   char *out = NULL;
   size_t len = 0;
   ic_admission_review(&cfg, hook, (const char *)data + 1, size - 1, &out, &len);

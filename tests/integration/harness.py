@@ -755,6 +755,134 @@ class SlowClients:
         self.close()
 
 
+class TokenReviewer:
+    """A Kubernetes TokenReview endpoint over HTTPS (self-signed, openssl) for auth tests.
+
+    tokens: {token: (username, audience)}; a token authenticates only for its audience.
+    `hang` = True makes every review wait `hang_s` seconds before answering (a stuck API
+    server); `fail` = True answers 500. env() gives the in-cluster variables a server needs
+    (KUBERNETES_SERVICE_HOST/PORT, IC_SA_TOKEN_FILE, IC_SA_CA_FILE)."""
+
+    def __init__(self, tokens):
+        import http.server
+        import json
+        import ssl
+        self.tokens = dict(tokens)
+        self.dir = tempfile.mkdtemp(prefix="ic-tokenreview-")
+        self.crt = os.path.join(self.dir, "tls.crt")
+        self.key = os.path.join(self.dir, "tls.key")
+        subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout",
+                        self.key, "-out", self.crt, "-days", "1", "-subj", "/CN=127.0.0.1",
+                        "-addext", "subjectAltName=IP:127.0.0.1"], check=True, capture_output=True)
+        self.token_file = os.path.join(self.dir, "token")
+        with open(self.token_file, "w") as f:
+            f.write("server-sa-token\n")
+        self.reviews = []
+        self.fail = False
+        self.hang = False
+        self.hang_s = 30.0
+        self.lock = threading.Lock()
+        self._release = threading.Event()
+        outer = self
+
+        class H(http.server.BaseHTTPRequestHandler):
+            def log_message(self, *a):
+                pass
+
+            def do_POST(self):
+                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                with outer.lock:
+                    outer.reviews.append(body)
+                    fail, hang = outer.fail, outer.hang
+                if hang:
+                    outer._release.wait(outer.hang_s)
+                if fail:
+                    self.send_response(500)
+                    self.end_headers()
+                    return
+                spec = body.get("spec", {})
+                tok, auds = spec.get("token"), spec.get("audiences") or []
+                status = {"authenticated": False, "error": "invalid bearer token"}
+                if tok in outer.tokens and outer.tokens[tok][1] in auds:
+                    status = {"authenticated": True, "user": {"username": outer.tokens[tok][0]},
+                              "audiences": auds}
+                out = json.dumps({"apiVersion": "authentication.k8s.io/v1", "kind": "TokenReview",
+                                  "spec": spec, "status": status}).encode()
+                try:
+                    self.send_response(201)
+                    self.send_header("Content-Type", "application/json")
+                    self.send_header("Content-Length", str(len(out)))
+                    self.end_headers()
+                    self.wfile.write(out)
+                except OSError:
+                    pass  # the client gave up (a hang test)
+
+        self.port = free_port()
+        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", self.port), H)
+        self.httpd.daemon_threads = True
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        ctx.load_cert_chain(self.crt, self.key)
+        self.httpd.socket = ctx.wrap_socket(self.httpd.socket, server_side=True)
+        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+        self.thread.start()
+
+    def env(self):
+        return {"KUBERNETES_SERVICE_HOST": "127.0.0.1", "KUBERNETES_SERVICE_PORT": str(self.port),
+                "IC_SA_TOKEN_FILE": self.token_file, "IC_SA_CA_FILE": self.crt}
+
+    def count(self):
+        with self.lock:
+            return len(self.reviews)
+
+    def close(self):
+        self._release.set()
+        self.httpd.shutdown()
+        self.httpd.server_close()
+        import shutil
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+class TestPKI:
+    """A throwaway certificate authority (openssl) in `directory`: ca(name) makes a CA,
+    leaf(name, ca, cn, sans) a certificate it signs. Returns (cert, key) paths."""
+    __test__ = False  # not a pytest test class
+
+    def __init__(self, directory):
+        self.dir = str(directory)
+
+    def _p(self, name, ext):
+        return os.path.join(self.dir, "%s.%s" % (name, ext))
+
+    def ca(self, name):
+        crt, key = self._p(name, "crt"), self._p(name, "key")
+        subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", key,
+                        "-out", crt, "-days", "2", "-subj", "/CN=%s" % name,
+                        "-addext", "basicConstraints=critical,CA:TRUE",
+                        "-addext", "keyUsage=critical,keyCertSign,cRLSign"],
+                       check=True, capture_output=True)
+        return crt, key
+
+    def leaf(self, name, ca, cn, sans=(), server=False):
+        crt, key, csr = self._p(name, "crt"), self._p(name, "key"), self._p(name, "csr")
+        ext = self._p(name, "ext")
+        with open(ext, "w") as f:
+            if sans:
+                f.write("subjectAltName=%s\n" % ",".join(sans))
+            f.write("extendedKeyUsage=%s\n" % ("serverAuth" if server else "clientAuth"))
+        subprocess.run(["openssl", "req", "-newkey", "rsa:2048", "-nodes", "-keyout", key,
+                        "-out", csr, "-subj", "/CN=%s" % cn], check=True, capture_output=True)
+        subprocess.run(["openssl", "x509", "-req", "-in", csr, "-CA", ca[0], "-CAkey", ca[1],
+                        "-CAcreateserial", "-out", crt, "-days", "2", "-extfile", ext],
+                       check=True, capture_output=True)
+        return crt, key
+
+
 # ---------------------------------------------------------------------------------------------
 # `inferencecache doctor`
 

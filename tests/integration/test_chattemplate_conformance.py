@@ -4,11 +4,14 @@ system, tools and tool calls, multimodal parts, reasoning, generation prompt on 
 template refuses) must render byte-for-byte the same, or fail in both engines. A second set of
 small templates pins the Jinja semantics one by one (whitespace control, scoping, filters, tests,
 Python str/repr/json formatting, errors). The engine runs as the real ic-template-render program.
+@huggingface/jinja (tests/oracles/render_hfjinja.js) is a second opinion: it must agree with
+jinja2 except where JavaScript semantics differ, and there ours follows jinja2.
 """
 import json
 import os
 import subprocess
 import tempfile
+from collections import Counter
 
 import pytest
 
@@ -154,6 +157,58 @@ def test_model_templates_match_jinja2(model):
     assert failed >= 1 or model in ("llama3_1", "qwen3", "deepseek_v3")
 
 
+# Where Hugging Face's JavaScript Jinja (the second opinion) parts from Python, by conversation:
+# JavaScript semantics where Python has its own. jinja2 is right in each; we must side with it.
+HFJINJA_DIFFERS = {
+    "unicode_and_whitespace": "its trim also strips U+FEFF; Python's str.strip() keeps it",
+    "tool_call_string_args": "its trim refuses None; jinja2's trim prints str(None)",
+    "multimodal_parts": "its trim refuses a list and str + list concatenates; Python does the reverse",
+    "empty": "messages[0] of an empty list is undefined there; Python raises IndexError",
+}
+
+
+def hfjinja(cases):
+    """Renders [{template, vars, now}] with @huggingface/jinja: [(ok, text or error)]."""
+    p = subprocess.run(["node", os.path.join(SOURCE_DIR, "tests", "oracles", "render_hfjinja.js")],
+                       input=json.dumps(cases).encode(), capture_output=True, timeout=120)
+    assert p.returncode == 0, p.stderr.decode()
+    return [(r["ok"], r["out"]) for r in json.loads(p.stdout)]
+
+
+@pytest.mark.parametrize("model", MODELS)
+def test_second_opinion_huggingface_jinja(model):
+    """The same cases through @huggingface/jinja: it agrees with jinja2 (so the oracle's
+    configuration is Hugging Face's) except where JavaScript semantics part from Python's, a
+    known list; there ours renders what jinja2 renders, not what the second opinion does."""
+    source, tokens = model_template(model)
+    keys, cases = [], []
+    for conv_name, messages in CONVERSATIONS.items():
+        for extra_name, extra in EXTRA_VARS.items():
+            for gen in (True, False):
+                keys.append((conv_name, dict(tokens, messages=messages, add_generation_prompt=gen, **extra)))
+                cases.append({"template": source, "vars": keys[-1][1], "now": NOW})
+    agree, differ = 0, Counter()
+    for (conv_name, variables), (ok_js, out_js) in zip(keys, hfjinja(cases)):
+        ok_py, out_py = oracle_render(source, variables, NOW)
+        if (ok_py, out_py if ok_py else "") == (ok_js, out_js if ok_js else ""):
+            agree += 1
+            continue
+        assert conv_name in HFJINJA_DIFFERS, "%s / %s: jinja2 %r, @huggingface/jinja %r" % (
+            model, conv_name, out_py[:200], out_js[:200])
+        differ[conv_name] += 1
+        check_same(source, variables)  # ours sides with jinja2
+    assert agree >= 60, (agree, differ)
+
+
+def test_second_opinion_bom_trim():
+    # The issue's example: @huggingface/jinja's trim strips a byte-order mark, Python's does not.
+    source, variables = "[{{ s | trim }}][{{ s.strip() }}]", {"s": "\ufeff x \u3000"}
+    (ok_js, out_js), = hfjinja([{"template": source, "vars": variables, "now": NOW}])
+    assert ok_js and out_js == "[x][x]"
+    assert oracle_render(source, variables, NOW) == (True, "[\ufeff x][\ufeff x]")
+    check_same(source, variables)
+
+
 def test_long_conversation_matches_jinja2():
     source, tokens = model_template("qwen3")
     messages = [SYS]
@@ -166,7 +221,8 @@ def test_long_conversation_matches_jinja2():
 # Small templates that pin one Jinja behaviour each; rendered by both engines with VARS.
 VARS = {"s": "  Hello World  ", "n": 7, "f": 2.5, "l": [3, 1, 2], "d": {"b": 1, "a": [1, "x", None, True]},
         "msgs": [{"role": "user", "content": "a"}, {"role": "assistant", "content": "b"}],
-        "empty": "", "none": None, "u": "é中😀", "big": 1e20, "small": 0.0001, "tiny": 1e-7}
+        "empty": "", "none": None, "u": "é中😀", "big": 1e20, "small": 0.0001, "tiny": 1e-7,
+        "ws": "\u3000\u00a0\u0085 a😀 b\u2028\u205f\u3000 \n\x1f"}
 SEMANTICS = [
     # whitespace control, trim_blocks, lstrip_blocks, trailing newline
     "a\n  {% if true %}\n  x\n  {% endif %}\nb\n",
@@ -211,6 +267,12 @@ SEMANTICS = [
     "{{ l[::-1] }} {{ l[1:] }} {{ l[:-1] }} {{ 'hello'[1:3] }} {{ u[::-1] }} {{ l[::2] }} {{ l[5:] }}",
     # string methods
     "[{{ s.strip() }}][{{ s.lstrip() }}][{{ s.rstrip() }}][{{ 'xxaxx'.strip('x') }}][{{ '\\n\\na\\n'.strip('\\n') }}]",
+    "[{{ ws.strip() }}][{{ ws.rstrip() }}][{{ ws.lstrip() }}][{{ ws | trim }}][{{ '😀x😀'.strip('😀') }}][{{ 'ééaé'.rstrip('é') }}][{{ 'xééy'.strip('éxy') }}][{{ ' \u3000 '.strip() }}][{{ ''.rstrip() }}]",
+    # concatenation reuses bytes in place: every earlier value must stay what it was
+    "{% set a = 'x' + s %}{% set b = a + '1' %}{% set c = a + '2' %}{{ a }}|{{ b }}|{{ c }}|{{ b + c }}|{{ a }}",
+    "{% set t = 'ab' + s %}{% set tail = t[3:] %}{% set k = tail + 'Z' %}{% set k2 = t + 'Y' %}{% set h = t[:4] + 'W' %}{{ t }}|{{ tail }}|{{ k }}|{{ k2 }}|{{ h }}",
+    "{% set ns = namespace(acc='') %}{% for i in range(40) %}{% set prev = ns.acc %}{% set ns.acc = ns.acc + i | string %}{% if prev + '' != ns.acc[:prev | length] %}BAD{% endif %}{% endfor %}{{ ns.acc }}",
+    "{% macro m(x) %}<{{ x }}>{% endmacro %}{% set a = m('q') + m('r') %}{% set b = m('q') ~ 'z' %}{% set cap %}[{{ a }}]{% endset %}{{ a }}{{ b }}{{ a + b }}{{ cap + a }}{{ cap }}",
     "{{ 'a,b,,c'.split(',') }} {{ ' a  b '.split() }} {{ 'a b c'.split(' ', 1) }} {{ 'a,b,c'.rsplit(',', 1) }} {{ '  a b  c '.rsplit(None, 1) }}",
     "{{ s.startswith('  He') }} {{ s.endswith(('x', '  ')) }} {{ s.upper() }} {{ s.lower() }} {{ 'hello world'.title() }} {{ 'hELLO'.capitalize() }}",
     "{{ 'aaa'.replace('a', 'b', 2) }} {{ 'ab'.replace('', '-') }} {{ 'hello'.find('l') }} {{ 'hello'.rfind('l') }} {{ 'hello'.count('l') }}",

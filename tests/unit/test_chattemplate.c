@@ -74,6 +74,30 @@ Test(chattemplate, bytes_pass_through) {
   ic_chattemplate_free(t);
 }
 
+/* strip walks back from the end only over well-formed UTF-8; malformed text is decoded forward
+ * exactly as before (here E2 80 20 decodes as one 3-byte unit, so the space is not trailing). */
+static void expect_bytes(const char *src, size_t n, const char *want, size_t wn) {
+  char err[IC_CHATTEMPLATE_ERR_MAX];
+  ic_chattemplate_t *t;
+  cr_assert_eq(ic_chattemplate_compile(src, n, &t, err), 0, "%s", err);
+  ic_buf_t b = IC_BUF_INIT;
+  cr_assert_eq(ic_chattemplate_render(t, NULL, NULL, &b, err), 0, "%s", err);
+  cr_assert_eq(b.len, wn, "%s: %zu bytes", src, b.len);
+  cr_assert(!memcmp(b.data, want, wn), "%s", src);
+  ic_buf_free(&b);
+  ic_chattemplate_free(t);
+}
+
+Test(chattemplate, strip_of_malformed_utf8_decodes_forward) {
+  const char a[] =
+      "[{{ 'a\xe2\x80 '.rstrip() }}][{{ ' \xff '.strip() }}][{{ '\xe3\x80\x80x\xc3'.strip() }}]";
+  const char wa[] = "[a\xe2\x80 ][\xff][x\xc3]";
+  expect_bytes(a, sizeof a - 1, wa, sizeof wa - 1);
+  const char b[] = "{% set s = ' q\xe2\x80\xa8 \xf0' %}[{{ s | trim }}][{{ s.rstrip('\xf0 ') }}]";
+  const char wb[] = "[q\xe2\x80\xa8 \xf0][ q\xe2\x80\xa8]";
+  expect_bytes(b, sizeof b - 1, wb, sizeof wb - 1);
+}
+
 Test(chattemplate, step_limit_stops_runaway_loops) {
   ic_chattemplate_opts_t o = {.max_steps = 100000, .now = 0};
   int rc = expect_fail(
