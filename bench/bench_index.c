@@ -203,6 +203,8 @@ typedef struct {
   long hits, partial, misses;
 } lat_t;
 
+static bool g_merge_predicted; /* lookups also merge speculative entries (predict-on-route) */
+
 static lat_t lookup_mix(ic_index_t *ix, uint64_t chains, int n, uint64_t seed) {
   int64_t *lat = malloc((size_t)n * sizeof *lat);
   chain_t ch, rnd;
@@ -233,6 +235,7 @@ static lat_t lookup_mix(ic_index_t *ix, uint64_t chains, int n, uint64_t seed) {
     ic_index_result_t *r;
     int64_t t0 = mono_ns();
     ic_index_lookup_route(ix, &q, &r);
+    if (g_merge_predicted) ic_index_result_add_predicted(ix, r, &q);
     lat[i] = mono_ns() - t0;
     size_t rows = ic_index_result_count(r);
     if (rows && ic_index_result_rows(r)[0].matched_tokens == BLOCKS * TOKENS)
@@ -309,6 +312,82 @@ static void lookup_figures(void) {
            "\"writer_actual_blocks_per_s\":%.0f",
            idle_p99, busy.p99, busy.p50, w.rate, (double)w.blocks / secs);
   emit("lookup_p99_under_ingest_ratio", busy.p99 / idle_p99, "ratio", params);
+  ic_index_destroy(ix);
+}
+
+/* Predict-on-route (docs/ranking.md, section 3): the same lookup mix with the speculative merge, the
+ * table at its default cap (65,536 entries: 512 predictions of 128 blocks, a quarter of them on
+ * chains the mix looks up), and a thread recording predictions meanwhile (writes on the table's
+ * own lock). Compared with the plain mix on the same index. */
+typedef struct {
+  ic_index_t *ix;
+  uint64_t chains;
+  _Atomic bool stop;
+  long recorded;
+} predictor_t;
+
+static void predict_one(ic_index_t *ix, uint64_t c, uint64_t salt) {
+  chain_t ch;
+  make_chain(&ch, c, salt);
+  ic_index_lookup_t q = {.tenant = "tenant", .model = "llama", .scheme = "vllm",
+                         .block_hashes = ch.bh, .n_block_hashes = BLOCKS,
+                         .block_token_counts = ch.bc, .n_block_token_counts = BLOCKS};
+  ic_index_predict_record(ix, &q, rep_name((int)(c % REPLICAS)), 0);
+}
+
+static void *predictor(void *arg) {
+  predictor_t *p = arg;
+  uint64_t s = 99;
+  while (!atomic_load(&p->stop)) {
+    s = mix(s + 1);
+    predict_one(p->ix, s % p->chains, s & 1 ? 0 : 0x5eed); /* half on looked-up chains */
+    p->recorded++;
+    struct timespec d = {0, 500000}; /* ~2,000 routed prompts/s */
+    nanosleep(&d, NULL);
+  }
+  return NULL;
+}
+
+static void predict_figures(void) {
+  uint64_t chains = (uint64_t)(10e6 * g_scale) / BLOCKS;
+  ic_index_config_t c;
+  ic_index_config_init(&c);
+  c.ttl_ns = 3600LL * 1000000000LL;
+  c.max_entries = 0;
+  c.predict_ttl_ns = 3600LL * 1000000000LL; /* nothing expires during the run */
+  ic_index_t *ix = ic_index_create(&c);
+  fill(ix, 0, chains, 1);
+  int n = 200000;
+  g_merge_predicted = false;
+  lookup_mix(ix, chains, 20000, 7);
+  lat_t plain = lookup_mix(ix, chains, n, 11);
+  for (uint64_t k = 0; k < 512; k++)
+    predict_one(ix, mix(k) % chains, k % 4 ? 0x7777 : 0);
+  g_merge_predicted = true;
+  lookup_mix(ix, chains, 20000, 7);
+  lat_t merged = lookup_mix(ix, chains, n, 11);
+  predictor_t pr = {.ix = ix, .chains = chains};
+  pthread_t th;
+  pthread_create(&th, NULL, predictor, &pr);
+  int64_t t0 = mono_ns();
+  lat_t busy = lookup_mix(ix, chains, n, 13);
+  double secs = (double)(mono_ns() - t0) / 1e9;
+  atomic_store(&pr.stop, true);
+  pthread_join(th, NULL);
+  g_merge_predicted = false;
+  ic_index_predict_stats_t st;
+  ic_index_predict_stats(ix, &st);
+  char params[384];
+  snprintf(params, sizeof params,
+           "\"chain_blocks\":%d,\"lookups\":%d,\"speculative_entries\":%lld,\"plain_p50_us\":%.3f,"
+           "\"plain_p99_us\":%.3f,\"merged_p50_us\":%.3f,\"busy_p50_us\":%.3f,"
+           "\"busy_p99_us\":%.3f,\"predictions_per_s_meanwhile\":%.0f",
+           BLOCKS, n, (long long)st.entries, plain.p50, plain.p99, merged.p50, busy.p50, busy.p99,
+           (double)pr.recorded / secs);
+  emit("lookup_predict_chain128_p50_us", merged.p50, "us", params);
+  emit("lookup_predict_chain128_p99_us", merged.p99, "us", params);
+  emit("lookup_predict_p99_vs_plain_ratio", merged.p99 / plain.p99, "ratio", params);
+  emit("lookup_predict_p99_under_recording_ratio", busy.p99 / plain.p99, "ratio", params);
   ic_index_destroy(ix);
 }
 
@@ -400,7 +479,7 @@ static void clear_figure(void) {
 int main(void) {
   const char *sc = getenv("IC_BENCH_SCALE");
   if (sc && atof(sc) > 0) g_scale = atof(sc);
-  const char *only = getenv("IC_BENCH_ONLY"); /* mem|cap|quota|clear|lookup: one group */
+  const char *only = getenv("IC_BENCH_ONLY"); /* mem|cap|quota|clear|lookup|predict: one group */
 #define RUN(tag, call)                                                                             \
   if (!only || strcmp(only, tag) == 0) call
   RUN("mem", memory_figure("bytes_per_membership_unique", 1));
@@ -409,5 +488,6 @@ int main(void) {
   RUN("quota", quota_figure());
   RUN("clear", clear_figure());
   RUN("lookup", lookup_figures());
+  RUN("predict", predict_figures());
   return 0;
 }

@@ -21,8 +21,12 @@ Usage: bench_routing.py BUILD_DIR. Environment knobs (defaults in parentheses):
   IC_ROUTING_RANKING_POLICY ({})  more CachePolicy keys for the ranking modes, e.g.
                                 {"affinityRouting": false} (reported as params.policy)
   IC_ROUTING_SERVER_FLAGS ("")   extra inferencecache-server flags, e.g. the --load-* knobs
-  IC_ROUTING_RANKING (lookup+load)  the ranking modes of docs/ranking.md run after the baselines,
-                                each a lookup replay under its CachePolicy; "" = none
+  IC_ROUTING_RANKING (lookup+load,lookup+predict,lookup+load+predict)  the ranking modes of
+                                docs/ranking.md run after the baselines, each a lookup replay
+                                under its CachePolicy; "" = none
+  IC_ROUTING_SCENARIOS (conversation,shared-prefix,burst)  scenarios replayed
+  IC_ROUTING_BURST_RATE (1)     bursts per second of the burst scenario (16 siblings of a new
+                                4k-token prefix within 50 ms each; burst_same_replica_ratio)
 """
 import json
 import os
@@ -46,16 +50,25 @@ REQUESTS = int(os.environ.get("IC_ROUTING_REQUESTS", "1200"))
 WINDOW = os.environ.get("IC_ROUTING_WINDOW", "5ms")
 MODES = os.environ.get("IC_ROUTING_MODES", "all")
 SERVER_FLAGS = os.environ.get("IC_ROUTING_SERVER_FLAGS", "").split()
-RANKING = [m for m in os.environ.get("IC_ROUTING_RANKING", "lookup+load").split(",") if m]
+RANKING = [m for m in os.environ.get(
+    "IC_ROUTING_RANKING", "lookup+load,lookup+predict,lookup+load+predict").split(",") if m]
+SCENARIOS = [x for x in os.environ.get(
+    "IC_ROUTING_SCENARIOS", "conversation,shared-prefix,burst").split(",") if x]
 # docs/ranking.md: the CachePolicy strategy switches behind each ranking mode
 RANKING_EXTRA = json.loads(os.environ.get("IC_ROUTING_RANKING_POLICY", "{}"))
-RANKING_STRATEGY = {"lookup+load": {"loadAwareRouting": True}}
+RANKING_STRATEGY = {"lookup+load": {"loadAwareRouting": True},
+                    "lookup+predict": {"predictOnRoute": True},
+                    "lookup+load+predict": {"loadAwareRouting": True, "predictOnRoute": True}}
 TRACE = os.path.join(root, "data", "traces", "mooncake_conversation_trace.jsonl")
 OUT = os.path.join(build, "bench", "routing")
 # RAG-style: 128 documents of 4k tokens, 8 questions each, in random order; the fleet completes
 # ~5.6 of these requests/s per engine when saturated under round-robin.
 SHARED = ("shared-prefix:groups=128,questions=8,context=4096,question=256,output=128,rate=%g" %
           (SHARED_CAPACITY_RPS * LOAD * ENGINES))
+# Sibling bursts (docs/replay.md): 32 bursts of 16 requests sharing a new 4k-token prefix, each
+# burst within 50 ms (faster than the engines' events reach the index).
+BURST = ("burst:bursts=32,siblings=16,prefix=4096,suffix=128,output=64,window=50,rate=%g" %
+         float(os.environ.get("IC_ROUTING_BURST_RATE", "1")))
 
 
 def trace_rate(n):
@@ -100,6 +113,10 @@ def replay(srv, fleet, scenario, workload, speedup, extra, modes=MODES, policy=N
             emit("lookup_route_p99_us", s["lookup_route_p99_us"], "us", **p)
         if s["failed"]:
             emit("failed_requests", s["failed"], "requests", **p)
+        if s.get("bursts"):
+            emit("burst_same_replica_ratio", s["burst_same_replica_ratio"], "ratio", **p)
+            emit("burst_prefill_computes_per_replica", s["burst_prefill_computes_per_replica"],
+                 "computes", **p)
     if policy or label:
         return sums
     lk, rr, pr = sums.get("lookup"), sums.get("round-robin"), sums.get("precise")
@@ -119,18 +136,31 @@ def push_policy(srv, fleet, policy):
         sys.exit("bench_routing: POST /policy failed: %d %s" % (st, body[:200]))
 
 
+def scenarios(compress):
+    """(scenario, workload, speedup, extra flags) of every scenario asked for."""
+    known = {
+        "conversation": ("mooncake:" + TRACE, compress * SIM_SPEEDUP,
+                         ["--max-requests=%d" % REQUESTS]),
+        "shared-prefix": (SHARED, SIM_SPEEDUP, []),
+        "burst": (BURST, SIM_SPEEDUP, []),
+    }
+    for name in SCENARIOS:
+        if name not in known:
+            sys.exit("bench_routing: unknown scenario %r (known: %s)" % (name, ", ".join(known)))
+        yield (name,) + known[name]
+
+
 def ranking_modes(srv, fleet, compress):
-    """lookup+load (and the other docs/ranking.md modes) on both scenarios, same fleet."""
+    """lookup+load, lookup+predict, lookup+load+predict on every scenario, same fleet."""
     for mode in RANKING:
         if mode not in RANKING_STRATEGY:
             sys.exit("bench_routing: unknown ranking mode %r (known: %s)" %
                      (mode, ", ".join(RANKING_STRATEGY)))
         push_policy(srv, fleet, dict(RANKING_EXTRA, strategy=RANKING_STRATEGY[mode]))
         tag = "affinity-off" if RANKING_EXTRA.get("affinityRouting") is False else None
-        replay(srv, fleet, "conversation", "mooncake:" + TRACE, compress * SIM_SPEEDUP,
-               ["--max-requests=%d" % REQUESTS], modes="lookup", label=mode, policy=tag)
-        replay(srv, fleet, "shared-prefix", SHARED, SIM_SPEEDUP, [], modes="lookup", label=mode,
-               policy=tag)
+        for name, workload, speedup, extra in scenarios(compress):
+            replay(srv, fleet, name, workload, speedup, extra, modes="lookup", label=mode,
+                   policy=tag)
 
 
 def main():
@@ -147,14 +177,13 @@ def main():
     with harness.Server(["--insecure-disable-auth"] + SERVER_FLAGS) as srv, \
             harness.Fleet(srv, ENGINES, engine_args=engine_args, sub_args=sub_args) as fleet:
         if MODES != "none":
-            replay(srv, fleet, "conversation", "mooncake:" + TRACE, compress * SIM_SPEEDUP,
-                   ["--max-requests=%d" % REQUESTS])
-            replay(srv, fleet, "shared-prefix", SHARED, SIM_SPEEDUP, [])
+            for name, workload, speedup, extra in scenarios(compress):
+                replay(srv, fleet, name, workload, speedup, extra)
         # The reference ranking answers AFFINITY_HINT (a hash over the serving replicas, blind
         # to load) for every prompt nobody holds beyond a prefix all replicas share: new
         # conversations. Turning it off for the tenant sends those to the gateway's
         # least-loaded fallback instead; measured as params.policy "affinity-off".
-        if MODES == "all" or "lookup" in MODES.split(","):
+        if (MODES == "all" or "lookup" in MODES.split(",")) and "conversation" in SCENARIOS:
             push_policy(srv, fleet, {"affinityRouting": False})
             replay(srv, fleet, "conversation", "mooncake:" + TRACE, compress * SIM_SPEEDUP,
                    ["--max-requests=%d" % REQUESTS], modes="lookup", policy="affinity-off")

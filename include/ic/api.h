@@ -274,6 +274,7 @@ typedef struct ic_api_cachepolicy {
       bool has_require_chain, require_chain;
       bool has_enable_tenant_hot, enable_tenant_hot;
       bool has_load_aware_routing, load_aware_routing; /* additive; absent = false */
+      bool has_predict_on_route, predict_on_route;     /* additive; absent = false */
     } strategy;
   } spec;
   struct {

@@ -108,6 +108,15 @@ typedef struct {
   void (*add_index_evictions)(void *ud, const char *algorithm, const char *reason, int64_t n);
   void *metrics_ud;
 
+  /* Predict-on-route (docs/ranking.md, section 3; used only where the tenant's CachePolicy sets
+   * strategy.predictOnRoute): speculative entries live predict_ttl_ns (<= 0 -> 1.5 s), at most
+   * predict_max_entries (block, replica) entries exist at once (<= 0 -> 65536; the oldest are
+   * dropped past it), and a speculative match scores predict_weight (<= 0 -> 0.5) per token
+   * where a fresh real match scores up to 1. */
+  int64_t predict_ttl_ns;
+  int64_t predict_max_entries;
+  float predict_weight;
+
   /* Change listener (feeds StreamCacheEvents). */
   void (*on_change)(void *ud, const ic_index_change_t *change);
   void *change_ud;
@@ -316,6 +325,67 @@ int ic_index_result_rank_by_load(ic_index_t *ix, ic_index_result_t *r, const cha
  * ranking); false without fresh samples. Used to keep AFFINITY_HINT off overloaded replicas. */
 bool ic_index_replica_overloaded(ic_index_t *ix, const char *tenant, const char *model,
                                  const char *replica, const ic_index_load_cfg_t *cfg);
+
+/* ------------------------------------------------------------------ predict-on-route
+ * (docs/ranking.md, section 3; not in the reference). When LookupRoute sends a prompt to a replica, the
+ * prompt's blocks are recorded on it as short-lived speculative entries, so siblings arriving
+ * before the engine's events (the subscriber's flush window plus a round trip) find them. They
+ * live in their own small table (lib/index/speculative.c, its own lock; lookups skip it with one
+ * atomic load while it is empty), are reported with tier IC_INDEX_TIER_SPECULATIVE (never T1),
+ * are replaced by the real entry when an ingest reports that block on that replica (confirmed),
+ * expire after predict_ttl_ns, and go with the replica on ALL_CLEARED or a PREFIX_EVICTED of
+ * the block. */
+#define IC_INDEX_TIER_SPECULATIVE 4 /* wire CACHE_TIER_SPECULATIVE (additive enum value) */
+
+/* Adds the speculative matches of req to a lookup result: a replica whose speculative run is
+ * deeper than its real one gets matched_tokens = that run, score = predict_weight x tokens (or
+ * its real score when higher), estimated_cache_hit_prob = predict_weight and tier SPECULATIVE;
+ * rows are re-sorted. A NONE / TENANT_HOT / UNKNOWN_* result that gains rows becomes
+ * PREFIX_MATCH (TENANT_HOT rows are replaced). Returns 0 or IC_ENOMEM. */
+int ic_index_result_add_predicted(ic_index_t *ix, ic_index_result_t *r,
+                                  const ic_index_lookup_t *req);
+
+/* Records req's blocks on replica as speculative entries (blocks whose cumulative token count is
+ * at most skip_tokens are left out: the replica already holds them for real). Re-recording a
+ * live (block, replica) renews it and counts the route. Returns 0, IC_EINVAL or IC_ENOMEM. */
+int ic_index_predict_record(ic_index_t *ix, const ic_index_lookup_t *req, const char *replica,
+                            int32_t skip_tokens);
+
+/* Counters of the speculative table (metrics, /snapshot). */
+typedef struct {
+  int64_t entries;     /* live speculative (block, replica) entries now */
+  int64_t capacity;    /* predict_max_entries in effect */
+  int64_t created;     /* entries created (a renewal is not a creation) */
+  int64_t confirmed;   /* replaced by a real entry of the same block on the same replica */
+  int64_t expired;     /* reached their TTL unconfirmed */
+  int64_t dropped_cap; /* dropped, oldest first, to make room past the cap */
+  int64_t cleared;     /* dropped with their replica (ALL_CLEARED) or block (PREFIX_EVICTED) */
+} ic_index_predict_stats_t;
+void ic_index_predict_stats(ic_index_t *ix, ic_index_predict_stats_t *out);
+
+/* Live speculative entries per replica (all tenants) for /snapshot, sorted by replica id;
+ * *rows is malloc'd, and so is each replica_id: free with ic_index_predict_replicas_free. */
+typedef struct {
+  char *replica_id;
+  int64_t entries;
+} ic_index_predict_replica_t;
+int ic_index_predict_replicas(ic_index_t *ix, ic_index_predict_replica_t **rows, size_t *n);
+void ic_index_predict_replicas_free(ic_index_predict_replica_t *rows, size_t n);
+
+/* Expires speculative entries now (the maintenance ticker; lookups ignore expired ones anyway).
+ * Returns how many expired. */
+int64_t ic_index_predict_expire(ic_index_t *ix);
+
+/* Load-aware AFFINITY_HINT (docs/ranking.md, section 3, used when both loadAwareRouting and
+ * predictOnRoute are on): among the replicas of (tenant, model) with a fresh load sample, the one
+ * with the least work, work_i = waiting_i + running_i + routes recorded on i by predictions
+ * after its sample (requests the sample cannot show yet). Ties: the fewest prompts routed
+ * there within the prediction TTL, then the consistent-hash pick `prefer`, then
+ * hash(replica, tiebreak), so equal replicas share new prompts instead of herding onto one.
+ * Returns false (and leaves *replica) without fresh samples. *replica is interned. */
+bool ic_index_least_loaded_replica(ic_index_t *ix, const char *tenant, const char *model,
+                                   const char *prefer, uint64_t tiebreak,
+                                   const ic_index_load_cfg_t *cfg, const char **replica);
 
 /* Consistent-hash fallback: SHA-256(seed) mod the sorted serving set of the
  * scope. Returns true and sets *replica (interned) on success. */

@@ -37,6 +37,7 @@ typedef struct ic_policy_entry {
   bool has_enable_tenant_hot, enable_tenant_hot;
   /* additive, not in the reference (docs/ranking.md); absent = false */
   bool has_load_aware_routing, load_aware_routing;
+  bool has_predict_on_route, predict_on_route;
 } ic_policy_entry_t;
 
 typedef struct ic_policy_quota {
@@ -100,6 +101,7 @@ typedef struct ic_policy_knobs {
   bool require_chain;             /* default false */
   bool enable_tenant_hot;         /* default true */
   bool load_aware_routing;        /* default false (docs/ranking.md) */
+  bool predict_on_route;          /* default false (docs/ranking.md, section 3) */
   bool has_quota;                 /* false = unbounded (always false for the probe tenant) */
   int64_t max_index_entries;      /* >= 0 when has_quota */
 } ic_policy_knobs_t;

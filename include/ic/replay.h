@@ -27,6 +27,8 @@ typedef struct ic_replay_req {
   uint32_t output_len; /* max_tokens (>= 1) */
   size_t seg_off;      /* segments [seg_off, seg_off + nseg) of the workload */
   uint32_t nseg;
+  uint32_t burst;         /* `burst` scenario: 1 + the burst it belongs to; 0 = none */
+  uint32_t burst_prefix;  /* tokens of the prefix the burst's siblings share */
 } ic_replay_req_t;
 
 typedef struct ic_replay_workload {
@@ -62,7 +64,9 @@ ic_replay_workload_t *ic_replay_mooncake_parse(const char *data, size_t len, con
  *   shared-prefix[:k=v,...]             groups, questions, context, question, output, rate, seed
  *   multi-turn[:k=v,...]                sessions, turns, system, user, answer, think, rate, seed
  *   cache-stress[:k=v,...]              prefixes, prefix, suffix, output, rate, zipf, requests,
- * seed Unknown keys and bad values are errors (message in err). Returns NULL on error. */
+ * seed
+ *   burst[:k=v,...]                     bursts, siblings, prefix, suffix, output, window, rate, seed
+ * Unknown keys and bad values are errors (message in err). Returns NULL on error. */
 ic_replay_workload_t *ic_replay_workload_load(const char *spec, char *err, size_t errlen);
 
 /* Help text describing the specs and their defaults (static string). */
@@ -128,6 +132,7 @@ typedef struct ic_replay_record {
   double client_ttft_ms;        /* wall: send -> first SSE chunk */
   double send_lag_ms;           /* wall: how late the request left vs its schedule */
   bool sim_timing;              /* the engine sent sim_timing */
+  uint32_t burst, burst_prefix; /* copied from the request (burst scenario) */
   bool ok;
   char error[96];
 } ic_replay_record_t;
@@ -147,6 +152,13 @@ typedef struct ic_replay_summary {
   double lookup_p50_us, lookup_p99_us;
   double send_lag_p99_ms;
   size_t reason_counts[12]; /* by slot of ic_replay_reason_names */
+  /* burst scenario (0 without bursts): over bursts, the share of a burst's siblings on the
+   * replica that got most of them; over (burst, replica) pairs, the siblings that computed the
+   * shared prefix (engine cached_tokens below it) and the share of pairs where exactly one did */
+  size_t bursts;
+  double burst_same_replica_ratio;
+  double burst_prefill_computes_per_replica;
+  double burst_prefill_once_ratio;
 } ic_replay_summary_t;
 
 /* Names of the reason_counts slots (NULL-terminated list). */

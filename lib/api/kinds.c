@@ -60,6 +60,8 @@ int ic_api_cachepolicy_decode(const json_t *obj, ic_api_cachepolicy_t *out, ic_a
               &out->spec.strategy.enable_tenant_hot);
       rd_bool(&c, st, "loadAwareRouting", Q, &out->spec.strategy.has_load_aware_routing,
               &out->spec.strategy.load_aware_routing);
+      rd_bool(&c, st, "predictOnRoute", Q, &out->spec.strategy.has_predict_on_route,
+              &out->spec.strategy.predict_on_route);
       /* the CRD's CEL rule on spec */
       if (out->spec.strategy.has_enable_chain_matching && !out->spec.strategy.enable_chain_matching &&
           out->spec.strategy.has_require_chain && out->spec.strategy.require_chain)
@@ -98,6 +100,8 @@ json_t *ic_api_cachepolicy_encode(const ic_api_cachepolicy_t *x) {
       wr_bool(st, "enableTenantHot", x->spec.strategy.has_enable_tenant_hot, x->spec.strategy.enable_tenant_hot);
       wr_bool(st, "loadAwareRouting", x->spec.strategy.has_load_aware_routing,
               x->spec.strategy.load_aware_routing);
+      wr_bool(st, "predictOnRoute", x->spec.strategy.has_predict_on_route,
+              x->spec.strategy.predict_on_route);
     }
   }
   json_t *st = wr_child(o, "status", x->status.present);

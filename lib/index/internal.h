@@ -349,6 +349,7 @@ struct ic_index {
   _Atomic uint64_t thr_eff;
   _Atomic bool thr_on;
   bool q_invalid; /* (extra_lock) a candidate was dropped: the queue must be rebuilt */
+  struct spec *_Atomic spec; /* predict-on-route table (speculative.c); NULL until first used */
 };
 
 /* ---------------------------------------------------------------- cross-file helpers */
@@ -401,6 +402,25 @@ void ix_resolve(ic_index_t *ix, const char *const names[4], uint32_t ids[4], sco
 
 /* Mutable rows of a lookup result (lookup.c owns the struct; load.c re-ranks them). */
 ic_index_row_t *ix_result_rows_mut(ic_index_result_t *r, size_t *n);
+/* Row edits for speculative.c: drop every row (and capture), append one, set the strategy. */
+void ix_result_clear(ic_index_result_t *r);
+int ix_result_push(ic_index_result_t *r, ic_index_row_t row);
+void ix_result_set_strategy(ic_index_result_t *r, ic_index_strategy_t st);
+
+/* Predict-on-route hooks (speculative.c), called by the public ingest / event / destroy entry
+ * points after their own work, outside every index lock. */
+void ix_spec_on_ingest(ic_index_t *ix, const ic_index_update_t *u);
+void ix_spec_on_event(ic_index_t *ix, const ic_index_event_t *ev);
+void ix_spec_free(ic_index_t *ix);
+/* Predictions recorded on replica of (tenant, model) after since_ns (load.c's pick). */
+int64_t ix_spec_routed_since(ic_index_t *ix, const char *tenant, const char *model,
+                             const char *replica, int64_t since_ns);
+/* True once any prediction was recorded (the table exists). */
+bool ix_spec_active(ic_index_t *ix);
+/* Siblings routed along a speculative row's prefix (the `routes` of its deepest predicted block,
+ * noted by the merge), 0 for other rows. */
+int ix_result_note_routes(ic_index_result_t *r, const char *replica, uint32_t routes);
+uint32_t ix_result_routes_of(const ic_index_result_t *r, const char *replica);
 
 /* Table access, caller holds the scope lock (read for find). */
 part_t *scope_part(scope_t *sc, uint32_t adapter);

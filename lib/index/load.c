@@ -59,14 +59,29 @@ static bool fresh(const statrow_t *s, int64_t now, const ic_index_load_cfg_t *cf
   return s->s.load_reported && age_ns(now, s->stats_reported) <= cfg->max_age_ns;
 }
 
+/* Requests predict-on-route sent to a replica after its sample (speculative.c), which the
+ * sample cannot show: counted on top of its queue. Only where a tenant predicts (pend != NULL);
+ * otherwise nothing is added and the ranking is exactly section 2's. */
+typedef struct {
+  ic_index_t *ix;
+  const char *tenant, *model;
+} pend_t;
+
+static float pending(const pend_t *p, const statrow_t *s) {
+  if (!p) return 0;
+  return (float)ix_spec_routed_since(p->ix, p->tenant, p->model, ix_str(p->ix, s->replica),
+                                     s->stats_reported);
+}
+
 /* Caller holds tm->stats_lock (read). */
-static fleet_t fleet_of(const tmrec_t *tm, int64_t now, const ic_index_load_cfg_t *cfg) {
+static fleet_t fleet_of(const tmrec_t *tm, int64_t now, const ic_index_load_cfg_t *cfg,
+                        const pend_t *pd) {
   fleet_t f = {0, INFINITY, 0, 0};
   double sum = 0, hits = 0;
   for (uint32_t i = 0; i < tm->nstats; i++) {
     const statrow_t *s = &tm->stats[i];
     if (!fresh(s, now, cfg)) continue;
-    float q = queue_of(&s->s, cfg);
+    float q = queue_of(&s->s, cfg) + pending(pd, s);
     if (q < f.min) f.min = q;
     sum += q;
     hits += s->s.hit_rate;
@@ -86,6 +101,19 @@ static float queue_for(const tmrec_t *tm, uint32_t id, int64_t now,
     return -1;
   const statrow_t *s = &tm->stats[v];
   return fresh(s, now, cfg) ? queue_of(&s->s, cfg) : -1;
+}
+
+/* The same plus the routes sent since the sample, less `sharing` of them: siblings of this
+ * prompt routed there along its predicted prefix reuse what the first computes, so they are not
+ * work queued ahead of it (the burst case). */
+static float queue_pending(const tmrec_t *tm, uint32_t id, int64_t now,
+                           const ic_index_load_cfg_t *cfg, const pend_t *pd, uint32_t sharing) {
+  float q = queue_for(tm, id, now, cfg);
+  if (q < 0 || !pd) return q;
+  uint64_t v;
+  u64map_get((u64map_t *)&tm->stat_map, id, &v);
+  float extra = pending(pd, &tm->stats[v]) - (float)sharing;
+  return extra > 0 ? q + extra : q;
 }
 
 int ic_index_result_rank_by_load(ic_index_t *ix, ic_index_result_t *r, const char *tenant,
@@ -110,10 +138,14 @@ int ic_index_result_rank_by_load(ic_index_t *ix, ic_index_result_t *r, const cha
   for (size_t i = 0; i < n; i++)
     ids[i] = ix_find_str(ix, rows[i].replica_id);
   int64_t now = ix_now(ix);
+  pend_t pd = {ix, tenant, model};
+  const pend_t *pp = ix_spec_active(ix) ? &pd : NULL;
   pthread_rwlock_rdlock(&tm->stats_lock);
-  fleet_t f = fleet_of(tm, now, cfg);
+  fleet_t f = fleet_of(tm, now, cfg, pp);
   for (size_t i = 0; i < n; i++)
-    c[i].queue = f.found ? queue_for(tm, ids[i], now, cfg) : -1;
+    c[i].queue = f.found ? queue_pending(tm, ids[i], now, cfg, pp,
+                                         ix_result_routes_of(r, rows[i].replica_id))
+                         : -1;
   pthread_rwlock_unlock(&tm->stats_lock);
   if (ids != ids_stack) free(ids);
   int rc = 0;
@@ -155,8 +187,66 @@ bool ic_index_replica_overloaded(ic_index_t *ix, const char *tenant, const char 
   uint32_t id = ix_find_str(ix, replica);
   int64_t now = ix_now(ix);
   pthread_rwlock_rdlock(&tm->stats_lock);
-  fleet_t f = fleet_of(tm, now, cfg);
+  fleet_t f = fleet_of(tm, now, cfg, NULL);
   float q = f.found ? queue_for(tm, id, now, cfg) : -1;
   pthread_rwlock_unlock(&tm->stats_lock);
   return q >= 0 && overloaded(q, f.mean, cfg);
+}
+
+bool ic_index_least_loaded_replica(ic_index_t *ix, const char *tenant, const char *model,
+                                   const char *prefer, uint64_t tiebreak,
+                                   const ic_index_load_cfg_t *cfg, const char **replica) {
+  if (!ix || !cfg || !replica) return false;
+  tmrec_t *tm = ix_find_tm(ix, ix_find_str(ix, tenant), ix_find_str(ix, model));
+  if (!tm) return false;
+  int64_t now = ix_now(ix);
+  typedef struct {
+    uint32_t id;
+    float queue;
+    int64_t at;
+  } cand_t2;
+  cand_t2 stack[64], *c = stack;
+  size_t n = 0, cap = 64;
+  pthread_rwlock_rdlock(&tm->stats_lock);
+  if (tm->nstats > cap) {
+    c = malloc(tm->nstats * sizeof *c);
+    cap = tm->nstats;
+  }
+  for (uint32_t i = 0; c && i < tm->nstats; i++) {
+    const statrow_t *s = &tm->stats[i];
+    /* a cold prompt saves nothing anywhere: plain least-loaded, every request counted in
+       full (running ones share each step with a new prefill; running_weight is a knob of the
+       saving-versus-queue trade of the ranking, not of this pick) */
+    if (fresh(s, now, cfg))
+      c[n++] = (cand_t2){s->replica, (float)s->s.num_waiting + (float)s->s.num_running,
+                         s->stats_reported};
+  }
+  pthread_rwlock_unlock(&tm->stats_lock);
+  if (!c) return false;
+  /* the queue shows requests up to its sample; routes the predictions recorded since are on
+     their way (speculative.c keeps their times per replica) */
+  const char *best = NULL;
+  float best_work = INFINITY;
+  int64_t best_recent = INT64_MAX;
+  uint64_t best_tb = 0;
+  float prefer_work = INFINITY;
+  int64_t prefer_recent = INT64_MAX;
+  for (size_t i = 0; i < n; i++) {
+    const char *name = ix_str(ix, c[i].id);
+    float work = c[i].queue + (float)ix_spec_routed_since(ix, tenant, model, name, c[i].at);
+    /* among equal work, the replica sent the fewest prompts lately (within the prediction TTL):
+       idle replicas take turns instead of the hash picking the same one twice in a row */
+    int64_t recent = ix_spec_routed_since(ix, tenant, model, name, INT64_MIN);
+    uint64_t tb = ic_mix64(ic_hash_bytes(name, strlen(name)) ^ tiebreak);
+    if (prefer && !strcmp(prefer, name)) prefer_work = work, prefer_recent = recent;
+    if (work < best_work || (work == best_work && (recent < best_recent ||
+                                                   (recent == best_recent && tb < best_tb))))
+      best = name, best_work = work, best_recent = recent, best_tb = tb;
+  }
+  if (c != stack) free(c);
+  if (!best) return false;
+  *replica = prefer_work < best_work || (prefer_work == best_work && prefer_recent <= best_recent)
+                 ? prefer
+                 : best;
+  return true;
 }

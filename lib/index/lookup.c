@@ -69,6 +69,9 @@ struct ic_index_result {
   size_t nkeys;
   capgrp_t *caps;
   size_t ncaps;
+  const char **route_names; /* speculative rows' sibling routes (speculative.c) */
+  uint32_t *routes;
+  size_t nroutes;
 };
 
 ic_index_row_t *ix_result_rows_mut(ic_index_result_t *r, size_t *n) {
@@ -86,6 +89,8 @@ const ic_index_row_t *ic_index_result_rows(const ic_index_result_t *r) {
 
 void ic_index_result_free(ic_index_result_t *r) {
   if (!r) return;
+  free(r->route_names);
+  free(r->routes);
   free(r->rows);
   free(r->keys);
   free(r->kflags);
@@ -121,6 +126,39 @@ static int capture_keys(ic_index_result_t *r, scope_t *sc, const part_t *p, cons
   r->nkeys = n;
   r->sc = sc;
   r->part = p->idx;
+  return 0;
+}
+
+void ix_result_clear(ic_index_result_t *r) {
+  r->n = 0;
+  result_drop_caps(r);
+}
+
+int ix_result_push(ic_index_result_t *r, ic_index_row_t row) {
+  ic_index_row_t *n = realloc(r->rows, (r->n + 1) * sizeof *n); /* rarely more than a few */
+  if (!n) return IC_ENOMEM;
+  r->rows = n;
+  r->rows[r->n++] = row;
+  return 0;
+}
+
+void ix_result_set_strategy(ic_index_result_t *r, ic_index_strategy_t st) { r->strategy = st; }
+
+int ix_result_note_routes(ic_index_result_t *r, const char *replica, uint32_t routes) {
+  const char **n = realloc(r->route_names, (r->nroutes + 1) * sizeof *n);
+  if (!n) return IC_ENOMEM;
+  r->route_names = n;
+  uint32_t *v = realloc(r->routes, (r->nroutes + 1) * sizeof *v);
+  if (!v) return IC_ENOMEM;
+  r->routes = v;
+  r->route_names[r->nroutes] = replica;
+  r->routes[r->nroutes++] = routes;
+  return 0;
+}
+
+uint32_t ix_result_routes_of(const ic_index_result_t *r, const char *replica) {
+  for (size_t i = 0; r && i < r->nroutes; i++)
+    if (!strcmp(r->route_names[i], replica)) return r->routes[i];
   return 0;
 }
 

@@ -102,6 +102,7 @@ static void scope_free(scope_t *sc) {
 
 void ic_index_destroy(ic_index_t *ix) {
   if (!ix) return;
+  ix_spec_free(ix);
   for (uint32_t i = 0; i < ix->nscopes; i++)
     scope_free(ix->scopes[i]);
   free(ix->scopes);
@@ -1074,6 +1075,7 @@ int ic_index_ingest(ic_index_t *ix, const ic_index_update_t *u) {
   if (rc) return rc;
   rc = ingest(ix, u, id);
   unref_ids(ix, id, 5);
+  ix_spec_on_ingest(ix, u); /* real blocks replace speculative ones (speculative.c) */
   return rc;
 }
 
@@ -1457,6 +1459,7 @@ int ic_index_apply_event(ic_index_t *ix, const ic_index_event_t *ev) {
   pin_t pn = ix_pin(ix);
   int rc = apply_event(ix, ev);
   ix_unpin(ix, pn);
+  ix_spec_on_event(ix, ev); /* ALL_CLEARED / PREFIX_EVICTED drop predictions too */
   return rc;
 }
 
@@ -1595,6 +1598,7 @@ static bool pred_expired_or_dead(scope_t *sc, const holder_t *h, void *ud) {
 }
 
 int64_t ic_index_evict_expired(ic_index_t *ix) {
+  ic_index_predict_expire(ix);
   int64_t now = ix_now(ix);
   int64_t ev[2] = {0, 0}, total = 0;
   uint32_t n;

@@ -151,7 +151,8 @@ static void free_quota(ic_policy_quota_t *q) {
 }
 
 static const char *const STRATEGY_KEYS[] = {"enableChainMatching", "requireChain",
-                                            "enableTenantHot", "loadAwareRouting"};
+                                            "enableTenantHot", "loadAwareRouting",
+                                            "predictOnRoute"};
 
 static void dec_strategy(dec_t *d, const json_t *o, ic_policy_entry_t *e) {
   if (json_is_null(o)) return;
@@ -164,7 +165,7 @@ static void dec_strategy(dec_t *d, const json_t *o, ic_policy_entry_t *e) {
   json_t *v;
   json_object_foreach((json_t *)o, k, v) {
     if (d->failed) return;
-    switch (match_key(k, STRATEGY_KEYS, 4)) {
+    switch (match_key(k, STRATEGY_KEYS, 5)) {
     case 0:
       if (get_bool(d, v, "CachePolicy.strategy.enableChainMatching", &e->enable_chain_matching))
         e->has_enable_chain_matching = true;
@@ -180,6 +181,10 @@ static void dec_strategy(dec_t *d, const json_t *o, ic_policy_entry_t *e) {
     case 3:
       if (get_bool(d, v, "CachePolicy.strategy.loadAwareRouting", &e->load_aware_routing))
         e->has_load_aware_routing = true;
+      break;
+    case 4:
+      if (get_bool(d, v, "CachePolicy.strategy.predictOnRoute", &e->predict_on_route))
+        e->has_predict_on_route = true;
       break;
     default: fail(d, "json: unknown field \"%s\"", k);
     }
@@ -238,7 +243,7 @@ static void dec_policy(dec_t *d, const json_t *o, ic_policy_entry_t *e) {
     case 8:
       if (json_is_null(v)) {
         e->has_strategy = e->has_enable_chain_matching = e->has_require_chain =
-            e->has_enable_tenant_hot = e->has_load_aware_routing = false;
+            e->has_enable_tenant_hot = e->has_load_aware_routing = e->has_predict_on_route = false;
       } else {
         dec_strategy(d, v, e);
       }
@@ -705,6 +710,7 @@ static void resolve_doc(const ic_policy_doc_t *doc, const char *tenant, size_t t
       if (e->has_require_chain) o->require_chain = e->require_chain;
       if (e->has_enable_tenant_hot) o->enable_tenant_hot = e->enable_tenant_hot;
       if (e->has_load_aware_routing) o->load_aware_routing = e->load_aware_routing;
+      if (e->has_predict_on_route) o->predict_on_route = e->predict_on_route;
     }
   }
   static const char probe[] = IC_POLICY_PROBE_TENANT;

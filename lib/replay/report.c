@@ -45,6 +45,51 @@ static double pct(const double *v, size_t n, double p) {
   return v[k - 1];
 }
 
+/* Burst figures (see ic_replay_summary_t): a sibling "computed the prefix" when its engine
+ * served less than the shared prefix's whole blocks from cache. */
+static void burst_figures(const ic_replay_record_t *recs, size_t n, int nr, int block_size,
+                          ic_replay_summary_t *s) {
+  uint32_t maxb = 0;
+  for (size_t i = 0; i < n; i++)
+    if (recs[i].burst > maxb) maxb = recs[i].burst;
+  if (maxb == 0 || maxb > 10000000) return;
+  int *count = calloc((size_t)maxb * (size_t)nr, sizeof(*count));
+  int *cold = calloc((size_t)maxb * (size_t)nr, sizeof(*cold));
+  if (!count || !cold) goto out;
+  for (size_t i = 0; i < n; i++) {
+    const ic_replay_record_t *r = &recs[i];
+    if (!r->burst || !r->ok || r->replica < 0 || r->replica >= nr) continue;
+    size_t k = (size_t)(r->burst - 1) * (size_t)nr + (size_t)r->replica;
+    count[k]++;
+    int64_t whole = block_size > 0 ? (int64_t)r->burst_prefix / block_size * block_size : 0;
+    cold[k] += r->cached_tokens < whole;
+  }
+  double same = 0, pairs = 0, computes = 0, once = 0;
+  for (uint32_t b = 0; b < maxb; b++) {
+    int total = 0, top = 0;
+    for (int x = 0; x < nr; x++) {
+      size_t k = (size_t)b * (size_t)nr + (size_t)x;
+      total += count[k];
+      if (count[k] > top) top = count[k];
+      if (!count[k]) continue;
+      pairs++;
+      computes += cold[k];
+      once += cold[k] == 1;
+    }
+    if (total == 0) continue;
+    s->bursts++;
+    same += (double)top / (double)total;
+  }
+  if (s->bursts) s->burst_same_replica_ratio = same / (double)s->bursts;
+  if (pairs > 0) {
+    s->burst_prefill_computes_per_replica = computes / pairs;
+    s->burst_prefill_once_ratio = once / pairs;
+  }
+out:
+  free(count);
+  free(cold);
+}
+
 void ic_replay_summarize(const ic_replay_record_t *recs, size_t n, int nreplicas, int block_size,
                          const char *scenario, const char *mode, ic_replay_summary_t *s) {
   memset(s, 0, sizeof(*s));
@@ -124,6 +169,7 @@ void ic_replay_summarize(const ic_replay_record_t *recs, size_t n, int nreplicas
     s->output_tokens_per_s = (double)outtok / (span / 1000.0);
   }
   s->load_imbalance = wsum > 0 ? wmax / (wsum / (double)nr) : 0;
+  burst_figures(recs, n, nr, block_size, s);
 out:
   free(ttft);
   free(e2e);
@@ -204,6 +250,12 @@ int ic_replay_write_summary_json(FILE *f, const ic_replay_summary_t *s) {
   jnum(&b, "lookup_route_p50_us", s->lookup_p50_us);
   jnum(&b, "lookup_route_p99_us", s->lookup_p99_us);
   jnum(&b, "send_lag_p99_ms", s->send_lag_p99_ms);
+  if (s->bursts) {
+    jnum(&b, "bursts", (double)s->bursts);
+    jnum(&b, "burst_same_replica_ratio", s->burst_same_replica_ratio);
+    jnum(&b, "burst_prefill_computes_per_replica", s->burst_prefill_computes_per_replica);
+    jnum(&b, "burst_prefill_once_ratio", s->burst_prefill_once_ratio);
+  }
   ic_buf_append_str(&b, ",\"reasons\":{");
   bool first = true;
   for (int i = 0; ic_replay_reason_names[i]; i++) {
@@ -239,4 +291,10 @@ void ic_replay_write_table(FILE *f, const ic_replay_summary_t *s, size_t n) {
             x->ttft_p50_ms, x->ttft_p90_ms, x->ttft_p99_ms, x->throughput_rps, x->load_imbalance,
             acc, lk);
   }
+  for (size_t i = 0; i < n; i++)
+    if (s[i].bursts)
+      fprintf(f, "%-13s bursts %zu: same replica %.3f, prefix computed %.2f times per replica "
+                 "(once in %.3f)\n",
+              s[i].mode, s[i].bursts, s[i].burst_same_replica_ratio,
+              s[i].burst_prefill_computes_per_replica, s[i].burst_prefill_once_ratio);
 }

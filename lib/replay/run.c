@@ -459,8 +459,12 @@ int ic_replay_run(const ic_replay_opts_t *o, const ic_replay_workload_t *w, ic_r
     goto out;
   }
   for (size_t i = 0; i < w->n; i++) {
-    r.recs[i] =
-        (ic_replay_record_t){.index = i, .replica = -1, .lookup_us = -1, .predicted_tokens = -1};
+    r.recs[i] = (ic_replay_record_t){.index = i,
+                                     .replica = -1,
+                                     .lookup_us = -1,
+                                     .predicted_tokens = -1,
+                                     .burst = w->reqs[i].burst,
+                                     .burst_prefix = w->reqs[i].burst_prefix};
   }
   bool need_server = mode == IC_REPLAY_LOOKUP;
   if (need_server || o->reset) {

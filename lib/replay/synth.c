@@ -13,6 +13,7 @@
 #define NS_SHARED 0x5348415245440000ULL
 #define NS_CHAT 0x4348415400000000ULL
 #define NS_STRESS 0x5354524553530000ULL
+#define NS_BURST 0x4255525354000000ULL
 
 static uint64_t rng_next(uint64_t *s) { /* splitmix64 */
   uint64_t z = (*s += 0x9e3779b97f4a7c15ULL);
@@ -126,6 +127,11 @@ static ic_replay_workload_t *shared_prefix(const char *params, char *err, size_t
   }
   free(order);
   return w;
+}
+
+static int cmp_dbl(const void *a, const void *b) {
+  double x = *(const double *)a, y = *(const double *)b;
+  return x < y ? -1 : x > y;
 }
 
 typedef struct {
@@ -256,6 +262,53 @@ static ic_replay_workload_t *cache_stress(const char *params, char *err, size_t 
   return w;
 }
 
+/* B bursts: each a new prefix (never seen before) and S siblings (prefix + their own suffix)
+ * arriving uniformly within `window` ms, faster than any engine event can reach the router.
+ * Bursts start `rate` per second (Poisson), each after the previous one's window. The shape
+ * of parallel agents, fan-out tool calls and best-of-n sampling. */
+static ic_replay_workload_t *burst(const char *params, char *err, size_t errlen) {
+  double bursts = 48, siblings = 16, prefix = 4096, suffix = 128, output = 64, window = 50,
+         rate = 2, seed = 1;
+  param_t ps[] = {{"bursts", &bursts, 1, 1e6, true},      {"siblings", &siblings, 1, 4096, true},
+                  {"prefix", &prefix, 1, 1 << 19, true},  {"suffix", &suffix, 1, 1 << 19, true},
+                  {"output", &output, 1, 1 << 20, true},  {"window", &window, 0, 60000, false},
+                  {"rate", &rate, 1e-6, 1e6, false},      {"seed", &seed, 0, 1e15, true}};
+  if (parse_params(params, ps, sizeof(ps) / sizeof(ps[0]), err, errlen)) return NULL;
+  if (bursts * siblings > 1e7 || prefix + suffix > IC_REPLAY_MAX_PROMPT) {
+    snprintf(err, errlen, "burst: at most 1e7 requests of at most %u tokens", IC_REPLAY_MAX_PROMPT);
+    return NULL;
+  }
+  ic_replay_workload_t *w = ic_replay_workload_new("burst");
+  size_t S = (size_t)siblings;
+  double *at = malloc(S * sizeof(*at));
+  if (!w || !at) {
+    free(at);
+    return fail(w, err, errlen, IC_ENOMEM);
+  }
+  uint64_t rs = (uint64_t)seed;
+  double t = 0;
+  for (size_t b = 0; b < (size_t)bursts; b++) {
+    for (size_t k = 0; k < S; k++)
+      at[k] = t + rng_unit(&rs) * window / 1000.0;
+    qsort(at, S, sizeof(*at), cmp_dbl);
+    for (size_t k = 0; k < S; k++) {
+      uint64_t ids[2] = {seg_id(NS_BURST, (uint64_t)seed, b, 0),
+                         seg_id(NS_BURST, (uint64_t)seed, b, k + 1)};
+      uint32_t lens[2] = {(uint32_t)prefix, (uint32_t)suffix};
+      int rc = ic_replay_workload_add(w, (int64_t)(at[k] * 1e6), (uint32_t)output, ids, lens, 2);
+      if (rc) {
+        free(at);
+        return fail(w, err, errlen, rc);
+      }
+      w->reqs[w->n - 1].burst = (uint32_t)b + 1;
+      w->reqs[w->n - 1].burst_prefix = (uint32_t)prefix;
+    }
+    t += window / 1000.0 + rng_exp(&rs, 1.0 / rate);
+  }
+  free(at);
+  return w;
+}
+
 static ic_replay_workload_t *load_mooncake(const char *path, char *err, size_t errlen) {
   FILE *f = fopen(path, "rb");
   if (!f) {
@@ -316,9 +369,10 @@ ic_replay_workload_t *ic_replay_workload_load(const char *spec, char *err, size_
   if (kl == 13 && !strncmp(spec, "shared-prefix", 13)) return shared_prefix(rest, err, errlen);
   if (kl == 10 && !strncmp(spec, "multi-turn", 10)) return multi_turn(rest, err, errlen);
   if (kl == 12 && !strncmp(spec, "cache-stress", 12)) return cache_stress(rest, err, errlen);
+  if (kl == 5 && !strncmp(spec, "burst", 5)) return burst(rest, err, errlen);
   snprintf(err, errlen,
-           "unknown workload \"%.*s\" (want mooncake:PATH, shared-prefix, multi-turn or "
-           "cache-stress)",
+           "unknown workload \"%.*s\" (want mooncake:PATH, shared-prefix, multi-turn, "
+           "cache-stress or burst)",
            (int)kl, spec);
   return NULL;
 }
@@ -339,5 +393,8 @@ const char *ic_replay_workload_help(void) {
          "capacity:\n"
          "                  prefixes=1024 prefix=16384 suffix=64 output=32 rate=4 zipf=0.8\n"
          "                  requests=2000 seed=1\n"
+         "  burst           bursts of siblings sharing a new prefix, all within window ms:\n"
+         "                  bursts=48 siblings=16 prefix=4096 suffix=128 output=64 window=50\n"
+         "                  rate=2 (bursts/s) seed=1\n"
          "  rate is requests per second of workload time (before --speedup); lengths are tokens.\n";
 }

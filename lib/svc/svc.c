@@ -516,6 +516,10 @@ static int lookup_route(ic_svc_t *s, const uint8_t *req, size_t len, int64_t dea
     rc = respond(s, q, out, "TIMEOUT", NULL, 0, "", t1 - start, &r);
     goto done;
   }
+  /* 11b. predict-on-route (docs/ranking.md, section 3): speculative entries of prompts routed moments
+     ago join the answer; off unless the tenant's policy asks */
+  if (res && k.predict_on_route && ic_index_result_add_predicted(s->index, res, &ir) != 0)
+    ic_log_debug("predict_merge_failed", IC_LS("err", "out of memory")); /* fail open */
   ic_index_strategy_t st = res ? ic_index_result_strategy(res) : IC_INDEX_STRATEGY_NONE;
   /* 12. strategy gates */
   if (st == IC_INDEX_STRATEGY_TENANT_HOT && !k.enable_tenant_hot) st = IC_INDEX_STRATEGY_NONE;
@@ -554,7 +558,8 @@ static int lookup_route(ic_svc_t *s, const uint8_t *req, size_t len, int64_t dea
       ic_index_result_rows(res)[0].score < k.routing_floor_score)
     st = IC_INDEX_STRATEGY_NONE;
   /* 12d. affinity fallback */
-  if (st == IC_INDEX_STRATEGY_NONE && k.affinity_routing && !load_dropped_all && *q->tenant_id && *q->model_id && *q->hash_scheme &&
+  bool load_pick = k.load_aware_routing && k.predict_on_route;
+  if (st == IC_INDEX_STRATEGY_NONE && k.affinity_routing && (!load_dropped_all || load_pick) && *q->tenant_id && *q->model_id && *q->hash_scheme &&
       !((q->n_block_hashes > 0 || q->n_block_token_counts > 0) && q->n_block_hashes != q->n_block_token_counts)) {
     uint8_t *seed = NULL;
     size_t seed_len = 0;
@@ -577,11 +582,27 @@ static int lookup_route(ic_svc_t *s, const uint8_t *req, size_t len, int64_t dea
       if (seed) memcpy(seed, r.exact.data, r.exact.len), seed_len = r.exact.len;
     }
     const char *replica = NULL;
-    if (seed && seed_len > 0 &&
-        ic_index_affinity_hint(s->index, q->tenant_id, q->model_id, q->hash_scheme, seed, seed_len, &replica) &&
-        !(k.load_aware_routing &&
-          ic_index_replica_overloaded(s->index, q->tenant_id, q->model_id, replica, &s->load))) {
+    bool have = seed && seed_len > 0 &&
+                ic_index_affinity_hint(s->index, q->tenant_id, q->model_id, q->hash_scheme, seed, seed_len, &replica);
+    if (load_pick) { /* docs/ranking.md, section 3: least work, queue + routes since its sample */
+      uint64_t tb = 1469598103934665603ULL;
+      for (size_t i = 0; seed && i < seed_len; i++) tb = (tb ^ seed[i]) * 1099511628211ULL;
+      const char *pick = NULL;
+      if (ic_index_least_loaded_replica(s->index, q->tenant_id, q->model_id, have ? replica : NULL, tb, &s->load, &pick))
+        have = true, replica = pick;
+    } else if (have && k.load_aware_routing) {
+      have = !ic_index_replica_overloaded(s->index, q->tenant_id, q->model_id, replica, &s->load);
+    }
+    if (have) {
       free(seed);
+      if (k.predict_on_route) { /* past what the replica already holds (rows the floor gated) */
+        int32_t held = 0;
+        for (size_t i = 0; res && i < ic_index_result_count(res); i++)
+          if (!strcmp(ic_index_result_rows(res)[i].replica_id, replica) &&
+              ic_index_result_rows(res)[i].tier != IC_INDEX_TIER_SPECULATIVE)
+            held = ic_index_result_rows(res)[i].matched_tokens;
+        ic_index_predict_record(s->index, &ir, replica, held);
+      }
       ic_index_row_t row = {.replica_id = replica};
       rc = respond(s, q, out, "AFFINITY_HINT", &row, 1, q->adapter_id, ic_clock_monotonic_ns() - start, &r);
       goto done;
@@ -591,6 +612,11 @@ static int lookup_route(ic_svc_t *s, const uint8_t *req, size_t len, int64_t dea
   /* 12e. result */
   if (st == IC_INDEX_STRATEGY_PREFIX_MATCH) ic_index_result_credit_hits(res);
   bool rows_ok = st == IC_INDEX_STRATEGY_PREFIX_MATCH || st == IC_INDEX_STRATEGY_TENANT_HOT;
+  if (rows_ok && k.predict_on_route && ic_index_result_count(res) > 0) { /* the gateway's pick */
+    const ic_index_row_t *top = ic_index_result_rows(res);
+    ic_index_predict_record(s->index, &ir, top->replica_id,
+                            top->tier == IC_INDEX_TIER_SPECULATIVE ? 0 : top->matched_tokens);
+  }
   rc = respond(s, q, out, strategy_code(st), rows_ok ? ic_index_result_rows(res) : NULL,
                rows_ok ? ic_index_result_count(res) : 0, q->adapter_id, ic_clock_monotonic_ns() - start, &r);
 done:

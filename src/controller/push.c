@@ -94,6 +94,7 @@ char *ctl_policy_body(json_t *policies, json_t *tenants) {
       put_b(&b, "requireChain", json_object_get(strat, "requireChain"), &f2);
       put_b(&b, "enableTenantHot", json_object_get(strat, "enableTenantHot"), &f2);
       put_b(&b, "loadAwareRouting", json_object_get(strat, "loadAwareRouting"), &f2); /* additive */
+      put_b(&b, "predictOnRoute", json_object_get(strat, "predictOnRoute"), &f2);     /* additive */
       ic_buf_append_byte(&b, '}');
     }
     ic_buf_append_byte(&b, '}');

@@ -42,6 +42,7 @@ static void h_snapshot(ic_http_req_t *r, void *ud) {
   }
   ic_buf_t b = IC_BUF_INIT;
   int rc = server_snapshot_json(&snap, &b);
+  if (!rc) rc = server_snapshot_predict_json(ctx->index, &b); /* additive, only when used */
   ic_index_snapshot_free(&snap);
   ic_index_unguard(ctx->index, g);
   if (rc != 0) {

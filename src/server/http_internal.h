@@ -25,6 +25,9 @@ struct server_auth {
 
 /* snapshot_json.c: the /snapshot body (one JSON object + "\n"), Go encoding/json bytes. */
 int server_snapshot_json(const ic_index_snapshot_t *s, ic_buf_t *out);
+/* Inserts "speculative":{...} before the closing brace of a snapshot body once the index has
+ * recorded a prediction (docs/ranking.md, section 3); leaves the body as it is otherwise. */
+int server_snapshot_predict_json(ic_index_t *ix, ic_buf_t *b);
 
 /* probe.c: runs the three-stage probe and writes the response JSON + "\n" into out. */
 typedef struct server_probe_result {

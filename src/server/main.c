@@ -172,6 +172,7 @@ static void *maint_main(void *arg) {
     } else {
       ic_index_maintain(mt->ctx->index, 65536);
     }
+    ic_index_predict_expire(mt->ctx->index); /* speculative entries live ~1 s */
     int64_t t1 = ic_clock_monotonic_ns();
     /* names of replicas that are gone; hand the pages back (long names free whole pages
        inside the heap, which free() alone keeps) */
@@ -279,6 +280,9 @@ int main(int argc, char **argv) {
   icfg.add_tenant_evictions = add_tenant_evictions;
   icfg.add_index_evictions = add_index_evictions;
   icfg.metrics_ud = ctx;
+  icfg.predict_ttl_ns = (int64_t)(f->predict_ttl_ms > 0 ? f->predict_ttl_ms : 0) * 1000000;
+  icfg.predict_max_entries = f->predict_max_entries;
+  icfg.predict_weight = f->predict_weight;
   icfg.on_change = server_hub_on_change;
   icfg.change_ud = ctx->hub;
   ctx->index = ic_index_create(&icfg);
@@ -311,7 +315,7 @@ int main(int argc, char **argv) {
   scfg.on_report = server_warmup_on_report;
   scfg.report_ud = ctx;
   ctx->svc = ctx->index ? ic_svc_new(&scfg) : NULL;
-  if (!ctx->hub || !ctx->index || !ctx->svc) {
+  if (!ctx->hub || !ctx->index || !ctx->svc || server_predict_metrics_init(ctx) != 0) {
     ic_log_error("serve_error", IC_LS("err", "out of memory"));
     return 1;
   }

@@ -56,6 +56,9 @@ typedef struct server_flags {
   /* load-aware ranking knobs (docs/ranking.md) */
   int load_max_age_ms, load_request_tokens;
   float load_weight, load_running_weight, load_overload_factor, load_overload_slack;
+  /* predict-on-route knobs (docs/ranking.md, section 3) */
+  int predict_ttl_ms, predict_max_entries;
+  float predict_weight;
   int http_request_timeout_ms;       /* --http-request-timeout-ms (5000), both HTTP listeners */
   int http_max_connections;          /* --http-max-connections (1024) per HTTP listener */
   int http_max_connections_per_client; /* --http-max-connections-per-client (128) */
@@ -78,6 +81,10 @@ typedef struct server_flags {
   const char *writer_token_audience;           /* --writer-token-audience */
   int writer_token_review_timeout_ms;          /* --writer-token-review-timeout-ms (2000) */
 } server_flags_t;
+
+struct server_ctx;
+/* Predict-on-route metrics, refreshed from the index at every scrape (predict.c). */
+int server_predict_metrics_init(struct server_ctx *ctx);
 
 /* Metric handles (docs/server.md). Families are registered by main.c; children of labelled
  * families are created lazily by whoever first increments them. */

@@ -1,6 +1,8 @@
 /* Fuzzes LookupRoute request -> domain conversion and the whole service pipeline (decode, UTF-8
  * checks, input precedence, token_ids fingerprinting, policy gates, index lookup, envelope)
- * against a small real index that a fixed seed update populates. Must never crash or leak. */
+ * against a small real index that a fixed seed update populates. Tenant t has both ranking
+ * switches of docs/ranking.md on (load-aware, predict-on-route with a 64-entry table), so the
+ * speculative table records and merges fuzzed chains. Must never crash or leak. */
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -17,9 +19,19 @@ static void setup(void) {
   ic_index_config_t c;
   ic_index_config_init(&c);
   c.max_entries = 4096;
+  c.predict_max_entries = 64;
   ix = ic_index_create(&c);
   pol = ic_policy_store_new();
-  ic_svc_config_t sc = {.index = ix, .policy = pol, .engine_block_size = 4};
+  static const char doc[] = "{\"version\":7,\"policies\":[{\"namespace\":\"t\",\"strategy\":"
+                            "{\"loadAwareRouting\":true,\"predictOnRoute\":true}}]}";
+  ic_policy_doc_t *d = NULL;
+  char msg[128];
+  if (ic_policy_parse(doc, sizeof doc - 1, false, &d, msg, sizeof msg) == IC_POLICY_OK)
+    ic_policy_store_replace(pol, d);
+  static ic_index_load_cfg_t load;
+  ic_index_load_cfg_init(&load);
+  load.max_age_ns = INT64_MAX; /* the seed's sample never ages out */
+  ic_svc_config_t sc = {.index = ix, .policy = pol, .engine_block_size = 4, .load = &load};
   svc = ic_svc_new(&sc);
   /* one replica holding a 2-block chain and a legacy key in tenant t / model m / scheme s */
   static const uint8_t h0[8] = {1}, h1[8] = {2};
@@ -29,7 +41,7 @@ static void setup(void) {
       {.block_hashes = bh, .n_block_hashes = 2, .block_token_counts = counts, .n_block_token_counts = 2},
       {.prefix_hash = {3, (const uint8_t *)"abc"}, .token_count = 128},
   };
-  ic_index_stats_t st = {.hit_rate = 0.5f};
+  ic_index_stats_t st = {.hit_rate = 0.5f, .load_reported = true, .num_waiting = 2};
   ic_index_update_t u = {.replica = "r1", .model = "m", .tenant = "t", .scheme = "s", .prefixes = px, .n_prefixes = 2,
                          .stats = &st};
   ic_index_ingest(ix, &u);

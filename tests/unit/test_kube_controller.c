@@ -121,3 +121,12 @@ Test(kube_controller, policy_body_load_aware_switch) {
               "{\"version\":7,\"policies\":[{\"namespace\":\"ns1\",\"eviction\":\"lru\",\"strategy\":"
               "{\"enableTenantHot\":true,\"loadAwareRouting\":true}}]}");
 }
+
+/* predictOnRoute travels like loadAwareRouting: only when the CR sets it. */
+Test(kube_controller, policy_body_predict_switch) {
+  expect_body("[{\"metadata\":{\"namespace\":\"ns1\",\"name\":\"p\"},\"spec\":{\"strategy\":"
+              "{\"loadAwareRouting\":true,\"predictOnRoute\":true}}}]",
+              "[]",
+              "{\"version\":7,\"policies\":[{\"namespace\":\"ns1\",\"eviction\":\"lru\",\"strategy\":"
+              "{\"loadAwareRouting\":true,\"predictOnRoute\":true}}]}");
+}

@@ -421,3 +421,21 @@ Test(policy, load_aware_switch) {
                      &doc, msg),
                IC_POLICY_DECODE_ERROR);
 }
+
+/* The second additive switch (docs/ranking.md, section 3), independent of the first. */
+Test(policy, predict_on_route_switch) {
+  ic_policy_store_t *s = store_with(
+      "{\"version\":7,\"policies\":[{\"namespace\":\"a\",\"strategy\":{\"predictOnRoute\":true}},"
+      "{\"namespace\":\"b\",\"strategy\":{\"predictOnRoute\":true,\"loadAwareRouting\":true}}]}");
+  cr_assert(knobs(s, "a").predict_on_route);
+  cr_assert_not(knobs(s, "a").load_aware_routing);
+  cr_assert(knobs(s, "b").predict_on_route && knobs(s, "b").load_aware_routing);
+  cr_assert_not(knobs(s, "none").predict_on_route, "absent = off");
+  ic_policy_store_free(s);
+  ic_policy_doc_t *doc = NULL;
+  char msg[256];
+  cr_assert_eq(parse("{\"version\":7,\"policies\":[{\"namespace\":\"a\",\"strategy\":"
+                     "{\"predictOnRoute\":1}}]}",
+                     &doc, msg),
+               IC_POLICY_DECODE_ERROR);
+}

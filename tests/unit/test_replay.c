@@ -188,6 +188,67 @@ Test(replay_synth, cache_stress_and_spec_errors) {
   cr_assert(strstr(err, "/nonexistent/file.jsonl") != NULL);
 }
 
+Test(replay_synth, burst_siblings_share_a_new_prefix_within_the_window) {
+  char err[256] = "";
+  ic_replay_workload_t *w = ic_replay_workload_load(
+      "burst:bursts=4,siblings=5,prefix=64,suffix=16,output=3,window=50,rate=1", err, 256);
+  cr_assert_not_null(w, "%s", err);
+  cr_assert_str_eq(w->name, "burst");
+  cr_assert_eq(w->n, 20);
+  for (size_t i = 0; i < w->n; i++) {
+    const ic_replay_req_t *q = &w->reqs[i];
+    cr_assert_eq(q->burst, i / 5 + 1);
+    cr_assert_eq(q->burst_prefix, 64);
+    cr_assert_eq(q->input_len, 80);
+    if (i) cr_assert(q->arrival_us >= w->reqs[i - 1].arrival_us, "arrivals are ordered");
+    const ic_replay_req_t *first = &w->reqs[i / 5 * 5];
+    cr_assert_leq(q->arrival_us - first->arrival_us, 50000, "within the 50 ms window");
+    /* siblings share the prefix segment, bursts never do; suffixes are all different */
+    cr_assert_eq(w->seg_ids[q->seg_off], w->seg_ids[first->seg_off]);
+    if (i >= 5) cr_assert_neq(w->seg_ids[q->seg_off], w->seg_ids[w->reqs[i - 5].seg_off]);
+    if (i % 5) cr_assert_neq(w->seg_ids[q->seg_off + 1], w->seg_ids[w->reqs[i - 1].seg_off + 1]);
+  }
+  ic_replay_workload_free(w);
+  cr_assert_null(ic_replay_workload_load("burst:siblings=0", err, 256));
+  cr_assert_null(ic_replay_workload_load("burst:window=-1", err, 256));
+}
+
+Test(replay_report, burst_figures) {
+  /* burst 1: 3 siblings on replica 0 (one computed the prefix), 1 on replica 1 (computed);
+     burst 2: 2 siblings on replica 1, both computed it (sent in the same step) */
+  ic_replay_record_t r[6] = {0};
+  int rep[6] = {0, 0, 0, 1, 1, 1};
+  int64_t cached[6] = {0, 4096, 4096, 0, 0, 16};
+  uint32_t burst[6] = {1, 1, 1, 1, 2, 2};
+  for (int i = 0; i < 6; i++) {
+    r[i].ok = true;
+    r[i].replica = rep[i];
+    r[i].prompt_tokens = 4224;
+    r[i].cached_tokens = cached[i];
+    r[i].lookup_us = r[i].predicted_tokens = -1;
+    r[i].burst = burst[i];
+    r[i].burst_prefix = 4096;
+  }
+  ic_replay_summary_t s;
+  ic_replay_summarize(r, 6, 2, 16, "burst", "lookup", &s);
+  cr_assert_eq(s.bursts, 2);
+  cr_assert_float_eq(s.burst_same_replica_ratio, (0.75 + 1.0) / 2, 1e-9);
+  /* pairs (1,0): 1 computed; (1,1): 1; (2,1): 2 */
+  cr_assert_float_eq(s.burst_prefill_computes_per_replica, 4.0 / 3, 1e-9);
+  cr_assert_float_eq(s.burst_prefill_once_ratio, 2.0 / 3, 1e-9);
+  char *buf = NULL;
+  size_t len = 0;
+  FILE *f = open_memstream(&buf, &len);
+  cr_assert_eq(ic_replay_write_summary_json(f, &s), 0);
+  fclose(f);
+  cr_assert_not_null(strstr(buf, "\"burst_same_replica_ratio\":0.875"), "%s", buf);
+  free(buf);
+  /* no bursts: no burst keys */
+  r[0].burst = r[1].burst = r[2].burst = r[3].burst = r[4].burst = r[5].burst = 0;
+  ic_replay_summarize(r, 6, 2, 16, "x", "lookup", &s);
+  cr_assert_eq(s.bursts, 0);
+}
+
 Test(replay_route, modes_parse_and_pickers) {
   ic_replay_mode_t m;
   cr_assert_eq(ic_replay_mode_parse("least-loaded", &m), 0);

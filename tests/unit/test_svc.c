@@ -510,6 +510,71 @@ Test(svc, load_aware_routing_switch) {
   cr_assert_str_eq(first_of(legacy_req("off", "Q", 512), code, sizeof code), "busy");
 }
 
+/* Predict-on-route (docs/ranking.md, section 3): off by default; on per tenant via
+ * strategy.predictOnRoute, the replica an answer names holds the prompt speculatively until the
+ * engine's events arrive, so a sibling sent meanwhile is a PREFIX_MATCH there (tier SPECULATIVE),
+ * and the real event confirms it. */
+Test(svc, predict_on_route_switch) {
+  push("{\"version\":7,\"policies\":[{\"namespace\":\"pr\",\"minimumMatchedTokens\":0,"
+       "\"strategy\":{\"predictOnRoute\":true}},{\"namespace\":\"off\",\"minimumMatchedTokens\":0}]}");
+  const char *tenants[] = {"pr", "off"};
+  char code[64];
+  for (int t = 0; t < 2; t++) {
+    ingest_legacy(tenants[t], "ra", "Z1", 64, 0);
+    ingest_legacy(tenants[t], "rb", "Z2", 64, 0);
+    ingest_legacy(tenants[t], "rc", "Z3", 64, 0);
+  }
+  /* off: a new prompt twice, two load-blind consistent-hash answers, nothing recorded */
+  char first[32];
+  snprintf(first, sizeof first, "%s", first_of(legacy_req("off", "NEW", 4096), code, sizeof code));
+  cr_assert_str_eq(code, "AFFINITY_HINT");
+  first_of(legacy_req("off", "NEW", 4096), code, sizeof code);
+  cr_assert_str_eq(code, "AFFINITY_HINT");
+  ic_index_predict_stats_t st;
+  ic_index_predict_stats(ix, &st);
+  cr_assert_eq(st.created, 0);
+  /* on: the first answer is the same hash pick, recorded; the sibling finds it */
+  cr_assert_str_eq(first_of(legacy_req("pr", "NEW", 4096), code, sizeof code), first);
+  cr_assert_str_eq(code, "AFFINITY_HINT");
+  ic_index_predict_stats(ix, &st);
+  cr_assert_eq(st.created, 1);
+  req_t q = legacy_req("pr", "NEW", 4096);
+  resp_t *r = call(&q, INT64_MAX);
+  cr_assert_str_eq(r->reason_code, "PREFIX_MATCH");
+  cr_assert_eq(r->n_replica_scores, 1);
+  cr_assert_str_eq(r->replica_scores[0]->replica_id, first);
+  cr_assert_eq((int)r->replica_scores[0]->tier, INFERENCECACHE__V1ALPHA1__CACHE_TIER__CACHE_TIER_SPECULATIVE);
+  cr_assert_eq(r->replica_scores[0]->matched_tokens, 4096);
+  inferencecache__v1alpha1__lookup_route_response__free_unpacked(r, NULL);
+  /* the engine reports it: confirmed, and the answer is a real T1 match */
+  ingest_legacy("pr", first, "NEW", 4096, 0);
+  ic_index_predict_stats(ix, &st);
+  cr_assert_eq(st.confirmed, 1);
+  cr_assert_eq(st.entries, 0);
+  q = legacy_req("pr", "NEW", 4096);
+  r = call(&q, INT64_MAX);
+  cr_assert_str_eq(r->reason_code, "PREFIX_MATCH");
+  cr_assert_eq((int)r->replica_scores[0]->tier, 1);
+  inferencecache__v1alpha1__lookup_route_response__free_unpacked(r, NULL);
+}
+
+/* Both switches: a new prompt goes to the replica with the least work (queue plus the routes
+ * predicted since its sample) instead of the load-blind hash pick. */
+Test(svc, predict_and_load_pick_the_least_loaded) {
+  push("{\"version\":7,\"policies\":[{\"namespace\":\"both\",\"minimumMatchedTokens\":0,"
+       "\"strategy\":{\"predictOnRoute\":true,\"loadAwareRouting\":true}}]}");
+  ingest_legacy("both", "ra", "Z1", 64, 0);
+  ingest_legacy("both", "rb", "Z2", 64, 0);
+  ingest_load("both", "ra", 5);
+  ingest_load("both", "rb", 0);
+  char code[64];
+  cr_assert_str_eq(first_of(legacy_req("both", "N1", 1024), code, sizeof code), "rb");
+  cr_assert_str_eq(code, "AFFINITY_HINT");
+  /* its sibling follows the prediction */
+  cr_assert_str_eq(first_of(legacy_req("both", "N1", 1024), code, sizeof code), "rb");
+  cr_assert_str_eq(code, "PREFIX_MATCH");
+}
+
 /* Replaces the first '#' in buf[0..n) by a NUL byte: protobuf-c packs char* fields with
    strlen, so a NUL inside a string field is written this way. */
 static void nul_at_hash(uint8_t *buf, size_t n) {
