@@ -1,8 +1,8 @@
-/* Mutating Pod webhook core (controller.md §3.6, §4.2-4.5, §4.7): pick the one CacheBackend whose
- * cache-domain selector matches, wire the engine for vLLM/SGLang + LMCache (PodLocal) or SGLang
- * HiCache, add the kvevent-subscriber sidecar, stamp injected-by. Every step is an upsert on a copy
- * of the raw Pod JSON, so unknown fields survive and re-admitting an injected Pod changes nothing.
- * Any internal problem fails open: the Pod is admitted unchanged (minus forged stamps). */
+/* Mutating Pod webhook core (docs/install.md, "Admission webhooks"): pick the one CacheBackend
+ * whose cache-domain selector matches, wire the engine for vLLM/SGLang + LMCache (PodLocal) or
+ * SGLang HiCache, add the kvevent-subscriber sidecar, stamp injected-by. Every step is an upsert on
+ * a copy of the raw Pod JSON, so unknown fields survive and re-admitting an injected Pod changes
+ * nothing. Any internal problem fails open: the Pod is admitted unchanged (minus forged stamps). */
 #include <ctype.h>
 #include <math.h>
 #include <stdio.h>
@@ -98,7 +98,8 @@ static void fail_open(const json_t *pod, ic_admission_pod_result_t *res, const c
   ic_log_debug("pod_webhook_fail_open", IC_LS("reason", res->reason));
 }
 
-/* §1.8: empty = no; strconv.ParseBool honoured; other values opt out except no/off/disable(d). */
+/* The skip label: empty = no; Go strconv.ParseBool values honoured; other values opt out except
+ * no/off/disable(d). */
 static bool skip_inject(const char *v) {
   if (!v || !*v) return false;
   static const char *const t[] = {"1", "t", "T", "TRUE", "true", "True", NULL};
@@ -111,7 +112,7 @@ static bool skip_inject(const char *v) {
            strcasecmp(v, "disabled") == 0);
 }
 
-/* ---- args / env merge helpers (§4.1 "merge helpers") ----------------------------------------- */
+/* ---- args / env merge helpers ----------------------------------------------------------- */
 
 static bool arg_present(const json_t *args, const char *a) {
   size_t i;
@@ -307,7 +308,7 @@ static const char *validate_sglang(const json_t *c, int64_t chunk) {
   return NULL;
 }
 
-/* ---- PodLocal MP server (§4.5) ----------------------------------------------------------------- */
+/* ---- PodLocal MP server -------------------------------------------------------------------- */
 
 static void fmt_gib(char *out, size_t n, int64_t bytes) {
   if (bytes % GI == 0) {
@@ -482,7 +483,7 @@ static const char *render_pod_local(json_t *pod, json_t *eng, adapter_t a, const
   return NULL;
 }
 
-/* ---- NodeLocal engine wire (§4.6.1) ----------------------------------------------------------- */
+/* ---- NodeLocal engine wire ---------------------------------------------------------------- */
 
 #define NODE_GATE "lmcache-node-local-gate"
 #define NODE_SHM "lmcache-node-shm"
@@ -655,7 +656,7 @@ static const char *inject_sglang(json_t *pod, json_t *eng, const ic_api_cachebac
   return NULL;
 }
 
-/* §4.4: HiCache flags; an equivalent existing flag is kept byte for byte, a different one fails. */
+/* SGLang HiCache flags: an equivalent existing flag is kept byte for byte, a different one fails. */
 static const char *inject_hicache(json_t *eng, const ic_api_cachebackend_t *cb) {
   argv_view_t av;
   argv_of(eng, &av);
@@ -711,7 +712,7 @@ static const char *inject_hicache(json_t *eng, const ic_api_cachebackend_t *cb) 
   return NULL;
 }
 
-/* ---- LMCache kernel-check init container (§4.8, vLLM only) ------------------------------------ */
+/* ---- LMCache kernel-check init container (vLLM only) -------------------------------------- */
 
 static const char kernel_check_script[] =
     "import ctypes, glob, importlib, os, sys\n"
@@ -785,7 +786,7 @@ static json_t *kernel_check(const ic_api_cachebackend_t *cb, json_t *pod) {
   return c;
 }
 
-/* ---- observation sidecar (§4.7) --------------------------------------------------------------- */
+/* ---- observation sidecar ------------------------------------------------------------------ */
 
 /* Last valid --port of the engine (command + args), $(VAR) resolved from literal env values. */
 static long engine_port(const json_t *eng, long dflt) {
@@ -841,7 +842,7 @@ static json_t *subscriber(const ic_admission_config_t *cfg, const ic_api_cacheba
   return c;
 }
 
-/* ---- engineOverrides merge (§3.6.4) ------------------------------------------------------------ */
+/* ---- engineOverrides merge ----------------------------------------------------------------- */
 
 static bool is_flag(const char *a) { return a && a[0] == '-'; }
 
@@ -965,7 +966,7 @@ static void apply_overrides(json_t *eng, const json_t *pre_args, const json_t *p
   json_decref(ebefore), json_decref(eafter), json_decref(eown);
 }
 
-/* ---- the algorithm (§3.6.2) --------------------------------------------------------------------- */
+/* ---- the algorithm -------------------------------------------------------------------------- */
 
 static int cmp_str(const void *a, const void *b) { return strcmp(*(const char *const *)a, *(const char *const *)b); }
 
@@ -1064,7 +1065,7 @@ void ic_admission_mutate_pod(const ic_admission_config_t *cfg, const json_t *pod
       goto out;
     }
   }
-  /* endpoint and binding (§3.6.2 steps 8-10) */
+  /* endpoint and binding (the algorithm's last steps) */
   binding_t b = {0};
   b.cb = &cb;
   if (cb.spec.remote_storage.present) {
