@@ -808,6 +808,7 @@ class TokenReviewer:
     """A Kubernetes TokenReview endpoint over HTTPS (self-signed, openssl) for auth tests.
 
     tokens: {token: (username, audience)}; a token authenticates only for its audience.
+    reviews: every request answered, as (path, Authorization header, decoded body).
     `hang` = True makes every review wait `hang_s` seconds before answering (a stuck API
     server); `fail` = True answers 500. env() gives the in-cluster variables a server needs
     (KUBERNETES_SERVICE_HOST/PORT, IC_SA_TOKEN_FILE, IC_SA_CA_FILE)."""
@@ -841,11 +842,11 @@ class TokenReviewer:
             def do_POST(self):
                 body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
                 with outer.lock:
-                    outer.reviews.append(body)
+                    outer.reviews.append((self.path, self.headers.get("Authorization"), body))
                     fail, hang = outer.fail, outer.hang
                 if hang:
                     outer._release.wait(outer.hang_s)
-                if fail:
+                if fail or self.path != "/apis/authentication.k8s.io/v1/tokenreviews":
                     self.send_response(500)
                     self.end_headers()
                     return
@@ -855,6 +856,8 @@ class TokenReviewer:
                 if tok in outer.tokens and outer.tokens[tok][1] in auds:
                     status = {"authenticated": True, "user": {"username": outer.tokens[tok][0]},
                               "audiences": auds}
+                elif tok in outer.tokens:
+                    status["error"] = "token audiences %s is invalid for the target audiences" % auds
                 out = json.dumps({"apiVersion": "authentication.k8s.io/v1", "kind": "TokenReview",
                                   "spec": spec, "status": status}).encode()
                 try:

@@ -2,19 +2,12 @@
 server reviews bearer tokens against a small TokenReview endpoint served over HTTPS by this
 test (self-signed certificate made with openssl), found through the in-cluster environment
 (KUBERNETES_SERVICE_HOST/PORT) and IC_SA_TOKEN_FILE / IC_SA_CA_FILE."""
-import http.server
 import json
-import os
 import re
-import shutil
-import ssl
-import subprocess
-import tempfile
-import threading
 
 import pytest
 
-from harness import Server, free_port, http_get
+from harness import Server, TokenReviewer, http_get
 
 SA = "system:serviceaccount:inference-cache-system:inference-cache-controller-manager"
 CTRL_AUD = "inferencecache.io/controller"
@@ -29,82 +22,9 @@ TOKENS = {
 }
 
 
-class Reviewer:
-    """A TokenReview endpoint over HTTPS recording every review it answers."""
-
-    def __init__(self):
-        self.dir = tempfile.mkdtemp(prefix="ic-tokenreview-")
-        self.crt = os.path.join(self.dir, "tls.crt")
-        self.key = os.path.join(self.dir, "tls.key")
-        subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout",
-                        self.key, "-out", self.crt, "-days", "1", "-subj", "/CN=127.0.0.1",
-                        "-addext", "subjectAltName=IP:127.0.0.1"],
-                       check=True, capture_output=True)
-        self.token_file = os.path.join(self.dir, "token")
-        with open(self.token_file, "w") as f:
-            f.write("server-sa-token\n")
-        self.reviews = []
-        self.fail = False
-        self.lock = threading.Lock()
-        outer = self
-
-        class H(http.server.BaseHTTPRequestHandler):
-            def log_message(self, *a):
-                pass
-
-            def do_POST(self):
-                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-                with outer.lock:
-                    outer.reviews.append((self.path, self.headers.get("Authorization"), body))
-                    fail = outer.fail
-                if fail or self.path != "/apis/authentication.k8s.io/v1/tokenreviews":
-                    self.send_response(500)
-                    self.end_headers()
-                    return
-                spec = body.get("spec", {})
-                tok = spec.get("token")
-                auds = spec.get("audiences") or []
-                status = {"authenticated": False}
-                if tok in TOKENS and TOKENS[tok][1] in auds:
-                    status = {"authenticated": True, "user": {"username": TOKENS[tok][0]},
-                              "audiences": auds}
-                elif tok in TOKENS:
-                    status["error"] = "token audiences %s is invalid for the target audiences" % auds
-                else:
-                    status["error"] = "invalid bearer token"
-                out = json.dumps({"apiVersion": "authentication.k8s.io/v1", "kind": "TokenReview",
-                                  "spec": spec, "status": status}).encode()
-                self.send_response(201)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(out)))
-                self.end_headers()
-                self.wfile.write(out)
-
-        self.port = free_port()
-        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", self.port), H)
-        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-        ctx.load_cert_chain(self.crt, self.key)
-        self.httpd.socket = ctx.wrap_socket(self.httpd.socket, server_side=True)
-        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
-        self.thread.start()
-
-    def env(self):
-        return {"KUBERNETES_SERVICE_HOST": "127.0.0.1", "KUBERNETES_SERVICE_PORT": str(self.port),
-                "IC_SA_TOKEN_FILE": self.token_file, "IC_SA_CA_FILE": self.crt}
-
-    def count(self):
-        with self.lock:
-            return len(self.reviews)
-
-    def close(self):
-        self.httpd.shutdown()
-        self.httpd.server_close()
-        shutil.rmtree(self.dir, ignore_errors=True)
-
-
 @pytest.fixture(scope="module")
 def reviewer():
-    r = Reviewer()
+    r = TokenReviewer(TOKENS)
     yield r
     r.close()
 
