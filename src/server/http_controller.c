@@ -120,36 +120,38 @@ static void h_probe(ic_http_req_t *r, void *ud) {
   ic_http_reply_take(r, 200, "application/json", out, bl);
 }
 
-int server_http_controller_routes(server_ctx_t *ctx, ic_http_server_t *s) {
+int server_http_add_controller_route(server_ctx_t *ctx, ic_http_server_t *s, ic_http_route_t rt,
+                                     server_audience_t audience) {
   struct server_auth *a = ctx->flags.insecure_disable_auth ? NULL : ctx->auth;
-  if (!started_at[0]) set_started_at();
-  ic_http_route_t routes[] = {
-      {.path = "/snapshot",
-       .methods = "GET",
-       .handler = h_snapshot,
-       .ud = ctx,
-       .auth = a ? ic_auth_http_hook : NULL,
-       .auth_ud = a ? a->snapshot : NULL},
-      {.path = "/policy",
-       .methods = "POST, PUT",
-       .handler = h_policy,
-       .ud = ctx,
-       .auth = a ? ic_auth_http_hook : NULL,
-       .auth_ud = a ? a->policy : NULL,
-       .max_body = IC_POLICY_MAX_BODY},
-      {.path = "/probe",
-       .methods = "POST",
-       .handler = h_probe,
-       .ud = ctx,
-       .auth = a ? ic_auth_http_hook : NULL,
-       .auth_ud = a ? a->probe : NULL,
-       .max_body = IC_PROBE_MAX_BODY},
-  };
-  for (size_t i = 0; i < sizeof routes / sizeof *routes; i++) {
-    int rc = ic_http_add_route(s, &routes[i]);
-    if (rc) return rc;
+  rt.ud = ctx;
+  if (a) {
+    rt.auth = ic_auth_http_hook;
+    rt.auth_ud = audience == SERVER_AUD_SNAPSHOT ? a->snapshot
+                 : audience == SERVER_AUD_POLICY ? a->policy
+                                                 : a->probe;
   }
-  return 0;
+  return ic_http_add_route(s, &rt);
+}
+
+int server_http_controller_routes(server_ctx_t *ctx, ic_http_server_t *s) {
+  if (!started_at[0]) set_started_at();
+  int rc;
+  if ((rc = server_http_add_controller_route(
+           ctx, s, (ic_http_route_t){.path = "/snapshot", .methods = "GET", .handler = h_snapshot},
+           SERVER_AUD_SNAPSHOT)) != 0 ||
+      (rc = server_http_add_controller_route(ctx, s,
+                                             (ic_http_route_t){.path = "/policy",
+                                                               .methods = "POST, PUT",
+                                                               .handler = h_policy,
+                                                               .max_body = IC_POLICY_MAX_BODY},
+                                             SERVER_AUD_POLICY)) != 0)
+    return rc;
+  return server_http_add_controller_route(ctx, s,
+                                          (ic_http_route_t){.path = "/probe",
+                                                            .methods = "POST",
+                                                            .handler = h_probe,
+                                                            .max_body = IC_PROBE_MAX_BODY},
+                                          SERVER_AUD_PROBE);
 }
 
 /* ------------------------------------------------------------------------ auth setup */

@@ -41,6 +41,11 @@ int server_probe_json(const char *backend, const server_probe_result_t *res, ic_
 
 /* http_controller.c */
 int server_http_controller_routes(server_ctx_t *ctx, ic_http_server_t *s);
+/* Adds a controller-listener route (rt.ud = ctx) guarded by the reviewer of `audience` (one of
+ * the server_auth fields; none under --insecure-disable-auth). */
+typedef enum { SERVER_AUD_SNAPSHOT, SERVER_AUD_POLICY, SERVER_AUD_PROBE } server_audience_t;
+int server_http_add_controller_route(server_ctx_t *ctx, ic_http_server_t *s, ic_http_route_t rt,
+                                     server_audience_t audience);
 /* http_prompts.c: POST|PUT|GET /prompttemplates on the controller listener. */
 int server_http_prompt_routes(server_ctx_t *ctx, ic_http_server_t *s);
 /* warmup.c: PUT /reporters on the controller listener; the warm-up /readyz body. */

@@ -47,13 +47,10 @@ static void h_prompttemplates(ic_http_req_t *r, void *ud) {
 }
 
 int server_http_prompt_routes(server_ctx_t *ctx, ic_http_server_t *s) {
-  struct server_auth *a = ctx->flags.insecure_disable_auth ? NULL : ctx->auth;
-  ic_http_route_t route = {.path = "/prompttemplates",
-                           .methods = "GET, POST, PUT",
-                           .handler = h_prompttemplates,
-                           .ud = ctx,
-                           .auth = a ? ic_auth_http_hook : NULL,
-                           .auth_ud = a ? a->policy : NULL,
-                           .max_body = PROMPTTEMPLATES_MAX_BODY};
-  return ic_http_add_route(s, &route);
+  return server_http_add_controller_route(ctx, s,
+                                          (ic_http_route_t){.path = "/prompttemplates",
+                                                            .methods = "GET, POST, PUT",
+                                                            .handler = h_prompttemplates,
+                                                            .max_body = PROMPTTEMPLATES_MAX_BODY},
+                                          SERVER_AUD_POLICY);
 }

@@ -131,15 +131,12 @@ static void h_reporters(ic_http_req_t *r, void *ud) {
 }
 
 int server_http_reporters_route(server_ctx_t *ctx, ic_http_server_t *s) {
-  struct server_auth *a = ctx->flags.insecure_disable_auth ? NULL : ctx->auth;
-  ic_http_route_t rt = {.path = "/reporters",
-                        .methods = "PUT",
-                        .handler = h_reporters,
-                        .ud = ctx,
-                        .auth = a ? ic_auth_http_hook : NULL,
-                        .auth_ud = a ? a->policy : NULL,
-                        .max_body = IC_WARMSTART_MAX_BODY};
-  return ic_http_add_route(s, &rt);
+  return server_http_add_controller_route(ctx, s,
+                                          (ic_http_route_t){.path = "/reporters",
+                                                            .methods = "PUT",
+                                                            .handler = h_reporters,
+                                                            .max_body = IC_WARMSTART_MAX_BODY},
+                                          SERVER_AUD_POLICY);
 }
 
 /* The /readyz body while warming up (ready replicas answer "ok"). */
