@@ -70,10 +70,12 @@ def prose(n):
 
 
 def test_flood_of_long_prompts_is_shed_and_other_clients_are_served(models_dir):
-    # Four threads: at most three tokenize, one is always free for everything else.
-    with Server(["--insecure-disable-auth", f"--tokenizer-models-dir={models_dir}", "--grpc-threads=4"]) as srv:
+    # Two threads: at most one tokenizes, the other is always free for everything else. (With
+    # four, a quiet machine's gRPC pollers sometimes ran the flood on fewer than four threads at
+    # once, so the bound of three was never exceeded and nothing was shed.)
+    with Server(["--insecure-disable-auth", f"--tokenizer-models-dir={models_dir}", "--grpc-threads=2"]) as srv:
         loaded = [r for r in srv.log_records() if r.get("msg") == "tokenizer_models_loaded"]
-        assert loaded and loaded[0]["max_in_flight"] == 3
+        assert loaded and loaded[0]["max_in_flight"] == 1
         stub = srv.stub()
         stub.ReportCacheState(iter([pb.CacheStateUpdate(
             replica_id="r1", model_id="m", tenant_id="t", hash_scheme="vllm",
@@ -111,7 +113,7 @@ def test_flood_of_long_prompts_is_shed_and_other_clients_are_served(models_dir):
                 # the reference's shed answer: fail open
                 assert r.reason_code == "NO_HINT" and len(r.replica_scores) == 0, r
                 shed += 1
-        assert served >= 3 and shed >= 1, f"served {served}, shed {shed} in a {flood_s:.1f}s flood"
+        assert served >= 1 and shed >= 1, f"served {served}, shed {shed} in a {flood_s:.1f}s flood"
         assert srv.metric(f'inferencecache_prompt_tokenize_shed_total{{model="{MODEL}"}}') == shed
 
         # The other client was answered all along, correctly and without waiting on the flood.
