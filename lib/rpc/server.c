@@ -1,8 +1,11 @@
-/* gRPC server over the core C API: N completion-queue threads, each with its own pool of
- * pre-requested calls per registered method, and one small state machine per call kind.
+/* gRPC server over the core C API: N threads serving one completion queue, each with its own
+ * pool of pre-requested calls per registered method, and one small state machine per call kind.
  *
- * Design. Every call is bound to the completion queue that announced it, so all of a call's
- * completions (and therefore all handler callbacks for it) run on one thread, in order. Unary
+ * Design. All threads wait on one completion queue: the thread that gRPC core's poller lets read
+ * a call completes it itself (with a queue per thread the poller often read another thread's
+ * call and had to wake that thread for it). A streaming call's completions may therefore reach
+ * any thread; they are serialised per call (`dispatching`, `pend`), so its handler callbacks
+ * never run concurrently and see one another's writes. Unary
  * calls cost one batch: the handler runs as soon as the request arrives and a single batch
  * sends metadata, message and status and receives the close. Streaming calls keep one
  * RECV_CLOSE_ON_SERVER outstanding for their whole life (it tells us about cancellation), at
@@ -168,6 +171,16 @@ struct ic_rpc_call {
   int cancelled;
   tag_t t_new, t_recv, t_send, t_status, t_close;
   void *data;
+  /* Streaming calls: the thread handling one of the call's completions owns it until no more
+   * are pending; completions that arrive meanwhile on other threads wait in pend (at most
+   * three: the close, a receive and a send or the status are all a call has outstanding).
+   * Guarded by mu. */
+  bool dispatching;
+  uint8_t npend;
+  struct {
+    uint8_t kind;
+    bool ok;
+  } pend[4];
 
   pthread_mutex_t mu; /* guards everything below (streams only) */
   int refs;           /* outstanding batches + close */
@@ -190,6 +203,8 @@ struct ic_rpc_server {
   int port;
   int nthreads;
   cq_thread_t *cqts;
+  int ncqs; /* 1 (shared by all threads) or nthreads (IC_RPC_CQ=per-thread, for comparison) */
+  grpc_completion_queue *cqs[64];
   grpc_completion_queue *shutdown_cq;
   method_t methods[MAX_METHODS];
   size_t nmethods;
@@ -749,9 +764,9 @@ static void handle_stream_start(ic_rpc_call_t *c) {
   memset(&op, 0, sizeof op);
   op.op = GRPC_OP_RECV_CLOSE_ON_SERVER;
   op.data.recv_close_on_server.cancelled = &c->cancelled;
-  c->refs = 1; /* the close */
+  c->refs++; /* the close (the dispatcher holds one more while this runs) */
   if (grpc_call_start_batch(c->call, &op, 1, &c->t_close, NULL) != GRPC_CALL_OK) {
-    call_free(c);
+    c->refs--; /* the dispatcher's release frees it */
     return;
   }
   if (!live_admit(c)) {
@@ -835,49 +850,93 @@ static void handle_send_done(ic_rpc_call_t *c, bool ok) {
   if (drained && c->m && c->m->sh.on_drain) c->m->sh.on_drain(c->m->ud, c);
 }
 
-static void handle_event(cq_thread_t *cqt, grpc_event ev) {
-  tag_t *t = ev.tag;
-  ic_rpc_call_t *c = t->call;
-  switch (t->kind) {
-  case TAG_NEW: {
-    if (cqt->srv->timing_trailer) c->arrive_ns = ic_clock_monotonic_ns();
-    method_t *m = c->m ? c->m : &cqt->srv->generic;
-    if (!ev.success) { /* server shutting down: the requested call never matched */
-      call_free(c);
-      return;
-    }
-    request_call(cqt, m); /* keep the pool full */
-    if (!c->m)
-      handle_unknown(c);
-    else if (c->m->kind == IC_RPC_UNARY)
-      handle_unary(c);
-    else
-      handle_stream_start(c);
-    return;
-  }
-  case TAG_STATUS:
-    if (!c->m || c->m->kind == IC_RPC_UNARY) { /* one-batch calls */
-      call_free(c);
-      return;
-    }
-    call_unref(c);
+/* One completion of a streaming call, on the thread that owns the call (stream_dispatch). */
+static void handle_stream_event(ic_rpc_call_t *c, uint8_t kind, bool ok) {
+  switch (kind) {
+  case TAG_NEW:
+    handle_stream_start(c);
     return;
   case TAG_RECV:
-    handle_recv(c, ev.success);
-    call_unref(c);
-    return;
+    handle_recv(c, ok);
+    break;
   case TAG_SEND:
-    handle_send_done(c, ev.success);
-    call_unref(c);
-    return;
+    handle_send_done(c, ok);
+    break;
   case TAG_CLOSE:
     pthread_mutex_lock(&c->mu);
     c->closed = true;
     pthread_mutex_unlock(&c->mu);
-    call_unref(c);
+    break;
+  default: /* TAG_STATUS */
+    break;
+  }
+  call_unref(c);
+}
+
+/* Runs a streaming call's completion here unless another thread is handling one of its
+ * completions now; then it is queued for that thread, which drains the queue before letting go.
+ * The owner holds a reference, so the call outlives the loop. */
+static void stream_dispatch(cq_thread_t *cqt, ic_rpc_call_t *c, uint8_t kind, bool ok) {
+  pthread_mutex_lock(&c->mu);
+  if (c->dispatching) {
+    c->pend[c->npend].kind = kind;
+    c->pend[c->npend++].ok = ok;
+    pthread_mutex_unlock(&c->mu);
     return;
-  default:
+  }
+  c->dispatching = true;
+  c->refs++;
+  pthread_mutex_unlock(&c->mu);
+  for (;;) {
+    c->cqt = cqt; /* per-thread scratch buffers for the handlers */
+    handle_stream_event(c, kind, ok);
+    pthread_mutex_lock(&c->mu);
+    if (c->npend == 0) {
+      c->dispatching = false;
+      pthread_mutex_unlock(&c->mu);
+      break;
+    }
+    kind = c->pend[0].kind;
+    ok = c->pend[0].ok;
+    c->npend--;
+    memmove(&c->pend[0], &c->pend[1], c->npend * sizeof c->pend[0]);
+    pthread_mutex_unlock(&c->mu);
+  }
+  call_unref(c);
+}
+
+static void handle_event(cq_thread_t *cqt, grpc_event ev) {
+  tag_t *t = ev.tag;
+  ic_rpc_call_t *c = t->call;
+  if (c->m && c->m->kind != IC_RPC_UNARY) {
+    if (t->kind == TAG_NEW) {
+      if (cqt->srv->timing_trailer) c->arrive_ns = ic_clock_monotonic_ns();
+      if (!ev.success) { /* server shutting down: the requested call never matched */
+        call_free(c);
+        return;
+      }
+      request_call(cqt, c->m); /* keep the pool full */
+    }
+    stream_dispatch(cqt, c, t->kind, ev.success);
     return;
+  }
+  /* Unary and unknown-method calls: one batch after the request, so their two completions
+   * never overlap; the call belongs to whichever thread holds its completion. */
+  c->cqt = cqt;
+  if (t->kind == TAG_NEW) {
+    if (cqt->srv->timing_trailer) c->arrive_ns = ic_clock_monotonic_ns();
+    method_t *m = c->m ? c->m : &cqt->srv->generic;
+    if (!ev.success) {
+      call_free(c);
+      return;
+    }
+    request_call(cqt, m);
+    if (!c->m)
+      handle_unknown(c);
+    else
+      handle_unary(c);
+  } else if (t->kind == TAG_STATUS) {
+    call_free(c);
   }
 }
 
@@ -992,10 +1051,15 @@ ic_rpc_server_t *ic_rpc_server_new(const char *addr, const ic_rpc_server_opts_t 
     return NULL;
   }
   s->cqts = calloc((size_t)s->nthreads, sizeof *s->cqts);
+  const char *mode = getenv("IC_RPC_CQ");
+  s->ncqs = mode && !strcmp(mode, "per-thread") ? s->nthreads : 1;
+  for (int i = 0; i < s->ncqs; i++) {
+    s->cqs[i] = grpc_completion_queue_create_for_next(NULL);
+    grpc_server_register_completion_queue(s->srv, s->cqs[i], NULL);
+  }
   for (int i = 0; i < s->nthreads; i++) {
     s->cqts[i].srv = s;
-    s->cqts[i].cq = grpc_completion_queue_create_for_next(NULL);
-    grpc_server_register_completion_queue(s->srv, s->cqts[i].cq, NULL);
+    s->cqts[i].cq = s->cqs[i % s->ncqs];
   }
   s->shutdown_cq = grpc_completion_queue_create_for_pluck(NULL);
   grpc_server_register_completion_queue(s->srv, s->shutdown_cq, NULL);
@@ -1065,7 +1129,12 @@ int ic_rpc_server_start(ic_rpc_server_t *s) {
     for (size_t k = 0; k < s->nmethods; k++)
       for (int j = 0; j < PREREQUEST_PER_METHOD; j++) request_call(cqt, &s->methods[k]);
     request_call(cqt, &s->generic);
-    if (pthread_create(&cqt->th, NULL, cq_main, cqt) == 0) cqt->started = true;
+    if (pthread_create(&cqt->th, NULL, cq_main, cqt) == 0) {
+      cqt->started = true;
+      char name[16]; /* shows in top -H, perf sched and /proc: what competes with whom */
+      snprintf(name, sizeof name, "grpc-cq-%d", i);
+      pthread_setname_np(cqt->th, name);
+    }
   }
   return 0;
 }
@@ -1098,14 +1167,14 @@ int ic_rpc_server_shutdown(ic_rpc_server_t *s, int drain_ms) {
     pthread_rwlock_unlock(&s->cancel_lock);
     grpc_completion_queue_pluck(s->shutdown_cq, s, gpr_inf_future(GPR_CLOCK_REALTIME), NULL);
   }
-  for (int i = 0; i < s->nthreads; i++) grpc_completion_queue_shutdown(s->cqts[i].cq);
+  for (int i = 0; i < s->ncqs; i++) grpc_completion_queue_shutdown(s->cqs[i]);
   for (int i = 0; i < s->nthreads; i++)
     if (s->cqts[i].started) pthread_join(s->cqts[i].th, NULL);
   if (!s->started) {
     /* Threads never ran: drain the pre-requested calls' failures ourselves. */
-    for (int i = 0; i < s->nthreads; i++) {
+    for (int i = 0; i < s->ncqs; i++) {
       grpc_event e;
-      while ((e = grpc_completion_queue_next(s->cqts[i].cq, gpr_inf_future(GPR_CLOCK_REALTIME), NULL))
+      while ((e = grpc_completion_queue_next(s->cqs[i], gpr_inf_future(GPR_CLOCK_REALTIME), NULL))
                  .type != GRPC_QUEUE_SHUTDOWN)
         if (e.type == GRPC_OP_COMPLETE) handle_event(&s->cqts[i], e);
     }
@@ -1117,8 +1186,8 @@ void ic_rpc_server_free(ic_rpc_server_t *s) {
   if (!s) return;
   ic_rpc_server_shutdown(s, 0);
   grpc_server_destroy(s->srv);
+  for (int i = 0; i < s->ncqs; i++) grpc_completion_queue_destroy(s->cqs[i]);
   for (int i = 0; i < s->nthreads; i++) {
-    grpc_completion_queue_destroy(s->cqts[i].cq);
     ic_buf_free(&s->cqts[i].scratch);
     ic_buf_free(&s->cqts[i].resp);
     for (ic_rpc_call_t *c = s->cqts[i].pool, *n; c; c = n) {

@@ -609,8 +609,14 @@ struct server_hub *server_hub_new(server_ctx_t *ctx) {
   }
   if (h->queued_gauge) ic_metric_set(h->queued_gauge, 0);
   if (h->log_gauge) ic_metric_set(h->log_gauge, 0);
-  if (pthread_create(&h->sender, NULL, sender_main, h) == 0) h->sender_started = true;
-  if (pthread_create(&h->ticker, NULL, ticker_main, h) == 0) h->ticker_started = true;
+  if (pthread_create(&h->sender, NULL, sender_main, h) == 0) {
+    h->sender_started = true;
+    pthread_setname_np(h->sender, "ic-stream-send");
+  }
+  if (pthread_create(&h->ticker, NULL, ticker_main, h) == 0) {
+    h->ticker_started = true;
+    pthread_setname_np(h->ticker, "ic-stream-tick");
+  }
   return h;
 }
 

@@ -365,6 +365,7 @@ int main(int argc, char **argv) {
   pthread_mutex_init(&mt.mu, NULL);
   pthread_cond_init(&mt.cv, NULL);
   mt.started = pthread_create(&mt.th, NULL, maint_main, &mt) == 0;
+  if (mt.started) pthread_setname_np(mt.th, "ic-maintenance");
 
   int sig = 0;
   while (sigwait(&sigs, &sig) != 0) {
