@@ -1132,7 +1132,7 @@ int ic_rpc_server_start(ic_rpc_server_t *s) {
     if (pthread_create(&cqt->th, NULL, cq_main, cqt) == 0) {
       cqt->started = true;
       char name[16]; /* shows in top -H, perf sched and /proc: what competes with whom */
-      snprintf(name, sizeof name, "grpc-cq-%d", i);
+      snprintf(name, sizeof name, "grpc-cq-%d", i % 100);
       pthread_setname_np(cqt->th, name);
     }
   }
