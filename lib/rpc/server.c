@@ -140,8 +140,9 @@ typedef struct cq_thread {
   bool started;
   ic_buf_t scratch; /* request bytes when a payload spans several slices */
   ic_buf_t resp;
-  /* Finished unary calls kept for reuse. A unary call is requested and freed on its own
-   * thread only, so the pool takes no lock and the steady state allocates no call struct. */
+  /* Finished unary calls kept for reuse. A call is taken from the pool of the thread that
+   * requests it and returned to the pool of the thread that frees it; only the owner touches a
+   * pool, so it takes no lock and the steady state allocates no call struct. */
   struct ic_rpc_call *pool;
   int npool;
 } cq_thread_t;
@@ -203,8 +204,7 @@ struct ic_rpc_server {
   int port;
   int nthreads;
   cq_thread_t *cqts;
-  int ncqs; /* 1 (shared by all threads) or nthreads (IC_RPC_CQ=per-thread, for comparison) */
-  grpc_completion_queue *cqs[64];
+  grpc_completion_queue *cq; /* served by every thread */
   grpc_completion_queue *shutdown_cq;
   method_t methods[MAX_METHODS];
   size_t nmethods;
@@ -1051,15 +1051,11 @@ ic_rpc_server_t *ic_rpc_server_new(const char *addr, const ic_rpc_server_opts_t 
     return NULL;
   }
   s->cqts = calloc((size_t)s->nthreads, sizeof *s->cqts);
-  const char *mode = getenv("IC_RPC_CQ");
-  s->ncqs = mode && !strcmp(mode, "per-thread") ? s->nthreads : 1;
-  for (int i = 0; i < s->ncqs; i++) {
-    s->cqs[i] = grpc_completion_queue_create_for_next(NULL);
-    grpc_server_register_completion_queue(s->srv, s->cqs[i], NULL);
-  }
+  s->cq = grpc_completion_queue_create_for_next(NULL);
+  grpc_server_register_completion_queue(s->srv, s->cq, NULL);
   for (int i = 0; i < s->nthreads; i++) {
     s->cqts[i].srv = s;
-    s->cqts[i].cq = s->cqs[i % s->ncqs];
+    s->cqts[i].cq = s->cq;
   }
   s->shutdown_cq = grpc_completion_queue_create_for_pluck(NULL);
   grpc_server_register_completion_queue(s->srv, s->shutdown_cq, NULL);
@@ -1167,17 +1163,15 @@ int ic_rpc_server_shutdown(ic_rpc_server_t *s, int drain_ms) {
     pthread_rwlock_unlock(&s->cancel_lock);
     grpc_completion_queue_pluck(s->shutdown_cq, s, gpr_inf_future(GPR_CLOCK_REALTIME), NULL);
   }
-  for (int i = 0; i < s->ncqs; i++) grpc_completion_queue_shutdown(s->cqs[i]);
+  grpc_completion_queue_shutdown(s->cq);
   for (int i = 0; i < s->nthreads; i++)
     if (s->cqts[i].started) pthread_join(s->cqts[i].th, NULL);
   if (!s->started) {
     /* Threads never ran: drain the pre-requested calls' failures ourselves. */
-    for (int i = 0; i < s->ncqs; i++) {
-      grpc_event e;
-      while ((e = grpc_completion_queue_next(s->cqs[i], gpr_inf_future(GPR_CLOCK_REALTIME), NULL))
-                 .type != GRPC_QUEUE_SHUTDOWN)
-        if (e.type == GRPC_OP_COMPLETE) handle_event(&s->cqts[i], e);
-    }
+    grpc_event e;
+    while ((e = grpc_completion_queue_next(s->cq, gpr_inf_future(GPR_CLOCK_REALTIME), NULL)).type !=
+           GRPC_QUEUE_SHUTDOWN)
+      if (e.type == GRPC_OP_COMPLETE) handle_event(&s->cqts[0], e);
   }
   return cancelled;
 }
@@ -1186,7 +1180,7 @@ void ic_rpc_server_free(ic_rpc_server_t *s) {
   if (!s) return;
   ic_rpc_server_shutdown(s, 0);
   grpc_server_destroy(s->srv);
-  for (int i = 0; i < s->ncqs; i++) grpc_completion_queue_destroy(s->cqs[i]);
+  grpc_completion_queue_destroy(s->cq);
   for (int i = 0; i < s->nthreads; i++) {
     ic_buf_free(&s->cqts[i].scratch);
     ic_buf_free(&s->cqts[i].resp);
