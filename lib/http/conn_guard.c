@@ -226,6 +226,7 @@ int conn_guard_start(conn_guard_t *g) {
   if (g->running || (!g->req_ms && !g->idle_ms)) return 0;
   g->stop = false;
   if (pthread_create(&g->thr, NULL, reaper, g) != 0) return IC_ENOMEM;
+  pthread_setname_np(g->thr, "ic-http-reaper");
   g->running = true;
   return 0;
 }

@@ -90,6 +90,7 @@ void server_warmup_start(server_ctx_t *ctx) {
               IC_LI("timeout_ms", ctx->flags.warm_start_timeout_ms));
   ic_rpc_server_set_serving(ctx->grpc, false);
   warm_thread_started = pthread_create(&warm_thread, NULL, warm_main, ctx) == 0;
+  if (warm_thread_started) pthread_setname_np(warm_thread, "ic-warm-start");
   if (!warm_thread_started) become_ready(ctx); /* fail open: never stay unready for good */
 }
 
