@@ -921,9 +921,11 @@ static void handle_event(cq_thread_t *cqt, grpc_event ev) {
     return;
   }
   /* Unary and unknown-method calls: one batch after the request, so their two completions
-   * never overlap; the call belongs to whichever thread holds its completion. */
-  c->cqt = cqt;
-  if (t->kind == TAG_NEW) {
+   * never overlap; the call belongs to whichever thread holds its completion (its scratch
+   * buffers while the handler runs, its pool when the call is freed). */
+  switch (t->kind) {
+  case TAG_NEW: {
+    c->cqt = cqt;
     if (cqt->srv->timing_trailer) c->arrive_ns = ic_clock_monotonic_ns();
     method_t *m = c->m ? c->m : &cqt->srv->generic;
     if (!ev.success) {
@@ -935,8 +937,14 @@ static void handle_event(cq_thread_t *cqt, grpc_event ev) {
       handle_unknown(c);
     else
       handle_unary(c);
-  } else if (t->kind == TAG_STATUS) {
+    return;
+  }
+  case TAG_STATUS:
+    c->cqt = cqt;
     call_free(c);
+    return;
+  default:
+    return;
   }
 }
 
