@@ -384,7 +384,9 @@ void *sub_sender_thread(void *arg) {
   if (!buf) return NULL;
   unsigned seed = (unsigned)ic_clock_monotonic_ns();
   int64_t backoff = 100000;
-  int64_t next_tick = ic_clock_monotonic_us() + c->window_us;
+  /* On the subscriber's grid: a target added later drains what it holds at once, then ticks
+   * with the others. */
+  int64_t next_tick = c->tick_origin_us + c->window_us;
   for (;;) {
     pthread_mutex_lock(&t->q.mu);
     for (;;) {

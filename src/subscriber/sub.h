@@ -141,6 +141,9 @@ typedef struct sub_ctx {
   int64_t token_refresh_us;      /* how often the token file is looked at */
   struct ic_auth_token_file *token;
   int64_t window_us, stats_interval_us, cache_size_bytes, ceiling, queue_max_bytes;
+  /* Every target's window ticks on one grid (origin + k x window_us), so the replicas get the
+   * same batches at the same moment instead of up to a window apart (docs/ha.md). */
+  int64_t tick_origin_us;
   int64_t max_backoff_us, replay_timeout_us, down_grace_us;
   ic_kv_cache_tier_t cache_tier;
   bool l2_mode, dp_suffix;
