@@ -150,17 +150,17 @@ class Server:
 
     args: extra flags (e.g. ["--insecure-disable-auth"]). Bind-address flags are added unless
     given. `ready` waits for /readyz 200 and a READY gRPC channel (skip with wait=False).
-    grpc_host/grpc_port: where gRPC listens (another loopback address, e.g. 127.0.0.3, and a
-    port shared with replicas on other addresses, as behind one DNS name).
+    host and the ports: where it listens (another loopback address, e.g. 127.0.0.3, and ports
+    shared with replicas on other addresses, as behind one DNS name).
     stderr is captured to a file (self.log_path); logs() returns it as text."""
 
     def __init__(self, args=None, wait=True, tls_ca=None, env=None, binary=None,
-                 grpc_host="127.0.0.1", grpc_port=None):
+                 host="127.0.0.1", grpc_port=None, http_port=None, snapshot_port=None):
         self.args = list(args or [])
-        self.grpc_host = grpc_host
+        self.host = host
         self.grpc_port = grpc_port or free_port()
-        self.http_port = free_port()
-        self.snapshot_port = free_port()
+        self.http_port = http_port or free_port()
+        self.snapshot_port = snapshot_port or free_port()
         self.binary = binary or SERVER_BIN
         self.tls_ca = tls_ca
         self.env = env
@@ -172,15 +172,15 @@ class Server:
 
     @property
     def grpc_addr(self):
-        return "%s:%d" % (self.grpc_host, self.grpc_port)
+        return "%s:%d" % (self.host, self.grpc_port)
 
     @property
     def http_url(self):
-        return "http://127.0.0.1:%d" % self.http_port
+        return "http://%s:%d" % (self.host, self.http_port)
 
     @property
     def snapshot_url(self):
-        return "http://127.0.0.1:%d" % self.snapshot_port
+        return "http://%s:%d" % (self.host, self.snapshot_port)
 
     def command(self):
         args = list(self.args)
@@ -188,9 +188,9 @@ class Server:
         if "--grpc-bind-address" not in have:
             args.append("--grpc-bind-address=" + self.grpc_addr)
         if "--http-bind-address" not in have:
-            args.append("--http-bind-address=127.0.0.1:%d" % self.http_port)
+            args.append("--http-bind-address=%s:%d" % (self.host, self.http_port))
         if "--snapshot-bind-address" not in have:
-            args.append("--snapshot-bind-address=127.0.0.1:%d" % self.snapshot_port)
+            args.append("--snapshot-bind-address=%s:%d" % (self.host, self.snapshot_port))
         # Warm start (docs/ha.md) waits up to --warm-start-window-ms for reporters before /readyz
         # says 200; tests that do not exercise it start ready, as a lone server always was.
         if not any(a.startswith("--warm-start-") for a in have):

@@ -51,10 +51,10 @@ def test_dns_name_re_resolved_new_replica_gets_full_state_and_gone_one_is_droppe
     port = free_port()
     hosts = str(tmp_path / "hosts")
     write_hosts(hosts, ["127.0.0.2", "127.0.0.3"])
-    a = Server(["--insecure-disable-auth"], grpc_host="127.0.0.2", grpc_port=port).start()
-    b = Server(["--insecure-disable-auth"], grpc_host="127.0.0.3", grpc_port=port).start()
+    a = Server(["--insecure-disable-auth"], host="127.0.0.2", grpc_port=port).start()
+    b = Server(["--insecure-disable-auth"], host="127.0.0.3", grpc_port=port).start()
     c = Server(["--insecure-disable-auth", "--warm-start-window-ms=500",
-                "--warm-start-timeout-ms=60000"], grpc_host="127.0.0.4", grpc_port=port,
+                "--warm-start-timeout-ms=60000"], host="127.0.0.4", grpc_port=port,
                wait=False)
     # Two new prompts of 2 blocks a second, kept (no evictions), for as long as the test runs.
     eng = FakeEngine(["--block-size=16", "--num-blocks=2", "--prompts=100000", "--rate=2",
