@@ -45,6 +45,10 @@ typedef struct subq {
   uint64_t dropped[6]; /* by op kind */
   bool stop;
   bool evicts_lazy; /* the sender batches evictions with the window: pushing one does not wake it */
+  /* > 0: peeks stop before the first op pushed (recv_ns) at or after it. A window tick drains
+   * what was pushed before the tick's grid time, so every replica's sender cuts the stream at
+   * the same op however late it wakes (docs/ha.md, "One flush grid"). */
+  int64_t cut_ns;
 } subq_t;
 
 int subq_init(subq_t *q, size_t max_bytes);
