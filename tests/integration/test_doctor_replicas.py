@@ -5,10 +5,11 @@ servers on 127.0.0.2/.3/.4 sharing their ports; doctor resolves the name from a 
 own (a private mount namespace: its getaddrinfo is the production code path)."""
 import json
 
+import grpc
 import pytest
 
 from harness import (CLI_BIN, Server, doctor, free_port, http_get, private_hosts_command,
-                     private_hosts_supported, protos)
+                     private_hosts_supported, protos, wait_until)
 
 NAME = "ic-doctor-replicas.invalid"
 pytestmark = pytest.mark.skipif(not private_hosts_supported(),
@@ -31,6 +32,15 @@ def report(srv, n):
     upd = pb.CacheStateUpdate(replica_id="engine-0", model_id="m", tenant_id="t",
                               hash_scheme="vllm", prefixes=prefixes)
     srv.stub().ReportCacheState(iter([upd]), timeout=10)
+
+
+def listening(srv):
+    """Both HTTP listeners answer (a warming replica's /readyz says 503)."""
+    try:
+        return (http_get(srv.http_url + "/readyz", timeout=2)[0] in (200, 503) and
+                http_get(srv.snapshot_url + "/snapshot", timeout=2)[0] == 200)
+    except Exception:
+        return False
 
 
 def by_code(rep, code):
@@ -58,6 +68,8 @@ def test_doctor_checks_every_replica_and_their_agreement(tmp_path):
         return rc, rep
 
     try:
+        wait_until(lambda: listening(c), timeout=30, what="the warming replica's listeners")
+        grpc.channel_ready_future(c.channel()).result(timeout=30)
         for s in (a, b):
             push(s, "/policy", POLICY)
             report(s, 300)
