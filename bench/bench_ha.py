@@ -364,7 +364,10 @@ def agreement(pause_s):
         for t in threads:
             t.join(30)
         lags.sort()
-        pct = lambda q: round(lags[min(len(lags) - 1, int(q * len(lags)))] * 1000, 1) if lags else None
+
+        def pct(q):
+            return round(lags[min(len(lags) - 1, int(q * len(lags)))] * 1000, 1) if lags else None
+
         agree = tally["at_once"] + tally["answer"] + tally["reporter"]
         emit("agreement_ratio", round(agree / tally["total"], 5), "ratio",
              lookups=tally["total"], equal_at_once=tally["at_once"],
