@@ -339,10 +339,21 @@ static void *sender_main(void *arg) {
   return NULL;
 }
 
+/* The index reports each change on the thread that made it: it is staged (encoded into the
+ * thread's own buffer, no shared lock), and the index's flush at the end of its lock hold
+ * publishes the batch under one change-log lock and wakes the sender once. */
 void server_hub_on_change(void *ud, const ic_index_change_t *c) {
   struct server_hub *h = ud;
   if (!h || atomic_load_explicit(&h->lists[STREAM_EVENTS].count, memory_order_relaxed) == 0) return;
-  if (ic_svc_changelog_append(h->log, c) == 0) wake_sender(h);
+  ic_svc_changelog_stage(h->log, c);
+}
+
+void server_hub_on_change_flush(void *ud) {
+  struct server_hub *h = ud;
+  if (!h) return;
+  size_t published = 0;
+  ic_svc_changelog_flush(h->log, &published);
+  if (published) wake_sender(h);
 }
 
 static void stream_drain(void *ud, ic_rpc_call_t *call) {
