@@ -127,6 +127,11 @@ int ic_svc_changelog_stage(ic_svc_changelog_t *l, const ic_index_change_t *c);
  * since its previous flush (including any it flushed by itself). 0 or IC_ENOMEM (the staged
  * entries are lost). */
 int ic_svc_changelog_flush(ic_svc_changelog_t *l, size_t *published);
+/* Tells writers what the readers' filters take (n filters, borrowed for the call), so _stage
+ * skips changes none of them would; changes staged before the call are judged by the previous
+ * set. Until the first call every change is kept; n == 0 keeps none. */
+void ic_svc_changelog_set_interest(ic_svc_changelog_t *l, const ic_svc_event_filter_t *const *f,
+                                   size_t n);
 /* Stage and flush one change. */
 int ic_svc_changelog_append(ic_svc_changelog_t *l, const ic_index_change_t *c);
 /* Returns the ring's memory to the OS; call when no reader is left (cursors past head stay

@@ -35,6 +35,8 @@
 /* A thread's staged bytes past which staging publishes by itself (one long eviction pass under
  * one index lock may report thousands of changes): bounds the per-thread buffer. */
 #define STAGE_FLUSH_BYTES (32u * 1024u)
+#define MAX_INTEREST 8          /* distinct reader filters summarised; more = take everything */
+#define INTEREST_ALL UINT32_MAX /* interest_t.n: every change is wanted */
 
 typedef struct slot {
   uint32_t off, len; /* payload in the byte ring: tenant, model, event */
@@ -43,17 +45,28 @@ typedef struct slot {
   uint32_t type;
 } slot_t;
 
+/* What the readers want, by the same hashes the read filter compares first, so a writer skips
+ * encoding changes no reader would take (a collision only stores one nobody reads). Read by
+ * writers on every change without a lock: a sequence lock, odd while being rewritten. */
+typedef struct interest {
+  _Atomic uint32_t seq, n;
+  struct {
+    _Atomic uint32_t types, tenant_h, tlen, model_h, mlen; /* tlen/mlen 0 = any */
+  } f[MAX_INTEREST];
+} interest_t;
+
 struct ic_svc_changelog {
   pthread_mutex_t mu;
   size_t cap;     /* byte ring size */
   size_t nslots;  /* power of two */
   uint8_t *bytes; /* NULL until the first append */
   slot_t *slots;
-  size_t wpos;         /* next write offset */
-  uint64_t head, tail; /* live entries: [tail, head) */
-  size_t used;         /* payload bytes of live entries */
+  size_t wpos;                /* next write offset */
+  uint64_t head, tail;        /* live entries: [tail, head) */
+  size_t used;                /* payload bytes of live entries */
   _Atomic uint64_t too_large; /* entries larger than half the ring, not stored */
-  pthread_key_t stage_key;     /* each writer thread's stage_t */
+  pthread_key_t stage_key;    /* each writer thread's stage_t */
+  interest_t in;
 };
 
 /* One thread's encoded changes not yet in the ring; slot offsets are into `bytes`. */
@@ -97,6 +110,7 @@ ic_svc_changelog_t *ic_svc_changelog_new(size_t bytes) {
   l->nslots = 1024;
   while (l->nslots < bytes / AVG_ENTRY)
     l->nslots <<= 1;
+  atomic_init(&l->in.n, INTEREST_ALL); /* until the owner says what its readers want */
   if (pthread_key_create(&l->stage_key, stage_destroy) != 0) {
     free(l);
     return NULL;
@@ -232,6 +246,59 @@ static bool stage_reserve(stage_t *st, size_t len) {
   return true;
 }
 
+static bool filter_takes(uint32_t types, uint32_t type) {
+  return !types || (type < 31 && (types & (1u << type)));
+}
+
+void ic_svc_changelog_set_interest(ic_svc_changelog_t *l, const ic_svc_event_filter_t *const *f,
+                                   size_t n) {
+  uint32_t count = n > MAX_INTEREST ? INTEREST_ALL : (uint32_t)n;
+  for (size_t i = 0; i < n && count != INTEREST_ALL; i++)
+    if (!f[i]->types && !(f[i]->model_id && *f[i]->model_id) &&
+        !(f[i]->tenant_id && *f[i]->tenant_id))
+      count = INTEREST_ALL;
+  pthread_mutex_lock(&l->mu); /* one rewriter at a time */
+  interest_t *in = &l->in;
+  uint32_t seq = atomic_load_explicit(&in->seq, memory_order_relaxed);
+  atomic_store_explicit(&in->seq, seq + 1, memory_order_relaxed);
+  atomic_thread_fence(memory_order_release);
+  atomic_store_explicit(&in->n, count, memory_order_relaxed);
+  for (uint32_t i = 0; count != INTEREST_ALL && i < count; i++) {
+    const char *m = f[i]->model_id ? f[i]->model_id : "",
+               *t = f[i]->tenant_id ? f[i]->tenant_id : "";
+    size_t ml = strlen(m), tl = strlen(t);
+    atomic_store_explicit(&in->f[i].types, f[i]->types, memory_order_relaxed);
+    atomic_store_explicit(&in->f[i].model_h, hash32(m, ml), memory_order_relaxed);
+    atomic_store_explicit(&in->f[i].mlen, (uint32_t)ml, memory_order_relaxed);
+    atomic_store_explicit(&in->f[i].tenant_h, hash32(t, tl), memory_order_relaxed);
+    atomic_store_explicit(&in->f[i].tlen, (uint32_t)tl, memory_order_relaxed);
+  }
+  atomic_store_explicit(&in->seq, seq + 2, memory_order_release);
+  pthread_mutex_unlock(&l->mu);
+}
+
+/* Whether some reader's filter may take a change (by hash). */
+static bool interest_wants(interest_t *in, uint32_t type, uint32_t th, size_t tlen, uint32_t mh,
+                           size_t mlen) {
+  for (;;) {
+    uint32_t seq = atomic_load_explicit(&in->seq, memory_order_acquire);
+    if (seq & 1) continue; /* being rewritten: a few stores */
+    uint32_t n = atomic_load_explicit(&in->n, memory_order_relaxed);
+    bool want = n == INTEREST_ALL;
+    for (uint32_t i = 0; !want && i < n && i < MAX_INTEREST; i++) {
+      uint32_t fm = atomic_load_explicit(&in->f[i].mlen, memory_order_relaxed),
+               ft = atomic_load_explicit(&in->f[i].tlen, memory_order_relaxed);
+      want = filter_takes(atomic_load_explicit(&in->f[i].types, memory_order_relaxed), type) &&
+             (!fm || (fm == mlen &&
+                      atomic_load_explicit(&in->f[i].model_h, memory_order_relaxed) == mh)) &&
+             (!ft ||
+              (ft == tlen && atomic_load_explicit(&in->f[i].tenant_h, memory_order_relaxed) == th));
+    }
+    atomic_thread_fence(memory_order_acquire);
+    if (atomic_load_explicit(&in->seq, memory_order_relaxed) == seq) return want;
+  }
+}
+
 int ic_svc_changelog_stage(ic_svc_changelog_t *l, const ic_index_change_t *c) {
   change_wire_t w;
   change_wire_measure(c, &w);
@@ -239,6 +306,8 @@ int ic_svc_changelog_stage(ic_svc_changelog_t *l, const ic_index_change_t *c) {
       memcmp(w.tenant, IC_SVC_PROBE_TENANT, w.tlen) == 0)
     return 0;
   size_t tlen = w.tlen, mlen = w.mlen, len = tlen + mlen + w.size;
+  uint32_t th = hash32(w.tenant, tlen), mh = hash32(w.model, mlen);
+  if (!interest_wants(&l->in, (uint32_t)c->type, th, tlen, mh, mlen)) return 0;
   if (len > l->cap / 2) {
     atomic_fetch_add(&l->too_large, 1);
     return IC_ERANGE;
@@ -256,8 +325,8 @@ int ic_svc_changelog_stage(ic_svc_changelog_t *l, const ic_index_change_t *c) {
   change_wire_write(&w, p + tlen + mlen);
   st->slots[st->n++] = (slot_t){.off = (uint32_t)st->len,
                                 .len = (uint32_t)len,
-                                .tenant_h = hash32(w.tenant, tlen),
-                                .model_h = hash32(w.model, mlen),
+                                .tenant_h = th,
+                                .model_h = mh,
                                 .tlen = (uint32_t)tlen,
                                 .mlen = (uint32_t)mlen,
                                 .type = (uint32_t)c->type};

@@ -211,6 +211,17 @@ static uint64_t filter_group(struct server_hub *h, const ic_svc_event_filter_t *
   return ++h->next_gid;
 }
 
+/* Tells the change log which filters are in use (one per group), so changes nobody's filter
+ * takes are not even encoded. Caller holds the hub lock. */
+static void publish_interest(struct server_hub *h) {
+  const sublist_t *l = &h->lists[STREAM_EVENTS];
+  const ic_svc_event_filter_t *f[9];
+  size_t n = 0;
+  for (size_t i = 0; i < l->n && n < 9; i++) /* in group order: a group's first member */
+    if (i == 0 || l->items[i]->gid != l->items[i - 1]->gid) f[n++] = &l->items[i]->ef;
+  ic_svc_changelog_set_interest(h->log, f, n); /* more than 8 groups: everything is kept */
+}
+
 static int seq_cmp(const void *pa, const void *pb) {
   const sub_t *a = *(sub_t *const *)pa, *b = *(sub_t *const *)pb;
   if (a->cur.seq != b->cur.seq) return a->cur.seq < b->cur.seq ? -1 : 1;
@@ -281,24 +292,28 @@ static void sender_pass(struct server_hub *h) {
   bool starved = false;
   for (size_t r = 0; r < nruns; r++) {
     size_t run = (first + r) % nruns, i = h->runs[run], j = run + 1 < nruns ? h->runs[run + 1] : nc;
-    size_t per = h->tokens / (double)(j - i) >= BATCH_MSGS ? BATCH_MSGS
-                                                           : (size_t)(h->tokens / (double)(j - i));
-    if (per == 0) {
+    if (h->tokens < 1) {
       starved = true;
       break;
     }
+    /* One read for the run, at most what the budget can send once; as many members as it
+     * affords get it (starting at a rotating member, so a shortage is shared), the rest wait
+     * for the next pass. A read that matched nothing moves every member on for free. */
+    size_t max = h->tokens >= BATCH_MSGS ? BATCH_MSGS : (size_t)h->tokens;
     ic_buf_reset(&h->batch);
-    size_t got = 0;
+    size_t got = 0, members = j - i;
     uint64_t lost = 0;
     ic_svc_changelog_cursor_t cur = h->cand[i]->cur;
-    int rc = ic_svc_changelog_read(h->log, &cur, BATCH_BYTES, per, &h->batch, h->lens, &got, &lost);
-    for (size_t k = i; k < j; k++) {
-      sub_t *s = h->cand[k];
+    int rc = ic_svc_changelog_read(h->log, &cur, BATCH_BYTES, max, &h->batch, h->lens, &got, &lost);
+    size_t afford = got ? (size_t)(h->tokens / (double)got) : members, at = h->rr % members;
+    if (afford < members) starved = true;
+    for (size_t m = 0; m < members; m++) {
+      sub_t *s = h->cand[i + (at + m) % members];
       if (rc == IC_ERANGE) {
         drop_slow(l, s, lost);
         continue;
       }
-      if (rc != 0) continue;
+      if (rc != 0 || m >= afford) continue;
       if (got > 0 && atomic_load(&h->queued) >= h->max_queued) continue; /* next drain wakes us */
       s->cur.seq = cur.seq;
       if (got > 0) {
@@ -375,6 +390,7 @@ static void stream_close(void *ud, ic_rpc_call_t *call) {
   sublist_remove(&h->lists[s->kind], s);
   if (atomic_load(&s->busy)) queued_sub(h, s->inflight);
   bool last = s->kind == STREAM_EVENTS && h->lists[STREAM_EVENTS].n == 0;
+  if (s->kind == STREAM_EVENTS) publish_interest(h);
   if (last) ic_svc_changelog_release(h->log); /* nobody reads: the ring's memory goes back */
   pthread_mutex_unlock(&h->mu);
   sub_free(s);
@@ -387,11 +403,13 @@ static int add_sub(struct server_hub *h, sub_t *s, bool *added) {
   sublist_t *l = &h->lists[s->kind];
   ic_rpc_call_t *call = s->call;
   pthread_mutex_lock(&h->mu);
-  if (s->kind == STREAM_EVENTS) {
-    ic_svc_changelog_cursor_init(h->log, &s->cur, &s->ef);
-    s->gid = filter_group(h, &s->ef);
-  }
+  if (s->kind == STREAM_EVENTS) s->gid = filter_group(h, &s->ef);
   int rc = sublist_add(h, l, s);
+  if (rc == 0 && s->kind == STREAM_EVENTS) {
+    /* Interest before the cursor starts: every change made from then on is kept for it. */
+    publish_interest(h);
+    ic_svc_changelog_cursor_init(h->log, &s->cur, &s->ef);
+  }
   pthread_mutex_unlock(&h->mu);
   *added = rc == 0;
   if (rc == 0) return IC_RPC_OK;

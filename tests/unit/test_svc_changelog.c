@@ -380,3 +380,46 @@ Test(changelog, concurrent_stagers_keep_their_order_and_exit_publishes_the_rest)
   ic_buf_free(&b);
   ic_svc_changelog_free(l);
 }
+
+/* The readers' interest: changes no filter in use takes are not stored at all (the server's
+ * "other" subscribers cost the ingest path no encoding); more than 8 filters or one that takes
+ * everything keep every change; an empty set keeps none. */
+Test(changelog, interest_skips_changes_no_reader_takes) {
+  ic_svc_changelog_t *l = ic_svc_changelog_new(1 << 20);
+  ic_svc_event_filter_t by_model = {.model_id = "m1"},
+                        by_type = {.tenant_id = "t2", .types = 1u << IC_INDEX_CHANGE_ALL_CLEARED};
+  const ic_svc_event_filter_t *two[2] = {&by_model, &by_type};
+  ic_svc_changelog_set_interest(l, two, 2);
+  ic_index_change_t cs[] = {
+      change("t1", "m1", IC_INDEX_CHANGE_PREFIX_ADDED, 0),  /* by_model */
+      change("t1", "m2", IC_INDEX_CHANGE_PREFIX_ADDED, 1),  /* nobody */
+      change("t2", "m2", IC_INDEX_CHANGE_ALL_CLEARED, 2),   /* by_type */
+      change("t2", "m2", IC_INDEX_CHANGE_PREFIX_ADDED, 3),  /* nobody: wrong type */
+      change("t3", "m1", IC_INDEX_CHANGE_PREFIX_EVICTED, 4) /* by_model */
+  };
+  for (size_t i = 0; i < 5; i++)
+    cr_assert_eq(ic_svc_changelog_append(l, &cs[i]), 0);
+  cr_assert_eq(ic_svc_changelog_head(l), 3);
+  ic_svc_event_filter_t many[9];
+  const ic_svc_event_filter_t *nine[9];
+  char names[9][8];
+  for (int i = 0; i < 9; i++) {
+    snprintf(names[i], sizeof names[i], "x%d", i);
+    many[i] = (ic_svc_event_filter_t){.model_id = names[i]};
+    nine[i] = &many[i];
+  }
+  ic_svc_changelog_set_interest(l, nine, 9);
+  cr_assert_eq(ic_svc_changelog_append(l, &cs[1]), 0);
+  cr_assert_eq(ic_svc_changelog_head(l), 4);
+  ic_svc_changelog_set_interest(l, nine, 8);
+  cr_assert_eq(ic_svc_changelog_append(l, &cs[1]), 0);
+  cr_assert_eq(ic_svc_changelog_head(l), 4);
+  const ic_svc_event_filter_t *any[1] = {&all};
+  ic_svc_changelog_set_interest(l, any, 1);
+  cr_assert_eq(ic_svc_changelog_append(l, &cs[1]), 0);
+  cr_assert_eq(ic_svc_changelog_head(l), 5);
+  ic_svc_changelog_set_interest(l, NULL, 0);
+  cr_assert_eq(ic_svc_changelog_append(l, &cs[0]), 0);
+  cr_assert_eq(ic_svc_changelog_head(l), 5);
+  ic_svc_changelog_free(l);
+}
