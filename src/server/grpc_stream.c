@@ -35,6 +35,7 @@
 #define COALESCE_NS 500000
 #define COALESCE_PER_SUB_NS 2000
 #define COALESCE_MAX_NS 5000000
+#define STARVED_MAX_WAIT_NS 100000000 /* out of send budget: at most 0.1 s to the next pass */
 
 enum { STREAM_EVENTS = 0, STREAM_METRICS = 1 };
 
@@ -158,7 +159,10 @@ static void queued_sub(struct server_hub *h, size_t n) {
 }
 
 static void wake_sender(struct server_hub *h) {
-  if (atomic_exchange(&h->pending, true)) return; /* already woken, the pass has not begun */
+  /* Already woken, the pass has not begun. Read first: every ingest thread's flush comes here,
+   * and a plain load leaves the cache line shared while the flag stays set. */
+  if (atomic_load_explicit(&h->pending, memory_order_relaxed) || atomic_exchange(&h->pending, true))
+    return;
   pthread_mutex_lock(&h->wmu);
   pthread_cond_signal(&h->wcv);
   pthread_mutex_unlock(&h->wmu);
@@ -250,7 +254,7 @@ static size_t group_runs(struct server_hub *h, size_t nc) {
  * subscribers with the same filter and position (typically all that are caught up) share one
  * read of the log; the runs take turns at being first, so a shortage of send budget or queued
  * bytes is shared. Caller holds nothing. */
-static void sender_pass(struct server_hub *h) {
+static int64_t sender_pass(struct server_hub *h) {
   sublist_t *l = &h->lists[STREAM_EVENTS];
   ic_svc_changelog_stats_t st;
   ic_svc_changelog_stats(h->log, &st);
@@ -264,7 +268,7 @@ static void sender_pass(struct server_hub *h) {
     if (nr) h->runs = nr;
     if (!nc || !nr) {
       pthread_mutex_unlock(&h->mu);
-      return;
+      return 0;
     }
     h->ncand_cap = l->n;
   }
@@ -322,8 +326,17 @@ static void sender_pass(struct server_hub *h) {
       }
     }
   }
-  if (starved) atomic_store(&h->pending, true); /* the next pass, after the coalescing pause */
+  /* Out of budget: the next pass waits until a batch's worth has accrued, so the passes over
+   * every subscriber do not outnumber the batches the budget can pay for. */
+  int64_t wait = 0;
+  if (starved) {
+    atomic_store(&h->pending, true);
+    double need = (double)BATCH_MSGS - h->tokens;
+    wait = need > 0 ? (int64_t)(need / h->rate * 1e9) : 0;
+    if (wait > STARVED_MAX_WAIT_NS) wait = STARVED_MAX_WAIT_NS;
+  }
   pthread_mutex_unlock(&h->mu);
+  return wait;
 }
 
 static void sleep_ns(long ns) {
@@ -344,10 +357,11 @@ static void *sender_main(void *arg) {
     if (h->stop) break;
     pthread_mutex_unlock(&h->wmu);
     atomic_store(&h->pending, false);
-    sender_pass(h);
+    int64_t starved_wait = sender_pass(h);
     size_t subs = atomic_load_explicit(&h->lists[STREAM_EVENTS].count, memory_order_relaxed);
     long pause = COALESCE_NS + (long)subs * COALESCE_PER_SUB_NS;
-    sleep_ns(pause < COALESCE_MAX_NS ? pause : COALESCE_MAX_NS);
+    if (pause > COALESCE_MAX_NS) pause = COALESCE_MAX_NS;
+    sleep_ns(starved_wait > pause ? (long)starved_wait : pause);
     pthread_mutex_lock(&h->wmu);
   }
   pthread_mutex_unlock(&h->wmu);
