@@ -300,14 +300,16 @@ static bool interest_wants(interest_t *in, uint32_t type, uint32_t th, size_t tl
 }
 
 int ic_svc_changelog_stage(ic_svc_changelog_t *l, const ic_index_change_t *c) {
+  /* What the filters compare first: a change nobody takes costs only this. */
+  const char *tenant = c->tenant ? c->tenant : "", *model = c->model ? c->model : "";
+  size_t tlen = strlen(tenant), mlen = strlen(model);
+  if (tlen == sizeof IC_SVC_PROBE_TENANT - 1 && memcmp(tenant, IC_SVC_PROBE_TENANT, tlen) == 0)
+    return 0;
+  uint32_t th = hash32(tenant, tlen), mh = hash32(model, mlen);
+  if (!interest_wants(&l->in, (uint32_t)c->type, th, tlen, mh, mlen)) return 0;
   change_wire_t w;
   change_wire_measure(c, &w);
-  if (w.tlen == sizeof IC_SVC_PROBE_TENANT - 1 &&
-      memcmp(w.tenant, IC_SVC_PROBE_TENANT, w.tlen) == 0)
-    return 0;
-  size_t tlen = w.tlen, mlen = w.mlen, len = tlen + mlen + w.size;
-  uint32_t th = hash32(w.tenant, tlen), mh = hash32(w.model, mlen);
-  if (!interest_wants(&l->in, (uint32_t)c->type, th, tlen, mh, mlen)) return 0;
+  size_t len = tlen + mlen + w.size;
   if (len > l->cap / 2) {
     atomic_fetch_add(&l->too_large, 1);
     return IC_ERANGE;

@@ -2,8 +2,9 @@
  * and StreamMetrics (the server's own metric samples every SERVER_METRICS_INTERVAL_MS). Beyond
  * the reference, whose handlers are empty stubs.
  *
- * Fan-out is off the ingest path. The index change listener only appends the encoded change to
- * the change log (lib/svc changelog: one bounded ring shared by all subscribers) and wakes the
+ * Fan-out is off the ingest path. The index change listener only stages the encoded change in
+ * the ingest thread's buffer; the index's flush at the end of its write hold publishes the batch
+ * to the change log (lib/svc changelog: one bounded ring shared by all subscribers) and wakes the
  * sender thread; no per-subscriber work runs under the index's locks. The sender thread gives
  * each subscriber whose previous batch was written (on_drain) its next batch from its own
  * cursor, so a reader that does not read holds at most one batch. A subscriber the ring

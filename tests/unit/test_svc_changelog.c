@@ -337,7 +337,15 @@ typedef struct {
 static void *stager(void *p) {
   stager_t *s = p;
   for (int i = 0; i < 500; i++) {
-    ic_index_change_t c = change("t", "m", IC_INDEX_CHANGE_PREFIX_ADDED, s->id * 1000 + i);
+    char hash[32]; /* change()'s shared buffers are for one thread */
+    snprintf(hash, sizeof hash, "h%08d", s->id * 1000 + i);
+    ic_index_change_t c = {.type = IC_INDEX_CHANGE_PREFIX_ADDED,
+                           .tenant = "t",
+                           .model = "m",
+                           .replica = "r1",
+                           .hash = (const uint8_t *)hash,
+                           .hash_len = strlen(hash),
+                           .timestamp_ns = 1000};
     if (ic_svc_changelog_stage(s->l, &c) != 0) s->errors++;
     if (i % 7 == 6 && i < 490) ic_svc_changelog_flush(s->l, NULL);
   }
