@@ -39,8 +39,10 @@ int ic_buf_read_file(const char *path, size_t max_bytes, ic_buf_t *out, struct t
     if (mtime) *mtime = st.st_mtim;
     /* A regular file's size is known: refuse early, else size the buffer once (one allocation,
      * so a secret is never left behind in a block realloc gave up). */
-    if (S_ISREG(st.st_mode) && (uintmax_t)st.st_size > max_bytes) rc = IC_ERANGE;
-    else if (S_ISREG(st.st_mode)) rc = ic_buf_reserve(out, (size_t)st.st_size + 1);
+    if (S_ISREG(st.st_mode) && (uintmax_t)st.st_size > max_bytes)
+      rc = IC_ERANGE;
+    else if (S_ISREG(st.st_mode))
+      rc = ic_buf_reserve(out, (size_t)st.st_size + 1);
   }
   if (rc == 0) rc = read_all(fd, max_bytes, out);
   if (rc == 0 && !out->data) rc = ic_buf_reserve(out, 0); /* empty file: "" not NULL */
@@ -62,8 +64,10 @@ int ic_buf_read_file_trimmed(const char *path, size_t max_bytes, ic_buf_t *out,
   int rc = ic_buf_read_file(path, max_bytes, out, mtime);
   if (rc != 0) return rc;
   size_t s = 0, e = out->len;
-  while (s < e && is_space(out->data[s])) s++;
-  while (e > s && is_space(out->data[e - 1])) e--;
+  while (s < e && is_space(out->data[s]))
+    s++;
+  while (e > s && is_space(out->data[e - 1]))
+    e--;
   memmove(out->data, out->data + s, e - s);
   memset(out->data + (e - s), 0, out->len - (e - s)); /* the trimmed tail leaves no copy */
   out->len = e - s;

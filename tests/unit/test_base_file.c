@@ -102,7 +102,8 @@ Test(buf_file, exactly_the_limit_is_read_whole) {
 Test(buf_file, binary_and_larger_than_one_chunk) {
   size_t n = 100000;
   char *data = malloc(n);
-  for (size_t i = 0; i < n; i++) data[i] = (char)(i * 7);
+  for (size_t i = 0; i < n; i++)
+    data[i] = (char)(i * 7);
   const char *p = put("bin", data, n);
   ic_buf_t b = IC_BUF_INIT;
   cr_assert_eq(ic_buf_read_file(p, n, &b, NULL), 0);
