@@ -33,7 +33,8 @@ char *ic_buf_detach(ic_buf_t *b, size_t *len);
  * non-NULL also for an empty file), refusing one larger than max_bytes (lib/base/file.c).
  * `mtime` (may be NULL) gets the modification time of the file that was opened. Returns 0,
  * IC_ENOTFOUND (no such file), IC_EIO (cannot open or read it: errno says why), IC_ERANGE
- * (larger than max_bytes) or IC_ENOMEM; on error `out` is left empty. */
+ * (larger than max_bytes) or IC_ENOMEM; on error `out` is left empty and errno says why
+ * (EFBIG for IC_ERANGE), for a caller's strerror. */
 int ic_buf_read_file(const char *path, size_t max_bytes, ic_buf_t *out, struct timespec *mtime);
 /* The same, then leading and trailing white space (space, tab, CR, LF) removed: for tokens,
  * names and other one-value files. */

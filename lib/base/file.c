@@ -47,7 +47,7 @@ int ic_buf_read_file(const char *path, size_t max_bytes, ic_buf_t *out, struct t
   if (rc == 0) rc = read_all(fd, max_bytes, out);
   if (rc == 0 && !out->data) rc = ic_buf_reserve(out, 0); /* empty file: "" not NULL */
   if (rc == 0) out->data[out->len] = '\0';
-  int saved = errno;
+  int saved = rc == IC_ERANGE ? EFBIG : rc == IC_ENOMEM ? ENOMEM : errno;
   close(fd);
   errno = saved;
   if (rc != 0 && out->data) {

@@ -24,16 +24,8 @@ struct ic_rpc_channel {
   size_t nmethods;
 };
 
-static char *slurp(const char *path) {
-  FILE *f = fopen(path, "rb");
-  if (!f) return NULL;
-  ic_buf_t b = IC_BUF_INIT;
-  char tmp[4096];
-  size_t n;
-  while ((n = fread(tmp, 1, sizeof tmp, f)) > 0) ic_buf_append(&b, tmp, n);
-  fclose(f);
-  return ic_buf_detach(&b, NULL);
-}
+/* A PEM bundle larger than this is not a CA bundle (the system's is ~200 KiB). */
+#define MAX_PEM_BYTES (4u << 20)
 
 ic_rpc_channel_t *ic_rpc_channel_new(const char *target, const ic_rpc_channel_opts_t *opts) {
   ic_rpc_channel_opts_t o = opts ? *opts : (ic_rpc_channel_opts_t){0};
@@ -43,15 +35,15 @@ ic_rpc_channel_t *ic_rpc_channel_new(const char *target, const ic_rpc_channel_op
   pthread_mutex_init(&c->mu, NULL);
   grpc_channel_credentials *creds;
   if (o.tls_ca_file) {
-    char *roots = slurp(o.tls_ca_file);
-    if (!roots) {
+    ic_buf_t roots = IC_BUF_INIT;
+    if (ic_buf_read_file(o.tls_ca_file, MAX_PEM_BYTES, &roots, NULL) != 0 || !roots.len) {
       pthread_mutex_destroy(&c->mu);
       ic_rpc_global_unref();
       free(c);
       return NULL;
     }
-    creds = grpc_ssl_credentials_create(roots, NULL, NULL, NULL);
-    free(roots);
+    creds = grpc_ssl_credentials_create(roots.data, NULL, NULL, NULL);
+    ic_buf_free(&roots);
   } else {
     creds = grpc_insecure_credentials_create();
   }

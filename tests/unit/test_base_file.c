@@ -68,6 +68,7 @@ Test(buf_file, too_big_is_erange) {
   ic_buf_t b = IC_BUF_INIT;
   const char *p = put("big", "0123456789A", 11);
   cr_assert_eq(ic_buf_read_file(p, 10, &b, NULL), IC_ERANGE);
+  cr_assert_eq(errno, EFBIG, "errno for the caller's strerror");
   cr_assert_eq(b.len, 0);
   cr_assert_eq(ic_buf_read_file(p, 0, &b, NULL), IC_ERANGE);
   ic_buf_free(&b);
