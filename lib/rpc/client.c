@@ -9,6 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "ic/clock.h"
 #include "ic/err.h"
 #include "rpc_internal.h"
 
@@ -92,25 +93,14 @@ void ic_rpc_channel_free(ic_rpc_channel_t *c) {
 }
 
 int ic_rpc_channel_wait_ready(ic_rpc_channel_t *c, int timeout_ms) {
-  grpc_completion_queue *cq = grpc_completion_queue_create_for_pluck(NULL);
-  gpr_timespec dl = gpr_time_add(gpr_now(GPR_CLOCK_MONOTONIC), gpr_time_from_millis(timeout_ms, GPR_TIMESPAN));
-  int rc = IC_ETIMEOUT;
-  for (;;) {
-    grpc_connectivity_state st = grpc_channel_check_connectivity_state(c->ch, 1);
-    if (st == GRPC_CHANNEL_READY) {
-      rc = 0;
-      break;
-    }
-    if (gpr_time_cmp(gpr_now(GPR_CLOCK_MONOTONIC), dl) >= 0) break;
-    int tag;
-    grpc_channel_watch_connectivity_state(c->ch, st, dl, cq, &tag);
-    grpc_completion_queue_pluck(cq, &tag, gpr_inf_future(GPR_CLOCK_REALTIME), NULL);
+  int64_t end = ic_clock_monotonic_ns() + (int64_t)timeout_ms * 1000000;
+  int st = ic_rpc_channel_state(c, true);
+  while (st != IC_RPC_CH_READY) {
+    int64_t left_ms = (end - ic_clock_monotonic_ns()) / 1000000;
+    if (left_ms <= 0) return IC_ETIMEOUT;
+    st = ic_rpc_channel_wait_change(c, st, (int)left_ms);
   }
-  grpc_completion_queue_shutdown(cq);
-  while (grpc_completion_queue_pluck(cq, NULL, gpr_inf_future(GPR_CLOCK_REALTIME), NULL).type != GRPC_QUEUE_SHUTDOWN) {
-  }
-  grpc_completion_queue_destroy(cq);
-  return rc;
+  return 0;
 }
 
 static void *method_handle(ic_rpc_channel_t *c, const char *path) {
