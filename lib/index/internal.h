@@ -27,6 +27,7 @@ void u64map_free(u64map_t *m);
 bool u64map_get(const u64map_t *m, uint64_t k, uint64_t *v);
 int u64map_put(u64map_t *m, uint64_t k, uint64_t v); /* insert or overwrite; 0 / IC_ENOMEM */
 bool u64map_del(u64map_t *m, uint64_t k);
+void u64map_shrink(u64map_t *m); /* to load <= 3/8 once below 1/8 (and above 64 slots) */
 uint64_t ic_mix64(uint64_t x);
 uint64_t ic_hash_bytes(const void *p, size_t n);
 
@@ -390,6 +391,18 @@ static inline bool grow_arr(void **arr, uint32_t *cap, uint32_t need, size_t ele
   *arr = n;
   *cap = nc;
   return true;
+}
+
+/* Gives back most of *arr once fewer than a quarter of its *cap elements are used. */
+static inline void shrink_arr(void **arr, uint32_t *cap, uint32_t used, size_t elem) {
+  if (*cap <= 64 || used >= *cap / 4) return;
+  uint32_t nc = 64;
+  while (nc < used * 2)
+    nc *= 2;
+  void *n = realloc(*arr, (size_t)nc * elem);
+  if (!n) return;
+  *arr = n;
+  *cap = nc;
 }
 
 /* qsort that tolerates (NULL, 0): UBSan rejects a NULL base even for zero elements. */

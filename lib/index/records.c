@@ -361,6 +361,13 @@ static void retire_tms_and_tenants(ic_index_t *ix, bool *again) {
     ix->tenants[tr->pos] = last;
     last->pos = tr->pos;
   }
+  /* after a burst of pairs the directory gives its memory back too */
+  u64map_shrink(&ix->tenant_map);
+  u64map_shrink(&ix->tm_map);
+  u64map_shrink(&ix->scope_map);
+  shrink_arr((void **)&ix->tenants, &ix->captenants, ix->ntenants, sizeof(void *));
+  shrink_arr((void **)&ix->tms, &ix->captms, ix->ntms, sizeof(void *));
+  shrink_arr((void **)&ix->scopes, &ix->capscopes, ix->nscopes, sizeof(void *));
   pthread_rwlock_unlock(&ix->dir);
 }
 
