@@ -73,7 +73,7 @@ def _pairs(pb, start, n, replica="r", stats=False):
         yield pb.CacheStateUpdate(
             replica_id=replica, model_id="model-%d" % i, tenant_id="tenant-%d" % i,
             hash_scheme="vllm",
-            prefixes=[pb.PrefixEntry(prefix_hash=(i + 1).to_bytes(8, "big"), token_count=16)],
+            prefixes=[pb.PrefixEntry(prefix_hash=(i + 1).to_bytes(8, "big"), token_count=128)],
             **extra)
 
 
@@ -114,7 +114,7 @@ def test_cleared_pairs_and_long_replica_ids_give_their_memory_back():
         # the pairs are gone for lookups too (and a cleared pair can come back, below)
         r = stub.LookupRoute(pb.LookupRouteRequest(
             tenant_id="tenant-7", model_id="model-7", hash_scheme="vllm",
-            prefix_hash=(8).to_bytes(8, "big")), timeout=10)
+            prefix_hash=(8).to_bytes(8, "big"), prefix_token_count=128), timeout=10)
         assert r.reason_code == "UNKNOWN_TENANT", r.reason_code
         # 200 long replica ids, each with its own pair and a stats row
         big = "x" * (1 << 20)
@@ -129,5 +129,5 @@ def test_cleared_pairs_and_long_replica_ids_give_their_memory_back():
         assert stub.ReportCacheState(_pairs(pb, 7, 1, replica="back"), timeout=30).accepted
         r = stub.LookupRoute(pb.LookupRouteRequest(
             tenant_id="tenant-7", model_id="model-7", hash_scheme="vllm",
-            prefix_hash=(8).to_bytes(8, "big")), timeout=10)
+            prefix_hash=(8).to_bytes(8, "big"), prefix_token_count=128), timeout=10)
         assert r.reason_code == "PREFIX_MATCH" and r.replica_scores[0].replica_id == "back"
