@@ -1056,6 +1056,7 @@ static int ingest(ic_index_t *ix, const ic_index_update_t *u, const uint32_t id[
                               .replica = ix_str(ix, id[0]),
                               .timestamp_ns = ts};
       ix->cfg.on_change(ix->cfg.change_ud, &ch);
+      ix_flush_changes(ix);
     }
   }
 
@@ -1332,6 +1333,7 @@ static int apply_event(ic_index_t *ix, const ic_index_event_t *ev) {
                               .replica = ix_str(ix, r),
                               .timestamp_ns = ts};
       ix->cfg.on_change(ix->cfg.change_ud, &ch);
+      ix_flush_changes(ix);
     }
     ix_report_entries(ix);
     return 0;
@@ -1421,6 +1423,7 @@ static int apply_event(ic_index_t *ix, const ic_index_event_t *ev) {
                               .replica = ix_str(ix, r),
                               .timestamp_ns = ts};
       ix->cfg.on_change(ix->cfg.change_ud, &ch);
+      ix_flush_changes(ix);
     }
   }
   free(scs);
