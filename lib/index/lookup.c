@@ -711,9 +711,8 @@ static int str_ptr_cmp(const void *x, const void *y) {
   return strcmp(*(const char *const *)x, *(const char *const *)y);
 }
 
-static bool affinity_hint(ic_index_t *ix, const char *tenant, const char *model,
-                          const char *scheme, const uint8_t *seed, size_t seed_len,
-                          const char **replica) {
+static bool affinity_hint(ic_index_t *ix, const char *tenant, const char *model, const char *scheme,
+                          const uint8_t *seed, size_t seed_len, const char **replica) {
   if (!ix || !seed || seed_len == 0 || !*nz(scheme)) return false;
   scope_t *sc =
       ix_find_scope(ix, ix_find_str(ix, tenant), ix_find_str(ix, model), ix_find_str(ix, scheme));

@@ -193,7 +193,7 @@ scope_t *scope_get_locked(ic_index_t *ix, uint32_t t, uint32_t m, uint32_t s) {
   return sc;
 }
 
-/* ---------------------------------------------------------------- writers meeting a retired record */
+/* ---------------------------------------------------------------- writers and retired records */
 
 scope_t *scope_wr_ingest(ic_index_t *ix, scope_t *sc, uint32_t t, uint32_t m, uint32_t s) {
   for (;;) {
@@ -326,8 +326,8 @@ static void retire_tms_and_tenants(ic_index_t *ix, bool *again) {
         if (pthread_rwlock_trywrlock(&tm->stats_lock)) {
           *again = true;
         } else {
-          idle = !tm->nstats && push_ptr((void ***)&ix->dead_tms, &ix->ndead_tms,
-                                         &ix->capdead_tms, tm);
+          idle = !tm->nstats &&
+                 push_ptr((void ***)&ix->dead_tms, &ix->ndead_tms, &ix->capdead_tms, tm);
           if (idle) tm->retired = true;
           pthread_rwlock_unlock(&tm->stats_lock);
         }

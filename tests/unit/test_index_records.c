@@ -8,10 +8,8 @@
 #include "test_index_util.h"
 
 static void clear(ic_index_t *ix, const char *tenant, const char *model, const char *replica) {
-  ic_index_event_t ev = {.type = IC_INDEX_EVENT_ALL_CLEARED,
-                         .replica = replica,
-                         .model = model,
-                         .tenant = tenant};
+  ic_index_event_t ev = {
+      .type = IC_INDEX_EVENT_ALL_CLEARED, .replica = replica, .model = model, .tenant = tenant};
   cr_assert_eq(ic_index_apply_event(ix, &ev), 0);
 }
 
