@@ -9,6 +9,7 @@
 
 #include "commands.h"
 #include "ic/api.h"
+#include "ic/buf.h"
 #include "ic/cli.h"
 #include "ic/doctor.h"
 #include "ic/err.h"
@@ -16,6 +17,7 @@
 #include "ic/version.h"
 
 #define SA_TOKEN "/var/run/secrets/kubernetes.io/serviceaccount/token"
+#define MAX_TOKEN_BYTES (64u * 1024)
 
 static const ic_cli_flag_t FLAGS[] = {
     {"kubeconfig", "string", NULL,
@@ -36,6 +38,9 @@ static const ic_cli_flag_t FLAGS[] = {
     {"tls-ca-file", "string", NULL,
      "PEM roots for the gRPC health check when the server's gRPC port has TLS (config/tls);\n"
      "empty = plaintext"},
+    {"readyz-port", "int", "8080",
+     "the servers' public HTTP port (/readyz), asked of each replica when the server name\n"
+     "resolves to several addresses (a headless Service)"},
     {"output", "string", "human", "human, json or table (-o works too)"},
     {"no-color", NULL, NULL, "no ANSI colour in human output (colour only on a terminal anyway)"},
     {"config-only", NULL, NULL,
@@ -50,7 +55,8 @@ static const ic_cli_t CLI = {
                "health and /snapshot, /policy, /probe routes, then every CacheBackend "
                "(readiness, engine-pod matching, KV events, functional self-test, endpoint), "
                "engine-pod injection and index participation, orphaned pods, CacheTenant quota "
-               "and CachePolicy coverage; findings carry stable codes (docs/doctor.md)",
+               "and CachePolicy coverage; with several server replicas each one and their "
+               "agreement; findings carry stable codes (docs/doctor.md)",
     .args = NULL,
     .flags = FLAGS,
     .nflags = sizeof(FLAGS) / sizeof(FLAGS[0])};
@@ -71,6 +77,7 @@ enum {
   F_NOCOLOR,
   F_CONFIGONLY,
   F_TIMEOUT,
+  F_READYZ,
   F_VERSION
 };
 
@@ -85,6 +92,7 @@ static const struct option OPTS[] = {{"kubeconfig", required_argument, 0, F_KUBE
                                      {"no-color", no_argument, 0, F_NOCOLOR},
                                      {"config-only", no_argument, 0, F_CONFIGONLY},
                                      {"timeout", required_argument, 0, F_TIMEOUT},
+                                     {"readyz-port", required_argument, 0, F_READYZ},
                                      {"help", no_argument, 0, 'h'},
                                      {"version", no_argument, 0, F_VERSION},
                                      {0, 0, 0, 0}};
@@ -93,27 +101,16 @@ static const struct option OPTS[] = {{"kubeconfig", required_argument, 0, F_KUBE
  * that exists but cannot be read is said, so it is not mistaken for an unauthenticated server. */
 static char *read_token(const char *path) {
   if (!path || !*path) return NULL;
-  FILE *f = fopen(path, "rb");
-  if (!f) {
-    if (errno != ENOENT)
-      fprintf(stderr,
-              "inferencecache doctor: warning: cannot read --snapshot-token-file %s: %s; "
-              "probing /snapshot without a token\n",
-              path, strerror(errno));
-    return NULL;
-  }
-  char buf[8192];
-  size_t n = fread(buf, 1, sizeof buf - 1, f);
-  fclose(f);
-  buf[n] = 0;
-  char *s = buf;
-  while (*s == ' ' || *s == '\n' || *s == '\r' || *s == '\t')
-    s++;
-  size_t l = strlen(s);
-  while (l && (s[l - 1] == ' ' || s[l - 1] == '\n' || s[l - 1] == '\r' || s[l - 1] == '\t'))
-    l--;
-  s[l] = 0;
-  return *s ? strdup(s) : NULL;
+  ic_buf_t b = IC_BUF_INIT;
+  int rc = ic_buf_read_file_trimmed(path, MAX_TOKEN_BYTES, &b, NULL);
+  if (rc != 0 && rc != IC_ENOTFOUND)
+    fprintf(stderr,
+            "inferencecache doctor: warning: cannot read --snapshot-token-file %s: %s; "
+            "probing /snapshot without a token\n",
+            path, strerror(errno));
+  if (rc == 0 && b.len) return ic_buf_detach(&b, NULL);
+  ic_buf_free(&b);
+  return NULL;
 }
 
 /* --kubeconfig/--context name a file explicitly; otherwise the usual order (ic_kube_config_load).
@@ -187,6 +184,16 @@ int cmd_doctor(int argc, char **argv) {
                          optarg);
       else
         o.timeout_ms = (int)(ns / 1000000);
+      break;
+    }
+    case F_READYZ: {
+      char *end = NULL;
+      long v = strtol(optarg, &end, 10);
+      if (!*optarg || *end || v < 1 || v > 65535)
+        rc = ic_cli_fail(&CLI, "invalid value \"%s\" for --readyz-port: want a port in [1, 65535]",
+                         optarg);
+      else
+        o.readyz_port = (int)v;
       break;
     }
     case '?':

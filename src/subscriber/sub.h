@@ -45,6 +45,10 @@ typedef struct subq {
   uint64_t dropped[6]; /* by op kind */
   bool stop;
   bool evicts_lazy; /* the sender batches evictions with the window: pushing one does not wake it */
+  /* > 0: peeks stop before the first op pushed (recv_ns) at or after it. A window tick drains
+   * what was pushed before the tick's grid time, so every replica's sender cuts the stream at
+   * the same op however late it wakes (docs/ha.md, "One flush grid"). */
+  int64_t cut_ns;
 } subq_t;
 
 int subq_init(subq_t *q, size_t max_bytes);
@@ -141,6 +145,9 @@ typedef struct sub_ctx {
   int64_t token_refresh_us;      /* how often the token file is looked at */
   struct ic_auth_token_file *token;
   int64_t window_us, stats_interval_us, cache_size_bytes, ceiling, queue_max_bytes;
+  /* Every target's window ticks on one grid (origin + k x window_us), so the replicas get the
+   * same batches at the same moment instead of up to a window apart (docs/ha.md). */
+  int64_t tick_origin_us;
   int64_t max_backoff_us, replay_timeout_us, down_grace_us;
   ic_kv_cache_tier_t cache_tier;
   bool l2_mode, dp_suffix;
@@ -200,9 +207,9 @@ int sub_creds_load(sub_ctx_t *c, struct sub_grpc_creds *out);
 void sub_creds_release(struct sub_grpc_creds *out);
 void sub_creds_free_token(sub_ctx_t *c);
 
-/* ---- gRPC client (grpcc.c): our own small layer over gRPC core, because the channel must
- * reconnect on a short, bounded backoff (--max-backoff) and be watched for connectivity, which
- * a generic client does not expose. One channel, thread-safe, plaintext. */
+/* ---- gRPC client (grpcc.c): one target's lib/rpc channel with the writer credentials (the
+ * bearer token goes as metadata on every call) and a short, bounded reconnect backoff
+ * (--max-backoff). Thread-safe. */
 typedef struct sub_grpc sub_grpc_t;
 /* How the channel talks to the server (creds.c loads it from the flags). All NULL = plaintext,
  * no credentials. */
