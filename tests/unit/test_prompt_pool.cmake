@@ -1,0 +1,2 @@
+# The pool answers real gRPC calls deferred by lib/rpc in half of its tests.
+target_link_libraries(${name} PRIVATE ic_rpc)
