@@ -16,6 +16,19 @@
 static const double TOKENIZE_BUCKETS[] = {0.00005, 0.0001, 0.00025, 0.0005, 0.001,
                                           0.0025,  0.005,  0.01,    0.025,  0.1};
 
+/* The pool's depth at every scrape: how far --tokenizer-threads is behind the offered load. */
+static ic_metric_family_t *g_in_flight;
+static void collect_pool(void *ud) {
+  server_ctx_t *ctx = ud;
+  if (!ctx->prompt_pool || !g_in_flight) return;
+  ic_prompt_pool_stats_t st;
+  ic_prompt_pool_stats(ctx->prompt_pool, &st);
+  const char *q[1] = {"queued"}, *r[1] = {"running"};
+  ic_metric_t *c = ic_metric_child(g_in_flight, q);
+  if (c) ic_metric_set(c, st.queued);
+  if ((c = ic_metric_child(g_in_flight, r))) ic_metric_set(c, st.running);
+}
+
 int server_prompts_init(server_ctx_t *ctx) {
   const char *dir = ctx->flags.tokenizer_models_dir;
   if (!dir || !*dir) return 0;
@@ -53,6 +66,12 @@ int server_prompts_init(server_ctx_t *ctx) {
     ctx->prompts = NULL;
     return IC_ENOMEM;
   }
+  static const char *const state[] = {"state"};
+  g_in_flight = ic_metrics_gauge(ctx->metrics, "inferencecache_prompt_tokenize_in_flight",
+                                 "prompt_text lookups on the tokenizer workers now, by state "
+                                 "(queued, running); more than 64 together are shed.",
+                                 1, state);
+  ic_metrics_on_collect(ctx->metrics, collect_pool, ctx);
   ic_prompt_pool_stats_t ps;
   ic_prompt_pool_stats(ctx->prompt_pool, &ps);
   ic_log_info("tokenizer_models_loaded", IC_LS("tokenizer_models_dir", dir),
