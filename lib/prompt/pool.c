@@ -14,8 +14,8 @@
 
 struct ic_prompt_pool {
   pthread_mutex_t mu;
-  pthread_cond_t work;  /* a job was queued, or stopping */
-  pthread_cond_t timer; /* a job with an earlier deadline was queued, or stopping */
+  pthread_cond_t work;          /* a job was queued, or stopping */
+  pthread_cond_t timer;         /* a job with an earlier deadline was queued, or stopping */
   ic_prompt_job_t *head, *tail; /* queued, oldest first */
   int queued, running, max_in_flight;
   int64_t timer_wake_ns; /* the deadline the timer sleeps until (INT64_MAX: none) */
@@ -44,7 +44,8 @@ static void *worker_main(void *arg) {
   ic_prompt_pool_t *p = arg;
   pthread_mutex_lock(&p->mu);
   for (;;) {
-    while (!p->head && !p->stopping) pthread_cond_wait(&p->work, &p->mu);
+    while (!p->head && !p->stopping)
+      pthread_cond_wait(&p->work, &p->mu);
     ic_prompt_job_t *j = p->head;
     if (!j) break; /* stopping and nothing queued (ic_prompt_pool_free expires what is left) */
     unlink_job(p, j);
@@ -196,7 +197,8 @@ void ic_prompt_pool_free(ic_prompt_pool_t *p) {
     j->next = j->prev = NULL;
     j->expire(j, IC_PROMPT_EXPIRED_SHUTDOWN);
   }
-  for (int i = 0; i < p->nworkers; i++) pthread_join(p->workers[i], NULL);
+  for (int i = 0; i < p->nworkers; i++)
+    pthread_join(p->workers[i], NULL);
   if (p->timer_started) pthread_join(p->timer_th, NULL);
   pthread_cond_destroy(&p->work);
   pthread_cond_destroy(&p->timer);

@@ -59,7 +59,7 @@ int server_prompts_init(server_ctx_t *ctx) {
   }
   int threads = ctx->flags.tokenizer_threads > 0 ? ctx->flags.tokenizer_threads
                                                  : ic_rpc_usable_cpus();
-  ctx->prompt_pool = ic_prompt_pool_new(threads, IC_PROMPT_POOL_MAX_IN_FLIGHT);
+  ctx->prompt_pool = ic_prompt_pool_new(threads, IC_SVC_MAX_CONCURRENT_TOKENIZE);
   if (!ctx->prompt_pool) {
     ic_log_error("tokenizer_threads_start_failed", IC_LI("tokenizer_threads", threads));
     ic_prompt_registry_free(ctx->prompts);

@@ -35,7 +35,8 @@ static void gate_set(bool open) {
 
 static void gate_wait(void) {
   pthread_mutex_lock(&g_mu);
-  while (!g_open) pthread_cond_wait(&g_cv, &g_mu);
+  while (!g_open)
+    pthread_cond_wait(&g_cv, &g_mu);
   pthread_mutex_unlock(&g_mu);
 }
 
@@ -66,7 +67,8 @@ static void t_run(ic_prompt_job_t *b) {
 static void t_expire(ic_prompt_job_t *b, ic_prompt_expiry_t why) {
   tjob *j = (tjob *)b;
   if (j->expired_at_out) *j->expired_at_out = ic_clock_monotonic_ns();
-  atomic_fetch_add(why == IC_PROMPT_EXPIRED_DEADLINE ? &g_expired_deadline : &g_expired_shutdown, 1);
+  atomic_fetch_add(why == IC_PROMPT_EXPIRED_DEADLINE ? &g_expired_deadline : &g_expired_shutdown,
+                   1);
   free(j);
 }
 
@@ -101,7 +103,8 @@ TestSuite(pool, .init = reset, .timeout = 60);
 Test(pool, bound_counts_queued_and_running_and_frees_slots) {
   ic_prompt_pool_t *p = ic_prompt_pool_new(2, 8);
   cr_assert_not_null(p);
-  for (int i = 0; i < 8; i++) cr_assert_eq(ic_prompt_pool_submit(p, &tjob_new(true, INT64_MAX, NULL)->base), 0);
+  for (int i = 0; i < 8; i++)
+    cr_assert_eq(ic_prompt_pool_submit(p, &tjob_new(true, INT64_MAX, NULL)->base), 0);
   wait_for(p, 2, 6);
   tjob *extra = tjob_new(true, INT64_MAX, NULL);
   cr_assert_eq(ic_prompt_pool_submit(p, &extra->base), IC_EUNAVAIL, "a ninth job must be refused");
@@ -131,7 +134,8 @@ Test(pool, queued_jobs_expire_at_their_deadline_while_workers_are_busy) {
   /* The later deadline first: the earlier one must wake the timer anew. */
   cr_assert_eq(ic_prompt_pool_submit(p, &tjob_new(false, late, &late_at)->base), 0);
   cr_assert_eq(ic_prompt_pool_submit(p, &tjob_new(false, early, &early_at)->base), 0);
-  for (int i = 0; i < 400 && atomic_load(&g_expired_deadline) < 2; i++) usleep(5000);
+  for (int i = 0; i < 400 && atomic_load(&g_expired_deadline) < 2; i++)
+    usleep(5000);
   cr_assert_eq(atomic_load(&g_expired_deadline), 2, "both expired while the worker was busy");
   cr_assert_eq(atomic_load(&g_ran), 0);
   cr_assert_geq(early_at, early);
@@ -298,7 +302,8 @@ static void start_calls(ic_rpc_pipeline_t *pl, int n, int timeout_ms) {
   for (intptr_t i = 0; i < n; i++) {
     char b[16];
     int l = snprintf(b, sizeof b, "%d", (int)i);
-    cr_assert_eq(ic_rpc_pipeline_start(pl, (const uint8_t *)b, (size_t)l, timeout_ms, (void *)i), 0);
+    cr_assert_eq(ic_rpc_pipeline_start(pl, (const uint8_t *)b, (size_t)l, timeout_ms, (void *)i),
+                 0);
   }
 }
 
@@ -325,7 +330,8 @@ Test(deferred, completion_queue_thread_serves_others_while_calls_wait) {
     cr_assert_eq(memcmp(out.data, want, out.len), 0);
     seen[(intptr_t)tag] = true;
   }
-  for (int i = 0; i < 10; i++) cr_assert(seen[i]);
+  for (int i = 0; i < 10; i++)
+    cr_assert(seen[i]);
   ic_buf_free(&out);
   ic_rpc_pipeline_free(pl);
   cr_assert_eq(atomic_load(&g_reply_failed), 0);
@@ -482,17 +488,23 @@ static void pack(Inferencecache__V1alpha1__LookupRouteRequest *q, ic_buf_t *out)
 
 static Inferencecache__V1alpha1__LookupRouteResponse *unpack(const ic_buf_t *b) {
   Inferencecache__V1alpha1__LookupRouteResponse *r =
-      inferencecache__v1alpha1__lookup_route_response__unpack(NULL, b->len, (const uint8_t *)b->data);
+      inferencecache__v1alpha1__lookup_route_response__unpack(NULL, b->len,
+                                                              (const uint8_t *)b->data);
   cr_assert_not_null(r);
   return r;
 }
 
 Test(svc_split, prompt_text_is_pending_and_finishes_like_the_inline_lookup) {
   ic_index_prefix_t p = {.prefix_hash = {1, (const uint8_t *)"x"}, .token_count = 16};
-  ic_index_update_t u = {.replica = "r1", .model = "models", .tenant = "t", .scheme = "vllm",
-                         .prefixes = &p, .n_prefixes = 1};
+  ic_index_update_t u = {.replica = "r1",
+                         .model = "models",
+                         .tenant = "t",
+                         .scheme = "vllm",
+                         .prefixes = &p,
+                         .n_prefixes = 1};
   cr_assert_eq(ic_index_ingest(ix, &u), 0);
-  Inferencecache__V1alpha1__LookupRouteRequest q = INFERENCECACHE__V1ALPHA1__LOOKUP_ROUTE_REQUEST__INIT;
+  Inferencecache__V1alpha1__LookupRouteRequest q =
+      INFERENCECACHE__V1ALPHA1__LOOKUP_ROUTE_REQUEST__INIT;
   q.tenant_id = "t";
   q.model_id = "models";
   q.hash_scheme = "vllm";
@@ -500,9 +512,11 @@ Test(svc_split, prompt_text_is_pending_and_finishes_like_the_inline_lookup) {
   ic_buf_t req = IC_BUF_INIT, inl = IC_BUF_INIT, out = IC_BUF_INIT;
   pack(&q, &req);
   const char *msg = NULL;
-  cr_assert_eq(ic_svc_lookup_route(svc, (const uint8_t *)req.data, req.len, INT64_MAX, &inl, &msg), IC_RPC_OK);
+  cr_assert_eq(ic_svc_lookup_route(svc, (const uint8_t *)req.data, req.len, INT64_MAX, &inl, &msg),
+               IC_RPC_OK);
   ic_svc_pending_t *pend = NULL;
-  cr_assert_eq(ic_svc_lookup_route_begin(svc, (const uint8_t *)req.data, req.len, INT64_MAX, &out, &msg, &pend),
+  cr_assert_eq(ic_svc_lookup_route_begin(svc, (const uint8_t *)req.data, req.len, INT64_MAX, &out,
+                                         &msg, &pend),
                IC_RPC_OK);
   cr_assert_not_null(pend);
   cr_assert_eq(out.len, 0, "nothing answered yet");
@@ -524,13 +538,15 @@ Test(svc_split, prompt_text_is_pending_and_finishes_like_the_inline_lookup) {
 
   /* token ids: answered inline, never pending */
   uint32_t toks[32];
-  for (int i = 0; i < 32; i++) toks[i] = (uint32_t)i;
+  for (int i = 0; i < 32; i++)
+    toks[i] = (uint32_t)i;
   q.prompt_text = "";
   q.token_ids = toks;
   q.n_token_ids = 32;
   pack(&q, &req);
   ic_buf_reset(&out);
-  cr_assert_eq(ic_svc_lookup_route_begin(svc, (const uint8_t *)req.data, req.len, INT64_MAX, &out, &msg, &pend),
+  cr_assert_eq(ic_svc_lookup_route_begin(svc, (const uint8_t *)req.data, req.len, INT64_MAX, &out,
+                                         &msg, &pend),
                IC_RPC_OK);
   cr_assert_null(pend);
   cr_assert_gt(out.len, 0);
@@ -540,16 +556,19 @@ Test(svc_split, prompt_text_is_pending_and_finishes_like_the_inline_lookup) {
 }
 
 static ic_svc_pending_t *begin_prompt(int64_t deadline, ic_buf_t *req, ic_buf_t *out) {
-  Inferencecache__V1alpha1__LookupRouteRequest q = INFERENCECACHE__V1ALPHA1__LOOKUP_ROUTE_REQUEST__INIT;
+  Inferencecache__V1alpha1__LookupRouteRequest q =
+      INFERENCECACHE__V1ALPHA1__LOOKUP_ROUTE_REQUEST__INIT;
   q.tenant_id = "t";
   q.model_id = "models";
   q.hash_scheme = "vllm";
-  q.prompt_text = "a question that is long enough for more than one block of sixteen tokens, surely";
+  q.prompt_text =
+      "a question that is long enough for more than one block of sixteen tokens, surely";
   pack(&q, req);
   const char *msg = NULL;
   ic_svc_pending_t *p = NULL;
-  cr_assert_eq(ic_svc_lookup_route_begin(svc, (const uint8_t *)req->data, req->len, deadline, out, &msg, &p),
-               IC_RPC_OK);
+  cr_assert_eq(
+      ic_svc_lookup_route_begin(svc, (const uint8_t *)req->data, req->len, deadline, out, &msg, &p),
+      IC_RPC_OK);
   cr_assert_not_null(p);
   return p;
 }
