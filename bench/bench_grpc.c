@@ -102,7 +102,8 @@ static double max_qps_for(ic_rpc_channel_t *ch, const char *method, ic_buf_t *re
 
 /* A new LookupRoute of a ~12k-token prompt (56 kB of English prose), its first line numbered so
  * no two share a cached prefix. */
-static void prompt_request(const char *model, const char *prose, size_t plen, long k, ic_buf_t *out) {
+static void prompt_request(const char *model, const char *prose, size_t plen, long k,
+                           ic_buf_t *out) {
   static char text[56000 + 256];
   int n = snprintf(text, 256, "Request %ld: read the document below.\n", k);
   size_t body = plen < 56000 ? plen : 56000;
@@ -176,7 +177,8 @@ static char *read_prose(size_t *n) {
     free(b);
     return NULL;
   }
-  for (size_t i = got; i < WANT; i++) b[i] = b[i % got];
+  for (size_t i = got; i < WANT; i++)
+    b[i] = b[i % got];
   *n = WANT;
   return b;
 }
@@ -461,7 +463,8 @@ int main(int argc, char **argv) {
       fraction_list = argv[++i];
     else if (!strcmp(argv[i], "--server-arg") && i + 1 < argc && nserver_args < MAX_SERVER_ARGS)
       server_args[nserver_args++] = argv[++i];
-    else if (!strcmp(argv[i], "--prompt-models") && i + 1 < argc && nserver_args < MAX_SERVER_ARGS) {
+    else if (!strcmp(argv[i], "--prompt-models") && i + 1 < argc &&
+             nserver_args < MAX_SERVER_ARGS) {
       snprintf(models_arg, sizeof models_arg, "--tokenizer-models-dir=%s", argv[++i]);
       server_args[nserver_args++] = models_arg;
     } else if (!strcmp(argv[i], "--prompt-model") && i + 1 < argc)
@@ -626,8 +629,9 @@ int main(int argc, char **argv) {
       double served_s, shed_s;
       long perr = 0, ptok = 0;
       prompt_text_rate(ch, prompt_model, prose, plen, dur, &served_s, &shed_s, &perr, &ptok);
-      snprintf(extra, sizeof extra, ",\"model\":\"%s\",\"tokens\":%ld,\"shed_per_s\":%.1f,\"errors\":%ld",
-               prompt_model, ptok, shed_s, perr);
+      snprintf(extra, sizeof extra,
+               ",\"model\":\"%s\",\"tokens\":%ld,\"shed_per_s\":%.1f,\"errors\":%ld", prompt_model,
+               ptok, shed_s, perr);
       emit("prompt_text_lookup_qps", served_s, "req/s", extra);
       lat_errors += perr;
       free(prose);

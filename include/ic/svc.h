@@ -101,8 +101,7 @@ int ic_svc_lookup_route_finish(ic_svc_t *s, ic_svc_pending_t *p, ic_buf_t *resp,
 /* Answers without tokenizing (no scores, no token_ids): TIMEOUT when `timed_out` (its deadline
  * passed or the call was cancelled while it waited), else NO_HINT (shed). Always IC_RPC_OK
  * unless out of memory. */
-int ic_svc_lookup_route_fail_open(ic_svc_t *s, ic_svc_pending_t *p, bool timed_out,
-                                  ic_buf_t *resp);
+int ic_svc_lookup_route_fail_open(ic_svc_t *s, ic_svc_pending_t *p, bool timed_out, ic_buf_t *resp);
 /* One CacheStateUpdate of a ReportCacheState stream: ingested synchronously (probe tenant
  * dropped). IC_RPC_OK or IC_RPC_INTERNAL (undecodable; the stream should end with it). */
 int ic_svc_report_one(ic_svc_t *s, const uint8_t *msg, size_t len, const char **errmsg);

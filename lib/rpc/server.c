@@ -202,7 +202,7 @@ struct ic_rpc_server {
   bool shut_down;
   pthread_mutex_t mu; /* live list, nlive, ndeferred */
   size_t nlive, max_streams;
-  size_t ndeferred;          /* deferred unary calls not yet freed (shutdown waits for them) */
+  size_t ndeferred;           /* deferred unary calls not yet freed (shutdown waits for them) */
   pthread_cond_t deferred_cv; /* ndeferred dropped */
   uint64_t streams_refused;
   /* gRPC core aborts when a send batch races grpc_server_cancel_all_calls(); stream sends
@@ -705,8 +705,8 @@ static void set_timing(ic_rpc_call_t *c, int64_t h0) {
  * with its message and timing trailer, and, unless the call was deferred (its close has been
  * awaited since ic_rpc_call_defer), the close. A deferred reply's message is copied; a
  * handler's is static. */
-static grpc_call_error start_unary_reply(ic_rpc_call_t *c, int status, const void *resp,
-                                         size_t len, const char *msg) {
+static grpc_call_error start_unary_reply(ic_rpc_call_t *c, int status, const void *resp, size_t len,
+                                         const char *msg) {
   grpc_op ops[4];
   memset(ops, 0, sizeof ops);
   size_t n = 0;
@@ -719,8 +719,8 @@ static grpc_call_error start_unary_reply(ic_rpc_call_t *c, int status, const voi
   ops[n].op = GRPC_OP_SEND_STATUS_FROM_SERVER;
   ops[n].data.send_status_from_server.status = (grpc_status_code)status;
   if (msg && *msg) {
-    c->status_details = c->deferred ? grpc_slice_from_copied_string(msg)
-                                    : grpc_slice_from_static_string(msg);
+    c->status_details =
+        c->deferred ? grpc_slice_from_copied_string(msg) : grpc_slice_from_static_string(msg);
     c->has_status_details = true;
     ops[n].data.send_status_from_server.status_details = &c->status_details;
   }
@@ -1191,7 +1191,8 @@ int ic_rpc_server_shutdown(ic_rpc_server_t *s, int drain_ms) {
   /* gRPC core does not wait for calls the application still holds: deferred calls are waited
    * for here, while the completion-queue threads still run to free them after their reply. */
   pthread_mutex_lock(&s->mu);
-  while (s->ndeferred > 0) pthread_cond_wait(&s->deferred_cv, &s->mu);
+  while (s->ndeferred > 0)
+    pthread_cond_wait(&s->deferred_cv, &s->mu);
   pthread_mutex_unlock(&s->mu);
   for (int i = 0; i < s->nthreads; i++) grpc_completion_queue_shutdown(s->cqts[i].cq);
   for (int i = 0; i < s->nthreads; i++)

@@ -451,7 +451,8 @@ static void pending_free(ic_svc_pending_t *p) {
 int ic_svc_lookup_route_finish(ic_svc_t *s, ic_svc_pending_t *p, ic_buf_t *out, const char **msg) {
   if (ic_clock_monotonic_ns() >= p->deadline) /* late: no tokenizing, as if it had expired */
     return ic_svc_lookup_route_fail_open(s, p, true, out);
-  lr_req_t *q = inferencecache__v1alpha1__lookup_route_request__unpack(arena_begin(), p->len, p->req);
+  lr_req_t *q =
+      inferencecache__v1alpha1__lookup_route_request__unpack(arena_begin(), p->len, p->req);
   if (!q) { /* decoded once already: only memory can fail */
     pending_free(p);
     return *msg = "out of memory", IC_RPC_RESOURCE_EXHAUSTED;
@@ -459,7 +460,8 @@ int ic_svc_lookup_route_finish(ic_svc_t *s, ic_svc_pending_t *p, ic_buf_t *out, 
   ic_index_guard_t g = ic_index_guard(s->index);
   int rc = route(s, q, &p->k, p->start, p->deadline, p->budget_ns, out);
   ic_index_unguard(s->index, g);
-  if (arena_needs_free()) inferencecache__v1alpha1__lookup_route_request__free_unpacked(q, arena_cur());
+  if (arena_needs_free())
+    inferencecache__v1alpha1__lookup_route_request__free_unpacked(q, arena_cur());
   pending_free(p);
   return rc;
 }
@@ -537,7 +539,8 @@ static int lookup_route(ic_svc_t *s, const uint8_t *req, size_t len, int64_t dea
   } else {
     rc = route(s, q, &k, start, deadline, budget_ns, out);
   }
-  if (arena_needs_free()) inferencecache__v1alpha1__lookup_route_request__free_unpacked(q, arena_cur());
+  if (arena_needs_free())
+    inferencecache__v1alpha1__lookup_route_request__free_unpacked(q, arena_cur());
   return rc;
 }
 

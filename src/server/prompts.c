@@ -57,8 +57,8 @@ int server_prompts_init(server_ctx_t *ctx) {
                  IC_LS("err", err));
     return rc;
   }
-  int threads = ctx->flags.tokenizer_threads > 0 ? ctx->flags.tokenizer_threads
-                                                 : ic_rpc_usable_cpus();
+  int threads =
+      ctx->flags.tokenizer_threads > 0 ? ctx->flags.tokenizer_threads : ic_rpc_usable_cpus();
   ctx->prompt_pool = ic_prompt_pool_new(threads, IC_SVC_MAX_CONCURRENT_TOKENIZE);
   if (!ctx->prompt_pool) {
     ic_log_error("tokenizer_threads_start_failed", IC_LI("tokenizer_threads", threads));
@@ -127,7 +127,8 @@ static void job_run(ic_prompt_job_t *base) {
 static void job_expire(ic_prompt_job_t *base, ic_prompt_expiry_t why) {
   lookup_job *j = (lookup_job *)base;
   ic_buf_t resp = IC_BUF_INIT;
-  int st = ic_svc_lookup_route_fail_open(j->ctx->svc, j->p, why == IC_PROMPT_EXPIRED_DEADLINE, &resp);
+  int st =
+      ic_svc_lookup_route_fail_open(j->ctx->svc, j->p, why == IC_PROMPT_EXPIRED_DEADLINE, &resp);
   job_answer(j, st, &resp, NULL);
 }
 
@@ -142,12 +143,11 @@ int server_prompt_lookup(server_ctx_t *ctx, ic_rpc_call_t *call, ic_svc_pending_
     free(j);
     return ic_svc_lookup_route_fail_open(ctx->svc, p, false, resp);
   }
-  *j = (lookup_job){.base = {.deadline_ns = ic_svc_pending_deadline_ns(p),
-                             .run = job_run,
-                             .expire = job_expire},
-                    .ctx = ctx,
-                    .call = d,
-                    .p = p};
+  *j = (lookup_job){
+      .base = {.deadline_ns = ic_svc_pending_deadline_ns(p), .run = job_run, .expire = job_expire},
+      .ctx = ctx,
+      .call = d,
+      .p = p};
   int rc = ic_prompt_pool_submit(ctx->prompt_pool, &j->base);
   if (rc != 0) {
     /* The reference's shed: MaxConcurrentTokenize (64) lookups already queued or tokenizing. */

@@ -24,7 +24,8 @@ static int bytes_as_ids(void *ud, const char *model, const char *text, size_t le
   if (len == 0 || len > max_ids) return -1;
   *ids = malloc(len * sizeof **ids);
   if (!*ids) return -2;
-  for (size_t i = 0; i < len; i++) (*ids)[i] = (uint8_t)text[i];
+  for (size_t i = 0; i < len; i++)
+    (*ids)[i] = (uint8_t)text[i];
   *n = len;
   return 0;
 }
@@ -45,7 +46,10 @@ static void setup(void) {
   static ic_index_load_cfg_t load;
   ic_index_load_cfg_init(&load);
   load.max_age_ns = INT64_MAX; /* the seed's sample never ages out */
-  ic_svc_config_t sc = {.index = ix, .policy = pol, .engine_block_size = 4, .load = &load,
+  ic_svc_config_t sc = {.index = ix,
+                        .policy = pol,
+                        .engine_block_size = 4,
+                        .load = &load,
                         .prompt_encode = bytes_as_ids};
   svc = ic_svc_new(&sc);
   /* one replica holding a 2-block chain and a legacy key in tenant t / model m / scheme s */
