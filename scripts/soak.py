@@ -33,6 +33,12 @@ ap.add_argument("--restart-every", type=float, default=45.0, help="seconds betwe
 ap.add_argument("--lookup-rate", type=float, default=40.0, help="checked lookups per second")
 ap.add_argument("--rss-every", type=float, default=30.0, help="seconds between RSS samples")
 ap.add_argument("--recovery-target", type=float, default=5.0)
+# The server's StreamCacheEvents ring is mapped lazily and its pages are touched as it fills, so
+# with the 64 MiB default the server's RSS climbs for the whole run while the readers are
+# connected and hides any real growth. A 4 MiB ring fills in the first minutes; after that the
+# server's RSS should be flat (server_rss_growth_second_half_mb).
+ap.add_argument("--stream-log-bytes", type=int, default=4 << 20,
+                help="server --stream-log-bytes (the change log the stream readers read)")
 args = ap.parse_args()
 os.environ["IC_BUILD_DIR"] = os.path.abspath(args.build)
 
@@ -89,7 +95,9 @@ def main():
     stats = {"checked": 0, "wrong": 0, "missed": 0, "skipped": 0, "errors": 0}
     failures = []
     stop = threading.Event()
-    with Server(["--insecure-disable-auth"]) as srv:
+    server_rss = []  # (seconds since start, MB)
+    with Server(["--insecure-disable-auth",
+                 "--stream-log-bytes=%d" % args.stream_log_bytes]) as srv:
         stub = srv.stub()
         engines = [Eng(k, k >= args.stable) for k in range(args.stable + args.churn)]
         subs = []
@@ -195,6 +203,8 @@ def main():
                     kb = rss_kb(pid)
                     emit("rss_mb", round(kb / 1024, 1) if kb else None, "MB", process=name,
                          t_s=round(now - start))
+                    if name == "server" and kb:
+                        server_rss.append((now - start, kb / 1024))
                 next_rss += args.rss_every
             for name, pid in procs()[:1 + len(subs)]:
                 if rss_kb(pid) is None:
@@ -237,6 +247,12 @@ def main():
             kb = rss_kb(pid)
             emit("rss_mb", round(kb / 1024, 1) if kb else None, "MB", process=name,
                  t_s=round(time.monotonic() - start))
+        if len(server_rss) >= 2:
+            half = server_rss[-1][0] / 2
+            mid = min(server_rss, key=lambda p: abs(p[0] - half))
+            emit("server_rss_growth_second_half_mb", round(server_rss[-1][1] - mid[1], 1), "MB",
+                 from_s=round(mid[0]), to_s=round(server_rss[-1][0]),
+                 stream_log_bytes=args.stream_log_bytes)
         with lock:
             for k in ("checked", "wrong", "missed", "skipped", "errors"):
                 emit("lookups_" + k, stats[k], "lookups", minutes=args.minutes)
