@@ -5,7 +5,6 @@
 #include <string.h>
 
 #include "ic/buf.h"
-
 #include "ic/err.h"
 #include "ic/log.h"
 #include "ic/prompt.h"
