@@ -154,10 +154,10 @@ def test_flood_is_tokenized_up_to_64_then_shed_while_other_clients_are_served(mo
         try:
             assert other.stdout.readline().strip() == "ready"
 
-            # 1. Exactly the bound in flight: 63 long prompts and, once
-            # AHEAD of them are in flight, one of a tenant with a 20 ms lookupTimeoutMs. Every long
-            # prompt is tokenized; the short one, queued behind them, is answered TIMEOUT when its
-            # budget runs out: before the lookups queued ahead of it, not after its turn came.
+            # 1. Exactly the bound in flight: 63 long prompts and, once AHEAD of them are in
+            # flight, one of a tenant with a 20 ms lookupTimeoutMs. Every long prompt is tokenized;
+            # the short one, queued behind them, is answered TIMEOUT when its budget runs out:
+            # before the lookups queued ahead of it, not after its turn came.
             t0 = time.monotonic()
             channels, futures, issuer = flood(srv, BOUND - 1, body, "a")
             deadline = time.monotonic() + 60
