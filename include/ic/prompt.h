@@ -84,8 +84,10 @@ struct ic_prompt_job {
 
 typedef struct ic_prompt_pool ic_prompt_pool_t;
 /* `threads` workers (<= 0: 1; at most max_in_flight) plus one timer thread; max_in_flight <= 0:
- * IC_PROMPT_POOL_MAX_IN_FLIGHT. NULL when threads cannot be started. */
-ic_prompt_pool_t *ic_prompt_pool_new(int threads, int max_in_flight);
+ * IC_PROMPT_POOL_MAX_IN_FLIGHT. `nice` > 0 lowers the workers' priority by that much (the timer
+ * keeps the caller's), so threads answering short requests preempt a long tokenization at once.
+ * NULL when threads cannot be started. */
+ic_prompt_pool_t *ic_prompt_pool_new(int threads, int max_in_flight, int nice);
 /* Queues `j` (FIFO). 0, IC_EUNAVAIL when max_in_flight jobs are already queued or running (the
  * job is untouched: the caller answers it, e.g. sheds it), IC_ESTATE when the pool is stopping,
  * IC_EINVAL. Thread-safe, never blocks on a running job. */

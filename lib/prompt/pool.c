@@ -5,7 +5,9 @@
 #include <pthread.h>
 #include <stdint.h>
 #include <stdlib.h>
+#include <sys/resource.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "ic/clock.h"
 #include "ic/err.h"
@@ -22,7 +24,7 @@ struct ic_prompt_pool {
   uint64_t submitted, shed, expired;
   bool stopping;
   pthread_t *workers;
-  int nworkers;
+  int nworkers, nice;
   pthread_t timer_th;
   bool timer_started;
 };
@@ -42,6 +44,12 @@ static void unlink_job(ic_prompt_pool_t *p, ic_prompt_job_t *j) {
 
 static void *worker_main(void *arg) {
   ic_prompt_pool_t *p = arg;
+  if (p->nice > 0) { /* Linux: a thread's own nice value */
+    errno = 0;
+    int cur = getpriority(PRIO_PROCESS, (id_t)gettid());
+    if ((cur != -1 || errno == 0) && setpriority(PRIO_PROCESS, (id_t)gettid(), cur + p->nice) != 0)
+      ic_log_debug("prompt_pool_nice_failed", IC_LI("nice", p->nice));
+  }
   pthread_mutex_lock(&p->mu);
   for (;;) {
     while (!p->head && !p->stopping)
@@ -108,7 +116,7 @@ static void *timer_main(void *arg) {
   return NULL;
 }
 
-ic_prompt_pool_t *ic_prompt_pool_new(int threads, int max_in_flight) {
+ic_prompt_pool_t *ic_prompt_pool_new(int threads, int max_in_flight, int nice) {
   if (threads <= 0) threads = 1;
   if (max_in_flight <= 0) max_in_flight = IC_PROMPT_POOL_MAX_IN_FLIGHT;
   if (threads > max_in_flight) threads = max_in_flight; /* more could never all be busy */
@@ -120,6 +128,7 @@ ic_prompt_pool_t *ic_prompt_pool_new(int threads, int max_in_flight) {
     return NULL;
   }
   p->max_in_flight = max_in_flight;
+  p->nice = nice;
   p->timer_wake_ns = INT64_MAX;
   pthread_mutex_init(&p->mu, NULL);
   pthread_condattr_t ca;

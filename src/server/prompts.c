@@ -58,7 +58,10 @@ int server_prompts_init(server_ctx_t *ctx) {
   }
   int threads =
       ctx->flags.tokenizer_threads > 0 ? ctx->flags.tokenizer_threads : ic_rpc_usable_cpus();
-  ctx->prompt_pool = ic_prompt_pool_new(threads, IC_SVC_MAX_CONCURRENT_TOKENIZE);
+  /* Workers at nice 10, like the maintenance thread: a completion-queue thread woken for a
+   * token-id lookup or an ingest preempts a long tokenization at once, and a saturated server
+   * still gives the workers all the CPU the other threads leave. */
+  ctx->prompt_pool = ic_prompt_pool_new(threads, IC_SVC_MAX_CONCURRENT_TOKENIZE, 10);
   if (!ctx->prompt_pool) {
     ic_log_error("tokenizer_threads_start_failed", IC_LI("tokenizer_threads", threads));
     ic_prompt_registry_free(ctx->prompts);

@@ -10,6 +10,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <unistd.h>
 
 #include "ic/clock.h"
@@ -101,7 +102,7 @@ static void reset(void) {
 TestSuite(pool, .init = reset, .timeout = 60);
 
 Test(pool, bound_counts_queued_and_running_and_frees_slots) {
-  ic_prompt_pool_t *p = ic_prompt_pool_new(2, 8);
+  ic_prompt_pool_t *p = ic_prompt_pool_new(2, 8, 0);
   cr_assert_not_null(p);
   for (int i = 0; i < 8; i++)
     cr_assert_eq(ic_prompt_pool_submit(p, &tjob_new(true, INT64_MAX, NULL)->base), 0);
@@ -126,7 +127,7 @@ Test(pool, bound_counts_queued_and_running_and_frees_slots) {
 }
 
 Test(pool, queued_jobs_expire_at_their_deadline_while_workers_are_busy) {
-  ic_prompt_pool_t *p = ic_prompt_pool_new(1, 64);
+  ic_prompt_pool_t *p = ic_prompt_pool_new(1, 64, 0);
   cr_assert_eq(ic_prompt_pool_submit(p, &tjob_new(true, INT64_MAX, NULL)->base), 0);
   wait_for(p, 1, 0);
   int64_t now = ic_clock_monotonic_ns(), late_at = 0, early_at = 0;
@@ -152,7 +153,7 @@ Test(pool, queued_jobs_expire_at_their_deadline_while_workers_are_busy) {
 }
 
 Test(pool, free_expires_queued_jobs_and_finishes_running_ones) {
-  ic_prompt_pool_t *p = ic_prompt_pool_new(1, 64);
+  ic_prompt_pool_t *p = ic_prompt_pool_new(1, 64, 0);
   cr_assert_eq(ic_prompt_pool_submit(p, &tjob_new(true, INT64_MAX, NULL)->base), 0);
   wait_for(p, 1, 0);
   for (int i = 0; i < 5; i++)
@@ -163,6 +164,23 @@ Test(pool, free_expires_queued_jobs_and_finishes_running_ones) {
   pthread_join(th, NULL);
   cr_assert_eq(atomic_load(&g_ran), 1);
   cr_assert_eq(atomic_load(&g_expired_shutdown), 5);
+}
+
+static atomic_int g_worker_nice = -100;
+static void nice_run(ic_prompt_job_t *b) {
+  atomic_store(&g_worker_nice, getpriority(PRIO_PROCESS, (id_t)gettid()));
+  free(b);
+}
+
+Test(pool, workers_run_at_the_requested_nice) {
+  int mine = getpriority(PRIO_PROCESS, (id_t)gettid());
+  ic_prompt_pool_t *p = ic_prompt_pool_new(1, 4, 5);
+  ic_prompt_job_t *j = calloc(1, sizeof *j);
+  *j = (ic_prompt_job_t){.deadline_ns = INT64_MAX, .run = nice_run, .expire = t_expire};
+  cr_assert_eq(ic_prompt_pool_submit(p, j), 0);
+  wait_for(p, 0, 0);
+  ic_prompt_pool_free(p);
+  cr_assert_eq(atomic_load(&g_worker_nice), mine + 5 > 19 ? 19 : mine + 5);
 }
 
 typedef struct {
@@ -185,7 +203,7 @@ static void *submit_many(void *arg) {
 }
 
 Test(pool, concurrent_submitters_lose_nothing) {
-  ic_prompt_pool_t *p = ic_prompt_pool_new(2, 16);
+  ic_prompt_pool_t *p = ic_prompt_pool_new(2, 16, 0);
   enum { N = 6 };
   pthread_t th[N];
   submitter s[N];
@@ -270,7 +288,7 @@ static void start_server(int max_in_flight) {
   reset();
   atomic_store(&g_cancelled_seen, 0);
   atomic_store(&g_reply_failed, 0);
-  pool = ic_prompt_pool_new(1, max_in_flight);
+  pool = ic_prompt_pool_new(1, max_in_flight, 0);
   cr_assert_not_null(pool);
   char err[256];
   ic_rpc_server_opts_t o = {.threads = 1}; /* one completion-queue thread: it must stay free */
