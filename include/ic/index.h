@@ -117,8 +117,15 @@ typedef struct {
   int64_t predict_max_entries;
   float predict_weight;
 
-  /* Change listener (feeds StreamCacheEvents). */
+  /* Change listener (feeds StreamCacheEvents). on_change reports each change as it is made;
+   * on_change_flush, when set, ends each batch of them: it is called on the same thread before
+   * the index releases the lock under which it reported changes (an ingest of 128 blocks into
+   * one scope: every 32 of them), and after a change reported under no lock. A listener may
+   * keep a thread's changes until then and publish them together; changes to one (tenant,
+   * model, scheme) then still come out in the order they were made. It may also be called
+   * when nothing was reported since the last call. */
   void (*on_change)(void *ud, const ic_index_change_t *change);
+  void (*on_change_flush)(void *ud);
   void *change_ud;
 } ic_index_config_t;
 

@@ -131,13 +131,28 @@ bool ic_svc_event_filter_match(const ic_svc_event_filter_t *f, const ic_index_ch
 int ic_svc_change_encode(const ic_index_change_t *c, ic_buf_t *out);
 
 /* The change log StreamCacheEvents subscribers read (lib/svc/changelog.c): a ring of encoded
- * CacheEvents bounded to `bytes`, written once per index change, read through per-subscriber
- * cursors. Thread-safe; every call takes one short internal lock. */
+ * CacheEvents bounded to `bytes`, written in per-thread batches of index changes, read through
+ * per-subscriber cursors. Thread-safe; every call but _stage takes one short internal lock. */
 typedef struct ic_svc_changelog ic_svc_changelog_t;
 ic_svc_changelog_t *ic_svc_changelog_new(size_t bytes); /* >= 64 KiB; memory mapped lazily */
+/* Call when no other thread uses the log any more. */
 void ic_svc_changelog_free(ic_svc_changelog_t *l);
-/* Encodes `c` and appends it, evicting the oldest entries when full (the probe tenant is
- * skipped). 0, IC_ENOMEM, or IC_ERANGE for an entry larger than half the ring (not stored). */
+/* Encodes `c` into the calling thread's staging buffer (no lock; the probe tenant is skipped).
+ * Readers see nothing until the thread flushes (a stage past 32 KiB flushes by itself), so a
+ * writer flushes before it releases whatever orders its changes against other writers'.
+ * 0, IC_ENOMEM, or IC_ERANGE for an entry larger than half the ring (not stored). */
+int ic_svc_changelog_stage(ic_svc_changelog_t *l, const ic_index_change_t *c);
+/* Appends what the calling thread staged, in order, under one lock, evicting the oldest entries
+ * when full. *published (may be NULL) gets the number of entries the thread's staging appended
+ * since its previous flush (including any it flushed by itself). 0 or IC_ENOMEM (the staged
+ * entries are lost). */
+int ic_svc_changelog_flush(ic_svc_changelog_t *l, size_t *published);
+/* Tells writers what the readers' filters take (n filters, borrowed for the call), so _stage
+ * skips changes none of them would; changes staged before the call are judged by the previous
+ * set. Until the first call every change is kept; n == 0 keeps none. */
+void ic_svc_changelog_set_interest(ic_svc_changelog_t *l, const ic_svc_event_filter_t *const *f,
+                                   size_t n);
+/* Stage and flush one change. */
 int ic_svc_changelog_append(ic_svc_changelog_t *l, const ic_index_change_t *c);
 /* Returns the ring's memory to the OS; call when no reader is left (cursors past head stay
  * valid, older ones read as lost). */

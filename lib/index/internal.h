@@ -364,7 +364,13 @@ static inline void scope_wr(scope_t *sc) {
   pthread_mutex_lock(&sc->wlock);
   ixlock_wr(&sc->lock);
 }
+/* Ends a batch of reported changes (ic_index_config_t.on_change_flush). */
+static inline void ix_flush_changes(ic_index_t *ix) {
+  if (ix->cfg.on_change_flush) ix->cfg.on_change_flush(ix->cfg.change_ud);
+}
+/* The changes reported under the hold are flushed while it still orders them. */
 static inline void scope_wrun(scope_t *sc) {
+  ix_flush_changes(sc->ix);
   ixlock_wrun(&sc->lock);
   pthread_mutex_unlock(&sc->wlock);
 }

@@ -1220,6 +1220,7 @@ static int ingest(ic_index_t *ix, const ic_index_update_t *u, const uint32_t id[
                               .replica = ix_str(ix, id[0]),
                               .timestamp_ns = ts};
       ix->cfg.on_change(ix->cfg.change_ud, &ch);
+      ix_flush_changes(ix);
     }
   }
 
@@ -1491,6 +1492,7 @@ static int apply_event(ic_index_t *ix, const ic_index_event_t *ev) {
                               .replica = ix_str(ix, r),
                               .timestamp_ns = ts};
       ix->cfg.on_change(ix->cfg.change_ud, &ch);
+      ix_flush_changes(ix);
     }
     ix_report_entries(ix);
     return 0;
@@ -1579,6 +1581,7 @@ static int apply_event(ic_index_t *ix, const ic_index_event_t *ev) {
                               .replica = ix_str(ix, r),
                               .timestamp_ns = ts};
       ix->cfg.on_change(ix->cfg.change_ud, &ch);
+      ix_flush_changes(ix);
     }
   }
   free(scs);

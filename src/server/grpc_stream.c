@@ -2,8 +2,9 @@
  * and StreamMetrics (the server's own metric samples every SERVER_METRICS_INTERVAL_MS). Beyond
  * the reference, whose handlers are empty stubs.
  *
- * Fan-out is off the ingest path. The index change listener only appends the encoded change to
- * the change log (lib/svc changelog: one bounded ring shared by all subscribers) and wakes the
+ * Fan-out is off the ingest path. The index change listener only stages the encoded change in
+ * the ingest thread's buffer; the index's flush at the end of its write hold publishes the batch
+ * to the change log (lib/svc changelog: one bounded ring shared by all subscribers) and wakes the
  * sender thread; no per-subscriber work runs under the index's locks. The sender thread gives
  * each subscriber whose previous batch was written (on_drain) its next batch from its own
  * cursor, so a reader that does not read holds at most one batch. A subscriber the ring
@@ -35,6 +36,7 @@
 #define COALESCE_NS 500000
 #define COALESCE_PER_SUB_NS 2000
 #define COALESCE_MAX_NS 5000000
+#define STARVED_MAX_WAIT_NS 100000000 /* out of send budget: at most 0.1 s to the next pass */
 
 enum { STREAM_EVENTS = 0, STREAM_METRICS = 1 };
 
@@ -158,7 +160,10 @@ static void queued_sub(struct server_hub *h, size_t n) {
 }
 
 static void wake_sender(struct server_hub *h) {
-  if (atomic_exchange(&h->pending, true)) return; /* already woken, the pass has not begun */
+  /* Already woken, the pass has not begun. Read first: every ingest thread's flush comes here,
+   * and a plain load leaves the cache line shared while the flag stays set. */
+  if (atomic_load_explicit(&h->pending, memory_order_relaxed) || atomic_exchange(&h->pending, true))
+    return;
   pthread_mutex_lock(&h->wmu);
   pthread_cond_signal(&h->wcv);
   pthread_mutex_unlock(&h->wmu);
@@ -211,6 +216,17 @@ static uint64_t filter_group(struct server_hub *h, const ic_svc_event_filter_t *
   return ++h->next_gid;
 }
 
+/* Tells the change log which filters are in use (one per group), so changes nobody's filter
+ * takes are not even encoded. Caller holds the hub lock. */
+static void publish_interest(struct server_hub *h) {
+  const sublist_t *l = &h->lists[STREAM_EVENTS];
+  const ic_svc_event_filter_t *f[9];
+  size_t n = 0;
+  for (size_t i = 0; i < l->n && n < 9; i++) /* in group order: a group's first member */
+    if (i == 0 || l->items[i]->gid != l->items[i - 1]->gid) f[n++] = &l->items[i]->ef;
+  ic_svc_changelog_set_interest(h->log, f, n); /* more than 8 groups: everything is kept */
+}
+
 static int seq_cmp(const void *pa, const void *pb) {
   const sub_t *a = *(sub_t *const *)pa, *b = *(sub_t *const *)pb;
   if (a->cur.seq != b->cur.seq) return a->cur.seq < b->cur.seq ? -1 : 1;
@@ -239,7 +255,7 @@ static size_t group_runs(struct server_hub *h, size_t nc) {
  * subscribers with the same filter and position (typically all that are caught up) share one
  * read of the log; the runs take turns at being first, so a shortage of send budget or queued
  * bytes is shared. Caller holds nothing. */
-static void sender_pass(struct server_hub *h) {
+static int64_t sender_pass(struct server_hub *h) {
   sublist_t *l = &h->lists[STREAM_EVENTS];
   ic_svc_changelog_stats_t st;
   ic_svc_changelog_stats(h->log, &st);
@@ -253,7 +269,7 @@ static void sender_pass(struct server_hub *h) {
     if (nr) h->runs = nr;
     if (!nc || !nr) {
       pthread_mutex_unlock(&h->mu);
-      return;
+      return 0;
     }
     h->ncand_cap = l->n;
   }
@@ -281,24 +297,28 @@ static void sender_pass(struct server_hub *h) {
   bool starved = false;
   for (size_t r = 0; r < nruns; r++) {
     size_t run = (first + r) % nruns, i = h->runs[run], j = run + 1 < nruns ? h->runs[run + 1] : nc;
-    size_t per = h->tokens / (double)(j - i) >= BATCH_MSGS ? BATCH_MSGS
-                                                           : (size_t)(h->tokens / (double)(j - i));
-    if (per == 0) {
+    if (h->tokens < 1) {
       starved = true;
       break;
     }
+    /* One read for the run, at most what the budget can send once; as many members as it
+     * affords get it (starting at a rotating member, so a shortage is shared), the rest wait
+     * for the next pass. A read that matched nothing moves every member on for free. */
+    size_t max = h->tokens >= BATCH_MSGS ? BATCH_MSGS : (size_t)h->tokens;
     ic_buf_reset(&h->batch);
-    size_t got = 0;
+    size_t got = 0, members = j - i;
     uint64_t lost = 0;
     ic_svc_changelog_cursor_t cur = h->cand[i]->cur;
-    int rc = ic_svc_changelog_read(h->log, &cur, BATCH_BYTES, per, &h->batch, h->lens, &got, &lost);
-    for (size_t k = i; k < j; k++) {
-      sub_t *s = h->cand[k];
+    int rc = ic_svc_changelog_read(h->log, &cur, BATCH_BYTES, max, &h->batch, h->lens, &got, &lost);
+    size_t afford = got ? (size_t)(h->tokens / (double)got) : members, at = h->rr % members;
+    if (afford < members) starved = true;
+    for (size_t m = 0; m < members; m++) {
+      sub_t *s = h->cand[i + (at + m) % members];
       if (rc == IC_ERANGE) {
         drop_slow(l, s, lost);
         continue;
       }
-      if (rc != 0) continue;
+      if (rc != 0 || m >= afford) continue;
       if (got > 0 && atomic_load(&h->queued) >= h->max_queued) continue; /* next drain wakes us */
       s->cur.seq = cur.seq;
       if (got > 0) {
@@ -307,8 +327,17 @@ static void sender_pass(struct server_hub *h) {
       }
     }
   }
-  if (starved) atomic_store(&h->pending, true); /* the next pass, after the coalescing pause */
+  /* Out of budget: the next pass waits until a batch's worth has accrued, so the passes over
+   * every subscriber do not outnumber the batches the budget can pay for. */
+  int64_t wait = 0;
+  if (starved) {
+    atomic_store(&h->pending, true);
+    double need = (double)BATCH_MSGS - h->tokens;
+    wait = need > 0 ? (int64_t)(need / h->rate * 1e9) : 0;
+    if (wait > STARVED_MAX_WAIT_NS) wait = STARVED_MAX_WAIT_NS;
+  }
   pthread_mutex_unlock(&h->mu);
+  return wait;
 }
 
 static void sleep_ns(long ns) {
@@ -329,20 +358,32 @@ static void *sender_main(void *arg) {
     if (h->stop) break;
     pthread_mutex_unlock(&h->wmu);
     atomic_store(&h->pending, false);
-    sender_pass(h);
+    int64_t starved_wait = sender_pass(h);
     size_t subs = atomic_load_explicit(&h->lists[STREAM_EVENTS].count, memory_order_relaxed);
     long pause = COALESCE_NS + (long)subs * COALESCE_PER_SUB_NS;
-    sleep_ns(pause < COALESCE_MAX_NS ? pause : COALESCE_MAX_NS);
+    if (pause > COALESCE_MAX_NS) pause = COALESCE_MAX_NS;
+    sleep_ns(starved_wait > pause ? (long)starved_wait : pause);
     pthread_mutex_lock(&h->wmu);
   }
   pthread_mutex_unlock(&h->wmu);
   return NULL;
 }
 
+/* The index reports each change on the thread that made it: it is staged (encoded into the
+ * thread's own buffer, no shared lock), and the index's flush at the end of its lock hold
+ * publishes the batch under one change-log lock and wakes the sender once. */
 void server_hub_on_change(void *ud, const ic_index_change_t *c) {
   struct server_hub *h = ud;
   if (!h || atomic_load_explicit(&h->lists[STREAM_EVENTS].count, memory_order_relaxed) == 0) return;
-  if (ic_svc_changelog_append(h->log, c) == 0) wake_sender(h);
+  ic_svc_changelog_stage(h->log, c);
+}
+
+void server_hub_on_change_flush(void *ud) {
+  struct server_hub *h = ud;
+  if (!h) return;
+  size_t published = 0;
+  ic_svc_changelog_flush(h->log, &published);
+  if (published) wake_sender(h);
 }
 
 static void stream_drain(void *ud, ic_rpc_call_t *call) {
@@ -364,6 +405,7 @@ static void stream_close(void *ud, ic_rpc_call_t *call) {
   sublist_remove(&h->lists[s->kind], s);
   if (atomic_load(&s->busy)) queued_sub(h, s->inflight);
   bool last = s->kind == STREAM_EVENTS && h->lists[STREAM_EVENTS].n == 0;
+  if (s->kind == STREAM_EVENTS) publish_interest(h);
   if (last) ic_svc_changelog_release(h->log); /* nobody reads: the ring's memory goes back */
   pthread_mutex_unlock(&h->mu);
   sub_free(s);
@@ -376,11 +418,13 @@ static int add_sub(struct server_hub *h, sub_t *s, bool *added) {
   sublist_t *l = &h->lists[s->kind];
   ic_rpc_call_t *call = s->call;
   pthread_mutex_lock(&h->mu);
-  if (s->kind == STREAM_EVENTS) {
-    ic_svc_changelog_cursor_init(h->log, &s->cur, &s->ef);
-    s->gid = filter_group(h, &s->ef);
-  }
+  if (s->kind == STREAM_EVENTS) s->gid = filter_group(h, &s->ef);
   int rc = sublist_add(h, l, s);
+  if (rc == 0 && s->kind == STREAM_EVENTS) {
+    /* Interest before the cursor starts: every change made from then on is kept for it. */
+    publish_interest(h);
+    ic_svc_changelog_cursor_init(h->log, &s->cur, &s->ef);
+  }
   pthread_mutex_unlock(&h->mu);
   *added = rc == 0;
   if (rc == 0) return IC_RPC_OK;

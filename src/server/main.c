@@ -284,6 +284,7 @@ int main(int argc, char **argv) {
   icfg.predict_max_entries = f->predict_max_entries;
   icfg.predict_weight = f->predict_weight;
   icfg.on_change = server_hub_on_change;
+  icfg.on_change_flush = server_hub_on_change_flush;
   icfg.change_ud = ctx->hub;
   ctx->index = ic_index_create(&icfg);
   ic_index_load_cfg_t load;

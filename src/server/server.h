@@ -175,6 +175,7 @@ int server_hub_register(server_ctx_t *ctx);
 void server_hub_publish_transport(struct server_hub *h);
 /* Index change listener (ic_index_config_t.on_change with ud = the hub). */
 void server_hub_on_change(void *hub, const ic_index_change_t *change);
+void server_hub_on_change_flush(void *hub); /* ic_index_config_t.on_change_flush */
 
 /* --- warm start (warmup.c, docs/ha.md) --- */
 /* Creates ctx->warm from the flags and registers its metrics (0, or IC_ENOMEM). */

@@ -118,3 +118,41 @@ def test_subscriber_cap_refuses_with_resource_exhausted():
         assert next(c).prefix_hash == b"x"
         for x in (b, c, m):
             x.cancel()
+
+
+def test_reader_among_more_idle_subscribers_than_the_send_burst_still_gets_changes():
+    """The send budget (--stream-max-send-rate, default 25,000 events/s, bursts of 500) used to be
+    split evenly over the subscribers due a batch: with more than 500 of them subscribed to the
+    same thing nobody's share reached one event, so nothing was ever sent to any of them. Now a
+    read goes to as many as the budget affords, in turns."""
+    with Server(["--insecure-disable-auth"]) as s:
+        stub = s.stub()
+        chans = [grpc.insecure_channel(s.grpc_addr) for _ in range(6)]
+        idle = [pb_grpc.InferenceCacheStub(chans[i % 6]).StreamCacheEvents(pb.StreamEventsRequest(), timeout=300)
+                for i in range(600)]
+        got = []
+        ready = threading.Event()
+
+        def read():
+            it = stub.StreamCacheEvents(pb.StreamEventsRequest(), timeout=120)
+            ready.set()
+            for ev in it:
+                if ev.type == pb.CacheEvent.PREFIX_ADDED:
+                    got.append(ev.prefix_hash)
+                if len(got) == 200:
+                    it.cancel()
+                    return
+
+        th = threading.Thread(target=read)
+        th.start()
+        assert ready.wait(T)
+        wait_until(lambda: s.metric('inferencecache_stream_subscribers{stream="events"}') == 601, T,
+                   what="601 subscribers")
+        ingest(stub, "burst", updates=4, per_update=50)
+        th.join(60)
+        assert got == [b"burst-%d-%d" % (u, i) for u in range(4) for i in range(50)], len(got)
+        for x in idle:
+            x.cancel()
+        for c in chans:
+            c.close()
+        wait_until(lambda: s.metric('inferencecache_stream_subscribers{stream="events"}') == 0, T, what="all left")

@@ -2,6 +2,7 @@
  * of §5.16 with their exact float32 scores. Fake clock; hashes are raw string bytes. */
 #include <math.h>
 #include <pthread.h>
+#include <sched.h>
 #include <stdatomic.h>
 #include <stdio.h>
 
@@ -1761,6 +1762,141 @@ Test(index_x, change_listener_reasons) {
   event(ix, IC_INDEX_EVENT_ALL_CLEARED, "r1", NULL, "");
   cr_assert_eq(w.cleared, 1);
   ic_index_destroy(ix);
+}
+
+/* on_change_flush (StreamCacheEvents stages each thread's changes and publishes them at the
+ * flush): a listener that keeps a thread's changes until the flush and then appends them to one
+ * shared log must still see every key's ADDED and EVICTED alternate, with the last one matching
+ * the index, while one thread ingests and another evicts the same keys; nothing is left staged
+ * when a call returns. */
+#define BATCHED_KEYS 64
+typedef struct {
+  int *order; /* published changes: +1 + key (ADDED) or -1 - key (EVICTED) */
+  _Atomic size_t n;
+  pthread_mutex_t mu;
+  _Atomic int left_staged, flushes;
+} batched_t;
+static _Thread_local int tl_staged[4096];
+static _Thread_local size_t tl_nstaged;
+
+static int batched_key(const ic_index_change_t *ch) {
+  uint64_t v;
+  memcpy(&v, ch->hash, 8);
+  for (int k = 0; k < BATCHED_KEYS; k++)
+    if ((uint64_t)(k + 1) * 0x9e3779b97f4a7c15ULL == v) return k;
+  return -1;
+}
+static void on_batched(void *ud, const ic_index_change_t *ch) {
+  (void)ud;
+  if (ch->type != IC_INDEX_CHANGE_PREFIX_ADDED && ch->type != IC_INDEX_CHANGE_PREFIX_EVICTED)
+    return;
+  int k = ch->hash_len == 8 ? batched_key(ch) : -1;
+  if (k >= 0 && tl_nstaged < 4096)
+    tl_staged[tl_nstaged++] = ch->type == IC_INDEX_CHANGE_PREFIX_ADDED ? 1 + k : -1 - k;
+}
+static void on_batched_flush(void *ud) {
+  batched_t *b = ud;
+  atomic_fetch_add(&b->flushes, 1);
+  pthread_mutex_lock(&b->mu);
+  for (size_t i = 0; i < tl_nstaged; i++)
+    b->order[atomic_fetch_add(&b->n, 1)] = tl_staged[i];
+  pthread_mutex_unlock(&b->mu);
+  tl_nstaged = 0;
+}
+
+typedef struct {
+  ic_index_t *ix;
+  batched_t *b;
+  int rounds;
+  _Atomic bool started, done;
+} batched_arg_t;
+
+static void batched_put(ic_index_t *ix) {
+  ic_index_bytes_t bh[BATCHED_KEYS];
+  int32_t bc[BATCHED_KEYS];
+  uint64_t raw[BATCHED_KEYS];
+  for (int k = 0; k < BATCHED_KEYS; k++) {
+    raw[k] = (uint64_t)(k + 1) * 0x9e3779b97f4a7c15ULL;
+    bh[k] = (ic_index_bytes_t){8, (const uint8_t *)&raw[k]};
+    bc[k] = 16;
+  }
+  ic_index_prefix_t p = {.block_hashes = bh,
+                         .n_block_hashes = BATCHED_KEYS,
+                         .block_token_counts = bc,
+                         .n_block_token_counts = BATCHED_KEYS};
+  ic_index_update_t u = {"r1", "m", "t", "vllm", "", 0, &p, 1, NULL};
+  ic_index_ingest(ix, &u);
+}
+
+static void *batched_writer(void *p) {
+  batched_arg_t *a = p;
+  for (int i = 0; i < a->rounds; i++) {
+    batched_put(a->ix);
+    if (tl_nstaged) atomic_fetch_add(&a->b->left_staged, 1);
+    atomic_store(&a->started, true);
+  }
+  atomic_store(&a->done, true);
+  return NULL;
+}
+
+static void *batched_evictor(void *p) {
+  batched_arg_t *a = p;
+  while (!atomic_load(&a->started))
+    sched_yield();
+  for (int i = 0; i < a->rounds || !atomic_load(&a->done); i++)
+    for (int k = i % 3; k < BATCHED_KEYS; k += 3) {
+      uint64_t v = (uint64_t)(k + 1) * 0x9e3779b97f4a7c15ULL;
+      ic_index_event_t ev = {.type = IC_INDEX_EVENT_PREFIX_EVICTED,
+                             .replica = "r1",
+                             .model = "m",
+                             .tenant = "t",
+                             .prefix_hash = {8, (const uint8_t *)&v}};
+      ic_index_apply_event(a->ix, &ev);
+      if (tl_nstaged) atomic_fetch_add(&a->b->left_staged, 1);
+    }
+  return NULL;
+}
+
+Test(index_x, change_listener_batches_keep_each_keys_order) {
+  ic_index_config_t c = base_cfg();
+  enum { ROUNDS = 300 };
+  batched_t b = {.order = calloc(2 * ROUNDS * BATCHED_KEYS + 64, sizeof(int))};
+  pthread_mutex_init(&b.mu, NULL);
+  c.on_change = on_batched;
+  c.on_change_flush = on_batched_flush;
+  c.change_ud = &b;
+  ic_index_t *ix = ic_index_create(&c);
+  batched_arg_t a = {.ix = ix, .b = &b, .rounds = ROUNDS};
+  pthread_t w, e;
+  pthread_create(&w, NULL, batched_writer, &a);
+  pthread_create(&e, NULL, batched_evictor, &a);
+  pthread_join(w, NULL);
+  pthread_join(e, NULL);
+  cr_assert_eq(atomic_load(&b.left_staged), 0, "changes left staged after a call returned");
+  cr_assert_gt(atomic_load(&b.flushes), 0);
+  int last[BATCHED_KEYS] = {0};
+  size_t n = atomic_load(&b.n), evicted = 0;
+  for (size_t i = 0; i < n; i++) {
+    int v = b.order[i], k = v > 0 ? v - 1 : -v - 1;
+    cr_assert_neq(v > 0, last[k] > 0, "key %d: two %s in a row (change %zu of %zu)", k,
+                  v > 0 ? "ADDED" : "EVICTED", i, n);
+    last[k] = v;
+    evicted += v < 0;
+  }
+  cr_assert_gt(evicted, 0, "the evictor never overlapped the writer");
+  for (int k = 0; k < BATCHED_KEYS; k++) {
+    uint64_t v = (uint64_t)(k + 1) * 0x9e3779b97f4a7c15ULL;
+    ic_index_lookup_t q = {
+        .tenant = "t", .model = "m", .scheme = "vllm", .prefix_hash = {8, (const uint8_t *)&v}};
+    ic_index_result_t *r;
+    cr_assert_eq(ic_index_lookup_route(ix, &q, &r), 0);
+    cr_assert_eq(ic_index_result_count(r) == 1, last[k] > 0, "key %d: stream says %s", k,
+                 last[k] > 0 ? "held" : "gone");
+    ic_index_result_free(r);
+  }
+  ic_index_destroy(ix);
+  pthread_mutex_destroy(&b.mu);
+  free(b.order);
 }
 
 /* ------------------------------------------------------------------ S. interned strings */

@@ -2,6 +2,7 @@
  * oldest entries when the ring is full (including the wrap at the end of the byte ring), the
  * lost count a too-slow cursor gets, batch bounds, release, and oversized entries. */
 #include <criterion/criterion.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -265,4 +266,168 @@ Test(changelog, change_encoding_is_protobuf_c_byte_for_byte) {
         cases++;
       }
   cr_assert_eq(cases, 5 * 81 * 7);
+}
+
+/* Staging (what the server's index listener does): a thread's staged changes are invisible to
+ * readers until it flushes; the flush appends them in the order they were staged and says how
+ * many it published. */
+Test(changelog, staged_changes_appear_at_the_flush_in_order) {
+  ic_svc_changelog_t *l = ic_svc_changelog_new(1 << 20);
+  ic_svc_changelog_cursor_t cur;
+  ic_svc_changelog_cursor_init(l, &cur, &all);
+  for (int i = 0; i < 10; i++) {
+    ic_index_change_t c = change("t", "m", IC_INDEX_CHANGE_PREFIX_ADDED, i);
+    cr_assert_eq(ic_svc_changelog_stage(l, &c), 0);
+  }
+  ic_index_change_t probe = change(IC_SVC_PROBE_TENANT, "m", IC_INDEX_CHANGE_PREFIX_ADDED, 99);
+  cr_assert_eq(ic_svc_changelog_stage(l, &probe), 0); /* skipped */
+  ic_buf_t b = IC_BUF_INIT;
+  size_t lens[16], n, published = 99;
+  cr_assert_eq(ic_svc_changelog_read(l, &cur, 1 << 20, 16, &b, lens, &n, NULL), 0);
+  cr_assert_eq(n, 0);
+  cr_assert_eq(ic_svc_changelog_head(l), 0);
+  cr_assert_eq(ic_svc_changelog_flush(l, &published), 0);
+  cr_assert_eq(published, 10);
+  cr_assert_eq(ic_svc_changelog_flush(l, &published), 0); /* nothing new */
+  cr_assert_eq(published, 0);
+  cr_assert_eq(ic_svc_changelog_read(l, &cur, 1 << 20, 16, &b, lens, &n, NULL), 0);
+  int got[16];
+  decode(&b, lens, n, got);
+  cr_assert_eq(n, 10);
+  for (int i = 0; i < 10; i++)
+    cr_assert_eq(got[i], i);
+  ic_buf_free(&b);
+  ic_svc_changelog_free(l);
+}
+
+/* One index lock hold can report thousands of evictions: past 32 KiB the stage publishes by
+ * itself (bounded per-thread memory), and the next flush still counts those entries. */
+Test(changelog, large_stage_flushes_itself_and_the_flush_counts_it) {
+  ic_svc_changelog_t *l = ic_svc_changelog_new(1 << 20);
+  ic_svc_changelog_cursor_t cur;
+  ic_svc_changelog_cursor_init(l, &cur, &all);
+  static char model[1024];
+  memset(model, 'm', sizeof model - 1);
+  for (int i = 0; i < 100; i++) {
+    ic_index_change_t c = change("t", model, IC_INDEX_CHANGE_PREFIX_EVICTED, i);
+    cr_assert_eq(ic_svc_changelog_stage(l, &c), 0);
+  }
+  uint64_t early = ic_svc_changelog_head(l);
+  cr_assert(early >= 60 && early < 100, "published early: %llu", (unsigned long long)early);
+  size_t published = 0;
+  cr_assert_eq(ic_svc_changelog_flush(l, &published), 0);
+  cr_assert_eq(published, 100);
+  ic_buf_t b = IC_BUF_INIT;
+  size_t lens[100], n;
+  cr_assert_eq(ic_svc_changelog_read(l, &cur, 1 << 20, 100, &b, lens, &n, NULL), 0);
+  cr_assert_eq(n, 100);
+  int got[100];
+  decode(&b, lens, n, got);
+  for (int i = 0; i < 100; i++)
+    cr_assert_eq(got[i], i);
+  ic_buf_free(&b);
+  ic_svc_changelog_free(l);
+}
+
+typedef struct {
+  ic_svc_changelog_t *l;
+  int id, errors; /* asserted on the main thread */
+} stager_t;
+
+static void *stager(void *p) {
+  stager_t *s = p;
+  for (int i = 0; i < 500; i++) {
+    char hash[32]; /* change()'s shared buffers are for one thread */
+    snprintf(hash, sizeof hash, "h%08d", s->id * 1000 + i);
+    ic_index_change_t c = {.type = IC_INDEX_CHANGE_PREFIX_ADDED,
+                           .tenant = "t",
+                           .model = "m",
+                           .replica = "r1",
+                           .hash = (const uint8_t *)hash,
+                           .hash_len = strlen(hash),
+                           .timestamp_ns = 1000};
+    if (ic_svc_changelog_stage(s->l, &c) != 0) s->errors++;
+    if (i % 7 == 6 && i < 490) ic_svc_changelog_flush(s->l, NULL);
+  }
+  return NULL; /* the last few are staged: thread exit publishes them */
+}
+
+/* Writers stage and flush concurrently: every change arrives once, each thread's in the order
+ * it made them, including what a thread left staged when it ended. */
+Test(changelog, concurrent_stagers_keep_their_order_and_exit_publishes_the_rest) {
+  ic_svc_changelog_t *l = ic_svc_changelog_new(1 << 20);
+  ic_svc_changelog_cursor_t cur;
+  ic_svc_changelog_cursor_init(l, &cur, &all);
+  pthread_t th[4];
+  stager_t st[4];
+  for (int t = 0; t < 4; t++) {
+    st[t] = (stager_t){l, t, 0};
+    pthread_create(&th[t], NULL, stager, &st[t]);
+  }
+  for (int t = 0; t < 4; t++) {
+    pthread_join(th[t], NULL);
+    cr_assert_eq(st[t].errors, 0);
+  }
+  ic_buf_t b = IC_BUF_INIT;
+  size_t lens[256], n, total = 0;
+  int next[4] = {0};
+  do {
+    ic_buf_reset(&b);
+    cr_assert_eq(ic_svc_changelog_read(l, &cur, 1 << 20, 256, &b, lens, &n, NULL), 0);
+    int got[256];
+    decode(&b, lens, n, got);
+    for (size_t i = 0; i < n; i++) {
+      int t = got[i] / 1000, k = got[i] % 1000;
+      cr_assert(t >= 0 && t < 4);
+      cr_assert_eq(k, next[t], "thread %d: change %d after %d", t, k, next[t] - 1);
+      next[t]++;
+    }
+    total += n;
+  } while (n > 0);
+  cr_assert_eq(total, 2000);
+  ic_buf_free(&b);
+  ic_svc_changelog_free(l);
+}
+
+/* The readers' interest: changes no filter in use takes are not stored at all (the server's
+ * "other" subscribers cost the ingest path no encoding); more than 8 filters or one that takes
+ * everything keep every change; an empty set keeps none. */
+Test(changelog, interest_skips_changes_no_reader_takes) {
+  ic_svc_changelog_t *l = ic_svc_changelog_new(1 << 20);
+  ic_svc_event_filter_t by_model = {.model_id = "m1"},
+                        by_type = {.tenant_id = "t2", .types = 1u << IC_INDEX_CHANGE_ALL_CLEARED};
+  const ic_svc_event_filter_t *two[2] = {&by_model, &by_type};
+  ic_svc_changelog_set_interest(l, two, 2);
+  ic_index_change_t cs[] = {
+      change("t1", "m1", IC_INDEX_CHANGE_PREFIX_ADDED, 0),  /* by_model */
+      change("t1", "m2", IC_INDEX_CHANGE_PREFIX_ADDED, 1),  /* nobody */
+      change("t2", "m2", IC_INDEX_CHANGE_ALL_CLEARED, 2),   /* by_type */
+      change("t2", "m2", IC_INDEX_CHANGE_PREFIX_ADDED, 3),  /* nobody: wrong type */
+      change("t3", "m1", IC_INDEX_CHANGE_PREFIX_EVICTED, 4) /* by_model */
+  };
+  for (size_t i = 0; i < 5; i++)
+    cr_assert_eq(ic_svc_changelog_append(l, &cs[i]), 0);
+  cr_assert_eq(ic_svc_changelog_head(l), 3);
+  ic_svc_event_filter_t many[9];
+  const ic_svc_event_filter_t *nine[9];
+  char names[9][8];
+  for (int i = 0; i < 9; i++) {
+    snprintf(names[i], sizeof names[i], "x%d", i);
+    many[i] = (ic_svc_event_filter_t){.model_id = names[i]};
+    nine[i] = &many[i];
+  }
+  ic_svc_changelog_set_interest(l, nine, 9);
+  cr_assert_eq(ic_svc_changelog_append(l, &cs[1]), 0);
+  cr_assert_eq(ic_svc_changelog_head(l), 4);
+  ic_svc_changelog_set_interest(l, nine, 8);
+  cr_assert_eq(ic_svc_changelog_append(l, &cs[1]), 0);
+  cr_assert_eq(ic_svc_changelog_head(l), 4);
+  const ic_svc_event_filter_t *any[1] = {&all};
+  ic_svc_changelog_set_interest(l, any, 1);
+  cr_assert_eq(ic_svc_changelog_append(l, &cs[1]), 0);
+  cr_assert_eq(ic_svc_changelog_head(l), 5);
+  ic_svc_changelog_set_interest(l, NULL, 0);
+  cr_assert_eq(ic_svc_changelog_append(l, &cs[0]), 0);
+  cr_assert_eq(ic_svc_changelog_head(l), 5);
+  ic_svc_changelog_free(l);
 }
