@@ -76,6 +76,7 @@ int ic_doctor_render(const ic_doctor_report_t *r, ic_doctor_format_t fmt, bool c
 #define IC_DOCTOR_CHECK_ORPHAN "OrphanPodCheck"
 #define IC_DOCTOR_CHECK_TENANT "CacheTenantHealth"
 #define IC_DOCTOR_CHECK_COVERAGE "CachePolicyCoverage"
+#define IC_DOCTOR_CHECK_REPLICAS "ReplicaAgreement"
 
 #define IC_DOCTOR_STALE_WINDOW_US (120 * 1000000LL)        /* lastEventAt older than 2 min */
 #define IC_DOCTOR_ORPHAN_WINDOW_US (24 * 3600 * 1000000LL) /* orphan Events of the last 24 h */
@@ -95,6 +96,27 @@ void ic_doctor_check_snapshot(ic_doctor_report_t *r, const char *url, long http,
 /* route: "/policy" or "/probe" (answer to a HEAD). */
 void ic_doctor_check_route(ic_doctor_report_t *r, const char *route, const char *url, long http,
                            const char *err);
+
+/* One server replica as gathered when the server name resolves to several addresses (a headless
+ * Service: docs/ha.md). Strings borrowed. */
+typedef struct ic_doctor_replica {
+  const char *addr;          /* its gRPC ip:port: the findings' resource */
+  long readyz_http;          /* GET /readyz status (200 ready, 503 warming up), 0 = no answer */
+  const char *readyz_text;   /* its body (the warm-start progress), or the transport error */
+  bool have_snapshot;        /* /snapshot answered 200 with JSON: the two fields below are set */
+  const char *policy_sha256; /* X-Inferencecache-Policy-Sha256: "none" = no policy pushed yet;
+                                NULL = header absent (a server older than this check) */
+  long long total_prefixes;  /* /snapshot totalPrefixes */
+} ic_doctor_replica_t;
+
+/* Index sizes agree "roughly" when each is within this share of the largest (or within
+ * IC_DOCTOR_PREFIX_SLACK prefixes: churn moves small indexes by more than a share). */
+#define IC_DOCTOR_PREFIX_TOLERANCE 0.10
+#define IC_DOCTOR_PREFIX_SLACK 100
+
+/* Per replica: ready or warming up (RP001/RP002); a policy other than most replicas' (RP003); an
+ * index much smaller than the fullest replica's (RP004); RP005 when all of them agree. */
+void ic_doctor_check_replicas(ic_doctor_report_t *r, const ic_doctor_replica_t *reps, size_t n);
 
 /* `backends`, `pods`, `events`, `tenants`, `policies`: arrays of objects (List items); NULL means
  * the list failed and was reported already (the check skips what depends on it). `now_us` is the
@@ -126,11 +148,17 @@ typedef struct ic_doctor_opts {
   const char *token; /* bearer for /snapshot, or NULL */
   const char *tls_ca_file; /* PEM roots for the gRPC health call; NULL = plaintext */
   int timeout_ms;          /* per network call (default 10 s) */
+  int readyz_port;         /* the servers' public HTTP port (/readyz) for the per-replica checks;
+                              0 = IC_DOCTOR_READYZ_PORT */
 } ic_doctor_opts_t;
 
 /* Server discovery (when grpc_target is NULL): Service inference-cache-server in
- * inference-cache-system, else the first Service of that name in any namespace. */
+ * inference-cache-system, else the first Service of that name in any namespace; the headless
+ * Service beside it (IC_DOCTOR_HEADLESS_SERVICE) when there is one, to reach every replica.
+ * A server name that resolves to several addresses is checked replica by replica. */
 #define IC_DOCTOR_SERVICE "inference-cache-server"
+#define IC_DOCTOR_HEADLESS_SERVICE "inference-cache-server-headless"
+#define IC_DOCTOR_READYZ_PORT 8080
 #define IC_DOCTOR_SYSTEM_NAMESPACE "inference-cache-system"
 #define IC_DOCTOR_GRPC_PORT 9090
 #define IC_DOCTOR_HTTP_PORT 8081

@@ -1,6 +1,7 @@
 /* lib/doctor run: gathers what the checks read — the server's gRPC health, its /snapshot, /policy
  * and /probe routes (GET and HEAD only: nothing is written), the Kubernetes lists — and calls the
  * checks in their fixed order. Every failure to gather becomes a finding, never an abort. */
+#include <arpa/inet.h>
 #include <curl/curl.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -9,6 +10,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -58,6 +60,17 @@ static void join_host_port(char *out, size_t n, const char *host, int port) {
 }
 
 /* Where the server lives when no --server-endpoint was given. 0, or an error text in err. */
+/* The Service's DNS name, or its headless sibling's when there is one (it resolves to every
+ * replica, warming ones included: docs/ha-fleet.md). */
+static void service_host(ic_kube_t *k, const char *ns, char *host, size_t hn) {
+  ic_kube_status_t st = {0};
+  json_t *obj = NULL;
+  bool headless =
+      ic_kube_get(k, &ic_kube_res_services, ns, IC_DOCTOR_HEADLESS_SERVICE, &obj, &st) == 0;
+  json_decref(obj);
+  snprintf(host, hn, "%s.%s.svc", headless ? IC_DOCTOR_HEADLESS_SERVICE : IC_DOCTOR_SERVICE, ns);
+}
+
 static int discover(ic_kube_t *k, char *host, size_t hn, char *err, size_t errlen) {
   ic_kube_status_t st = {0};
   json_t *obj = NULL;
@@ -65,7 +78,7 @@ static int discover(ic_kube_t *k, char *host, size_t hn, char *err, size_t errle
                        &obj, &st);
   json_decref(obj);
   if (rc == 0) {
-    snprintf(host, hn, "%s.%s.svc", IC_DOCTOR_SERVICE, IC_DOCTOR_SYSTEM_NAMESPACE);
+    service_host(k, IC_DOCTOR_SYSTEM_NAMESPACE, host, hn);
     return 0;
   }
   if (rc != IC_ENOTFOUND) {
@@ -87,7 +100,7 @@ static int discover(ic_kube_t *k, char *host, size_t hn, char *err, size_t errle
     const char *name = ic_kube_jstr(svc, "metadata.name"),
                *ns = ic_kube_jstr(svc, "metadata.namespace");
     if (name && ns && !strcmp(name, IC_DOCTOR_SERVICE)) {
-      snprintf(host, hn, "%s.%s.svc", IC_DOCTOR_SERVICE, ns);
+      service_host(k, ns, host, hn);
       rc = 0;
       break;
     }
@@ -138,7 +151,25 @@ typedef struct body {
   char *data;
   size_t len;
   bool over;
+  char policy_sha[80]; /* X-Inferencecache-Policy-Sha256, "" when absent */
 } body_t;
+
+#define POLICY_HEADER "X-Inferencecache-Policy-Sha256:"
+
+static size_t on_header(char *p, size_t sz, size_t n, void *ud) {
+  body_t *b = ud;
+  size_t len = sz * n, hl = strlen(POLICY_HEADER);
+  if (len > hl && !strncasecmp(p, POLICY_HEADER, hl)) {
+    const char *v = p + hl;
+    size_t vl = len - hl;
+    while (vl && (*v == ' ' || *v == '\t'))
+      v++, vl--;
+    while (vl && (v[vl - 1] == '\r' || v[vl - 1] == '\n' || v[vl - 1] == ' '))
+      vl--;
+    snprintf(b->policy_sha, sizeof b->policy_sha, "%.*s", (int)vl, v);
+  }
+  return len;
+}
 
 static size_t on_body(char *p, size_t sz, size_t n, void *ud) {
   body_t *b = ud;
@@ -179,6 +210,8 @@ static long http_call(const char *url, bool head, const char *token, int timeout
   curl_easy_setopt(c, CURLOPT_ERRORBUFFER, ebuf);
   curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, on_body);
   curl_easy_setopt(c, CURLOPT_WRITEDATA, b);
+  curl_easy_setopt(c, CURLOPT_HEADERFUNCTION, on_header);
+  curl_easy_setopt(c, CURLOPT_HEADERDATA, b);
   CURLcode cr = curl_easy_perform(c);
   long code = 0;
   if (cr == CURLE_OK || (cr == CURLE_WRITE_ERROR && b->over))
@@ -192,8 +225,10 @@ static long http_call(const char *url, bool head, const char *token, int timeout
   return code;
 }
 
-/* Returns the parsed /snapshot body for the index check (NULL when unusable). */
-static json_t *snapshot(ic_doctor_report_t *r, const char *base, const ic_doctor_opts_t *o) {
+/* Returns the parsed /snapshot body for the index check (NULL when unusable); the policy header
+ * into policy_sha (80 bytes; "" when absent) when given. */
+static json_t *snapshot(ic_doctor_report_t *r, const char *base, const ic_doctor_opts_t *o,
+                        char *policy_sha) {
   char url[600], err[CURL_ERROR_SIZE + 64] = "";
   snprintf(url, sizeof url, "%s/snapshot", base);
   body_t b = {0};
@@ -205,6 +240,7 @@ static json_t *snapshot(ic_doctor_report_t *r, const char *base, const ic_doctor
     ic_doctor_check_snapshot(r, url, code, err, b.data, b.len, o->token && *o->token);
     if (code == 200 && b.data) doc = json_loadb(b.data, b.len, 0, NULL);
   }
+  if (policy_sha) snprintf(policy_sha, sizeof b.policy_sha, "%s", b.policy_sha);
   free(b.data);
   return doc;
 }
@@ -217,6 +253,97 @@ static void route(ic_doctor_report_t *r, const char *base, const char *path,
   long code = http_call(url, true, NULL, o->timeout_ms, &b, err, sizeof err);
   free(b.data);
   ic_doctor_check_route(r, path, url, code, err);
+}
+
+/* ----------------------------------------------------------------- several replicas */
+
+#define MAX_REPLICAS 64
+
+typedef struct replica_addrs {
+  char ip[MAX_REPLICAS][64]; /* "10.0.0.1" or "[fd00::1]": ready to join with a port */
+  size_t n;
+} replica_addrs_t;
+
+/* Every address `host` resolves to (IPv4 when there are any, as the subscriber does: a
+ * dual-stack headless Service lists each pod twice), deduplicated; 0 when it does not resolve. */
+static size_t resolve_all(const char *host, replica_addrs_t *out) {
+  out->n = 0;
+  struct addrinfo hints = {.ai_socktype = SOCK_STREAM}, *ai = NULL;
+  if (getaddrinfo(host, NULL, &hints, &ai) != 0) return 0;
+  bool v4 = false;
+  for (struct addrinfo *a = ai; a; a = a->ai_next)
+    v4 = v4 || a->ai_family == AF_INET;
+  for (struct addrinfo *a = ai; a && out->n < MAX_REPLICAS; a = a->ai_next) {
+    char ip[INET6_ADDRSTRLEN], text[64];
+    if (a->ai_family == AF_INET) {
+      inet_ntop(AF_INET, &((struct sockaddr_in *)a->ai_addr)->sin_addr, ip, sizeof ip);
+      snprintf(text, sizeof text, "%s", ip);
+    } else if (a->ai_family == AF_INET6 && !v4) {
+      inet_ntop(AF_INET6, &((struct sockaddr_in6 *)a->ai_addr)->sin6_addr, ip, sizeof ip);
+      snprintf(text, sizeof text, "[%s]", ip);
+    } else {
+      continue;
+    }
+    bool dup = false;
+    for (size_t i = 0; i < out->n && !dup; i++)
+      dup = !strcmp(out->ip[i], text);
+    if (!dup) snprintf(out->ip[out->n++], sizeof out->ip[0], "%s", text);
+  }
+  freeaddrinfo(ai);
+  return out->n;
+}
+
+/* The port of "http://host:port[/...]" / "host:port" (0 when absent). */
+static int url_port(const char *url) {
+  const char *h = strstr(url, "://");
+  h = h ? h + 3 : url;
+  const char *end = strchr(h, '/');
+  char hp[300];
+  snprintf(hp, sizeof hp, "%.*s", end ? (int)(end - h) : (int)strlen(h), h);
+  char host[300];
+  int port = 0;
+  split_host_port(hp, host, sizeof host, &port);
+  return port;
+}
+
+/* Every replica's health, /snapshot, /policy, /probe and /readyz, then their agreement. Returns
+ * the /snapshot body of the replica indexing the most prefixes, for the index check. */
+static json_t *replicas(ic_doctor_report_t *r, const replica_addrs_t *ra, int grpc_port,
+                        int http_port, const ic_doctor_opts_t *o) {
+  ic_doctor_replica_t reps[MAX_REPLICAS];
+  char addr[MAX_REPLICAS][80], policy[MAX_REPLICAS][80], text[MAX_REPLICAS][512];
+  json_t *best = NULL;
+  long long most = -1;
+  for (size_t i = 0; i < ra->n; i++) {
+    char base[160], url[200], err[CURL_ERROR_SIZE + 64] = "";
+    snprintf(addr[i], sizeof addr[i], "%s:%d", ra->ip[i], grpc_port);
+    snprintf(base, sizeof base, "http://%s:%d", ra->ip[i], http_port);
+    reps[i] = (ic_doctor_replica_t){.addr = addr[i], .readyz_text = text[i]};
+    health(r, addr[i], o);
+    json_t *doc = snapshot(r, base, o, policy[i]);
+    route(r, base, "/policy", o);
+    route(r, base, "/probe", o);
+    json_t *tp = doc ? json_object_get(doc, "totalPrefixes") : NULL;
+    if (json_is_integer(tp)) {
+      reps[i].have_snapshot = true;
+      reps[i].total_prefixes = json_integer_value(tp);
+      reps[i].policy_sha256 = *policy[i] ? policy[i] : NULL;
+    }
+    if (doc && reps[i].total_prefixes > most) {
+      json_decref(best);
+      best = json_incref(doc);
+      most = reps[i].total_prefixes;
+    }
+    json_decref(doc);
+    snprintf(url, sizeof url, "http://%s:%d/readyz", ra->ip[i],
+             o->readyz_port > 0 ? o->readyz_port : IC_DOCTOR_READYZ_PORT);
+    body_t b = {0};
+    reps[i].readyz_http = http_call(url, false, NULL, o->timeout_ms, &b, err, sizeof err);
+    snprintf(text[i], sizeof text[i], "%s", reps[i].readyz_http ? (b.data ? b.data : "") : err);
+    free(b.data);
+  }
+  ic_doctor_check_replicas(r, reps, ra->n);
+  return best;
 }
 
 /* TCP reachability of a remote-storage endpoint ("host:port", an http(s):// prefix ignored). */
@@ -350,10 +477,17 @@ int ic_doctor_run(const ic_doctor_opts_t *in, ic_doctor_report_t *r) {
         join_host_port(hp, sizeof hp, host, IC_DOCTOR_HTTP_PORT);
         snprintf(base, sizeof base, "http://%s", hp);
       }
-      health(r, target, &o);
-      snap = snapshot(r, base, &o);
-      route(r, base, "/policy", &o);
-      route(r, base, "/probe", &o);
+      replica_addrs_t *ra = calloc(1, sizeof *ra);
+      if (ra && resolve_all(host, ra) > 1) {
+        int hp = url_port(base);
+        snap = replicas(r, ra, port, hp ? hp : IC_DOCTOR_HTTP_PORT, &o);
+      } else {
+        health(r, target, &o);
+        snap = snapshot(r, base, &o, NULL);
+        route(r, base, "/policy", &o);
+        route(r, base, "/probe", &o);
+      }
+      free(ra);
     }
   }
 

@@ -36,6 +36,9 @@ static const ic_cli_flag_t FLAGS[] = {
     {"tls-ca-file", "string", NULL,
      "PEM roots for the gRPC health check when the server's gRPC port has TLS (config/tls);\n"
      "empty = plaintext"},
+    {"readyz-port", "int", "8080",
+     "the servers' public HTTP port (/readyz), asked of each replica when the server name\n"
+     "resolves to several addresses (a headless Service)"},
     {"output", "string", "human", "human, json or table (-o works too)"},
     {"no-color", NULL, NULL, "no ANSI colour in human output (colour only on a terminal anyway)"},
     {"config-only", NULL, NULL,
@@ -50,7 +53,8 @@ static const ic_cli_t CLI = {
                "health and /snapshot, /policy, /probe routes, then every CacheBackend "
                "(readiness, engine-pod matching, KV events, functional self-test, endpoint), "
                "engine-pod injection and index participation, orphaned pods, CacheTenant quota "
-               "and CachePolicy coverage; findings carry stable codes (docs/doctor.md)",
+               "and CachePolicy coverage; with several server replicas each one and their "
+               "agreement; findings carry stable codes (docs/doctor.md)",
     .args = NULL,
     .flags = FLAGS,
     .nflags = sizeof(FLAGS) / sizeof(FLAGS[0])};
@@ -71,6 +75,7 @@ enum {
   F_NOCOLOR,
   F_CONFIGONLY,
   F_TIMEOUT,
+  F_READYZ,
   F_VERSION
 };
 
@@ -85,6 +90,7 @@ static const struct option OPTS[] = {{"kubeconfig", required_argument, 0, F_KUBE
                                      {"no-color", no_argument, 0, F_NOCOLOR},
                                      {"config-only", no_argument, 0, F_CONFIGONLY},
                                      {"timeout", required_argument, 0, F_TIMEOUT},
+                                     {"readyz-port", required_argument, 0, F_READYZ},
                                      {"help", no_argument, 0, 'h'},
                                      {"version", no_argument, 0, F_VERSION},
                                      {0, 0, 0, 0}};
@@ -187,6 +193,16 @@ int cmd_doctor(int argc, char **argv) {
                          optarg);
       else
         o.timeout_ms = (int)(ns / 1000000);
+      break;
+    }
+    case F_READYZ: {
+      char *end = NULL;
+      long v = strtol(optarg, &end, 10);
+      if (!*optarg || *end || v < 1 || v > 65535)
+        rc = ic_cli_fail(&CLI, "invalid value \"%s\" for --readyz-port: want a port in [1, 65535]",
+                         optarg);
+      else
+        o.readyz_port = (int)v;
       break;
     }
     case '?':

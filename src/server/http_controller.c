@@ -1,6 +1,8 @@
 /* The controller-facing HTTP listener (docs/server.md): GET /snapshot, POST|PUT /policy,
  * POST /probe, each behind its own TokenReview authenticator unless --insecure-disable-auth;
  * plus the HTTP listeners' lifecycle (server_http_start/stop) and controller auth setup. */
+#include <openssl/evp.h>
+#include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -30,6 +32,27 @@ static void set_started_at(void) {
            tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, (int)(us % 1000000));
 }
 
+/* SHA-256 (hex) of the last /policy body accepted, "none" before the first: sent as a /snapshot
+ * response header so `inferencecache doctor` can tell whether the replicas hold the same policy
+ * (the controller sends every replica the same bytes). */
+static pthread_mutex_t policy_sha_mu = PTHREAD_MUTEX_INITIALIZER;
+static char policy_sha[65] = "none";
+
+static void set_policy_sha(const char *body, size_t n) {
+  unsigned char d[EVP_MAX_MD_SIZE];
+  unsigned int dl = 0;
+  char hex[sizeof policy_sha];
+  if (EVP_Digest(body, n, d, &dl, EVP_sha256(), NULL) != 1 || dl != 32) {
+    snprintf(hex, sizeof hex, "unknown");
+  } else {
+    for (unsigned i = 0; i < dl; i++)
+      snprintf(hex + 2 * i, 3, "%02x", d[i]);
+  }
+  pthread_mutex_lock(&policy_sha_mu);
+  memcpy(policy_sha, hex, sizeof hex);
+  pthread_mutex_unlock(&policy_sha_mu);
+}
+
 static void h_snapshot(ic_http_req_t *r, void *ud) {
   server_ctx_t *ctx = ud;
   ic_index_snapshot_t snap;
@@ -53,6 +76,11 @@ static void h_snapshot(ic_http_req_t *r, void *ud) {
   size_t n;
   char *body = ic_buf_detach(&b, &n);
   ic_http_reply_header(r, "X-Inferencecache-Started-At", started_at);
+  char sha[sizeof policy_sha];
+  pthread_mutex_lock(&policy_sha_mu);
+  memcpy(sha, policy_sha, sizeof sha);
+  pthread_mutex_unlock(&policy_sha_mu);
+  ic_http_reply_header(r, "X-Inferencecache-Policy-Sha256", sha);
   ic_http_reply_take(r, 200, "application/json", body, n);
 }
 
@@ -78,6 +106,7 @@ static void h_policy(ic_http_req_t *r, void *ud) {
     ic_http_reply_error(r, 500, "store policy snapshot failed");
     return;
   }
+  set_policy_sha(body, n);
   ic_http_reply_header(r, "X-Inferencecache-Started-At", started_at); /* which instance has it */
   ic_http_reply(r, 204, NULL, "", 0);
 }

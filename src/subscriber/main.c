@@ -496,6 +496,7 @@ int main(int argc, char **argv) {
     return 2;
   }
   if (c->window_us <= 0) c->window_us = 100000;
+  c->tick_origin_us = ic_clock_monotonic_us();
   if (c->stats_interval_us <= 0) c->stats_interval_us = 10000000;
   if (c->max_backoff_us < 100000) c->max_backoff_us = 100000;
   if (c->replay_timeout_us <= 0) c->replay_timeout_us = 2000000;

@@ -148,13 +148,18 @@ size_t subq_push(subq_t *q, const ic_kv_op_t *ops, size_t nops, const char *cons
   return dropped;
 }
 
+/* Whether e lies past the queue's cut (see subq_t.cut_ns). */
+static bool past_cut(const subq_t *q, const qent_t *e) {
+  return q->cut_ns > 0 && e->op.recv_ns >= q->cut_ns;
+}
+
 size_t subq_peek_group(subq_t *q, ic_kv_op_t *out, size_t max, uint64_t *last_qseq,
                        const char *const *replica_of_ep) {
   while (q->n && !at(q, 0)->live) { /* reclaim dead entries at the head */
     q->head = (q->head + 1) % q->cap;
     q->n--;
   }
-  if (!q->n || !max) return 0;
+  if (!q->n || !max || past_cut(q, at(q, 0))) return 0;
   qent_t *first = at(q, 0);
   out[0] = first->op;
   *last_qseq = first->qseq;
@@ -167,7 +172,7 @@ size_t subq_peek_group(subq_t *q, ic_kv_op_t *out, size_t max, uint64_t *last_qs
   for (size_t i = 1; i < q->n && k < max; i++) {
     qent_t *e = at(q, i);
     if (!e->live) continue;
-    if (e->op.kind != kind || replica_of_ep[e->op.ep] != r) break;
+    if (e->op.kind != kind || replica_of_ep[e->op.ep] != r || past_cut(q, e)) break;
     /* A downgrade keeps its eviction time: group only equal timestamps. */
     if (kind == IC_KV_OP_DOWNGRADE && e->op.ts_us != first->op.ts_us) break;
     out[k++] = e->op;
@@ -196,7 +201,7 @@ size_t subq_peek_mixed(subq_t *q, ic_kv_op_t *out, size_t max, uint64_t *last_qs
     q->head = (q->head + 1) % q->cap;
     q->n--;
   }
-  if (!q->n || !max) return 0;
+  if (!q->n || !max || past_cut(q, at(q, 0))) return 0;
   qent_t *first = at(q, 0);
   int k0 = first->op.kind;
   if (k0 != IC_KV_OP_ADD && k0 != IC_KV_OP_EVICT) return 0;
@@ -211,7 +216,9 @@ size_t subq_peek_mixed(subq_t *q, ic_kv_op_t *out, size_t max, uint64_t *last_qs
     qent_t *e = at(q, i);
     if (!e->live) continue;
     int kind = e->op.kind;
-    if ((kind != IC_KV_OP_ADD && kind != IC_KV_OP_EVICT) || replica_of_ep[e->op.ep] != r) break;
+    if ((kind != IC_KV_OP_ADD && kind != IC_KV_OP_EVICT) || replica_of_ep[e->op.ep] != r ||
+        past_cut(q, e))
+      break;
     uint64_t key = e->op.prefix_hash | 1, key2 = e->op.prefix_hash;
     /* the low bit is folded; keep the exact hash for the rare pair that differs only there */
     if (kind == IC_KV_OP_ADD && key_seen(evicted, cap, key)) {

@@ -384,7 +384,9 @@ void *sub_sender_thread(void *arg) {
   if (!buf) return NULL;
   unsigned seed = (unsigned)ic_clock_monotonic_ns();
   int64_t backoff = 100000;
-  int64_t next_tick = ic_clock_monotonic_us() + c->window_us;
+  /* On the subscriber's grid: a target added later drains what it holds at once, then ticks
+   * with the others. */
+  int64_t next_tick = c->tick_origin_us + c->window_us;
   for (;;) {
     pthread_mutex_lock(&t->q.mu);
     for (;;) {
@@ -396,7 +398,14 @@ void *sub_sender_thread(void *arg) {
       t->q.evicts_lazy = batching(t);
       size_t urgent = t->q.live_urgent - (batching(t) ? t->q.live_evicts : 0);
       size_t batch = t->q.live_adds + (batching(t) ? t->q.live_evicts : 0);
-      if (urgent || batch >= SUB_MAX_ENTRIES_PER_CSU || (tick && t->q.live)) break;
+      /* Only a tick cuts (subq_t.cut_ns); an urgent op or a full batch drains everything. */
+      t->q.cut_ns = 0;
+      if (urgent || batch >= SUB_MAX_ENTRIES_PER_CSU) break;
+      if (tick && t->q.live) {
+        int64_t due = next_tick + (now - next_tick) / c->window_us * c->window_us;
+        t->q.cut_ns = due * 1000;
+        break;
+      }
       if (tick)
         while (next_tick <= now)
           next_tick += c->window_us;
@@ -411,6 +420,7 @@ void *sub_sender_thread(void *arg) {
     while (next_tick <= now)
       next_tick += c->window_us;
     bool ok = drain_locked(t, buf);
+    t->q.cut_ns = 0;
     pthread_mutex_unlock(&t->q.mu);
     if (ok) {
       backoff = 100000;
@@ -432,6 +442,7 @@ void sub_sender_drain(sub_target_t *t, int64_t deadline_us) {
   int64_t backoff = 100000;
   while (ic_clock_monotonic_us() < deadline_us) {
     pthread_mutex_lock(&t->q.mu);
+    t->q.cut_ns = 0; /* everything goes */
     bool ok = drain_locked(t, buf);
     bool empty = t->q.live == 0;
     pthread_mutex_unlock(&t->q.mu);

@@ -45,6 +45,10 @@ typedef struct subq {
   uint64_t dropped[6]; /* by op kind */
   bool stop;
   bool evicts_lazy; /* the sender batches evictions with the window: pushing one does not wake it */
+  /* > 0: peeks stop before the first op pushed (recv_ns) at or after it. A window tick drains
+   * what was pushed before the tick's grid time, so every replica's sender cuts the stream at
+   * the same op however late it wakes (docs/ha.md, "One flush grid"). */
+  int64_t cut_ns;
 } subq_t;
 
 int subq_init(subq_t *q, size_t max_bytes);
@@ -141,6 +145,9 @@ typedef struct sub_ctx {
   int64_t token_refresh_us;      /* how often the token file is looked at */
   struct ic_auth_token_file *token;
   int64_t window_us, stats_interval_us, cache_size_bytes, ceiling, queue_max_bytes;
+  /* Every target's window ticks on one grid (origin + k x window_us), so the replicas get the
+   * same batches at the same moment instead of up to a window apart (docs/ha.md). */
+  int64_t tick_origin_us;
   int64_t max_backoff_us, replay_timeout_us, down_grace_us;
   ic_kv_cache_tier_t cache_tier;
   bool l2_mode, dp_suffix;

@@ -150,13 +150,17 @@ class Server:
 
     args: extra flags (e.g. ["--insecure-disable-auth"]). Bind-address flags are added unless
     given. `ready` waits for /readyz 200 and a READY gRPC channel (skip with wait=False).
+    host and the ports: where it listens (another loopback address, e.g. 127.0.0.3, and ports
+    shared with replicas on other addresses, as behind one DNS name).
     stderr is captured to a file (self.log_path); logs() returns it as text."""
 
-    def __init__(self, args=None, wait=True, tls_ca=None, env=None, binary=None):
+    def __init__(self, args=None, wait=True, tls_ca=None, env=None, binary=None,
+                 host="127.0.0.1", grpc_port=None, http_port=None, snapshot_port=None):
         self.args = list(args or [])
-        self.grpc_port = free_port()
-        self.http_port = free_port()
-        self.snapshot_port = free_port()
+        self.host = host
+        self.grpc_port = grpc_port or free_port()
+        self.http_port = http_port or free_port()
+        self.snapshot_port = snapshot_port or free_port()
         self.binary = binary or SERVER_BIN
         self.tls_ca = tls_ca
         self.env = env
@@ -168,15 +172,15 @@ class Server:
 
     @property
     def grpc_addr(self):
-        return "127.0.0.1:%d" % self.grpc_port
+        return "%s:%d" % (self.host, self.grpc_port)
 
     @property
     def http_url(self):
-        return "http://127.0.0.1:%d" % self.http_port
+        return "http://%s:%d" % (self.host, self.http_port)
 
     @property
     def snapshot_url(self):
-        return "http://127.0.0.1:%d" % self.snapshot_port
+        return "http://%s:%d" % (self.host, self.snapshot_port)
 
     def command(self):
         args = list(self.args)
@@ -184,9 +188,9 @@ class Server:
         if "--grpc-bind-address" not in have:
             args.append("--grpc-bind-address=" + self.grpc_addr)
         if "--http-bind-address" not in have:
-            args.append("--http-bind-address=127.0.0.1:%d" % self.http_port)
+            args.append("--http-bind-address=%s:%d" % (self.host, self.http_port))
         if "--snapshot-bind-address" not in have:
-            args.append("--snapshot-bind-address=127.0.0.1:%d" % self.snapshot_port)
+            args.append("--snapshot-bind-address=%s:%d" % (self.host, self.snapshot_port))
         # Warm start (docs/ha.md) waits up to --warm-start-window-ms for reporters before /readyz
         # says 200; tests that do not exercise it start ready, as a lone server always was.
         if not any(a.startswith("--warm-start-") for a in have):
@@ -610,15 +614,42 @@ class FakeEngine:
                 pass
 
 
+def private_hosts_command(hosts, args):
+    """`args` run with the file `hosts` as its /etc/hosts, in a private mount namespace: the
+    system resolver (getaddrinfo) of that process alone answers names from it, and re-reads it
+    on every lookup, so a test edits the file (in place) to make a name's addresses change. As
+    root, or as a user with unprivileged user namespaces (unshare -r)."""
+    unshare = ["unshare", "-m", "--propagation", "private"]
+    if os.geteuid() != 0:
+        unshare.insert(1, "-r")
+    return unshare + ["sh", "-c", 'mount --bind "$0" /etc/hosts && exec "$@"', hosts] + args
+
+
+def private_hosts_supported():
+    """Whether private_hosts_command works here (a container may forbid mount namespaces)."""
+    fd, path = tempfile.mkstemp(prefix="ic-hosts-")
+    try:
+        os.write(fd, b"127.0.0.9 ic-probe.invalid\n")
+        os.close(fd)
+        r = subprocess.run(private_hosts_command(path, ["getent", "hosts", "ic-probe.invalid"]),
+                           capture_output=True, timeout=10)
+        return r.returncode == 0 and b"127.0.0.9" in r.stdout
+    except (OSError, subprocess.SubprocessError):
+        return False
+    finally:
+        os.unlink(path)
+
+
 class Subscriber:
     """The real kvevent-subscriber for `engines` (one engine or a list of objects with .endpoint
     and .replay_endpoint / .replay_port: FakeEngine, EngineSim, python engines; those with
     wait_subscribed() are waited for; an EngineSim's /metrics is scraped for stats, others get
     no stats reports). `server`: a Server or a host:port. stderr to a log file; metrics() parses
-    its /metrics."""
+    its /metrics. hosts: a file the subscriber resolves names from instead of /etc/hosts
+    (private_hosts_command)."""
 
     def __init__(self, server, engines, replica="r0", model="m", tenant="t", extra=None,
-                 replay=True, wait=True):
+                 replay=True, wait=True, hosts=None):
         if not isinstance(engines, (list, tuple)):
             engines = [engines]
         server_addr = getattr(server, "grpc_addr", server)
@@ -639,6 +670,8 @@ class Subscriber:
                 if getattr(e, "replay_port", None):
                     args.append("--replay-endpoint=" + e.replay_endpoint)
         args += list(extra or [])
+        if hosts:
+            args = private_hosts_command(hosts, args)
         fd, self.log_path = tempfile.mkstemp(prefix="ic-sub-", suffix=".log")
         self._log = os.fdopen(fd, "wb")
         self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=self._log)

@@ -196,3 +196,39 @@ Test(kvevents_queue, clear_keeps_a_queued_full_state_marker) {
   pthread_mutex_unlock(&q.mu);
   subq_destroy(&q);
 }
+
+/* A window tick cuts the stream at its grid time (docs/ha.md, "One flush grid"): ops pushed
+ * before it go, later ones wait, whichever peek runs; no cut drains everything. */
+Test(kvevents_queue, a_cut_stops_peeks_at_the_first_op_pushed_at_or_after_it) {
+  subq_t q;
+  cr_assert_eq(subq_init(&q, 1 << 20), 0);
+  ic_kv_op_t ops[] = {op(IC_KV_OP_ADD, 1, 0, 10), op(IC_KV_OP_EVICT, 2, 0, 11),
+                      op(IC_KV_OP_ADD, 3, 0, 12), op(IC_KV_OP_ADD, 4, 0, 13)};
+  int64_t pushed[] = {1000, 1999, 2000, 2500};
+  for (int i = 0; i < 4; i++)
+    ops[i].recv_ns = pushed[i];
+  subq_push(&q, ops, 4, reps);
+  ic_kv_op_t buf[8];
+  uint64_t last;
+  pthread_mutex_lock(&q.mu);
+  q.cut_ns = 2000;
+  cr_assert_eq(subq_peek_mixed(&q, buf, 8, &last, reps), 2); /* A1 E2 */
+  subq_commit(&q, last);
+  cr_assert_eq(subq_peek_mixed(&q, buf, 8, &last, reps), 0); /* A3 is past the cut */
+  cr_assert_eq(subq_peek_group(&q, buf, 8, &last, reps), 0);
+  q.cut_ns = 1000; /* nothing before it left */
+  cr_assert_eq(subq_peek_group(&q, buf, 8, &last, reps), 0);
+  q.cut_ns = 2501;
+  cr_assert_eq(subq_peek_group(&q, buf, 8, &last, reps), 2); /* A3 A4 */
+  subq_commit(&q, last);
+  ic_kv_op_t later = op(IC_KV_OP_ADD, 5, 0, 14);
+  later.recv_ns = 9000;
+  pthread_mutex_unlock(&q.mu);
+  subq_push(&q, &later, 1, reps);
+  pthread_mutex_lock(&q.mu);
+  cr_assert_eq(subq_peek_group(&q, buf, 8, &last, reps), 0);
+  q.cut_ns = 0;
+  cr_assert_eq(subq_peek_group(&q, buf, 8, &last, reps), 1);
+  pthread_mutex_unlock(&q.mu);
+  subq_destroy(&q);
+}
