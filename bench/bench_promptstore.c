@@ -8,6 +8,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "ic/buf.h"
 #include "ic/chattemplate.h"
 #include "ic/clock.h"
 #include "ic/promptstore.h"
@@ -19,17 +20,8 @@ static int cmp_i64(const void *a, const void *b) {
 }
 
 static char *read_file(const char *path, size_t *n) {
-  FILE *f = fopen(path, "rb");
-  if (!f) return NULL;
-  fseek(f, 0, SEEK_END);
-  long len = ftell(f);
-  fseek(f, 0, SEEK_SET);
-  char *b = malloc((size_t)len + 1);
-  if (b && fread(b, 1, (size_t)len, f) != (size_t)len) len = 0;
-  fclose(f);
-  if (b) b[len] = 0;
-  if (n) *n = (size_t)len;
-  return b;
+  ic_buf_t b = IC_BUF_INIT;
+  return ic_buf_read_file(path, 16u << 20, &b, NULL) == 0 ? ic_buf_detach(&b, n) : NULL;
 }
 
 static const ic_tokenizer *qwen;

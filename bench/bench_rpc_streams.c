@@ -66,18 +66,15 @@ static double rss_mb(pid_t pid) {
 /* CPU seconds (user + system) the process has used: the server's cost per block, which unlike
  * the ingest rate hardly depends on what else the machine runs. */
 static double cpu_s(pid_t pid) {
-  char p[64], buf[1024];
+  char p[64];
   snprintf(p, sizeof p, "/proc/%d/stat", (int)pid);
-  FILE *f = fopen(p, "r");
-  if (!f) return -1;
-  size_t n = fread(buf, 1, sizeof buf - 1, f);
-  fclose(f);
-  buf[n] = '\0';
-  const char *q = strrchr(buf, ')'); /* the command name may hold spaces */
+  ic_buf_t buf = IC_BUF_INIT;
+  if (ic_buf_read_file(p, 4096, &buf, NULL) != 0) return -1;
+  const char *q = strrchr(buf.data, ')'); /* the command name may hold spaces */
   unsigned long ut = 0, st = 0;
-  if (!q || sscanf(q + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %lu %lu", &ut, &st) != 2)
-    return -1;
-  return (double)(ut + st) / (double)sysconf(_SC_CLK_TCK);
+  int ok = q && sscanf(q + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %lu %lu", &ut, &st) == 2;
+  ic_buf_free(&buf);
+  return ok ? (double)(ut + st) / (double)sysconf(_SC_CLK_TCK) : -1;
 }
 
 static void emit(const char *phase, const char *name, double value, const char *unit,

@@ -8,6 +8,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "ic/buf.h"
 #include "ic/tokenizer.h"
 
 #ifndef IC_SOURCE_DIR
@@ -31,31 +32,13 @@ static double cpu_s(void) {
   return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
 }
 
-static int append_file(const char *path, char **buf, size_t *n) {
-  FILE *f = fopen(path, "rb");
-  if (!f) return -1;
-  char chunk[65536];
-  size_t r;
-  while ((r = fread(chunk, 1, sizeof chunk, f)) > 0) {
-    char *g = realloc(*buf, *n + r + 1);
-    if (!g) break;
-    *buf = g;
-    memcpy(*buf + *n, chunk, r);
-    *n += r;
-    (*buf)[*n] = 0;
-  }
-  fclose(f);
-  return 0;
-}
-
 static int cmp_str(const void *a, const void *b) {
   return strcmp(*(char *const *)a, *(char *const *)b);
 }
 
 /* English prose: the licence texts every Debian system ships (about 270 kB of real prose). */
 static char *english_prose(size_t *n) {
-  char *buf = NULL;
-  *n = 0;
+  ic_buf_t all = IC_BUF_INIT, one = IC_BUF_INIT;
   DIR *d = opendir("/usr/share/common-licenses");
   struct dirent *e;
   char *names[64];
@@ -67,10 +50,11 @@ static char *english_prose(size_t *n) {
   for (int i = 0; i < k; i++) {
     char path[512];
     snprintf(path, sizeof path, "/usr/share/common-licenses/%s", names[i]);
-    append_file(path, &buf, n);
+    if (ic_buf_read_file(path, 16u << 20, &one, NULL) == 0) ic_buf_append(&all, one.data, one.len);
     free(names[i]);
   }
-  return buf;
+  ic_buf_free(&one);
+  return ic_buf_detach(&all, n);
 }
 
 /* Reads the whole output of a shell command (NULL when it fails). */

@@ -212,23 +212,73 @@ int ic_rpc_stream_finish(ic_rpc_call_t *c, int status, const char *msg);
 typedef struct ic_rpc_channel ic_rpc_channel_t;
 
 typedef struct ic_rpc_channel_opts {
-  const char *tls_ca_file;    /* PEM roots; NULL = plaintext */
+  const char *tls_ca_file;     /* PEM roots; NULL = plaintext (unless tls_ca_pem) */
+  const char *tls_ca_pem;      /* the same, already in memory (a file a caller has checked) */
+  const char *tls_cert_pem;    /* client certificate + key for mutual TLS (TLS only; both or */
+  const char *tls_key_pem;     /* neither) */
   const char *tls_server_name; /* SNI / name override for tests; NULL = from target */
+  /* The :authority of every call; with TLS also the name the server is verified as (unless
+   * tls_server_name). For an address target that stands for a name. NULL = from the target. */
+  const char *authority;
   int max_recv_bytes;         /* <= 0 = 4 MiB */
+  /* > 0: reconnect attempts start at 100 ms and back off to at most this, on subchannels of
+   * the channel's own (not shared with other channels to the same address), so a restarted
+   * server is re-reached within this bound. <= 0 = gRPC's defaults (up to 120 s). */
+  int max_reconnect_backoff_ms;
 } ic_rpc_channel_opts_t;
 
 /* Target "host:port" (gRPC target syntax). opts may be NULL (plaintext). The channel connects
- * lazily. Thread-safe: many threads may call on one channel. */
+ * lazily. Thread-safe: many threads may call on one channel. NULL when a TLS file cannot be
+ * read. */
 ic_rpc_channel_t *ic_rpc_channel_new(const char *target, const ic_rpc_channel_opts_t *opts);
 void ic_rpc_channel_free(ic_rpc_channel_t *ch);
 /* Waits up to timeout_ms for the channel to be READY. 0 or IC_ETIMEOUT. */
 int ic_rpc_channel_wait_ready(ic_rpc_channel_t *ch, int timeout_ms);
+/* Connectivity states (numeric values of grpc_connectivity_state). */
+enum {
+  IC_RPC_CH_IDLE = 0,
+  IC_RPC_CH_CONNECTING = 1,
+  IC_RPC_CH_READY = 2,
+  IC_RPC_CH_TRANSIENT_FAILURE = 3,
+  IC_RPC_CH_SHUTDOWN = 4,
+};
+/* The channel's state now; try_connect starts connecting an idle channel. */
+int ic_rpc_channel_state(ic_rpc_channel_t *ch, bool try_connect);
+/* Waits up to timeout_ms for the state to differ from `last`; returns the state then (an idle
+ * channel is asked to connect). */
+int ic_rpc_channel_wait_change(ic_rpc_channel_t *ch, int last, int timeout_ms);
 
 /* Blocking unary call. Returns 0 when a gRPC status was received (in *status, response bytes
  * appended to `resp` when OK), IC_ETIMEOUT/IC_EIO/IC_ENOMEM otherwise. timeout_ms <= 0 = none.
  * `status_msg` (may be NULL) receives a malloc'd status message (caller frees) or NULL. */
 int ic_rpc_unary(ic_rpc_channel_t *ch, const char *method, const uint8_t *req, size_t len,
                  int timeout_ms, ic_buf_t *resp, int *status, char **status_msg);
+
+/* Request metadata of a client call: `key` lower-case ("authorization"), value_len bytes of
+ * `value` (copied when the call starts). */
+typedef struct ic_rpc_md {
+  const char *key;
+  const char *value;
+  size_t value_len;
+} ic_rpc_md_t;
+
+/* One call of ic_rpc_unary_all. */
+#define IC_RPC_NO_STATUS (-1) /* no status came back (the call could not start or was lost) */
+typedef struct ic_rpc_unary_call {
+  ic_rpc_channel_t *ch;
+  const char *method;
+  const uint8_t *req;
+  size_t len;
+  const ic_rpc_md_t *md; /* may be NULL */
+  size_t nmd;
+  ic_buf_t *resp; /* response bytes appended when OK; may be NULL */
+  int status;     /* out: gRPC status code or IC_RPC_NO_STATUS */
+} ic_rpc_unary_call_t;
+/* Runs n unary calls at once (any mix of channels, one completion queue) and returns when
+ * every one has its status: a slow call delays only the return, never the others' delivery.
+ * timeout_ms (<= 0 = none) is each call's deadline. 0, or IC_ENOMEM (every status
+ * IC_RPC_NO_STATUS). */
+int ic_rpc_unary_all(ic_rpc_unary_call_t *calls, size_t n, int timeout_ms);
 
 /* Client-streaming writer (e.g. ReportCacheState). Owned by the caller until finish/cancel. */
 typedef struct ic_rpc_writer ic_rpc_writer_t;

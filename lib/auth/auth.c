@@ -22,6 +22,9 @@
 #include "ic/err.h"
 #include "ic/log.h"
 
+/* A service-account token is a few KiB; more is not a token. */
+#define MAX_TOKEN_BYTES (64u * 1024)
+
 const char *ic_auth_result_label(ic_auth_result_t r) {
   switch (r) {
   case IC_AUTH_OK: return "ok";
@@ -221,24 +224,15 @@ static char *env_or(const char *name, const char *dflt) {
   return strdup(v && *v ? v : dflt);
 }
 
-static char *read_file(const char *path, char *err, size_t errlen) {
-  FILE *f = fopen(path, "rb");
-  if (!f) {
-    snprintf(err, errlen, "open %s: %s", path, strerror(errno));
-    return NULL;
-  }
+/* The service account's token: a single line; surrounding white space is not part of it. */
+static char *read_token(const char *path, char *err, size_t errlen) {
   ic_buf_t b = IC_BUF_INIT;
-  char tmp[4096];
-  size_t n;
-  while ((n = fread(tmp, 1, sizeof tmp, f)) > 0)
-    ic_buf_append(&b, tmp, n);
-  fclose(f);
-  if (!b.data) ic_buf_append(&b, "", 0);
-  /* Tokens are a single line; trailing whitespace is not part of them. */
-  while (b.len &&
-         (b.data[b.len - 1] == '\n' || b.data[b.len - 1] == '\r' || b.data[b.len - 1] == ' '))
-    b.data[--b.len] = 0;
-  return ic_buf_detach(&b, NULL);
+  int rc = ic_buf_read_file_trimmed(path, MAX_TOKEN_BYTES, &b, NULL);
+  if (rc == IC_ERANGE)
+    snprintf(err, errlen, "%s: token longer than %u bytes", path, MAX_TOKEN_BYTES);
+  else if (rc)
+    snprintf(err, errlen, "open %s: %s", path, strerror(errno));
+  return rc ? NULL : ic_buf_detach(&b, NULL);
 }
 
 /* Returns a malloc'd copy of the current SA token, re-reading the file when it changed. */
@@ -248,7 +242,7 @@ static char *sa_token(ic_auth_kube_t *k) {
   pthread_mutex_lock(&k->mu);
   if (stat(k->token_file, &st) == 0 &&
       (st.st_mtim.tv_sec != k->sa_mtime.tv_sec || st.st_mtim.tv_nsec != k->sa_mtime.tv_nsec)) {
-    char *t = read_file(k->token_file, err, sizeof err);
+    char *t = read_token(k->token_file, err, sizeof err);
     if (t) {
       free(k->sa_token);
       k->sa_token = t;
@@ -308,7 +302,7 @@ ic_auth_kube_t *ic_auth_kube_new(const ic_auth_kube_config_t *cfg, char *err, si
     ic_auth_kube_free(k);
     return NULL;
   }
-  char *t = read_file(k->token_file, err, errlen);
+  char *t = read_token(k->token_file, err, errlen);
   if (!t) {
     ic_auth_kube_free(k);
     return NULL;

@@ -27,38 +27,22 @@ struct ic_auth_token_file {
 
 /* Reads the token (surrounding whitespace trimmed); NULL with err set on failure or empty. */
 static char *load(const char *path, struct timespec *mtime, char *err, size_t errlen) {
-  FILE *f = fopen(path, "rb");
-  if (!f) {
+  ic_buf_t b = IC_BUF_INIT;
+  int rc = ic_buf_read_file_trimmed(path, MAX_TOKEN_BYTES, &b, mtime);
+  if (rc == IC_ERANGE) {
+    snprintf(err, errlen, "%s: token longer than %u bytes", path, MAX_TOKEN_BYTES);
+    return NULL;
+  }
+  if (rc) {
     snprintf(err, errlen, "open %s: %s", path, strerror(errno));
     return NULL;
   }
-  struct stat st;
-  if (fstat(fileno(f), &st) == 0) *mtime = st.st_mtim;
-  ic_buf_t b = IC_BUF_INIT;
-  char tmp[4096];
-  size_t n;
-  while ((n = fread(tmp, 1, sizeof tmp, f)) > 0 && b.len <= MAX_TOKEN_BYTES)
-    ic_buf_append(&b, tmp, n);
-  fclose(f);
-  if (b.len > MAX_TOKEN_BYTES) {
-    snprintf(err, errlen, "%s: token longer than %u bytes", path, MAX_TOKEN_BYTES);
-    ic_buf_free(&b);
-    return NULL;
-  }
-  size_t s = 0, e = b.len;
-  while (s < e && (b.data[s] == ' ' || b.data[s] == '\t' || b.data[s] == '\r' || b.data[s] == '\n'))
-    s++;
-  while (e > s && (b.data[e - 1] == ' ' || b.data[e - 1] == '\t' || b.data[e - 1] == '\r' ||
-                   b.data[e - 1] == '\n'))
-    e--;
   char *t = NULL;
-  if (e > s && memchr(b.data + s, '\n', e - s) == NULL && memchr(b.data + s, 0, e - s) == NULL) {
-    t = malloc(e - s + 1);
-    if (t) memcpy(t, b.data + s, e - s), t[e - s] = 0;
-  } else {
+  if (b.len && !memchr(b.data, '\n', b.len) && !memchr(b.data, 0, b.len))
+    t = strdup(b.data);
+  else
     snprintf(err, errlen, "%s: empty or not a single-line token", path);
-  }
-  if (b.data) memset(b.data, 0, b.len);
+  memset(b.data, 0, b.len);
   ic_buf_free(&b);
   return t;
 }

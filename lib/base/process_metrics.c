@@ -8,6 +8,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "ic/buf.h"
 #include "ic/err.h"
 #include "ic/metrics.h"
 #include "metrics_internal.h"
@@ -60,14 +61,10 @@ static double max_fds(void) {
 
 static void refresh(void *ud) {
   proc_metrics_t *pm = ud;
-  char buf[1024];
-  FILE *f = fopen("/proc/self/stat", "r");
-  if (f) {
-    size_t n = fread(buf, 1, sizeof buf - 1, f);
-    fclose(f);
-    buf[n] = '\0';
+  ic_buf_t buf = IC_BUF_INIT;
+  if (ic_buf_read_file("/proc/self/stat", 4096, &buf, NULL) == 0) {
     /* Fields after the parenthesised command name (which may hold spaces), numbered from 3. */
-    char *p = strrchr(buf, ')');
+    char *p = strrchr(buf.data, ')');
     unsigned long long utime = 0, stime = 0, start = 0, vsize = 0;
     long long rss = 0;
     if (p && sscanf(p + 2,
@@ -82,6 +79,7 @@ static void refresh(void *ud) {
       ic_metric_set(pm->start, boot_time() + (double)start / hz);
     }
   }
+  ic_buf_free(&buf);
   int fds = count_fds();
   if (fds >= 0) ic_metric_set(pm->open_fds, fds);
   ic_metric_set(pm->max_fds, max_fds());

@@ -14,6 +14,9 @@
 #include "ic/log.h"
 #include "kube_internal.h"
 
+/* A bearer token is a few KiB (a projected service-account JWT); more is not a token. */
+#define MAX_TOKEN_BYTES (64u * 1024)
+
 const ic_kube_res_t ic_kube_res_pods = {"", "v1", "pods", "Pod", true};
 const ic_kube_res_t ic_kube_res_services = {"", "v1", "services", "Service", true};
 const ic_kube_res_t ic_kube_res_pvcs = {"", "v1", "persistentvolumeclaims",
@@ -85,25 +88,10 @@ char *ic_kube_path(const ic_kube_res_t *r, const char *ns, const char *name, con
  * tokens are used as soon as the kubelet writes them. Returns malloc'd token or NULL. */
 static char *read_token(const ic_kube_t *k) {
   if (k->cfg.token_file) {
-    FILE *f = fopen(k->cfg.token_file, "r");
-    if (f) {
-      ic_buf_t b = IC_BUF_INIT;
-      char tmp[1024];
-      size_t n;
-      while ((n = fread(tmp, 1, sizeof tmp, f)) > 0) ic_buf_append(&b, tmp, n);
-      fclose(f);
-      char *s = ic_buf_detach(&b, NULL);
-      if (!s) return NULL;
-      size_t len = strlen(s);
-      while (len && (s[len - 1] == '\n' || s[len - 1] == '\r' || s[len - 1] == ' ' ||
-                     s[len - 1] == '\t'))
-        s[--len] = 0;
-      char *p = s;
-      while (*p == ' ' || *p == '\t' || *p == '\n') p++;
-      if (p != s) memmove(s, p, strlen(p) + 1);
-      if (*s) return s;
-      free(s);
-    }
+    ic_buf_t b = IC_BUF_INIT;
+    if (ic_buf_read_file_trimmed(k->cfg.token_file, MAX_TOKEN_BYTES, &b, NULL) == 0 && b.len)
+      return ic_buf_detach(&b, NULL);
+    ic_buf_free(&b);
   }
   return k->cfg.token ? strdup(k->cfg.token) : NULL;
 }

@@ -24,24 +24,9 @@ void ic_kube_config_free(ic_kube_config_t *c) {
   memset(c, 0, sizeof *c);
 }
 
-static char *read_file(const char *path, size_t *len) {
-  FILE *f = fopen(path, "rb");
-  if (!f) return NULL;
-  ic_buf_t b = IC_BUF_INIT;
-  char tmp[4096];
-  size_t n;
-  while ((n = fread(tmp, 1, sizeof tmp, f)) > 0) ic_buf_append(&b, tmp, n);
-  fclose(f);
-  if (!b.data) ic_buf_append(&b, "", 0);
-  return ic_buf_detach(&b, len);
-}
-
-static char *trim_dup(const char *s) {
-  while (*s == ' ' || *s == '\n' || *s == '\t' || *s == '\r') s++;
-  size_t n = strlen(s);
-  while (n && (s[n - 1] == ' ' || s[n - 1] == '\n' || s[n - 1] == '\t' || s[n - 1] == '\r')) n--;
-  return strndup(s, n);
-}
+/* Bounds on what is read whole: a kubeconfig (certificates inline) and a namespace name. */
+#define MAX_KUBECONFIG_BYTES (16u << 20)
+#define MAX_NAMESPACE_BYTES 4096u
 
 int ic_kube_config_in_cluster(const char *sa_dir, ic_kube_config_t *out) {
   memset(out, 0, sizeof *out);
@@ -66,10 +51,13 @@ int ic_kube_config_in_cluster(const char *sa_dir, ic_kube_config_t *out) {
     free(ca);
   ic_buf_appendf(&b, "%s/namespace", sa_dir);
   char *nsf = ic_buf_detach(&b, NULL);
-  char *ns = nsf ? read_file(nsf, NULL) : NULL;
+  ic_buf_t ns = IC_BUF_INIT;
+  if (nsf && ic_buf_read_file_trimmed(nsf, MAX_NAMESPACE_BYTES, &ns, NULL) == 0)
+    out->namespace = ic_buf_detach(&ns, NULL);
+  else
+    out->namespace = strdup("default");
+  ic_buf_free(&ns);
   free(nsf);
-  out->namespace = ns ? trim_dup(ns) : strdup("default");
-  free(ns);
   if (!out->server || !out->token_file || !out->namespace) {
     ic_kube_config_free(out);
     return IC_ENOMEM;
@@ -129,12 +117,13 @@ static char *resolve(const char *base, const char *p) {
 
 int ic_kube_config_from_file(const char *path, const char *context, ic_kube_config_t *out) {
   memset(out, 0, sizeof *out);
-  size_t len = 0;
-  char *text = read_file(path, &len);
-  if (!text) return IC_ENOTFOUND;
+  ic_buf_t text = IC_BUF_INIT;
+  int rc = ic_buf_read_file(path, MAX_KUBECONFIG_BYTES, &text, NULL);
+  if (rc == IC_EIO) rc = IC_ENOTFOUND; /* unreadable is "no kubeconfig here" to the caller */
+  if (rc) return rc;
   json_t *doc = NULL;
-  int rc = ic_kube_yaml_to_json(text, len, &doc);
-  free(text);
+  rc = ic_kube_yaml_to_json(text.data, text.len, &doc);
+  ic_buf_free(&text);
   if (rc) return rc;
   if (!json_is_object(doc)) {
     json_decref(doc);

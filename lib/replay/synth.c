@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "ic/buf.h"
 #include "ic/err.h"
 #include "ic/replay.h"
 
@@ -309,36 +310,13 @@ static ic_replay_workload_t *burst(const char *params, char *err, size_t errlen)
   return w;
 }
 
+/* Published Mooncake traces are a few MiB of JSON lines; the bound only stops a wrong file. */
+#define MAX_TRACE_BYTES (1u << 30)
+
 static ic_replay_workload_t *load_mooncake(const char *path, char *err, size_t errlen) {
-  FILE *f = fopen(path, "rb");
-  if (!f) {
-    snprintf(err, errlen, "open trace %s: %s", path, strerror(errno));
-    return NULL;
-  }
-  char *data = NULL;
-  size_t len = 0, cap = 0;
-  for (;;) {
-    if (cap - len < 65536) {
-      size_t nc = cap ? cap * 2 : 1 << 20;
-      char *d = realloc(data, nc);
-      if (!d) {
-        free(data);
-        fclose(f);
-        snprintf(err, errlen, "out of memory reading %s", path);
-        return NULL;
-      }
-      data = d;
-      cap = nc;
-    }
-    size_t r = fread(data + len, 1, cap - len, f);
-    len += r;
-    if (r == 0) break;
-  }
-  bool ioerr = ferror(f);
-  fclose(f);
-  if (ioerr) {
-    free(data);
-    snprintf(err, errlen, "read trace %s: I/O error", path);
+  ic_buf_t data = IC_BUF_INIT;
+  if (ic_buf_read_file(path, MAX_TRACE_BYTES, &data, NULL) != 0) {
+    snprintf(err, errlen, "read trace %s: %s", path, strerror(errno));
     return NULL;
   }
   /* Name: the file stem without a "mooncake_" prefix or "_trace" suffix. */
@@ -350,8 +328,8 @@ static ic_replay_workload_t *load_mooncake(const char *path, char *err, size_t e
   if (dot) *dot = '\0';
   size_t nl = strlen(name);
   if (nl > 6 && !strcmp(name + nl - 6, "_trace")) name[nl - 6] = '\0';
-  ic_replay_workload_t *w = ic_replay_mooncake_parse(data, len, name, err, errlen);
-  free(data);
+  ic_replay_workload_t *w = ic_replay_mooncake_parse(data.data, data.len, name, err, errlen);
+  ic_buf_free(&data);
   return w;
 }
 

@@ -9,6 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "ic/clock.h"
 #include "ic/err.h"
 #include "rpc_internal.h"
 
@@ -24,16 +25,8 @@ struct ic_rpc_channel {
   size_t nmethods;
 };
 
-static char *slurp(const char *path) {
-  FILE *f = fopen(path, "rb");
-  if (!f) return NULL;
-  ic_buf_t b = IC_BUF_INIT;
-  char tmp[4096];
-  size_t n;
-  while ((n = fread(tmp, 1, sizeof tmp, f)) > 0) ic_buf_append(&b, tmp, n);
-  fclose(f);
-  return ic_buf_detach(&b, NULL);
-}
+/* A PEM bundle larger than this is not a CA bundle (the system's is ~200 KiB). */
+#define MAX_PEM_BYTES (4u << 20)
 
 ic_rpc_channel_t *ic_rpc_channel_new(const char *target, const ic_rpc_channel_opts_t *opts) {
   ic_rpc_channel_opts_t o = opts ? *opts : (ic_rpc_channel_opts_t){0};
@@ -42,32 +35,45 @@ ic_rpc_channel_t *ic_rpc_channel_new(const char *target, const ic_rpc_channel_op
   ic_rpc_global_ref();
   pthread_mutex_init(&c->mu, NULL);
   grpc_channel_credentials *creds;
-  if (o.tls_ca_file) {
-    char *roots = slurp(o.tls_ca_file);
-    if (!roots) {
+  ic_buf_t roots = IC_BUF_INIT;
+  if (o.tls_ca_file && !o.tls_ca_pem) {
+    if (ic_buf_read_file(o.tls_ca_file, MAX_PEM_BYTES, &roots, NULL) != 0 || !roots.len) {
       pthread_mutex_destroy(&c->mu);
       ic_rpc_global_unref();
       free(c);
       return NULL;
     }
-    creds = grpc_ssl_credentials_create(roots, NULL, NULL, NULL);
-    free(roots);
+    o.tls_ca_pem = roots.data;
+  }
+  bool tls = o.tls_ca_pem != NULL;
+  if (tls) {
+    grpc_ssl_pem_key_cert_pair pair = {.private_key = o.tls_key_pem, .cert_chain = o.tls_cert_pem};
+    bool mtls = o.tls_cert_pem && o.tls_key_pem;
+    creds = grpc_ssl_credentials_create(o.tls_ca_pem, mtls ? &pair : NULL, NULL, NULL);
   } else {
     creds = grpc_insecure_credentials_create();
   }
-  grpc_arg args[3];
+  ic_buf_free(&roots);
+  grpc_arg args[9];
   size_t n = 0;
-  args[n].type = GRPC_ARG_INTEGER;
-  args[n].key = GRPC_ARG_MAX_RECEIVE_MESSAGE_LENGTH;
-  args[n++].value.integer = o.max_recv_bytes > 0 ? o.max_recv_bytes : 4 * 1024 * 1024;
-  args[n].type = GRPC_ARG_INTEGER;
-  args[n].key = GRPC_ARG_ENABLE_RETRIES;
-  args[n++].value.integer = 0;
-  if (o.tls_server_name) {
-    args[n].type = GRPC_ARG_STRING;
-    args[n].key = GRPC_SSL_TARGET_NAME_OVERRIDE_ARG;
-    args[n++].value.string = (char *)o.tls_server_name;
+#define INT_ARG(k, v)                                                                              \
+  (args[n].type = GRPC_ARG_INTEGER, args[n].key = (char *)(k), args[n++].value.integer = (v))
+#define STR_ARG(k, v)                                                                              \
+  (args[n].type = GRPC_ARG_STRING, args[n].key = (char *)(k), args[n++].value.string = (char *)(v))
+  INT_ARG(GRPC_ARG_MAX_RECEIVE_MESSAGE_LENGTH,
+          o.max_recv_bytes > 0 ? o.max_recv_bytes : 4 * 1024 * 1024);
+  INT_ARG(GRPC_ARG_ENABLE_RETRIES, 0);
+  if (o.max_reconnect_backoff_ms > 0) {
+    INT_ARG(GRPC_ARG_INITIAL_RECONNECT_BACKOFF_MS, 100);
+    INT_ARG(GRPC_ARG_MIN_RECONNECT_BACKOFF_MS, 100);
+    INT_ARG(GRPC_ARG_MAX_RECONNECT_BACKOFF_MS, o.max_reconnect_backoff_ms);
+    INT_ARG(GRPC_ARG_USE_LOCAL_SUBCHANNEL_POOL, 1);
   }
+  if (o.authority) STR_ARG(GRPC_ARG_DEFAULT_AUTHORITY, o.authority);
+  const char *tls_name = o.tls_server_name ? o.tls_server_name : o.authority;
+  if (tls && tls_name) STR_ARG(GRPC_SSL_TARGET_NAME_OVERRIDE_ARG, tls_name);
+#undef INT_ARG
+#undef STR_ARG
   grpc_channel_args ca = {n, args};
   char t[512];
   ic_rpc_listen_addr(target, t, sizeof t);
@@ -87,25 +93,14 @@ void ic_rpc_channel_free(ic_rpc_channel_t *c) {
 }
 
 int ic_rpc_channel_wait_ready(ic_rpc_channel_t *c, int timeout_ms) {
-  grpc_completion_queue *cq = grpc_completion_queue_create_for_pluck(NULL);
-  gpr_timespec dl = gpr_time_add(gpr_now(GPR_CLOCK_MONOTONIC), gpr_time_from_millis(timeout_ms, GPR_TIMESPAN));
-  int rc = IC_ETIMEOUT;
-  for (;;) {
-    grpc_connectivity_state st = grpc_channel_check_connectivity_state(c->ch, 1);
-    if (st == GRPC_CHANNEL_READY) {
-      rc = 0;
-      break;
-    }
-    if (gpr_time_cmp(gpr_now(GPR_CLOCK_MONOTONIC), dl) >= 0) break;
-    int tag;
-    grpc_channel_watch_connectivity_state(c->ch, st, dl, cq, &tag);
-    grpc_completion_queue_pluck(cq, &tag, gpr_inf_future(GPR_CLOCK_REALTIME), NULL);
+  int64_t end = ic_clock_monotonic_ns() + (int64_t)timeout_ms * 1000000;
+  int st = ic_rpc_channel_state(c, true);
+  while (st != IC_RPC_CH_READY) {
+    int64_t left_ms = (end - ic_clock_monotonic_ns()) / 1000000;
+    if (left_ms <= 0) return IC_ETIMEOUT;
+    st = ic_rpc_channel_wait_change(c, st, (int)left_ms);
   }
-  grpc_completion_queue_shutdown(cq);
-  while (grpc_completion_queue_pluck(cq, NULL, gpr_inf_future(GPR_CLOCK_REALTIME), NULL).type != GRPC_QUEUE_SHUTDOWN) {
-  }
-  grpc_completion_queue_destroy(cq);
-  return rc;
+  return 0;
 }
 
 static void *method_handle(ic_rpc_channel_t *c, const char *path) {
@@ -147,6 +142,20 @@ static void drain_destroy_cq(grpc_completion_queue *cq, bool pluck) {
   grpc_completion_queue_destroy(cq);
 }
 
+int ic_rpc_channel_state(ic_rpc_channel_t *c, bool try_connect) {
+  return (int)grpc_channel_check_connectivity_state(c->ch, try_connect ? 1 : 0);
+}
+
+int ic_rpc_channel_wait_change(ic_rpc_channel_t *c, int last, int timeout_ms) {
+  grpc_completion_queue *cq = grpc_completion_queue_create_for_pluck(NULL);
+  int tag;
+  grpc_channel_watch_connectivity_state(c->ch, (grpc_connectivity_state)last,
+                                        deadline_of(timeout_ms), cq, &tag);
+  grpc_completion_queue_pluck(cq, &tag, gpr_inf_future(GPR_CLOCK_REALTIME), NULL);
+  drain_destroy_cq(cq, true);
+  return ic_rpc_channel_state(c, true);
+}
+
 static char *slice_str(grpc_slice s) {
   size_t n = GRPC_SLICE_LENGTH(s);
   if (n == 0) return NULL;
@@ -166,52 +175,121 @@ static int append_bb(grpc_byte_buffer *bb, ic_buf_t *out) {
   return rc;
 }
 
+/* One unary call's op storage (request, response, metadata, status), owned until the call's
+ * completion is consumed. Shared by ic_rpc_unary, ic_rpc_unary_all and the pipeline. */
+typedef struct unary_ops {
+  grpc_call *call;
+  grpc_byte_buffer *sbb, *rbb;
+  grpc_metadata_array imd, tmd;
+  grpc_status_code st;
+  grpc_slice details;
+  grpc_metadata *md; /* request metadata (copied slices); nmd entries */
+  size_t nmd;
+} unary_ops_t;
+
+/* Starts `call` as one whole unary exchange, completing on its queue with `tag`. On failure
+ * (no call, no memory, batch refused) the storage is released and false returned. */
+static bool unary_start(unary_ops_t *u, grpc_call *call, const uint8_t *req, size_t len,
+                        const ic_rpc_md_t *md, size_t nmd, void *tag) {
+  memset(u, 0, sizeof *u);
+  u->call = call;
+  u->st = GRPC_STATUS_UNKNOWN;
+  u->details = grpc_empty_slice();
+  grpc_metadata_array_init(&u->imd);
+  grpc_metadata_array_init(&u->tmd);
+  if (!call) return false;
+  if (nmd && !(u->md = calloc(nmd, sizeof *u->md))) return false;
+  for (; u->nmd < nmd; u->nmd++) {
+    u->md[u->nmd].key = grpc_slice_from_copied_string(md[u->nmd].key);
+    u->md[u->nmd].value = grpc_slice_from_copied_buffer(md[u->nmd].value, md[u->nmd].value_len);
+  }
+  u->sbb = ic_rpc_bb_from(req ? req : (const uint8_t *)"", len);
+  grpc_op ops[6];
+  memset(ops, 0, sizeof ops);
+  ops[0].op = GRPC_OP_SEND_INITIAL_METADATA;
+  ops[0].data.send_initial_metadata.count = u->nmd;
+  ops[0].data.send_initial_metadata.metadata = u->md;
+  ops[1].op = GRPC_OP_SEND_MESSAGE;
+  ops[1].data.send_message.send_message = u->sbb;
+  ops[2].op = GRPC_OP_SEND_CLOSE_FROM_CLIENT;
+  ops[3].op = GRPC_OP_RECV_INITIAL_METADATA;
+  ops[3].data.recv_initial_metadata.recv_initial_metadata = &u->imd;
+  ops[4].op = GRPC_OP_RECV_MESSAGE;
+  ops[4].data.recv_message.recv_message = &u->rbb;
+  ops[5].op = GRPC_OP_RECV_STATUS_ON_CLIENT;
+  ops[5].data.recv_status_on_client.trailing_metadata = &u->tmd;
+  ops[5].data.recv_status_on_client.status = &u->st;
+  ops[5].data.recv_status_on_client.status_details = &u->details;
+  return grpc_call_start_batch(call, ops, 6, tag, NULL) == GRPC_CALL_OK;
+}
+
+static void unary_release(unary_ops_t *u) {
+  if (u->call) grpc_call_unref(u->call);
+  u->call = NULL;
+  if (u->sbb) grpc_byte_buffer_destroy(u->sbb);
+  if (u->rbb) grpc_byte_buffer_destroy(u->rbb);
+  u->sbb = u->rbb = NULL;
+  grpc_metadata_array_destroy(&u->imd);
+  grpc_metadata_array_destroy(&u->tmd);
+  grpc_slice_unref(u->details);
+  u->details = grpc_empty_slice();
+  for (size_t i = 0; i < u->nmd; i++) {
+    grpc_slice_unref(u->md[i].key);
+    grpc_slice_unref(u->md[i].value);
+  }
+  free(u->md);
+  u->md = NULL;
+  u->nmd = 0;
+}
+
 int ic_rpc_unary(ic_rpc_channel_t *c, const char *method, const uint8_t *req, size_t len,
                  int timeout_ms, ic_buf_t *resp, int *status, char **status_msg) {
   if (status_msg) *status_msg = NULL;
   grpc_completion_queue *cq = grpc_completion_queue_create_for_pluck(NULL);
+  unary_ops_t u;
   grpc_call *call = new_call(c, method, cq, timeout_ms);
-  if (!call) {
-    drain_destroy_cq(cq, true);
-    return IC_EIO;
-  }
-  grpc_metadata_array imd, tmd;
-  grpc_metadata_array_init(&imd);
-  grpc_metadata_array_init(&tmd);
-  grpc_byte_buffer *sbb = ic_rpc_bb_from(req ? req : (const uint8_t *)"", len), *rbb = NULL;
-  grpc_status_code st = GRPC_STATUS_UNKNOWN;
-  grpc_slice details = grpc_empty_slice();
-  grpc_op ops[6];
-  memset(ops, 0, sizeof ops);
-  ops[0].op = GRPC_OP_SEND_INITIAL_METADATA;
-  ops[1].op = GRPC_OP_SEND_MESSAGE;
-  ops[1].data.send_message.send_message = sbb;
-  ops[2].op = GRPC_OP_SEND_CLOSE_FROM_CLIENT;
-  ops[3].op = GRPC_OP_RECV_INITIAL_METADATA;
-  ops[3].data.recv_initial_metadata.recv_initial_metadata = &imd;
-  ops[4].op = GRPC_OP_RECV_MESSAGE;
-  ops[4].data.recv_message.recv_message = &rbb;
-  ops[5].op = GRPC_OP_RECV_STATUS_ON_CLIENT;
-  ops[5].data.recv_status_on_client.trailing_metadata = &tmd;
-  ops[5].data.recv_status_on_client.status = &st;
-  ops[5].data.recv_status_on_client.status_details = &details;
   int rc = 0;
-  if (grpc_call_start_batch(call, ops, 6, call, NULL) != GRPC_CALL_OK) {
+  if (!unary_start(&u, call, req, len, NULL, 0, &u)) {
     rc = IC_EIO;
   } else {
-    grpc_completion_queue_pluck(cq, call, gpr_inf_future(GPR_CLOCK_REALTIME), NULL);
-    if (status) *status = (int)st;
-    if (st == GRPC_STATUS_OK) rc = append_bb(rbb, resp);
-    if (status_msg) *status_msg = slice_str(details);
+    grpc_completion_queue_pluck(cq, &u, gpr_inf_future(GPR_CLOCK_REALTIME), NULL);
+    if (status) *status = (int)u.st;
+    if (u.st == GRPC_STATUS_OK) rc = append_bb(u.rbb, resp);
+    if (status_msg) *status_msg = slice_str(u.details);
   }
-  grpc_slice_unref(details);
-  grpc_byte_buffer_destroy(sbb);
-  if (rbb) grpc_byte_buffer_destroy(rbb);
-  grpc_metadata_array_destroy(&imd);
-  grpc_metadata_array_destroy(&tmd);
-  grpc_call_unref(call);
+  unary_release(&u);
   drain_destroy_cq(cq, true);
   return rc;
+}
+
+int ic_rpc_unary_all(ic_rpc_unary_call_t *calls, size_t n, int timeout_ms) {
+  for (size_t i = 0; i < n; i++)
+    calls[i].status = IC_RPC_NO_STATUS;
+  if (!n) return 0;
+  unary_ops_t *u = calloc(n, sizeof *u);
+  if (!u) return IC_ENOMEM;
+  grpc_completion_queue *cq = grpc_completion_queue_create_for_next(NULL);
+  size_t started = 0;
+  for (size_t i = 0; i < n; i++) {
+    ic_rpc_unary_call_t *k = &calls[i];
+    grpc_call *call = new_call(k->ch, k->method, cq, timeout_ms);
+    if (unary_start(&u[i], call, k->req, k->len, k->md, k->nmd, &u[i])) started++;
+  }
+  /* Every started batch completes (OK, error or deadline) exactly once. */
+  for (size_t done = 0; done < started;) {
+    grpc_event e = grpc_completion_queue_next(cq, gpr_inf_future(GPR_CLOCK_REALTIME), NULL);
+    if (e.type != GRPC_OP_COMPLETE) continue;
+    unary_ops_t *d = e.tag;
+    ic_rpc_unary_call_t *k = &calls[d - u];
+    k->status = e.success ? (int)d->st : IC_RPC_NO_STATUS;
+    if (k->status == IC_RPC_OK) append_bb(d->rbb, k->resp);
+    done++;
+  }
+  for (size_t i = 0; i < n; i++)
+    unary_release(&u[i]);
+  drain_destroy_cq(cq, false);
+  free(u);
+  return 0;
 }
 
 /* ------------------------------------------------------------------ writer */
@@ -313,12 +391,8 @@ int ic_rpc_writer_cancel(ic_rpc_writer_t *w) {
 
 typedef struct pcall {
   struct pcall *next_free;
-  grpc_call *call;
   void *tag;
-  grpc_byte_buffer *sbb, *rbb;
-  grpc_metadata_array imd, tmd;
-  grpc_status_code st;
-  grpc_slice details;
+  unary_ops_t u;
 } pcall_t;
 
 struct ic_rpc_pipeline {
@@ -341,17 +415,6 @@ ic_rpc_pipeline_t *ic_rpc_pipeline_new(ic_rpc_channel_t *ch, const char *method)
   p->cq = grpc_completion_queue_create_for_next(NULL);
   pthread_mutex_init(&p->mu, NULL);
   return p;
-}
-
-static void pcall_reset(pcall_t *pc) {
-  if (pc->call) grpc_call_unref(pc->call);
-  pc->call = NULL;
-  if (pc->sbb) grpc_byte_buffer_destroy(pc->sbb);
-  if (pc->rbb) grpc_byte_buffer_destroy(pc->rbb);
-  pc->sbb = pc->rbb = NULL;
-  grpc_metadata_array_destroy(&pc->imd);
-  grpc_metadata_array_destroy(&pc->tmd);
-  grpc_slice_unref(pc->details);
 }
 
 void ic_rpc_pipeline_free(ic_rpc_pipeline_t *p) {
@@ -385,33 +448,14 @@ int ic_rpc_pipeline_start(ic_rpc_pipeline_t *p, const uint8_t *req, size_t len, 
   if (pc) p->free_list = pc->next_free;
   pthread_mutex_unlock(&p->mu);
   if (!pc && !(pc = calloc(1, sizeof *pc))) return IC_ENOMEM;
-  memset(pc, 0, sizeof *pc);
   pc->tag = tag;
-  grpc_metadata_array_init(&pc->imd);
-  grpc_metadata_array_init(&pc->tmd);
-  pc->details = grpc_empty_slice();
-  pc->call = grpc_channel_create_registered_call(p->ch->ch, NULL, GRPC_PROPAGATE_DEFAULTS, p->cq, p->handle,
-                                                 deadline_of(timeout_ms), NULL);
-  pc->sbb = ic_rpc_bb_from(req ? req : (const uint8_t *)"", len);
-  grpc_op ops[6];
-  memset(ops, 0, sizeof ops);
-  ops[0].op = GRPC_OP_SEND_INITIAL_METADATA;
-  ops[1].op = GRPC_OP_SEND_MESSAGE;
-  ops[1].data.send_message.send_message = pc->sbb;
-  ops[2].op = GRPC_OP_SEND_CLOSE_FROM_CLIENT;
-  ops[3].op = GRPC_OP_RECV_INITIAL_METADATA;
-  ops[3].data.recv_initial_metadata.recv_initial_metadata = &pc->imd;
-  ops[4].op = GRPC_OP_RECV_MESSAGE;
-  ops[4].data.recv_message.recv_message = &pc->rbb;
-  ops[5].op = GRPC_OP_RECV_STATUS_ON_CLIENT;
-  ops[5].data.recv_status_on_client.trailing_metadata = &pc->tmd;
-  ops[5].data.recv_status_on_client.status = &pc->st;
-  ops[5].data.recv_status_on_client.status_details = &pc->details;
+  grpc_call *call = grpc_channel_create_registered_call(
+      p->ch->ch, NULL, GRPC_PROPAGATE_DEFAULTS, p->cq, p->handle, deadline_of(timeout_ms), NULL);
   pthread_mutex_lock(&p->mu);
   p->inflight++; /* before the batch: the collector may see the completion at once */
   pthread_mutex_unlock(&p->mu);
-  if (!pc->call || grpc_call_start_batch(pc->call, ops, 6, pc, NULL) != GRPC_CALL_OK) {
-    pcall_reset(pc);
+  if (!unary_start(&pc->u, call, req, len, NULL, 0, pc)) {
+    unary_release(&pc->u);
     pthread_mutex_lock(&p->mu);
     p->inflight--;
     pc->next_free = p->free_list;
@@ -429,20 +473,20 @@ int ic_rpc_pipeline_next(ic_rpc_pipeline_t *p, int timeout_ms, void **tag, int *
   if (e.type != GRPC_OP_COMPLETE) return IC_EIO;
   pcall_t *pc = e.tag;
   *tag = pc->tag;
-  *status = (int)pc->st;
+  *status = (int)pc->u.st;
   int rc = 1;
-  if (pc->st == GRPC_STATUS_OK && resp && append_bb(pc->rbb, resp) != 0) rc = IC_ENOMEM;
+  if (pc->u.st == GRPC_STATUS_OK && resp && append_bb(pc->u.rbb, resp) != 0) rc = IC_ENOMEM;
   /* Trailer slices die with the call: keep a copy for ic_rpc_pipeline_last_trailer (the
    * buffer is reused, so steady state allocates nothing). */
   ic_buf_reset(&p->last_trailers);
-  for (size_t i = 0; i < pc->tmd.count; i++) {
-    const grpc_metadata *m = &pc->tmd.metadata[i];
+  for (size_t i = 0; i < pc->u.tmd.count; i++) {
+    const grpc_metadata *m = &pc->u.tmd.metadata[i];
     ic_buf_append(&p->last_trailers, GRPC_SLICE_START_PTR(m->key), GRPC_SLICE_LENGTH(m->key));
     ic_buf_append(&p->last_trailers, "", 1);
     ic_buf_append(&p->last_trailers, GRPC_SLICE_START_PTR(m->value), GRPC_SLICE_LENGTH(m->value));
     ic_buf_append(&p->last_trailers, "", 1);
   }
-  pcall_reset(pc);
+  unary_release(&pc->u);
   pthread_mutex_lock(&p->mu);
   p->inflight--;
   pc->next_free = p->free_list;

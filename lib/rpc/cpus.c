@@ -6,18 +6,24 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "ic/buf.h"
 #include "rpc_internal.h"
+
+/* The first numbers of a one-line control file; the count parsed (0 when unreadable). */
+static int scan_file(const char *path, const char *fmt, void *a, void *b) {
+  ic_buf_t text = IC_BUF_INIT;
+  int n = ic_buf_read_file(path, 4096, &text, NULL) == 0 ? sscanf(text.data, fmt, a, b) : 0;
+  ic_buf_free(&text);
+  return n < 0 ? 0 : n;
+}
 
 /* Quota of one cgroup v2 directory in CPUs, rounded up; 0 = unlimited or unreadable. */
 static int v2_quota(const char *dir) {
   char path[600];
   snprintf(path, sizeof path, "/sys/fs/cgroup%s/cpu.max", dir);
-  FILE *f = fopen(path, "r");
-  if (!f) return 0;
   char quota[32] = "";
   long long period = 0;
-  int n = fscanf(f, "%31s %lld", quota, &period);
-  fclose(f);
+  int n = scan_file(path, "%31s %lld", quota, &period);
   if (n != 2 || !strcmp(quota, "max") || period <= 0) return 0;
   long long q = 0;
   if (sscanf(quota, "%lld", &q) != 1 || q <= 0) return 0;
@@ -26,16 +32,10 @@ static int v2_quota(const char *dir) {
 
 static int v1_quota(void) {
   long long q = 0, p = 0;
-  FILE *f = fopen("/sys/fs/cgroup/cpu/cpu.cfs_quota_us", "r");
-  if (!f) f = fopen("/sys/fs/cgroup/cpu,cpuacct/cpu.cfs_quota_us", "r");
-  if (!f) return 0;
-  int ok = fscanf(f, "%lld", &q) == 1;
-  fclose(f);
-  f = fopen("/sys/fs/cgroup/cpu/cpu.cfs_period_us", "r");
-  if (!f) f = fopen("/sys/fs/cgroup/cpu,cpuacct/cpu.cfs_period_us", "r");
-  if (!f) return 0;
-  ok = ok && fscanf(f, "%lld", &p) == 1;
-  fclose(f);
+  int ok = scan_file("/sys/fs/cgroup/cpu/cpu.cfs_quota_us", "%lld", &q, NULL) == 1 ||
+           scan_file("/sys/fs/cgroup/cpu,cpuacct/cpu.cfs_quota_us", "%lld", &q, NULL) == 1;
+  ok = ok && (scan_file("/sys/fs/cgroup/cpu/cpu.cfs_period_us", "%lld", &p, NULL) == 1 ||
+              scan_file("/sys/fs/cgroup/cpu,cpuacct/cpu.cfs_period_us", "%lld", &p, NULL) == 1);
   return ok && q > 0 && p > 0 ? (int)((q + p - 1) / p) : 0;
 }
 

@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "ic/buf.h"
 #include "ic/err.h"
 #include "internal.h"
 
@@ -683,32 +684,13 @@ int ic_tokenizer_load_json(const char *json, size_t len, const char *config_json
   return 0;
 }
 
+/* tokenizer.json of the largest vocabularies is tens of MiB; beyond this it is not one. */
+#define MAX_TOKENIZER_FILE_BYTES (256u << 20)
+
 static char *read_file(const char *path, size_t *len, int *rc) {
-  FILE *f = fopen(path, "rb");
-  if (!f) {
-    *rc = errno == ENOENT ? IC_ENOTFOUND : IC_EIO;
-    return NULL;
-  }
-  tk_str s = {0};
-  char buf[65536];
-  size_t n;
-  while ((n = fread(buf, 1, sizeof buf, f)) > 0)
-    if (tk_str_put(&s, buf, n)) {
-      fclose(f);
-      free(s.p);
-      *rc = IC_ENOMEM;
-      return NULL;
-    }
-  bool bad = ferror(f);
-  fclose(f);
-  if (bad) {
-    free(s.p);
-    *rc = IC_EIO;
-    return NULL;
-  }
-  *len = s.n;
-  *rc = 0;
-  return s.p ? s.p : calloc(1, 1);
+  ic_buf_t b = IC_BUF_INIT;
+  *rc = ic_buf_read_file(path, MAX_TOKENIZER_FILE_BYTES, &b, NULL);
+  return *rc ? NULL : ic_buf_detach(&b, len);
 }
 
 int ic_tokenizer_load_dir(const char *dir, ic_tokenizer **out, char err[IC_TOK_ERRLEN]) {
@@ -721,7 +703,9 @@ int ic_tokenizer_load_dir(const char *dir, ic_tokenizer **out, char err[IC_TOK_E
   if (!json) {
     if (err)
       snprintf(err, IC_TOK_ERRLEN, "cannot read %.200s: %s", path,
-               rc == IC_ENOTFOUND ? "no such file" : "I/O error");
+               rc == IC_ENOTFOUND ? "no such file"
+               : rc == IC_EIO     ? "I/O error"
+                                  : ic_strerror(rc));
     return rc;
   }
   snprintf(path, sizeof path, "%s/tokenizer_config.json", dir);

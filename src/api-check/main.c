@@ -2,16 +2,21 @@
  * with lib/api's schema checks and lib/admission's CREATE rules, every kind with strict field
  * validation (unknown fields, like `kubectl apply`); prints one JSON result per object.
  * Exit 0 = all valid, 1 = some object invalid, 2 = unreadable input. */
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "ic/admission.h"
 #include "ic/api.h"
+#include "ic/buf.h"
 #include "ic/cli.h"
 #include "ic/err.h"
 #include "ic/version.h"
 #include "yaml_json.h"
+
+/* Manifests beyond this are not something to check in one go. */
+#define MAX_INPUT_BYTES (256u << 20)
 
 static json_t *errors_json(const ic_api_errors_t *e) {
   json_t *a = json_array();
@@ -83,27 +88,7 @@ static void add_crd_schemas(json_t *schemas, const json_t *docs) {
   }
 }
 
-static char *slurp(FILE *f, size_t *n) {
-  size_t cap = 1 << 16, len = 0;
-  char *buf = malloc(cap);
-  for (size_t r; buf && (r = fread(buf + len, 1, cap - len - 1, f)) > 0;) {
-    len += r;
-    if (cap - len < 2) {
-      char *nb = realloc(buf, cap *= 2);
-      if (!nb) free(buf);
-      buf = nb;
-    }
-  }
-  if (buf) buf[len] = 0;
-  *n = len;
-  return buf;
-}
-
-/* JSON (an object, an array of objects, or a List) or YAML (one or more documents). */
-static json_t *load(const char *path, FILE *f) {
-  size_t n = 0;
-  char *text = slurp(f, &n);
-  if (!text) return NULL;
+static json_t *load(const char *path, const char *text, size_t n) {
   json_error_t je;
   json_t *j = json_loadb(text, n, 0, &je);
   if (!j) {
@@ -113,7 +98,6 @@ static json_t *load(const char *path, FILE *f) {
       fprintf(stderr, "ic-api-check: %s: not JSON (%s, line %d) nor YAML (%s)\n", path, je.text, je.line, err);
     j = docs;
   }
-  free(text);
   return j;
 }
 
@@ -164,15 +148,15 @@ int main(int argc, char **argv) {
   }
   for (int a = 1; a < argc || a == 1; a++) {
     const char *path = argc > 1 ? argv[a] : "-";
-    FILE *f = strcmp(path, "-") == 0 ? stdin : fopen(path, "rb");
-    if (!f) {
-      fprintf(stderr, "ic-api-check: cannot open %s\n", path);
+    ic_buf_t text = IC_BUF_INIT;
+    if (ic_buf_read_file(strcmp(path, "-") ? path : "/dev/stdin", MAX_INPUT_BYTES, &text, NULL)) {
+      fprintf(stderr, "ic-api-check: cannot open %s: %s\n", path, strerror(errno));
       json_decref(objs);
       json_decref(schemas);
       return 2;
     }
-    json_t *in = load(path, f);
-    if (f != stdin) fclose(f);
+    json_t *in = load(path, text.data, text.len);
+    ic_buf_free(&text);
     if (!in) {
       json_decref(objs);
       json_decref(schemas);

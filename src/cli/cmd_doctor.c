@@ -9,6 +9,7 @@
 
 #include "commands.h"
 #include "ic/api.h"
+#include "ic/buf.h"
 #include "ic/cli.h"
 #include "ic/doctor.h"
 #include "ic/err.h"
@@ -16,6 +17,7 @@
 #include "ic/version.h"
 
 #define SA_TOKEN "/var/run/secrets/kubernetes.io/serviceaccount/token"
+#define MAX_TOKEN_BYTES (64u * 1024)
 
 static const ic_cli_flag_t FLAGS[] = {
     {"kubeconfig", "string", NULL,
@@ -99,27 +101,16 @@ static const struct option OPTS[] = {{"kubeconfig", required_argument, 0, F_KUBE
  * that exists but cannot be read is said, so it is not mistaken for an unauthenticated server. */
 static char *read_token(const char *path) {
   if (!path || !*path) return NULL;
-  FILE *f = fopen(path, "rb");
-  if (!f) {
-    if (errno != ENOENT)
-      fprintf(stderr,
-              "inferencecache doctor: warning: cannot read --snapshot-token-file %s: %s; "
-              "probing /snapshot without a token\n",
-              path, strerror(errno));
-    return NULL;
-  }
-  char buf[8192];
-  size_t n = fread(buf, 1, sizeof buf - 1, f);
-  fclose(f);
-  buf[n] = 0;
-  char *s = buf;
-  while (*s == ' ' || *s == '\n' || *s == '\r' || *s == '\t')
-    s++;
-  size_t l = strlen(s);
-  while (l && (s[l - 1] == ' ' || s[l - 1] == '\n' || s[l - 1] == '\r' || s[l - 1] == '\t'))
-    l--;
-  s[l] = 0;
-  return *s ? strdup(s) : NULL;
+  ic_buf_t b = IC_BUF_INIT;
+  int rc = ic_buf_read_file_trimmed(path, MAX_TOKEN_BYTES, &b, NULL);
+  if (rc != 0 && rc != IC_ENOTFOUND)
+    fprintf(stderr,
+            "inferencecache doctor: warning: cannot read --snapshot-token-file %s: %s; "
+            "probing /snapshot without a token\n",
+            path, strerror(errno));
+  if (rc == 0 && b.len) return ic_buf_detach(&b, NULL);
+  ic_buf_free(&b);
+  return NULL;
 }
 
 /* --kubeconfig/--context name a file explicitly; otherwise the usual order (ic_kube_config_load).

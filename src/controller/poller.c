@@ -13,6 +13,9 @@
 #include "ic/clock.h"
 #include "ic/log.h"
 
+/* A bearer token is a few KiB (a projected service-account JWT); more is not a token. */
+#define MAX_TOKEN_BYTES (64u * 1024)
+
 void ctl_now(char out[40]) { ic_kube_format_time(ic_clock_realtime_us(), false, out); }
 
 void ctl_fmt_float32(float f, char out[48]) {
@@ -80,25 +83,14 @@ int ctl_server_call_hdr(const char *method, const char *url, const char *token_f
   if (!c) return IC_ENOMEM;
   struct curl_slist *h = NULL;
   if (token_file && *token_file) {
-    FILE *f = fopen(token_file, "r");
-    if (f) {
-      char tok[8192];
-      size_t n = fread(tok, 1, sizeof tok - 1, f);
-      fclose(f);
-      tok[n] = 0;
-      char *s = tok;
-      while (*s == ' ' || *s == '\n' || *s == '\t' || *s == '\r') s++;
-      size_t len = strlen(s);
-      while (len && (s[len - 1] == ' ' || s[len - 1] == '\n' || s[len - 1] == '\t' ||
-                     s[len - 1] == '\r'))
-        s[--len] = 0;
-      if (*s) {
-        ic_buf_t a = IC_BUF_INIT;
-        ic_buf_appendf(&a, "Authorization: Bearer %s", s);
-        h = curl_slist_append(h, a.data);
-        ic_buf_free(&a);
-      }
+    ic_buf_t tok = IC_BUF_INIT;
+    if (ic_buf_read_file_trimmed(token_file, MAX_TOKEN_BYTES, &tok, NULL) == 0 && tok.len) {
+      ic_buf_t a = IC_BUF_INIT;
+      ic_buf_appendf(&a, "Authorization: Bearer %s", tok.data);
+      h = curl_slist_append(h, a.data);
+      ic_buf_free(&a);
     }
+    ic_buf_free(&tok);
     /* A missing file means "no token" (local runs); not an error. */
   }
   if (body) h = curl_slist_append(h, "Content-Type: application/json");

@@ -10,15 +10,13 @@
 #include "ic/log.h"
 #include "sub.h"
 
+/* A PEM bundle larger than this is not a certificate chain or key. */
+#define MAX_PEM_BYTES (4u << 20)
+
 /* The whole file when it holds PEM block `what` ("CERTIFICATE", "PRIVATE KEY"), else NULL. */
 static char *read_pem(const char *path, const char *what) {
-  FILE *f = fopen(path, "rb");
-  if (!f) return NULL;
   ic_buf_t pem = IC_BUF_INIT;
-  char chunk[4096];
-  for (size_t n; (n = fread(chunk, 1, sizeof chunk, f)) > 0;)
-    ic_buf_append(&pem, chunk, n);
-  fclose(f);
+  if (ic_buf_read_file(path, MAX_PEM_BYTES, &pem, NULL) != 0) return NULL;
   char tag[64];
   snprintf(tag, sizeof tag, "-----BEGIN %s", what);
   /* "PRIVATE KEY" also matches "RSA PRIVATE KEY" / "EC PRIVATE KEY" headers. */

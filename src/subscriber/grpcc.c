@@ -1,47 +1,38 @@
-/* kvevent-subscriber gRPC client: one channel over gRPC core with a short reconnect backoff (so a
- * restarted server is re-reached within --max-backoff, not gRPC's 120 s default) and a private
- * subchannel pool (so the backoff settings are not shared with anything else). Plaintext or TLS,
- * with the writer credentials of sub_grpc_creds_t: a client certificate and/or a bearer token
- * sent as `authorization` metadata on every call. */
-#include <grpc/byte_buffer_reader.h>
-#include <grpc/grpc.h>
-#include <grpc/grpc_security.h>
-#include <grpc/support/time.h>
+/* kvevent-subscriber's channel to one server: lib/rpc's client with a short reconnect backoff
+ * (a restarted server is re-reached within --max-backoff, not gRPC's 120 s default) and the
+ * writer credentials of sub_grpc_creds_t: TLS roots, a client certificate, and a bearer token
+ * re-read as it rotates and sent as `authorization` metadata on every call. */
 #include <stdlib.h>
 #include <string.h>
 
 #include "ic/auth.h"
 #include "ic/buf.h"
-#include "ic/log.h"
+#include "ic/err.h"
+#include "ic/rpc.h"
 #include "sub.h"
 
 struct sub_grpc {
-  grpc_channel *ch;
+  ic_rpc_channel_t *ch;
   ic_auth_token_file_t *token; /* not owned; NULL = no bearer token */
 };
 
-/* The call's `authorization` metadata: filled from the token source (re-read as it rotates).
- * md->value must be unreffed after the call completes (auth_md_done). */
+/* A call's `authorization` header, "Bearer <token>" in hdr; wiped after the call. */
 typedef struct {
-  grpc_metadata md;
-  size_t n;
+  char hdr[16384];
+  ic_rpc_md_t md;
 } auth_md_t;
 
-static void auth_md_make(sub_grpc_t *g, auth_md_t *a) {
-  memset(a, 0, sizeof *a);
-  if (!g->token) return;
-  char hdr[16384];
-  int n = ic_auth_token_file_header(g->token, hdr, sizeof hdr);
-  if (n < 0) return; /* no token: the call goes without one and the server says why */
-  a->md.key = grpc_slice_from_static_string("authorization");
-  a->md.value = grpc_slice_from_copied_buffer(hdr, (size_t)n);
-  memset(hdr, 0, (size_t)n);
-  a->n = 1;
+/* Fills a from g's token source; returns the metadata count (0: no token, the call goes
+ * without one and the server says why). */
+static size_t auth_md_make(const sub_grpc_t *g, auth_md_t *a) {
+  a->md = (ic_rpc_md_t){"authorization", a->hdr, 0};
+  int n = g->token ? ic_auth_token_file_header(g->token, a->hdr, sizeof a->hdr) : -1;
+  if (n < 0) return 0;
+  a->md.value_len = (size_t)n;
+  return 1;
 }
 
-static void auth_md_done(auth_md_t *a) {
-  if (a->n) grpc_slice_unref(a->md.value);
-}
+static void auth_md_done(auth_md_t *a) { memset(a->hdr, 0, a->md.value_len); }
 
 sub_grpc_t *sub_grpc_new(const char *target, int max_backoff_ms, const sub_grpc_creds_t *creds,
                          const char *authority) {
@@ -49,46 +40,22 @@ sub_grpc_t *sub_grpc_new(const char *target, int max_backoff_ms, const sub_grpc_
   if (!creds) creds = &plain;
   sub_grpc_t *g = calloc(1, sizeof(*g));
   if (!g) return NULL;
-  grpc_init();
   if (max_backoff_ms < 100) max_backoff_ms = 100;
   /* The channel's own reconnect attempts are capped at 2 s: a TCP connect per second or two to
    * a down server is cheap, and the server's return is then seen within ~2 s (the watcher then
    * ends the sender's longer backoff at once). */
   if (max_backoff_ms > 2000) max_backoff_ms = 2000;
-  grpc_arg args[8];
-  size_t n = 0;
-#define IARG(k, v)                                                                                 \
-  do {                                                                                             \
-    args[n].type = GRPC_ARG_INTEGER;                                                               \
-    args[n].key = (char *)(k);                                                                     \
-    args[n++].value.integer = (v);                                                                 \
-  } while (0)
-  IARG(GRPC_ARG_INITIAL_RECONNECT_BACKOFF_MS, 100);
-  IARG(GRPC_ARG_MIN_RECONNECT_BACKOFF_MS, 100);
-  IARG(GRPC_ARG_MAX_RECONNECT_BACKOFF_MS, max_backoff_ms);
-  IARG(GRPC_ARG_ENABLE_RETRIES, 0);
-  IARG(GRPC_ARG_USE_LOCAL_SUBCHANNEL_POOL, 1);
-  IARG(GRPC_ARG_MAX_RECEIVE_MESSAGE_LENGTH, 4 * 1024 * 1024);
-#undef IARG
-  if (authority && creds->ca_pem) { /* an address target: verify TLS as the name it came from */
-    const char *keys[2] = {GRPC_SSL_TARGET_NAME_OVERRIDE_ARG, GRPC_ARG_DEFAULT_AUTHORITY};
-    for (int k = 0; k < 2; k++) {
-      args[n].type = GRPC_ARG_STRING;
-      args[n].key = (char *)keys[k];
-      args[n++].value.string = (char *)authority;
-    }
-  }
-  grpc_channel_args ca = {n, args};
-  grpc_ssl_pem_key_cert_pair pair = {.private_key = creds->key_pem, .cert_chain = creds->cert_pem};
-  bool mtls = creds->cert_pem && creds->key_pem;
-  grpc_channel_credentials *cc =
-      creds->ca_pem ? grpc_ssl_credentials_create(creds->ca_pem, mtls ? &pair : NULL, NULL, NULL)
-                    : grpc_insecure_credentials_create();
-  g->ch = grpc_channel_create(target, cc, &ca);
-  grpc_channel_credentials_release(cc);
+  ic_rpc_channel_opts_t o = {
+      .tls_ca_pem = creds->ca_pem,
+      .tls_cert_pem = creds->cert_pem,
+      .tls_key_pem = creds->key_pem,
+      /* an address target: verify TLS as the name it came from */
+      .authority = creds->ca_pem ? authority : NULL,
+      .max_reconnect_backoff_ms = max_backoff_ms,
+  };
+  g->ch = ic_rpc_channel_new(target, &o);
   g->token = creds->token;
   if (!g->ch) {
-    grpc_shutdown();
     free(g);
     return NULL;
   }
@@ -97,274 +64,74 @@ sub_grpc_t *sub_grpc_new(const char *target, int max_backoff_ms, const sub_grpc_
 
 void sub_grpc_free(sub_grpc_t *g) {
   if (!g) return;
-  grpc_channel_destroy(g->ch);
-  grpc_shutdown();
+  ic_rpc_channel_free(g->ch);
   free(g);
-}
-
-static void cq_drain_destroy(grpc_completion_queue *cq) {
-  grpc_completion_queue_shutdown(cq);
-  while (grpc_completion_queue_pluck(cq, NULL, gpr_inf_future(GPR_CLOCK_REALTIME), NULL).type !=
-         GRPC_QUEUE_SHUTDOWN) {
-  }
-  grpc_completion_queue_destroy(cq);
 }
 
 int sub_grpc_call(sub_grpc_t *g, const char *method, const uint8_t *req, size_t len, int timeout_ms,
                   ic_buf_t *resp) {
-  grpc_completion_queue *cq = grpc_completion_queue_create_for_pluck(NULL);
-  gpr_timespec dl =
-      gpr_time_add(gpr_now(GPR_CLOCK_MONOTONIC), gpr_time_from_millis(timeout_ms, GPR_TIMESPAN));
-  grpc_slice mslice = grpc_slice_from_static_string(method);
-  grpc_call *call =
-      grpc_channel_create_call(g->ch, NULL, GRPC_PROPAGATE_DEFAULTS, cq, mslice, NULL, dl, NULL);
-  if (!call) {
-    cq_drain_destroy(cq);
-    return -1;
-  }
-  grpc_slice payload = grpc_slice_from_copied_buffer((const char *)req, len);
-  grpc_byte_buffer *send = grpc_raw_byte_buffer_create(&payload, 1);
-  grpc_slice_unref(payload);
-  grpc_metadata_array md_init, md_trail;
-  grpc_metadata_array_init(&md_init);
-  grpc_metadata_array_init(&md_trail);
-  grpc_byte_buffer *recv = NULL;
-  grpc_status_code status = GRPC_STATUS_UNKNOWN;
-  grpc_slice details = grpc_empty_slice();
-  auth_md_t amd;
-  auth_md_make(g, &amd);
-  grpc_op ops[6];
-  memset(ops, 0, sizeof(ops));
-  ops[0].op = GRPC_OP_SEND_INITIAL_METADATA;
-  ops[0].data.send_initial_metadata.count = amd.n;
-  ops[0].data.send_initial_metadata.metadata = &amd.md;
-  ops[1].op = GRPC_OP_SEND_MESSAGE;
-  ops[1].data.send_message.send_message = send;
-  ops[2].op = GRPC_OP_SEND_CLOSE_FROM_CLIENT;
-  ops[3].op = GRPC_OP_RECV_INITIAL_METADATA;
-  ops[3].data.recv_initial_metadata.recv_initial_metadata = &md_init;
-  ops[4].op = GRPC_OP_RECV_MESSAGE;
-  ops[4].data.recv_message.recv_message = &recv;
-  ops[5].op = GRPC_OP_RECV_STATUS_ON_CLIENT;
-  ops[5].data.recv_status_on_client.trailing_metadata = &md_trail;
-  ops[5].data.recv_status_on_client.status = &status;
-  ops[5].data.recv_status_on_client.status_details = &details;
-  int tag;
-  int rc = -1;
-  if (grpc_call_start_batch(call, ops, 6, &tag, NULL) == GRPC_CALL_OK) {
-    grpc_event ev = grpc_completion_queue_pluck(cq, &tag, gpr_inf_future(GPR_CLOCK_REALTIME), NULL);
-    if (ev.type == GRPC_OP_COMPLETE) {
-      rc = (int)status;
-      if (status == GRPC_STATUS_OK && recv && resp) {
-        grpc_byte_buffer_reader rd;
-        if (grpc_byte_buffer_reader_init(&rd, recv)) {
-          grpc_slice all = grpc_byte_buffer_reader_readall(&rd);
-          ic_buf_append(resp, GRPC_SLICE_START_PTR(all), GRPC_SLICE_LENGTH(all));
-          grpc_slice_unref(all);
-          grpc_byte_buffer_reader_destroy(&rd);
-        }
-      }
-    }
-  }
-  if (recv) grpc_byte_buffer_destroy(recv);
-  grpc_byte_buffer_destroy(send);
-  grpc_slice_unref(details);
-  grpc_metadata_array_destroy(&md_init);
-  grpc_metadata_array_destroy(&md_trail);
-  grpc_call_unref(call);
-  cq_drain_destroy(cq);
-  auth_md_done(&amd);
-  return rc;
+  int st;
+  sub_grpc_call_each(&g, 1, method, req, len, timeout_ms, &st, resp);
+  return st;
 }
-
-int sub_grpc_state(sub_grpc_t *g, bool try_connect) {
-  return (int)grpc_channel_check_connectivity_state(g->ch, try_connect ? 1 : 0);
-}
-
-int sub_grpc_wait_change(sub_grpc_t *g, int last, int timeout_ms) {
-  grpc_completion_queue *cq = grpc_completion_queue_create_for_pluck(NULL);
-  gpr_timespec dl =
-      gpr_time_add(gpr_now(GPR_CLOCK_MONOTONIC), gpr_time_from_millis(timeout_ms, GPR_TIMESPAN));
-  int tag;
-  grpc_channel_watch_connectivity_state(g->ch, (grpc_connectivity_state)last, dl, cq, &tag);
-  grpc_completion_queue_pluck(cq, &tag, gpr_inf_future(GPR_CLOCK_REALTIME), NULL);
-  cq_drain_destroy(cq);
-  return sub_grpc_state(g, true);
-}
-
-/* Per-call state of sub_grpc_call_many. */
-typedef struct mcall {
-  grpc_call *call;
-  grpc_byte_buffer *send, *recv;
-  grpc_metadata_array md_init, md_trail;
-  grpc_status_code status;
-  grpc_slice details;
-  bool started;
-} mcall_t;
 
 int sub_grpc_call_many(sub_grpc_t *g, const char *method, const uint8_t *const *reqs,
                        const size_t *lens, size_t n, int timeout_ms, int *statuses) {
-  mcall_t *m = calloc(n, sizeof(*m));
-  if (!m) return -1;
-  grpc_completion_queue *cq = grpc_completion_queue_create_for_next(NULL);
-  gpr_timespec dl =
-      gpr_time_add(gpr_now(GPR_CLOCK_MONOTONIC), gpr_time_from_millis(timeout_ms, GPR_TIMESPAN));
-  grpc_slice mslice = grpc_slice_from_static_string(method);
-  auth_md_t amd; /* one token for the whole batch */
-  auth_md_make(g, &amd);
-  size_t started = 0;
-  for (size_t i = 0; i < n; i++) {
-    statuses[i] = -1;
-    m[i].details = grpc_empty_slice();
-    grpc_metadata_array_init(&m[i].md_init);
-    grpc_metadata_array_init(&m[i].md_trail);
-    m[i].call =
-        grpc_channel_create_call(g->ch, NULL, GRPC_PROPAGATE_DEFAULTS, cq, mslice, NULL, dl, NULL);
-    if (!m[i].call) continue;
-    grpc_slice payload = grpc_slice_from_copied_buffer((const char *)reqs[i], lens[i]);
-    m[i].send = grpc_raw_byte_buffer_create(&payload, 1);
-    grpc_slice_unref(payload);
-    m[i].status = GRPC_STATUS_UNKNOWN;
-    grpc_op ops[6];
-    memset(ops, 0, sizeof(ops));
-    ops[0].op = GRPC_OP_SEND_INITIAL_METADATA;
-    ops[0].data.send_initial_metadata.count = amd.n;
-    ops[0].data.send_initial_metadata.metadata = &amd.md;
-    ops[1].op = GRPC_OP_SEND_MESSAGE;
-    ops[1].data.send_message.send_message = m[i].send;
-    ops[2].op = GRPC_OP_SEND_CLOSE_FROM_CLIENT;
-    ops[3].op = GRPC_OP_RECV_INITIAL_METADATA;
-    ops[3].data.recv_initial_metadata.recv_initial_metadata = &m[i].md_init;
-    ops[4].op = GRPC_OP_RECV_MESSAGE;
-    ops[4].data.recv_message.recv_message = &m[i].recv;
-    ops[5].op = GRPC_OP_RECV_STATUS_ON_CLIENT;
-    ops[5].data.recv_status_on_client.trailing_metadata = &m[i].md_trail;
-    ops[5].data.recv_status_on_client.status = &m[i].status;
-    ops[5].data.recv_status_on_client.status_details = &m[i].details;
-    if (grpc_call_start_batch(m[i].call, ops, 6, &m[i], NULL) == GRPC_CALL_OK) {
-      m[i].started = true;
-      started++;
-    }
-  }
-  /* Every started batch completes (OK, error or deadline) exactly once. */
-  for (size_t done = 0; done < started;) {
-    grpc_event ev = grpc_completion_queue_next(cq, gpr_inf_future(GPR_CLOCK_REALTIME), NULL);
-    if (ev.type != GRPC_OP_COMPLETE) continue;
-    mcall_t *c = ev.tag;
-    statuses[c - m] = ev.success ? (int)c->status : -1;
-    done++;
-  }
+  ic_rpc_unary_call_t *calls = calloc(n ? n : 1, sizeof *calls);
+  auth_md_t *a = malloc(sizeof *a); /* one token for the whole batch */
   int worst = 0;
-  for (size_t i = 0; i < n; i++) {
-    if (statuses[i] != 0 && worst == 0) worst = statuses[i];
-    if (m[i].recv) grpc_byte_buffer_destroy(m[i].recv);
-    if (m[i].send) grpc_byte_buffer_destroy(m[i].send);
-    grpc_slice_unref(m[i].details);
-    grpc_metadata_array_destroy(&m[i].md_init);
-    grpc_metadata_array_destroy(&m[i].md_trail);
-    if (m[i].call) grpc_call_unref(m[i].call);
+  if (!calls || !a) { /* nothing started: no status for any */
+    for (size_t i = 0; i < n; i++)
+      statuses[i] = IC_RPC_NO_STATUS;
+    worst = n ? IC_RPC_NO_STATUS : 0;
+  } else {
+    size_t nmd = auth_md_make(g, a);
+    for (size_t i = 0; i < n; i++)
+      calls[i] = (ic_rpc_unary_call_t){g->ch, method, reqs[i], lens[i], &a->md, nmd, NULL, 0};
+    ic_rpc_unary_all(calls, n, timeout_ms);
+    for (size_t i = 0; i < n; i++) {
+      statuses[i] = calls[i].status;
+      if (statuses[i] != 0 && worst == 0) worst = statuses[i];
+    }
+    auth_md_done(a);
   }
-  grpc_completion_queue_shutdown(cq);
-  while (grpc_completion_queue_next(cq, gpr_inf_future(GPR_CLOCK_REALTIME), NULL).type !=
-         GRPC_QUEUE_SHUTDOWN) {
-  }
-  grpc_completion_queue_destroy(cq);
-  auth_md_done(&amd);
-  free(m);
+  free(a);
+  free(calls);
   return worst;
 }
 
-/* One request to each of n channels at once, one completion queue for all (stats reports to
- * every server replica: a slow one delays only this call's return, never the others' delivery). */
+/* One request to each of n channels at once (stats reports to every server replica: a slow one
+ * delays only this call's return, never the others' delivery); each channel's own token. */
 void sub_grpc_call_each(sub_grpc_t *const *gs, size_t n, const char *method, const uint8_t *req,
                         size_t len, int timeout_ms, int *statuses, ic_buf_t *resps) {
+  for (size_t i = 0; i < n; i++)
+    statuses[i] = IC_RPC_NO_STATUS;
   if (!n) return;
-  mcall_t *m = calloc(n, sizeof(*m));
-  if (!m) {
-    for (size_t i = 0; i < n; i++)
-      statuses[i] = -1;
-    return;
-  }
-  grpc_completion_queue *cq = grpc_completion_queue_create_for_next(NULL);
-  gpr_timespec dl =
-      gpr_time_add(gpr_now(GPR_CLOCK_MONOTONIC), gpr_time_from_millis(timeout_ms, GPR_TIMESPAN));
-  grpc_slice mslice = grpc_slice_from_static_string(method);
-  auth_md_t *amd = calloc(n, sizeof(*amd)); /* each channel's own token source */
-  if (!amd) {
-    for (size_t i = 0; i < n; i++)
-      statuses[i] = -1;
-    grpc_completion_queue_shutdown(cq);
-    while (grpc_completion_queue_next(cq, gpr_inf_future(GPR_CLOCK_REALTIME), NULL).type !=
-           GRPC_QUEUE_SHUTDOWN) {
+  /* One target (every report and publish) needs no allocation. */
+  ic_rpc_unary_call_t one_call, *calls = n == 1 ? &one_call : malloc(n * sizeof *calls);
+  auth_md_t one_md, *a = n == 1 ? &one_md : malloc(n * sizeof *a);
+  if (calls && a) {
+    for (size_t i = 0; i < n; i++) {
+      size_t nmd = auth_md_make(gs[i], &a[i]);
+      calls[i] = (ic_rpc_unary_call_t){
+          gs[i]->ch, method, req, len, &a[i].md, nmd, resps ? &resps[i] : NULL, 0};
     }
-    grpc_completion_queue_destroy(cq);
-    free(m);
-    return;
-  }
-  size_t started = 0;
-  for (size_t i = 0; i < n; i++) {
-    statuses[i] = -1;
-    mcall_t *c = &m[i];
-    auth_md_make(gs[i], &amd[i]);
-    c->status = GRPC_STATUS_UNKNOWN;
-    c->details = grpc_empty_slice();
-    grpc_metadata_array_init(&c->md_init);
-    grpc_metadata_array_init(&c->md_trail);
-    c->call = grpc_channel_create_call(gs[i]->ch, NULL, GRPC_PROPAGATE_DEFAULTS, cq, mslice, NULL,
-                                       dl, NULL);
-    if (!c->call) continue;
-    grpc_slice payload = grpc_slice_from_copied_buffer((const char *)req, len);
-    c->send = grpc_raw_byte_buffer_create(&payload, 1);
-    grpc_slice_unref(payload);
-    grpc_op ops[6];
-    memset(ops, 0, sizeof(ops));
-    ops[0].op = GRPC_OP_SEND_INITIAL_METADATA;
-    ops[0].data.send_initial_metadata.count = amd[i].n;
-    ops[0].data.send_initial_metadata.metadata = &amd[i].md;
-    ops[1].op = GRPC_OP_SEND_MESSAGE;
-    ops[1].data.send_message.send_message = c->send;
-    ops[2].op = GRPC_OP_SEND_CLOSE_FROM_CLIENT;
-    ops[3].op = GRPC_OP_RECV_INITIAL_METADATA;
-    ops[3].data.recv_initial_metadata.recv_initial_metadata = &c->md_init;
-    ops[4].op = GRPC_OP_RECV_MESSAGE;
-    ops[4].data.recv_message.recv_message = &c->recv;
-    ops[5].op = GRPC_OP_RECV_STATUS_ON_CLIENT;
-    ops[5].data.recv_status_on_client.trailing_metadata = &c->md_trail;
-    ops[5].data.recv_status_on_client.status = &c->status;
-    ops[5].data.recv_status_on_client.status_details = &c->details;
-    if (grpc_call_start_batch(c->call, ops, 6, c, NULL) == GRPC_CALL_OK) started++;
-  }
-  for (size_t done = 0; done < started;) {
-    grpc_event ev = grpc_completion_queue_next(cq, gpr_inf_future(GPR_CLOCK_REALTIME), NULL);
-    if (ev.type != GRPC_OP_COMPLETE) continue;
-    mcall_t *c = ev.tag;
-    size_t i = (size_t)(c - m);
-    statuses[i] = ev.success ? (int)c->status : -1;
-    if (statuses[i] == 0 && c->recv && resps) {
-      grpc_byte_buffer_reader rd;
-      if (grpc_byte_buffer_reader_init(&rd, c->recv)) {
-        grpc_slice all = grpc_byte_buffer_reader_readall(&rd);
-        ic_buf_append(&resps[i], GRPC_SLICE_START_PTR(all), GRPC_SLICE_LENGTH(all));
-        grpc_slice_unref(all);
-        grpc_byte_buffer_reader_destroy(&rd);
-      }
+    ic_rpc_unary_all(calls, n, timeout_ms);
+    for (size_t i = 0; i < n; i++) {
+      statuses[i] = calls[i].status;
+      auth_md_done(&a[i]);
     }
-    done++;
   }
-  for (size_t i = 0; i < n; i++) {
-    if (m[i].recv) grpc_byte_buffer_destroy(m[i].recv);
-    if (m[i].send) grpc_byte_buffer_destroy(m[i].send);
-    grpc_slice_unref(m[i].details);
-    grpc_metadata_array_destroy(&m[i].md_init);
-    grpc_metadata_array_destroy(&m[i].md_trail);
-    if (m[i].call) grpc_call_unref(m[i].call);
-    auth_md_done(&amd[i]);
+  if (n > 1) {
+    free(a);
+    free(calls);
   }
-  free(amd);
-  grpc_completion_queue_shutdown(cq);
-  while (grpc_completion_queue_next(cq, gpr_inf_future(GPR_CLOCK_REALTIME), NULL).type !=
-         GRPC_QUEUE_SHUTDOWN) {
-  }
-  grpc_completion_queue_destroy(cq);
-  free(m);
+}
+
+int sub_grpc_state(sub_grpc_t *g, bool try_connect) {
+  return ic_rpc_channel_state(g->ch, try_connect);
+}
+
+int sub_grpc_wait_change(sub_grpc_t *g, int last, int timeout_ms) {
+  return ic_rpc_channel_wait_change(g->ch, last, timeout_ms);
 }

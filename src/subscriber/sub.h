@@ -207,9 +207,9 @@ int sub_creds_load(sub_ctx_t *c, struct sub_grpc_creds *out);
 void sub_creds_release(struct sub_grpc_creds *out);
 void sub_creds_free_token(sub_ctx_t *c);
 
-/* ---- gRPC client (grpcc.c): our own small layer over gRPC core, because the channel must
- * reconnect on a short, bounded backoff (--max-backoff) and be watched for connectivity, which
- * a generic client does not expose. One channel, thread-safe, plaintext. */
+/* ---- gRPC client (grpcc.c): one target's lib/rpc channel with the writer credentials (the
+ * bearer token goes as metadata on every call) and a short, bounded reconnect backoff
+ * (--max-backoff). Thread-safe. */
 typedef struct sub_grpc sub_grpc_t;
 /* How the channel talks to the server (creds.c loads it from the flags). All NULL = plaintext,
  * no credentials. */

@@ -19,16 +19,14 @@ static const ic_cli_t CLI = {
     "ic-template-render", "renders a chat template or PromptTemplate body with lib/chattemplate",
     "TEMPLATE_FILE [VARS_JSON_FILE|-]", FLAGS, sizeof FLAGS / sizeof FLAGS[0]};
 
+/* A template or its variables beyond this are not input for a renderer. */
+#define MAX_INPUT_BYTES (64u << 20)
+
+/* The file's bytes ("-" = stdin), or NULL. */
 static char *slurp(const char *path, size_t *len) {
-  FILE *f = strcmp(path, "-") ? fopen(path, "rb") : stdin;
-  if (!f) return NULL;
   ic_buf_t b = IC_BUF_INIT;
-  char chunk[65536];
-  size_t n;
-  while ((n = fread(chunk, 1, sizeof chunk, f)) > 0)
-    ic_buf_append(&b, chunk, n);
-  if (f != stdin) fclose(f);
-  if (!b.data) ic_buf_append(&b, "", 0);
+  if (ic_buf_read_file(strcmp(path, "-") ? path : "/dev/stdin", MAX_INPUT_BYTES, &b, NULL) != 0)
+    return NULL;
   return ic_buf_detach(&b, len);
 }
 

@@ -1,5 +1,5 @@
 /* libFuzzer target: /policy request bodies through the strict decoder, normalisation and a
- * store replace + resolve, the whole path a POST /policy takes (spec server.md §7.2). */
+ * store replace + resolve, the whole path a POST /policy takes. */
 #include <stddef.h>
 #include <stdint.h>
 

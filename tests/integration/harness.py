@@ -145,7 +145,113 @@ def _kill_leftovers():
             pass
 
 
-class Server:
+class Process:
+    """One child process of a test, the one way the harness runs a binary: stderr to a temp
+    log file (kept across restarts until removed), registered in _live so a failed test leaves
+    nothing running, readiness by polling an HTTP URL, stop() = SIGTERM, wait, SIGKILL.
+    Subclasses build the command line and add what their binary offers."""
+
+    proc = None
+    _log = None
+    stop_timeout = 15.0
+
+    def _new_log(self, prefix):
+        fd, self.log_path = tempfile.mkstemp(prefix=prefix, suffix=".log")
+        os.close(fd)
+
+    def _spawn(self, cmd, prefix=None, env=None, stdout=subprocess.DEVNULL, append=False):
+        """Starts cmd with stderr to the log (a new one when prefix is given; append=True keeps
+        what a previous run of this object wrote)."""
+        if prefix is not None:
+            self._new_log(prefix)
+        self._log = open(self.log_path, "ab" if append else "wb")
+        self.cmd = cmd
+        self.proc = subprocess.Popen(cmd, stdout=stdout, stderr=self._log, env=env)
+        _live.add(self.proc)
+
+    def logs(self):
+        try:
+            with open(self.log_path, "r", errors="replace") as f:
+                return f.read()
+        except OSError:
+            return ""
+
+    def _wait_http(self, url, timeout, what):
+        """Polls url until it answers 200; raises (with the log's tail) when the process exits
+        first or timeout passes."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError("%s exited early (rc=%s): %s" % (what, self.proc.returncode,
+                                                                   self.logs()[-2000:]))
+            try:
+                st, _, _ = http_get(url, timeout=2)
+                if st == 200:
+                    return
+            except Exception:
+                pass
+            time.sleep(0.05)
+        raise RuntimeError("%s not ready in %ss: %s" % (what, timeout, self.logs()[-2000:]))
+
+    def signal(self, sig=signal.SIGTERM):
+        self.proc.send_signal(sig)
+
+    def pause(self):
+        """SIGSTOP: a partitioned (or hung) process; its sockets stay open but nothing answers."""
+        self.proc.send_signal(signal.SIGSTOP)
+
+    def resume(self):
+        self.proc.send_signal(signal.SIGCONT)
+
+    def wait_exit(self, timeout=30.0):
+        try:
+            return self.proc.wait(timeout)
+        finally:
+            if self.proc.poll() is not None:
+                _live.discard(self.proc)
+
+    def _release(self):
+        if self.proc is not None:
+            _live.discard(self.proc)
+        if self._log is not None and not self._log.closed:
+            self._log.close()
+
+    def kill9(self):
+        """SIGKILL (a crash, an OOM kill, an evicted pod): nothing drains or flushes."""
+        if self.proc and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(10)
+        self._release()
+
+    def stop(self, timeout=None):
+        """SIGTERM, wait (stop_timeout by default), SIGKILL if needed. Returns the exit code
+        (None when never started)."""
+        if self.proc is None:
+            return None
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(self.stop_timeout if timeout is None else timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(10)
+        self._release()
+        return self.proc.returncode
+
+    def _remove_log(self):
+        try:
+            os.unlink(self.log_path)
+        except OSError:
+            pass
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.stop()
+
+
+class Server(Process):
     """The real inferencecache-server on free loopback ports.
 
     args: extra flags (e.g. ["--insecure-disable-auth"]). Bind-address flags are added unless
@@ -165,10 +271,8 @@ class Server:
         self.tls_ca = tls_ca
         self.env = env
         self.wait = wait
-        self.proc = None
         self._chan = None
-        fd, self.log_path = tempfile.mkstemp(prefix="ic-server-", suffix=".log")
-        os.close(fd)
+        self._new_log("ic-server-")
 
     @property
     def grpc_addr(self):
@@ -200,10 +304,7 @@ class Server:
     def start(self):
         env = dict(os.environ)
         env.update(self.env or {})
-        self._log = open(self.log_path, "ab")  # a restart (after kill9) appends
-        self.proc = subprocess.Popen(self.command(), stdout=subprocess.DEVNULL, stderr=self._log,
-                                     env=env)
-        _live.add(self.proc)
+        self._spawn(self.command(), env=env, append=True)  # a restart (after kill9) appends
         if self.wait:
             self.wait_ready()
         return self
@@ -211,19 +312,7 @@ class Server:
     def wait_ready(self, timeout=60.0):
         """Polls /readyz until 200 and the gRPC channel until READY (generous for loaded CI)."""
         deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError("server exited early (rc=%s): %s" % (self.proc.returncode,
-                                                                       self.logs()[-2000:]))
-            try:
-                st, _, _ = http_get(self.http_url + "/readyz", timeout=2)
-                if st == 200:
-                    break
-            except Exception:
-                pass
-            time.sleep(0.05)
-        else:
-            raise RuntimeError("server not ready in %ss: %s" % (timeout, self.logs()[-2000:]))
+        self._wait_http(self.http_url + "/readyz", timeout, "server")
         import grpc
         grpc.channel_ready_future(self.channel()).result(timeout=max(1.0, deadline - time.monotonic()))
         return self
@@ -260,13 +349,6 @@ class Server:
                 return float(line.rsplit(" ", 1)[1])
         return None
 
-    def logs(self):
-        try:
-            with open(self.log_path, "r", errors="replace") as f:
-                return f.read()
-        except OSError:
-            return ""
-
     def log_records(self):
         """Parsed JSON log lines (non-JSON lines skipped)."""
         import json
@@ -278,62 +360,28 @@ class Server:
                 pass
         return out
 
-    def signal(self, sig=signal.SIGTERM):
-        self.proc.send_signal(sig)
+    def _close_channel(self):
+        if self._chan is not None:
+            self._chan.close()
+            self._chan = None
 
     def kill9(self):
         """SIGKILL (a crashed or evicted replica): nothing drains. start() again brings a fresh,
         empty process up on the same ports, like a restarted pod behind the same address."""
-        if self._chan is not None:
-            self._chan.close()
-            self._chan = None
-        if self.proc and self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait(10)
-        _live.discard(self.proc)
-        self._log.close()
-
-    def pause(self):
-        """SIGSTOP: a partitioned (or hung) replica; its sockets stay open but nothing answers."""
-        self.proc.send_signal(signal.SIGSTOP)
-
-    def resume(self):
-        self.proc.send_signal(signal.SIGCONT)
-
-    def wait_exit(self, timeout=30.0):
-        try:
-            return self.proc.wait(timeout)
-        finally:
-            if self.proc.poll() is not None:
-                _live.discard(self.proc)
+        self._close_channel()
+        super().kill9()
 
     def stop(self, timeout=30.0):
         """SIGTERM, wait, SIGKILL if needed. Returns the exit code."""
-        if self._chan is not None:
-            self._chan.close()
-            self._chan = None
-        if self.proc is None:
-            return None
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(10)
-        _live.discard(self.proc)
-        self._log.close()
-        return self.proc.returncode
+        self._close_channel()
+        return super().stop(timeout)
 
     def __enter__(self):
         return self.start()
 
     def __exit__(self, *exc):
         self.stop()
-        try:
-            os.unlink(self.log_path)
-        except OSError:
-            pass
+        self._remove_log()
 
 
 class HostServer(Server):
@@ -388,63 +436,10 @@ SUBSCRIBER_BIN = os.path.join(BUILD_DIR, "src", "subscriber", "kvevent-subscribe
 CLI_BIN = os.path.join(BUILD_DIR, "src", "cli", "inferencecache")
 
 
-class _Proc:
-    """A child process with its stderr in a temp file; stop() = SIGTERM, wait, SIGKILL."""
-
-    def _spawn(self, cmd, prefix):
-        fd, self.log_path = tempfile.mkstemp(prefix=prefix, suffix=".log")
-        os.close(fd)
-        self._log = open(self.log_path, "wb")
-        self.cmd = cmd
-        self.proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=self._log)
-        _live.add(self.proc)
-
-    def logs(self):
-        try:
-            with open(self.log_path, "r", errors="replace") as f:
-                return f.read()
-        except OSError:
-            return ""
-
-    def _wait_http(self, url, timeout, what):
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError("%s exited early (rc=%s): %s" % (what, self.proc.returncode,
-                                                                   self.logs()[-2000:]))
-            try:
-                st, _, _ = http_get(url, timeout=2)
-                if st == 200:
-                    return
-            except Exception:
-                pass
-            time.sleep(0.05)
-        raise RuntimeError("%s not ready in %ss: %s" % (what, timeout, self.logs()[-2000:]))
-
-    def stop(self, timeout=15.0):
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(10)
-        _live.discard(self.proc)
-        self._log.close()
-        try:
-            os.unlink(self.log_path)
-        except OSError:
-            pass
-        return self.proc.returncode
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.stop()
+_Proc = Process  # the name EngineSim's callers once subclassed
 
 
-class EngineSim(_Proc):
+class EngineSim(Process):
     """fake-engine in simulator mode (an OpenAI-compatible vLLM replica with a paged KV cache
     that publishes real KV events) on free loopback ports. args: extra simulator flags."""
 
@@ -473,6 +468,11 @@ class EngineSim(_Proc):
 
     # The name Subscriber looks for: the engine's event endpoint.
     endpoint = pub_endpoint
+
+    def stop(self, timeout=15.0):
+        rc = super().stop(timeout)
+        self._remove_log()
+        return rc
 
 
 class Fleet:
@@ -527,22 +527,22 @@ def _check_sanitizer_report(text):
         assert needle not in text, text[-4000:]
 
 
-class FakeEngine:
+class FakeEngine(Process):
     """The fake-engine binary on fixed loopback ports chosen once, so kill9() + start() is an
     engine restart on the same endpoints (a new process, sequence numbers from 0 again).
     args: fake-engine flags besides --bind/--replay-bind. stdout (--print-tokens) and stderr go
     to log files; prompts() parses the JSON lines."""
 
+    stop_timeout = 10.0
+
     def __init__(self, args=None, replay=True):
         self.args = list(args or [])
         self.port = free_port()
         self.replay_port = free_port() if replay else None
-        self.proc = None
         self.starts = 0
         fd, self.out_path = tempfile.mkstemp(prefix="ic-fake-", suffix=".out")
         os.close(fd)
-        fd, self.log_path = tempfile.mkstemp(prefix="ic-fake-", suffix=".log")
-        os.close(fd)
+        self._new_log("ic-fake-")
 
     @property
     def endpoint(self):
@@ -559,39 +559,14 @@ class FakeEngine:
         if self.replay_port:
             cmd.append("--replay-bind=" + self.replay_endpoint)
         self._out = open(self.out_path, "wb")
-        self._err = open(self.log_path, "ab")
-        self.proc = subprocess.Popen(cmd, stdout=self._out, stderr=self._err)
-        _live.add(self.proc)
+        self._spawn(cmd, stdout=self._out, append=True)
         self.starts += 1
         return self
 
-    def kill9(self):
-        """SIGKILL, like an OOM-killed or crashed engine: sockets vanish, nothing is flushed."""
-        if self.proc and self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait(10)
-        self._close_files()
-
-    def _close_files(self):
-        if self.proc:
-            _live.discard(self.proc)
-        for f in (getattr(self, "_out", None), getattr(self, "_err", None)):
-            if f and not f.closed:
-                f.close()
-
-    def stop(self):
-        if self.proc and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(10)
-        self._close_files()
-
-    def logs(self):
-        with open(self.log_path, errors="replace") as f:
-            return f.read()
+    def _release(self):  # kill9() and stop() (10 s before SIGKILL) close the --print-tokens file too
+        super()._release()
+        if getattr(self, "_out", None) and not self._out.closed:
+            self._out.close()
 
     def prompts(self):
         """The --print-tokens lines of the current process: [{prompt, tokens, ...}]."""
@@ -607,11 +582,11 @@ class FakeEngine:
 
     def cleanup(self):
         self.stop()
-        for p in (self.out_path, self.log_path):
-            try:
-                os.unlink(p)
-            except OSError:
-                pass
+        self._remove_log()
+        try:
+            os.unlink(self.out_path)
+        except OSError:
+            pass
 
 
 def private_hosts_command(hosts, args):
@@ -640,7 +615,7 @@ def private_hosts_supported():
         os.unlink(path)
 
 
-class Subscriber:
+class Subscriber(Process):
     """The real kvevent-subscriber for `engines` (one engine or a list of objects with .endpoint
     and .replay_endpoint / .replay_port: FakeEngine, EngineSim, python engines; those with
     wait_subscribed() are waited for; an EngineSim's /metrics is scraped for stats, others get
@@ -672,10 +647,7 @@ class Subscriber:
         args += list(extra or [])
         if hosts:
             args = private_hosts_command(hosts, args)
-        fd, self.log_path = tempfile.mkstemp(prefix="ic-sub-", suffix=".log")
-        self._log = os.fdopen(fd, "wb")
-        self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=self._log)
-        _live.add(self.proc)
+        self._spawn(args, "ic-sub-")
         if wait:
             waited = 0
             for e in engines:
@@ -697,27 +669,7 @@ class Subscriber:
                 except AssertionError:
                     pass
             else:
-                self._wait_healthz(30)
-
-    def _wait_healthz(self, timeout):
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError("subscriber exited early (rc=%s): %s" % (self.proc.returncode,
-                                                                           self.logs()[-2000:]))
-            try:
-                if http_get("http://127.0.0.1:%d/healthz" % self.http_port, timeout=2)[0] == 200:
-                    return
-            except Exception:
-                pass
-            time.sleep(0.05)
-        raise RuntimeError("subscriber not ready in %ss: %s" % (timeout, self.logs()[-2000:]))
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.stop()
+                self._wait_http("http://127.0.0.1:%d/healthz" % self.http_port, 30, "subscriber")
 
     def metrics(self):
         st, _, body = http_get("http://127.0.0.1:%d/metrics" % self.http_port)
@@ -733,25 +685,13 @@ class Subscriber:
     def metric(self, name):
         return self.metrics().get(name, 0.0)
 
-    def logs(self):
-        with open(self.log_path, errors="replace") as f:
-            return f.read()
-
-    def stop(self):
+    def stop(self, timeout=30.0):
+        """Stops once (later calls return the exit code); a sanitizer report in the log fails."""
         if self._log.closed:
             return self.proc.returncode
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(10)
-        _live.discard(self.proc)
-        self._log.close()
-        rc = self.proc.returncode
+        rc = super().stop(timeout)
         text = self.logs()
-        os.unlink(self.log_path)
+        self._remove_log()
         _check_sanitizer_report(text)
         return rc
 

@@ -173,7 +173,7 @@ def test_sglang_hicache_is_unmanaged_and_clears_conditions(api, ctl):
     o = wait_until(lambda: (lambda o: o if cond(o, "Ready") is None else None)(get(api, "s")),
                    what="conditions removed")
     assert "health" not in o["status"]
-    assert o["status"]["endpoint"] == "x:1"  # left as stored (§4.7.4)
+    assert o["status"]["endpoint"] == "x:1"  # a non-managed type keeps the last mirror
     time.sleep(0.5)
 
 

@@ -1,5 +1,5 @@
 """inferencecache-server over the wire (gRPC, python grpcio stubs generated from our proto):
-every RPC, every LookupRoute reason code of spec server.md §3.5.5 / index.md §5, policy pushes
+every RPC, every LookupRoute reason code, policy pushes
 changing lookup behaviour, token_ids fingerprinting, streams (filters, slow consumer) and 64
 concurrent clients. One server per module; tests isolate themselves by tenant name."""
 import base64
@@ -169,7 +169,8 @@ def test_affinity_hint_on_novel_chain_and_stable(stub):
         s = r.replica_scores[0]
         assert s.score == 0 and s.matched_tokens == 0 and s.estimated_cache_hit_prob == 0
         picks.add(s.replica_id)
-    # index.md §5.12 vector: this chain over r-1..r-3 picks index 0 -> r-1
+    # the affinity hint's consistent hash (the reference's value): this chain over r-1..r-3
+    # picks index 0 -> r-1
     assert picks == {"r-1"}
     # counts-only chain is not eligible
     r = lookup(stub, t, block_token_counts=[16])

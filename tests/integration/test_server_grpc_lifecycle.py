@@ -1,6 +1,6 @@
-"""inferencecache-server process lifecycle on the gRPC side: flags and exit codes (spec server.md
-§1), startup log, health and reflection, gRPC TLS with certificate reload (§9), SIGTERM drain
-(§12). Real binary, real clients, loopback ports only."""
+"""inferencecache-server process lifecycle on the gRPC side: flags and exit codes, startup log,
+health and reflection, gRPC TLS with certificate reload, SIGTERM drain. Real binary, real
+clients, loopback ports only."""
 import json
 import os
 import queue

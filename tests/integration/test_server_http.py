@@ -1,6 +1,6 @@
-"""Integration tests for the server's HTTP listeners without auth (spec server.md §6, §7,
-catalogue §17.2, §17.15-§17.17): health/readiness/metrics, routing per listener, /snapshot
-wire shape, /policy handling and its effect on LookupRoute, /probe validation and stages."""
+"""Integration tests for the server's HTTP listeners without auth: health/readiness/metrics,
+routing per listener, /snapshot wire shape, /policy handling and its effect on LookupRoute,
+/probe validation and stages."""
 import gzip
 import json
 import threading
@@ -337,7 +337,7 @@ def test_readyz_flips_during_shutdown():
 
 
 def test_snapshot_pinned_example_and_float_bytes():
-    """index.md §6.2 example: two models under one (tenant, replica) count once for the hit
+    """Two models under one (tenant, replica) count once for the hit
     rate; float32 values are written in Go's shortest form (0.8, not 0.800000011920929)."""
     pb, _ = protos()
     with Server(["--insecure-disable-auth"]) as s:

@@ -1,4 +1,4 @@
-"""Integration tests for controller-listener auth (spec server.md §8, catalogue §17.3): the real
+"""Integration tests for controller-listener auth: the real
 server reviews bearer tokens against a small TokenReview endpoint served over HTTPS by this
 test (self-signed certificate made with openssl), found through the in-cluster environment
 (KUBERNETES_SERVICE_HOST/PORT) and IC_SA_TOKEN_FILE / IC_SA_CA_FILE."""

@@ -453,7 +453,8 @@ def test_fake_engine_chain_prefix_match_and_miss(server, mk):
                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         info = json.loads(fe.stdout.readline())
-        assert info["prefix_hashes"] == ["3da0ff8dcd1d4e46", "4c9d2e3832e383a5"]  # spec §7.2
+        # The reference implementation's chained block hashes of tokens 5000..5255 (block 128).
+        assert info["prefix_hashes"] == ["3da0ff8dcd1d4e46", "4c9d2e3832e383a5"]
         hashes = [bytes.fromhex(h) for h in info["prefix_hashes"]]
         wait_until(lambda: top(lookup(server, model=model, hashes=hashes, counts=[128, 128]))
                    == ("PREFIX_MATCH", "fake-0", 256), timeout=30, what="full chain")

@@ -1,5 +1,5 @@
-/* Unit tests of lib/admission: the CacheBackend contract's admission statements (W1-W18 of
- * cachebackend-v1alpha1.md §5), CachePolicy/CacheTenant namespace rules, the Pod webhook core
+/* Unit tests of lib/admission: the CacheBackend contract's admission statements (W1-W18,
+ * named at each test), CachePolicy/CacheTenant namespace rules, the Pod webhook core
  * (wiring, sidecar, stamps, fail-open, idempotent re-admission) and the JSON Patch generator. */
 #include <criterion/criterion.h>
 #include <stdio.h>

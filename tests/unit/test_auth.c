@@ -1,4 +1,4 @@
-/* Unit tests for lib/auth (spec server.md §8, catalogue §17.4): result per request, caching with
+/* Unit tests for lib/auth: result per request, caching with
  * TTL and cap, audience propagation, fail-closed; plus the TokenReview client against a real
  * HTTPS endpoint served by lib/http with a self-signed certificate. */
 #include <criterion/criterion.h>

@@ -1,5 +1,5 @@
-/* Black-box tests of lib/index against spec index.md §9 (groups A-Q) and the worked examples
- * of §5.16 with their exact float32 scores. Fake clock; hashes are raw string bytes. */
+/* Black-box tests of lib/index: the reference's behaviour groups A-Q and its worked scoring
+ * examples with their exact float32 scores. Fake clock; hashes are raw string bytes. */
 #include <math.h>
 #include <pthread.h>
 #include <sched.h>
@@ -218,7 +218,7 @@ Test(index_c, chain_with_coset_legacy_hash_preserves_both) {
   r = route_exact(ix, "t", "m", "vllm", "", "b2", 0);
   cr_assert_eq(row(r, 0)->matched_tokens, 32);
   ic_index_result_free(r);
-  /* §3.3: a second replica adds an entry, not a distinct key */
+  /* a second replica adds an entry to the block's key, not a distinct key */
   put_legacy(ix, (who_t){"r2", "t", "m", "vllm", ""}, "b1", 16);
   ic_index_counters(ix, &k);
   cr_assert_eq(k.total_entries, 5);
@@ -1559,7 +1559,7 @@ Test(index_x, concurrent_lookups_ingest_clear_sweep_cap, .timeout = 300) {
   ic_index_destroy(ix);
 }
 
-/* ------------------------------------------------------------------ more catalogue cases */
+/* ------------------------------------------------------------------ more behaviour cases */
 
 Test(index_j, metrics_sink_receives_counts) {
   ic_index_config_t c = base_cfg();

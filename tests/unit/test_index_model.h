@@ -1,4 +1,4 @@
-/* A deliberately naive model of the index semantics (spec index.md §3-§5: flat arrays, full
+/* A deliberately naive model of the index semantics (keys, entries, scoring: flat arrays, full
  * scans and sorts) plus a random operation driver that applies every operation to both the
  * model and the real lib/index and compares every answer. Shared by the differential unit
  * test and the fuzz target; reports the first mismatch through a message buffer. */

@@ -1,5 +1,5 @@
-/* lib/kvevents decoder: byte-exact msgpack samples of every encoding in the wild (spec
- * subscriber.md §2.8 examples A-F, vLLM map envelope, SGLang negative hashes, bin/str hashes, Go
+/* lib/kvevents decoder: byte-exact msgpack samples of every encoding in the wild (the
+ * reference's decoder examples A-F, vLLM map envelope, SGLang negative hashes, bin/str hashes, Go
  * fixed-width ints) and the per-event malformed/unknown accounting. */
 #include <criterion/criterion.h>
 #include <stdio.h>

@@ -1,4 +1,4 @@
-/* lib/kvevents engine metrics scraper: the worked values of spec subscriber.md §4.4 (vLLM and
+/* lib/kvevents engine metrics scraper: the reference scraper's worked values (vLLM and
  * SGLang profiles, tiers, model filter, priority breakdowns, deltas, resets, fail-loud cases). */
 #include <criterion/criterion.h>
 #include <math.h>

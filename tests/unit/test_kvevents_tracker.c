@@ -1,4 +1,4 @@
-/* lib/kvevents tracker + apply: positional fingerprint chaining across events (spec §3.4),
+/* lib/kvevents tracker + apply: positional fingerprint chaining across events,
  * removals/clears, medium tiers and T2 downgrades, L2 mode, LoRA fail-closed, re-report
  * snapshot. Batches are built from msgpack bytes the way the subscriber receives them. */
 #include <criterion/criterion.h>

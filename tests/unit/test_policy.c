@@ -1,5 +1,5 @@
 /* Unit tests for lib/policy: /policy decoding (strictness, Go quirks), v3..v7 normalisation,
- * replace-on-write store semantics and per-tenant knob resolution (spec server.md §5, §7.2). */
+ * replace-on-write store semantics and per-tenant knob resolution. */
 #include <criterion/criterion.h>
 #include <pthread.h>
 #include <stdio.h>

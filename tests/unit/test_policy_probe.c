@@ -1,6 +1,5 @@
-/* Unit tests for the /probe body decoder and probe hash in lib/policy (spec server.md §7.3,
- * catalogue §17.17): validation order, strictness, trailing content, hash determinism and
- * injectivity. */
+/* Unit tests for the /probe body decoder and probe hash in lib/policy: validation order,
+ * strictness, trailing content, hash determinism and injectivity. */
 #include <criterion/criterion.h>
 #include <stdio.h>
 #include <string.h>

@@ -1,6 +1,7 @@
 /* lib/rpc over real loopback gRPC: unary, unknown method, client streaming (half-close and
  * cancel), server streaming with the bounded queue, health Check/Watch, reflection, deadlines,
- * TLS keypair errors and graceful shutdown that finishes open streams. */
+ * TLS keypair errors and graceful shutdown that finishes open streams; unary calls fanned out
+ * over several channels with request metadata, and channel connectivity states. */
 #include <criterion/criterion.h>
 #include <pthread.h>
 #include <stdatomic.h>
@@ -24,6 +25,12 @@ static int echo(void *ud, ic_rpc_call_t *call, const uint8_t *req, size_t len, i
   if (len == 8 && memcmp(req, "deadline", 8) == 0) {
     int64_t d = ic_rpc_call_deadline_ns(call);
     ic_buf_appendf(resp, "%s", d == INT64_MAX ? "none" : "set");
+    return IC_RPC_OK;
+  }
+  if (len == 4 && memcmp(req, "auth", 4) == 0) { /* echoes the call's authorization metadata */
+    char v[256];
+    ic_buf_append_str(resp,
+                      ic_rpc_call_metadata(call, "authorization", v, sizeof v) >= 0 ? v : "none");
     return IC_RPC_OK;
   }
   ic_buf_append(resp, req, len);
@@ -138,6 +145,68 @@ Test(rpc, unknown_method_is_unimplemented) {
   int st = -1;
   cr_assert_eq(ic_rpc_unary(ch, "/t.S/Nope", (const uint8_t *)"x", 1, 10000, NULL, &st, NULL), 0);
   cr_assert_eq(st, IC_RPC_UNIMPLEMENTED);
+}
+
+/* A free loopback port with nothing listening (bound, then closed). */
+static int dead_port(void) {
+  char err[256];
+  ic_rpc_server_t *s = ic_rpc_server_new("127.0.0.1:0", NULL, err, sizeof err, NULL);
+  cr_assert_not_null(s, "%s", err);
+  int port = ic_rpc_server_port(s);
+  ic_rpc_server_free(s);
+  return port;
+}
+
+Test(rpc, unary_all_runs_calls_on_several_channels_with_metadata) {
+  ic_rpc_channel_t *other = ic_rpc_channel_new(target, NULL);
+  char dead[64];
+  snprintf(dead, sizeof dead, "127.0.0.1:%d", dead_port());
+  ic_rpc_channel_t *gone = ic_rpc_channel_new(dead, NULL);
+  cr_assert(other && gone);
+  static const char tok[] = "Bearer abc";
+  const ic_rpc_md_t md = {"authorization", tok, sizeof tok - 1};
+  ic_buf_t out[5] = {IC_BUF_INIT, IC_BUF_INIT, IC_BUF_INIT, IC_BUF_INIT, IC_BUF_INIT};
+  ic_rpc_unary_call_t calls[5] = {
+      {ch, "/t.S/Echo", (const uint8_t *)"auth", 4, &md, 1, &out[0], 99},
+      {other, "/t.S/Echo", (const uint8_t *)"auth", 4, NULL, 0, &out[1], 99},
+      {other, "/t.S/Echo", (const uint8_t *)"fail", 4, &md, 1, &out[2], 99},
+      {gone, "/t.S/Echo", (const uint8_t *)"x", 1, &md, 1, &out[3], 99},
+      {ch, "/t.S/Echo", (const uint8_t *)"hello", 5, NULL, 0, NULL, 99},
+  };
+  int64_t t0 = ic_clock_monotonic_ns();
+  cr_assert_eq(ic_rpc_unary_all(calls, 5, 3000), 0);
+  cr_assert_lt(ic_clock_monotonic_ns() - t0, 10 * 1000000000LL);
+  cr_assert_eq(calls[0].status, IC_RPC_OK);
+  cr_assert_str_eq(out[0].data, "Bearer abc");
+  cr_assert_eq(calls[1].status, IC_RPC_OK);
+  cr_assert_str_eq(out[1].data, "none", "metadata belongs to its own call");
+  cr_assert_eq(calls[2].status, IC_RPC_INVALID_ARGUMENT);
+  cr_assert_eq(out[2].len, 0);
+  /* Nothing listens: UNAVAILABLE (or the deadline), never OK, and the others were not held up. */
+  cr_assert(calls[3].status == IC_RPC_UNAVAILABLE || calls[3].status == IC_RPC_DEADLINE_EXCEEDED,
+            "status %d", calls[3].status);
+  cr_assert_eq(calls[4].status, IC_RPC_OK);
+  cr_assert_eq(ic_rpc_unary_all(NULL, 0, 1000), 0);
+  for (int i = 0; i < 5; i++)
+    ic_buf_free(&out[i]);
+  ic_rpc_channel_free(other);
+  ic_rpc_channel_free(gone);
+}
+
+Test(rpc, channel_state_follows_the_server) {
+  cr_assert_eq(ic_rpc_channel_state(ch, false), IC_RPC_CH_READY);
+  char dead[64];
+  snprintf(dead, sizeof dead, "127.0.0.1:%d", dead_port());
+  ic_rpc_channel_opts_t o = {.max_reconnect_backoff_ms = 200};
+  ic_rpc_channel_t *c = ic_rpc_channel_new(dead, &o);
+  cr_assert_not_null(c);
+  cr_assert_eq(ic_rpc_channel_state(c, false), IC_RPC_CH_IDLE);
+  /* Asked to connect to nothing: it leaves IDLE and reaches TRANSIENT_FAILURE. */
+  int st = ic_rpc_channel_state(c, true);
+  for (int i = 0; i < 50 && st != IC_RPC_CH_TRANSIENT_FAILURE; i++)
+    st = ic_rpc_channel_wait_change(c, st, 200);
+  cr_assert_eq(st, IC_RPC_CH_TRANSIENT_FAILURE);
+  ic_rpc_channel_free(c);
 }
 
 Test(rpc, many_unary_calls_in_flight_via_pipeline) {
