@@ -9,7 +9,13 @@
  * Usage: bench_grpc [--server PATH | --target HOST:PORT] [--seconds N] [--inflight N]
  *                   [--memberships N] [--placement pinned|shared] [--fractions F,F,...]
  *                   [--latency-fraction F] [--anchor PATH|none] [--server-arg ARG]... [--rate R]
+ *                   [--prompt-models DIR --prompt-model ID]
  * --rate R skips the max-rate phases and runs each method open-loop at R req/s (profiling).
+ * --prompt-models DIR (the server's --tokenizer-models-dir) adds a closed-loop phase of
+ * prompt_text lookups, --inflight at once, each a new ~12k-token prompt of model ID (default
+ * Qwen/Qwen3-8B, i.e. DIR/Qwen/Qwen3-8B/tokenizer.json; cold prefix cache):
+ * prompt_text_lookup_qps counts the tokenized answers per second, params say how many were
+ * shed; then prompt_text_lookup_rtt_p50_us, one at a time with the prompt's prefix cached.
  * Defaults: server next to this binary (../src/server/inferencecache-server), anchor
  * ../bench/grpc-anchor when built, pinned on >= 2 CPUs, 3 s per phase, 32 calls in flight for
  * the max rate, 1,000,000 memberships, fractions 0.1,0.25,0.5,0.75. */
@@ -90,6 +96,122 @@ static double max_qps_for(ic_rpc_channel_t *ch, const char *method, ic_buf_t *re
   if (calls) *calls += done;
   if (secs_out) *secs_out += secs;
   return (double)done / secs;
+}
+
+/* ---- prompt_text, closed loop ---- */
+
+/* A new LookupRoute of a ~12k-token prompt (56 kB of English prose), its first line numbered so
+ * no two share a cached prefix; warm: the same document first, the number in the question. */
+static void prompt_request(const char *model, const char *prose, size_t plen, long k, bool warm,
+                           ic_buf_t *out) {
+  static char text[56000 + 256];
+  int n = warm ? snprintf(text, 256, "Read the document below.\n")
+               : snprintf(text, 256, "Request %ld: read the document below.\n", k);
+  size_t body = plen < 56000 ? plen : 56000;
+  memcpy(text + n, prose, body);
+  snprintf(text + n + body, 128, "\nQuestion %ld: what does it say?", k);
+  Inferencecache__V1alpha1__LookupRouteRequest q =
+      INFERENCECACHE__V1ALPHA1__LOOKUP_ROUTE_REQUEST__INIT;
+  q.model_id = (char *)model;
+  q.tenant_id = "bench";
+  q.hash_scheme = "vllm";
+  q.prompt_text = text;
+  size_t len = inferencecache__v1alpha1__lookup_route_request__get_packed_size(&q);
+  ic_buf_reset(out);
+  ic_buf_reserve(out, len);
+  inferencecache__v1alpha1__lookup_route_request__pack(&q, (uint8_t *)out->data);
+  out->len = len;
+}
+
+/* g_inflight prompt_text lookups kept in flight for `duration_ns`: answers with token_ids
+ * (tokenized) and without (shed) per second. */
+static void prompt_text_rate(ic_rpc_channel_t *ch, const char *model, const char *prose,
+                             size_t plen, int64_t duration_ns, double *served_s, double *shed_s,
+                             long *errors, long *tokens) {
+  ic_rpc_pipeline_t *p = ic_rpc_pipeline_new(ch, RL_METHOD_LOOKUP);
+  ic_buf_t req = IC_BUF_INIT, resp = IC_BUF_INIT;
+  long k = 0, served = 0, shed = 0;
+  *errors = 0;
+  int64_t t0 = ic_clock_monotonic_ns(), end = t0 + duration_ns;
+  for (int i = 0; i < g_inflight; i++, k++) {
+    prompt_request(model, prose, plen, k, false, &req);
+    ic_rpc_pipeline_start(p, (const uint8_t *)req.data, req.len, 60000, NULL);
+  }
+  while (ic_rpc_pipeline_inflight(p) > 0) {
+    void *tag;
+    int st;
+    ic_buf_reset(&resp);
+    if (ic_rpc_pipeline_next(p, 60000, &tag, &st, &resp) != 1) break;
+    Inferencecache__V1alpha1__LookupRouteResponse *r =
+        st == IC_RPC_OK ? inferencecache__v1alpha1__lookup_route_response__unpack(
+                              NULL, resp.len, (const uint8_t *)resp.data)
+                        : NULL;
+    if (!r)
+      (*errors)++;
+    else if (r->n_token_ids > 0)
+      served++, *tokens = (long)r->n_token_ids;
+    else
+      shed++;
+    if (r) inferencecache__v1alpha1__lookup_route_response__free_unpacked(r, NULL);
+    if (ic_clock_monotonic_ns() < end) {
+      prompt_request(model, prose, plen, k++, false, &req);
+      ic_rpc_pipeline_start(p, (const uint8_t *)req.data, req.len, 60000, NULL);
+    }
+  }
+  double secs = (double)(ic_clock_monotonic_ns() - t0) / 1e9;
+  *served_s = (double)served / secs;
+  *shed_s = (double)shed / secs;
+  ic_buf_free(&req);
+  ic_buf_free(&resp);
+  ic_rpc_pipeline_free(p);
+}
+
+/* 56 kB of English prose: the GPL's text, repeated. */
+static int cmp_i64(const void *a, const void *b) {
+  int64_t x = *(const int64_t *)a, y = *(const int64_t *)b;
+  return x < y ? -1 : x > y;
+}
+
+/* One prompt_text lookup at a time, its long prefix cached (a new question each time): the p50
+ * round trip, tokenizer hand-over included. */
+static double prompt_text_warm_p50_us(ic_rpc_channel_t *ch, const char *model, const char *prose,
+                                      size_t plen, int n) {
+  ic_buf_t req = IC_BUF_INIT, resp = IC_BUF_INIT;
+  int64_t *us = calloc((size_t)n, sizeof *us);
+  int got = 0;
+  for (int i = -1; i < n; i++) { /* i = -1 fills the prefix cache */
+    prompt_request(model, prose, plen, i + 1, true, &req);
+    ic_buf_reset(&resp);
+    int st = -1;
+    int64_t t0 = ic_clock_monotonic_ns();
+    if (ic_rpc_unary(ch, RL_METHOD_LOOKUP, (const uint8_t *)req.data, req.len, 30000, &resp, &st,
+                     NULL) == 0 &&
+        st == IC_RPC_OK && i >= 0)
+      us[got++] = (ic_clock_monotonic_ns() - t0) / 1000;
+  }
+  qsort(us, (size_t)got, sizeof *us, cmp_i64);
+  double p50 = got ? (double)us[got / 2] : 0;
+  free(us);
+  ic_buf_free(&req);
+  ic_buf_free(&resp);
+  return p50;
+}
+
+static char *read_prose(size_t *n) {
+  FILE *f = fopen("/usr/share/common-licenses/GPL-3", "rb");
+  if (!f) return NULL;
+  enum { WANT = 56000 };
+  char *b = malloc(WANT);
+  size_t got = b ? fread(b, 1, WANT, f) : 0;
+  fclose(f);
+  if (!b || got < 1000) {
+    free(b);
+    return NULL;
+  }
+  for (size_t i = got; i < WANT; i++)
+    b[i] = b[i % got];
+  *n = WANT;
+  return b;
 }
 
 /* ---- open loop ---- */
@@ -344,6 +466,8 @@ static int parse_fractions(const char *list, double *out) {
 int main(int argc, char **argv) {
   char server[PATH_MAX] = "", anchor[PATH_MAX] = "";
   const char *attach = NULL, *placement = NULL, *fraction_list = "0.1,0.25,0.5,0.75";
+  const char *prompt_model = "Qwen/Qwen3-8B";
+  char models_arg[PATH_MAX + 32] = "";
   double fixed_rate = 0; /* --rate R: skip the max-rate phases, open loop at R req/s only */
   const char *server_args[MAX_SERVER_ARGS + 2] = {"--grpc-timing-trailer"};
   int nserver_args = 1;
@@ -370,6 +494,12 @@ int main(int argc, char **argv) {
       fraction_list = argv[++i];
     else if (!strcmp(argv[i], "--server-arg") && i + 1 < argc && nserver_args < MAX_SERVER_ARGS)
       server_args[nserver_args++] = argv[++i];
+    else if (!strcmp(argv[i], "--prompt-models") && i + 1 < argc &&
+             nserver_args < MAX_SERVER_ARGS) {
+      snprintf(models_arg, sizeof models_arg, "--tokenizer-models-dir=%s", argv[++i]);
+      server_args[nserver_args++] = models_arg;
+    } else if (!strcmp(argv[i], "--prompt-model") && i + 1 < argc)
+      prompt_model = argv[++i];
     else {
       fprintf(
           stderr,
@@ -452,7 +582,7 @@ int main(int argc, char **argv) {
       fprintf(stderr, "bench_grpc: report stream %d ended with status %d\n", i, args[i].status);
   }
   double secs = (double)(ic_clock_monotonic_ns() - t0) / 1e9;
-  char extra[160];
+  char extra[256];
   snprintf(extra, sizeof extra, ",\"writers\":%d,\"blocks\":%ld", WRITERS, blocks);
   emit("report_blocks_per_s", (double)blocks / secs, "blocks/s", extra);
 
@@ -518,6 +648,29 @@ int main(int argc, char **argv) {
     latency_at(ch, RL_METHOD_EMPTY, hreq, 1, eq * fractions[i], &r);
     emit_latency("empty_handler", fractions[i], eq * fractions[i], &r);
     lat_errors += r.errors;
+  }
+
+  /* 3b. prompt_text lookups (--prompt-models) */
+  if (*models_arg) {
+    size_t plen = 0;
+    char *prose = read_prose(&plen);
+    if (!prose) {
+      fprintf(stderr, "bench_grpc: no /usr/share/common-licenses/GPL-3 for the prompt text\n");
+    } else {
+      double served_s, shed_s;
+      long perr = 0, ptok = 0;
+      prompt_text_rate(ch, prompt_model, prose, plen, dur, &served_s, &shed_s, &perr, &ptok);
+      snprintf(extra, sizeof extra,
+               ",\"model\":\"%s\",\"tokens\":%ld,\"shed_per_s\":%.1f,\"errors\":%ld", prompt_model,
+               ptok, shed_s, perr);
+      emit("prompt_text_lookup_qps", served_s, "req/s", extra);
+      snprintf(extra, sizeof extra, ",\"model\":\"%s\",\"cache\":\"warm\",\"runs\":200",
+               prompt_model);
+      emit("prompt_text_lookup_rtt_p50_us",
+           prompt_text_warm_p50_us(ch, prompt_model, prose, plen, 200), "us", extra);
+      lat_errors += perr;
+      free(prose);
+    }
   }
 done:
   ic_rpc_channel_free(ch);

@@ -213,21 +213,26 @@ size_t ic_index_maintain(ic_index_t *ix, size_t budget);
 /* Identity strings (replica, model, tenant, scheme, adapter names) are interned and reference
  * counted: replica records, stats rows and the tenant/model/scope/partition records hold them.
  * A replica whose entries are all gone (cleared, expired, evicted) drops its reference at the
- * next sweep/reclaim, and ic_index_reclaim_strings then frees every string nothing refers to.
+ * next sweep/reclaim. The tenant, (tenant, model) and (tenant, model, scheme) records are freed
+ * too once no entry, stats row or record refers to them any more. ic_index_reclaim frees both.
  *
  * Interned pointers the index hands out (result rows, affinity hints, cache-state rows,
  * snapshots) stay valid while the caller holds a read guard taken before the call; callers
- * that never run ic_index_reclaim_strings concurrently need none. Guards are cheap (two atomic
- * operations on a per-thread stripe) and must be short: a reclaim waits for them. */
+ * that never run ic_index_reclaim concurrently need none. The index guards itself inside every
+ * call. Guards are cheap (two atomic operations on a per-thread stripe), nest, and must be
+ * short: a reclaim waits for them. */
 typedef struct {
   uint8_t idx, stripe;
 } ic_index_guard_t;
 ic_index_guard_t ic_index_guard(ic_index_t *ix);
 void ic_index_unguard(ic_index_t *ix, ic_index_guard_t g);
-/* Frees interned strings nothing refers to any more once every guard taken before the call
- * has ended (waits up to ~50 ms for them; strings still guarded wait for the next call).
- * Returns the number freed. Call from a maintenance thread. */
-size_t ic_index_reclaim_strings(ic_index_t *ix);
+/* Frees the records and interned strings nothing refers to any more once every guard taken
+ * before the call has ended (waits up to ~50 ms for them, twice; what is still guarded waits for
+ * the next call). Returns the number of strings freed; *records (optional) the records freed.
+ * Call from a maintenance thread (not while holding a guard: it would wait for itself). */
+size_t ic_index_reclaim(ic_index_t *ix, size_t *records);
+/* Tenant, (tenant, model) and scope records alive now (tests, debugging). */
+size_t ic_index_record_count(ic_index_t *ix);
 /* Interned strings alive now (tests, debugging). */
 size_t ic_index_string_count(ic_index_t *ix);
 

@@ -1,8 +1,9 @@
 /* lib/rpc: a thin layer over the gRPC core C API (grpc/grpc.h). Server side: registered methods
- * (unary, client-streaming, server-streaming, bidi), one completion-queue thread per core, TLS
- * with certificate reload, graceful shutdown with a bounded drain, grpc.health.v1 and server
- * reflection. Client side: channels, blocking unary calls, a client-streaming writer and an
- * asynchronous unary pipeline (many calls in flight from one thread) for load generators.
+ * (unary, client-streaming, server-streaming, bidi), one completion-queue thread per core, unary
+ * replies deferred to another thread, TLS with certificate reload, graceful shutdown with a
+ * bounded drain, grpc.health.v1 and server reflection. Client side: channels, blocking unary
+ * calls, a client-streaming writer and an asynchronous unary pipeline (many calls in flight from
+ * one thread) for load generators.
  *
  * Messages cross this API as serialized bytes; callers pack/unpack them (protobuf-c). Status
  * codes are gRPC's numeric codes (IC_RPC_* below, identical to grpc_status_code) so callers need
@@ -74,7 +75,7 @@ int ic_rpc_usable_cpus(void);
 
 /* Unary handler: decode `req`, append the serialized response to `resp`, return a status code.
  * A non-OK status sends no message; `*msg` (static string) may carry the status message.
- * Runs on a completion-queue thread: must not block for long. */
+ * Runs on a completion-queue thread: must not block for long (long work: ic_rpc_call_defer). */
 typedef int (*ic_rpc_unary_fn)(void *ud, ic_rpc_call_t *call, const uint8_t *req, size_t len,
                                ic_buf_t *resp, const char **msg);
 
@@ -165,6 +166,27 @@ int ic_rpc_call_metadata(const ic_rpc_call_t *c, const char *key, char *out, siz
  * no verified client certificate (plaintext, no certificate, no client CA). */
 size_t ic_rpc_call_peer_cert(const ic_rpc_call_t *c, void (*visit)(void *ud, const char *name),
                              void *ud);
+
+/* --- deferred unary replies (the one way to answer a unary call off its thread) ---
+ * A unary handler whose work is too long for a completion-queue thread (tokenizing a prompt)
+ * calls ic_rpc_call_defer, hands the handle to another thread and returns at once; the
+ * completion-queue thread goes back to serving other calls. The call is then answered exactly
+ * once, from any thread, by ic_rpc_deferred_reply. While it waits, the call counts as in
+ * flight: ic_rpc_server_shutdown drains it like any call (and, past the drain, cancels it and
+ * waits for its reply), so whoever holds a handle must reply, promptly once it is cancelled. */
+typedef struct ic_rpc_deferred ic_rpc_deferred_t;
+/* From inside a UNARY handler, at most once: the handler's return value, response and message
+ * are then ignored. NULL (the handler answers as usual) when `c` is not a unary call or the
+ * transport refused. */
+ic_rpc_deferred_t *ic_rpc_call_defer(ic_rpc_call_t *c);
+/* True once the call is over without an answer: the client cancelled, its deadline passed, or
+ * the server cancelled it at shutdown. A reply is then discarded; skip the work. */
+bool ic_rpc_deferred_cancelled(ic_rpc_deferred_t *d);
+/* Answers the call: `status`, the response bytes when OK, `msg` (may be NULL); all copied.
+ * Thread-safe; `d` is dead afterwards. Returns 0, or IC_ESTATE when the call was already over
+ * (nothing sent). */
+int ic_rpc_deferred_reply(ic_rpc_deferred_t *d, int status, const uint8_t *resp, size_t len,
+                          const char *msg);
 
 /* Queues one response message on a SERVER_STREAM/BIDI call; thread-safe, never blocks on the
  * network. At most `limit` messages wait (ic_rpc_stream_set_limit, default 1024); when full

@@ -82,6 +82,26 @@ void ic_svc_free(ic_svc_t *s);
  * none); the tenant's lookupTimeoutMs tightens it. */
 int ic_svc_lookup_route(ic_svc_t *s, const uint8_t *req, size_t len, int64_t deadline_ns,
                         ic_buf_t *resp, const char **msg);
+/* LookupRoute in two steps, so a server can tokenize prompt_text off its transport threads
+ * (src/server hands it to lib/prompt's worker pool). ic_svc_lookup_route_begin answers every
+ * request exactly as ic_svc_lookup_route does, inline, except one whose prompt_text is to be
+ * tokenized: that one returns IC_RPC_OK with nothing appended and *pending set, and exactly one
+ * of ic_svc_lookup_route_finish or ic_svc_lookup_route_fail_open must follow (any thread; each
+ * frees it). A NULL `pending` makes it ic_svc_lookup_route. */
+typedef struct ic_svc_pending ic_svc_pending_t;
+int ic_svc_lookup_route_begin(ic_svc_t *s, const uint8_t *req, size_t len, int64_t deadline_ns,
+                              ic_buf_t *resp, const char **msg, ic_svc_pending_t **pending);
+/* Its deadline (the caller's, tightened by the tenant's lookupTimeoutMs; 5 s when neither) and
+ * model_id. */
+int64_t ic_svc_pending_deadline_ns(const ic_svc_pending_t *p);
+const char *ic_svc_pending_model(const ic_svc_pending_t *p);
+/* Tokenizes, looks up and answers, as ic_svc_lookup_route would have; lookup_latency_us counts
+ * from begin. Past the deadline it answers TIMEOUT without tokenizing. */
+int ic_svc_lookup_route_finish(ic_svc_t *s, ic_svc_pending_t *p, ic_buf_t *resp, const char **msg);
+/* Answers without tokenizing (no scores, no token_ids): TIMEOUT when `timed_out` (its deadline
+ * passed or the call was cancelled while it waited), else NO_HINT (shed). Always IC_RPC_OK
+ * unless out of memory. */
+int ic_svc_lookup_route_fail_open(ic_svc_t *s, ic_svc_pending_t *p, bool timed_out, ic_buf_t *resp);
 /* One CacheStateUpdate of a ReportCacheState stream: ingested synchronously (probe tenant
  * dropped). IC_RPC_OK or IC_RPC_INTERNAL (undecodable; the stream should end with it). */
 int ic_svc_report_one(ic_svc_t *s, const uint8_t *msg, size_t len, const char **errmsg);

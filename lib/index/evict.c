@@ -268,6 +268,52 @@ void evq_free(ic_index_t *ix) {
   ix->rk = ix->rk2 = ix->qord = NULL;
 }
 
+/* Restores the heap property of extra[0, n) (after candidates were taken out). */
+static void heap_fix(ic_index_t *ix) {
+  size_t n = ix->nextra;
+  for (size_t s = n / 2; s-- > 0;) {
+    for (size_t i = s;;) {
+      size_t l = 2 * i + 1, r = l + 1, m = i;
+      if (l < n && cand_cmp(&ix->extra[l], &ix->extra[m]) < 0) m = l;
+      if (r < n && cand_cmp(&ix->extra[r], &ix->extra[m]) < 0) m = r;
+      if (m == i) break;
+      cand_t t = ix->extra[m];
+      ix->extra[m] = ix->extra[i];
+      ix->extra[i] = t;
+      i = m;
+    }
+  }
+}
+
+/* records.c frees a retired scope once its readers are gone; the queue keeps candidates
+ * between calls, so it lets go of theirs first. Queue entries are blanked in place (the pop
+ * order stays valid; pops skip them); the side heap is compacted and re-heaped. O(queue). */
+void evq_forget_retired(ic_index_t *ix) {
+  pthread_mutex_lock(&ix->cap_lock);
+  for (size_t i = ix->qpos; i < ix->qn; i++) {
+    cand_t *c = &ix->q[qidx(ix, i)];
+    if (c->sc && atomic_load_explicit(&c->sc->retired, memory_order_relaxed)) {
+      cand_drop(c);
+      c->sc = NULL;
+      c->pp = NULL;
+    }
+  }
+  pthread_mutex_lock(&ix->extra_lock);
+  size_t w = 0;
+  for (size_t i = 0; i < ix->nextra; i++) {
+    if (atomic_load_explicit(&ix->extra[i].sc->retired, memory_order_relaxed))
+      cand_drop(&ix->extra[i]);
+    else
+      ix->extra[w++] = ix->extra[i];
+  }
+  if (w != ix->nextra) {
+    ix->nextra = w;
+    heap_fix(ix);
+  }
+  pthread_mutex_unlock(&ix->extra_lock);
+  pthread_mutex_unlock(&ix->cap_lock);
+}
+
 /* ---------------------------------------------------------------- rebuild */
 
 typedef struct {
@@ -627,6 +673,8 @@ static size_t pop_cands(ic_index_t *ix, cand_t *out, size_t max) {
   size_t n = 0;
   pthread_mutex_lock(&ix->extra_lock);
   while (n < max && !ix->q_invalid) {
+    while (ix->qpos < ix->qn && !q[qidx(ix, ix->qpos)].sc) /* of a retired scope */
+      ix->qpos++;
     bool have_q = ix->qpos < ix->qn;
     bool have_x = ix->nextra > 0;
     if (!have_q && !have_x) break;

@@ -27,6 +27,7 @@ void u64map_free(u64map_t *m);
 bool u64map_get(const u64map_t *m, uint64_t k, uint64_t *v);
 int u64map_put(u64map_t *m, uint64_t k, uint64_t v); /* insert or overwrite; 0 / IC_ENOMEM */
 bool u64map_del(u64map_t *m, uint64_t k);
+void u64map_shrink(u64map_t *m); /* to load <= 3/8 once below 1/8 (and above 64 slots) */
 uint64_t ic_mix64(uint64_t x);
 uint64_t ic_hash_bytes(const void *p, size_t n);
 
@@ -226,10 +227,21 @@ typedef struct scope {
   pthread_mutex_t wlock; /* serialises writers; a writer holding it may read without `lock`
                             and drops `lock` during long rebuilds (table growth) */
   struct ic_index *ix;
-  uint32_t id, tenant, model, scheme;
+  uint32_t id, tenant, model, scheme; /* id: low bits of seq (partition seeds) */
+  uint64_t seq;                       /* creation order, never reused: multi-scope lock order */
   struct tmrec *tm;
   struct tenantrec *tr;
   bool reserved;
+  /* Lifecycle (records.c): a scope with no key, no ingest in progress (busy, under wlock) and
+     no lookup result holding it (results) is retired under the dir write lock + wlock, then
+     freed after the grace period. Writers that resolved it earlier see `retired` under wlock
+     and resolve again. */
+  _Atomic bool retired;
+  uint32_t busy;               /* ingests between their first and last write hold (wlock) */
+  _Atomic int32_t results;     /* lookup results that captured keys for a later credit */
+  _Atomic int64_t distinct;    /* keys (slots) in the scope, dead holders included */
+  uint32_t pos;                /* index in ix->scopes (dir lock) */
+  struct scope *hnext;         /* next scope whose triple hashes alike (dir lock) */
   part_t **parts;
   uint32_t nparts, capparts;
   rep_t *reps;
@@ -260,6 +272,9 @@ typedef struct {
 /* (tenant, model) record: distinct key counter, scopes (one per scheme), stats rows. */
 typedef struct tmrec {
   uint32_t tenant, model;
+  uint32_t pos;  /* index in ix->tms (dir lock) */
+  bool retired;  /* unlinked (set under the dir write lock and stats_lock): stats writers that
+                    resolved it earlier resolve again */
   _Atomic int64_t distinct;
   scope_t **scopes; /* grows under the dir write lock; read under the dir read lock */
   uint32_t nscopes, capscopes;
@@ -279,6 +294,7 @@ typedef struct tmrec {
 struct qkey;
 typedef struct tenantrec {
   uint32_t tenant;
+  uint32_t pos, ntms; /* index in ix->tenants; its (tenant, model) records (dir lock) */
   bool reserved;
   _Atomic int64_t distinct;
   _Atomic int algo; /* algorithm cached at the last cap pass (ic_index_eviction_t) */
@@ -299,8 +315,9 @@ typedef struct {
   uint64_t eff;
   uint64_t key;  /* slot key */
   uint64_t hpre; /* first <= 8 hash bytes, big-endian, zero padded: order key */
-  scope_t *sc;
-  part_t *pp; /* partitions are never freed before the index: safe to prefetch through */
+  scope_t *sc;   /* NULL once its scope was retired (evq_forget_retired): skipped at pop */
+  part_t *pp; /* partitions live as long as their scope, which outlives its candidates: safe
+                 to prefetch through */
   uint32_t part;
   uint32_t rep;
   uint32_t hlen;
@@ -317,12 +334,21 @@ struct ic_index {
   pthread_rwlock_t dir;
   strtab_t strs;
   pins_t pins;
-  pthread_mutex_t str_reclaim_lock; /* one string reclaim at a time; guards retired */
+  pthread_mutex_t str_reclaim_lock; /* one reclaim at a time; guards retired and the dead_* */
   uint32_t *retired;                /* unhashed ids waiting for the readers before them */
   uint32_t nretired, capretired;
   u64map_t tenant_map; /* tenant string id -> tenantrec_t* */
   u64map_t tm_map;     /* tenant<<32|model -> tmrec_t* */
-  u64map_t scope_map;  /* hash(tenant, model, scheme) chain -> see store.c */
+  u64map_t scope_map;  /* hash(tenant, model, scheme) -> scope_t* (chained by hnext) */
+  uint64_t scope_seq;  /* scopes created so far (dir write lock) */
+  _Atomic bool idle_hint; /* some record may have become unreferenced (records.c) */
+  /* Records unlinked by the reclaim, freed once the readers before it have left. */
+  scope_t **dead_scopes;
+  uint32_t ndead_scopes, capdead_scopes;
+  tmrec_t **dead_tms;
+  uint32_t ndead_tms, capdead_tms;
+  tenantrec_t **dead_trs;
+  uint32_t ndead_trs, capdead_trs;
   tmrec_t **tms;
   uint32_t ntms, captms;
   tenantrec_t **tenants;
@@ -353,6 +379,31 @@ struct ic_index {
 };
 
 /* ---------------------------------------------------------------- cross-file helpers */
+
+/* Grows *arr (of *cap elements) to hold need elements: doubling, from 4. */
+static inline bool grow_arr(void **arr, uint32_t *cap, uint32_t need, size_t elem) {
+  if (need <= *cap) return true;
+  uint32_t nc = *cap ? *cap * 2 : 4;
+  while (nc < need)
+    nc *= 2;
+  void *n = realloc(*arr, (size_t)nc * elem);
+  if (!n) return false;
+  *arr = n;
+  *cap = nc;
+  return true;
+}
+
+/* Gives back most of *arr once fewer than a quarter of its *cap elements are used. */
+static inline void shrink_arr(void **arr, uint32_t *cap, uint32_t used, size_t elem) {
+  if (*cap <= 64 || used >= *cap / 4) return;
+  uint32_t nc = 64;
+  while (nc < used * 2)
+    nc *= 2;
+  void *n = realloc(*arr, (size_t)nc * elem);
+  if (!n) return;
+  *arr = n;
+  *cap = nc;
+}
 
 /* qsort that tolerates (NULL, 0): UBSan rejects a NULL base even for zero elements. */
 static inline void ix_sort(void *b, size_t n, size_t sz, int (*cmp)(const void *, const void *)) {
@@ -394,8 +445,32 @@ bool ix_pins_wait(ic_index_t *ix, int timeout_ms);
  * no ingest in progress): live records with no entry become dead, dead ones with nothing
  * pending release their string. */
 void scope_release_reps(scope_t *sc);
-/* Frees interned strings nothing refers to any more (maintenance; takes the dir lock). */
-void ix_reclaim_strings(ic_index_t *ix);
+/* Record lifecycle (records.c). Creation under the dir write lock; a record nothing refers to
+ * any more is unlinked and freed by ic_index_reclaim (see the design note there). */
+tmrec_t *tm_get_locked(ic_index_t *ix, uint32_t tenant, uint32_t model);
+scope_t *scope_get_locked(ic_index_t *ix, uint32_t tenant, uint32_t model, uint32_t scheme);
+/* The ingest's write hold of the scope of (tenant, model, scheme): sc as resolved, or the live
+ * scope that replaced it when sc was retired meanwhile (NULL on ENOMEM). Marks it busy until
+ * scope_wrun_ingest, so that it is not retired between the ingest's write holds. */
+scope_t *scope_wr_ingest(ic_index_t *ix, scope_t *sc, uint32_t tenant, uint32_t model,
+                         uint32_t scheme);
+void scope_wrun_ingest(scope_t *sc);
+/* Write-locks the stats of (tenant, model): tm as resolved, or the live record that replaced it
+ * (NULL on ENOMEM, nothing locked). */
+tmrec_t *tm_stats_wrlock(ic_index_t *ix, tmrec_t *tm, uint32_t tenant, uint32_t model);
+/* A record may have lost its last reference (a scope's last key, a stats row): the next
+ * reclaim looks. Cheap; call freely. */
+static inline void ix_note_idle(ic_index_t *ix) {
+  if (!atomic_load_explicit(&ix->idle_hint, memory_order_relaxed))
+    atomic_store_explicit(&ix->idle_hint, true, memory_order_relaxed);
+}
+/* Frees the memory of a scope's tables (store.c); records.c drops its string references. */
+void scope_free(scope_t *sc);
+/* Every record, at ic_index_destroy. */
+void ix_records_destroy(ic_index_t *ix);
+/* Folds the changed distinct counters into the gauge (callback or not): after it, a record
+ * that is not dirty has reported == distinct. */
+void ix_report_drain(ic_index_t *ix);
 
 /* Resolution of request strings to ids without inserting (read lock taken inside). */
 uint32_t ix_find_str(ic_index_t *ix, const char *s);
@@ -535,6 +610,8 @@ void evq_note(ic_index_t *ix, scope_t *sc, part_t *p, uint64_t key, uint32_t fla
               int64_t ts, uint64_t eff);
 void evq_enforce_cap(ic_index_t *ix, int64_t evicted[2]);
 void evq_free(ic_index_t *ix);
+/* Drops the queued candidates of retired scopes (before records.c frees them). */
+void evq_forget_retired(ic_index_t *ix);
 
 /* Removal primitive (store.c): removes holder index hi of slot s (caller holds scope write
  * lock). `dead` = holder belongs to a cleared rep (counters already adjusted). */

@@ -116,9 +116,9 @@ static float queue_pending(const tmrec_t *tm, uint32_t id, int64_t now,
   return extra > 0 ? q + extra : q;
 }
 
-int ic_index_result_rank_by_load(ic_index_t *ix, ic_index_result_t *r, const char *tenant,
-                                 const char *model, int64_t prompt_tokens,
-                                 const ic_index_load_cfg_t *cfg, bool *changed) {
+static int rank_by_load(ic_index_t *ix, ic_index_result_t *r, const char *tenant,
+                        const char *model, int64_t prompt_tokens, const ic_index_load_cfg_t *cfg,
+                        bool *changed) {
   *changed = false;
   size_t n;
   ic_index_row_t *rows = ix_result_rows_mut(r, &n);
@@ -179,8 +179,21 @@ int ic_index_result_rank_by_load(ic_index_t *ix, ic_index_result_t *r, const cha
   return rc;
 }
 
-bool ic_index_replica_overloaded(ic_index_t *ix, const char *tenant, const char *model,
-                                 const char *replica, const ic_index_load_cfg_t *cfg) {
+/* The public entry points run pinned: the (tenant, model) record they resolve stays allocated
+ * until they return (records.c). */
+int ic_index_result_rank_by_load(ic_index_t *ix, ic_index_result_t *r, const char *tenant,
+                                 const char *model, int64_t prompt_tokens,
+                                 const ic_index_load_cfg_t *cfg, bool *changed) {
+  *changed = false;
+  if (!ix) return 0;
+  pin_t pn = ix_pin(ix);
+  int rc = rank_by_load(ix, r, tenant, model, prompt_tokens, cfg, changed);
+  ix_unpin(ix, pn);
+  return rc;
+}
+
+static bool replica_overloaded(ic_index_t *ix, const char *tenant, const char *model,
+                               const char *replica, const ic_index_load_cfg_t *cfg) {
   if (!ix || !replica) return false;
   tmrec_t *tm = ix_find_tm(ix, ix_find_str(ix, tenant), ix_find_str(ix, model));
   if (!tm) return false;
@@ -193,9 +206,18 @@ bool ic_index_replica_overloaded(ic_index_t *ix, const char *tenant, const char 
   return q >= 0 && overloaded(q, f.mean, cfg);
 }
 
-bool ic_index_least_loaded_replica(ic_index_t *ix, const char *tenant, const char *model,
-                                   const char *prefer, uint64_t tiebreak,
-                                   const ic_index_load_cfg_t *cfg, const char **replica) {
+bool ic_index_replica_overloaded(ic_index_t *ix, const char *tenant, const char *model,
+                                 const char *replica, const ic_index_load_cfg_t *cfg) {
+  if (!ix) return false;
+  pin_t pn = ix_pin(ix);
+  bool o = replica_overloaded(ix, tenant, model, replica, cfg);
+  ix_unpin(ix, pn);
+  return o;
+}
+
+static bool least_loaded_replica(ic_index_t *ix, const char *tenant, const char *model,
+                                 const char *prefer, uint64_t tiebreak,
+                                 const ic_index_load_cfg_t *cfg, const char **replica) {
   if (!ix || !cfg || !replica) return false;
   tmrec_t *tm = ix_find_tm(ix, ix_find_str(ix, tenant), ix_find_str(ix, model));
   if (!tm) return false;
@@ -249,4 +271,14 @@ bool ic_index_least_loaded_replica(ic_index_t *ix, const char *tenant, const cha
                  ? prefer
                  : best;
   return true;
+}
+
+bool ic_index_least_loaded_replica(ic_index_t *ix, const char *tenant, const char *model,
+                                   const char *prefer, uint64_t tiebreak,
+                                   const ic_index_load_cfg_t *cfg, const char **replica) {
+  if (!ix) return false;
+  pin_t pn = ix_pin(ix);
+  bool ok = least_loaded_replica(ix, tenant, model, prefer, tiebreak, cfg, replica);
+  ix_unpin(ix, pn);
+  return ok;
 }

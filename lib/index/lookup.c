@@ -87,8 +87,15 @@ const ic_index_row_t *ic_index_result_rows(const ic_index_result_t *r) {
   return r ? r->rows : NULL;
 }
 
+/* A result that captured keys holds its scope (records.c frees no scope a result holds). */
+static void result_release_scope(ic_index_result_t *r) {
+  if (r->sc) atomic_fetch_sub_explicit(&r->sc->results, 1, memory_order_release);
+  r->sc = NULL;
+}
+
 void ic_index_result_free(ic_index_result_t *r) {
   if (!r) return;
+  result_release_scope(r);
   free(r->route_names);
   free(r->routes);
   free(r->rows);
@@ -100,6 +107,7 @@ void ic_index_result_free(ic_index_result_t *r) {
 }
 
 static void result_drop_caps(ic_index_result_t *r) {
+  result_release_scope(r);
   free(r->keys);
   free(r->kflags);
   free(r->kgen);
@@ -124,7 +132,11 @@ static int capture_keys(ic_index_result_t *r, scope_t *sc, const part_t *p, cons
     r->kgen[i] = (kfl[i] & M_LONG) && keys[i] < sc->nblobs ? sc->blobs[keys[i]].gen : 0;
   }
   r->nkeys = n;
-  r->sc = sc;
+  if (r->sc != sc) { /* taken under sc's read lock: it has keys, so it is not being retired */
+    result_release_scope(r);
+    atomic_fetch_add_explicit(&sc->results, 1, memory_order_relaxed);
+    r->sc = sc;
+  }
   r->part = p->idx;
   return 0;
 }
@@ -568,8 +580,10 @@ int ic_index_lookup(ic_index_t *ix, const ic_index_lookup_t *req, ic_index_resul
   ic_index_result_t *r = result_new(ix);
   if (!r) return IC_ENOMEM;
   lctx_t c;
+  pin_t pn = ix_pin(ix); /* the records resolved below (records.c) */
   ctx_init(&c, ix, req);
   int rc = prefix_lookup(&c, r);
+  ix_unpin(ix, pn);
   if (rc) {
     ic_index_result_free(r);
     return rc;
@@ -636,11 +650,13 @@ int ic_index_lookup_route(ic_index_t *ix, const ic_index_lookup_t *req, ic_index
   bool chain = chain_bearing(req);
   if (chain && req->n_block_hashes != req->n_block_token_counts) return 0;
   lctx_t c;
+  pin_t pn = ix_pin(ix); /* the records resolved below (records.c) */
   ctx_init(&c, ix, req);
   int rc = prefix_lookup(&c, r);
   if (rc) goto fail;
   if (r->n) {
     r->strategy = IC_INDEX_STRATEGY_PREFIX_MATCH;
+    ix_unpin(ix, pn);
     return 0;
   }
   result_drop_caps(r);
@@ -648,12 +664,15 @@ int ic_index_lookup_route(ic_index_t *ix, const ic_index_lookup_t *req, ic_index
     if ((rc = tenant_hot(&c, r))) goto fail;
     if (r->n) {
       r->strategy = IC_INDEX_STRATEGY_TENANT_HOT;
+      ix_unpin(ix, pn);
       return 0;
     }
   }
   r->strategy = classify_miss(&c);
+  ix_unpin(ix, pn);
   return 0;
 fail:
+  ix_unpin(ix, pn);
   ic_index_result_free(r);
   *out = NULL;
   return rc;
@@ -661,30 +680,39 @@ fail:
 
 /* ---------------------------------------------------------------- presence, affinity */
 
+/* Every reader below runs pinned: the records it resolves stay allocated until it returns. */
 bool ic_index_has_any_for_tenant(ic_index_t *ix, const char *tenant) {
+  pin_t pn = ix_pin(ix);
   tenantrec_t *tr = ix_find_tenant(ix, ix_find_str(ix, tenant));
-  return tr && atomic_load(&tr->distinct) > 0;
+  bool any = tr && atomic_load(&tr->distinct) > 0;
+  ix_unpin(ix, pn);
+  return any;
 }
 
 bool ic_index_has_any_for_tenant_model(ic_index_t *ix, const char *tenant, const char *model) {
+  pin_t pn = ix_pin(ix);
   tmrec_t *tm = ix_find_tm(ix, ix_find_str(ix, tenant), ix_find_str(ix, model));
-  return tm && atomic_load(&tm->distinct) > 0;
+  bool any = tm && atomic_load(&tm->distinct) > 0;
+  ix_unpin(ix, pn);
+  return any;
 }
 
 bool ic_index_has_any_for_tenant_model_scheme(ic_index_t *ix, const char *tenant, const char *model,
                                               const char *scheme) {
+  pin_t pn = ix_pin(ix);
   scope_t *sc =
       ix_find_scope(ix, ix_find_str(ix, tenant), ix_find_str(ix, model), ix_find_str(ix, scheme));
-  return sc && atomic_load(&sc->serving) > 0;
+  bool any = sc && atomic_load(&sc->serving) > 0;
+  ix_unpin(ix, pn);
+  return any;
 }
 
 static int str_ptr_cmp(const void *x, const void *y) {
   return strcmp(*(const char *const *)x, *(const char *const *)y);
 }
 
-bool ic_index_affinity_hint(ic_index_t *ix, const char *tenant, const char *model,
-                            const char *scheme, const uint8_t *seed, size_t seed_len,
-                            const char **replica) {
+static bool affinity_hint(ic_index_t *ix, const char *tenant, const char *model, const char *scheme,
+                          const uint8_t *seed, size_t seed_len, const char **replica) {
   if (!ix || !seed || seed_len == 0 || !*nz(scheme)) return false;
   scope_t *sc =
       ix_find_scope(ix, ix_find_str(ix, tenant), ix_find_str(ix, model), ix_find_str(ix, scheme));
@@ -712,6 +740,16 @@ bool ic_index_affinity_hint(ic_index_t *ix, const char *tenant, const char *mode
   return ok;
 }
 
+bool ic_index_affinity_hint(ic_index_t *ix, const char *tenant, const char *model,
+                            const char *scheme, const uint8_t *seed, size_t seed_len,
+                            const char **replica) {
+  if (!ix) return false;
+  pin_t pn = ix_pin(ix);
+  bool ok = affinity_hint(ix, tenant, model, scheme, seed, seed_len, replica);
+  ix_unpin(ix, pn);
+  return ok;
+}
+
 /* ---------------------------------------------------------------- reads */
 
 static int stats_row_cmp(const void *x, const void *y) {
@@ -719,8 +757,8 @@ static int stats_row_cmp(const void *x, const void *y) {
                 ((const ic_index_stats_row_t *)y)->replica_id);
 }
 
-int ic_index_cache_state(ic_index_t *ix, const char *tenant, const char *model,
-                         ic_index_stats_row_t **rows, size_t *n_rows, int64_t *total_prefixes) {
+static int cache_state(ic_index_t *ix, const char *tenant, const char *model,
+                       ic_index_stats_row_t **rows, size_t *n_rows, int64_t *total_prefixes) {
   if (!ix || !rows || !n_rows) return IC_EINVAL;
   *rows = NULL;
   *n_rows = 0;
@@ -748,6 +786,15 @@ int ic_index_cache_state(ic_index_t *ix, const char *tenant, const char *model,
   pthread_rwlock_unlock(&tm->stats_lock);
   ix_sort(*rows, *n_rows, sizeof **rows, stats_row_cmp);
   return 0;
+}
+
+int ic_index_cache_state(ic_index_t *ix, const char *tenant, const char *model,
+                         ic_index_stats_row_t **rows, size_t *n_rows, int64_t *total_prefixes) {
+  if (!ix) return IC_EINVAL;
+  pin_t pn = ix_pin(ix);
+  int rc = cache_state(ix, tenant, model, rows, n_rows, total_prefixes);
+  ix_unpin(ix, pn);
+  return rc;
 }
 
 static int count_cmp(const void *x, const void *y) {
@@ -855,7 +902,7 @@ static ic_index_snapshot_replica_t *snap_row(ic_index_t *ix, snapacc_t *a, uint3
   return &a->v[a->n++];
 }
 
-int ic_index_snapshot(ic_index_t *ix, ic_index_snapshot_t *out) {
+static int snapshot(ic_index_t *ix, ic_index_snapshot_t *out) {
   if (!ix || !out) return IC_EINVAL;
   memset(out, 0, sizeof *out);
   snapacc_t a = {0};
@@ -1019,6 +1066,14 @@ int ic_index_snapshot(ic_index_t *ix, ic_index_snapshot_t *out) {
   return 0;
 }
 
+int ic_index_snapshot(ic_index_t *ix, ic_index_snapshot_t *out) {
+  if (!ix) return IC_EINVAL;
+  pin_t pn = ix_pin(ix); /* the record copies it walks outside the directory lock */
+  int rc = snapshot(ix, out);
+  ix_unpin(ix, pn);
+  return rc;
+}
+
 void ic_index_snapshot_free(ic_index_snapshot_t *s) {
   if (!s) return;
   free(s->replicas);
@@ -1028,7 +1083,7 @@ void ic_index_snapshot_free(ic_index_snapshot_t *s) {
 
 /* ---------------------------------------------------------------- introspection */
 
-void ic_index_counters(ic_index_t *ix, ic_index_counters_t *out) {
+static void counters(ic_index_t *ix, ic_index_counters_t *out) {
   memset(out, 0, sizeof *out);
   out->total_entries = atomic_load(&ix->total_entries);
   out->reserved_entries = atomic_load(&ix->reserved_entries);
@@ -1064,9 +1119,15 @@ void ic_index_counters(ic_index_t *ix, ic_index_counters_t *out) {
   out->memory_bytes = mem;
 }
 
-int64_t ic_index_access_count(ic_index_t *ix, const char *tenant, const char *model,
-                              const char *scheme, const char *adapter, const uint8_t *hash,
-                              size_t hash_len, const char *replica) {
+void ic_index_counters(ic_index_t *ix, ic_index_counters_t *out) {
+  pin_t pn = ix_pin(ix);
+  counters(ix, out);
+  ix_unpin(ix, pn);
+}
+
+static int64_t access_count(ic_index_t *ix, const char *tenant, const char *model,
+                            const char *scheme, const char *adapter, const uint8_t *hash,
+                            size_t hash_len, const char *replica) {
   scope_t *sc =
       ix_find_scope(ix, ix_find_str(ix, tenant), ix_find_str(ix, model), ix_find_str(ix, scheme));
   uint32_t ad = ix_find_str(ix, adapter), rid = ix_find_str(ix, replica);
@@ -1088,4 +1149,13 @@ int64_t ic_index_access_count(ic_index_t *ix, const char *tenant, const char *mo
   }
   ixlock_rdun(&sc->lock);
   return res;
+}
+
+int64_t ic_index_access_count(ic_index_t *ix, const char *tenant, const char *model,
+                              const char *scheme, const char *adapter, const uint8_t *hash,
+                              size_t hash_len, const char *replica) {
+  pin_t pn = ix_pin(ix);
+  int64_t n = access_count(ix, tenant, model, scheme, adapter, hash, hash_len, replica);
+  ix_unpin(ix, pn);
+  return n;
 }

@@ -69,7 +69,7 @@ fail:
 
 static void slots_free(slot_t *s, uint32_t cap);
 
-static void scope_free(scope_t *sc) {
+void scope_free(scope_t *sc) {
   for (uint32_t i = 0; i < sc->nparts; i++) {
     part_t *p = sc->parts[i];
     for (uint32_t s = 0; s < SUBS; s++) {
@@ -103,26 +103,7 @@ static void scope_free(scope_t *sc) {
 void ic_index_destroy(ic_index_t *ix) {
   if (!ix) return;
   ix_spec_free(ix);
-  for (uint32_t i = 0; i < ix->nscopes; i++)
-    scope_free(ix->scopes[i]);
-  free(ix->scopes);
-  for (uint32_t i = 0; i < ix->ntms; i++) {
-    tmrec_t *tm = ix->tms[i];
-    free(tm->scopes);
-    free(tm->stats);
-    u64map_free(&tm->stat_map);
-    pthread_rwlock_destroy(&tm->stats_lock);
-    free(tm);
-  }
-  free(ix->tms);
-  for (uint32_t i = 0; i < ix->ntenants; i++) {
-    free(ix->tenants[i]->qk);
-    free(ix->tenants[i]);
-  }
-  free(ix->tenants);
-  u64map_free(&ix->tenant_map);
-  u64map_free(&ix->tm_map);
-  u64map_free(&ix->scope_map);
+  ix_records_destroy(ix);
   u64map_free(&ix->reported);
   strtab_free(&ix->strs);
   free(ix->retired);
@@ -163,167 +144,9 @@ ic_index_eviction_t ix_algo_for(ic_index_t *ix, uint32_t tenant) {
              : IC_INDEX_EVICT_LRU;
 }
 
-/* ---------------------------------------------------------------- directory */
-
-uint32_t ix_find_str(ic_index_t *ix, const char *s) {
-  s = nz(s);
-  pthread_rwlock_rdlock(&ix->dir);
-  uint32_t id = strtab_find(&ix->strs, s, strlen(s));
-  pthread_rwlock_unlock(&ix->dir);
-  return id;
-}
-
-static uint64_t scope_hkey(uint32_t t, uint32_t m, uint32_t s) {
-  return ic_mix64(((uint64_t)t << 32 | m) ^ ic_mix64(s + 0x51ed27ULL));
-}
-
-/* scope_map is keyed by a hash of the triple; collisions probe hash+1 (values are scope
- * indices + 1, verified against the stored ids). */
-static scope_t *scope_lookup_locked(ic_index_t *ix, uint32_t t, uint32_t m, uint32_t s) {
-  uint64_t h = scope_hkey(t, m, s), v;
-  while (u64map_get(&ix->scope_map, h, &v)) {
-    scope_t *sc = ix->scopes[v - 1];
-    if (sc->tenant == t && sc->model == m && sc->scheme == s) return sc;
-    h++;
-  }
-  return NULL;
-}
-
-scope_t *ix_find_scope(ic_index_t *ix, uint32_t t, uint32_t m, uint32_t s) {
-  if (t == UINT32_MAX || m == UINT32_MAX || s == UINT32_MAX) return NULL;
-  pthread_rwlock_rdlock(&ix->dir);
-  scope_t *sc = scope_lookup_locked(ix, t, m, s);
-  pthread_rwlock_unlock(&ix->dir);
-  return sc;
-}
-
-void ix_resolve(ic_index_t *ix, const char *const names[4], uint32_t ids[4], scope_t **sc,
-                tmrec_t **tm, tenantrec_t **tr) {
-  uint64_t v;
-  pthread_rwlock_rdlock(&ix->dir);
-  for (int i = 0; i < 4; i++)
-    ids[i] = strtab_find(&ix->strs, names[i], strlen(names[i]));
-  *sc = NULL;
-  *tm = NULL;
-  *tr = NULL;
-  if (ids[0] != UINT32_MAX && u64map_get(&ix->tenant_map, ids[0], &v))
-    *tr = (tenantrec_t *)(uintptr_t)v;
-  if (ids[0] != UINT32_MAX && ids[1] != UINT32_MAX) {
-    if (u64map_get(&ix->tm_map, (uint64_t)ids[0] << 32 | ids[1], &v)) *tm = (tmrec_t *)(uintptr_t)v;
-    if (ids[2] != UINT32_MAX) *sc = scope_lookup_locked(ix, ids[0], ids[1], ids[2]);
-  }
-  pthread_rwlock_unlock(&ix->dir);
-}
-
-tmrec_t *ix_find_tm(ic_index_t *ix, uint32_t t, uint32_t m) {
-  if (t == UINT32_MAX || m == UINT32_MAX) return NULL;
-  uint64_t v;
-  pthread_rwlock_rdlock(&ix->dir);
-  bool f = u64map_get(&ix->tm_map, (uint64_t)t << 32 | m, &v);
-  pthread_rwlock_unlock(&ix->dir);
-  return f ? (tmrec_t *)(uintptr_t)v : NULL;
-}
-
-tenantrec_t *ix_find_tenant(ic_index_t *ix, uint32_t t) {
-  if (t == UINT32_MAX) return NULL;
-  uint64_t v;
-  pthread_rwlock_rdlock(&ix->dir);
-  bool f = u64map_get(&ix->tenant_map, t, &v);
-  pthread_rwlock_unlock(&ix->dir);
-  return f ? (tenantrec_t *)(uintptr_t)v : NULL;
-}
-
-static bool grow_arr(void **arr, uint32_t *cap, uint32_t need, size_t elem) {
-  if (need <= *cap) return true;
-  uint32_t nc = *cap ? *cap * 2 : 4;
-  while (nc < need)
-    nc *= 2;
-  void *n = realloc(*arr, (size_t)nc * elem);
-  if (!n) return false;
-  *arr = n;
-  *cap = nc;
-  return true;
-}
-
-/* Write-locked directory insertions. */
-static tenantrec_t *tenant_get_locked(ic_index_t *ix, uint32_t t) {
-  uint64_t v;
-  if (u64map_get(&ix->tenant_map, t, &v)) return (tenantrec_t *)(uintptr_t)v;
-  if (!grow_arr((void **)&ix->tenants, &ix->captenants, ix->ntenants + 1, sizeof(void *)))
-    return NULL;
-  tenantrec_t *tr = calloc(1, sizeof *tr);
-  if (!tr) return NULL;
-  tr->tenant = t;
-  strtab_ref(&ix->strs, t); /* records live as long as the index */
-  const char *name = ix_str(ix, t);
-  for (size_t i = 0; i < ix->nreserved; i++)
-    if (strcmp(ix->reserved[i], name) == 0) tr->reserved = true;
-  atomic_store(&tr->algo, IC_INDEX_EVICT_LRU);
-  atomic_store(&tr->qthr, INT64_MIN);
-  if (u64map_put(&ix->tenant_map, t, (uint64_t)(uintptr_t)tr)) {
-    free(tr);
-    return NULL;
-  }
-  ix->tenants[ix->ntenants++] = tr;
-  return tr;
-}
-
-static tmrec_t *tm_get_locked(ic_index_t *ix, uint32_t t, uint32_t m) {
-  uint64_t v;
-  if (u64map_get(&ix->tm_map, (uint64_t)t << 32 | m, &v)) return (tmrec_t *)(uintptr_t)v;
-  if (!tenant_get_locked(ix, t)) return NULL;
-  if (!grow_arr((void **)&ix->tms, &ix->captms, ix->ntms + 1, sizeof(void *))) return NULL;
-  tmrec_t *tm = calloc(1, sizeof *tm);
-  if (!tm) return NULL;
-  tm->tenant = t;
-  tm->model = m;
-  uint64_t trv = 0;
-  u64map_get(&ix->tenant_map, t, &trv);
-  tm->reserved = ((tenantrec_t *)(uintptr_t)trv)->reserved;
-  pthread_rwlock_init(&tm->stats_lock, NULL);
-  if (u64map_put(&ix->tm_map, (uint64_t)t << 32 | m, (uint64_t)(uintptr_t)tm)) {
-    pthread_rwlock_destroy(&tm->stats_lock);
-    free(tm);
-    return NULL;
-  }
-  ix->tms[ix->ntms++] = tm;
-  strtab_ref(&ix->strs, m);
-  return tm;
-}
-
-static scope_t *scope_get_locked(ic_index_t *ix, uint32_t t, uint32_t m, uint32_t s) {
-  scope_t *sc = scope_lookup_locked(ix, t, m, s);
-  if (sc) return sc;
-  tmrec_t *tm = tm_get_locked(ix, t, m);
-  if (!tm) return NULL;
-  if (!grow_arr((void **)&ix->scopes, &ix->capscopes, ix->nscopes + 1, sizeof(void *))) return NULL;
-  if (!grow_arr((void **)&tm->scopes, &tm->capscopes, tm->nscopes + 1, sizeof(void *))) return NULL;
-  sc = calloc(1, sizeof *sc);
-  if (!sc) return NULL;
-  pthread_mutex_init(&sc->wlock, NULL);
-  pthread_mutex_init(&sc->lfu_lock, NULL);
-  sc->ix = ix;
-  sc->id = ix->nscopes;
-  sc->tenant = t;
-  sc->model = m;
-  sc->scheme = s;
-  sc->tm = tm;
-  uint64_t v;
-  u64map_get(&ix->tenant_map, t, &v);
-  sc->tr = (tenantrec_t *)(uintptr_t)v;
-  sc->reserved = sc->tr->reserved;
-  uint64_t h = scope_hkey(t, m, s);
-  while (u64map_get(&ix->scope_map, h, NULL))
-    h++;
-  if (u64map_put(&ix->scope_map, h, (uint64_t)sc->id + 1)) {
-    scope_free(sc);
-    return NULL;
-  }
-  ix->scopes[ix->nscopes++] = sc;
-  tm->scopes[tm->nscopes++] = sc;
-  strtab_ref(&ix->strs, s);
-  return sc;
-}
+/* ---------------------------------------------------------------- directory
+ * The directory (tenant, (tenant, model) and scope records: lookup, creation, reclamation)
+ * lives in records.c. */
 
 /* Interns the strings of an update/event under the dir lock (read first, write on miss). */
 /* Interns the strings of an update/event under the dir lock (read first, write on miss) and
@@ -727,12 +550,13 @@ uint64_t store_entry_eff(scope_t *sc, part_t *p, const slot_t *s, const holder_t
 
 static void distinct_add(scope_t *sc, int64_t d) {
   ic_index_t *ix = sc->ix;
+  if (atomic_fetch_add(&sc->distinct, d) == -d) ix_note_idle(ix); /* its last key went */
   atomic_fetch_add(&ix->distinct_keys, d);
   tmrec_t *tm = sc->tm;
   atomic_fetch_add(&tm->distinct, d);
   atomic_fetch_add(&sc->tr->distinct, d);
   if (!atomic_load_explicit(&tm->dirty, memory_order_relaxed) && !atomic_exchange(&tm->dirty, true)) {
-    tmrec_t *head = atomic_load(&ix->dirty_tms); /* push: records are never freed, no ABA */
+    tmrec_t *head = atomic_load(&ix->dirty_tms); /* push: a dirty record is not freed, no ABA */
     do
       tm->dirty_next = head;
     while (!atomic_compare_exchange_weak(&ix->dirty_tms, &head, tm));
@@ -1034,6 +858,7 @@ static scope_t **snapshot_scopes(ic_index_t *ix, uint32_t *n) {
 size_t ic_index_maintain(ic_index_t *ix, size_t budget) {
   if (atomic_load_explicit(&ix->dead_pending, memory_order_relaxed) <= 0) return 0;
   uint32_t n;
+  pin_t pn = ix_pin(ix); /* the scopes of the copy below */
   scope_t **v = snapshot_scopes(ix, &n);
   size_t chunks = budget / SWEEP_CHUNK + 1, left = 0; /* budget is in slots */
   for (uint32_t i = 0; i < n; i++) {
@@ -1041,6 +866,7 @@ size_t ic_index_maintain(ic_index_t *ix, size_t budget) {
     if (more) left += SWEEP_CHUNK;
     chunks = chunks > 1 ? chunks - 1 : 0;
   }
+  ix_unpin(ix, pn);
   free(v);
   return left;
 }
@@ -1073,7 +899,9 @@ int ic_index_ingest(ic_index_t *ix, const ic_index_update_t *u) {
   uint32_t id[5];
   int rc = intern_ids(ix, names, id, 5);
   if (rc) return rc;
+  pin_t pn = ix_pin(ix); /* the records it resolves, and cap candidates compared unlocked */
   rc = ingest(ix, u, id);
+  ix_unpin(ix, pn);
   unref_ids(ix, id, 5);
   ix_spec_on_ingest(ix, u); /* real blocks replace speculative ones (speculative.c) */
   return rc;
@@ -1129,7 +957,12 @@ static int ingest(ic_index_t *ix, const ic_index_update_t *u, const uint32_t id[
     }
     size_t done = 0;
     delta_t dl = {0, 0};
-    scope_wr(sc);
+    if (!(sc = scope_wr_ingest(ix, sc, id[2], id[1], id[3]))) {
+      for (size_t k = 0; k < u->n_prefixes; k++)
+        if (u->prefixes[k].adapter && *u->prefixes[k].adapter) strtab_unref(&ix->strs, ad[k]);
+      free(ad);
+      return IC_ENOMEM;
+    }
     uint32_t rep = rep_live(sc, id[0], true);
     uint32_t ts_id = time_intern(sc, ts);
     /* hold a reference on ts_id across lock drops so it is not recycled */
@@ -1182,7 +1015,7 @@ static int ingest(ic_index_t *ix, const ic_index_update_t *u, const uint32_t id[
     }
     if (ts_id != UINT32_MAX) time_unref(sc, ts_id);
     flush_delta(sc, &dl);
-    scope_wrun(sc);
+    scope_wrun_ingest(sc);
     for (size_t k = 0; k < u->n_prefixes; k++) /* partitions hold their own references */
       if (u->prefixes[k].adapter && *u->prefixes[k].adapter) strtab_unref(&ix->strs, ad[k]);
     free(ad);
@@ -1200,18 +1033,21 @@ static int ingest(ic_index_t *ix, const ic_index_update_t *u, const uint32_t id[
       float ku = row.s.kv_usage;
       row.s.kv_usage = !isfinite(ku) || ku < 0 ? 0 : ku > 1 ? 1 : ku;
     }
-    pthread_rwlock_wrlock(&tm->stats_lock);
     uint64_t v;
-    if (u64map_get(&tm->stat_map, id[0], &v)) {
-      tm->stats[v] = row;
-    } else if (grow_arr((void **)&tm->stats, &tm->capstats, tm->nstats + 1, sizeof(statrow_t)) &&
-               !u64map_put(&tm->stat_map, id[0], tm->nstats)) {
-      tm->stats[tm->nstats++] = row;
-      strtab_ref(&ix->strs, id[0]);
-    } else if (!rc) {
-      rc = IC_ENOMEM;
+    if (!(tm = tm_stats_wrlock(ix, tm, id[2], id[1]))) {
+      if (!rc) rc = IC_ENOMEM;
+    } else {
+      if (u64map_get(&tm->stat_map, id[0], &v)) {
+        tm->stats[v] = row;
+      } else if (grow_arr((void **)&tm->stats, &tm->capstats, tm->nstats + 1, sizeof(statrow_t)) &&
+                 !u64map_put(&tm->stat_map, id[0], tm->nstats)) {
+        tm->stats[tm->nstats++] = row;
+        strtab_ref(&ix->strs, id[0]);
+      } else if (!rc) {
+        rc = IC_ENOMEM;
+      }
+      pthread_rwlock_unlock(&tm->stats_lock);
     }
-    pthread_rwlock_unlock(&tm->stats_lock);
     if (ix->cfg.on_change) {
       ic_index_change_t ch = {.type = IC_INDEX_CHANGE_REPLICA_UPDATED,
                               .tenant = ix_str(ix, id[2]),
@@ -1227,9 +1063,7 @@ static int ingest(ic_index_t *ix, const ic_index_update_t *u, const uint32_t id[
   int64_t qev = has_quota ? quota_enforce(ix, id[2], budget, now, IC_INDEX_REASON_QUOTA) : 0;
   int64_t cev[2] = {0, 0};
   if (ix->cfg.cap_fair_share) fair_share_enforce(ix, now, cev);
-  pin_t pn = ix_pin(ix); /* cap candidates carry replica string ids compared unlocked */
-  evq_enforce_cap(ix, cev);
-  ix_unpin(ix, pn);
+  evq_enforce_cap(ix, cev); /* pinned by the caller: candidates name replicas by string id */
   if (ix->cfg.add_tenant_evictions && qev > 0)
     ix->cfg.add_tenant_evictions(ix->cfg.metrics_ud, ix_str(ix, id[2]), "over_entries", qev);
   report_evictions(ix, cev, "cap");
@@ -1367,8 +1201,14 @@ static void quota_rebuild(ic_index_t *ix, tenantrec_t *tr, scope_t **mine, uint3
   if (keep) atomic_store(&tr->qthr, ks[keep - 1].age);
 }
 
+static int scope_seq_cmp(const void *x, const void *y) {
+  uint64_t a = (*(scope_t *const *)x)->seq, b = (*(scope_t *const *)y)->seq;
+  return a < b ? -1 : a > b;
+}
+
 /* Quota enforcement, only when over budget. It takes every scope of the tenant in
- * write mode, in scope-id order, and evicts whole keys in the reference's order from the
+ * write mode, in creation order (scope seq: ix->scopes is reordered as records are freed), and
+ * evicts whole keys in the reference's order from the
  * cached order (quota_rebuild), rebuilding it when a writer invalidated it or it ran out. */
 static int64_t quota_enforce(ic_index_t *ix, uint32_t tenant, int64_t budget, int64_t now,
                              ic_index_change_reason_t why) {
@@ -1386,6 +1226,7 @@ static int64_t quota_enforce(ic_index_t *ix, uint32_t tenant, int64_t budget, in
   for (uint32_t i = 0; i < n; i++)
     if (all[i]->tenant == tenant) mine[m++] = all[i];
   free(all);
+  ix_sort(mine, m, sizeof *mine, scope_seq_cmp); /* one lock order for concurrent passes */
   /* finish pending clears first so the distinct count is exact */
   for (uint32_t i = 0; i < m; i++)
     while (scope_reclaim(mine[i], SUBS)) {
@@ -1570,6 +1411,7 @@ static int apply_event(ic_index_t *ix, const ic_index_event_t *ev) {
         tm->stats[v] = tm->stats[last];
         u64map_put(&tm->stat_map, tm->stats[v].replica, v);
       }
+      if (!tm->nstats) ix_note_idle(ix); /* the record may be unreferenced now */
     }
     pthread_rwlock_unlock(&tm->stats_lock);
     (void)had;
@@ -1600,8 +1442,17 @@ static bool pred_expired_or_dead(scope_t *sc, const holder_t *h, void *ud) {
   return sc->reps[META_REP(h->meta)].dead || age_ns(s->now, sc->times[h->ts].ns) >= s->ttl;
 }
 
+static int64_t evict_expired(ic_index_t *ix);
+
 int64_t ic_index_evict_expired(ic_index_t *ix) {
   ic_index_predict_expire(ix);
+  pin_t pn = ix_pin(ix); /* the records it walks outside the directory lock */
+  int64_t n = evict_expired(ix);
+  ix_unpin(ix, pn);
+  return n;
+}
+
+static int64_t evict_expired(ic_index_t *ix) {
   int64_t now = ix_now(ix);
   int64_t ev[2] = {0, 0}, total = 0;
   uint32_t n;
@@ -1662,6 +1513,7 @@ int64_t ic_index_evict_expired(ic_index_t *ix) {
           tm->stats[k] = tm->stats[last];
           u64map_put(&tm->stat_map, tm->stats[k].replica, k);
         }
+        if (!tm->nstats) ix_note_idle(ix);
       } else {
         k++;
       }
@@ -1681,8 +1533,11 @@ int64_t ic_index_evict_expired(ic_index_t *ix) {
  * number of (tenant, model) pairs — 1,000 new pairs took 48 s next to 4,000 others). A model's
  * gauge is set whenever one of its records changed; a model that drains to 0 is set to 0 once. */
 void ix_report_entries(ic_index_t *ix) {
-  if (!ix->cfg.set_index_entries || !atomic_load_explicit(&ix->dirty_tms, memory_order_relaxed))
-    return;
+  if (ix->cfg.set_index_entries) ix_report_drain(ix);
+}
+
+void ix_report_drain(ic_index_t *ix) {
+  if (!atomic_load_explicit(&ix->dirty_tms, memory_order_relaxed)) return;
   pthread_mutex_lock(&ix->report_lock);
   tmrec_t *tm = atomic_exchange(&ix->dirty_tms, NULL);
   while (tm) {
@@ -1690,7 +1545,7 @@ void ix_report_entries(ic_index_t *ix) {
     atomic_store(&tm->dirty, false);
     int64_t d = atomic_load(&tm->distinct), delta = d - tm->reported;
     tm->reported = d;
-    if (!tm->reserved && delta) {
+    if (!tm->reserved && delta && ix->cfg.set_index_entries) {
       uint64_t v = 0;
       u64map_get(&ix->reported, tm->model, &v);
       int64_t total = (int64_t)v + delta;
@@ -1698,7 +1553,7 @@ void ix_report_entries(ic_index_t *ix) {
         u64map_put(&ix->reported, tm->model, (uint64_t)total);
       else
         u64map_del(&ix->reported, tm->model);
-      /* the record holds its model's string for as long as the index lives */
+      /* the record holds its model's string (it is freed only once it reported 0) */
       ix->cfg.set_index_entries(ix->cfg.metrics_ud, ix_str(ix, tm->model), total > 0 ? total : 0);
     }
     tm = next;
@@ -1706,7 +1561,7 @@ void ix_report_entries(ic_index_t *ix) {
   pthread_mutex_unlock(&ix->report_lock);
 }
 
-/* ---------------------------------------------------------------- string reclaim */
+/* ---------------------------------------------------------------- guards (reclaim: records.c) */
 
 ic_index_guard_t ic_index_guard(ic_index_t *ix) {
   pin_t p = ix_pin(ix);
@@ -1715,36 +1570,6 @@ ic_index_guard_t ic_index_guard(ic_index_t *ix) {
 
 void ic_index_unguard(ic_index_t *ix, ic_index_guard_t g) {
   ix_unpin(ix, (pin_t){g.idx, g.stripe});
-}
-
-size_t ic_index_reclaim_strings(ic_index_t *ix) {
-  if (!ix) return 0;
-  pthread_mutex_lock(&ix->str_reclaim_lock);
-  uint32_t *ids, n;
-  pthread_rwlock_wrlock(&ix->dir);
-  strtab_unhash_zero(&ix->strs, &ids, &n);
-  pthread_rwlock_unlock(&ix->dir);
-  if (n && ix->nretired + n > ix->capretired) {
-    uint32_t nc = ix->capretired ? ix->capretired : 64;
-    while (nc < ix->nretired + n)
-      nc *= 2;
-    uint32_t *nr = realloc(ix->retired, nc * sizeof *nr);
-    if (nr) ix->retired = nr, ix->capretired = nc;
-  }
-  /* unhashed ids that do not fit are never freed (memory, not safety) */
-  for (uint32_t i = 0; i < n && ix->nretired < ix->capretired; i++)
-    ix->retired[ix->nretired++] = ids[i];
-  free(ids);
-  size_t freed = 0;
-  if (ix->nretired && ix_pins_wait(ix, 50)) {
-    pthread_rwlock_wrlock(&ix->dir);
-    strtab_release(&ix->strs, ix->retired, ix->nretired);
-    pthread_rwlock_unlock(&ix->dir);
-    freed = ix->nretired;
-    ix->nretired = 0;
-  }
-  pthread_mutex_unlock(&ix->str_reclaim_lock);
-  return freed;
 }
 
 size_t ic_index_string_count(ic_index_t *ix) {

@@ -50,8 +50,7 @@ bool u64map_get(const u64map_t *m, uint64_t k, uint64_t *v) {
   return f;
 }
 
-static int map_grow(u64map_t *m) {
-  uint32_t ncap = m->cap ? m->cap * 2 : 8;
+static int map_rehash(u64map_t *m, uint32_t ncap) {
   u64map_t n = {calloc(ncap, 8), calloc(ncap, 8), calloc(ncap, 1), ncap, 0};
   if (!n.keys || !n.vals || !n.used) {
     u64map_free(&n);
@@ -69,6 +68,16 @@ static int map_grow(u64map_t *m) {
   u64map_free(m);
   *m = n;
   return 0;
+}
+
+static int map_grow(u64map_t *m) { return map_rehash(m, m->cap ? m->cap * 2 : 8); }
+
+void u64map_shrink(u64map_t *m) {
+  if (m->cap <= 64 || (uint64_t)m->count * 8 >= m->cap) return;
+  uint32_t ncap = 64;
+  while ((uint64_t)m->count * 8 >= (uint64_t)ncap * 3) /* load <= 3/8 after the shrink */
+    ncap *= 2;
+  if (ncap < m->cap) map_rehash(m, ncap); /* ENOMEM: stays as it is */
 }
 
 int u64map_put(u64map_t *m, uint64_t k, uint64_t v) {
@@ -174,6 +183,20 @@ static bool chunk_alloc(strtab_t *t, uint32_t c) {
   return false;
 }
 
+/* Rebuilds the slots at ncap (a power of two above 2 x live); false on ENOMEM. */
+static bool strtab_rehash(strtab_t *t, uint32_t ncap) {
+  uint32_t hw = atomic_load(&t->n);
+  uint32_t *ns = calloc(ncap, sizeof *ns);
+  if (!ns) return false;
+  for (uint32_t k = 0; k < hw; k++)
+    if (t->hashed[k / STR_CHUNK][k % STR_CHUNK])
+      strtab_place(ns, ncap, ic_hash_bytes(strtab_get(t, k), strtab_len(t, k)), k);
+  free(t->slots);
+  t->slots = ns;
+  t->cap = ncap;
+  return true;
+}
+
 uint32_t strtab_intern(strtab_t *t, const char *p, size_t n) {
   uint32_t id = strtab_find(t, p, n);
   if (id != UINT32_MAX) return id;
@@ -181,17 +204,7 @@ uint32_t strtab_intern(strtab_t *t, const char *p, size_t n) {
   bool reuse = t->nfree > 0;
   id = reuse ? t->free_ids[t->nfree - 1] : hw;
   if (id / STR_CHUNK >= STR_MAXCHUNKS) return UINT32_MAX;
-  if ((t->live + 1) * 2 > t->cap) {
-    uint32_t ncap = t->cap * 2;
-    uint32_t *ns = calloc(ncap, sizeof *ns);
-    if (!ns) return UINT32_MAX;
-    for (uint32_t k = 0; k < hw; k++)
-      if (t->hashed[k / STR_CHUNK][k % STR_CHUNK])
-        strtab_place(ns, ncap, ic_hash_bytes(strtab_get(t, k), strtab_len(t, k)), k);
-    free(t->slots);
-    t->slots = ns;
-    t->cap = ncap;
-  }
+  if ((t->live + 1) * 2 > t->cap && !strtab_rehash(t, t->cap * 2)) return UINT32_MAX;
   uint32_t c = id / STR_CHUNK;
   if (!chunk_alloc(t, c)) return UINT32_MAX;
   char *s = malloc(n + 1);
@@ -268,6 +281,12 @@ void strtab_unhash_zero(strtab_t *t, uint32_t **out, uint32_t *n) {
   if (k == 0) {
     free(z);
     return;
+  }
+  if (t->cap > 64 && (uint64_t)t->live * 16 < t->cap) { /* most names went: shrink to load 1/4 */
+    uint32_t ncap = 64;
+    while (ncap < t->live * 4)
+      ncap *= 2;
+    strtab_rehash(t, ncap);
   }
   *out = z;
   *n = k;

@@ -5,7 +5,6 @@
 #include <errno.h>
 #include <jansson.h>
 #include <limits.h>
-#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -36,9 +35,7 @@ struct ic_prompt_registry {
   size_t n;
   prefix_cache cache;
   bool cache_on;
-  int max_in_flight;
-  _Atomic int in_flight;
-  ic_metric_family_t *tokenize_seconds, *cache_lookups, *shed;
+  ic_metric_family_t *tokenize_seconds, *cache_lookups;
 };
 
 static int cmp_model(const void *a, const void *b) {
@@ -225,8 +222,6 @@ int ic_prompt_registry_load(const char *dir, const ic_prompt_config_t *cfg,
   r->cache_on = !cfg->cache_off;
   r->tokenize_seconds = cfg->tokenize_seconds;
   r->cache_lookups = cfg->prefix_cache_lookups;
-  r->shed = cfg->shed;
-  r->max_in_flight = cfg->max_in_flight > 0 ? cfg->max_in_flight : 0;
   if (pc_init(&r->cache, cfg->cache_bytes ? cfg->cache_bytes : (size_t)64 << 20,
               cfg->cache_stride ? cfg->cache_stride : 1024)) {
     free(r->m);
@@ -304,23 +299,6 @@ int ic_prompt_render(ic_prompt_registry_t *r, const char *model_id, const char *
   return 0;
 }
 
-/* Sheds instead of queueing: a request beyond the bound gets its answer (fail open) at once. */
-static bool acquire(ic_prompt_registry_t *r, const model *m) {
-  if (!r->max_in_flight) return true;
-  if (atomic_fetch_add(&r->in_flight, 1) < r->max_in_flight) return true;
-  atomic_fetch_sub(&r->in_flight, 1);
-  if (r->shed) {
-    const char *lv[1] = {m->id};
-    ic_metric_t *c = ic_metric_child(r->shed, lv);
-    if (c) ic_metric_inc(c);
-  }
-  return false;
-}
-
-static void release(ic_prompt_registry_t *r) {
-  if (r->max_in_flight) atomic_fetch_sub(&r->in_flight, 1);
-}
-
 int ic_prompt_encode(ic_prompt_registry_t *r, const char *model_id, const char *text, size_t len,
                      size_t max_ids, ic_tok_ids *ids, ic_prompt_stats_t *st) {
   ic_prompt_stats_t local;
@@ -328,7 +306,6 @@ int ic_prompt_encode(ic_prompt_registry_t *r, const char *model_id, const char *
   memset(st, 0, sizeof *st);
   model *m = find(r, model_id);
   if (!m) return IC_ENOTFOUND;
-  if (!acquire(r, m)) return IC_EUNAVAIL;
   int64_t t0 = ic_clock_monotonic_ns();
   ic_buf_t b = IC_BUF_INIT;
   int rc = 0;
@@ -363,6 +340,5 @@ int ic_prompt_encode(ic_prompt_registry_t *r, const char *model_id, const char *
     ic_metric_t *h = ic_metric_child(r->tokenize_seconds, lv);
     if (h) ic_metric_observe(h, (double)(st->render_ns + st->tokenize_ns) / 1e9);
   }
-  release(r);
   return rc;
 }

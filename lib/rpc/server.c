@@ -169,6 +169,8 @@ struct ic_rpc_call {
   grpc_metadata timing;   /* IC_RPC_TIMING_TRAILER (opts.timing_trailer) */
   bool has_timing;
   int64_t arrive_ns;      /* when the call reached its thread; 0 = no timing trailer */
+  int64_t handler_ns;     /* when its handler started (deferred calls' timing trailer) */
+  bool deferred;          /* unary call answered by ic_rpc_deferred_reply (refs, mu in use) */
   int cancelled;
   tag_t t_new, t_recv, t_send, t_status, t_close;
   void *data;
@@ -213,8 +215,10 @@ struct ic_rpc_server {
   bool timing_trailer;
   atomic_bool shutting_down;
   bool shut_down;
-  pthread_mutex_t mu; /* live list, nlive */
+  pthread_mutex_t mu; /* live list, nlive, ndeferred */
   size_t nlive, max_streams;
+  size_t ndeferred;           /* deferred unary calls not yet freed (shutdown waits for them) */
+  pthread_cond_t deferred_cv; /* ndeferred dropped */
   uint64_t streams_refused;
   /* gRPC core aborts when a send batch races grpc_server_cancel_all_calls(); stream sends
    * take this lock shared, the cancel takes it exclusive and sets cancelled_all. */
@@ -414,6 +418,17 @@ static void call_free(ic_rpc_call_t *c) {
   free_chain(c->qhead);
   pthread_mutex_destroy(&c->mu);
   cq_thread_t *cqt = c->cqt;
+  /* A deferred call may be freed by the thread that answered it: only calls freed on their own
+   * completion-queue thread go back to its lock-free pool. */
+  if (c->deferred) {
+    ic_rpc_server_t *s = c->srv;
+    grpc_metadata_array_destroy(&c->md);
+    free(c);
+    pthread_mutex_lock(&s->mu);
+    if (--s->ndeferred == 0) pthread_cond_broadcast(&s->deferred_cv);
+    pthread_mutex_unlock(&s->mu);
+    return;
+  }
   if (c->m && c->m->kind == IC_RPC_UNARY && cqt->npool < CALL_POOL_MAX) {
     /* The metadata array keeps its storage (core grows it on demand); its slices belonged to
      * the finished call. */
@@ -692,6 +707,50 @@ static void start_recv(ic_rpc_call_t *c) {
   pthread_mutex_unlock(&c->mu);
 }
 
+static void set_timing(ic_rpc_call_t *c, int64_t h0) {
+  char v[64];
+  int vn = snprintf(v, sizeof v, "%lld,%lld,%lld", (long long)c->arrive_ns, (long long)h0,
+                    (long long)ic_clock_monotonic_ns());
+  c->timing.key = grpc_slice_from_static_string(IC_RPC_TIMING_TRAILER);
+  c->timing.value = grpc_slice_from_copied_buffer(v, (size_t)vn);
+  c->has_timing = true;
+}
+
+/* The batch that answers a unary call: initial metadata, the response (OK only), the status
+ * with its message and timing trailer, and, unless the call was deferred (its close has been
+ * awaited since ic_rpc_call_defer), the close. A deferred reply's message is copied; a
+ * handler's is static. */
+static grpc_call_error start_unary_reply(ic_rpc_call_t *c, int status, const void *resp, size_t len,
+                                         const char *msg) {
+  grpc_op ops[4];
+  memset(ops, 0, sizeof ops);
+  size_t n = 0;
+  ops[n++].op = GRPC_OP_SEND_INITIAL_METADATA;
+  if (status == IC_RPC_OK) {
+    c->final_bb = ic_rpc_bb_from((const uint8_t *)(resp ? resp : ""), len);
+    ops[n].op = GRPC_OP_SEND_MESSAGE;
+    ops[n++].data.send_message.send_message = c->final_bb;
+  }
+  ops[n].op = GRPC_OP_SEND_STATUS_FROM_SERVER;
+  ops[n].data.send_status_from_server.status = (grpc_status_code)status;
+  if (msg && *msg) {
+    c->status_details =
+        c->deferred ? grpc_slice_from_copied_string(msg) : grpc_slice_from_static_string(msg);
+    c->has_status_details = true;
+    ops[n].data.send_status_from_server.status_details = &c->status_details;
+  }
+  if (c->has_timing) {
+    ops[n].data.send_status_from_server.trailing_metadata_count = 1;
+    ops[n].data.send_status_from_server.trailing_metadata = &c->timing;
+  }
+  n++;
+  if (!c->deferred) {
+    ops[n].op = GRPC_OP_RECV_CLOSE_ON_SERVER;
+    ops[n++].data.recv_close_on_server.cancelled = &c->cancelled;
+  }
+  return grpc_call_start_batch(c->call, ops, n, &c->t_status, NULL);
+}
+
 static void handle_unary(ic_rpc_call_t *c) {
   cq_thread_t *cqt = c->cqt;
   method_t *m = c->m;
@@ -708,40 +767,70 @@ static void handle_unary(ic_rpc_call_t *c) {
     msg = "grpc: error unmarshalling request";
   } else {
     int64_t h0 = c->arrive_ns ? ic_clock_monotonic_ns() : 0;
+    c->handler_ns = h0;
     status = m->unary(m->ud, c, data, len, &cqt->resp, &msg);
-    if (c->arrive_ns) {
-      char v[64];
-      int vn = snprintf(v, sizeof v, "%lld,%lld,%lld", (long long)c->arrive_ns, (long long)h0,
-                        (long long)ic_clock_monotonic_ns());
-      c->timing.key = grpc_slice_from_static_string(IC_RPC_TIMING_TRAILER);
-      c->timing.value = grpc_slice_from_copied_buffer(v, (size_t)vn);
-      c->has_timing = true;
+    if (c->deferred) { /* answered by ic_rpc_deferred_reply; drop the handler's reference */
+      call_unref(c);
+      return;
     }
+    if (c->arrive_ns) set_timing(c, h0);
   }
-  grpc_op ops[4];
-  memset(ops, 0, sizeof ops);
-  size_t n = 0;
-  ops[n++].op = GRPC_OP_SEND_INITIAL_METADATA;
-  if (status == IC_RPC_OK) {
-    c->final_bb = ic_rpc_bb_from((const uint8_t *)(cqt->resp.data ? cqt->resp.data : ""), cqt->resp.len);
-    ops[n].op = GRPC_OP_SEND_MESSAGE;
-    ops[n++].data.send_message.send_message = c->final_bb;
+  if (start_unary_reply(c, status, cqt->resp.data, cqt->resp.len, msg) != GRPC_CALL_OK)
+    call_free(c);
+}
+
+/* ------------------------------------------------------------------ deferred unary replies */
+
+ic_rpc_deferred_t *ic_rpc_call_defer(ic_rpc_call_t *c) {
+  if (!c || !c->m || c->m->kind != IC_RPC_UNARY || c->deferred) return NULL;
+  /* The close is awaited from now on: it completes early only when the call is cancelled, which
+   * is what ic_rpc_deferred_cancelled reports. */
+  grpc_op op;
+  memset(&op, 0, sizeof op);
+  op.op = GRPC_OP_RECV_CLOSE_ON_SERVER;
+  op.data.recv_close_on_server.cancelled = &c->cancelled;
+  if (grpc_call_start_batch(c->call, &op, 1, &c->t_close, NULL) != GRPC_CALL_OK) return NULL;
+  pthread_mutex_lock(&c->mu);
+  c->refs = 3; /* the close, the reply to come, the handler still running */
+  c->deferred = true;
+  pthread_mutex_unlock(&c->mu);
+  pthread_mutex_lock(&c->srv->mu);
+  c->srv->ndeferred++;
+  pthread_mutex_unlock(&c->srv->mu);
+  return (ic_rpc_deferred_t *)c;
+}
+
+bool ic_rpc_deferred_cancelled(ic_rpc_deferred_t *d) {
+  ic_rpc_call_t *c = (ic_rpc_call_t *)d;
+  pthread_mutex_lock(&c->mu);
+  bool closed = c->closed;
+  pthread_mutex_unlock(&c->mu);
+  return closed;
+}
+
+int ic_rpc_deferred_reply(ic_rpc_deferred_t *d, int status, const uint8_t *resp, size_t len,
+                          const char *msg) {
+  ic_rpc_call_t *c = (ic_rpc_call_t *)d;
+  if (!c) return IC_EINVAL;
+  int rc = IC_ESTATE; /* the call is over (cancelled, or the server cancelled every call) */
+  pthread_mutex_lock(&c->mu);
+  c->status_started = true;
+  if (!c->closed) {
+    /* Same rule as stream sends: no batch may race grpc_server_cancel_all_calls(). */
+    pthread_rwlock_rdlock(&c->srv->cancel_lock);
+    if (!c->srv->cancelled_all) {
+      if (c->arrive_ns) set_timing(c, c->handler_ns);
+      c->refs++;
+      if (start_unary_reply(c, status, resp, len, msg) == GRPC_CALL_OK)
+        rc = 0;
+      else
+        c->refs--;
+    }
+    pthread_rwlock_unlock(&c->srv->cancel_lock);
   }
-  ops[n].op = GRPC_OP_SEND_STATUS_FROM_SERVER;
-  ops[n].data.send_status_from_server.status = (grpc_status_code)status;
-  if (msg && *msg) {
-    c->status_details = grpc_slice_from_static_string(msg);
-    c->has_status_details = true;
-    ops[n].data.send_status_from_server.status_details = &c->status_details;
-  }
-  if (c->has_timing) {
-    ops[n].data.send_status_from_server.trailing_metadata_count = 1;
-    ops[n].data.send_status_from_server.trailing_metadata = &c->timing;
-  }
-  n++;
-  ops[n].op = GRPC_OP_RECV_CLOSE_ON_SERVER;
-  ops[n++].data.recv_close_on_server.cancelled = &c->cancelled;
-  if (grpc_call_start_batch(c->call, ops, n, &c->t_status, NULL) != GRPC_CALL_OK) call_free(c);
+  pthread_mutex_unlock(&c->mu);
+  call_unref(c); /* the reply's reference */
+  return rc;
 }
 
 static void handle_unknown(ic_rpc_call_t *c) {
@@ -940,8 +1029,18 @@ static void handle_event(cq_thread_t *cqt, grpc_event ev) {
     return;
   }
   case TAG_STATUS:
+    if (c->deferred) { /* its close and reply may complete on two threads: refs decide */
+      call_unref(c);
+      return;
+    }
     c->cqt = cqt;
     call_free(c);
+    return;
+  case TAG_CLOSE: /* deferred unary calls only */
+    pthread_mutex_lock(&c->mu);
+    c->closed = true;
+    pthread_mutex_unlock(&c->mu);
+    call_unref(c);
     return;
   default:
     return;
@@ -968,6 +1067,7 @@ ic_rpc_server_t *ic_rpc_server_new(const char *addr, const ic_rpc_server_opts_t 
   ic_rpc_server_t *s = calloc(1, sizeof *s);
   if (!s) return NULL;
   pthread_mutex_init(&s->mu, NULL);
+  pthread_cond_init(&s->deferred_cv, NULL);
   pthread_mutex_init(&s->tls_mu, NULL);
   pthread_rwlock_init(&s->cancel_lock, NULL);
   /* One thread per usable CPU: extra threads on a core only hand calls to each other. */
@@ -1171,6 +1271,12 @@ int ic_rpc_server_shutdown(ic_rpc_server_t *s, int drain_ms) {
     pthread_rwlock_unlock(&s->cancel_lock);
     grpc_completion_queue_pluck(s->shutdown_cq, s, gpr_inf_future(GPR_CLOCK_REALTIME), NULL);
   }
+  /* gRPC core does not wait for calls the application still holds: deferred calls are waited
+   * for here, while the completion-queue threads still run to free them after their reply. */
+  pthread_mutex_lock(&s->mu);
+  while (s->ndeferred > 0)
+    pthread_cond_wait(&s->deferred_cv, &s->mu);
+  pthread_mutex_unlock(&s->mu);
   grpc_completion_queue_shutdown(s->cq);
   for (int i = 0; i < s->nthreads; i++)
     if (s->cqts[i].started) pthread_join(s->cqts[i].th, NULL);
@@ -1208,6 +1314,7 @@ void ic_rpc_server_free(ic_rpc_server_t *s) {
   free(s->key_file);
   free(s->client_ca_file);
   pthread_mutex_destroy(&s->mu);
+  pthread_cond_destroy(&s->deferred_cv);
   pthread_mutex_destroy(&s->tls_mu);
   pthread_rwlock_destroy(&s->cancel_lock);
   ic_rpc_global_unref();

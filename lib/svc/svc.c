@@ -406,20 +406,79 @@ static int respond(ic_svc_t *s, const lr_req_t *q, ic_buf_t *out, const char *co
   return rc;
 }
 
+/* A prompt_text lookup waiting for a tokenizer worker: the request's bytes (decoded again on the
+ * worker: the first decode lives in the transport thread's arena) and what steps 1-5 settled. */
+struct ic_svc_pending {
+  uint8_t *req;
+  size_t len;
+  int64_t start, deadline, budget_ns;
+  ic_policy_knobs_t k;
+  char *model; /* metrics label of a fail-open answer */
+};
+
 static int lookup_route(ic_svc_t *s, const uint8_t *req, size_t len, int64_t deadline_ns,
-                        ic_buf_t *out, const char **msg);
+                        ic_buf_t *out, const char **msg, ic_svc_pending_t **pending);
+static int route(ic_svc_t *s, const lr_req_t *q, const ic_policy_knobs_t *kp, int64_t start,
+                 int64_t deadline, int64_t budget_ns, ic_buf_t *out);
 
 /* Index results hold interned replica names: the guard keeps them alive until packed. */
 int ic_svc_lookup_route(ic_svc_t *s, const uint8_t *req, size_t len, int64_t deadline_ns,
                         ic_buf_t *out, const char **msg) {
   ic_index_guard_t g = ic_index_guard(s->index);
-  int rc = lookup_route(s, req, len, deadline_ns, out, msg);
+  int rc = lookup_route(s, req, len, deadline_ns, out, msg, NULL);
   ic_index_unguard(s->index, g);
   return rc;
 }
 
+int ic_svc_lookup_route_begin(ic_svc_t *s, const uint8_t *req, size_t len, int64_t deadline_ns,
+                              ic_buf_t *out, const char **msg, ic_svc_pending_t **pending) {
+  if (pending) *pending = NULL;
+  ic_index_guard_t g = ic_index_guard(s->index);
+  int rc = lookup_route(s, req, len, deadline_ns, out, msg, pending);
+  ic_index_unguard(s->index, g);
+  return rc;
+}
+
+int64_t ic_svc_pending_deadline_ns(const ic_svc_pending_t *p) { return p->deadline; }
+const char *ic_svc_pending_model(const ic_svc_pending_t *p) { return p->model; }
+
+static void pending_free(ic_svc_pending_t *p) {
+  free(p->req);
+  free(p->model);
+  free(p);
+}
+
+int ic_svc_lookup_route_finish(ic_svc_t *s, ic_svc_pending_t *p, ic_buf_t *out, const char **msg) {
+  if (ic_clock_monotonic_ns() >= p->deadline) /* late: no tokenizing, as if it had expired */
+    return ic_svc_lookup_route_fail_open(s, p, true, out);
+  lr_req_t *q =
+      inferencecache__v1alpha1__lookup_route_request__unpack(arena_begin(), p->len, p->req);
+  if (!q) { /* decoded once already: only memory can fail */
+    pending_free(p);
+    return *msg = "out of memory", IC_RPC_RESOURCE_EXHAUSTED;
+  }
+  ic_index_guard_t g = ic_index_guard(s->index);
+  int rc = route(s, q, &p->k, p->start, p->deadline, p->budget_ns, out);
+  ic_index_unguard(s->index, g);
+  if (arena_needs_free())
+    inferencecache__v1alpha1__lookup_route_request__free_unpacked(q, arena_cur());
+  pending_free(p);
+  return rc;
+}
+
+int ic_svc_lookup_route_fail_open(ic_svc_t *s, ic_svc_pending_t *p, bool timed_out, ic_buf_t *out) {
+  lr_req_t q = INFERENCECACHE__V1ALPHA1__LOOKUP_ROUTE_REQUEST__INIT;
+  q.model_id = p->model;
+  int rc = respond(s, &q, out, timed_out ? "TIMEOUT" : "NO_HINT", NULL, 0, "",
+                   ic_clock_monotonic_ns() - p->start, NULL);
+  pending_free(p);
+  return rc;
+}
+
+/* Steps 1-5 (decode, reserved tenant, deadline, gates), then either the rest inline (route) or,
+ * for a prompt_text to tokenize when the caller takes pending lookups, a pending one. */
 static int lookup_route(ic_svc_t *s, const uint8_t *req, size_t len, int64_t deadline_ns,
-                        ic_buf_t *out, const char **msg) {
+                        ic_buf_t *out, const char **msg, ic_svc_pending_t **pending) {
   int64_t start = ic_clock_monotonic_ns();
   lr_req_t *q = inferencecache__v1alpha1__lookup_route_request__unpack(arena_begin(), len, req);
   if (!q) return *msg = UNMARSHAL_MSG, IC_RPC_INTERNAL;
@@ -451,19 +510,48 @@ static int lookup_route(ic_svc_t *s, const uint8_t *req, size_t len, int64_t dea
                        q->prefix_hash.len == 0 && q->n_token_ids == 0;
   if (will_tokenize && deadline == INT64_MAX)
     deadline = start + (int64_t)IC_SVC_DEFAULT_TOKENIZE_TIMEOUT_MS * 1000000;
+  /* 4. already expired */
+  if (ic_clock_monotonic_ns() >= deadline) {
+    rc = respond(s, q, out, "TIMEOUT", NULL, 0, "", ic_clock_monotonic_ns() - start, NULL);
+  } else if (k.require_chain &&
+             !(q->n_block_hashes > 0 && q->n_block_hashes == q->n_block_token_counts)) {
+    /* 5. requireChain gate */
+    rc = respond(s, q, out, "POLICY_REQUIRES_CHAIN", NULL, 0, "", ic_clock_monotonic_ns() - start,
+                 NULL);
+  } else if (pending && will_tokenize && s->prompt_encode &&
+             strlen(q->prompt_text) <= IC_SVC_MAX_PROMPT_TEXT_BYTES) {
+    /* 6 on a tokenizer worker (ic_svc_lookup_route_finish) */
+    ic_svc_pending_t *p = calloc(1, sizeof *p);
+    if (p && (p->req = malloc(len ? len : 1)) && (p->model = strdup(q->model_id))) {
+      memcpy(p->req, req, len);
+      p->len = len;
+      p->start = start;
+      p->deadline = deadline;
+      p->budget_ns = budget_ns;
+      p->k = k;
+      *pending = p;
+      rc = IC_RPC_OK;
+    } else {
+      if (p) free(p->req);
+      free(p);
+      rc = respond(s, q, out, "NO_HINT", NULL, 0, "", ic_clock_monotonic_ns() - start, NULL);
+    }
+  } else {
+    rc = route(s, q, &k, start, deadline, budget_ns, out);
+  }
+  if (arena_needs_free())
+    inferencecache__v1alpha1__lookup_route_request__free_unpacked(q, arena_cur());
+  return rc;
+}
+
+/* Steps 6-12: resolve (tokenizing a prompt_text inline), look up, gate, answer. */
+static int route(ic_svc_t *s, const lr_req_t *q, const ic_policy_knobs_t *kp, int64_t start,
+                 int64_t deadline, int64_t budget_ns, ic_buf_t *out) {
+  const ic_policy_knobs_t k = *kp;
+  int rc;
   resolved_t r;
   memset(&r, 0, sizeof r);
   ic_index_result_t *res = NULL;
-  /* 4. already expired */
-  if (ic_clock_monotonic_ns() >= deadline) {
-    rc = respond(s, q, out, "TIMEOUT", NULL, 0, "", ic_clock_monotonic_ns() - start, &r);
-    goto done;
-  }
-  /* 5. requireChain gate */
-  if (k.require_chain && !(q->n_block_hashes > 0 && q->n_block_hashes == q->n_block_token_counts)) {
-    rc = respond(s, q, out, "POLICY_REQUIRES_CHAIN", NULL, 0, "", ic_clock_monotonic_ns() - start, &r);
-    goto done;
-  }
   /* 6. resolve inputs */
   if (resolve(s, q, k.enable_chain_matching, &r) != 0) {
     rc = respond(s, q, out, "NO_HINT", NULL, 0, "", ic_clock_monotonic_ns() - start, &r);
@@ -622,7 +710,6 @@ static int lookup_route(ic_svc_t *s, const uint8_t *req, size_t len, int64_t dea
 done:
   if (res) ic_index_result_free(res);
   resolved_free(&r);
-  if (arena_needs_free()) inferencecache__v1alpha1__lookup_route_request__free_unpacked(q, arena_cur());
   return rc;
 }
 

@@ -111,6 +111,9 @@ static const flagdef_t FLAGS[] = {
     {"tokenizer-models-dir", F_STR, OFF(tokenizer_models_dir), "",
      "directory <dir>/<model_id>/tokenizer.json (+ tokenizer_config.json) of the models whose prompt_text "
      "LookupRoute tokenizes (model_id may contain '/'); empty disables server-side tokenisation"},
+    {"tokenizer-threads", F_INT, OFF(tokenizer_threads), "0",
+     "threads that tokenize prompt_text lookups (off the gRPC threads; at most 64 lookups queued or "
+     "tokenizing, more are shed); 0 = one per CPU the process may use (not a reference flag)"},
     {"warm-start-timeout-ms", F_INT, OFF(warm_start_timeout_ms), "60000",
      "warm start: /readyz and gRPC health answer not-ready until every known reporter sent its full "
      "state, or this long after start; <= 0 = ready at once (not a reference flag; docs/ha.md)"},

@@ -11,10 +11,15 @@ extern const size_t ic_proto_descriptor_set_len;
 
 #define SVC "/inferencecache.v1alpha1.InferenceCache/"
 
+/* A prompt_text to tokenize goes to the tokenizer workers (prompts.c), which answer the call;
+ * every other lookup is answered here, on the completion-queue thread, with no hand-over. */
 static int lookup_route(void *ud, ic_rpc_call_t *call, const uint8_t *req, size_t len, ic_buf_t *resp,
                         const char **msg) {
   server_ctx_t *ctx = ud;
-  return ic_svc_lookup_route(ctx->svc, req, len, ic_rpc_call_deadline_ns(call), resp, msg);
+  ic_svc_pending_t *p = NULL;
+  int st = ic_svc_lookup_route_begin(ctx->svc, req, len, ic_rpc_call_deadline_ns(call), resp, msg,
+                                     ctx->prompt_pool ? &p : NULL);
+  return p ? server_prompt_lookup(ctx, call, p, resp, msg) : st;
 }
 
 #define UNARY(name, fn)                                                                           \

@@ -174,9 +174,10 @@ static void *maint_main(void *arg) {
     }
     ic_index_predict_expire(mt->ctx->index); /* speculative entries live ~1 s */
     int64_t t1 = ic_clock_monotonic_ns();
-    /* names of replicas that are gone; hand the pages back (long names free whole pages
-       inside the heap, which free() alone keeps) */
-    if (ic_index_reclaim_strings(mt->ctx->index) > 0) malloc_trim(0);
+    /* records and names nothing refers to any more (cleared tenants, models, replicas); hand
+       the pages back (long names free whole pages inside the heap, which free() alone keeps) */
+    size_t records = 0;
+    if (ic_index_reclaim(mt->ctx->index, &records) > 0 || records > 0) malloc_trim(0);
     int64_t t2 = ic_clock_monotonic_ns();
     /* After a burst (a call flood, subscribers that left) give what malloc keeps free back to
      * the OS, so RSS returns to what the index and live calls need. */

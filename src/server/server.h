@@ -8,6 +8,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "ic/buf.h"
 #include "ic/index.h"
 #include "ic/metrics.h"
 
@@ -46,6 +47,7 @@ typedef struct server_flags {
   const char *tls_cert_file;         /* "" */
   const char *tls_key_file;          /* "" */
   const char *tokenizer_models_dir;  /* "" */
+  int tokenizer_threads;             /* --tokenizer-threads, 0 = one per usable CPU */
   int engine_block_size;             /* 16 (values <= 0 keep 16) */
   const char *log_format;            /* "json" */
   const char *log_level;             /* "info" */
@@ -123,6 +125,8 @@ typedef struct server_ctx {
   struct server_hub *hub;      /* StreamCacheEvents subscribers, fed by the index listener */
   struct ic_svc *svc;          /* owned; InferenceCache handlers' logic */
   struct ic_prompt_registry *prompts; /* owned; NULL without --tokenizer-models-dir (prompts.c) */
+  struct ic_prompt_pool *prompt_pool; /* owned; tokenizer workers, with prompts (prompts.c) */
+  ic_metric_family_t *prompt_shed;    /* counter {model}: prompt_text lookups shed */
   struct ic_promptstore *templates;   /* owned; PromptTemplates for RenderTemplate (templates.c) */
   struct server_http *http;    /* owned by the http listeners (http helper) */
   struct server_auth *auth;    /* controller-listener auth (http helper) */
@@ -140,11 +144,17 @@ int server_flags_parse(server_flags_t *f, int argc, char **argv);
 const char *server_flags_validate_auth(const server_flags_t *f, char **owned);
 
 /* --- gRPC side (grpc_*.c) --- */
-/* prompts.c: loads --tokenizer-models-dir (0, or an IC_E* code: the server exits 1), the
- * lib/svc prompt-encoder hook, and the registry's release. */
+/* prompts.c: loads --tokenizer-models-dir (0, or an IC_E* code: the server exits 1) and starts
+ * the tokenizer worker pool, the lib/svc prompt-encoder hook, the hand-over of a pending
+ * prompt_text LookupRoute to the pool (the call is answered from there; shed when the pool is
+ * full), and the release (after the gRPC server is shut down: the pool answers its calls). */
 int server_prompts_init(server_ctx_t *ctx);
 int server_prompt_encode(void *ud, const char *model_id, const char *text, size_t len, size_t max_ids, uint32_t **ids,
                          size_t *n);
+struct ic_svc_pending;
+/* Returns the handler's status (the answer is in resp) unless the call was deferred. */
+int server_prompt_lookup(server_ctx_t *ctx, struct ic_rpc_call *call, struct ic_svc_pending *p,
+                         ic_buf_t *resp, const char **msg);
 void server_prompts_free(server_ctx_t *ctx);
 /* templates.c: the PromptTemplate store, lib/svc's RenderTemplate hook, the store's release. */
 int server_templates_init(server_ctx_t *ctx);

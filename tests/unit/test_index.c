@@ -1922,7 +1922,7 @@ Test(index_s, strings_of_cleared_replicas_are_freed_and_names_reusable) {
   while (ic_index_maintain(ix, 65536)) {
   }
   ic_index_evict_expired(ix); /* releases what the lazy reclaim left */
-  cr_assert_eq(ic_index_reclaim_strings(ix), 200);
+  cr_assert_eq(ic_index_reclaim(ix, NULL), 200);
   cr_assert_eq(ic_index_string_count(ix), base);
   /* the keeper is untouched; a cleared name can come back (its id is reused) */
   ic_index_result_t *r = route_exact(ix, "t", "m", "vllm", "", "k", 0);
@@ -1949,7 +1949,7 @@ Test(index_s, strings_of_expired_replicas_are_freed_shared_names_kept) {
   g_now += 61 * MIN_NS; /* past the 60 min TTL */
   put_legacy(ix, W("fresh"), "p3", 10);
   ic_index_evict_expired(ix);
-  cr_assert_eq(ic_index_reclaim_strings(ix), 1);   /* "gone"; "t" stays (tenant) */
+  cr_assert_eq(ic_index_reclaim(ix, NULL), 1);   /* "gone"; "t" stays (tenant) */
   cr_assert_eq(ic_index_string_count(ix), before); /* -gone +fresh */
   ic_index_result_t *r = route_exact(ix, "t", "m", "vllm", "", "p3", 0);
   cr_assert_str_eq(row(r, 0)->replica_id, "fresh");
@@ -2002,7 +2002,7 @@ Test(index_s, guarded_readers_survive_concurrent_reclaim) {
       while (ic_index_maintain(st.ix, 65536)) {
       }
       ic_index_evict_expired(st.ix);
-      freed += ic_index_reclaim_strings(st.ix);
+      freed += ic_index_reclaim(st.ix, NULL);
     }
   }
   atomic_store(&st.stop, true);

@@ -703,7 +703,7 @@ static bool nm_op_event(nm_t *m, nm_rng_t *g) {
 
 static bool nm_op_sweep(nm_t *m) {
   ic_index_evict_expired(m->ix);
-  ic_index_reclaim_strings(m->ix); /* names of swept/cleared replicas are freed, ids reused */
+  ic_index_reclaim(m->ix, NULL); /* records and names nothing refers to are freed, ids reused */
   for (size_t i = 0; i < m->n;) {
     int64_t age;
     if (__builtin_sub_overflow(m->now, m->e[i].ts, &age))

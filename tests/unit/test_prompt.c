@@ -1,8 +1,7 @@
 /* Unit tests of lib/prompt: registry loading and lookup, and the prefix cache giving exactly
- * the uncached ids while reusing prefixes across many prompts, the in-flight bound shedding
- * encodes beyond it (Qwen3 fixture model). */
+ * the uncached ids while reusing prefixes across many prompts (Qwen3 fixture model). The worker
+ * pool and its in-flight bound: test_prompt_pool.c. */
 #include <criterion/criterion.h>
-#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -70,59 +69,4 @@ Test(prompt, prefix_cache_is_exact_and_reused, .timeout = 300) {
   free(text);
   ic_prompt_registry_free(cached);
   ic_prompt_registry_free(plain);
-}
-
-/* Eight threads released at once, each encoding a long distinct prompt, against a bound of 1:
- * while one encodes the others are shed with IC_EUNAVAIL (before any work), none fail
- * otherwise, and once they are done the slot is free again. */
-typedef struct {
-  ic_prompt_registry_t *r;
-  pthread_barrier_t *go;
-  int idx, rc;
-} shed_job;
-
-static void *shed_run(void *arg) {
-  shed_job *j = arg;
-  size_t n = 600000;
-  char *text = malloc(n + 1);
-  int k = snprintf(text, 64, "Prompt %d. ", j->idx);
-  for (size_t i = (size_t)k; i < n; i++)
-    text[i] = "the quick brown fox jumps over the lazy dog "[i % 44];
-  ic_tok_ids ids = {0};
-  pthread_barrier_wait(j->go);
-  j->rc = ic_prompt_encode(j->r, "models", text, n, 0, &ids, NULL);
-  if (!j->rc) cr_assert_gt(ids.n, 1000);
-  ic_tok_ids_free(&ids);
-  free(text);
-  return NULL;
-}
-
-Test(prompt, in_flight_bound_sheds_instead_of_queueing, .timeout = 300) {
-  char err[256];
-  ic_prompt_registry_t *r = NULL;
-  ic_prompt_config_t cfg = {.max_in_flight = 1};
-  cr_assert_eq(ic_prompt_registry_load(QWEN_DIR, &cfg, &r, err, sizeof err), 0, "%s", err);
-  enum { N = 8 };
-  pthread_t th[N];
-  shed_job jobs[N];
-  pthread_barrier_t go;
-  pthread_barrier_init(&go, NULL, N);
-  for (int i = 0; i < N; i++) {
-    jobs[i] = (shed_job){.r = r, .go = &go, .idx = i};
-    pthread_create(&th[i], NULL, shed_run, &jobs[i]);
-  }
-  int ok = 0, shed = 0;
-  for (int i = 0; i < N; i++) {
-    pthread_join(th[i], NULL);
-    cr_assert(jobs[i].rc == 0 || jobs[i].rc == IC_EUNAVAIL, "job %d: %d", i, jobs[i].rc);
-    ok += jobs[i].rc == 0;
-    shed += jobs[i].rc == IC_EUNAVAIL;
-  }
-  pthread_barrier_destroy(&go);
-  cr_assert_geq(ok, 1);
-  cr_assert_geq(shed, 1, "nothing was shed (%d encoded)", ok);
-  ic_tok_ids ids = {0};
-  cr_assert_eq(ic_prompt_encode(r, "models", "after the flood", 15, 0, &ids, NULL), 0);
-  ic_tok_ids_free(&ids);
-  ic_prompt_registry_free(r);
 }
