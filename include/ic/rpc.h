@@ -79,8 +79,8 @@ int ic_rpc_usable_cpus(void);
 typedef int (*ic_rpc_unary_fn)(void *ud, ic_rpc_call_t *call, const uint8_t *req, size_t len,
                                ic_buf_t *resp, const char **msg);
 
-/* Streaming handlers. All run on a completion-queue thread, never concurrently for one call
- * (one after another, possibly on different threads: each sees the previous one's writes).
+/* Streaming handlers. All run on the call's completion-queue thread, never concurrently for
+ * one call.
  *  on_start: SERVER_STREAM gets the single request (req/len); CLIENT_STREAM/BIDI get NULL/0.
  *            Return IC_RPC_OK to continue or a status to finish the call at once.
  *  on_msg:   CLIENT_STREAM/BIDI, once per received message. Return IC_RPC_OK to keep reading

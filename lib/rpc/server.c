@@ -1,11 +1,8 @@
-/* gRPC server over the core C API: N threads serving one completion queue, each with its own
- * pool of pre-requested calls per registered method, and one small state machine per call kind.
+/* gRPC server over the core C API: N completion-queue threads, each with its own pool of
+ * pre-requested calls per registered method, and one small state machine per call kind.
  *
- * Design. All threads wait on one completion queue: the thread that gRPC core's poller lets read
- * a call completes it itself (with a queue per thread the poller often read another thread's
- * call and had to wake that thread for it). A streaming call's completions may therefore reach
- * any thread; they are serialised per call (`dispatching`, `pend`), so its handler callbacks
- * never run concurrently and see one another's writes. Unary
+ * Design. Every call is bound to the completion queue that announced it, so all of a call's
+ * completions (and therefore all handler callbacks for it) run on one thread, in order. Unary
  * calls cost one batch: the handler runs as soon as the request arrives and a single batch
  * sends metadata, message and status and receives the close. Streaming calls keep one
  * RECV_CLOSE_ON_SERVER outstanding for their whole life (it tells us about cancellation), at
@@ -140,9 +137,8 @@ typedef struct cq_thread {
   bool started;
   ic_buf_t scratch; /* request bytes when a payload spans several slices */
   ic_buf_t resp;
-  /* Finished unary calls kept for reuse. A call is taken from the pool of the thread that
-   * requests it and returned to the pool of the thread that frees it; only the owner touches a
-   * pool, so it takes no lock and the steady state allocates no call struct. */
+  /* Finished unary calls kept for reuse. A unary call is requested and freed on its own
+   * thread only, so the pool takes no lock and the steady state allocates no call struct. */
   struct ic_rpc_call *pool;
   int npool;
 } cq_thread_t;
@@ -174,16 +170,6 @@ struct ic_rpc_call {
   int cancelled;
   tag_t t_new, t_recv, t_send, t_status, t_close;
   void *data;
-  /* Streaming calls: the thread handling one of the call's completions owns it until no more
-   * are pending; completions that arrive meanwhile on other threads wait in pend (at most
-   * three: the close, a receive and a send or the status are all a call has outstanding).
-   * Guarded by mu. */
-  bool dispatching;
-  uint8_t npend;
-  struct {
-    uint8_t kind;
-    bool ok;
-  } pend[4];
 
   pthread_mutex_t mu; /* guards everything below (streams only) */
   int refs;           /* outstanding batches + close */
@@ -206,7 +192,6 @@ struct ic_rpc_server {
   int port;
   int nthreads;
   cq_thread_t *cqts;
-  grpc_completion_queue *cq; /* served by every thread */
   grpc_completion_queue *shutdown_cq;
   method_t methods[MAX_METHODS];
   size_t nmethods;
@@ -853,9 +838,9 @@ static void handle_stream_start(ic_rpc_call_t *c) {
   memset(&op, 0, sizeof op);
   op.op = GRPC_OP_RECV_CLOSE_ON_SERVER;
   op.data.recv_close_on_server.cancelled = &c->cancelled;
-  c->refs++; /* the close (the dispatcher holds one more while this runs) */
+  c->refs = 1; /* the close */
   if (grpc_call_start_batch(c->call, &op, 1, &c->t_close, NULL) != GRPC_CALL_OK) {
-    c->refs--; /* the dispatcher's release frees it */
+    call_free(c);
     return;
   }
   if (!live_admit(c)) {
@@ -939,104 +924,42 @@ static void handle_send_done(ic_rpc_call_t *c, bool ok) {
   if (drained && c->m && c->m->sh.on_drain) c->m->sh.on_drain(c->m->ud, c);
 }
 
-/* One completion of a streaming call, on the thread that owns the call (stream_dispatch). */
-static void handle_stream_event(ic_rpc_call_t *c, uint8_t kind, bool ok) {
-  switch (kind) {
-  case TAG_NEW:
-    handle_stream_start(c);
-    return;
-  case TAG_RECV:
-    handle_recv(c, ok);
-    break;
-  case TAG_SEND:
-    handle_send_done(c, ok);
-    break;
-  case TAG_CLOSE:
-    pthread_mutex_lock(&c->mu);
-    c->closed = true;
-    pthread_mutex_unlock(&c->mu);
-    break;
-  default: /* TAG_STATUS */
-    break;
-  }
-  call_unref(c);
-}
-
-/* Runs a streaming call's completion here unless another thread is handling one of its
- * completions now; then it is queued for that thread, which drains the queue before letting go.
- * The owner holds a reference, so the call outlives the loop. */
-static void stream_dispatch(cq_thread_t *cqt, ic_rpc_call_t *c, uint8_t kind, bool ok) {
-  pthread_mutex_lock(&c->mu);
-  if (c->dispatching) {
-    c->pend[c->npend].kind = kind;
-    c->pend[c->npend++].ok = ok;
-    pthread_mutex_unlock(&c->mu);
-    return;
-  }
-  c->dispatching = true;
-  c->refs++;
-  pthread_mutex_unlock(&c->mu);
-  for (;;) {
-    c->cqt = cqt; /* per-thread scratch buffers for the handlers */
-    handle_stream_event(c, kind, ok);
-    pthread_mutex_lock(&c->mu);
-    if (c->npend == 0) {
-      c->dispatching = false;
-      pthread_mutex_unlock(&c->mu);
-      break;
-    }
-    kind = c->pend[0].kind;
-    ok = c->pend[0].ok;
-    c->npend--;
-    memmove(&c->pend[0], &c->pend[1], c->npend * sizeof c->pend[0]);
-    pthread_mutex_unlock(&c->mu);
-  }
-  call_unref(c);
-}
-
 static void handle_event(cq_thread_t *cqt, grpc_event ev) {
   tag_t *t = ev.tag;
   ic_rpc_call_t *c = t->call;
-  if (c->m && c->m->kind != IC_RPC_UNARY) {
-    if (t->kind == TAG_NEW) {
-      if (cqt->srv->timing_trailer) c->arrive_ns = ic_clock_monotonic_ns();
-      if (!ev.success) { /* server shutting down: the requested call never matched */
-        call_free(c);
-        return;
-      }
-      request_call(cqt, c->m); /* keep the pool full */
-    }
-    stream_dispatch(cqt, c, t->kind, ev.success);
-    return;
-  }
-  /* Unary and unknown-method calls: one batch after the request, so their two completions
-   * never overlap; the call belongs to whichever thread holds its completion (its scratch
-   * buffers while the handler runs, its pool when the call is freed). */
   switch (t->kind) {
   case TAG_NEW: {
-    c->cqt = cqt;
     if (cqt->srv->timing_trailer) c->arrive_ns = ic_clock_monotonic_ns();
     method_t *m = c->m ? c->m : &cqt->srv->generic;
-    if (!ev.success) {
+    if (!ev.success) { /* server shutting down: the requested call never matched */
       call_free(c);
       return;
     }
-    request_call(cqt, m);
+    request_call(cqt, m); /* keep the pool full */
     if (!c->m)
       handle_unknown(c);
-    else
+    else if (c->m->kind == IC_RPC_UNARY)
       handle_unary(c);
+    else
+      handle_stream_start(c);
     return;
   }
   case TAG_STATUS:
-    if (c->deferred) { /* its close and reply may complete on two threads: refs decide */
-      call_unref(c);
+    if (!c->deferred && (!c->m || c->m->kind == IC_RPC_UNARY)) { /* one-batch calls */
+      call_free(c);
       return;
     }
-    c->cqt = cqt;
-    call_free(c);
+    call_unref(c);
     return;
-  case TAG_CLOSE: /* deferred unary calls only */
+  case TAG_RECV:
+    handle_recv(c, ev.success);
+    call_unref(c);
+    return;
+  case TAG_SEND:
+    handle_send_done(c, ev.success);
+    call_unref(c);
+    return;
+  case TAG_CLOSE:
     pthread_mutex_lock(&c->mu);
     c->closed = true;
     pthread_mutex_unlock(&c->mu);
@@ -1159,11 +1082,10 @@ ic_rpc_server_t *ic_rpc_server_new(const char *addr, const ic_rpc_server_opts_t 
     return NULL;
   }
   s->cqts = calloc((size_t)s->nthreads, sizeof *s->cqts);
-  s->cq = grpc_completion_queue_create_for_next(NULL);
-  grpc_server_register_completion_queue(s->srv, s->cq, NULL);
   for (int i = 0; i < s->nthreads; i++) {
     s->cqts[i].srv = s;
-    s->cqts[i].cq = s->cq;
+    s->cqts[i].cq = grpc_completion_queue_create_for_next(NULL);
+    grpc_server_register_completion_queue(s->srv, s->cqts[i].cq, NULL);
   }
   s->shutdown_cq = grpc_completion_queue_create_for_pluck(NULL);
   grpc_server_register_completion_queue(s->srv, s->shutdown_cq, NULL);
@@ -1235,8 +1157,8 @@ int ic_rpc_server_start(ic_rpc_server_t *s) {
     request_call(cqt, &s->generic);
     if (pthread_create(&cqt->th, NULL, cq_main, cqt) == 0) {
       cqt->started = true;
-      char name[16]; /* shows in top -H, perf sched and /proc: what competes with whom */
-      snprintf(name, sizeof name, "grpc-cq-%d", i % 100);
+      char name[16]; /* named for perf sched / top -H; 15 bytes is the kernel's limit */
+      snprintf(name, sizeof name, "grpc-cq-%d", i & 0xffff);
       pthread_setname_np(cqt->th, name);
     }
   }
@@ -1277,15 +1199,17 @@ int ic_rpc_server_shutdown(ic_rpc_server_t *s, int drain_ms) {
   while (s->ndeferred > 0)
     pthread_cond_wait(&s->deferred_cv, &s->mu);
   pthread_mutex_unlock(&s->mu);
-  grpc_completion_queue_shutdown(s->cq);
+  for (int i = 0; i < s->nthreads; i++) grpc_completion_queue_shutdown(s->cqts[i].cq);
   for (int i = 0; i < s->nthreads; i++)
     if (s->cqts[i].started) pthread_join(s->cqts[i].th, NULL);
   if (!s->started) {
     /* Threads never ran: drain the pre-requested calls' failures ourselves. */
-    grpc_event e;
-    while ((e = grpc_completion_queue_next(s->cq, gpr_inf_future(GPR_CLOCK_REALTIME), NULL)).type !=
-           GRPC_QUEUE_SHUTDOWN)
-      if (e.type == GRPC_OP_COMPLETE) handle_event(&s->cqts[0], e);
+    for (int i = 0; i < s->nthreads; i++) {
+      grpc_event e;
+      while ((e = grpc_completion_queue_next(s->cqts[i].cq, gpr_inf_future(GPR_CLOCK_REALTIME), NULL))
+                 .type != GRPC_QUEUE_SHUTDOWN)
+        if (e.type == GRPC_OP_COMPLETE) handle_event(&s->cqts[i], e);
+    }
   }
   return cancelled;
 }
@@ -1294,8 +1218,8 @@ void ic_rpc_server_free(ic_rpc_server_t *s) {
   if (!s) return;
   ic_rpc_server_shutdown(s, 0);
   grpc_server_destroy(s->srv);
-  grpc_completion_queue_destroy(s->cq);
   for (int i = 0; i < s->nthreads; i++) {
+    grpc_completion_queue_destroy(s->cqts[i].cq);
     ic_buf_free(&s->cqts[i].scratch);
     ic_buf_free(&s->cqts[i].resp);
     for (ic_rpc_call_t *c = s->cqts[i].pool, *n; c; c = n) {
