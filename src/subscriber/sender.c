@@ -73,14 +73,15 @@ static void learn_ack(sub_target_t *t, const ic_buf_t *resp) {
   inferencecache__v1alpha1__ack__free_unpacked(ack, NULL);
 }
 
-/* A run of adds and evictions (subq_peek_mixed) as one ReportCacheState: adds in `prefixes`,
- * evictions in CacheStateUpdate.evicted (applied after them), for replicas that said they apply
- * it; the others get one PublishEvent per eviction (see send_group). */
-static int send_mixed(sub_target_t *t, const char *replica, const ic_kv_op_t *ops, size_t n) {
+/* A run of adds (stores and downgrades) and, for replicas that said they apply
+ * CacheStateUpdate.evicted, evictions (subq_peek_mixed) as one ReportCacheState: adds in
+ * `prefixes`, evictions in `evicted` (applied after them). Other replicas get one PublishEvent
+ * per eviction (see send_group). */
+static int send_report(sub_target_t *t, const char *replica, const ic_kv_op_t *ops, size_t n) {
   sub_ctx_t *c = t->c;
   size_t nadd = 0;
   for (size_t i = 0; i < n; i++)
-    nadd += ops[i].kind == IC_KV_OP_ADD;
+    nadd += ops[i].kind != IC_KV_OP_EVICT;
   Inferencecache__V1alpha1__PrefixEntry *ents = calloc(n, sizeof(*ents));
   Inferencecache__V1alpha1__PrefixEntry **ptrs = calloc(n, sizeof(*ptrs));
   uint8_t *hb = malloc(8 * n);
@@ -95,12 +96,12 @@ static int send_mixed(sub_target_t *t, const char *replica, const ic_kv_op_t *op
       e.prefix_hash.data = hb + 8 * i;
       e.prefix_hash.len = 8;
       e.adapter_id = (char *)(ops[i].adapter ? ops[i].adapter : "");
-      if (ops[i].kind == IC_KV_OP_ADD) {
+      if (ops[i].kind != IC_KV_OP_EVICT) {
         e.token_count = ops[i].token_count;
         e.tier = (Inferencecache__V1alpha1__CacheTier)(ops[i].tier ? ops[i].tier : 1);
       }
       ents[i] = e;
-      ptrs[ops[i].kind == IC_KV_OP_ADD ? ia++ : ie++] = &ents[i];
+      ptrs[ops[i].kind != IC_KV_OP_EVICT ? ia++ : ie++] = &ents[i];
       if (ops[i].ts_us > 0) ts = ops[i].ts_us; /* REF: the last positive batch time wins */
     }
     Inferencecache__V1alpha1__CacheStateUpdate u =
@@ -169,57 +170,10 @@ static int send_group(sub_target_t *t, const ic_kv_op_t *ops, size_t n) {
   if (ops[0].kind == SUB_OP_SYNCED) {
     method = "ReportCacheState";
     st = send_marker(t, replica);
-  } else if (mixed || (ops[0].kind == IC_KV_OP_EVICT && batching(t))) {
+  } else if (mixed || ops[0].kind == IC_KV_OP_ADD || ops[0].kind == IC_KV_OP_DOWNGRADE ||
+             (ops[0].kind == IC_KV_OP_EVICT && batching(t))) {
     method = "ReportCacheState";
-    st = send_mixed(t, replica, ops, n);
-  } else if (ops[0].kind == IC_KV_OP_ADD || ops[0].kind == IC_KV_OP_DOWNGRADE) {
-    method = "ReportCacheState";
-    Inferencecache__V1alpha1__PrefixEntry *ents = calloc(n, sizeof(*ents));
-    Inferencecache__V1alpha1__PrefixEntry **ptrs = calloc(n, sizeof(*ptrs));
-    uint8_t *hb = malloc(8 * n);
-    if (!ents || !ptrs || !hb) {
-      free(ents);
-      free(ptrs);
-      free(hb);
-      return 8; /* RESOURCE_EXHAUSTED: retried */
-    }
-    int64_t ts = 0;
-    for (size_t i = 0; i < n; i++) {
-      Inferencecache__V1alpha1__PrefixEntry e = INFERENCECACHE__V1ALPHA1__PREFIX_ENTRY__INIT;
-      for (int k = 0; k < 8; k++)
-        hb[8 * i + k] = (uint8_t)(ops[i].prefix_hash >> (56 - 8 * k));
-      e.prefix_hash.data = hb + 8 * i;
-      e.prefix_hash.len = 8;
-      e.token_count = ops[i].token_count;
-      e.tier = (Inferencecache__V1alpha1__CacheTier)(ops[i].tier ? ops[i].tier : 1);
-      e.adapter_id = (char *)(ops[i].adapter ? ops[i].adapter : "");
-      ents[i] = e;
-      ptrs[i] = &ents[i];
-      if (ops[i].ts_us > 0) ts = ops[i].ts_us; /* REF: the last positive batch time wins */
-    }
-    Inferencecache__V1alpha1__CacheStateUpdate u =
-        INFERENCECACHE__V1ALPHA1__CACHE_STATE_UPDATE__INIT;
-    u.replica_id = (char *)replica;
-    u.model_id = (char *)c->model_id;
-    u.tenant_id = (char *)c->tenant_id;
-    u.hash_scheme = (char *)c->hash_scheme;
-    u.timestamp_us = ts;
-    u.n_prefixes = n;
-    u.prefixes = ptrs;
-    size_t sz = inferencecache__v1alpha1__cache_state_update__get_packed_size(&u);
-    if (ic_buf_reserve(&out, sz)) {
-      st = 8;
-    } else {
-      inferencecache__v1alpha1__cache_state_update__pack(&u, (uint8_t *)out.data);
-      ic_buf_t resp = IC_BUF_INIT;
-      st =
-          sub_grpc_call(t->rpc, M_REPORT, (const uint8_t *)out.data, sz, SUB_RPC_TIMEOUT_MS, &resp);
-      if (st == 0) learn_ack(t, &resp);
-      ic_buf_free(&resp);
-    }
-    free(ents);
-    free(ptrs);
-    free(hb);
+    st = send_report(t, replica, ops, n);
   } else {
     method = "PublishEvent";
     /* n evictions (sent concurrently) or one clear. Every event is packed into `out`. */

@@ -390,24 +390,8 @@ class HostServer(Server):
     e.g. (free_port(), free_port(), free_port()) taken once for the whole group."""
 
     def __init__(self, host, ports, args=None, **kw):
-        super().__init__(args, **kw)
-        self.host = host
-        self.grpc_port, self.http_port, self.snapshot_port = ports
-        self.args += ["--grpc-bind-address=%s:%d" % (host, self.grpc_port),
-                      "--http-bind-address=%s:%d" % (host, self.http_port),
-                      "--snapshot-bind-address=%s:%d" % (host, self.snapshot_port)]
-
-    @property
-    def grpc_addr(self):
-        return "%s:%d" % (self.host, self.grpc_port)
-
-    @property
-    def http_url(self):
-        return "http://%s:%d" % (self.host, self.http_port)
-
-    @property
-    def snapshot_url(self):
-        return "http://%s:%d" % (self.host, self.snapshot_port)
+        super().__init__(args, host=host, grpc_port=ports[0], http_port=ports[1],
+                         snapshot_port=ports[2], **kw)
 
 
 def run_server(args, timeout=30.0):
