@@ -196,20 +196,24 @@ static void heap_push(ic_index_t *ix, const cand_t *c) {
   }
 }
 
-static cand_t heap_pop(ic_index_t *ix) {
-  cand_t top = ix->extra[0];
-  ix->extra[0] = ix->extra[--ix->nextra];
-  size_t i = 0, n = ix->nextra;
+/* Moves extra[i] down until neither child of it in extra[0, n) sorts before it. */
+static void sift_down(ic_index_t *ix, size_t i, size_t n) {
   for (;;) {
     size_t l = 2 * i + 1, r = l + 1, m = i;
     if (l < n && cand_cmp(&ix->extra[l], &ix->extra[m]) < 0) m = l;
     if (r < n && cand_cmp(&ix->extra[r], &ix->extra[m]) < 0) m = r;
-    if (m == i) break;
+    if (m == i) return;
     cand_t t = ix->extra[m];
     ix->extra[m] = ix->extra[i];
     ix->extra[i] = t;
     i = m;
   }
+}
+
+static cand_t heap_pop(ic_index_t *ix) {
+  cand_t top = ix->extra[0];
+  ix->extra[0] = ix->extra[--ix->nextra];
+  sift_down(ix, 0, ix->nextra);
   return top;
 }
 
@@ -270,19 +274,8 @@ void evq_free(ic_index_t *ix) {
 
 /* Restores the heap property of extra[0, n) (after candidates were taken out). */
 static void heap_fix(ic_index_t *ix) {
-  size_t n = ix->nextra;
-  for (size_t s = n / 2; s-- > 0;) {
-    for (size_t i = s;;) {
-      size_t l = 2 * i + 1, r = l + 1, m = i;
-      if (l < n && cand_cmp(&ix->extra[l], &ix->extra[m]) < 0) m = l;
-      if (r < n && cand_cmp(&ix->extra[r], &ix->extra[m]) < 0) m = r;
-      if (m == i) break;
-      cand_t t = ix->extra[m];
-      ix->extra[m] = ix->extra[i];
-      ix->extra[i] = t;
-      i = m;
-    }
-  }
+  for (size_t s = ix->nextra / 2; s-- > 0;)
+    sift_down(ix, s, ix->nextra);
 }
 
 /* records.c frees a retired scope once its readers are gone; the queue keeps candidates
